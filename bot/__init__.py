@@ -1,0 +1,1 @@
+"""The Discord side of brushfire: the bot, its settings, its services and error handling."""

@@ -1,0 +1,428 @@
+"""The worker's RPC protocol: request, status and event types, error codes and input validation.
+
+This module is shared by the standalone worker, any other ingress that speaks the same `/v1` RPC, the
+client and the bot. It imports neither torch nor diffusers.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Annotated, Any, Protocol
+
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+API_PREFIX = "/v1"
+
+MAX_PROMPT_CHARS = 1000
+MIN_SIDE = 64
+MAX_SIDE = 2048
+MAX_STEPS = 150
+MAX_COUNT = 8
+MAX_SEED = 2**32 - 1
+IDEMPOTENCY_KEY_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
+
+
+class Lane(StrEnum):
+    """Queue lanes: `fast` runs first; `relax` runs when fast is empty (plus a small reserved share)."""
+
+    FAST = "fast"
+    RELAX = "relax"
+
+
+class JobKind(StrEnum):
+    """What a job asks the engine to do.
+
+    `generate` is text-to-image; `img2img` redraws an input image under a prompt at a strength (used for
+    variations and upscales); `edit` follows an instruction on an input image (an instruction-editing
+    pipeline when one is configured, else img2img with the instruction as prompt).
+    """
+
+    GENERATE = "generate"
+    IMG2IMG = "img2img"
+    EDIT = "edit"
+
+    @property
+    def needs_image(self) -> bool:
+        return self is not JobKind.GENERATE
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+class ErrorCode(StrEnum):
+    """Machine-readable error codes; every error body is `{"code": ..., "message": ...}`."""
+
+    BAD_REQUEST = "bad_request"  # malformed body, not JSON, wrong multipart
+    UNKNOWN_FIELD = "unknown_field"
+    INVALID_FIELD = "invalid_field"  # a field with a wrong type or out of range
+    PROMPT_EMPTY = "prompt_empty"
+    PROMPT_TOO_LONG = "prompt_too_long"
+    BAD_SIZE = "bad_size"  # width/height off the multiple of 8, out of range, or over max pixels
+    IMAGE_REQUIRED = "image_required"
+    IMAGE_NOT_ALLOWED = "image_not_allowed"
+    BAD_IMAGE = "bad_image"  # not an image, or truncated
+    IMAGE_TOO_LARGE = "image_too_large"  # over the byte limit
+    IMAGE_TOO_MANY_PIXELS = "image_too_many_pixels"  # over the pixel limit, decompression bombs
+    UNKNOWN_ADAPTER = "unknown_adapter"
+    UNAUTHORIZED = "unauthorized"
+    NOT_FOUND = "not_found"
+    CONFLICT = "conflict"  # idempotency key reused with different parameters
+    QUEUE_FULL = "queue_full"  # lane cap reached (429, Retry-After)
+    USER_QUEUE_FULL = "user_queue_full"  # per-user cap reached (429, Retry-After)
+    NOT_READY = "not_ready"  # job has no images (yet)
+    SHUTTING_DOWN = "shutting_down"
+    OUT_OF_MEMORY = "out_of_memory"
+    PIPELINE_ERROR = "pipeline_error"
+    CANCELLED = "cancelled"
+    WORKER_LOST = "worker_lost"
+    INTERNAL = "internal"
+
+
+class ErrorBody(BaseModel):
+    code: ErrorCode
+    message: str
+    field: str | None = None
+    retry_after: float | None = None
+
+
+class ProtocolError(Exception):
+    """A request that is refused, with the HTTP status and the error body to send back."""
+
+    def __init__(
+        self,
+        code: ErrorCode,
+        message: str,
+        *,
+        status: int = 400,
+        field: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+        self.field = field
+        self.retry_after = retry_after
+
+    def body(self) -> ErrorBody:
+        return ErrorBody(code=self.code, message=self.message, field=self.field, retry_after=self.retry_after)
+
+
+Prompt = Annotated[str, Field(max_length=MAX_PROMPT_CHARS * 4)]
+
+
+class JobRequest(BaseModel):
+    """A job as submitted to the worker. Unknown fields are refused.
+
+    `steps`, `guidance`, `width` and `height` left unset take the loaded model's defaults. Each of the
+    job's `count` images is drawn from its own generator seeded `seed + i`, so a job's images depend only
+    on its own parameters, alone or inside a batch.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    idempotency_key: str
+    user: str = Field(min_length=1, max_length=64)
+    lane: Lane = Lane.FAST
+    kind: JobKind = JobKind.GENERATE
+    prompt: Prompt
+    negative_prompt: Prompt = ""
+    width: int | None = None
+    height: int | None = None
+    steps: int | None = Field(default=None, ge=1, le=MAX_STEPS)
+    guidance: float | None = Field(default=None, ge=0.0, le=30.0)
+    strength: float | None = Field(default=None, gt=0.0, le=1.0)
+    image_guidance: float | None = Field(default=None, ge=1.0, le=10.0)
+    count: int = Field(default=1, ge=1, le=MAX_COUNT)
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
+    adapter: str | None = Field(default=None, max_length=64)
+    adapter_scale: float = Field(default=1.0, ge=0.0, le=2.0)
+
+    @field_validator("idempotency_key")
+    @classmethod
+    def _key(cls, v: str) -> str:
+        if not IDEMPOTENCY_KEY_RE.match(v):
+            raise ValueError("must be 1-128 characters of letters, digits, '_', '.', ':' or '-'")
+        return v
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt(cls, v: str) -> str:
+        v = v.strip()
+        if not v:
+            raise ProtocolError(ErrorCode.PROMPT_EMPTY, "prompt is empty", field="prompt")
+        if len(v) > MAX_PROMPT_CHARS:
+            raise ProtocolError(
+                ErrorCode.PROMPT_TOO_LONG,
+                f"prompt is {len(v)} characters; the limit is {MAX_PROMPT_CHARS}",
+                field="prompt",
+            )
+        return v
+
+    @field_validator("negative_prompt")
+    @classmethod
+    def _negative(cls, v: str) -> str:
+        v = v.strip()
+        if len(v) > MAX_PROMPT_CHARS:
+            raise ProtocolError(
+                ErrorCode.PROMPT_TOO_LONG,
+                f"negative_prompt is {len(v)} characters; the limit is {MAX_PROMPT_CHARS}",
+                field="negative_prompt",
+            )
+        return v
+
+    @field_validator("width", "height")
+    @classmethod
+    def _side(cls, v: int | None, info: Any) -> int | None:
+        if v is None:
+            return v
+        if v % 8 or not MIN_SIDE <= v <= MAX_SIDE:
+            raise ProtocolError(
+                ErrorCode.BAD_SIZE,
+                f"{info.field_name} must be a multiple of 8 between {MIN_SIDE} and {MAX_SIDE}, got {v}",
+                field=info.field_name,
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> JobRequest:
+        if self.kind is JobKind.GENERATE and self.strength is not None:
+            raise ProtocolError(
+                ErrorCode.INVALID_FIELD, "strength applies only to img2img and edit jobs", field="strength"
+            )
+        return self
+
+
+def parse_job_request(data: Any) -> JobRequest:
+    """Validate a decoded JSON body into a JobRequest, turning every failure into a ProtocolError."""
+    if not isinstance(data, dict):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "the job must be a JSON object")
+    try:
+        return JobRequest.model_validate(data)
+    except ProtocolError:
+        raise
+    except ValidationError as exc:
+        raise _from_validation_error(exc) from None
+
+
+def _from_validation_error(exc: ValidationError) -> ProtocolError:
+    err = exc.errors(include_url=False)[0]
+    loc = ".".join(str(p) for p in err["loc"]) or None
+    ctx_error = (err.get("ctx") or {}).get("error")
+    if isinstance(ctx_error, ProtocolError):
+        return ctx_error
+    if err["type"] == "extra_forbidden":
+        return ProtocolError(ErrorCode.UNKNOWN_FIELD, f"unknown field {loc!r}", field=loc)
+    if err["type"] == "missing":
+        return ProtocolError(ErrorCode.INVALID_FIELD, f"field {loc!r} is required", field=loc)
+    return ProtocolError(ErrorCode.INVALID_FIELD, f"{loc}: {err['msg']}", field=loc)
+
+
+@dataclass(frozen=True, slots=True)
+class ImageLimits:
+    max_bytes: int = 10 * 1024 * 1024
+    max_pixels: int = 2048 * 2048
+
+
+def decode_image(data: bytes, limits: ImageLimits) -> Image.Image:
+    """Decode an uploaded image fully, refusing non-images, truncated files, and oversized ones.
+
+    The pixel limit is checked from the header before any pixel is decoded, so a decompression bomb is
+    refused without being expanded.
+    """
+    if len(data) > limits.max_bytes:
+        raise ProtocolError(
+            ErrorCode.IMAGE_TOO_LARGE,
+            f"image is {len(data)} bytes; the limit is {limits.max_bytes}",
+            status=413,
+            field="image",
+        )
+    if not data:
+        raise ProtocolError(ErrorCode.BAD_IMAGE, "image is empty", field="image")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            w, h = img.size
+            if w * h > limits.max_pixels:
+                raise ProtocolError(
+                    ErrorCode.IMAGE_TOO_MANY_PIXELS,
+                    f"image is {w}x{h} pixels; the limit is {limits.max_pixels} pixels",
+                    status=413,
+                    field="image",
+                )
+            img.load()
+    except ProtocolError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ProtocolError(
+            ErrorCode.IMAGE_TOO_MANY_PIXELS, "image is too many pixels", status=413, field="image"
+        ) from None
+    except Exception as exc:  # PIL raises many types for broken data; all mean "not a usable image"
+        raise ProtocolError(
+            ErrorCode.BAD_IMAGE, f"not a readable image ({type(exc).__name__})", field="image"
+        ) from None
+    return img.convert("RGB")
+
+
+class JobInfo(BaseModel):
+    """A job's state as the worker reports it (`GET /v1/jobs/{id}` and the submit response)."""
+
+    id: str
+    idempotency_key: str
+    user: str
+    lane: Lane
+    kind: JobKind
+    status: JobStatus
+    position: int | None = None  # 0-based place in the fair order while queued
+    step: int = 0
+    total_steps: int = 0
+    seed: int
+    width: int
+    height: int
+    steps: int
+    guidance: float
+    count: int
+    model: str
+    images: int = 0  # how many images are ready to fetch
+    nsfw: list[bool] = Field(default_factory=list)
+    eta_s: float | None = None
+    error: ErrorBody | None = None
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+
+
+class EventType(StrEnum):
+    QUEUED = "queued"
+    POSITION = "position"
+    STARTED = "started"
+    PROGRESS = "progress"
+    PREVIEW = "preview"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class JobEvent(BaseModel):
+    """One line of `GET /v1/jobs/{id}/events` (NDJSON). Preview bytes are fetched from `/preview`."""
+
+    type: EventType
+    job_id: str
+    seq: int
+    position: int | None = None
+    step: int | None = None
+    total: int | None = None
+    eta_s: float | None = None
+    error: ErrorBody | None = None
+    job: JobInfo | None = None  # the full state, on done/failed/cancelled
+
+
+class LaneStats(BaseModel):
+    queued: int
+    users: int
+
+
+class WorkerStats(BaseModel):
+    model: str
+    device: str
+    lanes: dict[Lane, LaneStats]
+    running: int  # jobs in the batch in flight
+    batch_size: int  # images in the batch in flight
+    images_per_s_1m: float
+    jobs_done: int
+    jobs_failed: int
+    device_memory_bytes: int | None = None
+    device_memory_total_bytes: int | None = None
+    accepting: bool = True
+
+
+# --- The engine boundary: what the scheduler hands the engine, and what comes back. ---
+
+
+@dataclass(slots=True)
+class BatchItem:
+    """One job inside a batch: its request resolved to concrete values, and its input image if any."""
+
+    job_id: str
+    request: JobRequest
+    seed: int
+    width: int
+    height: int
+    steps: int
+    guidance: float
+    strength: float | None = None
+    init_image: Image.Image | None = None
+
+
+@dataclass(slots=True)
+class GeneratedImage:
+    png: bytes  # with generation metadata in its text chunks
+    seed: int
+    width: int
+    height: int
+    nsfw: bool = False
+
+
+@dataclass(slots=True)
+class StepUpdate:
+    step: int
+    total: int
+    # One small preview per image in the batch (items in order, each item's `count` images in order),
+    # when the engine makes previews on this step; empty otherwise.
+    previews: list[Image.Image] = field(default_factory=list)
+
+
+class Engine(Protocol):
+    """What the scheduler needs from an engine. `inference.engine.DiffusersEngine` is the real one."""
+
+    @property
+    def model_name(self) -> str: ...
+
+    @property
+    def device_name(self) -> str: ...
+
+    def defaults(self, kind: JobKind) -> tuple[int, float, int, int]:
+        """(steps, guidance, width, height) for this kind of job on the loaded model."""
+        ...
+
+    def run_batch(
+        self,
+        items: list[BatchItem],
+        on_step: Callable[[StepUpdate], None],
+        should_stop: Callable[[], bool],
+    ) -> list[list[GeneratedImage]]:
+        """Run one pipeline call for compatible items; return each item's images, in order.
+
+        Called from a worker thread. `on_step` is called after each denoising step. When `should_stop`
+        turns true the pipeline is interrupted at the next step and the call returns what it has
+        (possibly nothing). Raises `torch.cuda.OutOfMemoryError`-like errors as `EngineOutOfMemory`.
+        """
+        ...
+
+    def memory(self) -> tuple[int | None, int | None]:
+        """(used, total) bytes of device memory, when the device reports them."""
+        ...
+
+
+class EngineOutOfMemory(RuntimeError):
+    """The device ran out of memory during a batch; the scheduler splits the batch and retries."""
+
+
+class EngineError(RuntimeError):
+    """The pipeline failed for a reason other than memory."""
