@@ -1,0 +1,81 @@
+"""Settings for the inference worker: which model to load and how, and how the worker queues and serves.
+
+Plain pydantic models: the root settings object (built once in run.py from environment and TOML) nests
+them, and tests build them directly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ModelDefaults(BaseModel):
+    """Per-model generation defaults; few-step models want 1-4 steps and guidance 0."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps: int = Field(default=25, ge=1, le=150)
+    guidance: float = Field(default=7.0, ge=0.0, le=30.0)
+    width: int = Field(default=512, ge=64, le=2048, multiple_of=8)
+    height: int = Field(default=512, ge=64, le=2048, multiple_of=8)
+    img2img_strength: float = Field(default=0.6, gt=0.0, le=1.0)
+    edit_steps: int | None = Field(default=None, ge=1, le=150)
+    edit_guidance: float | None = Field(default=None, ge=0.0, le=30.0)
+    edit_image_guidance: float = Field(default=1.5, ge=1.0, le=10.0)
+
+
+class AdapterSettings(BaseModel):
+    """A LoRA adapter the worker loads once at start and switches per batch (style presets use them)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64)
+    path: str  # a local .safetensors file or folder, or a Hugging Face id
+    weight_name: str | None = None
+
+
+class EngineSettings(BaseModel):
+    """What the engine loads and how it runs it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # A Hugging Face id or a local folder; None means the bundled tiny model.
+    model: str | None = None
+    # An instruction-editing pipeline (e.g. InstructPix2Pix); None means img2img on the main weights.
+    edit_model: str | None = None
+    # A tiny preview decoder (TAESD-style AutoencoderTiny); None means a cheap latent-to-RGB projection.
+    preview_decoder: str | None = None
+    device: Literal["auto", "cuda", "mps", "cpu"] = "auto"
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    compile: bool = False
+    channels_last: bool = False
+    safety_checker: bool = True
+    preview_every: int = Field(default=1, ge=1, le=100)  # make a preview every N steps
+    defaults: ModelDefaults = Field(default_factory=ModelDefaults)
+    adapters: list[AdapterSettings] = Field(default_factory=list)
+    cache_dir: Path | None = None
+
+
+class WorkerSettings(BaseModel):
+    """How the worker serves: bind address, auth, queue caps and batching."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8765, ge=0, le=65535)
+    token: str | None = None  # required for a non-loopback bind
+    max_batch: int = Field(default=8, ge=1, le=64)
+    relax_share: float = Field(
+        default=0.1, ge=0.0, le=0.5
+    )  # share of batches relax may take while fast waits
+    max_queue_per_lane: int = Field(default=200, ge=1)
+    max_queue_per_user: int = Field(default=20, ge=1)
+    max_pixels: int = Field(default=1024 * 1024, ge=64 * 64)  # per output image
+    max_image_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)  # per uploaded edit image
+    max_image_pixels: int = Field(default=2048 * 2048, ge=64 * 64)  # per uploaded edit image
+    job_ttl_s: float = Field(default=3600.0, gt=0)  # how long finished jobs and their images are kept
+    shutdown_grace_s: float = Field(default=30.0, ge=0)  # how long the running batch may finish at shutdown
+    batch_timeout_s: float = Field(default=600.0, gt=0)
