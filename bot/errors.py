@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 
@@ -98,10 +99,8 @@ async def answer_error(interaction: discord.Interaction, error: BaseException) -
             await interaction.response.send_message(text, ephemeral=True)
             return
         if interaction.response.type is discord.InteractionResponseType.deferred_channel_message:
-            try:
+            with contextlib.suppress(discord.HTTPException):
                 await interaction.delete_original_response()
-            except discord.HTTPException:
-                pass
         await interaction.followup.send(text, ephemeral=True)
     except discord.HTTPException as exc:  # the token expired or the channel is gone: the log has it
         log.warning("could not tell user %s about an error: %s", interaction.user.id, exc)

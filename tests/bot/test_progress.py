@@ -1,6 +1,7 @@
 """The progress updater: at most one push per interval, latest state wins, a gone display stops it."""
 
 import asyncio
+import itertools
 
 from bot.progress import DisplayGone, ProgressState, ProgressUpdater
 from inference.protocol import JobStatus
@@ -34,7 +35,7 @@ async def test_updates_are_coalesced_and_spaced():
     await updater.close(flush=True)
     times = [t for t, _ in rec.shown]
     assert 2 <= len(rec.shown) <= 5  # 0.4 s of updates at one per 0.2 s
-    assert all(b - a >= 0.19 for a, b in zip(times, times[1:], strict=False))
+    assert all(b - a >= 0.19 for a, b in itertools.pairwise(times))
     assert rec.shown[-1][1].step == 40  # the newest state is the one left on screen
 
 

@@ -24,7 +24,7 @@ def test_template_without_slot_is_refused():
 
 
 def test_unknown_style_names_the_choices():
-    with pytest.raises(UnknownStyle, match="no style called `nope`.*photo"):
+    with pytest.raises(UnknownStyle, match=r"no style called `nope`.*photo"):
         book().style("nope")
     assert book().style("PHOTO").name == "photo"
     assert book().style(None) is None
