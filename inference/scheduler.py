@@ -1,0 +1,732 @@
+"""Fair two-lane job queue with dynamic batching, driving one engine from a worker thread.
+
+Pure asyncio: the aiohttp server and any other ingress speaking the `/v1` RPC share it. The event loop
+owns every job record; the engine runs in a single worker thread and reports progress back to the loop
+with `call_soon_threadsafe`, so the loop keeps answering status, events and cancel while the GPU works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import logging
+import secrets
+import time
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from PIL import Image
+
+from inference.protocol import (
+    BatchItem,
+    Engine,
+    EngineOutOfMemory,
+    ErrorBody,
+    ErrorCode,
+    EventType,
+    GeneratedImage,
+    JobEvent,
+    JobInfo,
+    JobKind,
+    JobRequest,
+    JobStatus,
+    Lane,
+    LaneStats,
+    ProtocolError,
+    StepUpdate,
+    WorkerStats,
+)
+from inference.settings import WorkerSettings
+
+log = logging.getLogger(__name__)
+
+# Events a late subscriber must see in full; of the others only the latest is replayed.
+_DURABLE_EVENTS = frozenset(
+    {EventType.QUEUED, EventType.STARTED, EventType.DONE, EventType.FAILED, EventType.CANCELLED}
+)
+_FINAL_EVENT = {
+    JobStatus.SUCCEEDED: EventType.DONE,
+    JobStatus.FAILED: EventType.FAILED,
+    JobStatus.CANCELLED: EventType.CANCELLED,
+}
+_PREVIEW_SIDE = 256
+_DEFAULT_BATCH_S = 2.0  # ETA guess before any batch of a comparable shape was measured
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """A validated job ready to queue: the request with the model's defaults filled in."""
+
+    request: JobRequest
+    seed: int
+    width: int
+    height: int
+    steps: int
+    guidance: float
+    init_image: Image.Image | None
+    fingerprint: str  # digest of the request and image, to tell an idempotent resubmit from a conflict
+
+
+@dataclass(frozen=True, slots=True)
+class BatchKey:
+    """Jobs with equal keys can share one pipeline call."""
+
+    kind: JobKind
+    width: int
+    height: int
+    steps: int
+    guidance: float
+    strength: float | None
+    image_guidance: float | None
+    adapter: str | None
+    adapter_scale: float
+
+    @classmethod
+    def of(cls, sub: Submission) -> BatchKey:
+        r = sub.request
+        return cls(
+            r.kind, sub.width, sub.height, sub.steps, sub.guidance, r.strength, r.image_guidance,
+            r.adapter, r.adapter_scale if r.adapter else 1.0,
+        )  # fmt: skip
+
+    @property
+    def shape(self) -> tuple[JobKind, int, int, int]:
+        return (self.kind, self.width, self.height, self.steps)
+
+
+@dataclass(eq=False, slots=True)
+class Job:
+    """One job's record, owned by the event loop."""
+
+    id: str
+    sub: Submission
+    model: str
+    created_at: float
+    status: JobStatus = JobStatus.QUEUED
+    started_at: float | None = None
+    finished_at: float | None = None
+    finished_mono: float | None = None
+    step: int = 0
+    total_steps: int = 0
+    images: list[GeneratedImage | None] = field(default_factory=list)
+    error: ErrorBody | None = None
+    preview: bytes | None = None
+    seq: int = 0
+    durable: list[JobEvent] = field(default_factory=list)
+    latest: JobEvent | None = None  # the latest position/progress/preview event
+    listeners: set[asyncio.Queue[JobEvent | None]] = field(default_factory=set)
+
+    @property
+    def request(self) -> JobRequest:
+        return self.sub.request
+
+    @property
+    def key(self) -> BatchKey:
+        return BatchKey.of(self.sub)
+
+
+@dataclass(frozen=True, slots=True)
+class Slice:
+    """Some of one job's images (`count` of them from `offset`): the unit a batch is made of."""
+
+    job: Job
+    offset: int
+    count: int
+
+    def item(self) -> BatchItem:
+        sub = self.job.sub
+        request = sub.request
+        if self.count != request.count:
+            request = request.model_copy(update={"count": self.count})
+        return BatchItem(
+            job_id=self.job.id, request=request, seed=sub.seed + self.offset, width=sub.width,
+            height=sub.height, steps=sub.steps, guidance=sub.guidance, strength=request.strength,
+            init_image=sub.init_image,
+        )  # fmt: skip
+
+
+def halves(slices: list[Slice]) -> tuple[list[Slice], list[Slice]]:
+    """Split a batch into two with half the images each, cutting a job's images apart if need be."""
+    total = sum(s.count for s in slices)
+    first: list[Slice] = []
+    second: list[Slice] = []
+    room = total // 2
+    for s in slices:
+        take = min(room, s.count)
+        if take:
+            first.append(Slice(s.job, s.offset, take))
+        if s.count - take:
+            second.append(Slice(s.job, s.offset + take, s.count - take))
+        room -= take
+    return first, second
+
+
+class BatchTimes:
+    """Measured pipeline-call times per shape, smoothed, for ETAs and Retry-After."""
+
+    def __init__(self, alpha: float = 0.3) -> None:
+        self._alpha = alpha
+        self._ema: dict[tuple[tuple[JobKind, int, int, int], int], float] = {}
+
+    def record(self, shape: tuple[JobKind, int, int, int], n: int, seconds: float) -> None:
+        old = self._ema.get((shape, n))
+        self._ema[(shape, n)] = seconds if old is None else old + self._alpha * (seconds - old)
+
+    def estimate(self, shape: tuple[JobKind, int, int, int], n: int) -> float:
+        exact = self._ema.get((shape, n))
+        if exact is not None:
+            return exact
+        same = [(m, s) for (sh, m), s in self._ema.items() if sh == shape]
+        if same:
+            m, s = min(same, key=lambda ms: abs(ms[0] - n))
+            return s * n / m  # linear in batch size: pessimistic, batching is cheaper than that
+        if self._ema:
+            # Scale any measurement by pixels x steps x images.
+            (sh, m), s = next(iter(self._ema.items()))
+            return s * _work(shape, n) / _work(sh, m)
+        return _DEFAULT_BATCH_S
+
+
+def _work(shape: tuple[JobKind, int, int, int], n: int) -> float:
+    _, w, h, steps = shape
+    return float(w * h * steps * n)
+
+
+class _Lane:
+    """One lane's queue: a FIFO per user, served round-robin across users."""
+
+    def __init__(self) -> None:
+        self.users: OrderedDict[str, deque[Job]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return sum(len(q) for q in self.users.values())
+
+    def push(self, job: Job) -> None:
+        self.users.setdefault(job.request.user, deque()).append(job)
+
+    def remove(self, job: Job) -> None:
+        q = self.users.get(job.request.user)
+        if q is not None and job in q:
+            q.remove(job)
+            if not q:
+                del self.users[job.request.user]
+
+    def fair_order(self) -> list[Job]:
+        """Queued jobs in the order they would be served: one per user per round."""
+        queues = list(self.users.values())
+        order: list[Job] = []
+        depth = max((len(q) for q in queues), default=0)
+        for r in range(depth):
+            order.extend(q[r] for q in queues if len(q) > r)
+        return order
+
+    def take_batch(self, max_images: int) -> list[Job]:
+        """Take the next job and the compatible jobs after it in fair order, up to `max_images`."""
+        order = self.fair_order()
+        head = order[0]
+        batch, images = [head], head.request.count
+        for job in order[1:]:
+            if job.key == head.key and images + job.request.count <= max_images:
+                batch.append(job)
+                images += job.request.count
+        for job in batch:
+            self.remove(job)
+        # Users served in this batch move to the back of the round, in the order they were served.
+        for user in dict.fromkeys(j.request.user for j in batch):
+            if user in self.users:
+                self.users.move_to_end(user)
+        return batch
+
+    def clear(self) -> list[Job]:
+        jobs = [j for q in self.users.values() for j in q]
+        self.users.clear()
+        return jobs
+
+
+@dataclass(eq=False, slots=True)
+class _Running:
+    """The batch in flight. `stop` is read from the worker thread through `should_stop`."""
+
+    slices: list[Slice]
+    started: float
+    estimate: float
+    stop: bool = False
+
+    @property
+    def jobs(self) -> list[Job]:
+        return list(dict.fromkeys(s.job for s in self.slices))
+
+    def should_stop(self) -> bool:
+        return self.stop or all(j.status.is_final for j in self.jobs)
+
+
+class _BatchTimeout(Exception):
+    pass
+
+
+class Scheduler:
+    """Queues jobs in two fair lanes and runs compatible ones in batches on one engine.
+
+    Call `start()` inside a running loop and `shutdown()` at the end. Every public method is called on
+    the loop; refusals raise `ProtocolError` carrying the HTTP status and error body.
+    """
+
+    def __init__(self, engine: Engine, settings: WorkerSettings) -> None:
+        self._engine = engine
+        self._settings = settings
+        self._lanes = {Lane.FAST: _Lane(), Lane.RELAX: _Lane()}
+        self._jobs: dict[str, Job] = {}
+        self._by_key: dict[str, Job] = {}
+        self._running: _Running | None = None
+        self._times = BatchTimes()
+        self._relax_credit = 0.0
+        self._accepting = True
+        self._wake = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
+        self._tasks: list[asyncio.Task[None]] = []
+        self._done_images: deque[tuple[float, int]] = deque()
+        self.counters: dict[JobStatus, int] = dict.fromkeys(JobStatus, 0)
+        self.batches = 0
+        self.batch_seconds = 0.0
+        self.images_total = 0
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    @property
+    def accepting(self) -> bool:
+        return self._accepting
+
+    # --- lifecycle ---
+
+    async def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._serve(), name="scheduler"),
+            asyncio.create_task(self._sweep(), name="scheduler-sweep"),
+        ]
+
+    async def shutdown(self) -> None:
+        """Stop intake, fail queued jobs with `shutting_down`, let the running batch finish (bounded)."""
+        if not self._accepting and not self._tasks:
+            return
+        self._accepting = False
+        for lane in self._lanes.values():
+            for job in lane.clear():
+                self._finish(job, JobStatus.FAILED, _shutting_down())
+        serve = self._tasks[0] if self._tasks else None
+        if self._running is not None and serve is not None:
+            self._wake.set()
+            await asyncio.wait({serve}, timeout=self._settings.shutdown_grace_s)
+        if self._running is not None:
+            log.warning("the running batch did not finish within the shutdown grace; stopping it")
+            self._running.stop = True
+            for job in self._running.jobs:
+                self._finish(job, JobStatus.FAILED, _shutting_down())
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # --- intake ---
+
+    def submit(self, sub: Submission) -> tuple[Job, bool]:
+        """Queue a job; return it and whether it is new (False: an idempotent resubmit)."""
+        request = sub.request
+        existing = self._by_key.get(request.idempotency_key)
+        if existing is not None:
+            if existing.sub.fingerprint != sub.fingerprint:
+                raise ProtocolError(
+                    ErrorCode.CONFLICT,
+                    f"idempotency key {request.idempotency_key!r} was used for a different job",
+                    status=409,
+                    field="idempotency_key",
+                )
+            return existing, False
+        if not self._accepting:
+            raise ProtocolError(ErrorCode.SHUTTING_DOWN, "the worker is shutting down", status=503)
+        self._check_caps(request)
+        job = Job(
+            id=secrets.token_hex(8),
+            sub=sub,
+            model=self._engine.model_name,
+            created_at=time.time(),
+            total_steps=sub.steps,
+            images=[None] * request.count,
+        )
+        self._jobs[job.id] = job
+        self._by_key[request.idempotency_key] = job
+        self._lanes[request.lane].push(job)
+        self._emit(job, EventType.QUEUED, position=self._position(job), eta_s=self._eta(job))
+        self._wake.set()
+        return job, True
+
+    def _check_caps(self, request: JobRequest) -> None:
+        lane = self._lanes[request.lane]
+        if len(lane) >= self._settings.max_queue_per_lane:
+            raise ProtocolError(
+                ErrorCode.QUEUE_FULL,
+                f"the {request.lane} lane is full ({len(lane)} jobs queued)",
+                status=429,
+                retry_after=self._retry_after(None),
+            )
+        mine = [j for ln in self._lanes.values() for j in ln.users.get(request.user, ())]
+        if len(mine) >= self._settings.max_queue_per_user:
+            raise ProtocolError(
+                ErrorCode.USER_QUEUE_FULL,
+                f"user {request.user!r} already has {len(mine)} jobs queued",
+                status=429,
+                retry_after=self._retry_after(mine[0]),
+            )
+
+    def _retry_after(self, job: Job | None) -> float:
+        """Seconds until a place frees: the user's first job starts, or else the running batch ends."""
+        eta = self._eta(job) if job is not None else self._running_remaining()
+        return round(min(max(eta or 1.0, 1.0), 300.0), 1)
+
+    # --- queries and cancel ---
+
+    def get(self, job_id: str) -> Job:
+        job = self._jobs.get(job_id)
+        if job is None:
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"no job {job_id!r}", status=404, field="job_id")
+        return job
+
+    def info(self, job: Job) -> JobInfo:
+        sub, r = job.sub, job.request
+        ready = job.status is JobStatus.SUCCEEDED
+        return JobInfo(
+            id=job.id, idempotency_key=r.idempotency_key, user=r.user, lane=r.lane, kind=r.kind,
+            status=job.status, position=self._position(job), step=job.step, total_steps=job.total_steps,
+            seed=sub.seed, width=sub.width, height=sub.height, steps=sub.steps, guidance=sub.guidance,
+            count=r.count, model=job.model, images=len(job.images) if ready else 0,
+            nsfw=[bool(i and i.nsfw) for i in job.images] if ready else [], eta_s=self._eta(job),
+            error=job.error, created_at=job.created_at, started_at=job.started_at,
+            finished_at=job.finished_at,
+        )  # fmt: skip
+
+    def cancel(self, job_id: str) -> Job:
+        """Cancel a job: a queued one leaves the queue; a running one is reported cancelled at once."""
+        job = self.get(job_id)
+        if job.status.is_final:
+            return job
+        if job.status is JobStatus.QUEUED:
+            self._lanes[job.request.lane].remove(job)
+        error = ErrorBody(code=ErrorCode.CANCELLED, message="cancelled on request")
+        self._finish(job, JobStatus.CANCELLED, error)
+        self._announce_positions()
+        return job
+
+    def image(self, job_id: str, n: int) -> bytes:
+        job = self.get(job_id)
+        if job.status is not JobStatus.SUCCEEDED:
+            raise ProtocolError(
+                ErrorCode.NOT_READY, f"job {job_id} is {job.status}, it has no images", status=409
+            )
+        if not 0 <= n < len(job.images):
+            raise ProtocolError(
+                ErrorCode.NOT_FOUND, f"job {job_id} has images 0..{len(job.images) - 1}", status=404
+            )
+        img = job.images[n]
+        assert img is not None  # a succeeded job has all its images
+        return img.png
+
+    def preview(self, job_id: str) -> bytes | None:
+        return self.get(job_id).preview
+
+    async def events(
+        self, job_id: str, after: int = 0, heartbeat: float | None = None
+    ) -> AsyncIterator[JobEvent | None]:
+        """A job's events with `seq > after`: its current state first, then live ones until it ends.
+
+        With `heartbeat`, yields None after that many idle seconds, so a stream can show it is alive.
+        """
+        job = self.get(job_id)
+        backlog = [e for e in job.durable if e.seq > after]
+        if job.latest is not None and job.latest.seq > after:
+            backlog.append(job.latest)
+        backlog.sort(key=lambda e: e.seq)
+        for event in backlog:
+            yield event
+        if job.status.is_final:
+            return
+        last = backlog[-1].seq if backlog else after
+        queue: asyncio.Queue[JobEvent | None] = asyncio.Queue()
+        job.listeners.add(queue)
+        try:
+            while True:
+                try:
+                    event = await asyncio.wait_for(queue.get(), heartbeat)
+                except TimeoutError:
+                    yield None
+                    continue
+                if event is None:
+                    return
+                if event.seq > last:
+                    yield event
+        finally:
+            job.listeners.discard(queue)
+
+    def stats(self) -> WorkerStats:
+        used, total = self._engine.memory()
+        running = self._running
+        return WorkerStats(
+            model=self._engine.model_name,
+            device=self._engine.device_name,
+            lanes={
+                name: LaneStats(queued=len(lane), users=len(lane.users)) for name, lane in self._lanes.items()
+            },
+            running=len([j for j in running.jobs if not j.status.is_final]) if running else 0,
+            batch_size=sum(s.count for s in running.slices) if running else 0,
+            images_per_s_1m=self._images_per_s(),
+            jobs_done=self.counters[JobStatus.SUCCEEDED],
+            jobs_failed=self.counters[JobStatus.FAILED],
+            device_memory_bytes=used,
+            device_memory_total_bytes=total,
+            accepting=self._accepting,
+        )
+
+    def _images_per_s(self) -> float:
+        now = time.monotonic()
+        while self._done_images and self._done_images[0][0] < now - 60.0:
+            self._done_images.popleft()
+        return round(sum(n for _, n in self._done_images) / 60.0, 3)
+
+    # --- order, positions and ETAs ---
+
+    def _order(self) -> list[Job]:
+        return self._lanes[Lane.FAST].fair_order() + self._lanes[Lane.RELAX].fair_order()
+
+    def _position(self, job: Job) -> int | None:
+        if job.status is not JobStatus.QUEUED:
+            return None
+        return self._order().index(job)
+
+    def _running_remaining(self) -> float:
+        run = self._running
+        if run is None:
+            return 0.0
+        return max(run.estimate - (time.monotonic() - run.started), 0.0)
+
+    def _eta(self, job: Job) -> float | None:
+        """Seconds until the job finishes, from measured batch times; None once it has."""
+        if job.status.is_final:
+            return None
+        if job.status is JobStatus.RUNNING:
+            return round(self._running_remaining(), 2)
+        total = self._running_remaining()
+        for ahead in self._order():
+            total += self._image_seconds(ahead) * ahead.request.count
+            if ahead is job:
+                break
+        return round(total, 2)
+
+    def _image_seconds(self, job: Job) -> float:
+        n = self._settings.max_batch
+        return self._times.estimate(job.key.shape, n) / n
+
+    def _announce_positions(self) -> None:
+        for place, job in enumerate(self._order()):
+            if job.listeners:
+                self._emit(job, EventType.POSITION, position=place, eta_s=self._eta(job))
+
+    # --- events ---
+
+    def _emit(self, job: Job, type_: EventType, **fields: object) -> None:
+        job.seq += 1
+        final = type_ in (EventType.DONE, EventType.FAILED, EventType.CANCELLED)
+        event = JobEvent.model_validate(
+            {"type": type_, "job_id": job.id, "seq": job.seq, **fields}
+            | ({"job": self.info(job), "error": job.error} if final else {})
+        )
+        if type_ in _DURABLE_EVENTS:
+            job.durable.append(event)
+        else:
+            job.latest = event
+        for queue in job.listeners:
+            queue.put_nowait(event)
+            if final:
+                queue.put_nowait(None)
+
+    def _finish(self, job: Job, status: JobStatus, error: ErrorBody | None = None) -> None:
+        if job.status.is_final:
+            return
+        job.status = status
+        job.error = error
+        job.finished_at = time.time()
+        job.finished_mono = time.monotonic()
+        self.counters[status] += 1
+        if status is not JobStatus.SUCCEEDED:
+            job.images = [None] * job.request.count
+        self._emit(job, _FINAL_EVENT[status])
+        log.info("job %s %s%s", job.id, status, f" ({error.code}: {error.message})" if error else "")
+
+    # --- the GPU loop ---
+
+    def _next_batch(self) -> list[Job] | None:
+        fast, relax = self._lanes[Lane.FAST], self._lanes[Lane.RELAX]
+        if fast.users and relax.users:
+            self._relax_credit += self._settings.relax_share
+            lane = fast
+            if self._relax_credit >= 1.0:
+                self._relax_credit -= 1.0
+                lane = relax
+        elif fast.users or relax.users:
+            lane = fast if fast.users else relax
+        else:
+            return None
+        return lane.take_batch(self._settings.max_batch)
+
+    async def _serve(self) -> None:
+        while self._accepting or self._running is not None:
+            batch = self._next_batch() if self._accepting else None
+            if batch is None:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            try:
+                await self._execute(batch)
+            except Exception:  # a bug here must not stop the GPU loop for every later job
+                log.exception("batch failed unexpectedly")
+                self._fail([Slice(j, 0, j.request.count) for j in batch], ErrorCode.INTERNAL, "internal")
+
+    async def _execute(self, batch: list[Job]) -> None:
+        now = time.time()
+        for job in batch:
+            job.status = JobStatus.RUNNING
+            job.started_at = now
+            self._emit(job, EventType.STARTED)
+        self._announce_positions()
+        slices = [Slice(j, 0, j.request.count) for j in batch]
+        await self._run_slices(slices, may_split=True)
+
+    async def _run_slices(self, slices: list[Slice], *, may_split: bool) -> None:
+        """Run one pipeline call; on out-of-memory split it in halves and retry each once."""
+        try:
+            results = await self._call_engine(slices)
+        except EngineOutOfMemory as exc:
+            images = sum(s.count for s in slices)
+            if may_split and images > 1:
+                log.warning("out of memory on a batch of %d images; retrying in halves", images)
+                for half in halves(slices):
+                    await self._run_slices(half, may_split=False)
+                return
+            self._fail(slices, ErrorCode.OUT_OF_MEMORY, f"out of device memory: {exc}")
+            return
+        except _BatchTimeout:
+            self._fail(slices, ErrorCode.PIPELINE_ERROR, "the pipeline call timed out")
+            return
+        except Exception as exc:
+            log.exception("pipeline call failed")
+            self._fail(slices, ErrorCode.PIPELINE_ERROR, f"pipeline failed: {type(exc).__name__}: {exc}")
+            return
+        self._deliver(slices, results)
+
+    async def _call_engine(self, slices: list[Slice]) -> list[list[GeneratedImage]]:
+        loop = asyncio.get_running_loop()
+        key = slices[0].job.key
+        n = sum(s.count for s in slices)
+        run = _Running(slices, time.monotonic(), self._times.estimate(key.shape, n))
+        self._running = run
+
+        def on_step(update: StepUpdate) -> None:  # on the engine thread
+            previews = _encode_previews(slices, update.previews)
+            loop.call_soon_threadsafe(self._on_step, run, update, previews)
+
+        items = [s.item() for s in slices]
+        future = loop.run_in_executor(self._executor, self._engine.run_batch, items, on_step, run.should_stop)
+        try:
+            async with asyncio.timeout(self._settings.batch_timeout_s):
+                results = await asyncio.shield(future)
+        except TimeoutError:
+            run.stop = True
+            await asyncio.wait({future})  # the engine stops at its next step; the thread is then free
+            raise _BatchTimeout from None
+        finally:
+            self._running = None
+        elapsed = time.monotonic() - run.started
+        if not run.should_stop():
+            self._times.record(key.shape, n, elapsed)
+        self.batches += 1
+        self.batch_seconds += elapsed
+        return results
+
+    def _on_step(self, run: _Running, update: StepUpdate, previews: dict[str, bytes]) -> None:
+        for job in run.jobs:
+            if job.status is not JobStatus.RUNNING:
+                continue
+            job.step, job.total_steps = update.step, update.total
+            if job.id in previews:
+                job.preview = previews[job.id]
+                self._emit(job, EventType.PREVIEW, step=update.step, total=update.total)
+            self._emit(job, EventType.PROGRESS, step=update.step, total=update.total, eta_s=self._eta(job))
+
+    def _deliver(self, slices: list[Slice], results: list[list[GeneratedImage]]) -> None:
+        if len(results) != len(slices):
+            self._fail(slices, ErrorCode.PIPELINE_ERROR, "the engine returned the wrong number of results")
+            return
+        made = 0
+        for s, images in zip(slices, results, strict=True):
+            if s.job.status.is_final:
+                continue  # cancelled while running: its output is dropped
+            if len(images) != s.count:
+                self._fail([s], ErrorCode.PIPELINE_ERROR, f"expected {s.count} images, got {len(images)}")
+                continue
+            s.job.images[s.offset : s.offset + s.count] = images
+            made += len(images)
+            if all(img is not None for img in s.job.images):
+                self._finish(s.job, JobStatus.SUCCEEDED)
+        self.images_total += made
+        self._done_images.append((time.monotonic(), made))
+
+    def _fail(self, slices: Iterable[Slice], code: ErrorCode, message: str) -> None:
+        for job in dict.fromkeys(s.job for s in slices):
+            self._finish(job, JobStatus.FAILED, ErrorBody(code=code, message=message))
+
+    # --- housekeeping ---
+
+    async def _sweep(self) -> None:
+        ttl = self._settings.job_ttl_s
+        while True:
+            await asyncio.sleep(min(60.0, ttl / 2))
+            self.evict_expired(time.monotonic() - ttl)
+
+    def evict_expired(self, before: float) -> None:
+        """Forget finished jobs (and their images and idempotency keys) that ended before `before`."""
+        for job in list(self._jobs.values()):
+            if job.finished_mono is not None and job.finished_mono < before:
+                del self._jobs[job.id]
+                if self._by_key.get(job.request.idempotency_key) is job:
+                    del self._by_key[job.request.idempotency_key]
+
+
+def _shutting_down() -> ErrorBody:
+    return ErrorBody(code=ErrorCode.SHUTTING_DOWN, message="the worker shut down; resubmit the job")
+
+
+def _encode_previews(slices: list[Slice], previews: list[Image.Image]) -> dict[str, bytes]:
+    """Each job's first image's preview as a small JPEG (on the engine thread, off the loop)."""
+    if not previews:
+        return {}
+    out: dict[str, bytes] = {}
+    index = 0
+    for s in slices:
+        if s.offset == 0 and index < len(previews) and not s.job.status.is_final:
+            img = previews[index].convert("RGB")
+            img.thumbnail((_PREVIEW_SIDE, _PREVIEW_SIDE))
+            buf = io.BytesIO()
+            img.save(buf, format="JPEG", quality=80)
+            out[s.job.id] = buf.getvalue()
+        index += s.count
+    return out
+
+
+def job_fingerprint(request: JobRequest, image_digest: str | None) -> str:
+    """What makes two submissions the same job, for idempotency."""
+    h = hashlib.sha256(request.model_dump_json().encode())
+    h.update((image_digest or "").encode())
+    return h.hexdigest()

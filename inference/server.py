@@ -1,0 +1,442 @@
+"""The worker's aiohttp RPC server: the `/v1` routes over the scheduler, auth, health, stats and metrics.
+
+The request checks (`read_job_json`, `prepare_submission`) are plain functions so that another ingress
+speaking the same RPC can reuse them with the same scheduler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import ipaddress
+import json
+import logging
+import secrets
+import signal
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import BodyPartReader, web
+from pydantic import BaseModel
+
+from inference.protocol import (
+    API_PREFIX,
+    MAX_COUNT,
+    MAX_SEED,
+    MAX_SIDE,
+    MIN_SIDE,
+    Engine,
+    ErrorCode,
+    ImageLimits,
+    JobRequest,
+    ProtocolError,
+    decode_image,
+    parse_job_request,
+)
+from inference.scheduler import Scheduler, Submission, job_fingerprint
+from inference.settings import EngineSettings, WorkerSettings
+
+log = logging.getLogger(__name__)
+
+SETTINGS = web.AppKey("settings", WorkerSettings)
+SCHEDULER = web.AppKey("scheduler", Scheduler)
+ENGINE = web.AppKey("engine", Engine)
+HTTP_COUNTS = web.AppKey("http_counts", Counter[tuple[str, str, int]])
+
+MAX_JOB_JSON_BYTES = 64 * 1024
+NDJSON = "application/x-ndjson"
+HEARTBEAT_S = 15.0  # an empty line on an idle event stream, so proxies and clients keep it open
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class WorkerConfigError(ValueError):
+    """The worker's settings cannot be served as given (e.g. a public bind without a token)."""
+
+
+# --- request checks, shared with other ingresses ---
+
+
+def read_job_json(raw: bytes) -> JobRequest:
+    """Parse and validate a job's JSON body."""
+    if len(raw) > MAX_JOB_JSON_BYTES:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"the job JSON is over {MAX_JOB_JSON_BYTES} bytes")
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"the job is not valid JSON: {exc}") from None
+    return parse_job_request(data)
+
+
+async def prepare_submission(
+    request: JobRequest, image: bytes | None, settings: WorkerSettings, engine: Engine
+) -> Submission:
+    """Check a job against the worker's limits and fill in the model's defaults.
+
+    The input image is decoded in a thread (it may be megapixels) with the byte and pixel limits
+    checked first, so decompression bombs are refused before they expand.
+    """
+    kind = request.kind
+    if kind.needs_image and image is None:
+        raise ProtocolError(ErrorCode.IMAGE_REQUIRED, f"a {kind} job needs an image part", field="image")
+    if not kind.needs_image and image is not None:
+        raise ProtocolError(ErrorCode.IMAGE_NOT_ALLOWED, "a generate job takes no image", field="image")
+    init = None
+    if image is not None:
+        limits = ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
+        init = await asyncio.to_thread(decode_image, image, limits)
+    steps, guidance, width, height = engine.defaults(kind)
+    if init is not None and request.width is None and request.height is None:
+        width, height = fit_size(init.width, init.height, settings.max_pixels)
+    width, height = request.width or width, request.height or height
+    if width * height > settings.max_pixels:
+        raise ProtocolError(
+            ErrorCode.BAD_SIZE,
+            f"{width}x{height} is {width * height} pixels; this worker allows {settings.max_pixels}",
+            field="width",
+        )
+    digest = hashlib.sha256(image).hexdigest() if image is not None else None
+    return Submission(
+        request=request,
+        seed=request.seed if request.seed is not None else secrets.randbelow(MAX_SEED - MAX_COUNT),
+        width=width,
+        height=height,
+        steps=request.steps or steps,
+        guidance=request.guidance if request.guidance is not None else guidance,
+        init_image=init,
+        fingerprint=job_fingerprint(request, digest),
+    )
+
+
+def fit_size(width: int, height: int, max_pixels: int) -> tuple[int, int]:
+    """An input image's size scaled down to `max_pixels`, on multiples of 8 within the side limits."""
+    scale = min(1.0, (max_pixels / (width * height)) ** 0.5)
+
+    def side(v: int) -> int:
+        return min(max(int(v * scale) // 8 * 8, MIN_SIDE), MAX_SIDE)
+
+    return side(width), side(height)
+
+
+async def read_submission(request: web.Request, settings: WorkerSettings) -> tuple[JobRequest, bytes | None]:
+    """Read POST /v1/jobs: a JSON body, or multipart with a `job` JSON part and a binary `image` part."""
+    if request.content_type == "application/json":
+        return read_job_json(await request.read()), None
+    if request.content_type != "multipart/form-data":
+        raise ProtocolError(
+            ErrorCode.BAD_REQUEST,
+            f"expected application/json or multipart/form-data, got {request.content_type}",
+            status=415,
+        )
+    job: JobRequest | None = None
+    image: bytes | None = None
+    reader = await request.multipart()
+    while (part := await reader.next()) is not None:
+        if not isinstance(part, BodyPartReader) or part.name not in ("job", "image"):
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "multipart parts must be `job` and `image`")
+        if part.name == "job":
+            job = read_job_json(await _read_part(part, MAX_JOB_JSON_BYTES, "job"))
+        else:
+            image = await _read_part(part, settings.max_image_bytes, "image")
+    if job is None:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "the multipart body has no `job` part", field="job")
+    return job, image
+
+
+async def _read_part(part: BodyPartReader, limit: int, name: str) -> bytes:
+    data = bytearray()
+    while chunk := await part.read_chunk(64 * 1024):
+        data.extend(chunk)
+        if len(data) > limit:
+            raise ProtocolError(
+                ErrorCode.IMAGE_TOO_LARGE if name == "image" else ErrorCode.BAD_REQUEST,
+                f"the {name} part is over {limit} bytes",
+                status=413,
+                field=name,
+            )
+    return bytes(data)
+
+
+# --- middleware ---
+
+
+def error_response(exc: ProtocolError) -> web.Response:
+    headers = {"Retry-After": str(max(1, round(exc.retry_after)))} if exc.retry_after else None
+    return web.json_response(
+        exc.body().model_dump(mode="json", exclude_none=True), status=exc.status, headers=headers
+    )
+
+
+_HTTP_CODES = {401: ErrorCode.UNAUTHORIZED, 404: ErrorCode.NOT_FOUND, 413: ErrorCode.IMAGE_TOO_LARGE}
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every refusal becomes a JSON `ErrorBody`; user input never causes a 500."""
+    try:
+        response = await handler(request)
+    except ProtocolError as exc:
+        response = error_response(exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _HTTP_CODES.get(exc.status, ErrorCode.BAD_REQUEST)
+        response = error_response(ProtocolError(code, exc.reason, status=exc.status))
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        response = error_response(ProtocolError(ErrorCode.INTERNAL, "internal error", status=500))
+    route = request.match_info.route.resource
+    name = route.canonical if route is not None else "unmatched"
+    request.app[HTTP_COUNTS][(request.method, name, response.status)] += 1
+    return response
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    token = request.app[SETTINGS].token
+    if token and request.path != "/healthz":
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            raise ProtocolError(
+                ErrorCode.UNAUTHORIZED, "missing or wrong `Authorization: Bearer` token", status=401
+            )
+    return await handler(request)
+
+
+# --- handlers ---
+
+
+def _json(model: BaseModel, status: int = 200) -> web.Response:
+    return web.Response(text=model.model_dump_json(), status=status, content_type="application/json")
+
+
+async def submit_job(request: web.Request) -> web.Response:
+    scheduler = request.app[SCHEDULER]
+    if not scheduler.accepting:
+        raise ProtocolError(ErrorCode.SHUTTING_DOWN, "the worker is shutting down", status=503)
+    settings = request.app[SETTINGS]
+    job_request, image = await read_submission(request, settings)
+    sub = await prepare_submission(job_request, image, settings, scheduler.engine)
+    job, created = scheduler.submit(sub)
+    return _json(scheduler.info(job), status=201 if created else 200)
+
+
+async def get_job(request: web.Request) -> web.Response:
+    scheduler = request.app[SCHEDULER]
+    return _json(scheduler.info(scheduler.get(request.match_info["job_id"])))
+
+
+async def cancel_job(request: web.Request) -> web.Response:
+    scheduler = request.app[SCHEDULER]
+    return _json(scheduler.info(scheduler.cancel(request.match_info["job_id"])))
+
+
+async def job_events(request: web.Request) -> web.StreamResponse:
+    """NDJSON stream of the job's events; `?after=SEQ` resumes after the last event a client saw."""
+    scheduler = request.app[SCHEDULER]
+    job_id = request.match_info["job_id"]
+    scheduler.get(job_id)  # a 404 before the stream starts
+    after = _int_query(request, "after", 0)
+    response = web.StreamResponse(headers={"Content-Type": NDJSON, "Cache-Control": "no-store"})
+    await response.prepare(request)
+    with contextlib.suppress(ConnectionResetError):
+        async with contextlib.aclosing(scheduler.events(job_id, after, heartbeat=HEARTBEAT_S)) as events:
+            async for event in events:
+                line = event.model_dump_json(exclude_none=True) if event is not None else ""
+                await response.write(line.encode() + b"\n")
+        await response.write_eof()
+    return response
+
+
+async def job_image(request: web.Request) -> web.Response:
+    scheduler = request.app[SCHEDULER]
+    n = _int_path(request, "n")
+    png = scheduler.image(request.match_info["job_id"], n)
+    return web.Response(body=png, content_type="image/png")
+
+
+async def job_preview(request: web.Request) -> web.Response:
+    preview = request.app[SCHEDULER].preview(request.match_info["job_id"])
+    if preview is None:
+        return web.Response(status=204)
+    return web.Response(body=preview, content_type="image/jpeg", headers={"Cache-Control": "no-store"})
+
+
+async def stats(request: web.Request) -> web.Response:
+    return _json(request.app[SCHEDULER].stats())
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"ok": True})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    if not request.app[SCHEDULER].accepting:
+        raise ProtocolError(ErrorCode.SHUTTING_DOWN, "the worker is shutting down", status=503)
+    return web.json_response({"ready": True, "model": request.app[SCHEDULER].engine.model_name})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    text = render_metrics(request.app[SCHEDULER], request.app[HTTP_COUNTS])
+    return web.Response(text=text, content_type="text/plain", charset="utf-8", headers={"X-Format": "0.0.4"})
+
+
+def _int_query(request: web.Request, name: str, default: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit():
+        raise ProtocolError(ErrorCode.INVALID_FIELD, f"{name} must be a whole number", field=name)
+    return int(raw)
+
+
+def _int_path(request: web.Request, name: str) -> int:
+    raw = request.match_info[name]
+    if not raw.isdigit() or len(raw) > 6:
+        raise ProtocolError(ErrorCode.NOT_FOUND, f"no image {raw!r}", status=404, field=name)
+    return int(raw)
+
+
+# --- metrics ---
+
+
+def render_metrics(scheduler: Scheduler, http: Counter[tuple[str, str, int]]) -> str:
+    """Prometheus text exposition format (0.0.4), written by hand to need no extra package."""
+    s = scheduler.stats()
+    out: list[str] = []
+
+    def metric(name: str, kind: str, help_: str, samples: list[tuple[str, float]]) -> None:
+        out.append(f"# HELP brushfire_{name} {help_}")
+        out.append(f"# TYPE brushfire_{name} {kind}")
+        out.extend(f"brushfire_{name}{labels} {value:g}" for labels, value in samples)
+
+    lanes = list(s.lanes.items())
+    metric("queue_depth", "gauge", "Jobs queued per lane.", [(f'{{lane="{n}"}}', v.queued) for n, v in lanes])
+    metric("queue_users", "gauge", "Users with queued jobs per lane.", [(f'{{lane="{n}"}}', v.users) for n, v in lanes])  # fmt: skip
+    metric("running_jobs", "gauge", "Jobs in the batch in flight.", [("", s.running)])
+    metric("batch_images", "gauge", "Images in the batch in flight.", [("", s.batch_size)])
+    metric("images_per_second", "gauge", "Images made per second over the last minute.", [("", s.images_per_s_1m)])  # fmt: skip
+    jobs = [(f'{{status="{st}"}}', n) for st, n in scheduler.counters.items() if st.is_final]
+    metric("jobs_total", "counter", "Jobs finished, by final status.", jobs)
+    metric("images_total", "counter", "Images made.", [("", scheduler.images_total)])
+    metric("batches_total", "counter", "Pipeline calls made.", [("", scheduler.batches)])
+    metric("batch_seconds_total", "counter", "Seconds spent in pipeline calls.", [("", scheduler.batch_seconds)])  # fmt: skip
+    metric("accepting", "gauge", "1 while the worker takes new jobs.", [("", float(s.accepting))])
+    if s.device_memory_bytes is not None:
+        metric("device_memory_bytes", "gauge", "Device memory in use.", [("", s.device_memory_bytes)])
+    requests = [
+        (f'{{method="{m}",route="{_escape(r)}",status="{st}"}}', n) for (m, r, st), n in sorted(http.items())
+    ]
+    metric("http_requests_total", "counter", "HTTP requests answered.", requests)
+    return "\n".join(out) + "\n"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+# --- the application ---
+
+
+def create_app(settings: WorkerSettings, engine: Engine) -> web.Application:
+    """The worker's aiohttp application over a loaded engine; the scheduler lives in its cleanup_ctx."""
+    app = web.Application(
+        client_max_size=settings.max_image_bytes + MAX_JOB_JSON_BYTES + 64 * 1024,
+        middlewares=[errors_middleware, auth_middleware],
+    )
+    app[SETTINGS] = settings
+    app[ENGINE] = engine
+    app[SCHEDULER] = Scheduler(engine, settings)
+    app[HTTP_COUNTS] = Counter()
+    app.cleanup_ctx.append(_scheduler_ctx)
+    p = API_PREFIX
+    app.router.add_post(f"{p}/jobs", submit_job)
+    app.router.add_get(f"{p}/jobs/{{job_id}}", get_job)
+    app.router.add_delete(f"{p}/jobs/{{job_id}}", cancel_job)
+    app.router.add_post(f"{p}/jobs/{{job_id}}/cancel", cancel_job)
+    app.router.add_get(f"{p}/jobs/{{job_id}}/events", job_events)
+    app.router.add_get(f"{p}/jobs/{{job_id}}/images/{{n}}", job_image)
+    app.router.add_get(f"{p}/jobs/{{job_id}}/preview", job_preview)
+    app.router.add_get(f"{p}/stats", stats)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app
+
+
+async def _scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
+    scheduler = app[SCHEDULER]
+    await scheduler.start()
+    yield
+    await scheduler.shutdown()
+
+
+def check_bind(settings: WorkerSettings) -> None:
+    """Refuse to serve a non-loopback address without a token."""
+    if settings.token or is_loopback(settings.host):
+        return
+    raise WorkerConfigError(
+        f"refusing to bind {settings.host!r} without a token: anyone who can reach it could use the GPU. "
+        "Set a token (--token or the worker token setting) or bind 127.0.0.1."
+    )
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a hostname may resolve to anything
+
+
+@dataclass(slots=True)
+class RunningWorker:
+    """A worker serving on a socket; `url` is its base address."""
+
+    app: web.Application
+    runner: web.AppRunner
+    url: str
+
+    async def stop(self) -> None:
+        """Graceful shutdown: stop intake, finish the running batch (bounded), then close."""
+        await self.app[SCHEDULER].shutdown()
+        await self.runner.cleanup()
+
+
+async def start_worker(settings: WorkerSettings, engine: Engine) -> RunningWorker:
+    """Serve an already loaded engine on `settings.host:settings.port` (port 0 picks a free one)."""
+    check_bind(settings)
+    app = create_app(settings, engine)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    url = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
+    log.info("worker serving %s on %s", engine.model_name, url)
+    return RunningWorker(app, runner, url)
+
+
+def run_worker(worker: WorkerSettings, engine: EngineSettings) -> None:
+    """Load the engine, serve until SIGINT or SIGTERM, then shut down gracefully."""
+    check_bind(worker)
+    asyncio.run(_run(worker, engine))
+
+
+async def _run(worker: WorkerSettings, engine_settings: EngineSettings) -> None:
+    from inference.engine import DiffusersEngine  # torch is imported only when a worker really starts
+
+    log.info("loading the model")
+    engine = await asyncio.to_thread(DiffusersEngine.load, engine_settings)
+    running = await start_worker(worker, engine)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down: finishing the running batch, failing queued jobs")
+    await running.stop()
