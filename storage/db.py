@@ -1,0 +1,246 @@
+"""The SQLite database: one aiosqlite connection in WAL mode, numbered migrations and serialised transactions."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+from pydantic import BaseModel, ConfigDict, Field
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+Params = Sequence[Any] | dict[str, Any]
+
+
+class DatabaseSettings(BaseModel):
+    """Where the database lives, how long writers wait for each other, and the nightly backup."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: Path = Path("data/brushfire.sqlite3")
+    busy_timeout_ms: int = Field(default=10_000, ge=0, le=600_000)
+    backup_dir: Path | None = None
+    backup_hour: int | None = Field(default=None, ge=0, le=23)
+    retention_days: int = Field(default=30, ge=1, le=3650)
+    backups_kept: int = Field(default=7, ge=1, le=365)
+
+
+class DatabaseError(Exception):
+    """The database file cannot be used as it is (too new, corrupt, unreadable)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One numbered SQL file under storage/migrations."""
+
+    version: int
+    name: str
+    sql: str
+
+
+def load_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    """The migration files in order; their numbers must run 1, 2, 3... without gaps."""
+    found: list[Migration] = []
+    for path in sorted(directory.glob("[0-9][0-9][0-9][0-9]_*.sql")):
+        version = int(path.name[:4])
+        found.append(Migration(version, path.stem, path.read_text(encoding="utf-8")))
+    for expected, migration in enumerate(found, start=1):
+        if migration.version != expected:
+            raise DatabaseError(
+                f"migration {migration.name} is out of sequence; expected number {expected:04d}"
+            )
+    return found
+
+
+def split_statements(script: str) -> list[str]:
+    """Split a SQL script into statements, because executescript() would commit our transaction."""
+    statements: list[str] = []
+    buffer = ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            if buffer.strip():
+                statements.append(buffer.strip())
+            buffer = ""
+    if buffer.strip() and not all(part.strip().startswith("--") for part in buffer.strip().splitlines()):
+        raise DatabaseError(f"incomplete SQL statement at the end of a migration: {buffer.strip()[:80]!r}")
+    return statements
+
+
+class Tx:
+    """Statements inside one open transaction; each call is one hop to the connection's thread."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
+        return list(await self._conn.execute_fetchall(sql, params))
+
+    async def fetchone(self, sql: str, params: Params = ()) -> sqlite3.Row | None:
+        rows = await self._conn.execute_fetchall(sql, params)
+        return next(iter(rows), None)
+
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        """Run one statement and return how many rows it changed."""
+        cursor = await self._conn.execute(sql, params)
+        return cursor.rowcount
+
+    async def executemany(self, sql: str, rows: Iterable[Params]) -> int:
+        cursor = await self._conn.executemany(sql, rows)
+        return cursor.rowcount
+
+    async def insert(self, sql: str, params: Params = ()) -> int:
+        """Run one INSERT and return the new rowid."""
+        row = await self._conn.execute_insert(sql, params)
+        if row is None:
+            raise DatabaseError("insert returned no rowid")
+        return int(row[0])
+
+
+class Database:
+    """One connection to the brushfire database, shared by every repository in the process.
+
+    aiosqlite runs a single sqlite3 connection on its own thread, so two coroutines interleaving
+    statements would share one transaction. `transaction()` and `read()` therefore take an asyncio lock:
+    within the process transactions run one at a time; across processes `BEGIN IMMEDIATE` and the busy
+    timeout serialise writers.
+    """
+
+    def __init__(self, conn: aiosqlite.Connection, settings: DatabaseSettings) -> None:
+        self._conn = conn
+        self.settings = settings
+        self._lock = asyncio.Lock()
+        self.schema_version = 0
+
+    @property
+    def path(self) -> Path:
+        return self.settings.path
+
+    @classmethod
+    @asynccontextmanager
+    async def open(
+        cls, settings: DatabaseSettings | Path | str, *, migrate_to: int | None = None
+    ) -> AsyncIterator[Database]:
+        """Open (creating if needed) and migrate the database; `migrate_to` stops early, for tests."""
+        if not isinstance(settings, DatabaseSettings):
+            settings = DatabaseSettings(path=Path(settings))
+        settings.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = await aiosqlite.connect(
+            settings.path, isolation_level=None, timeout=settings.busy_timeout_ms / 1000
+        )
+        try:
+            conn.row_factory = sqlite3.Row
+            db = cls(conn, settings)
+            await db._configure()
+            await db.migrate(migrate_to)
+            yield db
+        finally:
+            await conn.close()
+
+    async def _configure(self) -> None:
+        try:
+            await self._conn.execute(f"PRAGMA busy_timeout = {int(self.settings.busy_timeout_ms)}")
+            mode = await self._conn.execute_fetchall("PRAGMA journal_mode = WAL")
+        except sqlite3.DatabaseError as exc:
+            raise DatabaseError(f"{self.path} is not a usable SQLite database: {exc}") from exc
+        if next(iter(mode))[0].lower() != "wal":
+            raise DatabaseError(f"{self.path} could not switch to WAL journaling")
+        # In WAL mode NORMAL keeps every commit across a process crash; only power loss can drop the last ones.
+        await self._conn.execute("PRAGMA synchronous = NORMAL")
+        await self._conn.execute("PRAGMA foreign_keys = ON")
+
+    async def migrate(self, target: int | None = None) -> int:
+        """Apply every migration above the file's `user_version`, each in its own transaction."""
+        migrations = load_migrations()
+        latest = len(migrations) if target is None else target
+        async with self.transaction() as tx:
+            current = await self._user_version(tx)
+        if current > len(migrations):
+            raise DatabaseError(
+                f"{self.path} has schema version {current} but this brushfire knows only {len(migrations)}; "
+                "upgrade brushfire or restore a backup"
+            )
+        for migration in migrations[current:latest]:
+            async with self.transaction() as tx:
+                # Re-read inside the write lock: another process may have migrated meanwhile.
+                if await self._user_version(tx) >= migration.version:
+                    continue
+                for statement in split_statements(migration.sql):
+                    await tx.execute(statement)
+                await tx.execute(f"PRAGMA user_version = {migration.version}")
+            log.info("database %s migrated to version %d (%s)", self.path, migration.version, migration.name)
+        async with self.read() as tx:
+            self.schema_version = await self._user_version(tx)
+        return self.schema_version
+
+    @staticmethod
+    async def _user_version(tx: Tx) -> int:
+        row = await tx.fetchone("PRAGMA user_version")
+        return int(row[0]) if row else 0
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Tx]:
+        """A write transaction: BEGIN IMMEDIATE takes the file's write lock up front, so no upgrade fails."""
+        async with self._lock:
+            await self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield Tx(self._conn)
+            except BaseException:
+                await self._rollback()
+                raise
+            await self._conn.execute("COMMIT")
+
+    async def write(self, sql: str, params: Params = ()) -> int:
+        """One statement in autocommit mode (atomic on its own): a single hop instead of three."""
+        async with self._lock:
+            cursor = await self._conn.execute(sql, params)
+            return cursor.rowcount
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[Tx]:
+        """A read transaction: one consistent snapshot for several SELECTs."""
+        async with self._lock:
+            await self._conn.execute("BEGIN")
+            try:
+                yield Tx(self._conn)
+            finally:
+                await self._rollback()
+
+    async def _rollback(self) -> None:
+        try:
+            await self._conn.execute("ROLLBACK")
+        except sqlite3.OperationalError:
+            # SQLite already rolled back (some errors end the transaction themselves).
+            log.debug("no transaction to roll back")
+
+    async def backup_to(self, target: Path) -> None:
+        """Copy the live database to `target` with SQLite's online backup API."""
+        async with self._lock:
+            await write_backup(self._conn, target)
+
+
+async def write_backup(source: aiosqlite.Connection, target: Path) -> None:
+    """Back up into a temporary file beside `target`, check it, then rename it into place."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")
+    partial.unlink(missing_ok=True)
+    async with aiosqlite.connect(partial, isolation_level=None) as dest:
+        # pages=-1 copies everything in one step under one read snapshot, so concurrent writers never
+        # restart the copy; in WAL mode that snapshot does not block them.
+        await source.backup(dest, pages=-1)
+        check = await dest.execute_fetchall("PRAGMA integrity_check")
+        await dest.execute("PRAGMA journal_mode = DELETE")
+    verdict = next(iter(check))[0]
+    if verdict != "ok":
+        partial.unlink(missing_ok=True)
+        raise DatabaseError(f"backup of the database failed its integrity check: {verdict}")
+    partial.replace(target)

@@ -1,0 +1,142 @@
+"""Generations: one row per result image with its parameters and PNG, so any button can replay from the database."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from storage.db import Database
+
+log = logging.getLogger(__name__)
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRecord:
+    generation_id: str
+    job_id: str
+    index: int
+    prompt: str
+    seed: int
+    width: int
+    height: int
+    steps: int
+    guidance: float
+    model: str
+    kind: str
+    png: bytes
+    negative_prompt: str = ""
+    style: str | None = None
+    parent_generation_id: str | None = None
+    nsfw: bool = False
+    deleted: bool = False
+    created_at: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.index < 0 or self.width <= 0 or self.height <= 0 or self.steps <= 0:
+            raise ValueError("index must be >= 0 and width, height and steps positive")
+
+
+_COLUMNS = (
+    "generation_id, job_id, idx, prompt, negative_prompt, style, seed, width, height, steps, guidance, "
+    "model, kind, parent_generation_id, nsfw, png, deleted, created_at"
+)
+
+
+def _record(row: sqlite3.Row, png: bytes | None = None) -> GenerationRecord:
+    return GenerationRecord(
+        generation_id=row["generation_id"],
+        job_id=row["job_id"],
+        index=row["idx"],
+        prompt=row["prompt"],
+        negative_prompt=row["negative_prompt"],
+        style=row["style"],
+        seed=row["seed"],
+        width=row["width"],
+        height=row["height"],
+        steps=row["steps"],
+        guidance=row["guidance"],
+        model=row["model"],
+        kind=row["kind"],
+        parent_generation_id=row["parent_generation_id"],
+        nsfw=bool(row["nsfw"]),
+        png=bytes(row["png"]) if png is None else png,
+        deleted=bool(row["deleted"]),
+        created_at=row["created_at"],
+    )
+
+
+class GenerationsRepo:
+    def __init__(self, db: Database, clock: Callable[[], float] = time.time) -> None:
+        self._db = db
+        self._clock = clock
+
+    async def add(self, *records: GenerationRecord) -> list[GenerationRecord]:
+        """Store a job's images in one transaction; created_at is set now."""
+        for r in records:
+            if not r.png.startswith(PNG_SIGNATURE):
+                raise ValueError(f"generation {r.generation_id}: png must hold PNG bytes")
+        now = self._clock()
+        stored = [dataclasses.replace(r, created_at=now) for r in records]
+        async with self._db.transaction() as tx:
+            await tx.executemany(
+                f"INSERT INTO generations ({_COLUMNS}) VALUES ({', '.join('?' * 18)})",
+                [
+                    (
+                        r.generation_id,
+                        r.job_id,
+                        r.index,
+                        r.prompt,
+                        r.negative_prompt,
+                        r.style,
+                        r.seed,
+                        r.width,
+                        r.height,
+                        r.steps,
+                        r.guidance,
+                        r.model,
+                        r.kind,
+                        r.parent_generation_id,
+                        int(r.nsfw),
+                        r.png,
+                        int(r.deleted),
+                        r.created_at,
+                    )
+                    for r in stored
+                ],
+            )
+        return stored
+
+    async def get(self, generation_id: str) -> GenerationRecord | None:
+        async with self._db.read() as tx:
+            row = await tx.fetchone(
+                f"SELECT {_COLUMNS} FROM generations WHERE generation_id = ?", (generation_id,)
+            )
+        return _record(row) if row else None
+
+    async def for_job(self, job_id: str, *, with_png: bool = True) -> list[GenerationRecord]:
+        """A job's images in index order; `with_png=False` skips the bytes for listings."""
+        columns = _COLUMNS if with_png else _COLUMNS.replace("png,", "x'' AS png,")
+        async with self._db.read() as tx:
+            rows = await tx.fetchall(
+                f"SELECT {columns} FROM generations WHERE job_id = ? ORDER BY idx", (job_id,)
+            )
+        return [_record(row, png=None if with_png else b"") for row in rows]
+
+    async def mark_deleted(self, generation_id: str) -> bool:
+        """Flag an image deleted and drop its bytes (a user asked for it gone); False if unknown or already so."""
+        changed = await self._db.write(
+            "UPDATE generations SET deleted = 1, png = x'' WHERE generation_id = ? AND deleted = 0",
+            (generation_id,),
+        )
+        return changed > 0
+
+    async def mark_job_deleted(self, job_id: str) -> int:
+        return await self._db.write(
+            "UPDATE generations SET deleted = 1, png = x'' WHERE job_id = ? AND deleted = 0", (job_id,)
+        )

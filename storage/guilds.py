@@ -1,0 +1,122 @@
+"""Per-guild settings: allowed channels, blocked words, NSFW handling, relax lane, style and image caps."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from storage import audit
+from storage.db import Database
+
+log = logging.getLogger(__name__)
+
+NsfwMode = Literal["spoiler", "refuse"]
+MAX_IMAGES_PER_JOB = 8
+MAX_BLOCKED_WORDS = 500
+
+
+@dataclass(frozen=True, slots=True)
+class GuildSettings:
+    """A guild's settings; a guild never configured gets these defaults."""
+
+    guild_id: int
+    allowed_channel_ids: tuple[int, ...] = ()  # empty: every channel
+    blocked_words: tuple[str, ...] = ()
+    nsfw_mode: NsfwMode = "spoiler"
+    relax_enabled: bool = True
+    default_style: str | None = None
+    max_images_per_job: int = 4
+    updated_at: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.nsfw_mode not in ("spoiler", "refuse"):
+            raise ValueError(f"nsfw_mode must be 'spoiler' or 'refuse', got {self.nsfw_mode!r}")
+        if not 1 <= self.max_images_per_job <= MAX_IMAGES_PER_JOB:
+            raise ValueError(f"max_images_per_job must be between 1 and {MAX_IMAGES_PER_JOB}")
+        if len(self.blocked_words) > MAX_BLOCKED_WORDS:
+            raise ValueError(f"at most {MAX_BLOCKED_WORDS} blocked words")
+        if any(channel <= 0 for channel in self.allowed_channel_ids):
+            raise ValueError("channel ids must be positive")
+
+    def channel_allowed(self, channel_id: int) -> bool:
+        return not self.allowed_channel_ids or channel_id in self.allowed_channel_ids
+
+
+def _settings(row: sqlite3.Row) -> GuildSettings:
+    return GuildSettings(
+        guild_id=row["guild_id"],
+        allowed_channel_ids=tuple(json.loads(row["allowed_channel_ids"])),
+        blocked_words=tuple(json.loads(row["blocked_words"])),
+        nsfw_mode=row["nsfw_mode"],
+        relax_enabled=bool(row["relax_enabled"]),
+        default_style=row["default_style"],
+        max_images_per_job=row["max_images_per_job"],
+        updated_at=row["updated_at"],
+    )
+
+
+class GuildsRepo:
+    """Reads and changes guild settings; every change is audited."""
+
+    def __init__(self, db: Database, clock: Callable[[], float] = time.time) -> None:
+        self._db = db
+        self._clock = clock
+
+    async def get(self, guild_id: int) -> GuildSettings:
+        async with self._db.read() as tx:
+            row = await tx.fetchone("SELECT * FROM guild_settings WHERE guild_id = ?", (guild_id,))
+        return _settings(row) if row else GuildSettings(guild_id=guild_id)
+
+    async def update(self, guild_id: int, actor_id: int, **changes: Any) -> GuildSettings:
+        """Change some fields (names as in GuildSettings); unknown names or bad values raise ValueError."""
+        unknown = set(changes) - {f.name for f in dataclasses.fields(GuildSettings)} | (
+            set(changes) & {"guild_id", "updated_at"}
+        )
+        if unknown:
+            raise ValueError(f"unknown guild setting(s): {', '.join(sorted(unknown))}")
+        if "allowed_channel_ids" in changes:
+            changes["allowed_channel_ids"] = tuple(sorted({int(c) for c in changes["allowed_channel_ids"]}))
+        if "blocked_words" in changes:
+            words = {str(w).strip().lower() for w in changes["blocked_words"]}
+            changes["blocked_words"] = tuple(sorted(w for w in words if w))
+        now = self._clock()
+        async with self._db.transaction() as tx:
+            row = await tx.fetchone("SELECT * FROM guild_settings WHERE guild_id = ?", (guild_id,))
+            current = _settings(row) if row else GuildSettings(guild_id=guild_id)
+            new = dataclasses.replace(current, updated_at=now, **changes)
+            await tx.execute(
+                """INSERT INTO guild_settings (guild_id, allowed_channel_ids, blocked_words, nsfw_mode,
+                       relax_enabled, default_style, max_images_per_job, updated_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT (guild_id) DO UPDATE SET
+                       allowed_channel_ids = excluded.allowed_channel_ids,
+                       blocked_words = excluded.blocked_words, nsfw_mode = excluded.nsfw_mode,
+                       relax_enabled = excluded.relax_enabled, default_style = excluded.default_style,
+                       max_images_per_job = excluded.max_images_per_job, updated_at = excluded.updated_at""",
+                (
+                    guild_id,
+                    json.dumps(list(new.allowed_channel_ids)),
+                    json.dumps(list(new.blocked_words)),
+                    new.nsfw_mode,
+                    int(new.relax_enabled),
+                    new.default_style,
+                    new.max_images_per_job,
+                    now,
+                ),
+            )
+            await audit.record(
+                tx,
+                guild_id=guild_id,
+                actor_id=actor_id,
+                action="guild.update",
+                target_id=None,
+                detail={k: list(v) if isinstance(v, tuple) else v for k, v in changes.items()},
+                now=now,
+            )
+        return new

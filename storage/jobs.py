@@ -1,0 +1,222 @@
+"""Jobs: everything needed to finish or recover a job after a restart (who, where, token, messages, status)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from storage.db import Database
+
+log = logging.getLogger(__name__)
+
+
+class JobState(StrEnum):
+    """A job's status in the database; a superset of the worker's statuses."""
+
+    PENDING = "pending"  # stored, quota reserved, not yet accepted by the worker
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    REFUNDED = "refunded"
+
+    @property
+    def is_final(self) -> bool:
+        return self not in UNFINISHED
+
+
+UNFINISHED = frozenset({JobState.PENDING, JobState.QUEUED, JobState.RUNNING})
+JOB_KINDS = frozenset({"generate", "img2img", "edit"})
+LANES = frozenset({"fast", "relax"})
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    """One job row. `parameters` is the bot's request as JSON text."""
+
+    job_id: str
+    channel_id: int
+    user_id: int
+    kind: str
+    parameters: str
+    guild_id: int | None = None
+    lane: str = "fast"
+    cost: int = 0
+    status: JobState = JobState.PENDING
+    error: str | None = None
+    application_id: int | None = None
+    interaction_token: str | None = None
+    token_expires_at: float | None = None
+    progress_message_id: int | None = None
+    result_message_id: int | None = None
+    worker_job_id: str | None = None
+    idempotency_key: str | None = None
+    parent_job_id: str | None = None
+    parent_generation_id: str | None = None
+    attempts: int = 0
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    finished_at: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.job_id or not all(c in "0123456789abcdef" for c in self.job_id):
+            raise ValueError(f"job_id must be lowercase hex, got {self.job_id!r}")
+        if self.kind not in JOB_KINDS:
+            raise ValueError(f"kind must be one of {sorted(JOB_KINDS)}, got {self.kind!r}")
+        if self.lane not in LANES:
+            raise ValueError(f"lane must be 'fast' or 'relax', got {self.lane!r}")
+        if self.cost < 0:
+            raise ValueError("cost must not be negative")
+        try:
+            json.loads(self.parameters)
+        except ValueError as exc:
+            raise ValueError(f"parameters must be JSON text: {exc}") from exc
+        object.__setattr__(self, "status", JobState(self.status))
+
+    @property
+    def parameters_dict(self) -> dict[str, Any]:
+        return dict(json.loads(self.parameters))
+
+    def token_valid(self, now: float) -> bool:
+        """Whether the interaction token can still edit the original response."""
+        return self.interaction_token is not None and (self.token_expires_at or 0.0) > now
+
+
+_COLUMNS = tuple(f.name for f in dataclasses.fields(JobRecord))
+# Fields update_status may change besides status and error; identity and history stay fixed.
+UPDATABLE = (
+    frozenset(_COLUMNS)
+    - {"job_id", "guild_id", "channel_id", "user_id", "kind", "created_at"}
+    - {
+        "status",
+        "error",
+        "updated_at",
+        "finished_at",
+    }
+)
+
+
+def _record(row: sqlite3.Row) -> JobRecord:
+    return JobRecord(**{name: row[name] for name in _COLUMNS})
+
+
+class UnknownJob(LookupError):
+    """No job has this id."""
+
+
+class JobsRepo:
+    """Stores jobs; the bot's job service is its only writer."""
+
+    def __init__(self, db: Database, clock: Callable[[], float] = time.time) -> None:
+        self._db = db
+        self._clock = clock
+
+    async def create(self, job: JobRecord) -> JobRecord:
+        """Insert a job; created/updated times are set now. A reused id or idempotency key raises."""
+        now = self._clock()
+        job = dataclasses.replace(job, created_at=now, updated_at=now)
+        placeholders = ", ".join("?" for _ in _COLUMNS)
+        async with self._db.transaction() as tx:
+            await tx.execute(
+                f"INSERT INTO jobs ({', '.join(_COLUMNS)}) VALUES ({placeholders})",
+                [getattr(job, name) for name in _COLUMNS],
+            )
+        return job
+
+    async def get(self, job_id: str) -> JobRecord | None:
+        async with self._db.read() as tx:
+            row = await tx.fetchone("SELECT * FROM jobs WHERE job_id = ?", (job_id,))
+        return _record(row) if row else None
+
+    async def by_idempotency_key(self, key: str) -> JobRecord | None:
+        async with self._db.read() as tx:
+            row = await tx.fetchone("SELECT * FROM jobs WHERE idempotency_key = ?", (key,))
+        return _record(row) if row else None
+
+    async def update_status(
+        self, job_id: str, status: JobState | str, error: str | None = None, **fields: Any
+    ) -> JobRecord:
+        """Set the status (and error, and any of UPDATABLE); a final status stamps finished_at."""
+        status = JobState(status)
+        unknown = set(fields) - UPDATABLE
+        if unknown:
+            raise ValueError(f"update_status cannot change: {', '.join(sorted(unknown))}")
+        now = self._clock()
+        changes: dict[str, Any] = {"status": status.value, "error": error, "updated_at": now, **fields}
+        if status.is_final:
+            changes["finished_at"] = now
+        return await self._update(job_id, changes)
+
+    async def set_messages(
+        self, job_id: str, *, progress_message_id: int | None = None, result_message_id: int | None = None
+    ) -> JobRecord:
+        """Record the progress and/or result message; an argument left None keeps what is stored."""
+        changes: dict[str, Any] = {"updated_at": self._clock()}
+        if progress_message_id is not None:
+            changes["progress_message_id"] = progress_message_id
+        if result_message_id is not None:
+            changes["result_message_id"] = result_message_id
+        return await self._update(job_id, changes)
+
+    async def set_worker_job(
+        self, job_id: str, worker_job_id: str, status: JobState | str | None = None
+    ) -> JobRecord:
+        changes: dict[str, Any] = {"worker_job_id": worker_job_id, "updated_at": self._clock()}
+        if status is not None:
+            changes["status"] = JobState(status).value
+        return await self._update(job_id, changes)
+
+    async def bump_attempts(self, job_id: str) -> JobRecord:
+        """Count one more recovery attempt (see migration 0002)."""
+        async with self._db.transaction() as tx:
+            changed = await tx.execute(
+                "UPDATE jobs SET attempts = attempts + 1, updated_at = ? WHERE job_id = ?",
+                (self._clock(), job_id),
+            )
+            row = await tx.fetchone("SELECT * FROM jobs WHERE job_id = ?", (job_id,))
+        if not changed or row is None:
+            raise UnknownJob(job_id)
+        return _record(row)
+
+    async def _update(self, job_id: str, changes: dict[str, Any]) -> JobRecord:
+        assignments = ", ".join(f"{name} = ?" for name in changes)
+        async with self._db.transaction() as tx:
+            changed = await tx.execute(
+                f"UPDATE jobs SET {assignments} WHERE job_id = ?", [*changes.values(), job_id]
+            )
+            row = await tx.fetchone("SELECT * FROM jobs WHERE job_id = ?", (job_id,))
+        if not changed or row is None:
+            raise UnknownJob(job_id)
+        return _record(row)
+
+    async def list_unfinished(self) -> list[JobRecord]:
+        """Jobs a restart must pick up again, oldest first."""
+        async with self._db.read() as tx:
+            rows = await tx.fetchall(
+                "SELECT * FROM jobs WHERE status IN ('pending', 'queued', 'running') ORDER BY created_at"
+            )
+        return [_record(row) for row in rows]
+
+    async def recent_for_user(self, guild_id: int | None, user_id: int, limit: int = 10) -> list[JobRecord]:
+        async with self._db.read() as tx:
+            rows = await tx.fetchall(
+                "SELECT * FROM jobs WHERE guild_id IS ? AND user_id = ? ORDER BY created_at DESC LIMIT ?",
+                (guild_id, user_id, max(1, min(limit, 100))),
+            )
+        return [_record(row) for row in rows]
+
+    async def prune_finished(self, before: float) -> int:
+        """Forget the interaction tokens of old finished jobs; the rows stay for their generations."""
+        return await self._db.write(
+            """UPDATE jobs SET interaction_token = NULL
+                WHERE finished_at IS NOT NULL AND finished_at < ? AND interaction_token IS NOT NULL""",
+            (before,),
+        )

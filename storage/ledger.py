@@ -1,0 +1,178 @@
+"""The usage ledger: one row per job with its cost, lane and state (reserved, committed or refunded)."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from storage.db import Tx
+
+log = logging.getLogger(__name__)
+
+
+class LedgerState(StrEnum):
+    RESERVED = "reserved"
+    COMMITTED = "committed"
+    REFUNDED = "refunded"
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerRow:
+    job_id: str
+    guild_id: int
+    user_id: int
+    cost: int
+    bonus_cost: int
+    lane: str
+    state: LedgerState
+    voided: bool
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class WindowUsage:
+    """What counts against a user inside the window ending now.
+
+    A row counts while `created_at > now - window_s`: it stops counting exactly one window after it was made.
+    """
+
+    fast_used: int  # window credits (the bonus-paid part excluded) of live fast rows
+    relax_used: int
+    oldest_fast: float | None  # created_at of the oldest counting fast row; its credits return first
+    oldest_relax: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class BonusSpend:
+    bonus_id: int
+    credits: int
+
+
+@dataclass(frozen=True, slots=True)
+class UserDayUsage:
+    user_id: int
+    day: str  # YYYY-MM-DD, UTC
+    jobs: int
+    credits: int
+    relax_jobs: int
+
+
+def _row(r: sqlite3.Row) -> LedgerRow:
+    return LedgerRow(
+        job_id=r["job_id"],
+        guild_id=r["guild_id"],
+        user_id=r["user_id"],
+        cost=r["cost"],
+        bonus_cost=r["bonus_cost"],
+        lane=r["lane"],
+        state=LedgerState(r["state"]),
+        voided=bool(r["voided"]),
+        created_at=r["created_at"],
+        updated_at=r["updated_at"],
+    )
+
+
+_USAGE_SQL = """
+SELECT COALESCE(SUM(CASE WHEN lane = 'fast' THEN cost - bonus_cost END), 0) AS fast_used,
+       COALESCE(SUM(CASE WHEN lane = 'relax' THEN cost END), 0) AS relax_used,
+       MIN(CASE WHEN lane = 'fast' AND cost > bonus_cost THEN created_at END) AS oldest_fast,
+       MIN(CASE WHEN lane = 'relax' THEN created_at END) AS oldest_relax
+  FROM ledger
+ WHERE guild_id = ? AND user_id = ? AND created_at > ? AND state != 'refunded' AND voided = 0
+"""
+
+
+async def window_usage(tx: Tx, guild_id: int, user_id: int, window_s: float, now: float) -> WindowUsage:
+    row = await tx.fetchone(_USAGE_SQL, (guild_id, user_id, now - window_s))
+    assert row is not None  # an aggregate always yields one row
+    return WindowUsage(row["fast_used"], row["relax_used"], row["oldest_fast"], row["oldest_relax"])
+
+
+async def get(tx: Tx, job_id: str) -> LedgerRow | None:
+    row = await tx.fetchone("SELECT * FROM ledger WHERE job_id = ?", (job_id,))
+    return _row(row) if row else None
+
+
+async def insert(
+    tx: Tx,
+    *,
+    job_id: str,
+    guild_id: int,
+    user_id: int,
+    cost: int,
+    lane: str,
+    spends: Sequence[BonusSpend],
+    now: float,
+) -> None:
+    """Insert a reserved row; a second row for the same job raises sqlite3.IntegrityError."""
+    bonus_cost = sum(s.credits for s in spends)
+    await tx.execute(
+        """INSERT INTO ledger (job_id, guild_id, user_id, cost, bonus_cost, lane, state, created_at, updated_at)
+           VALUES (?, ?, ?, ?, ?, ?, 'reserved', ?, ?)""",
+        (job_id, guild_id, user_id, cost, bonus_cost, lane, now, now),
+    )
+    if spends:
+        await tx.executemany(
+            "INSERT INTO bonus_spend (job_id, bonus_id, credits) VALUES (?, ?, ?)",
+            [(job_id, s.bonus_id, s.credits) for s in spends],
+        )
+
+
+# A single UPDATE is atomic on its own; the state guard makes commit and refund idempotent and final.
+COMMIT_SQL = "UPDATE ledger SET state = 'committed', updated_at = ? WHERE job_id = ? AND state = 'reserved'"
+REFUND_SQL = "UPDATE ledger SET state = 'refunded', updated_at = ? WHERE job_id = ? AND state = 'reserved'"
+
+
+@dataclass(frozen=True, slots=True)
+class StaleReservation:
+    job_id: str
+    job_status: str | None  # None: no job row (the bot crashed before writing it, or a bare reservation)
+    job_updated_at: float | None
+
+
+async def stale_reservations(tx: Tx, before: float, limit: int = 500) -> list[StaleReservation]:
+    """Reserved rows made before `before`, with their job's status and last update."""
+    rows = await tx.fetchall(
+        """SELECT l.job_id, j.status, j.updated_at FROM ledger l LEFT JOIN jobs j ON j.job_id = l.job_id
+            WHERE l.state = 'reserved' AND l.created_at < ? ORDER BY l.created_at LIMIT ?""",
+        (before, limit),
+    )
+    return [StaleReservation(r[0], r[1], r[2]) for r in rows]
+
+
+async def void_window(tx: Tx, guild_id: int, user_id: int, since: float, now: float) -> int:
+    """Forgive a user's live rows inside the window (an admin reset); they stay for reports."""
+    return await tx.execute(
+        """UPDATE ledger SET voided = 1, updated_at = ?
+            WHERE guild_id = ? AND user_id = ? AND created_at > ? AND state != 'refunded' AND voided = 0""",
+        (now, guild_id, user_id, since),
+    )
+
+
+async def prune(tx: Tx, before: float) -> int:
+    """Delete finished rows older than `before`; reserved rows wait for the sweep."""
+    return await tx.execute("DELETE FROM ledger WHERE created_at < ? AND state != 'reserved'", (before,))
+
+
+async def usage_by_user_day(tx: Tx, guild_id: int, since: float) -> list[UserDayUsage]:
+    rows = await tx.fetchall(
+        """SELECT user_id, date(created_at, 'unixepoch') AS day, COUNT(*) AS jobs,
+                  SUM(cost) AS credits, SUM(lane = 'relax') AS relax_jobs
+             FROM ledger
+            WHERE guild_id = ? AND created_at >= ? AND state != 'refunded'
+            GROUP BY user_id, day ORDER BY day, user_id""",
+        (guild_id, since),
+    )
+    return [UserDayUsage(r["user_id"], r["day"], r["jobs"], r["credits"], r["relax_jobs"]) for r in rows]
+
+
+async def for_user(tx: Tx, guild_id: int, user_id: int, since: float) -> list[LedgerRow]:
+    rows = await tx.fetchall(
+        "SELECT * FROM ledger WHERE guild_id = ? AND user_id = ? AND created_at >= ? ORDER BY created_at",
+        (guild_id, user_id, since),
+    )
+    return [_row(r) for r in rows]
