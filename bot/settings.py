@@ -1,0 +1,173 @@
+"""The root settings: built once in run.py from a TOML file and `BRUSHFIRE_*` environment variables."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from bot.quotas import QuotaSettings
+from bot.styles import DEFAULT_ASPECTS, DEFAULT_STYLES, Aspect, StylePreset
+from inference.protocol import MAX_COUNT, MAX_PROMPT_CHARS
+from inference.settings import EngineSettings, WorkerSettings
+from storage.db import DatabaseSettings
+
+log = logging.getLogger(__name__)
+
+CONFIG_ENV = "BRUSHFIRE_CONFIG"
+TOKEN_ENV = "DISCORD_TOKEN"
+_TOKEN_KEYS = {"discord_token", "token", TOKEN_ENV.lower()}
+
+
+class SettingsError(Exception):
+    """The configuration cannot be used; the message names the file, key and problem."""
+
+
+class DiscordSettings(BaseModel):
+    """How the bot talks to Discord. The token is not here: it comes from `DISCORD_TOKEN` only."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Override Discord's REST base (e.g. "http://127.0.0.1:8080/api/v10") and gateway URL, for proxies/tests.
+    api_base: str | None = None
+    gateway_url: str | None = None
+    # Commands are synced to this guild instantly (global sync takes up to an hour and is rate limited).
+    dev_guild_id: int | None = None
+    # on_change: sync when the command definitions differ from the last sync; always; never.
+    sync: Literal["on_change", "always", "never"] = "on_change"
+    sync_state_file: Path = Path("data/command-sync.sha256")
+    # Seconds to wait after the last GUILD_CREATE before the bot counts as ready.
+    guild_ready_timeout_s: float = Field(default=2.0, ge=0.0, le=60.0)
+
+
+class Limits(BaseModel):
+    """Bounds on what users may ask for, checked before anything is charged."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt_chars: int = Field(default=600, ge=1, le=MAX_PROMPT_CHARS)
+    attachment_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    attachment_pixels: int = Field(default=2048 * 2048, ge=64 * 64)
+    max_images_per_job: int = Field(default=4, ge=1, le=MAX_COUNT)
+    # Discord's upload limit on unboosted servers; bigger results are re-encoded as WebP/JPEG.
+    upload_bytes: int = Field(default=10 * 1024 * 1024, ge=64 * 1024)
+    progress_interval_s: float = Field(default=2.0, ge=0.5, le=60.0)
+    edit_strength: float = Field(default=0.6, gt=0.0, le=1.0)
+    vary_strength: float = Field(default=0.35, gt=0.0, le=1.0)
+    upscale_strength: float = Field(default=0.3, gt=0.0, le=1.0)
+    job_timeout_s: float = Field(default=900.0, gt=0)
+    health_interval_s: float = Field(default=15.0, gt=0)
+
+
+class Settings(BaseSettings):
+    """Every setting brushfire has. Environment variables win over the TOML file, which wins over defaults.
+
+    Nested keys use `__` in the environment: `BRUSHFIRE_DATABASE__PATH=/srv/bf.sqlite3`.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="BRUSHFIRE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        populate_by_name=True,
+    )
+
+    discord: DiscordSettings = Field(default_factory=DiscordSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    quota: QuotaSettings = Field(default_factory=QuotaSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    # Where the bot finds the worker; None means the worker this process starts (worker.host:port).
+    worker_url: str | None = None
+    worker_token: SecretStr | None = None
+    limits: Limits = Field(default_factory=Limits)
+    styles: list[StylePreset] = Field(default_factory=lambda: list(DEFAULT_STYLES), min_length=1)
+    aspects: list[Aspect] = Field(default_factory=lambda: list(DEFAULT_ASPECTS), min_length=1, max_length=25)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    discord_token: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices(TOKEN_ENV), exclude=True, repr=False
+    )
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Settings:
+        for kind, names in (
+            ("style", [s.name for s in self.styles]),
+            ("aspect", [a.name for a in self.aspects]),
+        ):
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"{kind} names must be unique; repeated: {', '.join(dupes)}")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment first: `load_settings` passes the TOML file's contents as init values,
+        # and an operator's environment variable should override the shared file.
+        return (env_settings, init_settings)
+
+    @property
+    def resolved_worker_url(self) -> str:
+        if self.worker_url:
+            return self.worker_url.rstrip("/")
+        host = "127.0.0.1" if self.worker.host in ("0.0.0.0", "::") else self.worker.host
+        return f"http://{host}:{self.worker.port}"
+
+    @property
+    def resolved_worker_token(self) -> str | None:
+        if self.worker_token is not None:
+            return self.worker_token.get_secret_value()
+        return self.worker.token
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Read a TOML config file, refusing a Discord token in it (tokens in files end up in git)."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SettingsError(f"config file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"cannot read config file {path}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"config file {path} is not valid TOML: {exc}") from None
+    found = _TOKEN_KEYS & {k.lower() for k in data} | _TOKEN_KEYS & {
+        k.lower() for k in data.get("discord", {}) if isinstance(data.get("discord"), dict)
+    }
+    if found:
+        raise SettingsError(
+            f"config file {path} sets {sorted(found)[0]!r}: put the bot token in the {TOKEN_ENV} "
+            "environment variable instead, never in a file"
+        )
+    return data
+
+
+def load_settings(config: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Build the settings once: the file from `config` or `$BRUSHFIRE_CONFIG`, then the environment."""
+    env = os.environ if environ is None else environ
+    path = config or (Path(env[CONFIG_ENV]) if env.get(CONFIG_ENV) else None)
+    data = read_config_file(path) if path else {}
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        where = f"config file {path} / environment" if path else "environment"
+        raise SettingsError(f"invalid settings ({where}):\n{_describe(exc)}") from None
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
+        lines.append(f"  {loc}: {err['msg']}")
+    return "\n".join(lines)
