@@ -58,7 +58,7 @@ def test_token_in_file_is_refused(tmp_path, text):
 
 
 def test_unknown_key_and_bad_value_are_named(tmp_path):
-    with pytest.raises(SettingsError, match="limits.prompt_chars"):
+    with pytest.raises(SettingsError, match=r"limits\.prompt_chars"):
         load_settings(write(tmp_path, "[limits]\nprompt_chars = 0\n"), {})
     with pytest.raises(SettingsError, match="colour"):
         load_settings(write(tmp_path, 'colour = "red"\n'), {})
@@ -91,7 +91,11 @@ def test_example_config_mentions_every_key():
         for name, field in model.model_fields.items():
             if name == "discord_token":
                 continue
-            if f"{name} =" not in text and f"[{prefix}{name}]" not in text and f"[[{prefix}{name}]]" not in text:
+            if (
+                f"{name} =" not in text
+                and f"[{prefix}{name}]" not in text
+                and f"[[{prefix}{name}]]" not in text
+            ):
                 missing.append(prefix + name)
             sub = field.annotation
             if isinstance(sub, type) and hasattr(sub, "model_fields") and name not in ("styles", "aspects"):
