@@ -1,0 +1,1 @@
+"""Tests for storage/: the database, migrations, repositories, backups and crash safety."""

@@ -1,0 +1,175 @@
+"""The database: pragmas, transactions, and migrations from an empty file and from every earlier version."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from storage.db import Database, DatabaseError, DatabaseSettings, load_migrations, split_statements
+
+LATEST = len(load_migrations())
+
+
+def schema(path: Path) -> list[tuple[str, str, str]]:
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute(
+            "SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY type, name"
+        ).fetchall()
+    # ALTER TABLE ADD COLUMN writes the column into the stored CREATE text with different spacing.
+    return [
+        (t, n, " ".join((s or "").replace("(", " ( ").replace(")", " ) ").replace(",", " , ").split()))
+        for t, n, s in rows
+    ]
+
+
+def columns(path: Path, table: str) -> list[str]:
+    with sqlite3.connect(path) as conn:
+        return sorted(r[1] for r in conn.execute(f"PRAGMA table_info({table})"))
+
+
+async def test_open_creates_parent_dir_and_sets_pragmas(tmp_path: Path) -> None:
+    path = tmp_path / "nested" / "dir" / "b.sqlite3"
+    async with Database.open(DatabaseSettings(path=path, busy_timeout_ms=1234)) as db:
+        assert db.schema_version == LATEST
+        async with db.read() as tx:
+            assert (await tx.fetchone("PRAGMA journal_mode"))[0] == "wal"
+            assert (await tx.fetchone("PRAGMA foreign_keys"))[0] == 1
+            assert (await tx.fetchone("PRAGMA busy_timeout"))[0] == 1234
+            assert (await tx.fetchone("PRAGMA user_version"))[0] == LATEST
+    assert path.is_file()
+
+
+async def test_migrations_apply_to_an_empty_existing_file(tmp_path: Path) -> None:
+    path = tmp_path / "empty.sqlite3"
+    path.write_bytes(b"")
+    async with Database.open(path) as db:
+        assert db.schema_version == LATEST
+    assert "attempts" in columns(path, "jobs")
+
+
+async def test_reopening_is_a_no_op(tmp_path: Path) -> None:
+    path = tmp_path / "b.sqlite3"
+    async with Database.open(path):
+        pass
+    before = schema(path)
+    async with Database.open(path) as db:
+        assert db.schema_version == LATEST
+    assert schema(path) == before
+
+
+async def _fill_v1(db: Database) -> None:
+    """Rows in every v1 table, as a v1 bot would have written them."""
+    async with db.transaction() as tx:
+        await tx.execute("INSERT INTO guild_settings (guild_id, updated_at) VALUES (1, 0)")
+        await tx.execute("INSERT INTO quota_guild VALUES (1, 20, 3600, 0, 9)")
+        await tx.execute("INSERT INTO quota_role_tier VALUES (1, 5, 'patron', 80, 0, 9)")
+        await tx.execute(
+            "INSERT INTO quota_user_override (guild_id, user_id, blocked, updated_at, updated_by) VALUES (1, 7, 1, 0, 9)"
+        )
+        await tx.execute(
+            "INSERT INTO quota_bonus (guild_id, user_id, credits, granted_at, granted_by) VALUES (1, 2, 5, 0, 9)"
+        )
+        await tx.execute(
+            "INSERT INTO ledger (job_id, guild_id, user_id, cost, lane, state, created_at, updated_at) VALUES ('ab', 1, 2, 3, 'fast', 'reserved', 10, 10)"
+        )
+        await tx.execute("INSERT INTO bonus_spend VALUES ('ab', 1, 1)")
+        await tx.execute(
+            "INSERT INTO jobs (job_id, channel_id, user_id, kind, parameters, status, created_at, updated_at) VALUES ('ab', 3, 2, 'generate', '{\"prompt\": \"a fox\"}', 'running', 10, 10)"
+        )
+        await tx.execute(
+            "INSERT INTO generations (generation_id, job_id, idx, prompt, seed, width, height, steps, guidance, model, kind, png, created_at) VALUES ('cd', 'ab', 0, 'a fox', 1, 64, 64, 4, 7.5, 'tiny', 'generate', x'89', 11)"
+        )
+        await tx.execute("INSERT INTO audit (guild_id, actor_id, action, created_at) VALUES (1, 9, 'quota.set_guild_default', 0)")  # fmt: skip
+
+
+@pytest.mark.parametrize("start", range(LATEST + 1))
+async def test_upgrade_from_every_earlier_version_keeps_data(tmp_path: Path, start: int) -> None:
+    path = tmp_path / f"v{start}.sqlite3"
+    async with Database.open(path, migrate_to=start) as db:
+        assert db.schema_version == start
+        if start >= 1:
+            await _fill_v1(db)
+    async with Database.open(path) as db:
+        assert db.schema_version == LATEST
+        if start >= 1:
+            async with db.read() as tx:
+                job = await tx.fetchone("SELECT status, attempts, parameters FROM jobs WHERE job_id = 'ab'")
+                assert tuple(job) == ("running", 0, '{"prompt": "a fox"}')
+                counts = [
+                    (await tx.fetchone(f"SELECT COUNT(*) FROM {t}"))[0]
+                    for t in ("guild_settings", "quota_guild", "quota_role_tier", "quota_user_override", "quota_bonus", "ledger", "bonus_spend", "generations", "audit")
+                ]  # fmt: skip
+                assert counts == [1] * 9
+                plan = await tx.fetchall(
+                    "EXPLAIN QUERY PLAN SELECT job_id FROM ledger WHERE state = 'reserved' AND created_at < 5"
+                )
+                assert any("ledger_reserved" in row[3] for row in plan)
+    fresh = tmp_path / "fresh.sqlite3"
+    async with Database.open(fresh):
+        pass
+    assert schema(path) == schema(fresh)
+
+
+async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "future.sqlite3"
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"PRAGMA user_version = {LATEST + 5}")
+    with pytest.raises(DatabaseError, match=f"schema version {LATEST + 5}"):
+        async with Database.open(path):
+            pass
+
+
+async def test_a_file_that_is_not_sqlite_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "junk.sqlite3"
+    path.write_bytes(b"this is not a database at all, just text" * 100)
+    with pytest.raises(DatabaseError, match="not a usable SQLite database"):
+        async with Database.open(path):
+            pass
+
+
+async def test_a_failed_transaction_changes_nothing(tmp_path: Path) -> None:
+    async with Database.open(tmp_path / "b.sqlite3") as db:
+        with pytest.raises(sqlite3.IntegrityError):
+            async with db.transaction() as tx:
+                await tx.execute("INSERT INTO audit (actor_id, action, created_at) VALUES (1, 'x', 0)")
+                await tx.execute(
+                    "INSERT INTO audit (actor_id, action, created_at, detail) VALUES (1, 'y', 0, 'not json')"
+                )
+        async with db.read() as tx:
+            assert (await tx.fetchone("SELECT COUNT(*) FROM audit"))[0] == 0
+        # The connection is usable again afterwards.
+        async with db.transaction() as tx:
+            await tx.execute("INSERT INTO audit (actor_id, action, created_at) VALUES (1, 'z', 0)")
+        assert await db.write("DELETE FROM audit WHERE action = 'z'") == 1
+
+
+async def test_foreign_keys_are_enforced(tmp_path: Path) -> None:
+    async with Database.open(tmp_path / "b.sqlite3") as db:
+        with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
+            await db.write(
+                "INSERT INTO generations (generation_id, job_id, idx, prompt, seed, width, height, steps, guidance,"
+                " model, kind, png, created_at) VALUES ('g', 'nojob', 0, 'p', 1, 8, 8, 1, 1, 'm', 'generate', x'', 0)"
+            )
+
+
+def test_split_statements_keeps_triggers_and_semicolons_in_strings_whole() -> None:
+    script = """-- a comment; with a semicolon
+CREATE TABLE t (a TEXT DEFAULT 'x;y');
+CREATE TRIGGER tr AFTER INSERT ON t BEGIN
+    UPDATE t SET a = 'z;'; SELECT 1;
+END;
+"""
+    parts = split_statements(script)
+    assert len(parts) == 2
+    assert parts[1].startswith("CREATE TRIGGER") and parts[1].endswith("END;")
+    with pytest.raises(DatabaseError, match="incomplete"):
+        split_statements("CREATE TABLE t (a")
+
+
+def test_settings_refuse_bad_values() -> None:
+    with pytest.raises(ValueError, match="backup_hour"):
+        DatabaseSettings(backup_hour=25)
+    with pytest.raises(ValueError, match="busy_timeout_ms"):
+        DatabaseSettings(busy_timeout_ms=-1)
