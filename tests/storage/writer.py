@@ -1,0 +1,93 @@
+"""A separate writer process for the crash and cross-process race tests: `python -m tests.storage.writer MODE PATH`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from bot.quotas import QuotaError, QuotaService, QuotaSettings
+from storage.db import Database
+from storage.jobs import JobRecord, JobsRepo, JobState
+
+log = logging.getLogger(__name__)
+
+G, U = 100, 200
+
+
+def say(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+async def race(path: Path, count: int) -> None:
+    """Wait for "go" on stdin, then fire `count` concurrent one-credit reserves for the same user."""
+    async with Database.open(path) as db:
+        q = QuotaService(db, QuotaSettings())
+        say("ready")
+        await asyncio.to_thread(sys.stdin.readline)
+        tag = f"p{time.monotonic_ns()}"
+        results = await asyncio.gather(
+            *(q.reserve(f"{tag}-{i}", G, U, [], 1, "fast") for i in range(count)), return_exceptions=True
+        )
+        wins = sum(not isinstance(r, BaseException) for r in results)
+        errors = [
+            type(r).__name__
+            for r in results
+            if isinstance(r, BaseException) and not isinstance(r, QuotaError)
+        ]
+        say(json.dumps({"wins": wins, "errors": errors}))
+
+
+async def burst(path: Path) -> None:
+    """Write jobs and reserve+commit cycles as fast as possible, reporting each one after it committed."""
+    async with Database.open(path) as db:
+        q = QuotaService(db, QuotaSettings(default_limit=1_000_000))
+        jobs = JobsRepo(db)
+        for i in range(10**9):
+            job_id = f"{i:08x}"
+            await jobs.create(
+                JobRecord(
+                    job_id=job_id, channel_id=1, user_id=U, guild_id=G, kind="generate", parameters="{}"
+                )
+            )
+            await q.reserve(job_id, G, U, [], 1 + i % 3)
+            await q.commit(job_id)
+            await jobs.update_status(job_id, JobState.SUCCEEDED)
+            say(job_id)
+
+
+async def hold(path: Path) -> None:
+    """Reserve two jobs, finish the work of one, then wait to be killed before committing either."""
+    async with Database.open(path) as db:
+        q = QuotaService(db, QuotaSettings())
+        jobs = JobsRepo(db)
+        for job_id, status in (("aa", JobState.RUNNING), ("bb", JobState.SUCCEEDED)):
+            await jobs.create(
+                JobRecord(
+                    job_id=job_id, channel_id=1, user_id=U, guild_id=G, kind="generate", parameters="{}"
+                )
+            )
+            await q.reserve(job_id, G, U, [], 4)
+            await jobs.update_status(job_id, status)
+        say("ready")
+        await asyncio.sleep(3600)
+
+
+def main() -> None:
+    mode, path = sys.argv[1], Path(sys.argv[2])
+    if mode == "race":
+        asyncio.run(race(path, int(sys.argv[3])))
+    elif mode == "burst":
+        asyncio.run(burst(path))
+    elif mode == "hold":
+        asyncio.run(hold(path))
+    else:
+        raise SystemExit(f"unknown mode {mode!r}")
+
+
+if __name__ == "__main__":
+    main()
