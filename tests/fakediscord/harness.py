@@ -1,0 +1,76 @@
+"""Test helpers around FakeDiscord: a pytest fixture and a context manager that runs a real bot against it."""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import discord
+import pytest
+
+from bot.endpoints import use_discord_endpoints
+from tests.fakediscord.errors import FakeDiscordError
+from tests.fakediscord.server import FakeDiscord
+
+log = logging.getLogger(__name__)
+
+
+@pytest.fixture
+async def fake_discord() -> AsyncIterator[FakeDiscord]:
+    """A started FakeDiscord; the test fails at teardown if the bot called a route the fake lacks.
+
+    Use it from another test package with ``from tests.fakediscord.harness import fake_discord`` in
+    that package's conftest.py.
+    """
+    async with FakeDiscord() as fake:
+        yield fake
+        fake.assert_no_unexpected_routes()
+    use_discord_endpoints(None, None)
+
+
+@contextlib.asynccontextmanager
+async def run_bot(client: discord.Client, fake: FakeDiscord, *, timeout: float = 15.0) -> AsyncIterator[None]:  # noqa: ASYNC109 - a test-facing deadline
+    """Run `client` (in this event loop) against `fake` until the block ends, then close it.
+
+    Returns once the client has IDENTIFYed and is ready (`on_ready` fired). Pass
+    ``guild_ready_timeout=0.1`` (or similar) to the client, or readiness takes discord.py's default 2 s.
+    """
+    use_discord_endpoints(fake.api_base, fake.gateway_url)
+    identifies = fake.identify_count + 1
+    task = asyncio.create_task(client.start(fake.token), name="fake-discord-bot")
+    try:
+        await _until_ready(client, fake, task, identifies, timeout)
+        yield
+    finally:
+        await client.close()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, timeout)
+
+
+async def _until_ready(
+    client: discord.Client,
+    fake: FakeDiscord,
+    task: asyncio.Task[None],
+    identifies: int,
+    timeout: float,  # noqa: ASYNC109 - a test-facing deadline
+) -> None:
+    waiter = asyncio.ensure_future(_connected_and_ready(client, fake, identifies, timeout))
+    done, _ = await asyncio.wait({waiter, task}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        waiter.cancel()
+        task.result()
+        raise FakeDiscordError("the bot stopped before it was ready")
+    if waiter not in done:
+        waiter.cancel()
+        raise FakeDiscordError(f"the bot was not ready after {timeout}s")
+    waiter.result()
+
+
+async def _connected_and_ready(
+    client: discord.Client,
+    fake: FakeDiscord,
+    identifies: int,
+    timeout: float,  # noqa: ASYNC109 - a test-facing deadline
+) -> None:
+    await fake.wait_connected(timeout, identifies=identifies)
+    await client.wait_until_ready()

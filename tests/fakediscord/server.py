@@ -1,0 +1,521 @@
+"""`FakeDiscord`: the local Discord a test starts, fills with guilds and users, and drives the real bot through."""
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Self
+
+from aiohttp import web
+
+from tests.fakediscord import payloads
+from tests.fakediscord.errors import ApiError, FakeDiscordError
+from tests.fakediscord.gateway import Gateway
+from tests.fakediscord.interactions import (
+    Interaction,
+    InteractionKind,
+    InteractionRecord,
+    build_payload,
+    new_record,
+)
+from tests.fakediscord.models import (
+    ChannelKind,
+    Choice,
+    Event,
+    EventKind,
+    FakeChannel,
+    FakeGuild,
+    FakeMember,
+    FakeRole,
+    FakeUser,
+    Message,
+    RegisteredCommand,
+)
+from tests.fakediscord.options import OptionBuilder, Upload
+from tests.fakediscord.rest import Fault, Interactions, Rest, RestOptions
+from tests.fakediscord.world import World
+
+log = logging.getLogger(__name__)
+
+DEFAULT_EVERYONE_PERMISSIONS = 1071698660929  # what Discord gives @everyone in a new server
+SELECT_TYPES = (3, 5, 6, 7, 8)
+
+
+class FakeDiscord:
+    """A Discord REST API v10 + gateway on 127.0.0.1 for the real discord.py client, with test controls.
+
+    Use as ``async with FakeDiscord() as fake:``; point the bot at it with
+    ``bot.endpoints.use_discord_endpoints(fake.api_base, fake.gateway_url)`` and log in with ``fake.token``.
+    Build the world (guilds, channels, users) before the bot connects: GUILD_CREATE is sent at IDENTIFY.
+    """
+
+    def __init__(
+        self,
+        *,
+        token: str = "fake-bot-token",
+        bot_name: str = "brushfire",
+        heartbeat_interval: float = 41.25,
+        ack_deadline: float | None = None,
+        token_lifetime: float = 15 * 60,
+        client_max_size: int = 64 * 1024 * 1024,
+    ) -> None:
+        """`ack_deadline` (seconds, e.g. 3.0) makes late callbacks fail with 10062 as Discord does; off by
+        default so slow CI machines do not fail tests that are not about latency."""
+        self.world = World(bot_name)
+        self.gateway = Gateway(self.world, token, heartbeat_interval)
+        self.interactions = Interactions()
+        self.rest = Rest(
+            self.world, self.gateway, self.interactions, RestOptions(token, ack_deadline, token_lifetime)
+        )
+        self._client_max_size = client_max_size
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+        self.api_base = ""
+        self.gateway_url = ""
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> Self:
+        app = web.Application(client_max_size=self._client_max_size)
+        self.rest.add_to(app)
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = self._runner.addresses[0][:2]
+        self.url = f"http://{host}:{port}"
+        self.api_base = f"{self.url}/api/v10"
+        self.gateway_url = f"ws://{host}:{port}/gateway"
+        self.world.base_url = self.url
+        self.gateway.url = self.gateway_url
+        log.info("fake discord listening on %s", self.url)
+        return self
+
+    async def stop(self) -> None:
+        await self.gateway.close_all()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> Self:
+        return await self.start()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    # -- identity ------------------------------------------------------------------------------
+
+    @property
+    def token(self) -> str:
+        """The bot token the fake accepts (REST `Authorization: Bot …` and gateway IDENTIFY)."""
+        return self.gateway.token
+
+    @property
+    def application_id(self) -> int:
+        return self.world.application_id
+
+    @property
+    def bot_user(self) -> FakeUser:
+        return self.world.bot_user
+
+    @property
+    def clock(self) -> Any:
+        """`FakeClock`: `fake.clock.advance(16 * 60)` expires every interaction token issued so far."""
+        return self.world.clock
+
+    # -- building the world --------------------------------------------------------------------
+
+    def add_user(self, name: str, *, dms_open: bool = True, bot: bool = False) -> FakeUser:
+        user = FakeUser(self.world.ids.next(), name, bot=bot, dms_open=dms_open)
+        self.world.users[user.id] = user
+        return user
+
+    def add_guild(
+        self,
+        name: str = "Test Guild",
+        *,
+        owner: FakeUser | None = None,
+        premium_tier: int = 0,
+        upload_limit: int = 10 * 1024 * 1024,
+        everyone_permissions: int = DEFAULT_EVERYONE_PERMISSIONS,
+    ) -> FakeGuild:
+        """A guild with an @everyone role, its owner and the bot as members; add channels separately."""
+        owner = owner or self.add_user(f"{name.lower().replace(' ', '-')}-owner")
+        guild = FakeGuild(self.world.ids.next(), name, owner.id, premium_tier, upload_limit)
+        self.world.guilds[guild.id] = guild
+        self.world.roles[guild.id] = FakeRole(guild.id, guild.id, "@everyone", everyone_permissions)
+        self.add_member(guild, owner)
+        bot_role = self.add_role(
+            guild, self.bot_user.name, permissions=DEFAULT_EVERYONE_PERMISSIONS | 0x1F4A7C40
+        )
+        self.add_member(guild, self.bot_user, roles=[bot_role])
+        return guild
+
+    def add_role(self, guild: FakeGuild, name: str, *, permissions: int = 0) -> FakeRole:
+        position = len(self.world.guild_roles(guild.id))
+        role = FakeRole(self.world.ids.next(), guild.id, name, permissions, position)
+        self.world.roles[role.id] = role
+        return role
+
+    def add_channel(
+        self,
+        guild: FakeGuild,
+        name: str,
+        *,
+        kind: ChannelKind = ChannelKind.TEXT,
+        parent: FakeChannel | None = None,
+        nsfw: bool = False,
+    ) -> FakeChannel:
+        channel = FakeChannel(
+            self.world.ids.next(), name, kind, guild.id, parent.id if parent else None, nsfw=nsfw
+        )
+        self.world.channels[channel.id] = channel
+        return channel
+
+    def add_member(
+        self,
+        guild: FakeGuild,
+        user: FakeUser | str,
+        *,
+        roles: Sequence[FakeRole] = (),
+        permissions: int | None = None,
+        nick: str | None = None,
+    ) -> FakeMember:
+        """Make `user` (or a new user of that name) a member. `permissions` overrides what roles grant."""
+        if isinstance(user, str):
+            user = self.add_user(user)
+        member = FakeMember(user, guild.id, [r.id for r in roles], permissions, nick)
+        self.world.members[(guild.id, user.id)] = member
+        return member
+
+    def dm_channel(self, user: FakeUser) -> FakeChannel:
+        """The DM channel between the bot and `user` (created on first use, as Discord does)."""
+        return self.world.dm_channel(user)
+
+    def close_dms(self, user: FakeUser) -> None:
+        """From now on the bot's DMs to `user` fail with 403 50007."""
+        user.dms_open = False
+
+    # -- sessions ------------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self.gateway.connected
+
+    @property
+    def identify_count(self) -> int:
+        """How many times a bot has IDENTIFYed: 2 after a restart."""
+        return len(self.gateway.sessions)
+
+    async def wait_connected(self, timeout: float = 15.0, *, identifies: int = 1) -> None:  # noqa: ASYNC109 - a test-facing deadline
+        """Until at least `identifies` sessions have been started and the newest one is connected."""
+        await self.world.wait_until(
+            lambda: self.identify_count >= identifies and self.gateway.connected,
+            timeout,
+            f"a bot connected to the gateway (identify #{identifies})",
+        )
+
+    async def disconnect_bot(self, *, code: int = 4000, resumable: bool = True) -> None:
+        """Drop the bot's websocket; it reconnects and RESUMEs (or re-IDENTIFYs if not resumable)."""
+        await self.gateway.disconnect(code, resumable)
+
+    async def invalidate_session(self) -> None:
+        await self.gateway.invalidate()
+
+    # -- commands ------------------------------------------------------------------------------
+
+    def commands(self, guild: FakeGuild | None = None) -> list[RegisteredCommand]:
+        """Commands the bot synced: global ones, or those of `guild`."""
+        return list(self.world.commands.get(guild.id if guild else None, []))
+
+    def command(self, name: str, guild: FakeGuild | None = None) -> RegisteredCommand:
+        """A synced command by name: the guild's first, then global."""
+        scopes = ([guild.id] if guild else []) + [None]
+        for scope in scopes:
+            for command in self.world.commands.get(scope, []):
+                if command.name == name:
+                    return command
+        synced = {s: [c.name for c in cs] for s, cs in self.world.commands.items()}
+        raise FakeDiscordError(f"no command {name!r} has been synced (synced: {synced}); did the bot sync?")
+
+    async def wait_commands(self, *names: str, guild: FakeGuild | None = None, timeout: float = 15.0) -> None:  # noqa: ASYNC109 - a test-facing deadline
+        """Until the bot has synced commands with all these names (globally or for `guild`)."""
+
+        def synced() -> bool:
+            scopes = [None] + ([guild.id] if guild else [])
+            have = {c.name for s in scopes for c in self.world.commands.get(s, [])}
+            return bool(have) and set(names) <= have
+
+        await self.world.wait_until(synced, timeout, f"commands {names} synced")
+
+    # -- sending interactions ------------------------------------------------------------------
+
+    async def send_slash(
+        self,
+        name: str,
+        options: Mapping[str, Any] | None = None,
+        *,
+        user: FakeUser,
+        channel: FakeChannel | None = None,
+        guild: FakeGuild | None = None,
+        attachments: Mapping[str, Upload] | None = None,
+        validate: bool = True,
+    ) -> Interaction:
+        """Invoke `/name` (subcommands: ``"quota-admin grant"``) as `user` in `channel` (None: a DM).
+
+        Option values are plain Python values; users, roles and channels as the fake's objects; files
+        as `Upload` (in `options` or `attachments`). Types come from the synced command's schema, and
+        values Discord's client would refuse (choices, ranges) raise unless `validate=False`.
+        """
+        channel = self._where(user, channel, guild)
+        top, *path = name.split()
+        command = self.command(top, self._guild_of(channel))
+        record = self._record(InteractionKind.COMMAND, user, channel)
+        builder = OptionBuilder(self.world, record.guild, channel, validate)
+        values = {**(options or {}), **(attachments or {})}
+        data = self._command_data(command, builder.build(command, path, values), builder)
+        return await self._send(record, data)
+
+    async def autocomplete(
+        self,
+        name: str,
+        options: Mapping[str, Any],
+        focused: str,
+        *,
+        user: FakeUser,
+        channel: FakeChannel | None = None,
+        guild: FakeGuild | None = None,
+        timeout: float = 10.0,  # noqa: ASYNC109 - a test-facing deadline
+    ) -> list[Choice]:
+        """Type into option `focused` of `/name` (its text is ``options[focused]``); the bot's choices."""
+        channel = self._where(user, channel, guild)
+        top, *path = name.split()
+        command = self.command(top, self._guild_of(channel))
+        record = self._record(InteractionKind.AUTOCOMPLETE, user, channel)
+        builder = OptionBuilder(self.world, record.guild, channel, validate=False, focused=focused)
+        data = self._command_data(command, builder.build(command, path, options), builder)
+        interaction = await self._send(record, data)
+        callback = await interaction.wait_response(timeout)
+        if callback.type != 8:
+            raise FakeDiscordError(f"autocomplete answered with callback type {callback.type}, not 8")
+        return callback.choices
+
+    async def click(
+        self, message: Message, custom_id: str, *, user: FakeUser, values: Sequence[str] | None = None
+    ) -> Interaction:
+        """Press the button (or choose `values` in the select) `custom_id` on `message` as `user`."""
+        if message.deleted:
+            raise FakeDiscordError(f"message {message.id} was deleted; nothing to click")
+        try:
+            component = message.component(custom_id)
+        except KeyError as exc:
+            raise FakeDiscordError(str(exc)) from None
+        if component.get("disabled"):
+            raise FakeDiscordError(f"component {custom_id!r} is disabled; Discord's client cannot press it")
+        channel = self.world.channels[message.channel_id]
+        record = self._record(InteractionKind.COMPONENT, user, channel, message)
+        data: dict[str, Any] = {"custom_id": custom_id, "component_type": component["type"]}
+        if component["type"] in SELECT_TYPES:
+            data["values"] = list(values or [])
+        return await self._send(record, data)
+
+    async def submit_modal(
+        self,
+        source: Interaction | Message,
+        values: Mapping[str, str],
+        *,
+        user: FakeUser | None = None,
+        custom_id: str | None = None,
+    ) -> Interaction:
+        """Fill and submit the modal the bot opened for `source` (the interaction it answered with the
+        modal, or the message whose button opened it). `values` maps text-input custom_id → text."""
+        opener = self._modal_opener(source)
+        modal = opener.modal or {}
+        if custom_id is not None and custom_id != modal.get("custom_id"):
+            raise FakeDiscordError(f"the open modal is {modal.get('custom_id')!r}, not {custom_id!r}")
+        components = _fill_modal(modal.get("components") or [], values)
+        record = self._record(
+            InteractionKind.MODAL_SUBMIT, user or opener.user, opener.channel, opener.source_message
+        )
+        return await self._send(record, {"custom_id": modal["custom_id"], "components": components})
+
+    def _modal_opener(self, source: Interaction | Message) -> InteractionRecord:
+        if isinstance(source, Interaction):
+            if source.record.modal is None:
+                raise FakeDiscordError(f"{source!r} was not answered with a modal")
+            return source.record
+        openers = [
+            r
+            for r in self.interactions.by_id.values()
+            if r.modal is not None and r.source_message is not None and r.source_message.id == source.id
+        ]
+        if not openers:
+            raise FakeDiscordError(f"no modal was opened from message {source.id}")
+        return openers[-1]
+
+    def _where(self, user: FakeUser, channel: FakeChannel | None, guild: FakeGuild | None) -> FakeChannel:
+        channel = channel or self.world.dm_channel(user)
+        if guild is not None and channel.guild_id != guild.id:
+            raise FakeDiscordError(f"channel {channel.name!r} is not in guild {guild.name!r}")
+        if channel.deleted:
+            raise FakeDiscordError(f"channel {channel.name!r} was deleted")
+        if channel.guild_id is not None and (channel.guild_id, user.id) not in self.world.members:
+            raise FakeDiscordError(
+                f"user {user.name!r} is not a member of the channel's guild; add_member first"
+            )
+        return channel
+
+    def _guild_of(self, channel: FakeChannel) -> FakeGuild | None:
+        return self.world.guilds.get(channel.guild_id) if channel.guild_id is not None else None
+
+    def _record(
+        self, kind: InteractionKind, user: FakeUser, channel: FakeChannel, source: Message | None = None
+    ) -> InteractionRecord:
+        return new_record(self.world, kind, user, channel, source)
+
+    def _command_data(
+        self, command: RegisteredCommand, options: list[dict[str, Any]], builder: OptionBuilder
+    ) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "id": str(command.id),
+            "name": command.name,
+            "type": command.type,
+            "options": options,
+        }
+        if resolved := builder.resolved.payload():
+            data["resolved"] = resolved
+        if command.guild_id is not None:
+            data["guild_id"] = str(command.guild_id)
+        return data
+
+    async def _send(self, record: InteractionRecord, data: dict[str, Any]) -> Interaction:
+        if not self.gateway.connected:
+            # Never drop an interaction into a dead socket: wait for the bot to resume or restart.
+            await self.world.wait_until(
+                lambda: self.gateway.connected, 15.0, "a bot connected to the gateway"
+            )
+        record.payload = build_payload(self.world, record, data)
+        self.interactions.add(record)
+        record.sent_at = time.monotonic()
+        await self.gateway.dispatch("INTERACTION_CREATE", record.payload)
+        self.world.record(EventKind.INTERACTION_SENT, interaction_id=record.id, detail=record.kind.name)
+        return Interaction(self.world, record)
+
+    # -- records -------------------------------------------------------------------------------
+
+    @property
+    def events(self) -> list[Event]:
+        return self.world.events
+
+    def messages(self, channel: FakeChannel | None = None, *, include_deleted: bool = False) -> list[Message]:
+        """Every message (optionally of one channel), oldest first; deleted ones only on request."""
+        found = self.world.messages.values()
+        return [
+            m
+            for m in found
+            if (channel is None or m.channel_id == channel.id) and (include_deleted or not m.deleted)
+        ]
+
+    def message(self, message_id: int) -> Message:
+        return self.world.messages[message_id]
+
+    def dms(self, user: FakeUser) -> list[Message]:
+        """The bot's messages in its DM channel with `user`."""
+        return self.messages(self.world.dm_channel(user))
+
+    def callback_latencies(self) -> list[float]:
+        """Seconds from each INTERACTION_CREATE sent to its callback's arrival, in arrival order."""
+        return [e.callback.latency for e in self.events if e.kind is EventKind.CALLBACK and e.callback]
+
+    async def wait_for(self, predicate: Callable[[Event], bool], timeout: float = 10.0) -> Event:  # noqa: ASYNC109 - a test-facing deadline
+        """The first recorded event, past or future, for which `predicate(event)` holds."""
+        return await self.world.wait_for(predicate, timeout)
+
+    async def wait_message(
+        self,
+        predicate: Callable[[Message], bool],
+        timeout: float = 10.0,  # noqa: ASYNC109 - a test-facing deadline
+        *,
+        channel: FakeChannel | None = None,
+    ) -> Message:
+        """The first live message (already there or still to come) for which `predicate` holds."""
+
+        def found() -> Message | None:
+            return next((m for m in self.messages(channel) if predicate(m)), None)
+
+        return await self.world.wait_until(found, timeout, "a matching message")
+
+    @property
+    def unexpected_routes(self) -> list[str]:
+        """`METHOD /path` of every request the fake had no route for."""
+        return list(self.rest.unexpected)
+
+    def assert_no_unexpected_routes(self) -> None:
+        if self.rest.unexpected:
+            raise AssertionError(f"the bot called routes the fake does not implement: {self.rest.unexpected}")
+
+    # -- faults --------------------------------------------------------------------------------
+
+    async def delete_message(self, message: Message) -> None:
+        """A moderator deletes `message`: edits answer 10008 Unknown Message from now on."""
+        self.world.delete_message(message, "by a moderator")
+        event = {"id": str(message.id), "channel_id": str(message.channel_id)}
+        if message.guild_id is not None:
+            event["guild_id"] = str(message.guild_id)
+        await self.gateway.dispatch_if_connected("MESSAGE_DELETE", event)
+
+    async def delete_channel(self, channel: FakeChannel) -> None:
+        """Delete `channel`: every call on it answers 10003 Unknown Channel."""
+        channel.deleted = True
+        self.world.record(EventKind.FAULT, detail=f"channel {channel.id} deleted")
+        await self.gateway.dispatch_if_connected("CHANNEL_DELETE", payloads.channel(channel))
+
+    def expire_tokens(self) -> None:
+        """Every interaction token issued so far stops working (401 50027), as after 15 minutes."""
+        for record in self.interactions.by_id.values():
+            record.expired = True
+
+    def inject_fault(self, method: str, path_contains: str, error: ApiError, *, times: int = 1) -> None:
+        """Answer the next `times` requests matching method and path fragment with `error`."""
+        self.rest.faults.append(Fault(method.upper(), path_contains, error, times))
+
+
+def _fill_modal(components: list[dict[str, Any]], values: Mapping[str, str]) -> list[dict[str, Any]]:
+    """The modal-submit `components`: the modal's own rows/labels, each input carrying its value."""
+    inputs = {c["custom_id"]: c for c in _inputs(components)}
+    unknown = set(values) - set(inputs)
+    if unknown:
+        raise FakeDiscordError(f"the modal has no inputs {sorted(unknown)}; it has {sorted(inputs)}")
+    for custom_id, spec in inputs.items():
+        text = values.get(custom_id, "")
+        if spec.get("required", True) and not text:
+            raise FakeDiscordError(f"modal input {custom_id!r} is required")
+        if len(text) > spec.get("max_length", 4000):
+            raise FakeDiscordError(f"modal input {custom_id!r} is longer than {spec.get('max_length', 4000)}")
+    return [_filled(c, values) for c in components if c.get("type") in (1, 18)]
+
+
+def _inputs(components: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    found = []
+    for c in components:
+        if c.get("type") == 4:
+            found.append(c)
+        found.extend(_inputs(c.get("components") or []))
+        if "component" in c:
+            found.extend(_inputs([c["component"]]))
+    return found
+
+
+def _filled(component: dict[str, Any], values: Mapping[str, str]) -> dict[str, Any]:
+    if component.get("type") == 18:
+        inner = component["component"]
+        return {"type": 18, "id": component.get("id"), "component": _filled(inner, values)}
+    if component.get("type") == 1:
+        return {"type": 1, "components": [_filled(c, values) for c in component.get("components") or []]}
+    return {
+        "type": component["type"],
+        "custom_id": component.get("custom_id"),
+        "value": values.get(component.get("custom_id", ""), ""),
+    }
