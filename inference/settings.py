@@ -57,6 +57,8 @@ class EngineSettings(BaseModel):
     defaults: ModelDefaults = Field(default_factory=ModelDefaults)
     adapters: list[AdapterSettings] = Field(default_factory=list)
     cache_dir: Path | None = None
+    # CPU threads torch may use (None leaves torch's default); tests and CPU benches pin it to one.
+    cpu_threads: int | None = Field(default=None, ge=1, le=256)
 
 
 class WorkerSettings(BaseModel):

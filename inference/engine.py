@@ -1,0 +1,521 @@
+"""The diffusers engine: loads the pipelines once and runs one batched pipeline call per batch of jobs.
+
+This is the only module of the worker that imports torch and diffusers. The scheduler drives it through
+the `Engine` protocol in `inference.protocol`, from a worker thread, one batch at a time.
+"""
+
+from __future__ import annotations
+
+import inspect
+import io
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import (
+    AutoencoderTiny,
+    AutoPipelineForImage2Image,
+    AutoPipelineForText2Image,
+    DiffusionPipeline,
+    StableDiffusionInstructPix2PixPipeline,
+)
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+
+from inference.protocol import (
+    BatchItem,
+    EngineError,
+    EngineOutOfMemory,
+    GeneratedImage,
+    JobKind,
+    StepUpdate,
+)
+from inference.settings import EngineSettings
+
+log = logging.getLogger(__name__)
+
+PREVIEW_MAX_SIDE = 128
+TINY_MODEL_NAME = "brushfire/tiny"
+
+# Latent-to-RGB projections (the approximations ComfyUI and A1111 use for live previews).
+_SD_RGB = (
+    (0.3512, 0.2297, 0.3227),
+    (0.3250, 0.4974, 0.2350),
+    (-0.2829, 0.1762, 0.2721),
+    (-0.2120, -0.2616, -0.7177),
+)
+_SDXL_RGB = (
+    (0.3651, 0.4232, 0.4341),
+    (-0.2533, -0.0042, 0.1068),
+    (0.1076, 0.1111, -0.0362),
+    (-0.3165, -0.2492, -0.2188),
+)
+_SDXL_RGB_BIAS = (0.1084, -0.0175, -0.0011)
+_SDXL_SCALING = 0.13025
+
+
+class _Stopped(Exception):
+    """Raised from the step callback of a pipeline that has no `_interrupt` flag of its own."""
+
+
+@dataclass(slots=True)
+class _Pipelines:
+    generate: DiffusionPipeline
+    img2img: DiffusionPipeline  # shares every module with `generate`
+    edit: DiffusionPipeline | None  # an instruction-editing pipeline, when configured
+
+
+@dataclass(frozen=True, slots=True)
+class _BatchShape:
+    """What every item of one batch must share for a single pipeline call to serve them all."""
+
+    kind: JobKind
+    width: int
+    height: int
+    steps: int
+    guidance: float
+    strength: float | None
+    image_guidance: float | None
+    adapter: str | None
+    adapter_scale: float
+
+
+def resolve_device(choice: str) -> torch.device:
+    """The device for a settings choice: `auto` takes cuda, then mps, then cpu."""
+    if choice == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise EngineError("device 'cuda' was asked for but torch sees no CUDA device")
+    if choice == "mps" and not torch.backends.mps.is_available():
+        raise EngineError("device 'mps' was asked for but this torch has no MPS backend")
+    return torch.device(choice)
+
+
+def resolve_dtype(choice: str, device: torch.device) -> torch.dtype:
+    """The weight dtype: bf16 (or fp16 where bf16 is unsupported) on a GPU, fp32 on the CPU."""
+    if choice != "auto":
+        return getattr(torch, choice)
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "mps":
+        return torch.float16
+    return torch.float32
+
+
+def tiny_model_dir(settings: EngineSettings) -> Path:
+    """The bundled tiny model's folder, built on first use (no download; a few seconds on a CPU)."""
+    from inference.tiny.build import build
+
+    root = (settings.cache_dir or Path.home() / ".cache" / "brushfire") / "tiny"
+    generate_dir = root / "generate"
+    if not (generate_dir / "model_index.json").exists():
+        log.info("building the tiny model into %s", root)
+        build(root)
+    return generate_dir
+
+
+class _Previewer:
+    """Turns the latents of a step into small RGB previews, one per image."""
+
+    def __init__(self, decoder: AutoencoderTiny | None, scaling_factor: float) -> None:
+        self._decoder = decoder
+        sdxl = abs(scaling_factor - _SDXL_SCALING) < 1e-4
+        self._factors = torch.tensor(_SDXL_RGB if sdxl else _SD_RGB)
+        self._bias = torch.tensor(_SDXL_RGB_BIAS if sdxl else (0.0, 0.0, 0.0))
+
+    def __call__(self, latents: torch.Tensor | None) -> list[Image.Image]:
+        # Packed (FLUX) or 16-channel (SD3) latents have no cheap projection here: no previews.
+        if latents is None or latents.ndim != 4:
+            return []
+        with torch.no_grad():
+            if self._decoder is not None:
+                rgb = self._decoder.decode(latents.to(self._decoder.dtype)).sample
+            elif latents.shape[1] == 4:
+                factors = self._factors.to(latents.device, latents.dtype)
+                bias = self._bias.to(latents.device, latents.dtype)
+                rgb = torch.einsum("bchw,cr->brhw", latents, factors) + bias[None, :, None, None]
+            else:
+                return []
+            pixels = ((rgb.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+            arrays = pixels.permute(0, 2, 3, 1).cpu().numpy()
+        return [_fit_preview(Image.fromarray(a)) for a in arrays]
+
+
+def _fit_preview(img: Image.Image) -> Image.Image:
+    scale = PREVIEW_MAX_SIDE / max(img.size)
+    size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+    resample = Image.Resampling.NEAREST if scale > 1 else Image.Resampling.BILINEAR
+    return img.resize(size, resample)
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, torch.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+    )
+
+
+def _png(img: Image.Image, meta: dict[str, str]) -> bytes:
+    info = PngInfo()
+    for key, value in meta.items():
+        info.add_text(key, value)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", pnginfo=info, compress_level=4)
+    return buf.getvalue()
+
+
+def _steps_for_strength(steps: int, strength: float) -> int:
+    """img2img runs int(steps * strength) steps; raise `steps` so at least one runs (turbo at 1-2 steps)."""
+    while int(steps * strength) < 1:
+        steps += 1
+    return steps
+
+
+class DiffusersEngine:
+    """Runs batches of jobs on diffusers pipelines loaded once; see `inference.protocol.Engine`."""
+
+    def __init__(
+        self,
+        settings: EngineSettings,
+        pipes: _Pipelines,
+        *,
+        model_name: str,
+        device: torch.device,
+        previewer: _Previewer,
+    ) -> None:
+        self._settings = settings
+        self._pipes = pipes
+        self._model_name = model_name
+        self._device = device
+        self._previewer = previewer
+        self._adapters = [a.name for a in settings.adapters]
+        self._lock = threading.Lock()  # one batch at a time: pipelines and schedulers keep state
+
+    # --- Loading ---
+
+    @classmethod
+    def load(cls, settings: EngineSettings) -> DiffusersEngine:
+        """Load every configured pipeline onto the device. Slow and synchronous: call it in a thread."""
+        if settings.cpu_threads:
+            torch.set_num_threads(settings.cpu_threads)
+        device = resolve_device(settings.device)
+        dtype = resolve_dtype(settings.dtype, device)
+        source = settings.model or str(tiny_model_dir(settings))
+        log.info("loading %s on %s as %s", source, device, dtype)
+        try:
+            generate = AutoPipelineForText2Image.from_pretrained(source, **_load_kwargs(settings, dtype))
+            edit = None
+            if settings.edit_model:
+                edit = StableDiffusionInstructPix2PixPipeline.from_pretrained(
+                    settings.edit_model, **_load_kwargs(settings, dtype)
+                )
+        except (OSError, ValueError) as exc:
+            raise EngineError(f"cannot load model {source!r}: {exc}") from exc
+        return cls.from_pipeline(
+            settings, generate, edit=edit, model_name=settings.model or TINY_MODEL_NAME, device=device
+        )
+
+    @classmethod
+    def from_pipeline(
+        cls,
+        settings: EngineSettings,
+        generate: DiffusionPipeline,
+        *,
+        model_name: str,
+        edit: DiffusionPipeline | None = None,
+        device: torch.device | None = None,
+    ) -> DiffusersEngine:
+        """Wrap already-built pipelines (the random-weight benchmark architectures use this)."""
+        device = device or resolve_device(settings.device)
+        dtype = resolve_dtype(settings.dtype, device)
+        for pipe in (generate, edit):
+            if pipe is not None:
+                _prepare(pipe, settings, device, dtype)
+        pipes = _Pipelines(generate, AutoPipelineForImage2Image.from_pipe(generate), edit)
+        pipes.img2img.set_progress_bar_config(disable=True)
+        _load_adapters(pipes.generate, settings)
+        decoder = None
+        if settings.preview_decoder:
+            decoder = AutoencoderTiny.from_pretrained(settings.preview_decoder, torch_dtype=dtype).to(device)
+        vae_scaling = float(getattr(generate.vae.config, "scaling_factor", 0.18215))
+        log.info("engine ready: %s on %s", model_name, device)
+        return cls(
+            settings, pipes, model_name=model_name, device=device, previewer=_Previewer(decoder, vae_scaling)
+        )
+
+    # --- The Engine protocol ---
+
+    @property
+    def model_name(self) -> str:
+        return self._model_name
+
+    @property
+    def device_name(self) -> str:
+        if self._device.type == "cuda":
+            return f"cuda:{torch.cuda.get_device_name(self._device)}"
+        return self._device.type
+
+    @property
+    def adapter_names(self) -> list[str]:
+        return list(self._adapters)
+
+    @property
+    def has_edit_model(self) -> bool:
+        return self._pipes.edit is not None
+
+    def defaults(self, kind: JobKind) -> tuple[int, float, int, int]:
+        d = self._settings.defaults
+        if kind is JobKind.EDIT:
+            steps = d.edit_steps if d.edit_steps is not None else d.steps
+            guidance = d.edit_guidance if d.edit_guidance is not None else d.guidance
+            return steps, guidance, d.width, d.height
+        return d.steps, d.guidance, d.width, d.height
+
+    def memory(self) -> tuple[int | None, int | None]:
+        if self._device.type == "cuda":
+            total = torch.cuda.get_device_properties(self._device).total_memory
+            return torch.cuda.memory_allocated(self._device), total
+        if self._device.type == "mps":
+            return torch.mps.current_allocated_memory(), None
+        return None, None
+
+    def run_batch(
+        self,
+        items: list[BatchItem],
+        on_step: Callable[[StepUpdate], None],
+        should_stop: Callable[[], bool],
+    ) -> list[list[GeneratedImage]]:
+        if not items:
+            return []
+        shape = self._shape(items)
+        with self._lock:
+            pipe = self._pipe_for(shape)
+            self._apply_adapter(pipe, shape)
+            kwargs = self._call_kwargs(pipe, items, shape)
+            stopped = threading.Event()
+            kwargs["callback_on_step_end"] = self._step_callback(kwargs, on_step, should_stop, stopped)
+            output = self._call(pipe, kwargs)
+        if stopped.is_set() or output is None:
+            return [[] for _ in items]
+        return self._results(items, shape, output, pipe)
+
+    # --- One batch, step by step ---
+
+    def _shape(self, items: list[BatchItem]) -> _BatchShape:
+        shapes = {
+            _BatchShape(
+                kind=it.request.kind,
+                width=it.width,
+                height=it.height,
+                steps=it.steps,
+                guidance=it.guidance,
+                strength=it.strength,
+                image_guidance=it.request.image_guidance,
+                adapter=it.request.adapter,
+                adapter_scale=it.request.adapter_scale,
+            )
+            for it in items
+        }
+        if len(shapes) != 1:
+            raise EngineError(f"batch mixes incompatible jobs: {sorted(map(repr, shapes))}")
+        shape = shapes.pop()
+        missing = [it.job_id for it in items if shape.kind.needs_image and it.init_image is None]
+        if missing:
+            raise EngineError(f"{shape.kind} jobs need an input image: {missing}")
+        return shape
+
+    def _pipe_for(self, shape: _BatchShape) -> DiffusionPipeline:
+        if shape.kind is JobKind.GENERATE:
+            return self._pipes.generate
+        if shape.kind is JobKind.EDIT and self._pipes.edit is not None:
+            if shape.adapter is not None:
+                raise EngineError("adapters apply to the main model, not to the instruction-editing model")
+            return self._pipes.edit
+        return self._pipes.img2img
+
+    def _apply_adapter(self, pipe: DiffusionPipeline, shape: _BatchShape) -> None:
+        """Switch LoRA adapters for this batch so no batch inherits another's adapter."""
+        if shape.adapter is not None and shape.adapter not in self._adapters:
+            raise EngineError(f"unknown adapter {shape.adapter!r}; loaded: {self._adapters}")
+        if not self._adapters or pipe is self._pipes.edit:
+            return
+        if shape.adapter is None:
+            pipe.disable_lora()
+        else:
+            pipe.enable_lora()
+            pipe.set_adapters([shape.adapter], adapter_weights=[shape.adapter_scale])
+
+    def _call_kwargs(
+        self, pipe: DiffusionPipeline, items: list[BatchItem], shape: _BatchShape
+    ) -> dict[str, Any]:
+        prompts = [it.request.prompt for it in items for _ in range(it.request.count)]
+        negatives = [it.request.negative_prompt for it in items for _ in range(it.request.count)]
+        # CPU generators: the same seed draws the same noise whatever the device.
+        generators = [
+            torch.Generator("cpu").manual_seed(it.seed + i) for it in items for i in range(it.request.count)
+        ]
+        kwargs: dict[str, Any] = {
+            "prompt": prompts,
+            "negative_prompt": negatives,
+            "generator": generators,
+            "num_inference_steps": shape.steps,
+            "guidance_scale": shape.guidance,
+            "width": shape.width,
+            "height": shape.height,
+            "output_type": "pil",
+            "callback_on_step_end_tensor_inputs": ["latents"],
+        }
+        if shape.kind.needs_image:
+            kwargs["image"] = [self._init_image(it) for it in items for _ in range(it.request.count)]
+        if pipe is self._pipes.edit:
+            kwargs["image_guidance_scale"] = (
+                shape.image_guidance or self._settings.defaults.edit_image_guidance
+            )
+        elif shape.kind.needs_image:
+            strength = shape.strength or self._settings.defaults.img2img_strength
+            kwargs["strength"] = strength
+            kwargs["num_inference_steps"] = _steps_for_strength(shape.steps, strength)
+        accepted = inspect.signature(pipe.__call__).parameters
+        return {k: v for k, v in kwargs.items() if k in accepted}
+
+    @staticmethod
+    def _init_image(item: BatchItem) -> Image.Image:
+        assert item.init_image is not None
+        img = item.init_image.convert("RGB")
+        if img.size != (item.width, item.height):
+            img = img.resize((item.width, item.height), Image.Resampling.LANCZOS)
+        return img
+
+    def _step_callback(
+        self,
+        kwargs: dict[str, Any],
+        on_step: Callable[[StepUpdate], None],
+        should_stop: Callable[[], bool],
+        stopped: threading.Event,
+    ) -> Callable[..., dict[str, Any]]:
+        every = self._settings.preview_every
+        planned = kwargs.get("num_inference_steps", 1)
+
+        def callback(pipe: DiffusionPipeline, i: int, _t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+            total = getattr(pipe, "_num_timesteps", None) or planned
+            step = i + 1
+            want_preview = step % every == 0 and step < total
+            previews = self._previewer(tensors.get("latents")) if want_preview else []
+            on_step(StepUpdate(step=step, total=total, previews=previews))
+            if should_stop():
+                stopped.set()
+                pipe._interrupt = True
+                if not hasattr(type(pipe), "interrupt"):
+                    raise _Stopped
+            return tensors
+
+        return callback
+
+    def _call(self, pipe: DiffusionPipeline, kwargs: dict[str, Any]) -> Any:
+        try:
+            return pipe(**kwargs)
+        except _Stopped:
+            return None
+        except Exception as exc:
+            if _is_oom(exc):
+                if self._device.type == "cuda":
+                    torch.cuda.empty_cache()
+                n = len(kwargs["prompt"])
+                raise EngineOutOfMemory(f"out of memory running {n} images: {exc}") from exc
+            raise EngineError(f"pipeline failed: {type(exc).__name__}: {exc}") from exc
+
+    def _results(
+        self, items: list[BatchItem], shape: _BatchShape, output: Any, pipe: DiffusionPipeline
+    ) -> list[list[GeneratedImage]]:
+        images: list[Image.Image] = list(output.images)
+        flags = getattr(output, "nsfw_content_detected", None) or [False] * len(images)
+        results: list[list[GeneratedImage]] = []
+        k = 0
+        for it in items:
+            mine = []
+            for i in range(it.request.count):
+                meta = self._metadata(it, shape, it.seed + i, pipe)
+                img = images[k]
+                mine.append(
+                    GeneratedImage(
+                        png=_png(img, meta),
+                        seed=it.seed + i,
+                        width=img.width,
+                        height=img.height,
+                        nsfw=bool(flags[k]),
+                    )
+                )
+                k += 1
+            results.append(mine)
+        return results
+
+    def _metadata(
+        self, item: BatchItem, shape: _BatchShape, seed: int, pipe: DiffusionPipeline
+    ) -> dict[str, str]:
+        edit_model = pipe is self._pipes.edit
+        meta = {
+            "prompt": item.request.prompt,
+            "negative_prompt": item.request.negative_prompt,
+            "seed": str(seed),
+            "steps": str(shape.steps),
+            "guidance": f"{shape.guidance:g}",
+            "width": str(shape.width),
+            "height": str(shape.height),
+            "model": (self._settings.edit_model or "") if edit_model else self._model_name,
+            "kind": str(shape.kind),
+            "Software": "brushfire",
+        }
+        if shape.kind.needs_image and not edit_model:
+            meta["strength"] = f"{shape.strength or self._settings.defaults.img2img_strength:g}"
+        if shape.adapter:
+            meta["adapter"] = f"{shape.adapter}:{shape.adapter_scale:g}"
+        return meta
+
+
+# --- Loading helpers ---
+
+
+def _load_kwargs(settings: EngineSettings, dtype: torch.dtype) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"torch_dtype": dtype, "use_safetensors": True}
+    if settings.cache_dir is not None:
+        kwargs["cache_dir"] = str(settings.cache_dir)
+    if not settings.safety_checker:
+        kwargs["safety_checker"] = None
+        kwargs["requires_safety_checker"] = False
+    return kwargs
+
+
+def _prepare(
+    pipe: DiffusionPipeline, settings: EngineSettings, device: torch.device, dtype: torch.dtype
+) -> None:
+    """Move to the device and apply the optional speed switches (SDPA attention is diffusers' default)."""
+    # from_pretrained already loaded the weights in `dtype`; cast only pipelines built some other way.
+    if pipe.dtype != dtype:
+        pipe.to(dtype=dtype)
+    pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+    if settings.channels_last:
+        for module in (denoiser, getattr(pipe, "vae", None)):
+            if module is not None:
+                module.to(memory_format=torch.channels_last)
+    if settings.compile and denoiser is not None:
+        # In place, so the img2img pipeline that shares this module runs the compiled one too.
+        denoiser.compile()
+
+
+def _load_adapters(pipe: DiffusionPipeline, settings: EngineSettings) -> None:
+    for adapter in settings.adapters:
+        try:
+            pipe.load_lora_weights(adapter.path, weight_name=adapter.weight_name, adapter_name=adapter.name)
+        except (OSError, ValueError) as exc:
+            raise EngineError(f"cannot load adapter {adapter.name!r} from {adapter.path!r}: {exc}") from exc
+    if settings.adapters:
+        pipe.disable_lora()

@@ -1,0 +1,292 @@
+"""The diffusers engine on the real tiny pipelines: outputs, determinism, cancel, faults and adapters."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from inference.engine import DiffusersEngine
+from inference.protocol import (
+    BatchItem,
+    EngineError,
+    EngineOutOfMemory,
+    GeneratedImage,
+    JobKind,
+    JobRequest,
+    StepUpdate,
+)
+from inference.settings import EngineSettings
+from inference.tiny.make_tokenizer import DEFAULT_DIR, WORDS, build_vocab
+
+PIXEL_TOLERANCE = 2  # of 255: batched matrix products may round differently from single ones
+
+
+@pytest.fixture
+def engine(engine_settings: EngineSettings) -> DiffusersEngine:
+    return DiffusersEngine.load(engine_settings)
+
+
+def make_item(
+    job_id: str,
+    seed: int,
+    *,
+    prompt: str = "a red circle on a blue background",
+    count: int = 1,
+    kind: JobKind = JobKind.GENERATE,
+    image: Image.Image | None = None,
+    strength: float | None = None,
+    adapter: str | None = None,
+    steps: int = 4,
+) -> BatchItem:
+    request = JobRequest(
+        idempotency_key=job_id,
+        user="ana",
+        prompt=prompt,
+        count=count,
+        kind=kind,
+        strength=strength,
+        adapter=adapter,
+    )
+    return BatchItem(
+        job_id=job_id,
+        request=request,
+        seed=seed,
+        width=64,
+        height=64,
+        steps=steps,
+        guidance=5.0,
+        strength=strength,
+        init_image=image,
+    )
+
+
+def run(
+    engine: DiffusersEngine,
+    items: list[BatchItem],
+    should_stop: Callable[[], bool] = lambda: False,
+) -> tuple[list[list[GeneratedImage]], list[StepUpdate]]:
+    updates: list[StepUpdate] = []
+    return engine.run_batch(items, updates.append, should_stop), updates
+
+
+def pixels(image: GeneratedImage) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(image.png)).convert("RGB"), dtype=np.int16)
+
+
+def max_diff(a: GeneratedImage, b: GeneratedImage) -> int:
+    return int(np.abs(pixels(a) - pixels(b)).max())
+
+
+@pytest.fixture
+def photo() -> Image.Image:
+    """An input image with structure, not a flat colour, at a size other than the output's."""
+    y, x = np.mgrid[0:96, 0:80]
+    rgb = np.stack([x * 3 % 256, y * 2 % 256, (x + y) % 256], axis=-1).astype(np.uint8)
+    return Image.fromarray(rgb)
+
+
+def test_loads_through_from_pretrained_and_reports_itself(
+    engine: DiffusersEngine, tiny_model_dir: Path
+) -> None:
+    assert engine.model_name == str(tiny_model_dir)
+    assert engine.device_name == "cpu"
+    assert engine.defaults(JobKind.GENERATE) == (4, 5.0, 64, 64)
+    assert engine.memory() == (None, None)
+    assert engine.has_edit_model
+    assert engine.adapter_names == []
+
+
+def test_generate_returns_pngs_with_metadata(engine: DiffusersEngine) -> None:
+    results, updates = run(engine, [make_item("a", 7, count=2)])
+    assert [img.seed for img in results[0]] == [7, 8]
+    png = Image.open(io.BytesIO(results[0][0].png))
+    assert png.format == "PNG"
+    assert png.size == (64, 64)
+    assert png.text["prompt"] == "a red circle on a blue background"
+    assert png.text["seed"] == "7"
+    assert png.text["steps"] == "4"
+    assert png.text["guidance"] == "5"
+    assert png.text["kind"] == "generate"
+    assert png.text["model"] == engine.model_name
+    assert not results[0][0].nsfw
+    assert [(u.step, u.total) for u in updates] == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    # One preview per image on every step but the last, whose full image follows anyway.
+    assert [len(u.previews) for u in updates] == [2, 2, 2, 0]
+    assert updates[0].previews[0].size == (128, 128)
+
+
+def test_same_seed_repeats_and_different_seeds_differ(engine: DiffusersEngine) -> None:
+    first, _ = run(engine, [make_item("a", 11)])
+    again, _ = run(engine, [make_item("b", 11)])
+    other, _ = run(engine, [make_item("c", 12)])
+    assert max_diff(first[0][0], again[0][0]) == 0
+    assert max_diff(first[0][0], other[0][0]) > 20
+
+
+def test_generate_alone_equals_generate_inside_a_batch(engine: DiffusersEngine) -> None:
+    alone, _ = run(engine, [make_item("mine", 42, count=2)])
+    batch, _ = run(
+        engine,
+        [
+            make_item("before", 1, prompt="a green star", count=3),
+            make_item("mine", 42, count=2),
+            make_item("after", 99, prompt="a cat"),
+        ],
+    )
+    assert [len(r) for r in batch] == [3, 2, 1]
+    for i in range(2):
+        assert max_diff(alone[0][i], batch[1][i]) <= PIXEL_TOLERANCE
+    assert max_diff(alone[0][0], batch[0][0]) > 20
+
+
+def test_img2img_alone_equals_img2img_inside_a_batch(engine: DiffusersEngine, photo: Image.Image) -> None:
+    mine = make_item("mine", 5, kind=JobKind.IMG2IMG, image=photo, strength=0.75)
+    alone, updates = run(engine, [mine])
+    other_photo = Image.new("RGB", (64, 64), (250, 20, 20))
+    other = make_item("other", 6, kind=JobKind.IMG2IMG, image=other_photo, strength=0.75, prompt="a dog")
+    batch, _ = run(engine, [other, mine])
+    assert max_diff(alone[0][0], batch[1][0]) <= PIXEL_TOLERANCE
+    assert [u.total for u in updates] == [3, 3, 3]  # int(4 steps * 0.75 strength)
+    png = Image.open(io.BytesIO(alone[0][0].png))
+    assert (png.text["kind"], png.text["strength"]) == ("img2img", "0.75")
+
+
+def test_img2img_runs_at_least_one_step_at_low_strength(engine: DiffusersEngine, photo: Image.Image) -> None:
+    item = make_item("low", 5, kind=JobKind.IMG2IMG, image=photo, strength=0.1, steps=2)
+    results, updates = run(engine, [item])
+    assert len(results[0]) == 1
+    assert [u.total for u in updates] == [1]
+
+
+def test_edit_uses_the_instruction_pipeline(engine: DiffusersEngine, photo: Image.Image) -> None:
+    mine = make_item("mine", 3, kind=JobKind.EDIT, image=photo, prompt="make it blue")
+    alone, updates = run(engine, [mine])
+    other = make_item("other", 4, kind=JobKind.EDIT, image=photo, prompt="turn the sky pink")
+    batch, _ = run(engine, [mine, other])
+    assert max_diff(alone[0][0], batch[0][0]) <= PIXEL_TOLERANCE
+    assert len(updates) == 4
+    png = Image.open(io.BytesIO(alone[0][0].png))
+    assert png.text["kind"] == "edit"
+    assert png.text["model"].endswith("edit")
+    assert "strength" not in png.text
+
+
+def test_edit_without_an_edit_model_is_img2img(engine_settings: EngineSettings, photo: Image.Image) -> None:
+    engine = DiffusersEngine.load(engine_settings.model_copy(update={"edit_model": None}))
+    assert not engine.has_edit_model
+    results, updates = run(engine, [make_item("e", 3, kind=JobKind.EDIT, image=photo, strength=0.5)])
+    assert [u.total for u in updates] == [2, 2]
+    png = Image.open(io.BytesIO(results[0][0].png))
+    assert (png.text["kind"], png.text["strength"]) == ("edit", "0.5")
+
+
+@pytest.mark.parametrize("kind", [JobKind.GENERATE, JobKind.EDIT])
+def test_should_stop_interrupts_at_the_next_step(
+    engine: DiffusersEngine, photo: Image.Image, kind: JobKind
+) -> None:
+    calls = 0
+
+    def on_step(update: StepUpdate) -> None:
+        nonlocal calls
+        calls += 1
+
+    image = photo if kind.needs_image else None
+    results = engine.run_batch(
+        [make_item("a", 1, kind=kind, image=image), make_item("b", 2, kind=kind, image=image)],
+        on_step,
+        lambda: calls >= 2,
+    )
+    assert results == [[], []]
+    assert calls == 2
+    again, _ = run(engine, [make_item("c", 1)])  # the next batch is not interrupted
+    assert len(again[0]) == 1
+
+
+def _raise(exc: BaseException) -> Callable[..., None]:
+    def forward(*args: object, **kwargs: object) -> None:
+        raise exc
+
+    return forward
+
+
+@pytest.mark.parametrize(
+    ("fault", "expected"),
+    [
+        (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), EngineOutOfMemory),
+        (RuntimeError("MPS backend out of memory (MPS allocated: 1 GB)"), EngineOutOfMemory),
+        (RuntimeError("cuDNN error: CUDNN_STATUS_EXECUTION_FAILED"), EngineError),
+        (ValueError("bad shapes"), EngineError),
+    ],
+)
+def test_pipeline_faults_map_to_engine_errors(
+    engine: DiffusersEngine, monkeypatch: pytest.MonkeyPatch, fault: BaseException, expected: type
+) -> None:
+    unet = engine._pipes.generate.unet
+    monkeypatch.setattr(unet, "forward", _raise(fault))
+    with pytest.raises(expected) as info:
+        run(engine, [make_item("a", 1, count=2)])
+    assert expected is EngineError or not isinstance(info.value, EngineError)
+    monkeypatch.undo()
+    results, _ = run(engine, [make_item("b", 1)])
+    assert len(results[0]) == 1
+
+
+def test_incompatible_batch_and_unknown_adapter_are_refused(
+    engine: DiffusersEngine, photo: Image.Image
+) -> None:
+    with pytest.raises(EngineError, match="incompatible"):
+        run(engine, [make_item("a", 1), make_item("b", 2, steps=2)])
+    with pytest.raises(EngineError, match="need an input image"):
+        run(engine, [make_item("c", 1, kind=JobKind.IMG2IMG, strength=0.5)])
+    with pytest.raises(EngineError, match="unknown adapter"):
+        run(engine, [make_item("d", 1, adapter="ghibli")])
+    assert run(engine, []) == ([], [])
+
+
+def test_tiny_build_is_reproducible(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from inference.tiny.build import build
+
+    generate, _ = build(tmp_path)
+    for part in ("unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"):
+        assert (generate / part).read_bytes() == (tiny_model_dir / part).read_bytes()
+
+
+def test_tokenizer_files_match_the_word_list(engine: DiffusersEngine) -> None:
+    vocab, merges = build_vocab()
+    assert json.loads((DEFAULT_DIR / "vocab.json").read_text()) == vocab
+    lines = (DEFAULT_DIR / "merges.txt").read_text().splitlines()
+    assert lines[1:] == [f"{a} {b}" for a, b in merges]
+    tokenizer = engine._pipes.generate.tokenizer
+    for word in WORDS:
+        assert tokenizer.tokenize(word) == [word + "</w>"], word
+    # Any other word still tokenizes, from smaller pieces, without unknown tokens.
+    pieces = tokenizer.tokenize("Zebra!")
+    assert "".join(pieces) == "zebra</w>!</w>"
+    assert all(piece in vocab for piece in pieces)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("peft") is None, reason="LoRA switching needs peft")
+def test_adapters_switch_per_batch(engine_settings: EngineSettings, tmp_path: Path) -> None:
+    from tests.inference.lora import write_tiny_lora
+
+    lora = write_tiny_lora(Path(engine_settings.model or ""), tmp_path / "lora")
+    settings = engine_settings.model_copy(
+        update={"adapters": [{"name": "style", "path": str(lora.parent), "weight_name": lora.name}]}
+    )
+    settings = EngineSettings.model_validate(settings.model_dump())
+    engine = DiffusersEngine.load(settings)
+    assert engine.adapter_names == ["style"]
+    plain, _ = run(engine, [make_item("a", 1)])
+    styled, _ = run(engine, [make_item("b", 1, adapter="style")])
+    plain_again, _ = run(engine, [make_item("c", 1)])
+    assert max_diff(plain[0][0], styled[0][0]) > 5
+    assert max_diff(plain[0][0], plain_again[0][0]) == 0
+    assert Image.open(io.BytesIO(styled[0][0].png)).text["adapter"] == "style:1"
