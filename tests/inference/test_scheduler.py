@@ -1,0 +1,307 @@
+"""The scheduler over the real tiny pipeline: fairness, lanes, batching, cancel, faults and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from inference.protocol import (
+    Engine,
+    ErrorCode,
+    EventType,
+    JobRequest,
+    JobStatus,
+    Lane,
+    ProtocolError,
+)
+from inference.scheduler import Job, Scheduler, Slice, halves
+from inference.server import prepare_submission
+from inference.settings import WorkerSettings
+from tests.inference import fixtures_worker
+from tests.inference.fixtures_worker import InstrumentedEngine, job
+
+tiny_engine = fixtures_worker.tiny_engine  # the real tiny engine, once per module
+
+Make = Callable[..., Awaitable[tuple[Scheduler, InstrumentedEngine]]]
+
+
+@pytest.fixture
+async def make(tiny_engine: Engine) -> AsyncIterator[Make]:
+    """Start schedulers over the tiny engine (wrapped to record calls); all shut down afterwards."""
+    started: list[Scheduler] = []
+
+    async def go(
+        oom_over: int | None = None, fail_prompt: str | None = None, **settings: object
+    ) -> tuple[Scheduler, InstrumentedEngine]:
+        engine = InstrumentedEngine(tiny_engine, oom_over=oom_over, fail_prompt=fail_prompt)
+        scheduler = Scheduler(engine, WorkerSettings.model_validate(settings))
+        await scheduler.start()
+        started.append(scheduler)
+        return scheduler, engine
+
+    yield go
+    for scheduler in started:
+        await scheduler.shutdown()
+
+
+async def submit(scheduler: Scheduler, *requests: JobRequest) -> list[Job]:
+    """Queue the jobs in one go, so the scheduler sees them all before it picks the first batch."""
+    subs = [await prepare_submission(r, None, scheduler._settings, scheduler.engine) for r in requests]
+    return [scheduler.submit(s)[0] for s in subs]
+
+
+async def finish(scheduler: Scheduler, *jobs: Job) -> None:
+    async with asyncio.timeout(60):
+        for j in jobs:
+            async for _ in scheduler.events(j.id):
+                pass
+
+
+async def until(scheduler: Scheduler, j: Job, kind: EventType) -> None:
+    async with asyncio.timeout(60):
+        async for event in scheduler.events(j.id):
+            if event is not None and event.type is kind:
+                return
+    raise AssertionError(f"job {j.id} ended without a {kind} event")
+
+
+def order(engine: InstrumentedEngine) -> list[str]:
+    return [job_id for call in engine.calls for job_id in call.job_ids]
+
+
+def pixels(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.int16)
+
+
+async def test_second_user_is_served_before_first_users_backlog(make: Make) -> None:
+    scheduler, engine = await make(max_batch=1)
+    backlog = await submit(scheduler, *[job(user="alice", prompt=f"red circle {i}") for i in range(5)])
+    (bobs,) = await submit(scheduler, job(user="bob"))
+    await finish(scheduler, *backlog, bobs)
+    assert order(engine)[:2] == [backlog[0].id, bobs.id]
+    assert all(j.status is JobStatus.SUCCEEDED for j in [*backlog, bobs])
+
+
+async def test_round_robin_across_three_users(make: Make) -> None:
+    scheduler, engine = await make(max_batch=1)
+    a = await submit(scheduler, *[job(user="a", prompt=f"circle {i}") for i in range(3)])
+    b = await submit(scheduler, *[job(user="b", prompt=f"square {i}") for i in range(2)])
+    c = await submit(scheduler, job(user="c"))
+    assert [scheduler.info(j).position for j in [*a, *b, *c]] == [0, 3, 5, 1, 4, 2]
+    await finish(scheduler, *a, *b, *c)
+    assert order(engine) == [j.id for j in (a[0], b[0], c[0], a[1], b[1], a[2])]
+
+
+async def test_fast_lane_runs_before_relax(make: Make) -> None:
+    scheduler, engine = await make(max_batch=1, relax_share=0.0)
+    relaxed = await submit(scheduler, job(lane=Lane.RELAX, user="r"))
+    fast = await submit(scheduler, *[job(prompt=f"circle {i}") for i in range(3)])
+    await finish(scheduler, *relaxed, *fast)
+    assert order(engine) == [j.id for j in [*fast, *relaxed]]
+
+
+async def test_relax_gets_its_share_while_fast_is_busy(make: Make) -> None:
+    scheduler, engine = await make(max_batch=1, relax_share=0.5)
+    fast = await submit(scheduler, *[job(prompt=f"circle {i}") for i in range(4)])
+    relaxed = await submit(scheduler, *[job(lane=Lane.RELAX, user="r", prompt=f"star {i}") for i in range(2)])
+    await finish(scheduler, *fast, *relaxed)
+    f, r = fast, relaxed
+    assert order(engine) == [j.id for j in (f[0], r[0], f[1], r[1], f[2], f[3])]
+
+
+async def test_compatible_jobs_share_a_call_up_to_max_batch(make: Make) -> None:
+    scheduler, engine = await make(max_batch=4)
+    same = await submit(scheduler, *[job(user=f"u{i}", seed=i) for i in range(5)])
+    (other,) = await submit(scheduler, job(user="v", steps=3))
+    (pair,) = await submit(scheduler, job(user="w", count=2))
+    await finish(scheduler, *same, other, pair)
+    assert [c.images for c in engine.calls] == [4, 3, 1]
+    assert engine.calls[0].job_ids == [j.id for j in same[:4]]
+    assert engine.calls[1].job_ids == [same[4].id, pair.id]
+    assert all(j.status is JobStatus.SUCCEEDED and len(j.images) == j.request.count for j in same)
+
+
+async def test_a_job_batched_or_split_gives_the_same_images(make: Make) -> None:
+    alone, engine = await make(max_batch=1)
+    (reference,) = await submit(alone, job(seed=42, count=4))
+    await finish(alone, reference)
+    # The same job once more, in a batch with others, and split in halves by an out-of-memory error.
+    split, engine = await make(max_batch=8, oom_over=3)
+    jobs = await submit(split, job(seed=42, count=4), job(seed=43, prompt="blue square"))
+    await finish(split, *jobs)
+    assert [c.images for c in engine.calls] == [5, 2, 3]
+    assert jobs[0].status is JobStatus.SUCCEEDED
+    for n in range(4):
+        diff = np.abs(pixels(split.image(jobs[0].id, n)) - pixels(alone.image(reference.id, n)))
+        assert diff.max() <= 3, f"image {n} differs by {diff.max()}"
+
+
+async def test_out_of_memory_twice_fails_the_batch_with_its_code(make: Make) -> None:
+    scheduler, engine = await make(max_batch=4, oom_over=0)
+    jobs = await submit(scheduler, *[job(user=f"u{i}") for i in range(4)])
+    await finish(scheduler, *jobs)
+    assert [c.images for c in engine.calls] == [4, 2, 2]
+    assert {j.error.code for j in jobs if j.error} == {ErrorCode.OUT_OF_MEMORY}
+    assert all(j.status is JobStatus.FAILED for j in jobs)
+
+
+async def test_a_batch_that_raises_fails_only_its_own_jobs(make: Make) -> None:
+    scheduler, _ = await make(max_batch=4, fail_prompt="boom")
+    bad, good = await submit(scheduler, job(prompt="boom", steps=3), job(user="b"))
+    await finish(scheduler, bad, good)
+    assert bad.status is JobStatus.FAILED and bad.error is not None
+    assert bad.error.code is ErrorCode.PIPELINE_ERROR and "injected" in bad.error.message
+    assert good.status is JobStatus.SUCCEEDED
+    (after,) = await submit(scheduler, job(user="c"))
+    await finish(scheduler, after)
+    assert after.status is JobStatus.SUCCEEDED
+
+
+async def test_cancel_queued_job_leaves_at_once(make: Make) -> None:
+    scheduler, engine = await make(max_batch=1)
+    first, second = await submit(scheduler, job(), job(prompt="blue square"))
+    scheduler.cancel(second.id)
+    assert second.status is JobStatus.CANCELLED
+    assert scheduler.stats().lanes[Lane.FAST].queued == 1  # only the first, not yet started
+    await finish(scheduler, first)
+    assert second.id not in order(engine)
+    assert [e.type for e in [e async for e in scheduler.events(second.id)]][-1] is EventType.CANCELLED
+
+
+async def test_cancel_running_job_alone_stops_its_pipeline(make: Make) -> None:
+    scheduler, engine = await make(max_batch=1)
+    (long,) = await submit(scheduler, job(steps=60))
+    await until(scheduler, long, EventType.PROGRESS)
+    scheduler.cancel(long.id)
+    assert long.status is JobStatus.CANCELLED  # reported at once, before the pipeline returns
+    (next_job,) = await submit(scheduler, job(user="bob"))
+    await finish(scheduler, next_job)
+    assert engine.calls[0].stopped and engine.calls[0].steps_done < 60
+    assert next_job.status is JobStatus.SUCCEEDED
+
+
+async def test_cancel_in_shared_batch_drops_only_its_output(make: Make) -> None:
+    scheduler, engine = await make(max_batch=4)
+    mine, theirs = await submit(scheduler, job(steps=20), job(steps=20, user="bob", seed=5))
+    await until(scheduler, mine, EventType.PROGRESS)
+    scheduler.cancel(mine.id)
+    await finish(scheduler, theirs)
+    assert len(engine.calls) == 1 and not engine.calls[0].stopped
+    assert mine.status is JobStatus.CANCELLED and theirs.status is JobStatus.SUCCEEDED
+    with pytest.raises(ProtocolError) as err:
+        scheduler.image(mine.id, 0)
+    assert err.value.code is ErrorCode.NOT_READY
+    assert scheduler.image(theirs.id, 0).startswith(b"\x89PNG")
+
+
+async def test_idempotent_resubmit_and_conflict(make: Make) -> None:
+    scheduler, _ = await make()
+    request = job(idempotency_key="same")
+    (first,) = await submit(scheduler, request)
+    sub = await prepare_submission(request, None, scheduler._settings, scheduler.engine)
+    again, created = scheduler.submit(sub)
+    assert again is first and not created
+    with pytest.raises(ProtocolError) as err:
+        await submit(scheduler, job(idempotency_key="same", prompt="something else"))
+    assert (err.value.code, err.value.status) == (ErrorCode.CONFLICT, 409)
+    await finish(scheduler, first)
+
+
+async def test_queue_caps_refuse_with_retry_after(make: Make) -> None:
+    scheduler, _ = await make(max_queue_per_user=2, max_queue_per_lane=3)
+    await submit(scheduler, job(), job())
+    with pytest.raises(ProtocolError) as err:
+        await submit(scheduler, job())
+    assert (err.value.code, err.value.status) == (ErrorCode.USER_QUEUE_FULL, 429)
+    assert err.value.retry_after is not None and err.value.retry_after >= 1
+    await submit(scheduler, job(user="bob"))
+    with pytest.raises(ProtocolError) as err:
+        await submit(scheduler, job(user="carol"))
+    assert err.value.code is ErrorCode.QUEUE_FULL and err.value.retry_after is not None
+
+
+async def test_eta_comes_from_measured_batches(make: Make) -> None:
+    scheduler, _ = await make(max_batch=1)
+    (warm,) = await submit(scheduler, job(steps=6))
+    await finish(scheduler, warm)
+    measured = warm.finished_at - warm.started_at  # type: ignore[operator]
+    jobs = await submit(scheduler, *[job(steps=6, prompt=f"circle {i}") for i in range(3)])
+    etas = [scheduler.info(j).eta_s for j in jobs]
+    assert etas[0] is not None and etas[1] is not None and etas[2] is not None
+    assert etas[0] < etas[1] < etas[2]
+    assert etas[2] == pytest.approx(3 * measured, rel=0.8)
+    await finish(scheduler, *jobs)
+    assert scheduler.info(jobs[0]).eta_s is None
+
+
+async def test_late_subscriber_gets_current_state_and_resume_skips_seen(make: Make) -> None:
+    scheduler, _ = await make()
+    (j,) = await submit(scheduler, job(steps=3))
+    await finish(scheduler, j)
+    events = [e async for e in scheduler.events(j.id) if e is not None]
+    types = [e.type for e in events]
+    assert types[:2] == [EventType.QUEUED, EventType.STARTED] and types[-1] is EventType.DONE
+    assert len(events) == 4  # queued, started, the latest progress, done
+    assert [e.seq for e in events] == sorted(e.seq for e in events)
+    assert events[-1].job is not None and events[-1].job.images == 1
+    resumed = [e async for e in scheduler.events(j.id, after=events[1].seq) if e is not None]
+    assert [e.seq for e in resumed] == [e.seq for e in events[2:]]
+
+
+async def test_progress_and_previews_stream_while_running(make: Make) -> None:
+    scheduler, _ = await make()
+    (j,) = await submit(scheduler, job(steps=4))
+    seen = [e async for e in scheduler.events(j.id) if e is not None]
+    steps = [e.step for e in seen if e.type is EventType.PROGRESS]
+    assert steps == [1, 2, 3, 4]
+    assert scheduler.info(j).total_steps == 4
+
+
+async def test_shutdown_finishes_running_batch_and_fails_queued(make: Make) -> None:
+    scheduler, _ = await make(max_batch=1, shutdown_grace_s=30)
+    running, queued = await submit(scheduler, job(steps=10), job(prompt="blue square"))
+    await until(scheduler, running, EventType.PROGRESS)
+    await scheduler.shutdown()
+    assert running.status is JobStatus.SUCCEEDED
+    assert queued.status is JobStatus.FAILED and queued.error is not None
+    assert queued.error.code is ErrorCode.SHUTTING_DOWN
+    with pytest.raises(ProtocolError) as err:
+        await submit(scheduler, job())
+    assert (err.value.code, err.value.status) == (ErrorCode.SHUTTING_DOWN, 503)
+
+
+async def test_shutdown_grace_bounds_the_running_batch(make: Make) -> None:
+    scheduler, engine = await make(max_batch=1, shutdown_grace_s=0)
+    (running,) = await submit(scheduler, job(steps=80))
+    await until(scheduler, running, EventType.PROGRESS)
+    await scheduler.shutdown()
+    assert running.status is JobStatus.FAILED and running.error is not None
+    assert running.error.code is ErrorCode.SHUTTING_DOWN
+    assert await asyncio.to_thread(engine.calls[0].returned.wait, 30)
+    assert engine.calls[0].stopped and engine.calls[0].steps_done < 80
+
+
+async def test_expired_jobs_are_forgotten_with_their_keys(make: Make) -> None:
+    scheduler, _ = await make()
+    (j,) = await submit(scheduler, job(idempotency_key="reuse"))
+    await finish(scheduler, j)
+    scheduler.evict_expired(before=j.finished_mono + 1)  # type: ignore[operator]
+    with pytest.raises(ProtocolError) as err:
+        scheduler.get(j.id)
+    assert err.value.status == 404
+    (again,) = await submit(scheduler, job(idempotency_key="reuse", prompt="new"))
+    assert again.id != j.id
+    await finish(scheduler, again)
+
+
+def test_halves_cut_jobs_by_images() -> None:
+    a = Job(id="a", sub=None, model="m", created_at=0)  # type: ignore[arg-type]
+    b = Job(id="b", sub=None, model="m", created_at=0)  # type: ignore[arg-type]
+    first, second = halves([Slice(a, 0, 3), Slice(b, 0, 2)])
+    assert [(s.job.id, s.offset, s.count) for s in first] == [("a", 0, 2)]
+    assert [(s.job.id, s.offset, s.count) for s in second] == [("a", 2, 1), ("b", 0, 2)]
