@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Generic, Literal, TypeVar
 
 from apscheduler.job import Job
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -20,7 +20,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from storage import audit, ledger, policy
-from storage.db import Database, Tx
+from storage.db import Database, SyncTx
 from storage.ledger import BonusSpend, UserDayUsage
 from storage.policy import BonusGrant, RoleTier, UserOverride, UserPolicy
 
@@ -30,6 +30,7 @@ Lane = Literal["fast", "relax"]
 CostKind = Literal["generate", "img2img", "edit", "upscale"]
 LimitSource = Literal["default", "guild", "role", "override", "unlimited"]
 DAY_S = 86_400
+R = TypeVar("R")
 
 
 class CostSettings(BaseModel):
@@ -204,6 +205,16 @@ class DuplicateReservation(QuotaError):
         self.job_id = job_id
 
 
+@dataclass(frozen=True, slots=True)
+class Audited(Generic[R]):
+    """What an admin change did, for its audit row, and what to hand back to the caller."""
+
+    action: str
+    target_id: int | None
+    detail: dict[str, object]
+    result: R
+
+
 def _check_id(name: str, value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise QuotaInputError(f"{name} must be a positive Discord id, got {value!r}")
@@ -276,7 +287,11 @@ def _spend_plan(grants: Sequence[BonusGrant], needed: int) -> list[BonusSpend]:
 
 
 class QuotaService:
-    """Reserve, commit and refund credits; report shares; apply audited admin policy changes."""
+    """Reserve, commit and refund credits; report shares; apply audited admin policy changes.
+
+    Each operation is one transaction run on the database thread (`Database.run`), so reserve() checks and
+    inserts atomically and costs one hop off the event loop.
+    """
 
     def __init__(self, db: Database, settings: QuotaSettings, clock: Callable[[], float] = time.time) -> None:
         self._db = db
@@ -310,10 +325,10 @@ class QuotaService:
 
     # -- reading ---------------------------------------------------------------------------------------
 
-    async def _load(
-        self, tx: Tx, guild_id: int, user_id: int, role_ids: Sequence[int], now: float
+    def _load(
+        self, tx: SyncTx, guild_id: int, user_id: int, role_ids: Sequence[int], now: float
     ) -> QuotaStatus:
-        pol = await policy.user_policy(
+        pol = policy.user_policy(
             tx,
             guild_id,
             user_id,
@@ -323,14 +338,14 @@ class QuotaService:
             default_relax=self.settings.relax.enabled_by_default,
             now=now,
         )
-        usage = await ledger.window_usage(tx, guild_id, user_id, pol.window_s, now)
+        usage = ledger.window_usage(tx, guild_id, user_id, pol.window_s, now)
         return _status(guild_id, user_id, pol, usage, self.settings.relax.limit)
 
     async def status(self, guild_id: int, user_id: int, role_ids: Sequence[int] = ()) -> QuotaStatus:
         _check_id("guild id", guild_id)
         _check_id("user id", user_id)
-        async with self._db.read() as tx:
-            return await self._load(tx, guild_id, user_id, role_ids, self._clock())
+        now = self._clock()
+        return await self._db.run(lambda tx: self._load(tx, guild_id, user_id, role_ids, now), write=False)
 
     # -- charging --------------------------------------------------------------------------------------
 
@@ -355,31 +370,34 @@ class QuotaService:
         if lane not in (None, "fast", "relax"):
             raise QuotaInputError(f"lane must be 'fast' or 'relax', got {lane!r}")
         now = self._clock()
+
+        def body(tx: SyncTx) -> Reservation:
+            st = self._load(tx, guild_id, user_id, role_ids, now)
+            chosen, spends = self._choose(tx, st, cost, lane, now)
+            ledger.insert(
+                tx,
+                job_id=job_id,
+                guild_id=guild_id,
+                user_id=user_id,
+                cost=cost,
+                lane=chosen,
+                spends=spends,
+                now=now,
+            )
+            bonus_cost = sum(s.credits for s in spends)
+            return Reservation(
+                job_id, guild_id, user_id, chosen, cost, bonus_cost, _after(st, chosen, cost, bonus_cost, now)
+            )
+
         try:
-            async with self._db.transaction() as tx:
-                st = await self._load(tx, guild_id, user_id, role_ids, now)
-                chosen, spends = await self._choose(tx, st, cost, lane, now)
-                await ledger.insert(
-                    tx,
-                    job_id=job_id,
-                    guild_id=guild_id,
-                    user_id=user_id,
-                    cost=cost,
-                    lane=chosen,
-                    spends=spends,
-                    now=now,
-                )
+            return await self._db.run(body)
         except sqlite3.IntegrityError as exc:
             if "ledger.job_id" in str(exc):
                 raise DuplicateReservation(job_id) from exc
             raise
-        bonus_cost = sum(s.credits for s in spends)
-        return Reservation(
-            job_id, guild_id, user_id, chosen, cost, bonus_cost, _after(st, chosen, cost, bonus_cost, now)
-        )
 
-    async def _choose(
-        self, tx: Tx, st: QuotaStatus, cost: int, lane: Lane | None, now: float
+    def _choose(
+        self, tx: SyncTx, st: QuotaStatus, cost: int, lane: Lane | None, now: float
     ) -> tuple[Lane, list[BonusSpend]]:
         if st.blocked:
             raise UserBlocked()
@@ -394,7 +412,7 @@ class QuotaService:
         if st.unlimited or cost <= st.remaining:
             return "fast", []
         if cost <= st.spendable:
-            grants = await policy.active_grants(tx, st.guild_id, st.user_id, now)
+            grants = policy.active_grants(tx, st.guild_id, st.user_id, now)
             return "fast", _spend_plan(grants, cost - st.remaining)
         if lane is None and st.relax_room(cost):
             return "relax", []
@@ -418,18 +436,22 @@ class QuotaService:
         """
         now = self._clock()
         before = now - self.settings.stale_reservation_s
-        settled = 0
-        async with self._db.transaction() as tx:
-            for stale in await ledger.stale_reservations(tx, before):
+
+        def body(tx: SyncTx) -> int:
+            settled = 0
+            for stale in ledger.stale_reservations(tx, before):
                 if stale.job_status == "succeeded":
-                    settled += await tx.execute(ledger.COMMIT_SQL, (now, stale.job_id))
+                    settled += tx.execute(ledger.COMMIT_SQL, (now, stale.job_id))
                 elif (
                     stale.job_status in ("pending", "queued", "running")
                     and (stale.job_updated_at or 0) >= before
                 ):
                     continue
                 else:
-                    settled += await tx.execute(ledger.REFUND_SQL, (now, stale.job_id))
+                    settled += tx.execute(ledger.REFUND_SQL, (now, stale.job_id))
+            return settled
+
+        settled = await self._db.run(body)
         if settled:
             log.info("settled %d stale reservations", settled)
         return settled
@@ -437,11 +459,13 @@ class QuotaService:
     async def prune(self) -> int:
         """Delete ledger rows older than the longest window plus the retention period."""
         now = self._clock()
-        async with self._db.transaction() as tx:
-            longest = await policy.max_window(tx, self.settings.default_window_s)
-            before = now - longest - self._db.settings.retention_days * DAY_S
-            removed = await ledger.prune(tx, before)
-            removed += await policy.prune_grants(tx, before)
+        retention_s = self._db.settings.retention_days * DAY_S
+
+        def body(tx: SyncTx) -> int:
+            before = now - policy.max_window(tx, self.settings.default_window_s) - retention_s
+            return ledger.prune(tx, before) + policy.prune_grants(tx, before)
+
+        removed = await self._db.run(body)
         if removed:
             log.info("pruned %d ledger rows and expired grants", removed)
         return removed
@@ -461,97 +485,92 @@ class QuotaService:
             raise QuotaInputError(f"a window must be from {lo} to {hi} seconds, got {window_s!r}")
         return window_s
 
-    async def _audit(
-        self,
-        tx: Tx,
-        guild_id: int,
-        actor_id: int,
-        action: str,
-        *,
-        target_id: int | None,
-        now: float,
-        **detail: object,
-    ) -> None:
-        await audit.record(
-            tx,
-            guild_id=guild_id,
-            actor_id=actor_id,
-            action=action,
-            target_id=target_id,
-            detail=detail,
-            now=now,
+    def _guild_policy(self, tx: SyncTx, guild_id: int) -> policy.GuildPolicy:
+        s = self.settings
+        return policy.guild_policy(
+            tx, guild_id, default_limit=s.default_limit, default_window=s.default_window_s
         )
+
+    async def _admin(self, guild_id: int, actor_id: int, change: Callable[[SyncTx, float], Audited[R]]) -> R:
+        """Run one admin change and its audit row in one transaction."""
+        _check_id("guild id", guild_id)
+        _check_id("actor id", actor_id)
+        now = self._clock()
+
+        def body(tx: SyncTx) -> R:
+            done = change(tx, now)
+            audit.record(
+                tx,
+                guild_id=guild_id,
+                actor_id=actor_id,
+                action=done.action,
+                target_id=done.target_id,
+                detail=done.detail,
+                now=now,
+            )
+            return done.result
+
+        return await self._db.run(body)
 
     async def policy_overview(self, guild_id: int) -> PolicyOverview:
         _check_id("guild id", guild_id)
-        s = self.settings
-        async with self._db.read() as tx:
-            gp = await policy.guild_policy(
-                tx, guild_id, default_limit=s.default_limit, default_window=s.default_window_s
-            )
-            tiers = await policy.role_tiers(tx, guild_id)
-            overrides = await policy.user_overrides(tx, guild_id)
-        return PolicyOverview(guild_id, gp.limit_credits, gp.window_s, gp.configured, tiers, overrides)
+
+        def body(tx: SyncTx) -> PolicyOverview:
+            gp = self._guild_policy(tx, guild_id)
+            tiers = policy.role_tiers(tx, guild_id)
+            overrides = policy.user_overrides(tx, guild_id)
+            return PolicyOverview(guild_id, gp.limit_credits, gp.window_s, gp.configured, tiers, overrides)
+
+        return await self._db.run(body, write=False)
 
     async def set_guild_default(
         self, guild_id: int, actor_id: int, *, limit: int, window_s: int | None = None
     ) -> PolicyOverview:
         """Set the guild's default limit, and its window when given (else keep the current one)."""
-        _check_id("guild id", guild_id)
-        _check_id("actor id", actor_id)
         self._check_limit(limit)
-        now = self._clock()
-        s = self.settings
-        async with self._db.transaction() as tx:
-            old = await policy.guild_policy(
-                tx, guild_id, default_limit=s.default_limit, default_window=s.default_window_s
-            )
-            window = self._check_window(old.window_s if window_s is None else window_s)
-            await policy.set_guild_policy(
-                tx, guild_id, limit=limit, window_s=window, actor_id=actor_id, now=now
-            )
-            await self._audit(
-                tx, guild_id, actor_id, "quota.set_guild_default", target_id=None, now=now,
-                limit=limit, window_s=window, old_limit=old.limit_credits, old_window_s=old.window_s,
-            )  # fmt: skip
+        if window_s is not None:
+            self._check_window(window_s)
+
+        def change(tx: SyncTx, now: float) -> Audited[None]:
+            old = self._guild_policy(tx, guild_id)
+            window = old.window_s if window_s is None else window_s
+            policy.set_guild_policy(tx, guild_id, limit=limit, window_s=window, actor_id=actor_id, now=now)
+            detail = {
+                "limit": limit,
+                "window_s": window,
+                "old_limit": old.limit_credits,
+                "old_window_s": old.window_s,
+            }
+            return Audited("quota.set_guild_default", None, detail, None)
+
+        await self._admin(guild_id, actor_id, change)
         return await self.policy_overview(guild_id)
 
     async def set_role_tier(
         self, guild_id: int, role_id: int, name: str, limit: int, actor_id: int
     ) -> RoleTier:
-        _check_id("guild id", guild_id)
         _check_id("role id", role_id)
-        _check_id("actor id", actor_id)
         self._check_limit(limit)
         name = (name or "").strip()
         if not 1 <= len(name) <= 100:
             raise QuotaInputError("a tier needs a name of 1 to 100 characters")
-        now = self._clock()
-        async with self._db.transaction() as tx:
-            await policy.set_role_tier(
-                tx, guild_id, role_id, name=name, limit=limit, actor_id=actor_id, now=now
-            )
-            await self._audit(
-                tx,
-                guild_id,
-                actor_id,
-                "quota.set_role_tier",
-                target_id=role_id,
-                now=now,
-                name=name,
-                limit=limit,
-            )
-        return RoleTier(guild_id, role_id, name, limit)
+
+        def change(tx: SyncTx, now: float) -> Audited[RoleTier]:
+            policy.set_role_tier(tx, guild_id, role_id, name=name, limit=limit, actor_id=actor_id, now=now)
+            tier = RoleTier(guild_id, role_id, name, limit)
+            return Audited("quota.set_role_tier", role_id, {"name": name, "limit": limit}, tier)
+
+        return await self._admin(guild_id, actor_id, change)
 
     async def clear_role_tier(self, guild_id: int, role_id: int, actor_id: int) -> None:
-        _check_id("guild id", guild_id)
         _check_id("role id", role_id)
-        _check_id("actor id", actor_id)
-        now = self._clock()
-        async with self._db.transaction() as tx:
-            if not await policy.delete_role_tier(tx, guild_id, role_id):
+
+        def change(tx: SyncTx, now: float) -> Audited[None]:
+            if not policy.delete_role_tier(tx, guild_id, role_id):
                 raise QuotaInputError(f"role {role_id} has no quota tier in this server")
-            await self._audit(tx, guild_id, actor_id, "quota.clear_role_tier", target_id=role_id, now=now)
+            return Audited("quota.clear_role_tier", role_id, {}, None)
+
+        await self._admin(guild_id, actor_id, change)
 
     async def _change_override(
         self,
@@ -559,24 +578,26 @@ class QuotaService:
         user_id: int,
         actor_id: int,
         action: str,
-        change: Callable[[UserOverride], UserOverride],
+        edit: Callable[[UserOverride], UserOverride],
     ) -> UserOverride:
-        """Read, change and store one user's override row under one write transaction, with its audit row."""
-        _check_id("guild id", guild_id)
+        """Read, edit and store one user's override row, with its audit row, in one write transaction."""
         _check_id("user id", user_id)
-        _check_id("actor id", actor_id)
-        now = self._clock()
-        async with self._db.transaction() as tx:
-            old = await policy.user_override(tx, guild_id, user_id) or UserOverride(
+
+        def change(tx: SyncTx, now: float) -> Audited[UserOverride]:
+            old = policy.user_override(tx, guild_id, user_id) or UserOverride(
                 guild_id, user_id, None, False, False, None
             )
-            new = change(old)
-            await policy.save_user_override(tx, new, actor_id, now)
-            await self._audit(
-                tx, guild_id, actor_id, action, target_id=user_id, now=now,
-                limit=new.limit_credits, unlimited=new.unlimited, blocked=new.blocked, reason=new.reason,
-            )  # fmt: skip
-        return new
+            new = edit(old)
+            policy.save_user_override(tx, new, actor_id, now)
+            detail = {
+                "limit": new.limit_credits,
+                "unlimited": new.unlimited,
+                "blocked": new.blocked,
+                "reason": new.reason,
+            }
+            return Audited(action, user_id, detail, new)
+
+        return await self._admin(guild_id, actor_id, change)
 
     async def set_user_override(
         self,
@@ -641,9 +662,7 @@ class QuotaService:
         reason: str | None = None,
     ) -> int:
         """Add bonus credits on top of the user's limit until spent or `expires_at`; returns the grant id."""
-        _check_id("guild id", guild_id)
         _check_id("user id", user_id)
-        _check_id("actor id", actor_id)
         if (
             isinstance(credits, bool)
             or not isinstance(credits, int)
@@ -652,11 +671,11 @@ class QuotaService:
             raise QuotaInputError(
                 f"a bonus must be from 1 to {self.settings.max_bonus} credits, got {credits!r}"
             )
-        now = self._clock()
-        if expires_at is not None and not now < expires_at <= now + 366 * DAY_S:
+        if expires_at is not None and not self._clock() < expires_at <= self._clock() + 366 * DAY_S:
             raise QuotaInputError("a bonus must expire in the future and within a year")
-        async with self._db.transaction() as tx:
-            bonus_id = await policy.add_grant(
+
+        def change(tx: SyncTx, now: float) -> Audited[int]:
+            bonus_id = policy.add_grant(
                 tx,
                 guild_id,
                 user_id,
@@ -666,28 +685,21 @@ class QuotaService:
                 actor_id=actor_id,
                 now=now,
             )
-            await self._audit(
-                tx, guild_id, actor_id, "quota.grant_bonus", target_id=user_id, now=now,
-                bonus_id=bonus_id, credits=credits, expires_at=expires_at, reason=reason,
-            )  # fmt: skip
-        return bonus_id
+            detail = {"bonus_id": bonus_id, "credits": credits, "expires_at": expires_at, "reason": reason}
+            return Audited("quota.grant_bonus", user_id, detail, bonus_id)
+
+        return await self._admin(guild_id, actor_id, change)
 
     async def reset_user(self, guild_id: int, user_id: int, actor_id: int) -> int:
         """Forgive everything counting against the user in the current window; returns rows voided."""
-        _check_id("guild id", guild_id)
         _check_id("user id", user_id)
-        _check_id("actor id", actor_id)
-        now = self._clock()
-        s = self.settings
-        async with self._db.transaction() as tx:
-            gp = await policy.guild_policy(
-                tx, guild_id, default_limit=s.default_limit, default_window=s.default_window_s
-            )
-            voided = await ledger.void_window(tx, guild_id, user_id, now - gp.window_s, now)
-            await self._audit(
-                tx, guild_id, actor_id, "quota.reset_user", target_id=user_id, now=now, voided=voided
-            )
-        return voided
+
+        def change(tx: SyncTx, now: float) -> Audited[int]:
+            window = self._guild_policy(tx, guild_id).window_s
+            voided = ledger.void_window(tx, guild_id, user_id, now - window, now)
+            return Audited("quota.reset_user", user_id, {"voided": voided}, voided)
+
+        return await self._admin(guild_id, actor_id, change)
 
     async def usage_report(self, guild_id: int, days: int = 7, top: int = 10) -> UsageReport:
         """Charged jobs and credits (refunds excluded) per user and per UTC day over the last `days` days."""
@@ -695,8 +707,7 @@ class QuotaService:
         if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= 366:
             raise QuotaInputError(f"a report covers 1 to 366 days, got {days!r}")
         since = self._clock() - days * DAY_S
-        async with self._db.read() as tx:
-            rows = await ledger.usage_by_user_day(tx, guild_id, since)
+        rows = await self._db.run(lambda tx: ledger.usage_by_user_day(tx, guild_id, since), write=False)
         return _report(guild_id, days, since, rows, top)
 
 

@@ -8,7 +8,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-from storage.db import Database, Tx
+from storage.db import Database, SyncTx
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +24,8 @@ class AuditEntry:
     created_at: float
 
 
-async def record(
-    tx: Tx,
+def record(
+    tx: SyncTx,
     *,
     guild_id: int | None,
     actor_id: int,
@@ -35,7 +35,7 @@ async def record(
     now: float,
 ) -> int:
     """Write one audit row inside the caller's transaction, so the change and its record commit together."""
-    return await tx.insert(
+    return tx.insert(
         "INSERT INTO audit (guild_id, actor_id, action, target_id, detail, created_at) VALUES (?, ?, ?, ?, ?, ?)",
         (guild_id, actor_id, action, target_id, json.dumps(detail, sort_keys=True, default=str), now),
     )

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from storage import audit
-from storage.db import Database
+from storage.db import Database, SyncTx
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,31 @@ def _settings(row: sqlite3.Row) -> GuildSettings:
     )
 
 
+_UPSERT_SQL = """
+INSERT INTO guild_settings (guild_id, allowed_channel_ids, blocked_words, nsfw_mode, relax_enabled, default_style,
+                            max_images_per_job, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (guild_id) DO UPDATE SET
+    allowed_channel_ids = excluded.allowed_channel_ids, blocked_words = excluded.blocked_words,
+    nsfw_mode = excluded.nsfw_mode, relax_enabled = excluded.relax_enabled,
+    default_style = excluded.default_style, max_images_per_job = excluded.max_images_per_job,
+    updated_at = excluded.updated_at
+"""
+
+
+def _row(s: GuildSettings) -> tuple[object, ...]:
+    return (
+        s.guild_id,
+        json.dumps(list(s.allowed_channel_ids)),
+        json.dumps(list(s.blocked_words)),
+        s.nsfw_mode,
+        int(s.relax_enabled),
+        s.default_style,
+        s.max_images_per_job,
+        s.updated_at,
+    )
+
+
 class GuildsRepo:
     """Reads and changes guild settings; every change is audited."""
 
@@ -75,8 +100,9 @@ class GuildsRepo:
 
     async def update(self, guild_id: int, actor_id: int, **changes: Any) -> GuildSettings:
         """Change some fields (names as in GuildSettings); unknown names or bad values raise ValueError."""
-        unknown = set(changes) - {f.name for f in dataclasses.fields(GuildSettings)} | (
-            set(changes) & {"guild_id", "updated_at"}
+        fixed = {"guild_id", "updated_at"}
+        unknown = (set(changes) - {f.name for f in dataclasses.fields(GuildSettings)}) | (
+            set(changes) & fixed
         )
         if unknown:
             raise ValueError(f"unknown guild setting(s): {', '.join(sorted(unknown))}")
@@ -86,37 +112,22 @@ class GuildsRepo:
             words = {str(w).strip().lower() for w in changes["blocked_words"]}
             changes["blocked_words"] = tuple(sorted(w for w in words if w))
         now = self._clock()
-        async with self._db.transaction() as tx:
-            row = await tx.fetchone("SELECT * FROM guild_settings WHERE guild_id = ?", (guild_id,))
+
+        def body(tx: SyncTx) -> GuildSettings:
+            row = tx.fetchone("SELECT * FROM guild_settings WHERE guild_id = ?", (guild_id,))
             current = _settings(row) if row else GuildSettings(guild_id=guild_id)
             new = dataclasses.replace(current, updated_at=now, **changes)
-            await tx.execute(
-                """INSERT INTO guild_settings (guild_id, allowed_channel_ids, blocked_words, nsfw_mode,
-                       relax_enabled, default_style, max_images_per_job, updated_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-                   ON CONFLICT (guild_id) DO UPDATE SET
-                       allowed_channel_ids = excluded.allowed_channel_ids,
-                       blocked_words = excluded.blocked_words, nsfw_mode = excluded.nsfw_mode,
-                       relax_enabled = excluded.relax_enabled, default_style = excluded.default_style,
-                       max_images_per_job = excluded.max_images_per_job, updated_at = excluded.updated_at""",
-                (
-                    guild_id,
-                    json.dumps(list(new.allowed_channel_ids)),
-                    json.dumps(list(new.blocked_words)),
-                    new.nsfw_mode,
-                    int(new.relax_enabled),
-                    new.default_style,
-                    new.max_images_per_job,
-                    now,
-                ),
-            )
-            await audit.record(
+            tx.execute(_UPSERT_SQL, _row(new))
+            detail = {k: list(v) if isinstance(v, tuple) else v for k, v in changes.items()}
+            audit.record(
                 tx,
                 guild_id=guild_id,
                 actor_id=actor_id,
                 action="guild.update",
                 target_id=None,
-                detail={k: list(v) if isinstance(v, tuple) else v for k, v in changes.items()},
+                detail=detail,
                 now=now,
             )
-        return new
+            return new
+
+        return await self._db.run(body)

@@ -33,6 +33,14 @@ class JobState(StrEnum):
         return self not in UNFINISHED
 
 
+def job_state(value: JobState | str) -> JobState:
+    """Parse a status with an error that lists the valid ones."""
+    try:
+        return JobState(value)
+    except ValueError:
+        raise ValueError(f"job status must be one of {[s.value for s in JobState]}, got {value!r}") from None
+
+
 UNFINISHED = frozenset({JobState.PENDING, JobState.QUEUED, JobState.RUNNING})
 JOB_KINDS = frozenset({"generate", "img2img", "edit"})
 LANES = frozenset({"fast", "relax"})
@@ -79,7 +87,7 @@ class JobRecord:
             json.loads(self.parameters)
         except ValueError as exc:
             raise ValueError(f"parameters must be JSON text: {exc}") from exc
-        object.__setattr__(self, "status", JobState(self.status))
+        object.__setattr__(self, "status", job_state(self.status))
 
     @property
     def parameters_dict(self) -> dict[str, Any]:
@@ -145,7 +153,7 @@ class JobsRepo:
         self, job_id: str, status: JobState | str, error: str | None = None, **fields: Any
     ) -> JobRecord:
         """Set the status (and error, and any of UPDATABLE); a final status stamps finished_at."""
-        status = JobState(status)
+        status = job_state(status)
         unknown = set(fields) - UPDATABLE
         if unknown:
             raise ValueError(f"update_status cannot change: {', '.join(sorted(unknown))}")
@@ -171,7 +179,7 @@ class JobsRepo:
     ) -> JobRecord:
         changes: dict[str, Any] = {"worker_job_id": worker_job_id, "updated_at": self._clock()}
         if status is not None:
-            changes["status"] = JobState(status).value
+            changes["status"] = job_state(status).value
         return await self._update(job_id, changes)
 
     async def bump_attempts(self, job_id: str) -> JobRecord:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from storage.db import Tx
+from storage.db import SyncTx
 
 log = logging.getLogger(__name__)
 
@@ -86,19 +86,19 @@ SELECT COALESCE(SUM(CASE WHEN lane = 'fast' THEN cost - bonus_cost END), 0) AS f
 """
 
 
-async def window_usage(tx: Tx, guild_id: int, user_id: int, window_s: float, now: float) -> WindowUsage:
-    row = await tx.fetchone(_USAGE_SQL, (guild_id, user_id, now - window_s))
+def window_usage(tx: SyncTx, guild_id: int, user_id: int, window_s: float, now: float) -> WindowUsage:
+    row = tx.fetchone(_USAGE_SQL, (guild_id, user_id, now - window_s))
     assert row is not None  # an aggregate always yields one row
     return WindowUsage(row["fast_used"], row["relax_used"], row["oldest_fast"], row["oldest_relax"])
 
 
-async def get(tx: Tx, job_id: str) -> LedgerRow | None:
-    row = await tx.fetchone("SELECT * FROM ledger WHERE job_id = ?", (job_id,))
+def get(tx: SyncTx, job_id: str) -> LedgerRow | None:
+    row = tx.fetchone("SELECT * FROM ledger WHERE job_id = ?", (job_id,))
     return _row(row) if row else None
 
 
-async def insert(
-    tx: Tx,
+def insert(
+    tx: SyncTx,
     *,
     job_id: str,
     guild_id: int,
@@ -110,13 +110,13 @@ async def insert(
 ) -> None:
     """Insert a reserved row; a second row for the same job raises sqlite3.IntegrityError."""
     bonus_cost = sum(s.credits for s in spends)
-    await tx.execute(
+    tx.execute(
         """INSERT INTO ledger (job_id, guild_id, user_id, cost, bonus_cost, lane, state, created_at, updated_at)
            VALUES (?, ?, ?, ?, ?, ?, 'reserved', ?, ?)""",
         (job_id, guild_id, user_id, cost, bonus_cost, lane, now, now),
     )
     if spends:
-        await tx.executemany(
+        tx.executemany(
             "INSERT INTO bonus_spend (job_id, bonus_id, credits) VALUES (?, ?, ?)",
             [(job_id, s.bonus_id, s.credits) for s in spends],
         )
@@ -134,9 +134,9 @@ class StaleReservation:
     job_updated_at: float | None
 
 
-async def stale_reservations(tx: Tx, before: float, limit: int = 500) -> list[StaleReservation]:
+def stale_reservations(tx: SyncTx, before: float, limit: int = 500) -> list[StaleReservation]:
     """Reserved rows made before `before`, with their job's status and last update."""
-    rows = await tx.fetchall(
+    rows = tx.fetchall(
         """SELECT l.job_id, j.status, j.updated_at FROM ledger l LEFT JOIN jobs j ON j.job_id = l.job_id
             WHERE l.state = 'reserved' AND l.created_at < ? ORDER BY l.created_at LIMIT ?""",
         (before, limit),
@@ -144,22 +144,22 @@ async def stale_reservations(tx: Tx, before: float, limit: int = 500) -> list[St
     return [StaleReservation(r[0], r[1], r[2]) for r in rows]
 
 
-async def void_window(tx: Tx, guild_id: int, user_id: int, since: float, now: float) -> int:
+def void_window(tx: SyncTx, guild_id: int, user_id: int, since: float, now: float) -> int:
     """Forgive a user's live rows inside the window (an admin reset); they stay for reports."""
-    return await tx.execute(
+    return tx.execute(
         """UPDATE ledger SET voided = 1, updated_at = ?
             WHERE guild_id = ? AND user_id = ? AND created_at > ? AND state != 'refunded' AND voided = 0""",
         (now, guild_id, user_id, since),
     )
 
 
-async def prune(tx: Tx, before: float) -> int:
+def prune(tx: SyncTx, before: float) -> int:
     """Delete finished rows older than `before`; reserved rows wait for the sweep."""
-    return await tx.execute("DELETE FROM ledger WHERE created_at < ? AND state != 'reserved'", (before,))
+    return tx.execute("DELETE FROM ledger WHERE created_at < ? AND state != 'reserved'", (before,))
 
 
-async def usage_by_user_day(tx: Tx, guild_id: int, since: float) -> list[UserDayUsage]:
-    rows = await tx.fetchall(
+def usage_by_user_day(tx: SyncTx, guild_id: int, since: float) -> list[UserDayUsage]:
+    rows = tx.fetchall(
         """SELECT user_id, date(created_at, 'unixepoch') AS day, COUNT(*) AS jobs,
                   SUM(cost) AS credits, SUM(lane = 'relax') AS relax_jobs
              FROM ledger
@@ -170,8 +170,8 @@ async def usage_by_user_day(tx: Tx, guild_id: int, since: float) -> list[UserDay
     return [UserDayUsage(r["user_id"], r["day"], r["jobs"], r["credits"], r["relax_jobs"]) for r in rows]
 
 
-async def for_user(tx: Tx, guild_id: int, user_id: int, since: float) -> list[LedgerRow]:
-    rows = await tx.fetchall(
+def for_user(tx: SyncTx, guild_id: int, user_id: int, since: float) -> list[LedgerRow]:
+    rows = tx.fetchall(
         "SELECT * FROM ledger WHERE guild_id = ? AND user_id = ? AND created_at >= ? ORDER BY created_at",
         (guild_id, user_id, since),
     )

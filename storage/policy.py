@@ -8,7 +8,7 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from storage.db import Tx
+from storage.db import SyncTx
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +89,8 @@ LEFT JOIN quota_user_override o ON o.guild_id = :guild AND o.user_id = :user
 """
 
 
-async def user_policy(
-    tx: Tx,
+def user_policy(
+    tx: SyncTx,
     guild_id: int,
     user_id: int,
     role_ids: Sequence[int],
@@ -100,7 +100,7 @@ async def user_policy(
     default_relax: bool,
     now: float,
 ) -> UserPolicy:
-    row = await tx.fetchone(
+    row = tx.fetchone(
         _USER_POLICY_SQL,
         {
             "guild": guild_id,
@@ -141,17 +141,17 @@ async def user_policy(
     )
 
 
-async def guild_policy(tx: Tx, guild_id: int, *, default_limit: int, default_window: int) -> GuildPolicy:
-    row = await tx.fetchone("SELECT limit_credits, window_s FROM quota_guild WHERE guild_id = ?", (guild_id,))
+def guild_policy(tx: SyncTx, guild_id: int, *, default_limit: int, default_window: int) -> GuildPolicy:
+    row = tx.fetchone("SELECT limit_credits, window_s FROM quota_guild WHERE guild_id = ?", (guild_id,))
     if row is None:
         return GuildPolicy(guild_id, default_limit, default_window, configured=False)
     return GuildPolicy(guild_id, row["limit_credits"], row["window_s"], configured=True)
 
 
-async def set_guild_policy(
-    tx: Tx, guild_id: int, *, limit: int, window_s: int, actor_id: int, now: float
+def set_guild_policy(
+    tx: SyncTx, guild_id: int, *, limit: int, window_s: int, actor_id: int, now: float
 ) -> None:
-    await tx.execute(
+    tx.execute(
         """INSERT INTO quota_guild (guild_id, limit_credits, window_s, updated_at, updated_by)
            VALUES (?, ?, ?, ?, ?)
            ON CONFLICT (guild_id) DO UPDATE SET limit_credits = excluded.limit_credits,
@@ -160,23 +160,23 @@ async def set_guild_policy(
     )
 
 
-async def max_window(tx: Tx, default_window: int) -> int:
+def max_window(tx: SyncTx, default_window: int) -> int:
     """The longest window any guild uses, so pruning never drops a row that still counts."""
-    row = await tx.fetchone("SELECT MAX(window_s) FROM quota_guild")
+    row = tx.fetchone("SELECT MAX(window_s) FROM quota_guild")
     return max(default_window, int(row[0]) if row and row[0] is not None else 0)
 
 
-async def role_tiers(tx: Tx, guild_id: int) -> list[RoleTier]:
-    rows = await tx.fetchall(
+def role_tiers(tx: SyncTx, guild_id: int) -> list[RoleTier]:
+    rows = tx.fetchall(
         "SELECT * FROM quota_role_tier WHERE guild_id = ? ORDER BY limit_credits DESC, role_id", (guild_id,)
     )
     return [RoleTier(r["guild_id"], r["role_id"], r["name"], r["limit_credits"]) for r in rows]
 
 
-async def set_role_tier(
-    tx: Tx, guild_id: int, role_id: int, *, name: str, limit: int, actor_id: int, now: float
+def set_role_tier(
+    tx: SyncTx, guild_id: int, role_id: int, *, name: str, limit: int, actor_id: int, now: float
 ) -> None:
-    await tx.execute(
+    tx.execute(
         """INSERT INTO quota_role_tier (guild_id, role_id, name, limit_credits, updated_at, updated_by)
            VALUES (?, ?, ?, ?, ?, ?)
            ON CONFLICT (guild_id, role_id) DO UPDATE SET name = excluded.name,
@@ -186,8 +186,8 @@ async def set_role_tier(
     )
 
 
-async def delete_role_tier(tx: Tx, guild_id: int, role_id: int) -> bool:
-    changed = await tx.execute(
+def delete_role_tier(tx: SyncTx, guild_id: int, role_id: int) -> bool:
+    changed = tx.execute(
         "DELETE FROM quota_role_tier WHERE guild_id = ? AND role_id = ?", (guild_id, role_id)
     )
     return changed > 0
@@ -204,29 +204,27 @@ def _override(row: sqlite3.Row) -> UserOverride:
     )
 
 
-async def user_override(tx: Tx, guild_id: int, user_id: int) -> UserOverride | None:
-    row = await tx.fetchone(
+def user_override(tx: SyncTx, guild_id: int, user_id: int) -> UserOverride | None:
+    row = tx.fetchone(
         "SELECT * FROM quota_user_override WHERE guild_id = ? AND user_id = ?", (guild_id, user_id)
     )
     return _override(row) if row else None
 
 
-async def user_overrides(tx: Tx, guild_id: int) -> list[UserOverride]:
-    rows = await tx.fetchall(
-        "SELECT * FROM quota_user_override WHERE guild_id = ? ORDER BY user_id", (guild_id,)
-    )
+def user_overrides(tx: SyncTx, guild_id: int) -> list[UserOverride]:
+    rows = tx.fetchall("SELECT * FROM quota_user_override WHERE guild_id = ? ORDER BY user_id", (guild_id,))
     return [_override(r) for r in rows]
 
 
-async def save_user_override(tx: Tx, override: UserOverride, actor_id: int, now: float) -> None:
+def save_user_override(tx: SyncTx, override: UserOverride, actor_id: int, now: float) -> None:
     """Store the override, or delete its row when it no longer overrides anything."""
     if override.limit_credits is None and not override.unlimited and not override.blocked:
-        await tx.execute(
+        tx.execute(
             "DELETE FROM quota_user_override WHERE guild_id = ? AND user_id = ?",
             (override.guild_id, override.user_id),
         )
         return
-    await tx.execute(
+    tx.execute(
         """INSERT INTO quota_user_override
                (guild_id, user_id, limit_credits, unlimited, blocked, reason, updated_at, updated_by)
            VALUES (?, ?, ?, ?, ?, ?, ?, ?)
@@ -256,9 +254,9 @@ SELECT b.*, b.credits - COALESCE(
 """
 
 
-async def active_grants(tx: Tx, guild_id: int, user_id: int, now: float) -> list[BonusGrant]:
+def active_grants(tx: SyncTx, guild_id: int, user_id: int, now: float) -> list[BonusGrant]:
     """Unexpired grants with credits left, soonest-expiring first (the order they are spent in)."""
-    rows = await tx.fetchall(_GRANTS_SQL, (guild_id, user_id, now))
+    rows = tx.fetchall(_GRANTS_SQL, (guild_id, user_id, now))
     return [
         BonusGrant(
             bonus_id=r["bonus_id"],
@@ -276,8 +274,8 @@ async def active_grants(tx: Tx, guild_id: int, user_id: int, now: float) -> list
     ]
 
 
-async def add_grant(
-    tx: Tx,
+def add_grant(
+    tx: SyncTx,
     guild_id: int,
     user_id: int,
     *,
@@ -287,16 +285,16 @@ async def add_grant(
     actor_id: int,
     now: float,
 ) -> int:
-    return await tx.insert(
+    return tx.insert(
         """INSERT INTO quota_bonus (guild_id, user_id, credits, expires_at, reason, granted_at, granted_by)
            VALUES (?, ?, ?, ?, ?, ?, ?)""",
         (guild_id, user_id, credits, expires_at, reason, now, actor_id),
     )
 
 
-async def prune_grants(tx: Tx, before: float) -> int:
+def prune_grants(tx: SyncTx, before: float) -> int:
     """Drop grants that expired before `before` and whose spends no ledger row still references."""
-    return await tx.execute(
+    return tx.execute(
         """DELETE FROM quota_bonus WHERE expires_at IS NOT NULL AND expires_at < ?
               AND NOT EXISTS (SELECT 1 FROM bonus_spend sp WHERE sp.bonus_id = quota_bonus.bonus_id)""",
         (before,),
