@@ -397,6 +397,11 @@ class Engine(Protocol):
     @property
     def device_name(self) -> str: ...
 
+    @property
+    def adapter_names(self) -> list[str]:
+        """The LoRA adapters a job may name in `adapter`."""
+        ...
+
     def defaults(self, kind: JobKind) -> tuple[int, float, int, int]:
         """(steps, guidance, width, height) for this kind of job on the loaded model."""
         ...

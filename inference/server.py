@@ -84,6 +84,12 @@ async def prepare_submission(
         raise ProtocolError(ErrorCode.IMAGE_REQUIRED, f"a {kind} job needs an image part", field="image")
     if not kind.needs_image and image is not None:
         raise ProtocolError(ErrorCode.IMAGE_NOT_ALLOWED, "a generate job takes no image", field="image")
+    if request.adapter is not None and request.adapter not in engine.adapter_names:
+        raise ProtocolError(
+            ErrorCode.UNKNOWN_ADAPTER,
+            f"unknown adapter {request.adapter!r}; this worker has {engine.adapter_names or 'none'}",
+            field="adapter",
+        )
     init = None
     if image is not None:
         limits = ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)

@@ -101,6 +101,10 @@ class InstrumentedEngine:
     def device_name(self) -> str:
         return self.inner.device_name
 
+    @property
+    def adapter_names(self) -> list[str]:
+        return self.inner.adapter_names
+
     def defaults(self, kind: JobKind) -> tuple[int, float, int, int]:
         return self.inner.defaults(kind)
 

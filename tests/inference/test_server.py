@@ -219,6 +219,7 @@ BAD_JSON: list[tuple[str, dict[str, Any], int, str]] = [
     ("bad lane", {"lane": "vip"}, 400, "invalid_field"),
     ("bad key", {"idempotency_key": "has space"}, 400, "invalid_field"),
     ("image on generate", {}, 400, "image_not_allowed"),
+    ("unknown adapter", {"adapter": "ghibli"}, 400, "unknown_adapter"),
 ]
 
 
