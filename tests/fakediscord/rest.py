@@ -497,7 +497,8 @@ class Rest:
         if not _has_content(starter):
             raise errors.empty_message()
         thread = self._new_thread(forum, body.payload, ChannelKind.PUBLIC_THREAD)
-        message = self.world.create_message(thread, self.world.bot_user, starter)
+        # A forum post's starter message shares the thread's id, as on Discord.
+        message = self.world.create_message(thread, self.world.bot_user, starter, message_id=thread.id)
         data = payloads.channel(thread)
         await self.gateway.dispatch_if_connected("THREAD_CREATE", data | {"newly_created": True})
         return json_response(data | {"message": payloads.message(message)})

@@ -85,7 +85,7 @@ class SampleBot(commands.Bot):
 
 
 def _commands() -> list[app_commands.Command[Any, Any, Any] | app_commands.Group]:
-    return [draw, fail, inspect, announce, dm, progress, slow, admin]
+    return [draw, fail, inspect, announce, dm, progress, slow, admin, whois, gallery, big, styles]
 
 
 async def _style_choices(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
@@ -144,9 +144,12 @@ async def dm(interaction: discord.Interaction, who: discord.User, text: str) -> 
 
 
 @app_commands.command(description="A progress message that updates until deleted")
-async def progress(interaction: discord.Interaction, steps: int) -> None:
+async def progress(interaction: discord.Interaction, steps: int, in_channel: bool = False) -> None:
+    """Edit a progress message (a follow-up, or a channel post) until done or deleted."""
     await interaction.response.defer()
-    message = await interaction.followup.send("step 0", wait=True)
+    channel = interaction.channel
+    assert isinstance(channel, discord.TextChannel)
+    message = await (channel.send("step 0") if in_channel else interaction.followup.send("step 0", wait=True))
     journal: Journal = interaction.client.journal  # type: ignore[attr-defined]
     for step in range(1, steps + 1):
         await asyncio.sleep(0.02)
@@ -155,7 +158,59 @@ async def progress(interaction: discord.Interaction, steps: int) -> None:
         except discord.NotFound as exc:
             journal.progress_stopped.append(f"{exc.code} at step {step}")
             return
-    await interaction.edit_original_response(content="done")
+    original = await interaction.original_response()
+    await original.edit(
+        content=f"done after {steps}", attachments=[discord.File(io.BytesIO(PNG), "final.png")]
+    )
+
+
+@app_commands.command(description="Look a member up through the REST API")
+async def whois(interaction: discord.Interaction, who: discord.User) -> None:
+    assert interaction.guild is not None
+    member = await interaction.guild.fetch_member(who.id)
+    roles = await interaction.guild.fetch_roles()
+    user = await interaction.client.fetch_user(who.id)
+    names = sorted(r.name for r in roles if r.id in {x.id for x in member.roles} and not r.is_default())
+    await interaction.response.send_message(f"{user.name}: {', '.join(names) or 'no roles'}")
+
+
+@app_commands.command(description="Post a gallery in the forum")
+async def gallery(interaction: discord.Interaction, title: str) -> None:
+    await interaction.response.defer(thinking=True)
+    assert interaction.guild is not None
+    forum = next(c for c in interaction.guild.channels if isinstance(c, discord.ForumChannel))
+    files = [discord.File(io.BytesIO(PNG), f"{i}.png") for i in range(3)]
+    created = await forum.create_thread(name=title, content="three pictures", files=files)
+    await created.thread.send("and one more", file=discord.File(io.BytesIO(PNG), "3.png"))
+    await interaction.followup.send(f"gallery {created.thread.id}")
+
+
+@app_commands.command(description="Upload a big file")
+async def big(interaction: discord.Interaction, mib: int) -> None:
+    await interaction.response.defer()
+    data = PNG + bytes(mib * 1024 * 1024)
+    try:
+        await interaction.followup.send(file=discord.File(io.BytesIO(data), "big.png"))
+    except discord.HTTPException as exc:
+        await interaction.followup.send(f"too big: {exc.status} {exc.code}", ephemeral=True)
+
+
+class Picker(discord.ui.View):
+    """A select menu; the choice is written back into the message."""
+
+    def __init__(self) -> None:
+        super().__init__(timeout=None)
+
+    @discord.ui.select(custom_id="sample:pick", options=[discord.SelectOption(label=s) for s in STYLES])
+    async def pick(self, interaction: discord.Interaction, select: discord.ui.Select[Any]) -> None:
+        await interaction.response.defer()
+        assert interaction.message is not None
+        await interaction.message.edit(content=f"picked {', '.join(select.values)}")
+
+
+@app_commands.command(description="Choose a style from a menu")
+async def styles(interaction: discord.Interaction) -> None:
+    await interaction.response.send_message("pick one", view=Picker())
 
 
 @app_commands.command(description="Finishes after the token has expired")
@@ -187,3 +242,13 @@ async def grant(
         return
     where = f" ({role.name})" if role else ""
     await interaction.response.send_message(f"granted {amount} to {member.display_name}{where}")
+
+
+quota = app_commands.Group(name="quota", description="Quota tools", parent=admin)
+
+
+@quota.command(name="reset", description="Reset a member's quota in a channel")
+async def reset(
+    interaction: discord.Interaction, member: discord.Member, channel: discord.TextChannel
+) -> None:
+    await interaction.response.send_message(f"reset {member.name} in #{channel.name} ({channel.id})")

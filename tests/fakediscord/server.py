@@ -121,6 +121,15 @@ class FakeDiscord:
         return self.world.bot_user
 
     @property
+    def ack_deadline(self) -> float | None:
+        """Seconds within which a callback must arrive or get 10062 (None: not enforced)."""
+        return self.rest.options.ack_deadline
+
+    @ack_deadline.setter
+    def ack_deadline(self, seconds: float | None) -> None:
+        self.rest.options.ack_deadline = seconds
+
+    @property
     def clock(self) -> Any:
         """`FakeClock`: `fake.clock.advance(16 * 60)` expires every interaction token issued so far."""
         return self.world.clock
@@ -189,6 +198,25 @@ class FakeDiscord:
         member = FakeMember(user, guild.id, [r.id for r in roles], permissions, nick)
         self.world.members[(guild.id, user.id)] = member
         return member
+
+    def channel(self, channel_id: int) -> FakeChannel:
+        """Any channel or thread the fake knows, deleted ones included."""
+        try:
+            return self.world.channels[channel_id]
+        except KeyError:
+            raise FakeDiscordError(f"no channel {channel_id}") from None
+
+    def thread_of(self, message: Message) -> FakeChannel:
+        """The thread the bot started from `message`."""
+        if message.thread_id is None:
+            raise FakeDiscordError(f"no thread was started from message {message.id}")
+        return self.world.channels[message.thread_id]
+
+    def role(self, guild: FakeGuild, name: str) -> FakeRole:
+        found = next((r for r in self.world.guild_roles(guild.id) if r.name == name), None)
+        if found is None:
+            raise FakeDiscordError(f"guild {guild.name!r} has no role {name!r}")
+        return found
 
     def dm_channel(self, user: FakeUser) -> FakeChannel:
         """The DM channel between the bot and `user` (created on first use, as Discord does)."""

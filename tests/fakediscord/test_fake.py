@@ -6,9 +6,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import aiohttp
+import discord.gateway
+import discord.http
 import pytest
 
+from bot.endpoints import use_discord_endpoints
 from tests.fakediscord import (
+    ApiError,
     ChannelKind,
     EventKind,
     FakeChannel,
@@ -133,7 +137,7 @@ async def test_channel_message_and_thread(scene: Scene) -> None:
     announcement = next(m for m in posted if m.content == "contest!")
     assert announcement.interaction_id is None and announcement.attachments[0].filename == "cover.png"
     assert announcement.thread_id is not None
-    thread = scene.fake.world.channels[announcement.thread_id]
+    thread = scene.fake.thread_of(announcement)
     (inside,) = scene.fake.messages(thread)
     assert inside.content == "first picture" and inside.attachments[0].data == PNG
 
@@ -160,7 +164,7 @@ async def test_autocomplete_returns_choices(scene: Scene) -> None:
 
 
 async def test_subcommand_with_member_and_role_options_and_permissions(scene: Scene) -> None:
-    mods = next(r for r in scene.fake.world.guild_roles(scene.guild.id) if r.name == "mods")
+    mods = scene.fake.role(scene.guild, "mods")
     ix = await scene.fake.send_slash(
         "admin grant",
         {"member": scene.alice, "amount": 5, "role": mods},
@@ -240,3 +244,121 @@ async def test_dropped_connection_resumes(scene: Scene) -> None:
     assert (await ix.wait_response()).type == 4
     assert any(e.kind is EventKind.RESUME for e in scene.fake.events)
     assert scene.fake.identify_count == 1
+
+
+async def test_progress_in_the_channel_stops_when_deleted(scene: Scene) -> None:
+    ix = await scene.fake.send_slash(
+        "progress", {"steps": 200, "in_channel": True}, user=scene.alice, channel=scene.general
+    )
+    progress = await scene.fake.wait_message(lambda m: m.content.startswith("step") and m.edits)
+    assert progress.interaction_id is None
+    await scene.fake.delete_message(progress)
+    await scene.fake.wait_for(lambda e: e.kind is EventKind.FAULT and "10008" in e.detail)
+    await asyncio.sleep(0.05)
+    assert scene.journal.progress_stopped[0].startswith("10008")
+    assert ix.original().loading
+
+
+async def test_finished_progress_edits_the_original_with_a_file(scene: Scene) -> None:
+    ix = await scene.fake.send_slash("progress", {"steps": 2}, user=scene.alice, channel=scene.general)
+    done = await ix.wait_original(lambda m: m.content.startswith("done"))
+    assert done.content == "done after 2" and not done.loading
+    assert [a.filename for a in done.attachments] == ["final.png"]
+    assert [v.content for v in ix.followups()[0].edits] == ["step 0", "step 1"]
+
+
+async def test_member_role_and_user_lookups(scene: Scene) -> None:
+    ix = await scene.fake.send_slash("whois", {"who": scene.boss}, user=scene.alice, channel=scene.general)
+    await ix.wait_response()
+    assert ix.original().content == "boss: mods"
+
+
+async def test_forum_gallery_thread(scene: Scene) -> None:
+    ix = await scene.fake.send_slash("gallery", {"title": "Week 1"}, user=scene.alice, channel=scene.general)
+    (note,) = await ix.wait_followups(1)
+    thread = scene.fake.channel(int(note.content.split()[1]))
+    assert thread.kind is ChannelKind.PUBLIC_THREAD and thread.name == "Week 1"
+    starter, extra = scene.fake.messages(thread)
+    assert starter.id == thread.id and [a.filename for a in starter.attachments] == [
+        "0.png",
+        "1.png",
+        "2.png",
+    ]
+    assert extra.content == "and one more"
+
+
+async def test_uploads_over_one_mib_and_over_the_limit(scene: Scene) -> None:
+    ix = await scene.fake.send_slash("big", {"mib": 3}, user=scene.alice, channel=scene.general)
+    (ok,) = await ix.wait_followups(1)
+    assert ok.attachments[0].size == len(PNG) + 3 * 1024 * 1024
+    ix = await scene.fake.send_slash("big", {"mib": 11}, user=scene.alice, channel=scene.general)
+    (refused,) = await ix.wait_followups(1)
+    assert refused.content == "too big: 413 40005" and refused.ephemeral
+
+
+async def test_select_menu_values(scene: Scene) -> None:
+    ix = await scene.fake.send_slash("styles", user=scene.alice, channel=scene.general)
+    await ix.wait_response()
+    menu = ix.original()
+    pick = await scene.fake.click(menu, "sample:pick", user=scene.bob, values=["anime"])
+    assert (await pick.wait_response()).type == 6
+    await scene.fake.wait_for(lambda e: e.kind is EventKind.MESSAGE_EDIT and e.message is menu)
+    assert menu.content == "picked anime"
+
+
+async def test_slash_command_in_a_dm(scene: Scene) -> None:
+    ix = await scene.fake.send_slash("fail", user=scene.alice)
+    await ix.wait_response()
+    assert ix.original().channel_id == scene.fake.dm_channel(scene.alice).id
+
+
+async def test_injected_fault_and_late_acknowledgement(scene: Scene) -> None:
+    scene.fake.inject_fault("POST", "/callback", ApiError(403, 50013, "Missing Permissions"))
+    ix = await scene.fake.send_slash("fail", user=scene.alice, channel=scene.general)
+    await scene.fake.wait_for(lambda e: e.kind is EventKind.FAULT and "50013" in e.detail)
+    assert ix.response is None
+    scene.fake.ack_deadline = 0.0
+    ix = await scene.fake.send_slash("fail", user=scene.alice, channel=scene.general)
+    await scene.fake.wait_for(lambda e: e.kind is EventKind.FAULT and "10062" in e.detail)
+    assert ix.response is None
+
+
+async def test_unknown_routes_and_bad_tokens_are_reported() -> None:
+    async with FakeDiscord() as fake, aiohttp.ClientSession() as http:
+        auth = {"Authorization": f"Bot {fake.token}"}
+        async with http.get(f"{fake.api_base}/guilds/1/bans", headers=auth) as answer:
+            assert answer.status == 404
+            assert answer.headers["Content-Type"] == "application/json"
+        async with http.get(f"{fake.api_base}/users/@me", headers={"Authorization": "Bot nope"}) as answer:
+            assert answer.status == 401
+        async with http.get(f"{fake.api_base}/users/@me", headers=auth) as answer:
+            assert (await answer.json())["id"] == str(fake.bot_user.id)
+        assert fake.unexpected_routes == ["GET /api/v10/guilds/1/bans"]
+        with pytest.raises(AssertionError, match="bans"):
+            fake.assert_no_unexpected_routes()
+
+
+def test_endpoints_point_discord_py_at_other_urls() -> None:
+    use_discord_endpoints("http://127.0.0.1:9/api/v10/", "ws://127.0.0.1:9/gateway")
+    try:
+        assert discord.http.Route("GET", "/users/@me").url == "http://127.0.0.1:9/api/v10/users/@me"
+        assert str(discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY) == "ws://127.0.0.1:9/gateway"
+        with pytest.raises(ValueError, match="ws"):
+            use_discord_endpoints(None, "http://127.0.0.1:9/gateway")
+    finally:
+        use_discord_endpoints(None, None)
+    assert discord.http.Route.BASE == "https://discord.com/api/v10"
+
+
+async def test_subcommand_group_with_a_channel_option(scene: Scene) -> None:
+    assert [o["type"] for o in scene.fake.command("admin").options] == [1, 2]
+    ix = await scene.fake.send_slash(
+        "admin quota reset",
+        {"member": scene.alice, "channel": scene.general},
+        user=scene.boss,
+        channel=scene.general,
+    )
+    await ix.wait_response()
+    assert ix.original().content == f"reset alice in #general ({scene.general.id})"
+    options = ix.record.payload["data"]["options"]
+    assert (options[0]["type"], options[0]["name"], options[0]["options"][0]["type"]) == (2, "quota", 1)

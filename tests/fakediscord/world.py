@@ -168,10 +168,16 @@ class World:
         return attachment
 
     def create_message(
-        self, channel: FakeChannel, author: FakeUser, body: MessageBody, **fields: Any
+        self,
+        channel: FakeChannel,
+        author: FakeUser,
+        body: MessageBody,
+        message_id: int | None = None,
+        **fields: Any,
     ) -> Message:
+        message_id = message_id or self.ids.next()
         message = Message(
-            self.ids.next(), channel.id, channel.guild_id, author, created_at=self.clock.now(), **fields
+            message_id, channel.id, channel.guild_id, author, created_at=self.clock.now(), **fields
         )
         payload = body.payload
         message.content = payload.get("content") or ""
