@@ -1,0 +1,122 @@
+"""ImageBot: the discord.py Bot with its services as typed attributes, plus starting it from settings."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+import discord
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from discord.ext import commands
+
+from bot.endpoints import use_discord_endpoints
+from bot.errors import BrushfireTree
+from bot.jobs import JobService, open_job_service
+from bot.quotas import MaintenanceScheduler, QuotaService
+from bot.settings import Settings, SettingsError
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = ("cogs.imagine", "cogs.edit", "cogs.quota", "cogs.settings")
+
+
+class ImageBot(commands.Bot):
+    """The bot. Services are built in run.py (or a test) and passed in; nothing here is global."""
+
+    def __init__(self, *, settings: Settings, jobs: JobService, quotas: QuotaService) -> None:
+        intents = discord.Intents.none()
+        intents.guilds = True  # slash commands need no privileged intents
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=intents,
+            tree_cls=BrushfireTree,
+            help_command=None,
+            guild_ready_timeout=settings.discord.guild_ready_timeout_s,
+            allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=True),
+        )
+        self.settings = settings
+        self.jobs = jobs
+        self.quotas = quotas
+        self.scheduler = AsyncIOScheduler()
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def create_task(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]:
+        """Start a background task, keep a reference (so it is not collected) and log how it failed."""
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task %s failed", task.get_name(), exc_info=task.exception())
+
+    async def setup_hook(self) -> None:
+        from bot.views import DYNAMIC_ITEMS
+
+        for extension in EXTENSIONS:
+            await self.load_extension(extension)
+        self.add_dynamic_items(*DYNAMIC_ITEMS)
+        MaintenanceScheduler(self.quotas, self.jobs.db).register(self.scheduler)
+        self.scheduler.start()
+        self.create_task(self.jobs.watch_health(self.settings.limits.health_interval_s), name="worker-health")
+        await self.sync_commands()
+        imagine = self.get_cog("Imagine")
+        if imagine is not None:
+            self.create_task(imagine.reconcile(), name="reconcile")  # type: ignore[attr-defined]
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        await super().close()
+
+    def command_fingerprint(self, guild: discord.abc.Snowflake | None) -> str:
+        payload = [c.to_dict(self.tree) for c in self.tree.get_commands(guild=guild)]
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+    async def sync_commands(self) -> bool:
+        """Sync slash commands when their definitions changed (Discord rate-limits global syncs)."""
+        mode = self.settings.discord.sync
+        if mode == "never":
+            return False
+        guild = (
+            discord.Object(self.settings.discord.dev_guild_id) if self.settings.discord.dev_guild_id else None
+        )
+        if guild is not None:
+            self.tree.copy_global_to(guild=guild)
+        fingerprint = f"{guild.id if guild else 'global'}:{self.command_fingerprint(guild)}"
+        state = self.settings.discord.sync_state_file
+        if mode == "on_change" and state.exists() and state.read_text().strip() == fingerprint:
+            log.info("slash commands unchanged since the last sync")
+            return False
+        synced = await self.tree.sync(guild=guild)
+        state.parent.mkdir(parents=True, exist_ok=True)
+        state.write_text(fingerprint)
+        log.info(
+            "synced %d slash commands to %s", len(synced), f"guild {guild.id}" if guild else "all servers"
+        )
+        return True
+
+
+async def run_bot(settings: Settings, worker_url: str | None = None) -> int:
+    """Connect to Discord and serve until stopped. Needs DISCORD_TOKEN."""
+    if settings.discord_token is None:
+        raise SettingsError("set the DISCORD_TOKEN environment variable to the bot's token")
+    use_discord_endpoints(settings.discord.api_base, settings.discord.gateway_url)
+    async with open_job_service(settings, worker_url) as jobs:
+        bot = ImageBot(settings=settings, jobs=jobs, quotas=jobs.quotas)
+        async with bot:
+            try:
+                await bot.start(settings.discord_token.get_secret_value())
+            except discord.LoginFailure:
+                log.error("Discord refused the token: check DISCORD_TOKEN")
+                return 2
+    return 0

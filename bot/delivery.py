@@ -1,0 +1,278 @@
+"""Running a job for a Discord interaction: the progress message, the result post, and never losing it.
+
+A result goes, in order of preference: into the interaction's own message (while its 15-minute token
+lives), to the channel mentioning the user, and finally to the user's DMs. The images stay in the
+database whatever happens, so the buttons under any result keep working.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import discord
+from PIL import Image
+
+from bot.errors import answer_error
+from bot.jobs import Delivery, JobOutcome, JobPlan, JobService, Requester, token_expiry
+from bot.progress import DisplayGone, ProgressState, ProgressUpdater
+from bot.views import progress_view, result_view
+from inference.protocol import JobStatus
+from storage.generations import GenerationRecord
+from storage.guilds import GuildSettings
+from storage.jobs import JobRecord
+
+if TYPE_CHECKING:
+    from bot.bot import ImageBot
+
+log = logging.getLogger(__name__)
+
+# Validates an interaction's input into a plan; its BrushfireError reaches the user ephemerally.
+PlanFactory = Callable[[Requester, GuildSettings], Awaitable[JobPlan]]
+
+UNKNOWN_MESSAGE = 10008
+INVALID_WEBHOOK_TOKEN = 50027
+UNKNOWN_WEBHOOK = 10015
+GONE_CODES = frozenset({UNKNOWN_MESSAGE, INVALID_WEBHOOK_TOKEN, UNKNOWN_WEBHOOK})
+
+
+def requester_for(interaction: discord.Interaction) -> Requester:
+    """Who pressed or typed, with their roles and whether they may manage the server."""
+    roles = tuple(r.id for r in getattr(interaction.user, "roles", ()) if not r.is_default())
+    return Requester(
+        user_id=interaction.user.id,
+        guild_id=interaction.guild_id or 0,
+        channel_id=interaction.channel_id or 0,
+        name=interaction.user.name,
+        role_ids=roles,
+        is_admin=interaction.permissions.manage_guild,
+    )
+
+
+def delivery_for(interaction: discord.Interaction) -> Delivery:
+    return Delivery(
+        application_id=interaction.application_id,
+        interaction_token=interaction.token,
+        token_expires_at=token_expiry(interaction.created_at.timestamp()),
+    )
+
+
+class MessageProgress:
+    """The interaction's original message as a progress display; a deleted message ends it cleanly."""
+
+    def __init__(
+        self,
+        interaction: discord.Interaction,
+        jobs: JobService,
+        job: JobRecord,
+        title: str,
+        clock: Callable[[], float],
+    ) -> None:
+        self._interaction = interaction
+        self._jobs = jobs
+        self._job = job
+        self._title = title
+        self._clock = clock
+        self._preview_seq = 0
+
+    async def show(self, state: ProgressState) -> None:
+        if not self._job.token_valid(self._clock()):
+            raise DisplayGone()
+        attachments: list[discord.File] = []
+        if state.preview_seq > self._preview_seq:
+            data = await self._jobs.preview(self._job)
+            if data is not None:
+                self._preview_seq = state.preview_seq
+                attachments = [discord.File(io.BytesIO(data), filename="preview.jpg")]
+        content = f"**{_clip(self._title, 200)}** — {state.describe()}"
+        kwargs: dict[str, object] = {"content": content, "view": progress_view(self._job.job_id)}
+        if attachments:
+            kwargs["attachments"] = attachments
+        try:
+            await self._interaction.edit_original_response(**kwargs)  # type: ignore[arg-type]
+        except discord.HTTPException as exc:
+            if exc.code in GONE_CODES or exc.status in (401, 404):
+                raise DisplayGone() from exc
+            raise
+
+
+@dataclass(frozen=True, slots=True)
+class ResultPost:
+    """The pieces of a result message."""
+
+    content: str
+    embed: discord.Embed
+    files: list[discord.File]
+    view: discord.ui.View
+
+
+class JobRunner:
+    """Drives one job from an interaction to a posted result (or a clear refusal), for cogs and buttons."""
+
+    def __init__(self, bot: ImageBot, clock: Callable[[], float] = time.time) -> None:
+        self.bot = bot
+        self.jobs = bot.jobs
+        self._clock = clock
+
+    async def run(self, interaction: discord.Interaction, plan_for: PlanFactory) -> None:
+        """Defer at once, then plan, charge, submit, show progress and post the result.
+
+        `plan_for(requester, guild)` validates the user's input; its BrushfireError reaches the user
+        ephemerally with nothing charged.
+        """
+        await interaction.response.defer(thinking=True)
+        requester = requester_for(interaction)
+        try:
+            guild = await self.jobs.guild(requester.guild_id)
+            plan = await plan_for(requester, guild)
+            ticket = await self.jobs.start(requester, plan, delivery_for(interaction))
+        except Exception as exc:
+            await answer_error(interaction, exc)
+            return
+        title = plan.prompt
+        if ticket.fell_back_to_relax:
+            title += " (relax lane: out of fast credits)"
+        display = MessageProgress(interaction, self.jobs, ticket.job, title, self._clock)
+        updater = ProgressUpdater(display, self.bot.settings.limits.progress_interval_s)
+        updater.update(ProgressState(status=JobStatus.QUEUED))
+        updater.start()
+        try:
+            outcome = await self.jobs.follow(ticket.job, updater.update)
+        finally:
+            await updater.close()
+        await self.deliver(outcome, interaction, guild, progress_gone=updater.gone)
+
+    async def deliver(
+        self,
+        outcome: JobOutcome,
+        interaction: discord.Interaction | None = None,
+        guild: GuildSettings | None = None,
+        progress_gone: bool = False,
+    ) -> None:
+        """Post the outcome where it can still be seen: the original message, the channel, or DMs."""
+        job = outcome.job
+        guild = guild or await self.jobs.guild(job.guild_id or 0)
+        post = self.compose(outcome, guild) if outcome.ok else None
+        text = None if post else f"<@{job.user_id}> {outcome.message or 'Your job did not finish.'}"
+        if interaction is not None and job.token_valid(self._clock()) and not progress_gone:
+            try:
+                if post:
+                    msg = await interaction.edit_original_response(
+                        content=post.content, embed=post.embed, attachments=post.files, view=post.view
+                    )
+                else:
+                    msg = await interaction.edit_original_response(content=text, attachments=[], view=None)
+                await self.jobs.jobs.set_messages(job.job_id, result_message_id=msg.id)
+                return
+            except discord.HTTPException as exc:
+                log.info("job %s: original message unusable (%s); posting in the channel", job.job_id, exc)
+                if post:
+                    post = rewind(post)  # the failed upload consumed the files
+        await self._post_elsewhere(job, post, text)
+
+    async def _post_elsewhere(self, job: JobRecord, post: ResultPost | None, text: str | None) -> None:
+        mention = f"<@{job.user_id}>"
+        try:
+            channel = self.bot.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
+            if post:
+                msg = await channel.send(
+                    content=f"{mention} {post.content}", embed=post.embed, files=post.files, view=post.view
+                )
+            else:
+                msg = await channel.send(content=text)
+            await self.jobs.jobs.set_messages(job.job_id, result_message_id=msg.id)
+            return
+        except discord.HTTPException as exc:
+            log.info("job %s: channel %s unusable (%s); sending a DM", job.job_id, job.channel_id, exc)
+        await self._dm(job, post, text)
+
+    async def _dm(self, job: JobRecord, post: ResultPost | None, text: str | None) -> None:
+        try:
+            user = await self.bot.fetch_user(job.user_id)
+            if post:
+                post = rewind(post)
+                await user.send(content=post.content, embed=post.embed, files=post.files, view=post.view)
+            else:
+                await user.send(content=text)
+        except discord.HTTPException:
+            log.exception(
+                "job %s: could not deliver to user %s anywhere; it stays in the database",
+                job.job_id,
+                job.user_id,
+            )
+
+    def compose(self, outcome: JobOutcome, guild: GuildSettings) -> ResultPost:
+        """The result message: images (spoilered or withheld when flagged), an embed and the buttons."""
+        job = outcome.job
+        plan = JobPlan.from_parameters(job.parameters)
+        files: list[discord.File] = []
+        withheld = 0
+        for gen in outcome.generations:
+            if gen.nsfw and guild.nsfw_mode == "refuse":
+                withheld += 1
+                continue
+            files.append(self._file(job.job_id, gen))
+        content = f"**{_clip(plan.prompt, 300)}**"
+        if withheld:
+            content += f"\n{withheld} image(s) were withheld by this server's content filter."
+        return ResultPost(
+            content=content,
+            embed=result_embed(outcome, plan),
+            files=files,
+            view=result_view(job.job_id, [g.index for g in outcome.generations if not g.deleted]),
+        )
+
+    def _file(self, job_id: str, gen: GenerationRecord) -> discord.File:
+        data, ext = fit_upload(gen.png, self.bot.settings.limits.upload_bytes)
+        name = f"brushfire-{job_id[:8]}-{gen.index + 1}.{ext}"
+        return discord.File(io.BytesIO(data), filename=name, spoiler=gen.nsfw)
+
+
+def rewind(post: ResultPost) -> ResultPost:
+    """Make a post's files readable again after an upload attempt read them."""
+    for f in post.files:
+        f.reset()
+    return post
+
+
+def result_embed(outcome: JobOutcome, plan: JobPlan) -> discord.Embed:
+    job, info = outcome.job, outcome.info
+    embed = discord.Embed(title=_clip(plan.prompt, 256), colour=discord.Colour.orange())
+    if plan.negative:
+        embed.description = f"Negative: {_clip(plan.negative, 1000)}"
+    gens = outcome.generations
+    seeds = ", ".join(str(g.seed) for g in gens[:8]) or str(plan.seed)
+    embed.add_field(name="Style", value=plan.style or "none")
+    embed.add_field(name="Seed", value=seeds)
+    if gens:
+        embed.add_field(name="Size", value=f"{gens[0].width}x{gens[0].height}")
+    if info is not None:
+        embed.add_field(name="Model", value=_clip(info.model, 100))
+        embed.add_field(name="Steps", value=str(info.steps))
+    embed.add_field(name="Cost", value=f"{job.cost} credit(s), {job.lane} lane")
+    if outcome.elapsed_s:
+        embed.add_field(name="Time", value=f"{outcome.elapsed_s:.1f} s")
+    embed.set_footer(text=f"job {job.job_id} · {plan.action.value}")
+    return embed
+
+
+def fit_upload(png: bytes, limit: int) -> tuple[bytes, str]:
+    """The image as PNG when it fits the upload limit, else high-quality WebP, else JPEG."""
+    if len(png) <= limit:
+        return png, "png"
+    with Image.open(io.BytesIO(png)) as img:
+        rgb = img.convert("RGB")
+    for fmt, ext, quality in (("WEBP", "webp", 92), ("JPEG", "jpg", 88), ("JPEG", "jpg", 70)):
+        out = io.BytesIO()
+        rgb.save(out, format=fmt, quality=quality)
+        if out.tell() <= limit:
+            return out.getvalue(), ext
+    raise ValueError("the image does not fit the upload limit even as JPEG")
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

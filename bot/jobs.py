@@ -1,0 +1,846 @@
+"""The job service: the one place that joins quotas, storage and the inference worker.
+
+validate → quote → reserve (falling back to the relax lane) → persist the job → submit it with the job id
+as idempotency key → follow its events → store its images → commit, or refund on any failure. Discord
+never appears here: the cogs and the command line both drive jobs through this service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import io
+import json
+import logging
+import re
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from PIL import Image
+
+from bot.errors import (
+    BadAttachment,
+    BlockedContent,
+    BrushfireError,
+    ChannelNotAllowed,
+    InvalidInput,
+    JobNotFound,
+    NotPermitted,
+    QuotaRefused,
+    WorkerDown,
+)
+from bot.progress import ProgressState
+from bot.quotas import CostSpec, QuotaError, QuotaService, QuotaStatus
+from bot.settings import Limits, Settings
+from bot.styles import Aspect, StyleBook, size_for
+from inference import client as worker_client
+from inference.client import WorkerClient
+from inference.protocol import (
+    MAX_COUNT,
+    MAX_SEED,
+    EventType,
+    ImageLimits,
+    JobEvent,
+    JobInfo,
+    JobKind,
+    JobRequest,
+    JobStatus,
+    Lane,
+    ProtocolError,
+    decode_image,
+)
+from storage.db import Database
+from storage.generations import GenerationRecord, GenerationsRepo
+from storage.guilds import GuildSettings, GuildsRepo
+from storage.jobs import JobRecord, JobsRepo, JobState
+
+log = logging.getLogger(__name__)
+
+TOKEN_LIFETIME_S = 15 * 60
+TOKEN_MARGIN_S = 30  # stop trusting a token a little early: a slow upload must not straddle expiry
+MAX_RESUBMITS = 2
+REGEX_PREFIX = "re:"
+
+ProgressCallback = Callable[[ProgressState], None]
+
+
+class Action(StrEnum):
+    """What made a job: a command, or a button on an earlier result."""
+
+    IMAGINE = "imagine"
+    EDIT = "edit"
+    REROLL = "reroll"
+    VARY = "vary"
+    UPSCALE = "upscale"
+
+
+@dataclass(frozen=True, slots=True)
+class Requester:
+    """Who asks, and where. The command line uses guild 0, channel 0, user 0 named `local`."""
+
+    user_id: int
+    guild_id: int
+    channel_id: int
+    name: str
+    role_ids: tuple[int, ...] = ()
+    is_admin: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """The interaction a job answers; the token may edit the original response for 15 minutes."""
+
+    application_id: int | None = None
+    interaction_token: str | None = None
+    token_expires_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ImagineOptions:
+    prompt: str
+    style: str | None = None
+    negative: str = ""
+    aspect: str | None = None
+    count: int = 1
+    seed: int | None = None
+    lane: Lane | None = None  # None: fast, falling back to relax when out of credits
+
+
+@dataclass(frozen=True, slots=True)
+class JobPlan:
+    """A validated job, ready to price and reserve. Everything but `image` is stored as the job's parameters."""
+
+    action: Action
+    kind: JobKind
+    prompt: str  # the user's words
+    model_prompt: str  # after the style template
+    negative: str
+    model_negative: str
+    style: str | None
+    width: int | None  # None: the worker's choice (the model's native size, or the input image's)
+    height: int | None
+    count: int
+    seed: int
+    steps: int | None = None
+    guidance: float | None = None
+    strength: float | None = None
+    adapter: str | None = None
+    adapter_scale: float = 1.0
+    lane: Lane | None = None
+    parent_job_id: str | None = None
+    parent_generation_id: str | None = None
+    image: bytes | None = field(default=None, repr=False)
+
+    def parameters(self) -> str:
+        data = {k: v for k, v in dataclasses.asdict(self).items() if k != "image"}
+        return json.dumps(data, sort_keys=True)
+
+    @classmethod
+    def from_parameters(cls, text: str, image: bytes | None = None) -> JobPlan:
+        data: dict[str, Any] = json.loads(text)
+        data["action"] = Action(data["action"])
+        data["kind"] = JobKind(data["kind"])
+        data["lane"] = Lane(data["lane"]) if data.get("lane") else None
+        return cls(**data, image=image)
+
+    def request(self, job_id: str, user: str, lane: Lane) -> JobRequest:
+        return JobRequest(
+            idempotency_key=job_id,
+            user=user,
+            lane=lane,
+            kind=self.kind,
+            prompt=self.model_prompt,
+            negative_prompt=self.model_negative,
+            width=self.width,
+            height=self.height,
+            steps=self.steps,
+            guidance=self.guidance,
+            strength=self.strength,
+            count=self.count,
+            seed=self.seed,
+            adapter=self.adapter,
+            adapter_scale=self.adapter_scale,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """A job accepted by the worker (or recovered from the database), with what it was charged."""
+
+    job: JobRecord
+    plan: JobPlan
+    cost: int
+    lane: Lane
+    fell_back_to_relax: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class JobOutcome:
+    """How a job ended. `message` explains a failure to the user; images are in `generations`."""
+
+    job: JobRecord
+    state: JobState
+    generations: list[GenerationRecord] = field(default_factory=list)
+    info: JobInfo | None = None
+    message: str | None = None
+    elapsed_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.state is JobState.SUCCEEDED
+
+
+Deliver = Callable[[JobOutcome], Awaitable[None]]
+
+
+class JobService:
+    """Starts, follows, cancels and recovers jobs. Built once in run.py and shared by cogs and the CLI."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        db: Database,
+        quotas: QuotaService,
+        client: WorkerClient,
+        styles: StyleBook,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.limits: Limits = settings.limits
+        self.quotas = quotas
+        self.client = client
+        self.styles = styles
+        self.jobs = JobsRepo(db, clock)
+        self.generations = GenerationsRepo(db, clock)
+        self.guilds = GuildsRepo(db, clock)
+        self._clock = clock
+        self.worker_healthy = True
+        self.worker_grace_s = 30.0  # how long a vanished worker may take to come back before refunds
+
+    # --- validation: each refusal here is a specific message and charges nothing ---
+
+    async def guild(self, guild_id: int) -> GuildSettings:
+        return await self.guilds.get(guild_id)
+
+    def check_channel(self, requester: Requester, guild: GuildSettings) -> None:
+        if requester.guild_id and not guild.channel_allowed(requester.channel_id):
+            channels = ", ".join(f"<#{c}>" for c in guild.allowed_channel_ids[:10])
+            raise ChannelNotAllowed(f"brushfire is not used in this channel here. Try {channels}.")
+
+    def check_prompt(self, prompt: str, guild: GuildSettings, what: str = "prompt") -> str:
+        text = " ".join(prompt.split())
+        if not text:
+            raise InvalidInput(f"The {what} is empty: describe what you want to see.")
+        if len(text) > self.limits.prompt_chars:
+            raise InvalidInput(
+                f"The {what} is {len(text)} characters; the limit is {self.limits.prompt_chars}. Shorten it."
+            )
+        blocked = find_blocked(text, guild.blocked_words)
+        if blocked is not None:
+            raise BlockedContent(f"The {what} contains `{blocked}`, which this server does not allow.")
+        return text
+
+    def native_size(self) -> tuple[int, int]:
+        d = self.settings.engine.defaults
+        return d.width, d.height
+
+    def plan_imagine(self, requester: Requester, options: ImagineOptions, guild: GuildSettings) -> JobPlan:
+        """Validate /imagine's options into a plan; raises a BrushfireError naming the bad option."""
+        self.check_channel(requester, guild)
+        prompt = self.check_prompt(options.prompt, guild)
+        negative = (
+            self.check_prompt(options.negative, guild, "negative prompt") if options.negative.strip() else ""
+        )
+        style = self.styles.style(options.style or guild.default_style)
+        aspect = self.styles.aspect(options.aspect)
+        max_count = min(self.limits.max_images_per_job, guild.max_images_per_job)
+        if not 1 <= options.count <= max_count:
+            raise InvalidInput(f"You can ask for 1 to {max_count} images per job here, not {options.count}.")
+        seed = self._seed(options.seed)
+        lane = self._lane(options.lane, guild)
+        width, height = self._size(aspect)
+        styled = style.apply(prompt, negative) if style else None
+        return JobPlan(
+            action=Action.IMAGINE,
+            kind=JobKind.GENERATE,
+            prompt=prompt,
+            model_prompt=styled.prompt if styled else prompt,
+            negative=negative,
+            model_negative=styled.negative if styled else negative,
+            style=style.name if style else None,
+            width=width,
+            height=height,
+            count=options.count,
+            seed=seed,
+            steps=style.steps if style else None,
+            guidance=style.guidance if style else None,
+            adapter=style.adapter if style else None,
+            adapter_scale=style.adapter_scale if style else 1.0,
+            lane=lane,
+        )
+
+    def plan_edit(
+        self,
+        requester: Requester,
+        *,
+        image: bytes,
+        instruction: str,
+        strength: float | None,
+        guild: GuildSettings,
+        lane: Lane | None = None,
+    ) -> JobPlan:
+        """Validate an edit of an uploaded image (PNG, JPEG or WebP within the size and pixel limits)."""
+        self.check_channel(requester, guild)
+        prompt = self.check_prompt(instruction, guild, "instruction")
+        if strength is not None and not 0.05 <= strength <= 1.0:
+            raise InvalidInput(f"Strength must be between 0.05 and 1.0, not {strength}.")
+        png, _size = self.read_attachment(image)
+        return JobPlan(
+            action=Action.EDIT,
+            kind=JobKind.EDIT,
+            prompt=prompt,
+            model_prompt=prompt,
+            negative="",
+            model_negative="",
+            style=None,
+            width=None,
+            height=None,
+            count=1,
+            seed=self._seed(None),
+            strength=strength if strength is not None else self.limits.edit_strength,
+            lane=self._lane(lane, guild),
+            image=png,
+        )
+
+    def read_attachment(self, data: bytes) -> tuple[bytes, tuple[int, int]]:
+        """Decode an upload within the limits; return it as PNG (the worker's safest input) and its size."""
+        limits = ImageLimits(max_bytes=self.limits.attachment_bytes, max_pixels=self.limits.attachment_pixels)
+        fmt = _sniff_format(data)
+        if data and fmt is None:
+            raise BadAttachment("That file is not a PNG, JPEG or WebP image.")
+        try:
+            img = decode_image(data, limits)
+        except ProtocolError as exc:
+            raise BadAttachment(f"That image cannot be used: {exc.message}.") from None
+        out = io.BytesIO()
+        img.save(out, format="PNG")
+        return out.getvalue(), img.size
+
+    async def plan_from_result(
+        self, action: Action, job_id: str, index: int, requester: Requester, instruction: str | None = None
+    ) -> JobPlan:
+        """A new job from a button on an earlier result: re-roll, vary, upscale or edit image `index`."""
+        job = await self.jobs.get(job_id)
+        if job is None:
+            raise JobNotFound("That result is no longer in brushfire's database.")
+        guild = await self.guild(requester.guild_id)
+        self.check_channel(requester, guild)
+        parent = JobPlan.from_parameters(job.parameters)
+        lane = self._lane(parent.lane, guild, quiet=True)
+        if action is Action.REROLL:
+            if parent.kind is not JobKind.GENERATE and parent.parent_generation_id is None:
+                raise InvalidInput(
+                    "Re-roll needs the original upload, which is not kept; use Edit on the result."
+                )
+            image = (
+                await self._parent_png(parent.parent_generation_id) if parent.parent_generation_id else None
+            )
+            return dataclasses.replace(
+                parent, action=action, seed=self._seed(None), lane=lane, parent_job_id=job_id, image=image
+            )
+        gens = await self.generations.for_job(job_id)
+        source = next((g for g in gens if g.index == index), None)
+        if source is None or source.deleted:
+            raise JobNotFound(f"Image {index + 1} of that result is gone (deleted, or never made).")
+        base = dataclasses.replace(
+            parent,
+            action=action,
+            count=1,
+            lane=lane,
+            parent_job_id=job_id,
+            parent_generation_id=source.generation_id,
+            image=source.png,
+            width=source.width,
+            height=source.height,
+        )
+        if action is Action.VARY:
+            return dataclasses.replace(
+                base, kind=JobKind.IMG2IMG, seed=self._seed(None), strength=self.limits.vary_strength
+            )
+        if action is Action.UPSCALE:
+            width, height = self._fit(source.width * 2, source.height * 2)
+            return dataclasses.replace(
+                base, kind=JobKind.IMG2IMG, width=width, height=height, strength=self.limits.upscale_strength
+            )
+        text = self.check_prompt(instruction or "", guild, "instruction")
+        return dataclasses.replace(
+            base,
+            kind=JobKind.EDIT,
+            prompt=text,
+            model_prompt=text,
+            negative="",
+            model_negative="",
+            style=None,
+            steps=None,
+            guidance=None,
+            seed=self._seed(None),
+            strength=self.limits.edit_strength,
+        )
+
+    async def _parent_png(self, generation_id: str) -> bytes:
+        gen = await self.generations.get(generation_id)
+        if gen is None or gen.deleted:
+            raise JobNotFound("The image this result was made from has been deleted.")
+        return gen.png
+
+    def _seed(self, seed: int | None) -> int:
+        if seed is None:
+            return secrets.randbelow(MAX_SEED - MAX_COUNT)
+        if not 0 <= seed <= MAX_SEED - MAX_COUNT:
+            raise InvalidInput(f"The seed must be between 0 and {MAX_SEED - MAX_COUNT}, not {seed}.")
+        return seed
+
+    def _lane(self, lane: Lane | None, guild: GuildSettings, quiet: bool = False) -> Lane | None:
+        if lane is Lane.RELAX and not guild.relax_enabled:
+            if quiet:
+                return None
+            raise InvalidInput("This server has turned the relax lane off.")
+        return lane
+
+    def _size(self, aspect: Aspect | None) -> tuple[int | None, int | None]:
+        if aspect is None:
+            return None, None  # the model's native size, whatever the worker has loaded
+        base_w, base_h = self.native_size()
+        size = size_for(aspect, base_w, base_h)
+        return self._fit(size.width, size.height)
+
+    def _fit(self, width: int, height: int) -> tuple[int, int]:
+        """Shrink to the worker's pixel cap, keeping the ratio and multiples of 8."""
+        cap = self.settings.worker.max_pixels
+        scale = min(1.0, (cap / (width * height)) ** 0.5)
+        return max(64, int(width * scale) // 8 * 8), max(64, int(height * scale) // 8 * 8)
+
+    # --- charging and submitting ---
+
+    def cost_spec(self, plan: JobPlan) -> CostSpec:
+        d = self.settings.engine.defaults
+        kind = "upscale" if plan.action is Action.UPSCALE else plan.kind.value
+        width, height = plan.width or d.width, plan.height or d.height
+        return CostSpec(kind=kind, width=width, height=height, steps=plan.steps or d.steps, count=plan.count)
+
+    async def start(self, requester: Requester, plan: JobPlan, delivery: Delivery | None = None) -> Ticket:
+        """Reserve the cost, store the job and hand it to the worker. Any failure refunds and raises."""
+        job_id = uuid.uuid4().hex
+        cost = self.quotas.quote(self.cost_spec(plan))
+        lane, fell_back = await self._reserve(job_id, requester, cost, plan.lane)
+        delivery = delivery or Delivery()
+        record = JobRecord(
+            job_id=job_id,
+            guild_id=requester.guild_id,
+            channel_id=requester.channel_id,
+            user_id=requester.user_id,
+            kind=plan.kind.value,
+            parameters=plan.parameters(),
+            lane=lane.value,
+            cost=cost,
+            application_id=delivery.application_id,
+            interaction_token=delivery.interaction_token,
+            token_expires_at=delivery.token_expires_at,
+            idempotency_key=job_id,
+            parent_job_id=plan.parent_job_id,
+            parent_generation_id=plan.parent_generation_id,
+        )
+        try:
+            record = await self.jobs.create(record)
+        except Exception:
+            await self.quotas.refund(job_id)
+            raise
+        record = await self._submit(record, plan)
+        return Ticket(job=record, plan=plan, cost=cost, lane=lane, fell_back_to_relax=fell_back)
+
+    async def _reserve(
+        self, job_id: str, requester: Requester, cost: int, lane: Lane | None
+    ) -> tuple[Lane, bool]:
+        """Reserve in the asked lane; with no lane asked, the quota service falls back to relax itself."""
+        try:
+            reservation = await self.quotas.reserve(
+                job_id,
+                requester.guild_id,
+                requester.user_id,
+                requester.role_ids,
+                cost,
+                lane.value if lane else None,
+            )
+        except QuotaError as exc:
+            raise QuotaRefused(str(exc)) from None
+        chosen = Lane(reservation.lane)
+        return chosen, lane is None and chosen is Lane.RELAX
+
+    async def _submit(self, record: JobRecord, plan: JobPlan) -> JobRecord:
+        request = plan.request(record.job_id, _worker_user(record), Lane(record.lane))
+        try:
+            info = await self.client.submit(request, image=plan.image)
+        except worker_client.QueueFull as exc:
+            await self._refund(record, "the queue is full")
+            raise WorkerDown(
+                f"The queue is full right now; nothing was charged. Try again in about {exc.retry_after or 30:.0f} s."
+            ) from None
+        except worker_client.WorkerRejected as exc:
+            await self._refund(record, f"rejected: {exc.message}")
+            raise InvalidInput(
+                f"The image worker refused this job: {exc.message}. Nothing was charged."
+            ) from None
+        except worker_client.WorkerUnavailable:
+            await self._refund(record, "worker unavailable")
+            self.worker_healthy = False
+            raise WorkerDown(
+                "The image worker is not reachable right now; nothing was charged. Try again soon."
+            ) from None
+        except BaseException:
+            await self._refund(record, "submit failed")
+            raise
+        state = JobState.RUNNING if info.status is JobStatus.RUNNING else JobState.QUEUED
+        return await self.jobs.set_worker_job(record.job_id, info.id, state)
+
+    async def _refund(self, record: JobRecord, reason: str, state: JobState = JobState.REFUNDED) -> JobRecord:
+        await self.quotas.refund(record.job_id)
+        log.info("job %s refunded: %s", record.job_id, reason)
+        return await self.jobs.update_status(record.job_id, state, error=reason[:500])
+
+    # --- following a job to its end ---
+
+    async def follow(self, job: JobRecord, on_progress: ProgressCallback | None = None) -> JobOutcome:
+        """Follow the job's events until it ends; store the images and commit, or refund. Never raises
+        for a job failure: the outcome says what happened, and a refused job is never charged."""
+        started = self._clock()
+        progress = on_progress or (lambda _state: None)
+        try:
+            async with asyncio.timeout(self.limits.job_timeout_s):
+                final = await self._final_info(job, progress)
+        except TimeoutError:
+            with contextlib.suppress(Exception):
+                await self.client.cancel(job.worker_job_id or "")
+            return await self._fail(job, "The job took too long and was stopped. Your credits were refunded.")
+        except _Lost as lost:
+            return await self._fail(job, lost.message)
+        outcome = await self._settle(job, final)
+        return dataclasses.replace(outcome, elapsed_s=self._clock() - started)
+
+    async def _final_info(self, job: JobRecord, progress: ProgressCallback) -> JobInfo:
+        """The job's final state from the worker, riding out a worker restart by resubmitting."""
+        attempts = 0
+        while True:
+            try:
+                return await self._stream(job, progress)
+            except (worker_client.WorkerUnavailable, worker_client.JobNotFound) as exc:
+                log.warning("lost track of job %s (%s); checking the worker", job.job_id, type(exc).__name__)
+            job = await self._recover_submission(job)
+            attempts += 1
+            if attempts > MAX_RESUBMITS:
+                raise _Lost("The image worker kept failing on this job. Your credits were refunded.")
+
+    async def _stream(self, job: JobRecord, progress: ProgressCallback) -> JobInfo:
+        preview_seq = 0
+        async for event in self.client.events(job.worker_job_id or ""):
+            if event.type is EventType.PREVIEW:
+                preview_seq += 1
+            state = _state_from_event(event, preview_seq)
+            if state is not None:
+                progress(state)
+            if event.type is EventType.STARTED and job.status is not JobState.RUNNING:
+                job = await self.jobs.update_status(job.job_id, JobState.RUNNING)
+            if event.type in (EventType.DONE, EventType.FAILED, EventType.CANCELLED):
+                return event.job or await self.client.get(job.worker_job_id or "")
+        # The stream ended without a final event (worker shutting down): ask for the state directly.
+        info = await self.client.get(job.worker_job_id or "")
+        if not info.status.is_final:
+            raise worker_client.WorkerUnavailable("event stream ended early")
+        return info
+
+    async def _recover_submission(self, job: JobRecord) -> JobRecord:
+        """After losing the worker: wait for it, then find the job there or submit it again (same key)."""
+        if not await self._wait_for_worker(self.worker_grace_s):
+            raise _Lost("The image worker stopped and did not come back. Your credits were refunded.")
+        if job.worker_job_id:
+            with contextlib.suppress(worker_client.JobNotFound):
+                await self.client.get(job.worker_job_id)
+                return job
+        plan = JobPlan.from_parameters(job.parameters)
+        if plan.kind is not JobKind.GENERATE:
+            image = await self._input_image(plan)
+            if image is None:
+                raise _Lost(
+                    "The image worker restarted and the uploaded image was not kept. Credits refunded."
+                )
+            plan = dataclasses.replace(plan, image=image)
+        job = await self.jobs.bump_attempts(job.job_id)
+        if job.attempts > MAX_RESUBMITS:
+            raise _Lost("The image worker kept failing on this job. Your credits were refunded.")
+        request = plan.request(job.job_id, _worker_user(job), Lane(job.lane))
+        try:
+            info = await self.client.submit(request, image=plan.image)
+        except worker_client.WorkerRejected as exc:
+            raise _Lost(f"The image worker refused the job after restarting: {exc.message}.") from None
+        except (worker_client.WorkerUnavailable, worker_client.QueueFull):
+            raise _Lost("The image worker is not taking jobs. Your credits were refunded.") from None
+        log.info("job %s resubmitted to the worker as %s", job.job_id, info.id)
+        return await self.jobs.set_worker_job(job.job_id, info.id, JobState.QUEUED)
+
+    async def _input_image(self, plan: JobPlan) -> bytes | None:
+        if plan.parent_generation_id is None:
+            return None
+        gen = await self.generations.get(plan.parent_generation_id)
+        return gen.png if gen is not None and not gen.deleted else None
+
+    async def _wait_for_worker(self, timeout_s: float) -> bool:
+        deadline = self._clock() + timeout_s
+        while True:
+            if await self.client.health():
+                self.worker_healthy = True
+                return True
+            if self._clock() >= deadline:
+                self.worker_healthy = False
+                return False
+            await asyncio.sleep(min(1.0, max(0.05, timeout_s / 10)))
+
+    async def _settle(self, job: JobRecord, info: JobInfo) -> JobOutcome:
+        if info.status is JobStatus.SUCCEEDED:
+            return await self._succeed(job, info)
+        if info.status is JobStatus.CANCELLED:
+            job = await self._refund(job, "cancelled", JobState.CANCELLED)
+            return JobOutcome(
+                job=job, state=JobState.CANCELLED, info=info, message="Cancelled; nothing was charged."
+            )
+        reason = info.error.message if info.error else "unknown error"
+        return await self._fail(job, f"The job failed ({reason}). Your credits were refunded.", info)
+
+    async def _fail(self, job: JobRecord, message: str, info: JobInfo | None = None) -> JobOutcome:
+        job = await self._refund(job, message, JobState.REFUNDED)
+        return JobOutcome(job=job, state=JobState.REFUNDED, info=info, message=message)
+
+    async def _succeed(self, job: JobRecord, info: JobInfo) -> JobOutcome:
+        gens = await self.generations.for_job(job.job_id)
+        if not gens:  # a recovered job may have stored its images before a crash
+            gens = await self._store_images(job, info)
+        await self.quotas.commit(job.job_id)
+        job = await self.jobs.update_status(job.job_id, JobState.SUCCEEDED)
+        return JobOutcome(job=job, state=JobState.SUCCEEDED, generations=gens, info=info)
+
+    async def _store_images(self, job: JobRecord, info: JobInfo) -> list[GenerationRecord]:
+        plan = JobPlan.from_parameters(job.parameters)
+        records = []
+        for n in range(info.images):
+            png = await self.client.image(info.id, n)
+            w, h = _png_size(png, info)
+            records.append(
+                GenerationRecord(
+                    generation_id=uuid.uuid4().hex,
+                    job_id=job.job_id,
+                    index=n,
+                    prompt=plan.prompt,
+                    negative_prompt=plan.negative,
+                    style=plan.style,
+                    seed=info.seed + n,
+                    width=w,
+                    height=h,
+                    steps=info.steps,
+                    guidance=info.guidance,
+                    model=info.model,
+                    kind=job.kind,
+                    png=png,
+                    parent_generation_id=job.parent_generation_id,
+                    nsfw=bool(info.nsfw[n]) if n < len(info.nsfw) else False,
+                )
+            )
+        return await self.generations.add(*records)
+
+    async def preview(self, job: JobRecord) -> bytes | None:
+        """The worker's newest preview image for a running job, or None."""
+        try:
+            return await self.client.preview(job.worker_job_id or "")
+        except Exception:  # previews are best effort
+            return None
+
+    # --- cancel, quota display, recovery, health ---
+
+    async def cancel(self, job_id: str, requester: Requester) -> JobRecord:
+        """Cancel a queued or running job; only its author or an admin may. The follower refunds it."""
+        job = await self.jobs.get(job_id)
+        if job is None:
+            raise JobNotFound("That job is not in brushfire's database.")
+        if job.user_id != requester.user_id and not requester.is_admin:
+            raise NotPermitted("Only the person who started this job, or an admin, can cancel it.")
+        if job.status.is_final:
+            raise InvalidInput("That job has already finished.")
+        if job.worker_job_id is None:
+            return await self._refund(job, "cancelled before submission", JobState.CANCELLED)
+        try:
+            await self.client.cancel(job.worker_job_id)
+        except worker_client.JobNotFound:
+            return await self._refund(job, "cancelled; the worker no longer had it", JobState.CANCELLED)
+        except worker_client.WorkerUnavailable:
+            raise WorkerDown(
+                "The image worker is not reachable, so the job cannot be cancelled now."
+            ) from None
+        return job
+
+    async def quota_status(self, requester: Requester) -> QuotaStatus:
+        return await self.quotas.status(requester.guild_id, requester.user_id, requester.role_ids)
+
+    async def reconcile(self, deliver: Deliver) -> int:
+        """At start: follow again, resubmit or refund every job the database says is unfinished.
+
+        Each recovered job ends by handing its outcome to `deliver`; returns how many there were.
+        """
+        unfinished = await self.jobs.list_unfinished()
+        if unfinished:
+            log.info("reconciling %d unfinished job(s) with the worker", len(unfinished))
+        await asyncio.gather(*(self._recover(job, deliver) for job in unfinished))
+        return len(unfinished)
+
+    async def _recover(self, job: JobRecord, deliver: Deliver) -> None:
+        try:
+            if job.worker_job_id is None:
+                # Reserved and stored but never accepted: nobody was told it started, so refund it.
+                outcome = await self._fail(
+                    job, "brushfire restarted before your job reached the worker. Refunded."
+                )
+            else:
+                outcome = await self.follow(job)
+            await deliver(outcome)
+        except Exception:
+            log.exception("could not recover job %s", job.job_id)
+
+    async def watch_health(self, interval_s: float) -> None:
+        """Check the worker forever; log when it goes away and when it comes back."""
+        while True:
+            healthy = await self.client.health()
+            if healthy != self.worker_healthy:
+                log.warning("image worker is %s", "back" if healthy else "unreachable")
+            self.worker_healthy = healthy
+            await asyncio.sleep(interval_s)
+
+
+class _Lost(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def find_blocked(text: str, blocked: tuple[str, ...] | list[str]) -> str | None:
+    """The first blocked word (whole word, any case) or `re:` pattern found in the text, or None."""
+    lowered = text.lower()
+    for entry in blocked:
+        if entry.startswith(REGEX_PREFIX):
+            try:
+                if re.search(entry[len(REGEX_PREFIX) :], text, re.IGNORECASE):
+                    return entry
+            except re.error:
+                log.warning("ignoring invalid blocked pattern %r", entry)
+        elif re.search(rf"(?<!\w){re.escape(entry.lower())}(?!\w)", lowered):
+            return entry
+    return None
+
+
+def _state_from_event(event: JobEvent, preview_seq: int) -> ProgressState | None:
+    if event.type in (EventType.QUEUED, EventType.POSITION):
+        return ProgressState(status=JobStatus.QUEUED, position=event.position, eta_s=event.eta_s)
+    if event.type in (EventType.STARTED, EventType.PROGRESS, EventType.PREVIEW):
+        return ProgressState(
+            status=JobStatus.RUNNING,
+            step=event.step or 0,
+            total=event.total or 0,
+            eta_s=event.eta_s,
+            preview_seq=preview_seq,
+        )
+    return None
+
+
+def _worker_user(job: JobRecord) -> str:
+    """The fairness key the worker queues by: one per person per server."""
+    return f"{job.guild_id or 0}:{job.user_id}"
+
+
+def _sniff_format(data: bytes) -> str | None:
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    return None
+
+
+def _png_size(png: bytes, info: JobInfo) -> tuple[int, int]:
+    try:
+        with Image.open(io.BytesIO(png)) as img:
+            return img.size
+    except Exception:
+        return info.width, info.height
+
+
+def token_expiry(now: float) -> float:
+    """When an interaction token made now stops being usable for edits and follow-ups."""
+    return now + TOKEN_LIFETIME_S - TOKEN_MARGIN_S
+
+
+def parse_lane(value: str | None) -> Lane | None:
+    if value is None or value == "auto":
+        return None
+    try:
+        return Lane(value)
+    except ValueError:
+        raise InvalidInput(f"`{value}` is not a lane; use fast or relax.") from None
+
+
+LOCAL_USER = Requester(user_id=1, guild_id=1, channel_id=1, name="local", is_admin=True)
+"""The command line's identity: a Discord user named `local` in a server of its own (ids must be > 0)."""
+
+
+@asynccontextmanager
+async def open_job_service(
+    settings: Settings, worker_url: str | None = None, clock: Callable[[], float] = time.time
+) -> AsyncIterator[JobService]:
+    """Open the database, quota service and worker client, and the job service over them."""
+    async with (
+        Database.open(settings.database) as db,
+        WorkerClient(
+            worker_url or settings.resolved_worker_url, token=settings.resolved_worker_token
+        ) as client,
+    ):
+        quotas = QuotaService(db, settings.quota, clock)
+        yield JobService(
+            settings=settings,
+            db=db,
+            quotas=quotas,
+            client=client,
+            styles=StyleBook(settings.styles, settings.aspects),
+            clock=clock,
+        )
+
+
+__all__ = [
+    "LOCAL_USER",
+    "Action",
+    "BrushfireError",
+    "Delivery",
+    "ImagineOptions",
+    "JobOutcome",
+    "JobPlan",
+    "JobService",
+    "Requester",
+    "Ticket",
+    "find_blocked",
+    "open_job_service",
+    "parse_lane",
+    "token_expiry",
+]

@@ -1,0 +1,264 @@
+"""Persistent result and progress buttons: `DynamicItem`s whose custom_id carries the job id.
+
+They hold no state: each press reads the job from the database, so they keep working after restarts
+and on results of any age. Each press that makes images is a new job with its own charge and a parent link.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, Self
+
+import discord
+from discord import ui
+
+from bot.errors import InvalidInput, NotPermitted, answer_error
+from bot.jobs import Action
+
+if TYPE_CHECKING:
+    from bot.bot import ImageBot
+
+log = logging.getLogger(__name__)
+
+PREFIX = "brushfire"
+JOB_RE = r"(?P<job>[0-9a-f]{32})"
+INDEX_RE = r"(?P<n>[0-9])"
+BUTTONS_PER_ROW = 5
+MODAL_TITLE_MAX = 45
+
+
+def custom_id(action: str, job_id: str, index: int | None = None) -> str:
+    """`brushfire:<action>:<job id>[:<image index>]`, well under Discord's 100 characters."""
+    return f"{PREFIX}:{action}:{job_id}" + (f":{index}" if index is not None else "")
+
+
+def _bot(interaction: discord.Interaction) -> ImageBot:
+    return interaction.client  # type: ignore[return-value]
+
+
+async def guarded(interaction: discord.Interaction, work: Awaitable[None]) -> None:
+    """Run a button's or modal's work; errors there never reach the tree's on_error, so answer here."""
+    try:
+        await work
+    except Exception as exc:
+        await answer_error(interaction, exc)
+
+
+async def start_from_result(
+    interaction: discord.Interaction, action: Action, job_id: str, index: int, instruction: str | None = None
+) -> None:
+    bot = _bot(interaction)
+
+    async def plan_for(requester: Any, guild: Any) -> Any:
+        return await bot.jobs.plan_from_result(action, job_id, index, requester, instruction)
+
+    await bot.runner.run(interaction, plan_for)
+
+
+class _JobItem(ui.DynamicItem[ui.Button[Any]]):
+    """A button for one job (and optionally one of its images)."""
+
+    action: str = ""
+
+    def __init__(self, job_id: str, index: int | None = None, *, label: str, style: discord.ButtonStyle,
+                 emoji: str | None = None, row: int | None = None) -> None:  # fmt: skip
+        button: ui.Button[Any] = ui.Button(
+            label=label, style=style, emoji=emoji, custom_id=custom_id(self.action, job_id, index), row=row
+        )
+        super().__init__(button)
+        self.job_id = job_id
+        self.index = index
+
+
+class RerollButton(_JobItem, template=rf"{PREFIX}:reroll:{JOB_RE}"):
+    action = "reroll"
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(job_id, label="Re-roll", emoji="🔄", style=discord.ButtonStyle.secondary, row=0)
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: ui.Item[Any], match: re.Match[str]
+    ) -> Self:
+        return cls(match["job"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await guarded(interaction, start_from_result(interaction, Action.REROLL, self.job_id, 0))
+
+
+class VaryButton(_JobItem, template=rf"{PREFIX}:vary:{JOB_RE}:{INDEX_RE}"):
+    action = "vary"
+
+    def __init__(self, job_id: str, index: int, row: int | None = None) -> None:
+        super().__init__(job_id, index, label=f"V{index + 1}", style=discord.ButtonStyle.primary, row=row)
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: ui.Item[Any], match: re.Match[str]
+    ) -> Self:
+        return cls(match["job"], int(match["n"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await guarded(interaction, start_from_result(interaction, Action.VARY, self.job_id, self.index or 0))
+
+
+class UpscaleButton(_JobItem, template=rf"{PREFIX}:upscale:{JOB_RE}:{INDEX_RE}"):
+    action = "upscale"
+
+    def __init__(self, job_id: str, index: int, row: int | None = None) -> None:
+        super().__init__(job_id, index, label=f"U{index + 1}", style=discord.ButtonStyle.success, row=row)
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: ui.Item[Any], match: re.Match[str]
+    ) -> Self:
+        return cls(match["job"], int(match["n"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await guarded(
+            interaction, start_from_result(interaction, Action.UPSCALE, self.job_id, self.index or 0)
+        )
+
+
+class EditButton(_JobItem, template=rf"{PREFIX}:edit:{JOB_RE}"):
+    action = "edit"
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(job_id, label="Edit", emoji="✏️", style=discord.ButtonStyle.secondary, row=0)
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: ui.Item[Any], match: re.Match[str]
+    ) -> Self:
+        return cls(match["job"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await guarded(interaction, self._open(interaction))
+
+    async def _open(self, interaction: discord.Interaction) -> None:
+        bot = _bot(interaction)
+        gens = await bot.jobs.generations.for_job(self.job_id, with_png=False)
+        count = len([g for g in gens if not g.deleted])
+        if count == 0:
+            raise InvalidInput("That result has no images left to edit.")
+        await interaction.response.send_modal(EditModal(self.job_id, count, bot.settings.limits.prompt_chars))
+
+
+class EditModal(ui.Modal):
+    """Asks for the instruction (and which image, when the job made several)."""
+
+    def __init__(self, job_id: str, count: int, max_chars: int) -> None:
+        super().__init__(title="Edit this image"[:MODAL_TITLE_MAX], timeout=600)
+        self.job_id = job_id
+        self.count = count
+        self.instruction: ui.TextInput[EditModal] = ui.TextInput(
+            label="Instruction", placeholder="make it snowy", max_length=min(max_chars, 4000)
+        )
+        self.add_item(self.instruction)
+        self.image: ui.TextInput[EditModal] | None = None
+        if count > 1:
+            self.image = ui.TextInput(label=f"Image number (1-{count})", default="1", max_length=1)
+            self.add_item(self.image)
+
+    def chosen_index(self) -> int:
+        if self.image is None:
+            return 0
+        text = self.image.value.strip()
+        if not text.isdigit() or not 1 <= int(text) <= self.count:
+            raise InvalidInput(f"The image number must be between 1 and {self.count}.")
+        return int(text) - 1
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:  # type: ignore[override]
+        await guarded(interaction, self._submit(interaction))
+
+    async def _submit(self, interaction: discord.Interaction) -> None:
+        index = self.chosen_index()
+        await start_from_result(interaction, Action.EDIT, self.job_id, index, self.instruction.value)
+
+    async def on_error(self, interaction: discord.Interaction, error: Exception) -> None:  # type: ignore[override]
+        await answer_error(interaction, error)
+
+
+class DeleteButton(_JobItem, template=rf"{PREFIX}:delete:{JOB_RE}"):
+    action = "delete"
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(job_id, label="Delete", emoji="🗑️", style=discord.ButtonStyle.danger, row=0)
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: ui.Item[Any], match: re.Match[str]
+    ) -> Self:
+        return cls(match["job"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await guarded(interaction, self._delete(interaction))
+
+    async def _delete(self, interaction: discord.Interaction) -> None:
+        bot = _bot(interaction)
+        job = await bot.jobs.jobs.get(self.job_id)
+        admin = interaction.permissions.manage_guild
+        if job is None or (job.user_id != interaction.user.id and not admin):
+            raise NotPermitted("Only the person who made this image, or an admin, can delete it.")
+        await bot.jobs.generations.mark_job_deleted(self.job_id)
+        await interaction.response.send_message("Deleted.", ephemeral=True)
+        if interaction.message is not None:
+            try:
+                await interaction.message.delete()
+            except discord.HTTPException as exc:  # already gone, or no permission: the images are gone anyway
+                log.info("could not delete result message of job %s: %s", self.job_id, exc)
+
+
+class CancelButton(_JobItem, template=rf"{PREFIX}:cancel:{JOB_RE}"):
+    action = "cancel"
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(job_id, label="Cancel", emoji="✖️", style=discord.ButtonStyle.danger)
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: ui.Item[Any], match: re.Match[str]
+    ) -> Self:
+        return cls(match["job"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await guarded(interaction, self._cancel(interaction))
+
+    async def _cancel(self, interaction: discord.Interaction) -> None:
+        from bot.delivery import requester_for
+
+        bot = _bot(interaction)
+        await bot.jobs.cancel(self.job_id, requester_for(interaction))
+        await interaction.response.send_message("Cancelling; you will not be charged.", ephemeral=True)
+
+
+DYNAMIC_ITEMS: tuple[type[ui.DynamicItem[Any]], ...] = (
+    RerollButton,
+    VaryButton,
+    UpscaleButton,
+    EditButton,
+    DeleteButton,
+    CancelButton,
+)
+
+
+def progress_view(job_id: str) -> ui.View:
+    view = ui.View(timeout=None)
+    view.add_item(CancelButton(job_id))
+    return view
+
+
+def result_view(job_id: str, indexes: list[int]) -> ui.View:
+    """Re-roll, Edit, Delete; then V1..Vn and U1..Un, five to a row (at most 8 images fit in 5 rows)."""
+    view = ui.View(timeout=None)
+    for item in (RerollButton(job_id), EditButton(job_id), DeleteButton(job_id)):
+        view.add_item(item)
+    row = 1
+    for kind in (VaryButton, UpscaleButton):
+        for start in range(0, len(indexes), BUTTONS_PER_ROW):
+            for n in indexes[start : start + BUTTONS_PER_ROW]:
+                view.add_item(kind(job_id, n, row=row))
+            row += 1
+    return view

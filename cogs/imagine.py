@@ -1,0 +1,92 @@
+"""/imagine: text to image with styles, aspects, several images, seeds and lanes; and restart recovery."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Literal
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.jobs import ImagineOptions, JobPlan, Requester, parse_lane
+from storage.guilds import GuildSettings
+
+if TYPE_CHECKING:
+    from bot.bot import ImageBot
+
+log = logging.getLogger(__name__)
+
+
+class Imagine(commands.Cog):
+    def __init__(self, bot: ImageBot) -> None:
+        self.bot = bot
+
+    async def cog_load(self) -> None:
+        # Aspect choices come from settings; Discord needs them as fixed choices on the command itself.
+        aspect = self.imagine._params["aspect"]
+        aspect.choices = [
+            app_commands.Choice(name=(a.label or a.name)[:100], value=a.name)
+            for a in self.bot.jobs.styles.aspects
+        ]
+
+    @app_commands.command(name="imagine", description="Make images from a text prompt")
+    @app_commands.guild_only()
+    @app_commands.describe(
+        prompt="What to draw",
+        style="A style preset (start typing to search)",
+        negative="What to keep out of the picture",
+        aspect="Shape of the image",
+        count="How many images (each costs credits)",
+        seed="A number that makes the result repeatable",
+        lane="fast uses credits; relax is slower and free where the server allows it",
+    )
+    async def imagine(
+        self,
+        interaction: discord.Interaction,
+        *,
+        prompt: str,
+        style: str | None = None,
+        negative: str | None = None,
+        aspect: str | None = None,
+        count: int = 1,
+        seed: int | None = None,
+        lane: Literal["fast", "relax"] | None = None,
+    ) -> None:
+        options = ImagineOptions(
+            prompt=prompt,
+            style=style,
+            negative=negative or "",
+            aspect=aspect,
+            count=count,
+            seed=seed,
+            lane=parse_lane(lane),
+        )
+
+        async def plan_for(requester: Requester, guild: GuildSettings) -> JobPlan:
+            return self.bot.jobs.plan_imagine(requester, options, guild)
+
+        await self.bot.runner.run(interaction, plan_for)
+
+    @imagine.autocomplete("style")
+    async def style_autocomplete(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        return [
+            app_commands.Choice(name=_choice_name(s.name, s.description), value=s.name)
+            for s in self.bot.jobs.styles.search(current)
+        ]
+
+    async def reconcile(self) -> int:
+        """Finish, resubmit or refund the jobs a previous run left unfinished, and tell their users."""
+        await self.bot.wait_until_ready()
+        return await self.bot.jobs.reconcile(self.bot.runner.deliver)
+
+
+def _choice_name(name: str, description: str) -> str:
+    text = f"{name} — {description}" if description else name
+    return text[:100]
+
+
+async def setup(bot: ImageBot) -> None:
+    await bot.add_cog(Imagine(bot))

@@ -1,0 +1,256 @@
+"""brushfire's command line: run the worker and the bot, manage the database, or make images locally.
+
+python run.py                      worker + bot (the worker is restarted with backoff if it crashes)
+python run.py bot | worker         one of the two
+python run.py db migrate | backup PATH
+python run.py imagine "a red fox" -o fox.png
+python run.py edit fox.png "make it snowy" -o snowy.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TextIO
+
+from bot.errors import BrushfireError
+from bot.jobs import LOCAL_USER, ImagineOptions, JobOutcome, JobService, open_job_service, parse_lane
+from bot.progress import ProgressState, ProgressUpdater
+from bot.settings import Settings, SettingsError, load_settings
+
+log = logging.getLogger("brushfire")
+
+RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+STABLE_AFTER_S = 60.0  # a worker that ran this long before crashing starts the backoff over
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="run.py", description=__doc__.splitlines()[0])
+    p.add_argument("--config", type=Path, help="TOML settings file (or $BRUSHFIRE_CONFIG)")
+    p.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING or ERROR")
+    sub = p.add_subparsers(dest="command")
+    sub.add_parser("all", help="worker and bot together (the default)")
+    sub.add_parser("bot", help="the Discord bot alone (the worker runs elsewhere: worker_url)")
+    sub.add_parser("worker", help="the inference worker alone")
+    db = sub.add_parser("db", help="database maintenance")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    db_sub.add_parser("migrate", help="create or upgrade the database file")
+    backup = db_sub.add_parser("backup", help="copy the live database safely")
+    backup.add_argument("path", type=Path)
+    imagine = sub.add_parser("imagine", help="make an image from a prompt, as the local user")
+    imagine.add_argument("prompt")
+    imagine.add_argument("-o", "--output", type=Path, default=Path("out.png"))
+    imagine.add_argument("--style")
+    imagine.add_argument("--negative", default="")
+    imagine.add_argument("--aspect")
+    imagine.add_argument("--count", type=int, default=1)
+    imagine.add_argument("--seed", type=int)
+    imagine.add_argument("--lane", choices=["auto", "fast", "relax"], default="auto")
+    edit = sub.add_parser("edit", help="edit an image by instruction, as the local user")
+    edit.add_argument("image", type=Path)
+    edit.add_argument("instruction")
+    edit.add_argument("-o", "--output", type=Path, default=Path("out.png"))
+    edit.add_argument("--strength", type=float)
+    edit.add_argument("--lane", choices=["auto", "fast", "relax"], default="auto")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=(args.log_level or settings.log_level).upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    command = args.command or "all"
+    try:
+        return _dispatch(command, args, settings)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(command: str, args: argparse.Namespace, settings: Settings) -> int:
+    if command == "worker":
+        from inference.server import run_worker
+
+        run_worker(settings.worker, settings.engine)
+        return 0
+    if command == "db":
+        return asyncio.run(_db(args, settings))
+    if command in ("imagine", "edit"):
+        return asyncio.run(_local_job(args, settings))
+    from bot.runner import run_bot, run_bot_with_worker
+
+    if command == "bot":
+        return asyncio.run(run_bot(settings))
+    return asyncio.run(run_bot_with_worker(settings, args.config))
+
+
+async def _db(args: argparse.Namespace, settings: Settings) -> int:
+    from storage.cli import backup, migrate
+
+    if args.db_command == "migrate":
+        version = await migrate(settings.database.path)
+        print(f"{settings.database.path}: schema version {version}")
+        return 0
+    await backup(settings.database.path, args.path)
+    print(f"backed up {settings.database.path} to {args.path}")
+    return 0
+
+
+# --- making images from the terminal, through the same job service as Discord users ---
+
+
+class TerminalBar:
+    """A one-line progress bar on a terminal stream (the CLI's progress display)."""
+
+    def __init__(self, stream: TextIO, width: int = 30) -> None:
+        self._stream = stream
+        self._width = width
+
+    async def show(self, state: ProgressState) -> None:
+        done = state.step / state.total if state.total else 0.0
+        filled = int(done * self._width)
+        bar = "#" * filled + "." * (self._width - filled)
+        self._stream.write(f"\r[{bar}] {state.describe():<48}")
+        self._stream.flush()
+
+    def finish(self) -> None:
+        self._stream.write("\n")
+        self._stream.flush()
+
+
+@asynccontextmanager
+async def worker_for(settings: Settings) -> AsyncIterator[str]:
+    """The worker's URL: the configured one if it answers, else one started in this process.
+
+    Starting one here lets `run.py imagine` work on a fresh machine with nothing else running; it
+    listens on a free loopback port so it never collides with a real worker.
+    """
+    from inference.client import WorkerClient
+
+    async with WorkerClient(settings.resolved_worker_url, token=settings.resolved_worker_token) as probe:
+        if await probe.health():
+            yield settings.resolved_worker_url
+            return
+    if settings.worker_url:
+        raise SettingsError(f"the worker at {settings.worker_url} is not answering")
+    from inference.engine import DiffusersEngine
+
+    from inference.server import start_worker
+
+    log.info("no worker running; loading the model in this process")
+    engine = await asyncio.to_thread(DiffusersEngine.load, settings.engine)
+    running = await start_worker(settings.worker.model_copy(update={"host": "127.0.0.1", "port": 0}), engine)
+    try:
+        yield running.url
+    finally:
+        await running.stop()
+
+
+async def _local_job(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        async with worker_for(settings) as url, open_job_service(settings, url) as jobs:
+            outcome = await _run_local(args, jobs)
+    except (BrushfireError, SettingsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if not outcome.ok:
+        print(f"error: {outcome.message}", file=sys.stderr)
+        return 1
+    for path in _write_outputs(outcome, args.output):
+        print(path)
+    return 0
+
+
+async def _run_local(args: argparse.Namespace, jobs: JobService) -> JobOutcome:
+    guild = await jobs.guild(LOCAL_USER.guild_id)
+    lane = parse_lane(args.lane)
+    if args.command == "imagine":
+        options = ImagineOptions(
+            prompt=args.prompt,
+            style=args.style,
+            negative=args.negative,
+            aspect=args.aspect,
+            count=args.count,
+            seed=args.seed,
+            lane=lane,
+        )
+        plan = jobs.plan_imagine(LOCAL_USER, options, guild)
+    else:
+        data = _read_input(args.image)
+        plan = jobs.plan_edit(
+            LOCAL_USER,
+            image=data,
+            instruction=args.instruction,
+            strength=args.strength,
+            guild=guild,
+            lane=lane,
+        )
+    ticket = await jobs.start(LOCAL_USER, plan)
+    note = " (out of fast credits: relax lane)" if ticket.fell_back_to_relax else ""
+    print(
+        f"job {ticket.job.job_id}: {ticket.cost} credit(s), {ticket.lane.value} lane{note}", file=sys.stderr
+    )
+    bar = TerminalBar(sys.stderr)
+    updater = ProgressUpdater(bar, interval_s=0.1)
+    updater.start()
+    unhook = _cancel_on_interrupt(jobs, ticket.job.job_id)
+    try:
+        outcome = await jobs.follow(ticket.job, updater.update)
+    finally:
+        unhook()
+        await updater.close(flush=True)
+        bar.finish()
+    status = await jobs.quota_status(LOCAL_USER)
+    print(f"{status.remaining} of {status.limit} credits left", file=sys.stderr)
+    return outcome
+
+
+def _read_input(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise BrushfireError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _cancel_on_interrupt(jobs: JobService, job_id: str) -> Callable[[], None]:
+    """Ctrl-C cancels the job at the worker (and so refunds it) instead of leaving it running."""
+    loop = asyncio.get_running_loop()
+    pending: set[asyncio.Task[object]] = set()
+
+    def cancel() -> None:
+        print("\ncancelling…", file=sys.stderr)
+        task = loop.create_task(jobs.cancel(job_id, LOCAL_USER))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    try:
+        loop.add_signal_handler(signal.SIGINT, cancel)
+    except (NotImplementedError, RuntimeError):  # not the main thread, or no signals on this platform
+        return lambda: None
+    return lambda: loop.remove_signal_handler(signal.SIGINT) and None
+
+
+def _write_outputs(outcome: JobOutcome, output: Path) -> list[Path]:
+    """Write each image: `out.png` for one, `out-1.png`, `out-2.png`… for several."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    gens = outcome.generations
+    paths = [output] if len(gens) == 1 else [output.with_stem(f"{output.stem}-{g.index + 1}") for g in gens]
+    for path, gen in zip(paths, gens, strict=True):
+        path.write_bytes(gen.png)
+    return paths
+
+
+if __name__ == "__main__":
+    sys.exit(main())
