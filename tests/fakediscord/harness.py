@@ -29,17 +29,24 @@ async def fake_discord() -> AsyncIterator[FakeDiscord]:
 
 
 @contextlib.asynccontextmanager
-async def run_bot(client: discord.Client, fake: FakeDiscord, *, timeout: float = 15.0) -> AsyncIterator[None]:  # noqa: ASYNC109 - a test-facing deadline
+async def run_bot(
+    client: discord.Client,
+    fake: FakeDiscord,
+    *,
+    timeout: float = 15.0,  # noqa: ASYNC109 - a test-facing deadline
+    wait_ready: bool = True,
+) -> AsyncIterator[None]:
     """Run `client` (in this event loop) against `fake` until the block ends, then close it.
 
-    Returns once the client has IDENTIFYed and is ready (`on_ready` fired). Pass
-    ``guild_ready_timeout=0.1`` (or similar) to the client, or readiness takes discord.py's default 2 s.
+    Returns once the client has IDENTIFYed and, with `wait_ready`, is ready (`on_ready` fired). Pass
+    ``guild_ready_timeout=0.1`` (or similar) to the client, or readiness takes discord.py's default 2 s;
+    a bot that cannot take it can use ``wait_ready=False``: interactions are handled before on_ready.
     """
     use_discord_endpoints(fake.api_base, fake.gateway_url)
     identifies = fake.identify_count + 1
     task = asyncio.create_task(client.start(fake.token), name="fake-discord-bot")
     try:
-        await _until_ready(client, fake, task, identifies, timeout)
+        await _until_ready(client, fake, task, identifies, timeout, wait_ready)
         yield
     finally:
         await client.close()
@@ -53,8 +60,9 @@ async def _until_ready(
     task: asyncio.Task[None],
     identifies: int,
     timeout: float,  # noqa: ASYNC109 - a test-facing deadline
+    wait_ready: bool,
 ) -> None:
-    waiter = asyncio.ensure_future(_connected_and_ready(client, fake, identifies, timeout))
+    waiter = asyncio.ensure_future(_connected_and_ready(client, fake, identifies, timeout, wait_ready))
     done, _ = await asyncio.wait({waiter, task}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
     if task in done:
         waiter.cancel()
@@ -71,6 +79,8 @@ async def _connected_and_ready(
     fake: FakeDiscord,
     identifies: int,
     timeout: float,  # noqa: ASYNC109 - a test-facing deadline
+    wait_ready: bool,
 ) -> None:
     await fake.wait_connected(timeout, identifies=identifies)
-    await client.wait_until_ready()
+    if wait_ready:
+        await client.wait_until_ready()

@@ -192,6 +192,7 @@ class Message:
     webhook_id: int | None = None
     reference_id: int | None = None
     thread_id: int | None = None
+    allowed_mentions: dict[str, Any] | None = None
 
     @property
     def ephemeral(self) -> bool:
@@ -205,6 +206,17 @@ class Message:
     @property
     def embed(self) -> dict[str, Any] | None:
         return self.embeds[0] if self.embeds else None
+
+    def pings(self, user: FakeUser) -> bool:
+        """Whether Discord would notify `user`: mentioned in the content and allowed by `allowed_mentions`."""
+        if user.mention not in self.content and f"<@!{user.id}>" not in self.content:
+            return False
+        allowed = self.allowed_mentions
+        if allowed is None:
+            return True
+        return "users" in (allowed.get("parse") or []) or str(user.id) in [
+            str(u) for u in allowed.get("users") or []
+        ]
 
     def snapshot(self, at: float) -> MessageVersion:
         return MessageVersion(

@@ -377,6 +377,8 @@ class Rest:
             webhook_id=self.world.application_id,
         )
         record.followup_ids.append(message.id)
+        if request.query.get("wait", "false").lower() not in ("1", "true"):
+            return web.Response(status=204)
         return json_response(payloads.message(message))
 
     async def webhook_get(self, request: web.Request) -> web.Response:

@@ -19,6 +19,7 @@ from tests.fakediscord.interactions import (
     new_record,
 )
 from tests.fakediscord.models import (
+    ADMINISTRATOR,
     ChannelKind,
     Choice,
     Event,
@@ -300,6 +301,8 @@ class FakeDiscord:
         channel = self._where(user, channel, guild)
         top, *path = name.split()
         command = self.command(top, self._guild_of(channel))
+        if validate:
+            self._check_visible(command, user, channel)
         record = self._record(InteractionKind.COMMAND, user, channel)
         builder = OptionBuilder(self.world, record.guild, channel, validate)
         values = {**(options or {}), **(attachments or {})}
@@ -394,6 +397,24 @@ class FakeDiscord:
                 f"user {user.name!r} is not a member of the channel's guild; add_member first"
             )
         return channel
+
+    def _check_visible(self, command: RegisteredCommand, user: FakeUser, channel: FakeChannel) -> None:
+        """Discord's client offers no command the user may not see; a server owner can override that."""
+        override = "pass validate=False to act as if a server owner allowed it in Integrations settings"
+        if channel.guild_id is None:
+            contexts = command.raw.get("contexts")
+            if command.raw.get("dm_permission") is False or (contexts is not None and 1 not in contexts):
+                raise FakeDiscordError(f"/{command.name} is not available in DMs")
+            return
+        if command.default_member_permissions is None:
+            return
+        required = int(command.default_member_permissions)
+        have = self.world.permissions(self.world.member(channel.guild_id, user.id))
+        allowed = bool(have & ADMINISTRATOR) if required == 0 else have & required == required
+        if not allowed:
+            raise FakeDiscordError(
+                f"/{command.name} is hidden from {user.name} by default_member_permissions; {override}"
+            )
 
     def _guild_of(self, channel: FakeChannel) -> FakeGuild | None:
         return self.world.guilds.get(channel.guild_id) if channel.guild_id is not None else None

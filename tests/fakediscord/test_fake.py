@@ -173,8 +173,16 @@ async def test_subcommand_with_member_and_role_options_and_permissions(scene: Sc
     )
     await ix.wait_response()
     assert ix.original().content == "granted 5 to alice (mods)"
+    with pytest.raises(FakeDiscordError, match="default_member_permissions"):
+        await scene.fake.send_slash(
+            "admin grant", {"member": scene.boss, "amount": 5}, user=scene.alice, channel=scene.general
+        )
     ix = await scene.fake.send_slash(
-        "admin grant", {"member": scene.boss, "amount": 5}, user=scene.alice, channel=scene.general
+        "admin grant",
+        {"member": scene.boss, "amount": 5},
+        user=scene.alice,
+        channel=scene.general,
+        validate=False,
     )
     await ix.wait_response()
     assert ix.original().content == "Manage Server needed." and ix.original().ephemeral
@@ -213,6 +221,7 @@ async def test_expired_token_falls_back_to_a_channel_post(scene: Scene) -> None:
     post = await scene.fake.wait_message(lambda m: m.content.endswith("finished"), channel=scene.general)
     assert scene.journal.fallbacks == ["401 50027"]
     assert post.content == f"{scene.alice.mention} finished" and post.attachments[0].filename == "late.png"
+    assert post.pings(scene.alice) and not post.pings(scene.bob)
     assert ix.followups() == []
 
 

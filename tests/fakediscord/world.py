@@ -159,6 +159,7 @@ class World:
         self, channel_id: int, filename: str, data: bytes, content_type: str | None, **extra: Any
     ) -> Attachment:
         attachment_id = self.ids.next()
+        filename = filename.replace(" ", "_")  # Discord's own renaming; keeps the URL plain
         url = f"{self.base_url}/attachments/{channel_id}/{attachment_id}/{filename}"
         if content_type in (None, "application/octet-stream"):
             # discord.py uploads everything as octet-stream; Discord names the type from the filename.
@@ -184,6 +185,7 @@ class World:
         message.embeds = payload.get("embeds") or []
         message.components = payload.get("components") or []
         message.flags |= int(payload.get("flags") or 0)
+        message.allowed_mentions = payload.get("allowed_mentions")
         message.attachments = self._attachments(message, body, existing=[])
         reference = payload.get("message_reference") or {}
         if reference.get("message_id"):
