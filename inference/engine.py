@@ -319,7 +319,8 @@ class DiffusersEngine:
                 strength=it.strength,
                 image_guidance=it.request.image_guidance,
                 adapter=it.request.adapter,
-                adapter_scale=it.request.adapter_scale,
+                # The scale means nothing without an adapter; it must not split batches then.
+                adapter_scale=it.request.adapter_scale if it.request.adapter else 1.0,
             )
             for it in items
         }

@@ -23,7 +23,7 @@ from inference.protocol import (
     JobRequest,
     StepUpdate,
 )
-from inference.settings import EngineSettings
+from inference.settings import AdapterSettings, EngineSettings
 from inference.tiny.make_tokenizer import DEFAULT_DIR, WORDS, build_vocab
 
 PIXEL_TOLERANCE = 2  # of 255: batched matrix products may round differently from single ones
@@ -44,6 +44,7 @@ def make_item(
     image: Image.Image | None = None,
     strength: float | None = None,
     adapter: str | None = None,
+    adapter_scale: float = 1.0,
     steps: int = 4,
 ) -> BatchItem:
     request = JobRequest(
@@ -54,6 +55,7 @@ def make_item(
         kind=kind,
         strength=strength,
         adapter=adapter,
+        adapter_scale=adapter_scale,
     )
     return BatchItem(
         job_id=job_id,
@@ -275,18 +277,32 @@ def test_tokenizer_files_match_the_word_list(engine: DiffusersEngine) -> None:
 
 @pytest.mark.skipif(importlib.util.find_spec("peft") is None, reason="LoRA switching needs peft")
 def test_adapters_switch_per_batch(engine_settings: EngineSettings, tmp_path: Path) -> None:
-    from tests.inference.lora import write_tiny_lora
-
     lora = write_tiny_lora(Path(engine_settings.model or ""), tmp_path / "lora")
-    settings = engine_settings.model_copy(
-        update={"adapters": [{"name": "style", "path": str(lora.parent), "weight_name": lora.name}]}
-    )
-    settings = EngineSettings.model_validate(settings.model_dump())
+    adapter = AdapterSettings(name="style", path=str(lora.parent), weight_name=lora.name)
+    settings = engine_settings.model_copy(update={"adapters": [adapter]})
     engine = DiffusersEngine.load(settings)
     assert engine.adapter_names == ["style"]
     plain, _ = run(engine, [make_item("a", 1)])
     styled, _ = run(engine, [make_item("b", 1, adapter="style")])
     plain_again, _ = run(engine, [make_item("c", 1)])
+    half, _ = run(engine, [make_item("d", 1, adapter="style", adapter_scale=0.5)])
     assert max_diff(plain[0][0], styled[0][0]) > 5
-    assert max_diff(plain[0][0], plain_again[0][0]) == 0
+    assert max_diff(plain[0][0], plain_again[0][0]) == 0  # the adapter left nothing behind
+    assert max_diff(styled[0][0], half[0][0]) > 0
     assert Image.open(io.BytesIO(styled[0][0].png)).text["adapter"] == "style:1"
+
+
+def write_tiny_lora(model_dir: Path, out_dir: Path) -> Path:
+    """Save a random rank-4 LoRA for the tiny UNet's attention layers; return the weights file."""
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel.from_pretrained(model_dir / "unet")
+    targets = ["to_q", "to_k", "to_v", "to_out.0"]
+    unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=targets, init_lora_weights=False))
+    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    StableDiffusionPipeline.save_lora_weights(out_dir, unet_lora_layers=layers, safe_serialization=True)
+    return out_dir / "pytorch_lora_weights.safetensors"
