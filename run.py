@@ -14,6 +14,7 @@ import asyncio
 import logging
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -23,6 +24,7 @@ from bot.errors import BrushfireError
 from bot.jobs import LOCAL_USER, ImagineOptions, JobOutcome, JobService, open_job_service, parse_lane
 from bot.progress import ProgressState, ProgressUpdater
 from bot.settings import Settings, SettingsError, load_settings
+from inference.protocol import EngineError
 
 log = logging.getLogger("brushfire")
 
@@ -68,8 +70,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    quiet = "WARNING" if args.command in ("imagine", "edit") else settings.log_level  # keep the bar readable
     logging.basicConfig(
-        level=(args.log_level or settings.log_level).upper(),
+        level=(args.log_level or quiet).upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     command = args.command or "all"
@@ -89,11 +92,75 @@ def _dispatch(command: str, args: argparse.Namespace, settings: Settings) -> int
         return asyncio.run(_db(args, settings))
     if command in ("imagine", "edit"):
         return asyncio.run(_local_job(args, settings))
-    from bot.runner import run_bot, run_bot_with_worker
+    from bot.bot import run_bot
 
     if command == "bot":
         return asyncio.run(run_bot(settings))
-    return asyncio.run(run_bot_with_worker(settings, args.config))
+    return asyncio.run(_bot_and_worker(settings, args.config))
+
+
+# --- worker and bot together ---
+
+
+class WorkerSupervisor:
+    """Runs the worker as a child process and restarts it with backoff when it exits unasked."""
+
+    def __init__(self, command: list[str], backoff_s: Sequence[float] = RESTART_BACKOFF_S) -> None:
+        self._command = command
+        self._backoff = backoff_s
+        self._process: asyncio.subprocess.Process | None = None
+        self._stopping = False
+        self.starts = 0
+
+    async def run(self) -> None:
+        failures = 0
+        while not self._stopping:
+            self._process = await asyncio.create_subprocess_exec(*self._command)
+            self.starts += 1
+            started = time.monotonic()
+            code = await self._process.wait()
+            if self._stopping:
+                return
+            if time.monotonic() - started > STABLE_AFTER_S:
+                failures = 0
+            delay = self._backoff[min(failures, len(self._backoff) - 1)]
+            failures += 1
+            log.warning("worker exited with code %s; restarting in %.0f s", code, delay)
+            await asyncio.sleep(delay)
+
+    async def stop(self, grace_s: float = 40.0) -> None:
+        """Ask the worker to finish its batch and exit; kill it if it takes longer than `grace_s`."""
+        self._stopping = True
+        proc = self._process
+        if proc is None or proc.returncode is not None:
+            return
+        proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), grace_s)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+def worker_command(config: Path | None) -> list[str]:
+    """This same script in worker mode, with the same config file (the environment is inherited)."""
+    args = [sys.executable, str(Path(__file__).resolve())]
+    if config is not None:
+        args += ["--config", str(config)]
+    return [*args, "worker"]
+
+
+async def _bot_and_worker(settings: Settings, config: Path | None) -> int:
+    from bot.bot import run_bot
+
+    supervisor = WorkerSupervisor(worker_command(config))
+    task = asyncio.create_task(supervisor.run(), name="worker-supervisor")
+    try:
+        return await run_bot(settings)
+    finally:
+        await supervisor.stop(settings.worker.shutdown_grace_s + 10)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 async def _db(args: argparse.Namespace, settings: Settings) -> int:
@@ -146,7 +213,6 @@ async def worker_for(settings: Settings) -> AsyncIterator[str]:
     if settings.worker_url:
         raise SettingsError(f"the worker at {settings.worker_url} is not answering")
     from inference.engine import DiffusersEngine
-
     from inference.server import start_worker
 
     log.info("no worker running; loading the model in this process")
@@ -164,6 +230,9 @@ async def _local_job(args: argparse.Namespace, settings: Settings) -> int:
             outcome = await _run_local(args, jobs)
     except (BrushfireError, SettingsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except EngineError as exc:
+        print(f"error: the model could not be loaded: {exc}", file=sys.stderr)
         return 1
     if not outcome.ok:
         print(f"error: {outcome.message}", file=sys.stderr)

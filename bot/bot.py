@@ -13,6 +13,7 @@ import discord
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from discord.ext import commands
 
+from bot.delivery import JobRunner
 from bot.endpoints import use_discord_endpoints
 from bot.errors import BrushfireTree
 from bot.jobs import JobService, open_job_service
@@ -41,6 +42,7 @@ class ImageBot(commands.Bot):
         self.settings = settings
         self.jobs = jobs
         self.quotas = quotas
+        self.runner = JobRunner(self)
         self.scheduler = AsyncIOScheduler()
         self._tasks: set[asyncio.Task[Any]] = set()
 

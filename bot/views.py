@@ -57,26 +57,28 @@ async def start_from_result(
     await bot.runner.run(interaction, plan_for)
 
 
-class _JobItem(ui.DynamicItem[ui.Button[Any]]):
-    """A button for one job (and optionally one of its images)."""
+def _button(
+    action: str,
+    job_id: str,
+    index: int | None = None,
+    *,
+    label: str,
+    style: discord.ButtonStyle,
+    emoji: str | None = None,
+    row: int | None = None,
+) -> ui.Button[Any]:
+    return ui.Button(
+        label=label, style=style, emoji=emoji, custom_id=custom_id(action, job_id, index), row=row
+    )
 
-    action: str = ""
 
-    def __init__(self, job_id: str, index: int | None = None, *, label: str, style: discord.ButtonStyle,
-                 emoji: str | None = None, row: int | None = None) -> None:  # fmt: skip
-        button: ui.Button[Any] = ui.Button(
-            label=label, style=style, emoji=emoji, custom_id=custom_id(self.action, job_id, index), row=row
-        )
-        super().__init__(button)
-        self.job_id = job_id
-        self.index = index
-
-
-class RerollButton(_JobItem, template=rf"{PREFIX}:reroll:{JOB_RE}"):
-    action = "reroll"
-
+class RerollButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:reroll:{JOB_RE}"):
     def __init__(self, job_id: str) -> None:
-        super().__init__(job_id, label="Re-roll", emoji="🔄", style=discord.ButtonStyle.secondary, row=0)
+        super().__init__(
+            _button("reroll", job_id, label="Re-roll", emoji="🔄", style=discord.ButtonStyle.secondary, row=0)
+        )
+        self.job_id = job_id
+        self.index = 0
 
     @classmethod
     async def from_custom_id(
@@ -88,11 +90,13 @@ class RerollButton(_JobItem, template=rf"{PREFIX}:reroll:{JOB_RE}"):
         await guarded(interaction, start_from_result(interaction, Action.REROLL, self.job_id, 0))
 
 
-class VaryButton(_JobItem, template=rf"{PREFIX}:vary:{JOB_RE}:{INDEX_RE}"):
-    action = "vary"
-
+class VaryButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:vary:{JOB_RE}:{INDEX_RE}"):
     def __init__(self, job_id: str, index: int, row: int | None = None) -> None:
-        super().__init__(job_id, index, label=f"V{index + 1}", style=discord.ButtonStyle.primary, row=row)
+        super().__init__(
+            _button("vary", job_id, index, label=f"V{index + 1}", style=discord.ButtonStyle.primary, row=row)
+        )
+        self.job_id = job_id
+        self.index = index
 
     @classmethod
     async def from_custom_id(
@@ -104,11 +108,15 @@ class VaryButton(_JobItem, template=rf"{PREFIX}:vary:{JOB_RE}:{INDEX_RE}"):
         await guarded(interaction, start_from_result(interaction, Action.VARY, self.job_id, self.index or 0))
 
 
-class UpscaleButton(_JobItem, template=rf"{PREFIX}:upscale:{JOB_RE}:{INDEX_RE}"):
-    action = "upscale"
-
+class UpscaleButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:upscale:{JOB_RE}:{INDEX_RE}"):
     def __init__(self, job_id: str, index: int, row: int | None = None) -> None:
-        super().__init__(job_id, index, label=f"U{index + 1}", style=discord.ButtonStyle.success, row=row)
+        super().__init__(
+            _button(
+                "upscale", job_id, index, label=f"U{index + 1}", style=discord.ButtonStyle.success, row=row
+            )
+        )
+        self.job_id = job_id
+        self.index = index
 
     @classmethod
     async def from_custom_id(
@@ -122,11 +130,13 @@ class UpscaleButton(_JobItem, template=rf"{PREFIX}:upscale:{JOB_RE}:{INDEX_RE}")
         )
 
 
-class EditButton(_JobItem, template=rf"{PREFIX}:edit:{JOB_RE}"):
-    action = "edit"
-
+class EditButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:edit:{JOB_RE}"):
     def __init__(self, job_id: str) -> None:
-        super().__init__(job_id, label="Edit", emoji="✏️", style=discord.ButtonStyle.secondary, row=0)
+        super().__init__(
+            _button("edit", job_id, label="Edit", emoji="✏️", style=discord.ButtonStyle.secondary, row=0)
+        )
+        self.job_id = job_id
+        self.index = 0
 
     @classmethod
     async def from_custom_id(
@@ -181,11 +191,13 @@ class EditModal(ui.Modal):
         await answer_error(interaction, error)
 
 
-class DeleteButton(_JobItem, template=rf"{PREFIX}:delete:{JOB_RE}"):
-    action = "delete"
-
+class DeleteButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:delete:{JOB_RE}"):
     def __init__(self, job_id: str) -> None:
-        super().__init__(job_id, label="Delete", emoji="🗑️", style=discord.ButtonStyle.danger, row=0)
+        super().__init__(
+            _button("delete", job_id, label="Delete", emoji="🗑️", style=discord.ButtonStyle.danger, row=0)
+        )
+        self.job_id = job_id
+        self.index = 0
 
     @classmethod
     async def from_custom_id(
@@ -211,11 +223,13 @@ class DeleteButton(_JobItem, template=rf"{PREFIX}:delete:{JOB_RE}"):
                 log.info("could not delete result message of job %s: %s", self.job_id, exc)
 
 
-class CancelButton(_JobItem, template=rf"{PREFIX}:cancel:{JOB_RE}"):
-    action = "cancel"
-
+class CancelButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:cancel:{JOB_RE}"):
     def __init__(self, job_id: str) -> None:
-        super().__init__(job_id, label="Cancel", emoji="✖️", style=discord.ButtonStyle.danger)
+        super().__init__(
+            _button("cancel", job_id, label="Cancel", emoji="✖️", style=discord.ButtonStyle.danger)
+        )
+        self.job_id = job_id
+        self.index = 0
 
     @classmethod
     async def from_custom_id(

@@ -1,0 +1,62 @@
+"""/edit: change an uploaded PNG, JPEG or WebP image by instruction (results' Edit buttons live in views)."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.errors import BadAttachment
+from bot.jobs import JobPlan, Requester
+from storage.guilds import GuildSettings
+
+if TYPE_CHECKING:
+    from bot.bot import ImageBot
+
+log = logging.getLogger(__name__)
+
+
+class Edit(commands.Cog):
+    def __init__(self, bot: ImageBot) -> None:
+        self.bot = bot
+
+    @app_commands.command(name="edit", description="Change an image by instruction")
+    @app_commands.guild_only()
+    @app_commands.describe(
+        image="A PNG, JPEG or WebP image",
+        instruction="What to change, e.g. 'make it snowy'",
+        strength="How much to change (0.05-1.0; higher follows the instruction more)",
+    )
+    async def edit(
+        self,
+        interaction: discord.Interaction,
+        image: discord.Attachment,
+        instruction: str,
+        strength: float | None = None,
+    ) -> None:
+        limits = self.bot.settings.limits
+
+        async def plan_for(requester: Requester, guild: GuildSettings) -> JobPlan:
+            # Checked before downloading: an oversized file is refused without fetching it.
+            if image.size > limits.attachment_bytes:
+                raise BadAttachment(
+                    f"That image is {image.size / 1e6:.1f} MB; the limit is {limits.attachment_bytes / 1e6:.1f} MB."
+                )
+            try:
+                data = await image.read()
+            except discord.HTTPException:
+                raise BadAttachment(
+                    "The attachment could not be downloaded from Discord; try again."
+                ) from None
+            return self.bot.jobs.plan_edit(
+                requester, image=data, instruction=instruction, strength=strength, guild=guild
+            )
+
+        await self.bot.runner.run(interaction, plan_for)
+
+
+async def setup(bot: ImageBot) -> None:
+    await bot.add_cog(Edit(bot))

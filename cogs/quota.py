@@ -1,0 +1,249 @@
+"""/quota for everyone, and /quota-admin (Manage Server): limits, tiers, overrides, grants, blocks, report."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import time
+from collections.abc import Coroutine
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+from PIL import Image, ImageDraw
+
+from bot.delivery import requester_for
+from bot.errors import InvalidInput, NotPermitted, QuotaRefused
+from bot.quotas import QuotaError, QuotaStatus, UsageReport
+
+if TYPE_CHECKING:
+    from bot.bot import ImageBot
+
+log = logging.getLogger(__name__)
+
+HOUR_S = 3600
+T = TypeVar("T")
+CHART_SIZE = (720, 320)
+
+
+def describe_window(seconds: int) -> str:
+    if seconds % (24 * HOUR_S) == 0:
+        days = seconds // (24 * HOUR_S)
+        return f"{days} day" + ("s" if days != 1 else "")
+    if seconds % HOUR_S == 0:
+        hours = seconds // HOUR_S
+        return f"{hours} hour" + ("s" if hours != 1 else "")
+    return f"{seconds // 60} minutes"
+
+
+def quota_embed(status: QuotaStatus, who: str) -> discord.Embed:
+    """The caller's share: credits left, window, next refill, tier and relax lane."""
+    embed = discord.Embed(title=f"Credits for {who}", colour=discord.Colour.orange())
+    if status.blocked:
+        embed.description = "You are blocked from making images on this server."
+    elif status.unlimited:
+        embed.description = "You have unlimited credits on this server."
+    else:
+        embed.description = f"**{status.remaining}** of **{status.limit}** credits left"
+        if status.bonus_remaining:
+            embed.description += f" (+{status.bonus_remaining} bonus)"
+    embed.add_field(name="Window", value=f"rolling {describe_window(status.window_s)}")
+    refill = f"<t:{int(status.next_refill_at)}:R>" if status.next_refill_at else "nothing is being used"
+    embed.add_field(name="Next credit returns", value=refill)
+    tier = status.tier_name or {"override": "personal limit", "unlimited": "unlimited"}.get(
+        status.source, "server default"
+    )
+    embed.add_field(name="Tier", value=tier)
+    if status.relax_enabled:
+        cap = f" of {status.relax_limit}" if status.relax_limit else ""
+        embed.add_field(name="Relax lane", value=f"open ({status.relax_used}{cap} used)")
+    else:
+        embed.add_field(name="Relax lane", value="closed on this server")
+    return embed
+
+
+def report_chart(report: UsageReport, days: int, now: float) -> bytes:
+    """A bar chart of credits used per day (oldest left), drawn with PIL, as PNG."""
+    per_day = {d.day: d.credits for d in report.per_day}
+    today = datetime.fromtimestamp(now, UTC).date()
+    labels = [(today - timedelta(days=i)).isoformat() for i in range(days - 1, -1, -1)]
+    values = [per_day.get(label, 0) for label in labels]
+    width, height = CHART_SIZE
+    img = Image.new("RGB", CHART_SIZE, (32, 34, 37))
+    draw = ImageDraw.Draw(img)
+    left, bottom, top = 40, height - 30, 30
+    peak = max(values) or 1
+    bar_w = (width - left - 10) / len(values)
+    draw.text((left, 8), f"credits per day, last {days} days (peak {peak})", fill=(230, 230, 230))
+    for i, value in enumerate(values):
+        x0 = left + i * bar_w + 1
+        y0 = bottom - (bottom - top) * value / peak
+        draw.rectangle((x0, y0, x0 + bar_w - 2, bottom), fill=(242, 140, 40))
+    draw.line((left, bottom, width - 10, bottom), fill=(200, 200, 200))
+    draw.text((left, bottom + 6), labels[0][5:], fill=(200, 200, 200))
+    draw.text((width - 60, bottom + 6), labels[-1][5:], fill=(200, 200, 200))
+    out = io.BytesIO()
+    img.save(out, format="PNG")
+    return out.getvalue()
+
+
+def report_table(report: UsageReport) -> str:
+    lines = ["user                      jobs  credits", "-" * 40]
+    for u in report.top_users or report.per_user[:10]:
+        lines.append(f"{u.user_id!s:<24} {u.jobs:>5} {u.credits:>8}")
+    if len(lines) == 2:
+        lines.append("(no usage)")
+    return "```\n" + "\n".join(lines) + "\n```"
+
+
+class Quota(commands.Cog):
+    def __init__(self, bot: ImageBot) -> None:
+        self.bot = bot
+
+    @app_commands.command(name="quota", description="Your credits: what is left and when more return")
+    @app_commands.guild_only()
+    async def quota(self, interaction: discord.Interaction) -> None:
+        status = await self.bot.jobs.quota_status(requester_for(interaction))
+        await interaction.response.send_message(
+            embed=quota_embed(status, interaction.user.display_name), ephemeral=True
+        )
+
+    admin = app_commands.Group(
+        name="quota-admin",
+        description="Manage credits on this server",
+        default_permissions=discord.Permissions(manage_guild=True),
+        guild_only=True,
+    )
+
+    async def _check_admin(self, interaction: discord.Interaction) -> None:
+        # default_permissions only hides the command; server owners can show it to anyone.
+        if not interaction.permissions.manage_guild:
+            raise NotPermitted("Only members with Manage Server can change credits.")
+
+    async def _run(self, interaction: discord.Interaction, text: str) -> None:
+        await interaction.response.send_message(text, ephemeral=True)
+
+    @admin.command(name="set-default", description="Credits per window for everyone")
+    @app_commands.describe(limit="Credits per window", window_hours="Window length in hours")
+    async def set_default(
+        self, interaction: discord.Interaction, limit: int, window_hours: int | None = None
+    ) -> None:
+        await self._check_admin(interaction)
+        window = window_hours * HOUR_S if window_hours is not None else None
+        overview = await _quota_call(
+            self.bot.quotas.set_guild_default(
+                _guild(interaction), interaction.user.id, limit=limit, window_s=window
+            )
+        )
+        await self._run(
+            interaction,
+            f"Everyone now gets {overview.limit} credits per {describe_window(overview.window_s)}.",
+        )
+
+    @admin.command(name="set-tier", description="Credits per window for a role (0 removes the tier)")
+    async def set_tier(self, interaction: discord.Interaction, role: discord.Role, limit: int) -> None:
+        await self._check_admin(interaction)
+        if limit == 0:
+            await _quota_call(
+                self.bot.quotas.clear_role_tier(_guild(interaction), role.id, interaction.user.id)
+            )
+            await self._run(interaction, f"{role.mention} no longer has its own tier.")
+            return
+        await _quota_call(
+            self.bot.quotas.set_role_tier(_guild(interaction), role.id, role.name, limit, interaction.user.id)
+        )
+        await self._run(interaction, f"{role.mention} now gets {limit} credits per window.")
+
+    @admin.command(name="set-user", description="A personal limit for a member (0 clears it)")
+    async def set_user(
+        self, interaction: discord.Interaction, user: discord.Member, limit: int, unlimited: bool = False
+    ) -> None:
+        await self._check_admin(interaction)
+        guild = _guild(interaction)
+        if limit == 0 and not unlimited:
+            await _quota_call(self.bot.quotas.clear_user_override(guild, user.id, interaction.user.id))
+            await self._run(interaction, f"{user.mention} is back on the server's limits.")
+            return
+        await _quota_call(
+            self.bot.quotas.set_user_override(
+                guild, user.id, interaction.user.id, limit=limit or None, unlimited=unlimited
+            )
+        )
+        text = "unlimited credits" if unlimited else f"{limit} credits per window"
+        await self._run(interaction, f"{user.mention} now has {text}.")
+
+    @admin.command(name="grant", description="Give a member bonus credits")
+    @app_commands.describe(expires_hours="Hours until unspent bonus credits expire (empty: never)")
+    async def grant(
+        self,
+        interaction: discord.Interaction,
+        user: discord.Member,
+        credits: int,
+        expires_hours: int | None = None,
+        reason: str | None = None,
+    ) -> None:
+        await self._check_admin(interaction)
+        expires = time.time() + expires_hours * HOUR_S if expires_hours else None
+        await _quota_call(
+            self.bot.quotas.grant_bonus(
+                _guild(interaction), user.id, credits, interaction.user.id, expires, reason
+            )
+        )
+        await self._run(interaction, f"Gave {user.mention} {credits} bonus credits.")
+
+    @admin.command(name="reset", description="Forgive a member's usage in the current window")
+    async def reset(self, interaction: discord.Interaction, user: discord.Member) -> None:
+        await self._check_admin(interaction)
+        voided = await _quota_call(
+            self.bot.quotas.reset_user(_guild(interaction), user.id, interaction.user.id)
+        )
+        await self._run(interaction, f"Reset {user.mention}: {voided} charge(s) forgiven.")
+
+    @admin.command(name="block", description="Stop a member from making images")
+    async def block(
+        self, interaction: discord.Interaction, user: discord.Member, reason: str | None = None
+    ) -> None:
+        await self._check_admin(interaction)
+        await _quota_call(self.bot.quotas.block(_guild(interaction), user.id, interaction.user.id, reason))
+        await self._run(interaction, f"{user.mention} is blocked.")
+
+    @admin.command(name="unblock", description="Let a blocked member make images again")
+    async def unblock(self, interaction: discord.Interaction, user: discord.Member) -> None:
+        await self._check_admin(interaction)
+        await _quota_call(self.bot.quotas.unblock(_guild(interaction), user.id, interaction.user.id))
+        await self._run(interaction, f"{user.mention} is unblocked.")
+
+    @admin.command(name="report", description="Usage over the last days: top users and a chart")
+    async def report(
+        self, interaction: discord.Interaction, days: app_commands.Range[int, 1, 90] = 30
+    ) -> None:
+        await self._check_admin(interaction)
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        report = await _quota_call(self.bot.quotas.usage_report(_guild(interaction), days=days, top=10))
+        chart = await asyncio.to_thread(report_chart, report, days, time.time())
+        total = sum(d.credits for d in report.per_day)
+        text = f"**{total}** credits used by **{len(report.per_user)}** member(s) in {days} days\n{report_table(report)}"
+        await interaction.followup.send(
+            text, file=discord.File(io.BytesIO(chart), filename="usage.png"), ephemeral=True
+        )
+
+
+def _guild(interaction: discord.Interaction) -> int:
+    if interaction.guild_id is None:
+        raise InvalidInput("This command works only in a server.")
+    return interaction.guild_id
+
+
+async def _quota_call(work: Coroutine[Any, Any, T]) -> T:
+    """Await a quota-service call, turning its errors (written for users) into ephemeral answers."""
+    try:
+        return await work
+    except QuotaError as exc:
+        raise QuotaRefused(str(exc)) from None
+
+
+async def setup(bot: ImageBot) -> None:
+    await bot.add_cog(Quota(bot))

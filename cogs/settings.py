@@ -1,0 +1,135 @@
+"""/settings (Manage Server): channels, blocked words or patterns, NSFW handling, relax lane, style, image cap."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import TYPE_CHECKING, Any, Literal
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.errors import InvalidInput, NotPermitted
+from bot.jobs import REGEX_PREFIX
+from storage.guilds import MAX_IMAGES_PER_JOB, GuildSettings
+
+if TYPE_CHECKING:
+    from bot.bot import ImageBot
+
+log = logging.getLogger(__name__)
+
+MAX_WORD_CHARS = 100
+
+
+def settings_embed(s: GuildSettings) -> discord.Embed:
+    embed = discord.Embed(title="brushfire settings", colour=discord.Colour.orange())
+    channels = " ".join(f"<#{c}>" for c in s.allowed_channel_ids) or "every channel"
+    embed.add_field(name="Channels", value=channels[:1024], inline=False)
+    words = ", ".join(f"`{w}`" for w in s.blocked_words) or "none"
+    embed.add_field(name="Blocked words", value=words[:1024], inline=False)
+    embed.add_field(name="Flagged images", value="spoilered" if s.nsfw_mode == "spoiler" else "withheld")
+    embed.add_field(name="Relax lane", value="on" if s.relax_enabled else "off")
+    embed.add_field(name="Default style", value=s.default_style or "none")
+    embed.add_field(name="Images per job", value=str(s.max_images_per_job))
+    return embed
+
+
+class Settings(
+    commands.GroupCog, group_name="settings", group_description="brushfire's settings for this server"
+):
+    def __init__(self, bot: ImageBot) -> None:
+        self.bot = bot
+        super().__init__()
+
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:  # type: ignore[override]
+        # default_permissions only hides the group; server owners can show it to anyone.
+        if interaction.guild_id is None or not interaction.permissions.manage_guild:
+            raise NotPermitted("Only members with Manage Server can change brushfire's settings.")
+        return True
+
+    async def _update(self, interaction: discord.Interaction, **changes: Any) -> None:
+        guild_id = interaction.guild_id or 0
+        try:
+            new = await self.bot.jobs.guilds.update(guild_id, interaction.user.id, **changes)
+        except ValueError as exc:
+            raise InvalidInput(f"That setting was not changed: {exc}.") from None
+        await interaction.response.send_message("Saved.", embed=settings_embed(new), ephemeral=True)
+
+    async def _current(self, interaction: discord.Interaction) -> GuildSettings:
+        return await self.bot.jobs.guild(interaction.guild_id or 0)
+
+    @app_commands.command(name="show", description="Show this server's settings")
+    async def show(self, interaction: discord.Interaction) -> None:
+        current = await self._current(interaction)
+        await interaction.response.send_message(embed=settings_embed(current), ephemeral=True)
+
+    @app_commands.command(name="channel", description="Allow or stop brushfire in a channel")
+    async def channel(
+        self,
+        interaction: discord.Interaction,
+        channel: discord.TextChannel,
+        action: Literal["allow", "remove"],
+    ) -> None:
+        ids = set((await self._current(interaction)).allowed_channel_ids)
+        if action == "allow":
+            ids.add(channel.id)
+        else:
+            ids.discard(channel.id)
+        await self._update(interaction, allowed_channel_ids=sorted(ids))
+
+    @app_commands.command(name="all-channels", description="Let brushfire be used in every channel")
+    async def all_channels(self, interaction: discord.Interaction) -> None:
+        await self._update(interaction, allowed_channel_ids=[])
+
+    @app_commands.command(name="block-word", description="Refuse prompts with a word (or re:<regex>)")
+    async def block_word(
+        self, interaction: discord.Interaction, word: app_commands.Range[str, 1, MAX_WORD_CHARS]
+    ) -> None:
+        word = word.strip().lower()
+        if word.startswith(REGEX_PREFIX):
+            try:
+                re.compile(word[len(REGEX_PREFIX) :])
+            except re.error as exc:
+                raise InvalidInput(f"`{word}` is not a valid pattern: {exc}.") from None
+        words = set((await self._current(interaction)).blocked_words) | {word}
+        await self._update(interaction, blocked_words=sorted(words))
+
+    @app_commands.command(name="unblock-word", description="Allow a blocked word again")
+    async def unblock_word(self, interaction: discord.Interaction, word: str) -> None:
+        words = set((await self._current(interaction)).blocked_words)
+        if word.strip().lower() not in words:
+            raise InvalidInput(f"`{word[:50]}` is not blocked.")
+        await self._update(interaction, blocked_words=sorted(words - {word.strip().lower()}))
+
+    @app_commands.command(name="nsfw", description="What to do with images the safety check flags")
+    async def nsfw(self, interaction: discord.Interaction, mode: Literal["spoiler", "refuse"]) -> None:
+        await self._update(interaction, nsfw_mode=mode)
+
+    @app_commands.command(name="relax", description="Turn the slower, free relax lane on or off")
+    async def relax(self, interaction: discord.Interaction, enabled: bool) -> None:
+        await self._update(interaction, relax_enabled=enabled)
+
+    @app_commands.command(name="default-style", description="The style used when /imagine names none")
+    async def default_style(self, interaction: discord.Interaction, style: str | None = None) -> None:
+        preset = self.bot.jobs.styles.style(style)
+        await self._update(interaction, default_style=preset.name if preset else None)
+
+    @default_style.autocomplete("style")
+    async def _style_choices(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        return [app_commands.Choice(name=s.name, value=s.name) for s in self.bot.jobs.styles.search(current)]
+
+    @app_commands.command(name="max-images", description="Most images one job may ask for")
+    async def max_images(
+        self, interaction: discord.Interaction, count: app_commands.Range[int, 1, MAX_IMAGES_PER_JOB]
+    ) -> None:
+        await self._update(interaction, max_images_per_job=count)
+
+
+async def setup(bot: ImageBot) -> None:
+    cog = Settings(bot)
+    cog.app_command.default_permissions = discord.Permissions(manage_guild=True)
+    cog.app_command.guild_only = True
+    await bot.add_cog(cog)

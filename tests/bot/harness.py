@@ -1,0 +1,56 @@
+"""A running brushfire bot on the fake Discord and a real tiny worker, for the end-to-end tests."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from bot.bot import ImageBot
+from bot.jobs import open_job_service
+from bot.settings import Settings
+from tests.fakediscord import FakeChannel, FakeDiscord, FakeGuild, FakeUser, Message
+from tests.fakediscord.harness import run_bot
+
+MANAGE_GUILD = 1 << 5
+
+
+@dataclass
+class World:
+    """The server the tests play in: a guild, a channel, a member and an admin."""
+
+    guild: FakeGuild
+    channel: FakeChannel
+    alice: FakeUser
+    bob: FakeUser
+    admin: FakeUser
+
+
+def build_world(fake: FakeDiscord) -> World:
+    admin = fake.add_user("admin")
+    guild = fake.add_guild("Art Club", owner=admin)
+    channel = fake.add_channel(guild, "studio")
+    alice = fake.add_user("alice")
+    bob = fake.add_user("bob")
+    fake.add_member(guild, alice)
+    fake.add_member(guild, bob)
+    return World(guild, channel, alice, bob, admin)
+
+
+@contextlib.asynccontextmanager
+async def running_bot(fake: FakeDiscord, settings: Settings, worker_url: str) -> AsyncIterator[ImageBot]:
+    """The real ImageBot with real services, connected to the fake and ready, commands synced."""
+    async with open_job_service(settings, worker_url) as jobs:
+        bot = ImageBot(settings=settings, jobs=jobs, quotas=jobs.quotas)
+        async with run_bot(bot, fake):
+            await fake.wait_commands("imagine", "edit", "quota", "quota-admin", "settings")
+            yield bot
+
+
+def is_result(message: Message) -> bool:
+    return bool(message.attachments) and any("brushfire:reroll:" in c for c in message.custom_ids())
+
+
+def button(message: Message, action: str) -> str:
+    """The custom_id of the first button on a message whose id starts with `brushfire:<action>:`."""
+    return next(c for c in message.custom_ids() if c.startswith(f"brushfire:{action}:"))
