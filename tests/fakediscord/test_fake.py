@@ -371,3 +371,26 @@ async def test_subcommand_group_with_a_channel_option(scene: Scene) -> None:
     assert ix.original().content == f"reset alice in #general ({scene.general.id})"
     options = ix.record.payload["data"]["options"]
     assert (options[0]["type"], options[0]["name"], options[0]["options"][0]["type"]) == (2, "quota", 1)
+
+
+async def test_invalidated_session_identifies_again(scene: Scene) -> None:
+    async def no_identify_pause(shard_id: int | None, *, initial: bool = False) -> None:
+        return None  # discord.py sleeps 5 s before re-identifying, to respect Discord's identify limit
+
+    scene.bot.before_identify_hook = no_identify_pause  # type: ignore[method-assign]
+    await scene.fake.invalidate_session()
+    await scene.fake.wait_connected(identifies=2)
+    ix = await scene.fake.send_slash("fail", user=scene.alice, channel=scene.general)
+    assert (await ix.wait_response()).type == 4
+
+
+async def test_members_intent_gets_the_member_list(fake_discord: FakeDiscord) -> None:
+    guild = fake_discord.add_guild("Big")
+    for name in ("ann", "ben", "cy"):
+        fake_discord.add_member(guild, name)
+    intents = discord.Intents.default()
+    intents.members = True
+    client = discord.Client(intents=intents, guild_ready_timeout=0.05)
+    async with run_bot(client, fake_discord):
+        members = client.get_guild(guild.id).members
+        assert {m.name for m in members} == {"big-owner", "brushfire", "ann", "ben", "cy"}
