@@ -475,7 +475,8 @@ def _position_of(shape: Shape) -> str:
 # ---------------------------------------------------------------- edits
 
 
-def _single_scene(rng: np.random.Generator, size: str | None = None) -> Scene:
+def sample_single_scene(rng: np.random.Generator, size: str | None = None) -> Scene:
+    """One shape at a named place: the scenes whose colour and shape a judge can check unambiguously."""
     background = _pick(rng, COLOURS)
     shape = _single(
         rng,
@@ -518,7 +519,7 @@ def _background(rng: np.random.Generator) -> EditTriple:
 
 
 def _move(rng: np.random.Generator) -> EditTriple:
-    before = _single_scene(rng)
+    before = sample_single_scene(rng)
     shape = before.shapes[0]
     old = POSITIONS[before.position or "centre"]
     target = _pick(rng, [p for p in POSITIONS if p != before.position])
@@ -529,7 +530,7 @@ def _move(rng: np.random.Generator) -> EditTriple:
 
 
 def _resize(rng: np.random.Generator) -> EditTriple:
-    before = _single_scene(rng)
+    before = sample_single_scene(rng)
     shape = before.shapes[0]
     target = "small" if shape.size == "large" else "large"
     radius = shape.radius * RADIUS_SINGLE[target] / RADIUS_SINGLE[shape.size]
@@ -540,7 +541,7 @@ def _resize(rng: np.random.Generator) -> EditTriple:
 
 def _add(rng: np.random.Generator) -> EditTriple:
     """One small shape, then a second of another kind beside it; the reverse of this is a removal."""
-    before = _single_scene(rng, size="small")
+    before = sample_single_scene(rng, size="small")
     kind = _pick(rng, [s for s in SHAPES if s != before.shapes[0].kind])
     colour = _colour_on(rng, before.background)
     radius = RADIUS_MULTI["small"] * float(rng.uniform(0.9, 1.1))

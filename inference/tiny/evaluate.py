@@ -1,0 +1,280 @@
+"""Measures how well the tiny models draw and edit what they are asked, judged from pixels alone.
+
+Run `python -m inference.tiny.evaluate [--model DIR] [--n 100]`. A fixed list of prompts and seeds (the
+same on every run) goes through `<DIR>/generate` and a fixed list of recolour and background edits of
+rendered scenes through `<DIR>/edit`, with 20 DPM-Solver++ steps and guidance 5; the judge in
+inference/tiny/judge.py reads each picture. It prints the figures, checks that different seeds differ
+and the same seed repeats, and ends with one JSON line:
+`{"background_acc", "colour_acc", "shape_acc", "edit_follow", "edit_keeps_shape", ...}`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import AutoPipelineForText2Image, StableDiffusionInstructPix2PixPipeline
+from PIL import Image
+
+from inference.tiny import data
+from inference.tiny.judge import Judge, Verdict
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = Path(__file__).with_name("model")
+PROMPT_SEED = 6_000
+EDIT_SEED = 6_001
+BATCH = 10
+# Mean absolute difference (0-255) above which two pictures count as visibly different.
+SEED_DISTANCE = 8.0
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """The command line, parsed."""
+
+    model: Path = DEFAULT_MODEL
+    n: int = 100
+    steps: int = 20
+    guidance: float = 5.0
+    image_guidance: float = 1.5
+    threads: int = 2
+    sheet: Path | None = None
+
+
+@dataclass(frozen=True)
+class PromptCase:
+    """One text-to-image check: the prompt, the seed, and the scene it was made from (the truth)."""
+
+    prompt: str
+    seed: int
+    truth: data.Scene
+
+
+@dataclass(frozen=True)
+class EditCase:
+    """One edit check: the picture's scene, the instruction, and the scene it should become."""
+
+    triple: data.EditTriple
+    seed: int
+
+
+@dataclass(frozen=True)
+class Scores:
+    """The figures the issue asks for, plus the seed checks."""
+
+    background_acc: float
+    colour_acc: float
+    shape_acc: float
+    edit_follow: float
+    edit_keeps_shape: float
+    seeds_differ: bool
+    same_seed_equal: bool
+    seed_distance: float
+    n: int
+
+
+def prompt_cases(n: int) -> list[PromptCase]:
+    """The fixed prompts: single shapes, so colour and shape are unambiguous, over every word of the grammar."""
+    rng = np.random.default_rng(PROMPT_SEED)
+    scenes = [data.sample_single_scene(rng) for _ in range(n)]
+    return [PromptCase(data.caption(s), seed=1000 + i, truth=s) for i, s in enumerate(scenes)]
+
+
+def edit_cases(n: int) -> list[EditCase]:
+    """The fixed edits: half recolour, half background, each of a single-shape scene."""
+    rng = np.random.default_rng(EDIT_SEED)
+    cases = []
+    for i in range(n):
+        kind = data.EditKind.RECOLOUR if i % 2 == 0 else data.EditKind.BACKGROUND
+        while len((triple := data.sample_edit(rng, kind)).before.shapes) != 1:
+            pass
+        cases.append(EditCase(triple, seed=2000 + i))
+    return cases
+
+
+def generators(seeds: Sequence[int]) -> list[torch.Generator]:
+    return [torch.Generator().manual_seed(s) for s in seeds]
+
+
+def generate(
+    pipe: AutoPipelineForText2Image, prompts: list[str], seeds: list[int], options: EvalOptions
+) -> list:
+    images = []
+    for start in range(0, len(prompts), BATCH):
+        images += pipe(
+            prompts[start : start + BATCH],
+            num_inference_steps=options.steps,
+            guidance_scale=options.guidance,
+            generator=generators(seeds[start : start + BATCH]),
+        ).images
+    return images
+
+
+def edit(pipe: StableDiffusionInstructPix2PixPipeline, cases: list[EditCase], options: EvalOptions) -> list:
+    images = []
+    for start in range(0, len(cases), BATCH):
+        chunk = cases[start : start + BATCH]
+        images += pipe(
+            [c.triple.instruction for c in chunk],
+            image=[data.render(c.triple.before) for c in chunk],
+            num_inference_steps=options.steps,
+            guidance_scale=options.guidance,
+            image_guidance_scale=options.image_guidance,
+            generator=generators([c.seed for c in chunk]),
+        ).images
+    return images
+
+
+def score_prompts(cases: list[PromptCase], verdicts: list[Verdict]) -> tuple[float, float, float]:
+    hits = np.zeros(3)
+    errors: Counter[str] = Counter()
+    for case, verdict in zip(cases, verdicts, strict=True):
+        truth = case.truth.shapes[0]
+        checks = (
+            verdict.background == case.truth.background,
+            verdict.colour == truth.colour,
+            verdict.shape == truth.kind,
+        )
+        hits += checks
+        for name, ok, want, got in zip(
+            ("background", "colour", "shape"),
+            checks,
+            (case.truth.background, truth.colour, truth.kind),
+            (verdict.background, verdict.colour, verdict.shape),
+            strict=True,
+        ):
+            if not ok:
+                errors[f"{name}: {want} -> {got}"] += 1
+    print(
+        "most common text-to-image errors:",
+        ", ".join(f"{e} ({k})" for e, k in errors.most_common(8)) or "none",
+    )
+    background, colour, shape = (hits / max(len(cases), 1)).tolist()
+    return background, colour, shape
+
+
+def score_edits(cases: list[EditCase], verdicts: list[Verdict]) -> tuple[float, float]:
+    follow = keep = 0
+    for case, verdict in zip(cases, verdicts, strict=True):
+        spec = data.parse_instruction(case.triple.instruction)
+        seen = verdict.background if spec.kind is data.EditKind.BACKGROUND else verdict.colour
+        follow += seen == spec.value
+        keep += verdict.shape == case.triple.before.shapes[0].kind
+    total = max(len(cases), 1)
+    return follow / total, keep / total
+
+
+def pixel_distance(a: Image.Image, b: Image.Image) -> float:
+    return float(np.abs(np.asarray(a, dtype=np.float32) - np.asarray(b, dtype=np.float32)).mean())
+
+
+def seed_checks(
+    pipe: AutoPipelineForText2Image, cases: list[PromptCase], options: EvalOptions
+) -> tuple[float, float]:
+    """The smallest distance between two seeds of one prompt, and the largest between two runs of one seed."""
+    probe = cases[:5]
+    prompts = [c.prompt for c in probe]
+    first = generate(pipe, prompts, [c.seed for c in probe], options)
+    again = generate(pipe, prompts, [c.seed for c in probe], options)
+    other = generate(pipe, prompts, [c.seed + 500 for c in probe], options)
+    differ = min(pixel_distance(a, b) for a, b in zip(first, other, strict=True))
+    same = max(pixel_distance(a, b) for a, b in zip(first, again, strict=True))
+    return differ, same
+
+
+def contact_sheet(images: list, path: Path, columns: int = 10) -> None:
+    rows = (len(images) + columns - 1) // columns
+    sheet = Image.new("RGB", (64 * columns, 64 * rows), "white")
+    for i, image in enumerate(images):
+        sheet.paste(image, ((i % columns) * 64, (i // columns) * 64))
+    sheet.save(path)
+
+
+def load_pipelines(model: Path) -> tuple[AutoPipelineForText2Image, StableDiffusionInstructPix2PixPipeline]:
+    for name in ("generate", "edit"):
+        if not (model / name / "model_index.json").exists():
+            raise FileNotFoundError(
+                f"no {name} pipeline in {model}: train with python -m inference.tiny.train"
+            )
+    generate_pipe = AutoPipelineForText2Image.from_pretrained(model / "generate", torch_dtype=torch.float32)
+    edit_pipe = StableDiffusionInstructPix2PixPipeline.from_pretrained(
+        model / "edit", torch_dtype=torch.float32
+    )
+    for pipe in (generate_pipe, edit_pipe):
+        pipe.set_progress_bar_config(disable=True)
+    return generate_pipe, edit_pipe
+
+
+def evaluate(options: EvalOptions) -> Scores:
+    generate_pipe, edit_pipe = load_pipelines(options.model)
+    judge = Judge()
+    prompts, edits = prompt_cases(options.n), edit_cases(options.n)
+    images = generate(generate_pipe, [c.prompt for c in prompts], [c.seed for c in prompts], options)
+    background, colour, shape = score_prompts(prompts, [judge.judge(im) for im in images])
+    edited = edit(edit_pipe, edits, options)
+    follow, keep = score_edits(edits, [judge.judge(im) for im in edited])
+    differ, same = seed_checks(generate_pipe, prompts, options)
+    if options.sheet is not None:
+        contact_sheet(images, options.sheet)
+        contact_sheet(edited, options.sheet.with_name(options.sheet.stem + "-edit" + options.sheet.suffix))
+    return Scores(
+        background_acc=round(background, 4),
+        colour_acc=round(colour, 4),
+        shape_acc=round(shape, 4),
+        edit_follow=round(follow, 4),
+        edit_keeps_shape=round(keep, 4),
+        seeds_differ=differ > SEED_DISTANCE,
+        same_seed_equal=same == 0.0,
+        seed_distance=round(differ, 2),
+        n=options.n,
+    )
+
+
+def parse_args(argv: list[str] | None = None) -> EvalOptions:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--model", type=Path, default=DEFAULT_MODEL, help="folder holding generate/ and edit/"
+    )
+    parser.add_argument("--n", type=int, default=100, help="prompts, and edits, to judge")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--guidance", type=float, default=5.0)
+    parser.add_argument("--image-guidance", type=float, default=1.5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--sheet", type=Path, default=None, help="save the generated pictures as a PNG grid")
+    args = parser.parse_args(argv)
+    if args.n < 5 or args.steps < 1 or args.threads < 1:
+        parser.error("--n must be at least 5, --steps and --threads at least 1")
+    return EvalOptions(
+        args.model, args.n, args.steps, args.guidance, args.image_guidance, args.threads, args.sheet
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    options = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(options.threads)
+    scores = evaluate(options)
+    print(
+        f"text-to-image, {scores.n} prompts: background {scores.background_acc:.0%}, "
+        f"colour {scores.colour_acc:.0%}, shape {scores.shape_acc:.0%}"
+    )
+    print(
+        f"edits, {scores.n} instructions: followed {scores.edit_follow:.0%}, shape kept {scores.edit_keeps_shape:.0%}"
+    )
+    print(
+        f"seeds: two seeds differ by at least {scores.seed_distance:.1f}/255 (need > {SEED_DISTANCE}); "
+        f"same seed repeats exactly: {scores.same_seed_equal}"
+    )
+    print(json.dumps(asdict(scores)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,593 @@
+"""Trains the bundled tiny text-to-image and edit models on procedural shape scenes, within a time budget.
+
+Run `python -m inference.tiny.train [--part vae|unet|edit|all] [--minutes N] [--out DIR] [--threads N]
+[--seed S]`. The parts build on each other: the autoencoder first, then the denoiser with its text encoder
+(trained together), then the InstructPix2Pix-style edit denoiser (started from the text-to-image one, with
+the autoencoder and text encoder frozen and shared). Each part stops after `--minutes` (or `--steps`),
+saves its state to `<out>/train-state/` every minute so a rerun resumes where it stopped, and the last
+two parts write diffusers pipeline folders, `<out>/generate` and `<out>/edit`, as float16 safetensors.
+The data and the initial weights come from `--seed`; with `--steps` the whole run is repeatable, with
+only `--minutes` the number of steps depends on the machine's speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import (
+    AutoencoderKL,
+    DDPMScheduler,
+    DPMSolverMultistepScheduler,
+    StableDiffusionInstructPix2PixPipeline,
+    StableDiffusionPipeline,
+    UNet2DConditionModel,
+)
+from torch import nn
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+from inference.tiny import data
+
+log = logging.getLogger(__name__)
+
+TOKENIZER_DIR = Path(__file__).with_name("tokenizer")
+DEFAULT_OUT = Path(__file__).with_name("model")
+PARTS = ("vae", "unet", "edit")
+MAX_TOKENS = 32
+TEXT_DIM = 64
+# The autoencoder is convolutional, so it learns as well from 32x32 crops at a quarter of the cost.
+VAE_CROP = 32
+CHECKPOINT_SECONDS = 60.0
+LOG_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """The command line, parsed."""
+
+    part: str = "all"
+    minutes: float = 30.0
+    steps: int | None = None
+    out: Path = DEFAULT_OUT
+    threads: int = 2
+    seed: int = 20261129
+
+    @property
+    def work(self) -> Path:
+        return self.out / "train-state"
+
+
+@dataclass(frozen=True)
+class PartSettings:
+    """Optimiser and batch settings of one part."""
+
+    batch: int
+    lr: float
+    warmup: int = 100
+    ema_decay: float = 0.999
+
+
+SETTINGS = {
+    "vae": PartSettings(batch=32, lr=1e-3, ema_decay=0.0),
+    "unet": PartSettings(batch=64, lr=5e-4),
+    "edit": PartSettings(batch=48, lr=3e-4),
+}
+
+
+@dataclass
+class Progress:
+    """How far a part has come; saved with its checkpoint so a resumed run keeps counting."""
+
+    step: int = 0
+    seconds: float = 0.0
+    losses: list[float] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PartStats:
+    """What one part's run measured, written to `<work>/<part>-stats.json` for planning and the model card."""
+
+    part: str
+    steps: int
+    seconds: float
+    steps_per_second: float
+    samples_per_second: float
+    final_loss: float
+    threads: int
+    parameters: int
+
+
+# ---------------------------------------------------------------- the models
+
+
+def make_tokenizer() -> CLIPTokenizer:
+    return CLIPTokenizer.from_pretrained(str(TOKENIZER_DIR), model_max_length=MAX_TOKENS)
+
+
+def make_vae() -> AutoencoderKL:
+    """About 0.7M parameters; 64x64x3 pictures to 4x16x16 latents."""
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        block_out_channels=(16, 32, 64),
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        layers_per_block=1,
+        norm_num_groups=8,
+        sample_size=64,
+    )
+
+
+def make_text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModel:
+    """About 0.29M parameters: 4 layers of width 64 over at most 32 tokens."""
+    config = CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=TEXT_DIM,
+        intermediate_size=6 * TEXT_DIM,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        max_position_embeddings=MAX_TOKENS,
+        projection_dim=TEXT_DIM,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return CLIPTextModel(config)
+
+
+def make_unet(in_channels: int = 4) -> UNet2DConditionModel:
+    """About 4.1M parameters: 32/64/128 channels, cross-attention in the two lower-resolution blocks."""
+    return UNet2DConditionModel(
+        sample_size=16,
+        in_channels=in_channels,
+        out_channels=4,
+        block_out_channels=(32, 64, 128),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=TEXT_DIM,
+        attention_head_dim=16,
+        norm_num_groups=16,
+    )
+
+
+def make_noise_scheduler() -> DDPMScheduler:
+    return DDPMScheduler(
+        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear"
+    )
+
+
+def make_sampler() -> DPMSolverMultistepScheduler:
+    """The pipelines' default sampler: DPM-Solver++ on the training noise schedule."""
+    return DPMSolverMultistepScheduler.from_config(
+        make_noise_scheduler().config, algorithm_type="dpmsolver++"
+    )
+
+
+def parameter_count(*modules: nn.Module) -> int:
+    return sum(p.numel() for m in modules for p in m.parameters())
+
+
+# ---------------------------------------------------------------- batches
+
+
+def to_tensor(images: list) -> torch.Tensor:
+    """PIL pictures as a Bx3xHxW float tensor in [-1, 1]."""
+    return torch.from_numpy(np.stack([data.to_array(im) for im in images])).permute(0, 3, 1, 2).contiguous()
+
+
+def scene_batch(rng: np.random.Generator, n: int) -> tuple[torch.Tensor, list[str]]:
+    scenes = [data.sample_scene(rng) for _ in range(n)]
+    return to_tensor([data.render(s) for s in scenes]), [data.caption(s) for s in scenes]
+
+
+def crop_batch(rng: np.random.Generator, n: int) -> torch.Tensor:
+    images, _ = scene_batch(rng, n)
+    offsets = rng.integers(0, data.SIZE - VAE_CROP + 1, size=(n, 2))
+    return torch.stack(
+        [im[:, y : y + VAE_CROP, x : x + VAE_CROP] for im, (y, x) in zip(images, offsets, strict=True)]
+    )
+
+
+@dataclass(frozen=True)
+class EditBatch:
+    before: torch.Tensor
+    after: torch.Tensor
+    instructions: list[str]
+
+
+def edit_batch(rng: np.random.Generator, n: int) -> EditBatch:
+    triples = [data.sample_edit(rng) for _ in range(n)]
+    return EditBatch(
+        before=to_tensor([data.render(t.before) for t in triples]),
+        after=to_tensor([data.render(t.after) for t in triples]),
+        instructions=[t.instruction for t in triples],
+    )
+
+
+def token_ids(tokenizer: CLIPTokenizer, texts: list[str]) -> torch.Tensor:
+    return tokenizer(
+        texts, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt"
+    ).input_ids
+
+
+# ---------------------------------------------------------------- losses
+
+
+def vae_loss(vae: AutoencoderKL, images: torch.Tensor) -> torch.Tensor:
+    """Pixel L1 + MSE, plus a low-frequency term that makes flat colours come back exactly, plus a tiny KL."""
+    posterior = vae.encode(images).latent_dist
+    recon = vae.decode(posterior.sample()).sample
+    low = F.l1_loss(F.avg_pool2d(recon, 4), F.avg_pool2d(images, 4))
+    return F.l1_loss(recon, images) + F.mse_loss(recon, images) + 2.0 * low + 1e-6 * posterior.kl().mean()
+
+
+def min_snr_weights(scheduler: DDPMScheduler, timesteps: torch.Tensor, gamma: float = 5.0) -> torch.Tensor:
+    """Min-SNR-gamma loss weights for epsilon prediction (Hang et al. 2023)."""
+    alphas = scheduler.alphas_cumprod[timesteps]
+    snr = alphas / (1 - alphas)
+    return torch.clamp(snr, max=gamma) / snr
+
+
+def denoise_loss(
+    unet: UNet2DConditionModel,
+    scheduler: DDPMScheduler,
+    latents: torch.Tensor,
+    text: torch.Tensor,
+    condition: torch.Tensor | None = None,
+) -> torch.Tensor:
+    noise = torch.randn_like(latents)
+    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],))
+    noisy = scheduler.add_noise(latents, noise, timesteps)
+    if condition is not None:
+        noisy = torch.cat([noisy, condition], dim=1)
+    prediction = unet(noisy, timesteps, text).sample
+    per_sample = F.mse_loss(prediction, noise, reduction="none").mean(dim=(1, 2, 3))
+    return (min_snr_weights(scheduler, timesteps) * per_sample).mean()
+
+
+# ---------------------------------------------------------------- the training loop
+
+
+@dataclass
+class Trainee:
+    """What one part trains: its modules, their EMA copies, the optimiser, and its data generator."""
+
+    name: str
+    modules: dict[str, nn.Module]
+    ema: dict[str, nn.Module]
+    optimizer: torch.optim.Optimizer
+    rng: np.random.Generator
+    progress: Progress = field(default_factory=Progress)
+
+
+def new_trainee(name: str, modules: dict[str, nn.Module], seed: int) -> Trainee:
+    settings = SETTINGS[name]
+    params = [p for m in modules.values() for p in m.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=1e-2)
+    ema = (
+        {k: copy.deepcopy(m).requires_grad_(False) for k, m in modules.items()} if settings.ema_decay else {}
+    )
+    return Trainee(name, modules, ema, optimizer, np.random.default_rng([seed, PARTS.index(name)]))
+
+
+def state_path(options: TrainOptions, name: str) -> Path:
+    return options.work / f"{name}.pt"
+
+
+def save_state(options: TrainOptions, trainee: Trainee) -> None:
+    options.work.mkdir(parents=True, exist_ok=True)
+    state = {
+        "modules": {k: m.state_dict() for k, m in trainee.modules.items()},
+        "ema": {k: m.state_dict() for k, m in trainee.ema.items()},
+        "optimizer": trainee.optimizer.state_dict(),
+        "rng": trainee.rng.bit_generator.state,
+        "torch_rng": torch.get_rng_state(),
+        "progress": asdict(trainee.progress),
+    }
+    tmp = state_path(options, trainee.name).with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(state_path(options, trainee.name))
+
+
+def resume(options: TrainOptions, trainee: Trainee) -> None:
+    """Continue from the part's last checkpoint, if there is one."""
+    path = state_path(options, trainee.name)
+    if not path.exists():
+        return
+    state = torch.load(path, weights_only=False)
+    for key, module in trainee.modules.items():
+        module.load_state_dict(state["modules"][key])
+    for key, module in trainee.ema.items():
+        module.load_state_dict(state["ema"][key])
+    trainee.optimizer.load_state_dict(state["optimizer"])
+    trainee.rng.bit_generator.state = state["rng"]
+    torch.set_rng_state(state["torch_rng"])
+    trainee.progress = Progress(**state["progress"])
+    log.info(
+        "%s: resumed at step %d after %.0f s", trainee.name, trainee.progress.step, trainee.progress.seconds
+    )
+
+
+def fraction_done(options: TrainOptions, progress: Progress) -> float:
+    if options.steps is not None:
+        return progress.step / options.steps
+    return progress.seconds / (options.minutes * 60)
+
+
+def learning_rate(options: TrainOptions, name: str, progress: Progress) -> float:
+    """Linear warm-up, then cosine decay to a tenth over the budget."""
+    settings = SETTINGS[name]
+    warm = min(1.0, (progress.step + 1) / settings.warmup)
+    cosine = 0.55 + 0.45 * math.cos(math.pi * min(1.0, fraction_done(options, progress)))
+    return settings.lr * warm * cosine
+
+
+@torch.no_grad()
+def update_ema(trainee: Trainee) -> None:
+    decay = min(SETTINGS[trainee.name].ema_decay, (1 + trainee.progress.step) / (10 + trainee.progress.step))
+    for key, ema in trainee.ema.items():
+        for target, source in zip(ema.parameters(), trainee.modules[key].parameters(), strict=True):
+            target.lerp_(source, 1 - decay)
+
+
+def run_loop(
+    options: TrainOptions, trainee: Trainee, step_loss: Callable[[Trainee], torch.Tensor]
+) -> PartStats:
+    """Optimise `step_loss(trainee)` until the budget is spent, checkpointing as it goes."""
+    resume(options, trainee)
+    progress = trainee.progress
+    start_step, start_seconds = progress.step, progress.seconds
+    clock = time.monotonic()
+    last_save = last_log = clock
+    while fraction_done(options, progress) < 1.0:
+        for group in trainee.optimizer.param_groups:
+            group["lr"] = learning_rate(options, trainee.name, progress)
+        loss = step_loss(trainee)
+        trainee.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_([p for m in trainee.modules.values() for p in m.parameters()], 1.0)
+        trainee.optimizer.step()
+        update_ema(trainee)
+        now = time.monotonic()
+        progress.step += 1
+        progress.seconds = start_seconds + now - clock
+        progress.losses.append(float(loss.detach()))
+        if now - last_log >= LOG_SECONDS:
+            log.info(
+                "%s: step %d, %.0f s, loss %.4f",
+                trainee.name,
+                progress.step,
+                progress.seconds,
+                _recent(progress),
+            )
+            last_log = now
+        if now - last_save >= CHECKPOINT_SECONDS:
+            save_state(options, trainee)
+            last_save = now
+    save_state(options, trainee)
+    return _stats(options, trainee, progress.step - start_step, progress.seconds - start_seconds)
+
+
+def _recent(progress: Progress, n: int = 50) -> float:
+    return float(np.mean(progress.losses[-n:])) if progress.losses else math.nan
+
+
+def _stats(options: TrainOptions, trainee: Trainee, steps: int, seconds: float) -> PartStats:
+    rate = steps / seconds if seconds > 0 else 0.0
+    stats = PartStats(
+        part=trainee.name,
+        steps=trainee.progress.step,
+        seconds=round(trainee.progress.seconds, 1),
+        steps_per_second=round(rate, 4),
+        samples_per_second=round(rate * SETTINGS[trainee.name].batch, 2),
+        final_loss=round(_recent(trainee.progress), 5),
+        threads=options.threads,
+        parameters=parameter_count(*trainee.modules.values()),
+    )
+    (options.work / f"{trainee.name}-stats.json").write_text(json.dumps(asdict(stats), indent=1) + "\n")
+    log.info("%s done: %s", trainee.name, stats)
+    return stats
+
+
+# ---------------------------------------------------------------- the three parts
+
+
+def train_vae(options: TrainOptions) -> PartStats:
+    torch.manual_seed(options.seed)
+    vae = make_vae()
+    trainee = new_trainee("vae", {"vae": vae}, options.seed)
+    batch = SETTINGS["vae"].batch
+    stats = run_loop(options, trainee, lambda t: vae_loss(vae, crop_batch(t.rng, batch)))
+    vae.eval()
+    vae.register_to_config(scaling_factor=latent_scale(vae, np.random.default_rng([options.seed, 99])))
+    vae.save_pretrained(options.work / "vae")
+    return stats
+
+
+@torch.no_grad()
+def latent_scale(vae: AutoencoderKL, rng: np.random.Generator, n: int = 256) -> float:
+    """1 / the latents' standard deviation, so the denoiser sees unit-variance latents as in SD."""
+    images, _ = scene_batch(rng, n)
+    latents = vae.encode(images).latent_dist.sample()
+    return float(1.0 / latents.std())
+
+
+def load_vae(options: TrainOptions) -> AutoencoderKL:
+    folder = options.work / "vae"
+    if not folder.exists():
+        raise FileNotFoundError(f"no trained autoencoder in {folder}: run --part vae first")
+    return AutoencoderKL.from_pretrained(folder).eval().requires_grad_(False)
+
+
+def train_unet(options: TrainOptions) -> PartStats:
+    """The denoiser and text encoder, trained together: the encoder is tiny and starts from nothing."""
+    torch.manual_seed(options.seed + 1)
+    vae, tokenizer, scheduler = load_vae(options), make_tokenizer(), make_noise_scheduler()
+    unet, text_encoder = make_unet(), make_text_encoder(tokenizer)
+    trainee = new_trainee("unet", {"unet": unet, "text_encoder": text_encoder}, options.seed)
+    batch = SETTINGS["unet"].batch
+
+    def step(t: Trainee) -> torch.Tensor:
+        images, captions = scene_batch(t.rng, batch)
+        # Classifier-free guidance needs the model to know the empty prompt too.
+        captions = ["" if t.rng.random() < 0.1 else c for c in captions]
+        with torch.no_grad():
+            latents = vae.encode(images).latent_dist.sample() * vae.config.scaling_factor
+        text = text_encoder(token_ids(tokenizer, captions))[0]
+        return denoise_loss(unet, scheduler, latents, text)
+
+    stats = run_loop(options, trainee, step)
+    trainee.ema["unet"].save_pretrained(options.work / "unet")
+    trainee.ema["text_encoder"].save_pretrained(options.work / "text_encoder")
+    export_generate(options, vae, trainee.ema["text_encoder"], tokenizer, trainee.ema["unet"])
+    return stats
+
+
+def edit_unet_from(unet: UNet2DConditionModel) -> UNet2DConditionModel:
+    """An 8-channel denoiser started from the text-to-image one; the picture's channels start at zero."""
+    edit = make_unet(in_channels=8)
+    state = unet.state_dict()
+    weight = state["conv_in.weight"]
+    state["conv_in.weight"] = torch.cat([weight, torch.zeros_like(weight)], dim=1)
+    edit.load_state_dict(state)
+    return edit
+
+
+def load_trained(options: TrainOptions, name: str) -> nn.Module:
+    folder = options.work / name
+    if not folder.exists():
+        raise FileNotFoundError(f"no trained {name} in {folder}: run --part unet first")
+    cls = CLIPTextModel if name == "text_encoder" else UNet2DConditionModel
+    return cls.from_pretrained(folder)
+
+
+def train_edit(options: TrainOptions) -> PartStats:
+    """The InstructPix2Pix denoiser; the autoencoder and text encoder stay as the text-to-image model has them."""
+    torch.manual_seed(options.seed + 2)
+    vae, tokenizer, scheduler = load_vae(options), make_tokenizer(), make_noise_scheduler()
+    text_encoder = load_trained(options, "text_encoder").eval().requires_grad_(False)
+    unet = edit_unet_from(load_trained(options, "unet"))
+    trainee = new_trainee("edit", {"unet": unet}, options.seed)
+    batch = SETTINGS["edit"].batch
+
+    def step(t: Trainee) -> torch.Tensor:
+        edits = edit_batch(t.rng, batch)
+        # InstructPix2Pix drops the instruction, the picture, or both, 5% each, for its two guidance scales.
+        roll = t.rng.random(batch)
+        texts = ["" if 0.05 <= r < 0.15 else s for r, s in zip(roll, edits.instructions, strict=True)]
+        keep_image = torch.from_numpy(~((roll < 0.05) | ((roll >= 0.10) & (roll < 0.15)))).float()
+        with torch.no_grad():
+            # The pipeline conditions on the picture's unscaled latent mode; so must training.
+            condition = vae.encode(edits.before).latent_dist.mode() * keep_image[:, None, None, None]
+            target = vae.encode(edits.after).latent_dist.sample() * vae.config.scaling_factor
+            text = text_encoder(token_ids(tokenizer, texts))[0]
+        return denoise_loss(unet, scheduler, target, text, condition)
+
+    stats = run_loop(options, trainee, step)
+    trainee.ema["unet"].save_pretrained(options.work / "edit_unet")
+    export_edit(options, vae, text_encoder, tokenizer, trainee.ema["unet"])
+    return stats
+
+
+# ---------------------------------------------------------------- export
+
+
+def export_generate(
+    options: TrainOptions,
+    vae: AutoencoderKL,
+    text_encoder: CLIPTextModel,
+    tokenizer: CLIPTokenizer,
+    unet: UNet2DConditionModel,
+) -> Path:
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=make_sampler(),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    return _save_half(pipe, options.out / "generate")
+
+
+def export_edit(
+    options: TrainOptions,
+    vae: AutoencoderKL,
+    text_encoder: CLIPTextModel,
+    tokenizer: CLIPTokenizer,
+    unet: UNet2DConditionModel,
+) -> Path:
+    pipe = StableDiffusionInstructPix2PixPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=make_sampler(),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    return _save_half(pipe, options.out / "edit")
+
+
+def _save_half(pipe: StableDiffusionPipeline | StableDiffusionInstructPix2PixPipeline, folder: Path) -> Path:
+    """Save the denoiser and autoencoder as float16 safetensors, so both pipelines stay under 25 MB.
+
+    The text encoder stays float32: transformers loads weights in their saved type while diffusers
+    upcasts to float32, and a plain `from_pretrained` must not end up with mixed types.
+    """
+    half = copy.deepcopy(pipe)
+    half.unet.to(dtype=torch.float16)
+    half.vae.to(dtype=torch.float16)
+    half.save_pretrained(folder, safe_serialization=True)
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    log.info("wrote %s (%.1f MB)", folder, size / 1e6)
+    return folder
+
+
+# ---------------------------------------------------------------- command line
+
+
+TRAINERS = {"vae": train_vae, "unet": train_unet, "edit": train_edit}
+
+
+def parse_args(argv: list[str] | None = None) -> TrainOptions:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=[*PARTS, "all"], default="all")
+    parser.add_argument("--minutes", type=float, default=30.0, help="time budget of each part")
+    parser.add_argument("--steps", type=int, default=None, help="fixed step count per part (repeatable runs)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=TrainOptions.seed)
+    args = parser.parse_args(argv)
+    if args.minutes <= 0 or (args.steps is not None and args.steps <= 0) or args.threads <= 0:
+        parser.error("--minutes, --steps and --threads must be positive")
+    return TrainOptions(args.part, args.minutes, args.steps, args.out, args.threads, args.seed)
+
+
+def main(argv: list[str] | None = None) -> None:
+    options = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    torch.set_num_threads(options.threads)
+    parts = PARTS if options.part == "all" else (options.part,)
+    for part in parts:
+        stats = TRAINERS[part](options)
+        print(json.dumps(asdict(stats)))
+
+
+if __name__ == "__main__":
+    main()

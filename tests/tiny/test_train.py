@@ -1,0 +1,62 @@
+"""The training script's pieces that need no trained weights: model sizes, the edit UNet's start, options."""
+
+import numpy as np
+import pytest
+import torch
+
+from inference.tiny import train
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    torch.set_num_threads(1)
+
+
+def test_models_have_the_planned_sizes():
+    tokenizer = train.make_tokenizer()
+    assert 0.6e6 < train.parameter_count(train.make_vae()) < 0.8e6
+    assert 3.8e6 < train.parameter_count(train.make_unet()) < 4.5e6
+    assert 0.2e6 < train.parameter_count(train.make_text_encoder(tokenizer)) < 0.4e6
+
+
+def test_captions_fit_the_token_window():
+    tokenizer = train.make_tokenizer()
+    rng = np.random.default_rng(0)
+    longest = max(
+        len(tokenizer(train.data.caption(train.data.sample_scene(rng))).input_ids) for _ in range(300)
+    )
+    assert longest <= train.MAX_TOKENS
+
+
+@torch.no_grad()
+def test_edit_unet_starts_as_the_text_to_image_unet():
+    torch.manual_seed(0)
+    unet = train.make_unet()
+    edit = train.edit_unet_from(unet)
+    assert edit.config.in_channels == 8
+    latents, text = torch.randn(2, 4, 16, 16), torch.randn(2, 7, train.TEXT_DIM)
+    picture = torch.randn(2, 4, 16, 16)
+    t = torch.tensor([10, 500])
+    expected = unet(latents, t, text).sample
+    assert torch.allclose(edit(torch.cat([latents, picture], 1), t, text).sample, expected, atol=1e-5)
+
+
+def test_min_snr_weights_cap_the_easy_timesteps():
+    weights = train.min_snr_weights(train.make_noise_scheduler(), torch.tensor([0, 100, 999]))
+    assert weights[0] < 0.1 and weights[-1] == pytest.approx(1.0)
+    assert bool(((weights > 0) & (weights <= 1)).all())
+
+
+def test_crops_and_batches_are_deterministic():
+    a = train.crop_batch(np.random.default_rng(3), 4)
+    b = train.crop_batch(np.random.default_rng(3), 4)
+    assert a.shape == (4, 3, train.VAE_CROP, train.VAE_CROP) and torch.equal(a, b)
+    assert float(a.min()) >= -1.0 and float(a.max()) <= 1.0
+
+
+def test_bad_options_are_refused(capsys):
+    with pytest.raises(SystemExit):
+        train.parse_args(["--minutes", "0"])
+    assert "--minutes" in capsys.readouterr().err
+    options = train.parse_args(["--part", "vae", "--minutes", "2", "--out", "/tmp/x"])
+    assert options.work == options.out / "train-state" and options.part == "vae"
