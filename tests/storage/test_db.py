@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from storage.db import Database, DatabaseError, DatabaseSettings, load_migrations, split_statements
+from storage.db import Database, DatabaseError, DatabaseSettings, SyncTx, load_migrations, split_statements
 
 LATEST = len(load_migrations())
 
@@ -173,3 +175,44 @@ def test_settings_refuse_bad_values() -> None:
         DatabaseSettings(backup_hour=25)
     with pytest.raises(ValueError, match="busy_timeout_ms"):
         DatabaseSettings(busy_timeout_ms=-1)
+
+
+async def test_grouped_calls_commit_or_roll_back_each_on_their_own(tmp_path: Path) -> None:
+    async with Database.open(tmp_path / "b.sqlite3") as db:
+
+        def body(i: int) -> Callable[[SyncTx], int]:
+            def insert(tx: SyncTx) -> int:
+                rowid = tx.insert(
+                    "INSERT INTO audit (actor_id, action, created_at) VALUES (?, 'grouped', 0)", (i,)
+                )
+                if i % 3 == 0:
+                    raise ValueError(f"call {i} fails after writing")
+                return rowid
+
+            return insert
+
+        # Fifty calls at once: they run in a few batches, each call in its own savepoint.
+        results = await asyncio.gather(*(db.run(body(i)) for i in range(1, 51)), return_exceptions=True)
+        failed = [i for i, r in enumerate(results, start=1) if isinstance(r, ValueError)]
+        assert failed == list(range(3, 51, 3))
+        stored = await db.run(
+            lambda tx: [r[0] for r in tx.fetchall("SELECT actor_id FROM audit ORDER BY actor_id")]
+        )
+        assert stored == [i for i in range(1, 51) if i % 3]
+        assert await db.run(lambda tx: tx.fetchone("SELECT 42")[0], write=False) == 42
+
+
+async def test_a_cancelled_caller_that_was_not_started_runs_nothing(tmp_path: Path) -> None:
+    async with Database.open(tmp_path / "b.sqlite3") as db:
+        calls = [
+            asyncio.ensure_future(
+                db.write("INSERT INTO audit (actor_id, action, created_at) VALUES (?, 'c', 0)", (i,))
+            )
+            for i in range(1, 41)
+        ]
+        await asyncio.sleep(0)  # every call is queued now; the first batch has not started
+        calls[-1].cancel()
+        done = await asyncio.gather(*calls, return_exceptions=True)
+        assert isinstance(done[-1], asyncio.CancelledError)
+        count = await db.run(lambda tx: tx.fetchone("SELECT COUNT(*) FROM audit")[0])
+        assert count == 39
