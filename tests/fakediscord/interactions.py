@@ -155,8 +155,15 @@ class Interaction:
             raise FakeDiscordError(f"interaction {self.id} was not answered with a modal: {self.response}")
         return self.record.modal
 
-    def original(self) -> Message | None:
-        """The response message (created by callback type 4 or 5, or edited by 7), as it is now."""
+    def original(self) -> Message:
+        """The response message (created by callback type 4 or 5; for 6/7 the clicked message), as it is
+        now. Raises FakeDiscordError while there is none: await `wait_response()` first."""
+        message = self._original()
+        if message is None:
+            raise FakeDiscordError(f"{self!r} has no response message (yet)")
+        return message
+
+    def _original(self) -> Message | None:
         if self.record.original_id is None:
             return None
         return self._world.messages.get(self.record.original_id)
@@ -166,7 +173,7 @@ class Interaction:
 
     def messages(self) -> list[Message]:
         """The original response (if any) then every follow-up."""
-        original = self.original()
+        original = self._original()
         return ([original] if original else []) + self.followups()
 
     def expire(self) -> None:
@@ -189,7 +196,7 @@ class Interaction:
         """The original response once it exists and `predicate(message)` holds (e.g. it was edited)."""
 
         def ready() -> Message | None:
-            message = self.original()
+            message = self._original()
             if message is None or (predicate is not None and not predicate(message)):
                 return None
             return message

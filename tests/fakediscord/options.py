@@ -156,9 +156,9 @@ class OptionBuilder:
 
     def _channel(self, channel: FakeChannel) -> str:
         data = payloads.channel(channel)
-        data["permissions"] = str(
-            self.world.permissions(self.world.member(channel.guild_id, self.world.bot_user.id))
-        )
+        if channel.guild_id is not None:
+            bot = self.world.member(channel.guild_id, self.world.bot_user.id)
+            data["permissions"] = str(self.world.permissions(bot))
         self.resolved.channels[str(channel.id)] = data
         return str(channel.id)
 

@@ -43,7 +43,7 @@ class Reroll(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"sample:r
 
     @classmethod
     async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Button[Any], match: Any
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: Any
     ) -> Self:
         return cls(int(match["job"]))
 

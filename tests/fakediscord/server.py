@@ -25,6 +25,7 @@ from tests.fakediscord.models import (
     Event,
     EventKind,
     FakeChannel,
+    FakeClock,
     FakeGuild,
     FakeMember,
     FakeRole,
@@ -131,7 +132,7 @@ class FakeDiscord:
         self.rest.options.ack_deadline = seconds
 
     @property
-    def clock(self) -> Any:
+    def clock(self) -> FakeClock:
         """`FakeClock`: `fake.clock.advance(16 * 60)` expires every interaction token issued so far."""
         return self.world.clock
 

@@ -74,7 +74,7 @@ async def test_deferred_command_follows_up_with_file_embed_and_button(scene: Sce
     )
     response = await ix.wait_response()
     assert response.type == 5
-    assert ix.original() is not None and ix.original().loading
+    assert ix.original().loading
     (result,) = await ix.wait_followups(1)
     assert result.attachments[0].filename == "result.png"
     assert result.attachments[0].data == PNG
@@ -259,7 +259,7 @@ async def test_progress_in_the_channel_stops_when_deleted(scene: Scene) -> None:
     ix = await scene.fake.send_slash(
         "progress", {"steps": 200, "in_channel": True}, user=scene.alice, channel=scene.general
     )
-    progress = await scene.fake.wait_message(lambda m: m.content.startswith("step") and m.edits)
+    progress = await scene.fake.wait_message(lambda m: m.content.startswith("step") and bool(m.edits))
     assert progress.interaction_id is None
     await scene.fake.delete_message(progress)
     await scene.fake.wait_for(lambda e: e.kind is EventKind.FAULT and "10008" in e.detail)
@@ -392,5 +392,7 @@ async def test_members_intent_gets_the_member_list(fake_discord: FakeDiscord) ->
     intents.members = True
     client = discord.Client(intents=intents, guild_ready_timeout=0.05)
     async with run_bot(client, fake_discord):
-        members = client.get_guild(guild.id).members
+        found = client.get_guild(guild.id)
+        assert found is not None
+        members = found.members
         assert {m.name for m in members} == {"big-owner", "brushfire", "ann", "ben", "cy"}
