@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import diffusers
 import torch
 from diffusers import (
     AutoencoderTiny,
@@ -34,7 +35,7 @@ from inference.protocol import (
     JobKind,
     StepUpdate,
 )
-from inference.settings import EngineSettings
+from inference.settings import AdapterSettings, EngineSettings
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +196,7 @@ class DiffusersEngine:
         self._model_name = model_name
         self._device = device
         self._previewer = previewer
-        self._adapters = [a.name for a in settings.adapters]
+        self._adapters = [a.name for a in settings.adapters if not a.fuse]
         self._lock = threading.Lock()  # one batch at a time: pipelines and schedulers keep state
 
     # --- Loading ---
@@ -238,6 +239,7 @@ class DiffusersEngine:
         for pipe in (generate, edit):
             if pipe is not None:
                 _prepare(pipe, settings, device, dtype)
+        _set_scheduler(generate, settings)
         pipes = _Pipelines(generate, AutoPipelineForImage2Image.from_pipe(generate), edit)
         pipes.img2img.set_progress_bar_config(disable=True)
         _load_adapters(pipes.generate, settings)
@@ -512,11 +514,36 @@ def _prepare(
         denoiser.compile()
 
 
+def _set_scheduler(pipe: DiffusionPipeline, settings: EngineSettings) -> None:
+    if settings.scheduler is None and settings.timestep_spacing is None:
+        return
+    cls = type(pipe.scheduler)
+    if settings.scheduler is not None:
+        cls = getattr(diffusers, settings.scheduler, None)
+        if cls is None or not hasattr(cls, "from_config"):
+            raise EngineError(f"unknown scheduler {settings.scheduler!r}")
+    overrides = {"timestep_spacing": settings.timestep_spacing} if settings.timestep_spacing else {}
+    pipe.scheduler = cls.from_config(pipe.scheduler.config, **overrides)
+
+
 def _load_adapters(pipe: DiffusionPipeline, settings: EngineSettings) -> None:
-    for adapter in settings.adapters:
-        try:
-            pipe.load_lora_weights(adapter.path, weight_name=adapter.weight_name, adapter_name=adapter.name)
-        except (OSError, ValueError) as exc:
-            raise EngineError(f"cannot load adapter {adapter.name!r} from {adapter.path!r}: {exc}") from exc
-    if settings.adapters:
+    """Fuse the always-on adapters into the weights, then load the switchable ones (disabled)."""
+    fused = [a for a in settings.adapters if a.fuse]
+    switchable = [a for a in settings.adapters if not a.fuse]
+    for adapter in fused:
+        _load_adapter(pipe, adapter)
+    if fused:
+        pipe.set_adapters([a.name for a in fused], adapter_weights=[a.scale for a in fused])
+        pipe.fuse_lora(adapter_names=[a.name for a in fused])
+        pipe.unload_lora_weights()  # the fused weights stay; the LoRA layers go
+    for adapter in switchable:
+        _load_adapter(pipe, adapter)
+    if switchable:
         pipe.disable_lora()
+
+
+def _load_adapter(pipe: DiffusionPipeline, adapter: AdapterSettings) -> None:
+    try:
+        pipe.load_lora_weights(adapter.path, weight_name=adapter.weight_name, adapter_name=adapter.name)
+    except (OSError, ValueError) as exc:
+        raise EngineError(f"cannot load adapter {adapter.name!r} from {adapter.path!r}: {exc}") from exc

@@ -35,6 +35,10 @@ class AdapterSettings(BaseModel):
     name: str = Field(min_length=1, max_length=64)
     path: str  # a local .safetensors file or folder, or a Hugging Face id
     weight_name: str | None = None
+    # Fused into the weights at load and always on, never switched (a few-step LoRA such as LCM-LoRA or
+    # SDXL-Lightning); a fused adapter is not one a job can name.
+    fuse: bool = False
+    scale: float = Field(default=1.0, ge=0.0, le=2.0)  # the fused strength; per-job scale otherwise
 
 
 class EngineSettings(BaseModel):
@@ -53,6 +57,10 @@ class EngineSettings(BaseModel):
     compile: bool = False
     channels_last: bool = False
     safety_checker: bool = True
+    # Replace the model's scheduler: a diffusers scheduler class name (e.g. "LCMScheduler") and/or the
+    # timestep spacing few-step models want ("trailing"); None keeps what the model ships with.
+    scheduler: str | None = Field(default=None, pattern=r"^[A-Za-z0-9]+Scheduler$")
+    timestep_spacing: Literal["leading", "linspace", "trailing"] | None = None
     preview_every: int = Field(default=1, ge=1, le=100)  # make a preview every N steps
     defaults: ModelDefaults = Field(default_factory=ModelDefaults)
     adapters: list[AdapterSettings] = Field(default_factory=list)

@@ -306,3 +306,38 @@ def write_tiny_lora(model_dir: Path, out_dir: Path) -> Path:
     layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
     StableDiffusionPipeline.save_lora_weights(out_dir, unet_lora_layers=layers, safe_serialization=True)
     return out_dir / "pytorch_lora_weights.safetensors"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("peft") is None, reason="LoRA fusing needs peft")
+def test_fused_adapter_is_always_on_and_not_switchable(
+    engine_settings: EngineSettings, tmp_path: Path
+) -> None:
+    lora = write_tiny_lora(Path(engine_settings.model or ""), tmp_path / "lora")
+    switchable = AdapterSettings(name="style", path=str(lora.parent), weight_name=lora.name)
+    fused = switchable.model_copy(update={"name": "few-step", "fuse": True, "scale": 0.5})
+    engine = DiffusersEngine.load(engine_settings.model_copy(update={"adapters": [fused, switchable]}))
+    assert engine.adapter_names == ["style"]
+    reference = DiffusersEngine.load(engine_settings.model_copy(update={"adapters": [switchable]}))
+    with_fused, _ = run(engine, [make_item("a", 1)])
+    half, _ = run(reference, [make_item("b", 1, adapter="style", adapter_scale=0.5)])
+    assert max_diff(with_fused[0][0], half[0][0]) <= PIXEL_TOLERANCE
+
+
+def test_scheduler_can_be_replaced(engine_settings: EngineSettings) -> None:
+    settings = engine_settings.model_copy(
+        update={"scheduler": "DPMSolverMultistepScheduler", "timestep_spacing": "leading"}
+    )
+    engine = DiffusersEngine.load(settings)
+    scheduler = engine._pipes.generate.scheduler
+    assert type(scheduler).__name__ == "DPMSolverMultistepScheduler"
+    assert scheduler.config.timestep_spacing == "leading"
+    assert engine._pipes.img2img.scheduler is scheduler
+    results, _ = run(engine, [make_item("a", 1)])
+    assert len(results[0]) == 1
+    with pytest.raises(EngineError, match="unknown scheduler 'NoSuchScheduler'"):
+        DiffusersEngine.load(engine_settings.model_copy(update={"scheduler": "NoSuchScheduler"}))
+
+
+def test_a_missing_model_is_a_clear_error(engine_settings: EngineSettings, tmp_path: Path) -> None:
+    with pytest.raises(EngineError, match="cannot load model"):
+        DiffusersEngine.load(engine_settings.model_copy(update={"model": str(tmp_path / "nothing")}))
