@@ -164,12 +164,17 @@ class EditModal(ui.Modal):
         self.job_id = job_id
         self.count = count
         self.instruction: ui.TextInput[EditModal] = ui.TextInput(
-            label="Instruction", placeholder="make it snowy", max_length=min(max_chars, 4000)
+            label="Instruction",
+            custom_id="instruction",
+            placeholder="make it snowy",
+            max_length=min(max_chars, 4000),
         )
         self.add_item(self.instruction)
         self.image: ui.TextInput[EditModal] | None = None
         if count > 1:
-            self.image = ui.TextInput(label=f"Image number (1-{count})", default="1", max_length=1)
+            self.image = ui.TextInput(
+                label=f"Image number (1-{count})", custom_id="image", default="1", max_length=1
+            )
             self.add_item(self.image)
 
     def chosen_index(self) -> int:

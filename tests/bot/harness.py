@@ -5,11 +5,12 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 from bot.bot import ImageBot
 from bot.jobs import open_job_service
 from bot.settings import Settings
-from tests.fakediscord import FakeChannel, FakeDiscord, FakeGuild, FakeUser, Message
+from tests.fakediscord import FakeChannel, FakeDiscord, FakeGuild, FakeUser, Interaction, Message
 from tests.fakediscord.harness import run_bot
 
 MANAGE_GUILD = 1 << 5
@@ -54,3 +55,15 @@ def is_result(message: Message) -> bool:
 def button(message: Message, action: str) -> str:
     """The custom_id of the first button on a message whose id starts with `brushfire:<action>:`."""
     return next(c for c in message.custom_ids() if c.startswith(f"brushfire:{action}:"))
+
+
+async def ephemeral_reply(interaction: Interaction, timeout: float = 15.0) -> str:  # noqa: ASYNC109 - a test deadline
+    """The text of the ephemeral answer an interaction got (a direct reply or a follow-up)."""
+    message = await interaction.wait_message(lambda m: m.ephemeral, timeout=timeout)
+    return message.content
+
+
+async def admin_do(fake: FakeDiscord, world: World, name: str, options: dict[str, Any]) -> str:
+    """Run an admin command as the server owner and return its ephemeral answer."""
+    interaction = await fake.send_slash(name, options, user=world.admin, channel=world.channel)
+    return await ephemeral_reply(interaction)
