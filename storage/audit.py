@@ -70,6 +70,5 @@ class AuditRepo:
             params.append(action)
         sql += " ORDER BY audit_id DESC LIMIT ?"
         params.append(max(1, min(limit, 1000)))
-        async with self._db.read() as tx:
-            rows = await tx.fetchall(sql, params)
+        rows = await self._db.run(lambda tx: tx.fetchall(sql, params), write=False)
         return [_entry(row) for row in rows]

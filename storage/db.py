@@ -181,9 +181,10 @@ class Database:
     """One connection to the brushfire database, shared by every repository in the process.
 
     aiosqlite runs a single sqlite3 connection on its own thread, so two coroutines interleaving
-    statements would share one transaction. `transaction()` and `read()` therefore take an asyncio lock:
-    within the process transactions run one at a time; across processes `BEGIN IMMEDIATE` and the busy
-    timeout serialise writers.
+    statements would share one transaction. Every way in therefore holds an asyncio lock: `run()` (what
+    the repositories use: a synchronous body, one hop, grouped with concurrent calls), and the
+    statement-at-a-time `transaction()` and `read()` context managers. Within the process transactions
+    run one at a time; across processes `BEGIN IMMEDIATE` and the busy timeout serialise writers.
     """
 
     def __init__(self, conn: aiosqlite.Connection, settings: DatabaseSettings) -> None:

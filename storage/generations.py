@@ -48,7 +48,30 @@ _COLUMNS = (
 )
 
 
-def _record(row: sqlite3.Row, png: bytes | None = None) -> GenerationRecord:
+def _params(r: GenerationRecord) -> tuple[object, ...]:
+    return (
+        r.generation_id,
+        r.job_id,
+        r.index,
+        r.prompt,
+        r.negative_prompt,
+        r.style,
+        r.seed,
+        r.width,
+        r.height,
+        r.steps,
+        r.guidance,
+        r.model,
+        r.kind,
+        r.parent_generation_id,
+        int(r.nsfw),
+        r.png,
+        int(r.deleted),
+        r.created_at,
+    )
+
+
+def _record(row: sqlite3.Row) -> GenerationRecord:
     return GenerationRecord(
         generation_id=row["generation_id"],
         job_id=row["job_id"],
@@ -65,7 +88,7 @@ def _record(row: sqlite3.Row, png: bytes | None = None) -> GenerationRecord:
         kind=row["kind"],
         parent_generation_id=row["parent_generation_id"],
         nsfw=bool(row["nsfw"]),
-        png=bytes(row["png"]) if png is None else png,
+        png=bytes(row["png"]),
         deleted=bool(row["deleted"]),
         created_at=row["created_at"],
     )
@@ -83,50 +106,21 @@ class GenerationsRepo:
                 raise ValueError(f"generation {r.generation_id}: png must hold PNG bytes")
         now = self._clock()
         stored = [dataclasses.replace(r, created_at=now) for r in records]
-        async with self._db.transaction() as tx:
-            await tx.executemany(
-                f"INSERT INTO generations ({_COLUMNS}) VALUES ({', '.join('?' * 18)})",
-                [
-                    (
-                        r.generation_id,
-                        r.job_id,
-                        r.index,
-                        r.prompt,
-                        r.negative_prompt,
-                        r.style,
-                        r.seed,
-                        r.width,
-                        r.height,
-                        r.steps,
-                        r.guidance,
-                        r.model,
-                        r.kind,
-                        r.parent_generation_id,
-                        int(r.nsfw),
-                        r.png,
-                        int(r.deleted),
-                        r.created_at,
-                    )
-                    for r in stored
-                ],
-            )
+        sql = f"INSERT INTO generations ({_COLUMNS}) VALUES ({', '.join('?' * 18)})"
+        await self._db.run(lambda tx: tx.executemany(sql, [_params(r) for r in stored]))
         return stored
 
     async def get(self, generation_id: str) -> GenerationRecord | None:
-        async with self._db.read() as tx:
-            row = await tx.fetchone(
-                f"SELECT {_COLUMNS} FROM generations WHERE generation_id = ?", (generation_id,)
-            )
+        sql = f"SELECT {_COLUMNS} FROM generations WHERE generation_id = ?"
+        row = await self._db.run(lambda tx: tx.fetchone(sql, (generation_id,)), write=False)
         return _record(row) if row else None
 
     async def for_job(self, job_id: str, *, with_png: bool = True) -> list[GenerationRecord]:
         """A job's images in index order; `with_png=False` skips the bytes for listings."""
         columns = _COLUMNS if with_png else _COLUMNS.replace("png,", "x'' AS png,")
-        async with self._db.read() as tx:
-            rows = await tx.fetchall(
-                f"SELECT {columns} FROM generations WHERE job_id = ? ORDER BY idx", (job_id,)
-            )
-        return [_record(row, png=None if with_png else b"") for row in rows]
+        sql = f"SELECT {columns} FROM generations WHERE job_id = ? ORDER BY idx"
+        rows = await self._db.run(lambda tx: tx.fetchall(sql, (job_id,)), write=False)
+        return [_record(row) for row in rows]
 
     async def mark_deleted(self, generation_id: str) -> bool:
         """Flag an image deleted and drop its bytes (a user asked for it gone); False if unknown or already so."""

@@ -94,8 +94,8 @@ class GuildsRepo:
         self._clock = clock
 
     async def get(self, guild_id: int) -> GuildSettings:
-        async with self._db.read() as tx:
-            row = await tx.fetchone("SELECT * FROM guild_settings WHERE guild_id = ?", (guild_id,))
+        sql = "SELECT * FROM guild_settings WHERE guild_id = ?"
+        row = await self._db.run(lambda tx: tx.fetchone(sql, (guild_id,)), write=False)
         return _settings(row) if row else GuildSettings(guild_id=guild_id)
 
     async def update(self, guild_id: int, actor_id: int, **changes: Any) -> GuildSettings:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from storage.db import Database
+from storage.db import Database, SyncTx
 
 log = logging.getLogger(__name__)
 
@@ -131,23 +131,15 @@ class JobsRepo:
         """Insert a job; created/updated times are set now. A reused id or idempotency key raises."""
         now = self._clock()
         job = dataclasses.replace(job, created_at=now, updated_at=now)
-        placeholders = ", ".join("?" for _ in _COLUMNS)
-        async with self._db.transaction() as tx:
-            await tx.execute(
-                f"INSERT INTO jobs ({', '.join(_COLUMNS)}) VALUES ({placeholders})",
-                [getattr(job, name) for name in _COLUMNS],
-            )
+        sql = f"INSERT INTO jobs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})"
+        await self._db.run(lambda tx: tx.execute(sql, [getattr(job, name) for name in _COLUMNS]))
         return job
 
     async def get(self, job_id: str) -> JobRecord | None:
-        async with self._db.read() as tx:
-            row = await tx.fetchone("SELECT * FROM jobs WHERE job_id = ?", (job_id,))
-        return _record(row) if row else None
+        return await self._db.run(lambda tx: _fetch(tx, "job_id", job_id), write=False)
 
     async def by_idempotency_key(self, key: str) -> JobRecord | None:
-        async with self._db.read() as tx:
-            row = await tx.fetchone("SELECT * FROM jobs WHERE idempotency_key = ?", (key,))
-        return _record(row) if row else None
+        return await self._db.run(lambda tx: _fetch(tx, "idempotency_key", key), write=False)
 
     async def update_status(
         self, job_id: str, status: JobState | str, error: str | None = None, **fields: Any
@@ -184,42 +176,35 @@ class JobsRepo:
 
     async def bump_attempts(self, job_id: str) -> JobRecord:
         """Count one more recovery attempt (see migration 0002)."""
-        async with self._db.transaction() as tx:
-            changed = await tx.execute(
+
+        def body(tx: SyncTx) -> JobRecord | None:
+            tx.execute(
                 "UPDATE jobs SET attempts = attempts + 1, updated_at = ? WHERE job_id = ?",
                 (self._clock(), job_id),
             )
-            row = await tx.fetchone("SELECT * FROM jobs WHERE job_id = ?", (job_id,))
-        if not changed or row is None:
-            raise UnknownJob(job_id)
-        return _record(row)
+            return _fetch(tx, "job_id", job_id)
+
+        return _found(job_id, await self._db.run(body))
 
     async def _update(self, job_id: str, changes: dict[str, Any]) -> JobRecord:
         assignments = ", ".join(f"{name} = ?" for name in changes)
-        async with self._db.transaction() as tx:
-            changed = await tx.execute(
-                f"UPDATE jobs SET {assignments} WHERE job_id = ?", [*changes.values(), job_id]
-            )
-            row = await tx.fetchone("SELECT * FROM jobs WHERE job_id = ?", (job_id,))
-        if not changed or row is None:
-            raise UnknownJob(job_id)
-        return _record(row)
+
+        def body(tx: SyncTx) -> JobRecord | None:
+            if not tx.execute(f"UPDATE jobs SET {assignments} WHERE job_id = ?", [*changes.values(), job_id]):
+                return None
+            return _fetch(tx, "job_id", job_id)
+
+        return _found(job_id, await self._db.run(body))
 
     async def list_unfinished(self) -> list[JobRecord]:
         """Jobs a restart must pick up again, oldest first."""
-        async with self._db.read() as tx:
-            rows = await tx.fetchall(
-                "SELECT * FROM jobs WHERE status IN ('pending', 'queued', 'running') ORDER BY created_at"
-            )
-        return [_record(row) for row in rows]
+        sql = "SELECT * FROM jobs WHERE status IN ('pending', 'queued', 'running') ORDER BY created_at"
+        return await self._db.run(lambda tx: [_record(r) for r in tx.fetchall(sql)], write=False)
 
     async def recent_for_user(self, guild_id: int | None, user_id: int, limit: int = 10) -> list[JobRecord]:
-        async with self._db.read() as tx:
-            rows = await tx.fetchall(
-                "SELECT * FROM jobs WHERE guild_id IS ? AND user_id = ? ORDER BY created_at DESC LIMIT ?",
-                (guild_id, user_id, max(1, min(limit, 100))),
-            )
-        return [_record(row) for row in rows]
+        sql = "SELECT * FROM jobs WHERE guild_id IS ? AND user_id = ? ORDER BY created_at DESC LIMIT ?"
+        params = (guild_id, user_id, max(1, min(limit, 100)))
+        return await self._db.run(lambda tx: [_record(r) for r in tx.fetchall(sql, params)], write=False)
 
     async def prune_finished(self, before: float) -> int:
         """Forget the interaction tokens of old finished jobs; the rows stay for their generations."""
@@ -228,3 +213,14 @@ class JobsRepo:
                 WHERE finished_at IS NOT NULL AND finished_at < ? AND interaction_token IS NOT NULL""",
             (before,),
         )
+
+
+def _fetch(tx: SyncTx, column: str, value: str) -> JobRecord | None:
+    row = tx.fetchone(f"SELECT * FROM jobs WHERE {column} = ?", (value,))
+    return _record(row) if row else None
+
+
+def _found(job_id: str, job: JobRecord | None) -> JobRecord:
+    if job is None:
+        raise UnknownJob(job_id)
+    return job
