@@ -5,9 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import aiosqlite
-
-from storage.db import Database, DatabaseError, DatabaseSettings, write_backup
+from storage.db import Database, DatabaseError, DatabaseSettings, backup_file
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +28,5 @@ async def backup(src: Path, dst: Path) -> None:
         raise DatabaseError("the backup must go to a different file than the database")
     if dst.is_dir():
         dst = dst / src.name
-    async with aiosqlite.connect(f"file:{src.resolve()}?mode=ro", uri=True, isolation_level=None) as conn:
-        await conn.execute("PRAGMA busy_timeout = 10000")
-        await write_backup(conn, dst)
+    await backup_file(src, dst)
     log.info("backed up %s to %s", src, dst)

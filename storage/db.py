@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -332,9 +333,16 @@ class Database:
             log.debug("no transaction to roll back")
 
     async def backup_to(self, target: Path) -> None:
-        """Copy the live database to `target` with SQLite's online backup API."""
-        async with self._lock:
-            await write_backup(self._conn, target)
+        """Copy the live database to `target` through a separate read connection: this one stays free."""
+        await backup_file(self.path, target, busy_timeout_ms=self.settings.busy_timeout_ms)
+
+
+async def backup_file(source: Path, target: Path, *, busy_timeout_ms: int = 10_000) -> None:
+    """Back up the database file at `source` with the online backup API, while others may write to it."""
+    uri = Path(os.path.abspath(source)).as_uri() + "?mode=ro"
+    async with aiosqlite.connect(uri, uri=True, isolation_level=None) as conn:
+        await conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        await write_backup(conn, target)
 
 
 async def write_backup(source: aiosqlite.Connection, target: Path) -> None:
