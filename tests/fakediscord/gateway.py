@@ -101,7 +101,7 @@ class Gateway:
         self.sessions.append(session)
         await self._send(session, "READY", self._ready(session))
         for guild_id in self.world.guilds:
-            await self._send(session, "GUILD_CREATE", self._guild(guild_id))
+            await self._send(session, "GUILD_CREATE", self.guild_payload(guild_id))
         self.world.record(EventKind.IDENTIFY, detail=session.id)
         log.info("fake gateway: session %d identified (%s)", session.number, session.id)
         return session
@@ -171,7 +171,7 @@ class Gateway:
             ready["shard"] = session.shard
         return ready
 
-    def _guild(self, guild_id: int) -> dict[str, Any]:
+    def guild_payload(self, guild_id: int) -> dict[str, Any]:
         w = self.world
         return payloads.guild(
             w.guild(guild_id), w.guild_roles(guild_id), w.guild_channels(guild_id), w.guild_members(guild_id)

@@ -193,6 +193,8 @@ class Message:
     reference_id: int | None = None
     thread_id: int | None = None
     allowed_mentions: dict[str, Any] | None = None
+    interaction_user: FakeUser | None = None
+    interaction_type: int | None = None
 
     @property
     def ephemeral(self) -> bool:

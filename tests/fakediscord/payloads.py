@@ -199,6 +199,13 @@ def message(m: Message) -> dict[str, Any]:
     if m.webhook_id is not None:
         data["webhook_id"] = str(m.webhook_id)
         data["application_id"] = str(m.webhook_id)
+    if m.interaction_id is not None and m.interaction_user is not None:
+        data["interaction_metadata"] = {
+            "id": str(m.interaction_id),
+            "type": m.interaction_type,
+            "user": user(m.interaction_user),
+            "authorizing_integration_owners": {"0": str(m.guild_id or 0)},
+        }
     if m.reference_id is not None:
         data["message_reference"] = {"message_id": str(m.reference_id), "channel_id": str(m.channel_id)}
     return data

@@ -306,6 +306,8 @@ class Rest:
             flags=flags,
             type=20 if record.kind is InteractionKind.COMMAND else 0,
             interaction_id=record.id,
+            interaction_user=record.user,
+            interaction_type=int(record.kind),
             webhook_id=self.world.application_id,
         )
         record.original_id = message.id
@@ -374,6 +376,8 @@ class Rest:
             self.world.bot_user,
             body,
             interaction_id=record.id,
+            interaction_user=record.user,
+            interaction_type=int(record.kind),
             webhook_id=self.world.application_id,
         )
         record.followup_ids.append(message.id)
@@ -410,9 +414,11 @@ class Rest:
         return self.world.channel(int(request.match_info["channel_id"]))
 
     def _message(self, request: web.Request) -> Message:
-        return self.world.message(
-            int(request.match_info["channel_id"]), int(request.match_info["message_id"])
-        )
+        channel_id, message_id = int(request.match_info["channel_id"]), int(request.match_info["message_id"])
+        message = self.world.message(channel_id, message_id)
+        if message.ephemeral:
+            raise errors.unknown_message()  # only the interaction's webhook routes reach ephemeral messages
+        return message
 
     async def get_channel(self, request: web.Request) -> web.Response:
         channel = self._channel(request)

@@ -224,6 +224,10 @@ class FakeDiscord:
         """The DM channel between the bot and `user` (created on first use, as Discord does)."""
         return self.world.dm_channel(user)
 
+    async def refresh_guild(self, guild: FakeGuild) -> None:
+        """Tell a connected bot about channels, roles and members added after it connected."""
+        await self.gateway.dispatch_if_connected("GUILD_CREATE", self.gateway.guild_payload(guild.id))
+
     def close_dms(self, user: FakeUser) -> None:
         """From now on the bot's DMs to `user` fail with 403 50007."""
         user.dms_open = False

@@ -396,3 +396,33 @@ async def test_members_intent_gets_the_member_list(fake_discord: FakeDiscord) ->
         assert found is not None
         members = found.members
         assert {m.name for m in members} == {"big-owner", "brushfire", "ann", "ben", "cy"}
+
+
+async def test_messages_carry_who_invoked_them(scene: Scene) -> None:
+    ix = await scene.fake.send_slash("draw", {"prompt": "x"}, user=scene.alice, channel=scene.general)
+    (result,) = await ix.wait_followups(1)
+    press = await scene.fake.click(result, result.custom_ids()[0], user=scene.bob)
+    await press.wait_response()
+    submit = await scene.fake.submit_modal(result, {"instruction": "y"})
+    await submit.wait_response()
+    assert result.interaction_user == scene.alice and result.interaction_id == ix.id
+
+
+async def test_a_hundred_interactions_at_once(scene: Scene) -> None:
+    users = [scene.fake.add_member(scene.guild, f"user{i}").user for i in range(50)]
+    sends = [scene.fake.send_slash("fail", user=users[i % 50], channel=scene.general) for i in range(100)]
+    interactions = await asyncio.gather(*sends)
+    callbacks = await asyncio.gather(*(ix.wait_response() for ix in interactions))
+    assert [c.type for c in callbacks] == [4] * 100
+    assert len({ix.original().id for ix in interactions}) == 100
+    assert len(scene.fake.callback_latencies()) == 100
+
+
+async def test_channels_added_later_reach_the_bot_on_refresh(scene: Scene) -> None:
+    late = scene.fake.add_channel(scene.guild, "late")
+    assert scene.bot.get_channel(late.id) is None
+    available = asyncio.ensure_future(scene.bot.wait_for("guild_available", timeout=5))
+    await scene.fake.refresh_guild(scene.guild)
+    await available
+    channel = scene.bot.get_channel(late.id)
+    assert isinstance(channel, discord.TextChannel) and channel.name == "late"
