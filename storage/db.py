@@ -337,10 +337,14 @@ class Database:
         await backup_file(self.path, target, busy_timeout_ms=self.settings.busy_timeout_ms)
 
 
+def _read_only_uri(path: Path) -> str:
+    """A percent-encoded `file:` URI, so paths with spaces, '?' or '#' open as themselves."""
+    return Path(os.path.abspath(path)).as_uri() + "?mode=ro"
+
+
 async def backup_file(source: Path, target: Path, *, busy_timeout_ms: int = 10_000) -> None:
     """Back up the database file at `source` with the online backup API, while others may write to it."""
-    uri = Path(os.path.abspath(source)).as_uri() + "?mode=ro"
-    async with aiosqlite.connect(uri, uri=True, isolation_level=None) as conn:
+    async with aiosqlite.connect(_read_only_uri(source), uri=True, isolation_level=None) as conn:
         await conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         await write_backup(conn, target)
 
