@@ -4,12 +4,15 @@ import asyncio
 import hashlib
 import io
 import logging
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Self
 
 import discord
 from discord import app_commands
 from discord.ext import commands
+
+from bot.endpoints import use_discord_endpoints
 
 log = logging.getLogger(__name__)
 
@@ -252,3 +255,15 @@ async def reset(
     interaction: discord.Interaction, member: discord.Member, channel: discord.TextChannel
 ) -> None:
     await interaction.response.send_message(f"reset {member.name} in #{channel.name} ({channel.id})")
+
+
+def main() -> None:
+    """Run the sample bot in its own process: ``python -m tests.fakediscord.sample_bot API_BASE GATEWAY TOKEN``."""
+    api_base, gateway_url, token = sys.argv[1:4]
+    logging.basicConfig(level=logging.WARNING)
+    use_discord_endpoints(api_base, gateway_url)
+    SampleBot(Journal()).run(token, log_handler=None)
+
+
+if __name__ == "__main__":
+    main()

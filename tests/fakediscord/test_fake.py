@@ -2,8 +2,10 @@
 
 import asyncio
 import hashlib
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
 import discord.gateway
@@ -26,6 +28,7 @@ from tests.fakediscord.harness import run_bot
 from tests.fakediscord.sample_bot import PNG, Journal, SampleBot
 
 MANAGE_GUILD = 1 << 5
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -426,3 +429,34 @@ async def test_channels_added_later_reach_the_bot_on_refresh(scene: Scene) -> No
     await available
     channel = scene.bot.get_channel(late.id)
     assert isinstance(channel, discord.TextChannel) and channel.name == "late"
+
+
+async def _bot_process(fake: FakeDiscord) -> asyncio.subprocess.Process:
+    args = ["-m", "tests.fakediscord.sample_bot", fake.api_base, fake.gateway_url, fake.token]
+    return await asyncio.create_subprocess_exec(sys.executable, *args, cwd=ROOT)
+
+
+async def test_bot_process_killed_and_restarted(fake_discord: FakeDiscord) -> None:
+    fake = fake_discord
+    guild = fake.add_guild()
+    general = fake.add_channel(guild, "general")
+    alice = fake.add_member(guild, "alice").user
+    first = await _bot_process(fake)
+    try:
+        await fake.wait_connected(30)
+        await fake.wait_commands("draw")
+        ix = await fake.send_slash("draw", {"prompt": "x"}, user=alice, channel=general)
+        (result,) = await ix.wait_followups(1)
+    finally:
+        first.kill()
+        await first.wait()
+    second = await _bot_process(fake)
+    try:
+        await fake.wait_connected(30, identifies=2)
+        press = await fake.click(result, f"sample:reroll:{ix.id}", user=alice)
+        await press.wait_response()
+        await (await fake.submit_modal(press, {"instruction": "again"})).wait_response()
+        assert result.content.startswith(f"job {ix.id} edited: again")
+    finally:
+        second.terminate()
+        await second.wait()
