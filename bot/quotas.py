@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from storage import audit, ledger, policy
 from storage.db import Database, SyncTx
+from storage.jobs import JobsRepo
 from storage.ledger import BonusSpend, UserDayUsage
 from storage.policy import BonusGrant, RoleTier, UserOverride, UserPolicy
 
@@ -771,11 +772,14 @@ class MaintenanceScheduler:
             return 0
 
     async def prune(self) -> int:
+        """Prune the ledger, and forget interaction tokens of jobs finished over a day ago (they expire anyway)."""
         try:
-            return await self._quotas.prune()
+            removed = await self._quotas.prune()
+            await JobsRepo(self._db, self._clock).prune_finished(self._clock() - DAY_S)
         except Exception:
             log.exception("ledger pruning failed")
             return 0
+        return removed
 
     async def backup(self) -> Path | None:
         """Write `brushfire-YYYYMMDD-HHMMSS.sqlite3` into the backup folder and keep the newest few."""

@@ -416,5 +416,15 @@ async def test_maintenance_jobs_run_on_a_real_scheduler(tmp_path: Path, clock: C
             made.append(await maintenance.backup())
         kept = sorted(p.name for p in (tmp_path / "backups").iterdir())
         assert kept == sorted(p.name for p in made[1:])
+        jobs_repo = JobsRepo(db, clock)
+        await jobs_repo.create(
+            JobRecord(
+                job_id="ab", channel_id=1, user_id=U, kind="generate", parameters="{}", interaction_token="t"
+            )
+        )
+        await jobs_repo.update_status("ab", JobState.SUCCEEDED)
+        clock.advance(86400 + 1)
+        await maintenance.prune()
+        assert (await jobs_repo.get("ab")).interaction_token is None
     unscheduled = MaintenanceScheduler(q, db, clock).register(AsyncIOScheduler())
     assert len(unscheduled) == 3
