@@ -113,7 +113,8 @@ class Job:
     total_steps: int = 0
     images: list[GeneratedImage | None] = field(default_factory=list)
     error: ErrorBody | None = None
-    preview: bytes | None = None
+    preview: Image.Image | None = None  # encoded only when someone asks for it
+    preview_jpeg: bytes | None = None
     seq: int = 0
     durable: list[JobEvent] = field(default_factory=list)
     latest: JobEvent | None = None  # the latest position/progress/preview event
@@ -436,7 +437,11 @@ class Scheduler:
         return img.png
 
     def preview(self, job_id: str) -> bytes | None:
-        return self.get(job_id).preview
+        """The latest preview of the job's first image as a small JPEG, or None before the first one."""
+        job = self.get(job_id)
+        if job.preview is not None and job.preview_jpeg is None:
+            job.preview_jpeg = _jpeg(job.preview)
+        return job.preview_jpeg
 
     async def events(
         self, job_id: str, after: int = 0, heartbeat: float | None = None
@@ -530,19 +535,21 @@ class Scheduler:
         return self._times.estimate(job.key.shape, n) / n
 
     def _announce_positions(self) -> None:
+        eta = self._running_remaining()
         for place, job in enumerate(self._order()):
+            eta += self._image_seconds(job) * job.request.count
             if job.listeners:
-                self._emit(job, EventType.POSITION, position=place, eta_s=self._eta(job))
+                self._emit(job, EventType.POSITION, position=place, eta_s=round(eta, 2))
 
     # --- events ---
 
     def _emit(self, job: Job, type_: EventType, **fields: object) -> None:
         job.seq += 1
         final = type_ in (EventType.DONE, EventType.FAILED, EventType.CANCELLED)
-        event = JobEvent.model_validate(
-            {"type": type_, "job_id": job.id, "seq": job.seq, **fields}
-            | ({"job": self.info(job), "error": job.error} if final else {})
-        )
+        if final:
+            fields |= {"job": self.info(job), "error": job.error}
+        # Built from trusted values on the hot path (several events per step), so not re-validated.
+        event = JobEvent.model_construct(type=type_, job_id=job.id, seq=job.seq, **fields)
         if type_ in _DURABLE_EVENTS:
             job.durable.append(event)
         else:
@@ -600,7 +607,6 @@ class Scheduler:
             job.status = JobStatus.RUNNING
             job.started_at = now
             self._emit(job, EventType.STARTED)
-        self._announce_positions()
         slices = [Slice(j, 0, j.request.count) for j in batch]
         await self._run_slices(slices, may_split=True)
 
@@ -632,10 +638,10 @@ class Scheduler:
         n = sum(s.count for s in slices)
         run = _Running(slices, time.monotonic(), self._times.estimate(key.shape, n))
         self._running = run
+        self._announce_positions()  # everyone behind moved up; ETAs now count this batch
 
         def on_step(update: StepUpdate) -> None:  # on the engine thread
-            previews = _encode_previews(slices, update.previews)
-            loop.call_soon_threadsafe(self._on_step, run, update, previews)
+            loop.call_soon_threadsafe(self._on_step, run, update, _first_previews(slices, update.previews))
 
         items = [s.item() for s in slices]
         future = loop.run_in_executor(self._executor, self._engine.run_batch, items, on_step, run.should_stop)
@@ -655,13 +661,13 @@ class Scheduler:
         self.batch_seconds += elapsed
         return results
 
-    def _on_step(self, run: _Running, update: StepUpdate, previews: dict[str, bytes]) -> None:
+    def _on_step(self, run: _Running, update: StepUpdate, previews: dict[str, Image.Image]) -> None:
         for job in run.jobs:
             if job.status is not JobStatus.RUNNING:
                 continue
             job.step, job.total_steps = update.step, update.total
             if job.id in previews:
-                job.preview = previews[job.id]
+                job.preview, job.preview_jpeg = previews[job.id], None
                 self._emit(job, EventType.PREVIEW, step=update.step, total=update.total)
             self._emit(job, EventType.PROGRESS, step=update.step, total=update.total, eta_s=self._eta(job))
 
@@ -708,21 +714,23 @@ def _shutting_down() -> ErrorBody:
     return ErrorBody(code=ErrorCode.SHUTTING_DOWN, message="the worker shut down; resubmit the job")
 
 
-def _encode_previews(slices: list[Slice], previews: list[Image.Image]) -> dict[str, bytes]:
-    """Each job's first image's preview as a small JPEG (on the engine thread, off the loop)."""
-    if not previews:
-        return {}
-    out: dict[str, bytes] = {}
+def _first_previews(slices: list[Slice], previews: list[Image.Image]) -> dict[str, Image.Image]:
+    """Each job's first image's preview, picked from the batch's previews (one per image, in order)."""
+    out: dict[str, Image.Image] = {}
     index = 0
     for s in slices:
-        if s.offset == 0 and index < len(previews) and not s.job.status.is_final:
-            img = previews[index].convert("RGB")
-            img.thumbnail((_PREVIEW_SIDE, _PREVIEW_SIDE))
-            buf = io.BytesIO()
-            img.save(buf, format="JPEG", quality=80)
-            out[s.job.id] = buf.getvalue()
+        if s.offset == 0 and index < len(previews):
+            out[s.job.id] = previews[index]
         index += s.count
     return out
+
+
+def _jpeg(image: Image.Image) -> bytes:
+    img = image.convert("RGB")
+    img.thumbnail((_PREVIEW_SIDE, _PREVIEW_SIDE))
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=80)
+    return buf.getvalue()
 
 
 def job_fingerprint(request: JobRequest, image_digest: str | None) -> str:
