@@ -341,3 +341,65 @@ def test_scheduler_can_be_replaced(engine_settings: EngineSettings) -> None:
 def test_a_missing_model_is_a_clear_error(engine_settings: EngineSettings, tmp_path: Path) -> None:
     with pytest.raises(EngineError, match="cannot load model"):
         DiffusersEngine.load(engine_settings.model_copy(update={"model": str(tmp_path / "nothing")}))
+
+
+def with_safety_checker(model_dir: Path, out_dir: Path, threshold: float) -> Path:
+    """A copy of the tiny model with a tiny real safety checker; `threshold` sets how much it flags.
+
+    The checker flags an image when its embedding's cosine with a concept exceeds that concept's
+    threshold: 1 flags nothing, -1 flags everything.
+    """
+    from diffusers import StableDiffusionPipeline
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+    from transformers import CLIPConfig, CLIPImageProcessor
+
+    torch.manual_seed(0)
+    small = {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 1, "num_attention_heads": 4}
+    config = CLIPConfig(
+        text_config=small, vision_config={**small, "image_size": 32, "patch_size": 8}, projection_dim=16
+    )
+    checker = StableDiffusionSafetyChecker(config)
+    checker.concept_embeds_weights.data.fill_(threshold)
+    features = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    pipe = StableDiffusionPipeline.from_pretrained(model_dir)
+    pipe.register_modules(safety_checker=checker, feature_extractor=features)
+    pipe.register_to_config(requires_safety_checker=True)
+    pipe.save_pretrained(out_dir, safe_serialization=True)
+    return out_dir
+
+
+@pytest.mark.parametrize(("threshold", "flagged"), [(1.0, False), (-1.0, True)])
+def test_each_image_carries_its_safety_flag(
+    engine_settings: EngineSettings, tiny_model_dir: Path, tmp_path: Path, threshold: float, flagged: bool
+) -> None:
+    model = with_safety_checker(tiny_model_dir, tmp_path / "checked", threshold)
+    engine = DiffusersEngine.load(engine_settings.model_copy(update={"model": str(model)}))
+    results, _ = run(engine, [make_item("a", 100, count=4), make_item("b", 200, count=4)])
+    images = [img for r in results for img in r]
+    assert [img.nsfw for img in images] == [flagged] * 8
+    for img in images:  # the pipeline blacks out exactly the flagged images
+        assert img.nsfw == (pixels(img).max() == 0)
+    unchecked = DiffusersEngine.load(
+        engine_settings.model_copy(update={"model": str(model), "safety_checker": False})
+    )
+    assert not any(img.nsfw for r in run(unchecked, [make_item("c", 100, count=4)])[0] for img in r)
+
+
+def test_previews_from_a_tiny_preview_decoder(engine_settings: EngineSettings, tmp_path: Path) -> None:
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(0)
+    decoder = AutoencoderTiny(
+        encoder_block_out_channels=(8, 8, 8, 8),
+        decoder_block_out_channels=(8, 8, 8, 8),
+        num_encoder_blocks=(1, 1, 1, 1),
+        num_decoder_blocks=(1, 1, 1, 1),
+    )
+    decoder.save_pretrained(tmp_path / "taesd")
+    engine = DiffusersEngine.load(
+        engine_settings.model_copy(update={"preview_decoder": str(tmp_path / "taesd")})
+    )
+    _, updates = run(engine, [make_item("a", 1, count=2)])
+    assert [len(u.previews) for u in updates] == [2, 2, 2, 0]
+    assert updates[0].previews[0].size == (128, 128)
+    assert updates[0].previews[0].mode == "RGB"
