@@ -14,6 +14,7 @@ MAX_EMBED_TOTAL = 6000
 MAX_ATTACHMENTS = 10
 MAX_ROWS = 5
 MAX_CUSTOM_ID = 100
+COMPONENTS_V2 = 1 << 15  # layout components have their own limits, not checked here
 
 
 def check_message(payload: dict[str, Any], file_sizes: list[int], upload_limit: int) -> None:
@@ -22,7 +23,8 @@ def check_message(payload: dict[str, Any], file_sizes: list[int], upload_limit: 
     if len(content) > MAX_CONTENT:
         raise invalid_form("content", f"Must be {MAX_CONTENT} or fewer in length.")
     _check_embeds(payload.get("embeds") or [])
-    _check_components(payload.get("components") or [])
+    if not int(payload.get("flags") or 0) & COMPONENTS_V2:
+        _check_components(payload.get("components") or [])
     if len(file_sizes) > MAX_ATTACHMENTS or len(payload.get("attachments") or []) > MAX_ATTACHMENTS:
         raise invalid_form("attachments", f"Must be {MAX_ATTACHMENTS} or fewer in length.")
     if any(size > upload_limit for size in file_sizes):

@@ -88,7 +88,7 @@ class SampleBot(commands.Bot):
 
 
 def _commands() -> list[app_commands.Command[Any, Any, Any] | app_commands.Group]:
-    return [draw, fail, inspect, announce, dm, progress, slow, admin, whois, gallery, big, styles]
+    return [draw, fail, inspect, announce, dm, progress, slow, admin, whois, gallery, big, styles, feedback]
 
 
 async def _style_choices(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
@@ -255,6 +255,31 @@ async def reset(
     interaction: discord.Interaction, member: discord.Member, channel: discord.TextChannel
 ) -> None:
     await interaction.response.send_message(f"reset {member.name} in #{channel.name} ({channel.id})")
+
+
+class FeedbackModal(discord.ui.Modal, title="Feedback"):
+    """A modal with labelled inputs (discord.py 2.6+): a text input and a select."""
+
+    comment: discord.ui.Label[Any] = discord.ui.Label(
+        text="Comment", component=discord.ui.TextInput(custom_id="comment", max_length=50)
+    )
+    mood: discord.ui.Label[Any] = discord.ui.Label(
+        text="Mood",
+        component=discord.ui.Select(
+            custom_id="mood", options=[discord.SelectOption(label=m) for m in ("happy", "sad")]
+        ),
+    )
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        text = self.comment.component
+        select = self.mood.component
+        assert isinstance(text, discord.ui.TextInput) and isinstance(select, discord.ui.Select)
+        await interaction.response.send_message(f"{text.value} / {', '.join(select.values)}", ephemeral=True)
+
+
+@app_commands.command(description="Open a feedback form")
+async def feedback(interaction: discord.Interaction) -> None:
+    await interaction.response.send_modal(FeedbackModal())
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ from tests.fakediscord.interactions import (
     build_payload,
     new_record,
 )
+from tests.fakediscord.modals import ModalValues, fill_modal
 from tests.fakediscord.models import (
     ADMINISTRATOR,
     ChannelKind,
@@ -360,7 +361,7 @@ class FakeDiscord:
     async def submit_modal(
         self,
         source: Interaction | Message,
-        values: Mapping[str, str],
+        values: ModalValues,
         *,
         user: FakeUser | None = None,
         custom_id: str | None = None,
@@ -371,7 +372,7 @@ class FakeDiscord:
         modal = opener.modal or {}
         if custom_id is not None and custom_id != modal.get("custom_id"):
             raise FakeDiscordError(f"the open modal is {modal.get('custom_id')!r}, not {custom_id!r}")
-        components = _fill_modal(modal.get("components") or [], values)
+        components = fill_modal(modal.get("components") or [], values)
         record = self._record(
             InteractionKind.MODAL_SUBMIT, user or opener.user, opener.channel, opener.source_message
         )
@@ -534,42 +535,3 @@ class FakeDiscord:
     def inject_fault(self, method: str, path_contains: str, error: ApiError, *, times: int = 1) -> None:
         """Answer the next `times` requests matching method and path fragment with `error`."""
         self.rest.faults.append(Fault(method.upper(), path_contains, error, times))
-
-
-def _fill_modal(components: list[dict[str, Any]], values: Mapping[str, str]) -> list[dict[str, Any]]:
-    """The modal-submit `components`: the modal's own rows/labels, each input carrying its value."""
-    inputs = {c["custom_id"]: c for c in _inputs(components)}
-    unknown = set(values) - set(inputs)
-    if unknown:
-        raise FakeDiscordError(f"the modal has no inputs {sorted(unknown)}; it has {sorted(inputs)}")
-    for custom_id, spec in inputs.items():
-        text = values.get(custom_id, "")
-        if spec.get("required", True) and not text:
-            raise FakeDiscordError(f"modal input {custom_id!r} is required")
-        if len(text) > spec.get("max_length", 4000):
-            raise FakeDiscordError(f"modal input {custom_id!r} is longer than {spec.get('max_length', 4000)}")
-    return [_filled(c, values) for c in components if c.get("type") in (1, 18)]
-
-
-def _inputs(components: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    found = []
-    for c in components:
-        if c.get("type") == 4:
-            found.append(c)
-        found.extend(_inputs(c.get("components") or []))
-        if "component" in c:
-            found.extend(_inputs([c["component"]]))
-    return found
-
-
-def _filled(component: dict[str, Any], values: Mapping[str, str]) -> dict[str, Any]:
-    if component.get("type") == 18:
-        inner = component["component"]
-        return {"type": 18, "id": component.get("id"), "component": _filled(inner, values)}
-    if component.get("type") == 1:
-        return {"type": 1, "components": [_filled(c, values) for c in component.get("components") or []]}
-    return {
-        "type": component["type"],
-        "custom_id": component.get("custom_id"),
-        "value": values.get(component.get("custom_id", ""), ""),
-    }

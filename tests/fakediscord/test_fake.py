@@ -460,3 +460,13 @@ async def test_bot_process_killed_and_restarted(fake_discord: FakeDiscord) -> No
     finally:
         second.terminate()
         await second.wait()
+
+
+async def test_modal_with_labelled_text_input_and_select(scene: Scene) -> None:
+    ix = await scene.fake.send_slash("feedback", user=scene.alice, channel=scene.general)
+    await ix.wait_response()
+    with pytest.raises(FakeDiscordError, match="length 60"):
+        await scene.fake.submit_modal(ix, {"comment": "x" * 60, "mood": ["sad"]})
+    submit = await scene.fake.submit_modal(ix, {"comment": "lovely", "mood": ["happy"]})
+    await submit.wait_response()
+    assert submit.original().content == "lovely / happy" and submit.original().ephemeral
