@@ -70,6 +70,9 @@ class OptionBuilder:
             if parent is None:
                 raise FakeDiscordError(f"/{command.name} has no subcommand {name!r}")
             schema = parent.get("options") or []
+        subcommands = [o["name"] for o in schema if o["type"] in (SUBCOMMAND, GROUP)]
+        if subcommands:
+            raise FakeDiscordError(f"/{' '.join([command.name, *path])} needs one of {subcommands}")
         leaf = [self._option(self._schema(command, schema, name), value) for name, value in values.items()]
         self._check_required(command, schema, values)
         return self._nest(command, path, leaf)

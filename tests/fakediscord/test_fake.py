@@ -200,6 +200,8 @@ async def test_the_fake_refuses_what_discords_client_would(scene: Scene) -> None
         await scene.fake.send_slash(
             "draw", {"prompt": "x", "size": 9}, user=scene.alice, channel=scene.general
         )
+    with pytest.raises(FakeDiscordError, match="needs one of"):
+        await scene.fake.send_slash("admin", user=scene.boss, channel=scene.general)
     with pytest.raises(FakeDiscordError, match="missing required"):
         await scene.fake.send_slash("draw", {}, user=scene.alice, channel=scene.general)
 

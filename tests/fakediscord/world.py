@@ -72,12 +72,18 @@ class World:
             seen = len(self.events)
             left = deadline - time.monotonic()
             if left <= 0:
-                raise FakeDiscordError(f"timed out after {timeout}s waiting for {what or predicate!r}")
+                raise FakeDiscordError(
+                    f"timed out after {timeout}s waiting for {what or predicate!r}; last events: {self.recent()}"
+                )
             self._changed.clear()
             try:
                 await asyncio.wait_for(self._changed.wait(), left)
             except TimeoutError:
                 continue
+
+    def recent(self, count: int = 8) -> str:
+        """The last few events, for error messages."""
+        return "; ".join(f"{e.kind.value} {e.detail}".strip() for e in self.events[-count:]) or "none"
 
     async def wait_until(self, condition: Callable[[], Any], timeout: float, what: str) -> Any:  # noqa: ASYNC109 - a test-facing deadline
         """Wait until `condition()` is truthy, re-checking after every recorded event; return its value."""
