@@ -58,6 +58,8 @@ class RelaxSettings(BaseModel):
 
 
 class QuotaSettings(BaseModel):
+    """Default shares, the bounds admins may set, pricing, the relax lane and maintenance timing."""
+
     model_config = ConfigDict(extra="forbid")
 
     default_limit: int = Field(default=50, ge=1)
@@ -222,6 +224,10 @@ def _check_id(name: str, value: int) -> int:
     return value
 
 
+def _check_roles(role_ids: Sequence[int]) -> tuple[int, ...]:
+    return tuple(_check_id("role id", r) for r in role_ids)
+
+
 def _check_job_id(job_id: str) -> str:
     if not isinstance(job_id, str) or not 1 <= len(job_id) <= 128:
         raise QuotaInputError(f"job id must be 1-128 characters, got {job_id!r}")
@@ -345,8 +351,9 @@ class QuotaService:
     async def status(self, guild_id: int, user_id: int, role_ids: Sequence[int] = ()) -> QuotaStatus:
         _check_id("guild id", guild_id)
         _check_id("user id", user_id)
+        roles = _check_roles(role_ids)
         now = self._clock()
-        return await self._db.run(lambda tx: self._load(tx, guild_id, user_id, role_ids, now), write=False)
+        return await self._db.run(lambda tx: self._load(tx, guild_id, user_id, roles, now), write=False)
 
     # -- charging --------------------------------------------------------------------------------------
 
@@ -370,10 +377,11 @@ class QuotaService:
             raise QuotaInputError(f"cost must be a positive whole number of credits, got {cost!r}")
         if lane not in (None, "fast", "relax"):
             raise QuotaInputError(f"lane must be 'fast' or 'relax', got {lane!r}")
+        roles = _check_roles(role_ids)
         now = self._clock()
 
         def body(tx: SyncTx) -> Reservation:
-            st = self._load(tx, guild_id, user_id, role_ids, now)
+            st = self._load(tx, guild_id, user_id, roles, now)
             chosen, spends = self._choose(tx, st, cost, lane, now)
             ledger.insert(
                 tx,

@@ -132,6 +132,7 @@ async def test_bad_reserve_input_changes_nothing(q: QuotaService) -> None:
         ({"user_id": -1}, "user id"),
         ({"guild_id": 0}, "guild id"),
         ({"job_id": ""}, "job id"),
+        ({"role_ids": [5, "admin"]}, "role id"),
     ]:
         args = {"job_id": "x", "guild_id": G, "user_id": U, "role_ids": [], "cost": 1} | kwargs
         with pytest.raises(QuotaInputError, match=match):
