@@ -488,6 +488,15 @@ class FakeDiscord:
         """The first recorded event, past or future, for which `predicate(event)` holds."""
         return await self.world.wait_for(predicate, timeout)
 
+    async def wait_until(
+        self,
+        condition: Callable[[], Any],
+        timeout: float = 10.0,  # noqa: ASYNC109 - a test-facing deadline
+        what: str = "a condition",
+    ) -> Any:
+        """Until `condition()` is truthy (re-checked on every recorded event); returns its value."""
+        return await self.world.wait_until(condition, timeout, what)
+
     async def wait_message(
         self,
         predicate: Callable[[Message], bool],

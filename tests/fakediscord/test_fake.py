@@ -472,3 +472,10 @@ async def test_modal_with_labelled_text_input_and_select(scene: Scene) -> None:
     submit = await scene.fake.submit_modal(ix, {"comment": "lovely", "mood": ["happy"]})
     await submit.wait_response()
     assert submit.original().content == "lovely / happy" and submit.original().ephemeral
+
+
+async def test_a_timeout_names_what_it_waited_for_and_what_happened(scene: Scene) -> None:
+    ix = await scene.fake.send_slash("fail", user=scene.alice, channel=scene.general)
+    await ix.wait_response()
+    with pytest.raises(FakeDiscordError, match=r"a follow-up that never comes.*callback"):
+        await scene.fake.wait_until(ix.followups, 0.1, "a follow-up that never comes")

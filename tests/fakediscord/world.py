@@ -83,7 +83,7 @@ class World:
 
     def recent(self, count: int = 8) -> str:
         """The last few events, for error messages."""
-        return "; ".join(f"{e.kind.value} {e.detail}".strip() for e in self.events[-count:]) or "none"
+        return "; ".join(_describe(e) for e in self.events[-count:]) or "none"
 
     async def wait_until(self, condition: Callable[[], Any], timeout: float, what: str) -> Any:  # noqa: ASYNC109 - a test-facing deadline
         """Wait until `condition()` is truthy, re-checking after every recorded event; return its value."""
@@ -250,3 +250,9 @@ class World:
         return self.new_attachment(
             message.channel_id, filename, file.data, file.content_type, description=description
         )
+
+
+def _describe(event: Event) -> str:
+    if event.message is not None and not event.detail:
+        return f"{event.kind.value} message {event.message.id} {event.message.content[:40]!r}"
+    return f"{event.kind.value} {event.detail}".strip()
