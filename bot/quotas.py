@@ -7,7 +7,7 @@ import logging
 import math
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -214,7 +214,7 @@ class Audited(Generic[R]):
 
     action: str
     target_id: int | None
-    detail: dict[str, object]
+    detail: Mapping[str, object]
     result: R
 
 

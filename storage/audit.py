@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,13 +32,13 @@ def record(
     actor_id: int,
     action: str,
     target_id: int | None,
-    detail: dict[str, Any],
+    detail: Mapping[str, Any],
     now: float,
 ) -> int:
     """Write one audit row inside the caller's transaction, so the change and its record commit together."""
     return tx.insert(
         "INSERT INTO audit (guild_id, actor_id, action, target_id, detail, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-        (guild_id, actor_id, action, target_id, json.dumps(detail, sort_keys=True, default=str), now),
+        (guild_id, actor_id, action, target_id, json.dumps(dict(detail), sort_keys=True, default=str), now),
     )
 
 
