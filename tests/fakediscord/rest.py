@@ -114,6 +114,7 @@ class Rest:
             ("GET", "/channels/{channel_id}/messages/{message_id}", self.get_message),
             ("PATCH", "/channels/{channel_id}/messages/{message_id}", self.edit_message),
             ("DELETE", "/channels/{channel_id}/messages/{message_id}", self.delete_message),
+            ("POST", "/channels/{channel_id}/typing", self.typing),
             ("POST", "/channels/{channel_id}/messages/{message_id}/threads", self.thread_from_message),
             ("POST", "/channels/{channel_id}/threads", self.thread_without_message),
             ("GET", "/guilds/{guild_id}", self.get_guild),
@@ -459,6 +460,10 @@ class Rest:
 
     async def delete_message(self, request: web.Request) -> web.Response:
         self.world.delete_message(self._message(request), "by the bot")
+        return web.Response(status=204)
+
+    async def typing(self, request: web.Request) -> web.Response:
+        self._channel(request)
         return web.Response(status=204)
 
     async def create_dm(self, request: web.Request) -> web.Response:

@@ -130,7 +130,8 @@ async def inspect(interaction: discord.Interaction, image: discord.Attachment) -
 async def announce(interaction: discord.Interaction, text: str) -> None:
     await interaction.response.defer(ephemeral=True, thinking=True)
     assert isinstance(interaction.channel, discord.TextChannel)
-    message = await interaction.channel.send(text, file=discord.File(io.BytesIO(PNG), "cover.png"))
+    async with interaction.channel.typing():
+        message = await interaction.channel.send(text, file=discord.File(io.BytesIO(PNG), "cover.png"))
     thread = await message.create_thread(name="gallery")
     await thread.send("first picture", file=discord.File(io.BytesIO(PNG), "one.png"))
     await interaction.followup.send(f"posted {message.id} in thread {thread.id}", ephemeral=True)
