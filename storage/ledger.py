@@ -154,8 +154,19 @@ def void_window(tx: SyncTx, guild_id: int, user_id: int, since: float, now: floa
 
 
 def prune(tx: SyncTx, before: float) -> int:
-    """Delete finished rows older than `before`; reserved rows wait for the sweep."""
-    return tx.execute("DELETE FROM ledger WHERE created_at < ? AND state != 'reserved'", (before,))
+    """Delete finished rows older than `before`; reserved rows wait for the sweep.
+
+    A row that paid from a bonus grant still in force stays: its spend record is what keeps the grant's
+    spent credits spent.
+    """
+    return tx.execute(
+        """DELETE FROM ledger
+            WHERE created_at < :before AND state != 'reserved'
+              AND (state = 'refunded' OR NOT EXISTS (
+                    SELECT 1 FROM bonus_spend sp JOIN quota_bonus b ON b.bonus_id = sp.bonus_id
+                     WHERE sp.job_id = ledger.job_id AND (b.expires_at IS NULL OR b.expires_at >= :before)))""",
+        {"before": before},
+    )
 
 
 def usage_by_user_day(tx: SyncTx, guild_id: int, since: float) -> list[UserDayUsage]:

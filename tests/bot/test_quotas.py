@@ -381,6 +381,23 @@ async def test_prune_keeps_rows_that_still_count(db: Database, clock: Clock) -> 
         assert [r[0] for r in await tx.fetchall("SELECT job_id FROM ledger")] == ["held"]
 
 
+async def test_prune_never_gives_spent_bonus_back(db: Database, clock: Clock) -> None:
+    q = make(db, clock)
+    await q.grant_bonus(G, U, 5, ADMIN)  # never expires
+    await q.grant_bonus(G, U, 4, ADMIN, expires_at=T0 + 3 * 86400)
+    assert (await q.reserve("b1", G, U, [], 12)).bonus_cost == 2  # from the expiring grant first
+    assert (await q.reserve("b2", G, U, [], 5)).bonus_cost == 5
+    await q.commit("b1")
+    await q.commit("b2")
+    assert (await q.status(G, U)).bonus_remaining == 2
+    clock.advance(400 * 86400)
+    await q.prune()
+    assert (await q.status(G, U)).bonus_remaining == 2  # the never-expiring grant: 3 of 5 stay spent
+    async with db.read() as tx:
+        kept = [r[0] for r in await tx.fetchall("SELECT job_id FROM ledger ORDER BY job_id")]
+    assert kept == ["b2"]  # b1 paid only from the expired grant
+
+
 async def ledger_state(db: Database, job_id: str) -> str | None:
     async with db.read() as tx:
         row = await tx.fetchone("SELECT state FROM ledger WHERE job_id = ?", (job_id,))
