@@ -158,7 +158,7 @@ def _fit_preview(img: Image.Image) -> Image.Image:
 
 
 def _is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, torch.OutOfMemoryError) or (
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or (
         isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
     )
 
@@ -210,15 +210,12 @@ class DiffusersEngine:
         dtype = resolve_dtype(settings.dtype, device)
         source = settings.model or str(tiny_model_dir(settings))
         log.info("loading %s on %s as %s", source, device, dtype)
-        try:
-            generate = AutoPipelineForText2Image.from_pretrained(source, **_load_kwargs(settings, dtype))
-            edit = None
-            if settings.edit_model:
-                edit = StableDiffusionInstructPix2PixPipeline.from_pretrained(
-                    settings.edit_model, **_load_kwargs(settings, dtype)
-                )
-        except (OSError, ValueError) as exc:
-            raise EngineError(f"cannot load model {source!r}: {exc}") from exc
+        generate = _from_pretrained(AutoPipelineForText2Image, source, settings, dtype)
+        edit = None
+        if settings.edit_model:
+            edit = _from_pretrained(
+                StableDiffusionInstructPix2PixPipeline, settings.edit_model, settings, dtype
+            )
         return cls.from_pipeline(
             settings, generate, edit=edit, model_name=settings.model or TINY_MODEL_NAME, device=device
         )
@@ -485,6 +482,15 @@ class DiffusersEngine:
 # --- Loading helpers ---
 
 
+def _from_pretrained(
+    loader: Any, source: str, settings: EngineSettings, dtype: torch.dtype
+) -> DiffusionPipeline:
+    try:
+        return loader.from_pretrained(source, **_load_kwargs(settings, dtype))
+    except Exception as exc:  # missing files, offline hub, bad configs, corrupt weights: all fatal here
+        raise EngineError(f"cannot load model {source!r}: {type(exc).__name__}: {exc}") from exc
+
+
 def _load_kwargs(settings: EngineSettings, dtype: torch.dtype) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"torch_dtype": dtype, "use_safetensors": True}
     if settings.cache_dir is not None:
@@ -545,5 +551,5 @@ def _load_adapters(pipe: DiffusionPipeline, settings: EngineSettings) -> None:
 def _load_adapter(pipe: DiffusionPipeline, adapter: AdapterSettings) -> None:
     try:
         pipe.load_lora_weights(adapter.path, weight_name=adapter.weight_name, adapter_name=adapter.name)
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # a missing file, no peft, keys that match no layer
         raise EngineError(f"cannot load adapter {adapter.name!r} from {adapter.path!r}: {exc}") from exc

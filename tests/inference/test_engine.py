@@ -23,15 +23,23 @@ from inference.protocol import (
     JobRequest,
     StepUpdate,
 )
-from inference.settings import AdapterSettings, EngineSettings
+from inference.settings import AdapterSettings, EngineSettings, ModelDefaults
 from inference.tiny.make_tokenizer import DEFAULT_DIR, WORDS, build_vocab
 
 PIXEL_TOLERANCE = 2  # of 255: batched matrix products may round differently from single ones
 
 
-@pytest.fixture
-def engine(engine_settings: EngineSettings) -> DiffusersEngine:
-    return DiffusersEngine.load(engine_settings)
+@pytest.fixture(scope="module")
+def engine(tiny_model_dir: Path, tiny_edit_model_dir: Path) -> DiffusersEngine:
+    """One engine for the tests that leave it as they found it (loading costs more than most tests)."""
+    settings = EngineSettings(
+        model=str(tiny_model_dir),
+        edit_model=str(tiny_edit_model_dir),
+        device="cpu",
+        cpu_threads=1,
+        defaults=ModelDefaults(steps=4, guidance=5.0, width=64, height=64, img2img_strength=0.75),
+    )
+    return DiffusersEngine.load(settings)
 
 
 def make_item(
@@ -222,7 +230,7 @@ def _raise(exc: BaseException) -> Callable[..., None]:
 @pytest.mark.parametrize(
     ("fault", "expected"),
     [
-        (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), EngineOutOfMemory),
+        (torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), EngineOutOfMemory),
         (RuntimeError("MPS backend out of memory (MPS allocated: 1 GB)"), EngineOutOfMemory),
         (RuntimeError("cuDNN error: CUDNN_STATUS_EXECUTION_FAILED"), EngineError),
         (ValueError("bad shapes"), EngineError),
@@ -339,8 +347,20 @@ def test_scheduler_can_be_replaced(engine_settings: EngineSettings) -> None:
 
 
 def test_a_missing_model_is_a_clear_error(engine_settings: EngineSettings, tmp_path: Path) -> None:
-    with pytest.raises(EngineError, match="cannot load model"):
-        DiffusersEngine.load(engine_settings.model_copy(update={"model": str(tmp_path / "nothing")}))
+    missing = str(tmp_path / "nothing")
+    with pytest.raises(EngineError, match=f"cannot load model '{missing}'"):
+        DiffusersEngine.load(engine_settings.model_copy(update={"model": missing}))
+    with pytest.raises(EngineError, match=f"cannot load model '{missing}'"):
+        DiffusersEngine.load(engine_settings.model_copy(update={"edit_model": missing}))
+
+
+def test_no_model_means_the_bundled_tiny_one(tmp_path: Path) -> None:
+    settings = EngineSettings(device="cpu", cpu_threads=1, cache_dir=tmp_path)
+    engine = DiffusersEngine.load(settings)
+    assert engine.model_name == "brushfire/tiny"
+    assert (tmp_path / "tiny" / "generate" / "model_index.json").exists()
+    results, _ = run(engine, [make_item("a", 1, steps=1)])
+    assert len(results[0]) == 1
 
 
 def with_safety_checker(model_dir: Path, out_dir: Path, threshold: float) -> Path:
