@@ -29,6 +29,7 @@ class Journal:
 
     downloads: list[bytes] = field(default_factory=list)
     progress_stopped: list[str] = field(default_factory=list)
+    progress_stop: asyncio.Event = field(default_factory=asyncio.Event)
     fallbacks: list[str] = field(default_factory=list)
     release_slow: asyncio.Event = field(default_factory=asyncio.Event)
     generation: int = 0
@@ -161,6 +162,7 @@ async def progress(interaction: discord.Interaction, steps: int, in_channel: boo
             await message.edit(content=f"step {step}")
         except discord.NotFound as exc:
             journal.progress_stopped.append(f"{exc.code} at step {step}")
+            journal.progress_stop.set()
             return
     original = await interaction.original_response()
     await original.edit(
