@@ -31,6 +31,7 @@ class Session:
     ws: web.WebSocketResponse | None = None
     seq: int = 0
     resumable: bool = True
+    ready: bool = False
     missed: list[dict[str, Any]] = field(default_factory=list)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -54,7 +55,7 @@ class Gateway:
     @property
     def connected(self) -> bool:
         current = self.current
-        return current is not None and current.ws is not None and not current.ws.closed
+        return current is not None and current.ready and current.ws is not None and not current.ws.closed
 
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(max_msg_size=0)
@@ -99,9 +100,11 @@ class Gateway:
         session.ws = ws
         self._supersede()
         self.sessions.append(session)
-        await self._send(session, "READY", self._ready(session))
-        for guild_id in self.world.guilds:
-            await self._send(session, "GUILD_CREATE", self.guild_payload(guild_id))
+        async with session.lock:  # nothing may slip in between READY and the guilds
+            await self._write(session, "READY", self._ready(session))
+            for guild_id in self.world.guilds:
+                await self._write(session, "GUILD_CREATE", self.guild_payload(guild_id))
+            session.ready = True
         self.world.record(EventKind.IDENTIFY, detail=session.id)
         log.info("fake gateway: session %d identified (%s)", session.number, session.id)
         return session
@@ -124,12 +127,12 @@ class Gateway:
         if session is None or not session.resumable or data.get("token") != self.token:
             await ws.send_str(json.dumps({"op": INVALID_SESSION, "d": False}))
             return None
-        session.ws = ws
-        missed, session.missed = session.missed, []
-        async with session.lock:
+        async with session.lock:  # replay in order before anything new goes out
+            session.ws = ws
+            missed, session.missed = session.missed, []
             for frame in missed:
                 await ws.send_str(json.dumps(frame))
-        await self._send(session, "RESUMED", {})
+            await self._write(session, "RESUMED", {})
         self.world.record(EventKind.RESUME, detail=session.id)
         log.info("fake gateway: session %d resumed, replayed %d events", session.number, len(missed))
         return session
@@ -179,12 +182,16 @@ class Gateway:
 
     async def _send(self, session: Session, event: str, data: dict[str, Any]) -> None:
         async with session.lock:
-            session.seq += 1
-            frame = {"op": DISPATCH, "t": event, "s": session.seq, "d": data}
-            if session.ws is None or session.ws.closed:
-                session.missed.append(frame)
-                return
-            await session.ws.send_str(json.dumps(frame))
+            await self._write(session, event, data)
+
+    async def _write(self, session: Session, event: str, data: dict[str, Any]) -> None:
+        """Number and send one dispatch (caller holds the session's lock); queue it while disconnected."""
+        session.seq += 1
+        frame = {"op": DISPATCH, "t": event, "s": session.seq, "d": data}
+        if session.ws is None or session.ws.closed:
+            session.missed.append(frame)
+            return
+        await session.ws.send_str(json.dumps(frame))
 
     # -- used by the test-facing API -----------------------------------------------------------
 
