@@ -145,6 +145,9 @@ class OptionBuilder:
             self.resolved.roles[str(value.id)] = payloads.role(value)
             return str(value.id)
         if isinstance(value, FakeChannel) and kind == CHANNEL:
+            allowed = schema.get("channel_types")
+            if self.validate and allowed and int(value.kind) not in allowed:
+                raise FakeDiscordError(f"option {schema['name']!r} only takes channel types {allowed}")
             return self._channel(value)
         raise FakeDiscordError(f"option {schema['name']!r} (type {kind}) cannot take {value!r}")
 

@@ -477,3 +477,14 @@ async def test_a_timeout_names_what_it_waited_for_and_what_happened(scene: Scene
     await ix.wait_response()
     with pytest.raises(FakeDiscordError, match=r"a follow-up that never comes.*callback"):
         await scene.fake.wait_until(ix.followups, 0.1, "a follow-up that never comes")
+
+
+async def test_channel_options_respect_channel_types(scene: Scene) -> None:
+    forum = next(c for c in scene.fake.world.guild_channels(scene.guild.id) if c.kind is ChannelKind.FORUM)
+    with pytest.raises(FakeDiscordError, match="channel types"):
+        await scene.fake.send_slash(
+            "admin quota reset",
+            {"member": scene.alice, "channel": forum},
+            user=scene.boss,
+            channel=scene.general,
+        )

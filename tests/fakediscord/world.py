@@ -203,6 +203,7 @@ class World:
 
     def edit_message(self, message: Message, body: MessageBody) -> Message:
         payload = body.payload
+        attachments = self._attachments(message, body, existing=message.attachments)  # may refuse: first
         message.edits.append(message.snapshot(self.clock.now()))
         if "content" in payload:
             message.content = payload["content"] or ""
@@ -212,7 +213,7 @@ class World:
             message.components = payload["components"] or []
         if payload.get("flags") is not None:
             message.flags = (message.flags & ~EDITABLE_FLAGS) | (int(payload["flags"]) & EDITABLE_FLAGS)
-        message.attachments = self._attachments(message, body, existing=message.attachments)
+        message.attachments = attachments
         message.flags &= ~LOADING
         message.edited_at = self.clock.now()
         self.record(EventKind.MESSAGE_EDIT, message=message, interaction_id=message.interaction_id)
