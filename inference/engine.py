@@ -6,9 +6,11 @@ the `Engine` protocol in `inference.protocol`, from a worker thread, one batch a
 
 from __future__ import annotations
 
+import functools
 import inspect
 import io
 import logging
+import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +30,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from inference.protocol import (
+    MAX_STEPS,
     BatchItem,
     EngineError,
     EngineOutOfMemory,
@@ -157,6 +160,12 @@ def _fit_preview(img: Image.Image) -> Image.Image:
     return img.resize(size, resample)
 
 
+@functools.cache
+def _call_parameters(pipeline_class: type) -> frozenset[str]:
+    """What a pipeline's call accepts: FLUX takes no `negative_prompt` guidance, InstructPix2Pix no size."""
+    return frozenset(inspect.signature(pipeline_class.__call__).parameters)
+
+
 def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.cuda.OutOfMemoryError) or (
         isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
@@ -174,9 +183,12 @@ def _png(img: Image.Image, meta: dict[str, str]) -> bytes:
 
 def _steps_for_strength(steps: int, strength: float) -> int:
     """img2img runs int(steps * strength) steps; raise `steps` so at least one runs (turbo at 1-2 steps)."""
-    while int(steps * strength) < 1:
-        steps += 1
-    return steps
+    needed = max(steps, math.ceil(1 / strength))
+    while int(needed * strength) < 1:  # float rounding: 3 * (1/3) may fall just short of 1
+        needed += 1
+    if needed > MAX_STEPS:
+        raise EngineError(f"strength {strength:g} is too low to run even one of at most {MAX_STEPS} steps")
+    return needed
 
 
 class DiffusersEngine:
@@ -382,7 +394,7 @@ class DiffusersEngine:
             strength = shape.strength or self._settings.defaults.img2img_strength
             kwargs["strength"] = strength
             kwargs["num_inference_steps"] = _steps_for_strength(shape.steps, strength)
-        accepted = inspect.signature(pipe.__call__).parameters
+        accepted = _call_parameters(type(pipe))
         return {k: v for k, v in kwargs.items() if k in accepted}
 
     @staticmethod

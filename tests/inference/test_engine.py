@@ -174,6 +174,9 @@ def test_img2img_runs_at_least_one_step_at_low_strength(engine: DiffusersEngine,
     results, updates = run(engine, [item])
     assert len(results[0]) == 1
     assert [u.total for u in updates] == [1]
+    hopeless = make_item("lower", 5, kind=JobKind.IMG2IMG, image=photo, strength=0.001, steps=2)
+    with pytest.raises(EngineError, match="too low"):
+        run(engine, [hopeless])
 
 
 def test_edit_uses_the_instruction_pipeline(engine: DiffusersEngine, photo: Image.Image) -> None:
