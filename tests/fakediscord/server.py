@@ -209,6 +209,10 @@ class FakeDiscord:
         except KeyError:
             raise FakeDiscordError(f"no channel {channel_id}") from None
 
+    def channels(self, guild: FakeGuild) -> list[FakeChannel]:
+        """The guild's live channels and threads."""
+        return self.world.guild_channels(guild.id)
+
     def thread_of(self, message: Message) -> FakeChannel:
         """The thread the bot started from `message`."""
         if message.thread_id is None:

@@ -480,7 +480,7 @@ async def test_a_timeout_names_what_it_waited_for_and_what_happened(scene: Scene
 
 
 async def test_channel_options_respect_channel_types(scene: Scene) -> None:
-    forum = next(c for c in scene.fake.world.guild_channels(scene.guild.id) if c.kind is ChannelKind.FORUM)
+    forum = next(c for c in scene.fake.channels(scene.guild) if c.kind is ChannelKind.FORUM)
     with pytest.raises(FakeDiscordError, match="channel types"):
         await scene.fake.send_slash(
             "admin quota reset",
