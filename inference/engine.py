@@ -162,7 +162,7 @@ def _fit_preview(img: Image.Image) -> Image.Image:
 
 @functools.cache
 def _call_parameters(pipeline_class: type) -> frozenset[str]:
-    """What a pipeline's call accepts: FLUX takes no `negative_prompt` guidance, InstructPix2Pix no size."""
+    """What a pipeline's call accepts (InstructPix2Pix takes no size, the LCM pipelines no negative prompt)."""
     return frozenset(inspect.signature(pipeline_class.__call__).parameters)
 
 
