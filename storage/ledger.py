@@ -76,7 +76,7 @@ def _row(r: sqlite3.Row) -> LedgerRow:
     )
 
 
-_USAGE_SQL = """
+WINDOW_USAGE_SQL = """
 SELECT COALESCE(SUM(CASE WHEN lane = 'fast' THEN cost - bonus_cost END), 0) AS fast_used,
        COALESCE(SUM(CASE WHEN lane = 'relax' THEN cost END), 0) AS relax_used,
        MIN(CASE WHEN lane = 'fast' AND cost > bonus_cost THEN created_at END) AS oldest_fast,
@@ -87,7 +87,7 @@ SELECT COALESCE(SUM(CASE WHEN lane = 'fast' THEN cost - bonus_cost END), 0) AS f
 
 
 def window_usage(tx: SyncTx, guild_id: int, user_id: int, window_s: float, now: float) -> WindowUsage:
-    row = tx.fetchone(_USAGE_SQL, (guild_id, user_id, now - window_s))
+    row = tx.fetchone(WINDOW_USAGE_SQL, (guild_id, user_id, now - window_s))
     assert row is not None  # an aggregate always yields one row
     return WindowUsage(row["fast_used"], row["relax_used"], row["oldest_fast"], row["oldest_relax"])
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from storage.db import Database, DatabaseError, DatabaseSettings, SyncTx, load_migrations, split_statements
+from storage.ledger import WINDOW_USAGE_SQL
 
 LATEST = len(load_migrations())
 
@@ -216,3 +217,11 @@ async def test_a_cancelled_caller_that_was_not_started_runs_nothing(tmp_path: Pa
         assert isinstance(done[-1], asyncio.CancelledError)
         count = await db.run(lambda tx: tx.fetchone("SELECT COUNT(*) FROM audit")[0])
         assert count == 39
+
+
+async def test_the_window_sum_reads_the_covering_index(tmp_path: Path) -> None:
+    async with Database.open(tmp_path / "b.sqlite3") as db:
+        plan = await db.run(
+            lambda tx: tx.fetchall("EXPLAIN QUERY PLAN " + WINDOW_USAGE_SQL, (1, 2, 0.0)), write=False
+        )
+    assert "COVERING INDEX ledger_user_window" in plan[0][3]
