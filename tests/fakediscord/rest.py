@@ -316,7 +316,11 @@ class Rest:
 
     def _update_source(self, record: InteractionRecord, body: MessageBody | None) -> Message | None:
         source = record.source_message
-        if source is None or source.deleted:
+        if source is None and body is None:
+            return None  # a modal opened by a command: Discord accepts the deferred update, nothing changes
+        if source is None:
+            raise errors.invalid_form("type", "an update (7) needs the message the component was on")
+        if source.deleted:
             raise errors.unknown_message()
         record.original_id = source.id
         if body is None:
