@@ -22,10 +22,12 @@ async def fake_discord() -> AsyncIterator[FakeDiscord]:
     Use it from another test package with ``from tests.fakediscord.harness import fake_discord`` in
     that package's conftest.py.
     """
-    async with FakeDiscord() as fake:
-        yield fake
-        fake.assert_no_unexpected_routes()
-    use_discord_endpoints(None, None)
+    try:
+        async with FakeDiscord() as fake:
+            yield fake
+            fake.assert_no_unexpected_routes()
+    finally:
+        use_discord_endpoints(None, None)
 
 
 @contextlib.asynccontextmanager
