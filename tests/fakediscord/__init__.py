@@ -1,6 +1,6 @@
 """A local fake Discord (REST v10 + gateway) that the real discord.py client connects to in end-to-end tests."""
 
-from tests.fakediscord.errors import ApiError, FakeDiscordError
+from tests.fakediscord.errors import ApiError, FakeDiscordError, RateLimited
 from tests.fakediscord.interactions import Interaction, InteractionKind
 from tests.fakediscord.models import (
     Attachment,
@@ -40,6 +40,7 @@ __all__ = [
     "InteractionKind",
     "Message",
     "MessageVersion",
+    "RateLimited",
     "RegisteredCommand",
     "Upload",
 ]

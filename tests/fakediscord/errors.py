@@ -68,5 +68,19 @@ def too_large() -> ApiError:
     return ApiError(413, 40005, "Request entity too large")
 
 
+class RateLimited(ApiError):
+    """A 429 as Discord sends it (with `Via`, so discord.py waits `retry_after` and retries)."""
+
+    def __init__(self, retry_after: float = 0.05) -> None:
+        super().__init__(429, 0, "You are being rate limited.")
+        self.retry_after = retry_after
+
+    def body(self) -> dict[str, Any]:
+        return super().body() | {"retry_after": self.retry_after, "global": False}
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after), "Via": "1.1 google", "X-RateLimit-Scope": "user"}
+
+
 def unauthorized() -> ApiError:
     return ApiError(401, 0, "401: Unauthorized")

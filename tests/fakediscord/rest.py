@@ -11,7 +11,7 @@ from aiohttp import web
 
 from tests.fakediscord import errors, limits, payloads
 from tests.fakediscord.bodies import MessageBody, read_body
-from tests.fakediscord.errors import ApiError
+from tests.fakediscord.errors import ApiError, RateLimited
 from tests.fakediscord.gateway import Gateway
 from tests.fakediscord.interactions import InteractionKind, InteractionRecord
 from tests.fakediscord.models import (
@@ -137,7 +137,10 @@ class Rest:
             if exc.status >= 500:
                 log.warning("fake discord: answering %s %s with %s", request.method, request.path, exc)
             self.world.record(EventKind.FAULT, detail=f"{request.method} {request.path}: {exc}")
-            return json_response(exc.body(), exc.status)
+            response = json_response(exc.body(), exc.status)
+            if isinstance(exc, RateLimited):
+                response.headers.update(exc.headers())
+            return response
         except web.HTTPNotFound:
             return self._unknown_route(request)
         except web.HTTPMethodNotAllowed:

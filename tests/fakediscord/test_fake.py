@@ -22,6 +22,7 @@ from tests.fakediscord import (
     FakeDiscordError,
     FakeGuild,
     FakeUser,
+    RateLimited,
     Upload,
 )
 from tests.fakediscord.harness import run_bot
@@ -488,3 +489,11 @@ async def test_channel_options_respect_channel_types(scene: Scene) -> None:
             user=scene.boss,
             channel=scene.general,
         )
+
+
+async def test_rate_limited_requests_are_retried(scene: Scene) -> None:
+    scene.fake.inject_fault("POST", "/webhooks/", RateLimited(0.05), times=2)
+    ix = await scene.fake.send_slash("draw", {"prompt": "x"}, user=scene.alice, channel=scene.general)
+    (result,) = await ix.wait_followups(1)
+    assert result.attachments[0].data == PNG
+    assert sum(e.kind is EventKind.FAULT and "429" in e.detail for e in scene.fake.events) == 2
