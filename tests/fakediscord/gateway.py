@@ -69,7 +69,13 @@ class Gateway:
             async for frame in ws:
                 if frame.type is not WSMsgType.TEXT:
                     continue
-                session = await self._on_frame(ws, json.loads(frame.data), session)
+                try:
+                    payload = json.loads(frame.data)
+                except ValueError:
+                    log.error("FAKE DISCORD: gateway frame is not JSON: %.200r", frame.data)
+                    await ws.close(code=4002, message=b"Error while decoding payload.")
+                    break
+                session = await self._on_frame(ws, payload, session)
         finally:
             self._sockets.discard(ws)
             self._on_closed(ws, session)
