@@ -255,6 +255,7 @@ class _Running:
     started: float
     estimate: float
     stop: bool = False
+    last_report: float = 0.0
 
     @property
     def jobs(self) -> list[Job]:
@@ -640,7 +641,13 @@ class Scheduler:
         self._running = run
         self._announce_positions()  # everyone behind moved up; ETAs now count this batch
 
+        interval = self._settings.progress_interval_s
+
         def on_step(update: StepUpdate) -> None:  # on the engine thread
+            now = time.monotonic()
+            if update.step < update.total and now - max(run.last_report, run.started) < interval:
+                return
+            run.last_report = now
             loop.call_soon_threadsafe(self._on_step, run, update, _first_previews(slices, update.previews))
 
         items = [s.item() for s in slices]

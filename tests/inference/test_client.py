@@ -96,7 +96,7 @@ async def test_queue_full_carries_retry_after(client: WorkerClient) -> None:
 async def test_cancel(client: WorkerClient) -> None:
     info = await client.submit(job(steps=60))
     async for event in client.events(info.id):
-        if event.type is EventType.PROGRESS:
+        if event.type is EventType.STARTED:
             break
     assert (await client.cancel(info.id)).status is JobStatus.CANCELLED
     assert (await client.wait(info.id)).status is JobStatus.CANCELLED

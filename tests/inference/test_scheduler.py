@@ -176,7 +176,7 @@ async def test_cancel_queued_job_leaves_at_once(make: Make) -> None:
 async def test_cancel_running_job_alone_stops_its_pipeline(make: Make) -> None:
     scheduler, engine = await make(max_batch=1)
     (long,) = await submit(scheduler, job(steps=60))
-    await until(scheduler, long, EventType.PROGRESS)
+    await until(scheduler, long, EventType.STARTED)
     scheduler.cancel(long.id)
     assert long.status is JobStatus.CANCELLED  # reported at once, before the pipeline returns
     (next_job,) = await submit(scheduler, job(user="bob"))
@@ -188,7 +188,7 @@ async def test_cancel_running_job_alone_stops_its_pipeline(make: Make) -> None:
 async def test_cancel_in_shared_batch_drops_only_its_output(make: Make) -> None:
     scheduler, engine = await make(max_batch=4)
     mine, theirs = await submit(scheduler, job(steps=20), job(steps=20, user="bob", seed=5))
-    await until(scheduler, mine, EventType.PROGRESS)
+    await until(scheduler, mine, EventType.STARTED)
     scheduler.cancel(mine.id)
     await finish(scheduler, theirs)
     assert len(engine.calls) == 1 and not engine.calls[0].stopped
@@ -254,18 +254,26 @@ async def test_late_subscriber_gets_current_state_and_resume_skips_seen(make: Ma
 
 
 async def test_progress_and_previews_stream_while_running(make: Make) -> None:
-    scheduler, _ = await make()
+    scheduler, _ = await make(progress_interval_s=0)
     (j,) = await submit(scheduler, job(steps=4))
     seen = [e async for e in scheduler.events(j.id) if e is not None]
     steps = [e.step for e in seen if e.type is EventType.PROGRESS]
     assert steps == [1, 2, 3, 4]
     assert scheduler.info(j).total_steps == 4
+    assert scheduler.preview(j.id)[:2] == b"\xff\xd8"  # a JPEG of the latest preview
+
+
+async def test_progress_is_throttled_but_the_last_step_is_reported(make: Make) -> None:
+    scheduler, _ = await make(progress_interval_s=60)
+    (j,) = await submit(scheduler, job(steps=5))
+    seen = [e async for e in scheduler.events(j.id) if e is not None]
+    assert [e.step for e in seen if e.type is EventType.PROGRESS] == [5]
 
 
 async def test_shutdown_finishes_running_batch_and_fails_queued(make: Make) -> None:
     scheduler, _ = await make(max_batch=1, shutdown_grace_s=30)
     running, queued = await submit(scheduler, job(steps=10), job(prompt="blue square"))
-    await until(scheduler, running, EventType.PROGRESS)
+    await until(scheduler, running, EventType.STARTED)
     await scheduler.shutdown()
     assert running.status is JobStatus.SUCCEEDED
     assert queued.status is JobStatus.FAILED and queued.error is not None
@@ -278,7 +286,7 @@ async def test_shutdown_finishes_running_batch_and_fails_queued(make: Make) -> N
 async def test_shutdown_grace_bounds_the_running_batch(make: Make) -> None:
     scheduler, engine = await make(max_batch=1, shutdown_grace_s=0)
     (running,) = await submit(scheduler, job(steps=80))
-    await until(scheduler, running, EventType.PROGRESS)
+    await until(scheduler, running, EventType.STARTED)
     await scheduler.shutdown()
     assert running.status is JobStatus.FAILED and running.error is not None
     assert running.error.code is ErrorCode.SHUTTING_DOWN

@@ -45,7 +45,9 @@ def make_client(aiohttp_client: Any, tiny_engine: Engine) -> MakeClient:
 
 @pytest.fixture
 async def client(make_client: MakeClient) -> Client:
-    return await make_client(max_image_bytes=64 * 1024, max_image_pixels=512 * 512, max_pixels=256 * 256)
+    return await make_client(
+        max_image_bytes=64 * 1024, max_image_pixels=512 * 512, max_pixels=256 * 256, progress_interval_s=0
+    )
 
 
 def body(**fields: Any) -> dict[str, Any]:
@@ -166,7 +168,7 @@ async def test_cancel_queued_and_running_over_http(make_client: MakeClient) -> N
     queued = await post_job(client, prompt="blue square")
     resp = await client.delete(f"/v1/jobs/{queued.id}")
     assert resp.status == 200 and (await resp.json())["status"] == "cancelled"
-    await until(client, running.id, "progress")
+    await until(client, running.id, "started")
     resp = await client.post(f"/v1/jobs/{running.id}/cancel")
     assert (await resp.json())["status"] == "cancelled"
     assert (await wait(client, running.id)).status == "cancelled"
@@ -395,7 +397,7 @@ async def test_graceful_shutdown_over_http(make_client: MakeClient) -> None:
     client = await make_client(max_batch=1)
     running = await post_job(client, steps=20)
     queued = await post_job(client, prompt="a green star")
-    await until(client, running.id, "progress")
+    await until(client, running.id, "started")
     stream = asyncio.create_task(events(client, running.id))
     shutdown = asyncio.create_task(client.app[SCHEDULER].shutdown())
     await asyncio.sleep(0)
