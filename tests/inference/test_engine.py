@@ -426,3 +426,13 @@ def test_previews_from_a_tiny_preview_decoder(engine_settings: EngineSettings, t
     assert [len(u.previews) for u in updates] == [2, 2, 2, 0]
     assert updates[0].previews[0].size == (128, 128)
     assert updates[0].previews[0].mode == "RGB"
+
+
+def test_channels_last_gives_the_same_images(
+    engine: DiffusersEngine, engine_settings: EngineSettings
+) -> None:
+    fast = DiffusersEngine.load(engine_settings.model_copy(update={"channels_last": True}))
+    assert fast._pipes.generate.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    reference, _ = run(engine, [make_item("a", 9)])
+    results, _ = run(fast, [make_item("a", 9)])
+    assert max_diff(reference[0][0], results[0][0]) <= PIXEL_TOLERANCE
