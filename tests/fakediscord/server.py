@@ -509,11 +509,21 @@ class FakeDiscord:
         channel: FakeChannel | None = None,
     ) -> Message:
         """The first live message (already there or still to come) for which `predicate` holds."""
+        existing = next((m for m in self.messages(channel) if predicate(m)), None)
+        if existing is not None:
+            return existing
 
-        def found() -> Message | None:
-            return next((m for m in self.messages(channel) if predicate(m)), None)
+        def matches(event: Event) -> bool:
+            # Past messages were checked above; only ones created or edited from now on can start to match.
+            m = event.message
+            if m is None or m.deleted or (channel is not None and m.channel_id != channel.id):
+                return False
+            return predicate(m)
 
-        return await self.world.wait_until(found, timeout, "a matching message")
+        start = len(self.world.events)
+        event = await self.world.wait_for(matches, timeout, "a matching message", start=start)
+        assert event.message is not None
+        return event.message
 
     @property
     def unexpected_routes(self) -> list[str]:

@@ -61,10 +61,16 @@ class World:
         self._changed.set()
         return event
 
-    async def wait_for(self, predicate: Callable[[Event], bool], timeout: float, what: str = "") -> Event:  # noqa: ASYNC109 - a test-facing deadline
-        """The first recorded event (past or future) matching `predicate`."""
+    async def wait_for(
+        self,
+        predicate: Callable[[Event], bool],
+        timeout: float,  # noqa: ASYNC109 - a test-facing deadline
+        what: str = "",
+        start: int = 0,
+    ) -> Event:
+        """The first recorded event from index `start` on (past or future) matching `predicate`."""
         deadline = time.monotonic() + timeout
-        seen = 0
+        seen = start
         while True:
             for event in self.events[seen:]:
                 if predicate(event):
