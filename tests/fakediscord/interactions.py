@@ -3,6 +3,7 @@
 import enum
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -192,7 +193,11 @@ class Interaction:
         )
         return self.followups()[:count]
 
-    async def wait_original(self, predicate: Any = None, timeout: float = 10.0) -> Message:  # noqa: ASYNC109 - a test-facing deadline
+    async def wait_original(
+        self,
+        predicate: Callable[[Message], bool] | None = None,
+        timeout: float = 10.0,  # noqa: ASYNC109 - a test-facing deadline
+    ) -> Message:
         """The original response once it exists and `predicate(message)` holds (e.g. it was edited)."""
 
         def ready() -> Message | None:
@@ -203,7 +208,7 @@ class Interaction:
 
         return await self._world.wait_until(ready, timeout, f"the original response of {self!r}")
 
-    async def wait_message(self, predicate: Any, timeout: float = 10.0) -> Message:  # noqa: ASYNC109 - a test-facing deadline
+    async def wait_message(self, predicate: Callable[[Message], bool], timeout: float = 10.0) -> Message:  # noqa: ASYNC109 - a test-facing deadline
         """Any message this interaction produced (original or follow-up) for which `predicate` holds."""
 
         def found() -> Message | None:
