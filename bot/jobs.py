@@ -224,7 +224,6 @@ class JobService:
         self.guilds = GuildsRepo(db, clock)
         self._clock = clock
         self.worker_healthy = True
-        self.worker_grace_s = 30.0  # how long a vanished worker may take to come back before refunds
 
     # --- validation: each refusal here is a specific message and charges nothing ---
 
@@ -526,14 +525,29 @@ class JobService:
         try:
             async with asyncio.timeout(self.limits.job_timeout_s):
                 final = await self._final_info(job, progress)
+                pngs = await self._fetch_images(final)
         except TimeoutError:
             with contextlib.suppress(Exception):
                 await self.client.cancel(job.worker_job_id or "")
             return await self._fail(job, "The job took too long and was stopped. Your credits were refunded.")
         except _Lost as lost:
             return await self._fail(job, lost.message)
-        outcome = await self._settle(job, final)
+        except worker_client.WorkerError as exc:
+            log.warning("job %s: worker failed while finishing: %s", job.job_id, exc)
+            return await self._fail(
+                job, "The image worker failed while returning your images. Credits refunded."
+            )
+        except Exception:
+            log.exception("job %s failed unexpectedly", job.job_id)
+            return await self._fail(job, "Something went wrong with this job. Your credits were refunded.")
+        # Past this point the images are in hand: a database error must not refund a delivered result.
+        outcome = await self._settle(job, final, pngs)
         return dataclasses.replace(outcome, elapsed_s=self._clock() - started)
+
+    async def _fetch_images(self, info: JobInfo) -> list[bytes]:
+        if info.status is not JobStatus.SUCCEEDED:
+            return []
+        return [await self.client.image(info.id, n) for n in range(info.images)]
 
     async def _final_info(self, job: JobRecord, progress: ProgressCallback) -> JobInfo:
         """The job's final state from the worker, riding out a worker restart by resubmitting."""
@@ -568,7 +582,7 @@ class JobService:
 
     async def _recover_submission(self, job: JobRecord) -> JobRecord:
         """After losing the worker: wait for it, then find the job there or submit it again (same key)."""
-        if not await self._wait_for_worker(self.worker_grace_s):
+        if not await self._wait_for_worker(self.limits.worker_grace_s):
             raise _Lost("The image worker stopped and did not come back. Your credits were refunded.")
         if job.worker_job_id:
             with contextlib.suppress(worker_client.JobNotFound):
@@ -612,9 +626,9 @@ class JobService:
                 return False
             await asyncio.sleep(min(1.0, max(0.05, timeout_s / 10)))
 
-    async def _settle(self, job: JobRecord, info: JobInfo) -> JobOutcome:
+    async def _settle(self, job: JobRecord, info: JobInfo, pngs: list[bytes]) -> JobOutcome:
         if info.status is JobStatus.SUCCEEDED:
-            return await self._succeed(job, info)
+            return await self._succeed(job, info, pngs)
         if info.status is JobStatus.CANCELLED:
             job = await self._refund(job, "cancelled", JobState.CANCELLED)
             return JobOutcome(
@@ -627,19 +641,18 @@ class JobService:
         job = await self._refund(job, message, JobState.REFUNDED)
         return JobOutcome(job=job, state=JobState.REFUNDED, info=info, message=message)
 
-    async def _succeed(self, job: JobRecord, info: JobInfo) -> JobOutcome:
+    async def _succeed(self, job: JobRecord, info: JobInfo, pngs: list[bytes]) -> JobOutcome:
         gens = await self.generations.for_job(job.job_id)
         if not gens:  # a recovered job may have stored its images before a crash
-            gens = await self._store_images(job, info)
+            gens = await self._store_images(job, info, pngs)
         await self.quotas.commit(job.job_id)
         job = await self.jobs.update_status(job.job_id, JobState.SUCCEEDED)
         return JobOutcome(job=job, state=JobState.SUCCEEDED, generations=gens, info=info)
 
-    async def _store_images(self, job: JobRecord, info: JobInfo) -> list[GenerationRecord]:
+    async def _store_images(self, job: JobRecord, info: JobInfo, pngs: list[bytes]) -> list[GenerationRecord]:
         plan = JobPlan.from_parameters(job.parameters)
         records = []
-        for n in range(info.images):
-            png = await self.client.image(info.id, n)
+        for n, png in enumerate(pngs):
             w, h = _png_size(png, info)
             records.append(
                 GenerationRecord(

@@ -1,0 +1,132 @@
+"""Faults end to end: deleted progress message, expired token, deleted channel, worker death, bot restart,
+cancel and delete buttons. The jobs use a slow style (many steps) so there is time to act mid-job."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+
+import pytest
+
+from bot.settings import Settings
+from bot.styles import StylePreset
+from inference.engine import DiffusersEngine
+from inference.server import start_worker
+from tests.bot.harness import build_world, button, ephemeral_reply, is_result, running_bot
+
+SLOW = {"prompt": "a slow lighthouse", "style": "slow"}
+
+
+@pytest.fixture
+def slow_settings(settings: Settings) -> Settings:
+    styles = [*settings.styles, StylePreset(name="slow", description="many steps", steps=120)]
+    limits = settings.limits.model_copy(update={"worker_grace_s": 1.0, "progress_interval_s": 0.3})
+    return settings.model_copy(update={"styles": styles, "limits": limits})
+
+
+def states(settings: Settings) -> list[tuple]:
+    with sqlite3.connect(settings.database.path) as conn:
+        return conn.execute(
+            "SELECT j.status, l.state FROM jobs j JOIN ledger l USING (job_id) ORDER BY j.created_at"
+        ).fetchall()
+
+
+def is_progress(message) -> bool:
+    return "Drawing" in message.content or "Queued" in message.content
+
+
+def mentions(user):
+    return lambda m: f"<@{user.id}>" in m.content and m.attachments
+
+
+async def test_deleted_progress_message_and_expired_token(fake_discord, slow_settings, worker):
+    world = build_world(fake_discord)
+    async with running_bot(fake_discord, slow_settings, worker):
+        first = await fake_discord.send_slash("imagine", SLOW, user=world.alice, channel=world.channel)
+        progress = await first.wait_original(is_progress, timeout=30)
+        assert any(c.startswith("brushfire:cancel:") for c in progress.custom_ids())
+        await fake_discord.delete_message(progress)
+        edits_at_delete = len(progress.edits)
+        result = await fake_discord.wait_message(mentions(world.alice), timeout=60)
+        assert result.channel_id == world.channel.id
+        assert len(progress.edits) == edits_at_delete  # the updater stopped instead of editing a ghost
+
+        second = await fake_discord.send_slash("imagine", SLOW, user=world.bob, channel=world.channel)
+        await second.wait_original(is_progress, timeout=30)
+        fake_discord.expire_tokens()
+        late = await fake_discord.wait_message(mentions(world.bob), timeout=60)
+        assert is_result(late) and late.channel_id == world.channel.id
+    assert states(slow_settings) == [("succeeded", "committed"), ("succeeded", "committed")]
+
+
+async def test_deleted_channel_sends_the_result_by_dm(fake_discord, slow_settings, worker):
+    world = build_world(fake_discord)
+    async with running_bot(fake_discord, slow_settings, worker):
+        inter = await fake_discord.send_slash("imagine", SLOW, user=world.alice, channel=world.channel)
+        await inter.wait_original(is_progress, timeout=30)
+        fake_discord.expire_tokens()
+        await fake_discord.delete_channel(world.channel)
+        await fake_discord.world.wait_until(lambda: fake_discord.dms(world.alice), 60, "a DM to alice")
+        dm = fake_discord.dms(world.alice)[0]
+        assert dm.attachments and is_result(dm)
+
+
+async def test_cancel_and_delete_buttons_check_who_presses(fake_discord, slow_settings, worker):
+    world = build_world(fake_discord)
+    async with running_bot(fake_discord, slow_settings, worker):
+        inter = await fake_discord.send_slash("imagine", SLOW, user=world.alice, channel=world.channel)
+        progress = await inter.wait_original(is_progress, timeout=30)
+        cancel = button(progress, "cancel")
+        refused = await fake_discord.click(progress, cancel, user=world.bob)
+        assert "Only the person who started this job" in await ephemeral_reply(refused)
+        ok = await fake_discord.click(progress, cancel, user=world.alice)
+        assert "Cancelling" in await ephemeral_reply(ok)
+        await inter.wait_original(lambda m: "Cancelled" in m.content, timeout=30)
+
+        done = await fake_discord.send_slash(
+            "imagine", {"prompt": "quick"}, user=world.alice, channel=world.channel
+        )
+        result = await done.wait_original(is_result, timeout=60)
+        delete = button(result, "delete")
+        refused = await fake_discord.click(result, delete, user=world.bob)
+        assert "Only the person who made this image" in await ephemeral_reply(refused)
+        await fake_discord.click(result, delete, user=world.admin)  # admins may delete anything
+        await fake_discord.world.wait_until(lambda: result.deleted, 15, "the result deleted")
+        with sqlite3.connect(slow_settings.database.path) as conn:
+            assert conn.execute("SELECT deleted FROM generations").fetchall() == [(1,)]
+    assert states(slow_settings) == [("cancelled", "refunded"), ("succeeded", "committed")]
+
+
+async def test_worker_killed_mid_job_refunds_with_a_message(fake_discord, slow_settings):
+    world = build_world(fake_discord)
+    engine = await asyncio.to_thread(DiffusersEngine.load, slow_settings.engine)
+    running = await start_worker(slow_settings.worker.model_copy(update={"port": 0}), engine)
+    async with running_bot(fake_discord, slow_settings, running.url):
+        inter = await fake_discord.send_slash("imagine", SLOW, user=world.alice, channel=world.channel)
+        await inter.wait_original(lambda m: "Drawing" in m.content, timeout=30)
+        await running.runner.cleanup()  # the worker's server goes away mid-job and does not come back
+        final = await inter.wait_original(lambda m: "refunded" in m.content, timeout=60)
+        assert "worker" in final.content
+        after = await fake_discord.send_slash(
+            "imagine", {"prompt": "x"}, user=world.alice, channel=world.channel
+        )
+        assert "not reachable" in await ephemeral_reply(after, timeout=30)
+    assert [s for _, s in states(slow_settings)] == ["refunded", "refunded"]
+
+
+async def test_bot_restart_mid_job_finishes_it_and_old_buttons_work(fake_discord, slow_settings, worker):
+    world = build_world(fake_discord)
+    async with running_bot(fake_discord, slow_settings, worker):
+        quick = await fake_discord.send_slash(
+            "imagine", {"prompt": "before"}, user=world.bob, channel=world.channel
+        )
+        old_result = await quick.wait_original(is_result, timeout=60)
+        inter = await fake_discord.send_slash("imagine", SLOW, user=world.alice, channel=world.channel)
+        await inter.wait_original(lambda m: "Drawing" in m.content, timeout=30)
+    # The bot is gone mid-job; a new one starts on the same database and worker.
+    async with running_bot(fake_discord, slow_settings, worker):
+        finished = await fake_discord.wait_message(mentions(world.alice), timeout=60)
+        assert is_result(finished)
+        reroll = await fake_discord.click(old_result, button(old_result, "reroll"), user=world.bob)
+        assert is_result(await reroll.wait_original(is_result, timeout=60))
+    assert states(slow_settings) == [("succeeded", "committed")] * 3
