@@ -372,6 +372,10 @@ class FakeDiscord:
     ) -> Interaction:
         """Fill and submit the modal the bot opened for `source` (the interaction it answered with the
         modal, or the message whose button opened it). `values` maps text-input custom_id → text."""
+        if isinstance(values, str):
+            raise FakeDiscordError(
+                "submit_modal(source, values, *, custom_id=...): values maps input ids to text"
+            )
         opener = self._modal_opener(source)
         modal = opener.modal or {}
         if custom_id is not None and custom_id != modal.get("custom_id"):
