@@ -209,10 +209,11 @@ class Interaction:
         return await self._world.wait_until(ready, timeout, f"the original response of {self!r}")
 
     async def wait_message(self, predicate: Callable[[Message], bool], timeout: float = 10.0) -> Message:  # noqa: ASYNC109 - a test-facing deadline
-        """Any message this interaction produced (original or follow-up) for which `predicate` holds."""
+        """Any message this interaction produced (original or follow-up) for which `predicate` holds;
+        a deferred response's "thinking…" placeholder is skipped until the bot edits it."""
 
         def found() -> Message | None:
-            return next((m for m in self.messages() if predicate(m)), None)
+            return next((m for m in self.messages() if not m.loading and predicate(m)), None)
 
         return await self._world.wait_until(found, timeout, f"a matching message from {self!r}")
 

@@ -512,15 +512,16 @@ class FakeDiscord:
         *,
         channel: FakeChannel | None = None,
     ) -> Message:
-        """The first live message (already there or still to come) for which `predicate` holds."""
-        existing = next((m for m in self.messages(channel) if predicate(m)), None)
+        """The first live message (already there or still to come) for which `predicate` holds;
+        deferred responses' "thinking…" placeholders are skipped until the bot edits them."""
+        existing = next((m for m in self.messages(channel) if not m.loading and predicate(m)), None)
         if existing is not None:
             return existing
 
         def matches(event: Event) -> bool:
             # Past messages were checked above; only ones created or edited from now on can start to match.
             m = event.message
-            if m is None or m.deleted or (channel is not None and m.channel_id != channel.id):
+            if m is None or m.deleted or m.loading or (channel is not None and m.channel_id != channel.id):
                 return False
             return predicate(m)
 

@@ -497,3 +497,11 @@ async def test_rate_limited_requests_are_retried(scene: Scene) -> None:
     (result,) = await ix.wait_followups(1)
     assert result.attachments[0].data == PNG
     assert sum(e.kind is EventKind.FAULT and "429" in e.detail for e in scene.fake.events) == 2
+
+
+async def test_wait_message_skips_the_thinking_placeholder(scene: Scene) -> None:
+    ix = await scene.fake.send_slash("announce", {"text": "hello"}, user=scene.alice, channel=scene.general)
+    await ix.wait_response()
+    assert ix.original().loading and ix.original().ephemeral
+    note = await ix.wait_message(lambda m: m.ephemeral)
+    assert note.content.startswith("posted ")
