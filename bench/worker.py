@@ -214,11 +214,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--arch", default="tiny", choices=["tiny", "sd-turbo", "sdxl-turbo"])
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "mps", "auto"])
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (the event loop takes the other core)"
+    )
     p.add_argument("--clients", type=int, default=16)
-    p.add_argument("--jobs", type=int, default=4, help="jobs per client in the throughput runs")
+    p.add_argument("--jobs", type=int, default=2, help="jobs per client in the throughput runs")
     p.add_argument("--max-batch", type=int, default=8)
-    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the three throughputs")
+    p.add_argument("--rounds", type=int, default=8, help="interleaved rounds of the three throughputs")
     p.add_argument("--repeats", type=int, default=30, help="solo jobs for the overhead figure")
     p.add_argument("--out", type=Path, default=None, help="results file (default bench/results/worker*.json)")
     args = p.parse_args()
