@@ -294,7 +294,8 @@ class DiffusersEngine:
             total = torch.cuda.get_device_properties(self._device).total_memory
             return torch.cuda.memory_allocated(self._device), total
         if self._device.type == "mps":
-            return torch.mps.current_allocated_memory(), None
+            # Apple GPUs share system memory; torch reports the working-set limit Metal recommends.
+            return torch.mps.current_allocated_memory(), torch.mps.recommended_max_memory()
         return None, None
 
     def run_batch(
