@@ -170,12 +170,15 @@ class Interaction:
         return self._world.messages.get(self.record.original_id)
 
     def followups(self) -> list[Message]:
+        """Messages sent through the follow-up webhook, oldest first. The first one after a deferred
+        response is that response itself (Discord replaces the "thinking…" message with it)."""
         return [self._world.messages[i] for i in self.record.followup_ids]
 
     def messages(self) -> list[Message]:
         """The original response (if any) then every follow-up."""
         original = self._original()
-        return ([original] if original else []) + self.followups()
+        rest = [m for m in self.followups() if original is None or m.id != original.id]
+        return ([original] if original else []) + rest
 
     def expire(self) -> None:
         """Make this interaction's token invalid, as 15 minutes would."""

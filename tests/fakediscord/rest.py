@@ -379,7 +379,7 @@ class Rest:
         limits.check_message(body.payload, sizes, self.world.upload_limit(channel))
         if not _has_content(body):
             raise errors.empty_message()
-        message = self.world.create_message(
+        message = self._complete_deferred(record, body) or self.world.create_message(
             channel,
             self.world.bot_user,
             body,
@@ -392,6 +392,15 @@ class Rest:
         if request.query.get("wait", "false").lower() not in ("1", "true"):
             return web.Response(status=204)
         return json_response(payloads.message(message))
+
+    def _complete_deferred(self, record: InteractionRecord, body: MessageBody) -> Message | None:
+        """Discord's rule: the first follow-up to a deferred (type 5) response *is* that response — it
+        replaces the "thinking…" message, and the ACK's flags, not the follow-up's, decide if it is ephemeral."""
+        original = self.world.messages.get(record.original_id or 0)
+        if original is None or original.deleted or not original.loading:
+            return None
+        body.payload.pop("flags", None)
+        return self.world.edit_message(original, body)
 
     async def webhook_get(self, request: web.Request) -> web.Response:
         record = self._webhook_record(request)

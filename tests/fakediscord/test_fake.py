@@ -26,6 +26,7 @@ from tests.fakediscord import (
     Upload,
 )
 from tests.fakediscord.harness import run_bot
+from tests.fakediscord.models import LOADING
 from tests.fakediscord.sample_bot import PNG, Journal, SampleBot
 
 MANAGE_GUILD = 1 << 5
@@ -78,8 +79,9 @@ async def test_deferred_command_follows_up_with_file_embed_and_button(scene: Sce
     )
     response = await ix.wait_response()
     assert response.type == 5
-    assert ix.original().loading
     (result,) = await ix.wait_followups(1)
+    # The first follow-up to a deferred response replaces the "thinking…" message, as on Discord.
+    assert result is ix.original() and not result.loading and result.edits[0].flags & LOADING
     assert result.attachments[0].filename == "result.png"
     assert result.attachments[0].data == PNG
     assert result.attachments[0].content_type == "image/png"
@@ -110,7 +112,8 @@ async def test_button_opens_modal_whose_submit_edits_the_message(scene: Scene) -
     submit = await scene.fake.submit_modal(press, {"instruction": "make it blue"})
     assert (await submit.wait_response()).type == 7
     assert result.content == f"job {ix.id} edited: make it blue (by bot #1)"
-    assert result.edits[0].content == "" and result.edits[0].attachments == result.attachments
+    before = result.edits[-1]  # the follow-up as posted, before the modal's edit
+    assert before.content == "" and before.attachments == result.attachments and before.components
 
 
 async def test_ephemeral_error_reply(scene: Scene) -> None:
@@ -277,7 +280,8 @@ async def test_finished_progress_edits_the_original_with_a_file(scene: Scene) ->
     done = await ix.wait_original(lambda m: m.content.startswith("done"))
     assert done.content == "done after 2" and not done.loading
     assert [a.filename for a in done.attachments] == ["final.png"]
-    assert [v.content for v in ix.followups()[0].edits] == ["step 0", "step 1"]
+    assert ix.followups() == [done]
+    assert [v.content for v in done.edits] == ["", "step 0", "step 1", "step 2"]
 
 
 async def test_member_role_and_user_lookups(scene: Scene) -> None:
@@ -306,7 +310,8 @@ async def test_uploads_over_one_mib_and_over_the_limit(scene: Scene) -> None:
     assert ok.attachments[0].size == len(PNG) + 3 * 1024 * 1024
     ix = await scene.fake.send_slash("big", {"mib": 11}, user=scene.alice, channel=scene.general)
     (refused,) = await ix.wait_followups(1)
-    assert refused.content == "too big: 413 40005" and refused.ephemeral
+    # ephemeral=True is ignored: this first follow-up completes the public deferred response.
+    assert refused.content == "too big: 413 40005" and not refused.ephemeral
 
 
 async def test_select_menu_values(scene: Scene) -> None:
@@ -501,7 +506,6 @@ async def test_rate_limited_requests_are_retried(scene: Scene) -> None:
 
 async def test_wait_message_skips_the_thinking_placeholder(scene: Scene) -> None:
     ix = await scene.fake.send_slash("announce", {"text": "hello"}, user=scene.alice, channel=scene.general)
-    await ix.wait_response()
-    assert ix.original().loading and ix.original().ephemeral
     note = await ix.wait_message(lambda m: m.ephemeral)
     assert note.content.startswith("posted ")
+    assert note is ix.original() and note.edits[0].flags & LOADING and note.edits[0].content == ""
