@@ -89,7 +89,22 @@ class SampleBot(commands.Bot):
 
 
 def _commands() -> list[app_commands.Command[Any, Any, Any] | app_commands.Group]:
-    return [draw, fail, inspect, announce, dm, progress, slow, admin, whois, gallery, big, styles, feedback]
+    return [
+        draw,
+        fail,
+        inspect,
+        announce,
+        dm,
+        progress,
+        slow,
+        admin,
+        whois,
+        gallery,
+        big,
+        styles,
+        feedback,
+        oops,
+    ]
 
 
 async def _style_choices(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
@@ -112,6 +127,14 @@ async def draw(
     view = discord.ui.View(timeout=None)
     view.add_item(Reroll(interaction.id))
     await interaction.followup.send(embed=embed, file=discord.File(io.BytesIO(PNG), "result.png"), view=view)
+
+
+@app_commands.command(description="Defers publicly, then refuses privately")
+async def oops(interaction: discord.Interaction) -> None:
+    """Delete the public placeholder first, or the refusal would take its place publicly."""
+    await interaction.response.defer(thinking=True)
+    await interaction.delete_original_response()
+    await interaction.followup.send("Refused after all.", ephemeral=True)
 
 
 @app_commands.command(description="Always refuses")

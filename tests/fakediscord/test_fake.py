@@ -509,3 +509,22 @@ async def test_wait_message_skips_the_thinking_placeholder(scene: Scene) -> None
     note = await ix.wait_message(lambda m: m.ephemeral)
     assert note.content.startswith("posted ")
     assert note is ix.original() and note.edits[0].flags & LOADING and note.edits[0].content == ""
+
+
+async def test_deleting_the_placeholder_lets_a_refusal_be_ephemeral(scene: Scene) -> None:
+    ix = await scene.fake.send_slash("oops", user=scene.alice, channel=scene.general)
+    refusal = await ix.wait_message(lambda m: m.content == "Refused after all.")
+    assert refusal.ephemeral and refusal.id != ix.record.original_id
+    assert scene.fake.message(ix.record.original_id or 0).deleted
+
+
+async def test_commands_in_a_thread(scene: Scene) -> None:
+    ix = await scene.fake.send_slash(
+        "announce", {"text": "thread please"}, user=scene.alice, channel=scene.general
+    )
+    await ix.wait_message(lambda m: m.content.startswith("posted"))
+    announcement = await scene.fake.wait_message(lambda m: m.content == "thread please")
+    thread = scene.fake.thread_of(announcement)
+    ix = await scene.fake.send_slash("fail", user=scene.bob, channel=thread)
+    await ix.wait_response()
+    assert ix.original().channel_id == thread.id
