@@ -1,0 +1,148 @@
+"""Small pure pieces: blocked words, plan round trips, upload fitting, button layout, the error text, the
+worker supervisor's restarts, and the slash commands' shape."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import re
+import sys
+
+import pytest
+from PIL import Image
+
+from bot.delivery import fit_upload
+from bot.errors import BrushfireError, InvalidInput, user_message
+from bot.jobs import Action, JobPlan, find_blocked, parse_lane
+from bot.views import result_view
+from inference.protocol import JobKind, Lane
+from run import WorkerSupervisor
+
+
+@pytest.mark.parametrize(
+    ("text", "blocked", "found"),
+    [
+        ("a Gory scene", ["gory"], "gory"),
+        ("category theory", ["gory"], None),  # whole words only
+        ("blood-red sky", ["blood"], "blood"),
+        ("id 12345", ["re:\\d{5}"], "re:\\d{5}"),
+        ("fine", ["re:(unclosed"], None),  # a broken pattern is ignored, not a crash
+    ],
+)
+def test_find_blocked(text, blocked, found):
+    assert find_blocked(text, blocked) == found
+
+
+def test_plan_parameters_round_trip_without_the_image():
+    plan = JobPlan(
+        action=Action.VARY,
+        kind=JobKind.IMG2IMG,
+        prompt="p",
+        model_prompt="styled p",
+        negative="",
+        model_negative="n",
+        style="photo",
+        width=64,
+        height=64,
+        count=1,
+        seed=5,
+        strength=0.3,
+        lane=Lane.RELAX,
+        parent_job_id="a" * 32,
+        image=b"png bytes",
+    )
+    text = plan.parameters()
+    assert "png bytes" not in text
+    again = JobPlan.from_parameters(text, image=b"png bytes")
+    assert again == plan
+
+
+def test_parse_lane():
+    assert parse_lane(None) is None and parse_lane("auto") is None
+    assert parse_lane("relax") is Lane.RELAX
+    with pytest.raises(InvalidInput, match="not a lane"):
+        parse_lane("turbo")
+
+
+def noisy_png(size: int) -> bytes:
+    img = Image.effect_noise((size, size), 100).convert("RGB")
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_fit_upload_falls_back_to_lossy_formats():
+    png = noisy_png(256)
+    assert fit_upload(png, len(png)) == (png, "png")
+    data, ext = fit_upload(png, len(png) // 2)
+    assert ext in ("webp", "jpg") and len(data) <= len(png) // 2
+
+
+@pytest.mark.parametrize("count", [1, 4, 8])
+def test_result_buttons_fit_discord_limits(count):
+    view = result_view("f" * 32, list(range(count)))
+    rows = view.to_components()
+    assert len(rows) <= 5 and all(len(r["components"]) <= 5 for r in rows)
+    ids = [c["custom_id"] for r in rows for c in r["components"]]
+    assert len(ids) == 3 + 2 * count and all(len(i) <= 100 for i in ids)
+    assert view.timeout is None
+
+
+def test_user_message_hides_unexpected_errors_behind_a_reference(caplog):
+    assert user_message(BrushfireError("plain words")) == ("plain words", True)
+    text, expected = user_message(RuntimeError("database exploded"))
+    assert not expected and "reference" in text and "exploded" not in text
+    ref = text.split("`")[1]
+    assert any(ref in r.getMessage() for r in caplog.records)
+
+
+async def test_supervisor_restarts_a_crashing_worker_with_backoff():
+    supervisor = WorkerSupervisor([sys.executable, "-c", "import sys; sys.exit(3)"], backoff_s=(0.05, 0.1))
+    task = asyncio.create_task(supervisor.run())
+    await asyncio.sleep(1.5)
+    await supervisor.stop(grace_s=1)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert supervisor.starts >= 3
+
+
+async def test_supervisor_stops_a_running_worker():
+    supervisor = WorkerSupervisor([sys.executable, "-c", "import time; time.sleep(60)"])
+    task = asyncio.create_task(supervisor.run())
+    await asyncio.sleep(0.5)
+    await supervisor.stop(grace_s=5)
+    await asyncio.wait_for(task, 5)
+    assert supervisor.starts == 1
+
+
+async def test_commands_have_unique_names_within_discord_limits(settings):
+    from bot.bot import EXTENSIONS, ImageBot
+    from bot.jobs import open_job_service
+
+    async with open_job_service(settings) as jobs:
+        bot = ImageBot(settings=settings, jobs=jobs, quotas=jobs.quotas)
+        for ext in EXTENSIONS:
+            await bot.load_extension(ext)
+        payloads = [c.to_dict(bot.tree) for c in bot.tree.get_commands()]
+        await bot.close()
+    names = [p["name"] for p in payloads]
+    assert sorted(names) == ["edit", "imagine", "quota", "quota-admin", "settings"]
+
+    def check(command: dict, depth: int = 0) -> None:
+        assert re.fullmatch(r"[a-z0-9_-]{1,32}", command["name"]), command["name"]
+        assert 1 <= len(command["description"]) <= 100, command["name"]
+        options = command.get("options", [])
+        assert len(options) <= 25 and len({o["name"] for o in options}) == len(options)
+        for option in options:
+            assert len(option.get("choices", [])) <= 25
+            if option["type"] in (1, 2):  # subcommands and groups
+                check(option, depth + 1)
+            else:
+                check({"name": option["name"], "description": option["description"]}, depth + 1)
+
+    for payload in payloads:
+        check(payload)
+    admin = next(p for p in payloads if p["name"] == "quota-admin")
+    settings_cmd = next(p for p in payloads if p["name"] == "settings")
+    for hidden in (admin, settings_cmd):
+        assert int(hidden["default_member_permissions"]) == 1 << 5
