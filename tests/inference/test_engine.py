@@ -436,3 +436,15 @@ def test_channels_last_gives_the_same_images(
     reference, _ = run(engine, [make_item("a", 9)])
     results, _ = run(fast, [make_item("a", 9)])
     assert max_diff(reference[0][0], results[0][0]) <= PIXEL_TOLERANCE
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    ["🎨 日本語の猫, ümlaut", "x" * 1000, "a " * 500, "<|endoftext|> <|startoftext|>", "\x00\t\n"],
+)
+def test_any_valid_prompt_gives_an_image(engine: DiffusersEngine, prompt: str) -> None:
+    """Characters outside the vocabulary, over-long prompts and special-token text are not errors."""
+    results, _ = run(engine, [make_item("a", 1, prompt=prompt, steps=1)])
+    png = Image.open(io.BytesIO(results[0][0].png))
+    assert png.size == (64, 64)
+    assert png.text["prompt"] == prompt.strip()
