@@ -194,6 +194,7 @@ class Message:
     thread_id: int | None = None
     allowed_mentions: dict[str, Any] | None = None
     interaction_user: FakeUser | None = None
+    mentions: list[FakeUser] = field(default_factory=list)
     interaction_type: int | None = None
 
     @property

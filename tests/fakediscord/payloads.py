@@ -185,7 +185,7 @@ def message(m: Message) -> dict[str, Any]:
         "edited_timestamp": iso(m.edited_at) if m.edited_at else None,
         "tts": False,
         "mention_everyone": False,
-        "mentions": [],
+        "mentions": [user(u) for u in m.mentions],
         "mention_roles": [],
         "attachments": [attachment(a) for a in m.attachments],
         "embeds": m.embeds,

@@ -230,6 +230,7 @@ async def test_expired_token_falls_back_to_a_channel_post(scene: Scene) -> None:
     assert scene.journal.fallbacks == ["401 50027"]
     assert post.content == f"{scene.alice.mention} finished" and post.attachments[0].filename == "late.png"
     assert post.pings(scene.alice) and not post.pings(scene.bob)
+    assert post.mentions == [scene.alice]
     assert ix.followups() == []
 
 

@@ -3,6 +3,7 @@
 import asyncio
 import logging
 import mimetypes
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -30,6 +31,7 @@ from tests.fakediscord.models import (
 
 log = logging.getLogger(__name__)
 
+USER_MENTION = re.compile(r"<@!?(\d+)>")
 EDITABLE_FLAGS = 1 << 2  # SUPPRESS_EMBEDS; Discord ignores other flags on edit
 
 
@@ -198,6 +200,7 @@ class World:
         message.components = payload.get("components") or []
         message.flags |= int(payload.get("flags") or 0)
         message.allowed_mentions = payload.get("allowed_mentions")
+        message.mentions = self._mentioned(message.content)
         message.attachments = self._attachments(message, body, existing=[])
         reference = payload.get("message_reference") or {}
         if reference.get("message_id"):
@@ -213,6 +216,7 @@ class World:
         message.edits.append(message.snapshot(self.clock.now()))
         if "content" in payload:
             message.content = payload["content"] or ""
+            message.mentions = self._mentioned(message.content)
         if "embeds" in payload:
             message.embeds = payload["embeds"] or []
         if "components" in payload:
@@ -230,6 +234,10 @@ class World:
         self.record(
             EventKind.MESSAGE_DELETE, message=message, interaction_id=message.interaction_id, detail=detail
         )
+
+    def _mentioned(self, content: str) -> list[FakeUser]:
+        ids = dict.fromkeys(int(found) for found in USER_MENTION.findall(content))
+        return [self.users[i] for i in ids if i in self.users]
 
     def _attachments(
         self, message: Message, body: MessageBody, existing: list[Attachment]
