@@ -176,7 +176,7 @@ def error_response(exc: ProtocolError) -> web.Response:
     )
 
 
-_HTTP_CODES = {401: ErrorCode.UNAUTHORIZED, 404: ErrorCode.NOT_FOUND, 413: ErrorCode.IMAGE_TOO_LARGE}
+_HTTP_CODES = {401: ErrorCode.UNAUTHORIZED, 404: ErrorCode.NOT_FOUND}
 
 
 @web.middleware

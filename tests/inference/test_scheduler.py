@@ -199,6 +199,18 @@ async def test_cancel_in_shared_batch_drops_only_its_output(make: Make) -> None:
     assert scheduler.image(theirs.id, 0).startswith(b"\x89PNG")
 
 
+async def test_a_batch_over_its_time_limit_fails_and_its_pipeline_stops(make: Make) -> None:
+    scheduler, engine = await make(batch_timeout_s=0.2)
+    (slow,) = await submit(scheduler, job(steps=150))
+    await finish(scheduler, slow)
+    assert slow.status is JobStatus.FAILED and slow.error is not None
+    assert slow.error.code is ErrorCode.PIPELINE_ERROR and "timed out" in slow.error.message
+    assert engine.calls[0].returned.is_set() and engine.calls[0].stopped
+    (quick,) = await submit(scheduler, job(user="bob"))
+    await finish(scheduler, quick)
+    assert quick.status is JobStatus.SUCCEEDED
+
+
 async def test_idempotent_resubmit_and_conflict(make: Make) -> None:
     scheduler, _ = await make()
     request = job(idempotency_key="same")

@@ -303,6 +303,13 @@ async def test_malformed_bodies_are_refused(
     assert (resp.status, err["code"]) == (status, "bad_request"), err
 
 
+async def test_oversized_json_body_is_refused(make_client: MakeClient) -> None:
+    client = await make_client(max_image_bytes=1024)
+    raw = b'{"prompt": "' + b"a" * 200_000 + b'"}'
+    resp = await client.post("/v1/jobs", data=raw, headers={"Content-Type": "application/json"})
+    assert resp.status in (400, 413) and (await resp.json())["code"] == "bad_request"
+
+
 async def test_multipart_without_job_part_is_refused(client: Client) -> None:
     form = FormData()
     form.add_field("image", png_bytes(), content_type="image/png")
