@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
+import signal
 from collections.abc import Coroutine
 from typing import Any
 
@@ -115,6 +117,7 @@ async def run_bot(settings: Settings, worker_url: str | None = None) -> int:
     use_discord_endpoints(settings.discord.api_base, settings.discord.gateway_url)
     async with open_job_service(settings, worker_url) as jobs:
         bot = ImageBot(settings=settings, jobs=jobs, quotas=jobs.quotas)
+        _close_on_signals(bot)
         async with bot:
             try:
                 await bot.start(settings.discord_token.get_secret_value())
@@ -122,3 +125,19 @@ async def run_bot(settings: Settings, worker_url: str | None = None) -> int:
                 log.error("Discord refused the token: check DISCORD_TOKEN")
                 return 2
     return 0
+
+
+def _close_on_signals(bot: ImageBot) -> None:
+    """SIGINT/SIGTERM close the bot cleanly, so run.py can stop its worker instead of orphaning it."""
+    loop = asyncio.get_running_loop()
+    closing: set[asyncio.Task[None]] = set()
+
+    def close() -> None:
+        log.info("stopping")
+        task = loop.create_task(bot.close())
+        closing.add(task)
+        task.add_done_callback(closing.discard)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, close)
