@@ -248,6 +248,8 @@ class DiffusersEngine:
         for pipe in (generate, edit):
             if pipe is not None:
                 _prepare(pipe, settings, device, dtype)
+        if edit is not None:
+            _share_components(edit, generate)
         _set_scheduler(generate, settings)
         pipes = _Pipelines(generate, AutoPipelineForImage2Image.from_pipe(generate), edit)
         pipes.img2img.set_progress_bar_config(disable=True)
@@ -531,6 +533,27 @@ def _prepare(
     if settings.compile and denoiser is not None:
         # In place, so the img2img pipeline that shares this module runs the compiled one too.
         denoiser.compile()
+
+
+def _share_components(edit: DiffusionPipeline, generate: DiffusionPipeline) -> None:
+    """Point the edit pipeline at the main VAE and text encoder where their weights are identical.
+
+    InstructPix2Pix fine-tuned only the UNet of SD 1.5, so next to an SD 1.5 model this drops a second
+    copy of both from device memory.
+    """
+    for name in ("vae", "text_encoder"):
+        mine, main = getattr(edit, name, None), getattr(generate, name, None)
+        if mine is None or main is None or type(mine) is not type(main) or not _same_weights(mine, main):
+            continue
+        edit.register_modules(**{name: main})
+        log.info("edit pipeline shares the main %s", name)
+
+
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(
+        sa[k].shape == sb[k].shape and sa[k].dtype == sb[k].dtype and torch.equal(sa[k], sb[k]) for k in sa
+    )
 
 
 def _set_scheduler(pipe: DiffusionPipeline, settings: EngineSettings) -> None:

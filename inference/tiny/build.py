@@ -1,7 +1,8 @@
 """Build the tiny random-weight Stable-Diffusion-style pipelines used by tests and the offline default.
 
 Run `python -m inference.tiny.build OUT_DIR`: it writes `OUT_DIR/generate` (a StableDiffusionPipeline)
-and `OUT_DIR/edit` (a StableDiffusionInstructPix2PixPipeline, whose UNet takes 8 input channels). Both are
+and `OUT_DIR/edit` (a StableDiffusionInstructPix2PixPipeline, whose UNet takes 8 input channels, on the same
+VAE and text encoder). Both are
 made of the real diffusers/transformers classes and saved with `save_pretrained` as safetensors, so the
 engine loads them through the same `from_pretrained` path as a downloaded model. The weights come from a
 fixed seed, so two builds are identical. Sized for speed on a CPU: 64x64 images from an 8x8 latent.
@@ -109,13 +110,13 @@ def build_generate() -> StableDiffusionPipeline:
     )
 
 
-def build_edit() -> StableDiffusionInstructPix2PixPipeline:
+def build_edit(base: StableDiffusionPipeline) -> StableDiffusionInstructPix2PixPipeline:
+    """The edit pipeline on `base`'s VAE and text encoder, as InstructPix2Pix reuses SD 1.5's."""
     torch.manual_seed(SEED + 1)
-    tokenizer = make_tokenizer()
     return StableDiffusionInstructPix2PixPipeline(
-        vae=make_vae(),
-        text_encoder=make_text_encoder(len(tokenizer)),
-        tokenizer=tokenizer,
+        vae=base.vae,
+        text_encoder=base.text_encoder,
+        tokenizer=base.tokenizer,
         unet=make_unet(in_channels=8),
         scheduler=make_scheduler(),
         safety_checker=None,
@@ -127,8 +128,9 @@ def build_edit() -> StableDiffusionInstructPix2PixPipeline:
 def build(out_dir: Path) -> tuple[Path, Path]:
     """Write both tiny pipelines under `out_dir`; return (generate_dir, edit_dir)."""
     generate_dir, edit_dir = out_dir / "generate", out_dir / "edit"
-    build_generate().save_pretrained(generate_dir, safe_serialization=True)
-    build_edit().save_pretrained(edit_dir, safe_serialization=True)
+    generate = build_generate()
+    generate.save_pretrained(generate_dir, safe_serialization=True)
+    build_edit(generate).save_pretrained(edit_dir, safe_serialization=True)
     log.info("tiny pipelines written to %s and %s", generate_dir, edit_dir)
     return generate_dir, edit_dir
 

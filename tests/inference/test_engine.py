@@ -192,6 +192,14 @@ def test_edit_uses_the_instruction_pipeline(engine: DiffusersEngine, photo: Imag
     assert "strength" not in png.text
 
 
+def test_edit_pipeline_shares_identical_modules(engine: DiffusersEngine) -> None:
+    edit, generate = engine._pipes.edit, engine._pipes.generate
+    assert edit is not None
+    assert edit.vae is generate.vae
+    assert edit.text_encoder is generate.text_encoder
+    assert edit.unet is not generate.unet
+
+
 def test_edit_without_an_edit_model_is_img2img(engine_settings: EngineSettings, photo: Image.Image) -> None:
     engine = DiffusersEngine.load(engine_settings.model_copy(update={"edit_model": None}))
     assert not engine.has_edit_model
