@@ -78,6 +78,8 @@ class Scores:
     seeds_differ: bool
     same_seed_equal: bool
     seed_distance: float
+    vae_colour_acc: float
+    vae_shape_acc: float
     n: int
 
 
@@ -133,7 +135,17 @@ def edit(pipe: StableDiffusionInstructPix2PixPipeline, cases: list[EditCase], op
     return images
 
 
-def score_prompts(cases: list[PromptCase], verdicts: list[Verdict]) -> tuple[float, float, float]:
+@dataclass(frozen=True)
+class PromptScore:
+    """Accuracy on the prompts and the commonest mistakes, e.g. "colour: red -> orange" with its count."""
+
+    background: float
+    colour: float
+    shape: float
+    mistakes: tuple[tuple[str, int], ...]
+
+
+def score_prompts(cases: list[PromptCase], verdicts: list[Verdict]) -> PromptScore:
     hits = np.zeros(3)
     errors: Counter[str] = Counter()
     for case, verdict in zip(cases, verdicts, strict=True):
@@ -153,12 +165,8 @@ def score_prompts(cases: list[PromptCase], verdicts: list[Verdict]) -> tuple[flo
         ):
             if not ok:
                 errors[f"{name}: {want} -> {got}"] += 1
-    print(
-        "most common text-to-image errors:",
-        ", ".join(f"{e} ({k})" for e, k in errors.most_common(8)) or "none",
-    )
     background, colour, shape = (hits / max(len(cases), 1)).tolist()
-    return background, colour, shape
+    return PromptScore(background, colour, shape, tuple(errors.most_common(8)))
 
 
 def score_edits(cases: list[EditCase], verdicts: list[Verdict]) -> tuple[float, float]:
@@ -170,6 +178,15 @@ def score_edits(cases: list[EditCase], verdicts: list[Verdict]) -> tuple[float, 
         keep += verdict.shape == case.triple.before.shapes[0].kind
     total = max(len(cases), 1)
     return follow / total, keep / total
+
+
+@torch.no_grad()
+def reconstruct(pipe: AutoPipelineForText2Image, scenes: list[data.Scene]) -> list[Image.Image]:
+    """The scenes' pictures through the autoencoder and back: the best the denoiser could hope to draw."""
+    images = [data.render(s) for s in scenes]
+    tensor = torch.from_numpy(np.stack([data.to_array(im) for im in images])).permute(0, 3, 1, 2)
+    decoded = pipe.vae.decode(pipe.vae.encode(tensor).latent_dist.mode()).sample
+    return pipe.image_processor.postprocess(decoded, output_type="pil")
 
 
 def pixel_distance(a: Image.Image, b: Image.Image) -> float:
@@ -213,29 +230,47 @@ def load_pipelines(model: Path) -> tuple[AutoPipelineForText2Image, StableDiffus
     return generate_pipe, edit_pipe
 
 
-def evaluate(options: EvalOptions) -> Scores:
+@dataclass(frozen=True)
+class Report:
+    """The scores, and the commonest mistakes of the full model and of the autoencoder alone."""
+
+    scores: Scores
+    mistakes: tuple[tuple[str, int], ...]
+    autoencoder_mistakes: tuple[tuple[str, int], ...]
+
+
+def evaluate(options: EvalOptions) -> Report:
     generate_pipe, edit_pipe = load_pipelines(options.model)
     judge = Judge()
     prompts, edits = prompt_cases(options.n), edit_cases(options.n)
     images = generate(generate_pipe, [c.prompt for c in prompts], [c.seed for c in prompts], options)
-    background, colour, shape = score_prompts(prompts, [judge.judge(im) for im in images])
+    drawn = score_prompts(prompts, [judge.judge(im) for im in images])
     edited = edit(edit_pipe, edits, options)
     follow, keep = score_edits(edits, [judge.judge(im) for im in edited])
     differ, same = seed_checks(generate_pipe, prompts, options)
+    round_trips = reconstruct(generate_pipe, [c.truth for c in prompts])
+    autoencoder = score_prompts(prompts, [judge.judge(im) for im in round_trips])
     if options.sheet is not None:
         contact_sheet(images, options.sheet)
         contact_sheet(edited, options.sheet.with_name(options.sheet.stem + "-edit" + options.sheet.suffix))
-    return Scores(
-        background_acc=round(background, 4),
-        colour_acc=round(colour, 4),
-        shape_acc=round(shape, 4),
+    scores = Scores(
+        background_acc=round(drawn.background, 4),
+        colour_acc=round(drawn.colour, 4),
+        shape_acc=round(drawn.shape, 4),
         edit_follow=round(follow, 4),
         edit_keeps_shape=round(keep, 4),
         seeds_differ=differ > SEED_DISTANCE,
         same_seed_equal=same == 0.0,
         seed_distance=round(differ, 2),
+        vae_colour_acc=round(autoencoder.colour, 4),
+        vae_shape_acc=round(autoencoder.shape, 4),
         n=options.n,
     )
+    return Report(scores, drawn.mistakes, autoencoder.mistakes)
+
+
+def _mistakes(mistakes: tuple[tuple[str, int], ...]) -> str:
+    return ", ".join(f"{what} ({count})" for what, count in mistakes) or "none"
 
 
 def parse_args(argv: list[str] | None = None) -> EvalOptions:
@@ -261,7 +296,8 @@ def main(argv: list[str] | None = None) -> None:
     options = parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(options.threads)
-    scores = evaluate(options)
+    report = evaluate(options)
+    scores = report.scores
     print(
         f"text-to-image, {scores.n} prompts: background {scores.background_acc:.0%}, "
         f"colour {scores.colour_acc:.0%}, shape {scores.shape_acc:.0%}"
@@ -272,6 +308,11 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"seeds: two seeds differ by at least {scores.seed_distance:.1f}/255 (need > {SEED_DISTANCE}); "
         f"same seed repeats exactly: {scores.same_seed_equal}"
+    )
+    print(f"commonest mistakes: {_mistakes(report.mistakes)}")
+    print(
+        f"autoencoder round trip: colour {scores.vae_colour_acc:.0%}, shape {scores.vae_shape_acc:.0%}; "
+        f"mistakes: {_mistakes(report.autoencoder_mistakes)}"
     )
     print(json.dumps(asdict(scores)))
 
