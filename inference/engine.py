@@ -256,7 +256,7 @@ class DiffusersEngine:
         _load_adapters(pipes.generate, settings)
         decoder = None
         if settings.preview_decoder:
-            decoder = AutoencoderTiny.from_pretrained(settings.preview_decoder, torch_dtype=dtype).to(device)
+            decoder = _from_pretrained(AutoencoderTiny, settings.preview_decoder, settings, dtype).to(device)
         vae_scaling = float(getattr(generate.vae.config, "scaling_factor", 0.18215))
         log.info("engine ready: %s on %s", model_name, device)
         return cls(
@@ -497,20 +497,19 @@ class DiffusersEngine:
 # --- Loading helpers ---
 
 
-def _from_pretrained(
-    loader: Any, source: str, settings: EngineSettings, dtype: torch.dtype
-) -> DiffusionPipeline:
+def _from_pretrained(loader: Any, source: str, settings: EngineSettings, dtype: torch.dtype) -> Any:
+    """`loader.from_pretrained(source)` (a pipeline or a model), with any failure as a clear EngineError."""
     try:
-        return loader.from_pretrained(source, **_load_kwargs(settings, dtype))
+        return loader.from_pretrained(source, **_load_kwargs(loader, settings, dtype))
     except Exception as exc:  # missing files, offline hub, bad configs, corrupt weights: all fatal here
         raise EngineError(f"cannot load model {source!r}: {type(exc).__name__}: {exc}") from exc
 
 
-def _load_kwargs(settings: EngineSettings, dtype: torch.dtype) -> dict[str, Any]:
+def _load_kwargs(loader: Any, settings: EngineSettings, dtype: torch.dtype) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"torch_dtype": dtype, "use_safetensors": True}
     if settings.cache_dir is not None:
         kwargs["cache_dir"] = str(settings.cache_dir)
-    if not settings.safety_checker:
+    if not settings.safety_checker and issubclass(loader, (DiffusionPipeline, AutoPipelineForText2Image)):
         kwargs["safety_checker"] = None
         kwargs["requires_safety_checker"] = False
     return kwargs

@@ -363,6 +363,8 @@ def test_a_missing_model_is_a_clear_error(engine_settings: EngineSettings, tmp_p
         DiffusersEngine.load(engine_settings.model_copy(update={"model": missing}))
     with pytest.raises(EngineError, match=f"cannot load model '{missing}'"):
         DiffusersEngine.load(engine_settings.model_copy(update={"edit_model": missing}))
+    with pytest.raises(EngineError, match=f"cannot load model '{missing}'"):
+        DiffusersEngine.load(engine_settings.model_copy(update={"preview_decoder": missing}))
 
 
 def test_no_model_means_the_bundled_tiny_one(tmp_path: Path) -> None:
