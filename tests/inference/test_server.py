@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient
 from PIL import Image
 
 from inference.protocol import Engine, JobEvent, JobInfo, WorkerStats
-from inference.server import SCHEDULER, WorkerConfigError, check_bind, create_app, run_worker
+from inference.server import SCHEDULER, WorkerConfigError, check_bind, create_app, fit_size, run_worker
 from inference.settings import EngineSettings, WorkerSettings
 from tests.inference import fixtures_worker
 from tests.inference.fixtures_worker import (
@@ -120,7 +120,7 @@ async def test_seed_gives_the_same_image_alone_or_batched(
     client = await make_client(engine=engine, max_batch=8)
     alone = await post_job(client, seed=1234, prompt="a blue square")
     await wait(client, alone.id)
-    blocker = await post_job(client, steps=20, user="blocker")  # holds the GPU while the crowd queues
+    blocker = await post_job(client, steps=60, user="blocker")  # holds the GPU while the crowd queues
     crowd = [await post_job(client, seed=s, user=f"u{s}", prompt=f"shape {s}") for s in range(3)]
     repeat = await post_job(client, seed=1234, prompt="a blue square", user="again")
     await asyncio.gather(*[wait(client, i.id) for i in (blocker, *crowd, repeat)])
@@ -131,15 +131,16 @@ async def test_seed_gives_the_same_image_alone_or_batched(
     assert np.abs(a - b).max() <= 3
 
 
-async def test_edit_job_with_multipart_image(client: Client) -> None:
-    resp = await post_image_job(
-        client, png_bytes(96, 64), kind="img2img", strength=0.5, width=None, height=None
-    )
+@pytest.mark.parametrize(
+    ("kind", "extra"), [("img2img", {"strength": 0.5}), ("edit", {"image_guidance": 1.5})]
+)
+async def test_image_jobs_with_a_multipart_image(client: Client, kind: str, extra: dict[str, Any]) -> None:
+    resp = await post_image_job(client, png_bytes(96, 64), kind=kind, width=None, height=None, **extra)
     assert resp.status == 201, await resp.text()
     info = JobInfo.model_validate(await resp.json())
     assert (info.width, info.height) == (96, 64)
     final = await wait(client, info.id)
-    assert final.status == "succeeded"
+    assert final.status == "succeeded", final.error
     assert (await fetch_png(client, info.id, 0)).size == (96, 64)
 
 
@@ -415,3 +416,9 @@ async def test_graceful_shutdown_over_http(make_client: MakeClient) -> None:
     assert (await stream)[-1].type == "done"
     info = JobInfo.model_validate(await (await client.get(f"/v1/jobs/{queued.id}")).json())
     assert info.status == "failed" and info.error is not None and info.error.code == "shutting_down"
+
+
+def test_an_input_image_larger_than_allowed_output_is_fitted() -> None:
+    assert fit_size(512, 384, 256 * 256) == (288, 216)
+    assert fit_size(96, 64, 256 * 256) == (96, 64)
+    assert fit_size(4000, 50, 1024 * 1024) == (2048, 64)  # clamped to the side limits
