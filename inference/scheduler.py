@@ -497,10 +497,13 @@ class Scheduler:
         )
 
     def _images_per_s(self) -> float:
-        now = time.monotonic()
-        while self._done_images and self._done_images[0][0] < now - 60.0:
-            self._done_images.popleft()
+        self._forget_old_rates()
         return round(sum(n for _, n in self._done_images) / 60.0, 3)
+
+    def _forget_old_rates(self) -> None:
+        cutoff = time.monotonic() - 60.0
+        while self._done_images and self._done_images[0][0] < cutoff:
+            self._done_images.popleft()
 
     # --- order, positions and ETAs ---
 
@@ -695,6 +698,7 @@ class Scheduler:
                 self._finish(s.job, JobStatus.SUCCEEDED)
         self.images_total += made
         self._done_images.append((time.monotonic(), made))
+        self._forget_old_rates()
 
     def _fail(self, slices: Iterable[Slice], code: ErrorCode, message: str) -> None:
         for job in dict.fromkeys(s.job for s in slices):
