@@ -8,10 +8,13 @@ import sqlite3
 
 import pytest
 
+from bot.jobs import ImagineOptions, Requester
 from bot.settings import Settings
 from bot.styles import StylePreset
 from inference.engine import DiffusersEngine
-from inference.server import start_worker
+from inference.server import SCHEDULER, start_worker
+from storage.jobs import JobRecord
+from tests.bot.conftest import free_port
 from tests.bot.harness import build_world, button, ephemeral_reply, is_result, running_bot
 
 SLOW = {"prompt": "a slow lighthouse", "style": "slow"}
@@ -111,6 +114,7 @@ async def test_worker_killed_mid_job_refunds_with_a_message(fake_discord, slow_s
             "imagine", {"prompt": "x"}, user=world.alice, channel=world.channel
         )
         assert "not reachable" in await ephemeral_reply(after, timeout=30)
+    await running.app[SCHEDULER].shutdown()  # the engine thread of the "dead" worker
     assert [s for _, s in states(slow_settings)] == ["refunded", "refunded"]
 
 
@@ -130,3 +134,63 @@ async def test_bot_restart_mid_job_finishes_it_and_old_buttons_work(fake_discord
         reroll = await fake_discord.click(old_result, button(old_result, "reroll"), user=world.bob)
         assert is_result(await reroll.wait_original(is_result, timeout=60))
     assert states(slow_settings) == [("succeeded", "committed")] * 3
+
+
+async def test_restart_resubmits_jobs_the_worker_lost_and_refunds_unsubmitted_ones(
+    fake_discord, slow_settings
+):
+    world = build_world(fake_discord)
+    port = free_port()
+    worker_settings = slow_settings.worker.model_copy(update={"port": port})
+    url = f"http://127.0.0.1:{port}"
+    engine = await asyncio.to_thread(DiffusersEngine.load, slow_settings.engine)
+    first_worker = await start_worker(worker_settings, engine)
+    async with running_bot(fake_discord, slow_settings, url) as bot:
+        inter = await fake_discord.send_slash("imagine", SLOW, user=world.alice, channel=world.channel)
+        await inter.wait_original(lambda m: "Drawing" in m.content, timeout=30)
+        # A job that was reserved and stored but never reached the worker (a crash in between).
+        plan = bot.jobs.plan_imagine(
+            requester(world), ImagineOptions(prompt="orphan"), await bot.jobs.guild(1)
+        )
+        orphan = await stored_but_unsubmitted(bot, world, plan)
+    # Both go down; a fresh worker (empty queue) comes up on the same address, then the bot.
+    await first_worker.stop()
+    second_worker = await start_worker(worker_settings, engine)
+    try:
+        async with running_bot(fake_discord, slow_settings, url):
+            finished = await fake_discord.wait_message(mentions(world.alice), timeout=90)
+            assert is_result(finished)
+            refunded = await fake_discord.wait_message(
+                lambda m: "reached the worker" in m.content, timeout=30
+            )
+            assert f"<@{world.bob.id}>" in refunded.content
+    finally:
+        await second_worker.stop()
+    with sqlite3.connect(slow_settings.database.path) as conn:
+        rows = dict(conn.execute("SELECT job_id, attempts FROM jobs").fetchall())
+    assert rows[orphan] == 0 and max(rows.values()) == 1  # the lost job was resubmitted once
+    assert sorted(states(slow_settings)) == [("refunded", "refunded"), ("succeeded", "committed")]
+
+
+def requester(world) -> Requester:
+    return Requester(user_id=world.bob.id, guild_id=world.guild.id, channel_id=world.channel.id, name="bob")
+
+
+async def stored_but_unsubmitted(bot, world, plan) -> str:
+    """Reserve and store a job the way JobService.start does, but stop before submitting it."""
+    job_id = "e" * 32
+    who = requester(world)
+    await bot.quotas.reserve(job_id, who.guild_id, who.user_id, (), 1, "fast")
+    await bot.jobs.jobs.create(
+        JobRecord(
+            job_id=job_id,
+            guild_id=who.guild_id,
+            channel_id=who.channel_id,
+            user_id=who.user_id,
+            kind=plan.kind.value,
+            parameters=plan.parameters(),
+            cost=1,
+            idempotency_key=job_id,
+        )
+    )
+    return job_id
