@@ -300,6 +300,10 @@ class Scheduler:
         return self._engine
 
     @property
+    def settings(self) -> WorkerSettings:
+        return self._settings
+
+    @property
     def accepting(self) -> bool:
         return self._accepting
 

@@ -51,7 +51,7 @@ async def make(tiny_engine: Engine) -> AsyncIterator[Make]:
 
 async def submit(scheduler: Scheduler, *requests: JobRequest) -> list[Job]:
     """Queue the jobs in one go, so the scheduler sees them all before it picks the first batch."""
-    subs = [await prepare_submission(r, None, scheduler._settings, scheduler.engine) for r in requests]
+    subs = [await prepare_submission(r, None, scheduler.settings, scheduler.engine) for r in requests]
     return [scheduler.submit(s)[0] for s in subs]
 
 
@@ -215,7 +215,7 @@ async def test_idempotent_resubmit_and_conflict(make: Make) -> None:
     scheduler, _ = await make()
     request = job(idempotency_key="same")
     (first,) = await submit(scheduler, request)
-    sub = await prepare_submission(request, None, scheduler._settings, scheduler.engine)
+    sub = await prepare_submission(request, None, scheduler.settings, scheduler.engine)
     again, created = scheduler.submit(sub)
     assert again is first and not created
     with pytest.raises(ProtocolError) as err:

@@ -131,6 +131,20 @@ async def test_seed_gives_the_same_image_alone_or_batched(
     assert np.abs(a - b).max() <= 3
 
 
+async def test_fair_share_and_lane_priority_over_http(make_client: MakeClient, tiny_engine: Engine) -> None:
+    engine = InstrumentedEngine(tiny_engine)
+    client = await make_client(engine=engine, max_batch=1, relax_share=0.0)
+    blocker = await post_job(client, steps=60, user="alice")  # holds the GPU while the rest queue
+    await until(client, blocker.id, "started")
+    relaxed = await post_job(client, user="carol", lane="relax")
+    backlog = [await post_job(client, user="alice", prompt=f"circle {i}") for i in range(4)]
+    bobs = await post_job(client, user="bob")
+    await asyncio.gather(*[wait(client, i.id) for i in (blocker, relaxed, *backlog, bobs)])
+    order = [c.job_ids[0] for c in engine.calls]
+    expected = [blocker, backlog[0], bobs, *backlog[1:], relaxed]
+    assert order == [i.id for i in expected]
+
+
 @pytest.mark.parametrize(
     ("kind", "extra"), [("img2img", {"strength": 0.5}), ("edit", {"image_guidance": 1.5})]
 )
