@@ -206,30 +206,31 @@ class JobRunner:
             )
 
     def compose(self, outcome: JobOutcome, guild: GuildSettings) -> ResultPost:
-        """The result message: images (spoilered or withheld when flagged), an embed and the buttons."""
-        job = outcome.job
-        plan = JobPlan.from_parameters(job.parameters)
-        files: list[discord.File] = []
-        withheld = 0
-        for gen in outcome.generations:
-            if gen.nsfw and guild.nsfw_mode == "refuse":
-                withheld += 1
-                continue
-            files.append(self._file(job.job_id, gen))
-        content = f"**{_clip(plan.prompt, 300)}**"
-        if withheld:
-            content += f"\n{withheld} image(s) were withheld by this server's content filter."
-        return ResultPost(
-            content=content,
-            embed=result_embed(outcome, plan),
-            files=files,
-            view=result_view(job.job_id, [g.index for g in outcome.generations if not g.deleted]),
-        )
+        return compose_result(outcome, guild, self.bot.settings.limits.upload_bytes)
 
-    def _file(self, job_id: str, gen: GenerationRecord) -> discord.File:
-        data, ext = fit_upload(gen.png, self.bot.settings.limits.upload_bytes)
-        name = f"brushfire-{job_id[:8]}-{gen.index + 1}.{ext}"
-        return discord.File(io.BytesIO(data), filename=name, spoiler=gen.nsfw)
+
+def compose_result(outcome: JobOutcome, guild: GuildSettings, upload_bytes: int) -> ResultPost:
+    """The result message: images (spoilered, or withheld when the server refuses flagged ones), an
+    embed with the parameters, and buttons for the images shown."""
+    job = outcome.job
+    plan = JobPlan.from_parameters(job.parameters)
+    shown = [g for g in outcome.generations if not g.deleted and not (g.nsfw and guild.nsfw_mode == "refuse")]
+    withheld = len(outcome.generations) - len(shown)
+    content = f"**{_clip(plan.prompt, 300)}**"
+    if withheld:
+        content += f"\n{withheld} image(s) withheld by this server's content filter."
+    return ResultPost(
+        content=content,
+        embed=result_embed(outcome, plan),
+        files=[_file(job.job_id, g, upload_bytes) for g in shown],
+        view=result_view(job.job_id, [g.index for g in shown]),
+    )
+
+
+def _file(job_id: str, gen: GenerationRecord, upload_bytes: int) -> discord.File:
+    data, ext = fit_upload(gen.png, upload_bytes)
+    name = f"brushfire-{job_id[:8]}-{gen.index + 1}.{ext}"
+    return discord.File(io.BytesIO(data), filename=name, spoiler=gen.nsfw)
 
 
 def rewind(post: ResultPost) -> ResultPost:

@@ -11,12 +11,15 @@ import sys
 import pytest
 from PIL import Image
 
-from bot.delivery import fit_upload
+from bot.delivery import compose_result, fit_upload
 from bot.errors import BrushfireError, InvalidInput, user_message
-from bot.jobs import Action, JobPlan, find_blocked, parse_lane
+from bot.jobs import Action, JobOutcome, JobPlan, find_blocked, parse_lane
 from bot.views import result_view
 from inference.protocol import JobKind, Lane
 from run import WorkerSupervisor
+from storage.generations import GenerationRecord
+from storage.guilds import GuildSettings
+from storage.jobs import JobRecord, JobState
 
 
 @pytest.mark.parametrize(
@@ -146,3 +149,53 @@ async def test_commands_have_unique_names_within_discord_limits(settings):
     settings_cmd = next(p for p in payloads if p["name"] == "settings")
     for hidden in (admin, settings_cmd):
         assert int(hidden["default_member_permissions"]) == 1 << 5
+
+
+def outcome_with(nsfw: list[bool]) -> JobOutcome:
+    plan = JobPlan(
+        action=Action.IMAGINE,
+        kind=JobKind.GENERATE,
+        prompt="a beach",
+        model_prompt="a beach",
+        negative="",
+        model_negative="",
+        style=None,
+        width=64,
+        height=64,
+        count=len(nsfw),
+        seed=1,
+    )
+    job = JobRecord(
+        job_id="a" * 32, channel_id=1, user_id=2, kind="generate", parameters=plan.parameters(), cost=3
+    )
+    gens = [
+        GenerationRecord(
+            generation_id=f"g{i}",
+            job_id=job.job_id,
+            index=i,
+            prompt="a beach",
+            seed=1 + i,
+            width=64,
+            height=64,
+            steps=3,
+            guidance=5.0,
+            model="tiny",
+            kind="generate",
+            png=noisy_png(64),
+            nsfw=flag,
+        )
+        for i, flag in enumerate(nsfw)
+    ]
+    return JobOutcome(job=job, state=JobState.SUCCEEDED, generations=gens)
+
+
+def test_flagged_images_are_spoilered_or_withheld_per_server():
+    outcome = outcome_with([False, True])
+    spoiler = compose_result(outcome, GuildSettings(guild_id=1, nsfw_mode="spoiler"), 10 * 1024 * 1024)
+    assert [f.filename.startswith("SPOILER_") for f in spoiler.files] == [False, True]
+    refuse = compose_result(outcome, GuildSettings(guild_id=1, nsfw_mode="refuse"), 10 * 1024 * 1024)
+    assert len(refuse.files) == 1 and "1 image(s) withheld" in refuse.content
+    ids = [c["custom_id"] for r in refuse.view.to_components() for c in r["components"]]
+    assert not any(i.endswith(":1") for i in ids)  # no Vary/Upscale for the withheld image
+    fields = {f.name: f.value for f in refuse.embed.fields}
+    assert fields["Seed"] == "1, 2" and fields["Cost"].startswith("3 credit")
