@@ -265,6 +265,19 @@ async def test_late_subscriber_gets_current_state_and_resume_skips_seen(make: Ma
     assert [e.seq for e in resumed] == [e.seq for e in events[2:]]
 
 
+async def test_an_idle_stream_gets_heartbeats(make: Make) -> None:
+    scheduler, _ = await make(max_batch=1)
+    running, waiting = await submit(scheduler, job(steps=60), job(prompt="a green star"))
+    stream = scheduler.events(waiting.id, heartbeat=0.01)
+    async with asyncio.timeout(30):
+        seen = [await anext(stream) for _ in range(4)]
+    await stream.aclose()
+    assert seen[0] is not None and seen[0].type is EventType.QUEUED
+    assert None in seen  # while nothing happens to it, keep-alive ticks
+    scheduler.cancel(running.id)
+    await finish(scheduler, waiting)
+
+
 async def test_progress_and_previews_stream_while_running(make: Make) -> None:
     scheduler, _ = await make(progress_interval_s=0)
     (j,) = await submit(scheduler, job(steps=4))
