@@ -55,7 +55,11 @@ async def test_deleted_progress_message_and_expired_token(fake_discord, slow_set
         assert len(progress.edits) == edits_at_delete  # the updater stopped instead of editing a ghost
 
         second = await fake_discord.send_slash("imagine", SLOW, user=world.bob, channel=world.channel)
-        await second.wait_original(is_progress, timeout=30)
+        # The progress message shows the step and the worker's preview of the picture forming.
+        shown = await second.wait_original(
+            lambda m: "Drawing: step" in m.content and m.attachments, timeout=30
+        )
+        assert shown.attachments[0].filename == "preview.jpg"
         fake_discord.expire_tokens()
         late = await fake_discord.wait_message(mentions(world.bob), timeout=60)
         assert is_result(late) and late.channel_id == world.channel.id
