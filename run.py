@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import TextIO
 
 from bot.errors import BrushfireError
-from bot.jobs import LOCAL_USER, ImagineOptions, JobOutcome, JobService, open_job_service, parse_lane
+from bot.jobs import JobOutcome, JobService, open_job_service
+from bot.plans import LOCAL_USER, ImagineOptions, parse_lane
 from bot.progress import ProgressState, ProgressUpdater
 from bot.settings import Settings, SettingsError, load_settings
 from inference.protocol import EngineError
@@ -255,10 +256,10 @@ async def _run_local(args: argparse.Namespace, jobs: JobService) -> JobOutcome:
             seed=args.seed,
             lane=lane,
         )
-        plan = jobs.plan_imagine(LOCAL_USER, options, guild)
+        plan = jobs.planner.plan_imagine(LOCAL_USER, options, guild)
     else:
         data = _read_input(args.image)
-        plan = jobs.plan_edit(
+        plan = jobs.planner.plan_edit(
             LOCAL_USER,
             image=data,
             instruction=args.instruction,

@@ -18,7 +18,8 @@ import discord
 from PIL import Image
 
 from bot.errors import answer_error
-from bot.jobs import Delivery, JobOutcome, JobPlan, JobService, Requester, token_expiry
+from bot.jobs import JobOutcome, JobService
+from bot.plans import Delivery, JobPlan, Requester, token_expiry
 from bot.progress import DisplayGone, ProgressState, ProgressUpdater
 from bot.views import progress_view, result_view
 from inference.protocol import JobStatus

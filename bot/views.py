@@ -15,7 +15,7 @@ import discord
 from discord import ui
 
 from bot.errors import InvalidInput, NotPermitted, answer_error
-from bot.jobs import Action
+from bot.plans import Action
 
 if TYPE_CHECKING:
     from bot.bot import ImageBot

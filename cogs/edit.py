@@ -10,7 +10,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.errors import BadAttachment
-from bot.jobs import JobPlan, Requester
+from bot.plans import JobPlan, Requester
 from storage.guilds import GuildSettings
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ class Edit(commands.Cog):
                 raise BadAttachment(
                     "The attachment could not be downloaded from Discord; try again."
                 ) from None
-            return self.bot.jobs.plan_edit(
+            return self.bot.jobs.planner.plan_edit(
                 requester, image=data, instruction=instruction, strength=strength, guild=guild
             )
 

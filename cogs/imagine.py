@@ -9,7 +9,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.jobs import ImagineOptions, JobPlan, Requester, parse_lane
+from bot.plans import ImagineOptions, JobPlan, Requester, parse_lane
 from storage.guilds import GuildSettings
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ class Imagine(commands.Cog):
         )
 
         async def plan_for(requester: Requester, guild: GuildSettings) -> JobPlan:
-            return self.bot.jobs.plan_imagine(requester, options, guild)
+            return self.bot.jobs.planner.plan_imagine(requester, options, guild)
 
         await self.bot.runner.run(interaction, plan_for)
 

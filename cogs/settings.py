@@ -11,7 +11,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.errors import InvalidInput, NotPermitted
-from bot.jobs import REGEX_PREFIX
+from bot.plans import REGEX_PREFIX
 from storage.guilds import MAX_IMAGES_PER_JOB, GuildSettings
 
 if TYPE_CHECKING:

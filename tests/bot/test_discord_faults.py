@@ -8,7 +8,7 @@ import sqlite3
 
 import pytest
 
-from bot.jobs import ImagineOptions, Requester
+from bot.plans import ImagineOptions, Requester
 from bot.settings import Settings
 from bot.styles import StylePreset
 from inference.engine import DiffusersEngine
@@ -153,7 +153,7 @@ async def test_restart_resubmits_jobs_the_worker_lost_and_refunds_unsubmitted_on
         inter = await fake_discord.send_slash("imagine", SLOW, user=world.alice, channel=world.channel)
         await inter.wait_original(lambda m: "Drawing" in m.content, timeout=30)
         # A job that was reserved and stored but never reached the worker (a crash in between).
-        plan = bot.jobs.plan_imagine(
+        plan = bot.jobs.planner.plan_imagine(
             requester(world), ImagineOptions(prompt="orphan"), await bot.jobs.guild(1)
         )
         orphan = await stored_but_unsubmitted(bot, world, plan)

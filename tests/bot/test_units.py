@@ -13,7 +13,8 @@ from PIL import Image
 
 from bot.delivery import compose_result, fit_upload
 from bot.errors import BrushfireError, InvalidInput, user_message
-from bot.jobs import Action, JobOutcome, JobPlan, find_blocked, parse_lane
+from bot.jobs import JobOutcome
+from bot.plans import Action, JobPlan, find_blocked, parse_lane
 from bot.views import result_view
 from inference.protocol import JobKind, Lane
 from run import WorkerSupervisor

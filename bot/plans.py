@@ -1,0 +1,379 @@
+"""What a job is before it runs: who asks, the validated plan, and the checks that refuse bad input.
+
+Every refusal here is a BrushfireError with a specific message, raised before anything is charged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import logging
+import re
+import secrets
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from bot.errors import BadAttachment, BlockedContent, ChannelNotAllowed, InvalidInput
+from bot.settings import Limits, Settings
+from bot.styles import Aspect, StyleBook, size_for
+from inference.protocol import (
+    MAX_COUNT,
+    MAX_SEED,
+    ImageLimits,
+    JobKind,
+    JobRequest,
+    Lane,
+    ProtocolError,
+    decode_image,
+)
+from storage.generations import GenerationRecord
+from storage.guilds import GuildSettings
+
+log = logging.getLogger(__name__)
+
+TOKEN_LIFETIME_S = 15 * 60
+TOKEN_MARGIN_S = 30  # stop trusting a token a little early: a slow upload must not straddle expiry
+REGEX_PREFIX = "re:"
+
+
+class Action(StrEnum):
+    """What made a job: a command, or a button on an earlier result."""
+
+    IMAGINE = "imagine"
+    EDIT = "edit"
+    REROLL = "reroll"
+    VARY = "vary"
+    UPSCALE = "upscale"
+
+
+@dataclass(frozen=True, slots=True)
+class Requester:
+    """Who asks, and where. The command line uses guild 0, channel 0, user 0 named `local`."""
+
+    user_id: int
+    guild_id: int
+    channel_id: int
+    name: str
+    role_ids: tuple[int, ...] = ()
+    is_admin: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """The interaction a job answers; the token may edit the original response for 15 minutes."""
+
+    application_id: int | None = None
+    interaction_token: str | None = None
+    token_expires_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ImagineOptions:
+    prompt: str
+    style: str | None = None
+    negative: str = ""
+    aspect: str | None = None
+    count: int = 1
+    seed: int | None = None
+    lane: Lane | None = None  # None: fast, falling back to relax when out of credits
+
+
+@dataclass(frozen=True, slots=True)
+class JobPlan:
+    """A validated job, ready to price and reserve. Everything but `image` is stored as the job's parameters."""
+
+    action: Action
+    kind: JobKind
+    prompt: str  # the user's words
+    model_prompt: str  # after the style template
+    negative: str
+    model_negative: str
+    style: str | None
+    width: int | None  # None: the worker's choice (the model's native size, or the input image's)
+    height: int | None
+    count: int
+    seed: int
+    steps: int | None = None
+    guidance: float | None = None
+    strength: float | None = None
+    adapter: str | None = None
+    adapter_scale: float = 1.0
+    lane: Lane | None = None
+    parent_job_id: str | None = None
+    parent_generation_id: str | None = None
+    image: bytes | None = field(default=None, repr=False)
+
+    def parameters(self) -> str:
+        data = {k: v for k, v in dataclasses.asdict(self).items() if k != "image"}
+        return json.dumps(data, sort_keys=True)
+
+    @classmethod
+    def from_parameters(cls, text: str, image: bytes | None = None) -> JobPlan:
+        data: dict[str, Any] = json.loads(text)
+        data["action"] = Action(data["action"])
+        data["kind"] = JobKind(data["kind"])
+        data["lane"] = Lane(data["lane"]) if data.get("lane") else None
+        return cls(**data, image=image)
+
+    def request(self, job_id: str, user: str, lane: Lane) -> JobRequest:
+        return JobRequest(
+            idempotency_key=job_id,
+            user=user,
+            lane=lane,
+            kind=self.kind,
+            prompt=self.model_prompt,
+            negative_prompt=self.model_negative,
+            width=self.width,
+            height=self.height,
+            steps=self.steps,
+            guidance=self.guidance,
+            strength=self.strength,
+            count=self.count,
+            seed=self.seed,
+            adapter=self.adapter,
+            adapter_scale=self.adapter_scale,
+        )
+
+
+class Planner:
+    """Turns what a user typed or pressed into a JobPlan, or refuses it with a specific message."""
+
+    def __init__(self, settings: Settings, styles: StyleBook) -> None:
+        self._settings = settings
+        self._limits: Limits = settings.limits
+        self._styles = styles
+
+    def check_channel(self, requester: Requester, guild: GuildSettings) -> None:
+        if requester.guild_id and not guild.channel_allowed(requester.channel_id):
+            channels = ", ".join(f"<#{c}>" for c in guild.allowed_channel_ids[:10])
+            raise ChannelNotAllowed(f"brushfire is not used in this channel here. Try {channels}.")
+
+    def check_prompt(self, prompt: str, guild: GuildSettings, what: str = "prompt") -> str:
+        text = " ".join(prompt.split())
+        if not text:
+            raise InvalidInput(f"The {what} is empty: describe what you want to see.")
+        if len(text) > self._limits.prompt_chars:
+            raise InvalidInput(
+                f"The {what} is {len(text)} characters; the limit is {self._limits.prompt_chars}. Shorten it."
+            )
+        blocked = find_blocked(text, guild.blocked_words)
+        if blocked is not None:
+            raise BlockedContent(f"The {what} contains `{blocked}`, which this server does not allow.")
+        return text
+
+    def native_size(self) -> tuple[int, int]:
+        d = self._settings.engine.defaults
+        return d.width, d.height
+
+    def plan_imagine(self, requester: Requester, options: ImagineOptions, guild: GuildSettings) -> JobPlan:
+        """Validate /imagine's options into a plan; raises a BrushfireError naming the bad option."""
+        self.check_channel(requester, guild)
+        prompt = self.check_prompt(options.prompt, guild)
+        negative = (
+            self.check_prompt(options.negative, guild, "negative prompt") if options.negative.strip() else ""
+        )
+        style = self._styles.style(options.style or guild.default_style)
+        aspect = self._styles.aspect(options.aspect)
+        max_count = min(self._limits.max_images_per_job, guild.max_images_per_job)
+        if not 1 <= options.count <= max_count:
+            raise InvalidInput(f"You can ask for 1 to {max_count} images per job here, not {options.count}.")
+        seed = self._seed(options.seed)
+        lane = self._lane(options.lane, guild)
+        width, height = self._size(aspect)
+        styled = style.apply(prompt, negative) if style else None
+        return JobPlan(
+            action=Action.IMAGINE,
+            kind=JobKind.GENERATE,
+            prompt=prompt,
+            model_prompt=styled.prompt if styled else prompt,
+            negative=negative,
+            model_negative=styled.negative if styled else negative,
+            style=style.name if style else None,
+            width=width,
+            height=height,
+            count=options.count,
+            seed=seed,
+            steps=style.steps if style else None,
+            guidance=style.guidance if style else None,
+            adapter=style.adapter if style else None,
+            adapter_scale=style.adapter_scale if style else 1.0,
+            lane=lane,
+        )
+
+    def plan_edit(
+        self,
+        requester: Requester,
+        *,
+        image: bytes,
+        instruction: str,
+        strength: float | None,
+        guild: GuildSettings,
+        lane: Lane | None = None,
+    ) -> JobPlan:
+        """Validate an edit of an uploaded image (PNG, JPEG or WebP within the size and pixel limits)."""
+        self.check_channel(requester, guild)
+        prompt = self.check_prompt(instruction, guild, "instruction")
+        if strength is not None and not 0.05 <= strength <= 1.0:
+            raise InvalidInput(f"Strength must be between 0.05 and 1.0, not {strength}.")
+        png, _size = self.read_attachment(image)
+        return JobPlan(
+            action=Action.EDIT,
+            kind=JobKind.EDIT,
+            prompt=prompt,
+            model_prompt=prompt,
+            negative="",
+            model_negative="",
+            style=None,
+            width=None,
+            height=None,
+            count=1,
+            seed=self._seed(None),
+            strength=strength if strength is not None else self._limits.edit_strength,
+            lane=self._lane(lane, guild),
+            image=png,
+        )
+
+    def read_attachment(self, data: bytes) -> tuple[bytes, tuple[int, int]]:
+        """Decode an upload within the limits; return it as PNG (the worker's safest input) and its size."""
+        limits = ImageLimits(
+            max_bytes=self._limits.attachment_bytes, max_pixels=self._limits.attachment_pixels
+        )
+        fmt = _sniff_format(data)
+        if data and fmt is None:
+            raise BadAttachment("That file is not a PNG, JPEG or WebP image.")
+        try:
+            img = decode_image(data, limits)
+        except ProtocolError as exc:
+            raise BadAttachment(f"That image cannot be used: {exc.message}.") from None
+        out = io.BytesIO()
+        img.save(out, format="PNG")
+        return out.getvalue(), img.size
+
+    def reroll(
+        self, parent: JobPlan, parent_job_id: str, image: bytes | None, guild: GuildSettings
+    ) -> JobPlan:
+        """The same job again with a new seed (an edit keeps its source image)."""
+        return dataclasses.replace(
+            parent,
+            action=Action.REROLL,
+            seed=self._seed(None),
+            lane=self._lane(parent.lane, guild, quiet=True),
+            parent_job_id=parent_job_id,
+            image=image,
+        )
+
+    def derive(
+        self,
+        action: Action,
+        parent: JobPlan,
+        source: GenerationRecord,
+        guild: GuildSettings,
+        instruction: str | None = None,
+    ) -> JobPlan:
+        """Vary, upscale or edit one image of an earlier result; a new job whose parent is that image."""
+        base = dataclasses.replace(
+            parent,
+            action=action,
+            count=1,
+            lane=self._lane(parent.lane, guild, quiet=True),
+            parent_job_id=source.job_id,
+            parent_generation_id=source.generation_id,
+            image=source.png,
+            width=source.width,
+            height=source.height,
+        )
+        if action is Action.VARY:
+            return dataclasses.replace(
+                base, kind=JobKind.IMG2IMG, seed=self._seed(None), strength=self._limits.vary_strength
+            )
+        if action is Action.UPSCALE:
+            width, height = self._fit(source.width * 2, source.height * 2)
+            return dataclasses.replace(
+                base, kind=JobKind.IMG2IMG, width=width, height=height, strength=self._limits.upscale_strength
+            )
+        text = self.check_prompt(instruction or "", guild, "instruction")
+        return dataclasses.replace(
+            base,
+            kind=JobKind.EDIT,
+            prompt=text,
+            model_prompt=text,
+            negative="",
+            model_negative="",
+            style=None,
+            steps=None,
+            guidance=None,
+            seed=self._seed(None),
+            strength=self._limits.edit_strength,
+        )
+
+    def _seed(self, seed: int | None) -> int:
+        if seed is None:
+            return secrets.randbelow(MAX_SEED - MAX_COUNT)
+        if not 0 <= seed <= MAX_SEED - MAX_COUNT:
+            raise InvalidInput(f"The seed must be between 0 and {MAX_SEED - MAX_COUNT}, not {seed}.")
+        return seed
+
+    def _lane(self, lane: Lane | None, guild: GuildSettings, quiet: bool = False) -> Lane | None:
+        if lane is Lane.RELAX and not guild.relax_enabled:
+            if quiet:
+                return None
+            raise InvalidInput("This server has turned the relax lane off.")
+        return lane
+
+    def _size(self, aspect: Aspect | None) -> tuple[int | None, int | None]:
+        if aspect is None:
+            return None, None  # the model's native size, whatever the worker has loaded
+        base_w, base_h = self.native_size()
+        size = size_for(aspect, base_w, base_h)
+        return self._fit(size.width, size.height)
+
+    def _fit(self, width: int, height: int) -> tuple[int, int]:
+        """Shrink to the worker's pixel cap, keeping the ratio and multiples of 8."""
+        cap = self._settings.worker.max_pixels
+        scale = min(1.0, (cap / (width * height)) ** 0.5)
+        return max(64, int(width * scale) // 8 * 8), max(64, int(height * scale) // 8 * 8)
+
+
+def find_blocked(text: str, blocked: tuple[str, ...] | list[str]) -> str | None:
+    """The first blocked word (whole word, any case) or `re:` pattern found in the text, or None."""
+    lowered = text.lower()
+    for entry in blocked:
+        if entry.startswith(REGEX_PREFIX):
+            try:
+                if re.search(entry[len(REGEX_PREFIX) :], text, re.IGNORECASE):
+                    return entry
+            except re.error:
+                log.warning("ignoring invalid blocked pattern %r", entry)
+        elif re.search(rf"(?<!\w){re.escape(entry.lower())}(?!\w)", lowered):
+            return entry
+    return None
+
+
+def _sniff_format(data: bytes) -> str | None:
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    return None
+
+
+def token_expiry(now: float) -> float:
+    """When an interaction token made now stops being usable for edits and follow-ups."""
+    return now + TOKEN_LIFETIME_S - TOKEN_MARGIN_S
+
+
+def parse_lane(value: str | None) -> Lane | None:
+    if value is None or value == "auto":
+        return None
+    try:
+        return Lane(value)
+    except ValueError:
+        raise InvalidInput(f"`{value}` is not a lane; use fast or relax.") from None
+
+
+LOCAL_USER = Requester(user_id=1, guild_id=1, channel_id=1, name="local", is_admin=True)
+"""The command line's identity: a Discord user named `local` in a server of its own (ids must be > 0)."""
