@@ -166,12 +166,17 @@ async def _bot_and_worker(settings: Settings, config: Path | None) -> int:
 
 async def _db(args: argparse.Namespace, settings: Settings) -> int:
     from storage.cli import backup, migrate
+    from storage.db import DatabaseError
 
-    if args.db_command == "migrate":
-        version = await migrate(settings.database.path)
-        print(f"{settings.database.path}: schema version {version}")
-        return 0
-    await backup(settings.database.path, args.path)
+    try:
+        if args.db_command == "migrate":
+            version = await migrate(settings.database.path)
+            print(f"{settings.database.path}: schema version {version}")
+            return 0
+        await backup(settings.database.path, args.path)
+    except DatabaseError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     print(f"backed up {settings.database.path} to {args.path}")
     return 0
 

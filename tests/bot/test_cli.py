@@ -109,3 +109,17 @@ def test_missing_input_and_bad_config(tmp_path, capsys):
 @pytest.fixture(autouse=True)
 def _in_tmp(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # any relative data/ path lands in the test's own folder
+
+
+def test_db_migrate_and_backup(tmp_path, capsys):
+    config = tmp_path / "c.toml"
+    config.write_text(f'[database]\npath = "{tmp_path / "live.sqlite3"}"\n', encoding="utf-8")
+    assert run.main(["--config", str(config), "db", "backup", str(tmp_path / "x.sqlite3")]) == 1
+    assert "no database at" in capsys.readouterr().err
+    assert run.main(["--config", str(config), "db", "migrate"]) == 0
+    assert "schema version" in capsys.readouterr().out
+    target = tmp_path / "backups" / "copy.sqlite3"
+    assert run.main(["--config", str(config), "db", "backup", str(target)]) == 0
+    with sqlite3.connect(target) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] >= 1
+        assert conn.execute("SELECT COUNT(*) FROM jobs").fetchone() == (0,)
