@@ -310,11 +310,14 @@ def _cancel_on_interrupt(jobs: JobService, job_id: str) -> Callable[[], None]:
         pending.add(task)
         task.add_done_callback(pending.discard)
 
+    def unhook() -> None:
+        loop.remove_signal_handler(signal.SIGINT)
+
     try:
         loop.add_signal_handler(signal.SIGINT, cancel)
     except (NotImplementedError, RuntimeError):  # not the main thread, or no signals on this platform
         return lambda: None
-    return lambda: loop.remove_signal_handler(signal.SIGINT) and None
+    return unhook
 
 
 def _write_outputs(outcome: JobOutcome, output: Path) -> list[Path]:

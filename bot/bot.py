@@ -70,9 +70,12 @@ class ImageBot(commands.Bot):
         self.scheduler.start()
         self.create_task(self.jobs.watch_health(self.settings.limits.health_interval_s), name="worker-health")
         await self.sync_commands()
-        imagine = self.get_cog("Imagine")
-        if imagine is not None:
-            self.create_task(imagine.reconcile(), name="reconcile")  # type: ignore[attr-defined]
+        self.create_task(self.reconcile(), name="reconcile")
+
+    async def reconcile(self) -> int:
+        """Finish, resubmit or refund the jobs a previous run left unfinished, and tell their users."""
+        await self.wait_until_ready()
+        return await self.jobs.reconcile(self.runner.deliver)
 
     async def close(self) -> None:
         for task in list(self._tasks):

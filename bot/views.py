@@ -15,7 +15,8 @@ import discord
 from discord import ui
 
 from bot.errors import InvalidInput, NotPermitted, answer_error
-from bot.plans import Action
+from bot.plans import Action, JobPlan, Requester
+from storage.guilds import GuildSettings
 
 if TYPE_CHECKING:
     from bot.bot import ImageBot
@@ -51,7 +52,7 @@ async def start_from_result(
 ) -> None:
     bot = _bot(interaction)
 
-    async def plan_for(requester: Any, guild: Any) -> Any:
+    async def plan_for(requester: Requester, guild: GuildSettings) -> JobPlan:
         return await bot.jobs.plan_from_result(action, job_id, index, requester, instruction)
 
     await bot.runner.run(interaction, plan_for)

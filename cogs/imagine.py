@@ -1,4 +1,4 @@
-"""/imagine: text to image with styles, aspects, several images, seeds and lanes; and restart recovery."""
+"""/imagine: text to image with style presets, aspects, several images, seeds and lanes."""
 
 from __future__ import annotations
 
@@ -76,11 +76,6 @@ class Imagine(commands.Cog):
             app_commands.Choice(name=_choice_name(s.name, s.description), value=s.name)
             for s in self.bot.jobs.styles.search(current)
         ]
-
-    async def reconcile(self) -> int:
-        """Finish, resubmit or refund the jobs a previous run left unfinished, and tell their users."""
-        await self.bot.wait_until_ready()
-        return await self.bot.jobs.reconcile(self.bot.runner.deliver)
 
 
 def _choice_name(name: str, description: str) -> str:
