@@ -28,7 +28,7 @@ from bot.settings import Limits, Settings
 from bot.styles import StyleBook
 from inference import client as worker_client
 from inference.client import WorkerClient
-from inference.protocol import EventType, JobEvent, JobInfo, JobKind, JobStatus, Lane
+from inference.protocol import ErrorCode, EventType, JobEvent, JobInfo, JobKind, JobStatus, Lane
 from storage.db import Database
 from storage.generations import GenerationRecord, GenerationsRepo
 from storage.guilds import GuildSettings, GuildsRepo
@@ -194,10 +194,11 @@ class JobService:
         try:
             info = await self.client.submit(request, image=plan.image)
         except worker_client.QueueFull as exc:
-            await self._refund(record, "the queue is full")
-            raise WorkerDown(
-                f"The queue is full right now; nothing was charged. Try again in about {exc.retry_after or 30:.0f} s."
-            ) from None
+            await self._refund(record, exc.message)
+            wait = f"Try again in about {exc.retry_after:.0f} s; nothing was charged."
+            if exc.code is ErrorCode.USER_QUEUE_FULL:
+                raise WorkerDown(f"You already have as many jobs waiting as allowed. {wait}") from None
+            raise WorkerDown(f"The queue is full right now. {wait}") from None
         except worker_client.WorkerRejected as exc:
             await self._refund(record, f"rejected: {exc.message}")
             raise InvalidInput(

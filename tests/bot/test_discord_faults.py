@@ -198,3 +198,23 @@ async def stored_but_unsubmitted(bot, world, plan) -> str:
         )
     )
     return job_id
+
+
+async def test_per_user_queue_cap_is_a_clear_refusal(fake_discord, slow_settings):
+    world = build_world(fake_discord)
+    engine = await asyncio.to_thread(DiffusersEngine.load, slow_settings.engine)
+    capped = slow_settings.worker.model_copy(update={"port": 0, "max_queue_per_user": 1, "max_batch": 1})
+    running = await start_worker(capped, engine)
+    try:
+        async with running_bot(fake_discord, slow_settings, running.url):
+            first = await fake_discord.send_slash("imagine", SLOW, user=world.alice, channel=world.channel)
+            await first.wait_original(lambda m: "Drawing" in m.content, timeout=30)
+            second = await fake_discord.send_slash("imagine", SLOW, user=world.alice, channel=world.channel)
+            await second.wait_original(lambda m: "Queued" in m.content, timeout=30)
+            third = await fake_discord.send_slash("imagine", SLOW, user=world.alice, channel=world.channel)
+            assert "as many jobs waiting as allowed" in await ephemeral_reply(third)
+            for inter in (first, second):
+                await inter.wait_original(is_result, timeout=60)
+    finally:
+        await running.stop()
+    assert sorted(s for _, s in states(slow_settings)) == ["committed", "committed", "refunded"]
