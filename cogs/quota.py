@@ -91,12 +91,12 @@ def report_chart(report: UsageReport, days: int, now: float) -> bytes:
 
 
 def report_table(report: UsageReport) -> str:
-    lines = ["user                      jobs  credits", "-" * 40]
-    for u in report.top_users or report.per_user[:10]:
-        lines.append(f"{u.user_id!s:<24} {u.jobs:>5} {u.credits:>8}")
-    if len(lines) == 2:
-        lines.append("(no usage)")
-    return "```\n" + "\n".join(lines) + "\n```"
+    """The top users as a short ranked list (mentions render as names, unlike a code block)."""
+    users = report.top_users or report.per_user[:10]
+    if not users:
+        return "No images were made in this period."
+    lines = [f"{rank}. <@{u.user_id}>: {u.credits} credits, {u.jobs} jobs" for rank, u in enumerate(users, 1)]
+    return "\n".join(lines)
 
 
 class Quota(commands.Cog):
