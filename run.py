@@ -95,6 +95,12 @@ def _dispatch(command: str, args: argparse.Namespace, settings: Settings) -> int
         return asyncio.run(_local_job(args, settings))
     from bot.bot import run_bot
 
+    if settings.discord_token is None:
+        print(
+            "error: set DISCORD_TOKEN to the bot's token (try `run.py imagine` without Discord)",
+            file=sys.stderr,
+        )
+        return 2
     if command == "bot":
         return asyncio.run(run_bot(settings))
     return asyncio.run(_bot_and_worker(settings, args.config))

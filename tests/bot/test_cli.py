@@ -101,9 +101,12 @@ def test_refusals_charge_nothing(tiny_models, tmp_path, capsys):
     assert rows(tmp_path / "cli.sqlite3", "SELECT state FROM ledger") == [("committed",)]
 
 
-def test_missing_input_and_bad_config(tmp_path, capsys):
+def test_missing_input_and_bad_config(tmp_path, capsys, monkeypatch):
     assert run.main(["--config", str(tmp_path / "none.toml"), "imagine", "x"]) == 2
     assert "does not exist" in capsys.readouterr().err
+    monkeypatch.delenv("DISCORD_TOKEN", raising=False)
+    assert run.main(["bot"]) == 2
+    assert "set DISCORD_TOKEN" in capsys.readouterr().err
 
 
 @pytest.fixture(autouse=True)
