@@ -1,0 +1,130 @@
+"""The planner: options into plans, refusals before any charge, and plans derived from earlier results."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from PIL import Image
+
+from bot.errors import BadAttachment, BlockedContent, ChannelNotAllowed, InvalidInput, UnknownStyle
+from bot.plans import Action, ImagineOptions, Planner, Requester
+from bot.settings import Settings
+from bot.styles import StyleBook
+from inference.protocol import MAX_COUNT, MAX_SEED, JobKind, Lane
+from storage.generations import GenerationRecord
+from storage.guilds import GuildSettings
+
+ALICE = Requester(user_id=10, guild_id=20, channel_id=30, name="alice")
+
+
+def planner(**limits: object) -> Planner:
+    settings = Settings(limits=limits) if limits else Settings()
+    return Planner(settings, StyleBook(settings.styles, settings.aspects))
+
+
+def guild(**fields: object) -> GuildSettings:
+    return GuildSettings(guild_id=20, **fields)
+
+
+def png(size: tuple[int, int]) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, (1, 2, 3)).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def test_imagine_plan_applies_style_aspect_and_keeps_the_users_words():
+    plan = planner().plan_imagine(
+        ALICE, ImagineOptions(prompt="  a   fox ", style="photo", aspect="16:9", count=2, seed=5), guild()
+    )
+    assert plan.prompt == "a fox" and plan.model_prompt.startswith("a professional photograph of a fox")
+    assert plan.kind is JobKind.GENERATE and plan.count == 2 and plan.seed == 5
+    assert plan.width > plan.height and plan.width % 8 == 0
+    assert plan.width * plan.height <= Settings().worker.max_pixels
+    assert plan.lane is None  # fast, falling back to relax when out of credits
+
+
+def test_no_aspect_leaves_the_size_to_the_model_and_seeds_are_drawn():
+    plan = planner().plan_imagine(ALICE, ImagineOptions(prompt="x"), guild(default_style="anime"))
+    assert plan.width is None and plan.height is None
+    assert plan.style == "anime"  # the server's default style
+    assert 0 <= plan.seed <= MAX_SEED - MAX_COUNT
+
+
+@pytest.mark.parametrize(
+    ("options", "server", "error", "text"),
+    [
+        (ImagineOptions(prompt=""), guild(), InvalidInput, "empty"),
+        (ImagineOptions(prompt="a" * 601), guild(), InvalidInput, "601 characters"),
+        (ImagineOptions(prompt="a cat", negative="b" * 700), guild(), InvalidInput, "negative prompt"),
+        (ImagineOptions(prompt="a NaSty cat"), guild(blocked_words=("nasty",)), BlockedContent, "nasty"),
+        (ImagineOptions(prompt="x", style="nope"), guild(), UnknownStyle, "nope"),
+        (ImagineOptions(prompt="x", aspect="7:1"), guild(), InvalidInput, "7:1"),
+        (ImagineOptions(prompt="x", count=3), guild(max_images_per_job=2), InvalidInput, "1 to 2"),
+        (ImagineOptions(prompt="x", seed=MAX_SEED), guild(), InvalidInput, "seed"),
+        (ImagineOptions(prompt="x", lane=Lane.RELAX), guild(relax_enabled=False), InvalidInput, "relax"),
+        (ImagineOptions(prompt="x"), guild(allowed_channel_ids=(99,)), ChannelNotAllowed, "<#99>"),
+    ],
+)
+def test_refusals_name_the_problem(options, server, error, text):
+    with pytest.raises(error, match=text):
+        planner().plan_imagine(ALICE, options, server)
+
+
+def test_edit_plan_reencodes_the_upload_as_png():
+    plan = planner().plan_edit(ALICE, image=png((80, 60)), instruction="snow", strength=None, guild=guild())
+    assert plan.kind is JobKind.EDIT and plan.image is not None and plan.image.startswith(b"\x89PNG")
+    assert plan.strength == Settings().limits.edit_strength
+
+
+@pytest.mark.parametrize(
+    ("data", "text"),
+    [
+        (b"GIF89a....", "not a PNG, JPEG or WebP"),
+        (png((80, 60))[:200], "cannot be used"),  # truncated
+        (png((3000, 3000)), "pixels"),
+    ],
+)
+def test_bad_uploads(data, text):
+    with pytest.raises(BadAttachment, match=text):
+        planner().plan_edit(ALICE, image=data, instruction="snow", strength=None, guild=guild())
+
+
+def test_strength_out_of_range():
+    with pytest.raises(InvalidInput, match="Strength"):
+        planner().plan_edit(ALICE, image=png((64, 64)), instruction="snow", strength=1.5, guild=guild())
+
+
+def source(width: int = 512, height: int = 512) -> GenerationRecord:
+    return GenerationRecord(
+        generation_id="g" * 32,
+        job_id="a" * 32,
+        index=1,
+        prompt="a fox",
+        seed=3,
+        width=width,
+        height=height,
+        steps=20,
+        guidance=7.0,
+        model="m",
+        kind="generate",
+        png=b"\x89PNG...",
+    )
+
+
+def test_derived_plans_link_to_their_parent():
+    p = planner()
+    parent = p.plan_imagine(ALICE, ImagineOptions(prompt="a fox", count=4, lane=Lane.RELAX), guild())
+    vary = p.derive(Action.VARY, parent, source(), guild())
+    assert (vary.kind, vary.count, vary.parent_generation_id) == (JobKind.IMG2IMG, 1, "g" * 32)
+    assert vary.strength == Settings().limits.vary_strength and vary.lane is Lane.RELAX
+    up = p.derive(Action.UPSCALE, parent, source(), guild())
+    assert (up.width, up.height) == (1024, 1024) and up.seed == parent.seed  # capped at the worker's 1 MP
+    big = p.derive(Action.UPSCALE, parent, source(1024, 768), guild())
+    assert big.width * big.height <= Settings().worker.max_pixels
+    edit = p.derive(Action.EDIT, parent, source(), guild(relax_enabled=False), "add snow")
+    assert edit.kind is JobKind.EDIT and edit.prompt == "add snow" and edit.lane is None
+    reroll = p.reroll(parent, "a" * 32, None, guild())
+    assert reroll.action is Action.REROLL and reroll.parent_job_id == "a" * 32 and reroll.count == 4
+    seeds = {p.reroll(parent, "a" * 32, None, guild()).seed for _ in range(5)}
+    assert len(seeds) > 1  # each re-roll draws a fresh seed
