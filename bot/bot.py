@@ -47,6 +47,7 @@ class ImageBot(commands.Bot):
         self.runner = JobRunner(self)
         self.scheduler = AsyncIOScheduler()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._job_tasks: set[asyncio.Task[Any]] = set()
 
     def create_task(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]:
         """Start a background task, keep a reference (so it is not collected) and log how it failed."""
@@ -54,6 +55,17 @@ class ImageBot(commands.Bot):
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
         return task
+
+    def track_job(self) -> None:
+        """Remember the current task as one following a job, so closing stops it before the database.
+
+        A follower cancelled at shutdown leaves its job unfinished in the database, where the next start's
+        reconciliation picks it up; one left running would fail against the closed client and refund it.
+        """
+        task = asyncio.current_task()
+        if task is not None:
+            self._job_tasks.add(task)
+            task.add_done_callback(self._job_tasks.discard)
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
@@ -78,9 +90,11 @@ class ImageBot(commands.Bot):
         return await self.jobs.reconcile(self.runner.deliver)
 
     async def close(self) -> None:
-        for task in list(self._tasks):
+        current = asyncio.current_task()
+        tasks = [t for t in (*self._job_tasks, *self._tasks) if t is not current]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         await super().close()

@@ -126,6 +126,7 @@ class JobRunner:
         ephemerally with nothing charged.
         """
         await interaction.response.defer(thinking=True)
+        self.bot.track_job()
         requester = requester_for(interaction)
         try:
             guild = await self.jobs.guild(requester.guild_id)
