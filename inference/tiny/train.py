@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import json
 import logging
 import math
@@ -386,18 +387,36 @@ def save_state(options: TrainOptions, trainee: Trainee) -> None:
         "rng": trainee.rng.bit_generator.state,
         "torch_rng": torch.get_rng_state(),
         "progress": asdict(trainee.progress),
+        "upstream": upstream_fingerprint(options, trainee.name),
     }
     tmp = state_path(options, trainee.name).with_suffix(".tmp")
     torch.save(state, tmp)
     tmp.replace(state_path(options, trainee.name))
 
 
+UPSTREAM = {"vae": (), "unet": ("vae",), "edit": ("vae", "text_encoder", "unet")}
+
+
+def upstream_fingerprint(options: TrainOptions, name: str) -> str:
+    """A digest of the trained parts this part builds on, so a checkpoint over stale ones is not resumed."""
+    digest = hashlib.sha256()
+    for folder in UPSTREAM[name]:
+        for file in sorted((options.work / folder).glob("*.safetensors")):
+            digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
 def resume(options: TrainOptions, trainee: Trainee) -> None:
-    """Continue from the part's last checkpoint, if there is one."""
+    """Continue from the part's last checkpoint, if there is one and the parts under it are unchanged."""
     path = state_path(options, trainee.name)
     if not path.exists():
         return
     state = torch.load(path, weights_only=False)
+    if state.get("upstream") != upstream_fingerprint(options, trainee.name):
+        log.warning(
+            "%s: the parts it builds on were retrained since its checkpoint; starting afresh", trainee.name
+        )
+        return
     for key, module in trainee.modules.items():
         module.load_state_dict(state["modules"][key])
     for key, module in trainee.ema.items():
@@ -516,7 +535,7 @@ def train_vae(options: TrainOptions) -> PartStats:
 
 
 @torch.no_grad()
-def latent_scale(vae: AutoencoderKL, rng: np.random.Generator, n: int = 256) -> float:
+def latent_scale(vae: AutoencoderKL, rng: np.random.Generator, n: int = 128) -> float:
     """1 / the latents' standard deviation, so the denoiser sees unit-variance latents as in SD."""
     images, _ = scene_batch(rng, n)
     latents = vae.encode(images).latent_dist.sample()

@@ -60,3 +60,24 @@ def test_bad_options_are_refused(capsys):
     assert "--minutes" in capsys.readouterr().err
     options = train.parse_args(["--part", "vae", "--minutes", "2", "--out", "/tmp/x"])
     assert options.work == options.out / "train-state" and options.part == "vae"
+
+
+def test_vae_part_checkpoints_and_resumes(tmp_path):
+    options = train.parse_args(["--part", "vae", "--steps", "1", "--threads", "1", "--out", str(tmp_path)])
+    first = train.train_vae(options)
+    assert first.steps == 1 and (tmp_path / "train-state" / "vae" / "config.json").exists()
+    longer = train.parse_args(["--part", "vae", "--steps", "2", "--threads", "1", "--out", str(tmp_path)])
+    second = train.train_vae(longer)
+    assert second.steps == 2, "the second run continues from the first one's checkpoint"
+
+
+def test_a_checkpoint_over_retrained_parts_is_not_resumed(tmp_path):
+    options = train.parse_args(["--out", str(tmp_path)])
+    vae_dir = options.work / "vae"
+    vae_dir.mkdir(parents=True)
+    (vae_dir / "diffusion_pytorch_model.safetensors").write_bytes(b"first")
+    before = train.upstream_fingerprint(options, "unet")
+    assert train.upstream_fingerprint(options, "unet") == before
+    (vae_dir / "diffusion_pytorch_model.safetensors").write_bytes(b"second")
+    assert train.upstream_fingerprint(options, "unet") != before
+    assert train.upstream_fingerprint(options, "vae") == train.upstream_fingerprint(options, "vae")
