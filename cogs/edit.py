@@ -11,6 +11,7 @@ from discord.ext import commands
 
 from bot.errors import BadAttachment
 from bot.plans import JobPlan, Requester
+from inference.protocol import MAX_PROMPT_CHARS
 from storage.guilds import GuildSettings
 
 if TYPE_CHECKING:
@@ -34,8 +35,8 @@ class Edit(commands.Cog):
         self,
         interaction: discord.Interaction,
         image: discord.Attachment,
-        instruction: str,
-        strength: float | None = None,
+        instruction: app_commands.Range[str, 1, MAX_PROMPT_CHARS],
+        strength: app_commands.Range[float, 0.05, 1.0] | None = None,
     ) -> None:
         limits = self.bot.settings.limits
 

@@ -10,6 +10,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.plans import ImagineOptions, JobPlan, Requester, parse_lane
+from inference.protocol import MAX_COUNT, MAX_PROMPT_CHARS, MAX_SEED
 from storage.guilds import GuildSettings
 
 if TYPE_CHECKING:
@@ -24,6 +25,7 @@ class Imagine(commands.Cog):
 
     async def cog_load(self) -> None:
         # Aspect choices come from settings; Discord needs them as fixed choices on the command itself.
+        # (Ranges in the signature guide Discord's client; the planner still checks every value.)
         aspect = self.imagine._params["aspect"]
         aspect.choices = [
             app_commands.Choice(name=(a.label or a.name)[:100], value=a.name)
@@ -45,12 +47,12 @@ class Imagine(commands.Cog):
         self,
         interaction: discord.Interaction,
         *,
-        prompt: str,
+        prompt: app_commands.Range[str, 1, MAX_PROMPT_CHARS],
         style: str | None = None,
-        negative: str | None = None,
+        negative: app_commands.Range[str, 0, MAX_PROMPT_CHARS] | None = None,
         aspect: str | None = None,
-        count: int = 1,
-        seed: int | None = None,
+        count: app_commands.Range[int, 1, MAX_COUNT] = 1,
+        seed: app_commands.Range[int, 0, MAX_SEED - MAX_COUNT] | None = None,
         lane: Literal["fast", "relax"] | None = None,
     ) -> None:
         options = ImagineOptions(
