@@ -1,7 +1,9 @@
 """Benchmark the inference worker: batching gain, RPC throughput against the bare pipeline, per-job overhead.
 
 Measured side by side in one run, with 16 concurrent clients going through the real RPC (aiohttp server,
-`WorkerClient`, NDJSON events, PNG download):
+`WorkerClient`, NDJSON events, PNG download), in the same process as the worker. Throughputs are read in
+the steady state (between batch ends inside a window, after a warm-up) and interleaved round by round
+with the bare pipeline, so that load from other processes weighs on all of them alike:
 
   (a) batched_over_unbatched: images/s with `max_batch` ÷ the same server with `max_batch=1`;
   (b) rpc_over_limit: images/s through the RPC ÷ the bare in-process `run_batch` at the batch size the
@@ -18,20 +20,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import logging
 import statistics
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from inference.client import WorkerClient
-from inference.protocol import BatchItem, Engine, JobKind, JobRequest
-from inference.server import SCHEDULER, RunningWorker, start_worker
+from inference.protocol import BatchItem, Engine, GeneratedImage, JobKind, JobRequest, StepUpdate
+from inference.server import start_worker
 from inference.settings import EngineSettings, ModelDefaults, WorkerSettings
 
 log = logging.getLogger("bench.worker")
@@ -42,26 +46,35 @@ TINY_DEFAULTS = ModelDefaults(steps=4, guidance=0.0, width=64, height=64)
 
 @dataclass
 class Throughput:
-    images: int
-    seconds: float
-    batches: int
+    """Pipeline calls in a steady state: each call's images and its period (time since the previous
+    call ended, so the gaps between calls count). Rates are medians over calls: robust to the bursts of
+    load other processes put on a shared machine."""
+
+    images: list[int] = field(default_factory=list)
+    periods: list[float] = field(default_factory=list)
 
     @property
     def images_per_s(self) -> float:
-        return self.images / self.seconds
+        return statistics.median(n / p for n, p in zip(self.images, self.periods, strict=True))
+
+    @property
+    def mean_images_per_s(self) -> float:
+        return sum(self.images) / sum(self.periods)
 
     @property
     def mean_batch(self) -> float:
-        return self.images / max(self.batches, 1)
+        return sum(self.images) / max(len(self.images), 1)
 
     def __add__(self, other: Throughput) -> Throughput:
-        return Throughput(
-            self.images + other.images, self.seconds + other.seconds, self.batches + other.batches
-        )
+        return Throughput(self.images + other.images, self.periods + other.periods)
 
     def summary(self) -> dict[str, float]:
-        return asdict(self) | {
-            "images_per_s": round(self.images_per_s, 2),
+        return {
+            "calls": len(self.images),
+            "images": sum(self.images),
+            "seconds": round(sum(self.periods), 3),
+            "images_per_s_median": round(self.images_per_s, 2),
+            "images_per_s_mean": round(self.mean_images_per_s, 2),
             "mean_batch": round(self.mean_batch, 2),
         }
 
@@ -98,19 +111,81 @@ async def one_job(client: WorkerClient, n: int, user: str) -> None:
     await client.image(info.id, 0)
 
 
-async def served_round(worker: RunningWorker, client: WorkerClient, clients: int, jobs: int) -> Throughput:
-    """Images per second through the RPC with `clients` clients each running `jobs` jobs back to back."""
-    scheduler = worker.app[SCHEDULER]
-    images0, batches0 = scheduler.images_total, scheduler.batches
+@dataclass
+class TimedEngine:
+    """The real engine, noting when each pipeline call ends, so throughput is read in the steady state
+    (between batch ends inside a window), free of the ramp-up and tail of a fixed amount of work."""
+
+    inner: Engine
+    ends: list[tuple[float, int]] = field(default_factory=list)
+
+    @property
+    def model_name(self) -> str:
+        return self.inner.model_name
+
+    @property
+    def device_name(self) -> str:
+        return self.inner.device_name
+
+    @property
+    def adapter_names(self) -> list[str]:
+        return self.inner.adapter_names
+
+    def defaults(self, kind: JobKind) -> tuple[int, float, int, int]:
+        return self.inner.defaults(kind)
+
+    def memory(self) -> tuple[int | None, int | None]:
+        return self.inner.memory()
+
+    def run_batch(
+        self, items: list[BatchItem], on_step: Callable[[StepUpdate], None], should_stop: Callable[[], bool]
+    ) -> list[list[GeneratedImage]]:
+        out = self.inner.run_batch(items, on_step, should_stop)
+        self.ends.append((time.perf_counter(), sum(i.request.count for i in items)))
+        return out
+
+
+def window(ends: list[tuple[float, int]]) -> Throughput:
+    """Images per second between the first and the last batch end seen in a window."""
+    if len(ends) < 2:
+        raise RuntimeError("fewer than two batches ended in the window; give it more --window-s")
+    times = [t for t, _ in ends]
+    return Throughput([n for _, n in ends[1:]], [b - a for a, b in itertools.pairwise(times)])
+
+
+async def drive(url: str, clients: int) -> None:
+    """The client side of a throughput window, run in its own process as the bot would be: `clients`
+    clients run jobs back to back until stdin closes."""
+    stop = asyncio.Event()
+    numbers = itertools.count()
+    loop = asyncio.get_running_loop()
+    loop.add_reader(sys.stdin.fileno(), lambda: sys.stdin.buffer.read1() or stop.set())
 
     async def user(u: int) -> None:
-        for k in range(jobs):
-            await one_job(client, u * jobs + k, f"user{u}")
+        while not stop.is_set():
+            await one_job(client, next(numbers), f"user{u}")
 
-    start = time.perf_counter()
-    await asyncio.gather(*[user(u) for u in range(clients)])
-    seconds = time.perf_counter() - start
-    return Throughput(scheduler.images_total - images0, seconds, scheduler.batches - batches0)
+    async with WorkerClient(url, timeout=600) as client:
+        print("ready", flush=True)
+        await asyncio.gather(*[user(u) for u in range(clients)])
+
+
+async def served_round(engine: TimedEngine, url: str, args: argparse.Namespace) -> Throughput:
+    """Steady-state images per second through the RPC while `clients` clients each run jobs back to back."""
+    driver = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "--drive", url, "--clients", str(args.clients),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert driver.stdin is not None and driver.stdout is not None
+    await driver.stdout.readline()  # ready
+    await asyncio.sleep(args.warmup_s)
+    mark = len(engine.ends)
+    await asyncio.sleep(args.window_s)
+    ends = engine.ends[mark:]
+    driver.stdin.close()
+    if await driver.wait() != 0:
+        raise RuntimeError("the client driver failed")
+    return window(ends)
 
 
 def bare_items(engine: Engine, size: int, offset: int) -> list[BatchItem]:
@@ -129,13 +204,15 @@ def bare_call(engine: Engine, items: list[BatchItem]) -> float:
     return time.perf_counter() - start
 
 
-def bare_throughput(engine: Engine, batch: int, images: int) -> Throughput:
-    """The limit: back-to-back in-process `run_batch` calls of `batch` images, no RPC at all."""
-    calls = max(images // batch, 3)
+def bare_throughput(engine: Engine, batch: int, seconds: float) -> Throughput:
+    """The limit: back-to-back in-process `run_batch` calls of `batch` images for `seconds`, no RPC."""
     items = bare_items(engine, batch, 0)
     bare_call(engine, items)  # warm-up
-    seconds = sum(bare_call(engine, items) for _ in range(calls))
-    return Throughput(calls * batch, seconds, calls)
+    result = Throughput()
+    while sum(result.periods) < seconds or len(result.periods) < 2:
+        result.periods.append(bare_call(engine, items))
+        result.images.append(batch)
+    return result
 
 
 async def overhead_ms(engine: Engine, repeats: int) -> list[float]:
@@ -146,10 +223,12 @@ async def overhead_ms(engine: Engine, repeats: int) -> list[float]:
         async with WorkerClient(worker.url) as client:
             await one_job(client, 100_000, "warm")
             for n in range(repeats):
+                bare = asyncio.to_thread(bare_call, engine, bare_items(engine, 1, n))
+                raw = await bare if n % 2 else 0.0  # alternate which goes first, against drift
                 start = time.perf_counter()
                 await one_job(client, n, "solo")
                 rpc = time.perf_counter() - start
-                raw = await asyncio.to_thread(bare_call, engine, bare_items(engine, 1, n))
+                raw = raw or await bare
                 diffs.append((rpc - raw) * 1000)
     finally:
         await worker.stop()
@@ -159,24 +238,19 @@ async def overhead_ms(engine: Engine, repeats: int) -> list[float]:
 async def throughputs(engine: Engine, args: argparse.Namespace) -> tuple[Throughput, Throughput, Throughput]:
     """Batched RPC, unbatched RPC and the bare pipeline, interleaved round by round so that load from
     other processes on the machine weighs on all three alike."""
-    batched, unbatched, limit = Throughput(0, 0.0, 0), Throughput(0, 0.0, 0), Throughput(0, 0.0, 0)
-    queue_cap = args.jobs + 1
-    one = await start_worker(WorkerSettings(port=0, max_batch=1, max_queue_per_user=queue_cap), engine)
-    many = await start_worker(
-        WorkerSettings(port=0, max_batch=args.max_batch, max_queue_per_user=queue_cap), engine
-    )
+    batched, unbatched, limit = Throughput(), Throughput(), Throughput()
+    e1, e8 = TimedEngine(engine), TimedEngine(engine)
+    one = await start_worker(WorkerSettings(port=0, max_batch=1), e1)
+    many = await start_worker(WorkerSettings(port=0, max_batch=args.max_batch), e8)
     try:
-        async with WorkerClient(one.url, timeout=600) as c1, WorkerClient(many.url, timeout=600) as c8:
-            await asyncio.gather(*[one_job(c8, 100_000 + i, f"warm{i}") for i in range(args.max_batch)])
-            await one_job(c1, 100_000, "warm")
-            for r in range(args.rounds):
-                b = await served_round(many, c8, args.clients, args.jobs)
-                u = await served_round(one, c1, args.clients, args.jobs)
-                size = max(round(b.mean_batch), 1)
-                lim = await asyncio.to_thread(bare_throughput, engine, size, b.images)
-                log.info("round %d: batched %.1f/s (mean batch %.2f), max_batch=1 %.1f/s, bare at %d %.1f/s",
-                         r, b.images_per_s, b.mean_batch, u.images_per_s, size, lim.images_per_s)  # fmt: skip
-                batched, unbatched, limit = batched + b, unbatched + u, limit + lim
+        for r in range(args.rounds):
+            b = await served_round(e8, many.url, args)
+            u = await served_round(e1, one.url, args)
+            size = max(round(b.mean_batch), 1)
+            lim = await asyncio.to_thread(bare_throughput, engine, size, args.window_s)
+            log.info("round %d: batched %.1f/s (mean batch %.2f), max_batch=1 %.1f/s, bare at %d %.1f/s",
+                     r, b.images_per_s, b.mean_batch, u.images_per_s, size, lim.images_per_s)  # fmt: skip
+            batched, unbatched, limit = batched + b, unbatched + u, limit + lim
     finally:
         await one.stop()
         await many.stop()
@@ -218,12 +292,17 @@ def main() -> None:
         "--threads", type=int, default=1, help="torch CPU threads (the event loop takes the other core)"
     )
     p.add_argument("--clients", type=int, default=16)
-    p.add_argument("--jobs", type=int, default=2, help="jobs per client in the throughput runs")
+    p.add_argument("--warmup-s", type=float, default=0.5, help="load before each throughput window")
+    p.add_argument("--window-s", type=float, default=1.5, help="length of each throughput window")
     p.add_argument("--max-batch", type=int, default=8)
-    p.add_argument("--rounds", type=int, default=8, help="interleaved rounds of the three throughputs")
-    p.add_argument("--repeats", type=int, default=30, help="solo jobs for the overhead figure")
+    p.add_argument("--rounds", type=int, default=6, help="interleaved rounds of the three throughputs")
+    p.add_argument("--repeats", type=int, default=40, help="solo jobs for the overhead figure")
     p.add_argument("--out", type=Path, default=None, help="results file (default bench/results/worker*.json)")
+    p.add_argument("--drive", metavar="URL", help=argparse.SUPPRESS)  # internal: the client process
     args = p.parse_args()
+    if args.drive:
+        asyncio.run(drive(args.drive, args.clients))
+        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("inference").setLevel(logging.WARNING)
     result = asyncio.run(run(args))

@@ -8,6 +8,7 @@ with `call_soon_threadsafe`, so the loop keeps answering status, events and canc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
 import logging
@@ -455,29 +456,46 @@ class Scheduler:
 
         With `heartbeat`, yields None after that many idle seconds, so a stream can show it is alive.
         """
+        async with contextlib.aclosing(self.event_batches(job_id, after, heartbeat)) as batches:
+            async for batch in batches:
+                if not batch:
+                    yield None
+                for event in batch:
+                    yield event
+
+    async def event_batches(
+        self, job_id: str, after: int = 0, heartbeat: float | None = None
+    ) -> AsyncIterator[list[JobEvent]]:
+        """Like `events`, but each item is every event available at that moment (an empty list after
+        `heartbeat` idle seconds), so a stream can send them in one write."""
         job = self.get(job_id)
         backlog = [e for e in job.durable if e.seq > after]
         if job.latest is not None and job.latest.seq > after:
             backlog.append(job.latest)
         backlog.sort(key=lambda e: e.seq)
-        for event in backlog:
-            yield event
         if job.status.is_final:
+            if backlog:
+                yield backlog
             return
         last = backlog[-1].seq if backlog else after
         queue: asyncio.Queue[JobEvent | None] = asyncio.Queue()
-        job.listeners.add(queue)
+        job.listeners.add(queue)  # before the backlog goes out, so nothing emitted meanwhile is lost
         try:
+            if backlog:
+                yield backlog
             while True:
                 try:
-                    event = await asyncio.wait_for(queue.get(), heartbeat)
+                    first = await asyncio.wait_for(queue.get(), heartbeat)
                 except TimeoutError:
-                    yield None
+                    yield []
                     continue
-                if event is None:
+                items = [first, *(queue.get_nowait() for _ in range(queue.qsize()))]
+                fresh = [e for e in items if e is not None and e.seq > last]
+                if fresh:
+                    last = fresh[-1].seq
+                    yield fresh
+                if None in items:
                     return
-                if event.seq > last:
-                    yield event
         finally:
             job.listeners.discard(queue)
 
@@ -652,7 +670,7 @@ class Scheduler:
 
         def on_step(update: StepUpdate) -> None:  # on the engine thread
             now = time.monotonic()
-            if update.step < update.total and now - max(run.last_report, run.started) < interval:
+            if now - max(run.last_report, run.started) < interval:
                 return
             run.last_report = now
             loop.call_soon_threadsafe(self._on_step, run, update, _first_previews(slices, update.previews))

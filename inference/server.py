@@ -30,6 +30,7 @@ from inference.protocol import (
     MIN_SIDE,
     Engine,
     ErrorCode,
+    EventType,
     ImageLimits,
     JobRequest,
     ProtocolError,
@@ -48,6 +49,7 @@ HTTP_COUNTS = web.AppKey("http_counts", Counter[tuple[str, str, int]])
 
 MAX_JOB_JSON_BYTES = 64 * 1024
 NDJSON = "application/x-ndjson"
+FINAL_EVENTS = frozenset({EventType.DONE, EventType.FAILED, EventType.CANCELLED})
 HEARTBEAT_S = 15.0  # an empty line on an idle event stream, so proxies and clients keep it open
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -240,19 +242,29 @@ async def cancel_job(request: web.Request) -> web.Response:
     return _json(scheduler.info(scheduler.cancel(request.match_info["job_id"])))
 
 
+class _EventStream(web.StreamResponse):
+    # Hold the headers back until the first events, so they leave in one packet: on a busy worker every
+    # send() costs the event loop, and a job's stream carries only a handful of lines.
+    _send_headers_immediately = False
+
+
 async def job_events(request: web.Request) -> web.StreamResponse:
     """NDJSON stream of the job's events; `?after=SEQ` resumes after the last event a client saw."""
     scheduler = request.app[SCHEDULER]
     job_id = request.match_info["job_id"]
     scheduler.get(job_id)  # a 404 before the stream starts
     after = _int_query(request, "after", 0)
-    response = web.StreamResponse(headers={"Content-Type": NDJSON, "Cache-Control": "no-store"})
+    response = _EventStream(headers={"Content-Type": NDJSON, "Cache-Control": "no-store"})
     await response.prepare(request)
     with contextlib.suppress(ConnectionResetError):
-        async with contextlib.aclosing(scheduler.events(job_id, after, heartbeat=HEARTBEAT_S)) as events:
-            async for event in events:
-                line = event.model_dump_json(exclude_none=True) if event is not None else ""
-                await response.write(line.encode() + b"\n")
+        batches = scheduler.event_batches(job_id, after, heartbeat=HEARTBEAT_S)
+        async with contextlib.aclosing(batches):
+            async for batch in batches:
+                data = b"".join(e.model_dump_json(exclude_none=True).encode() + b"\n" for e in batch)
+                if batch and batch[-1].type in FINAL_EVENTS:
+                    await response.write_eof(data)  # the last line and the end of the stream together
+                    return response
+                await response.write(data or b"\n")  # an empty line is a keep-alive
         await response.write_eof()
     return response
 

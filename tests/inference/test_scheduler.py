@@ -252,7 +252,7 @@ async def test_eta_comes_from_measured_batches(make: Make) -> None:
 
 
 async def test_late_subscriber_gets_current_state_and_resume_skips_seen(make: Make) -> None:
-    scheduler, _ = await make()
+    scheduler, _ = await make(progress_interval_s=0)
     (j,) = await submit(scheduler, job(steps=3))
     await finish(scheduler, j)
     events = [e async for e in scheduler.events(j.id) if e is not None]
@@ -288,11 +288,13 @@ async def test_progress_and_previews_stream_while_running(make: Make) -> None:
     assert scheduler.preview(j.id)[:2] == b"\xff\xd8"  # a JPEG of the latest preview
 
 
-async def test_progress_is_throttled_but_the_last_step_is_reported(make: Make) -> None:
-    scheduler, _ = await make(progress_interval_s=60)
-    (j,) = await submit(scheduler, job(steps=5))
+async def test_progress_is_paced(make: Make) -> None:
+    scheduler, _ = await make(progress_interval_s=0.05)
+    (j,) = await submit(scheduler, job(steps=40))
     seen = [e async for e in scheduler.events(j.id) if e is not None]
-    assert [e.step for e in seen if e.type is EventType.PROGRESS] == [5]
+    steps = [e.step for e in seen if e.type is EventType.PROGRESS]
+    assert steps == sorted(steps) and 0 < len(steps) < 40
+    assert j.status is JobStatus.SUCCEEDED
 
 
 async def test_shutdown_finishes_running_batch_and_fails_queued(make: Make) -> None:
