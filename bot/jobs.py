@@ -269,12 +269,11 @@ class JobService:
                 raise _Lost("The image worker kept failing on this job. Your credits were refunded.")
 
     async def _stream(self, job: JobRecord, progress: ProgressCallback) -> JobInfo:
-        preview_seq = 0
+        state = ProgressState(status=JobStatus.QUEUED)
         async for event in self.client.events(job.worker_job_id or ""):
-            if event.type is EventType.PREVIEW:
-                preview_seq += 1
-            state = _state_from_event(event, preview_seq)
-            if state is not None:
+            new = _next_state(state, event)
+            if new != state:
+                state = new
                 progress(state)
             if event.type is EventType.STARTED and job.status is not JobState.RUNNING:
                 job = await self.jobs.update_status(job.job_id, JobState.RUNNING)
@@ -455,18 +454,24 @@ class _Lost(Exception):
         self.message = message
 
 
-def _state_from_event(event: JobEvent, preview_seq: int) -> ProgressState | None:
+def _next_state(state: ProgressState, event: JobEvent) -> ProgressState:
+    """Fold one worker event into the progress state; events may carry only part of it."""
     if event.type in (EventType.QUEUED, EventType.POSITION):
-        return ProgressState(status=JobStatus.QUEUED, position=event.position, eta_s=event.eta_s)
-    if event.type in (EventType.STARTED, EventType.PROGRESS, EventType.PREVIEW):
-        return ProgressState(
+        return dataclasses.replace(state, status=JobStatus.QUEUED, position=event.position, eta_s=event.eta_s)
+    if event.type is EventType.PREVIEW:
+        return dataclasses.replace(state, status=JobStatus.RUNNING, preview_seq=state.preview_seq + 1)
+    if event.type is EventType.DONE:
+        total = event.job.steps if event.job else state.total
+        return dataclasses.replace(state, status=JobStatus.SUCCEEDED, step=total, total=total, eta_s=None)
+    if event.type in (EventType.STARTED, EventType.PROGRESS):
+        return dataclasses.replace(
+            state,
             status=JobStatus.RUNNING,
-            step=event.step or 0,
-            total=event.total or 0,
+            step=event.step if event.step is not None else state.step,
+            total=event.total if event.total is not None else state.total,
             eta_s=event.eta_s,
-            preview_seq=preview_seq,
         )
-    return None
+    return state
 
 
 def _worker_user(job: JobRecord) -> str:

@@ -34,6 +34,8 @@ class ProgressState:
         if self.status is JobStatus.RUNNING:
             eta = f", about {self.eta_s:.0f} s left" if self.eta_s else ""
             return f"Drawing: step {self.step}/{self.total}{eta}" if self.total else "Starting…"
+        if self.status is JobStatus.SUCCEEDED:
+            return "Done"
         return self.status.value.capitalize()
 
 

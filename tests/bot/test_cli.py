@@ -52,7 +52,7 @@ def test_imagine_then_edit_writes_pngs_and_charges_the_local_user(tiny_models, t
     with Image.open(out) as img:
         assert img.format == "PNG" and img.size == (64, 64)
     err = capsys.readouterr().err
-    assert "credits left" in err and "Drawing: step" in err
+    assert "credits left" in err and "[" + "#" * 30 + "] Done" in err  # the bar ends full
 
     edited = tmp_path / "snowy.png"
     assert run.main(["--config", str(config), "edit", str(out), "make it snowy", "-o", str(edited)]) == 0
