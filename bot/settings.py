@@ -64,7 +64,7 @@ class Limits(BaseModel):
     job_timeout_s: float = Field(default=900.0, gt=0)
     health_interval_s: float = Field(default=15.0, gt=0)
     # How long a job waits for a vanished worker to come back (run.py restarts it) before it is refunded.
-    worker_grace_s: float = Field(default=60.0, ge=0)
+    worker_grace_s: float = Field(default=180.0, ge=0)
 
 
 class Settings(BaseSettings):
