@@ -52,6 +52,7 @@ class Throughput:
 
     images: list[int] = field(default_factory=list)
     periods: list[float] = field(default_factory=list)
+    gaps: list[float] = field(default_factory=list)  # idle time of the engine before each call
 
     @property
     def images_per_s(self) -> float:
@@ -66,7 +67,7 @@ class Throughput:
         return sum(self.images) / max(len(self.images), 1)
 
     def __add__(self, other: Throughput) -> Throughput:
-        return Throughput(self.images + other.images, self.periods + other.periods)
+        return Throughput(self.images + other.images, self.periods + other.periods, self.gaps + other.gaps)
 
     def summary(self) -> dict[str, float]:
         return {
@@ -76,7 +77,7 @@ class Throughput:
             "images_per_s_median": round(self.images_per_s, 2),
             "images_per_s_mean": round(self.mean_images_per_s, 2),
             "mean_batch": round(self.mean_batch, 2),
-        }
+        } | ({"idle_gap_ms_median": round(statistics.median(self.gaps) * 1000, 2)} if self.gaps else {})
 
 
 def load_engine(arch: str, device: str, threads: int) -> Engine:
@@ -118,6 +119,7 @@ class TimedEngine:
 
     inner: Engine
     ends: list[tuple[float, int]] = field(default_factory=list)
+    starts: list[float] = field(default_factory=list)
 
     @property
     def model_name(self) -> str:
@@ -140,17 +142,24 @@ class TimedEngine:
     def run_batch(
         self, items: list[BatchItem], on_step: Callable[[StepUpdate], None], should_stop: Callable[[], bool]
     ) -> list[list[GeneratedImage]]:
+        self.starts.append(time.perf_counter())
         out = self.inner.run_batch(items, on_step, should_stop)
         self.ends.append((time.perf_counter(), sum(i.request.count for i in items)))
         return out
 
 
-def window(ends: list[tuple[float, int]]) -> Throughput:
-    """Images per second between the first and the last batch end seen in a window."""
+def window(engine: TimedEngine, mark: int, count: int) -> Throughput:
+    """The calls that ended in a window: each one's images, its period since the previous end, and the
+    engine's idle gap before it (the scheduler's own cost between batches)."""
+    ends, starts = engine.ends[mark : mark + count], engine.starts[mark : mark + count]
     if len(ends) < 2:
         raise RuntimeError("fewer than two batches ended in the window; give it more --window-s")
     times = [t for t, _ in ends]
-    return Throughput([n for _, n in ends[1:]], [b - a for a, b in itertools.pairwise(times)])
+    return Throughput(
+        [n for _, n in ends[1:]],
+        [b - a for a, b in itertools.pairwise(times)],
+        [start - end for start, end in zip(starts[1:], times, strict=False)],
+    )
 
 
 async def drive(url: str, clients: int) -> None:
@@ -181,11 +190,11 @@ async def served_round(engine: TimedEngine, url: str, args: argparse.Namespace) 
     await asyncio.sleep(args.warmup_s)
     mark = len(engine.ends)
     await asyncio.sleep(args.window_s)
-    ends = engine.ends[mark:]
+    count = len(engine.ends) - mark
     driver.stdin.close()
     if await driver.wait() != 0:
         raise RuntimeError("the client driver failed")
-    return window(ends)
+    return window(engine, mark, count)
 
 
 def bare_items(engine: Engine, size: int, offset: int) -> list[BatchItem]:
@@ -295,7 +304,7 @@ def main() -> None:
     p.add_argument("--warmup-s", type=float, default=0.5, help="load before each throughput window")
     p.add_argument("--window-s", type=float, default=1.5, help="length of each throughput window")
     p.add_argument("--max-batch", type=int, default=8)
-    p.add_argument("--rounds", type=int, default=6, help="interleaved rounds of the three throughputs")
+    p.add_argument("--rounds", type=int, default=10, help="interleaved rounds of the three throughputs")
     p.add_argument("--repeats", type=int, default=40, help="solo jobs for the overhead figure")
     p.add_argument("--out", type=Path, default=None, help="results file (default bench/results/worker*.json)")
     p.add_argument("--drive", metavar="URL", help=argparse.SUPPRESS)  # internal: the client process
