@@ -15,7 +15,7 @@ import logging
 import secrets
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -625,7 +625,8 @@ class Scheduler:
                 await self._execute(batch)
             except Exception:  # a bug here must not stop the GPU loop for every later job
                 log.exception("batch failed unexpectedly")
-                self._fail([Slice(j, 0, j.request.count) for j in batch], ErrorCode.INTERNAL, "internal")
+                slices = [Slice(j, 0, j.request.count) for j in batch]
+                self._fail(slices, ErrorCode.INTERNAL, "the worker hit an internal error running this batch")
 
     async def _execute(self, batch: list[Job]) -> None:
         now = time.time()
@@ -666,16 +667,8 @@ class Scheduler:
         self._running = run
         self._announce_positions()  # everyone behind moved up; ETAs now count this batch
 
-        interval = self._settings.progress_interval_s
-
-        def on_step(update: StepUpdate) -> None:  # on the engine thread
-            now = time.monotonic()
-            if now - max(run.last_report, run.started) < interval:
-                return
-            run.last_report = now
-            loop.call_soon_threadsafe(self._on_step, run, update, _first_previews(slices, update.previews))
-
         items = [s.item() for s in slices]
+        on_step = self._progress_reporter(run, loop)
         future = loop.run_in_executor(self._executor, self._engine.run_batch, items, on_step, run.should_stop)
         try:
             async with asyncio.timeout(self._settings.batch_timeout_s):
@@ -692,6 +685,22 @@ class Scheduler:
         self.batches += 1
         self.batch_seconds += elapsed
         return results
+
+    def _progress_reporter(
+        self, run: _Running, loop: asyncio.AbstractEventLoop
+    ) -> Callable[[StepUpdate], None]:
+        """The engine's `on_step`: paced to `progress_interval_s`, handed to the loop thread-safely."""
+        interval = self._settings.progress_interval_s
+
+        def on_step(update: StepUpdate) -> None:  # on the engine thread
+            now = time.monotonic()
+            if now - max(run.last_report, run.started) < interval:
+                return
+            run.last_report = now
+            previews = _first_previews(run.slices, update.previews)
+            loop.call_soon_threadsafe(self._on_step, run, update, previews)
+
+        return on_step
 
     def _on_step(self, run: _Running, update: StepUpdate, previews: dict[str, Image.Image]) -> None:
         for job in run.jobs:
