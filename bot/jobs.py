@@ -230,8 +230,7 @@ class JobService:
         progress = on_progress or (lambda _state: None)
         try:
             async with asyncio.timeout(self.limits.job_timeout_s):
-                final = await self._final_info(job, progress)
-                pngs = await self._fetch_images(final)
+                final, pngs = await self._final_info(job, progress)
         except TimeoutError:
             with contextlib.suppress(Exception):
                 await self.client.cancel(job.worker_job_id or "")
@@ -255,14 +254,19 @@ class JobService:
             return []
         return [await self.client.image(info.id, n) for n in range(info.images)]
 
-    async def _final_info(self, job: JobRecord, progress: ProgressCallback) -> JobInfo:
-        """The job's final state from the worker, riding out a worker restart by resubmitting."""
+    async def _final_info(self, job: JobRecord, progress: ProgressCallback) -> tuple[JobInfo, list[bytes]]:
+        """The job's final state and images from the worker, riding out a worker restart by resubmitting
+        (a restarted worker has forgotten the job and its images)."""
         attempts = 0
         while True:
             try:
-                return await self._stream(job, progress)
+                info = await self._stream(job, progress)
+                return info, await self._fetch_images(info)
             except (worker_client.WorkerUnavailable, worker_client.JobNotFound) as exc:
                 log.warning("lost track of job %s (%s); checking the worker", job.job_id, type(exc).__name__)
+            progress(
+                ProgressState(status=JobStatus.QUEUED, note="The image worker is restarting; waiting for it…")
+            )
             job = await self._recover_submission(job)
             attempts += 1
             if attempts > MAX_RESUBMITS:

@@ -25,9 +25,12 @@ class ProgressState:
     total: int = 0
     eta_s: float | None = None
     preview_seq: int = 0  # increases when the worker has a newer preview image
+    note: str | None = None  # replaces the usual line, e.g. while waiting for a restarting worker
 
     def describe(self) -> str:
         """One line for people: the queue position, or the step and ETA."""
+        if self.note:
+            return self.note
         if self.status is JobStatus.QUEUED:
             where = "next in line" if not self.position else f"{self.position} ahead in the queue"
             return f"Queued: {where}" + (f", about {self.eta_s:.0f} s" if self.eta_s else "")
