@@ -458,3 +458,4 @@ async def _run(worker: WorkerSettings, engine_settings: EngineSettings) -> None:
     await stop.wait()
     log.info("shutting down: finishing the running batch, failing queued jobs")
     await running.stop()
+    log.info("worker stopped")
