@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import BodyPartReader, web
+from PIL import Image
 from pydantic import BaseModel
 
 from inference.protocol import (
@@ -81,31 +82,13 @@ async def prepare_submission(
     The input image is decoded in a thread (it may be megapixels) with the byte and pixel limits
     checked first, so decompression bombs are refused before they expand.
     """
-    kind = request.kind
-    if kind.needs_image and image is None:
-        raise ProtocolError(ErrorCode.IMAGE_REQUIRED, f"a {kind} job needs an image part", field="image")
-    if not kind.needs_image and image is not None:
-        raise ProtocolError(ErrorCode.IMAGE_NOT_ALLOWED, "a generate job takes no image", field="image")
-    if request.adapter is not None and request.adapter not in engine.adapter_names:
-        raise ProtocolError(
-            ErrorCode.UNKNOWN_ADAPTER,
-            f"unknown adapter {request.adapter!r}; this worker has {engine.adapter_names or 'none'}",
-            field="adapter",
-        )
+    _check_inputs(request, image, engine)
     init = None
     if image is not None:
         limits = ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
         init = await asyncio.to_thread(decode_image, image, limits)
-    steps, guidance, width, height = engine.defaults(kind)
-    if init is not None and request.width is None and request.height is None:
-        width, height = fit_size(init.width, init.height, settings.max_pixels)
-    width, height = request.width or width, request.height or height
-    if width * height > settings.max_pixels:
-        raise ProtocolError(
-            ErrorCode.BAD_SIZE,
-            f"{width}x{height} is {width * height} pixels; this worker allows {settings.max_pixels}",
-            field="width",
-        )
+    steps, guidance, width, height = engine.defaults(request.kind)
+    width, height = _output_size(request, init, (width, height), settings.max_pixels)
     digest = hashlib.sha256(image).hexdigest() if image is not None else None
     return Submission(
         request=request,
@@ -117,6 +100,37 @@ async def prepare_submission(
         init_image=init,
         fingerprint=job_fingerprint(request, digest),
     )
+
+
+def _check_inputs(request: JobRequest, image: bytes | None, engine: Engine) -> None:
+    kind = request.kind
+    if kind.needs_image and image is None:
+        raise ProtocolError(ErrorCode.IMAGE_REQUIRED, f"a {kind} job needs an image part", field="image")
+    if not kind.needs_image and image is not None:
+        raise ProtocolError(ErrorCode.IMAGE_NOT_ALLOWED, "a generate job takes no image", field="image")
+    if request.adapter is not None and request.adapter not in engine.adapter_names:
+        raise ProtocolError(
+            ErrorCode.UNKNOWN_ADAPTER,
+            f"unknown adapter {request.adapter!r}; this worker has {engine.adapter_names or 'none'}",
+            field="adapter",
+        )
+
+
+def _output_size(
+    request: JobRequest, init: Image.Image | None, default: tuple[int, int], max_pixels: int
+) -> tuple[int, int]:
+    """The requested size, else the input image's (fitted), else the model's; within `max_pixels`."""
+    width, height = default
+    if init is not None and request.width is None and request.height is None:
+        width, height = fit_size(init.width, init.height, max_pixels)
+    width, height = request.width or width, request.height or height
+    if width * height > max_pixels:
+        raise ProtocolError(
+            ErrorCode.BAD_SIZE,
+            f"{width}x{height} is {width * height} pixels; this worker allows {max_pixels}",
+            field="width",
+        )
+    return width, height
 
 
 def fit_size(width: int, height: int, max_pixels: int) -> tuple[int, int]:
@@ -139,6 +153,15 @@ async def read_submission(request: web.Request, settings: WorkerSettings) -> tup
             f"expected application/json or multipart/form-data, got {request.content_type}",
             status=415,
         )
+    try:
+        return await _read_multipart(request, settings)
+    except ProtocolError:
+        raise
+    except (ValueError, LookupError, RuntimeError) as exc:  # aiohttp's multipart parser on a broken body
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"malformed multipart body: {exc}") from None
+
+
+async def _read_multipart(request: web.Request, settings: WorkerSettings) -> tuple[JobRequest, bytes | None]:
     job: JobRequest | None = None
     image: bytes | None = None
     reader = await request.multipart()

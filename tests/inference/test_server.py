@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -325,6 +326,27 @@ async def test_oversized_json_body_is_refused(make_client: MakeClient) -> None:
     assert resp.status in (400, 413) and (await resp.json())["code"] == "bad_request"
 
 
+@pytest.mark.parametrize(
+    ("content_type", "raw"),
+    [
+        ("multipart/form-data", b"no boundary given"),
+        ("multipart/form-data; boundary=xyz", b"no boundary in the body"),
+        (
+            "multipart/form-data; boundary=xyz",
+            b'--xyz\r\nContent-Disposition: form-data; name="job"\r\n\r\n{',
+        ),
+        (
+            "multipart/form-data; boundary=xyz",
+            b'--xyz\r\nContent-Disposition: form-data; name="x"\r\n\r\n1\r\n--xyz--\r\n',
+        ),
+    ],
+)
+async def test_malformed_multipart_is_refused(client: Client, content_type: str, raw: bytes) -> None:
+    resp = await client.post("/v1/jobs", data=raw, headers={"Content-Type": content_type})
+    err = await resp.json()
+    assert (resp.status, err["code"]) == (400, "bad_request"), err
+
+
 async def test_multipart_without_job_part_is_refused(client: Client) -> None:
     form = FormData()
     form.add_field("image", png_bytes(), content_type="image/png")
@@ -436,3 +458,35 @@ def test_an_input_image_larger_than_allowed_output_is_fitted() -> None:
     assert fit_size(512, 384, 256 * 256) == (288, 216)
     assert fit_size(96, 64, 256 * 256) == (96, 64)
     assert fit_size(4000, 50, 1024 * 1024) == (2048, 64)  # clamped to the side limits
+
+
+def _random_value(rng: random.Random, depth: int = 0) -> Any:
+    choices: list[Callable[[], Any]] = [
+        lambda: None,
+        lambda: rng.choice([True, False]),
+        lambda: rng.randint(-(2**40), 2**40),
+        lambda: rng.uniform(-1e6, 1e6),
+        lambda: "".join(rng.choice("ab c\x00é\n{}") for _ in range(rng.randint(0, 12))),
+    ]
+    if depth < 2:
+        choices += [
+            lambda: [_random_value(rng, depth + 1) for _ in range(rng.randint(0, 3))],
+            lambda: {"k": _random_value(rng, depth + 1)},
+        ]
+    return rng.choice(choices)()
+
+
+async def test_random_bodies_never_cause_a_server_error(make_client: MakeClient) -> None:
+    client = await make_client(max_queue_per_user=1, max_queue_per_lane=2)
+    rng = random.Random(20261129)
+    fields = [*job_fields(), "kind", "lane", "count", "strength", "adapter", "guidance"]
+    for _ in range(150):
+        doc = {f: _random_value(rng) for f in rng.sample(fields, rng.randint(0, len(fields)))}
+        if rng.random() < 0.5:  # mostly valid, one field broken
+            doc = job_fields() | {rng.choice(fields): _random_value(rng)}
+        resp = await client.post("/v1/jobs", json=doc)
+        assert resp.status < 500, (doc, await resp.text())
+        raw = rng.randbytes(rng.randint(0, 200))
+        content_type = rng.choice(["application/json", "multipart/form-data; boundary=b", "text/plain", ""])
+        resp = await client.post("/v1/jobs", data=raw, headers={"Content-Type": content_type})
+        assert resp.status < 500, (raw, content_type, await resp.text())
