@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import discord
 from PIL import Image
@@ -79,6 +79,7 @@ class MessageProgress:
         self._title = title
         self._clock = clock
         self._preview_seq = 0
+        self._recorded = False
 
     async def show(self, state: ProgressState) -> None:
         if not self._job.token_valid(self._clock()):
@@ -94,11 +95,14 @@ class MessageProgress:
         if attachments:
             kwargs["attachments"] = attachments
         try:
-            await self._interaction.edit_original_response(**kwargs)  # type: ignore[arg-type]
+            message = await self._interaction.edit_original_response(**kwargs)  # type: ignore[arg-type]
         except discord.HTTPException as exc:
             if exc.code in GONE_CODES or exc.status in (401, 404):
                 raise DisplayGone() from exc
             raise
+        if not self._recorded:  # so a restarted bot can still put the result into this message
+            self._recorded = True
+            await self._jobs.jobs.set_messages(self._job.job_id, progress_message_id=message.id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,14 +164,20 @@ class JobRunner:
         guild = guild or await self.jobs.guild(job.guild_id or 0)
         post = self.compose(outcome, guild) if outcome.ok else None
         text = None if post else f"<@{job.user_id}> {outcome.message or 'Your job did not finish.'}"
-        if interaction is not None and job.token_valid(self._clock()) and not progress_gone:
+        reachable = interaction is not None or job.progress_message_id is not None
+        if reachable and job.token_valid(self._clock()) and not progress_gone:
             try:
                 if post:
-                    msg = await interaction.edit_original_response(
-                        content=post.content, embed=post.embed, attachments=post.files, view=post.view
+                    msg = await self._edit_original(
+                        job,
+                        interaction,
+                        content=post.content,
+                        embed=post.embed,
+                        attachments=post.files,
+                        view=post.view,
                     )
                 else:
-                    msg = await interaction.edit_original_response(content=text, attachments=[], view=None)
+                    msg = await self._edit_original(job, interaction, content=text, attachments=[], view=None)
                 await self.jobs.jobs.set_messages(job.job_id, result_message_id=msg.id)
                 return
             except discord.HTTPException as exc:
@@ -175,6 +185,17 @@ class JobRunner:
                 if post:
                     post = rewind(post)  # the failed upload consumed the files
         await self._post_elsewhere(job, post, text)
+
+    async def _edit_original(
+        self, job: JobRecord, interaction: discord.Interaction | None, **fields: Any
+    ) -> discord.Message:
+        """Edit the job's own message: through the live interaction, or (after a restart) through the
+        interaction's webhook, which still works while the token lives."""
+        if interaction is not None:
+            return await interaction.edit_original_response(**fields)
+        assert job.application_id and job.interaction_token and job.progress_message_id
+        hook = discord.Webhook.partial(job.application_id, job.interaction_token, client=self.bot)
+        return await hook.edit_message(job.progress_message_id, **fields)
 
     async def _post_elsewhere(self, job: JobRecord, post: ResultPost | None, text: str | None) -> None:
         mention = f"<@{job.user_id}>"

@@ -131,10 +131,10 @@ async def test_bot_restart_mid_job_finishes_it_and_old_buttons_work(fake_discord
         old_result = await quick.wait_original(is_result, timeout=60)
         inter = await fake_discord.send_slash("imagine", SLOW, user=world.alice, channel=world.channel)
         await inter.wait_original(lambda m: "Drawing" in m.content, timeout=30)
-    # The bot is gone mid-job; a new one starts on the same database and worker.
+    # The bot is gone mid-job; a new one starts on the same database and worker, and puts the result
+    # into the job's own message (its token still lives).
     async with running_bot(fake_discord, slow_settings, worker):
-        finished = await fake_discord.wait_message(mentions(world.alice), timeout=60)
-        assert is_result(finished)
+        await inter.wait_original(is_result, timeout=60)
         reroll = await fake_discord.click(old_result, button(old_result, "reroll"), user=world.bob)
         assert is_result(await reroll.wait_original(is_result, timeout=60))
     assert states(slow_settings) == [("succeeded", "committed")] * 3
@@ -162,8 +162,7 @@ async def test_restart_resubmits_jobs_the_worker_lost_and_refunds_unsubmitted_on
     second_worker = await start_worker(worker_settings, engine)
     try:
         async with running_bot(fake_discord, slow_settings, url):
-            finished = await fake_discord.wait_message(mentions(world.alice), timeout=90)
-            assert is_result(finished)
+            await inter.wait_original(is_result, timeout=90)  # resubmitted, and put into its own message
             refunded = await fake_discord.wait_message(
                 lambda m: "reached the worker" in m.content, timeout=30
             )
