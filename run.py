@@ -27,7 +27,7 @@ from bot.progress import ProgressState, ProgressUpdater
 from bot.settings import Settings, SettingsError, load_settings
 from inference.protocol import EngineError
 
-log = logging.getLogger("brushfire")
+log = logging.getLogger(__name__)
 
 RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 STABLE_AFTER_S = 60.0  # a worker that ran this long before crashing starts the backoff over
