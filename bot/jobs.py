@@ -302,7 +302,8 @@ class JobService:
             image = await self._input_image(plan)
             if image is None:
                 raise _Lost(
-                    "The image worker restarted and the uploaded image was not kept. Credits refunded."
+                    "brushfire restarted and your uploaded image was not kept, so the job cannot be"
+                    " finished. Your credits were refunded."
                 )
             plan = dataclasses.replace(plan, image=image)
         job = await self.jobs.bump_attempts(job.job_id)
@@ -432,13 +433,14 @@ class JobService:
     async def _recover(self, job: JobRecord, deliver: Deliver) -> None:
         try:
             if job.worker_job_id is None:
-                # Reserved and stored but never accepted: nobody was told it started, so refund it.
-                outcome = await self._fail(
-                    job, "brushfire restarted before your job reached the worker. Refunded."
-                )
-            else:
-                outcome = await self.follow(job)
-            await deliver(outcome)
+                # Stored but not known to be accepted: submitting again with the same key either finds
+                # the job at the worker (the reply was lost) or starts it now.
+                try:
+                    job = await self._recover_submission(job)
+                except _Lost as lost:
+                    await deliver(await self._fail(job, lost.message))
+                    return
+            await deliver(await self.follow(job))
         except Exception:
             log.exception("could not recover job %s", job.job_id)
 

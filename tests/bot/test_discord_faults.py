@@ -4,9 +4,11 @@ cancel and delete buttons. The jobs use a slow style (many steps) so there is ti
 from __future__ import annotations
 
 import asyncio
+import io
 import sqlite3
 
 import pytest
+from PIL import Image
 
 from bot.plans import ImagineOptions, Requester
 from bot.settings import Settings
@@ -140,7 +142,7 @@ async def test_bot_restart_mid_job_finishes_it_and_old_buttons_work(fake_discord
     assert states(slow_settings) == [("succeeded", "committed")] * 3
 
 
-async def test_restart_resubmits_jobs_the_worker_lost_and_refunds_unsubmitted_ones(
+async def test_restart_resubmits_lost_and_unsubmitted_jobs_and_refunds_unfinishable_ones(
     fake_discord, slow_settings
 ):
     world = build_world(fake_discord)
@@ -152,36 +154,47 @@ async def test_restart_resubmits_jobs_the_worker_lost_and_refunds_unsubmitted_on
     async with running_bot(fake_discord, slow_settings, url) as bot:
         inter = await fake_discord.send_slash("imagine", SLOW, user=world.alice, channel=world.channel)
         await inter.wait_original(lambda m: "Drawing" in m.content, timeout=30)
-        # A job that was reserved and stored but never reached the worker (a crash in between).
-        plan = bot.jobs.planner.plan_imagine(
-            requester(world), ImagineOptions(prompt="orphan"), await bot.jobs.guild(1)
+        # Two jobs reserved and stored but not (known to be) submitted: a crash in between.
+        planner, server = bot.jobs.planner, await bot.jobs.guild(world.guild.id)
+        generate = planner.plan_imagine(requester(world), ImagineOptions(prompt="orphan"), server)
+        upload = planner.plan_edit(
+            requester(world), image=png(), instruction="snow", strength=None, guild=server
         )
-        orphan = await stored_but_unsubmitted(bot, world, plan)
+        orphan = await stored_but_unsubmitted(bot, world, generate, "e" * 32)
+        lost_upload = await stored_but_unsubmitted(bot, world, upload, "f" * 32)
     # Both go down; a fresh worker (empty queue) comes up on the same address, then the bot.
     await first_worker.stop()
     second_worker = await start_worker(worker_settings, engine)
     try:
         async with running_bot(fake_discord, slow_settings, url):
             await inter.wait_original(is_result, timeout=90)  # resubmitted, and put into its own message
-            refunded = await fake_discord.wait_message(
-                lambda m: "reached the worker" in m.content, timeout=30
-            )
+            await fake_discord.wait_message(mentions(world.bob), timeout=60)  # the orphan, finished
+            refunded = await fake_discord.wait_message(lambda m: "was not kept" in m.content, timeout=30)
             assert f"<@{world.bob.id}>" in refunded.content
     finally:
         await second_worker.stop()
     with sqlite3.connect(slow_settings.database.path) as conn:
-        rows = dict(conn.execute("SELECT job_id, attempts FROM jobs").fetchall())
-    assert rows[orphan] == 0 and max(rows.values()) == 1  # the lost job was resubmitted once
-    assert sorted(states(slow_settings)) == [("refunded", "refunded"), ("succeeded", "committed")]
+        attempts = dict(conn.execute("SELECT job_id, attempts FROM jobs").fetchall())
+    assert attempts[orphan] == 1 and attempts[lost_upload] == 0 and max(attempts.values()) == 1
+    assert sorted(states(slow_settings)) == [
+        ("refunded", "refunded"),
+        ("succeeded", "committed"),
+        ("succeeded", "committed"),
+    ]
+
+
+def png() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (9, 9, 9)).save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def requester(world) -> Requester:
     return Requester(user_id=world.bob.id, guild_id=world.guild.id, channel_id=world.channel.id, name="bob")
 
 
-async def stored_but_unsubmitted(bot, world, plan) -> str:
+async def stored_but_unsubmitted(bot, world, plan, job_id: str) -> str:
     """Reserve and store a job the way JobService.start does, but stop before submitting it."""
-    job_id = "e" * 32
     who = requester(world)
     await bot.quotas.reserve(job_id, who.guild_id, who.user_id, (), 1, "fast")
     await bot.jobs.jobs.create(
