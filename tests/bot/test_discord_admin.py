@@ -15,6 +15,9 @@ async def test_quota_admin_policies_change_what_members_may_do(fake_discord, set
     artists = fake_discord.add_role(world.guild, "artists")
     fake_discord.add_member(world.guild, world.bob, roles=[artists])
     async with running_bot(fake_discord, settings, worker):
+        for bad in ({"limit": 0}, {"limit": 5, "window_hours": 100000}):
+            text = await admin_do(fake_discord, world, "quota-admin set-default", bad)
+            assert "went wrong" not in text and ("limit" in text or "window" in text), text
         await admin_do(fake_discord, world, "quota-admin set-default", {"limit": 1, "window_hours": 2})
         assert "blocked" in await admin_do(fake_discord, world, "quota-admin block", {"user": world.alice})
         refused = await imagine(fake_discord, world, world.alice)
