@@ -23,6 +23,8 @@ import asyncio
 import itertools
 import json
 import logging
+import os
+import platform
 import statistics
 import sys
 import tempfile
@@ -244,36 +246,65 @@ async def overhead_ms(engine: Engine, repeats: int) -> list[float]:
     return diffs
 
 
-async def throughputs(engine: Engine, args: argparse.Namespace) -> tuple[Throughput, Throughput, Throughput]:
-    """Batched RPC, unbatched RPC and the bare pipeline, interleaved round by round so that load from
-    other processes on the machine weighs on all three alike."""
-    batched, unbatched, limit = Throughput(), Throughput(), Throughput()
+@dataclass
+class Rounds:
+    """Each round's three throughputs, measured back to back."""
+
+    batched: list[Throughput] = field(default_factory=list)
+    unbatched: list[Throughput] = field(default_factory=list)
+    limit: list[Throughput] = field(default_factory=list)
+
+    @staticmethod
+    def ratios(top: list[Throughput], bottom: list[Throughput]) -> list[float]:
+        """Per-round ratios: each pair was measured back to back, under the same load from elsewhere."""
+        return [round(t.images_per_s / b.images_per_s, 3) for t, b in zip(top, bottom, strict=True)]
+
+    def ratio(self, top: list[Throughput], bottom: list[Throughput]) -> float:
+        """The median over rounds of the per-round ratios."""
+        return statistics.median(self.ratios(top, bottom))
+
+    @staticmethod
+    def pooled(runs: list[Throughput]) -> Throughput:
+        return sum(runs, Throughput())
+
+
+async def throughputs(engine: Engine, args: argparse.Namespace) -> Rounds:
+    """Batched RPC, the bare pipeline and unbatched RPC, round after round, so that load from other
+    processes on the machine weighs on all three alike."""
+    rounds = Rounds()
     e1, e8 = TimedEngine(engine), TimedEngine(engine)
     one = await start_worker(WorkerSettings(port=0, max_batch=1), e1)
     many = await start_worker(WorkerSettings(port=0, max_batch=args.max_batch), e8)
     try:
         for r in range(args.rounds):
             b = await served_round(e8, many.url, args)
-            u = await served_round(e1, one.url, args)
             size = max(round(b.mean_batch), 1)
             lim = await asyncio.to_thread(bare_throughput, engine, size, args.window_s)
-            log.info("round %d: batched %.1f/s (mean batch %.2f), max_batch=1 %.1f/s, bare at %d %.1f/s",
-                     r, b.images_per_s, b.mean_batch, u.images_per_s, size, lim.images_per_s)  # fmt: skip
-            batched, unbatched, limit = batched + b, unbatched + u, limit + lim
+            u = await served_round(e1, one.url, args)
+            log.info("round %d: batched %.1f/s (mean batch %.2f), bare at %d %.1f/s, max_batch=1 %.1f/s",
+                     r, b.images_per_s, b.mean_batch, size, lim.images_per_s, u.images_per_s)  # fmt: skip
+            rounds.batched.append(b)
+            rounds.limit.append(lim)
+            rounds.unbatched.append(u)
     finally:
         await one.stop()
         await many.stop()
-    return batched, unbatched, limit
+    return rounds
 
 
 async def run(args: argparse.Namespace) -> dict[str, object]:
+    load_before = os.getloadavg()
     engine = await asyncio.to_thread(load_engine, args.arch, args.device, args.threads)
-    batched, unbatched, limit = await throughputs(engine, args)
+    rounds = await throughputs(engine, args)
     diffs = await overhead_ms(engine, args.repeats)
     figures = {
-        "batched_over_unbatched": round(batched.images_per_s / unbatched.images_per_s, 3),
-        "rpc_over_limit": round(batched.images_per_s / limit.images_per_s, 3),
+        "batched_over_unbatched": round(rounds.ratio(rounds.batched, rounds.unbatched), 3),
+        "rpc_over_limit": round(rounds.ratio(rounds.batched, rounds.limit), 3),
         "overhead_p50_ms": round(statistics.median(diffs), 2),
+    }
+    per_round = {
+        "rpc_over_limit": rounds.ratios(rounds.batched, rounds.limit),
+        "batched_over_unbatched": rounds.ratios(rounds.batched, rounds.unbatched),
     }
     return {
         "figures": figures,
@@ -283,9 +314,16 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             "overhead_p50_ms": "<= 15",
         },
         "config": vars(args) | {"model": engine.model_name, "device_name": engine.device_name},
-        "batched": batched.summary(),
-        "unbatched": unbatched.summary(),
-        "limit": limit.summary(),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            # Other processes share the machine; its load average says how much they weighed.
+            "load_avg_1m_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
+        },
+        "per_round": per_round,
+        "batched": Rounds.pooled(rounds.batched).summary(),
+        "unbatched": Rounds.pooled(rounds.unbatched).summary(),
+        "limit": Rounds.pooled(rounds.limit).summary(),
         "overhead_ms": {
             "p50": figures["overhead_p50_ms"],
             "p90": round(sorted(diffs)[int(len(diffs) * 0.9)], 2),
