@@ -338,6 +338,19 @@ class LaneStats(BaseModel):
     users: int
 
 
+class ReplicaStats(BaseModel):
+    """One model replica behind a scaled-out ingress (Ray Serve): its load and throughput."""
+
+    id: str
+    alive: bool = True
+    in_flight: int  # batches it is running now
+    batches: int
+    images: int
+    busy_seconds: float
+    images_per_s_1m: float
+    failures: int = 0
+
+
 class WorkerStats(BaseModel):
     model: str
     device: str
@@ -350,6 +363,7 @@ class WorkerStats(BaseModel):
     device_memory_bytes: int | None = None
     device_memory_total_bytes: int | None = None
     accepting: bool = True
+    replicas: list[ReplicaStats] = Field(default_factory=list)  # empty on a standalone worker
 
 
 # --- The engine boundary: what the scheduler hands the engine, and what comes back. ---

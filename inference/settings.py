@@ -89,6 +89,8 @@ class WorkerSettings(BaseModel):
     job_ttl_s: float = Field(default=3600.0, gt=0)  # how long finished jobs and their images are kept
     shutdown_grace_s: float = Field(default=30.0, ge=0)  # how long the running batch may finish at shutdown
     batch_timeout_s: float = Field(default=600.0, gt=0)
+    # Batches run at once, each on its own engine replica (Ray Serve); 1 for a single GPU.
+    batches_in_flight: int = Field(default=1, ge=1, le=512)
     # Least time between progress events of a running batch (so a batch shorter than this reports none):
     # every event costs the event loop a wake-up and a send per subscriber, and a chat message cannot
     # show more than a few updates a second anyway. 0 reports every step.
