@@ -657,7 +657,8 @@ class Scheduler:
             log.exception("pipeline call failed")
             self._fail(slices, ErrorCode.PIPELINE_ERROR, f"pipeline failed: {type(exc).__name__}: {exc}")
             return
-        self._deliver(slices, results)
+        # Hand out the results on the next loop turn, so the next batch reaches the engine first.
+        asyncio.get_running_loop().call_soon(self._deliver_or_fail, slices, results)
 
     async def _call_engine(self, slices: list[Slice]) -> list[list[GeneratedImage]]:
         loop = asyncio.get_running_loop()
@@ -665,11 +666,10 @@ class Scheduler:
         n = sum(s.count for s in slices)
         run = _Running(slices, time.monotonic(), self._times.estimate(key.shape, n))
         self._running = run
-        self._announce_positions()  # everyone behind moved up; ETAs now count this batch
-
         items = [s.item() for s in slices]
         on_step = self._progress_reporter(run, loop)
         future = loop.run_in_executor(self._executor, self._engine.run_batch, items, on_step, run.should_stop)
+        self._announce_positions()  # once the engine has its work: everyone behind moved up
         try:
             async with asyncio.timeout(self._settings.batch_timeout_s):
                 results = await asyncio.shield(future)
@@ -711,6 +711,13 @@ class Scheduler:
                 job.preview, job.preview_jpeg = previews[job.id], None
                 self._emit(job, EventType.PREVIEW, step=update.step, total=update.total)
             self._emit(job, EventType.PROGRESS, step=update.step, total=update.total, eta_s=self._eta(job))
+
+    def _deliver_or_fail(self, slices: list[Slice], results: list[list[GeneratedImage]]) -> None:
+        try:
+            self._deliver(slices, results)
+        except Exception:  # outside the GPU loop's own guard: no job may be left running forever
+            log.exception("delivering a batch failed")
+            self._fail(slices, ErrorCode.INTERNAL, "the worker hit an internal error delivering this batch")
 
     def _deliver(self, slices: list[Slice], results: list[list[GeneratedImage]]) -> None:
         if len(results) != len(slices):
