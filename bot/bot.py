@@ -15,6 +15,7 @@ import discord
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from discord.ext import commands
 
+from bot.challenges import ChallengeService
 from bot.delivery import JobRunner
 from bot.endpoints import use_discord_endpoints
 from bot.errors import BrushfireTree
@@ -24,13 +25,20 @@ from bot.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.imagine", "cogs.edit", "cogs.quota", "cogs.settings")
+EXTENSIONS = ("cogs.imagine", "cogs.edit", "cogs.quota", "cogs.settings", "cogs.styles", "cogs.challenges")
 
 
 class ImageBot(commands.Bot):
     """The bot. Services are built in run.py (or a test) and passed in; nothing here is global."""
 
-    def __init__(self, *, settings: Settings, jobs: JobService, quotas: QuotaService) -> None:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        jobs: JobService,
+        quotas: QuotaService,
+        challenges: ChallengeService | None = None,
+    ) -> None:
         intents = discord.Intents.none()
         intents.guilds = True  # slash commands need no privileged intents
         super().__init__(
@@ -44,6 +52,9 @@ class ImageBot(commands.Bot):
         self.settings = settings
         self.jobs = jobs
         self.quotas = quotas
+        self.challenges = challenges or ChallengeService(
+            db=jobs.db, quotas=quotas, settings=settings.challenges, clock=jobs.clock
+        )
         self.runner = JobRunner(self)
         self.scheduler = AsyncIOScheduler()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -83,6 +94,12 @@ class ImageBot(commands.Bot):
         self.create_task(self.jobs.watch_health(self.settings.limits.health_interval_s), name="worker-health")
         await self.sync_commands()
         self.create_task(self.reconcile(), name="reconcile")
+        self.create_task(self.rebuild_challenges(), name="challenges")
+
+    async def rebuild_challenges(self) -> None:
+        """Once connected: post what a previous run missed and schedule every challenge deadline."""
+        await self.wait_until_ready()
+        await self.challenges.rebuild()
 
     async def reconcile(self) -> int:
         """Finish, resubmit or refund the jobs a previous run left unfinished, and tell their users."""

@@ -25,7 +25,7 @@ from bot.plans import Action, Delivery, JobPlan, Planner, Requester
 from bot.progress import ProgressState
 from bot.quotas import CostSpec, QuotaError, QuotaService, QuotaStatus
 from bot.settings import Limits, Settings
-from bot.styles import StyleBook
+from bot.styles import StyleBook, StylePreset
 from inference import client as worker_client
 from inference.client import WorkerClient
 from inference.protocol import ErrorCode, EventType, JobEvent, JobInfo, JobKind, JobStatus, Lane
@@ -33,6 +33,7 @@ from storage.db import Database
 from storage.generations import GenerationRecord, GenerationsRepo
 from storage.guilds import GuildSettings, GuildsRepo
 from storage.jobs import JobRecord, JobsRepo, JobState
+from storage.styles import GuildStylesRepo
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,8 @@ class JobService:
         self.jobs = JobsRepo(db, clock)
         self.generations = GenerationsRepo(db, clock)
         self.guilds = GuildsRepo(db, clock)
+        self.guild_styles = GuildStylesRepo(db, clock)
+        self.clock = clock
         self._clock = clock
         self.worker_healthy = True
 
@@ -101,6 +104,18 @@ class JobService:
 
     async def guild(self, guild_id: int) -> GuildSettings:
         return await self.guilds.get(guild_id)
+
+    async def style_book(self, guild_id: int) -> StyleBook:
+        """The configured presets plus the guild's own (`/style add`); bad stored rows are skipped."""
+        if not guild_id:
+            return self.styles
+        presets = []
+        for record in await self.guild_styles.list(guild_id):
+            try:
+                presets.append(StylePreset.from_record(record))
+            except ValueError as exc:
+                log.warning("guild %d style %r is unusable: %s", guild_id, record.name, exc)
+        return self.styles.with_guild(presets)
 
     async def plan_from_result(
         self, action: Action, job_id: str, index: int, requester: Requester, instruction: str | None = None

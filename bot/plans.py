@@ -167,15 +167,25 @@ class Planner:
         d = self._settings.engine.defaults
         return d.width, d.height
 
-    def plan_imagine(self, requester: Requester, options: ImagineOptions, guild: GuildSettings) -> JobPlan:
-        """Validate /imagine's options into a plan; raises a BrushfireError naming the bad option."""
+    def plan_imagine(
+        self,
+        requester: Requester,
+        options: ImagineOptions,
+        guild: GuildSettings,
+        styles: StyleBook | None = None,
+    ) -> JobPlan:
+        """Validate /imagine's options into a plan; raises a BrushfireError naming the bad option.
+
+        `styles` is the book with the guild's own presets; without it only the configured ones count.
+        """
+        book = styles or self._styles
         self.check_channel(requester, guild)
         prompt = self.check_prompt(options.prompt, guild)
         negative = (
             self.check_prompt(options.negative, guild, "negative prompt") if options.negative.strip() else ""
         )
-        style = self._styles.style(options.style or guild.default_style)
-        aspect = self._styles.aspect(options.aspect)
+        style = book.style(options.style or guild.default_style)
+        aspect = book.aspect(options.aspect or (style.aspect if style else None))
         max_count = min(self._limits.max_images_per_job, guild.max_images_per_job)
         if not 1 <= options.count <= max_count:
             raise InvalidInput(f"You can ask for 1 to {max_count} images per job here, not {options.count}.")

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from bot.challenges import ChallengeSettings
 from bot.quotas import QuotaSettings
 from bot.styles import DEFAULT_ASPECTS, DEFAULT_STYLES, Aspect, StylePreset
 from inference.protocol import MAX_COUNT, MAX_PROMPT_CHARS
@@ -83,6 +84,7 @@ class Settings(BaseSettings):
     discord: DiscordSettings = Field(default_factory=DiscordSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     quota: QuotaSettings = Field(default_factory=QuotaSettings)
+    challenges: ChallengeSettings = Field(default_factory=ChallengeSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     engine: EngineSettings = Field(default_factory=EngineSettings)
     # Where the bot finds the worker; None means the worker this process starts (worker.host:port).
@@ -105,7 +107,19 @@ class Settings(BaseSettings):
             dupes = sorted({n for n in names if names.count(n) > 1})
             if dupes:
                 raise ValueError(f"{kind} names must be unique; repeated: {', '.join(dupes)}")
+        switchable = self.switchable_adapters
+        for style in self.styles:
+            if style.adapter is not None and style.adapter not in switchable:
+                raise ValueError(
+                    f"style {style.name!r} uses adapter {style.adapter!r}, which engine.adapters does not list "
+                    f"as a switchable (not fused) adapter; listed: {sorted(switchable) or 'none'}"
+                )
         return self
+
+    @property
+    def switchable_adapters(self) -> frozenset[str]:
+        """The LoRA adapters a style may name: those the worker loads and switches per batch."""
+        return frozenset(a.name for a in self.engine.adapters if not a.fuse)
 
     @classmethod
     def settings_customise_sources(

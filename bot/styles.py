@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bot.errors import InvalidInput, UnknownStyle
+from storage.styles import GuildStyleRecord
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,8 @@ class StylePreset(BaseModel):
     negative: str = ""
     steps: int | None = Field(default=None, ge=1, le=150)
     guidance: float | None = Field(default=None, ge=0.0, le=30.0)
+    aspect: str | None = Field(default=None, pattern=r"^\d{1,2}:\d{1,2}$")  # the default shape
+    # A LoRA adapter the worker lists in `engine.adapters` (by name), switched on for this style's jobs.
     adapter: str | None = None
     adapter_scale: float = Field(default=1.0, ge=0.0, le=2.0)
 
@@ -36,6 +39,20 @@ class StylePreset(BaseModel):
         if v.count("{prompt}") != 1:
             raise ValueError("a style's prompt template must contain {prompt} exactly once")
         return v
+
+    @classmethod
+    def from_record(cls, record: GuildStyleRecord) -> StylePreset:
+        return cls(
+            name=record.name,
+            description=record.description,
+            prompt=record.prompt,
+            negative=record.negative,
+            steps=record.steps,
+            guidance=record.guidance,
+            aspect=record.aspect,
+            adapter=record.adapter,
+            adapter_scale=record.adapter_scale,
+        )
 
     def apply(self, prompt: str, negative: str) -> StyledPrompt:
         """The prompt and negative prompt the model sees for the user's words under this style."""
@@ -132,11 +149,21 @@ DEFAULT_ASPECTS: tuple[Aspect, ...] = (
 
 
 class StyleBook:
-    """The presets and aspects from settings, looked up by name."""
+    """The presets and aspects from settings (plus, for one guild, that guild's own presets) by name."""
 
-    def __init__(self, styles: list[StylePreset], aspects: list[Aspect]) -> None:
+    def __init__(
+        self, styles: list[StylePreset], aspects: list[Aspect], guild_styles: list[StylePreset] | None = None
+    ) -> None:
         self._styles = {s.name: s for s in styles}
+        self.guild_names = frozenset(s.name for s in guild_styles or () if s.name not in self._styles)
+        # A configured preset wins over a guild one of the same name (`/style add` refuses those anyway).
+        self._styles.update({s.name: s for s in guild_styles or () if s.name in self.guild_names})
         self._aspects = {a.name: a for a in aspects}
+
+    def with_guild(self, guild_styles: list[StylePreset]) -> StyleBook:
+        """This book plus one guild's presets."""
+        configured = [s for s in self._styles.values() if s.name not in self.guild_names]
+        return StyleBook(configured, list(self._aspects.values()), guild_styles)
 
     @property
     def styles(self) -> list[StylePreset]:

@@ -254,7 +254,41 @@ class CancelButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:cancel:{
         await interaction.response.send_message("Cancelling; you will not be charged.", ephemeral=True)
 
 
+class SubmitButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:submit:{JOB_RE}(?::{INDEX_RE})?"):
+    """Enter this result in the server's running challenge; on a several-image result, pick which first."""
+
+    def __init__(self, job_id: str, index: int | None = None, row: int | None = 0) -> None:
+        label = "Submit to challenge" if index is None else f"Submit image {index + 1}"
+        super().__init__(
+            _button(
+                "submit", job_id, index, label=label, emoji="🏆", style=discord.ButtonStyle.secondary, row=row
+            )
+        )
+        self.job_id = job_id
+        self.index = index
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: ui.Item[Any], match: re.Match[str]
+    ) -> Self:
+        return cls(match["job"], int(match["n"]) if match["n"] is not None else None)
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        from cogs.challenges import submit_from_result
+
+        await guarded(interaction, submit_from_result(interaction, self.job_id, self.index))
+
+
+def submit_picker(job_id: str, indexes: list[int]) -> ui.View:
+    """One Submit button per image, for a result with several."""
+    view = ui.View(timeout=None)
+    for n in indexes[: BUTTONS_PER_ROW * 4]:
+        view.add_item(SubmitButton(job_id, n, row=None))
+    return view
+
+
 DYNAMIC_ITEMS: tuple[type[ui.DynamicItem[Any]], ...] = (
+    SubmitButton,
     RerollButton,
     VaryButton,
     UpscaleButton,
@@ -271,9 +305,9 @@ def progress_view(job_id: str) -> ui.View:
 
 
 def result_view(job_id: str, indexes: list[int]) -> ui.View:
-    """Re-roll, Edit, Delete; then V1..Vn and U1..Un, five to a row (at most 8 images fit in 5 rows)."""
+    """Re-roll, Edit, Delete, Submit; then V1..Vn and U1..Un, five to a row (8 images fit in 5 rows)."""
     view = ui.View(timeout=None)
-    for item in (RerollButton(job_id), EditButton(job_id), DeleteButton(job_id)):
+    for item in (RerollButton(job_id), EditButton(job_id), DeleteButton(job_id), SubmitButton(job_id)):
         view.add_item(item)
     row = 1
     for kind in (VaryButton, UpscaleButton):

@@ -66,7 +66,8 @@ class Imagine(commands.Cog):
         )
 
         async def plan_for(requester: Requester, guild: GuildSettings) -> JobPlan:
-            return self.bot.jobs.planner.plan_imagine(requester, options, guild)
+            book = await self.bot.jobs.style_book(requester.guild_id)
+            return self.bot.jobs.planner.plan_imagine(requester, options, guild, book)
 
         await self.bot.runner.run(interaction, plan_for)
 
@@ -74,9 +75,10 @@ class Imagine(commands.Cog):
     async def style_autocomplete(
         self, interaction: discord.Interaction, current: str
     ) -> list[app_commands.Choice[str]]:
+        book = await self.bot.jobs.style_book(interaction.guild_id or 0)
         return [
             app_commands.Choice(name=_choice_name(s.name, s.description), value=s.name)
-            for s in self.bot.jobs.styles.search(current)
+            for s in book.search(current)
         ]
 
 

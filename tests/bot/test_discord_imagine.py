@@ -34,7 +34,7 @@ async def test_imagine_posts_result_with_buttons_and_charges(fake_discord, setti
         fields = {f["name"]: f["value"] for f in embed["fields"]}
         assert fields["Seed"] == "11, 12" and fields["Size"] == "64x64"
         ids = result.custom_ids()
-        assert {c.split(":")[1] for c in ids} == {"reroll", "edit", "delete", "vary", "upscale"}
+        assert {c.split(":")[1] for c in ids} == {"reroll", "edit", "delete", "submit", "vary", "upscale"}
         assert all(len(c) <= 100 for c in ids)
         assert any(v.edits for v in [result])  # the progress message became the result
         assert ledger(settings) == [(world.alice.id, "committed", "fast")]

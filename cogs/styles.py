@@ -1,0 +1,161 @@
+"""/styles lists the style presets; /style add|remove (Manage Server) keeps a server's own presets."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+from pydantic import ValidationError
+
+from bot.errors import InvalidInput, NotPermitted
+from bot.styles import StyleBook, StylePreset
+from storage.styles import GuildStyleExists, GuildStyleRecord, TooManyGuildStyles
+
+if TYPE_CHECKING:
+    from bot.bot import ImageBot
+
+log = logging.getLogger(__name__)
+
+FIELDS_PER_EMBED = 25
+
+
+def styles_embed(book: StyleBook) -> discord.Embed:
+    embed = discord.Embed(title="Style presets", colour=discord.Colour.orange())
+    embed.description = "Use one with `/imagine style:`. ★ marks this server's own presets."
+    for style in book.styles[:FIELDS_PER_EMBED]:
+        mark = " ★" if style.name in book.guild_names else ""
+        details = [style.description or style.prompt]
+        if style.aspect:
+            details.append(f"shape {style.aspect}")
+        if style.steps:
+            details.append(f"{style.steps} steps")
+        if style.adapter:
+            details.append(f"LoRA {style.adapter} scale {style.adapter_scale:g}")
+        embed.add_field(name=f"{style.name}{mark}", value=" · ".join(details)[:1024], inline=False)
+    if len(book.styles) > FIELDS_PER_EMBED:
+        embed.set_footer(
+            text=f"and {len(book.styles) - FIELDS_PER_EMBED} more; type in /imagine style: to search"
+        )
+    return embed
+
+
+def _validation_text(exc: ValidationError) -> str:
+    err = exc.errors(include_url=False)[0]
+    where = ".".join(str(p) for p in err["loc"]) or "style"
+    return f"{where}: {err['msg']}"
+
+
+class Styles(commands.Cog):
+    def __init__(self, bot: ImageBot) -> None:
+        self.bot = bot
+
+    @app_commands.command(name="styles", description="Show the style presets you can use here")
+    @app_commands.guild_only()
+    async def styles(self, interaction: discord.Interaction) -> None:
+        book = await self.bot.jobs.style_book(interaction.guild_id or 0)
+        await interaction.response.send_message(embed=styles_embed(book), ephemeral=True)
+
+
+class StyleAdmin(commands.GroupCog, group_name="style", group_description="This server's own style presets"):
+    def __init__(self, bot: ImageBot) -> None:
+        self.bot = bot
+        super().__init__()
+
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:  # type: ignore[override]
+        if interaction.guild_id is None or not interaction.permissions.manage_guild:
+            raise NotPermitted("Only members with Manage Server can change this server's styles.")
+        return True
+
+    @app_commands.command(name="add", description="Add a style preset for this server")
+    @app_commands.describe(
+        name="Lowercase name, e.g. harbour-ghibli",
+        prompt="Template with {prompt} where the member's words go",
+        negative="What this style keeps out",
+        aspect="Default shape, e.g. 16:9",
+        adapter="A LoRA adapter the worker lists (by name)",
+        adapter_scale="How strongly the LoRA applies (0-2)",
+    )
+    async def add(
+        self,
+        interaction: discord.Interaction,
+        *,
+        name: app_commands.Range[str, 1, 50],
+        prompt: app_commands.Range[str, 1, 500],
+        description: app_commands.Range[str, 0, 100] = "",
+        negative: app_commands.Range[str, 0, 500] = "",
+        steps: app_commands.Range[int, 1, 150] | None = None,
+        guidance: app_commands.Range[float, 0.0, 30.0] | None = None,
+        aspect: str | None = None,
+        adapter: str | None = None,
+        adapter_scale: app_commands.Range[float, 0.0, 2.0] = 1.0,
+    ) -> None:
+        guild_id = interaction.guild_id or 0
+        book = await self.bot.jobs.style_book(guild_id)
+        try:
+            preset = StylePreset(
+                name=name.strip().lower(),
+                description=description,
+                prompt=prompt,
+                negative=negative,
+                steps=steps,
+                guidance=guidance,
+                aspect=aspect,
+                adapter=adapter or None,
+                adapter_scale=adapter_scale,
+            )
+        except ValidationError as exc:
+            raise InvalidInput(f"That style was not added: {_validation_text(exc)}.") from None
+        self._check(preset, book)
+        record = GuildStyleRecord(
+            guild_id=guild_id,
+            created_by=interaction.user.id,
+            **preset.model_dump(exclude={"name"}),
+            name=preset.name,
+        )
+        try:
+            await self.bot.jobs.guild_styles.add(record)
+        except GuildStyleExists:
+            raise InvalidInput(
+                f"This server already has a style called `{preset.name}`; remove it first."
+            ) from None
+        except TooManyGuildStyles as exc:
+            raise InvalidInput(f"That style was not added: {exc}.") from None
+        await interaction.response.send_message(f"Added style `{preset.name}`.", ephemeral=True)
+
+    def _check(self, preset: StylePreset, book: StyleBook) -> None:
+        if preset.name in {s.name for s in book.styles} and preset.name not in book.guild_names:
+            raise InvalidInput(f"`{preset.name}` is one of brushfire's own styles; pick another name.")
+        if preset.aspect is not None:
+            book.aspect(preset.aspect)
+        known = self.bot.settings.switchable_adapters
+        if preset.adapter is not None and preset.adapter not in known:
+            listed = ", ".join(sorted(known)) or "none are configured"
+            raise InvalidInput(f"The worker has no LoRA adapter called `{preset.adapter[:50]}` ({listed}).")
+
+    @app_commands.command(name="remove", description="Remove one of this server's style presets")
+    async def remove(self, interaction: discord.Interaction, name: str) -> None:
+        if not await self.bot.jobs.guild_styles.remove(interaction.guild_id or 0, name.strip().lower()):
+            raise InvalidInput(f"This server has no style of its own called `{name[:50]}`.")
+        await interaction.response.send_message(f"Removed style `{name.strip().lower()}`.", ephemeral=True)
+
+    @remove.autocomplete("name")
+    async def _own_styles(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        book = await self.bot.jobs.style_book(interaction.guild_id or 0)
+        return [
+            app_commands.Choice(name=s.name, value=s.name)
+            for s in book.search(current)
+            if s.name in book.guild_names
+        ]
+
+
+async def setup(bot: ImageBot) -> None:
+    await bot.add_cog(Styles(bot))
+    admin = StyleAdmin(bot)
+    admin.app_command.default_permissions = discord.Permissions(manage_guild=True)
+    admin.app_command.guild_only = True
+    await bot.add_cog(admin)

@@ -1,0 +1,89 @@
+"""Guild style presets: the looks a server's admins add with `/style add`, beside the configured ones."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from storage.db import Database, SyncTx
+
+log = logging.getLogger(__name__)
+
+MAX_GUILD_STYLES = 100
+
+
+@dataclass(frozen=True, slots=True)
+class GuildStyleRecord:
+    """One guild preset row; `bot.styles.StylePreset.from_record` validates it into a preset."""
+
+    guild_id: int
+    name: str
+    prompt: str
+    description: str = ""
+    negative: str = ""
+    steps: int | None = None
+    guidance: float | None = None
+    aspect: str | None = None
+    adapter: str | None = None
+    adapter_scale: float = 1.0
+    created_by: int = 0
+    created_at: float = 0.0
+
+
+class GuildStyleExists(Exception):
+    """The guild already has a preset with that name."""
+
+
+class TooManyGuildStyles(Exception):
+    """The guild has as many presets as it may."""
+
+
+_COLUMNS = (
+    "guild_id, name, prompt, description, negative, steps, guidance, aspect, adapter, adapter_scale, "
+    "created_by, created_at"
+)
+
+
+def _record(row: sqlite3.Row) -> GuildStyleRecord:
+    return GuildStyleRecord(**{k: row[k] for k in row.keys()})  # noqa: SIM118 - sqlite3.Row is not a dict
+
+
+class GuildStylesRepo:
+    def __init__(self, db: Database, clock: Callable[[], float] = time.time) -> None:
+        self._db = db
+        self._clock = clock
+
+    async def list(self, guild_id: int) -> list[GuildStyleRecord]:
+        sql = f"SELECT {_COLUMNS} FROM guild_styles WHERE guild_id = ? ORDER BY name"
+        rows = await self._db.run(lambda tx: tx.fetchall(sql, (guild_id,)), write=False)
+        return [_record(r) for r in rows]
+
+    async def add(self, record: GuildStyleRecord) -> GuildStyleRecord:
+        """Store a new preset; refuses a taken name and more than MAX_GUILD_STYLES per guild."""
+        stored = GuildStyleRecord(**{**_fields(record), "created_at": self._clock()})
+        sql = f"INSERT INTO guild_styles ({_COLUMNS}) VALUES ({', '.join('?' * 12)})"
+
+        def body(tx: SyncTx) -> None:
+            count = tx.fetchone("SELECT COUNT(*) FROM guild_styles WHERE guild_id = ?", (record.guild_id,))
+            if count is not None and count[0] >= MAX_GUILD_STYLES:
+                raise TooManyGuildStyles(f"a server can have at most {MAX_GUILD_STYLES} presets")
+            try:
+                tx.execute(sql, tuple(_fields(stored).values()))
+            except sqlite3.IntegrityError:
+                raise GuildStyleExists(record.name) from None
+
+        await self._db.run(body)
+        return stored
+
+    async def remove(self, guild_id: int, name: str) -> bool:
+        changed = await self._db.write(
+            "DELETE FROM guild_styles WHERE guild_id = ? AND name = ?", (guild_id, name)
+        )
+        return changed > 0
+
+
+def _fields(record: GuildStyleRecord) -> dict[str, object]:
+    return {name: getattr(record, name) for name in _COLUMNS.replace(" ", "").split(",")}
