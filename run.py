@@ -2,6 +2,7 @@
 
 python run.py                      worker + bot (the worker is restarted with backoff if it crashes)
 python run.py bot | worker         one of the two
+python run.py serve --ray [--replicas N] [--address ADDR]   the worker's RPC on Ray Serve, many GPUs
 python run.py db migrate | backup PATH
 python run.py imagine "a red fox" -o fox.png
 python run.py edit fox.png "make it snowy" -o snowy.png
@@ -41,6 +42,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     sub.add_parser("all", help="worker and bot together (the default)")
     sub.add_parser("bot", help="the Discord bot alone (the worker runs elsewhere: worker_url)")
     sub.add_parser("worker", help="the inference worker alone")
+    serve = sub.add_parser("serve", help="the worker's RPC from many GPUs and machines (Ray Serve)")
+    serve.add_argument("--ray", action="store_true", help="serve on Ray Serve (the only mode so far)")
+    serve.add_argument("--replicas", type=int, default=1, help="model replicas, one per GPU")
+    serve.add_argument("--max-replicas", type=int, help="autoscale from --replicas up to this many")
+    serve.add_argument("--address", help="join the Ray cluster at HOST:PORT (default: start a local one)")
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     db_sub.add_parser("migrate", help="create or upgrade the database file")
@@ -89,6 +95,8 @@ def _dispatch(command: str, args: argparse.Namespace, settings: Settings) -> int
 
         run_worker(settings.worker, settings.engine)
         return 0
+    if command == "serve":
+        return _serve_ray(args, settings)
     if command == "db":
         return asyncio.run(_db(args, settings))
     if command in ("imagine", "edit"):
@@ -168,6 +176,33 @@ async def _bot_and_worker(settings: Settings, config: Path | None) -> int:
         await supervisor.stop(settings.worker.shutdown_grace_s + 10)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+def _serve_ray(args: argparse.Namespace, settings: Settings) -> int:
+    """The worker's RPC on Ray Serve: a local cluster, or the one at --address."""
+    if not args.ray:
+        print("error: `serve` needs --ray (for a single GPU run `run.py worker`)", file=sys.stderr)
+        return 2
+    try:
+        from inference.ray_app import RayClusterUnreachable, RayScaleSettings, run_ray
+    except ImportError as exc:
+        print(f"error: Ray Serve is not installed ({exc}); pip install 'brushfire[ray]'", file=sys.stderr)
+        return 2
+    from pydantic import ValidationError
+
+    from inference.server import WorkerConfigError
+
+    try:
+        scale = RayScaleSettings(
+            min_replicas=args.replicas,
+            max_replicas=args.max_replicas or args.replicas,
+            num_gpus=0.0 if settings.engine.device == "cpu" else 1.0,
+        )
+        run_ray(settings.engine, settings.worker, scale, args.address)
+    except (RayClusterUnreachable, WorkerConfigError, ValidationError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 async def _db(args: argparse.Namespace, settings: Settings) -> int:

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import threading
 import time
 from collections import deque
@@ -51,6 +52,7 @@ INGRESS_NAME = "Ingress"
 MODEL_NAME = "ModelReplica"
 ATTEMPTS = 2  # a batch whose replica dies is run once more on another replica, then fails
 _RATE_WINDOW_S = 60.0
+PROBE_TIMEOUT_S = 5.0
 
 
 class RayClusterUnreachable(RuntimeError):
@@ -457,17 +459,38 @@ def _replica_count(scale: RayScaleSettings) -> dict[str, Any]:
 
 
 def connect_cluster(address: str | None, num_cpus: int | None = None) -> None:
-    """Join the Ray cluster at `address` (None starts a local one); unreachable is a clear error."""
+    """Join the Ray cluster at `address` (None starts a local one); unreachable is a clear error.
+
+    The address is probed first: `ray.init` keeps retrying an unreachable one for minutes.
+    """
     if ray.is_initialized():
         return
+    if address is not None:
+        probe_address(address)
     try:
         if address is None:
             ray.init(num_cpus=num_cpus, include_dashboard=False)
         else:
             ray.init(address=address, include_dashboard=False)
     except (ConnectionError, RuntimeError, ValueError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise RayClusterUnreachable(f"could not join the Ray cluster at {address!r}: {reason}") from None
+
+
+def probe_address(address: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
+    """Refuse an address whose host and port do not accept a TCP connection within `timeout_s`."""
+    if address == "auto":
+        return  # Ray reads the local cluster's address from its session files
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise RayClusterUnreachable(f"the Ray address {address!r} is not HOST:PORT, ray://HOST:PORT or auto")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            pass
+    except OSError as exc:
         raise RayClusterUnreachable(
-            f"could not reach the Ray cluster at {address!r}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+            f"could not reach the Ray cluster at {address!r}: {exc.strerror or type(exc).__name__}. "
+            "Start it with `ray start --head` on that machine, or leave out --address for a local one."
         ) from None
 
 
