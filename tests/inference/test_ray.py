@@ -1,0 +1,200 @@
+"""The worker's RPC on Ray Serve: the deployed ingress, replica faults, per-replica stats, bad addresses.
+
+One local Ray cluster for the module (2 CPUs) runs the real application with 2 replicas of the tiny
+model. Tests that kill replicas come last: Serve restarts them, and the module waits for that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from aiohttp.test_utils import TestClient
+from PIL import Image
+
+from inference.client import WorkerClient, WorkerRejected
+from inference.protocol import Engine, ErrorCode, JobEvent, JobInfo, JobRequest, JobStatus
+from inference.server import RunningWorker, create_app, start_worker
+from inference.settings import WorkerSettings
+from tests.inference import fixtures_ray, fixtures_worker
+from tests.inference.fixtures_ray import RAY_TOKEN, REPLICAS, RayApp, serve
+from tests.inference.fixtures_worker import job, job_fields, png_bytes
+
+ray = fixtures_ray.ray
+ray_app = fixtures_ray.ray_app  # the cluster and app, once per module
+tiny_engine = fixtures_worker.tiny_engine
+
+Client = TestClient[Any, Any]
+MakeClient = Callable[..., Awaitable[Client]]
+
+
+@pytest.fixture
+async def remote(ray_app: RayApp) -> AsyncIterator[WorkerClient]:
+    """The bot's own client, pointed at the deployed ingress."""
+    async with WorkerClient(ray_app.url, token=RAY_TOKEN, timeout=60, backoff=0.05) as c:
+        yield c
+
+
+@pytest.fixture
+def make_client(aiohttp_client: Any, ray_app: RayApp) -> MakeClient:
+    """The worker's app in-process over the module's replicas, to look inside the `RayEngine`."""
+
+    async def go(**settings: Any) -> Client:
+        settings = {"progress_interval_s": 0} | settings
+        app = create_app(WorkerSettings.model_validate(settings), ray_app.engine)
+        return await aiohttp_client(app)
+
+    return go
+
+
+async def post(client: Client, **fields: Any) -> JobInfo:
+    resp = await client.post("/v1/jobs", json=job_fields(**fields))
+    assert resp.status == 201, await resp.text()
+    return JobInfo.model_validate(await resp.json())
+
+
+async def final(client: Client, job_id: str) -> JobInfo:
+    async with asyncio.timeout(120):
+        resp = await client.get(f"/v1/jobs/{job_id}/events")
+        lines = [JobEvent.model_validate_json(line) async for line in resp.content if line.strip()]
+    assert lines[-1].job is not None
+    return lines[-1].job
+
+
+async def until_progress(client: Client, job_id: str) -> None:
+    async with asyncio.timeout(60):
+        resp = await client.get(f"/v1/jobs/{job_id}/events")
+        async for line in resp.content:
+            if line.strip() and JobEvent.model_validate_json(line).type == "progress":
+                resp.close()
+                return
+    raise AssertionError(f"job {job_id} made no progress")
+
+
+# --- the deployed ingress, as the bot sees it ---
+
+
+async def test_jobs_through_the_deployed_ingress(remote: WorkerClient) -> None:
+    assert await remote.ready()
+    infos = [await remote.submit(job(user=f"u{i % 2}", seed=i, count=1 + i % 2)) for i in range(4)]
+    edit = await remote.submit(job(kind="img2img", strength=0.5, width=None, height=None), png_bytes(96, 64))
+    for info in [*infos, edit]:
+        done = await remote.wait(info.id)
+        assert done.status is JobStatus.SUCCEEDED and done.images == info.count, done.error
+        img = Image.open(io.BytesIO(await remote.image(info.id, done.images - 1)))
+        assert img.format == "PNG" and img.size == (info.width, info.height)
+    stats = await remote.stats()
+    assert stats.device == "ray:cpu" and stats.jobs_done == 5
+
+
+async def test_the_ingress_refuses_like_the_worker(remote: WorkerClient, ray_app: RayApp) -> None:
+    for fields, code in (({"prompt": " "}, ErrorCode.PROMPT_EMPTY), ({"width": 100}, ErrorCode.BAD_SIZE)):
+        with pytest.raises(WorkerRejected) as caught:
+            await remote.submit(JobRequest.model_construct(**job_fields(**fields)))  # unchecked here
+        assert caught.value.code is code
+    async with WorkerClient(ray_app.url, token="wrong", timeout=10, backoff=0.01) as stranger:
+        with pytest.raises(WorkerRejected) as caught:
+            await stranger.stats()
+        assert caught.value.code is ErrorCode.UNAUTHORIZED
+
+
+async def test_same_seed_same_image_as_the_standalone_worker(
+    remote: WorkerClient, tiny_engine: Engine
+) -> None:
+    standalone: RunningWorker = await start_worker(WorkerSettings(port=0), tiny_engine)
+    try:
+        async with WorkerClient(standalone.url, timeout=60) as local:
+            pngs = []
+            for client in (local, remote):
+                info = await client.submit(job(seed=777, prompt="a yellow moon"))
+                await client.wait(info.id)
+                pngs.append(np.asarray(Image.open(io.BytesIO(await client.image(info.id, 0))), np.int16))
+    finally:
+        await standalone.stop()
+    assert np.abs(pngs[0] - pngs[1]).max() <= 3
+
+
+# --- addresses and settings ---
+
+
+def test_an_unreachable_cluster_is_a_clear_error_naming_the_address() -> None:
+    result = subprocess.run(
+        [sys.executable, "run.py", "serve", "--ray", "--address", "127.0.0.1:1"],
+        check=False,
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "could not reach the Ray cluster at '127.0.0.1:1'" in result.stderr
+
+
+# --- faults: replicas killed mid-batch (last: Serve restarts them) ---
+
+
+def _busy_replicas(app: RayApp) -> list[str]:
+    return [r.id for r in app.engine.replica_stats() if r.in_flight]
+
+
+async def _kill_busy(app: RayApp, exclude: frozenset[str] = frozenset()) -> str:
+    """Kill the replica that is running a batch now (not one in `exclude`); return its id."""
+    for _ in range(3000):
+        busy = [r for r in _busy_replicas(app) if r not in exclude]
+        if busy:
+            break
+        await asyncio.sleep(0.01)
+    else:
+        raise AssertionError("no replica took the batch")
+    (replica,) = busy
+    actor = ray.get_actor(f"SERVE_REPLICA::brushfire#ModelReplica#{replica}", namespace="serve")
+    ray.kill(actor, no_restart=True)
+    return replica
+
+
+async def _wait_for_replicas(count: int) -> None:
+    """Wait until Serve has replaced the killed replicas and all `count` run."""
+    for _ in range(240):
+        states = serve.status().applications["brushfire"].deployments["ModelReplica"].replica_states
+        if states.get("RUNNING", 0) >= count and len(states) == 1:
+            return
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"Serve did not bring the model replicas back: {states}")
+
+
+async def test_a_replica_killed_mid_batch_runs_the_batch_again_elsewhere(
+    make_client: MakeClient, ray_app: RayApp
+) -> None:
+    client = await make_client()
+    retries = ray_app.engine.retries
+    info = await post(client, steps=150, count=2, idempotency_key="kill-me-once")
+    await until_progress(client, info.id)
+    killed = await _kill_busy(ray_app)
+    done = await final(client, info.id)
+    assert done.status == "succeeded" and done.images == 2, done.error
+    assert done.idempotency_key == "kill-me-once" and ray_app.engine.retries == retries + 1
+    stats = {r.id: r for r in ray_app.engine.replica_stats()}
+    assert not stats[killed].alive and stats[killed].failures >= 1
+    assert any(r.alive and r.batches for r in stats.values())
+    await _wait_for_replicas(REPLICAS)
+
+
+async def test_a_batch_whose_retry_dies_too_fails_clearly(make_client: MakeClient, ray_app: RayApp) -> None:
+    client = await make_client()
+    info = await post(client, steps=150, idempotency_key="kill-me-twice")
+    await until_progress(client, info.id)
+    first = await _kill_busy(ray_app)
+    await _kill_busy(ray_app, exclude=frozenset({first}))
+    done = await final(client, info.id)
+    assert done.status == "failed" and done.error is not None
+    assert done.error.code == "pipeline_error" and "died and so did the retry" in done.error.message
+    await _wait_for_replicas(REPLICAS)
+    after = await post(client, prompt="after the storm")  # and the app serves on with new replicas
+    assert (await final(client, after.id)).status == "succeeded"
