@@ -257,6 +257,7 @@ class _Running:
     estimate: float
     stop: bool = False
     last_report: float = 0.0
+    future: asyncio.Future[list[list[GeneratedImage]]] | None = None
 
     @property
     def jobs(self) -> list[Job]:
@@ -283,13 +284,15 @@ class Scheduler:
         self._lanes = {Lane.FAST: _Lane(), Lane.RELAX: _Lane()}
         self._jobs: dict[str, Job] = {}
         self._by_key: dict[str, Job] = {}
-        self._running: _Running | None = None
+        self._runs: set[_Running] = set()  # the batches in flight, at most `batches_in_flight`
+        self._batch_tasks: set[asyncio.Task[None]] = set()
         self._times = BatchTimes()
         self._relax_credit = 0.0
         self._accepting = True
-        self._wake = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
-        self._tasks: list[asyncio.Task[None]] = []
+        self._executor = ThreadPoolExecutor(
+            max_workers=settings.batches_in_flight, thread_name_prefix="engine"
+        )
+        self._sweeper: asyncio.Task[None] | None = None
         self._done_images: deque[tuple[float, int]] = deque()
         self.counters: dict[JobStatus, int] = dict.fromkeys(JobStatus, 0)
         self.batches = 0
@@ -311,32 +314,30 @@ class Scheduler:
     # --- lifecycle ---
 
     async def start(self) -> None:
-        self._tasks = [
-            asyncio.create_task(self._serve(), name="scheduler"),
-            asyncio.create_task(self._sweep(), name="scheduler-sweep"),
-        ]
+        self._sweeper = asyncio.create_task(self._sweep(), name="scheduler-sweep")
+        self._fill()
 
     async def shutdown(self) -> None:
-        """Stop intake, fail queued jobs with `shutting_down`, let the running batch finish (bounded)."""
-        if not self._accepting and not self._tasks:
+        """Stop intake, fail queued jobs with `shutting_down`, let running batches finish (bounded)."""
+        if not self._accepting and self._sweeper is None:
             return
         self._accepting = False
         for lane in self._lanes.values():
             for job in lane.clear():
                 self._finish(job, JobStatus.FAILED, _shutting_down())
-        serve = self._tasks[0] if self._tasks else None
-        if self._running is not None and serve is not None:
-            self._wake.set()
-            await asyncio.wait({serve}, timeout=self._settings.shutdown_grace_s)
-        if self._running is not None:
-            log.warning("the running batch did not finish within the shutdown grace; stopping it")
-            self._running.stop = True
-            for job in self._running.jobs:
+        if self._batch_tasks:
+            await asyncio.wait(set(self._batch_tasks), timeout=self._settings.shutdown_grace_s)
+        if self._runs:
+            log.warning("running batches did not finish within the shutdown grace; stopping them")
+        for run in list(self._runs):
+            run.stop = True
+            for job in run.jobs:
                 self._finish(job, JobStatus.FAILED, _shutting_down())
-        for task in self._tasks:
+        tasks = [*self._batch_tasks, *([self._sweeper] if self._sweeper else [])]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._sweeper = None
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     # --- intake ---
@@ -369,7 +370,7 @@ class Scheduler:
         self._by_key[request.idempotency_key] = job
         self._lanes[request.lane].push(job)
         self._emit(job, EventType.QUEUED, position=self._position(job), eta_s=self._eta(job))
-        self._wake.set()
+        self._fill()
         return job, True
 
     def _check_caps(self, request: JobRequest) -> None:
@@ -501,15 +502,15 @@ class Scheduler:
 
     def stats(self) -> WorkerStats:
         used, total = self._engine.memory()
-        running = self._running
+        running = [s for run in self._runs for s in run.slices]
         return WorkerStats(
             model=self._engine.model_name,
             device=self._engine.device_name,
             lanes={
                 name: LaneStats(queued=len(lane), users=len(lane.users)) for name, lane in self._lanes.items()
             },
-            running=len([j for j in running.jobs if not j.status.is_final]) if running else 0,
-            batch_size=sum(s.count for s in running.slices) if running else 0,
+            running=len({s.job for s in running if not s.job.status.is_final}),
+            batch_size=sum(s.count for s in running),
             images_per_s_1m=self._images_per_s(),
             jobs_done=self.counters[JobStatus.SUCCEEDED],
             jobs_failed=self.counters[JobStatus.FAILED],
@@ -538,34 +539,37 @@ class Scheduler:
         return self._order().index(job)
 
     def _running_remaining(self) -> float:
-        run = self._running
-        if run is None:
+        """Seconds until a batch slot frees: the soonest end among the batches in flight."""
+        if len(self._runs) < self._settings.batches_in_flight:
             return 0.0
-        return max(run.estimate - (time.monotonic() - run.started), 0.0)
+        now = time.monotonic()
+        return min(max(run.estimate - (now - run.started), 0.0) for run in self._runs)
 
     def _eta(self, job: Job) -> float | None:
         """Seconds until the job finishes, from measured batch times; None once it has."""
         if job.status.is_final:
             return None
         if job.status is JobStatus.RUNNING:
-            return round(self._running_remaining(), 2)
-        total = self._running_remaining()
+            run = next((r for r in self._runs if job in r.jobs), None)
+            return round(max(run.estimate - (time.monotonic() - run.started), 0.0), 2) if run else 0.0
+        work = 0.0
         for ahead in self._order():
-            total += self._image_seconds(ahead) * ahead.request.count
+            work += self._image_seconds(ahead) * ahead.request.count
             if ahead is job:
                 break
-        return round(total, 2)
+        return round(self._running_remaining() + work / self._settings.batches_in_flight, 2)
 
     def _image_seconds(self, job: Job) -> float:
         n = self._settings.max_batch
         return self._times.estimate(job.key.shape, n) / n
 
     def _announce_positions(self) -> None:
-        eta = self._running_remaining()
+        work, parallel = 0.0, self._settings.batches_in_flight
+        wait = self._running_remaining()
         for place, job in enumerate(self._order()):
-            eta += self._image_seconds(job) * job.request.count
+            work += self._image_seconds(job) * job.request.count
             if job.listeners:
-                self._emit(job, EventType.POSITION, position=place, eta_s=round(eta, 2))
+                self._emit(job, EventType.POSITION, position=place, eta_s=round(wait + work / parallel, 2))
 
     # --- events ---
 
@@ -614,74 +618,84 @@ class Scheduler:
             return None
         return lane.take_batch(self._settings.max_batch)
 
-    async def _serve(self) -> None:
-        while self._accepting or self._running is not None:
-            batch = self._next_batch() if self._accepting else None
+    def _fill(self) -> None:
+        """Start batches while a slot is free and jobs wait: never waiting for batch-mates."""
+        while self._accepting and len(self._runs) < self._settings.batches_in_flight:
+            batch = self._next_batch()
             if batch is None:
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            try:
-                await self._execute(batch)
-            except Exception:  # a bug here must not stop the GPU loop for every later job
-                log.exception("batch failed unexpectedly")
-                slices = [Slice(j, 0, j.request.count) for j in batch]
-                self._fail(slices, ErrorCode.INTERNAL, "the worker hit an internal error running this batch")
-
-    async def _execute(self, batch: list[Job]) -> None:
-        now = time.time()
-        for job in batch:
-            job.status = JobStatus.RUNNING
-            job.started_at = now
-            self._emit(job, EventType.STARTED)
-        slices = [Slice(j, 0, j.request.count) for j in batch]
-        await self._run_slices(slices, may_split=True)
-
-    async def _run_slices(self, slices: list[Slice], *, may_split: bool) -> None:
-        """Run one pipeline call; on out-of-memory split it in halves and retry each once."""
-        try:
-            results = await self._call_engine(slices)
-        except EngineOutOfMemory as exc:
-            images = sum(s.count for s in slices)
-            if may_split and images > 1:
-                log.warning("out of memory on a batch of %d images; retrying in halves", images)
-                for half in halves(slices):
-                    await self._run_slices(half, may_split=False)
                 return
-            self._fail(slices, ErrorCode.OUT_OF_MEMORY, f"out of device memory: {exc}")
-            return
-        except _BatchTimeout:
-            self._fail(slices, ErrorCode.PIPELINE_ERROR, "the pipeline call timed out")
-            return
-        except Exception as exc:
-            log.exception("pipeline call failed")
-            self._fail(slices, ErrorCode.PIPELINE_ERROR, f"pipeline failed: {type(exc).__name__}: {exc}")
-            return
-        # Hand out the results on the next loop turn, so the next batch reaches the engine first.
-        asyncio.get_running_loop().call_soon(self._deliver_or_fail, slices, results)
+            now = time.time()
+            for job in batch:
+                job.status = JobStatus.RUNNING
+                job.started_at = now
+                self._emit(job, EventType.STARTED)
+            run = self._launch([Slice(j, 0, j.request.count) for j in batch])
+            task = asyncio.create_task(self._batch(run), name="batch")
+            self._batch_tasks.add(task)
+            task.add_done_callback(self._batch_tasks.discard)
 
-    async def _call_engine(self, slices: list[Slice]) -> list[list[GeneratedImage]]:
+    def _launch(self, slices: list[Slice]) -> _Running:
+        """Hand a batch to an engine thread now (synchronously, so no loop turn delays the GPU)."""
         loop = asyncio.get_running_loop()
-        key = slices[0].job.key
         n = sum(s.count for s in slices)
-        run = _Running(slices, time.monotonic(), self._times.estimate(key.shape, n))
-        self._running = run
+        run = _Running(slices, time.monotonic(), self._times.estimate(slices[0].job.key.shape, n))
         items = [s.item() for s in slices]
         on_step = self._progress_reporter(run, loop)
-        future = loop.run_in_executor(self._executor, self._engine.run_batch, items, on_step, run.should_stop)
+        run.future = loop.run_in_executor(
+            self._executor, self._engine.run_batch, items, on_step, run.should_stop
+        )
+        self._runs.add(run)
         self._announce_positions()  # once the engine has its work: everyone behind moved up
+        return run
+
+    async def _batch(self, run: _Running) -> None:
+        """One batch's task: settle it, then refill the slot whatever happened."""
+        try:
+            await self._settle(run, first_try=True)
+        except Exception:  # a bug here must not leave jobs running forever or stop the GPU loop
+            log.exception("batch failed unexpectedly")
+            self._fail(run.slices, ErrorCode.INTERNAL, "the worker hit an internal error running this batch")
+        finally:
+            self._fill()
+
+    async def _settle(self, run: _Running, *, first_try: bool) -> None:
+        """Await a batch and hand out its results or its failure. On out-of-memory, the first try is
+        split in halves that are retried once each, one after the other, in the same slot."""
+        try:
+            results = await self._await_engine(run)
+        except EngineOutOfMemory as exc:
+            images = sum(s.count for s in run.slices)
+            if not first_try or images < 2:
+                self._fail(run.slices, ErrorCode.OUT_OF_MEMORY, f"out of device memory: {exc}")
+                return
+            log.warning("out of memory on a batch of %d images; retrying in halves", images)
+            for half in halves(run.slices):
+                if live := [s for s in half if not s.job.status.is_final]:
+                    await self._settle(self._launch(live), first_try=False)
+        except _BatchTimeout:
+            self._fail(run.slices, ErrorCode.PIPELINE_ERROR, "the pipeline call timed out")
+        except Exception as exc:
+            log.exception("pipeline call failed")
+            self._fail(run.slices, ErrorCode.PIPELINE_ERROR, f"pipeline failed: {type(exc).__name__}: {exc}")
+        else:
+            if first_try:
+                self._fill()  # the freed slot gets the next batch before these results are handed out
+            self._deliver_or_fail(run.slices, results)
+
+    async def _await_engine(self, run: _Running) -> list[list[GeneratedImage]]:
+        assert run.future is not None
         try:
             async with asyncio.timeout(self._settings.batch_timeout_s):
-                results = await asyncio.shield(future)
+                results = await asyncio.shield(run.future)
         except TimeoutError:
             run.stop = True
-            await asyncio.wait({future})  # the engine stops at its next step; the thread is then free
+            await asyncio.wait({run.future})  # the engine stops at its next step; the thread is then free
             raise _BatchTimeout from None
         finally:
-            self._running = None
+            self._runs.discard(run)
         elapsed = time.monotonic() - run.started
         if not run.should_stop():
-            self._times.record(key.shape, n, elapsed)
+            self._times.record(run.slices[0].job.key.shape, sum(s.count for s in run.slices), elapsed)
         self.batches += 1
         self.batch_seconds += elapsed
         return results
