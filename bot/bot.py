@@ -107,6 +107,7 @@ class ImageBot(commands.Bot):
         return await self.jobs.reconcile(self.runner.deliver)
 
     async def close(self) -> None:
+        await self.challenges.drain()
         current = asyncio.current_task()
         tasks = [t for t in (*self._job_tasks, *self._tasks) if t is not current]
         for task in tasks:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 import time
 from collections.abc import Callable
@@ -169,6 +170,16 @@ class ChallengeService:
     def attach(self, announcer: Announcer, scheduler: AsyncIOScheduler) -> None:
         self.announcer = announcer
         self._scheduler = scheduler
+
+    async def drain(self, timeout_s: float = 5.0) -> None:
+        """Wait (briefly) for a phase change in flight, so closing does not cut it between post and record."""
+        if self._scheduler is not None and self._scheduler.running:
+            self._scheduler.pause()  # no new phase change starts while closing
+        try:
+            async with asyncio.timeout(timeout_s), self._lock:
+                pass
+        except TimeoutError:
+            log.warning("closing during a challenge phase change; the next start finishes its announcement")
 
     # --- the schedule ---
 
@@ -550,16 +561,26 @@ class ChallengeService:
             self._schedule_recurrence(schedule)
             return None
         theme = schedule.themes[schedule.next_theme % len(schedule.themes)]
-        periods = int((now - schedule.next_start_at) // schedule.period_s) + 1
+        # On time, the phases keep to the slot so the round ends by the next one; late (the bot was down),
+        # the round gets its full length from now and the next start moves to the first slot after it.
+        late = now - schedule.next_start_at >= schedule.submit_s / 2
+        base = now if late else schedule.next_start_at
+        closes_at = base + schedule.submit_s + schedule.vote_s
+        periods = max(1, math.ceil((closes_at - schedule.next_start_at) / schedule.period_s))
         next_start = schedule.next_start_at + periods * schedule.period_s
+        for live in await self.live(schedule.guild_id):
+            if (
+                live.channel_id == schedule.channel_id
+            ):  # the last round ends at this instant too: end it first
+                await self.advance(live.challenge_id)
         new = NewChallenge(
             guild_id=schedule.guild_id,
             channel_id=schedule.channel_id,
             theme=theme,
             style=schedule.style,
             opens_at=now,
-            voting_at=now + schedule.submit_s,
-            closes_at=now + schedule.submit_s + schedule.vote_s,
+            voting_at=base + schedule.submit_s,
+            closes_at=closes_at,
             max_entries=schedule.max_entries,
             vote_budget=self.settings.vote_budget,
             season=season_of(now, self.settings.season),

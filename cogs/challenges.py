@@ -218,7 +218,11 @@ class DiscordAnnouncer:
                 value += f", +{r.bonus} bonus credits"
             embed.add_field(name=f"{medal} place {r.rank}", value=value, inline=False)
         embed.set_footer(text=f"challenge #{challenge.challenge_id} · season {challenge.season}")
-        await channel.send(embed=embed, allowed_mentions=self.mentions)
+        winners = " ".join(dict.fromkeys(f"<@{r.user_id}>" for r in results[:TOP]))
+        content = f"🏁 **{challenge.theme[:200]}** is over" + (
+            f": congratulations {winners}!" if winners else "."
+        )
+        await channel.send(content, embed=embed, allowed_mentions=self.mentions)  # embeds do not ping
         if challenge.gallery_id:
             lines = [f"**Final ranking for “{challenge.theme[:200]}”**", *ranking_lines(results)]
             for text in chunks(lines):

@@ -260,11 +260,15 @@ def _entry(row: sqlite3.Row) -> EntryRecord:
 
 
 def insert_entry(tx: SyncTx, challenge_id: int, user_id: int, generation_id: str, now: float) -> EntryRecord:
-    """Add an entry numbered after the highest so far; the schema refuses a repeat or one past the cap."""
-    row = tx.fetchone(
-        "SELECT COALESCE(MAX(number), 0) FROM challenge_entries WHERE challenge_id = ?", (challenge_id,)
+    """Add an entry with the next number (never one withdrawn); the schema refuses a repeat or one past the cap.
+
+    A refused insert rolls the whole call back, counter included (the service runs it in one transaction).
+    """
+    tx.execute(
+        "UPDATE challenges SET entries_made = entries_made + 1 WHERE challenge_id = ?", (challenge_id,)
     )
-    number = (row[0] if row else 0) + 1
+    row = tx.fetchone("SELECT entries_made FROM challenges WHERE challenge_id = ?", (challenge_id,))
+    number = int(row[0]) if row else 1
     try:
         entry_id = tx.insert(
             "INSERT INTO challenge_entries (challenge_id, number, user_id, generation_id, created_at) "

@@ -54,6 +54,7 @@ CREATE TABLE challenges (
     closes_at       REAL    NOT NULL CHECK (closes_at > voting_at),
     max_entries     INTEGER NOT NULL CHECK (max_entries >= 1),
     vote_budget     INTEGER NOT NULL CHECK (vote_budget >= 1),
+    entries_made    INTEGER NOT NULL DEFAULT 0,  -- numbers entries, so a withdrawn number is never reused
     season          TEXT    NOT NULL,
     message_id      INTEGER,
     gallery_id      INTEGER,

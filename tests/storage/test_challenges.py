@@ -240,7 +240,10 @@ async def test_recurring_schedule_starts_rotates_and_skips_missed_rounds(service
     second = await service.run_recurrence(schedule.schedule_id)
     assert second is not None and second.theme == "birds"
     (current,) = await service.schedules(GUILD)
-    assert clock.t < current.next_start_at <= clock.t + 24 * HOUR
+    # A late round gets its full length; the next starts on the first slot after it ends.
+    assert second.closes_at == clock.t + 24 * HOUR
+    assert second.closes_at <= current.next_start_at < second.closes_at + 24 * HOUR
+    assert (current.next_start_at - schedule.next_start_at) % (24 * HOUR) == 0
 
 
 @pytest.mark.parametrize(
