@@ -192,6 +192,10 @@ async def served_round(engine: TimedEngine, url: str, args: argparse.Namespace) 
     await asyncio.sleep(args.warmup_s)
     mark = len(engine.ends)
     await asyncio.sleep(args.window_s)
+    for _ in range(100):  # a loaded machine can stretch a window's few batches: wait for three
+        if len(engine.ends) - mark >= 3:
+            break
+        await asyncio.sleep(args.window_s / 10)
     count = len(engine.ends) - mark
     driver.stdin.close()
     if await driver.wait() != 0:
