@@ -24,10 +24,11 @@ from inference.protocol import Engine, ErrorCode, JobEvent, JobInfo, JobRequest,
 from inference.server import RunningWorker, create_app, start_worker
 from inference.settings import WorkerSettings
 from tests.inference import fixtures_ray, fixtures_worker
-from tests.inference.fixtures_ray import RAY_TOKEN, REPLICAS, RayApp, serve
+from tests.inference.fixtures_ray import RAY_TOKEN, REPLICAS, RayApp
 from tests.inference.fixtures_worker import job, job_fields, png_bytes
 
-ray = fixtures_ray.ray
+ray = pytest.importorskip("ray", reason="the optional `ray` extra is not installed")
+serve = pytest.importorskip("ray.serve")
 ray_app = fixtures_ray.ray_app  # the cluster and app, once per module
 tiny_engine = fixtures_worker.tiny_engine
 
@@ -119,6 +120,27 @@ async def test_same_seed_same_image_as_the_standalone_worker(
     finally:
         await standalone.stop()
     assert np.abs(pngs[0] - pngs[1]).max() <= 3
+
+
+async def test_batches_run_on_both_replicas_at_once_in_fair_order(
+    make_client: MakeClient, ray_app: RayApp
+) -> None:
+    client = await make_client(batches_in_flight=REPLICAS, max_batch=1, relax_share=0.0)
+    alice = [await post(client, user="alice", steps=40, prompt=f"circle {i}") for i in range(4)]
+    bob = await post(client, user="bob", steps=40)
+    peak = 0
+    async with asyncio.timeout(120):
+        while not all(r.status.is_final for r in await asyncio.gather(*[_info(client, i.id) for i in alice])):
+            peak = max(peak, sum(r.in_flight for r in ray_app.engine.replica_stats()))
+            await asyncio.sleep(0.01)
+    assert peak == REPLICAS  # both replicas ran a batch at the same time
+    starts = {i.id: (await final(client, i.id)).started_at or 0.0 for i in (*alice, bob)}
+    order = sorted(starts, key=starts.__getitem__)
+    assert order.index(bob.id) < order.index(alice[-1].id)  # not stuck behind alice's whole backlog
+
+
+async def _info(client: Client, job_id: str) -> JobInfo:
+    return JobInfo.model_validate(await (await client.get(f"/v1/jobs/{job_id}")).json())
 
 
 # --- addresses and settings ---
