@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class ModelDefaults(BaseModel):
@@ -25,6 +25,11 @@ class ModelDefaults(BaseModel):
     edit_steps: int | None = Field(default=None, ge=1, le=150)
     edit_guidance: float | None = Field(default=None, ge=0.0, le=30.0)
     edit_image_guidance: float = Field(default=1.5, ge=1.0, le=10.0)
+
+
+# The bundled tiny model draws 64x64 pictures; its defaults apply when no model is configured and the
+# settings name no defaults of their own, so the offline default is quick on a CPU.
+BUNDLED_MODEL_DEFAULTS = ModelDefaults(steps=20, guidance=5.0, width=64, height=64, img2img_strength=0.6)
 
 
 class AdapterSettings(BaseModel):
@@ -67,6 +72,14 @@ class EngineSettings(BaseModel):
     cache_dir: Path | None = None
     # CPU threads torch may use (None leaves torch's default); tests and CPU benches pin it to one.
     cpu_threads: int | None = Field(default=None, ge=1, le=256)
+
+    @model_validator(mode="after")
+    def _bundled_defaults(self) -> EngineSettings:
+        # Generic defaults on the bundled model (none given, or an empty [engine.defaults] table) mean
+        # "the model's own"; any value set by hand is kept.
+        if self.model is None and self.defaults == ModelDefaults():
+            self.defaults = BUNDLED_MODEL_DEFAULTS.model_copy()
+        return self
 
 
 class WorkerSettings(BaseModel):
