@@ -194,21 +194,28 @@ class DiscordAnnouncer:
         if entry.message_id is not None:
             await self._gallery(challenge).get_partial_message(entry.message_id).delete()
 
+    def _news(self, challenge: ChallengeRecord) -> tuple[discord.PartialMessageable, bool]:
+        """Where phase news goes: the channel, or the challenge's own post when the channel is a forum
+        (a forum takes posts, not messages). The flag says whether that is the gallery itself."""
+        if isinstance(self.bot.get_channel(challenge.channel_id), discord.ForumChannel):
+            return self._gallery(challenge), True
+        return self.bot.get_partial_messageable(challenge.channel_id, guild_id=challenge.guild_id), False
+
     async def voting(self, challenge: ChallengeRecord) -> None:
         text = (
             f"🗳️ Voting is open for **{challenge.theme[:200]}**! Vote in <#{challenge.gallery_id}> with the buttons "
             f"under each entry: {challenge.vote_budget} vote(s) each, not for your own. Closes "
             f"{_ts(challenge.closes_at)}."
         )
-        channel = self.bot.get_partial_messageable(challenge.channel_id, guild_id=challenge.guild_id)
+        channel, in_gallery = self._news(challenge)
         await channel.send(text)
-        if challenge.gallery_id:
+        if challenge.gallery_id and not in_gallery:
             await self._gallery(challenge).send(
                 f"Submissions are closed; voting is open until {_ts(challenge.closes_at)}."
             )
 
     async def closed(self, challenge: ChallengeRecord, results: list[ResultRecord]) -> None:
-        channel = self.bot.get_partial_messageable(challenge.channel_id, guild_id=challenge.guild_id)
+        channel, _ = self._news(challenge)
         embed = discord.Embed(title=f"Results: {challenge.theme}"[:256], colour=discord.Colour.gold())
         if not results:
             embed.description = "No entries this time."
@@ -229,7 +236,7 @@ class DiscordAnnouncer:
                 await self._gallery(challenge).send(text, allowed_mentions=discord.AllowedMentions.none())
 
     async def cancelled(self, challenge: ChallengeRecord) -> None:
-        channel = self.bot.get_partial_messageable(challenge.channel_id, guild_id=challenge.guild_id)
+        channel, _ = self._news(challenge)
         await channel.send(
             f"The challenge **{challenge.theme[:200]}** was cancelled; there will be no results."
         )

@@ -112,14 +112,16 @@ class Settings(
 
     @app_commands.command(name="default-style", description="The style used when /imagine names none")
     async def default_style(self, interaction: discord.Interaction, style: str | None = None) -> None:
-        preset = self.bot.jobs.styles.style(style)
+        book = await self.bot.jobs.style_book(interaction.guild_id or 0)  # the server's own presets count too
+        preset = book.style(style)
         await self._update(interaction, default_style=preset.name if preset else None)
 
     @default_style.autocomplete("style")
     async def _style_choices(
         self, interaction: discord.Interaction, current: str
     ) -> list[app_commands.Choice[str]]:
-        return [app_commands.Choice(name=s.name, value=s.name) for s in self.bot.jobs.styles.search(current)]
+        book = await self.bot.jobs.style_book(interaction.guild_id or 0)
+        return [app_commands.Choice(name=s.name, value=s.name) for s in book.search(current)]
 
     @app_commands.command(name="max-images", description="Most images one job may ask for")
     async def max_images(

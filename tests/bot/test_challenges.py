@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
+import io
 import sqlite3
 import threading
 import time
@@ -13,19 +15,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 
 from bot.bot import ImageBot
 from bot.challenges import ChallengeSettings
 from bot.jobs import open_job_service
 from bot.settings import Settings
-from inference.settings import EngineSettings, ModelDefaults, WorkerSettings
+from inference.settings import AdapterSettings, EngineSettings, ModelDefaults, WorkerSettings
 from tests.bot.harness import World, build_world, button, ephemeral_reply, is_result
-from tests.fakediscord import FakeChannel, FakeDiscord, FakeUser, Message
+from tests.fakediscord import ChannelKind, FakeChannel, FakeDiscord, FakeUser, Message
 from tests.fakediscord.harness import run_bot
 
 DAY = 24 * 3600
 HOUR = 3600
 WAIT = 20.0
+HAVE_PEFT = importlib.util.find_spec("peft") is not None
 GOOD = {"theme": "harbours at dawn", "style": "anime", "submit_for": "1d", "vote_for": "1d"}
 
 
@@ -45,7 +49,14 @@ def shared_worker(tiny_models: tuple[Path, Path], tmp_path_factory: pytest.TempP
     from inference.engine import DiffusersEngine
     from inference.server import start_worker
 
+    adapters = []
+    if HAVE_PEFT:  # a tiny random LoRA, so a style preset's adapter reaches a real engine
+        from tests.inference.test_engine import write_tiny_lora
+
+        lora = write_tiny_lora(tiny_models[0], tmp_path_factory.mktemp("lora"))
+        adapters = [AdapterSettings(name="ink", path=str(lora.parent), weight_name=lora.name)]
     engine_settings = EngineSettings(
+        adapters=adapters,
         model=str(tiny_models[0]),
         edit_model=str(tiny_models[1]),
         device="cpu",
@@ -78,8 +89,14 @@ def clock() -> MovableClock:
 @pytest.fixture
 def cs(settings: Settings) -> Settings:
     """Settings with small challenge numbers: 2 votes and 2 entries each, bonuses 5/3/1."""
+    engine = settings.engine.model_copy(
+        update={"adapters": [AdapterSettings(name="ink", path="on-the-worker")]}
+    )
     return settings.model_copy(
-        update={"challenges": ChallengeSettings(vote_budget=2, max_entries=2, bonus_credits=[5, 3, 1])}
+        update={
+            "challenges": ChallengeSettings(vote_budget=2, max_entries=2, bonus_credits=[5, 3, 1]),
+            "engine": engine,
+        }
     )
 
 
@@ -295,6 +312,7 @@ async def test_recurring_challenges_start_themselves_and_rotate_themes(
 async def test_admins_extend_close_early_and_cancel(fake_discord, cs, shared_worker, clock):
     fake, w = fake_discord, build_world(fake_discord)
     other = fake.add_channel(w.guild, "contest")
+    forum = fake.add_channel(w.guild, "gallery", kind=ChannelKind.FORUM)
     async with challenge_bot(fake, cs, shared_worker, clock) as bot:
         assert "is open" in await slash(fake, w, w.admin, "challenge start", GOOD)
         await channel_post(fake, w.channel, "Challenge: harbours")
@@ -312,6 +330,20 @@ async def test_admins_extend_close_early_and_cancel(fake_discord, cs, shared_wor
         assert "is open" in await ephemeral_reply(ix, WAIT)
         assert "cancelled" in await slash(fake, w, w.admin, "challenge cancel", {})
         await channel_post(fake, other, "was cancelled")
+        # A forum channel: the challenge is a forum post, which is also its gallery and its news.
+        ix = await fake.send_slash(
+            "challenge start", {**GOOD, "channel": forum}, user=w.admin, channel=w.channel, validate=False
+        )
+        assert "is open" in await ephemeral_reply(ix, WAIT)
+        post = next(c for c in fake.channels(w.guild) if c.parent_id == forum.id)
+        await channel_post(fake, post, "Challenge: harbours")
+        made = await imagine(fake, w, w.bob, "anime")
+        assert "entry #1" in await press(fake, made, button(made, "submit"), w.bob)
+        await channel_post(fake, post, "Entry #1")
+        await advance(bot, clock, DAY)
+        await channel_post(fake, post, "Voting is open")
+        assert "is now closed" in await slash(fake, w, w.admin, "challenge close", {})
+        await channel_post(fake, post, "Results: harbours")
         assert "no challenge running" in await slash(fake, w, w.alice, "challenge submit", {})
 
 
@@ -342,3 +374,17 @@ async def test_guild_style_presets_in_styles_imagine_and_challenges(fake_discord
         assert "no style called" in await ephemeral_reply(gone, WAIT)
     (params,) = stored(cs, "SELECT parameters FROM jobs WHERE parameters LIKE '%harbour-ink%'")[0:1]
     assert '"model_prompt": "ink drawing of a harbour, harbour"' in params[0]
+
+
+@pytest.mark.skipif(not HAVE_PEFT, reason="LoRA adapters need peft")
+async def test_a_style_presets_lora_is_switched_on_by_the_worker(fake_discord, cs, shared_worker, clock):
+    fake, w = fake_discord, build_world(fake_discord)
+    lora = {"name": "ink-lora", "prompt": "ink drawing of {prompt}", "adapter": "ink", "adapter_scale": 0.5}
+    async with challenge_bot(fake, cs, shared_worker, clock):
+        assert "Added" in await slash(fake, w, w.admin, "style add", lora)
+        styled = await imagine(fake, w, w.alice, "ink-lora")
+        plain = await imagine(fake, w, w.alice, "anime")
+    with Image.open(io.BytesIO(styled.attachments[0].data)) as img:
+        assert img.text["adapter"] == "ink:0.5"
+    with Image.open(io.BytesIO(plain.attachments[0].data)) as img:
+        assert "adapter" not in img.text  # switched off again for the next batch

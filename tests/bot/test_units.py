@@ -88,7 +88,7 @@ def test_result_buttons_fit_discord_limits(count):
     rows = view.to_components()
     assert len(rows) <= 5 and all(len(r["components"]) <= 5 for r in rows)
     ids = [c["custom_id"] for r in rows for c in r["components"]]
-    assert len(ids) == 3 + 2 * count and all(len(i) <= 100 for i in ids)
+    assert len(ids) == 4 + 2 * count and all(len(i) <= 100 for i in ids)  # re-roll, edit, delete, submit
     assert view.timeout is None
 
 
@@ -130,7 +130,16 @@ async def test_commands_have_unique_names_within_discord_limits(settings):
         payloads = [c.to_dict(bot.tree) for c in bot.tree.get_commands()]
         await bot.close()
     names = [p["name"] for p in payloads]
-    assert sorted(names) == ["edit", "imagine", "quota", "quota-admin", "settings"]
+    assert sorted(names) == [
+        "challenge",
+        "edit",
+        "imagine",
+        "quota",
+        "quota-admin",
+        "settings",
+        "style",
+        "styles",
+    ]
 
     def check(command: dict, depth: int = 0) -> None:
         assert re.fullmatch(r"[a-z0-9_-]{1,32}", command["name"]), command["name"]
