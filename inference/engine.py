@@ -218,6 +218,7 @@ class DiffusersEngine:
         """Load every configured pipeline onto the device. Slow and synchronous: call it in a thread."""
         if settings.cpu_threads:
             torch.set_num_threads(settings.cpu_threads)
+        _quiet_libraries()
         device = resolve_device(settings.device)
         dtype = resolve_dtype(settings.dtype, device)
         source = settings.model or str(tiny_model_dir(settings))
@@ -495,6 +496,20 @@ class DiffusersEngine:
 
 
 # --- Loading helpers ---
+
+
+def _quiet_libraries() -> None:
+    """Route diffusers/transformers chatter to our logs: no tqdm bars, no optional-backend warnings.
+
+    The worker process owns these libraries, so setting their process-wide verbosity here is safe; the
+    loading progress bars would otherwise garble the CLI's own progress line.
+    """
+    diffusers.utils.logging.disable_progress_bar()
+    diffusers.utils.logging.set_verbosity_error()
+    transformers_logging = getattr(__import__("transformers").utils, "logging", None)
+    if transformers_logging is not None:
+        transformers_logging.disable_progress_bar()
+        transformers_logging.set_verbosity_error()
 
 
 def _from_pretrained(loader: Any, source: str, settings: EngineSettings, dtype: torch.dtype) -> Any:
