@@ -479,6 +479,24 @@ class Challenges(commands.GroupCog, group_name="challenge", group_description="C
         embed.description = "\n".join(lines) or "No results this season yet."
         await interaction.response.send_message(embed=embed, ephemeral=True)
 
+    @extend.autocomplete("challenge")
+    @close.autocomplete("challenge")
+    @cancel.autocomplete("challenge")
+    @submit.autocomplete("challenge")
+    @withdraw.autocomplete("challenge")
+    async def _live(
+        self, interaction: discord.Interaction, current: int | str
+    ) -> list[app_commands.Choice[int]]:
+        live = await self.bot.challenges.live(interaction.guild_id or 0)
+        text = str(current or "").strip().lower()
+        return [
+            app_commands.Choice(
+                name=f"#{c.challenge_id} {c.theme} ({c.phase.value})"[:100], value=c.challenge_id
+            )
+            for c in live
+            if not text or text == "0" or text in f"#{c.challenge_id} {c.theme}".lower()
+        ][:25]
+
     @start.autocomplete("style")
     @schedule.autocomplete("style")
     async def _styles(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:

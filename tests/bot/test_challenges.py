@@ -23,7 +23,7 @@ from bot.jobs import open_job_service
 from bot.settings import Settings
 from inference.settings import AdapterSettings, EngineSettings, ModelDefaults, WorkerSettings
 from tests.bot.harness import World, build_world, button, ephemeral_reply, is_result
-from tests.fakediscord import ChannelKind, FakeChannel, FakeDiscord, FakeUser, Message
+from tests.fakediscord import ApiError, ChannelKind, FakeChannel, FakeDiscord, FakeUser, Message
 from tests.fakediscord.harness import run_bot
 
 DAY = 24 * 3600
@@ -314,8 +314,26 @@ async def test_admins_extend_close_early_and_cancel(fake_discord, cs, shared_wor
     other = fake.add_channel(w.guild, "contest")
     forum = fake.add_channel(w.guild, "gallery", kind=ChannelKind.FORUM)
     async with challenge_bot(fake, cs, shared_worker, clock) as bot:
+        # Discord refuses the announcement: no half-made challenge is left behind.
+        fake.inject_fault(
+            "POST", f"/channels/{w.channel.id}/messages", ApiError(403, 50013, "Missing Permissions")
+        )
+        assert "could not post the challenge" in await slash(fake, w, w.admin, "challenge start", GOOD)
+        assert stored(cs, "SELECT COUNT(*) FROM challenges") == [(0,)]
         assert "is open" in await slash(fake, w, w.admin, "challenge start", GOOD)
-        await channel_post(fake, w.channel, "Challenge: harbours")
+        announcement = await channel_post(fake, w.channel, "Challenge: harbours")
+        # ...nor the gallery post of an entry: the entry is not kept.
+        made = await imagine(fake, w, w.alice, "anime")
+        gallery = fake.thread_of(announcement)
+        fake.inject_fault(
+            "POST", f"/channels/{gallery.id}/messages", ApiError(403, 50013, "Missing Permissions")
+        )
+        assert "was not entered" in await press(fake, made, button(made, "submit"), w.alice)
+        assert stored(cs, "SELECT COUNT(*) FROM challenge_entries") == [(0,)]
+        choices = await fake.autocomplete(
+            "challenge extend", {"by": "1d", "challenge": 0}, "challenge", user=w.admin, channel=w.channel
+        )
+        assert [c.name for c in choices] == ["#1 harbours at dawn (submissions)"]
         assert "zero" in await slash(fake, w, w.admin, "challenge extend", {"by": "0m"})
         assert "submissions phase" in await slash(fake, w, w.admin, "challenge extend", {"by": "1d"})
         await advance(bot, clock, DAY + 60)  # the old deadline passes: still submissions

@@ -283,3 +283,40 @@ async def test_upgrade_from_version_3_keeps_data_and_adds_challenges(tmp_path: P
         "challenge_results",
     } <= tables
     assert {"challenge_entry_cap", "challenge_vote_budget", "challenge_no_self_vote"} <= tables
+
+
+async def test_challenge_rows_survive_every_later_migration(service, db, clock, tmp_path: Path) -> None:
+    """Rows in every version-4 table, upgraded to the newest schema: nothing lost (guards future migrations)."""
+    path = tmp_path / "v4.sqlite3"
+    async with Database.open(path, migrate_to=4) as v4:
+        svc = ChallengeService(
+            db=v4, quotas=QuotaService(v4, QuotaSettings(), clock), settings=service.settings, clock=clock
+        )
+        await v4.write(
+            "INSERT INTO guild_styles (guild_id, name, prompt, created_by, created_at) VALUES (1, 'ink', 'ink {prompt}', 9, 0)"
+        )
+        challenge = await start(svc)
+        _, entry = await svc.submit(challenge, ALICE, await image(v4, clock, ALICE))
+        clock.t = challenge.voting_at
+        await svc.advance(challenge.challenge_id)
+        await svc.vote(entry.entry_id, BOB)
+        clock.t = challenge.closes_at
+        await svc.advance(challenge.challenge_id)
+        await svc.schedule(
+            ScheduleRequest(
+                GUILD, CHANNEL + 1, "anime", ("a",), "daily", HOUR, HOUR, ADMIN, first_start_at=clock.t + HOUR
+            )
+        )
+    tables = (
+        "guild_styles",
+        "challenges",
+        "challenge_entries",
+        "challenge_votes",
+        "challenge_results",
+        "challenge_schedules",
+    )
+    async with Database.open(path) as latest:
+        assert latest.schema_version == len(load_migrations())
+    with sqlite3.connect(path) as conn:
+        assert [conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in tables] == [1] * len(tables)
+        assert conn.execute("SELECT phase, announced FROM challenges").fetchone() == ("closed", None)
