@@ -37,6 +37,7 @@ from inference.protocol import (
     Lane,
     LaneStats,
     ProtocolError,
+    ReplicaStats,
     StepUpdate,
     WorkerStats,
 )
@@ -517,6 +518,7 @@ class Scheduler:
             device_memory_bytes=used,
             device_memory_total_bytes=total,
             accepting=self._accepting,
+            replicas=_replica_stats(self._engine),
         )
 
     def _images_per_s(self) -> float:
@@ -771,6 +773,12 @@ class Scheduler:
                 del self._jobs[job.id]
                 if self._by_key.get(job.request.idempotency_key) is job:
                     del self._by_key[job.request.idempotency_key]
+
+
+def _replica_stats(engine: Engine) -> list[ReplicaStats]:
+    """Each replica's load when the engine fans batches out to replicas (`inference.ray_app.RayEngine`)."""
+    report = getattr(engine, "replica_stats", None)
+    return report() if callable(report) else []
 
 
 def _shutting_down() -> ErrorBody:

@@ -35,6 +35,7 @@ from inference.protocol import (
     ImageLimits,
     JobRequest,
     ProtocolError,
+    ReplicaStats,
     decode_image,
     parse_job_request,
 )
@@ -366,6 +367,8 @@ def render_metrics(scheduler: Scheduler, http: Counter[tuple[str, str, int]]) ->
     metric("batches_total", "counter", "Pipeline calls made.", [("", scheduler.batches)])
     metric("batch_seconds_total", "counter", "Seconds spent in pipeline calls.", [("", scheduler.batch_seconds)])  # fmt: skip
     metric("accepting", "gauge", "1 while the worker takes new jobs.", [("", float(s.accepting))])
+    if s.replicas:
+        _replica_metrics(metric, s.replicas)
     if s.device_memory_bytes is not None:
         metric("device_memory_bytes", "gauge", "Device memory in use.", [("", s.device_memory_bytes)])
     requests = [
@@ -373,6 +376,23 @@ def render_metrics(scheduler: Scheduler, http: Counter[tuple[str, str, int]]) ->
     ]
     metric("http_requests_total", "counter", "HTTP requests answered.", requests)
     return "\n".join(out) + "\n"
+
+
+def _replica_metrics(
+    metric: Callable[[str, str, str, list[tuple[str, float]]], None], replicas: list[ReplicaStats]
+) -> None:
+    """Per-replica gauges and counters, on an ingress that fans batches out to replicas (Ray Serve)."""
+
+    def each(value: Callable[[ReplicaStats], float]) -> list[tuple[str, float]]:
+        return [(f'{{replica="{_escape(r.id)}"}}', value(r)) for r in replicas]
+
+    metric("replica_up", "gauge", "1 while the replica is alive.", each(lambda r: float(r.alive)))
+    metric("replica_in_flight", "gauge", "Batches the replica is running.", each(lambda r: r.in_flight))
+    metric("replica_batches_total", "counter", "Batches the replica finished.", each(lambda r: r.batches))
+    metric("replica_images_total", "counter", "Images the replica made.", each(lambda r: r.images))
+    metric("replica_busy_seconds_total", "counter", "Seconds the replica spent on batches.", each(lambda r: r.busy_seconds))  # fmt: skip
+    metric("replica_images_per_second", "gauge", "Images per second over the last minute.", each(lambda r: r.images_per_s_1m))  # fmt: skip
+    metric("replica_failures_total", "counter", "Batches lost or failed on the replica.", each(lambda r: r.failures))  # fmt: skip
 
 
 def _escape(value: str) -> str:
