@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from aiohttp import ClientSession
 from aiohttp.test_utils import TestClient
 from PIL import Image
 
@@ -104,6 +105,22 @@ async def test_the_ingress_refuses_like_the_worker(remote: WorkerClient, ray_app
         with pytest.raises(WorkerRejected) as caught:
             await stranger.stats()
         assert caught.value.code is ErrorCode.UNAUTHORIZED
+
+
+async def test_stats_and_metrics_report_each_replica(remote: WorkerClient, ray_app: RayApp) -> None:
+    infos = [await remote.submit(job(user=f"s{i}", seed=i, steps=20)) for i in range(4)]
+    for info in infos:
+        await remote.wait(info.id)
+    stats = await remote.stats()
+    assert len([r for r in stats.replicas if r.batches]) == REPLICAS  # the two slots used both replicas
+    assert sum(r.images for r in stats.replicas) >= 4 and all(r.alive for r in stats.replicas)
+    assert any(r.images_per_s_1m > 0 for r in stats.replicas) and stats.running == 0
+    async with ClientSession(headers={"Authorization": f"Bearer {RAY_TOKEN}"}) as http:
+        text = await (await http.get(f"{ray_app.url}/metrics")).text()
+    for r in stats.replicas:
+        assert f'brushfire_replica_images_total{{replica="{r.id}"}} {r.images}' in text
+        assert f'brushfire_replica_up{{replica="{r.id}"}} 1' in text
+    assert "# TYPE brushfire_replica_images_per_second gauge" in text
 
 
 async def test_same_seed_same_image_as_the_standalone_worker(

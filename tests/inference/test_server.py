@@ -18,7 +18,7 @@ from PIL import Image
 from inference.protocol import Engine, JobEvent, JobInfo, WorkerStats
 from inference.server import SCHEDULER, WorkerConfigError, check_bind, create_app, fit_size, run_worker
 from inference.settings import EngineSettings, WorkerSettings
-from tests.inference import fixtures_worker
+from tests.inference import fixtures_ray
 from tests.inference.fixtures_worker import (
     InstrumentedEngine,
     decompression_bomb,
@@ -26,7 +26,8 @@ from tests.inference.fixtures_worker import (
     png_bytes,
 )
 
-tiny_engine = fixtures_worker.tiny_engine  # the real tiny engine, once per module
+# The real tiny engine in-process, then the same engine code on 2 Ray Serve replicas (when installed).
+tiny_engine = fixtures_ray.tiny_engine_on_each_server
 
 TOKEN = "s3cret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
