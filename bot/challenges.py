@@ -10,6 +10,7 @@ from the database and anything already due fires at once.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import re
@@ -310,33 +311,35 @@ class ChallengeService:
     async def _grant_bonuses(self, challenge: ChallengeRecord) -> None:
         """Grant winners their bonus credits; a grant already made for this place is never made twice."""
         results = await self.db.run(lambda tx: store.results(tx, challenge.challenge_id), write=False)
+        for result in results:
+            if result.bonus > 0 and result.bonus_id is None:
+                try:
+                    await self._grant_bonus(challenge, result)
+                except QuotaError:
+                    log.exception(
+                        "challenge %d: could not grant a bonus to %d", challenge.challenge_id, result.user_id
+                    )
+
+    async def _grant_bonus(self, challenge: ChallengeRecord, result: ResultRecord) -> None:
+        reason = f"challenge #{challenge.challenge_id}: place {result.rank}"
+
+        def granted(tx: SyncTx) -> int | None:
+            return store.bonus_granted(tx, challenge.guild_id, result.user_id, reason)
+
         days = self.settings.bonus_days
-        for r in results:
-            if r.bonus <= 0 or r.bonus_id is not None:
-                continue
-            reason = f"challenge #{challenge.challenge_id}: place {r.rank}"
-            try:
-                found = await self.db.run(
-                    lambda tx, r=r, reason=reason: store.bonus_granted(
-                        tx, challenge.guild_id, r.user_id, reason
-                    ),
-                    write=False,
-                )
-                bonus_id = found or await self.quotas.grant_bonus(
-                    challenge.guild_id,
-                    r.user_id,
-                    r.bonus,
-                    actor_id=challenge.created_by,
-                    expires_at=self.clock() + days * DAY_S if days else None,
-                    reason=reason,
-                )
-                await self.db.run(
-                    lambda tx, r=r, b=bonus_id: store.set_bonus_id(tx, challenge.challenge_id, r.entry_id, b)
-                )
-            except QuotaError:
-                log.exception(
-                    "challenge %d: could not grant a bonus to %d", challenge.challenge_id, r.user_id
-                )
+        bonus_id = await self.db.run(granted, write=False) or await self.quotas.grant_bonus(
+            challenge.guild_id,
+            result.user_id,
+            result.bonus,
+            actor_id=challenge.created_by,
+            expires_at=self.clock() + days * DAY_S if days else None,
+            reason=reason,
+        )
+
+        def record(tx: SyncTx) -> None:
+            store.set_bonus_id(tx, challenge.challenge_id, result.entry_id, bonus_id)
+
+        await self.db.run(record)
 
     async def _announce(self, challenge: ChallengeRecord) -> ChallengeRecord:
         """Post the current phase's announcement once; on failure leave it for the next start."""
@@ -591,9 +594,7 @@ class ChallengeService:
             lambda tx: store.advance_schedule(tx, schedule_id, schedule.next_theme + 1, next_start)
         )
         self._schedule_recurrence(
-            ScheduleRecord(
-                **{**_asdict(schedule), "next_start_at": next_start, "next_theme": schedule.next_theme + 1}
-            )
+            dataclasses.replace(schedule, next_start_at=next_start, next_theme=schedule.next_theme + 1)
         )
         try:
             return await self._open(new)
@@ -673,7 +674,7 @@ class ChallengeService:
                 "brushfire could not post your entry to the gallery; it was not entered."
             ) from None
         await self.db.run(lambda tx: store.set_entry_message(tx, entry.entry_id, message_id))
-        return current, EntryRecord(**{**_asdict(entry), "message_id": message_id})
+        return current, dataclasses.replace(entry, message_id=message_id)
 
     async def withdraw(self, challenge: ChallengeRecord, user_id: int, number: int) -> EntryRecord:
         now = self.clock()
@@ -748,10 +749,6 @@ class ChallengeService:
         chosen = season or season_of(self.clock(), self.settings.season)
         rows = await self.db.run(lambda tx: store.standings(tx, guild_id, chosen), write=False)
         return chosen, rows
-
-
-def _asdict(record: object) -> dict[str, object]:
-    return {name: getattr(record, name) for name in record.__slots__}  # type: ignore[attr-defined]
 
 
 def _require(tx: SyncTx, challenge_id: int) -> ChallengeRecord:

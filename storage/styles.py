@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sqlite3
 import time
@@ -63,7 +64,7 @@ class GuildStylesRepo:
 
     async def add(self, record: GuildStyleRecord) -> GuildStyleRecord:
         """Store a new preset; refuses a taken name and more than MAX_GUILD_STYLES per guild."""
-        stored = GuildStyleRecord(**{**_fields(record), "created_at": self._clock()})
+        stored = dataclasses.replace(record, created_at=self._clock())
         sql = f"INSERT INTO guild_styles ({_COLUMNS}) VALUES ({', '.join('?' * 12)})"
 
         def body(tx: SyncTx) -> None:
