@@ -555,31 +555,20 @@ class ChallengeService:
             log.exception("recurring challenge %d failed to start", schedule_id)
             return None
 
-    async def _recur(self, schedule_id: int) -> ChallengeRecord | None:
-        schedule = await self.db.run(lambda tx: store.get_schedule(tx, schedule_id), write=False)
-        now = self.clock()
-        if schedule is None or not schedule.active:
-            return None
-        if schedule.next_start_at > now:
-            self._schedule_recurrence(schedule)
-            return None
-        theme = schedule.themes[schedule.next_theme % len(schedule.themes)]
-        # On time, the phases keep to the slot so the round ends by the next one; late (the bot was down),
-        # the round gets its full length from now and the next start moves to the first slot after it.
+    def _next_round(self, schedule: ScheduleRecord, now: float) -> tuple[NewChallenge, float]:
+        """The round that starts now, and when the one after it starts.
+
+        On time, the phases keep to the slot so the round ends by the next slot; late (the bot was down),
+        the round gets its full length from now and the next start moves to the first slot after it ends.
+        """
         late = now - schedule.next_start_at >= schedule.submit_s / 2
         base = now if late else schedule.next_start_at
         closes_at = base + schedule.submit_s + schedule.vote_s
         periods = max(1, math.ceil((closes_at - schedule.next_start_at) / schedule.period_s))
-        next_start = schedule.next_start_at + periods * schedule.period_s
-        for live in await self.live(schedule.guild_id):
-            if (
-                live.channel_id == schedule.channel_id
-            ):  # the last round ends at this instant too: end it first
-                await self.advance(live.challenge_id)
         new = NewChallenge(
             guild_id=schedule.guild_id,
             channel_id=schedule.channel_id,
-            theme=theme,
+            theme=schedule.themes[schedule.next_theme % len(schedule.themes)],
             style=schedule.style,
             opens_at=now,
             voting_at=base + schedule.submit_s,
@@ -590,6 +579,20 @@ class ChallengeService:
             created_by=schedule.created_by,
             schedule_id=schedule.schedule_id,
         )
+        return new, schedule.next_start_at + periods * schedule.period_s
+
+    async def _recur(self, schedule_id: int) -> ChallengeRecord | None:
+        schedule = await self.db.run(lambda tx: store.get_schedule(tx, schedule_id), write=False)
+        now = self.clock()
+        if schedule is None or not schedule.active:
+            return None
+        if schedule.next_start_at > now:
+            self._schedule_recurrence(schedule)
+            return None
+        new, next_start = self._next_round(schedule, now)
+        for live in await self.live(schedule.guild_id):
+            if live.channel_id == schedule.channel_id:  # the last round ends at this instant: end it first
+                await self.advance(live.challenge_id)
         await self.db.run(
             lambda tx: store.advance_schedule(tx, schedule_id, schedule.next_theme + 1, next_start)
         )
