@@ -170,9 +170,11 @@ class ModelReplica:
         steps: asyncio.Queue[StepUpdate] = asyncio.Queue()
         stop = threading.Event()
         started = time.monotonic()
-        work = asyncio.ensure_future(
-            asyncio.to_thread(self._run_locked, items, lambda u: loop.call_soon_threadsafe(steps.put_nowait, u), stop)
-        )  # fmt: skip
+
+        def on_step(update: StepUpdate) -> None:  # on the engine thread
+            loop.call_soon_threadsafe(steps.put_nowait, update)
+
+        work = asyncio.ensure_future(asyncio.to_thread(self._run_locked, items, on_step, stop))
         try:
             async for update in _drain(steps, work):
                 yield StepMessage(self._replica, update)
@@ -220,7 +222,62 @@ class _ReplicaLoad:
     busy_seconds: float = 0.0
     failures: int = 0
     lost: bool = False
+    memory: tuple[int | None, int | None] = (None, None)
     recent: deque[tuple[float, int]] = field(default_factory=deque)  # (monotonic time, images) per batch
+
+
+class ReplicaBook:
+    """Per-replica accounting, written from the scheduler's engine threads and read on the event loop."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loads: dict[str, _ReplicaLoad] = {}
+
+    def started(self, replica: str) -> None:
+        with self._lock:
+            self._loads.setdefault(replica, _ReplicaLoad()).in_flight += 1
+
+    def ended(self, replica: str) -> None:
+        with self._lock:
+            self._loads[replica].in_flight -= 1
+
+    def done(self, replica: str, message: BatchDone, images: int) -> None:
+        with self._lock:
+            load = self._loads[replica]
+            load.batches += 1
+            load.images += images
+            load.busy_seconds += message.seconds
+            load.memory = message.memory
+            load.recent.append((time.monotonic(), images))
+
+    def failed(self, replica: str, *, lost: bool) -> None:
+        with self._lock:
+            load = self._loads[replica]
+            load.failures += 1
+            load.lost = load.lost or lost
+
+    def memory(self) -> tuple[int | None, int | None]:
+        """Device memory summed over the live replicas that reported it with their last batch."""
+        with self._lock:
+            reports = [ld.memory for ld in self._loads.values() if not ld.lost and ld.memory[1] is not None]
+        if not reports:
+            return None, None
+        return sum(u or 0 for u, _ in reports), sum(t or 0 for _, t in reports)
+
+    def stats(self) -> list[ReplicaStats]:
+        cutoff = time.monotonic() - _RATE_WINDOW_S
+        with self._lock:
+            for load in self._loads.values():
+                while load.recent and load.recent[0][0] < cutoff:
+                    load.recent.popleft()
+            return [
+                ReplicaStats(
+                    id=replica, alive=not load.lost, in_flight=load.in_flight, batches=load.batches,
+                    images=load.images, busy_seconds=round(load.busy_seconds, 3), failures=load.failures,
+                    images_per_s_1m=round(sum(n for _, n in load.recent) / _RATE_WINDOW_S, 3),
+                )
+                for replica, load in sorted(self._loads.items())
+            ]  # fmt: skip
 
 
 class RayEngine:
@@ -234,9 +291,7 @@ class RayEngine:
     def __init__(self, handle: DeploymentHandle, info: ReplicaInfo) -> None:
         self._handle = handle.options(stream=True)
         self._info = info
-        self._lock = threading.Lock()
-        self._loads: dict[str, _ReplicaLoad] = {info.replica: _ReplicaLoad()}
-        self._memory: dict[str, tuple[int | None, int | None]] = {}
+        self._book = ReplicaBook()
         self.retries = 0
 
     @classmethod
@@ -266,12 +321,11 @@ class RayEngine:
         return self._info.defaults[kind]
 
     def memory(self) -> tuple[int | None, int | None]:
-        """Device memory summed over the replicas that reported it with their last batch."""
-        with self._lock:
-            reports = [m for m in self._memory.values() if m[0] is not None and m[1] is not None]
-        if not reports:
-            return None, None
-        return sum(u or 0 for u, _ in reports), sum(t or 0 for _, t in reports)
+        return self._book.memory()
+
+    def replica_stats(self) -> list[ReplicaStats]:
+        """Each replica seen so far: its batches in flight, totals, and images per second over a minute."""
+        return self._book.stats()
 
     def run_batch(
         self,
@@ -301,40 +355,19 @@ class RayEngine:
         should_stop: Callable[[], bool],
     ) -> list[list[GeneratedImage]]:
         stream: DeploymentResponseGenerator = self._handle.run.remote(items)
-        tracker = _Attempt(self, sum(i.request.count for i in items))
+        attempt = _Attempt(self._book, sum(i.request.count for i in items))
         try:
-            for message in _messages(stream, tracker):
+            for message in attempt.messages(stream):
                 if isinstance(message, StepMessage):
                     on_step(message.update)
                     if should_stop():
                         stream.cancel()
                         return []  # the scheduler drops a stopped batch's output
                     continue
-                return tracker.finish(message)
+                return attempt.result(message)
         finally:
-            tracker.close()
-        raise _ReplicaDied(tracker.replica, "the replica's stream ended without a result")
-
-    def replica_stats(self) -> list[ReplicaStats]:
-        """Each replica seen so far: its batches in flight, totals, and images per second over a minute."""
-        cutoff = time.monotonic() - _RATE_WINDOW_S
-        with self._lock:
-            out = []
-            for replica, load in sorted(self._loads.items()):
-                while load.recent and load.recent[0][0] < cutoff:
-                    load.recent.popleft()
-                out.append(
-                    ReplicaStats(
-                        id=replica, alive=not load.lost, in_flight=load.in_flight, batches=load.batches,
-                        images=load.images, busy_seconds=round(load.busy_seconds, 3), failures=load.failures,
-                        images_per_s_1m=round(sum(n for _, n in load.recent) / _RATE_WINDOW_S, 3),
-                    )
-                )  # fmt: skip
-            return out
-
-    def _load(self, replica: str) -> _ReplicaLoad:
-        """Must be called with `_lock` held."""
-        return self._loads.setdefault(replica, _ReplicaLoad())
+            attempt.close()
+        raise _ReplicaDied(attempt.replica, "the replica's stream ended without a result")
 
 
 class _ReplicaDied(Exception):
@@ -345,60 +378,39 @@ class _ReplicaDied(Exception):
 
 
 class _Attempt:
-    """Books one batch attempt against the replica that turns out to run it."""
+    """One try of a batch, booked against the replica that turns out to run it."""
 
-    def __init__(self, engine: RayEngine, images: int) -> None:
-        self._engine = engine
+    def __init__(self, book: ReplicaBook, images: int) -> None:
+        self._book = book
         self._images = images
         self.replica: str | None = None
 
-    def seen(self, replica: str) -> None:
-        if self.replica is not None:
-            return
-        self.replica = replica
-        with self._engine._lock:
-            self._engine._load(replica).in_flight += 1
+    def messages(self, stream: DeploymentResponseGenerator) -> Iterator[ReplicaMessage]:
+        """The replica's messages, turning a dead replica into `_ReplicaDied`."""
+        try:
+            for message in stream:
+                self._seen(message.replica)
+                yield message
+        except RayActorError as exc:
+            if self.replica is not None:
+                self._book.failed(self.replica, lost=True)
+            raise _ReplicaDied(self.replica, f"{type(exc).__name__}: {exc}".splitlines()[0]) from None
 
-    def finish(self, message: BatchDone | BatchFailed) -> list[list[GeneratedImage]]:
-        self.seen(message.replica)
-        engine = self._engine
-        with engine._lock:
-            load = engine._load(message.replica)
-            if isinstance(message, BatchFailed):
-                load.failures += 1
-            else:
-                load.batches += 1
-                load.images += self._images
-                load.busy_seconds += message.seconds
-                load.recent.append((time.monotonic(), self._images))
-                engine._memory[message.replica] = message.memory
+    def result(self, message: BatchDone | BatchFailed) -> list[list[GeneratedImage]]:
         if isinstance(message, BatchFailed):
+            self._book.failed(message.replica, lost=False)
             raise (EngineOutOfMemory if message.out_of_memory else EngineError)(message.message)
+        self._book.done(message.replica, message, self._images)
         return message.images
 
-    def lost(self) -> None:
-        if self.replica is None:
-            return
-        with self._engine._lock:
-            load = self._engine._load(self.replica)
-            load.lost, load.failures = True, load.failures + 1
-
     def close(self) -> None:
+        if self.replica is not None:
+            self._book.ended(self.replica)
+
+    def _seen(self, replica: str) -> None:
         if self.replica is None:
-            return
-        with self._engine._lock:
-            self._engine._load(self.replica).in_flight -= 1
-
-
-def _messages(stream: DeploymentResponseGenerator, tracker: _Attempt) -> Iterator[ReplicaMessage]:
-    """The replica's messages, turning a dead replica into `_ReplicaDied`."""
-    try:
-        for message in stream:
-            tracker.seen(message.replica)
-            yield message
-    except RayActorError as exc:
-        tracker.lost()
-        raise _ReplicaDied(tracker.replica, f"{type(exc).__name__}: {exc}".splitlines()[0]) from None
+            self.replica = replica
+            self._book.started(replica)
 
 
 # --- the ingress deployment ---
