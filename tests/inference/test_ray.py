@@ -192,7 +192,7 @@ async def _kill_busy(app: RayApp, exclude: frozenset[str] = frozenset()) -> str:
         await asyncio.sleep(0.01)
     else:
         raise AssertionError("no replica took the batch")
-    (replica,) = busy
+    replica = busy[0]
     actor = ray.get_actor(f"SERVE_REPLICA::brushfire#ModelReplica#{replica}", namespace="serve")
     ray.kill(actor, no_restart=True)
     return replica
@@ -211,14 +211,19 @@ async def _wait_for_replicas(count: int) -> None:
 async def test_a_replica_killed_mid_batch_runs_the_batch_again_elsewhere(
     make_client: MakeClient, ray_app: RayApp
 ) -> None:
-    client = await make_client()
+    client = await make_client(batches_in_flight=REPLICAS, max_batch=1)
     retries = ray_app.engine.retries
-    info = await post(client, steps=150, count=2, idempotency_key="kill-me-once")
-    await until_progress(client, info.id)
+    infos = [
+        await post(client, user=f"k{i}", steps=150, count=1 + i % 2, idempotency_key=f"kill-me-once-{i}")
+        for i in range(3)
+    ]  # two run, one on each replica; one waits
+    await until_progress(client, infos[0].id)
     killed = await _kill_busy(ray_app)
-    done = await final(client, info.id)
-    assert done.status == "succeeded" and done.images == 2, done.error
-    assert done.idempotency_key == "kill-me-once" and ray_app.engine.retries == retries + 1
+    finals = await asyncio.gather(*[final(client, i.id) for i in infos])
+    for info, done in zip(infos, finals, strict=True):
+        assert done.status == "succeeded" and done.images == info.count, done.error
+        assert done.idempotency_key == info.idempotency_key
+    assert ray_app.engine.retries > retries
     stats = {r.id: r for r in ray_app.engine.replica_stats()}
     assert not stats[killed].alive and stats[killed].failures >= 1
     assert any(r.alive and r.batches for r in stats.values())
