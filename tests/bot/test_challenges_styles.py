@@ -42,7 +42,9 @@ def test_guild_presets_join_the_book_without_shadowing_configured_ones() -> None
 
 
 def test_a_presets_shape_and_lora_reach_the_worker_request() -> None:
-    settings = Settings(engine=EngineSettings(adapters=[INK], defaults=ModelDefaults(width=512, height=512)))
+    settings = Settings(
+        engine=EngineSettings(model="a/model", adapters=[INK], defaults=ModelDefaults(width=512, height=512))
+    )
     book = StyleBook(settings.styles, settings.aspects).with_guild(
         [StylePreset(name="inked", prompt="ink of {prompt}", aspect="16:9", adapter="ink", adapter_scale=0.7)]
     )
