@@ -429,6 +429,9 @@ class ChallengeService:
         async with self._lock:
             try:
                 challenge = await self._announce(challenge)
+            except ChallengeRefused:
+                await self.db.run(lambda tx: store.delete_challenge(tx, challenge.challenge_id))
+                raise
             except Exception:
                 await self.db.run(lambda tx: store.delete_challenge(tx, challenge.challenge_id))
                 raise ChallengeRefused(

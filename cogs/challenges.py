@@ -171,9 +171,15 @@ class DiscordAnnouncer:
             post = await channel.create_thread(name=name, embed=embed)
             return post.message.id, post.thread.id
         if not isinstance(channel, discord.TextChannel):
-            raise ChallengeRefused("A challenge needs a text or forum channel.")
+            raise ChallengeRefused(
+                "A challenge needs a text or forum channel, not a thread or voice channel."
+            )
         message = await channel.send(embed=embed)
-        thread = await message.create_thread(name=name)
+        try:
+            thread = await message.create_thread(name=name)
+        except discord.HTTPException:
+            await message.delete()  # no gallery, no challenge: do not leave an announcement of nothing
+            raise
         return message.id, thread.id
 
     def _gallery(self, challenge: ChallengeRecord) -> discord.PartialMessageable:

@@ -319,9 +319,20 @@ async def test_admins_extend_close_early_and_cancel(fake_discord, cs, shared_wor
             "POST", f"/channels/{w.channel.id}/messages", ApiError(403, 50013, "Missing Permissions")
         )
         assert "could not post the challenge" in await slash(fake, w, w.admin, "challenge start", GOOD)
+        fake.inject_fault("POST", "/threads", ApiError(403, 50013, "Missing Permissions"))
+        assert "could not post the challenge" in await slash(fake, w, w.admin, "challenge start", GOOD)
+        await fake.wait_until(
+            lambda: all(m.deleted for m in fake.messages(w.channel, include_deleted=True) if m.embed),
+            WAIT,
+            "the announcement without a gallery is taken down",
+        )
         assert stored(cs, "SELECT COUNT(*) FROM challenges") == [(0,)]
         assert "is open" in await slash(fake, w, w.admin, "challenge start", GOOD)
         announcement = await channel_post(fake, w.channel, "Challenge: harbours")
+        inside = await fake.send_slash(
+            "challenge start", GOOD, user=w.admin, channel=fake.thread_of(announcement), validate=False
+        )
+        assert "not a thread" in await ephemeral_reply(inside, WAIT)
         # ...nor the gallery post of an entry: the entry is not kept.
         made = await imagine(fake, w, w.alice, "anime")
         gallery = fake.thread_of(announcement)
