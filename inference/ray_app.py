@@ -518,6 +518,7 @@ def run_ray(
 ) -> None:
     """`run.py serve --ray`: deploy, serve until SIGINT or SIGTERM, then take the application down."""
     connect_cluster(address)
+    scale = fit_to_cluster(scale, engine)
     url = deploy(engine, worker, scale)
     log.info("brushfire on Ray Serve: the /v1 RPC is at %s (%s)", url, _describe(scale))
     stop = threading.Event()
@@ -527,6 +528,19 @@ def run_ray(
     log.info("shutting down the Ray Serve application")
     with contextlib.suppress(Exception):  # the cluster may already be gone; nothing left to undo then
         serve.delete(APP_NAME)
+
+
+def fit_to_cluster(scale: RayScaleSettings, engine: EngineSettings) -> RayScaleSettings:
+    """Ask no GPU per replica on a cluster without GPUs when the engine may run on the CPU.
+
+    Otherwise Serve would wait forever for GPUs that no node has. An engine set to `cuda` keeps its
+    request, so the replicas wait for a GPU node to join (Serve logs that they cannot be placed).
+    """
+    gpus = ray.cluster_resources().get("GPU", 0.0)
+    if scale.num_gpus > 0 and gpus == 0 and engine.device in ("auto", "cpu"):
+        log.warning("the Ray cluster has no GPUs: the model replicas run on CPUs")
+        return scale.model_copy(update={"num_gpus": 0.0})
+    return scale
 
 
 def _describe(scale: RayScaleSettings) -> str:

@@ -23,13 +23,16 @@ from PIL import Image
 from inference.client import WorkerClient, WorkerRejected
 from inference.protocol import Engine, ErrorCode, JobEvent, JobInfo, JobRequest, JobStatus
 from inference.server import RunningWorker, create_app, start_worker
-from inference.settings import WorkerSettings
+from inference.settings import EngineSettings, WorkerSettings
 from tests.inference import fixtures_ray, fixtures_worker
 from tests.inference.fixtures_ray import RAY_TOKEN, REPLICAS, RayApp
 from tests.inference.fixtures_worker import job, job_fields, png_bytes
 
 ray = pytest.importorskip("ray", reason="the optional `ray` extra is not installed")
 serve = pytest.importorskip("ray.serve")
+
+from inference.ray_app import RayScaleSettings, fit_to_cluster  # noqa: E402 (needs ray)
+
 ray_app = fixtures_ray.ray_app  # the cluster and app, once per module
 tiny_engine = fixtures_worker.tiny_engine
 
@@ -174,6 +177,13 @@ def test_an_unreachable_cluster_is_a_clear_error_naming_the_address() -> None:
     )
     assert result.returncode == 2
     assert "could not reach the Ray cluster at '127.0.0.1:1'" in result.stderr
+
+
+def test_replicas_ask_for_no_gpu_on_a_cluster_without_one(ray_app: RayApp) -> None:
+    assert fit_to_cluster(RayScaleSettings(), EngineSettings(device="auto")).num_gpus == 0
+    assert fit_to_cluster(RayScaleSettings(), EngineSettings(device="cuda")).num_gpus == 1  # waits for one
+    with pytest.raises(ValueError, match="over max_replicas"):
+        RayScaleSettings(min_replicas=3, max_replicas=2)
 
 
 # --- faults: replicas killed mid-batch (last: Serve restarts them) ---
