@@ -240,6 +240,21 @@ class DiscordAnnouncer:
             lines = [f"**Final ranking for “{challenge.theme[:200]}”**", *ranking_lines(results)]
             for text in chunks(lines):
                 await self._gallery(challenge).send(text, allowed_mentions=discord.AllowedMentions.none())
+            await self._reveal(challenge, results)
+
+    async def _reveal(self, challenge: ChallengeRecord, results: list[ResultRecord]) -> None:
+        """Name each entry's author on its gallery post, now that voting is over (best effort)."""
+        gallery = self._gallery(challenge)
+        for r in results:
+            if r.message_id is None:
+                continue
+            text = f"**Entry #{r.number}** by <@{r.user_id}> — place {r.rank}, {r.votes} vote(s)"
+            try:
+                await gallery.get_partial_message(r.message_id).edit(
+                    content=text, allowed_mentions=discord.AllowedMentions.none()
+                )
+            except discord.HTTPException as exc:  # a deleted post: the ranking above still names everyone
+                log.info("challenge %d: could not reveal entry %d: %s", challenge.challenge_id, r.number, exc)
 
     async def cancelled(self, challenge: ChallengeRecord) -> None:
         channel, _ = self._news(challenge)

@@ -229,6 +229,8 @@ async def test_whole_lifecycle_with_every_refusal(fake_discord, cs, shared_worke
         assert results.pings(w.alice) and results.pings(w.bob)
         ranking = await channel_post(fake, gallery, "Final ranking")
         assert ranking.content.index(w.alice.mention) < ranking.content.index(w.bob.mention)
+        await fake.wait_until(lambda: w.bob.mention in entry2.content, WAIT, "entry authors revealed")
+        assert f"{w.alice.mention} — place 1" in entry1.content
         assert "Voting has closed" in await press(fake, entry4, vote_id(entry4), w.bob)
         assert "(+5 bonus)" in await quota_description(fake, w, w.alice)
         assert "(+3 bonus)" in await quota_description(fake, w, w.bob)
