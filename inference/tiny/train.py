@@ -49,6 +49,7 @@ MAX_TOKENS = 32
 TEXT_DIM = 64
 # The autoencoder is convolutional, so it learns as well from 32x32 crops at a quarter of the cost.
 VAE_CROP = 32
+OFFSET_NOISE = 0.1
 CHECKPOINT_SECONDS = 60.0
 LOG_SECONDS = 30.0
 
@@ -339,7 +340,9 @@ def denoise_loss(
     text: torch.Tensor,
     condition: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    noise = torch.randn_like(latents)
+    # Offset noise: Stable Diffusion's schedule leaves a trace of the picture's mean at the last step, so a
+    # model trained on plain noise takes the background from the starting noise instead of the prompt.
+    noise = torch.randn_like(latents) + OFFSET_NOISE * torch.randn(*latents.shape[:2], 1, 1)
     timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],))
     noisy = scheduler.add_noise(latents, noise, timesteps)
     if condition is not None:
