@@ -19,7 +19,9 @@ ALICE = Requester(user_id=10, guild_id=20, channel_id=30, name="alice")
 
 
 def planner(**limits: object) -> Planner:
-    settings = Settings(limits=limits) if limits else Settings()
+    # A configured 512x512 model, so aspect ratios have room to differ (the bundled one draws 64x64).
+    engine = {"model": "some/sd-model"}
+    settings = Settings(limits=limits, engine=engine) if limits else Settings(engine=engine)
     return Planner(settings, StyleBook(settings.styles, settings.aspects))
 
 
