@@ -160,18 +160,26 @@ class ModelReplica:
             defaults={kind: e.defaults(kind) for kind in JobKind},
         )  # fmt: skip
 
-    async def run(self, items: list[BatchItem]) -> AsyncIterator[ReplicaMessage]:
-        """Run one batch, yielding a `StepMessage` per step, then `BatchDone` or `BatchFailed`.
+    async def run(
+        self, items: list[BatchItem], progress_interval_s: float = 0.0
+    ) -> AsyncIterator[ReplicaMessage]:
+        """Run one batch, yielding `StepMessage`s, then `BatchDone` or `BatchFailed`.
 
-        Cancelling the call (the ingress does when every job of the batch was cancelled) stops the
-        pipeline at its next step.
+        Steps are sent at most every `progress_interval_s` (the ingress's own pacing, so nothing is sent
+        that it would drop). Cancelling the call (the ingress does when every job of the batch was
+        cancelled) stops the pipeline at its next step.
         """
         loop = asyncio.get_running_loop()
         steps: asyncio.Queue[StepUpdate] = asyncio.Queue()
         stop = threading.Event()
-        started = time.monotonic()
+        started = sent = time.monotonic()
 
         def on_step(update: StepUpdate) -> None:  # on the engine thread
+            nonlocal sent
+            now = time.monotonic()
+            if now - sent < progress_interval_s:
+                return
+            sent = now
             loop.call_soon_threadsafe(steps.put_nowait, update)
 
         work = asyncio.ensure_future(asyncio.to_thread(self._run_locked, items, on_step, stop))
@@ -288,22 +296,23 @@ class RayEngine:
     keys, seeds), on another replica; if that fails too the batch fails with `ReplicaLost`.
     """
 
-    def __init__(self, handle: DeploymentHandle, info: ReplicaInfo) -> None:
+    def __init__(self, handle: DeploymentHandle, info: ReplicaInfo, progress_interval_s: float = 0.0) -> None:
         self._handle = handle.options(stream=True)
         self._info = info
+        self._progress_interval_s = progress_interval_s  # the scheduler's pacing, applied at the source
         self._book = ReplicaBook()
         self.retries = 0
 
     @classmethod
-    async def connect(cls, handle: DeploymentHandle) -> RayEngine:
+    async def connect(cls, handle: DeploymentHandle, progress_interval_s: float = 0.0) -> RayEngine:
         """Ask one replica what it serves (waiting for the deployment to come up)."""
         info: ReplicaInfo = await handle.describe.remote()
-        return cls(handle, info)
+        return cls(handle, info, progress_interval_s)
 
     @classmethod
-    def connect_sync(cls, handle: DeploymentHandle) -> RayEngine:
+    def connect_sync(cls, handle: DeploymentHandle, progress_interval_s: float = 0.0) -> RayEngine:
         """`connect` for callers outside an event loop."""
-        return cls(handle, handle.describe.remote().result())
+        return cls(handle, handle.describe.remote().result(), progress_interval_s)
 
     @property
     def model_name(self) -> str:
@@ -354,7 +363,7 @@ class RayEngine:
         on_step: Callable[[StepUpdate], None],
         should_stop: Callable[[], bool],
     ) -> list[list[GeneratedImage]]:
-        stream: DeploymentResponseGenerator = self._handle.run.remote(items)
+        stream: DeploymentResponseGenerator = self._handle.run.remote(items, self._progress_interval_s)
         attempt = _Attempt(self._book, sum(i.request.count for i in items))
         try:
             for message in attempt.messages(stream):
@@ -420,7 +429,7 @@ class Ingress:
     """The single ingress replica: the standalone worker's aiohttp app over a `RayEngine`."""
 
     async def __init__(self, model: DeploymentHandle, settings: WorkerSettings) -> None:
-        engine = await RayEngine.connect(model)
+        engine = await RayEngine.connect(model, settings.progress_interval_s)
         self._worker: RunningWorker = await start_worker(settings, engine)
         log.info("ingress serving the /v1 RPC on %s", self._worker.url)
 
