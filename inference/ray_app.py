@@ -517,6 +517,8 @@ def probe_address(address: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
 
 def deploy(engine: EngineSettings, worker: WorkerSettings, scale: RayScaleSettings) -> str:
     """Deploy the application on the joined cluster; return the ingress's `/v1` base URL."""
+    # No Serve HTTP proxies: the ingress serves the RPC itself, and a proxy would only hold port 8000.
+    serve.start(proxy_location="Disabled")
     handle = serve.run(build_app(engine, worker, scale), name=APP_NAME, route_prefix=None)
     url: str = handle.url.remote().result()
     return url
