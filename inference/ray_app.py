@@ -3,7 +3,8 @@
 Two deployments make one application:
 
 - `ModelReplica`: one replica per GPU, each running the same `DiffusersEngine` as the standalone worker.
-  A batch is a streaming call: the replica yields each step's update (with previews) and then the images.
+  A batch is a streaming call: the replica yields step updates (with previews, paced at the ingress's
+  progress interval) and then the images.
 - `Ingress`: a single replica that runs the standalone worker's own aiohttp app (`start_worker`, so the
   same validation, error codes and fair two-lane scheduler) on its own port. Its engine is a `RayEngine`,
   which hands each batch the scheduler forms to whichever model replica is free and streams progress back.
