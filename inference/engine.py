@@ -32,6 +32,7 @@ from PIL.PngImagePlugin import PngInfo
 from inference.protocol import (
     MAX_STEPS,
     BatchItem,
+    BatchKey,
     EngineError,
     EngineOutOfMemory,
     GeneratedImage,
@@ -71,21 +72,6 @@ class _Pipelines:
     generate: DiffusionPipeline
     img2img: DiffusionPipeline  # shares every module with `generate`
     edit: DiffusionPipeline | None  # an instruction-editing pipeline, when configured
-
-
-@dataclass(frozen=True, slots=True)
-class _BatchShape:
-    """What every item of one batch must share for a single pipeline call to serve them all."""
-
-    kind: JobKind
-    width: int
-    height: int
-    steps: int
-    guidance: float
-    strength: float | None
-    image_guidance: float | None
-    adapter: str | None
-    adapter_scale: float
 
 
 def resolve_device(choice: str) -> torch.device:
@@ -323,19 +309,15 @@ class DiffusersEngine:
 
     # --- One batch, step by step ---
 
-    def _shape(self, items: list[BatchItem]) -> _BatchShape:
+    def _shape(self, items: list[BatchItem]) -> BatchKey:
         shapes = {
-            _BatchShape(
-                kind=it.request.kind,
+            BatchKey.of(
+                it.request,
                 width=it.width,
                 height=it.height,
                 steps=it.steps,
                 guidance=it.guidance,
                 strength=it.strength,
-                image_guidance=it.request.image_guidance,
-                adapter=it.request.adapter,
-                # The scale means nothing without an adapter; it must not split batches then.
-                adapter_scale=it.request.adapter_scale if it.request.adapter else 1.0,
             )
             for it in items
         }
@@ -347,7 +329,7 @@ class DiffusersEngine:
             raise EngineError(f"{shape.kind} jobs need an input image: {missing}")
         return shape
 
-    def _pipe_for(self, shape: _BatchShape) -> DiffusionPipeline:
+    def _pipe_for(self, shape: BatchKey) -> DiffusionPipeline:
         if shape.kind is JobKind.GENERATE:
             return self._pipes.generate
         if shape.kind is JobKind.EDIT and self._pipes.edit is not None:
@@ -356,7 +338,7 @@ class DiffusersEngine:
             return self._pipes.edit
         return self._pipes.img2img
 
-    def _apply_adapter(self, pipe: DiffusionPipeline, shape: _BatchShape) -> None:
+    def _apply_adapter(self, pipe: DiffusionPipeline, shape: BatchKey) -> None:
         """Switch LoRA adapters for this batch so no batch inherits another's adapter."""
         if shape.adapter is not None and shape.adapter not in self._adapters:
             raise EngineError(f"unknown adapter {shape.adapter!r}; loaded: {self._adapters}")
@@ -369,7 +351,7 @@ class DiffusersEngine:
             pipe.set_adapters([shape.adapter], adapter_weights=[shape.adapter_scale])
 
     def _call_kwargs(
-        self, pipe: DiffusionPipeline, items: list[BatchItem], shape: _BatchShape
+        self, pipe: DiffusionPipeline, items: list[BatchItem], shape: BatchKey
     ) -> dict[str, Any]:
         prompts = [it.request.prompt for it in items for _ in range(it.request.count)]
         negatives = [it.request.negative_prompt for it in items for _ in range(it.request.count)]
@@ -448,7 +430,7 @@ class DiffusersEngine:
             raise EngineError(f"pipeline failed: {type(exc).__name__}: {exc}") from exc
 
     def _results(
-        self, items: list[BatchItem], shape: _BatchShape, output: Any, pipe: DiffusionPipeline
+        self, items: list[BatchItem], shape: BatchKey, output: Any, pipe: DiffusionPipeline
     ) -> list[list[GeneratedImage]]:
         images: list[Image.Image] = list(output.images)
         flags = getattr(output, "nsfw_content_detected", None) or [False] * len(images)
@@ -473,7 +455,7 @@ class DiffusersEngine:
         return results
 
     def _metadata(
-        self, item: BatchItem, shape: _BatchShape, seed: int, pipe: DiffusionPipeline
+        self, item: BatchItem, shape: BatchKey, seed: int, pipe: DiffusionPipeline
     ) -> dict[str, str]:
         edit_model = pipe is self._pipes.edit
         meta = {

@@ -384,6 +384,55 @@ class BatchItem:
     init_image: Image.Image | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class BatchKey:
+    """What every job of one batch must share for a single pipeline call to serve them all.
+
+    The scheduler groups queued jobs by it and the engine checks a batch against it: one definition, so
+    the two can never disagree about what is compatible.
+    """
+
+    kind: JobKind
+    width: int
+    height: int
+    steps: int
+    guidance: float
+    strength: float | None
+    image_guidance: float | None
+    adapter: str | None
+    adapter_scale: float
+
+    @classmethod
+    def of(
+        cls,
+        request: JobRequest,
+        *,
+        width: int,
+        height: int,
+        steps: int,
+        guidance: float,
+        strength: float | None,
+    ) -> BatchKey:
+        """The key of a request resolved to concrete size, steps, guidance and strength."""
+        return cls(
+            kind=request.kind,
+            width=width,
+            height=height,
+            steps=steps,
+            guidance=guidance,
+            strength=strength,
+            image_guidance=request.image_guidance,
+            adapter=request.adapter,
+            # The scale means nothing without an adapter; it must not split batches then.
+            adapter_scale=request.adapter_scale if request.adapter else 1.0,
+        )
+
+    @property
+    def shape(self) -> tuple[JobKind, int, int, int]:
+        """What the cost of a batch depends on (for ETAs measured per shape)."""
+        return (self.kind, self.width, self.height, self.steps)
+
+
 @dataclass(slots=True)
 class GeneratedImage:
     png: bytes  # with generation metadata in its text chunks

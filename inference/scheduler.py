@@ -23,6 +23,7 @@ from PIL import Image
 
 from inference.protocol import (
     BatchItem,
+    BatchKey,
     Engine,
     EngineOutOfMemory,
     ErrorBody,
@@ -72,33 +73,6 @@ class Submission:
     fingerprint: str  # digest of the request and image, to tell an idempotent resubmit from a conflict
 
 
-@dataclass(frozen=True, slots=True)
-class BatchKey:
-    """Jobs with equal keys can share one pipeline call."""
-
-    kind: JobKind
-    width: int
-    height: int
-    steps: int
-    guidance: float
-    strength: float | None
-    image_guidance: float | None
-    adapter: str | None
-    adapter_scale: float
-
-    @classmethod
-    def of(cls, sub: Submission) -> BatchKey:
-        r = sub.request
-        return cls(
-            r.kind, sub.width, sub.height, sub.steps, sub.guidance, r.strength, r.image_guidance,
-            r.adapter, r.adapter_scale if r.adapter else 1.0,
-        )  # fmt: skip
-
-    @property
-    def shape(self) -> tuple[JobKind, int, int, int]:
-        return (self.kind, self.width, self.height, self.steps)
-
-
 @dataclass(eq=False, slots=True)
 class Job:
     """One job's record, owned by the event loop."""
@@ -128,7 +102,11 @@ class Job:
 
     @property
     def key(self) -> BatchKey:
-        return BatchKey.of(self.sub)
+        sub = self.sub
+        return BatchKey.of(
+            sub.request, width=sub.width, height=sub.height, steps=sub.steps, guidance=sub.guidance,
+            strength=sub.request.strength,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
