@@ -36,7 +36,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from inference.client import WorkerClient
-from inference.protocol import BatchItem, Engine, GeneratedImage, JobKind, JobRequest, StepUpdate
+from inference.protocol import (
+    BatchItem,
+    Engine,
+    EngineWrapper,
+    GeneratedImage,
+    JobKind,
+    JobRequest,
+    StepUpdate,
+)
 from inference.server import start_worker
 from inference.settings import EngineSettings, ModelDefaults, WorkerSettings
 
@@ -115,31 +123,12 @@ async def one_job(client: WorkerClient, n: int, user: str) -> None:
 
 
 @dataclass
-class TimedEngine:
+class TimedEngine(EngineWrapper):
     """The real engine, noting when each pipeline call ends, so throughput is read in the steady state
     (between batch ends inside a window), free of the ramp-up and tail of a fixed amount of work."""
 
-    inner: Engine
     ends: list[tuple[float, int]] = field(default_factory=list)
     starts: list[float] = field(default_factory=list)
-
-    @property
-    def model_name(self) -> str:
-        return self.inner.model_name
-
-    @property
-    def device_name(self) -> str:
-        return self.inner.device_name
-
-    @property
-    def adapter_names(self) -> list[str]:
-        return self.inner.adapter_names
-
-    def defaults(self, kind: JobKind) -> tuple[int, float, int, int]:
-        return self.inner.defaults(kind)
-
-    def memory(self) -> tuple[int | None, int | None]:
-        return self.inner.memory()
 
     def run_batch(
         self, items: list[BatchItem], on_step: Callable[[StepUpdate], None], should_stop: Callable[[], bool]

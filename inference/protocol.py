@@ -488,6 +488,39 @@ class Engine(Protocol):
         ...
 
 
+@dataclass
+class EngineWrapper:
+    """An engine that hands everything to `inner`: subclass it to observe batches or inject faults."""
+
+    inner: Engine
+
+    @property
+    def model_name(self) -> str:
+        return self.inner.model_name
+
+    @property
+    def device_name(self) -> str:
+        return self.inner.device_name
+
+    @property
+    def adapter_names(self) -> list[str]:
+        return self.inner.adapter_names
+
+    def defaults(self, kind: JobKind) -> tuple[int, float, int, int]:
+        return self.inner.defaults(kind)
+
+    def memory(self) -> tuple[int | None, int | None]:
+        return self.inner.memory()
+
+    def run_batch(
+        self,
+        items: list[BatchItem],
+        on_step: Callable[[StepUpdate], None],
+        should_stop: Callable[[], bool],
+    ) -> list[list[GeneratedImage]]:
+        return self.inner.run_batch(items, on_step, should_stop)
+
+
 class EngineOutOfMemory(RuntimeError):
     """The device ran out of memory during a batch; the scheduler splits the batch and retries."""
 

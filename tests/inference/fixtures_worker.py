@@ -24,8 +24,8 @@ from inference.protocol import (
     Engine,
     EngineError,
     EngineOutOfMemory,
+    EngineWrapper,
     GeneratedImage,
-    JobKind,
     JobRequest,
     StepUpdate,
 )
@@ -79,37 +79,18 @@ class Call:
 
 
 @dataclass
-class InstrumentedEngine:
+class InstrumentedEngine(EngineWrapper):
     """Wraps the real engine: records each batch and can inject out-of-memory or a failing batch.
 
     `oom_over`: raise `EngineOutOfMemory` for batches of more than this many images.
     `fail_prompt`: raise `EngineError` for any batch holding a job with this prompt.
     """
 
-    inner: Engine
     oom_over: int | None = None
     fail_prompt: str | None = None
     calls: list[Call] = field(default_factory=list)
     started: threading.Event = field(default_factory=threading.Event)
     step_hook: Callable[[StepUpdate], None] | None = None
-
-    @property
-    def model_name(self) -> str:
-        return self.inner.model_name
-
-    @property
-    def device_name(self) -> str:
-        return self.inner.device_name
-
-    @property
-    def adapter_names(self) -> list[str]:
-        return self.inner.adapter_names
-
-    def defaults(self, kind: JobKind) -> tuple[int, float, int, int]:
-        return self.inner.defaults(kind)
-
-    def memory(self) -> tuple[int | None, int | None]:
-        return self.inner.memory()
 
     def run_batch(
         self,
