@@ -2,7 +2,7 @@
 
 Run `python -m inference.tiny.evaluate [--model DIR] [--n 100]`. A fixed list of prompts and seeds (the
 same on every run) goes through `<DIR>/generate` and a fixed list of recolour and background edits of
-rendered scenes through `<DIR>/edit`, with 20 DPM-Solver++ steps and guidance 5; the judge in
+rendered scenes through `<DIR>/edit` (skipped when there is no such folder: a text-to-image-only run), with 20 DPM-Solver++ steps and guidance 5; the judge in
 inference/tiny/judge.py reads each picture. It prints the figures, checks that different seeds differ
 and the same seed repeats, and ends with one JSON line:
 `{"background_acc", "colour_acc", "shape_acc", "edit_follow", "edit_keeps_shape", ...}`.
@@ -73,8 +73,8 @@ class Scores:
     background_acc: float
     colour_acc: float
     shape_acc: float
-    edit_follow: float
-    edit_keeps_shape: float
+    edit_follow: float | None
+    edit_keeps_shape: float | None
     seeds_differ: bool
     same_seed_equal: bool
     seed_distance: float
@@ -215,18 +215,21 @@ def contact_sheet(images: list, path: Path, columns: int = 10) -> None:
     sheet.save(path)
 
 
-def load_pipelines(model: Path) -> tuple[AutoPipelineForText2Image, StableDiffusionInstructPix2PixPipeline]:
-    for name in ("generate", "edit"):
-        if not (model / name / "model_index.json").exists():
-            raise FileNotFoundError(
-                f"no {name} pipeline in {model}: train with python -m inference.tiny.train"
-            )
+def load_pipelines(
+    model: Path,
+) -> tuple[AutoPipelineForText2Image, StableDiffusionInstructPix2PixPipeline | None]:
+    """The text-to-image pipeline (required) and the edit pipeline (None when it was not trained yet)."""
+    if not (model / "generate" / "model_index.json").exists():
+        raise FileNotFoundError(f"no generate pipeline in {model}: train with python -m inference.tiny.train")
     generate_pipe = AutoPipelineForText2Image.from_pretrained(model / "generate", torch_dtype=torch.float32)
+    generate_pipe.set_progress_bar_config(disable=True)
+    if not (model / "edit" / "model_index.json").exists():
+        log.warning("no edit pipeline in %s: the edit figures are skipped", model)
+        return generate_pipe, None
     edit_pipe = StableDiffusionInstructPix2PixPipeline.from_pretrained(
         model / "edit", torch_dtype=torch.float32
     )
-    for pipe in (generate_pipe, edit_pipe):
-        pipe.set_progress_bar_config(disable=True)
+    edit_pipe.set_progress_bar_config(disable=True)
     return generate_pipe, edit_pipe
 
 
@@ -245,20 +248,23 @@ def evaluate(options: EvalOptions) -> Report:
     prompts, edits = prompt_cases(options.n), edit_cases(options.n)
     images = generate(generate_pipe, [c.prompt for c in prompts], [c.seed for c in prompts], options)
     drawn = score_prompts(prompts, [judge.judge(im) for im in images])
-    edited = edit(edit_pipe, edits, options)
-    follow, keep = score_edits(edits, [judge.judge(im) for im in edited])
+    edited = edit(edit_pipe, edits, options) if edit_pipe is not None else []
+    follow, keep = score_edits(edits, [judge.judge(im) for im in edited]) if edited else (None, None)
     differ, same = seed_checks(generate_pipe, prompts, options)
     round_trips = reconstruct(generate_pipe, [c.truth for c in prompts])
     autoencoder = score_prompts(prompts, [judge.judge(im) for im in round_trips])
     if options.sheet is not None:
         contact_sheet(images, options.sheet)
-        contact_sheet(edited, options.sheet.with_name(options.sheet.stem + "-edit" + options.sheet.suffix))
+        if edited:
+            contact_sheet(
+                edited, options.sheet.with_name(options.sheet.stem + "-edit" + options.sheet.suffix)
+            )
     scores = Scores(
         background_acc=round(drawn.background, 4),
         colour_acc=round(drawn.colour, 4),
         shape_acc=round(drawn.shape, 4),
-        edit_follow=round(follow, 4),
-        edit_keeps_shape=round(keep, 4),
+        edit_follow=None if follow is None else round(follow, 4),
+        edit_keeps_shape=None if keep is None else round(keep, 4),
         seeds_differ=differ > SEED_DISTANCE,
         same_seed_equal=same == 0.0,
         seed_distance=round(differ, 2),
@@ -302,9 +308,13 @@ def main(argv: list[str] | None = None) -> None:
         f"text-to-image, {scores.n} prompts: background {scores.background_acc:.0%}, "
         f"colour {scores.colour_acc:.0%}, shape {scores.shape_acc:.0%}"
     )
-    print(
-        f"edits, {scores.n} instructions: followed {scores.edit_follow:.0%}, shape kept {scores.edit_keeps_shape:.0%}"
-    )
+    if scores.edit_follow is None or scores.edit_keeps_shape is None:
+        print("edits: no edit pipeline, skipped")
+    else:
+        print(
+            f"edits, {scores.n} instructions: followed {scores.edit_follow:.0%}, "
+            f"shape kept {scores.edit_keeps_shape:.0%}"
+        )
     print(
         f"seeds: two seeds differ by at least {scores.seed_distance:.1f}/255 (need > {SEED_DISTANCE}); "
         f"same seed repeats exactly: {scores.same_seed_equal}"

@@ -65,6 +65,9 @@ class TrainOptions:
     threads: int = 2
     seed: int = 20261129
     pool: int = 4096
+    # Zero terminal SNR with v-prediction (see `make_noise_scheduler`); False is Stable Diffusion's
+    # scaled-linear schedule with epsilon prediction and offset noise.
+    zero_snr: bool = True
 
     @property
     def work(self) -> Path:
@@ -166,16 +169,34 @@ def make_unet(in_channels: int = 4) -> UNet2DConditionModel:
     )
 
 
-def make_noise_scheduler() -> DDPMScheduler:
+def make_noise_scheduler(zero_snr: bool = True) -> DDPMScheduler:
+    """The training schedule: Stable Diffusion's scaled-linear betas, by default rescaled to zero terminal SNR.
+
+    Unrescaled, the last step keeps sqrt(alpha_bar) = 0.068 of the picture. On 16x16 latents the mean of
+    unit noise has a spread of only 1/16, so the picture's mean (its background colour) stays readable at
+    the last step, the model learns to take it from the noise, and at sampling time takes it from the
+    random start. With zero terminal SNR the last step holds nothing of the picture; epsilon prediction is
+    undefined there, hence v-prediction, and sampling must start at the last step ("trailing" spacing).
+    """
+    if not zero_snr:
+        return DDPMScheduler(
+            num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear"
+        )
     return DDPMScheduler(
-        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear"
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        rescale_betas_zero_snr=True,
+        prediction_type="v_prediction",
+        timestep_spacing="trailing",
     )
 
 
-def make_sampler() -> DPMSolverMultistepScheduler:
+def make_sampler(zero_snr: bool = True) -> DPMSolverMultistepScheduler:
     """The pipelines' default sampler: DPM-Solver++ on the training noise schedule."""
     return DPMSolverMultistepScheduler.from_config(
-        make_noise_scheduler().config, algorithm_type="dpmsolver++"
+        make_noise_scheduler(zero_snr).config, algorithm_type="dpmsolver++"
     )
 
 
@@ -327,9 +348,15 @@ def vae_loss(vae: AutoencoderKL, images: torch.Tensor) -> torch.Tensor:
 
 
 def min_snr_weights(scheduler: DDPMScheduler, timesteps: torch.Tensor, gamma: float = 5.0) -> torch.Tensor:
-    """Min-SNR-gamma loss weights for epsilon prediction (Hang et al. 2023)."""
+    """Min-SNR-gamma loss weights (Hang et al. 2023) for the scheduler's prediction type.
+
+    For v-prediction the SNR is floored at 1: plain min(snr, gamma) / (snr + 1) goes to zero at the
+    noisiest steps, which are exactly where the prompt alone must decide the background.
+    """
     alphas = scheduler.alphas_cumprod[timesteps]
     snr = alphas / (1 - alphas)
+    if scheduler.config.prediction_type == "v_prediction":
+        return torch.clamp(snr, min=1.0, max=gamma) / (snr + 1)
     return torch.clamp(snr, max=gamma) / snr
 
 
@@ -340,15 +367,19 @@ def denoise_loss(
     text: torch.Tensor,
     condition: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    # Offset noise: Stable Diffusion's schedule leaves a trace of the picture's mean at the last step, so a
-    # model trained on plain noise takes the background from the starting noise instead of the prompt.
-    noise = torch.randn_like(latents) + OFFSET_NOISE * torch.randn(*latents.shape[:2], 1, 1)
+    noise = torch.randn_like(latents)
+    v_prediction = scheduler.config.prediction_type == "v_prediction"
+    if not v_prediction:
+        # Offset noise: without zero terminal SNR the last step keeps a trace of the picture's mean, so a
+        # model trained on plain noise takes the background from the starting noise, not the prompt.
+        noise = noise + OFFSET_NOISE * torch.randn(*latents.shape[:2], 1, 1)
     timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],))
     noisy = scheduler.add_noise(latents, noise, timesteps)
     if condition is not None:
         noisy = torch.cat([noisy, condition], dim=1)
     prediction = unet(noisy, timesteps, text).sample
-    per_sample = F.mse_loss(prediction, noise, reduction="none").mean(dim=(1, 2, 3))
+    target = scheduler.get_velocity(latents, noise, timesteps) if v_prediction else noise
+    per_sample = F.mse_loss(prediction, target, reduction="none").mean(dim=(1, 2, 3))
     return (min_snr_weights(scheduler, timesteps) * per_sample).mean()
 
 
@@ -555,7 +586,7 @@ def load_vae(options: TrainOptions) -> AutoencoderKL:
 def train_unet(options: TrainOptions) -> PartStats:
     """The denoiser and text encoder, trained together: the encoder is tiny and starts from nothing."""
     torch.manual_seed(options.seed + 1)
-    vae, tokenizer, scheduler = load_vae(options), make_tokenizer(), make_noise_scheduler()
+    vae, tokenizer, scheduler = load_vae(options), make_tokenizer(), make_noise_scheduler(options.zero_snr)
     unet, text_encoder = make_unet(), make_text_encoder(tokenizer)
     trainee = new_trainee("unet", {"unet": unet, "text_encoder": text_encoder}, options.seed)
     batch = SETTINGS["unet"].batch
@@ -597,7 +628,7 @@ def load_trained(options: TrainOptions, name: str) -> nn.Module:
 def train_edit(options: TrainOptions) -> PartStats:
     """The InstructPix2Pix denoiser; the autoencoder and text encoder stay as the text-to-image model has them."""
     torch.manual_seed(options.seed + 2)
-    vae, tokenizer, scheduler = load_vae(options), make_tokenizer(), make_noise_scheduler()
+    vae, tokenizer, scheduler = load_vae(options), make_tokenizer(), make_noise_scheduler(options.zero_snr)
     text_encoder = load_trained(options, "text_encoder").eval().requires_grad_(False)
     unet = edit_unet_from(load_trained(options, "unet"))
     trainee = new_trainee("edit", {"unet": unet}, options.seed)
@@ -638,7 +669,7 @@ def export_generate(
         text_encoder=text_encoder,
         tokenizer=tokenizer,
         unet=unet,
-        scheduler=make_sampler(),
+        scheduler=make_sampler(options.zero_snr),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
@@ -658,7 +689,7 @@ def export_edit(
         text_encoder=text_encoder,
         tokenizer=tokenizer,
         unet=unet,
-        scheduler=make_sampler(),
+        scheduler=make_sampler(options.zero_snr),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
@@ -698,12 +729,20 @@ def parse_args(argv: list[str] | None = None) -> TrainOptions:
     parser.add_argument(
         "--pool", type=int, default=TrainOptions.pool, help="encoded examples kept (denoisers)"
     )
+    parser.add_argument(
+        "--zero-snr",
+        action=argparse.BooleanOptionalAction,
+        default=TrainOptions.zero_snr,
+        help="zero-terminal-SNR schedule with v-prediction (--no-zero-snr: SD's schedule, epsilon, offset noise)",
+    )
     args = parser.parse_args(argv)
     if args.minutes <= 0 or (args.steps is not None and args.steps <= 0) or args.threads <= 0:
         parser.error("--minutes, --steps and --threads must be positive")
     if args.pool < 64 or args.pool % 64:
         parser.error("--pool must be a positive multiple of 64")
-    return TrainOptions(args.part, args.minutes, args.steps, args.out, args.threads, args.seed, args.pool)
+    return TrainOptions(
+        args.part, args.minutes, args.steps, args.out, args.threads, args.seed, args.pool, args.zero_snr
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -41,10 +41,47 @@ def test_edit_unet_starts_as_the_text_to_image_unet():
     assert torch.allclose(edit(torch.cat([latents, picture], 1), t, text).sample, expected, atol=1e-5)
 
 
-def test_min_snr_weights_cap_the_easy_timesteps():
-    weights = train.min_snr_weights(train.make_noise_scheduler(), torch.tensor([0, 100, 999]))
+@pytest.mark.parametrize("zero_snr", [True, False])
+def test_min_snr_weights_cap_the_easy_timesteps(zero_snr):
+    weights = train.min_snr_weights(train.make_noise_scheduler(zero_snr), torch.tensor([0, 100, 999]))
     assert weights[0] < 0.1 and weights[-1] == pytest.approx(1.0)
     assert bool(((weights > 0) & (weights <= 1)).all())
+
+
+def test_v_prediction_weights_keep_the_noisiest_steps():
+    """Where only the prompt can decide the background, the floored weight must not vanish."""
+    scheduler = train.make_noise_scheduler(zero_snr=True)
+    weights = train.min_snr_weights(scheduler, torch.arange(900, 1000))
+    assert float(weights.min()) >= 0.5
+
+
+def test_zero_snr_schedule_leaves_nothing_of_the_picture_at_the_last_step():
+    plain, zero = train.make_noise_scheduler(zero_snr=False), train.make_noise_scheduler(zero_snr=True)
+    # The leak: on 16x16 latents the mean of unit noise spreads only 1/16, less than this trace.
+    assert float(plain.alphas_cumprod[-1].sqrt()) > 1 / 16
+    assert float(zero.alphas_cumprod[-1]) < 1e-6 and zero.config.prediction_type == "v_prediction"
+    sampler = train.make_sampler(zero_snr=True)
+    sampler.set_timesteps(20)
+    assert int(sampler.timesteps[0]) == 999, "sampling starts from pure noise"
+    assert sampler.config.prediction_type == "v_prediction"
+
+
+def test_v_prediction_loss_is_zero_for_the_exact_velocity():
+    scheduler = train.make_noise_scheduler(zero_snr=True)
+    latents = torch.randn(3, 4, 16, 16)
+
+    class Oracle(torch.nn.Module):
+        """Answers with the true velocity, recovered from the noisy input for the seeded noise."""
+
+        def forward(self, noisy: torch.Tensor, t: torch.Tensor, text: torch.Tensor) -> object:
+            alpha = scheduler.alphas_cumprod[t].sqrt()[:, None, None, None]
+            sigma = (1 - scheduler.alphas_cumprod[t]).sqrt()[:, None, None, None]
+            noise = (noisy - alpha * latents) / sigma
+            return type("Out", (), {"sample": alpha * noise - sigma * latents})()
+
+    torch.manual_seed(0)
+    loss = train.denoise_loss(Oracle(), scheduler, latents, torch.zeros(3, 1, train.TEXT_DIM))
+    assert float(loss) < 1e-6
 
 
 def test_crops_and_batches_are_deterministic():
@@ -60,6 +97,7 @@ def test_bad_options_are_refused(capsys):
     assert "--minutes" in capsys.readouterr().err
     options = train.parse_args(["--part", "vae", "--minutes", "2", "--out", "/tmp/x"])
     assert options.work == options.out / "train-state" and options.part == "vae"
+    assert options.zero_snr and not train.parse_args(["--no-zero-snr"]).zero_snr
 
 
 def test_vae_part_checkpoints_and_resumes(tmp_path):
