@@ -1,7 +1,8 @@
 """brushfire's command line: run the worker and the bot, manage the database, or make images locally.
 
 python run.py                      worker + bot (the worker is restarted with backoff if it crashes)
-python run.py bot | worker         one of the two
+python run.py bot | worker         one of the two (worker flags: --host --port --model --edit-model
+                                   --device --max-batch, over the settings)
 python run.py serve --ray [--replicas N] [--address ADDR]   the worker's RPC on Ray Serve, many GPUs
 python run.py db migrate | backup PATH
 python run.py imagine "a red fox" -o fox.png
@@ -21,12 +22,15 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TextIO
 
+from pydantic import ValidationError
+
 from bot.errors import BrushfireError
 from bot.jobs import JobOutcome, JobService, open_job_service
 from bot.plans import LOCAL_USER, ImagineOptions, parse_lane
 from bot.progress import ProgressState, ProgressUpdater
 from bot.settings import Settings, SettingsError, load_settings
 from inference.protocol import EngineError
+from inference.settings import EngineSettings, WorkerSettings
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +45,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     sub = p.add_subparsers(dest="command")
     sub.add_parser("all", help="worker and bot together (the default)")
     sub.add_parser("bot", help="the Discord bot alone (the worker runs elsewhere: worker_url)")
-    sub.add_parser("worker", help="the inference worker alone")
+    worker = sub.add_parser("worker", help="the inference worker alone (flags override the settings)")
+    worker.add_argument("--host", help="bind address (a non-loopback one needs worker.token)")
+    worker.add_argument("--port", type=int)
+    worker.add_argument("--model", help="Hugging Face id or local folder (default: the bundled tiny model)")
+    worker.add_argument("--edit-model", help="an instruction-editing pipeline (default: img2img)")
+    worker.add_argument("--device", choices=["auto", "cuda", "mps", "cpu"])
+    worker.add_argument("--max-batch", type=int, help="images per pipeline call")
     serve = sub.add_parser("serve", help="the worker's RPC from many GPUs and machines (Ray Serve)")
     serve.add_argument("--ray", action="store_true", help="serve on Ray Serve (the only mode so far)")
     serve.add_argument("--replicas", type=int, default=1, help="model replicas, one per GPU")
@@ -91,9 +101,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(command: str, args: argparse.Namespace, settings: Settings) -> int:
     if command == "worker":
-        from inference.server import run_worker
+        from inference.server import WorkerConfigError, run_worker
 
-        run_worker(settings.worker, settings.engine)
+        try:
+            worker, engine = worker_settings(settings, args)
+            run_worker(worker, engine)
+        except (WorkerConfigError, ValidationError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         return 0
     if command == "serve":
         return _serve_ray(args, settings)
@@ -155,6 +170,27 @@ class WorkerSupervisor:
         except TimeoutError:
             proc.kill()
             await proc.wait()
+
+
+def worker_settings(settings: Settings, args: argparse.Namespace) -> tuple[WorkerSettings, EngineSettings]:
+    """The worker's and engine's settings with `run.py worker` flags laid over them (validated again)."""
+
+    def given(**flags: object) -> dict[str, object]:
+        return {k: v for k, v in flags.items() if v is not None}
+
+    worker = WorkerSettings.model_validate(
+        {
+            **settings.worker.model_dump(exclude_unset=True),
+            **given(host=args.host, port=args.port, max_batch=args.max_batch),
+        }
+    )
+    engine = EngineSettings.model_validate(
+        {
+            **settings.engine.model_dump(exclude_unset=True),
+            **given(model=args.model, edit_model=args.edit_model, device=args.device),
+        }
+    )
+    return worker, engine
 
 
 def worker_command(config: Path | None) -> list[str]:

@@ -79,6 +79,9 @@ class EngineSettings(BaseModel):
         # "the model's own"; any value set by hand is kept.
         if self.model is None and self.defaults == ModelDefaults():
             self.defaults = BUNDLED_MODEL_DEFAULTS.model_copy()
+            # Still "not set by hand": settings rebuilt with a model (`run.py worker --model`) must get
+            # that model's defaults, not the bundled one's.
+            self.__pydantic_fields_set__.discard("defaults")
         return self
 
 
