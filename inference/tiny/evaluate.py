@@ -302,7 +302,10 @@ def main(argv: list[str] | None = None) -> None:
     options = parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(options.threads)
-    report = evaluate(options)
+    try:
+        report = evaluate(options)
+    except FileNotFoundError as error:
+        raise SystemExit(f"error: {error}") from None
     scores = report.scores
     print(
         f"text-to-image, {scores.n} prompts: background {scores.background_acc:.0%}, "

@@ -97,7 +97,7 @@ def test_bad_options_are_refused(capsys):
     assert "--minutes" in capsys.readouterr().err
     options = train.parse_args(["--part", "vae", "--minutes", "2", "--out", "/tmp/x"])
     assert options.work == options.out / "train-state" and options.part == "vae"
-    assert options.zero_snr and not train.parse_args(["--no-zero-snr"]).zero_snr
+    assert not options.zero_snr and train.parse_args(["--zero-snr"]).zero_snr
 
 
 def test_vae_part_checkpoints_and_resumes(tmp_path):
