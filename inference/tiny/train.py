@@ -604,7 +604,10 @@ def train_unet(options: TrainOptions) -> PartStats:
     stats = run_loop(options, trainee, step, setup=pool.fill)
     trainee.ema["unet"].save_pretrained(options.work / "unet")
     trainee.ema["text_encoder"].save_pretrained(options.work / "text_encoder")
-    export_generate(options, vae, trainee.ema["text_encoder"], tokenizer, trainee.ema["unet"])
+    export_pipeline(
+        options, StableDiffusionPipeline, "generate", vae=vae, text_encoder=trainee.ema["text_encoder"],
+        tokenizer=tokenizer, unet=trainee.ema["unet"],
+    )  # fmt: skip
     return stats
 
 
@@ -651,21 +654,28 @@ def train_edit(options: TrainOptions) -> PartStats:
 
     stats = run_loop(options, trainee, step, setup=pool.fill)
     trainee.ema["unet"].save_pretrained(options.work / "edit_unet")
-    export_edit(options, vae, text_encoder, tokenizer, trainee.ema["unet"])
+    export_pipeline(
+        options, StableDiffusionInstructPix2PixPipeline, "edit", vae=vae, text_encoder=text_encoder,
+        tokenizer=tokenizer, unet=trainee.ema["unet"],
+    )  # fmt: skip
     return stats
 
 
 # ---------------------------------------------------------------- export
 
 
-def export_generate(
+def export_pipeline(
     options: TrainOptions,
+    pipeline_class: type[StableDiffusionPipeline] | type[StableDiffusionInstructPix2PixPipeline],
+    folder: str,
+    *,
     vae: AutoencoderKL,
     text_encoder: CLIPTextModel,
     tokenizer: CLIPTokenizer,
     unet: UNet2DConditionModel,
 ) -> Path:
-    pipe = StableDiffusionPipeline(
+    """Save trained parts as a diffusers pipeline folder (`generate` or `edit`) under `options.out`."""
+    pipe = pipeline_class(
         vae=vae,
         text_encoder=text_encoder,
         tokenizer=tokenizer,
@@ -675,27 +685,7 @@ def export_generate(
         feature_extractor=None,
         requires_safety_checker=False,
     )
-    return _save_half(pipe, options.out / "generate")
-
-
-def export_edit(
-    options: TrainOptions,
-    vae: AutoencoderKL,
-    text_encoder: CLIPTextModel,
-    tokenizer: CLIPTokenizer,
-    unet: UNet2DConditionModel,
-) -> Path:
-    pipe = StableDiffusionInstructPix2PixPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=make_sampler(options.zero_snr),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    return _save_half(pipe, options.out / "edit")
+    return _save_half(pipe, options.out / folder)
 
 
 def _save_half(pipe: StableDiffusionPipeline | StableDiffusionInstructPix2PixPipeline, folder: Path) -> Path:
