@@ -30,7 +30,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"])
     p.add_argument("--compile", action="store_true", help="torch.compile the UNet")
     p.add_argument("--cpu-threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    p.add_argument("--cache-dir", type=Path, default=None, help="where the bundled tiny model is built")
+    p.add_argument("--cache-dir", type=Path, default=None, help="where downloaded weights are cached")
     p.add_argument("--max-batch", type=int, default=defaults.max_batch, help="images per pipeline call")
     p.add_argument("--relax-share", type=float, default=defaults.relax_share)
     p.add_argument("--max-pixels", type=int, default=defaults.max_pixels, help="per output image")

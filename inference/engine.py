@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 
 PREVIEW_MAX_SIDE = 128
 TINY_MODEL_NAME = "brushfire/tiny"
+# The trained tiny shapes model (inference/tiny/MODEL_CARD.md): its `generate` and `edit` pipelines.
+BUNDLED_MODEL_ROOT = Path(__file__).parent / "tiny" / "model"
 
 # Latent-to-RGB projections (the approximations ComfyUI and A1111 use for live previews).
 _SD_RGB = (
@@ -100,16 +102,26 @@ def resolve_dtype(choice: str, device: torch.device) -> torch.dtype:
     return torch.float32
 
 
-def tiny_model_dir(settings: EngineSettings) -> Path:
-    """The bundled tiny model's folder, built on first use (no download; a few seconds on a CPU)."""
-    from inference.tiny.build import build
+def bundled_model_dir(kind: str) -> Path:
+    """The bundled trained tiny model's `generate` or `edit` pipeline folder, shipped inside the package."""
+    folder = BUNDLED_MODEL_ROOT / kind
+    if not (folder / "model_index.json").is_file():
+        raise EngineError(
+            f"the bundled tiny model is missing: no {kind} pipeline at {folder} "
+            "(reinstall brushfire, or set [engine] model to a model of your own)"
+        )
+    return folder
 
-    root = (settings.cache_dir or Path.home() / ".cache" / "brushfire") / "tiny"
-    generate_dir = root / "generate"
-    if not (generate_dir / "model_index.json").exists():
-        log.info("building the tiny model into %s", root)
-        build(root)
-    return generate_dir
+
+def model_sources(settings: EngineSettings) -> tuple[str, str | None]:
+    """The main and edit model to load: the configured ones, or both bundled pipelines when none is set.
+
+    A configured main model without an edit model edits by img2img on its own weights.
+    """
+    if settings.model:
+        return settings.model, settings.edit_model
+    generate = str(bundled_model_dir("generate"))
+    return generate, settings.edit_model or str(bundled_model_dir("edit"))
 
 
 class _Previewer:
@@ -207,14 +219,13 @@ class DiffusersEngine:
         _quiet_libraries()
         device = resolve_device(settings.device)
         dtype = resolve_dtype(settings.dtype, device)
-        source = settings.model or str(tiny_model_dir(settings))
+        source, edit_source = model_sources(settings)
+        # `dtype` also upcasts the bundled model's float16-saved weights to float32 on a CPU.
         log.info("loading %s on %s as %s", source, device, dtype)
         generate = _from_pretrained(AutoPipelineForText2Image, source, settings, dtype)
         edit = None
-        if settings.edit_model:
-            edit = _from_pretrained(
-                StableDiffusionInstructPix2PixPipeline, settings.edit_model, settings, dtype
-            )
+        if edit_source:
+            edit = _from_pretrained(StableDiffusionInstructPix2PixPipeline, edit_source, settings, dtype)
         return cls.from_pipeline(
             settings, generate, edit=edit, model_name=settings.model or TINY_MODEL_NAME, device=device
         )

@@ -27,7 +27,7 @@ class ModelDefaults(BaseModel):
     edit_image_guidance: float = Field(default=1.5, ge=1.0, le=10.0)
 
 
-# The bundled tiny model draws 64x64 pictures; its defaults apply when no model is configured and the
+# The bundled trained tiny model draws 64x64 pictures; its defaults apply when no model is configured and the
 # settings name no defaults of their own, so the offline default is quick on a CPU.
 BUNDLED_MODEL_DEFAULTS = ModelDefaults(steps=20, guidance=5.0, width=64, height=64, img2img_strength=0.6)
 
@@ -51,9 +51,11 @@ class EngineSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    # A Hugging Face id or a local folder; None means the bundled tiny model.
+    # A Hugging Face id or a local folder; None means the bundled trained tiny model
+    # (inference/tiny/model/generate).
     model: str | None = None
-    # An instruction-editing pipeline (e.g. InstructPix2Pix); None means img2img on the main weights.
+    # An instruction-editing pipeline (e.g. InstructPix2Pix); None means img2img on the main weights, or
+    # the bundled tiny edit model (inference/tiny/model/edit) when `model` is None too.
     edit_model: str | None = None
     # A tiny preview decoder (TAESD-style AutoencoderTiny); None means a cheap latent-to-RGB projection.
     preview_decoder: str | None = None

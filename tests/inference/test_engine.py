@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import io
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,7 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-from inference.engine import DiffusersEngine
+from inference import engine as engine_module
+from inference.engine import DiffusersEngine, model_sources
 from inference.protocol import (
     BatchItem,
     EngineError,
@@ -367,13 +369,31 @@ def test_a_missing_model_is_a_clear_error(engine_settings: EngineSettings, tmp_p
         DiffusersEngine.load(engine_settings.model_copy(update={"preview_decoder": missing}))
 
 
-def test_no_model_means_the_bundled_tiny_one(tmp_path: Path) -> None:
+def test_no_model_means_the_bundled_trained_one(tmp_path: Path) -> None:
     settings = EngineSettings(device="cpu", cpu_threads=1, cache_dir=tmp_path)
     engine = DiffusersEngine.load(settings)
     assert engine.model_name == "brushfire/tiny"
-    assert (tmp_path / "tiny" / "generate" / "model_index.json").exists()
+    assert engine.has_edit_model  # the bundled edit pipeline, not img2img
+    # Stored as float16, run as float32 on a CPU; nothing is built or copied into the cache.
+    for pipe in (engine._pipes.generate, engine._pipes.edit):
+        assert pipe is not None and pipe.unet.dtype == pipe.vae.dtype == torch.float32
+    assert not (tmp_path / "tiny").exists()
     results, _ = run(engine, [make_item("a", 1, steps=1)])
     assert len(results[0]) == 1
+
+
+def test_a_configured_model_without_an_edit_model_edits_by_img2img(engine_settings: EngineSettings) -> None:
+    assert model_sources(engine_settings.model_copy(update={"edit_model": None})) == (
+        engine_settings.model,
+        None,
+    )
+
+
+def test_a_missing_bundled_model_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(engine_module, "BUNDLED_MODEL_ROOT", tmp_path / "model")
+    missing = re.escape(f"no generate pipeline at {tmp_path / 'model' / 'generate'}")
+    with pytest.raises(EngineError, match=missing):
+        DiffusersEngine.load(EngineSettings(device="cpu", cpu_threads=1))
 
 
 def with_safety_checker(model_dir: Path, out_dir: Path, threshold: float) -> Path:
