@@ -46,6 +46,13 @@ def engine_settings(tiny_models: tuple[Path, Path], tmp_path: Path) -> EngineSet
 
 
 @pytest.fixture
+def bundled_engine_settings(tmp_path: Path) -> EngineSettings:
+    """The bundled trained tiny model at its own defaults (20 steps, guidance 5): slower, but it draws the
+    prompt. A test module that needs it overrides `engine_settings` with this fixture."""
+    return EngineSettings(device="cpu", cpu_threads=1, cache_dir=tmp_path / "cache")
+
+
+@pytest.fixture
 def settings(engine_settings: EngineSettings, tmp_path: Path) -> Settings:
     return Settings(
         database=DatabaseSettings(path=tmp_path / "bf.sqlite3"),
