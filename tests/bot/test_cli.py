@@ -9,10 +9,17 @@ import pytest
 from PIL import Image
 
 import run
+from inference.tiny import data
 from tests.bot.conftest import free_port
+from tests.judge import Judge
 
 
-def write_config(tmp_path: Path, tiny: tuple[Path, Path], limit: int = 5) -> Path:
+def write_config(tmp_path: Path, tiny: tuple[Path, Path] | None, limit: int = 5) -> Path:
+    """A config on the random-weight tiny pipelines (fast), or on the bundled trained model when `tiny` is None."""
+    model, defaults = "", ""
+    if tiny is not None:
+        model = f'model = "{tiny[0]}"\nedit_model = "{tiny[1]}"\n'
+        defaults = "[engine.defaults]\nsteps = 3\nwidth = 64\nheight = 64\n"
     path = tmp_path / "config.toml"
     path.write_text(
         f"""
@@ -21,16 +28,10 @@ path = "{tmp_path / "cli.sqlite3"}"
 [worker]
 port = {free_port()}
 [engine]
-model = "{tiny[0]}"
-edit_model = "{tiny[1]}"
-device = "cpu"
+{model}device = "cpu"
 cpu_threads = 1
 cache_dir = "{tmp_path / "cache"}"
-[engine.defaults]
-steps = 3
-width = 64
-height = 64
-[quota]
+{defaults}[quota]
 default_limit = {limit}
 [quota.relax]
 enabled_by_default = false
@@ -70,6 +71,23 @@ def test_imagine_then_edit_writes_pngs_and_charges_the_local_user(tiny_models, t
     ]
     (seed,) = rows(db, "SELECT seed FROM generations WHERE kind = 'generate'")[0]
     assert seed == 7
+
+
+def test_quick_start_draws_the_prompt_on_the_bundled_model(tmp_path):
+    # The README's quick start, with a seed: no model configured, so the bundled trained one at its defaults.
+    prompt = "a red circle on a blue background"
+    config = write_config(tmp_path, None)
+    out = tmp_path / "out.png"
+    assert run.main(["--config", str(config), "imagine", prompt, "-o", str(out), "--seed", "6"]) == 0
+    with Image.open(out) as img:
+        assert img.size == (64, 64)
+        verdict = Judge().judge(img)
+    wanted = data.parse_caption(prompt)
+    assert (verdict.background, verdict.colour, verdict.shape) == (
+        wanted.background,
+        wanted.groups[0].colour,
+        wanted.groups[0].kind,
+    ), verdict
 
 
 def test_several_images_are_numbered(tiny_models, tmp_path):
