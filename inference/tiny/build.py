@@ -1,4 +1,6 @@
-"""Build the tiny random-weight Stable-Diffusion-style pipelines used by tests and the offline default.
+"""Build the tiny random-weight Stable-Diffusion-style pipelines the fast tests and benchmarks use.
+
+(The offline default is the trained model in inference/tiny/model/, made by inference/tiny/train.py.)
 
 Run `python -m inference.tiny.build OUT_DIR`: it writes `OUT_DIR/generate` (a StableDiffusionPipeline)
 and `OUT_DIR/edit` (a StableDiffusionInstructPix2PixPipeline, whose UNet takes 8 input channels, on the same
