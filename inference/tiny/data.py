@@ -48,6 +48,10 @@ PLURALS = {shape: shape + ("es" if shape.endswith("s") else "s") for shape in SH
 SIZES: tuple[str, ...] = ("small", "large")
 SIZE_SYNONYMS = {"big": "large"}
 # Radius as a fraction of the picture: one shape alone, or several sharing the picture.
+# Scene mix: one shape at a named place (what most prompts ask for, and what the judge can check), two or
+# three alike, or two different shapes (the rest).
+SINGLE_SHARE = 0.8
+ALIKE_SHARE = 0.12
 RADIUS_SINGLE = {"small": 0.14, "large": 0.26}
 RADIUS_MULTI = {"small": 0.11, "large": 0.16}
 
@@ -444,7 +448,7 @@ def sample_scene(rng: np.random.Generator) -> Scene:
     """A random scene: mostly one shape at a named place, sometimes two or three alike, or two different."""
     background = _pick(rng, COLOURS)
     roll = float(rng.random())
-    if roll < 0.6:
+    if roll < SINGLE_SHARE:
         shape = _single(
             rng,
             _pick(rng, SHAPES),
@@ -453,7 +457,7 @@ def sample_scene(rng: np.random.Generator) -> Scene:
             _pick(rng, POSITION_NAMES),
         )
         return Scene(background, (shape,), _position_of(shape))
-    if roll < 0.85:
+    if roll < SINGLE_SHARE + ALIKE_SHARE:
         count = int(rng.integers(2, 4))
         spec = (_pick(rng, SHAPES), _colour_on(rng, background), _pick(rng, SIZES))
         specs = [spec] * count

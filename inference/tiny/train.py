@@ -1,13 +1,15 @@
 """Trains the bundled tiny text-to-image and edit models on procedural shape scenes, within a time budget.
 
-Run `python -m inference.tiny.train [--part vae|unet|edit|all] [--minutes N] [--out DIR] [--threads N]
-[--seed S]`. The parts build on each other: the autoencoder first, then the denoiser with its text encoder
-(trained together), then the InstructPix2Pix-style edit denoiser (started from the text-to-image one, with
-the autoencoder and text encoder frozen and shared). Each part stops after `--minutes` of its own (or
-`--steps`), saves its state to `<out>/train-state/` every minute so a rerun resumes where it stopped, and
-the last two parts write diffusers pipeline folders, `<out>/generate` and `<out>/edit` (float16
-safetensors for the UNets and autoencoder). The data and the initial weights come from `--seed`; with
-`--steps` an uninterrupted run is repeatable (a resumed one re-encodes its latent pool, so it differs
+Run `python -m inference.tiny.train [--part vae|text|unet|edit|all] [--minutes N] [--out DIR] [--threads N]
+[--seed S]`. The parts build on each other: the autoencoder first; then `text`, a first denoiser trained
+together with the text encoder (which starts from nothing); then, with the autoencoder and text encoder
+frozen and shared, the text-to-image denoiser (`unet`, continued from the text part's) and the
+InstructPix2Pix-style edit denoiser (`edit`, also started from the text part's). Those two only read what
+came before, so they can train at the same time, one core each. Each part stops after `--minutes` of its
+own (or `--steps`), saves its state to `<out>/train-state/` every minute so a rerun resumes where it
+stopped, and the last two parts write diffusers pipeline folders, `<out>/generate` and `<out>/edit`
+(float16 safetensors for the UNets and autoencoder). The data and the initial weights come from `--seed`;
+with `--steps` an uninterrupted run is repeatable (a resumed one re-encodes its latent pool, so it differs
 slightly), with only `--minutes` the number of steps depends on the machine's speed.
 """
 
@@ -44,7 +46,7 @@ log = logging.getLogger(__name__)
 
 TOKENIZER_DIR = Path(__file__).with_name("tokenizer")
 DEFAULT_OUT = Path(__file__).with_name("model")
-PARTS = ("vae", "unet", "edit")
+PARTS = ("vae", "text", "unet", "edit")
 MAX_TOKENS = 32
 TEXT_DIM = 64
 # The autoencoder is convolutional, so it learns as well from 32x32 crops at a quarter of the cost.
@@ -87,6 +89,7 @@ class PartSettings:
 
 SETTINGS = {
     "vae": PartSettings(batch=32, lr=1e-3, ema_decay=0.0),
+    "text": PartSettings(batch=64, lr=5e-4),
     "unet": PartSettings(batch=64, lr=5e-4),
     "edit": PartSettings(batch=48, lr=3e-4),
 }
@@ -429,7 +432,12 @@ def save_state(options: TrainOptions, trainee: Trainee) -> None:
     tmp.replace(state_path(options, trainee.name))
 
 
-UPSTREAM = {"vae": (), "unet": ("vae",), "edit": ("vae", "text_encoder", "unet")}
+UPSTREAM = {
+    "vae": (),
+    "text": ("vae",),
+    "unet": ("vae", "text_encoder", "text_unet"),
+    "edit": ("vae", "text_encoder", "text_unet"),
+}
 
 
 def upstream_fingerprint(options: TrainOptions, name: str) -> str:
@@ -584,28 +592,58 @@ def load_vae(options: TrainOptions) -> AutoencoderKL:
     return AutoencoderKL.from_pretrained(folder).eval().requires_grad_(False)
 
 
-def train_unet(options: TrainOptions) -> PartStats:
-    """The denoiser and text encoder, trained together: the encoder is tiny and starts from nothing."""
+def train_text(options: TrainOptions) -> PartStats:
+    """The text encoder, trained together with a first denoiser; both are the starting point of the rest.
+
+    The encoder starts from nothing (no pre-trained CLIP may be downloaded), so it must learn the grammar's
+    words with a denoiser. After this part it is frozen: the text-to-image and the edit denoisers then share
+    it, and can train at the same time (one core each) from this part's denoiser.
+    """
     torch.manual_seed(options.seed + 1)
     vae, tokenizer, scheduler = load_vae(options), make_tokenizer(), make_noise_scheduler(options.zero_snr)
     unet, text_encoder = make_unet(), make_text_encoder(tokenizer)
-    trainee = new_trainee("unet", {"unet": unet, "text_encoder": text_encoder}, options.seed)
+    trainee = new_trainee("text", {"unet": unet, "text_encoder": text_encoder}, options.seed)
+    batch = SETTINGS["text"].batch
+    pool = LatentPool(lambda rng, n: encode_scenes(vae, rng, n), size=options.pool)
+
+    def step(t: Trainee) -> torch.Tensor:
+        pool.refresh(t.rng)
+        examples = pool.sample(t.rng, batch)
+        text = text_encoder(token_ids(tokenizer, drop_captions(t.rng, examples.texts)))[0]
+        return denoise_loss(unet, scheduler, examples.latents(vae), text)
+
+    stats = run_loop(options, trainee, step, setup=pool.fill)
+    trainee.ema["unet"].save_pretrained(options.work / "text_unet")
+    trainee.ema["text_encoder"].save_pretrained(options.work / "text_encoder")
+    return stats
+
+
+def drop_captions(rng: np.random.Generator, texts: list[str], p: float = 0.1) -> list[str]:
+    """Classifier-free guidance needs the model to know the empty prompt too."""
+    return ["" if rng.random() < p else c for c in texts]
+
+
+def train_unet(options: TrainOptions) -> PartStats:
+    """The text-to-image denoiser, continued from the text part's with its text encoder frozen."""
+    torch.manual_seed(options.seed + 2)
+    vae, tokenizer, scheduler = load_vae(options), make_tokenizer(), make_noise_scheduler(options.zero_snr)
+    text_encoder = load_trained(options, "text_encoder").eval().requires_grad_(False)
+    unet = load_trained(options, "text_unet")
+    trainee = new_trainee("unet", {"unet": unet}, options.seed)
     batch = SETTINGS["unet"].batch
     pool = LatentPool(lambda rng, n: encode_scenes(vae, rng, n), size=options.pool)
 
     def step(t: Trainee) -> torch.Tensor:
         pool.refresh(t.rng)
         examples = pool.sample(t.rng, batch)
-        # Classifier-free guidance needs the model to know the empty prompt too.
-        captions = ["" if t.rng.random() < 0.1 else c for c in examples.texts]
-        text = text_encoder(token_ids(tokenizer, captions))[0]
+        with torch.no_grad():
+            text = text_encoder(token_ids(tokenizer, drop_captions(t.rng, examples.texts)))[0]
         return denoise_loss(unet, scheduler, examples.latents(vae), text)
 
     stats = run_loop(options, trainee, step, setup=pool.fill)
     trainee.ema["unet"].save_pretrained(options.work / "unet")
-    trainee.ema["text_encoder"].save_pretrained(options.work / "text_encoder")
     export_pipeline(
-        options, StableDiffusionPipeline, "generate", vae=vae, text_encoder=trainee.ema["text_encoder"],
+        options, StableDiffusionPipeline, "generate", vae=vae, text_encoder=text_encoder,
         tokenizer=tokenizer, unet=trainee.ema["unet"],
     )  # fmt: skip
     return stats
@@ -624,17 +662,17 @@ def edit_unet_from(unet: UNet2DConditionModel) -> UNet2DConditionModel:
 def load_trained(options: TrainOptions, name: str) -> nn.Module:
     folder = options.work / name
     if not folder.exists():
-        raise FileNotFoundError(f"no trained {name} in {folder}: run --part unet first")
+        raise FileNotFoundError(f"no trained {name} in {folder}: run --part text first")
     cls = CLIPTextModel if name == "text_encoder" else UNet2DConditionModel
     return cls.from_pretrained(folder)
 
 
 def train_edit(options: TrainOptions) -> PartStats:
     """The InstructPix2Pix denoiser; the autoencoder and text encoder stay as the text-to-image model has them."""
-    torch.manual_seed(options.seed + 2)
+    torch.manual_seed(options.seed + 3)
     vae, tokenizer, scheduler = load_vae(options), make_tokenizer(), make_noise_scheduler(options.zero_snr)
     text_encoder = load_trained(options, "text_encoder").eval().requires_grad_(False)
-    unet = edit_unet_from(load_trained(options, "unet"))
+    unet = edit_unet_from(load_trained(options, "text_unet"))
     trainee = new_trainee("edit", {"unet": unet}, options.seed)
     batch = SETTINGS["edit"].batch
 
@@ -706,7 +744,7 @@ def _save_half(pipe: StableDiffusionPipeline | StableDiffusionInstructPix2PixPip
 # ---------------------------------------------------------------- command line
 
 
-TRAINERS = {"vae": train_vae, "unet": train_unet, "edit": train_edit}
+TRAINERS = {"vae": train_vae, "text": train_text, "unet": train_unet, "edit": train_edit}
 
 
 def parse_args(argv: list[str] | None = None) -> TrainOptions:

@@ -119,3 +119,25 @@ def test_a_checkpoint_over_retrained_parts_is_not_resumed(tmp_path):
     (vae_dir / "diffusion_pytorch_model.safetensors").write_bytes(b"second")
     assert train.upstream_fingerprint(options, "unet") != before
     assert train.upstream_fingerprint(options, "vae") == train.upstream_fingerprint(options, "vae")
+
+
+def test_all_parts_export_pipelines_that_share_the_frozen_text_encoder(tmp_path):
+    from diffusers import StableDiffusionInstructPix2PixPipeline, StableDiffusionPipeline
+
+    options = train.parse_args(
+        ["--part", "all", "--steps", "1", "--threads", "1", "--pool", "64", "--out", str(tmp_path)]
+    )
+    for part in train.PARTS:
+        assert train.TRAINERS[part](options).steps == 1
+    encoder = "text_encoder/model.safetensors"
+    frozen = (options.work / encoder).read_bytes()
+    # The text part trains the encoder; the denoisers after it only read it, so both pipelines ship it as is.
+    assert (tmp_path / "generate" / encoder).read_bytes() == frozen
+    assert (tmp_path / "edit" / encoder).read_bytes() == frozen
+    generate = StableDiffusionPipeline.from_pretrained(tmp_path / "generate", torch_dtype=torch.float32)
+    edit = StableDiffusionInstructPix2PixPipeline.from_pretrained(
+        tmp_path / "edit", torch_dtype=torch.float32
+    )
+    assert generate.unet.config.in_channels == 4 and edit.unet.config.in_channels == 8
+    image = generate("a red circle on a blue background", num_inference_steps=2, output_type="np").images
+    assert image.shape == (1, 64, 64, 3)
