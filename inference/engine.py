@@ -39,7 +39,7 @@ from inference.protocol import (
     JobKind,
     StepUpdate,
 )
-from inference.settings import AdapterSettings, EngineSettings
+from inference.settings import AdapterSettings, EngineSettings, ModelDefaults
 
 log = logging.getLogger(__name__)
 
@@ -280,6 +280,10 @@ class DiffusersEngine:
     @property
     def has_edit_model(self) -> bool:
         return self._pipes.edit is not None
+
+    @property
+    def model_defaults(self) -> ModelDefaults:
+        return self._settings.defaults.model_copy()
 
     def defaults(self, kind: JobKind) -> tuple[int, float, int, int]:
         d = self._settings.defaults

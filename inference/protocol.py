@@ -17,6 +17,8 @@ from typing import Annotated, Any, Protocol
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from inference.settings import ModelDefaults
+
 API_PREFIX = "/v1"
 
 MAX_PROMPT_CHARS = 1000
@@ -366,6 +368,18 @@ class WorkerStats(BaseModel):
     replicas: list[ReplicaStats] = Field(default_factory=list)  # empty on a standalone worker
 
 
+class WorkerInfo(BaseModel):
+    """What a worker serves (`GET /v1/info`): its model, and the defaults that unset job fields take.
+
+    A bot that talks to a separately started worker plans sizes and prices steps from these, so it need
+    not be told by hand what the worker's model draws best.
+    """
+
+    model: str
+    defaults: ModelDefaults
+    has_edit_model: bool  # edit jobs run on an instruction-editing pipeline, not img2img on the main weights
+
+
 # --- The engine boundary: what the scheduler hands the engine, and what comes back. ---
 
 
@@ -465,6 +479,16 @@ class Engine(Protocol):
         """The LoRA adapters a job may name in `adapter`."""
         ...
 
+    @property
+    def model_defaults(self) -> ModelDefaults:
+        """The loaded model's generation defaults, as configured for it."""
+        ...
+
+    @property
+    def has_edit_model(self) -> bool:
+        """Whether edit jobs run on an instruction-editing pipeline (else img2img on the main weights)."""
+        ...
+
     def defaults(self, kind: JobKind) -> tuple[int, float, int, int]:
         """(steps, guidance, width, height) for this kind of job on the loaded model."""
         ...
@@ -505,6 +529,14 @@ class EngineWrapper:
     @property
     def adapter_names(self) -> list[str]:
         return self.inner.adapter_names
+
+    @property
+    def model_defaults(self) -> ModelDefaults:
+        return self.inner.model_defaults
+
+    @property
+    def has_edit_model(self) -> bool:
+        return self.inner.has_edit_model
 
     def defaults(self, kind: JobKind) -> tuple[int, float, int, int]:
         return self.inner.defaults(kind)

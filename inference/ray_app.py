@@ -44,7 +44,7 @@ from inference.protocol import (
     StepUpdate,
 )
 from inference.server import RunningWorker, check_bind, start_worker
-from inference.settings import EngineSettings, WorkerSettings
+from inference.settings import EngineSettings, ModelDefaults, WorkerSettings
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +110,8 @@ class ReplicaInfo:
     device_name: str
     adapter_names: list[str]
     defaults: dict[JobKind, tuple[int, float, int, int]]
+    model_defaults: ModelDefaults
+    has_edit_model: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +160,8 @@ class ModelReplica:
         return ReplicaInfo(
             replica=self._replica, actor_name=self._actor_name, model_name=e.model_name,
             device_name=e.device_name, adapter_names=list(e.adapter_names),
-            defaults={kind: e.defaults(kind) for kind in JobKind},
+            defaults={kind: e.defaults(kind) for kind in JobKind}, model_defaults=e.model_defaults,
+            has_edit_model=e.has_edit_model,
         )  # fmt: skip
 
     async def run(
@@ -326,6 +329,14 @@ class RayEngine:
     @property
     def adapter_names(self) -> list[str]:
         return self._info.adapter_names
+
+    @property
+    def model_defaults(self) -> ModelDefaults:
+        return self._info.model_defaults.model_copy()
+
+    @property
+    def has_edit_model(self) -> bool:
+        return self._info.has_edit_model
 
     def defaults(self, kind: JobKind) -> tuple[int, float, int, int]:
         return self._info.defaults[kind]

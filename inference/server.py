@@ -36,6 +36,7 @@ from inference.protocol import (
     JobRequest,
     ProtocolError,
     ReplicaStats,
+    WorkerInfo,
     decode_image,
     parse_job_request,
 )
@@ -311,6 +312,17 @@ async def stats(request: web.Request) -> web.Response:
     return _json(request.app[SCHEDULER].stats())
 
 
+async def info(request: web.Request) -> web.Response:
+    return _json(worker_info(request.app[ENGINE]))
+
+
+def worker_info(engine: Engine) -> WorkerInfo:
+    """What this worker advertises about its model, so a bot need not be told its defaults by hand."""
+    return WorkerInfo(
+        model=engine.model_name, defaults=engine.model_defaults, has_edit_model=engine.has_edit_model
+    )
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
@@ -422,6 +434,7 @@ def create_app(settings: WorkerSettings, engine: Engine) -> web.Application:
     app.router.add_get(f"{p}/jobs/{{job_id}}/images/{{n}}", job_image)
     app.router.add_get(f"{p}/jobs/{{job_id}}/preview", job_preview)
     app.router.add_get(f"{p}/stats", stats)
+    app.router.add_get(f"{p}/info", info)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -15,9 +15,9 @@ from aiohttp import ClientSession, FormData
 from aiohttp.test_utils import TestClient
 from PIL import Image
 
-from inference.protocol import Engine, JobEvent, JobInfo, WorkerStats
+from inference.protocol import Engine, JobEvent, JobInfo, WorkerInfo, WorkerStats
 from inference.server import SCHEDULER, WorkerConfigError, check_bind, create_app, fit_size, run_worker
-from inference.settings import EngineSettings, WorkerSettings
+from inference.settings import EngineSettings, ModelDefaults, WorkerSettings
 from tests.inference import fixtures_ray
 from tests.inference.fixtures_worker import (
     InstrumentedEngine,
@@ -387,7 +387,7 @@ async def test_bad_image_index(client: Client) -> None:
 async def test_auth_required_except_healthz(client: Client) -> None:
     async with ClientSession() as raw:  # without the test client's default token
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
-            for method, path in (("GET", "/v1/stats"), ("POST", "/v1/jobs"), ("GET", "/metrics"), ("GET", "/readyz"), ("GET", "/nope")):  # fmt: skip
+            for method, path in (("GET", "/v1/stats"), ("GET", "/v1/info"), ("POST", "/v1/jobs"), ("GET", "/metrics"), ("GET", "/readyz"), ("GET", "/nope")):  # fmt: skip
                 resp = await raw.request(method, client.make_url(path), headers=headers)
                 assert resp.status == 401 and (await resp.json())["code"] == "unauthorized"
         resp = await raw.get(client.make_url("/healthz"))
@@ -427,6 +427,19 @@ async def test_stats_and_metrics(client: Client) -> None:
     assert "# TYPE brushfire_http_requests_total counter" in text
     for line in text.splitlines():
         assert line.startswith("#") or len(line.rsplit(" ", 1)) == 2
+
+
+async def test_info_advertises_the_model_and_its_defaults(client: Client, tiny_engine: Engine) -> None:
+    # The same on the Ray ingress: its RayEngine hands on what a model replica's engine was loaded with.
+    resp = await client.get("/v1/info")
+    assert resp.status == 200
+    info = WorkerInfo.model_validate(await resp.json())
+    assert info.model == tiny_engine.model_name and info.has_edit_model
+    assert info.defaults == ModelDefaults(steps=2, guidance=0.0, width=64, height=64, img2img_strength=0.75)
+    # What the worker advertises is what an unset field takes.
+    job = await post_job(client, steps=None, width=None, height=None)
+    assert (job.steps, job.guidance, job.width, job.height) == (2, 0.0, 64, 64)
+    await wait(client, job.id)
 
 
 async def test_out_of_memory_split_through_the_server(make_client: MakeClient, tiny_engine: Engine) -> None:
