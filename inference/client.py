@@ -26,6 +26,7 @@ from inference.protocol import (
     JobEvent,
     JobInfo,
     JobRequest,
+    WorkerInfo,
     WorkerStats,
 )
 
@@ -152,6 +153,16 @@ class WorkerClient:
     async def stats(self) -> WorkerStats:
         reply = await self._call("GET", f"{API_PREFIX}/stats", retry=True)
         return WorkerStats.model_validate_json(reply.body)
+
+    async def info(self) -> WorkerInfo | None:
+        """The worker's model and its defaults; None from a worker too old to advertise them."""
+        try:
+            reply = await self._call("GET", f"{API_PREFIX}/info", retry=True)
+        except WorkerRejected as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return WorkerInfo.model_validate_json(reply.body)
 
     async def health(self) -> bool:
         """Whether the worker process answers at all."""

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 from PIL import Image
 
 from inference.protocol import (
@@ -196,6 +197,30 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         while data := await reader.read(65536):
             writer.write(data)
             await writer.drain()
+
+
+@contextlib.asynccontextmanager
+async def worker_without_info() -> AsyncIterator[str]:
+    """A worker from before `GET /v1/info`, as the wire sees it: `/healthz` answers, `/v1/info` is an
+    unknown route (`404 not_found`, the body the worker's error middleware sends). Yields its URL."""
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    async def unknown(request: web.Request) -> web.Response:
+        return web.json_response({"code": "not_found", "message": "Not Found"}, status=404)
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_route("*", "/{tail:.*}", unknown)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
 
 
 async def collect(events: AsyncIterator[object]) -> list[object]:

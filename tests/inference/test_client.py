@@ -12,9 +12,9 @@ from PIL import Image
 from inference.client import JobNotFound, QueueFull, WorkerClient, WorkerRejected, WorkerUnavailable
 from inference.protocol import Engine, ErrorCode, EventType, JobKind, JobStatus
 from inference.server import RunningWorker, start_worker
-from inference.settings import WorkerSettings
+from inference.settings import ModelDefaults, WorkerSettings
 from tests.inference import fixtures_worker
-from tests.inference.fixtures_worker import FlakyProxy, job, png_bytes
+from tests.inference.fixtures_worker import FlakyProxy, job, png_bytes, worker_without_info
 
 tiny_engine = fixtures_worker.tiny_engine  # the real tiny engine, once per module
 
@@ -102,6 +102,17 @@ async def test_cancel(client: WorkerClient) -> None:
     assert (await client.wait(info.id)).status is JobStatus.CANCELLED
 
 
+async def test_info_names_the_model_and_its_defaults(client: WorkerClient, tiny_engine: Engine) -> None:
+    info = await client.info()
+    assert info is not None and info.model == tiny_engine.model_name and info.has_edit_model
+    assert info.defaults == ModelDefaults(steps=2, guidance=0.0, width=64, height=64, img2img_strength=0.75)
+
+
+async def test_a_worker_without_info_is_told_apart_from_a_failing_one() -> None:
+    async with worker_without_info() as url, WorkerClient(url, retries=0) as c:
+        assert await c.health() and await c.info() is None
+
+
 async def test_unreachable_worker_is_unavailable_after_retries() -> None:
     server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
@@ -112,6 +123,8 @@ async def test_unreachable_worker_is_unavailable_after_retries() -> None:
             await c.stats()
         with pytest.raises(WorkerUnavailable):
             await c.submit(job())
+        with pytest.raises(WorkerUnavailable):
+            await c.info()
         assert not await c.health()
 
 
