@@ -326,6 +326,7 @@ async def _local_job(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _run_local(args: argparse.Namespace, jobs: JobService) -> JobOutcome:
+    await jobs.learn_worker()  # a worker elsewhere may serve another model than the settings here name
     guild = await jobs.guild(LOCAL_USER.guild_id)
     lane = parse_lane(args.lane)
     if args.command == "imagine":

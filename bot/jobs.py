@@ -19,6 +19,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from PIL import Image
+from pydantic import ValidationError
 
 from bot.errors import InvalidInput, JobNotFound, NotPermitted, QuotaRefused, WorkerDown
 from bot.plans import Action, Delivery, JobPlan, Planner, Requester
@@ -151,7 +152,7 @@ class JobService:
     # --- charging and submitting ---
 
     def cost_spec(self, plan: JobPlan) -> CostSpec:
-        d = self.settings.engine.defaults
+        d = self.planner.defaults
         kind = "upscale" if plan.action is Action.UPSCALE else plan.kind.value
         width, height = plan.width or d.width, plan.height or d.height
         return CostSpec(kind=kind, width=width, height=height, steps=plan.steps or d.steps, count=plan.count)
@@ -460,13 +461,47 @@ class JobService:
             log.exception("could not recover job %s", job.job_id)
 
     async def watch_health(self, interval_s: float) -> None:
-        """Check the worker forever; log when it goes away and when it comes back."""
+        """Check the worker forever; log when it goes away and when it comes back.
+
+        Each time it is (back) up, read which model it serves: it may have been restarted with another.
+        """
+        learned = False
         while True:
             healthy = await self.client.health()
             if healthy != self.worker_healthy:
                 log.warning("image worker is %s", "back" if healthy else "unreachable")
             self.worker_healthy = healthy
+            if not healthy:
+                learned = False
+            elif not learned:
+                learned = await self.learn_worker()
             await asyncio.sleep(interval_s)
+
+    async def learn_worker(self) -> bool:
+        """Ask the worker what it serves, and plan with its model's defaults unless they were set by hand.
+
+        False when the worker could not be asked (ask again later); True once it answered, even if only
+        to say it is too old to tell.
+        """
+        try:
+            info = await self.client.info()
+        except worker_client.WorkerUnavailable:
+            return False
+        except (worker_client.WorkerRejected, ValidationError) as exc:
+            log.warning("cannot read the image worker's model info (%s); planning with engine.defaults", exc)
+            return True
+        if info is None:
+            log.info("the image worker does not advertise its model (too old); planning with engine.defaults")
+            return True
+        kept = ", ".join(sorted(self.planner.defaults_by_hand))
+        note = f" ({kept} as set in engine.defaults)" if kept else ""
+        if self.planner.adopt_worker_defaults(info):
+            log.info("planning with the defaults of the worker's model %s: %s%s", info.model, self.planner.defaults, note)  # fmt: skip
+        elif self.planner.defaults != info.defaults:
+            log.info(
+                "keeping engine.defaults as set (%s) over those of the worker's model %s", kept, info.model
+            )
+        return True
 
 
 class _Lost(Exception):

@@ -26,8 +26,10 @@ from inference.protocol import (
     JobRequest,
     Lane,
     ProtocolError,
+    WorkerInfo,
     decode_image,
 )
+from inference.settings import ModelDefaults
 from storage.generations import GenerationRecord
 from storage.guilds import GuildSettings
 
@@ -144,6 +146,32 @@ class Planner:
         self._settings = settings
         self._limits: Limits = settings.limits
         self._styles = styles
+        self._defaults = settings.engine.defaults
+        # Only what was written down is kept over the worker's own defaults: the rest is a guess at its model.
+        engine = settings.engine
+        self._by_hand = engine.defaults.model_fields_set if "defaults" in engine.model_fields_set else set()
+
+    @property
+    def defaults(self) -> ModelDefaults:
+        """The model defaults plans are sized and priced by: `engine.defaults`, or the worker's own."""
+        return self._defaults
+
+    @property
+    def defaults_by_hand(self) -> frozenset[str]:
+        """The `engine.defaults` fields set in the settings, which the worker's own never replace."""
+        return frozenset(self._by_hand)
+
+    def adopt_worker_defaults(self, info: WorkerInfo) -> bool:
+        """Plan with the defaults the worker advertises, except those `engine.defaults` sets by hand.
+
+        True when the defaults planned with changed.
+        """
+        own = self._settings.engine.defaults
+        adopted = info.defaults.model_copy(update={name: getattr(own, name) for name in self._by_hand})
+        if adopted == self._defaults:
+            return False
+        self._defaults = adopted
+        return True
 
     def check_channel(self, requester: Requester, guild: GuildSettings) -> None:
         if requester.guild_id and not guild.channel_allowed(requester.channel_id):
@@ -164,8 +192,7 @@ class Planner:
         return text
 
     def native_size(self) -> tuple[int, int]:
-        d = self._settings.engine.defaults
-        return d.width, d.height
+        return self._defaults.width, self._defaults.height
 
     def plan_imagine(
         self,

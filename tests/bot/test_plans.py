@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from bot.errors import BadAttachment, BlockedContent, ChannelNotAllowed, InvalidInput, UnknownStyle
 from bot.plans import Action, ImagineOptions, Planner, Requester
-from bot.settings import Settings
+from bot.settings import Settings, load_settings
 from bot.styles import StyleBook
-from inference.protocol import MAX_COUNT, MAX_SEED, JobKind, Lane
+from inference.protocol import MAX_COUNT, MAX_SEED, JobKind, Lane, WorkerInfo
+from inference.settings import BUNDLED_MODEL_DEFAULTS, ModelDefaults
 from storage.generations import GenerationRecord
 from storage.guilds import GuildSettings
 
@@ -130,3 +132,64 @@ def test_derived_plans_link_to_their_parent():
     assert reroll.action is Action.REROLL and reroll.parent_job_id == "a" * 32 and reroll.count == 4
     seeds = {p.reroll(parent, "a" * 32, None, guild()).seed for _ in range(5)}
     assert len(seeds) > 1  # each re-roll draws a fresh seed
+
+
+# A worker elsewhere serving a wide few-step model.
+WIDE = WorkerInfo(
+    model="some/wide-turbo",
+    defaults=ModelDefaults(steps=4, guidance=0.0, width=768, height=512, img2img_strength=0.5),
+    has_edit_model=False,
+)
+
+
+def configured(tmp_path: Path, text: str) -> Planner:
+    path = tmp_path / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    settings = load_settings(path, {})
+    return Planner(settings, StyleBook(settings.styles, settings.aspects))
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        "",  # the bundled model's defaults, which the settings fill in themselves
+        '[engine]\nmodel = "some/sd-model"\n',  # the generic defaults of a configured model
+        '[engine]\nmodel = "some/sd-model"\n[engine.defaults]\n',  # an empty table, as the example has
+    ],
+)
+def test_defaults_nobody_set_give_way_to_the_workers(tmp_path, config):
+    p = configured(tmp_path, config)
+    before = p.defaults
+    assert p.adopt_worker_defaults(WIDE)
+    assert p.defaults == WIDE.defaults and p.defaults != before
+    assert p.native_size() == (768, 512)
+    square = p.plan_imagine(ALICE, ImagineOptions(prompt="x", aspect="1:1"), guild())
+    assert (square.width, square.height) == (640, 640)  # about the worker's model's pixel count
+    assert not p.adopt_worker_defaults(WIDE)  # nothing new the second time
+
+
+def test_defaults_set_by_hand_are_kept_over_the_workers(tmp_path):
+    p = configured(tmp_path, "[engine.defaults]\nsteps = 30\nwidth = 512\n")
+    assert p.defaults_by_hand == {"steps", "width"}
+    assert p.adopt_worker_defaults(WIDE)
+    assert (p.defaults.steps, p.defaults.width) == (30, 512)  # as set
+    assert (p.defaults.height, p.defaults.guidance, p.defaults.img2img_strength) == (
+        512,
+        0.0,
+        0.5,
+    )  # the worker's
+
+
+def test_defaults_set_in_the_environment_count_as_set_by_hand(tmp_path, monkeypatch):
+    monkeypatch.setenv("BRUSHFIRE_ENGINE__DEFAULTS__WIDTH", "64")
+    monkeypatch.setenv("BRUSHFIRE_ENGINE__DEFAULTS__HEIGHT", "64")
+    p = configured(tmp_path, "")
+    p.adopt_worker_defaults(WIDE)
+    assert p.native_size() == (64, 64) and p.defaults.steps == 4
+
+
+def test_all_defaults_set_by_hand_keep_the_planner_as_it_was(tmp_path):
+    table = "".join(f"{k} = {v}\n" for k, v in BUNDLED_MODEL_DEFAULTS.model_dump(exclude_none=True).items())
+    p = configured(tmp_path, f'[engine]\nmodel = "some/sd-model"\n[engine.defaults]\n{table}')
+    assert not p.adopt_worker_defaults(WIDE)
+    assert p.defaults == BUNDLED_MODEL_DEFAULTS
