@@ -554,7 +554,8 @@ def _add(rng: np.random.Generator) -> EditTriple:
         return _add(rng)
     added = Shape(kind, colour, "small", spot[0], spot[1], radius)
     after = Scene(before.background, (*before.shapes, added))
-    return EditTriple(before, f"add a {colour} {kind}", after, EditKind.ADD)
+    article = "an" if colour[0] in "aeiou" else "a"
+    return EditTriple(before, f"add {article} {colour} {kind}", after, EditKind.ADD)
 
 
 def _remove(rng: np.random.Generator) -> EditTriple:
