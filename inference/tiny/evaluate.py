@@ -2,7 +2,8 @@
 
 Run `python -m inference.tiny.evaluate [--model DIR] [--n 100]`. A fixed list of prompts and seeds (the
 same on every run) goes through `<DIR>/generate` and a fixed list of recolour and background edits of
-rendered scenes through `<DIR>/edit` (skipped when there is no such folder: a text-to-image-only run), with 20 DPM-Solver++ steps and guidance 5; the judge in
+rendered scenes through `<DIR>/edit` (skipped when there is no such folder: a text-to-image-only run), with
+20 DPM-Solver++ steps at the bundled model's defaults (guidance 5; edits 4 with image guidance 2.5); the judge in
 inference/tiny/judge.py reads each picture. It prints the figures, checks that different seeds differ
 and the same seed repeats, and ends with one JSON line:
 `{"background_acc", "colour_acc", "shape_acc", "edit_follow", "edit_keeps_shape", ...}`.
@@ -23,6 +24,7 @@ import torch
 from diffusers import AutoPipelineForText2Image, StableDiffusionInstructPix2PixPipeline
 from PIL import Image
 
+from inference.settings import BUNDLED_MODEL_DEFAULTS
 from inference.tiny import data
 from inference.tiny.judge import Judge, Verdict
 
@@ -44,8 +46,9 @@ class EvalOptions:
     model: Path = DEFAULT_MODEL
     n: int = 100
     steps: int = 20
-    guidance: float = 5.0
-    image_guidance: float = 1.5
+    guidance: float = BUNDLED_MODEL_DEFAULTS.guidance
+    edit_guidance: float = BUNDLED_MODEL_DEFAULTS.edit_guidance or BUNDLED_MODEL_DEFAULTS.guidance
+    image_guidance: float = BUNDLED_MODEL_DEFAULTS.edit_image_guidance
     threads: int = 2
     sheet: Path | None = None
 
@@ -129,7 +132,7 @@ def edit(pipe: StableDiffusionInstructPix2PixPipeline, cases: list[EditCase], op
             [c.triple.instruction for c in chunk],
             image=[data.render(c.triple.before) for c in chunk],
             num_inference_steps=options.steps,
-            guidance_scale=options.guidance,
+            guidance_scale=options.edit_guidance,
             image_guidance_scale=options.image_guidance,
             generator=generators([c.seed for c in chunk]),
         ).images
@@ -300,15 +303,23 @@ def parse_args(argv: list[str] | None = None) -> EvalOptions:
     )
     parser.add_argument("--n", type=int, default=100, help="prompts, and edits, to judge")
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--guidance", type=float, default=5.0)
-    parser.add_argument("--image-guidance", type=float, default=1.5)
+    parser.add_argument("--guidance", type=float, default=EvalOptions.guidance)
+    parser.add_argument("--edit-guidance", type=float, default=EvalOptions.edit_guidance)
+    parser.add_argument("--image-guidance", type=float, default=EvalOptions.image_guidance)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--sheet", type=Path, default=None, help="save the generated pictures as a PNG grid")
     args = parser.parse_args(argv)
     if args.n < 5 or args.steps < 1 or args.threads < 1:
         parser.error("--n must be at least 5, --steps and --threads at least 1")
     return EvalOptions(
-        args.model, args.n, args.steps, args.guidance, args.image_guidance, args.threads, args.sheet
+        args.model,
+        args.n,
+        args.steps,
+        args.guidance,
+        args.edit_guidance,
+        args.image_guidance,
+        args.threads,
+        args.sheet,
     )
 
 
