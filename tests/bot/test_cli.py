@@ -75,7 +75,7 @@ def test_imagine_then_edit_writes_pngs_and_charges_the_local_user(tiny_models, t
 
 def test_quick_start_draws_the_prompt_on_the_bundled_model(tmp_path):
     # The README's quick start, with a seed: no model configured, so the bundled trained one at its defaults.
-    prompt = "a red circle on a blue background"
+    prompt = "a large yellow star in the centre of a blue background"
     config = write_config(tmp_path, None)
     out = tmp_path / "out.png"
     assert run.main(["--config", str(config), "imagine", prompt, "-o", str(out), "--seed", "6"]) == 0

@@ -20,7 +20,7 @@ from tests.bot.harness import build_world, is_result, running_bot
 from tests.fakediscord import Upload
 from tests.judge import Judge
 
-PROMPT = "a large red circle in the centre of a blue background"
+PROMPT = "a large yellow star in the centre of a blue background"
 EDIT_SEED = 6
 
 
