@@ -71,6 +71,9 @@ class TrainOptions:
     # schedules drew the right background 98 % of the time at their best guidance, and at the pipelines'
     # guidance 5 the old one did better (colour 80 % vs 63 %); see MODEL_CARD.md.
     zero_snr: bool = False
+    # Overrides of the part's own batch size and peak learning rate (`SETTINGS`), for experiments.
+    batch: int | None = None
+    lr: float | None = None
 
     @property
     def work(self) -> Path:
@@ -498,7 +501,11 @@ def learning_rate(options: TrainOptions, name: str, progress: Progress) -> float
     settings = SETTINGS[name]
     warm = min(1.0, (progress.step + 1) / settings.warmup)
     cosine = 0.55 + 0.45 * math.cos(math.pi * min(1.0, fraction_done(options, progress)))
-    return settings.lr * warm * cosine
+    return (options.lr or settings.lr) * warm * cosine
+
+
+def batch_size(options: TrainOptions, name: str) -> int:
+    return options.batch or SETTINGS[name].batch
 
 
 @torch.no_grad()
@@ -566,7 +573,7 @@ def _stats(options: TrainOptions, trainee: Trainee, steps: int, seconds: float) 
         steps=trainee.progress.step,
         seconds=round(trainee.progress.seconds, 1),
         steps_per_second=round(rate, 4),
-        samples_per_second=round(rate * SETTINGS[trainee.name].batch, 2),
+        samples_per_second=round(rate * batch_size(options, trainee.name), 2),
         final_loss=round(_recent(trainee.progress), 5),
         threads=options.threads,
         parameters=parameter_count(*trainee.modules.values()),
@@ -583,7 +590,7 @@ def train_vae(options: TrainOptions) -> PartStats:
     torch.manual_seed(options.seed)
     vae = make_vae()
     trainee = new_trainee("vae", {"vae": vae}, options.seed)
-    batch = SETTINGS["vae"].batch
+    batch = batch_size(options, "vae")
     stats = run_loop(options, trainee, lambda t: vae_loss(vae, crop_batch(t.rng, batch)))
     vae.eval()
     vae.register_to_config(scaling_factor=latent_scale(vae, np.random.default_rng([options.seed, 99])))
@@ -617,7 +624,7 @@ def train_text(options: TrainOptions) -> PartStats:
     vae, tokenizer, scheduler = load_vae(options), make_tokenizer(), make_noise_scheduler(options.zero_snr)
     unet, text_encoder = make_unet(), make_text_encoder(tokenizer)
     trainee = new_trainee("text", {"unet": unet, "text_encoder": text_encoder}, options.seed)
-    batch = SETTINGS["text"].batch
+    batch = batch_size(options, "text")
     pool = LatentPool(lambda rng, n: encode_scenes(vae, rng, n), size=options.pool)
 
     def step(t: Trainee) -> torch.Tensor:
@@ -644,7 +651,7 @@ def train_unet(options: TrainOptions) -> PartStats:
     text_encoder = load_trained(options, "text_encoder").eval().requires_grad_(False)
     unet = load_trained(options, "text_unet")
     trainee = new_trainee("unet", {"unet": unet}, options.seed)
-    batch = SETTINGS["unet"].batch
+    batch = batch_size(options, "unet")
     pool = LatentPool(lambda rng, n: encode_scenes(vae, rng, n), size=options.pool)
 
     def step(t: Trainee) -> torch.Tensor:
@@ -688,7 +695,7 @@ def train_edit(options: TrainOptions) -> PartStats:
     text_encoder = load_trained(options, "text_encoder").eval().requires_grad_(False)
     unet = edit_unet_from(load_trained(options, "text_unet"))
     trainee = new_trainee("edit", {"unet": unet}, options.seed)
-    batch = SETTINGS["edit"].batch
+    batch = batch_size(options, "edit")
 
     pool = LatentPool(lambda rng, n: encode_edits(vae, rng, n), size=options.pool)
 
@@ -772,6 +779,8 @@ def parse_args(argv: list[str] | None = None) -> TrainOptions:
     parser.add_argument(
         "--pool", type=int, default=TrainOptions.pool, help="encoded examples kept (denoisers)"
     )
+    parser.add_argument("--batch", type=int, default=None, help="override the part's batch size")
+    parser.add_argument("--lr", type=float, default=None, help="override the part's peak learning rate")
     parser.add_argument(
         "--zero-snr",
         action=argparse.BooleanOptionalAction,
@@ -783,8 +792,21 @@ def parse_args(argv: list[str] | None = None) -> TrainOptions:
         parser.error("--minutes, --steps and --threads must be positive")
     if args.pool < 64 or args.pool % 64:
         parser.error("--pool must be a positive multiple of 64")
+    if (args.batch is not None and not 1 <= args.batch <= args.pool) or (
+        args.lr is not None and args.lr <= 0
+    ):
+        parser.error("--batch must be between 1 and --pool, --lr positive")
     return TrainOptions(
-        args.part, args.minutes, args.steps, args.out, args.threads, args.seed, args.pool, args.zero_snr
+        args.part,
+        args.minutes,
+        args.steps,
+        args.out,
+        args.threads,
+        args.seed,
+        args.pool,
+        args.zero_snr,
+        args.batch,
+        args.lr,
     )
 
 

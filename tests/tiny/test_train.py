@@ -98,6 +98,20 @@ def test_bad_options_are_refused(capsys):
     options = train.parse_args(["--part", "vae", "--minutes", "2", "--out", "/tmp/x"])
     assert options.work == options.out / "train-state" and options.part == "vae"
     assert not options.zero_snr and train.parse_args(["--zero-snr"]).zero_snr
+    for bad in (["--batch", "0"], ["--batch", "128", "--pool", "64"], ["--lr", "-1"]):
+        with pytest.raises(SystemExit):
+            train.parse_args(bad)
+        assert "--batch" in capsys.readouterr().err
+
+
+def test_batch_and_lr_override_the_part_settings():
+    default = train.parse_args([])
+    assert train.batch_size(default, "unet") == train.SETTINGS["unet"].batch
+    tuned = train.parse_args(["--batch", "32", "--lr", "1e-3"])
+    assert train.batch_size(tuned, "unet") == 32
+    after_warmup = train.Progress(step=train.SETTINGS["unet"].warmup)
+    assert train.learning_rate(tuned, "unet", after_warmup) == pytest.approx(1e-3)
+    assert train.learning_rate(default, "unet", after_warmup) == pytest.approx(train.SETTINGS["unet"].lr)
 
 
 def test_vae_part_checkpoints_and_resumes(tmp_path):
