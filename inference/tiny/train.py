@@ -52,6 +52,8 @@ TEXT_DIM = 64
 # The autoencoder is convolutional, so it learns as well from 32x32 crops at a quarter of the cost.
 VAE_CROP = 32
 OFFSET_NOISE = 0.1
+# The edit denoiser drops the picture, and both picture and instruction, this often each.
+DROP = 0.05
 CHECKPOINT_SECONDS = 60.0
 LOG_SECONDS = 30.0
 
@@ -74,6 +76,8 @@ class TrainOptions:
     # Overrides of the part's own batch size and peak learning rate (`SETTINGS`), for experiments.
     batch: int | None = None
     lr: float | None = None
+    # How often the edit denoiser sees the picture without its instruction (InstructPix2Pix: 5 %).
+    edit_text_drop: float = 0.05
 
     @property
     def work(self) -> Path:
@@ -703,9 +707,13 @@ def train_edit(options: TrainOptions) -> PartStats:
         pool.refresh(t.rng)
         examples = pool.sample(t.rng, batch)
         # InstructPix2Pix drops the instruction, the picture, or both, 5% each, for its two guidance scales.
+        # [0, DROP): picture dropped; [DROP, text_end): instruction dropped; [text_end, text_end + DROP): both.
         roll = t.rng.random(batch)
-        texts = ["" if 0.05 <= r < 0.15 else s for r, s in zip(roll, examples.texts, strict=True)]
-        keep_image = torch.from_numpy(~((roll < 0.05) | ((roll >= 0.10) & (roll < 0.15)))).float()
+        text_end = DROP + options.edit_text_drop
+        texts = ["" if DROP <= r < text_end + DROP else s for r, s in zip(roll, examples.texts, strict=True)]
+        keep_image = torch.from_numpy(
+            ~((roll < DROP) | ((roll >= text_end) & (roll < text_end + DROP)))
+        ).float()
         condition = examples.condition * keep_image[:, None, None, None]
         with torch.no_grad():
             text = text_encoder(token_ids(tokenizer, texts))[0]
@@ -782,6 +790,12 @@ def parse_args(argv: list[str] | None = None) -> TrainOptions:
     parser.add_argument("--batch", type=int, default=None, help="override the part's batch size")
     parser.add_argument("--lr", type=float, default=None, help="override the part's peak learning rate")
     parser.add_argument(
+        "--edit-text-drop",
+        type=float,
+        default=TrainOptions.edit_text_drop,
+        help="how often the edit denoiser sees the picture without its instruction",
+    )
+    parser.add_argument(
         "--zero-snr",
         action=argparse.BooleanOptionalAction,
         default=TrainOptions.zero_snr,
@@ -796,6 +810,8 @@ def parse_args(argv: list[str] | None = None) -> TrainOptions:
         args.lr is not None and args.lr <= 0
     ):
         parser.error("--batch must be between 1 and --pool, --lr positive")
+    if not 0.0 <= args.edit_text_drop <= 0.5:
+        parser.error("--edit-text-drop must be between 0 and 0.5")
     return TrainOptions(
         args.part,
         args.minutes,
@@ -807,6 +823,7 @@ def parse_args(argv: list[str] | None = None) -> TrainOptions:
         args.zero_snr,
         args.batch,
         args.lr,
+        args.edit_text_drop,
     )
 
 

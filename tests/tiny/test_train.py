@@ -112,6 +112,11 @@ def test_batch_and_lr_override_the_part_settings():
     after_warmup = train.Progress(step=train.SETTINGS["unet"].warmup)
     assert train.learning_rate(tuned, "unet", after_warmup) == pytest.approx(1e-3)
     assert train.learning_rate(default, "unet", after_warmup) == pytest.approx(train.SETTINGS["unet"].lr)
+    assert (
+        default.edit_text_drop == 0.05 and train.parse_args(["--edit-text-drop", "0.3"]).edit_text_drop == 0.3
+    )
+    with pytest.raises(SystemExit):
+        train.parse_args(["--edit-text-drop", "0.9"])
 
 
 def test_vae_part_checkpoints_and_resumes(tmp_path):
