@@ -648,11 +648,19 @@ def drop_captions(rng: np.random.Generator, texts: list[str], p: float = 0.1) ->
     return ["" if rng.random() < p else c for c in texts]
 
 
+def frozen_parts(
+    options: TrainOptions,
+) -> tuple[AutoencoderKL, CLIPTokenizer, DDPMScheduler, CLIPTextModel]:
+    """What the two denoisers after the text part read and never train: autoencoder, tokenizer, noise
+    schedule and the text part's encoder."""
+    text_encoder = load_trained(options, "text_encoder").eval().requires_grad_(False)
+    return load_vae(options), make_tokenizer(), make_noise_scheduler(options.zero_snr), text_encoder
+
+
 def train_unet(options: TrainOptions) -> PartStats:
     """The text-to-image denoiser, continued from the text part's with its text encoder frozen."""
     torch.manual_seed(options.seed + 2)
-    vae, tokenizer, scheduler = load_vae(options), make_tokenizer(), make_noise_scheduler(options.zero_snr)
-    text_encoder = load_trained(options, "text_encoder").eval().requires_grad_(False)
+    vae, tokenizer, scheduler, text_encoder = frozen_parts(options)
     unet = load_trained(options, "text_unet")
     trainee = new_trainee("unet", {"unet": unet}, options.seed)
     batch = batch_size(options, "unet")
@@ -695,8 +703,7 @@ def load_trained(options: TrainOptions, name: str) -> nn.Module:
 def train_edit(options: TrainOptions) -> PartStats:
     """The InstructPix2Pix denoiser; the autoencoder and text encoder stay as the text-to-image model has them."""
     torch.manual_seed(options.seed + 3)
-    vae, tokenizer, scheduler = load_vae(options), make_tokenizer(), make_noise_scheduler(options.zero_snr)
-    text_encoder = load_trained(options, "text_encoder").eval().requires_grad_(False)
+    vae, tokenizer, scheduler, text_encoder = frozen_parts(options)
     unet = edit_unet_from(load_trained(options, "text_unet"))
     trainee = new_trainee("edit", {"unet": unet}, options.seed)
     batch = batch_size(options, "edit")
@@ -706,8 +713,8 @@ def train_edit(options: TrainOptions) -> PartStats:
     def step(t: Trainee) -> torch.Tensor:
         pool.refresh(t.rng)
         examples = pool.sample(t.rng, batch)
-        # InstructPix2Pix drops the instruction, the picture, or both, 5% each, for its two guidance scales.
-        # [0, DROP): picture dropped; [DROP, text_end): instruction dropped; [text_end, text_end + DROP): both.
+        # InstructPix2Pix drops the instruction, the picture, or both (5 % each there) for its two guidance
+        # scales. [0, DROP): picture dropped; [DROP, text_end): instruction dropped; [text_end, text_end + DROP): both.
         roll = t.rng.random(batch)
         text_end = DROP + options.edit_text_drop
         texts = ["" if DROP <= r < text_end + DROP else s for r, s in zip(roll, examples.texts, strict=True)]
