@@ -48,6 +48,16 @@ def test_min_snr_weights_cap_the_easy_timesteps(zero_snr):
     assert bool(((weights > 0) & (weights <= 1)).all())
 
 
+def test_snr_floor_keeps_the_clean_latent_weighted_at_the_noisiest_steps():
+    scheduler = train.make_noise_scheduler(zero_snr=False)
+    t = torch.tensor([100, 999])
+    plain, floored = train.min_snr_weights(scheduler, t), train.min_snr_weights(scheduler, t, floor=0.2)
+    assert float(floored[0]) == pytest.approx(float(plain[0])), "easy steps are unchanged"
+    snr = scheduler.alphas_cumprod[999] / (1 - scheduler.alphas_cumprod[999])
+    # Weight times SNR is the weight of the clean latent's error: min-SNR lets it vanish, the floor keeps 0.2.
+    assert float(plain[1] * snr) < 0.01 and float(floored[1] * snr) == pytest.approx(0.2)
+
+
 def test_v_prediction_weights_keep_the_noisiest_steps():
     """Where only the prompt can decide the background, the floored weight must not vanish."""
     scheduler = train.make_noise_scheduler(zero_snr=True)
@@ -84,6 +94,41 @@ def test_v_prediction_loss_is_zero_for_the_exact_velocity():
     assert float(loss) < 1e-6
 
 
+def test_shape_weights_cover_the_shapes_and_their_outline():
+    background = torch.tensor([0.3, -1.0, 0.5, 0.0])[None, :, None, None].expand(2, 4, 16, 16).clone()
+    result, picture = background.clone(), background.clone()
+    result[0, 1, 4:7, 4:7] += 2.0  # a shape in the result
+    picture[0, 2, 10:12, 12:14] -= 2.0  # another where the picture had one (an edit moved it)
+    assert train.shape_weights(0.0, result, picture) is None, "off: a plain loss"
+    weights = train.shape_weights(3.0, result, picture)
+    assert weights is not None and weights.shape == (2, 1, 16, 16)
+    assert float(weights[1].max()) == 1.0, "a blank latent is all background"
+    marked = weights[0, 0] == 4.0
+    assert bool(marked[3:8, 3:8].all()) and bool(marked[9:13, 11:15].all())
+    assert int(marked.sum()) == 25 + 16 and float(weights[0, 0][~marked].max()) == 1.0
+
+
+def test_shape_weighted_loss_counts_the_shape_cells_more():
+    scheduler = train.make_noise_scheduler(zero_snr=False)
+    latents = torch.zeros(1, 4, 16, 16)
+    weights = torch.ones(1, 1, 16, 16)
+    weights[..., :8] = 3.0
+
+    class LeftWrong(torch.nn.Module):
+        def forward(self, noisy: torch.Tensor, t: torch.Tensor, text: torch.Tensor) -> object:
+            out = torch.zeros_like(noisy)
+            out[..., :8] = 1.0
+            return type("Out", (), {"sample": out})()
+
+    text = torch.zeros(1, 1, train.TEXT_DIM)
+    torch.manual_seed(0)
+    plain = train.denoise_loss(LeftWrong(), scheduler, latents, text)
+    torch.manual_seed(0)
+    weighted = train.denoise_loss(LeftWrong(), scheduler, latents, text, weights=weights)
+    # Same noise both times: the error sits where the weights are 3 for half its cells and 1 elsewhere.
+    assert float(weighted) > 1.5 * float(plain)
+
+
 def test_crops_and_batches_are_deterministic():
     a = train.crop_batch(np.random.default_rng(3), 4)
     b = train.crop_batch(np.random.default_rng(3), 4)
@@ -117,6 +162,11 @@ def test_batch_and_lr_override_the_part_settings():
     )
     with pytest.raises(SystemExit):
         train.parse_args(["--edit-text-drop", "0.9"])
+    assert default.shape_weight == 0.0 and train.parse_args(["--shape-weight", "4"]).shape_weight == 4.0
+    assert default.snr_floor == 0.0 and train.parse_args(["--snr-floor", "0.2"]).snr_floor == 0.2
+    for bad in (["--shape-weight", "-1"], ["--snr-floor", "9"]):
+        with pytest.raises(SystemExit):
+            train.parse_args(bad)
 
 
 def test_vae_part_checkpoints_and_resumes(tmp_path):
@@ -160,3 +210,20 @@ def test_all_parts_export_pipelines_that_share_the_frozen_text_encoder(tmp_path)
     assert generate.unet.config.in_channels == 4 and edit.unet.config.in_channels == 8
     image = generate("a red circle on a blue background", num_inference_steps=2, output_type="np").images
     assert image.shape == (1, 64, 64, 3)
+
+
+def test_random_text_encoder_stays_as_it_started(tmp_path):
+    """`--random-text-encoder`: the text part trains only its denoiser, and is a whole model already."""
+    common = ["--threads", "1", "--pool", "64", "--out", str(tmp_path)]
+    assert train.train_vae(train.parse_args(["--part", "vae", "--steps", "1", *common])).steps == 1
+    encoders, unets = [], []
+    for steps in ("1", "2"):
+        flags = ["--part", "text", "--steps", steps, "--random-text-encoder", "--shape-weight", "4"]
+        options = train.parse_args([*flags, *common])
+        assert options.random_text_encoder and train.train_text(options).steps == int(steps)
+        encoders.append((options.work / "text_encoder" / "model.safetensors").read_bytes())
+        unets.append((options.work / "text_unet" / "diffusion_pytorch_model.safetensors").read_bytes())
+    assert encoders[0] == encoders[1] and unets[0] != unets[1]
+    assert (tmp_path / "generate" / "model_index.json").exists()
+    assert train.parse_args([]).random_text_encoder
+    assert not train.parse_args(["--no-random-text-encoder"]).random_text_encoder
