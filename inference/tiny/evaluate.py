@@ -16,7 +16,7 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -311,16 +311,8 @@ def parse_args(argv: list[str] | None = None) -> EvalOptions:
     args = parser.parse_args(argv)
     if args.n < 5 or args.steps < 1 or args.threads < 1:
         parser.error("--n must be at least 5, --steps and --threads at least 1")
-    return EvalOptions(
-        args.model,
-        args.n,
-        args.steps,
-        args.guidance,
-        args.edit_guidance,
-        args.image_guidance,
-        args.threads,
-        args.sheet,
-    )
+    # Every option's destination is named after its EvalOptions field.
+    return EvalOptions(**{f.name: getattr(args, f.name) for f in fields(EvalOptions)})
 
 
 def main(argv: list[str] | None = None) -> None:

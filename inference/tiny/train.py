@@ -23,7 +23,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -904,28 +904,15 @@ def parse_args(argv: list[str] | None = None) -> TrainOptions:
         args.lr is not None and args.lr <= 0
     ):
         parser.error("--batch must be between 1 and --pool, --lr positive")
-    if not 0.0 <= args.edit_text_drop <= 0.5:
-        parser.error("--edit-text-drop must be between 0 and 0.5")
-    if not 0.0 <= args.snr_floor <= 5.0:
-        parser.error("--snr-floor must be between 0 and 5")
-    if not 0.0 <= args.shape_weight <= 20.0:
-        parser.error("--shape-weight must be between 0 and 20")
-    return TrainOptions(
-        args.part,
-        args.minutes,
-        args.steps,
-        args.out,
-        args.threads,
-        args.seed,
-        args.pool,
-        args.zero_snr,
-        args.batch,
-        args.lr,
-        args.edit_text_drop,
-        args.shape_weight,
-        args.snr_floor,
-        args.random_text_encoder,
-    )
+    for flag, value, low, high in (
+        ("--edit-text-drop", args.edit_text_drop, 0.0, 0.5),
+        ("--snr-floor", args.snr_floor, 0.0, 5.0),
+        ("--shape-weight", args.shape_weight, 0.0, 20.0),
+    ):
+        if not low <= value <= high:
+            parser.error(f"{flag} must be between {low:g} and {high:g}")
+    # Every option's destination is named after its TrainOptions field.
+    return TrainOptions(**{f.name: getattr(args, f.name) for f in fields(TrainOptions)})
 
 
 def main(argv: list[str] | None = None) -> None:
