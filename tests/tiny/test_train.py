@@ -227,3 +227,27 @@ def test_random_text_encoder_stays_as_it_started(tmp_path):
     assert (tmp_path / "generate" / "model_index.json").exists()
     assert train.parse_args([]).random_text_encoder
     assert not train.parse_args(["--no-random-text-encoder"]).random_text_encoder
+
+
+def test_edit_part_from_scratch_reads_no_text_denoiser(tmp_path):
+    """`--edit-init scratch` (the default): only the autoencoder and the frozen text encoder are read, so
+    retraining the text-to-image denoiser leaves an edit checkpoint resumable, and it need not exist."""
+    import shutil
+
+    common = ["--threads", "1", "--pool", "64", "--steps", "1", "--out", str(tmp_path)]
+    train.train_vae(train.parse_args(["--part", "vae", *common]))
+    train.train_text(train.parse_args(["--part", "text", *common]))
+    scratch = train.parse_args(["--part", "edit", *common])
+    from_text = train.parse_args(["--part", "edit", "--edit-init", "text", *common])
+    assert scratch.edit_init == "scratch" and from_text.edit_init == "text"
+    before = train.upstream_fingerprint(scratch, "edit"), train.upstream_fingerprint(from_text, "edit")
+    text_unet = scratch.work / "text_unet" / "diffusion_pytorch_model.safetensors"
+    text_unet.write_bytes(b"retrained")
+    assert train.upstream_fingerprint(scratch, "edit") == before[0]
+    assert train.upstream_fingerprint(from_text, "edit") != before[1]
+    shutil.rmtree(scratch.work / "text_unet")
+    assert train.train_edit(scratch).steps == 1
+    conv_in = train.load_trained(scratch, "edit_unet").conv_in.weight.detach()
+    assert conv_in.shape[1] == 8 and float(conv_in[:, 4:].abs().mean()) > 0.01, "picture channels start live"
+    with pytest.raises(FileNotFoundError, match="no trained text_unet"):
+        train.train_edit(from_text)
