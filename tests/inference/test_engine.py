@@ -22,11 +22,11 @@ from inference.protocol import (
     EngineOutOfMemory,
     GeneratedImage,
     JobKind,
-    JobRequest,
     StepUpdate,
 )
 from inference.settings import AdapterSettings, EngineSettings, ModelDefaults
 from inference.tiny.make_tokenizer import DEFAULT_DIR, WORDS, build_vocab
+from tests.inference.items import make_item
 
 PIXEL_TOLERANCE = 2  # of 255: batched matrix products may round differently from single ones
 
@@ -42,42 +42,6 @@ def engine(tiny_model_dir: Path, tiny_edit_model_dir: Path) -> DiffusersEngine:
         defaults=ModelDefaults(steps=4, guidance=5.0, width=64, height=64, img2img_strength=0.75),
     )
     return DiffusersEngine.load(settings)
-
-
-def make_item(
-    job_id: str,
-    seed: int,
-    *,
-    prompt: str = "a red circle on a blue background",
-    count: int = 1,
-    kind: JobKind = JobKind.GENERATE,
-    image: Image.Image | None = None,
-    strength: float | None = None,
-    adapter: str | None = None,
-    adapter_scale: float = 1.0,
-    steps: int = 4,
-) -> BatchItem:
-    request = JobRequest(
-        idempotency_key=job_id,
-        user="ana",
-        prompt=prompt,
-        count=count,
-        kind=kind,
-        strength=strength,
-        adapter=adapter,
-        adapter_scale=adapter_scale,
-    )
-    return BatchItem(
-        job_id=job_id,
-        request=request,
-        seed=seed,
-        width=64,
-        height=64,
-        steps=steps,
-        guidance=5.0,
-        strength=strength,
-        init_image=image,
-    )
 
 
 def run(

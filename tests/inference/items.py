@@ -1,0 +1,45 @@
+"""Building engine batch items in tests: one request, one seed, the sampling settings spelled out."""
+
+from __future__ import annotations
+
+from PIL import Image
+
+from inference.protocol import BatchItem, JobKind, JobRequest
+
+
+def make_item(
+    job_id: str,
+    seed: int,
+    *,
+    prompt: str = "a red circle on a blue background",
+    count: int = 1,
+    kind: JobKind = JobKind.GENERATE,
+    image: Image.Image | None = None,
+    strength: float | None = None,
+    adapter: str | None = None,
+    adapter_scale: float = 1.0,
+    steps: int = 4,
+    guidance: float = 5.0,
+    size: tuple[int, int] = (64, 64),
+) -> BatchItem:
+    request = JobRequest(
+        idempotency_key=job_id,
+        user="ana",
+        prompt=prompt,
+        count=count,
+        kind=kind,
+        strength=strength,
+        adapter=adapter,
+        adapter_scale=adapter_scale,
+    )
+    return BatchItem(
+        job_id=job_id,
+        request=request,
+        seed=seed,
+        width=size[0],
+        height=size[1],
+        steps=steps,
+        guidance=guidance,
+        strength=strength,
+        init_image=image,
+    )
