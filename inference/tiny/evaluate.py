@@ -3,7 +3,7 @@
 Run `python -m inference.tiny.evaluate [--model DIR] [--n 100]`. A fixed list of prompts and seeds (the
 same on every run) goes through `<DIR>/generate` and a fixed list of recolour and background edits of
 rendered scenes through `<DIR>/edit` (skipped when there is no such folder: a text-to-image-only run), with
-20 DPM-Solver++ steps at the bundled model's defaults (guidance 5; edits 4 with image guidance 2.5); the judge in
+20 DPM-Solver++ steps at the bundled model's defaults (guidance 5; edits 6 with image guidance 2); the judge in
 inference/tiny/judge.py reads each picture. It prints the figures, checks that different seeds differ
 and the same seed repeats, and ends with one JSON line:
 `{"background_acc", "colour_acc", "shape_acc", "edit_follow", "edit_keeps_shape", ...}`.

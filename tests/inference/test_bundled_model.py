@@ -14,9 +14,10 @@ import pytest
 from PIL import Image
 
 from inference.engine import DiffusersEngine
-from inference.protocol import BatchItem, GeneratedImage, JobKind, JobRequest
+from inference.protocol import BatchItem, GeneratedImage, JobKind
 from inference.settings import EngineSettings
 from inference.tiny import data
+from tests.inference.items import make_item
 from tests.judge import Judge, Verdict
 
 PROMPT = "a large yellow star in the centre of a blue background"
@@ -41,19 +42,18 @@ def judge() -> Judge:
 def item(
     engine: DiffusersEngine, job_id: str, prompt: str, seed: int, image: Image.Image | None = None
 ) -> BatchItem:
+    """A one-picture job at the engine's own defaults for its kind, as the bot sends it."""
     kind = JobKind.GENERATE if image is None else JobKind.EDIT
     steps, guidance, width, height = engine.defaults(kind)
-    request = JobRequest(idempotency_key=job_id, user="ana", prompt=prompt, count=1, kind=kind)
-    return BatchItem(
-        job_id=job_id,
-        request=request,
-        seed=seed,
-        width=width,
-        height=height,
+    return make_item(
+        job_id,
+        seed,
+        prompt=prompt,
+        kind=kind,
+        image=image,
         steps=steps,
         guidance=guidance,
-        strength=None,
-        init_image=image,
+        size=(width, height),
     )
 
 
@@ -70,6 +70,15 @@ def test_runs_at_the_bundled_defaults(engine: DiffusersEngine) -> None:
     assert engine.model_name == "brushfire/tiny"
     assert engine.has_edit_model
     assert engine.defaults(JobKind.GENERATE) == (20, 5.0, 64, 64)
+    assert engine.defaults(JobKind.EDIT) == (20, 6.0, 64, 64)
+
+
+def test_bundled_edit_model_shares_the_autoencoder_and_text_encoder(engine: DiffusersEngine) -> None:
+    """Both bundled pipelines were trained over one autoencoder and one frozen text encoder, so the engine
+    keeps a single copy of each."""
+    edit, generate = engine._pipes.edit, engine._pipes.generate
+    assert edit is not None
+    assert edit.vae is generate.vae and edit.text_encoder is generate.text_encoder
 
 
 def test_draws_what_the_prompt_asks_and_seeds_behave(engine: DiffusersEngine, judge: Judge) -> None:
@@ -89,14 +98,25 @@ def test_draws_what_the_prompt_asks_and_seeds_behave(engine: DiffusersEngine, ju
     assert distance(open_a, open_b) > SEED_DISTANCE
 
 
-def test_edit_follows_the_instruction_and_keeps_the_shape(engine: DiffusersEngine, judge: Judge) -> None:
-    before = data.Scene("blue", (data.Shape("circle", "yellow", "large", 0.5, 0.5, 0.26),), "centre")
-    instruction = "make the background black"
+@pytest.mark.parametrize(
+    ("kind", "colour", "background", "instruction"),
+    [
+        ("circle", "yellow", "blue", "make the background black"),
+        ("star", "yellow", "blue", "make it red"),
+        ("heart", "green", "white", "turn the heart purple"),
+    ],
+)
+def test_edit_follows_the_instruction_and_keeps_the_shape(
+    engine: DiffusersEngine, judge: Judge, kind: str, colour: str, background: str, instruction: str
+) -> None:
+    before = data.Scene(background, (data.Shape(kind, colour, "large", 0.5, 0.5, 0.26),), "centre")
     spec = data.parse_instruction(instruction)
-    assert spec.kind is data.EditKind.BACKGROUND
 
     (edited,) = pictures(engine, [item(engine, "e", instruction, 6, image=data.render(before))])
 
     verdict = judge.judge(edited)
-    assert verdict.background == spec.value, verdict
-    assert verdict.shape == before.shapes[0].kind, verdict
+    if spec.kind is data.EditKind.BACKGROUND:
+        assert (verdict.background, verdict.colour) == (spec.value, colour), verdict
+    else:
+        assert (verdict.background, verdict.colour) == (background, spec.value), verdict
+    assert verdict.shape == kind, verdict
