@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -43,6 +44,9 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 from inference.tiny import data
 
 log = logging.getLogger(__name__)
+
+# Where the edit denoiser starts (TrainOptions.edit_init).
+EditInit = Literal["scratch", "text"]
 
 TOKENIZER_DIR = Path(__file__).with_name("tokenizer")
 DEFAULT_OUT = Path(__file__).with_name("model")
@@ -90,7 +94,7 @@ class TrainOptions:
     # part's denoiser with zero picture channels, as InstructPix2Pix starts from SD). Started from the text
     # denoiser it kept drawing from the instruction and barely used the picture (picture-channel weights
     # 0.004-0.0065 against 0.08 after 4,497 steps; shape kept 36 %); see MODEL_CARD.md.
-    edit_init: str = "scratch"
+    edit_init: EditInit = "scratch"
 
     @property
     def work(self) -> Path:
@@ -904,7 +908,7 @@ def parse_args(argv: list[str] | None = None) -> TrainOptions:
     )
     parser.add_argument(
         "--edit-init",
-        choices=("scratch", "text"),
+        choices=get_args(EditInit),
         default=TrainOptions.edit_init,
         help="edit denoiser's start: random weights (default) or the text part's denoiser",
     )
