@@ -678,6 +678,35 @@ def load_vae(options: TrainOptions) -> AutoencoderKL:
     return AutoencoderKL.from_pretrained(folder).eval().requires_grad_(False)
 
 
+def scene_training(
+    options: TrainOptions,
+    name: str,
+    *,
+    vae: AutoencoderKL,
+    tokenizer: CLIPTokenizer,
+    scheduler: DDPMScheduler,
+    text_encoder: CLIPTextModel,
+    unet: UNet2DConditionModel,
+    train_encoder: bool = False,
+) -> tuple[LatentPool, Callable[[Trainee], torch.Tensor]]:
+    """The scene pool and the loss of one step of a text-to-image part (`text` or `unet`): a batch from
+    the pool, captions dropped for guidance, the (possibly shape-weighted) denoising loss."""
+    batch = batch_size(options, name)
+    pool = LatentPool(lambda rng, n: encode_scenes(vae, rng, n), size=options.pool)
+
+    def step(t: Trainee) -> torch.Tensor:
+        pool.refresh(t.rng)
+        examples = pool.sample(t.rng, batch)
+        with torch.set_grad_enabled(train_encoder):
+            text = text_encoder(token_ids(tokenizer, drop_captions(t.rng, examples.texts)))[0]
+        latents = examples.latents(vae)
+        return denoise_loss(
+            unet, scheduler, latents, text, weights=shape_weights(options.shape_weight, latents)
+        )
+
+    return pool, step
+
+
 def train_text(options: TrainOptions) -> PartStats:
     """The text-to-image denoiser and its text encoder; the starting point of the `unet` and `edit` parts.
 
@@ -695,19 +724,10 @@ def train_text(options: TrainOptions) -> PartStats:
         trainee = new_trainee("text", {"unet": unet}, options.seed)
     else:
         trainee = new_trainee("text", {"unet": unet, "text_encoder": text_encoder}, options.seed)
-    batch = batch_size(options, "text")
-    pool = LatentPool(lambda rng, n: encode_scenes(vae, rng, n), size=options.pool)
-
-    def step(t: Trainee) -> torch.Tensor:
-        pool.refresh(t.rng)
-        examples = pool.sample(t.rng, batch)
-        with torch.set_grad_enabled(not options.random_text_encoder):
-            text = text_encoder(token_ids(tokenizer, drop_captions(t.rng, examples.texts)))[0]
-        latents = examples.latents(vae)
-        return denoise_loss(
-            unet, scheduler, latents, text, weights=shape_weights(options.shape_weight, latents)
-        )
-
+    pool, step = scene_training(
+        options, "text", vae=vae, tokenizer=tokenizer, scheduler=scheduler, text_encoder=text_encoder,
+        unet=unet, train_encoder=not options.random_text_encoder,
+    )  # fmt: skip
     stats = run_loop(options, trainee, step, setup=pool.fill)
     trainee.ema["unet"].save_pretrained(options.work / "text_unet")
     encoder = trainee.ema.get("text_encoder", text_encoder)
@@ -740,19 +760,10 @@ def train_unet(options: TrainOptions) -> PartStats:
     vae, tokenizer, scheduler, text_encoder = frozen_parts(options)
     unet = load_trained(options, "text_unet")
     trainee = new_trainee("unet", {"unet": unet}, options.seed)
-    batch = batch_size(options, "unet")
-    pool = LatentPool(lambda rng, n: encode_scenes(vae, rng, n), size=options.pool)
-
-    def step(t: Trainee) -> torch.Tensor:
-        pool.refresh(t.rng)
-        examples = pool.sample(t.rng, batch)
-        with torch.no_grad():
-            text = text_encoder(token_ids(tokenizer, drop_captions(t.rng, examples.texts)))[0]
-        latents = examples.latents(vae)
-        return denoise_loss(
-            unet, scheduler, latents, text, weights=shape_weights(options.shape_weight, latents)
-        )
-
+    pool, step = scene_training(
+        options, "unet", vae=vae, tokenizer=tokenizer, scheduler=scheduler, text_encoder=text_encoder,
+        unet=unet,
+    )  # fmt: skip
     stats = run_loop(options, trainee, step, setup=pool.fill)
     trainee.ema["unet"].save_pretrained(options.work / "unet")
     export_pipeline(

@@ -1,5 +1,7 @@
 """The training script's pieces that need no trained weights: model sizes, the edit UNet's start, options."""
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -232,8 +234,6 @@ def test_random_text_encoder_stays_as_it_started(tmp_path):
 def test_edit_part_from_scratch_reads_no_text_denoiser(tmp_path):
     """`--edit-init scratch` (the default): only the autoencoder and the frozen text encoder are read, so
     retraining the text-to-image denoiser leaves an edit checkpoint resumable, and it need not exist."""
-    import shutil
-
     common = ["--threads", "1", "--pool", "64", "--steps", "1", "--out", str(tmp_path)]
     train.train_vae(train.parse_args(["--part", "vae", *common]))
     train.train_text(train.parse_args(["--part", "text", *common]))
