@@ -24,11 +24,11 @@ from typing import TextIO
 
 from pydantic import ValidationError
 
-from bot.errors import BrushfireError
-from bot.jobs import JobOutcome, JobService, open_job_service
-from bot.plans import LOCAL_USER, ImagineOptions, parse_lane
-from bot.progress import ProgressState, ProgressUpdater
-from bot.settings import Settings, SettingsError, load_settings
+from bot.core.errors import BrushfireError
+from bot.core.jobs import JobOutcome, JobService, open_job_service
+from bot.core.plans import LOCAL_USER, ImagineOptions, parse_lane
+from bot.core.progress import ProgressState, ProgressUpdater
+from bot.core.settings import Settings, SettingsError, load_settings
 from inference.protocol import EngineError
 from inference.settings import EngineSettings, WorkerSettings
 
@@ -116,7 +116,7 @@ def _dispatch(command: str, args: argparse.Namespace, settings: Settings) -> int
         return asyncio.run(_db(args, settings))
     if command in ("imagine", "edit"):
         return asyncio.run(_local_job(args, settings))
-    from bot.bot import run_bot
+    from bot.client import run_bot
 
     if settings.discord_token is None:
         print(
@@ -202,7 +202,7 @@ def worker_command(config: Path | None) -> list[str]:
 
 
 async def _bot_and_worker(settings: Settings, config: Path | None) -> int:
-    from bot.bot import run_bot
+    from bot.client import run_bot
 
     supervisor = WorkerSupervisor(worker_command(config))
     task = asyncio.create_task(supervisor.run(), name="worker-supervisor")

@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bot.quotas import QuotaExceeded, QuotaService, QuotaSettings
+from bot.core.quotas.service import QuotaExceeded, QuotaService, QuotaSettings
 from storage.db import Database
 
 log = logging.getLogger(__name__)

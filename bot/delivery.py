@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Any
 import discord
 from PIL import Image
 
+from bot.checks import is_admin
+from bot.core.jobs import JobOutcome, JobService
+from bot.core.plans import Delivery, JobPlan, Requester, token_expiry
+from bot.core.progress import DisplayGone, ProgressState, ProgressUpdater
 from bot.errors import answer_error
-from bot.jobs import JobOutcome, JobService
-from bot.plans import Delivery, JobPlan, Requester, token_expiry
-from bot.progress import DisplayGone, ProgressState, ProgressUpdater
 from bot.views import progress_view, result_view
 from inference.protocol import JobStatus
 from storage.generations import GenerationRecord
@@ -28,7 +29,7 @@ from storage.guilds import GuildSettings
 from storage.jobs import JobRecord
 
 if TYPE_CHECKING:
-    from bot.bot import ImageBot
+    from bot.client import ImageBot
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def requester_for(interaction: discord.Interaction) -> Requester:
         channel_id=interaction.channel_id or 0,
         name=interaction.user.name,
         role_ids=roles,
-        is_admin=interaction.permissions.manage_guild,
+        is_admin=is_admin(interaction),
     )
 
 

@@ -1,4 +1,4 @@
-"""User-facing errors and the command tree that answers every error ephemerally, with a reference id."""
+"""How user-facing errors are shown on Discord: the command tree that answers every error ephemerally, with a reference id."""
 
 from __future__ import annotations
 
@@ -9,59 +9,10 @@ import secrets
 import discord
 from discord import app_commands
 
+from bot.checks import AdminOnly
+from bot.core.errors import BrushfireError
+
 log = logging.getLogger(__name__)
-
-
-class BrushfireError(app_commands.AppCommandError):
-    """The root of every error whose message is written for the person who ran the command.
-
-    Subclassing `AppCommandError` lets a command raise it directly: discord.py hands it to the tree's
-    `on_error` unwrapped. Nothing is charged when one of these is raised before the job is submitted.
-    """
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class InvalidInput(BrushfireError):
-    """A prompt, seed, count, strength or option the user typed is out of bounds."""
-
-
-class BlockedContent(BrushfireError):
-    """The prompt matches one of the server's blocked words or patterns."""
-
-
-class UnknownStyle(BrushfireError):
-    """The style named is not one of the presets."""
-
-
-class BadAttachment(BrushfireError):
-    """An attachment that is not a usable PNG, JPEG or WebP image, or is over the limits."""
-
-
-class ChannelNotAllowed(BrushfireError):
-    """The server limits brushfire to some channels and this is not one of them."""
-
-
-class NotPermitted(BrushfireError):
-    """The user may not do this (an admin command, or a button on someone else's job)."""
-
-
-class QuotaRefused(BrushfireError):
-    """Not enough credits (the message says what is left and when the next returns), or blocked."""
-
-
-class WorkerDown(BrushfireError):
-    """The inference worker cannot be reached or refused the job; the reservation is refunded."""
-
-
-class JobNotFound(BrushfireError):
-    """A button or command names a job the database does not know (or no longer has images for)."""
-
-
-class JobFailed(BrushfireError):
-    """The job ran but did not produce a result; the reservation is refunded."""
 
 
 def new_reference() -> str:
@@ -76,7 +27,7 @@ def user_message(error: BaseException) -> tuple[str, bool]:
     """
     if isinstance(error, app_commands.CommandInvokeError | app_commands.TransformerError):
         error = error.__cause__ or error
-    if isinstance(error, BrushfireError):
+    if isinstance(error, BrushfireError | AdminOnly):
         return error.message, True
     if isinstance(error, app_commands.MissingPermissions | app_commands.CheckFailure):
         return "You are not allowed to use this command here.", True

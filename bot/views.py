@@ -14,12 +14,14 @@ from typing import TYPE_CHECKING, Any, Self
 import discord
 from discord import ui
 
-from bot.errors import InvalidInput, NotPermitted, answer_error
-from bot.plans import Action, JobPlan, Requester
+from bot.checks import is_admin
+from bot.core.errors import InvalidInput, NotPermitted
+from bot.core.plans import Action, JobPlan, Requester
+from bot.errors import answer_error
 from storage.guilds import GuildSettings
 
 if TYPE_CHECKING:
-    from bot.bot import ImageBot
+    from bot.client import ImageBot
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +219,7 @@ class DeleteButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:delete:{
     async def _delete(self, interaction: discord.Interaction) -> None:
         bot = _bot(interaction)
         job = await bot.jobs.jobs.get(self.job_id)
-        admin = interaction.permissions.manage_guild
+        admin = is_admin(interaction)
         if job is None or (job.user_id != interaction.user.id and not admin):
             raise NotPermitted("Only the person who made this image, or an admin, can delete it.")
         await bot.jobs.generations.mark_job_deleted(self.job_id)

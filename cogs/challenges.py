@@ -11,18 +11,18 @@ import discord
 from discord import app_commands, ui
 from discord.ext import commands
 
-from bot.challenges import (
+from bot.checks import require_admin
+from bot.core.challenges.service import (
     ChallengeRefused,
     ScheduleRequest,
     StartRequest,
     parse_duration,
 )
-from bot.errors import NotPermitted
 from bot.views import PREFIX, guarded, submit_picker
 from storage.challenges import ChallengeRecord, EntryRecord, Phase, ResultRecord
 
 if TYPE_CHECKING:
-    from bot.bot import ImageBot
+    from bot.client import ImageBot
 
 log = logging.getLogger(__name__)
 
@@ -312,8 +312,7 @@ async def _submit(
 
 
 def _require_admin(interaction: discord.Interaction) -> None:
-    if interaction.guild_id is None or not interaction.permissions.manage_guild:
-        raise NotPermitted("Only members with Manage Server can run challenges.")
+    require_admin(interaction, "run challenges")
 
 
 class Challenges(commands.GroupCog, group_name="challenge", group_description="Community style challenges"):

@@ -9,13 +9,13 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.errors import BadAttachment
-from bot.plans import JobPlan, Requester
+from bot.core.errors import BadAttachment
+from bot.core.plans import JobPlan, Requester
 from inference.protocol import MAX_PROMPT_CHARS
 from storage.guilds import GuildSettings
 
 if TYPE_CHECKING:
-    from bot.bot import ImageBot
+    from bot.client import ImageBot
 
 log = logging.getLogger(__name__)
 

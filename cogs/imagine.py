@@ -9,12 +9,12 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.plans import ImagineOptions, JobPlan, Requester, parse_lane
+from bot.core.plans import ImagineOptions, JobPlan, Requester, parse_lane
 from inference.protocol import MAX_COUNT, MAX_PROMPT_CHARS, MAX_SEED
 from storage.guilds import GuildSettings
 
 if TYPE_CHECKING:
-    from bot.bot import ImageBot
+    from bot.client import ImageBot
 
 log = logging.getLogger(__name__)
 

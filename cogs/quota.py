@@ -15,12 +15,13 @@ from discord import app_commands
 from discord.ext import commands
 from PIL import Image, ImageDraw
 
+from bot.checks import require_admin
+from bot.core.errors import InvalidInput, QuotaRefused
+from bot.core.quotas.service import QuotaError, QuotaStatus, UsageReport
 from bot.delivery import requester_for
-from bot.errors import InvalidInput, NotPermitted, QuotaRefused
-from bot.quotas import QuotaError, QuotaStatus, UsageReport
 
 if TYPE_CHECKING:
-    from bot.bot import ImageBot
+    from bot.client import ImageBot
 
 log = logging.getLogger(__name__)
 
@@ -119,9 +120,7 @@ class Quota(commands.Cog):
     )
 
     async def _check_admin(self, interaction: discord.Interaction) -> None:
-        # default_permissions only hides the command; server owners can show it to anyone.
-        if not interaction.permissions.manage_guild:
-            raise NotPermitted("Only members with Manage Server can change credits.")
+        require_admin(interaction, "change credits")
 
     async def _run(self, interaction: discord.Interaction, text: str) -> None:
         await interaction.response.send_message(text, ephemeral=True)

@@ -10,12 +10,13 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.errors import InvalidInput, NotPermitted
-from bot.plans import REGEX_PREFIX
+from bot.checks import require_admin
+from bot.core.errors import InvalidInput
+from bot.core.plans import REGEX_PREFIX
 from storage.guilds import MAX_IMAGES_PER_JOB, GuildSettings
 
 if TYPE_CHECKING:
-    from bot.bot import ImageBot
+    from bot.client import ImageBot
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +44,7 @@ class Settings(
         super().__init__()
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:  # type: ignore[override]
-        # default_permissions only hides the group; server owners can show it to anyone.
-        if interaction.guild_id is None or not interaction.permissions.manage_guild:
-            raise NotPermitted("Only members with Manage Server can change brushfire's settings.")
+        require_admin(interaction, "change brushfire's settings")
         return True
 
     async def _update(self, interaction: discord.Interaction, **changes: Any) -> None:

@@ -10,12 +10,13 @@ from discord import app_commands
 from discord.ext import commands
 from pydantic import ValidationError
 
-from bot.errors import InvalidInput, NotPermitted
-from bot.styles import StyleBook, StylePreset
+from bot.checks import require_admin
+from bot.core.errors import InvalidInput
+from bot.core.styles import StyleBook, StylePreset
 from storage.styles import GuildStyleExists, GuildStyleRecord, TooManyGuildStyles
 
 if TYPE_CHECKING:
-    from bot.bot import ImageBot
+    from bot.client import ImageBot
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +66,7 @@ class StyleAdmin(commands.GroupCog, group_name="style", group_description="This 
         super().__init__()
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:  # type: ignore[override]
-        if interaction.guild_id is None or not interaction.permissions.manage_guild:
-            raise NotPermitted("Only members with Manage Server can change this server's styles.")
+        require_admin(interaction, "change this server's styles")
         return True
 
     @app_commands.command(name="add", description="Add a style preset for this server")

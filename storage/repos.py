@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Repositories:
-    """Quota policy and the ledger are reached through `bot.quotas.QuotaService`, not from here."""
+    """Quota policy and the ledger are reached through `bot.core.quotas.service.QuotaService`, not from here."""
 
     guilds: GuildsRepo
     jobs: JobsRepo

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bot.settings import Settings
+from bot.core.settings import Settings
 from inference.settings import EngineSettings, ModelDefaults, WorkerSettings
 from storage.db import DatabaseSettings
 from tests.fakediscord.harness import fake_discord

@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from bot.bot import ImageBot
-from bot.jobs import open_job_service
-from bot.settings import Settings
+from bot.client import ImageBot
+from bot.core.jobs import open_job_service
+from bot.core.settings import Settings
 from tests.fakediscord import FakeChannel, FakeDiscord, FakeGuild, FakeUser, Interaction, Message
 from tests.fakediscord.harness import run_bot
 

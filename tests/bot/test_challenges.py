@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from bot.bot import ImageBot
-from bot.challenges import ChallengeSettings
-from bot.jobs import open_job_service
-from bot.settings import Settings
+from bot.client import ImageBot
+from bot.core.challenges.service import ChallengeSettings
+from bot.core.jobs import open_job_service
+from bot.core.settings import Settings
 from inference.settings import AdapterSettings, EngineSettings, ModelDefaults, WorkerSettings
 from tests.bot.harness import World, build_world, button, ephemeral_reply, is_result
 from tests.fakediscord import ApiError, ChannelKind, FakeChannel, FakeDiscord, FakeUser, Message

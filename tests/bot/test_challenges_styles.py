@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from bot.plans import ImagineOptions, Planner, Requester
-from bot.settings import Settings
-from bot.styles import StyleBook, StylePreset
+from bot.core.plans import ImagineOptions, Planner, Requester
+from bot.core.settings import Settings
+from bot.core.styles import StyleBook, StylePreset
 from inference.protocol import Lane
 from inference.settings import AdapterSettings, EngineSettings, ModelDefaults
 from storage.guilds import GuildSettings

@@ -10,9 +10,9 @@ import sqlite3
 import pytest
 from PIL import Image
 
-from bot.plans import ImagineOptions, Requester
-from bot.settings import Settings
-from bot.styles import StylePreset
+from bot.core.plans import ImagineOptions, Requester
+from bot.core.settings import Settings
+from bot.core.styles import StylePreset
 from inference.engine import DiffusersEngine
 from inference.server import SCHEDULER, start_worker
 from storage.jobs import JobRecord

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from bot.errors import BadAttachment, BlockedContent, ChannelNotAllowed, InvalidInput, UnknownStyle
-from bot.plans import Action, ImagineOptions, Planner, Requester
-from bot.settings import Settings, load_settings
-from bot.styles import StyleBook
+from bot.core.errors import BadAttachment, BlockedContent, ChannelNotAllowed, InvalidInput, UnknownStyle
+from bot.core.plans import Action, ImagineOptions, Planner, Requester
+from bot.core.settings import Settings, load_settings
+from bot.core.styles import StyleBook
 from inference.protocol import MAX_COUNT, MAX_SEED, JobKind, Lane, WorkerInfo
 from inference.settings import BUNDLED_MODEL_DEFAULTS, ModelDefaults
 from storage.generations import GenerationRecord

@@ -3,7 +3,7 @@
 import asyncio
 import itertools
 
-from bot.progress import DisplayGone, ProgressState, ProgressUpdater
+from bot.core.progress import DisplayGone, ProgressState, ProgressUpdater
 from inference.protocol import JobStatus
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from bot.quotas import (
+from bot.core.quotas.service import (
     CostSettings,
     CostSpec,
     DuplicateReservation,

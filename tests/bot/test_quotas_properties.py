@@ -11,7 +11,7 @@ from typing import Literal
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot.quotas import QuotaExceeded, QuotaService, QuotaSettings
+from bot.core.quotas.service import QuotaExceeded, QuotaService, QuotaSettings
 from storage.db import Database
 from tests.storage.helpers import Clock
 

@@ -11,10 +11,11 @@ import sys
 import pytest
 from PIL import Image
 
+from bot.core.errors import BrushfireError, InvalidInput
+from bot.core.jobs import JobOutcome
+from bot.core.plans import Action, JobPlan, find_blocked, parse_lane
 from bot.delivery import compose_result, fit_upload
-from bot.errors import BrushfireError, InvalidInput, user_message
-from bot.jobs import JobOutcome
-from bot.plans import Action, JobPlan, find_blocked, parse_lane
+from bot.errors import user_message
 from bot.views import result_view
 from inference.protocol import JobKind, Lane
 from run import WorkerSupervisor
@@ -120,8 +121,8 @@ async def test_supervisor_stops_a_running_worker():
 
 
 async def test_commands_have_unique_names_within_discord_limits(settings):
-    from bot.bot import EXTENSIONS, ImageBot
-    from bot.jobs import open_job_service
+    from bot.client import EXTENSIONS, ImageBot
+    from bot.core.jobs import open_job_service
 
     async with open_job_service(settings) as jobs:
         bot = ImageBot(settings=settings, jobs=jobs, quotas=jobs.quotas)

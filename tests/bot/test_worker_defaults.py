@@ -13,9 +13,9 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from bot.jobs import JobService, open_job_service
-from bot.plans import LOCAL_USER, ImagineOptions, JobPlan
-from bot.settings import Settings
+from bot.core.jobs import JobService, open_job_service
+from bot.core.plans import LOCAL_USER, ImagineOptions, JobPlan
+from bot.core.settings import Settings
 from inference.settings import BUNDLED_MODEL_DEFAULTS, EngineSettings, ModelDefaults
 from storage.guilds import GuildSettings
 from tests.bot.conftest import free_port
@@ -63,7 +63,7 @@ async def test_a_bot_without_defaults_of_its_own_plans_with_the_workers(
     settings: Settings, worker: str, engine: EngineSettings, caplog: pytest.LogCaptureFixture
 ) -> None:
     bot_settings = settings.model_copy(update={"engine": engine})
-    caplog.set_level(logging.INFO, logger="bot.jobs")
+    caplog.set_level(logging.INFO, logger="bot.core.jobs")
     async with watched(bot_settings, worker) as jobs:
         await until(lambda: jobs.planner.defaults == WORKER_DEFAULTS)
         assert square(jobs) == (64, 64)
@@ -104,7 +104,7 @@ async def test_an_older_or_unreachable_worker_leaves_the_bots_defaults(
     settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
     bot_settings = settings.model_copy(update={"engine": EngineSettings()})
-    caplog.set_level(logging.INFO, logger="bot.jobs")
+    caplog.set_level(logging.INFO, logger="bot.core.jobs")
     async with worker_without_info() as url, watched(bot_settings, url) as jobs:
         await until(lambda: any("does not advertise" in r.getMessage() for r in caplog.records))
         assert jobs.planner.defaults == BUNDLED_MODEL_DEFAULTS and jobs.worker_healthy

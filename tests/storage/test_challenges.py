@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from bot.challenges import (
+from bot.core.challenges.service import (
     ChallengeRefused,
     ChallengeService,
     ChallengeSettings,
@@ -21,7 +21,7 @@ from bot.challenges import (
     parse_duration,
     season_of,
 )
-from bot.quotas import QuotaService, QuotaSettings
+from bot.core.quotas.service import QuotaService, QuotaSettings
 from storage.challenges import ChallengeRecord, Phase
 from storage.db import Database, load_migrations
 from storage.generations import GenerationRecord, GenerationsRepo

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from bot.quotas import QuotaService, QuotaSettings
+from bot.core.quotas.service import QuotaService, QuotaSettings
 from storage.db import Database
 from storage.jobs import JobsRepo, JobState
 from tests.storage.helpers import Clock

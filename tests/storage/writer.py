@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from bot.quotas import QuotaError, QuotaService, QuotaSettings
+from bot.core.quotas.service import QuotaError, QuotaService, QuotaSettings
 from storage.db import Database
 from storage.jobs import JobRecord, JobsRepo, JobState
 

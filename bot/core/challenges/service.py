@@ -24,8 +24,8 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.date import DateTrigger
 from pydantic import BaseModel, ConfigDict, Field
 
-from bot.errors import BrushfireError
-from bot.quotas import QuotaError, QuotaService
+from bot.core.errors import BrushfireError
+from bot.core.quotas.service import QuotaError, QuotaService
 from storage import challenges as store
 from storage.challenges import (
     ChallengeRecord,

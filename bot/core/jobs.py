@@ -21,12 +21,12 @@ from dataclasses import dataclass, field
 from PIL import Image
 from pydantic import ValidationError
 
-from bot.errors import InvalidInput, JobNotFound, NotPermitted, QuotaRefused, WorkerDown
-from bot.plans import Action, Delivery, JobPlan, Planner, Requester
-from bot.progress import ProgressState
-from bot.quotas import CostSpec, QuotaError, QuotaService, QuotaStatus
-from bot.settings import Limits, Settings
-from bot.styles import StyleBook, StylePreset
+from bot.core.errors import InvalidInput, JobNotFound, NotPermitted, QuotaRefused, WorkerDown
+from bot.core.plans import Action, Delivery, JobPlan, Planner, Requester
+from bot.core.progress import ProgressState
+from bot.core.quotas.service import CostSpec, QuotaError, QuotaService, QuotaStatus
+from bot.core.settings import Limits, Settings
+from bot.core.styles import StyleBook, StylePreset
 from inference import client as worker_client
 from inference.client import WorkerClient
 from inference.protocol import ErrorCode, EventType, JobEvent, JobInfo, JobKind, JobStatus, Lane

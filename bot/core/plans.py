@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from bot.errors import BadAttachment, BlockedContent, ChannelNotAllowed, InvalidInput
-from bot.settings import Limits, Settings
-from bot.styles import Aspect, StyleBook, size_for
+from bot.core.errors import BadAttachment, BlockedContent, ChannelNotAllowed, InvalidInput
+from bot.core.settings import Limits, Settings
+from bot.core.styles import Aspect, StyleBook, size_for
 from inference.protocol import (
     MAX_COUNT,
     MAX_SEED,

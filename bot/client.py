@@ -15,13 +15,13 @@ import discord
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from discord.ext import commands
 
-from bot.challenges import ChallengeService
+from bot.core.challenges.service import ChallengeService
+from bot.core.jobs import JobService, open_job_service
+from bot.core.quotas.service import MaintenanceScheduler, QuotaService
+from bot.core.settings import Settings, SettingsError
 from bot.delivery import JobRunner
 from bot.endpoints import use_discord_endpoints
 from bot.errors import BrushfireTree
-from bot.jobs import JobService, open_job_service
-from bot.quotas import MaintenanceScheduler, QuotaService
-from bot.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
 

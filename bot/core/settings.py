@@ -12,9 +12,9 @@ from typing import Any, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from bot.challenges import ChallengeSettings
-from bot.quotas import QuotaSettings
-from bot.styles import DEFAULT_ASPECTS, DEFAULT_STYLES, Aspect, StylePreset
+from bot.core.challenges.service import ChallengeSettings
+from bot.core.quotas.service import QuotaSettings
+from bot.core.styles import DEFAULT_ASPECTS, DEFAULT_STYLES, Aspect, StylePreset
 from inference.protocol import MAX_COUNT, MAX_PROMPT_CHARS
 from inference.settings import EngineSettings, WorkerSettings
 from storage.db import DatabaseSettings
