@@ -29,7 +29,7 @@ from bot.core.jobs import JobOutcome, JobService, open_job_service
 from bot.core.plans import LOCAL_USER, ImagineOptions, parse_lane
 from bot.core.progress import ProgressState, ProgressUpdater
 from bot.core.settings import Settings, SettingsError, load_settings
-from inference.protocol import EngineError
+from inference.engine_api import EngineError
 from inference.settings import EngineSettings, WorkerSettings
 
 log = logging.getLogger(__name__)

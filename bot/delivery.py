@@ -23,7 +23,7 @@ from bot.core.plans import Delivery, JobPlan, Requester, token_expiry
 from bot.core.progress import DisplayGone, ProgressState, ProgressUpdater
 from bot.errors import answer_error
 from bot.views import progress_view, result_view
-from inference.protocol import JobStatus
+from inference.vocabulary import JobStatus
 from storage.generations import GenerationRecord
 from storage.guilds import GuildSettings
 from storage.jobs import JobRecord

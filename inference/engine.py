@@ -29,17 +29,19 @@ from diffusers import (
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from inference.protocol import (
-    MAX_STEPS,
+from inference.engine_api import (
     BatchItem,
     BatchKey,
+    DeviceMemory,
     EngineError,
     EngineOutOfMemory,
     GeneratedImage,
-    JobKind,
+    KindDefaults,
     StepUpdate,
 )
+from inference.protocol import MAX_STEPS
 from inference.settings import AdapterSettings, EngineSettings, ModelDefaults
+from inference.vocabulary import JobKind
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +192,7 @@ def _steps_for_strength(steps: int, strength: float) -> int:
 
 
 class DiffusersEngine:
-    """Runs batches of jobs on diffusers pipelines loaded once; see `inference.protocol.Engine`."""
+    """Runs batches of jobs on diffusers pipelines loaded once; see `inference.engine_api.Engine`."""
 
     def __init__(
         self,
@@ -285,22 +287,22 @@ class DiffusersEngine:
     def model_defaults(self) -> ModelDefaults:
         return self._settings.defaults.model_copy()
 
-    def defaults(self, kind: JobKind) -> tuple[int, float, int, int]:
+    def defaults(self, kind: JobKind) -> KindDefaults:
         d = self._settings.defaults
         if kind is JobKind.EDIT:
             steps = d.edit_steps if d.edit_steps is not None else d.steps
             guidance = d.edit_guidance if d.edit_guidance is not None else d.guidance
-            return steps, guidance, d.width, d.height
-        return d.steps, d.guidance, d.width, d.height
+            return KindDefaults(steps, guidance, d.width, d.height)
+        return KindDefaults(d.steps, d.guidance, d.width, d.height)
 
-    def memory(self) -> tuple[int | None, int | None]:
+    def memory(self) -> DeviceMemory:
         if self._device.type == "cuda":
             total = torch.cuda.get_device_properties(self._device).total_memory
-            return torch.cuda.memory_allocated(self._device), total
+            return DeviceMemory(torch.cuda.memory_allocated(self._device), total)
         if self._device.type == "mps":
             # Apple GPUs share system memory; torch reports the working-set limit Metal recommends.
-            return torch.mps.current_allocated_memory(), torch.mps.recommended_max_memory()
-        return None, None
+            return DeviceMemory(torch.mps.current_allocated_memory(), torch.mps.recommended_max_memory())
+        return DeviceMemory()
 
     def run_batch(
         self,

@@ -1,4 +1,4 @@
-"""The worker's RPC protocol: request, status and event types, error codes and input validation.
+"""The worker's RPC wire models: requests, job state, events, stats and error codes, with input validation.
 
 This module is shared by the standalone worker, any other ingress that speaks the same `/v1` RPC, the
 client and the bot. It imports neither torch nor diffusers.
@@ -6,18 +6,14 @@ client and the bot. It imports neither torch nor diffusers.
 
 from __future__ import annotations
 
-import io
 import re
-import warnings
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any
 
-from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from inference.settings import ModelDefaults
+from inference.vocabulary import JobKind, JobStatus, Lane, WorkerJobId
 
 API_PREFIX = "/v1"
 
@@ -28,42 +24,6 @@ MAX_STEPS = 150
 MAX_COUNT = 8
 MAX_SEED = 2**32 - 1
 IDEMPOTENCY_KEY_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
-
-
-class Lane(StrEnum):
-    """Queue lanes: `fast` runs first; `relax` runs when fast is empty (plus a small reserved share)."""
-
-    FAST = "fast"
-    RELAX = "relax"
-
-
-class JobKind(StrEnum):
-    """What a job asks the engine to do.
-
-    `generate` is text-to-image; `img2img` redraws an input image under a prompt at a strength (used for
-    variations and upscales); `edit` follows an instruction on an input image (an instruction-editing
-    pipeline when one is configured, else img2img with the instruction as prompt).
-    """
-
-    GENERATE = "generate"
-    IMG2IMG = "img2img"
-    EDIT = "edit"
-
-    @property
-    def needs_image(self) -> bool:
-        return self is not JobKind.GENERATE
-
-
-class JobStatus(StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def is_final(self) -> bool:
-        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
 
 
 class ErrorCode(StrEnum):
@@ -235,57 +195,10 @@ def _from_validation_error(exc: ValidationError) -> ProtocolError:
     return ProtocolError(ErrorCode.INVALID_FIELD, f"{loc}: {err['msg']}", field=loc)
 
 
-@dataclass(frozen=True, slots=True)
-class ImageLimits:
-    max_bytes: int = 10 * 1024 * 1024
-    max_pixels: int = 2048 * 2048
-
-
-def decode_image(data: bytes, limits: ImageLimits) -> Image.Image:
-    """Decode an uploaded image fully, refusing non-images, truncated files, and oversized ones.
-
-    The pixel limit is checked from the header before any pixel is decoded, so a decompression bomb is
-    refused without being expanded.
-    """
-    if len(data) > limits.max_bytes:
-        raise ProtocolError(
-            ErrorCode.IMAGE_TOO_LARGE,
-            f"image is {len(data)} bytes; the limit is {limits.max_bytes}",
-            status=413,
-            field="image",
-        )
-    if not data:
-        raise ProtocolError(ErrorCode.BAD_IMAGE, "image is empty", field="image")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            w, h = img.size
-            if w * h > limits.max_pixels:
-                raise ProtocolError(
-                    ErrorCode.IMAGE_TOO_MANY_PIXELS,
-                    f"image is {w}x{h} pixels; the limit is {limits.max_pixels} pixels",
-                    status=413,
-                    field="image",
-                )
-            img.load()
-    except ProtocolError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ProtocolError(
-            ErrorCode.IMAGE_TOO_MANY_PIXELS, "image is too many pixels", status=413, field="image"
-        ) from None
-    except Exception as exc:  # PIL raises many types for broken data; all mean "not a usable image"
-        raise ProtocolError(
-            ErrorCode.BAD_IMAGE, f"not a readable image ({type(exc).__name__})", field="image"
-        ) from None
-    return img.convert("RGB")
-
-
 class JobInfo(BaseModel):
     """A job's state as the worker reports it (`GET /v1/jobs/{id}` and the submit response)."""
 
-    id: str
+    id: WorkerJobId
     idempotency_key: str
     user: str
     lane: Lane
@@ -325,7 +238,7 @@ class JobEvent(BaseModel):
     """One line of `GET /v1/jobs/{id}/events` (NDJSON). Preview bytes are fetched from `/preview`."""
 
     type: EventType
-    job_id: str
+    job_id: WorkerJobId
     seq: int
     position: int | None = None
     step: int | None = None
@@ -378,184 +291,3 @@ class WorkerInfo(BaseModel):
     model: str
     defaults: ModelDefaults
     has_edit_model: bool  # edit jobs run on an instruction-editing pipeline, not img2img on the main weights
-
-
-# --- The engine boundary: what the scheduler hands the engine, and what comes back. ---
-
-
-@dataclass(slots=True)
-class BatchItem:
-    """One job inside a batch: its request resolved to concrete values, and its input image if any."""
-
-    job_id: str
-    request: JobRequest
-    seed: int
-    width: int
-    height: int
-    steps: int
-    guidance: float
-    strength: float | None = None
-    init_image: Image.Image | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class BatchKey:
-    """What every job of one batch must share for a single pipeline call to serve them all.
-
-    The scheduler groups queued jobs by it and the engine checks a batch against it: one definition, so
-    the two can never disagree about what is compatible.
-    """
-
-    kind: JobKind
-    width: int
-    height: int
-    steps: int
-    guidance: float
-    strength: float | None
-    image_guidance: float | None
-    adapter: str | None
-    adapter_scale: float
-
-    @classmethod
-    def of(
-        cls,
-        request: JobRequest,
-        *,
-        width: int,
-        height: int,
-        steps: int,
-        guidance: float,
-        strength: float | None,
-    ) -> BatchKey:
-        """The key of a request resolved to concrete size, steps, guidance and strength."""
-        return cls(
-            kind=request.kind,
-            width=width,
-            height=height,
-            steps=steps,
-            guidance=guidance,
-            strength=strength,
-            image_guidance=request.image_guidance,
-            adapter=request.adapter,
-            # The scale means nothing without an adapter; it must not split batches then.
-            adapter_scale=request.adapter_scale if request.adapter else 1.0,
-        )
-
-    @property
-    def shape(self) -> tuple[JobKind, int, int, int]:
-        """What the cost of a batch depends on (for ETAs measured per shape)."""
-        return (self.kind, self.width, self.height, self.steps)
-
-
-@dataclass(slots=True)
-class GeneratedImage:
-    png: bytes  # with generation metadata in its text chunks
-    seed: int
-    width: int
-    height: int
-    nsfw: bool = False
-
-
-@dataclass(slots=True)
-class StepUpdate:
-    step: int
-    total: int
-    # One small preview per image in the batch (items in order, each item's `count` images in order),
-    # when the engine makes previews on this step; empty otherwise.
-    previews: list[Image.Image] = field(default_factory=list)
-
-
-class Engine(Protocol):
-    """What the scheduler needs from an engine. `inference.engine.DiffusersEngine` is the real one."""
-
-    @property
-    def model_name(self) -> str: ...
-
-    @property
-    def device_name(self) -> str: ...
-
-    @property
-    def adapter_names(self) -> list[str]:
-        """The LoRA adapters a job may name in `adapter`."""
-        ...
-
-    @property
-    def model_defaults(self) -> ModelDefaults:
-        """The loaded model's generation defaults, as configured for it."""
-        ...
-
-    @property
-    def has_edit_model(self) -> bool:
-        """Whether edit jobs run on an instruction-editing pipeline (else img2img on the main weights)."""
-        ...
-
-    def defaults(self, kind: JobKind) -> tuple[int, float, int, int]:
-        """(steps, guidance, width, height) for this kind of job on the loaded model."""
-        ...
-
-    def run_batch(
-        self,
-        items: list[BatchItem],
-        on_step: Callable[[StepUpdate], None],
-        should_stop: Callable[[], bool],
-    ) -> list[list[GeneratedImage]]:
-        """Run one pipeline call for compatible items; return each item's images, in order.
-
-        Called from a worker thread. `on_step` is called after each denoising step. When `should_stop`
-        turns true the pipeline is interrupted at the next step and the call returns what it has
-        (possibly nothing). Raises `torch.cuda.OutOfMemoryError`-like errors as `EngineOutOfMemory`.
-        """
-        ...
-
-    def memory(self) -> tuple[int | None, int | None]:
-        """(used, total) bytes of device memory, when the device reports them."""
-        ...
-
-
-@dataclass
-class EngineWrapper:
-    """An engine that hands everything to `inner`: subclass it to observe batches or inject faults."""
-
-    inner: Engine
-
-    @property
-    def model_name(self) -> str:
-        return self.inner.model_name
-
-    @property
-    def device_name(self) -> str:
-        return self.inner.device_name
-
-    @property
-    def adapter_names(self) -> list[str]:
-        return self.inner.adapter_names
-
-    @property
-    def model_defaults(self) -> ModelDefaults:
-        return self.inner.model_defaults
-
-    @property
-    def has_edit_model(self) -> bool:
-        return self.inner.has_edit_model
-
-    def defaults(self, kind: JobKind) -> tuple[int, float, int, int]:
-        return self.inner.defaults(kind)
-
-    def memory(self) -> tuple[int | None, int | None]:
-        return self.inner.memory()
-
-    def run_batch(
-        self,
-        items: list[BatchItem],
-        on_step: Callable[[StepUpdate], None],
-        should_stop: Callable[[], bool],
-    ) -> list[list[GeneratedImage]]:
-        return self.inner.run_batch(items, on_step, should_stop)
-
-
-class EngineOutOfMemory(RuntimeError):
-    """The device ran out of memory during a batch; the scheduler splits the batch and retries."""
-
-
-class EngineError(RuntimeError):
-    """The pipeline failed for a reason other than memory."""

@@ -33,18 +33,20 @@ from ray import serve
 from ray.exceptions import RayActorError
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
-from inference.protocol import (
+from inference.engine_api import (
     BatchItem,
+    DeviceMemory,
     Engine,
     EngineError,
     EngineOutOfMemory,
     GeneratedImage,
-    JobKind,
-    ReplicaStats,
+    KindDefaults,
     StepUpdate,
 )
+from inference.protocol import ReplicaStats
 from inference.server import RunningWorker, check_bind, start_worker
 from inference.settings import EngineSettings, ModelDefaults, WorkerSettings
+from inference.vocabulary import JobKind
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +111,7 @@ class ReplicaInfo:
     model_name: str
     device_name: str
     adapter_names: list[str]
-    defaults: dict[JobKind, tuple[int, float, int, int]]
+    defaults: dict[JobKind, KindDefaults]
     model_defaults: ModelDefaults
     has_edit_model: bool
 
@@ -125,7 +127,7 @@ class BatchDone:
     replica: str
     images: list[list[GeneratedImage]]
     seconds: float
-    memory: tuple[int | None, int | None]
+    memory: DeviceMemory
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,7 +236,7 @@ class _ReplicaLoad:
     busy_seconds: float = 0.0
     failures: int = 0
     lost: bool = False
-    memory: tuple[int | None, int | None] = (None, None)
+    memory: DeviceMemory = field(default_factory=DeviceMemory)
     recent: deque[tuple[float, int]] = field(default_factory=deque)  # (monotonic time, images) per batch
 
 
@@ -268,13 +270,15 @@ class ReplicaBook:
             load.failures += 1
             load.lost = load.lost or lost
 
-    def memory(self) -> tuple[int | None, int | None]:
+    def memory(self) -> DeviceMemory:
         """Device memory summed over the live replicas that reported it with their last batch."""
         with self._lock:
-            reports = [ld.memory for ld in self._loads.values() if not ld.lost and ld.memory[1] is not None]
+            reports = [
+                ld.memory for ld in self._loads.values() if not ld.lost and ld.memory.total is not None
+            ]
         if not reports:
-            return None, None
-        return sum(u or 0 for u, _ in reports), sum(t or 0 for _, t in reports)
+            return DeviceMemory()
+        return DeviceMemory(sum(m.used or 0 for m in reports), sum(m.total or 0 for m in reports))
 
     def stats(self) -> list[ReplicaStats]:
         cutoff = time.monotonic() - _RATE_WINDOW_S
@@ -338,10 +342,10 @@ class RayEngine:
     def has_edit_model(self) -> bool:
         return self._info.has_edit_model
 
-    def defaults(self, kind: JobKind) -> tuple[int, float, int, int]:
+    def defaults(self, kind: JobKind) -> KindDefaults:
         return self._info.defaults[kind]
 
-    def memory(self) -> tuple[int | None, int | None]:
+    def memory(self) -> DeviceMemory:
         return self._book.memory()
 
     def replica_stats(self) -> list[ReplicaStats]:

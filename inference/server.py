@@ -23,24 +23,24 @@ from aiohttp import BodyPartReader, web
 from PIL import Image
 from pydantic import BaseModel
 
+from inference.engine_api import Engine
+from inference.images import ImageLimits, decode_image
 from inference.protocol import (
     API_PREFIX,
     MAX_COUNT,
     MAX_SEED,
     MAX_SIDE,
     MIN_SIDE,
-    Engine,
     ErrorCode,
     EventType,
-    ImageLimits,
     JobRequest,
     ProtocolError,
     ReplicaStats,
     WorkerInfo,
-    decode_image,
     parse_job_request,
 )
-from inference.scheduler import Scheduler, Submission, job_fingerprint
+from inference.queue import Submission, job_fingerprint
+from inference.scheduler import Scheduler
 from inference.settings import EngineSettings, WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,8 @@ async def prepare_submission(
     if image is not None:
         limits = ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
         init = await asyncio.to_thread(decode_image, image, limits)
-    steps, guidance, width, height = engine.defaults(request.kind)
+    d = engine.defaults(request.kind)
+    steps, guidance, width, height = d.steps, d.guidance, d.width, d.height
     width, height = _output_size(request, init, (width, height), settings.max_pixels)
     digest = hashlib.sha256(image).hexdigest() if image is not None else None
     return Submission(

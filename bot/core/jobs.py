@@ -29,7 +29,8 @@ from bot.core.settings import Limits, Settings
 from bot.core.styles import StyleBook, StylePreset
 from inference import client as worker_client
 from inference.client import WorkerClient
-from inference.protocol import ErrorCode, EventType, JobEvent, JobInfo, JobKind, JobStatus, Lane
+from inference.protocol import ErrorCode, EventType, JobEvent, JobInfo
+from inference.vocabulary import JobKind, JobStatus, Lane
 from storage.db import Database
 from storage.generations import GenerationRecord, GenerationsRepo
 from storage.guilds import GuildSettings, GuildsRepo

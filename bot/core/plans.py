@@ -18,18 +18,10 @@ from typing import Any
 from bot.core.errors import BadAttachment, BlockedContent, ChannelNotAllowed, InvalidInput
 from bot.core.settings import Limits, Settings
 from bot.core.styles import Aspect, StyleBook, size_for
-from inference.protocol import (
-    MAX_COUNT,
-    MAX_SEED,
-    ImageLimits,
-    JobKind,
-    JobRequest,
-    Lane,
-    ProtocolError,
-    WorkerInfo,
-    decode_image,
-)
+from inference.images import ImageLimits, decode_image
+from inference.protocol import MAX_COUNT, MAX_SEED, JobRequest, ProtocolError, WorkerInfo
 from inference.settings import ModelDefaults
+from inference.vocabulary import JobKind, Lane
 from storage.generations import GenerationRecord
 from storage.guilds import GuildSettings
 

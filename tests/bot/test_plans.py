@@ -12,8 +12,9 @@ from bot.core.errors import BadAttachment, BlockedContent, ChannelNotAllowed, In
 from bot.core.plans import Action, ImagineOptions, Planner, Requester
 from bot.core.settings import Settings, load_settings
 from bot.core.styles import StyleBook
-from inference.protocol import MAX_COUNT, MAX_SEED, JobKind, Lane, WorkerInfo
+from inference.protocol import MAX_COUNT, MAX_SEED, WorkerInfo
 from inference.settings import BUNDLED_MODEL_DEFAULTS, ModelDefaults
+from inference.vocabulary import JobKind, Lane
 from storage.generations import GenerationRecord
 from storage.guilds import GuildSettings
 

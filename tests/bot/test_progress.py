@@ -4,7 +4,7 @@ import asyncio
 import itertools
 
 from bot.core.progress import DisplayGone, ProgressState, ProgressUpdater
-from inference.protocol import JobStatus
+from inference.vocabulary import JobStatus
 
 
 class Recorder:

@@ -17,7 +17,7 @@ from bot.core.plans import Action, JobPlan, find_blocked, parse_lane
 from bot.delivery import compose_result, fit_upload
 from bot.errors import user_message
 from bot.views import result_view
-from inference.protocol import JobKind, Lane
+from inference.vocabulary import JobKind, Lane
 from run import WorkerSupervisor
 from storage.generations import GenerationRecord
 from storage.guilds import GuildSettings

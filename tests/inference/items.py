@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from PIL import Image
 
-from inference.protocol import BatchItem, JobKind, JobRequest
+from inference.engine_api import BatchItem
+from inference.protocol import JobRequest
+from inference.vocabulary import JobKind
 
 
 def make_item(

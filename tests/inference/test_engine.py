@@ -16,16 +16,18 @@ from PIL import Image
 
 from inference import engine as engine_module
 from inference.engine import DiffusersEngine, model_sources
-from inference.protocol import (
+from inference.engine_api import (
     BatchItem,
+    DeviceMemory,
     EngineError,
     EngineOutOfMemory,
     GeneratedImage,
-    JobKind,
+    KindDefaults,
     StepUpdate,
 )
 from inference.settings import AdapterSettings, EngineSettings, ModelDefaults
 from inference.tiny.make_tokenizer import DEFAULT_DIR, WORDS, build_vocab
+from inference.vocabulary import JobKind
 from tests.inference.items import make_item
 
 PIXEL_TOLERANCE = 2  # of 255: batched matrix products may round differently from single ones
@@ -74,8 +76,8 @@ def test_loads_through_from_pretrained_and_reports_itself(
 ) -> None:
     assert engine.model_name == str(tiny_model_dir)
     assert engine.device_name == "cpu"
-    assert engine.defaults(JobKind.GENERATE) == (4, 5.0, 64, 64)
-    assert engine.memory() == (None, None)
+    assert engine.defaults(JobKind.GENERATE) == KindDefaults(steps=4, guidance=5.0, width=64, height=64)
+    assert engine.memory() == DeviceMemory(used=None, total=None)
     assert engine.has_edit_model
     assert engine.adapter_names == []
 

@@ -15,7 +15,8 @@ from aiohttp import ClientSession, FormData
 from aiohttp.test_utils import TestClient
 from PIL import Image
 
-from inference.protocol import Engine, JobEvent, JobInfo, WorkerInfo, WorkerStats
+from inference.engine_api import Engine
+from inference.protocol import JobEvent, JobInfo, WorkerInfo, WorkerStats
 from inference.server import SCHEDULER, WorkerConfigError, check_bind, create_app, fit_size, run_worker
 from inference.settings import EngineSettings, ModelDefaults, WorkerSettings
 from tests.inference import fixtures_ray
