@@ -25,9 +25,10 @@ from typing import TextIO
 from pydantic import ValidationError
 
 from bot.core.errors import BrushfireError
-from bot.core.jobs import JobOutcome, JobService, open_job_service
+from bot.core.jobs import JobOutcome, JobService
 from bot.core.plans import LOCAL_USER, ImagineOptions, parse_lane
 from bot.core.progress import ProgressState, ProgressUpdater
+from bot.core.services import Services, open_services
 from bot.core.settings import Settings, SettingsError, load_settings
 from inference.engine_api import EngineError
 from inference.settings import EngineSettings, WorkerSettings
@@ -309,8 +310,8 @@ async def worker_for(settings: Settings) -> AsyncIterator[str]:
 
 async def _local_job(args: argparse.Namespace, settings: Settings) -> int:
     try:
-        async with worker_for(settings) as url, open_job_service(settings, url) as jobs:
-            outcome = await _run_local(args, jobs)
+        async with worker_for(settings) as url, open_services(settings, url) as services:
+            outcome = await _run_local(args, services)
     except (BrushfireError, SettingsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -325,9 +326,10 @@ async def _local_job(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-async def _run_local(args: argparse.Namespace, jobs: JobService) -> JobOutcome:
-    await jobs.learn_worker()  # a worker elsewhere may serve another model than the settings here name
-    guild = await jobs.guild(LOCAL_USER.guild_id)
+async def _run_local(args: argparse.Namespace, services: Services) -> JobOutcome:
+    jobs = services.jobs
+    await jobs.worker.learn_model()  # a worker elsewhere may serve another model than the settings here name
+    guild = await services.guilds.settings(LOCAL_USER.guild_id)
     lane = parse_lane(args.lane)
     if args.command == "imagine":
         options = ImagineOptions(

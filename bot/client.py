@@ -15,13 +15,12 @@ import discord
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from discord.ext import commands
 
-from bot.core.challenges.service import ChallengeService
-from bot.core.jobs import JobService, open_job_service
-from bot.core.quotas.service import MaintenanceScheduler, QuotaService
+from bot.core.services import Services, open_services
 from bot.core.settings import Settings, SettingsError
 from bot.delivery import JobRunner
 from bot.endpoints import use_discord_endpoints
 from bot.errors import BrushfireTree
+from bot.views import DYNAMIC_ITEMS
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +30,8 @@ EXTENSIONS = ("cogs.imagine", "cogs.edit", "cogs.quota", "cogs.settings", "cogs.
 class ImageBot(commands.Bot):
     """The bot. Services are built in run.py (or a test) and passed in; nothing here is global."""
 
-    def __init__(
-        self,
-        *,
-        settings: Settings,
-        jobs: JobService,
-        quotas: QuotaService,
-        challenges: ChallengeService | None = None,
-    ) -> None:
+    def __init__(self, services: Services) -> None:
+        settings = services.settings
         intents = discord.Intents.none()
         intents.guilds = True  # slash commands need no privileged intents
         super().__init__(
@@ -50,12 +43,10 @@ class ImageBot(commands.Bot):
             allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=True),
         )
         self.settings = settings
-        self.jobs = jobs
-        self.quotas = quotas
-        self.challenges = challenges or ChallengeService(
-            db=jobs.db, quotas=quotas, settings=settings.challenges, clock=jobs.clock
-        )
-        self.runner = JobRunner(self)
+        self.services = services
+        # Interaction tokens expire on Discord's clock (their creation time + 15 min), so the runner keeps
+        # the wall clock rather than the services' (which tests may move).
+        self.runner = JobRunner(self, services, track_job=self.track_job)
         self.scheduler = AsyncIOScheduler()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._job_tasks: set[asyncio.Task[Any]] = set()
@@ -84,14 +75,13 @@ class ImageBot(commands.Bot):
             log.error("background task %s failed", task.get_name(), exc_info=task.exception())
 
     async def setup_hook(self) -> None:
-        from bot.views import DYNAMIC_ITEMS
-
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         self.add_dynamic_items(*DYNAMIC_ITEMS)
-        MaintenanceScheduler(self.quotas, self.jobs.db).register(self.scheduler)
+        self.services.maintenance.register(self.scheduler)
         self.scheduler.start()
-        self.create_task(self.jobs.watch_health(self.settings.limits.health_interval_s), name="worker-health")
+        health = self.services.jobs.worker.watch(self.settings.limits.health_interval_s)
+        self.create_task(health, name="worker-health")
         await self.sync_commands()
         self.create_task(self.reconcile(), name="reconcile")
         self.create_task(self.rebuild_challenges(), name="challenges")
@@ -99,15 +89,15 @@ class ImageBot(commands.Bot):
     async def rebuild_challenges(self) -> None:
         """Once connected: post what a previous run missed and schedule every challenge deadline."""
         await self.wait_until_ready()
-        await self.challenges.rebuild()
+        await self.services.challenges.rebuild()
 
     async def reconcile(self) -> int:
         """Finish, resubmit or refund the jobs a previous run left unfinished, and tell their users."""
         await self.wait_until_ready()
-        return await self.jobs.reconcile(self.runner.deliver)
+        return await self.services.jobs.reconcile(self.runner.deliver)
 
     async def close(self) -> None:
-        await self.challenges.drain()
+        await self.services.challenges.drain()
         current = asyncio.current_task()
         tasks = [t for t in (*self._job_tasks, *self._tasks) if t is not current]
         for task in tasks:
@@ -150,8 +140,8 @@ async def run_bot(settings: Settings, worker_url: str | None = None) -> int:
     if settings.discord_token is None:
         raise SettingsError("set the DISCORD_TOKEN environment variable to the bot's token")
     use_discord_endpoints(settings.discord.api_base, settings.discord.gateway_url)
-    async with open_job_service(settings, worker_url) as jobs:
-        bot = ImageBot(settings=settings, jobs=jobs, quotas=jobs.quotas)
+    async with open_services(settings, worker_url) as services:
+        bot = ImageBot(services)
         _close_on_signals(bot)
         async with bot:
             try:

@@ -10,57 +10,31 @@ from __future__ import annotations
 import io
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import discord
 from PIL import Image
 
-from bot.checks import is_admin
 from bot.core.jobs import JobOutcome, JobService
-from bot.core.plans import Delivery, JobPlan, Requester, token_expiry
+from bot.core.plans import JobPlan
 from bot.core.progress import DisplayGone, ProgressState, ProgressUpdater
+from bot.core.services import Services
 from bot.errors import answer_error
+from bot.interactions import PlanFactory, delivery_for, requester_for
 from bot.views import progress_view, result_view
 from inference.vocabulary import JobStatus
 from storage.generations import GenerationRecord
 from storage.guilds import GuildSettings
 from storage.jobs import JobRecord
 
-if TYPE_CHECKING:
-    from bot.client import ImageBot
-
 log = logging.getLogger(__name__)
-
-# Validates an interaction's input into a plan; its BrushfireError reaches the user ephemerally.
-PlanFactory = Callable[[Requester, GuildSettings], Awaitable[JobPlan]]
 
 UNKNOWN_MESSAGE = 10008
 INVALID_WEBHOOK_TOKEN = 50027
 UNKNOWN_WEBHOOK = 10015
 GONE_CODES = frozenset({UNKNOWN_MESSAGE, INVALID_WEBHOOK_TOKEN, UNKNOWN_WEBHOOK})
-
-
-def requester_for(interaction: discord.Interaction) -> Requester:
-    """Who pressed or typed, with their roles and whether they may manage the server."""
-    roles = tuple(r.id for r in getattr(interaction.user, "roles", ()) if not r.is_default())
-    return Requester(
-        user_id=interaction.user.id,
-        guild_id=interaction.guild_id or 0,
-        channel_id=interaction.channel_id or 0,
-        name=interaction.user.name,
-        role_ids=roles,
-        is_admin=is_admin(interaction),
-    )
-
-
-def delivery_for(interaction: discord.Interaction) -> Delivery:
-    return Delivery(
-        application_id=interaction.application_id,
-        interaction_token=interaction.token,
-        token_expires_at=token_expiry(interaction.created_at.timestamp()),
-    )
 
 
 class MessageProgress:
@@ -103,7 +77,7 @@ class MessageProgress:
             raise
         if not self._recorded:  # so a restarted bot can still put the result into this message
             self._recorded = True
-            await self._jobs.jobs.set_messages(self._job.job_id, progress_message_id=message.id)
+            await self._jobs.record_messages(self._job.job_id, progress_message_id=message.id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,9 +93,18 @@ class ResultPost:
 class JobRunner:
     """Drives one job from an interaction to a posted result (or a clear refusal), for cogs and buttons."""
 
-    def __init__(self, bot: ImageBot, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        bot: discord.Client,
+        services: Services,
+        *,
+        track_job: Callable[[], None] = lambda: None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.bot = bot
-        self.jobs = bot.jobs
+        self._track_job = track_job  # so closing the bot stops the followers before the database
+        self.services = services
+        self.jobs = services.jobs
         self._clock = clock
 
     async def run(self, interaction: discord.Interaction, plan_for: PlanFactory) -> None:
@@ -131,10 +114,10 @@ class JobRunner:
         ephemerally with nothing charged.
         """
         await interaction.response.defer(thinking=True)
-        self.bot.track_job()
+        self._track_job()
         requester = requester_for(interaction)
         try:
-            guild = await self.jobs.guild(requester.guild_id)
+            guild = await self.services.guilds.settings(requester.guild_id)
             plan = await plan_for(requester, guild)
             ticket = await self.jobs.start(requester, plan, delivery_for(interaction))
         except Exception as exc:
@@ -144,7 +127,7 @@ class JobRunner:
         if ticket.fell_back_to_relax:
             title += " (relax lane: out of fast credits)"
         display = MessageProgress(interaction, self.jobs, ticket.job, title, self._clock)
-        updater = ProgressUpdater(display, self.bot.settings.limits.progress_interval_s)
+        updater = ProgressUpdater(display, self.services.settings.limits.progress_interval_s)
         updater.update(ProgressState(status=JobStatus.QUEUED))
         updater.start()
         try:
@@ -162,7 +145,7 @@ class JobRunner:
     ) -> None:
         """Post the outcome where it can still be seen: the original message, the channel, or DMs."""
         job = outcome.job
-        guild = guild or await self.jobs.guild(job.guild_id or 0)
+        guild = guild or await self.services.guilds.settings(job.guild_id or 0)
         post = self.compose(outcome, guild) if outcome.ok else None
         text = None if post else f"<@{job.user_id}> {outcome.message or 'Your job did not finish.'}"
         reachable = interaction is not None or job.progress_message_id is not None
@@ -179,7 +162,7 @@ class JobRunner:
                     )
                 else:
                     msg = await self._edit_original(job, interaction, content=text, attachments=[], view=None)
-                await self.jobs.jobs.set_messages(job.job_id, result_message_id=msg.id)
+                await self.jobs.record_messages(job.job_id, result_message_id=msg.id)
                 return
             except discord.HTTPException as exc:
                 log.info("job %s: original message unusable (%s); posting in the channel", job.job_id, exc)
@@ -208,7 +191,7 @@ class JobRunner:
                 )
             else:
                 msg = await channel.send(content=text)
-            await self.jobs.jobs.set_messages(job.job_id, result_message_id=msg.id)
+            await self.jobs.record_messages(job.job_id, result_message_id=msg.id)
             return
         except discord.HTTPException as exc:
             log.info("job %s: channel %s unusable (%s); sending a DM", job.job_id, job.channel_id, exc)
@@ -230,7 +213,7 @@ class JobRunner:
             )
 
     def compose(self, outcome: JobOutcome, guild: GuildSettings) -> ResultPost:
-        return compose_result(outcome, guild, self.bot.settings.limits.upload_bytes)
+        return compose_result(outcome, guild, self.services.settings.limits.upload_bytes)
 
 
 def compose_result(outcome: JobOutcome, guild: GuildSettings, upload_bytes: int) -> ResultPost:

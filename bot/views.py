@@ -8,45 +8,26 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any, Self
+from typing import Any, Self
 
 import discord
 from discord import ui
 
-from bot.checks import is_admin
-from bot.core.errors import InvalidInput, NotPermitted
+from bot.challenge_posts import SubmitButton
+from bot.components import BUTTONS_PER_ROW, INDEX_RE, JOB_RE, PREFIX, button, guarded
+from bot.core.errors import InvalidInput
 from bot.core.plans import Action, JobPlan, Requester
 from bot.errors import answer_error
+from bot.interactions import BrushfireClient, client_of, requester_for
 from storage.guilds import GuildSettings
-
-if TYPE_CHECKING:
-    from bot.client import ImageBot
 
 log = logging.getLogger(__name__)
 
-PREFIX = "brushfire"
-JOB_RE = r"(?P<job>[0-9a-f]{32})"
-INDEX_RE = r"(?P<n>[0-9])"
-BUTTONS_PER_ROW = 5
 MODAL_TITLE_MAX = 45
 
 
-def custom_id(action: str, job_id: str, index: int | None = None) -> str:
-    """`brushfire:<action>:<job id>[:<image index>]`, well under Discord's 100 characters."""
-    return f"{PREFIX}:{action}:{job_id}" + (f":{index}" if index is not None else "")
-
-
-def _bot(interaction: discord.Interaction) -> ImageBot:
-    return interaction.client  # type: ignore[return-value]
-
-
-async def guarded(interaction: discord.Interaction, work: Awaitable[None]) -> None:
-    """Run a button's or modal's work; errors there never reach the tree's on_error, so answer here."""
-    try:
-        await work
-    except Exception as exc:
-        await answer_error(interaction, exc)
+def _bot(interaction: discord.Interaction) -> BrushfireClient:
+    return client_of(interaction)
 
 
 async def start_from_result(
@@ -55,30 +36,15 @@ async def start_from_result(
     bot = _bot(interaction)
 
     async def plan_for(requester: Requester, guild: GuildSettings) -> JobPlan:
-        return await bot.jobs.plan_from_result(action, job_id, index, requester, instruction)
+        return await bot.services.jobs.plan_from_result(action, job_id, index, requester, instruction)
 
     await bot.runner.run(interaction, plan_for)
-
-
-def _button(
-    action: str,
-    job_id: str,
-    index: int | None = None,
-    *,
-    label: str,
-    style: discord.ButtonStyle,
-    emoji: str | None = None,
-    row: int | None = None,
-) -> ui.Button[Any]:
-    return ui.Button(
-        label=label, style=style, emoji=emoji, custom_id=custom_id(action, job_id, index), row=row
-    )
 
 
 class RerollButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:reroll:{JOB_RE}"):
     def __init__(self, job_id: str) -> None:
         super().__init__(
-            _button("reroll", job_id, label="Re-roll", emoji="🔄", style=discord.ButtonStyle.secondary, row=0)
+            button("reroll", job_id, label="Re-roll", emoji="🔄", style=discord.ButtonStyle.secondary, row=0)
         )
         self.job_id = job_id
         self.index = 0
@@ -96,7 +62,7 @@ class RerollButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:reroll:{
 class VaryButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:vary:{JOB_RE}:{INDEX_RE}"):
     def __init__(self, job_id: str, index: int, row: int | None = None) -> None:
         super().__init__(
-            _button("vary", job_id, index, label=f"V{index + 1}", style=discord.ButtonStyle.primary, row=row)
+            button("vary", job_id, index, label=f"V{index + 1}", style=discord.ButtonStyle.primary, row=row)
         )
         self.job_id = job_id
         self.index = index
@@ -114,7 +80,7 @@ class VaryButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:vary:{JOB_
 class UpscaleButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:upscale:{JOB_RE}:{INDEX_RE}"):
     def __init__(self, job_id: str, index: int, row: int | None = None) -> None:
         super().__init__(
-            _button(
+            button(
                 "upscale", job_id, index, label=f"U{index + 1}", style=discord.ButtonStyle.success, row=row
             )
         )
@@ -136,7 +102,7 @@ class UpscaleButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:upscale
 class EditButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:edit:{JOB_RE}"):
     def __init__(self, job_id: str) -> None:
         super().__init__(
-            _button("edit", job_id, label="Edit", emoji="✏️", style=discord.ButtonStyle.secondary, row=0)
+            button("edit", job_id, label="Edit", emoji="✏️", style=discord.ButtonStyle.secondary, row=0)
         )
         self.job_id = job_id
         self.index = 0
@@ -152,11 +118,12 @@ class EditButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:edit:{JOB_
 
     async def _open(self, interaction: discord.Interaction) -> None:
         bot = _bot(interaction)
-        gens = await bot.jobs.generations.for_job(self.job_id, with_png=False)
-        count = len([g for g in gens if not g.deleted])
+        count = len(await bot.services.jobs.result_images(self.job_id))
         if count == 0:
             raise InvalidInput("That result has no images left to edit.")
-        await interaction.response.send_modal(EditModal(self.job_id, count, bot.settings.limits.prompt_chars))
+        await interaction.response.send_modal(
+            EditModal(self.job_id, count, bot.services.settings.limits.prompt_chars)
+        )
 
 
 class EditModal(ui.Modal):
@@ -202,7 +169,7 @@ class EditModal(ui.Modal):
 class DeleteButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:delete:{JOB_RE}"):
     def __init__(self, job_id: str) -> None:
         super().__init__(
-            _button("delete", job_id, label="Delete", emoji="🗑️", style=discord.ButtonStyle.danger, row=0)
+            button("delete", job_id, label="Delete", emoji="🗑️", style=discord.ButtonStyle.danger, row=0)
         )
         self.job_id = job_id
         self.index = 0
@@ -218,11 +185,7 @@ class DeleteButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:delete:{
 
     async def _delete(self, interaction: discord.Interaction) -> None:
         bot = _bot(interaction)
-        job = await bot.jobs.jobs.get(self.job_id)
-        admin = is_admin(interaction)
-        if job is None or (job.user_id != interaction.user.id and not admin):
-            raise NotPermitted("Only the person who made this image, or an admin, can delete it.")
-        await bot.jobs.generations.mark_job_deleted(self.job_id)
+        await bot.services.jobs.delete_result(self.job_id, requester_for(interaction))
         await interaction.response.send_message("Deleted.", ephemeral=True)
         if interaction.message is not None:
             try:
@@ -234,7 +197,7 @@ class DeleteButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:delete:{
 class CancelButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:cancel:{JOB_RE}"):
     def __init__(self, job_id: str) -> None:
         super().__init__(
-            _button("cancel", job_id, label="Cancel", emoji="✖️", style=discord.ButtonStyle.danger)
+            button("cancel", job_id, label="Cancel", emoji="✖️", style=discord.ButtonStyle.danger)
         )
         self.job_id = job_id
         self.index = 0
@@ -249,44 +212,9 @@ class CancelButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:cancel:{
         await guarded(interaction, self._cancel(interaction))
 
     async def _cancel(self, interaction: discord.Interaction) -> None:
-        from bot.delivery import requester_for
-
         bot = _bot(interaction)
-        await bot.jobs.cancel(self.job_id, requester_for(interaction))
+        await bot.services.jobs.cancel(self.job_id, requester_for(interaction))
         await interaction.response.send_message("Cancelling; you will not be charged.", ephemeral=True)
-
-
-class SubmitButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:submit:{JOB_RE}(?::{INDEX_RE})?"):
-    """Enter this result in the server's running challenge; on a several-image result, pick which first."""
-
-    def __init__(self, job_id: str, index: int | None = None, row: int | None = 0) -> None:
-        label = "Submit to challenge" if index is None else f"Submit image {index + 1}"
-        super().__init__(
-            _button(
-                "submit", job_id, index, label=label, emoji="🏆", style=discord.ButtonStyle.secondary, row=row
-            )
-        )
-        self.job_id = job_id
-        self.index = index
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction, item: ui.Item[Any], match: re.Match[str]
-    ) -> Self:
-        return cls(match["job"], int(match["n"]) if match["n"] is not None else None)
-
-    async def callback(self, interaction: discord.Interaction) -> None:
-        from cogs.challenges import submit_from_result
-
-        await guarded(interaction, submit_from_result(interaction, self.job_id, self.index))
-
-
-def submit_picker(job_id: str, indexes: list[int]) -> ui.View:
-    """One Submit button per image, for a result with several."""
-    view = ui.View(timeout=None)
-    for n in indexes[: BUTTONS_PER_ROW * 4]:
-        view.add_item(SubmitButton(job_id, n, row=None))
-    return view
 
 
 DYNAMIC_ITEMS: tuple[type[ui.DynamicItem[Any]], ...] = (

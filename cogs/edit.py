@@ -52,7 +52,7 @@ class Edit(commands.Cog):
                 raise BadAttachment(
                     "The attachment could not be downloaded from Discord; try again."
                 ) from None
-            return self.bot.jobs.planner.plan_edit(
+            return self.bot.services.jobs.planner.plan_edit(
                 requester, image=data, instruction=instruction, strength=strength, guild=guild
             )
 

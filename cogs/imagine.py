@@ -29,7 +29,7 @@ class Imagine(commands.Cog):
         aspect = self.imagine._params["aspect"]
         aspect.choices = [
             app_commands.Choice(name=(a.label or a.name)[:100], value=a.name)
-            for a in self.bot.jobs.styles.aspects
+            for a in self.bot.services.guilds.styles.aspects
         ]
 
     @app_commands.command(name="imagine", description="Make images from a text prompt")
@@ -66,8 +66,8 @@ class Imagine(commands.Cog):
         )
 
         async def plan_for(requester: Requester, guild: GuildSettings) -> JobPlan:
-            book = await self.bot.jobs.style_book(requester.guild_id)
-            return self.bot.jobs.planner.plan_imagine(requester, options, guild, book)
+            book = await self.bot.services.guilds.style_book(requester.guild_id)
+            return self.bot.services.jobs.planner.plan_imagine(requester, options, guild, book)
 
         await self.bot.runner.run(interaction, plan_for)
 
@@ -75,7 +75,7 @@ class Imagine(commands.Cog):
     async def style_autocomplete(
         self, interaction: discord.Interaction, current: str
     ) -> list[app_commands.Choice[str]]:
-        book = await self.bot.jobs.style_book(interaction.guild_id or 0)
+        book = await self.bot.services.guilds.style_book(interaction.guild_id or 0)
         return [
             app_commands.Choice(name=_choice_name(s.name, s.description), value=s.name)
             for s in book.search(current)

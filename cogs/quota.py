@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-import time
 from collections.abc import Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -17,8 +16,8 @@ from PIL import Image, ImageDraw
 
 from bot.checks import require_admin
 from bot.core.errors import InvalidInput, QuotaRefused
-from bot.core.quotas.service import QuotaError, QuotaStatus, UsageReport
-from bot.delivery import requester_for
+from bot.core.quotas.records import QuotaError, QuotaStatus, UsageReport
+from bot.interactions import requester_for
 
 if TYPE_CHECKING:
     from bot.client import ImageBot
@@ -107,7 +106,7 @@ class Quota(commands.Cog):
     @app_commands.command(name="quota", description="Your credits: what is left and when more return")
     @app_commands.guild_only()
     async def quota(self, interaction: discord.Interaction) -> None:
-        status = await self.bot.jobs.quota_status(requester_for(interaction))
+        status = await self.bot.services.jobs.quota_status(requester_for(interaction))
         await interaction.response.send_message(
             embed=quota_embed(status, interaction.user.display_name), ephemeral=True
         )
@@ -133,7 +132,7 @@ class Quota(commands.Cog):
         await self._check_admin(interaction)
         window = window_hours * HOUR_S if window_hours is not None else None
         overview = await _quota_call(
-            self.bot.quotas.set_guild_default(
+            self.bot.services.quotas.admin.set_guild_default(
                 _guild(interaction), interaction.user.id, limit=limit, window_s=window
             )
         )
@@ -147,12 +146,16 @@ class Quota(commands.Cog):
         await self._check_admin(interaction)
         if limit == 0:
             await _quota_call(
-                self.bot.quotas.clear_role_tier(_guild(interaction), role.id, interaction.user.id)
+                self.bot.services.quotas.admin.clear_role_tier(
+                    _guild(interaction), role.id, interaction.user.id
+                )
             )
             await self._run(interaction, f"{role.mention} no longer has its own tier.")
             return
         await _quota_call(
-            self.bot.quotas.set_role_tier(_guild(interaction), role.id, role.name, limit, interaction.user.id)
+            self.bot.services.quotas.admin.set_role_tier(
+                _guild(interaction), role.id, role.name, limit, interaction.user.id
+            )
         )
         await self._run(interaction, f"{role.mention} now gets {limit} credits per window.")
 
@@ -163,11 +166,13 @@ class Quota(commands.Cog):
         await self._check_admin(interaction)
         guild = _guild(interaction)
         if limit == 0 and not unlimited:
-            await _quota_call(self.bot.quotas.clear_user_override(guild, user.id, interaction.user.id))
+            await _quota_call(
+                self.bot.services.quotas.admin.clear_user_override(guild, user.id, interaction.user.id)
+            )
             await self._run(interaction, f"{user.mention} is back on the server's limits.")
             return
         await _quota_call(
-            self.bot.quotas.set_user_override(
+            self.bot.services.quotas.admin.set_user_override(
                 guild, user.id, interaction.user.id, limit=limit or None, unlimited=unlimited
             )
         )
@@ -185,9 +190,9 @@ class Quota(commands.Cog):
         reason: str | None = None,
     ) -> None:
         await self._check_admin(interaction)
-        expires = time.time() + expires_hours * HOUR_S if expires_hours else None
+        expires = self.bot.services.clock() + expires_hours * HOUR_S if expires_hours else None
         await _quota_call(
-            self.bot.quotas.grant_bonus(
+            self.bot.services.quotas.admin.grant_bonus(
                 _guild(interaction), user.id, credits, interaction.user.id, expires, reason
             )
         )
@@ -197,7 +202,7 @@ class Quota(commands.Cog):
     async def reset(self, interaction: discord.Interaction, user: discord.Member) -> None:
         await self._check_admin(interaction)
         voided = await _quota_call(
-            self.bot.quotas.reset_user(_guild(interaction), user.id, interaction.user.id)
+            self.bot.services.quotas.admin.reset_user(_guild(interaction), user.id, interaction.user.id)
         )
         await self._run(interaction, f"Reset {user.mention}: {voided} charge(s) forgiven.")
 
@@ -206,13 +211,17 @@ class Quota(commands.Cog):
         self, interaction: discord.Interaction, user: discord.Member, reason: str | None = None
     ) -> None:
         await self._check_admin(interaction)
-        await _quota_call(self.bot.quotas.block(_guild(interaction), user.id, interaction.user.id, reason))
+        await _quota_call(
+            self.bot.services.quotas.admin.block(_guild(interaction), user.id, interaction.user.id, reason)
+        )
         await self._run(interaction, f"{user.mention} is blocked.")
 
     @admin.command(name="unblock", description="Let a blocked member make images again")
     async def unblock(self, interaction: discord.Interaction, user: discord.Member) -> None:
         await self._check_admin(interaction)
-        await _quota_call(self.bot.quotas.unblock(_guild(interaction), user.id, interaction.user.id))
+        await _quota_call(
+            self.bot.services.quotas.admin.unblock(_guild(interaction), user.id, interaction.user.id)
+        )
         await self._run(interaction, f"{user.mention} is unblocked.")
 
     @admin.command(name="report", description="Usage over the last days: top users and a chart")
@@ -221,8 +230,10 @@ class Quota(commands.Cog):
     ) -> None:
         await self._check_admin(interaction)
         await interaction.response.defer(ephemeral=True, thinking=True)
-        report = await _quota_call(self.bot.quotas.usage_report(_guild(interaction), days=days, top=10))
-        chart = await asyncio.to_thread(report_chart, report, days, time.time())
+        report = await _quota_call(
+            self.bot.services.quotas.reports.usage_report(_guild(interaction), days=days, top=10)
+        )
+        chart = await asyncio.to_thread(report_chart, report, days, self.bot.services.clock())
         total = sum(d.credits for d in report.per_day)
         text = f"**{total}** credits used by **{len(report.per_user)}** member(s) in {days} days\n{report_table(report)}"
         await interaction.followup.send(

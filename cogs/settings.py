@@ -49,14 +49,11 @@ class Settings(
 
     async def _update(self, interaction: discord.Interaction, **changes: Any) -> None:
         guild_id = interaction.guild_id or 0
-        try:
-            new = await self.bot.jobs.guilds.update(guild_id, interaction.user.id, **changes)
-        except ValueError as exc:
-            raise InvalidInput(f"That setting was not changed: {exc}.") from None
+        new = await self.bot.services.guilds.update(guild_id, interaction.user.id, **changes)
         await interaction.response.send_message("Saved.", embed=settings_embed(new), ephemeral=True)
 
     async def _current(self, interaction: discord.Interaction) -> GuildSettings:
-        return await self.bot.jobs.guild(interaction.guild_id or 0)
+        return await self.bot.services.guilds.settings(interaction.guild_id or 0)
 
     @app_commands.command(name="show", description="Show this server's settings")
     async def show(self, interaction: discord.Interaction) -> None:
@@ -111,7 +108,9 @@ class Settings(
 
     @app_commands.command(name="default-style", description="The style used when /imagine names none")
     async def default_style(self, interaction: discord.Interaction, style: str | None = None) -> None:
-        book = await self.bot.jobs.style_book(interaction.guild_id or 0)  # the server's own presets count too
+        book = await self.bot.services.guilds.style_book(
+            interaction.guild_id or 0
+        )  # the server's own presets count too
         preset = book.style(style)
         await self._update(interaction, default_style=preset.name if preset else None)
 
@@ -119,7 +118,7 @@ class Settings(
     async def _style_choices(
         self, interaction: discord.Interaction, current: str
     ) -> list[app_commands.Choice[str]]:
-        book = await self.bot.jobs.style_book(interaction.guild_id or 0)
+        book = await self.bot.services.guilds.style_book(interaction.guild_id or 0)
         return [app_commands.Choice(name=s.name, value=s.name) for s in book.search(current)]
 
     @app_commands.command(name="max-images", description="Most images one job may ask for")

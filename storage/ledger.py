@@ -127,6 +127,16 @@ COMMIT_SQL = "UPDATE ledger SET state = 'committed', updated_at = ? WHERE job_id
 REFUND_SQL = "UPDATE ledger SET state = 'refunded', updated_at = ? WHERE job_id = ? AND state = 'reserved'"
 
 
+def commit(tx: SyncTx, job_id: str, now: float) -> int:
+    """Make a reservation final; 0 when it is unknown or already committed or refunded."""
+    return tx.execute(COMMIT_SQL, (now, job_id))
+
+
+def refund(tx: SyncTx, job_id: str, now: float) -> int:
+    """Give a reservation's credits back; 0 when it is unknown or already final."""
+    return tx.execute(REFUND_SQL, (now, job_id))
+
+
 @dataclass(frozen=True, slots=True)
 class StaleReservation:
     job_id: str

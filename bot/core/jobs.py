@@ -14,28 +14,27 @@ import io
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from PIL import Image
-from pydantic import ValidationError
 
 from bot.core.errors import InvalidInput, JobNotFound, NotPermitted, QuotaRefused, WorkerDown
+from bot.core.guilds import GuildService
 from bot.core.plans import Action, Delivery, JobPlan, Planner, Requester
 from bot.core.progress import ProgressState
-from bot.core.quotas.service import CostSpec, QuotaError, QuotaService, QuotaStatus
+from bot.core.quotas.pricing import CostSpec
+from bot.core.quotas.records import QuotaError, QuotaStatus
+from bot.core.quotas.service import QuotaService
 from bot.core.settings import Limits, Settings
-from bot.core.styles import StyleBook, StylePreset
+from bot.core.worker_watch import WorkerWatch
 from inference import client as worker_client
 from inference.client import WorkerClient
 from inference.protocol import ErrorCode, EventType, JobEvent, JobInfo
-from inference.vocabulary import JobKind, JobStatus, Lane
+from inference.vocabulary import JobId, JobKind, JobStatus, Lane
 from storage.db import Database
 from storage.generations import GenerationRecord, GenerationsRepo
-from storage.guilds import GuildSettings, GuildsRepo
 from storage.jobs import JobRecord, JobsRepo, JobState
-from storage.styles import GuildStylesRepo
 
 log = logging.getLogger(__name__)
 
@@ -83,50 +82,55 @@ class JobService:
         settings: Settings,
         db: Database,
         quotas: QuotaService,
+        guilds: GuildService,
         client: WorkerClient,
-        styles: StyleBook,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.settings = settings
-        self.db = db
         self.limits: Limits = settings.limits
         self.quotas = quotas
-        self.client = client
-        self.styles = styles
-        self.planner = Planner(settings, styles)
-        self.jobs = JobsRepo(db, clock)
-        self.generations = GenerationsRepo(db, clock)
-        self.guilds = GuildsRepo(db, clock)
-        self.guild_styles = GuildStylesRepo(db, clock)
-        self.clock = clock
+        self.guilds = guilds
+        self.planner = Planner(settings, guilds.styles)
+        self.worker = WorkerWatch(client, self.planner, clock)
+        self._client = client
+        self._jobs = JobsRepo(db, clock)
+        self._generations = GenerationsRepo(db, clock)
         self._clock = clock
-        self.worker_healthy = True
+
+    @property
+    def worker_healthy(self) -> bool:
+        return self.worker.healthy
+
+    # --- results and their messages ---
+
+    async def result_images(self, job_id: JobId) -> list[GenerationRecord]:
+        """The images of a result that are still there (not deleted), without their PNG bytes."""
+        return [g for g in await self._generations.for_job(job_id, with_png=False) if not g.deleted]
+
+    async def delete_result(self, job_id: JobId, requester: Requester) -> None:
+        """Delete a result's images; only the person who made them, or an admin, may."""
+        job = await self._jobs.get(job_id)
+        if job is None or (job.user_id != requester.user_id and not requester.is_admin):
+            raise NotPermitted("Only the person who made this image, or an admin, can delete it.")
+        await self._generations.mark_job_deleted(job_id)
+
+    async def record_messages(
+        self, job_id: JobId, *, progress_message_id: int | None = None, result_message_id: int | None = None
+    ) -> JobRecord:
+        """Remember where a job's progress or result was posted, so a restarted bot can find it."""
+        return await self._jobs.set_messages(
+            job_id, progress_message_id=progress_message_id, result_message_id=result_message_id
+        )
 
     # --- planning needs the database only for buttons on earlier results ---
-
-    async def guild(self, guild_id: int) -> GuildSettings:
-        return await self.guilds.get(guild_id)
-
-    async def style_book(self, guild_id: int) -> StyleBook:
-        """The configured presets plus the guild's own (`/style add`); bad stored rows are skipped."""
-        if not guild_id:
-            return self.styles
-        presets = []
-        for record in await self.guild_styles.list(guild_id):
-            try:
-                presets.append(StylePreset.from_record(record))
-            except ValueError as exc:
-                log.warning("guild %d style %r is unusable: %s", guild_id, record.name, exc)
-        return self.styles.with_guild(presets)
 
     async def plan_from_result(
         self, action: Action, job_id: str, index: int, requester: Requester, instruction: str | None = None
     ) -> JobPlan:
         """A new job from a button on an earlier result: re-roll, vary, upscale or edit image `index`."""
-        job = await self.jobs.get(job_id)
+        job = await self._jobs.get(job_id)
         if job is None:
             raise JobNotFound("That result is no longer in brushfire's database.")
-        guild = await self.guild(requester.guild_id)
+        guild = await self.guilds.settings(requester.guild_id)
         self.planner.check_channel(requester, guild)
         parent = JobPlan.from_parameters(job.parameters)
         if action is Action.REROLL:
@@ -138,14 +142,14 @@ class JobService:
                 await self._parent_png(parent.parent_generation_id) if parent.parent_generation_id else None
             )
             return self.planner.reroll(parent, job_id, image, guild)
-        gens = await self.generations.for_job(job_id)
+        gens = await self._generations.for_job(job_id)
         source = next((g for g in gens if g.index == index), None)
         if source is None or source.deleted:
             raise JobNotFound(f"Image {index + 1} of that result is gone (deleted, or never made).")
         return self.planner.derive(action, parent, source, guild, instruction)
 
     async def _parent_png(self, generation_id: str) -> bytes:
-        gen = await self.generations.get(generation_id)
+        gen = await self._generations.get(generation_id)
         if gen is None or gen.deleted:
             raise JobNotFound("The image this result was made from has been deleted.")
         return gen.png
@@ -181,7 +185,7 @@ class JobService:
             parent_generation_id=plan.parent_generation_id,
         )
         try:
-            record = await self.jobs.create(record)
+            record = await self._jobs.create(record)
         except Exception:
             await self.quotas.refund(job_id)
             raise
@@ -209,7 +213,7 @@ class JobService:
     async def _submit(self, record: JobRecord, plan: JobPlan) -> JobRecord:
         request = plan.request(record.job_id, _worker_user(record), Lane(record.lane))
         try:
-            info = await self.client.submit(request, image=plan.image)
+            info = await self._client.submit(request, image=plan.image)
         except worker_client.QueueFull as exc:
             await self._refund(record, exc.message)
             wait = f"Try again in about {exc.retry_after:.0f} s; nothing was charged."
@@ -223,7 +227,7 @@ class JobService:
             ) from None
         except worker_client.WorkerUnavailable:
             await self._refund(record, "worker unavailable")
-            self.worker_healthy = False
+            self.worker.healthy = False
             raise WorkerDown(
                 "The image worker is not reachable right now; nothing was charged. Try again soon."
             ) from None
@@ -231,12 +235,12 @@ class JobService:
             await self._refund(record, "submit failed")
             raise
         state = JobState.RUNNING if info.status is JobStatus.RUNNING else JobState.QUEUED
-        return await self.jobs.set_worker_job(record.job_id, info.id, state)
+        return await self._jobs.set_worker_job(record.job_id, info.id, state)
 
     async def _refund(self, record: JobRecord, reason: str, state: JobState = JobState.REFUNDED) -> JobRecord:
         await self.quotas.refund(record.job_id)
         log.info("job %s refunded: %s", record.job_id, reason)
-        return await self.jobs.update_status(record.job_id, state, error=reason[:500])
+        return await self._jobs.update_status(record.job_id, state, error=reason[:500])
 
     # --- following a job to its end ---
 
@@ -250,7 +254,7 @@ class JobService:
                 final, pngs = await self._final_info(job, progress)
         except TimeoutError:
             with contextlib.suppress(Exception):
-                await self.client.cancel(job.worker_job_id or "")
+                await self._client.cancel(job.worker_job_id or "")
             return await self._fail(job, "The job took too long and was stopped. Your credits were refunded.")
         except _Lost as lost:
             return await self._fail(job, lost.message)
@@ -269,7 +273,7 @@ class JobService:
     async def _fetch_images(self, info: JobInfo) -> list[bytes]:
         if info.status is not JobStatus.SUCCEEDED:
             return []
-        return [await self.client.image(info.id, n) for n in range(info.images)]
+        return [await self._client.image(info.id, n) for n in range(info.images)]
 
     async def _final_info(self, job: JobRecord, progress: ProgressCallback) -> tuple[JobInfo, list[bytes]]:
         """The job's final state and images from the worker, riding out a worker restart by resubmitting
@@ -291,28 +295,28 @@ class JobService:
 
     async def _stream(self, job: JobRecord, progress: ProgressCallback) -> JobInfo:
         state = ProgressState(status=JobStatus.QUEUED)
-        async for event in self.client.events(job.worker_job_id or ""):
+        async for event in self._client.events(job.worker_job_id or ""):
             new = _next_state(state, event)
             if new != state:
                 state = new
                 progress(state)
             if event.type is EventType.STARTED and job.status is not JobState.RUNNING:
-                job = await self.jobs.update_status(job.job_id, JobState.RUNNING)
+                job = await self._jobs.update_status(job.job_id, JobState.RUNNING)
             if event.type in (EventType.DONE, EventType.FAILED, EventType.CANCELLED):
-                return event.job or await self.client.get(job.worker_job_id or "")
+                return event.job or await self._client.get(job.worker_job_id or "")
         # The stream ended without a final event (worker shutting down): ask for the state directly.
-        info = await self.client.get(job.worker_job_id or "")
+        info = await self._client.get(job.worker_job_id or "")
         if not info.status.is_final:
             raise worker_client.WorkerUnavailable("event stream ended early")
         return info
 
     async def _recover_submission(self, job: JobRecord) -> JobRecord:
         """After losing the worker: wait for it, then find the job there or submit it again (same key)."""
-        if not await self._wait_for_worker(self.limits.worker_grace_s):
+        if not await self.worker.wait_until_up(self.limits.worker_grace_s):
             raise _Lost("The image worker stopped and did not come back. Your credits were refunded.")
         if job.worker_job_id:
             with contextlib.suppress(worker_client.JobNotFound):
-                await self.client.get(job.worker_job_id)
+                await self._client.get(job.worker_job_id)
                 return job
         plan = JobPlan.from_parameters(job.parameters)
         if plan.kind is not JobKind.GENERATE:
@@ -323,35 +327,24 @@ class JobService:
                     " finished. Your credits were refunded."
                 )
             plan = dataclasses.replace(plan, image=image)
-        job = await self.jobs.bump_attempts(job.job_id)
+        job = await self._jobs.bump_attempts(job.job_id)
         if job.attempts > MAX_RESUBMITS:
             raise _Lost("The image worker kept failing on this job. Your credits were refunded.")
         request = plan.request(job.job_id, _worker_user(job), Lane(job.lane))
         try:
-            info = await self.client.submit(request, image=plan.image)
+            info = await self._client.submit(request, image=plan.image)
         except worker_client.WorkerRejected as exc:
             raise _Lost(f"The image worker refused the job after restarting: {exc.message}.") from None
         except (worker_client.WorkerUnavailable, worker_client.QueueFull):
             raise _Lost("The image worker is not taking jobs. Your credits were refunded.") from None
         log.info("job %s resubmitted to the worker as %s", job.job_id, info.id)
-        return await self.jobs.set_worker_job(job.job_id, info.id, JobState.QUEUED)
+        return await self._jobs.set_worker_job(job.job_id, info.id, JobState.QUEUED)
 
     async def _input_image(self, plan: JobPlan) -> bytes | None:
         if plan.parent_generation_id is None:
             return None
-        gen = await self.generations.get(plan.parent_generation_id)
+        gen = await self._generations.get(plan.parent_generation_id)
         return gen.png if gen is not None and not gen.deleted else None
-
-    async def _wait_for_worker(self, timeout_s: float) -> bool:
-        deadline = self._clock() + timeout_s
-        while True:
-            if await self.client.health():
-                self.worker_healthy = True
-                return True
-            if self._clock() >= deadline:
-                self.worker_healthy = False
-                return False
-            await asyncio.sleep(min(1.0, max(0.05, timeout_s / 10)))
 
     async def _settle(self, job: JobRecord, info: JobInfo, pngs: list[bytes]) -> JobOutcome:
         if info.status is JobStatus.SUCCEEDED:
@@ -369,11 +362,11 @@ class JobService:
         return JobOutcome(job=job, state=JobState.REFUNDED, info=info, message=message)
 
     async def _succeed(self, job: JobRecord, info: JobInfo, pngs: list[bytes]) -> JobOutcome:
-        gens = await self.generations.for_job(job.job_id)
+        gens = await self._generations.for_job(job.job_id)
         if not gens:  # a recovered job may have stored its images before a crash
             gens = await self._store_images(job, info, pngs)
         await self.quotas.commit(job.job_id)
-        job = await self.jobs.update_status(job.job_id, JobState.SUCCEEDED)
+        job = await self._jobs.update_status(job.job_id, JobState.SUCCEEDED)
         return JobOutcome(job=job, state=JobState.SUCCEEDED, generations=gens, info=info)
 
     async def _store_images(self, job: JobRecord, info: JobInfo, pngs: list[bytes]) -> list[GenerationRecord]:
@@ -401,12 +394,12 @@ class JobService:
                     nsfw=bool(info.nsfw[n]) if n < len(info.nsfw) else False,
                 )
             )
-        return await self.generations.add(*records)
+        return await self._generations.add(*records)
 
     async def preview(self, job: JobRecord) -> bytes | None:
         """The worker's newest preview image for a running job, or None."""
         try:
-            return await self.client.preview(job.worker_job_id or "")
+            return await self._client.preview(job.worker_job_id or "")
         except Exception:  # previews are best effort
             return None
 
@@ -414,7 +407,7 @@ class JobService:
 
     async def cancel(self, job_id: str, requester: Requester) -> JobRecord:
         """Cancel a queued or running job; only its author or an admin may. The follower refunds it."""
-        job = await self.jobs.get(job_id)
+        job = await self._jobs.get(job_id)
         if job is None:
             raise JobNotFound("That job is not in brushfire's database.")
         if job.user_id != requester.user_id and not requester.is_admin:
@@ -424,7 +417,7 @@ class JobService:
         if job.worker_job_id is None:
             return await self._refund(job, "cancelled before submission", JobState.CANCELLED)
         try:
-            await self.client.cancel(job.worker_job_id)
+            await self._client.cancel(job.worker_job_id)
         except worker_client.JobNotFound:
             return await self._refund(job, "cancelled; the worker no longer had it", JobState.CANCELLED)
         except worker_client.WorkerUnavailable:
@@ -441,7 +434,7 @@ class JobService:
 
         Each recovered job ends by handing its outcome to `deliver`; returns how many there were.
         """
-        unfinished = await self.jobs.list_unfinished()
+        unfinished = await self._jobs.list_unfinished()
         if unfinished:
             log.info("reconciling %d unfinished job(s) with the worker", len(unfinished))
         await asyncio.gather(*(self._recover(job, deliver) for job in unfinished))
@@ -460,49 +453,6 @@ class JobService:
             await deliver(await self.follow(job))
         except Exception:
             log.exception("could not recover job %s", job.job_id)
-
-    async def watch_health(self, interval_s: float) -> None:
-        """Check the worker forever; log when it goes away and when it comes back.
-
-        Each time it is (back) up, read which model it serves: it may have been restarted with another.
-        """
-        learned = False
-        while True:
-            healthy = await self.client.health()
-            if healthy != self.worker_healthy:
-                log.warning("image worker is %s", "back" if healthy else "unreachable")
-            self.worker_healthy = healthy
-            if not healthy:
-                learned = False
-            elif not learned:
-                learned = await self.learn_worker()
-            await asyncio.sleep(interval_s)
-
-    async def learn_worker(self) -> bool:
-        """Ask the worker what it serves, and plan with its model's defaults unless they were set by hand.
-
-        False when the worker could not be asked (ask again later); True once it answered, even if only
-        to say it is too old to tell.
-        """
-        try:
-            info = await self.client.info()
-        except worker_client.WorkerUnavailable:
-            return False
-        except (worker_client.WorkerRejected, ValidationError) as exc:
-            log.warning("cannot read the image worker's model info (%s); planning with engine.defaults", exc)
-            return True
-        if info is None:
-            log.info("the image worker does not advertise its model (too old); planning with engine.defaults")
-            return True
-        kept = ", ".join(sorted(self.planner.defaults_by_hand))
-        note = f" ({kept} as set in engine.defaults)" if kept else ""
-        if self.planner.adopt_worker_defaults(info):
-            log.info("planning with the defaults of the worker's model %s: %s%s", info.model, self.planner.defaults, note)  # fmt: skip
-        elif self.planner.defaults != info.defaults:
-            log.info(
-                "keeping engine.defaults as set (%s) over those of the worker's model %s", kept, info.model
-            )
-        return True
 
 
 class _Lost(Exception):
@@ -542,25 +492,3 @@ def _png_size(png: bytes, info: JobInfo) -> tuple[int, int]:
             return img.size
     except Exception:
         return info.width, info.height
-
-
-@asynccontextmanager
-async def open_job_service(
-    settings: Settings, worker_url: str | None = None, clock: Callable[[], float] = time.time
-) -> AsyncIterator[JobService]:
-    """Open the database, quota service and worker client, and the job service over them."""
-    async with (
-        Database.open(settings.database) as db,
-        WorkerClient(
-            worker_url or settings.resolved_worker_url, token=settings.resolved_worker_token
-        ) as client,
-    ):
-        quotas = QuotaService(db, settings.quota, clock)
-        yield JobService(
-            settings=settings,
-            db=db,
-            quotas=quotas,
-            client=client,
-            styles=StyleBook(settings.styles, settings.aspects),
-            clock=clock,
-        )

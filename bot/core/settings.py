@@ -13,7 +13,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, Vali
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from bot.core.challenges.service import ChallengeSettings
-from bot.core.quotas.service import QuotaSettings
+from bot.core.quotas.pricing import QuotaSettings
 from bot.core.styles import DEFAULT_ASPECTS, DEFAULT_STYLES, Aspect, StylePreset
 from inference.protocol import MAX_COUNT, MAX_PROMPT_CHARS
 from inference.settings import EngineSettings, WorkerSettings

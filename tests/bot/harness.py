@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.client import ImageBot
-from bot.core.jobs import open_job_service
+from bot.core.services import open_services
 from bot.core.settings import Settings
 from tests.fakediscord import FakeChannel, FakeDiscord, FakeGuild, FakeUser, Interaction, Message
 from tests.fakediscord.harness import run_bot
@@ -41,8 +41,8 @@ def build_world(fake: FakeDiscord) -> World:
 @contextlib.asynccontextmanager
 async def running_bot(fake: FakeDiscord, settings: Settings, worker_url: str) -> AsyncIterator[ImageBot]:
     """The real ImageBot with real services, connected to the fake and ready, commands synced."""
-    async with open_job_service(settings, worker_url) as jobs:
-        bot = ImageBot(settings=settings, jobs=jobs, quotas=jobs.quotas)
+    async with open_services(settings, worker_url) as services:
+        bot = ImageBot(services)
         async with run_bot(bot, fake):
             await fake.wait_commands("imagine", "edit", "quota", "quota-admin", "settings")
             yield bot

@@ -19,7 +19,7 @@ from PIL import Image
 
 from bot.client import ImageBot
 from bot.core.challenges.service import ChallengeSettings
-from bot.core.jobs import open_job_service
+from bot.core.services import open_services
 from bot.core.settings import Settings
 from inference.settings import AdapterSettings, EngineSettings, ModelDefaults, WorkerSettings
 from tests.bot.harness import World, build_world, button, ephemeral_reply, is_result
@@ -104,8 +104,8 @@ def cs(settings: Settings) -> Settings:
 async def challenge_bot(
     fake: FakeDiscord, settings: Settings, worker: str, clock: MovableClock
 ) -> AsyncIterator[ImageBot]:
-    async with open_job_service(settings, worker, clock=clock) as jobs:
-        bot = ImageBot(settings=settings, jobs=jobs, quotas=jobs.quotas)
+    async with open_services(settings, worker, clock=clock) as services:
+        bot = ImageBot(services)
         async with run_bot(bot, fake):
             await fake.wait_commands("imagine", "challenge", "styles", "style")
             yield bot
@@ -114,7 +114,7 @@ async def challenge_bot(
 async def advance(bot: ImageBot, clock: MovableClock, seconds: float) -> None:
     """Move time on; rebuilding the schedule maps the new 'now' onto APScheduler's timers, which then fire."""
     clock.offset += seconds
-    await bot.challenges.rebuild()
+    await bot.services.challenges.rebuild()
 
 
 async def imagine(fake: FakeDiscord, world: World, user: FakeUser, style: str, count: int = 1) -> Message:
@@ -275,7 +275,7 @@ async def test_restart_in_each_phase_keeps_everything_and_fires_missed_deadlines
         results = await channel_post(fake, w.channel, "Results: harbours")
         assert w.alice.mention in results.embed["fields"][0]["value"]
     async with challenge_bot(fake, cs, shared_worker, clock) as bot:  # restarted after the close
-        await bot.challenges.rebuild()
+        await bot.services.challenges.rebuild()
         posts = [m for m in fake.messages(w.channel) if m.embed and "Results" in (m.embed.get("title") or "")]
         assert len(posts) == 1  # announced once, not again on each start
         assert "(+5 bonus)" in await quota_description(fake, w, w.alice)

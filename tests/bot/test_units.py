@@ -122,10 +122,10 @@ async def test_supervisor_stops_a_running_worker():
 
 async def test_commands_have_unique_names_within_discord_limits(settings):
     from bot.client import EXTENSIONS, ImageBot
-    from bot.core.jobs import open_job_service
+    from bot.core.services import open_services
 
-    async with open_job_service(settings) as jobs:
-        bot = ImageBot(settings=settings, jobs=jobs, quotas=jobs.quotas)
+    async with open_services(settings) as services:
+        bot = ImageBot(services)
         for ext in EXTENSIONS:
             await bot.load_extension(ext)
         payloads = [c.to_dict(bot.tree) for c in bot.tree.get_commands()]

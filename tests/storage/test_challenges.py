@@ -21,7 +21,8 @@ from bot.core.challenges.service import (
     parse_duration,
     season_of,
 )
-from bot.core.quotas.service import QuotaService, QuotaSettings
+from bot.core.quotas.pricing import QuotaSettings
+from bot.core.quotas.service import QuotaService
 from storage.challenges import ChallengeRecord, Phase
 from storage.db import Database, load_migrations
 from storage.generations import GenerationRecord, GenerationsRepo

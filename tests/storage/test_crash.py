@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from bot.core.quotas.service import QuotaService, QuotaSettings
+from bot.core.quotas.pricing import QuotaSettings
+from bot.core.quotas.service import QuotaService
 from storage.db import Database
 from storage.jobs import JobsRepo, JobState
 from tests.storage.helpers import Clock
@@ -114,7 +115,7 @@ async def test_kill_between_reserve_and_commit_loses_nothing(tmp_path: Path) -> 
 async def test_last_credit_race_between_processes(tmp_path: Path) -> None:
     path = tmp_path / "race.sqlite3"
     async with Database.open(path) as db:
-        await QuotaService(db, QuotaSettings()).set_user_override(G, U, ADMIN, limit=25)
+        await QuotaService(db, QuotaSettings()).admin.set_user_override(G, U, ADMIN, limit=25)
     procs = [start("race", str(path), "20") for _ in range(4)]
     try:
         assert [read_line(p) for p in procs] == ["ready"] * 4

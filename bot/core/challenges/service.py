@@ -25,7 +25,8 @@ from apscheduler.triggers.date import DateTrigger
 from pydantic import BaseModel, ConfigDict, Field
 
 from bot.core.errors import BrushfireError
-from bot.core.quotas.service import QuotaError, QuotaService
+from bot.core.quotas.records import QuotaError
+from bot.core.quotas.service import QuotaService
 from storage import challenges as store
 from storage.challenges import (
     ChallengeRecord,
@@ -327,7 +328,7 @@ class ChallengeService:
             return store.bonus_granted(tx, challenge.guild_id, result.user_id, reason)
 
         days = self.settings.bonus_days
-        bonus_id = await self.db.run(granted, write=False) or await self.quotas.grant_bonus(
+        bonus_id = await self.db.run(granted, write=False) or await self.quotas.admin.grant_bonus(
             challenge.guild_id,
             result.user_id,
             result.bonus,
