@@ -12,8 +12,8 @@ from discord import ui
 
 from bot.components import BUTTONS_PER_ROW, INDEX_RE, JOB_RE, PREFIX, button, guarded
 from bot.core.challenges.service import ChallengeRefused
+from bot.core.records import ChallengeRecord, EntryRecord, Phase, ResultRecord
 from bot.interactions import client_of
-from storage.challenges import ChallengeRecord, EntryRecord, Phase, ResultRecord
 
 log = logging.getLogger(__name__)
 

@@ -20,14 +20,12 @@ from PIL import Image
 from bot.core.jobs import JobOutcome, JobService
 from bot.core.plans import JobPlan
 from bot.core.progress import DisplayGone, ProgressState, ProgressUpdater
+from bot.core.records import GenerationRecord, GuildSettings, JobRecord
 from bot.core.services import Services
 from bot.errors import answer_error
 from bot.interactions import PlanFactory, delivery_for, requester_for
 from bot.views import progress_view, result_view
 from inference.vocabulary import JobStatus
-from storage.generations import GenerationRecord
-from storage.guilds import GuildSettings
-from storage.jobs import JobRecord
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ import discord
 
 from bot.checks import is_admin
 from bot.core.plans import Delivery, JobPlan, Requester, token_expiry
+from bot.core.records import GuildSettings
 from bot.core.services import Services
-from storage.guilds import GuildSettings
 
 # Validates an interaction's input into a plan; its BrushfireError reaches the user ephemerally.
 PlanFactory = Callable[[Requester, GuildSettings], Awaitable[JobPlan]]

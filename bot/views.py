@@ -17,9 +17,9 @@ from bot.challenge_posts import SubmitButton
 from bot.components import BUTTONS_PER_ROW, INDEX_RE, JOB_RE, PREFIX, button, guarded
 from bot.core.errors import InvalidInput
 from bot.core.plans import Action, JobPlan, Requester
+from bot.core.records import GuildSettings
 from bot.errors import answer_error
 from bot.interactions import BrushfireClient, client_of, requester_for
-from storage.guilds import GuildSettings
 
 log = logging.getLogger(__name__)
 

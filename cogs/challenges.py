@@ -17,7 +17,7 @@ from bot.core.challenges.service import (
     StartRequest,
     parse_duration,
 )
-from storage.challenges import ChallengeRecord, Phase
+from bot.core.records import ChallengeRecord, Phase
 
 if TYPE_CHECKING:
     from bot.client import ImageBot

@@ -11,8 +11,8 @@ from discord.ext import commands
 
 from bot.core.errors import BadAttachment
 from bot.core.plans import JobPlan, Requester
+from bot.core.records import GuildSettings
 from inference.protocol import MAX_PROMPT_CHARS
-from storage.guilds import GuildSettings
 
 if TYPE_CHECKING:
     from bot.client import ImageBot

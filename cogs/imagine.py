@@ -10,8 +10,8 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.core.plans import ImagineOptions, JobPlan, Requester, parse_lane
+from bot.core.records import GuildSettings
 from inference.protocol import MAX_COUNT, MAX_PROMPT_CHARS, MAX_SEED
-from storage.guilds import GuildSettings
 
 if TYPE_CHECKING:
     from bot.client import ImageBot

@@ -13,7 +13,7 @@ from discord.ext import commands
 from bot.checks import require_admin
 from bot.core.errors import InvalidInput
 from bot.core.plans import REGEX_PREFIX
-from storage.guilds import MAX_IMAGES_PER_JOB, GuildSettings
+from bot.core.records import MAX_IMAGES_PER_JOB, GuildSettings
 
 if TYPE_CHECKING:
     from bot.client import ImageBot

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import diffusers
 import torch
@@ -45,6 +45,10 @@ from inference.vocabulary import JobKind
 
 log = logging.getLogger(__name__)
 
+# diffusers pipelines gain their components and mixin methods (LoRA, schedulers, `to`) at runtime, out of
+# mypy's sight, so the engine calls them through this alias.
+Pipeline: TypeAlias = Any
+
 PREVIEW_MAX_SIDE = 128
 TINY_MODEL_NAME = "brushfire/tiny"
 # The trained tiny shapes model (inference/tiny/MODEL_CARD.md): its `generate` and `edit` pipelines.
@@ -73,9 +77,9 @@ class _Stopped(Exception):
 
 @dataclass(slots=True)
 class _Pipelines:
-    generate: DiffusionPipeline
-    img2img: DiffusionPipeline  # shares every module with `generate`
-    edit: DiffusionPipeline | None  # an instruction-editing pipeline, when configured
+    generate: Pipeline
+    img2img: Pipeline  # shares every module with `generate`
+    edit: Pipeline | None  # an instruction-editing pipeline, when configured
 
 
 def resolve_device(choice: str) -> torch.device:
@@ -129,7 +133,7 @@ def model_sources(settings: EngineSettings) -> tuple[str, str | None]:
 class _Previewer:
     """Turns the latents of a step into small RGB previews, one per image."""
 
-    def __init__(self, decoder: AutoencoderTiny | None, scaling_factor: float) -> None:
+    def __init__(self, decoder: Any, scaling_factor: float) -> None:
         self._decoder = decoder
         sdxl = abs(scaling_factor - _SDXL_SCALING) < 1e-4
         self._factors = torch.tensor(_SDXL_RGB if sdxl else _SD_RGB)
@@ -236,10 +240,10 @@ class DiffusersEngine:
     def from_pipeline(
         cls,
         settings: EngineSettings,
-        generate: DiffusionPipeline,
+        generate: Pipeline,
         *,
         model_name: str,
-        edit: DiffusionPipeline | None = None,
+        edit: Pipeline | None = None,
         device: torch.device | None = None,
     ) -> DiffusersEngine:
         """Wrap already-built pipelines (the random-weight benchmark architectures use this)."""
@@ -346,7 +350,7 @@ class DiffusersEngine:
             raise EngineError(f"{shape.kind} jobs need an input image: {missing}")
         return shape
 
-    def _pipe_for(self, shape: BatchKey) -> DiffusionPipeline:
+    def _pipe_for(self, shape: BatchKey) -> Pipeline:
         if shape.kind is JobKind.GENERATE:
             return self._pipes.generate
         if shape.kind is JobKind.EDIT and self._pipes.edit is not None:
@@ -355,7 +359,7 @@ class DiffusersEngine:
             return self._pipes.edit
         return self._pipes.img2img
 
-    def _apply_adapter(self, pipe: DiffusionPipeline, shape: BatchKey) -> None:
+    def _apply_adapter(self, pipe: Pipeline, shape: BatchKey) -> None:
         """Switch LoRA adapters for this batch so no batch inherits another's adapter."""
         if shape.adapter is not None and shape.adapter not in self._adapters:
             raise EngineError(f"unknown adapter {shape.adapter!r}; loaded: {self._adapters}")
@@ -367,9 +371,7 @@ class DiffusersEngine:
             pipe.enable_lora()
             pipe.set_adapters([shape.adapter], adapter_weights=[shape.adapter_scale])
 
-    def _call_kwargs(
-        self, pipe: DiffusionPipeline, items: list[BatchItem], shape: BatchKey
-    ) -> dict[str, Any]:
+    def _call_kwargs(self, pipe: Pipeline, items: list[BatchItem], shape: BatchKey) -> dict[str, Any]:
         prompts = [it.request.prompt for it in items for _ in range(it.request.count)]
         negatives = [it.request.negative_prompt for it in items for _ in range(it.request.count)]
         # CPU generators: the same seed draws the same noise whatever the device.
@@ -418,7 +420,7 @@ class DiffusersEngine:
         every = self._settings.preview_every
         planned = kwargs.get("num_inference_steps", 1)
 
-        def callback(pipe: DiffusionPipeline, i: int, _t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+        def callback(pipe: Pipeline, i: int, _t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
             total = getattr(pipe, "_num_timesteps", None) or planned
             step = i + 1
             want_preview = step % every == 0 and step < total
@@ -433,7 +435,7 @@ class DiffusersEngine:
 
         return callback
 
-    def _call(self, pipe: DiffusionPipeline, kwargs: dict[str, Any]) -> Any:
+    def _call(self, pipe: Pipeline, kwargs: dict[str, Any]) -> Any:
         try:
             return pipe(**kwargs)
         except _Stopped:
@@ -447,7 +449,7 @@ class DiffusersEngine:
             raise EngineError(f"pipeline failed: {type(exc).__name__}: {exc}") from exc
 
     def _results(
-        self, items: list[BatchItem], shape: BatchKey, output: Any, pipe: DiffusionPipeline
+        self, items: list[BatchItem], shape: BatchKey, output: Any, pipe: Pipeline
     ) -> list[list[GeneratedImage]]:
         images: list[Image.Image] = list(output.images)
         flags = getattr(output, "nsfw_content_detected", None) or [False] * len(images)
@@ -471,9 +473,7 @@ class DiffusersEngine:
             results.append(mine)
         return results
 
-    def _metadata(
-        self, item: BatchItem, shape: BatchKey, seed: int, pipe: DiffusionPipeline
-    ) -> dict[str, str]:
+    def _metadata(self, item: BatchItem, shape: BatchKey, seed: int, pipe: Pipeline) -> dict[str, str]:
         edit_model = pipe is self._pipes.edit
         meta = {
             "prompt": item.request.prompt,
@@ -529,9 +529,7 @@ def _load_kwargs(loader: Any, settings: EngineSettings, dtype: torch.dtype) -> d
     return kwargs
 
 
-def _prepare(
-    pipe: DiffusionPipeline, settings: EngineSettings, device: torch.device, dtype: torch.dtype
-) -> None:
+def _prepare(pipe: Pipeline, settings: EngineSettings, device: torch.device, dtype: torch.dtype) -> None:
     """Move to the device and apply the optional speed switches (SDPA attention is diffusers' default)."""
     # from_pretrained already loaded the weights in `dtype`; cast only pipelines built some other way.
     if pipe.dtype != dtype:
@@ -548,7 +546,7 @@ def _prepare(
         denoiser.compile()
 
 
-def _share_components(edit: DiffusionPipeline, generate: DiffusionPipeline) -> None:
+def _share_components(edit: Pipeline, generate: Pipeline) -> None:
     """Point the edit pipeline at the main VAE and text encoder where their weights are identical.
 
     InstructPix2Pix fine-tuned only the UNet of SD 1.5, so next to an SD 1.5 model this drops a second
@@ -569,7 +567,7 @@ def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     )
 
 
-def _set_scheduler(pipe: DiffusionPipeline, settings: EngineSettings) -> None:
+def _set_scheduler(pipe: Pipeline, settings: EngineSettings) -> None:
     if settings.scheduler is None and settings.timestep_spacing is None:
         return
     cls = type(pipe.scheduler)
@@ -581,7 +579,7 @@ def _set_scheduler(pipe: DiffusionPipeline, settings: EngineSettings) -> None:
     pipe.scheduler = cls.from_config(pipe.scheduler.config, **overrides)
 
 
-def _load_adapters(pipe: DiffusionPipeline, settings: EngineSettings) -> None:
+def _load_adapters(pipe: Pipeline, settings: EngineSettings) -> None:
     """Fuse the always-on adapters into the weights, then load the switchable ones (disabled)."""
     fused = [a for a in settings.adapters if a.fuse]
     switchable = [a for a in settings.adapters if not a.fuse]
@@ -597,7 +595,7 @@ def _load_adapters(pipe: DiffusionPipeline, settings: EngineSettings) -> None:
         pipe.disable_lora()
 
 
-def _load_adapter(pipe: DiffusionPipeline, adapter: AdapterSettings) -> None:
+def _load_adapter(pipe: Pipeline, adapter: AdapterSettings) -> None:
     try:
         pipe.load_lora_weights(adapter.path, weight_name=adapter.weight_name, adapter_name=adapter.name)
     except Exception as exc:  # a missing file, no peft, keys that match no layer

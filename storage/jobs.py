@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from inference.vocabulary import JobId, JobKind, Lane, WorkerJobId
 from storage.db import Database, SyncTx
 
 log = logging.getLogger(__name__)
@@ -42,21 +43,19 @@ def job_state(value: JobState | str) -> JobState:
 
 
 UNFINISHED = frozenset({JobState.PENDING, JobState.QUEUED, JobState.RUNNING})
-JOB_KINDS = frozenset({"generate", "img2img", "edit"})
-LANES = frozenset({"fast", "relax"})
 
 
 @dataclass(frozen=True, slots=True)
 class JobRecord:
     """One job row. `parameters` is the bot's request as JSON text."""
 
-    job_id: str
+    job_id: JobId
     channel_id: int
     user_id: int
-    kind: str
+    kind: JobKind
     parameters: str
     guild_id: int | None = None
-    lane: str = "fast"
+    lane: Lane = Lane.FAST
     cost: int = 0
     status: JobState = JobState.PENDING
     error: str | None = None
@@ -65,7 +64,7 @@ class JobRecord:
     token_expires_at: float | None = None
     progress_message_id: int | None = None
     result_message_id: int | None = None
-    worker_job_id: str | None = None
+    worker_job_id: WorkerJobId | None = None
     idempotency_key: str | None = None
     parent_job_id: str | None = None
     parent_generation_id: str | None = None
@@ -77,9 +76,9 @@ class JobRecord:
     def __post_init__(self) -> None:
         if not self.job_id or not all(c in "0123456789abcdef" for c in self.job_id):
             raise ValueError(f"job_id must be lowercase hex, got {self.job_id!r}")
-        if self.kind not in JOB_KINDS:
-            raise ValueError(f"kind must be one of {sorted(JOB_KINDS)}, got {self.kind!r}")
-        if self.lane not in LANES:
+        if self.kind not in set(JobKind):
+            raise ValueError(f"kind must be one of {[k.value for k in JobKind]}, got {self.kind!r}")
+        if self.lane not in set(Lane):
             raise ValueError(f"lane must be 'fast' or 'relax', got {self.lane!r}")
         if self.cost < 0:
             raise ValueError("cost must not be negative")
@@ -87,6 +86,9 @@ class JobRecord:
             json.loads(self.parameters)
         except ValueError as exc:
             raise ValueError(f"parameters must be JSON text: {exc}") from exc
+        # Rows read back hold plain strings; the record always holds the vocabulary's types.
+        object.__setattr__(self, "kind", JobKind(self.kind))
+        object.__setattr__(self, "lane", Lane(self.lane))
         object.__setattr__(self, "status", job_state(self.status))
 
     @property

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from inference.vocabulary import Lane
 from storage.db import SyncTx
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ class LedgerRow:
     user_id: int
     cost: int
     bonus_cost: int
-    lane: str
+    lane: Lane
     state: LedgerState
     voided: bool
     created_at: float
@@ -68,7 +69,7 @@ def _row(r: sqlite3.Row) -> LedgerRow:
         user_id=r["user_id"],
         cost=r["cost"],
         bonus_cost=r["bonus_cost"],
-        lane=r["lane"],
+        lane=Lane(r["lane"]),
         state=LedgerState(r["state"]),
         voided=bool(r["voided"]),
         created_at=r["created_at"],
@@ -104,7 +105,7 @@ def insert(
     guild_id: int,
     user_id: int,
     cost: int,
-    lane: str,
+    lane: Lane,
     spends: Sequence[BonusSpend],
     now: float,
 ) -> None:

@@ -13,7 +13,6 @@ from typing import Any
 import torch
 from diffusers import (
     AutoencoderKL,
-    DiffusionPipeline,
     EulerDiscreteScheduler,
     StableDiffusionPipeline,
     StableDiffusionXLPipeline,
@@ -39,7 +38,9 @@ def _tokenizer() -> CLIPTokenizer:
 
 
 def _text_config(arch: Arch, component: str) -> CLIPTextConfig:
-    config = {k: v for k, v in arch.config(component).items() if k not in ("architectures", "model_type")}
+    config: dict[str, Any] = {
+        k: v for k, v in arch.config(component).items() if k not in ("architectures", "model_type")
+    }
     return CLIPTextConfig(**config)
 
 
@@ -54,7 +55,9 @@ def _modules(arch: Arch) -> dict[str, torch.nn.Module]:
     return modules
 
 
-def build_random_pipeline(name: str, device: str | torch.device, dtype: torch.dtype) -> DiffusionPipeline:
+def build_random_pipeline(
+    name: str, device: str | torch.device, dtype: torch.dtype
+) -> StableDiffusionPipeline | StableDiffusionXLPipeline:
     """The named architecture with random weights, built on `device` in `dtype` ("meta" builds no weights)."""
     arch = get_arch(name)
     torch.manual_seed(SEED)

@@ -357,8 +357,7 @@ async def test_sweep_settles_stale_reservations_by_their_job(
     assert not await q.commit("aa") and not await q.refund("bb") and not await q.refund("dd")
     assert await q.commit("cc")
     assert (await q.status(G, U)).used == 0  # the window passed too; check the ledger directly
-    async with db.read() as tx:
-        states = dict(await tx.fetchall("SELECT job_id, state FROM ledger ORDER BY job_id"))
+    states = dict(await db.run(lambda tx: tx.fetchall("SELECT job_id, state FROM ledger ORDER BY job_id")))
     assert states == {"aa": "committed", "bb": "refunded", "cc": "committed", "dd": "refunded"}
 
 
@@ -374,8 +373,7 @@ async def test_prune_keeps_rows_that_still_count(db: Database, clock: Clock) -> 
     assert await q.prune() == 0
     clock.advance(20)
     assert await q.prune() == 2  # the old row and the expired grant
-    async with db.read() as tx:
-        assert [r[0] for r in await tx.fetchall("SELECT job_id FROM ledger")] == ["held"]
+    assert [r[0] for r in await db.run(lambda tx: tx.fetchall("SELECT job_id FROM ledger"))] == ["held"]
 
 
 async def test_prune_never_gives_spent_bonus_back(db: Database, clock: Clock) -> None:
@@ -390,14 +388,12 @@ async def test_prune_never_gives_spent_bonus_back(db: Database, clock: Clock) ->
     clock.advance(400 * 86400)
     await q.prune()
     assert (await q.status(G, U)).bonus_remaining == 2  # the never-expiring grant: 3 of 5 stay spent
-    async with db.read() as tx:
-        kept = [r[0] for r in await tx.fetchall("SELECT job_id FROM ledger ORDER BY job_id")]
+    kept = [r[0] for r in await db.run(lambda tx: tx.fetchall("SELECT job_id FROM ledger ORDER BY job_id"))]
     assert kept == ["b2"]  # b1 paid only from the expired grant
 
 
 async def ledger_state(db: Database, job_id: str) -> str | None:
-    async with db.read() as tx:
-        row = await tx.fetchone("SELECT state FROM ledger WHERE job_id = ?", (job_id,))
+    row = await db.run(lambda tx: tx.fetchone("SELECT state FROM ledger WHERE job_id = ?", (job_id,)))
     return row[0] if row else None
 
 
