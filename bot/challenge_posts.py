@@ -14,6 +14,7 @@ from bot.components import BUTTONS_PER_ROW, INDEX_RE, JOB_RE, PREFIX, button, gu
 from bot.core.challenges.service import ChallengeRefused
 from bot.core.records import ChallengeRecord, EntryRecord, Phase, ResultRecord
 from bot.interactions import client_of
+from inference.vocabulary import JobId
 
 log = logging.getLogger(__name__)
 
@@ -253,7 +254,7 @@ class DiscordAnnouncer:
 # --- entering from a result's button ---
 
 
-async def submit_from_result(interaction: discord.Interaction, job_id: str, index: int | None) -> None:
+async def submit_from_result(interaction: discord.Interaction, job_id: JobId, index: int | None) -> None:
     gens = await client_of(interaction).services.jobs.result_images(job_id)
     if not gens:
         raise ChallengeRefused("That result has no images left to enter.")
@@ -300,7 +301,7 @@ async def submit_entry(
 class SubmitButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:submit:{JOB_RE}(?::{INDEX_RE})?"):
     """Enter this result in the server's running challenge; on a several-image result, pick which first."""
 
-    def __init__(self, job_id: str, index: int | None = None, row: int | None = 0) -> None:
+    def __init__(self, job_id: JobId, index: int | None = None, row: int | None = 0) -> None:
         label = "Submit to challenge" if index is None else f"Submit image {index + 1}"
         super().__init__(
             button(
@@ -314,13 +315,13 @@ class SubmitButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:submit:{
     async def from_custom_id(
         cls, interaction: discord.Interaction, item: ui.Item[Any], match: re.Match[str]
     ) -> Self:
-        return cls(match["job"], int(match["n"]) if match["n"] is not None else None)
+        return cls(JobId(match["job"]), int(match["n"]) if match["n"] is not None else None)
 
     async def callback(self, interaction: discord.Interaction) -> None:
         await guarded(interaction, submit_from_result(interaction, self.job_id, self.index))
 
 
-def submit_picker(job_id: str, indexes: list[int]) -> ui.View:
+def submit_picker(job_id: JobId, indexes: list[int]) -> ui.View:
     """One Submit button per image, for a result with several."""
     view = ui.View(timeout=None)
     for n in indexes[: BUTTONS_PER_ROW * 4]:

@@ -20,6 +20,7 @@ from bot.core.plans import Action, JobPlan, Requester
 from bot.core.records import GuildSettings
 from bot.errors import answer_error
 from bot.interactions import BrushfireClient, client_of, requester_for
+from inference.vocabulary import JobId
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,11 @@ def _bot(interaction: discord.Interaction) -> BrushfireClient:
 
 
 async def start_from_result(
-    interaction: discord.Interaction, action: Action, job_id: str, index: int, instruction: str | None = None
+    interaction: discord.Interaction,
+    action: Action,
+    job_id: JobId,
+    index: int,
+    instruction: str | None = None,
 ) -> None:
     bot = _bot(interaction)
 
@@ -42,7 +47,7 @@ async def start_from_result(
 
 
 class RerollButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:reroll:{JOB_RE}"):
-    def __init__(self, job_id: str) -> None:
+    def __init__(self, job_id: JobId) -> None:
         super().__init__(
             button("reroll", job_id, label="Re-roll", emoji="🔄", style=discord.ButtonStyle.secondary, row=0)
         )
@@ -53,14 +58,14 @@ class RerollButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:reroll:{
     async def from_custom_id(
         cls, interaction: discord.Interaction, item: ui.Item[Any], match: re.Match[str]
     ) -> Self:
-        return cls(match["job"])
+        return cls(JobId(match["job"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
         await guarded(interaction, start_from_result(interaction, Action.REROLL, self.job_id, 0))
 
 
 class VaryButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:vary:{JOB_RE}:{INDEX_RE}"):
-    def __init__(self, job_id: str, index: int, row: int | None = None) -> None:
+    def __init__(self, job_id: JobId, index: int, row: int | None = None) -> None:
         super().__init__(
             button("vary", job_id, index, label=f"V{index + 1}", style=discord.ButtonStyle.primary, row=row)
         )
@@ -71,14 +76,14 @@ class VaryButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:vary:{JOB_
     async def from_custom_id(
         cls, interaction: discord.Interaction, item: ui.Item[Any], match: re.Match[str]
     ) -> Self:
-        return cls(match["job"], int(match["n"]))
+        return cls(JobId(match["job"]), int(match["n"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
         await guarded(interaction, start_from_result(interaction, Action.VARY, self.job_id, self.index or 0))
 
 
 class UpscaleButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:upscale:{JOB_RE}:{INDEX_RE}"):
-    def __init__(self, job_id: str, index: int, row: int | None = None) -> None:
+    def __init__(self, job_id: JobId, index: int, row: int | None = None) -> None:
         super().__init__(
             button(
                 "upscale", job_id, index, label=f"U{index + 1}", style=discord.ButtonStyle.success, row=row
@@ -91,7 +96,7 @@ class UpscaleButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:upscale
     async def from_custom_id(
         cls, interaction: discord.Interaction, item: ui.Item[Any], match: re.Match[str]
     ) -> Self:
-        return cls(match["job"], int(match["n"]))
+        return cls(JobId(match["job"]), int(match["n"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
         await guarded(
@@ -100,7 +105,7 @@ class UpscaleButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:upscale
 
 
 class EditButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:edit:{JOB_RE}"):
-    def __init__(self, job_id: str) -> None:
+    def __init__(self, job_id: JobId) -> None:
         super().__init__(
             button("edit", job_id, label="Edit", emoji="✏️", style=discord.ButtonStyle.secondary, row=0)
         )
@@ -111,7 +116,7 @@ class EditButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:edit:{JOB_
     async def from_custom_id(
         cls, interaction: discord.Interaction, item: ui.Item[Any], match: re.Match[str]
     ) -> Self:
-        return cls(match["job"])
+        return cls(JobId(match["job"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
         await guarded(interaction, self._open(interaction))
@@ -129,7 +134,7 @@ class EditButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:edit:{JOB_
 class EditModal(ui.Modal):
     """Asks for the instruction (and which image, when the job made several)."""
 
-    def __init__(self, job_id: str, count: int, max_chars: int) -> None:
+    def __init__(self, job_id: JobId, count: int, max_chars: int) -> None:
         super().__init__(title="Edit this image"[:MODAL_TITLE_MAX], timeout=600)
         self.job_id = job_id
         self.count = count
@@ -155,7 +160,7 @@ class EditModal(ui.Modal):
             raise InvalidInput(f"The image number must be between 1 and {self.count}.")
         return int(text) - 1
 
-    async def on_submit(self, interaction: discord.Interaction) -> None:  # type: ignore[override]
+    async def on_submit(self, interaction: discord.Interaction) -> None:
         await guarded(interaction, self._submit(interaction))
 
     async def _submit(self, interaction: discord.Interaction) -> None:
@@ -167,7 +172,7 @@ class EditModal(ui.Modal):
 
 
 class DeleteButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:delete:{JOB_RE}"):
-    def __init__(self, job_id: str) -> None:
+    def __init__(self, job_id: JobId) -> None:
         super().__init__(
             button("delete", job_id, label="Delete", emoji="🗑️", style=discord.ButtonStyle.danger, row=0)
         )
@@ -178,7 +183,7 @@ class DeleteButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:delete:{
     async def from_custom_id(
         cls, interaction: discord.Interaction, item: ui.Item[Any], match: re.Match[str]
     ) -> Self:
-        return cls(match["job"])
+        return cls(JobId(match["job"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
         await guarded(interaction, self._delete(interaction))
@@ -195,7 +200,7 @@ class DeleteButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:delete:{
 
 
 class CancelButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:cancel:{JOB_RE}"):
-    def __init__(self, job_id: str) -> None:
+    def __init__(self, job_id: JobId) -> None:
         super().__init__(
             button("cancel", job_id, label="Cancel", emoji="✖️", style=discord.ButtonStyle.danger)
         )
@@ -206,7 +211,7 @@ class CancelButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:cancel:{
     async def from_custom_id(
         cls, interaction: discord.Interaction, item: ui.Item[Any], match: re.Match[str]
     ) -> Self:
-        return cls(match["job"])
+        return cls(JobId(match["job"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
         await guarded(interaction, self._cancel(interaction))
@@ -228,13 +233,13 @@ DYNAMIC_ITEMS: tuple[type[ui.DynamicItem[Any]], ...] = (
 )
 
 
-def progress_view(job_id: str) -> ui.View:
+def progress_view(job_id: JobId) -> ui.View:
     view = ui.View(timeout=None)
     view.add_item(CancelButton(job_id))
     return view
 
 
-def result_view(job_id: str, indexes: list[int]) -> ui.View:
+def result_view(job_id: JobId, indexes: list[int]) -> ui.View:
     """Re-roll, Edit, Delete, Submit; then V1..Vn and U1..Un, five to a row (8 images fit in 5 rows)."""
     view = ui.View(timeout=None)
     for item in (RerollButton(job_id), EditButton(job_id), DeleteButton(job_id), SubmitButton(job_id)):

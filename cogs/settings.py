@@ -36,6 +36,8 @@ def settings_embed(s: GuildSettings) -> discord.Embed:
     return embed
 
 
+@app_commands.guild_only()
+@app_commands.default_permissions(manage_guild=True)
 class Settings(
     commands.GroupCog, group_name="settings", group_description="brushfire's settings for this server"
 ):
@@ -43,7 +45,7 @@ class Settings(
         self.bot = bot
         super().__init__()
 
-    async def interaction_check(self, interaction: discord.Interaction) -> bool:  # type: ignore[override]
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
         require_admin(interaction, "change brushfire's settings")
         return True
 
@@ -129,7 +131,4 @@ class Settings(
 
 
 async def setup(bot: ImageBot) -> None:
-    cog = Settings(bot)
-    cog.app_command.default_permissions = discord.Permissions(manage_guild=True)
-    cog.app_command.guild_only = True
-    await bot.add_cog(cog)
+    await bot.add_cog(Settings(bot))

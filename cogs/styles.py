@@ -59,12 +59,14 @@ class Styles(commands.Cog):
         await interaction.response.send_message(embed=styles_embed(book), ephemeral=True)
 
 
+@app_commands.guild_only()
+@app_commands.default_permissions(manage_guild=True)
 class StyleAdmin(commands.GroupCog, group_name="style", group_description="This server's own style presets"):
     def __init__(self, bot: ImageBot) -> None:
         self.bot = bot
         super().__init__()
 
-    async def interaction_check(self, interaction: discord.Interaction) -> bool:  # type: ignore[override]
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
         require_admin(interaction, "change this server's styles")
         return True
 
@@ -128,7 +130,4 @@ class StyleAdmin(commands.GroupCog, group_name="style", group_description="This 
 
 async def setup(bot: ImageBot) -> None:
     await bot.add_cog(Styles(bot))
-    admin = StyleAdmin(bot)
-    admin.app_command.default_permissions = discord.Permissions(manage_guild=True)
-    admin.app_command.guild_only = True
-    await bot.add_cog(admin)
+    await bot.add_cog(StyleAdmin(bot))

@@ -399,7 +399,7 @@ class DiffusersEngine:
             strength = shape.strength or self._settings.defaults.img2img_strength
             kwargs["strength"] = strength
             kwargs["num_inference_steps"] = _steps_for_strength(shape.steps, strength)
-        accepted = _call_parameters(type(pipe))
+        accepted = _call_parameters(pipe.__class__)
         return {k: v for k, v in kwargs.items() if k in accepted}
 
     @staticmethod
@@ -570,7 +570,7 @@ def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 def _set_scheduler(pipe: Pipeline, settings: EngineSettings) -> None:
     if settings.scheduler is None and settings.timestep_spacing is None:
         return
-    cls = type(pipe.scheduler)
+    cls: Any = type(pipe.scheduler)
     if settings.scheduler is not None:
         cls = getattr(diffusers, settings.scheduler, None)
         if cls is None or not hasattr(cls, "from_config"):

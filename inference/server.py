@@ -16,7 +16,7 @@ import logging
 import secrets
 import signal
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from aiohttp import BodyPartReader, web
@@ -363,7 +363,7 @@ def render_metrics(scheduler: Scheduler, http: Counter[tuple[str, str, int]]) ->
     s = scheduler.stats()
     out: list[str] = []
 
-    def metric(name: str, kind: str, help_: str, samples: list[tuple[str, float]]) -> None:
+    def metric(name: str, kind: str, help_: str, samples: Sequence[tuple[str, float]]) -> None:
         out.append(f"# HELP brushfire_{name} {help_}")
         out.append(f"# TYPE brushfire_{name} {kind}")
         out.extend(f"brushfire_{name}{labels} {value:g}" for labels, value in samples)
@@ -392,7 +392,7 @@ def render_metrics(scheduler: Scheduler, http: Counter[tuple[str, str, int]]) ->
 
 
 def _replica_metrics(
-    metric: Callable[[str, str, str, list[tuple[str, float]]], None], replicas: list[ReplicaStats]
+    metric: Callable[[str, str, str, Sequence[tuple[str, float]]], None], replicas: list[ReplicaStats]
 ) -> None:
     """Per-replica gauges and counters, on an ingress that fans batches out to replicas (Ray Serve)."""
 

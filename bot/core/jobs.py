@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 from PIL import Image
 
@@ -124,7 +125,7 @@ class JobService:
     # --- planning needs the database only for buttons on earlier results ---
 
     async def plan_from_result(
-        self, action: Action, job_id: str, index: int, requester: Requester, instruction: str | None = None
+        self, action: Action, job_id: JobId, index: int, requester: Requester, instruction: str | None = None
     ) -> JobPlan:
         """A new job from a button on an earlier result: re-roll, vary, upscale or edit image `index`."""
         job = await self._jobs.get(job_id)
@@ -158,13 +159,13 @@ class JobService:
 
     def cost_spec(self, plan: JobPlan) -> CostSpec:
         d = self.planner.defaults
-        kind = "upscale" if plan.action is Action.UPSCALE else plan.kind.value
+        kind: JobKind | Literal["upscale"] = "upscale" if plan.action is Action.UPSCALE else plan.kind
         width, height = plan.width or d.width, plan.height or d.height
         return CostSpec(kind=kind, width=width, height=height, steps=plan.steps or d.steps, count=plan.count)
 
     async def start(self, requester: Requester, plan: JobPlan, delivery: Delivery | None = None) -> Ticket:
         """Reserve the cost, store the job and hand it to the worker. Any failure refunds and raises."""
-        job_id = uuid.uuid4().hex
+        job_id = JobId(uuid.uuid4().hex)
         cost = self.quotas.quote(self.cost_spec(plan))
         lane, fell_back = await self._reserve(job_id, requester, cost, plan.lane)
         delivery = delivery or Delivery()
@@ -173,9 +174,9 @@ class JobService:
             guild_id=requester.guild_id,
             channel_id=requester.channel_id,
             user_id=requester.user_id,
-            kind=plan.kind.value,
+            kind=plan.kind,
             parameters=plan.parameters(),
-            lane=lane.value,
+            lane=lane,
             cost=cost,
             application_id=delivery.application_id,
             interaction_token=delivery.interaction_token,
@@ -193,7 +194,7 @@ class JobService:
         return Ticket(job=record, plan=plan, cost=cost, lane=lane, fell_back_to_relax=fell_back)
 
     async def _reserve(
-        self, job_id: str, requester: Requester, cost: int, lane: Lane | None
+        self, job_id: JobId, requester: Requester, cost: int, lane: Lane | None
     ) -> tuple[Lane, bool]:
         """Reserve in the asked lane; with no lane asked, the quota service falls back to relax itself."""
         try:
@@ -405,7 +406,7 @@ class JobService:
 
     # --- cancel, quota display, recovery, health ---
 
-    async def cancel(self, job_id: str, requester: Requester) -> JobRecord:
+    async def cancel(self, job_id: JobId, requester: Requester) -> JobRecord:
         """Cancel a queued or running job; only its author or an admin may. The follower refunds it."""
         job = await self._jobs.get(job_id)
         if job is None:
