@@ -25,7 +25,8 @@ from typing import TextIO
 from pydantic import ValidationError
 
 from bot.core.errors import BrushfireError
-from bot.core.jobs import JobOutcome, JobService
+from bot.core.jobs import JobService
+from bot.core.outcomes import JobOutcome
 from bot.core.plans import LOCAL_USER, ImagineOptions, parse_lane
 from bot.core.progress import ProgressState, ProgressUpdater
 from bot.core.services import Services, open_services

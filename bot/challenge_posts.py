@@ -11,7 +11,7 @@ import discord
 from discord import ui
 
 from bot.components import BUTTONS_PER_ROW, INDEX_RE, JOB_RE, PREFIX, button, guarded
-from bot.core.challenges.service import ChallengeRefused
+from bot.core.challenges.rules import ChallengeRefused
 from bot.core.records import ChallengeRecord, EntryRecord, Phase, ResultRecord
 from bot.interactions import client_of
 from inference.vocabulary import JobId

@@ -17,7 +17,8 @@ from typing import Any
 import discord
 from PIL import Image
 
-from bot.core.jobs import JobOutcome, JobService
+from bot.core.jobs import JobService
+from bot.core.outcomes import JobOutcome
 from bot.core.plans import JobPlan
 from bot.core.progress import DisplayGone, ProgressState, ProgressUpdater
 from bot.core.records import GenerationRecord, GuildSettings, JobRecord

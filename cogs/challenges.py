@@ -11,12 +11,7 @@ from discord.ext import commands
 
 from bot.challenge_posts import DiscordAnnouncer, UnvoteButton, VoteButton, submit_entry, timestamp
 from bot.checks import require_admin
-from bot.core.challenges.service import (
-    ChallengeRefused,
-    ScheduleRequest,
-    StartRequest,
-    parse_duration,
-)
+from bot.core.challenges.rules import ChallengeRefused, ScheduleRequest, StartRequest, parse_duration
 from bot.core.records import ChallengeRecord, Phase
 
 if TYPE_CHECKING:

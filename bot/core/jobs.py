@@ -10,18 +10,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import io
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Literal
-
-from PIL import Image
 
 from bot.core.errors import InvalidInput, JobNotFound, NotPermitted, QuotaRefused, WorkerDown
 from bot.core.guilds import GuildService
+from bot.core.outcomes import Deliver, JobOutcome, ProgressCallback, Ticket, next_state, png_size, worker_user
 from bot.core.plans import Action, Delivery, JobPlan, Planner, Requester
 from bot.core.progress import ProgressState
 from bot.core.quotas.pricing import CostSpec
@@ -31,7 +28,7 @@ from bot.core.settings import Limits, Settings
 from bot.core.worker_watch import WorkerWatch
 from inference import client as worker_client
 from inference.client import WorkerClient
-from inference.protocol import ErrorCode, EventType, JobEvent, JobInfo
+from inference.protocol import ErrorCode, EventType, JobInfo
 from inference.vocabulary import JobId, JobKind, JobStatus, Lane
 from storage.db import Database
 from storage.generations import GenerationRecord, GenerationsRepo
@@ -40,38 +37,6 @@ from storage.jobs import JobRecord, JobsRepo, JobState
 log = logging.getLogger(__name__)
 
 MAX_RESUBMITS = 2
-
-ProgressCallback = Callable[[ProgressState], None]
-
-
-@dataclass(frozen=True, slots=True)
-class Ticket:
-    """A job accepted by the worker (or recovered from the database), with what it was charged."""
-
-    job: JobRecord
-    plan: JobPlan
-    cost: int
-    lane: Lane
-    fell_back_to_relax: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class JobOutcome:
-    """How a job ended. `message` explains a failure to the user; images are in `generations`."""
-
-    job: JobRecord
-    state: JobState
-    generations: list[GenerationRecord] = field(default_factory=list)
-    info: JobInfo | None = None
-    message: str | None = None
-    elapsed_s: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return self.state is JobState.SUCCEEDED
-
-
-Deliver = Callable[[JobOutcome], Awaitable[None]]
 
 
 class JobService:
@@ -212,7 +177,7 @@ class JobService:
         return chosen, lane is None and chosen is Lane.RELAX
 
     async def _submit(self, record: JobRecord, plan: JobPlan) -> JobRecord:
-        request = plan.request(record.job_id, _worker_user(record), Lane(record.lane))
+        request = plan.request(record.job_id, worker_user(record), Lane(record.lane))
         try:
             info = await self._client.submit(request, image=plan.image)
         except worker_client.QueueFull as exc:
@@ -297,7 +262,7 @@ class JobService:
     async def _stream(self, job: JobRecord, progress: ProgressCallback) -> JobInfo:
         state = ProgressState(status=JobStatus.QUEUED)
         async for event in self._client.events(job.worker_job_id or ""):
-            new = _next_state(state, event)
+            new = next_state(state, event)
             if new != state:
                 state = new
                 progress(state)
@@ -331,7 +296,7 @@ class JobService:
         job = await self._jobs.bump_attempts(job.job_id)
         if job.attempts > MAX_RESUBMITS:
             raise _Lost("The image worker kept failing on this job. Your credits were refunded.")
-        request = plan.request(job.job_id, _worker_user(job), Lane(job.lane))
+        request = plan.request(job.job_id, worker_user(job), Lane(job.lane))
         try:
             info = await self._client.submit(request, image=plan.image)
         except worker_client.WorkerRejected as exc:
@@ -374,7 +339,7 @@ class JobService:
         plan = JobPlan.from_parameters(job.parameters)
         records = []
         for n, png in enumerate(pngs):
-            w, h = _png_size(png, info)
+            w, h = png_size(png, info)
             records.append(
                 GenerationRecord(
                     generation_id=uuid.uuid4().hex,
@@ -460,36 +425,3 @@ class _Lost(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
-
-
-def _next_state(state: ProgressState, event: JobEvent) -> ProgressState:
-    """Fold one worker event into the progress state; events may carry only part of it."""
-    if event.type in (EventType.QUEUED, EventType.POSITION):
-        return dataclasses.replace(state, status=JobStatus.QUEUED, position=event.position, eta_s=event.eta_s)
-    if event.type is EventType.PREVIEW:
-        return dataclasses.replace(state, status=JobStatus.RUNNING, preview_seq=state.preview_seq + 1)
-    if event.type is EventType.DONE:
-        total = event.job.steps if event.job else state.total
-        return dataclasses.replace(state, status=JobStatus.SUCCEEDED, step=total, total=total, eta_s=None)
-    if event.type in (EventType.STARTED, EventType.PROGRESS):
-        return dataclasses.replace(
-            state,
-            status=JobStatus.RUNNING,
-            step=event.step if event.step is not None else state.step,
-            total=event.total if event.total is not None else state.total,
-            eta_s=event.eta_s,
-        )
-    return state
-
-
-def _worker_user(job: JobRecord) -> str:
-    """The fairness key the worker queues by: one per person per server."""
-    return f"{job.guild_id or 0}:{job.user_id}"
-
-
-def _png_size(png: bytes, info: JobInfo) -> tuple[int, int]:
-    try:
-        with Image.open(io.BytesIO(png)) as img:
-            return img.size
-    except Exception:
-        return info.width, info.height

@@ -21,7 +21,8 @@ from diffusers import (
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 from inference.archs import Arch, get_arch
-from inference.engine import DiffusersEngine, resolve_device, resolve_dtype
+from inference.engine import DiffusersEngine
+from inference.loading import resolve_device, resolve_dtype
 from inference.settings import EngineSettings
 from inference.tiny.make_tokenizer import DEFAULT_DIR as TOKENIZER_DIR
 

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from bot.core.errors import BrushfireError, InvalidInput
-from bot.core.jobs import JobOutcome
+from bot.core.outcomes import JobOutcome
 from bot.core.plans import Action, JobPlan, find_blocked, parse_lane
 from bot.delivery import compose_result, fit_upload
 from bot.errors import user_message

@@ -1,4 +1,4 @@
-"""The challenge service: lifecycle, phase scheduling, entries, votes, results, season points and bonuses.
+"""The challenge service: each challenge's lifecycle and phase schedule, results, season points and bonuses.
 
 Discord never appears here. The cog attaches an `Announcer` that posts what happens; the service decides
 what happens and when. Every phase change is a database transition first and an announcement second: a
@@ -12,145 +12,49 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import math
-import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal, Protocol
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.date import DateTrigger
-from pydantic import BaseModel, ConfigDict, Field
 
-from bot.core.errors import BrushfireError
+from bot.core.challenges.entries import ChallengeEntries
+from bot.core.challenges.rules import (
+    DAY_S,
+    RHYTHMS,
+    Announcer,
+    ChallengeRefused,
+    ChallengeSettings,
+    ScheduleRequest,
+    StartRequest,
+    check_entries,
+    check_phase_length,
+    check_theme,
+    live_challenge,
+    next_round,
+    require_challenge,
+    season_of,
+    span,
+)
 from bot.core.quotas.records import QuotaError
 from bot.core.quotas.service import QuotaService
+from storage import challenge_entries as entry_store
 from storage import challenges as store
 from storage.challenges import (
     ChallengeRecord,
-    EntryRecord,
     NewChallenge,
     NewSchedule,
     Phase,
     ResultRecord,
     ScheduleRecord,
-    Standing,
 )
 from storage.db import Database, SyncTx
 
 log = logging.getLogger(__name__)
 
-DAY_S = 24 * 3600
-RHYTHMS = {"daily": DAY_S, "weekly": 7 * DAY_S}
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([wdhm])")
-_UNIT_S = {"w": 7 * DAY_S, "d": DAY_S, "h": 3600, "m": 60}
 
-
-class ChallengeSettings(BaseModel):
-    """How challenges score and reward."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    vote_budget: int = Field(default=3, ge=1, le=25)
-    max_entries: int = Field(default=3, ge=1, le=10)
-    # Season points by place (first, second, ...); every other ranked entry gets `participation_points`.
-    points: list[int] = Field(default_factory=lambda: [10, 6, 3], max_length=10)
-    participation_points: int = Field(default=1, ge=0, le=100)
-    # Bonus quota credits by place, granted through the quota service to entries with at least one vote.
-    bonus_credits: list[int] = Field(default_factory=list, max_length=10)
-    bonus_days: int | None = Field(default=30, ge=1, le=365)
-    min_phase_s: int = Field(default=60, ge=1)
-    max_phase_s: int = Field(default=60 * DAY_S, ge=60)
-    season: Literal["month", "quarter", "year"] = "quarter"
-
-
-class ChallengeRefused(BrushfireError):
-    """A challenge command or button that breaks a rule; the message says which."""
-
-
-class Announcer(Protocol):
-    """Posts what the service decided. Each method may raise; the service logs and retries later."""
-
-    async def opened(self, challenge: ChallengeRecord) -> tuple[int, int]:
-        """Post the announcement and open the gallery; returns (announcement id, gallery channel id)."""
-        ...
-
-    async def entry_posted(self, challenge: ChallengeRecord, entry: EntryRecord, png: bytes) -> int:
-        """Post an entry to the gallery without its author; returns the message id."""
-        ...
-
-    async def entry_removed(self, challenge: ChallengeRecord, entry: EntryRecord) -> None: ...
-
-    async def voting(self, challenge: ChallengeRecord) -> None: ...
-
-    async def closed(self, challenge: ChallengeRecord, results: list[ResultRecord]) -> None: ...
-
-    async def cancelled(self, challenge: ChallengeRecord) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class StartRequest:
-    guild_id: int
-    channel_id: int
-    theme: str
-    style: str
-    submit_s: int
-    vote_s: int
-    created_by: int
-    max_entries: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ScheduleRequest:
-    guild_id: int
-    channel_id: int
-    style: str
-    themes: tuple[str, ...]
-    rhythm: str
-    submit_s: int
-    vote_s: int
-    created_by: int
-    max_entries: int | None = None
-    first_start_at: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class VoteReceipt:
-    entry_number: int
-    used: int
-    budget: int
-
-
-def parse_duration(text: str) -> int:
-    """`3d`, `12h`, `1d 6h`, `90m`, `1w` (or a bare number of hours) as seconds; refuses zero and negatives."""
-    cleaned = text.strip().lower()
-    if cleaned.startswith("-"):
-        raise ChallengeRefused(f"`{text[:30]}` is negative: a phase must last longer than zero.")
-    if re.fullmatch(r"\d+(?:\.\d+)?", cleaned):
-        seconds = float(cleaned) * 3600
-    elif cleaned and re.fullmatch(rf"(?:{_DURATION_PART.pattern}\s*)+", cleaned):
-        seconds = sum(float(n) * _UNIT_S[u] for n, u in _DURATION_PART.findall(cleaned))
-    else:
-        raise ChallengeRefused(
-            f"`{text[:30]}` is not a length of time; write it like `3d`, `12h` or `1d 6h`."
-        )
-    if seconds <= 0:
-        raise ChallengeRefused(f"`{text[:30]}` is zero: a phase must last longer than zero.")
-    return int(seconds)
-
-
-def season_of(at: float, kind: str) -> str:
-    day = datetime.fromtimestamp(at, UTC)
-    if kind == "month":
-        return f"{day.year}-{day.month:02d}"
-    if kind == "year":
-        return str(day.year)
-    return f"{day.year}-Q{(day.month - 1) // 3 + 1}"
-
-
-class ChallengeService:
+class ChallengeService(ChallengeEntries):
     """Runs every guild's challenges. Built once with the bot; `attach` gives it Discord and a scheduler."""
 
     def __init__(
@@ -269,10 +173,10 @@ class ChallengeService:
         now = self.clock()
 
         def body(tx: SyncTx) -> ChallengeRecord:
-            current = _require(tx, challenge.challenge_id)
+            current = require_challenge(tx, challenge.challenge_id)
             if current.phase is old:
                 store.set_phase(tx, current.challenge_id, new, now)
-            return _require(tx, challenge.challenge_id)
+            return require_challenge(tx, challenge.challenge_id)
 
         return await self.db.run(body)
 
@@ -282,11 +186,11 @@ class ChallengeService:
         points, bonus = self.settings.points, self.settings.bonus_credits
 
         def body(tx: SyncTx) -> ChallengeRecord:
-            current = _require(tx, challenge.challenge_id)
+            current = require_challenge(tx, challenge.challenge_id)
             if current.phase is not Phase.VOTING:
                 return current
-            ranked = store.tally(tx, current.challenge_id)
-            store.insert_results(
+            ranked = entry_store.tally(tx, current.challenge_id)
+            entry_store.insert_results(
                 tx,
                 [
                     ResultRecord(
@@ -305,13 +209,13 @@ class ChallengeService:
                 ],
             )
             store.set_phase(tx, current.challenge_id, Phase.CLOSED, now)
-            return _require(tx, current.challenge_id)
+            return require_challenge(tx, current.challenge_id)
 
         return await self.db.run(body)
 
     async def _grant_bonuses(self, challenge: ChallengeRecord) -> None:
         """Grant winners their bonus credits; a grant already made for this place is never made twice."""
-        results = await self.db.run(lambda tx: store.results(tx, challenge.challenge_id), write=False)
+        results = await self.db.run(lambda tx: entry_store.results(tx, challenge.challenge_id), write=False)
         for result in results:
             if result.bonus > 0 and result.bonus_id is None:
                 try:
@@ -325,7 +229,7 @@ class ChallengeService:
         reason = f"challenge #{challenge.challenge_id}: place {result.rank}"
 
         def granted(tx: SyncTx) -> int | None:
-            return store.bonus_granted(tx, challenge.guild_id, result.user_id, reason)
+            return entry_store.bonus_granted(tx, challenge.guild_id, result.user_id, reason)
 
         days = self.settings.bonus_days
         bonus_id = await self.db.run(granted, write=False) or await self.quotas.admin.grant_bonus(
@@ -338,7 +242,7 @@ class ChallengeService:
         )
 
         def record(tx: SyncTx) -> None:
-            store.set_bonus_id(tx, challenge.challenge_id, result.entry_id, bonus_id)
+            entry_store.set_bonus_id(tx, challenge.challenge_id, result.entry_id, bonus_id)
 
         await self.db.run(record)
 
@@ -359,7 +263,9 @@ class ChallengeService:
             elif challenge.phase is Phase.VOTING:
                 await self.announcer.voting(challenge)
             elif challenge.phase is Phase.CLOSED:
-                results = await self.db.run(lambda tx: store.results(tx, challenge.challenge_id), write=False)
+                results = await self.db.run(
+                    lambda tx: entry_store.results(tx, challenge.challenge_id), write=False
+                )
                 await self.announcer.closed(challenge, results)
             else:
                 await self.announcer.cancelled(challenge)
@@ -378,27 +284,11 @@ class ChallengeService:
 
     # --- admin actions ---
 
-    def _check_phase_length(self, seconds: int, what: str) -> int:
-        s = self.settings
-        if seconds <= 0:
-            raise ChallengeRefused(f"The {what} must last longer than zero.")
-        if not s.min_phase_s <= seconds <= s.max_phase_s:
-            raise ChallengeRefused(
-                f"The {what} must last from {_span(s.min_phase_s)} to {_span(s.max_phase_s)}, not {_span(seconds)}."
-            )
-        return seconds
-
-    def _check_entries(self, max_entries: int | None) -> int:
-        value = self.settings.max_entries if max_entries is None else max_entries
-        if not 1 <= value <= 10:
-            raise ChallengeRefused(f"Each member may enter 1 to 10 images, not {value}.")
-        return value
-
     async def start(self, request: StartRequest) -> ChallengeRecord:
         """Open a challenge now and announce it; refuses bad lengths and a channel that has one running."""
-        submit_s = self._check_phase_length(request.submit_s, "submission phase")
-        vote_s = self._check_phase_length(request.vote_s, "voting phase")
-        theme = _check_theme(request.theme)
+        submit_s = check_phase_length(self.settings, request.submit_s, "submission phase")
+        vote_s = check_phase_length(self.settings, request.vote_s, "voting phase")
+        theme = check_theme(request.theme)
         now = self.clock()
         new = NewChallenge(
             guild_id=request.guild_id,
@@ -408,7 +298,7 @@ class ChallengeService:
             opens_at=now,
             voting_at=now + submit_s,
             closes_at=now + submit_s + vote_s,
-            max_entries=self._check_entries(request.max_entries),
+            max_entries=check_entries(self.settings, request.max_entries),
             vote_budget=self.settings.vote_budget,
             season=season_of(now, self.settings.season),
             created_by=request.created_by,
@@ -420,7 +310,7 @@ class ChallengeService:
 
         def body(tx: SyncTx) -> ChallengeRecord:
             try:
-                return _require(tx, store.insert_challenge(tx, new, now))
+                return require_challenge(tx, store.insert_challenge(tx, new, now))
             except store.ChannelBusy:
                 raise ChallengeRefused(
                     f"<#{new.channel_id}> already has a challenge running; close or cancel it first."
@@ -443,14 +333,14 @@ class ChallengeService:
 
     async def extend(self, challenge: ChallengeRecord, by_s: int) -> ChallengeRecord:
         """Push the current phase's end (and everything after it) back by `by_s`."""
-        self._check_phase_length(by_s, "extension")
+        check_phase_length(self.settings, by_s, "extension")
 
         def body(tx: SyncTx) -> ChallengeRecord:
-            current = _live(tx, challenge.challenge_id)
+            current = live_challenge(tx, challenge.challenge_id)
             shift_voting = current.phase is Phase.SUBMISSIONS
             voting_at = current.voting_at + by_s if shift_voting else current.voting_at
             store.set_deadlines(tx, current.challenge_id, voting_at, current.closes_at + by_s)
-            return _require(tx, current.challenge_id)
+            return require_challenge(tx, current.challenge_id)
 
         async with self._lock:
             changed = await self.db.run(body)
@@ -462,12 +352,12 @@ class ChallengeService:
         now = self.clock()
 
         def body(tx: SyncTx) -> ChallengeRecord:
-            current = _live(tx, challenge.challenge_id)
+            current = live_challenge(tx, challenge.challenge_id)
             if current.phase is Phase.SUBMISSIONS:
                 store.set_deadlines(tx, current.challenge_id, now, max(current.closes_at, now + 1))
             else:
                 store.set_deadlines(tx, current.challenge_id, min(current.voting_at, now - 1), now)
-            return _require(tx, current.challenge_id)
+            return require_challenge(tx, current.challenge_id)
 
         async with self._lock:
             await self.db.run(body)
@@ -477,9 +367,9 @@ class ChallengeService:
         async with self._lock:
 
             def body(tx: SyncTx) -> ChallengeRecord:
-                current = _live(tx, challenge.challenge_id)
+                current = live_challenge(tx, challenge.challenge_id)
                 store.set_phase(tx, current.challenge_id, Phase.CANCELLED, self.clock())
-                return _require(tx, current.challenge_id)
+                return require_challenge(tx, current.challenge_id)
 
             changed = await self.db.run(body)
             self._schedule_challenge(changed)
@@ -492,14 +382,14 @@ class ChallengeService:
         period = RHYTHMS.get(request.rhythm)
         if period is None:
             raise ChallengeRefused(f"The rhythm must be one of {', '.join(RHYTHMS)}.")
-        submit_s = self._check_phase_length(request.submit_s, "submission phase")
-        vote_s = self._check_phase_length(request.vote_s, "voting phase")
+        submit_s = check_phase_length(self.settings, request.submit_s, "submission phase")
+        vote_s = check_phase_length(self.settings, request.vote_s, "voting phase")
         if submit_s + vote_s > period:
             raise ChallengeRefused(
-                f"Submissions ({_span(submit_s)}) and voting ({_span(vote_s)}) must fit in one {request.rhythm} "
-                f"period ({_span(period)}), or the challenges would overlap."
+                f"Submissions ({span(submit_s)}) and voting ({span(vote_s)}) must fit in one {request.rhythm} "
+                f"period ({span(period)}), or the challenges would overlap."
             )
-        themes = tuple(_check_theme(t) for t in request.themes)
+        themes = tuple(check_theme(t) for t in request.themes)
         if not themes:
             raise ChallengeRefused("Give at least one theme (separate several with `;`).")
         new = NewSchedule(
@@ -510,7 +400,7 @@ class ChallengeService:
             period_s=period,
             submit_s=submit_s,
             vote_s=vote_s,
-            max_entries=self._check_entries(request.max_entries),
+            max_entries=check_entries(self.settings, request.max_entries),
             next_start_at=request.first_start_at or self.clock(),
             created_by=request.created_by,
         )
@@ -559,32 +449,6 @@ class ChallengeService:
             log.exception("recurring challenge %d failed to start", schedule_id)
             return None
 
-    def _next_round(self, schedule: ScheduleRecord, now: float) -> tuple[NewChallenge, float]:
-        """The round that starts now, and when the one after it starts.
-
-        On time, the phases keep to the slot so the round ends by the next slot; late (the bot was down),
-        the round gets its full length from now and the next start moves to the first slot after it ends.
-        """
-        late = now - schedule.next_start_at >= schedule.submit_s / 2
-        base = now if late else schedule.next_start_at
-        closes_at = base + schedule.submit_s + schedule.vote_s
-        periods = max(1, math.ceil((closes_at - schedule.next_start_at) / schedule.period_s))
-        new = NewChallenge(
-            guild_id=schedule.guild_id,
-            channel_id=schedule.channel_id,
-            theme=schedule.themes[schedule.next_theme % len(schedule.themes)],
-            style=schedule.style,
-            opens_at=now,
-            voting_at=base + schedule.submit_s,
-            closes_at=closes_at,
-            max_entries=schedule.max_entries,
-            vote_budget=self.settings.vote_budget,
-            season=season_of(now, self.settings.season),
-            created_by=schedule.created_by,
-            schedule_id=schedule.schedule_id,
-        )
-        return new, schedule.next_start_at + periods * schedule.period_s
-
     async def _recur(self, schedule_id: int) -> ChallengeRecord | None:
         schedule = await self.db.run(lambda tx: store.get_schedule(tx, schedule_id), write=False)
         now = self.clock()
@@ -593,7 +457,7 @@ class ChallengeService:
         if schedule.next_start_at > now:
             self._schedule_recurrence(schedule)
             return None
-        new, next_start = self._next_round(schedule, now)
+        new, next_start = next_round(self.settings, schedule, now)
         for live in await self.live(schedule.guild_id):
             if live.channel_id == schedule.channel_id:  # the last round ends at this instant: end it first
                 await self.advance(live.challenge_id)
@@ -610,222 +474,3 @@ class ChallengeService:
             return None
 
     # --- finding a challenge ---
-
-    async def _get(self, challenge_id: int) -> ChallengeRecord | None:
-        return await self.db.run(lambda tx: store.get_challenge(tx, challenge_id), write=False)
-
-    async def _get_required(self, challenge_id: int) -> ChallengeRecord:
-        return await self.db.run(lambda tx: _require(tx, challenge_id), write=False)
-
-    async def live(self, guild_id: int) -> list[ChallengeRecord]:
-        return await self.db.run(lambda tx: store.live_challenges(tx, guild_id), write=False)
-
-    async def find(self, guild_id: int, channel_id: int, challenge_id: int | None = None) -> ChallengeRecord:
-        """The challenge a command means: the one named, the one in (or whose gallery is) this channel, or
-        the only one running in the server."""
-        if challenge_id is not None:
-            found = await self._get(challenge_id)
-            if found is None or found.guild_id != guild_id:
-                raise ChallengeRefused(f"This server has no challenge #{challenge_id}.")
-            return found
-        live = await self.live(guild_id)
-        here = [c for c in live if channel_id in (c.channel_id, c.gallery_id)]
-        if here:
-            return here[0]
-        if len(live) == 1:
-            return live[0]
-        if not live:
-            raise ChallengeRefused("There is no challenge running in this server.")
-        ids = ", ".join(f"#{c.challenge_id} ({c.theme[:30]})" for c in live[:10])
-        raise ChallengeRefused(f"Several challenges are running ({ids}); name one with `challenge:`.")
-
-    # --- entries ---
-
-    async def submit(
-        self, challenge: ChallengeRecord, user_id: int, generation_id: str | None
-    ) -> tuple[ChallengeRecord, EntryRecord]:
-        """Enter an image, checking every rule in one transaction, then post it to the gallery."""
-        now = self.clock()
-
-        def body(tx: SyncTx) -> tuple[ChallengeRecord, EntryRecord, bytes]:
-            current = _require(tx, challenge.challenge_id)
-            _check_submissions_open(current, now)
-            gen_id = generation_id or store.latest_generation(tx, current.guild_id, user_id, current.style)
-            if gen_id is None:
-                raise ChallengeRefused(
-                    f"You have no `{current.style}` image here yet: make one with `/imagine style:{current.style}`."
-                )
-            source = store.entry_source(tx, gen_id)
-            _check_source(current, source, user_id)
-            try:
-                entry = store.insert_entry(tx, current.challenge_id, user_id, gen_id, now)
-            except store.AlreadyEntered:
-                raise ChallengeRefused("That image is already entered in this challenge.") from None
-            except store.EntryCapReached:
-                raise ChallengeRefused(
-                    f"You have already entered {current.max_entries} image(s), the most this challenge "
-                    "takes. Withdraw one first with `/challenge withdraw`."
-                ) from None
-            png = tx.fetchone("SELECT png FROM generations WHERE generation_id = ?", (gen_id,))
-            return current, entry, bytes(png[0]) if png else b""
-
-        current, entry, png = await self.db.run(body)
-        if self.announcer is None:
-            return current, entry
-        try:
-            message_id = await self.announcer.entry_posted(current, entry, png)
-        except Exception:
-            log.exception("challenge %d: could not post entry %d", current.challenge_id, entry.number)
-            await self.db.run(lambda tx: store.delete_entry(tx, entry.entry_id))
-            raise ChallengeRefused(
-                "brushfire could not post your entry to the gallery; it was not entered."
-            ) from None
-        await self.db.run(lambda tx: store.set_entry_message(tx, entry.entry_id, message_id))
-        return current, dataclasses.replace(entry, message_id=message_id)
-
-    async def withdraw(self, challenge: ChallengeRecord, user_id: int, number: int) -> EntryRecord:
-        now = self.clock()
-
-        def body(tx: SyncTx) -> EntryRecord:
-            current = _require(tx, challenge.challenge_id)
-            entry = store.entry_by_number(tx, current.challenge_id, number)
-            if entry is None or entry.user_id != user_id:
-                raise ChallengeRefused(f"You have no entry #{number} in this challenge.")
-            if current.phase is not Phase.SUBMISSIONS or now >= current.voting_at:
-                raise ChallengeRefused("Entries can only be withdrawn until voting starts.")
-            store.delete_entry(tx, entry.entry_id)
-            return entry
-
-        entry = await self.db.run(body)
-        if self.announcer is not None:
-            try:
-                await self.announcer.entry_removed(challenge, entry)
-            except Exception:  # the entry is gone from the database; a stale gallery post only confuses
-                log.warning("challenge %d: could not remove entry %d's post", challenge.challenge_id, number)
-        return entry
-
-    async def my_entries(self, challenge: ChallengeRecord, user_id: int) -> list[EntryRecord]:
-        return await self.db.run(lambda tx: store.entries(tx, challenge.challenge_id, user_id), write=False)
-
-    # --- votes ---
-
-    async def vote(self, entry_id: int, voter_id: int) -> VoteReceipt:
-        now = self.clock()
-
-        def body(tx: SyncTx) -> VoteReceipt:
-            entry, challenge = _entry_and_challenge(tx, entry_id)
-            _check_voting_open(challenge, now)
-            if entry.user_id == voter_id:
-                raise ChallengeRefused("You cannot vote for your own entry.")
-            try:
-                store.insert_vote(tx, entry, voter_id, now)
-            except store.AlreadyVoted:
-                raise ChallengeRefused(
-                    f"You already voted for entry #{entry.number}; press “Take back” to change your mind."
-                ) from None
-            except store.VoteBudgetSpent:
-                raise ChallengeRefused(
-                    f"You have used all {challenge.vote_budget} of your votes. Take one back to vote here."
-                ) from None
-            except store.OwnEntryVote:
-                raise ChallengeRefused("You cannot vote for your own entry.") from None
-            used = store.votes_used(tx, challenge.challenge_id, voter_id)
-            return VoteReceipt(entry.number, used, challenge.vote_budget)
-
-        return await self.db.run(body)
-
-    async def unvote(self, entry_id: int, voter_id: int) -> VoteReceipt:
-        now = self.clock()
-
-        def body(tx: SyncTx) -> VoteReceipt:
-            entry, challenge = _entry_and_challenge(tx, entry_id)
-            _check_voting_open(challenge, now)
-            if not store.delete_vote(tx, entry_id, voter_id):
-                raise ChallengeRefused(f"You have not voted for entry #{entry.number}.")
-            used = store.votes_used(tx, challenge.challenge_id, voter_id)
-            return VoteReceipt(entry.number, used, challenge.vote_budget)
-
-        return await self.db.run(body)
-
-    # --- results ---
-
-    async def results(self, challenge_id: int) -> list[ResultRecord]:
-        return await self.db.run(lambda tx: store.results(tx, challenge_id), write=False)
-
-    async def leaderboard(self, guild_id: int, season: str | None = None) -> tuple[str, list[Standing]]:
-        chosen = season or season_of(self.clock(), self.settings.season)
-        rows = await self.db.run(lambda tx: store.standings(tx, guild_id, chosen), write=False)
-        return chosen, rows
-
-
-def _require(tx: SyncTx, challenge_id: int) -> ChallengeRecord:
-    found = store.get_challenge(tx, challenge_id)
-    if found is None:
-        raise ChallengeRefused(f"Challenge #{challenge_id} no longer exists.")
-    return found
-
-
-def _live(tx: SyncTx, challenge_id: int) -> ChallengeRecord:
-    current = _require(tx, challenge_id)
-    if not current.phase.live:
-        raise ChallengeRefused(f"Challenge #{challenge_id} is already {current.phase.value}.")
-    return current
-
-
-def _check_theme(theme: str) -> str:
-    text = " ".join(theme.split())
-    if not 1 <= len(text) <= 200:
-        raise ChallengeRefused("A theme must be 1 to 200 characters.")
-    return text
-
-
-def _check_submissions_open(challenge: ChallengeRecord, now: float) -> None:
-    if challenge.phase is not Phase.SUBMISSIONS or now >= challenge.voting_at:
-        raise ChallengeRefused(f"Submissions for “{challenge.theme[:80]}” are closed.")
-    if now < challenge.opens_at:
-        raise ChallengeRefused(f"Submissions open <t:{int(challenge.opens_at)}:R>.")
-
-
-def _check_source(challenge: ChallengeRecord, source: store.EntrySource | None, user_id: int) -> None:
-    """The entry rules: made by brushfire, by the submitter, in this server, during submissions, in style."""
-    if source is None or source.deleted:
-        raise ChallengeRefused("Only images brushfire made (and that still exist) can be entered.")
-    if source.user_id != user_id:
-        raise ChallengeRefused("You can only enter images you made yourself.")
-    if source.guild_id != challenge.guild_id:
-        raise ChallengeRefused("That image was made in another server.")
-    if source.from_upload:
-        raise ChallengeRefused("Images edited from an upload cannot be entered; make one with /imagine.")
-    if source.style != challenge.style:
-        raise ChallengeRefused(
-            f"This challenge takes `{challenge.style}` images; that one is `{source.style or 'no style'}`. "
-            f"Make one with `/imagine style:{challenge.style}`."
-        )
-    if source.created_at < challenge.opens_at:
-        raise ChallengeRefused(
-            f"That image was made before the challenge opened (<t:{int(challenge.opens_at)}:f>); make a new one."
-        )
-
-
-def _entry_and_challenge(tx: SyncTx, entry_id: int) -> tuple[EntryRecord, ChallengeRecord]:
-    entry = store.get_entry(tx, entry_id)
-    if entry is None:
-        raise ChallengeRefused("That entry was withdrawn.")
-    return entry, _require(tx, entry.challenge_id)
-
-
-def _check_voting_open(challenge: ChallengeRecord, now: float) -> None:
-    if challenge.phase is Phase.SUBMISSIONS and now < challenge.voting_at:
-        raise ChallengeRefused(f"Voting has not started yet; it opens <t:{int(challenge.voting_at)}:R>.")
-    if challenge.phase is Phase.CANCELLED:
-        raise ChallengeRefused("That challenge was cancelled.")
-    if challenge.phase is Phase.CLOSED or now >= challenge.closes_at:
-        raise ChallengeRefused("Voting has closed for this challenge.")
-
-
-def _span(seconds: float) -> str:
-    for unit, size in (("day", DAY_S), ("hour", 3600), ("minute", 60)):
-        if seconds >= size and seconds % size == 0:
-            n = int(seconds // size)
-            return f"{n} {unit}{'s' if n != 1 else ''}"
-    return f"{int(seconds)} s"
