@@ -11,6 +11,9 @@ Two deployments make one application:
 
 Ray Serve's HTTP proxy is not used for `/v1`: the RPC streams NDJSON events and takes multipart uploads,
 and keeping the very aiohttp handlers is what guarantees one implementation of the protocol.
+
+About 580 lines, kept in one module on purpose: it is imported only with the optional `ray` extra, and
+its two deployments share the replica message types and the lost-replica handling they are tested by.
 """
 
 from __future__ import annotations
