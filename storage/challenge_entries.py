@@ -218,11 +218,6 @@ def entry_source(tx: SyncTx, generation_id: str) -> EntrySource | None:
     )
 
 
-def generation_of(tx: SyncTx, job_id: str, index: int) -> str | None:
-    row = tx.fetchone("SELECT generation_id FROM generations WHERE job_id = ? AND idx = ?", (job_id, index))
-    return str(row[0]) if row else None
-
-
 def latest_generation(tx: SyncTx, guild_id: int, user_id: int, style: str) -> str | None:
     """The member's newest image in this server with this style, for `/challenge submit` without a job."""
     row = tx.fetchone(
