@@ -6,7 +6,7 @@ from PIL import Image
 
 from inference.engine_api import BatchItem
 from inference.protocol import JobRequest
-from inference.vocabulary import JobKind
+from inference.vocabulary import JobKind, WorkerJobId
 
 
 def make_item(
@@ -35,13 +35,12 @@ def make_item(
         adapter_scale=adapter_scale,
     )
     return BatchItem(
-        job_id=job_id,
+        job_id=WorkerJobId(job_id),
         request=request,
         seed=seed,
         width=size[0],
         height=size[1],
         steps=steps,
         guidance=guidance,
-        strength=strength,
         init_image=image,
     )
