@@ -1,0 +1,261 @@
+"""Every supported model family through the engine and the RPC, on tiny local pipelines of its real classes.
+
+Each setup is a real diffusers pipeline (SD 1.x, SD 2.x, SDXL and its Turbo, Lightning and LCM-LoRA
+setups, SD3, FLUX.1 [schnell] and [dev]) built at a tiny random size by `family_models`, saved, and loaded
+by the worker by local path with the preset's scheduler and fused LoRA, exactly as a deployment loads the
+published model. Every engine here also runs the independent safety classifier (a tiny local one that
+flags everything), so every family's flags are shown to come from it.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from inference import families
+from inference.client import WorkerClient
+from inference.engine import DiffusersEngine
+from inference.presets import get_preset
+from inference.protocol import BatchItem, GeneratedImage, JobKind, JobStatus, StepUpdate
+from inference.server import start_worker
+from inference.settings import AdapterSettings, EngineSettings, ModelDefaults, SafetySettings, WorkerSettings
+from tests.inference.family_models import save_classifier, save_family, save_lora
+from tests.inference.fixtures_worker import job, png_bytes
+from tests.inference.items import make_item
+
+TINY = {"width": 64, "height": 64}
+
+
+@dataclass(frozen=True)
+class Setup:
+    """A family as a server owner would configure it: a tiny model, and a preset or plain defaults."""
+
+    name: str
+    model: str  # a FAMILY_MODELS name
+    family: families.Family
+    preset: str | None = None
+    steps: int = 2
+    guidance: float = 0.0
+    lora: bool = True  # whether a switchable LoRA is loaded and tested
+
+
+SETUPS = [
+    Setup("sd1", "sd1", families.SD, guidance=5.0),
+    Setup("sd2-turbo", "sd2", families.SD, preset="sd-turbo", steps=1),
+    Setup("sdxl", "sdxl", families.SDXL, guidance=5.0),
+    Setup("sdxl-turbo", "sdxl-turbo", families.SDXL, preset="sdxl-turbo", steps=1),
+    Setup("sdxl-lightning", "sdxl", families.SDXL, preset="sdxl-lightning", steps=4),
+    Setup("sdxl-lcm-lora", "sdxl", families.SDXL, preset="sdxl-lcm-lora", steps=4, guidance=1.0),
+    Setup("sd3", "sd3", families.SD3, guidance=5.0),
+    Setup("flux-schnell", "flux-schnell", families.FLUX, preset="flux-schnell", steps=4),
+    Setup("flux-dev", "flux-dev", families.FLUX, guidance=3.5),
+]
+IDS = [s.name for s in SETUPS]
+
+
+class Built:
+    """Tiny models, LoRAs, classifiers and loaded engines, each made once per module on first use."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._cache: dict[str, object] = {}
+
+    def once(self, key: str, make: Callable[[], object]) -> object:
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
+    def model(self, name: str) -> Path:
+        return Path(str(self.once(f"model:{name}", lambda: save_family(name, self.root / name))))
+
+    def lora(self, name: str) -> Path:
+        return Path(
+            str(self.once(f"lora:{name}", lambda: save_lora(self.model(name), self.root / f"{name}-lora")))
+        )
+
+    def classifier(self, unsafe: bool) -> Path:
+        out = self.root / f"classifier-{unsafe}"
+        return Path(str(self.once(f"classifier:{unsafe}", lambda: save_classifier(out, unsafe=unsafe))))
+
+    def settings(self, setup: Setup, **update: object) -> EngineSettings:
+        return settings_for(self, setup).model_copy(update=update)
+
+    def engine(self, setup: Setup) -> DiffusersEngine:
+        made = self.once(f"engine:{setup.name}", lambda: DiffusersEngine.load(self.settings(setup)))
+        assert isinstance(made, DiffusersEngine)
+        return made
+
+
+def settings_for(built: Built, setup: Setup) -> EngineSettings:
+    """The setup's settings as a deployment would write them, with the model and LoRAs as local paths."""
+    base = EngineSettings(device="cpu", cpu_threads=1, preview_every=1)
+    if setup.preset is not None:
+        preset = get_preset(setup.preset)
+        base = preset.apply(base)
+        lora = built.lora(setup.model)  # stands in for the published few-step LoRA
+        local = {"path": str(lora.parent), "weight_name": lora.name}
+        fused = [a.model_copy(update=local) for a in preset.fused_adapters]
+        base = base.model_copy(
+            update={"adapters": fused, "defaults": preset.defaults.model_copy(update=TINY)}
+        )
+    else:
+        defaults = ModelDefaults(steps=setup.steps, guidance=setup.guidance, img2img_strength=0.6, **TINY)
+        base = base.model_copy(update={"defaults": defaults})
+    adapters = list(base.adapters)
+    if setup.lora:
+        lora = built.lora(setup.model)
+        adapters.append(AdapterSettings(name="style", path=str(lora.parent), weight_name=lora.name))
+    safety = SafetySettings(kind="classifier", model=str(built.classifier(unsafe=True)))
+    return base.model_copy(
+        update={"model": str(built.model(setup.model)), "adapters": adapters, "safety": safety}
+    )
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
+    yield Built(tmp_path_factory.mktemp("families"))
+
+
+def item(setup: Setup, job_id: str, seed: int, **fields: object) -> BatchItem:
+    fields.setdefault("steps", setup.steps)
+    fields.setdefault("guidance", setup.guidance)
+    return make_item(job_id, seed, **fields)  # type: ignore[arg-type]
+
+
+def run(
+    engine: DiffusersEngine, items: list[BatchItem]
+) -> tuple[list[list[GeneratedImage]], list[StepUpdate]]:
+    updates: list[StepUpdate] = []
+    return engine.run_batch(items, updates.append, lambda: False), updates
+
+
+def pixels(image: GeneratedImage) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(image.png)).convert("RGB"), dtype=np.int16)
+
+
+def diff(a: GeneratedImage, b: GeneratedImage) -> int:
+    return int(np.abs(pixels(a) - pixels(b)).max())
+
+
+PHOTO = Image.fromarray(
+    np.stack(
+        [np.mgrid[0:96, 0:80][1] * 3 % 256, np.mgrid[0:96, 0:80][0] * 2 % 256, np.full((96, 80), 90)], -1
+    ).astype(np.uint8)
+)
+TOLERANCE = 2  # of 255: batched matrix products may round differently from single ones
+
+
+@pytest.mark.parametrize("setup", SETUPS, ids=IDS)
+def test_families_load_by_path_with_the_preset(built: Built, setup: Setup) -> None:
+    engine = built.engine(setup)
+    assert engine._pipes.family is setup.family
+    assert engine.model_name == str(built.model(setup.model))
+    assert engine.adapter_names == ["style"]  # fused few-step LoRAs are not switchable
+    scheduler = engine._pipes.generate.scheduler
+    if setup.preset is not None:
+        preset = get_preset(setup.preset)
+        assert type(scheduler).__name__ == (preset.scheduler or type(scheduler).__name__)
+        if preset.timestep_spacing:
+            assert scheduler.config.timestep_spacing == preset.timestep_spacing
+    assert engine._pipes.img2img.scheduler is scheduler
+
+
+@pytest.mark.parametrize("setup", SETUPS, ids=IDS)
+def test_families_generate_batches_with_one_seed_per_picture(built: Built, setup: Setup) -> None:
+    engine = built.engine(setup)
+    alone, updates = run(engine, [item(setup, "mine", 7, count=2)])
+    batch, _ = run(engine, [item(setup, "other", 7, prompt="a green star"), item(setup, "mine", 7, count=2)])
+    again, _ = run(engine, [item(setup, "again", 7, count=2)])
+    assert [img.seed for img in alone[0]] == [7, 8]
+    assert all((img.width, img.height) == (64, 64) for img in alone[0])
+    assert diff(alone[0][0], alone[0][1]) > 10  # seeds 7 and 8 differ
+    for i in range(2):  # a job's pictures do not depend on its batch
+        assert diff(alone[0][i], batch[1][i]) <= TOLERANCE
+    assert diff(alone[0][0], again[0][0]) == diff(alone[0][1], again[0][1]) == 0  # the same job repeats
+    assert diff(batch[0][0], batch[1][0]) > 0  # same seed, other prompt
+    # Every step but the last makes one RGB preview per picture, in every family.
+    assert [u.step for u in updates] == list(range(1, setup.steps + 1))
+    assert [len(u.previews) for u in updates] == [2] * (setup.steps - 1) + [0]
+    assert all(p.mode == "RGB" and max(p.size) == 128 for u in updates for p in u.previews)
+    png = Image.open(io.BytesIO(alone[0][0].png))
+    assert (png.text["seed"], png.text["steps"], png.text["kind"]) == ("7", str(setup.steps), "generate")
+
+
+@pytest.mark.parametrize("setup", SETUPS, ids=IDS)
+def test_families_img2img_follows_its_input_and_batches(built: Built, setup: Setup) -> None:
+    engine = built.engine(setup)
+    mine = item(setup, "mine", 5, kind=JobKind.IMG2IMG, image=PHOTO, strength=0.5)
+    alone, updates = run(engine, [mine])
+    other = item(
+        setup, "other", 6, kind=JobKind.IMG2IMG, image=Image.new("RGB", (64, 64), "red"), strength=0.5
+    )
+    batch, _ = run(engine, [other, mine])
+    assert diff(alone[0][0], batch[1][0]) <= TOLERANCE
+    assert diff(batch[0][0], batch[1][0]) > 10  # another input image gives another picture
+    assert updates and updates[-1].total >= 1
+    png = Image.open(io.BytesIO(alone[0][0].png))
+    assert (png.size, png.text["kind"], png.text["strength"]) == ((64, 64), "img2img", "0.5")
+
+
+@pytest.mark.parametrize("setup", SETUPS, ids=IDS)
+def test_families_lora_switches_per_batch(built: Built, setup: Setup) -> None:
+    engine = built.engine(setup)
+    plain, _ = run(engine, [item(setup, "a", 3)])
+    styled, _ = run(engine, [item(setup, "b", 3, adapter="style")])
+    plain_again, _ = run(engine, [item(setup, "c", 3)])
+    assert diff(plain[0][0], styled[0][0]) > 2
+    assert diff(plain[0][0], plain_again[0][0]) == 0  # the adapter left nothing behind
+    assert Image.open(io.BytesIO(styled[0][0].png)).text["adapter"] == "style:1"
+
+
+@pytest.mark.parametrize("setup", SETUPS, ids=IDS)
+def test_families_every_picture_goes_through_the_safety_classifier(built: Built, setup: Setup) -> None:
+    flagged, _ = run(built.engine(setup), [item(setup, "a", 1, count=2)])
+    assert [img.nsfw for img in flagged[0]] == [True, True]
+    assert all(pixels(img).max() > 0 for img in flagged[0])  # flagged, not blacked out: the policy decides
+    safe = SafetySettings(kind="classifier", model=str(built.classifier(unsafe=False)))
+    engine = DiffusersEngine.load(built.settings(setup, safety=safe, adapters=[]))
+    passed, _ = run(engine, [item(setup, "b", 1, count=2)])
+    assert [img.nsfw for img in passed[0]] == [False, False]
+
+
+@pytest.mark.parametrize("setup", SETUPS, ids=IDS)
+async def test_families_through_the_rpc(built: Built, setup: Setup) -> None:
+    engine = built.engine(setup)
+    running = await start_worker(WorkerSettings(port=0, max_pixels=128 * 128, progress_interval_s=0), engine)
+    try:
+        async with WorkerClient(running.url, timeout=60, backoff=0.01) as client:
+            await check_rpc(client, setup)
+    finally:
+        await running.stop()
+
+
+async def check_rpc(client: WorkerClient, setup: Setup) -> None:
+    info = await client.info()
+    assert info is not None and info.defaults.steps == setup.steps
+    first = await client.submit(job(count=2, seed=40, steps=None, guidance=None, adapter="style"))
+    final = await client.wait(first.id)
+    assert final.status is JobStatus.SUCCEEDED and final.images == 2 and final.nsfw == [True, True]
+    pictures = [await client.image(first.id, n) for n in range(2)]
+    assert all(Image.open(io.BytesIO(p)).size == (64, 64) for p in pictures) and pictures[0] != pictures[1]
+    again = job(count=2, seed=40, steps=None, guidance=None, adapter="style")
+    repeat = await client.wait((await client.submit(again)).id)
+    assert [await client.image(repeat.id, n) for n in range(2)] == pictures  # same seeds, same pictures
+    if setup.steps > 1:
+        preview = await client.preview(first.id)
+        assert preview is not None and preview[:2] == b"\xff\xd8"
+    varied = await client.submit(
+        job(kind=JobKind.IMG2IMG, strength=0.6, width=None, height=None, steps=None, guidance=None),
+        png_bytes(80, 64),
+    )
+    done = await client.wait(varied.id)
+    assert (
+        done.status is JobStatus.SUCCEEDED and (done.width, done.height) == (80, 64) and done.nsfw == [True]
+    )
+    assert Image.open(io.BytesIO(await client.image(varied.id, 0))).size == (80, 64)
