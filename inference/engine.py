@@ -612,3 +612,9 @@ def _load_adapter(pipe: DiffusionPipeline, adapter: AdapterSettings) -> None:
         pipe.load_lora_weights(adapter.path, weight_name=adapter.weight_name, adapter_name=adapter.name)
     except Exception as exc:  # a missing file, no peft, keys that match no layer
         raise EngineError(f"cannot load adapter {adapter.name!r} from {adapter.path!r}: {exc}") from exc
+    loaded = {name for names in pipe.get_list_adapters().values() for name in names}
+    if adapter.name not in loaded:  # diffusers only warns when no key fits (a LoRA made for another family)
+        family = families.family_of(pipe)
+        raise EngineError(
+            f"adapter {adapter.name!r} from {adapter.path!r} matched no layer of this {family.title} model"
+        )

@@ -16,16 +16,25 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from inference import families
 from inference.client import WorkerClient
 from inference.engine import DiffusersEngine
 from inference.presets import get_preset
-from inference.protocol import BatchItem, GeneratedImage, JobKind, JobStatus, StepUpdate
+from inference.protocol import (
+    BatchItem,
+    BatchKey,
+    EngineError,
+    GeneratedImage,
+    JobKind,
+    JobStatus,
+    StepUpdate,
+)
 from inference.server import start_worker
 from inference.settings import AdapterSettings, EngineSettings, ModelDefaults, SafetySettings, WorkerSettings
-from tests.inference.family_models import save_classifier, save_family, save_lora
+from tests.inference.family_models import save_classifier, save_clip_checker, save_family, save_lora
 from tests.inference.fixtures_worker import job, png_bytes
 from tests.inference.items import make_item
 
@@ -259,3 +268,205 @@ async def check_rpc(client: WorkerClient, setup: Setup) -> None:
         done.status is JobStatus.SUCCEEDED and (done.width, done.height) == (80, 64) and done.nsfw == [True]
     )
     assert Image.open(io.BytesIO(await client.image(varied.id, 0))).size == (80, 64)
+
+
+BY_NAME = {s.name: s for s in SETUPS}
+
+
+@pytest.mark.parametrize("name", ["sd3", "flux-schnell"])
+def test_families_sizes_off_the_16_grid_come_back_as_asked(built: Built, name: str) -> None:
+    """SD3 and FLUX need multiples of 16; a 72x56 request runs at 80x64 and is resized back."""
+    setup = BY_NAME[name]
+    results, updates = run(built.engine(setup), [item(setup, "odd", 2, size=(72, 56))])
+    assert (results[0][0].width, results[0][0].height) == (72, 56)
+    assert Image.open(io.BytesIO(results[0][0].png)).size == (72, 56)
+    assert updates[0].previews[0].size == (128, 102)  # the preview of the 80x64 run
+    photo = item(setup, "odd-i2i", 2, kind=JobKind.IMG2IMG, image=PHOTO, strength=0.5, size=(72, 56))
+    assert Image.open(io.BytesIO(run(built.engine(setup), [photo])[0][0][0].png)).size == (72, 56)
+
+
+def test_families_flux_guidance_and_text_length(built: Built) -> None:
+    """[schnell] has no guidance input and reads 256 T5 tokens; [dev] takes guidance and reads 512."""
+    schnell, dev = BY_NAME["flux-schnell"], BY_NAME["flux-dev"]
+    s_engine, d_engine = built.engine(schnell), built.engine(dev)
+    s_kwargs = s_engine._call_kwargs(s_engine._pipes.generate, [item(schnell, "a", 1)], key(schnell))
+    d_kwargs = d_engine._call_kwargs(d_engine._pipes.generate, [item(dev, "a", 1)], key(dev))
+    assert s_kwargs["max_sequence_length"] == 256 and "guidance_scale" not in s_kwargs
+    assert d_kwargs["max_sequence_length"] == 512 and d_kwargs["guidance_scale"] == 3.5
+    assert "negative_prompt" not in s_kwargs and "negative_prompt" not in d_kwargs
+    low, _ = run(d_engine, [item(dev, "low", 1, guidance=1.0)])
+    high, _ = run(d_engine, [item(dev, "high", 1, guidance=6.0)])
+    assert diff(low[0][0], high[0][0]) > 0
+
+
+def key(setup: Setup) -> BatchKey:
+    it = item(setup, "k", 1)
+    return BatchKey.of(
+        it.request,
+        width=it.width,
+        height=it.height,
+        steps=it.steps,
+        guidance=it.guidance,
+        strength=it.strength,
+    )
+
+
+@pytest.mark.parametrize("name", ["sd1", "sdxl", "sd3"])
+def test_families_negative_prompts_steer_classifier_free_guidance(built: Built, name: str) -> None:
+    setup = BY_NAME[name]
+    engine = built.engine(setup)
+    plain, _ = run(engine, [item(setup, "plain", 4)])
+    steered, _ = run(engine, [item(setup, "steered", 4, negative_prompt="blue background")])
+    assert diff(plain[0][0], steered[0][0]) > 0
+
+
+def test_families_flux_has_no_negative_branch(built: Built) -> None:
+    setup = BY_NAME["flux-dev"]
+    plain, _ = run(built.engine(setup), [item(setup, "plain", 4)])
+    steered, _ = run(built.engine(setup), [item(setup, "steered", 4, negative_prompt="blue background")])
+    assert diff(plain[0][0], steered[0][0]) == 0
+
+
+def test_families_sdxl_jobs_without_a_negative_prompt_get_zeros_in_any_batch(built: Built) -> None:
+    """SDXL's unconditional input for an empty negative prompt is zeros (as the pipeline does for a call
+    with none), also when a batch mixes jobs with and without one."""
+    setup = BY_NAME["sdxl"]
+    engine = built.engine(setup)
+    alone, _ = run(engine, [item(setup, "mine", 4)])
+    mixed, _ = run(engine, [item(setup, "other", 9, negative_prompt="blue"), item(setup, "mine", 4)])
+    reference = engine._pipes.generate(
+        prompt=["a red circle on a blue background"],
+        negative_prompt=None,
+        generator=[torch.Generator("cpu").manual_seed(4)],
+        num_inference_steps=setup.steps,
+        guidance_scale=setup.guidance,
+        width=64,
+        height=64,
+    ).images[0]
+    expected = np.asarray(reference, dtype=np.int16)
+    assert int(np.abs(pixels(alone[0][0]) - expected).max()) == 0
+    assert int(np.abs(pixels(mixed[1][0]) - expected).max()) <= TOLERANCE
+
+
+def tiny_preview_decoder(out_dir: Path, latent_channels: int) -> Path:
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(0)
+    AutoencoderTiny(
+        latent_channels=latent_channels,
+        encoder_block_out_channels=(8, 8, 8, 8),
+        decoder_block_out_channels=(8, 8, 8, 8),
+        num_encoder_blocks=(1, 1, 1, 1),
+        num_decoder_blocks=(1, 1, 1, 1),
+    ).save_pretrained(out_dir)
+    return out_dir
+
+
+@pytest.mark.parametrize("name", ["sd3", "flux-dev"])
+def test_families_16_channel_preview_decoder(built: Built, name: str) -> None:
+    """A TAESD3/TAEF1-style decoder (16 latent channels) gives the previews of SD3 and FLUX."""
+    setup = BY_NAME[name]
+    decoder = tiny_preview_decoder(built.root / f"taesd16-{name}", 16)
+    engine = DiffusersEngine.load(
+        built.settings(setup, preview_decoder=str(decoder), adapters=[], safety=None)
+    )
+    _, updates = run(engine, [item(setup, "a", 1, count=2)])
+    assert [len(u.previews) for u in updates] == [2] * (setup.steps - 1) + [0]
+    assert updates[0].previews[0].size == (128, 128)
+
+
+def test_families_refuse_at_start_what_they_cannot_do(built: Built, tiny_edit_model_dir: Path) -> None:
+    flux, sd1, sd3 = BY_NAME["flux-schnell"], BY_NAME["sd1"], BY_NAME["sd3"]
+    cases: list[tuple[EngineSettings, str]] = [
+        (built.settings(flux, scheduler="LCMScheduler"), "'LCMScheduler' does not fit FLUX.1"),
+        (
+            built.settings(sd1, scheduler="FlowMatchEulerDiscreteScheduler"),
+            "takes noise-prediction schedulers",
+        ),
+        (
+            built.settings(sd3, timestep_spacing="trailing"),
+            "timestep_spacing does not apply to Stable Diffusion 3",
+        ),
+        (
+            built.settings(sd3, preview_decoder=str(tiny_preview_decoder(built.root / "taesd4", 4))),
+            "reads 4-channel latents but Stable Diffusion 3/3.5 makes 16-channel ones",
+        ),
+        (  # an SD 1.x LoRA on FLUX: keys that match none of its layers
+            built.settings(flux, adapters=[AdapterSettings(name="sd", path=str(built.lora("sd1")))]),
+            "adapter 'sd' from .* matched no layer of this FLUX.1 model",
+        ),
+        (  # an instruction-editing pipeline is no main model
+            built.settings(sd1, model=str(tiny_edit_model_dir)),
+            "cannot load model",
+        ),
+        (
+            built.settings(
+                sd1, safety=SafetySettings(model=str(built.classifier(True)), unsafe_labels=["porn"])
+            ),
+            "has no label 'porn'; its labels are \\['normal', 'nsfw'\\]",
+        ),
+        (
+            built.settings(sd1, safety=SafetySettings(model=str(built.root / "nothing"))),
+            "cannot load the classifier safety checker",
+        ),
+    ]
+    for settings, message in cases:
+        with pytest.raises(EngineError, match=message):
+            DiffusersEngine.load(settings)
+
+
+def test_families_unknown_pipeline_families_are_named(tiny_edit_model_dir: Path) -> None:
+    from diffusers import StableDiffusionInstructPix2PixPipeline
+
+    pipe = StableDiffusionInstructPix2PixPipeline.from_pretrained(tiny_edit_model_dir)
+    with pytest.raises(
+        EngineError, match="StableDiffusionInstructPix2PixPipeline is not a supported model family"
+    ):
+        DiffusersEngine.from_pipeline(EngineSettings(device="cpu"), pipe, model_name="ip2p")
+
+
+@pytest.mark.parametrize("name", ["sd1", "sdxl-turbo", "flux-schnell"])
+def test_families_clip_safety_checker(built: Built, name: str) -> None:
+    """Stable Diffusion's CLIP concept checker as the independent checker, on families that ship none."""
+    setup = BY_NAME[name]
+    verdicts = []
+    for unsafe in (True, False):
+        checker = save_clip_checker(built.root / f"clip-{name}-{unsafe}", unsafe=unsafe)
+        safety = SafetySettings(kind="clip", model=str(checker))
+        engine = DiffusersEngine.load(built.settings(setup, safety=safety, adapters=[]))
+        results, _ = run(engine, [item(setup, "a", 1, count=2)])
+        verdicts.append([img.nsfw for img in results[0]])
+        assert all(pixels(img).max() > 0 for img in results[0])
+    assert verdicts == [[True, True], [False, False]]
+
+
+def test_families_the_pipelines_own_checker_is_off_when_an_independent_one_runs(built: Built) -> None:
+    """An SD 1.x folder with its own checker: not loaded (so not run twice) when `safety` is set."""
+    from diffusers import StableDiffusionPipeline
+    from transformers import CLIPImageProcessor
+
+    model = built.model("sd1")
+    pipe = StableDiffusionPipeline.from_pretrained(model)
+    checker_dir = save_clip_checker(built.root / "own-checker", unsafe=True)
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+
+    pipe.register_modules(
+        safety_checker=StableDiffusionSafetyChecker.from_pretrained(checker_dir),
+        feature_extractor=CLIPImageProcessor.from_pretrained(checker_dir),
+    )
+    pipe.register_to_config(requires_safety_checker=True)
+    pipe.save_pretrained(built.root / "sd1-checked")
+    setup = BY_NAME["sd1"]
+    own = DiffusersEngine.load(
+        built.settings(setup, model=str(built.root / "sd1-checked"), safety=None, adapters=[])
+    )
+    assert own._pipes.generate.safety_checker is not None
+    blacked, _ = run(own, [item(setup, "a", 1)])
+    assert blacked[0][0].nsfw and pixels(blacked[0][0]).max() == 0  # the pipeline's checker blacks out
+    safe = SafetySettings(model=str(built.classifier(unsafe=False)))
+    independent = DiffusersEngine.load(
+        built.settings(setup, model=str(built.root / "sd1-checked"), safety=safe, adapters=[])
+    )
+    assert independent._pipes.generate.safety_checker is None
+    passed, _ = run(independent, [item(setup, "b", 1)])
+    assert not passed[0][0].nsfw and pixels(passed[0][0]).max() > 0
