@@ -13,6 +13,7 @@ import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import pytest
@@ -38,6 +39,7 @@ from tests.inference.family_models import save_classifier, save_clip_checker, sa
 from tests.inference.fixtures_worker import job, png_bytes
 from tests.inference.items import make_item
 
+T = TypeVar("T")
 TINY = {"width": 64, "height": 64}
 
 
@@ -51,7 +53,6 @@ class Setup:
     preset: str | None = None
     steps: int = 2
     guidance: float = 0.0
-    lora: bool = True  # whether a switchable LoRA is loaded and tested
 
 
 SETUPS = [
@@ -73,57 +74,49 @@ class Built:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self._cache: dict[str, object] = {}
+        self._cache: dict[str, Any] = {}
 
-    def once(self, key: str, make: Callable[[], object]) -> object:
+    def once(self, key: str, make: Callable[[], T]) -> T:
         if key not in self._cache:
             self._cache[key] = make()
-        return self._cache[key]
+        return cast(T, self._cache[key])
 
     def model(self, name: str) -> Path:
-        return Path(str(self.once(f"model:{name}", lambda: save_family(name, self.root / name))))
+        return self.once(f"model:{name}", lambda: save_family(name, self.root / name))
 
     def lora(self, name: str) -> Path:
-        return Path(
-            str(self.once(f"lora:{name}", lambda: save_lora(self.model(name), self.root / f"{name}-lora")))
-        )
+        return self.once(f"lora:{name}", lambda: save_lora(self.model(name), self.root / f"{name}-lora"))
 
     def classifier(self, unsafe: bool) -> Path:
         out = self.root / f"classifier-{unsafe}"
-        return Path(str(self.once(f"classifier:{unsafe}", lambda: save_classifier(out, unsafe=unsafe))))
+        return self.once(f"classifier:{unsafe}", lambda: save_classifier(out, unsafe=unsafe))
 
     def settings(self, setup: Setup, **update: object) -> EngineSettings:
         return settings_for(self, setup).model_copy(update=update)
 
     def engine(self, setup: Setup) -> DiffusersEngine:
-        made = self.once(f"engine:{setup.name}", lambda: DiffusersEngine.load(self.settings(setup)))
-        assert isinstance(made, DiffusersEngine)
-        return made
+        return self.once(f"engine:{setup.name}", lambda: DiffusersEngine.load(self.settings(setup)))
 
 
 def settings_for(built: Built, setup: Setup) -> EngineSettings:
-    """The setup's settings as a deployment would write them, with the model and LoRAs as local paths."""
+    """The setup's settings as a deployment would write them, with the model and LoRAs as local paths:
+    the preset's, with a tiny local LoRA standing in for its published few-step LoRA, plus a switchable
+    `style` LoRA and the safety classifier (one that flags everything)."""
+    lora = built.lora(setup.model)
+    local = {"path": str(lora.parent), "weight_name": lora.name}
     base = EngineSettings(device="cpu", cpu_threads=1, preview_every=1)
     if setup.preset is not None:
         preset = get_preset(setup.preset)
         base = preset.apply(base)
-        lora = built.lora(setup.model)  # stands in for the published few-step LoRA
-        local = {"path": str(lora.parent), "weight_name": lora.name}
         fused = [a.model_copy(update=local) for a in preset.fused_adapters]
-        base = base.model_copy(
-            update={"adapters": fused, "defaults": preset.defaults.model_copy(update=TINY)}
-        )
+        defaults = preset.defaults.model_copy(update=TINY)
     else:
+        fused = []
         defaults = ModelDefaults(steps=setup.steps, guidance=setup.guidance, img2img_strength=0.6, **TINY)
-        base = base.model_copy(update={"defaults": defaults})
-    adapters = list(base.adapters)
-    if setup.lora:
-        lora = built.lora(setup.model)
-        adapters.append(AdapterSettings(name="style", path=str(lora.parent), weight_name=lora.name))
+    style = AdapterSettings(name="style", **local)
     safety = SafetySettings(kind="classifier", model=str(built.classifier(unsafe=True)))
-    return base.model_copy(
-        update={"model": str(built.model(setup.model)), "adapters": adapters, "safety": safety}
-    )
+    update = {"adapters": [*fused, style], "defaults": defaults, "safety": safety}
+    return base.model_copy(update={"model": str(built.model(setup.model)), **update})
 
 
 @pytest.fixture(scope="module")
@@ -152,11 +145,13 @@ def diff(a: GeneratedImage, b: GeneratedImage) -> int:
     return int(np.abs(pixels(a) - pixels(b)).max())
 
 
-PHOTO = Image.fromarray(
-    np.stack(
-        [np.mgrid[0:96, 0:80][1] * 3 % 256, np.mgrid[0:96, 0:80][0] * 2 % 256, np.full((96, 80), 90)], -1
-    ).astype(np.uint8)
-)
+def _photo() -> Image.Image:
+    """An input picture with structure, at a size other than the output's."""
+    y, x = np.mgrid[0:96, 0:80]
+    return Image.fromarray(np.stack([x * 3 % 256, y * 2 % 256, (x + y) % 256], axis=-1).astype(np.uint8))
+
+
+PHOTO = _photo()
 TOLERANCE = 2  # of 255: batched matrix products may round differently from single ones
 
 
