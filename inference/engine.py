@@ -113,31 +113,29 @@ def model_sources(settings: EngineSettings) -> tuple[str, str | None]:
 
 
 class _Previewer:
-    """Turns the latents of a step into small RGB previews, one per image, for the model's family."""
+    """Turns the latents of a step into small RGB previews, one per image, for the family that made them."""
 
     def __init__(self, decoder: AutoencoderTiny | None, family: Family) -> None:
         self._decoder = decoder
-        self._family = family
-        self._factors = torch.tensor(family.rgb_factors)
-        self._bias = torch.tensor(family.rgb_bias)
+        self._family = family  # the main model's, which the decoder was checked against
 
     def __call__(
-        self, pipe: DiffusionPipeline, latents: torch.Tensor | None, size: tuple[int, int]
+        self, pipe: DiffusionPipeline, latents: torch.Tensor | None, size: tuple[int, int], family: Family
     ) -> list[Image.Image]:
         if latents is None:
             return []
-        latents = families.preview_latents(self._family, pipe, latents, size)
+        latents = families.preview_latents(family, pipe, latents, size)
         if latents is None:
             return []
         with torch.no_grad():
-            if self._decoder is not None:
+            if self._decoder is not None and family is self._family:
                 # As the pipeline would decode with this decoder in place of its autoencoder.
                 config = self._decoder.config
                 latents = latents / config.scaling_factor + getattr(config, "shift_factor", 0.0)
                 rgb = self._decoder.decode(latents.to(self._decoder.dtype)).sample
             else:
-                factors = self._factors.to(latents.device, latents.dtype)
-                bias = self._bias.to(latents.device, latents.dtype)
+                factors = torch.tensor(family.rgb_factors, device=latents.device, dtype=latents.dtype)
+                bias = torch.tensor(family.rgb_bias, device=latents.device, dtype=latents.dtype)
                 rgb = torch.einsum("bchw,cr->brhw", latents, factors) + bias[None, :, None, None]
             pixels = ((rgb.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
             arrays = pixels.permute(0, 2, 3, 1).cpu().numpy()
@@ -424,7 +422,9 @@ class DiffusersEngine:
             total = getattr(pipe, "_num_timesteps", None) or planned
             step = i + 1
             want_preview = step % every == 0 and step < total
-            previews = self._previewer(pipe, tensors.get("latents"), size) if want_preview else []
+            # The instruction-editing pipeline (InstructPix2Pix) is an SD 1.5 one, whatever the main model.
+            family = families.SD if pipe is self._pipes.edit else self._pipes.family
+            previews = self._previewer(pipe, tensors.get("latents"), size, family) if want_preview else []
             on_step(StepUpdate(step=step, total=total, previews=previews))
             if should_stop():
                 stopped.set()

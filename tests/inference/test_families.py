@@ -465,3 +465,19 @@ def test_families_the_pipelines_own_checker_is_off_when_an_independent_one_runs(
     assert independent._pipes.generate.safety_checker is None
     passed, _ = run(independent, [item(setup, "b", 1)])
     assert not passed[0][0].nsfw and pixels(passed[0][0]).max() > 0
+
+
+@pytest.mark.parametrize("name", ["sdxl", "flux-schnell"])
+def test_families_instruction_edits_beside_any_family(
+    built: Built, name: str, tiny_edit_model_dir: Path
+) -> None:
+    """An InstructPix2Pix edit model (SD 1.5-based) runs beside a main model of another family, previews
+    included (its 4-channel latents get the SD projection, not the main model's)."""
+    setup = BY_NAME[name]
+    settings = built.settings(setup, edit_model=str(tiny_edit_model_dir), adapters=[])
+    engine = DiffusersEngine.load(settings)
+    assert engine.has_edit_model
+    edit = make_item("e", 3, kind=JobKind.EDIT, image=PHOTO, prompt="make it blue", steps=3, guidance=5.0)
+    results, updates = run(engine, [edit])
+    assert Image.open(io.BytesIO(results[0][0].png)).size == (64, 64) and results[0][0].nsfw
+    assert [len(u.previews) for u in updates] == [1, 1, 0]
