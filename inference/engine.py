@@ -215,6 +215,7 @@ class DiffusersEngine:
         source, edit_source = model_sources(settings)
         # `dtype` also upcasts the bundled model's float16-saved weights to float32 on a CPU.
         log.info("loading %s on %s as %s", source, device, dtype)
+        families.check_model_folder(source)
         generate = _from_pretrained(AutoPipelineForText2Image, source, settings, dtype)
         edit = None
         if edit_source:

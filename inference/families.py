@@ -7,9 +7,11 @@ preview, and which settings it cannot honour, refused when the worker starts rat
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -144,12 +146,34 @@ FLUX_DEV_MAX_TOKENS = 512
 
 def family_of(pipe: DiffusionPipeline) -> Family:
     """The family of a loaded text-to-image pipeline; a clear EngineError for any other kind of model."""
-    name = type(pipe).__name__
+    return family_named(type(pipe).__name__)
+
+
+def family_named(pipeline_class: str) -> Family:
+    """The family of a pipeline class name (a folder's `model_index.json` `_class_name`)."""
     for family in FAMILIES:
-        if name in family.pipelines:
+        if pipeline_class in family.pipelines:
             return family
     supported = ", ".join(f"{f.title} ({'/'.join(sorted(f.pipelines))})" for f in FAMILIES)
-    raise EngineError(f"{name} is not a supported model family; brushfire runs {supported}")
+    hint = (
+        " (an instruction-editing pipeline goes in edit_model)" if "InstructPix2Pix" in pipeline_class else ""
+    )
+    raise EngineError(f"{pipeline_class} is not a supported model family{hint}; brushfire runs {supported}")
+
+
+def check_model_folder(source: str) -> None:
+    """Refuse a local model folder of an unsupported family before loading any weights.
+
+    (A Hugging Face id is checked once loaded, by `family_of`.)
+    """
+    index = Path(source) / "model_index.json"
+    if not index.is_file():
+        return
+    try:
+        class_name = str(json.loads(index.read_text())["_class_name"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise EngineError(f"cannot read the pipeline class of {source!r}: {exc}") from exc
+    family_named(class_name)
 
 
 def check_settings(family: Family, pipe: DiffusionPipeline, settings: EngineSettings) -> None:

@@ -392,7 +392,8 @@ def test_families_refuse_at_start_what_they_cannot_do(built: Built, tiny_edit_mo
         ),
         (  # an instruction-editing pipeline is no main model
             built.settings(sd1, model=str(tiny_edit_model_dir)),
-            "cannot load model",
+            "StableDiffusionInstructPix2PixPipeline is not a supported model family \\(an instruction-editing "
+            "pipeline goes in edit_model\\); brushfire runs Stable Diffusion 1.x/2.x",
         ),
         (
             built.settings(
