@@ -482,18 +482,3 @@ def test_families_instruction_edits_beside_any_family(
     results, updates = run(engine, [edit])
     assert Image.open(io.BytesIO(results[0][0].png)).size == (64, 64) and results[0][0].nsfw
     assert [len(u.previews) for u in updates] == [1, 1, 0]
-
-
-def test_families_safety_example_in_the_config_is_valid() -> None:
-    """The commented `[engine.safety]` example of config.example.toml, uncommented, is a valid setting."""
-    import tomllib
-
-    text = (Path(__file__).parents[2] / "config.example.toml").read_text()
-    block = text[text.index("# [engine.safety]") :].split("\n\n")[0]
-    lines = [ln.removeprefix("# ") for ln in block.splitlines() if ln.startswith("# ") and " = " in ln]
-    safety = SafetySettings.model_validate(tomllib.loads("\n".join(lines)))
-    assert (safety.kind, safety.model, safety.unsafe_labels) == (
-        "classifier",
-        "Falconsai/nsfw_image_detection",
-        ["nsfw"],
-    )
