@@ -459,7 +459,7 @@ class DiffusersEngine:
         ]
         flags = getattr(output, "nsfw_content_detected", None) or [False] * len(images)
         if self._safety is not None:
-            flags = [bool(a) or b for a, b in zip(flags, self._safety.flags(images), strict=True)]
+            flags = [bool(a) or b for a, b in zip(flags, self._checked(images), strict=True)]
         results: list[list[GeneratedImage]] = []
         k = 0
         for it in items:
@@ -479,6 +479,16 @@ class DiffusersEngine:
                 k += 1
             results.append(mine)
         return results
+
+    def _checked(self, images: list[Image.Image]) -> list[bool]:
+        """The safety classifier's flags; a failure fails the batch (no picture goes out unchecked)."""
+        assert self._safety is not None
+        try:
+            return self._safety.flags(images)
+        except Exception as exc:
+            if _is_oom(exc):
+                raise EngineOutOfMemory(f"out of memory checking {len(images)} images: {exc}") from exc
+            raise EngineError(f"safety checker failed: {type(exc).__name__}: {exc}") from exc
 
     def _metadata(
         self, item: BatchItem, shape: BatchKey, seed: int, pipe: DiffusionPipeline

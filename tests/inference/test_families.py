@@ -28,6 +28,7 @@ from inference.protocol import (
     BatchItem,
     BatchKey,
     EngineError,
+    EngineOutOfMemory,
     GeneratedImage,
     JobKind,
     JobStatus,
@@ -482,3 +483,28 @@ def test_families_instruction_edits_beside_any_family(
     results, updates = run(engine, [edit])
     assert Image.open(io.BytesIO(results[0][0].png)).size == (64, 64) and results[0][0].nsfw
     assert [len(u.previews) for u in updates] == [1, 1, 0]
+
+
+@pytest.mark.parametrize(
+    ("fault", "expected"),
+    [
+        (torch.cuda.OutOfMemoryError("CUDA out of memory"), EngineOutOfMemory),
+        (ValueError("bad"), EngineError),
+    ],
+)
+def test_families_a_failing_safety_checker_fails_the_batch(
+    built: Built, monkeypatch: pytest.MonkeyPatch, fault: BaseException, expected: type
+) -> None:
+    """No picture goes out unchecked: a checker fault fails the batch (out of memory: split and retried)."""
+    setup = BY_NAME["sd1"]
+    engine = built.engine(setup)
+    assert engine._safety is not None
+
+    def broken(images: list[Image.Image]) -> list[bool]:
+        raise fault
+
+    monkeypatch.setattr(engine._safety, "flags", broken)
+    with pytest.raises(expected):
+        run(engine, [item(setup, "a", 1)])
+    monkeypatch.undo()
+    assert run(engine, [item(setup, "b", 1)])[0][0][0].nsfw
