@@ -54,14 +54,15 @@ class SafetyClassifier:
             if settings.kind == "clip":
                 from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
 
-                model = StableDiffusionSafetyChecker.from_pretrained(settings.model, dtype=dtype, **kwargs)
+                model = StableDiffusionSafetyChecker.from_pretrained(settings.model, **kwargs)
             else:
-                model = AutoModelForImageClassification.from_pretrained(settings.model, dtype=dtype, **kwargs)
+                model = AutoModelForImageClassification.from_pretrained(settings.model, **kwargs)
         except Exception as exc:  # missing files, offline hub, a config of another kind: all fatal at start
             raise EngineError(
                 f"cannot load the {settings.kind} safety checker {settings.model!r}: {type(exc).__name__}: {exc}"
             ) from exc
-        model = model.to(device).eval().requires_grad_(False)
+        # Cast after loading: the dtype argument of from_pretrained changed name across transformers versions.
+        model = model.to(device, dtype).eval().requires_grad_(False)
         score = _clip_scorer(model) if settings.kind == "clip" else _label_scorer(model, settings)
         log.info("safety checker: %s %s", settings.kind, settings.model)
         return cls(settings, processor, score, device, dtype)
