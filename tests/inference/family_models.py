@@ -23,6 +23,8 @@ from diffusers import (
     FlowMatchEulerDiscreteScheduler,
     FluxPipeline,
     FluxTransformer2DModel,
+    LatentConsistencyModelPipeline,
+    LCMScheduler,
     SD3Transformer2DModel,
     StableDiffusion3Pipeline,
     StableDiffusionPipeline,
@@ -46,7 +48,7 @@ SEED = 1811
 CLIP_DIM = 32
 T5_DIM = 64
 # The model families and few-step setups the tests build, by name.
-FAMILY_MODELS = ("sd1", "sd2", "sdxl", "sdxl-turbo", "sd3", "flux-schnell", "flux-dev")
+FAMILY_MODELS = ("sd1", "sd2", "lcm", "sdxl", "sdxl-turbo", "sd3", "flux-schnell", "flux-dev")
 
 
 def clip_tokenizer() -> CLIPTokenizer:
@@ -161,6 +163,21 @@ def build_sd(v2: bool) -> StableDiffusionPipeline:
     )
 
 
+def build_lcm() -> LatentConsistencyModelPipeline:
+    """A latent-consistency-distilled SD model (as LCM_Dreamshaper): guidance is an embedded input."""
+    tokenizer = clip_tokenizer()
+    return LatentConsistencyModelPipeline(
+        vae=_vae(4),
+        text_encoder=CLIPTextModel(_clip_config(len(tokenizer))),
+        tokenizer=tokenizer,
+        unet=_unet(CLIP_DIM, time_cond_proj_dim=32),
+        scheduler=LCMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear"),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
 def build_sdxl(turbo: bool) -> StableDiffusionXLPipeline:
     """SDXL: two CLIP encoders (the second projected and pooled) and a UNet with size/crop conditioning."""
     tokenizer = clip_tokenizer()
@@ -268,6 +285,7 @@ def build_pipeline(name: str) -> DiffusionPipeline:
     builders = {
         "sd1": lambda: build_sd(v2=False),
         "sd2": lambda: build_sd(v2=True),
+        "lcm": build_lcm,
         "sdxl": lambda: build_sdxl(turbo=False),
         "sdxl-turbo": lambda: build_sdxl(turbo=True),
         "sd3": build_sd3,

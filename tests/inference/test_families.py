@@ -59,6 +59,7 @@ class Setup:
 SETUPS = [
     Setup("sd1", "sd1", families.SD, guidance=5.0),
     Setup("sd2-turbo", "sd2", families.SD, preset="sd-turbo", steps=1),
+    Setup("sd1-lcm", "lcm", families.SD, steps=4, guidance=8.0),
     Setup("sdxl", "sdxl", families.SDXL, guidance=5.0),
     Setup("sdxl-turbo", "sdxl-turbo", families.SDXL, preset="sdxl-turbo", steps=1),
     Setup("sdxl-lightning", "sdxl", families.SDXL, preset="sdxl-lightning", steps=4),
