@@ -10,6 +10,7 @@ import diffusers
 import torch
 from diffusers import AutoPipelineForText2Image, DiffusionPipeline
 
+from inference import families
 from inference.engine_api import EngineError
 from inference.settings import AdapterSettings, EngineSettings
 
@@ -98,7 +99,9 @@ def load_kwargs(loader: Any, settings: EngineSettings, dtype: torch.dtype) -> di
     kwargs: dict[str, Any] = {"torch_dtype": dtype, "use_safetensors": True}
     if settings.cache_dir is not None:
         kwargs["cache_dir"] = str(settings.cache_dir)
-    if not settings.safety_checker and issubclass(loader, (DiffusionPipeline, AutoPipelineForText2Image)):
+    # An independent checker replaces the pipeline's own, so no image is checked twice.
+    own_checker = settings.safety_checker and settings.safety is None
+    if not own_checker and issubclass(loader, (DiffusionPipeline, AutoPipelineForText2Image)):
         kwargs["safety_checker"] = None
         kwargs["requires_safety_checker"] = False
     return kwargs
@@ -175,3 +178,9 @@ def load_adapter(pipe: Pipeline, adapter: AdapterSettings) -> None:
         pipe.load_lora_weights(adapter.path, weight_name=adapter.weight_name, adapter_name=adapter.name)
     except Exception as exc:  # a missing file, no peft, keys that match no layer
         raise EngineError(f"cannot load adapter {adapter.name!r} from {adapter.path!r}: {exc}") from exc
+    loaded = {name for names in pipe.get_list_adapters().values() for name in names}
+    if adapter.name not in loaded:  # diffusers only warns when no key fits (a LoRA made for another family)
+        family = families.family_of(pipe)
+        raise EngineError(
+            f"adapter {adapter.name!r} from {adapter.path!r} matched no layer of this {family.title} model"
+        )
