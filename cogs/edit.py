@@ -24,6 +24,10 @@ class Edit(commands.Cog):
     def __init__(self, bot: ImageBot) -> None:
         self.bot = bot
 
+    async def cog_load(self) -> None:
+        # Discord's client is told the very limit the planner enforces.
+        self.edit._params["instruction"].max_value = self.bot.settings.limits.prompt_chars
+
     @app_commands.command(name="edit", description="Change an image by instruction")
     @app_commands.guild_only()
     @app_commands.describe(

@@ -31,6 +31,9 @@ class Imagine(commands.Cog):
             app_commands.Choice(name=(a.label or a.name)[:100], value=a.name)
             for a in self.bot.jobs.styles.aspects
         ]
+        # Discord's client is told the very limit the planner enforces.
+        for name in ("prompt", "negative"):
+            self.imagine._params[name].max_value = self.bot.settings.limits.prompt_chars
 
     @app_commands.command(name="imagine", description="Make images from a text prompt")
     @app_commands.guild_only()

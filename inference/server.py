@@ -11,8 +11,8 @@ import contextlib
 import hashlib
 import hmac
 import ipaddress
-import json
 import logging
+import re
 import secrets
 import signal
 from collections import Counter
@@ -38,6 +38,7 @@ from inference.protocol import (
     ReplicaStats,
     WorkerInfo,
     decode_image,
+    load_json,
     parse_job_request,
 )
 from inference.scheduler import Scheduler, Submission, job_fingerprint
@@ -69,11 +70,7 @@ def read_job_json(raw: bytes) -> JobRequest:
     """Parse and validate a job's JSON body."""
     if len(raw) > MAX_JOB_JSON_BYTES:
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"the job JSON is over {MAX_JOB_JSON_BYTES} bytes")
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ProtocolError(ErrorCode.BAD_REQUEST, f"the job is not valid JSON: {exc}") from None
-    return parse_job_request(data)
+    return parse_job_request(load_json(raw))
 
 
 async def prepare_submission(
@@ -338,19 +335,24 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(text=text, content_type="text/plain", charset="utf-8", headers={"X-Format": "0.0.4"})
 
 
+_WHOLE_NUMBER = re.compile(r"[0-9]{1,18}")  # ASCII digits only (str.isdigit takes "²"), within int64
+
+
 def _int_query(request: web.Request, name: str, default: int) -> int:
     raw = request.query.get(name)
     if raw is None:
         return default
-    if not raw.isdigit():
-        raise ProtocolError(ErrorCode.INVALID_FIELD, f"{name} must be a whole number", field=name)
+    if not _WHOLE_NUMBER.fullmatch(raw):
+        raise ProtocolError(
+            ErrorCode.INVALID_FIELD, f"{name} must be a whole number of at most 18 digits", field=name
+        )
     return int(raw)
 
 
 def _int_path(request: web.Request, name: str) -> int:
     raw = request.match_info[name]
-    if not raw.isdigit() or len(raw) > 6:
-        raise ProtocolError(ErrorCode.NOT_FOUND, f"no image {raw!r}", status=404, field=name)
+    if not _WHOLE_NUMBER.fullmatch(raw) or len(raw) > 6:
+        raise ProtocolError(ErrorCode.NOT_FOUND, f"no image {raw[:20]!r}", status=404, field=name)
     return int(raw)
 
 
