@@ -72,6 +72,8 @@ class ErrorCode(StrEnum):
     """Machine-readable error codes; every error body is `{"code": ..., "message": ...}`."""
 
     BAD_REQUEST = "bad_request"  # malformed body, not JSON, wrong multipart
+    BODY_TOO_LARGE = "body_too_large"  # declared or actual body over the worker's limit (413)
+    REQUEST_TIMEOUT = "request_timeout"  # the body did not arrive in time (408)
     UNKNOWN_FIELD = "unknown_field"
     INVALID_FIELD = "invalid_field"  # a field with a wrong type or out of range
     PROMPT_EMPTY = "prompt_empty"
@@ -304,6 +306,10 @@ def decode_image(data: bytes, limits: ImageLimits) -> Image.Image:
     The pixel limit is checked from the header before any pixel is decoded, so a decompression bomb is
     refused without being expanded.
     """
+    return _open_checked(data, limits).convert("RGB")
+
+
+def _open_checked(data: bytes, limits: ImageLimits) -> Image.Image:
     if len(data) > limits.max_bytes:
         raise ProtocolError(
             ErrorCode.IMAGE_TOO_LARGE,
@@ -336,7 +342,37 @@ def decode_image(data: bytes, limits: ImageLimits) -> Image.Image:
         raise ProtocolError(
             ErrorCode.BAD_IMAGE, f"not a readable image ({type(exc).__name__})", field="image"
         ) from None
-    return img.convert("RGB")
+    return img
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedImage:
+    """An input image checked whole once, then kept compressed while its job waits.
+
+    A decoded 2048x2048 picture is 12 MB of pixels while its PNG may be a few KB: a queue of jobs holds
+    only these bytes, and the pixels exist only while a batch is being prepared.
+    """
+
+    data: bytes
+    width: int
+    height: int
+
+    @classmethod
+    def check(cls, data: bytes, limits: ImageLimits) -> EncodedImage:
+        """Decode the upload fully (refusing broken or oversized ones), keep the bytes, drop the pixels."""
+        img = _open_checked(data, limits)
+        try:
+            return cls(data=data, width=img.width, height=img.height)
+        finally:
+            img.close()
+
+    def decode(self, size: tuple[int, int] | None = None) -> Image.Image:
+        """The pixels as RGB, resized to `size` at once so only one full-size copy ever lives."""
+        with Image.open(io.BytesIO(self.data)) as img:
+            rgb = img.convert("RGB")
+        if size is not None and rgb.size != size:
+            rgb = rgb.resize(size, Image.Resampling.LANCZOS)
+        return rgb
 
 
 class JobInfo(BaseModel):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import io
 import logging
@@ -24,6 +25,7 @@ from PIL import Image
 from inference.protocol import (
     BatchItem,
     BatchKey,
+    EncodedImage,
     Engine,
     EngineOutOfMemory,
     ErrorBody,
@@ -69,8 +71,14 @@ class Submission:
     height: int
     steps: int
     guidance: float
-    init_image: Image.Image | None
-    fingerprint: str  # digest of the request and image, to tell an idempotent resubmit from a conflict
+    init_image: EncodedImage | None  # compressed: a queued job holds bytes, not pixels
+    fingerprint: str
+
+    @property
+    def input_bytes(self) -> int:
+        return (
+            len(self.init_image.data) if self.init_image is not None else 0
+        )  # digest of the request and image, to tell an idempotent resubmit from a conflict
 
 
 @dataclass(eq=False, slots=True)
@@ -125,7 +133,6 @@ class Slice:
         return BatchItem(
             job_id=self.job.id, request=request, seed=sub.seed + self.offset, width=sub.width,
             height=sub.height, steps=sub.steps, guidance=sub.guidance, strength=request.strength,
-            init_image=sub.init_image,
         )  # fmt: skip
 
 
@@ -143,6 +150,27 @@ def halves(slices: list[Slice]) -> tuple[list[Slice], list[Slice]]:
             second.append(Slice(s.job, s.offset + take, s.count - take))
         room -= take
     return first, second
+
+
+class ByteBudget:
+    """Bytes of client input the worker may hold at once: bodies being read plus queued jobs' images.
+
+    Owned by the event loop (no lock): `take` and `give` are called only from it.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def take(self, n: int) -> bool:
+        """Hold `n` more bytes if they fit; False (holding nothing) if they do not."""
+        if self.used + n > self.limit:
+            return False
+        self.used += n
+        return True
+
+    def give(self, n: int) -> None:
+        self.used = max(0, self.used - n)
 
 
 class BatchTimes:
@@ -268,6 +296,9 @@ class Scheduler:
         self._times = BatchTimes()
         self._relax_credit = 0.0
         self._accepting = True
+        self.memory = ByteBudget(settings.input_budget_bytes)
+        # One upload decoded at a time: each may be tens of MB of pixels while it is checked.
+        self.decode_slots = asyncio.Semaphore(1)
         self._executor = ThreadPoolExecutor(
             max_workers=settings.batches_in_flight, thread_name_prefix="engine"
         )
@@ -337,6 +368,8 @@ class Scheduler:
         if not self._accepting:
             raise ProtocolError(ErrorCode.SHUTTING_DOWN, "the worker is shutting down", status=503)
         self._check_caps(request)
+        if not self.memory.take(sub.input_bytes):
+            raise self.memory_full()
         job = Job(
             id=secrets.token_hex(8),
             sub=sub,
@@ -369,6 +402,16 @@ class Scheduler:
                 status=429,
                 retry_after=self._retry_after(mine[0]),
             )
+
+    def memory_full(self) -> ProtocolError:
+        """The refusal for input that does not fit the byte budget now: retry once a batch has run."""
+        return ProtocolError(
+            ErrorCode.QUEUE_FULL,
+            f"the worker holds {self.memory.used} of its {self.memory.limit} bytes of queued input; "
+            "retry later",
+            status=429,
+            retry_after=self._retry_after(None),
+        )
 
     def _retry_after(self, job: Job | None) -> float:
         """Seconds until a place frees: the user's first job starts, or else the running batch ends."""
@@ -574,6 +617,8 @@ class Scheduler:
             return
         job.status = status
         job.error = error
+        self.memory.give(job.sub.input_bytes)
+        job.sub = dataclasses.replace(job.sub, init_image=None)  # the upload is not needed any more
         job.finished_at = time.time()
         job.finished_mono = time.monotonic()
         self.counters[status] += 1
@@ -620,9 +665,10 @@ class Scheduler:
         n = sum(s.count for s in slices)
         run = _Running(slices, time.monotonic(), self._times.estimate(slices[0].job.key.shape, n))
         items = [s.item() for s in slices]
+        inputs = [s.job.sub.init_image for s in slices]
         on_step = self._progress_reporter(run, loop)
         run.future = loop.run_in_executor(
-            self._executor, self._engine.run_batch, items, on_step, run.should_stop
+            self._executor, self._run_engine, items, inputs, on_step, run.should_stop
         )
         self._runs.add(run)
         self._announce_positions()  # once the engine has its work: everyone behind moved up
@@ -679,6 +725,20 @@ class Scheduler:
         self.batches += 1
         self.batch_seconds += elapsed
         return results
+
+    def _run_engine(
+        self,
+        items: list[BatchItem],
+        inputs: list[EncodedImage | None],
+        on_step: Callable[[StepUpdate], None],
+        should_stop: Callable[[], bool],
+    ) -> list[list[GeneratedImage]]:
+        """On the engine thread: decode the batch's input images (one at a time, straight to the output
+        size), then run it."""
+        for item, encoded in zip(items, inputs, strict=True):
+            if encoded is not None:
+                item.init_image = encoded.decode((item.width, item.height))
+        return self._engine.run_batch(items, on_step, should_stop)
 
     def _progress_reporter(
         self, run: _Running, loop: asyncio.AbstractEventLoop

@@ -20,7 +20,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import BodyPartReader, web
-from PIL import Image
 from pydantic import BaseModel
 
 from inference.protocol import (
@@ -29,6 +28,7 @@ from inference.protocol import (
     MAX_SEED,
     MAX_SIDE,
     MIN_SIDE,
+    EncodedImage,
     Engine,
     ErrorCode,
     EventType,
@@ -37,7 +37,6 @@ from inference.protocol import (
     ProtocolError,
     ReplicaStats,
     WorkerInfo,
-    decode_image,
     load_json,
     parse_job_request,
 )
@@ -74,18 +73,24 @@ def read_job_json(raw: bytes) -> JobRequest:
 
 
 async def prepare_submission(
-    request: JobRequest, image: bytes | None, settings: WorkerSettings, engine: Engine
+    request: JobRequest,
+    image: bytes | None,
+    settings: WorkerSettings,
+    engine: Engine,
+    decode_slots: asyncio.Semaphore | None = None,
 ) -> Submission:
     """Check a job against the worker's limits and fill in the model's defaults.
 
     The input image is decoded in a thread (it may be megapixels) with the byte and pixel limits
-    checked first, so decompression bombs are refused before they expand.
+    checked first, so decompression bombs are refused before they expand; `decode_slots` bounds how
+    many are decoded at once. The job keeps the compressed bytes, not the pixels.
     """
     _check_inputs(request, image, engine)
     init = None
     if image is not None:
         limits = ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
-        init = await asyncio.to_thread(decode_image, image, limits)
+        async with decode_slots or contextlib.nullcontext():
+            init = await asyncio.to_thread(EncodedImage.check, image, limits)
     steps, guidance, width, height = engine.defaults(request.kind)
     width, height = _output_size(request, init, (width, height), settings.max_pixels)
     digest = hashlib.sha256(image).hexdigest() if image is not None else None
@@ -116,7 +121,7 @@ def _check_inputs(request: JobRequest, image: bytes | None, engine: Engine) -> N
 
 
 def _output_size(
-    request: JobRequest, init: Image.Image | None, default: tuple[int, int], max_pixels: int
+    request: JobRequest, init: EncodedImage | None, default: tuple[int, int], max_pixels: int
 ) -> tuple[int, int]:
     """The requested size, else the input image's (fitted), else the model's; within `max_pixels`."""
     width, height = default
@@ -200,7 +205,12 @@ def error_response(exc: ProtocolError) -> web.Response:
     )
 
 
-_HTTP_CODES = {401: ErrorCode.UNAUTHORIZED, 404: ErrorCode.NOT_FOUND}
+_HTTP_CODES = {
+    401: ErrorCode.UNAUTHORIZED,
+    404: ErrorCode.NOT_FOUND,
+    408: ErrorCode.REQUEST_TIMEOUT,
+    413: ErrorCode.BODY_TOO_LARGE,
+}
 
 
 @web.middleware
@@ -224,6 +234,24 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     return response
 
 
+def max_body_bytes(settings: WorkerSettings) -> int:
+    """The largest request body the worker reads: one image part, one job part, multipart framing."""
+    return settings.max_image_bytes + MAX_JOB_JSON_BYTES + 64 * 1024
+
+
+@web.middleware
+async def body_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse a body by its declared size before any of it is read."""
+    limit = max_body_bytes(request.app[SETTINGS])
+    if request.content_length is not None and request.content_length > limit:
+        raise ProtocolError(
+            ErrorCode.BODY_TOO_LARGE,
+            f"the body is {request.content_length} bytes; the limit is {limit}",
+            status=413,
+        )
+    return await handler(request)
+
+
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     token = request.app[SETTINGS].token
@@ -244,12 +272,30 @@ def _json(model: BaseModel, status: int = 200) -> web.Response:
 
 
 async def submit_job(request: web.Request) -> web.Response:
+    """Queue a job. Its body is held against the worker's input budget, by declared size, before a
+    byte of it is read; the queued job then holds only its compressed image against the same budget."""
     scheduler = request.app[SCHEDULER]
     if not scheduler.accepting:
         raise ProtocolError(ErrorCode.SHUTTING_DOWN, "the worker is shutting down", status=503)
     settings = request.app[SETTINGS]
-    job_request, image = await read_submission(request, settings)
-    sub = await prepare_submission(job_request, image, settings, scheduler.engine)
+    held = request.content_length if request.content_length is not None else max_body_bytes(settings)
+    if not scheduler.memory.take(held):
+        raise scheduler.memory_full()
+    try:
+        try:
+            async with asyncio.timeout(settings.body_timeout_s):
+                job_request, image = await read_submission(request, settings)
+        except TimeoutError:
+            raise ProtocolError(
+                ErrorCode.REQUEST_TIMEOUT,
+                f"the request body did not arrive within {settings.body_timeout_s:g} s",
+                status=408,
+            ) from None
+        sub = await prepare_submission(
+            job_request, image, settings, scheduler.engine, decode_slots=scheduler.decode_slots
+        )
+    finally:
+        scheduler.memory.give(held)  # no await from here to submit(): the job takes its share at once
     job, created = scheduler.submit(sub)
     return _json(scheduler.info(job), status=201 if created else 200)
 
@@ -419,8 +465,8 @@ def _escape(value: str) -> str:
 def create_app(settings: WorkerSettings, engine: Engine) -> web.Application:
     """The worker's aiohttp application over a loaded engine; the scheduler lives in its cleanup_ctx."""
     app = web.Application(
-        client_max_size=settings.max_image_bytes + MAX_JOB_JSON_BYTES + 64 * 1024,
-        middlewares=[errors_middleware, auth_middleware],
+        client_max_size=max_body_bytes(settings),
+        middlewares=[errors_middleware, body_limit_middleware, auth_middleware],
     )
     app[SETTINGS] = settings
     app[ENGINE] = engine
@@ -487,7 +533,15 @@ async def start_worker(settings: WorkerSettings, engine: Engine) -> RunningWorke
     """Serve an already loaded engine on `settings.host:settings.port` (port 0 picks a free one)."""
     check_bind(settings)
     app = create_app(settings, engine)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        access_log=None,
+        # A connection gets this long to send each request's head (from connecting, or from the end of
+        # the previous response) and idles no longer than this: half-sent requests do not linger.
+        keepalive_timeout=settings.keepalive_timeout_s,
+        lingering_time=min(settings.body_timeout_s, 10.0),  # draining an unread body after a refusal
+    )
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
     await site.start()
