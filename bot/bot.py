@@ -163,7 +163,7 @@ async def run_bot(settings: Settings, worker_url: str | None = None) -> int:
 
 
 def _close_on_signals(bot: ImageBot) -> None:
-    """SIGINT/SIGTERM close the bot cleanly, so run.py can stop its worker instead of orphaning it."""
+    """SIGINT/SIGTERM/SIGHUP close the bot cleanly, so run.py can stop its worker instead of orphaning it."""
     loop = asyncio.get_running_loop()
     closing: set[asyncio.Task[None]] = set()
 
@@ -173,6 +173,6 @@ def _close_on_signals(bot: ImageBot) -> None:
         closing.add(task)
         task.add_done_callback(closing.discard)
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, close)

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import ipaddress
 import logging
+import os
 import re
 import secrets
 import signal
@@ -551,13 +552,24 @@ async def start_worker(settings: WorkerSettings, engine: Engine) -> RunningWorke
     return RunningWorker(app, runner, url)
 
 
-def run_worker(worker: WorkerSettings, engine: EngineSettings) -> None:
-    """Load the engine, serve until SIGINT or SIGTERM, then shut down gracefully."""
+def run_worker(worker: WorkerSettings, engine: EngineSettings, parent_pid: int | None = None) -> None:
+    """Load the engine, serve until SIGINT, SIGTERM or SIGHUP (or, given `parent_pid`, until that
+    process is gone), then shut down gracefully."""
     check_bind(worker)
-    asyncio.run(_run(worker, engine))
+    asyncio.run(_run(worker, engine, parent_pid))
 
 
-async def _run(worker: WorkerSettings, engine_settings: EngineSettings) -> None:
+async def _watch_parent(parent_pid: int, stop: asyncio.Event) -> None:
+    """Stop when the run.py that started this worker is gone (PR_SET_PDEATHSIG covers Linux; this the rest)."""
+    while not stop.is_set():
+        if os.getppid() != parent_pid:
+            log.warning("the run.py that started this worker (pid %d) is gone; stopping", parent_pid)
+            stop.set()
+            return
+        await asyncio.sleep(1.0)
+
+
+async def _run(worker: WorkerSettings, engine_settings: EngineSettings, parent_pid: int | None) -> None:
     from inference.engine import DiffusersEngine  # torch is imported only when a worker really starts
 
     log.info("loading the model")
@@ -565,9 +577,12 @@ async def _run(worker: WorkerSettings, engine_settings: EngineSettings) -> None:
     running = await start_worker(worker, engine)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
+    watch = asyncio.create_task(_watch_parent(parent_pid, stop)) if parent_pid else None
     await stop.wait()
+    if watch is not None:
+        watch.cancel()
     log.info("shutting down: finishing the running batch, failing queued jobs")
     await running.stop()
     log.info("worker stopped")
