@@ -20,7 +20,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TextIO
@@ -30,7 +30,7 @@ from pydantic import ValidationError
 
 from bot.errors import BrushfireError
 from bot.jobs import JobOutcome, JobService, open_job_service
-from bot.lifecycle import ProcessOwner, describe_server, die_with_parent, port_in_use
+from bot.lifecycle import CrashPoint, ProcessOwner, describe_server, die_with_parent, port_in_use
 from bot.plans import LOCAL_USER, ImagineOptions, parse_lane
 from bot.progress import ProgressState, ProgressUpdater
 from bot.settings import Settings, SettingsError, load_settings
@@ -121,7 +121,7 @@ def _dispatch(command: str, args: argparse.Namespace, settings: Settings) -> int
     if command == "db":
         return asyncio.run(_db(args, settings))
     if command in ("imagine", "edit"):
-        return asyncio.run(_local_job(args, settings))
+        return asyncio.run(_local_job(args, settings, CrashPoint.from_env(dict(os.environ))))
     from bot.bot import run_bot
 
     if settings.discord_token is None:
@@ -130,9 +130,10 @@ def _dispatch(command: str, args: argparse.Namespace, settings: Settings) -> int
             file=sys.stderr,
         )
         return 2
+    crash = CrashPoint.from_env(dict(os.environ))  # inert unless the crash-matrix tests set it
     if command == "bot":
-        return asyncio.run(run_bot(settings))
-    return asyncio.run(_bot_and_worker(settings, args.config))
+        return asyncio.run(run_bot(settings, crash=crash))
+    return asyncio.run(_bot_and_worker(settings, args.config, crash))
 
 
 # --- worker and bot together ---
@@ -283,7 +284,7 @@ def worker_command(config: Path | None) -> list[str]:
     return [*args, "worker", "--parent-pid", str(os.getpid())]
 
 
-async def _bot_and_worker(settings: Settings, config: Path | None) -> int:
+async def _bot_and_worker(settings: Settings, config: Path | None, crash: CrashPoint) -> int:
     from bot.bot import run_bot
 
     supervisor = WorkerSupervisor(
@@ -293,7 +294,7 @@ async def _bot_and_worker(settings: Settings, config: Path | None) -> int:
         pidfile=settings.database.path.parent / "worker.pid",
     )
     task = asyncio.create_task(supervisor.run(), name="worker-supervisor")
-    bot = asyncio.create_task(run_bot(settings), name="bot")
+    bot = asyncio.create_task(run_bot(settings, crash=crash), name="bot")
     try:
         await asyncio.wait({task, bot}, return_when=asyncio.FIRST_COMPLETED)
         if task.done() and isinstance(task.exception(), PortTaken):
@@ -402,10 +403,21 @@ async def worker_for(settings: Settings) -> AsyncIterator[str]:
         await running.stop()
 
 
-async def _local_job(args: argparse.Namespace, settings: Settings) -> int:
+async def _local_job(args: argparse.Namespace, settings: Settings, crash: CrashPoint) -> int:
+    owner = ProcessOwner.current("cli")
     try:
-        async with worker_for(settings) as url, open_job_service(settings, url) as jobs:
+        async with (
+            worker_for(settings) as url,
+            open_job_service(settings, url, owner=owner, crash=crash) as jobs,
+        ):
+            # First what an earlier `run.py imagine/edit` left when it was killed: follow or refund.
+            await jobs.reconcile(_report_earlier(jobs), kinds=frozenset({"cli"}))
             outcome = await _run_local(args, jobs)
+            if outcome.ok:
+                crash.reached("delivery")
+                for path in _write_outputs(outcome, args.output):
+                    print(path)
+            await jobs.jobs.mark_delivered(outcome.job.job_id)
     except (BrushfireError, SettingsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -415,9 +427,19 @@ async def _local_job(args: argparse.Namespace, settings: Settings) -> int:
     if not outcome.ok:
         print(f"error: {outcome.message}", file=sys.stderr)
         return 1
-    for path in _write_outputs(outcome, args.output):
-        print(path)
     return 0
+
+
+def _report_earlier(jobs: JobService) -> Callable[[JobOutcome], Awaitable[None]]:
+    """How the command line hands over an earlier run's job: a line on stderr (its images, if any, are
+    in the database), then it counts as delivered."""
+
+    async def report(outcome: JobOutcome) -> None:
+        what = "finished; its images are in the database" if outcome.ok else f"refunded ({outcome.message})"
+        print(f"job {outcome.job.job_id} from an earlier run that was stopped: {what}", file=sys.stderr)
+        await jobs.jobs.mark_delivered(outcome.job.job_id)
+
+    return report
 
 
 async def _run_local(args: argparse.Namespace, jobs: JobService) -> JobOutcome:

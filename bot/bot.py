@@ -20,6 +20,7 @@ from bot.delivery import JobRunner
 from bot.endpoints import use_discord_endpoints
 from bot.errors import BrushfireTree
 from bot.jobs import JobService, open_job_service
+from bot.lifecycle import CrashPoint, ProcessOwner
 from bot.quotas import MaintenanceScheduler, QuotaService
 from bot.settings import Settings, SettingsError
 
@@ -145,12 +146,13 @@ class ImageBot(commands.Bot):
         return True
 
 
-async def run_bot(settings: Settings, worker_url: str | None = None) -> int:
-    """Connect to Discord and serve until stopped. Needs DISCORD_TOKEN."""
+async def run_bot(settings: Settings, worker_url: str | None = None, crash: CrashPoint | None = None) -> int:
+    """Connect to Discord and serve until stopped. Needs DISCORD_TOKEN. `crash` is a test-only hook."""
     if settings.discord_token is None:
         raise SettingsError("set the DISCORD_TOKEN environment variable to the bot's token")
     use_discord_endpoints(settings.discord.api_base, settings.discord.gateway_url)
-    async with open_job_service(settings, worker_url) as jobs:
+    owner = ProcessOwner.current("bot")
+    async with open_job_service(settings, worker_url, owner=owner, crash=crash) as jobs:
         bot = ImageBot(settings=settings, jobs=jobs, quotas=jobs.quotas)
         _close_on_signals(bot)
         async with bot:

@@ -159,6 +159,19 @@ class JobRunner:
         guild: GuildSettings | None = None,
         progress_gone: bool = False,
     ) -> None:
+        """Post the outcome, then record that it was delivered: a restart posts only what a crash kept
+        from its user, once."""
+        self.jobs.crash.reached("delivery")
+        await self._post_outcome(outcome, interaction, guild, progress_gone)
+        await self.jobs.jobs.mark_delivered(outcome.job.job_id)
+
+    async def _post_outcome(
+        self,
+        outcome: JobOutcome,
+        interaction: discord.Interaction | None,
+        guild: GuildSettings | None,
+        progress_gone: bool,
+    ) -> None:
         """Post the outcome where it can still be seen: the original message, the channel, or DMs."""
         job = outcome.job
         guild = guild or await self.jobs.guild(job.guild_id or 0)

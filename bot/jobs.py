@@ -22,6 +22,7 @@ from PIL import Image
 from pydantic import ValidationError
 
 from bot.errors import InvalidInput, JobNotFound, NotPermitted, QuotaRefused, WorkerDown
+from bot.lifecycle import CrashPoint, ProcessOwner
 from bot.plans import Action, Delivery, JobPlan, Planner, Requester
 from bot.progress import ProgressState
 from bot.quotas import CostSpec, QuotaError, QuotaService, QuotaStatus
@@ -39,6 +40,7 @@ from storage.styles import GuildStylesRepo
 log = logging.getLogger(__name__)
 
 MAX_RESUBMITS = 2
+UNDELIVERED_WINDOW_S = 24 * 3600.0  # a crash-interrupted delivery older than this is not posted any more
 
 ProgressCallback = Callable[[ProgressState], None]
 
@@ -85,8 +87,12 @@ class JobService:
         client: WorkerClient,
         styles: StyleBook,
         clock: Callable[[], float] = time.time,
+        owner: ProcessOwner | None = None,
+        crash: CrashPoint | None = None,
     ) -> None:
         self.settings = settings
+        self.owner = owner  # recorded on each job it starts, so a later start can tell if we died
+        self.crash = crash or CrashPoint()
         self.db = db
         self.limits: Limits = settings.limits
         self.quotas = quotas
@@ -178,13 +184,19 @@ class JobService:
             idempotency_key=job_id,
             parent_job_id=plan.parent_job_id,
             parent_generation_id=plan.parent_generation_id,
+            owner=str(self.owner) if self.owner else None,
         )
         try:
             record = await self.jobs.create(record)
         except Exception:
             await self.quotas.refund(job_id)
             raise
-        record = await self._submit(record, plan)
+        try:
+            record = await self._submit(record, plan)
+        except BaseException:
+            await self.jobs.mark_delivered(job_id)  # refused now, and the caller tells the user now
+            raise
+        self.crash.reached("queued")
         return Ticket(job=record, plan=plan, cost=cost, lane=lane, fell_back_to_relax=fell_back)
 
     async def _reserve(
@@ -277,6 +289,7 @@ class JobService:
         while True:
             try:
                 info = await self._stream(job, progress)
+                self.crash.reached("images_ready")
                 return info, await self._fetch_images(info)
             except (worker_client.WorkerUnavailable, worker_client.JobNotFound) as exc:
                 log.warning("lost track of job %s (%s); checking the worker", job.job_id, type(exc).__name__)
@@ -295,8 +308,10 @@ class JobService:
             if new != state:
                 state = new
                 progress(state)
-            if event.type is EventType.STARTED and job.status is not JobState.RUNNING:
-                job = await self.jobs.update_status(job.job_id, JobState.RUNNING)
+            if event.type is EventType.STARTED:
+                if job.status is not JobState.RUNNING:
+                    job = await self.jobs.update_status(job.job_id, JobState.RUNNING)
+                self.crash.reached("running")
             if event.type in (EventType.DONE, EventType.FAILED, EventType.CANCELLED):
                 return event.job or await self.client.get(job.worker_job_id or "")
         # The stream ended without a final event (worker shutting down): ask for the state directly.
@@ -371,6 +386,7 @@ class JobService:
         gens = await self.generations.for_job(job.job_id)
         if not gens:  # a recovered job may have stored its images before a crash
             gens = await self._store_images(job, info, pngs)
+        self.crash.reached("commit")
         await self.quotas.commit(job.job_id)
         job = await self.jobs.update_status(job.job_id, JobState.SUCCEEDED)
         return JobOutcome(job=job, state=JobState.SUCCEEDED, generations=gens, info=info)
@@ -435,19 +451,48 @@ class JobService:
     async def quota_status(self, requester: Requester) -> QuotaStatus:
         return await self.quotas.status(requester.guild_id, requester.user_id, requester.role_ids)
 
-    async def reconcile(self, deliver: Deliver) -> int:
-        """At start: follow again, resubmit or refund every job the database says is unfinished.
+    async def reconcile(self, deliver: Deliver, kinds: frozenset[str] = frozenset({"bot"})) -> int:
+        """At start: settle what dead processes of these kinds left behind; returns how many jobs.
 
-        Each recovered job ends by handing its outcome to `deliver`; returns how many there were.
+        Each unfinished job whose owner is gone is claimed (one claimant wins) and then followed,
+        resubmitted or refunded; a bot's jobs may be resubmitted, a command line's only followed (nobody
+        waits for a resubmitted one). Each ends by handing its outcome to `deliver`, as does each
+        finished job whose outcome a crash kept from its user.
         """
-        unfinished = await self.jobs.list_unfinished()
-        if unfinished:
-            log.info("reconciling %d unfinished job(s) with the worker", len(unfinished))
-        await asyncio.gather(*(self._recover(job, deliver) for job in unfinished))
-        return len(unfinished)
+        orphans = [job for job in await self.jobs.list_unfinished() if self._orphaned(job, kinds)]
+        undelivered = [
+            job
+            for job in await self.jobs.list_undelivered(self._clock() - UNDELIVERED_WINDOW_S)
+            if self._orphaned(job, kinds)
+        ]
+        if orphans or undelivered:
+            log.info("settling %d unfinished and %d undelivered job(s) left by a crash", len(orphans), len(undelivered))  # fmt: skip
+        await asyncio.gather(
+            *(self._recover(job, deliver) for job in orphans),
+            *(self._redeliver(job, deliver) for job in undelivered),
+        )
+        return len(orphans) + len(undelivered)
+
+    def _orphaned(self, job: JobRecord, kinds: frozenset[str]) -> bool:
+        owner = ProcessOwner.parse(job.owner)
+        return _owner_kind(job) in kinds and owner != self.owner and (owner is None or not owner.alive())
+
+    async def _claim(self, job: JobRecord) -> JobRecord | None:
+        mine = str(self.owner) if self.owner else None
+        if not await self.jobs.claim(job.job_id, job.owner, mine):
+            return None  # another process settles it
+        return dataclasses.replace(job, owner=mine)
 
     async def _recover(self, job: JobRecord, deliver: Deliver) -> None:
         try:
+            from_cli = _owner_kind(job) == "cli"
+            claimed = await self._claim(job)
+            if claimed is None:
+                return
+            job = claimed
+            if from_cli:  # nobody waits for a resubmitted command-line job: follow it or refund it
+                await deliver(await self._follow_or_refund(job))
+                return
             if job.worker_job_id is None:
                 # Stored but not known to be accepted: submitting again with the same key either finds
                 # the job at the worker (the reply was lost) or starts it now.
@@ -459,6 +504,29 @@ class JobService:
             await deliver(await self.follow(job))
         except Exception:
             log.exception("could not recover job %s", job.job_id)
+
+    async def _follow_or_refund(self, job: JobRecord) -> JobOutcome:
+        """Follow a job the worker still has to its end; refund one it lost (no resubmit)."""
+        if job.worker_job_id is not None and await self.client.health():
+            try:
+                await self.client.get(job.worker_job_id)
+            except worker_client.WorkerError:
+                pass
+            else:
+                return await self.follow(job)
+        return await self._fail(job, "The command that started this job stopped before it finished. Credits refunded.")  # fmt: skip
+
+    async def _redeliver(self, job: JobRecord, deliver: Deliver) -> None:
+        try:
+            claimed = await self._claim(job)
+            if claimed is None:
+                return
+            gens = await self.generations.for_job(job.job_id) if job.status is JobState.SUCCEEDED else []
+            await deliver(
+                JobOutcome(job=claimed, state=claimed.status, generations=gens, message=claimed.error)
+            )
+        except Exception:
+            log.exception("could not deliver job %s", job.job_id)
 
     async def watch_health(self, interval_s: float) -> None:
         """Check the worker forever; log when it goes away and when it comes back.
@@ -530,6 +598,11 @@ def _next_state(state: ProgressState, event: JobEvent) -> ProgressState:
     return state
 
 
+def _owner_kind(job: JobRecord) -> str:
+    owner = ProcessOwner.parse(job.owner)
+    return owner.kind if owner else "bot"  # rows from before owners were recorded were the bot's
+
+
 def _worker_user(job: JobRecord) -> str:
     """The fairness key the worker queues by: one per person per server."""
     return f"{job.guild_id or 0}:{job.user_id}"
@@ -545,7 +618,11 @@ def _png_size(png: bytes, info: JobInfo) -> tuple[int, int]:
 
 @asynccontextmanager
 async def open_job_service(
-    settings: Settings, worker_url: str | None = None, clock: Callable[[], float] = time.time
+    settings: Settings,
+    worker_url: str | None = None,
+    clock: Callable[[], float] = time.time,
+    owner: ProcessOwner | None = None,
+    crash: CrashPoint | None = None,
 ) -> AsyncIterator[JobService]:
     """Open the database, quota service and worker client, and the job service over them."""
     async with (
@@ -562,4 +639,6 @@ async def open_job_service(
             client=client,
             styles=StyleBook(settings.styles, settings.aspects),
             clock=clock,
+            owner=owner,
+            crash=crash,
         )

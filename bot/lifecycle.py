@@ -99,3 +99,30 @@ def describe_server(host: str, port: int) -> str:
         return f"a program that does not speak brushfire's RPC ({exc.reason})"
     except (OSError, ValueError) as exc:
         return f"a program that does not speak brushfire's RPC ({type(exc).__name__})"
+
+
+@dataclass(frozen=True, slots=True)
+class CrashPoint:
+    """TEST-ONLY fault hook for the crash matrix (tests/hostile, bench/hostile.py); inert unless set.
+
+    When a job reaches `phase` (queued, running, images_ready, commit, delivery), SIGKILL the processes
+    in `pids` (this process when empty) at that exact point: a kill -9 at each phase of a job, without
+    racing a timer. run.py builds it from BRUSHFIRE_TEST_KILL_AT and BRUSHFIRE_TEST_KILL_PIDS.
+    """
+
+    phase: str | None = None
+    pids: tuple[int, ...] = ()
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str]) -> CrashPoint:
+        phase = environ.get("BRUSHFIRE_TEST_KILL_AT") or None
+        pids = tuple(int(p) for p in environ.get("BRUSHFIRE_TEST_KILL_PIDS", "").split(",") if p.strip())
+        return cls(phase, pids)
+
+    def reached(self, phase: str) -> None:
+        if phase != self.phase:
+            return
+        log.warning("TEST crash point %s reached: killing %s", phase, self.pids or "this process")
+        for pid in self.pids or (os.getpid(),):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
