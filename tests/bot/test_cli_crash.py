@@ -36,7 +36,7 @@ def test_the_next_imagine_settles_what_a_killed_one_left(tiny_models, tmp_path, 
     killed = imagine(config, "a red circle", tmp_path / "a.png", BRUSHFIRE_TEST_KILL_AT=phase)
     assert killed.returncode == -9, killed.stderr
     left = rows(db, "SELECT j.status, l.state FROM jobs j JOIN ledger l USING (job_id)")
-    assert left and left[0][1] == "reserved" or phase == "delivery", left
+    assert (left and left[0][1] == "reserved") or phase == "delivery", left
 
     again = imagine(config, "a blue square", tmp_path / "b.png")
     assert again.returncode == 0, again.stderr
