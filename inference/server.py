@@ -245,11 +245,7 @@ async def body_limit_middleware(request: web.Request, handler: Handler) -> web.S
     """Refuse a body by its declared size before any of it is read."""
     limit = max_body_bytes(request.app[SETTINGS])
     if request.content_length is not None and request.content_length > limit:
-        raise ProtocolError(
-            ErrorCode.BODY_TOO_LARGE,
-            f"the body is {request.content_length} bytes; the limit is {limit}",
-            status=413,
-        )
+        raise _too_large(request.content_length, limit)
     return await handler(request)
 
 
@@ -299,6 +295,35 @@ async def submit_job(request: web.Request) -> web.Response:
         scheduler.memory.give(held)  # no await from here to submit(): the job takes its share at once
     job, created = scheduler.submit(sub)
     return _json(scheduler.info(job), status=201 if created else 200)
+
+
+async def expect_job_body(request: web.Request) -> web.StreamResponse | None:
+    """`Expect: 100-continue` on POST /v1/jobs: a body too large, or one the input budget cannot hold now,
+    is refused before the client sends it; otherwise the client is told to go on."""
+    scheduler, settings = request.app[SCHEDULER], request.app[SETTINGS]
+    declared = request.content_length
+    refusal = None
+    if request.headers.get("Expect", "").lower() != "100-continue":
+        refusal = ProtocolError(
+            ErrorCode.BAD_REQUEST, "only `Expect: 100-continue` is understood", status=417
+        )
+    elif declared is not None and declared > max_body_bytes(settings):
+        refusal = _too_large(declared, max_body_bytes(settings))
+    elif declared is not None and scheduler.memory.used + declared > scheduler.memory.limit:
+        refusal = scheduler.memory_full()
+    if refusal is not None:
+        response = error_response(refusal)
+        response.force_close()  # the unsent body must not be read as the next request
+        return response
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    request.writer.output_size = 0  # the 100 is not part of the response proper
+    return None
+
+
+def _too_large(declared: int, limit: int) -> ProtocolError:
+    return ProtocolError(
+        ErrorCode.BODY_TOO_LARGE, f"the body is {declared} bytes; the limit is {limit}", status=413
+    )
 
 
 async def get_job(request: web.Request) -> web.Response:
@@ -475,7 +500,7 @@ def create_app(settings: WorkerSettings, engine: Engine) -> web.Application:
     app[HTTP_COUNTS] = Counter()
     app.cleanup_ctx.append(_scheduler_ctx)
     p = API_PREFIX
-    app.router.add_post(f"{p}/jobs", submit_job)
+    app.router.add_post(f"{p}/jobs", submit_job, expect_handler=expect_job_body)
     app.router.add_get(f"{p}/jobs/{{job_id}}", get_job)
     app.router.add_delete(f"{p}/jobs/{{job_id}}", cancel_job)
     app.router.add_post(f"{p}/jobs/{{job_id}}/cancel", cancel_job)

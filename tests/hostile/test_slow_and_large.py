@@ -32,7 +32,7 @@ def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
     batches of one so queued jobs stay queued."""
     tmp = tmp_path_factory.mktemp("hostile")
     port = free_port()
-    limits = {"keepalive_timeout_s": 1.0, "body_timeout_s": 1.0, "max_batch": 1}
+    limits = {"keepalive_timeout_s": 1.0, "body_timeout_s": 3.0, "max_batch": 1}
     config = write_config(tmp / "config.toml", port=port, database=tmp / "bf.sqlite3", worker=limits)
     running = asyncio.run(WorkerProcess(config, port).start())
     try:
@@ -46,8 +46,8 @@ async def test_half_sent_requests_are_closed_by_the_time_limits(worker: WorkerPr
     bodies = await half_sent_requests("127.0.0.1", worker.port, 20, body=True)
     started = time.monotonic()
     assert await closed_within(heads, 5.0) == 300
-    assert await closed_within(bodies, 5.0) == 20
-    assert time.monotonic() - started < 8.0
+    assert await closed_within(bodies, 7.0) == 20
+    assert time.monotonic() - started < 12.0
     async with aiohttp.ClientSession() as session, session.get(f"{worker.url}/v1/stats") as resp:
         assert resp.status == 200  # and the worker still answers everyone else
 
@@ -87,7 +87,8 @@ async def test_parallel_large_bodies_are_held_to_the_input_budget(worker: Worker
 
         async def send(i: int) -> tuple[int, str]:
             job = job_fields(kind="edit", user=f"u{i}", prompt="make it red")
-            async with session.post(f"{worker.url}/v1/jobs", data=edit_form(job, junk)) as resp:
+            form = edit_form(job, junk)  # asking first, as the worker client does with images
+            async with session.post(f"{worker.url}/v1/jobs", data=form, expect100=True) as resp:
                 return resp.status, (await resp.json())["code"]
 
         answers = Counter(await asyncio.gather(*(send(i) for i in range(20))))
@@ -109,3 +110,27 @@ async def test_a_declared_oversized_body_is_refused_before_it_is_read(worker: Wo
         head = await reader.readuntil(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 413"), head
     writer.close()
+
+
+async def test_an_upload_that_cannot_be_held_is_refused_before_it_is_sent(worker: WorkerProcess) -> None:
+    """With `Expect: 100-continue` (the worker client sends it with images) an oversized body, or one the
+    input budget cannot hold while others are being read, is refused before the client sends a byte."""
+
+    async def ask(length: int) -> tuple[bytes, asyncio.StreamWriter]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", worker.port)
+        writer.write(
+            b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % length
+        )
+        await writer.drain()
+        async with asyncio.timeout(5):
+            return await reader.readuntil(b"\r\n\r\n"), writer
+
+    head, writer = await ask(999_999_999)
+    assert head.startswith(b"HTTP/1.1 413"), head
+    writer.close()
+    size = 10 * 1024 * 1024  # the largest image; four of them (plus framing) are held, the fifth is not
+    asked = [await ask(size) for _ in range(5)]
+    assert [h[:12] for h, _ in asked] == [b"HTTP/1.1 100"] * 4 + [b"HTTP/1.1 429"], asked
+    for _, w in asked:
+        w.close()
