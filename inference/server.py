@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from aiohttp import BodyPartReader, web
 from pydantic import BaseModel
 
+from inference.openapi import openapi_document
 from inference.protocol import (
     API_PREFIX,
     MAX_COUNT,
@@ -50,6 +51,7 @@ SETTINGS = web.AppKey("settings", WorkerSettings)
 SCHEDULER = web.AppKey("scheduler", Scheduler)
 ENGINE = web.AppKey("engine", Engine)
 HTTP_COUNTS = web.AppKey("http_counts", Counter[tuple[str, str, int]])
+OPENAPI = web.AppKey("openapi", dict)
 
 MAX_JOB_JSON_BYTES = 64 * 1024
 NDJSON = "application/x-ndjson"
@@ -392,6 +394,10 @@ def worker_info(engine: Engine) -> WorkerInfo:
     )
 
 
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(request.app[OPENAPI])
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
@@ -498,6 +504,7 @@ def create_app(settings: WorkerSettings, engine: Engine) -> web.Application:
     app[ENGINE] = engine
     app[SCHEDULER] = Scheduler(engine, settings)
     app[HTTP_COUNTS] = Counter()
+    app[OPENAPI] = openapi_document()
     app.cleanup_ctx.append(_scheduler_ctx)
     p = API_PREFIX
     app.router.add_post(f"{p}/jobs", submit_job, expect_handler=expect_job_body)
@@ -509,6 +516,7 @@ def create_app(settings: WorkerSettings, engine: Engine) -> web.Application:
     app.router.add_get(f"{p}/jobs/{{job_id}}/preview", job_preview)
     app.router.add_get(f"{p}/stats", stats)
     app.router.add_get(f"{p}/info", info)
+    app.router.add_get(f"{p}/openapi.json", openapi)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
