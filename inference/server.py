@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import hashlib
 import hmac
 import ipaddress
@@ -16,6 +17,7 @@ import os
 import re
 import secrets
 import signal
+import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -56,6 +58,7 @@ OPENAPI = web.AppKey("openapi", dict)
 MAX_JOB_JSON_BYTES = 64 * 1024
 NDJSON = "application/x-ndjson"
 FINAL_EVENTS = frozenset({EventType.DONE, EventType.FAILED, EventType.CANCELLED})
+_M_MMAP_THRESHOLD = -3  # from glibc's <malloc.h>
 HEARTBEAT_S = 15.0  # an empty line on an idle event stream, so proxies and clients keep it open
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -185,17 +188,20 @@ async def _read_multipart(request: web.Request, settings: WorkerSettings) -> tup
 
 
 async def _read_part(part: BodyPartReader, limit: int, name: str) -> bytes:
-    data = bytearray()
-    while chunk := await part.read_chunk(64 * 1024):
-        data.extend(chunk)
-        if len(data) > limit:
+    # Chunks joined once at the end: a growing bytearray would over-allocate and then be copied again.
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await part.read_chunk(256 * 1024):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
             raise ProtocolError(
                 ErrorCode.IMAGE_TOO_LARGE if name == "image" else ErrorCode.BAD_REQUEST,
                 f"the {name} part is over {limit} bytes",
                 status=413,
                 field=name,
             )
-    return bytes(data)
+    return b"".join(chunks)
 
 
 # --- middleware ---
@@ -592,6 +598,22 @@ def run_worker(worker: WorkerSettings, engine: EngineSettings, parent_pid: int |
     asyncio.run(_run(worker, engine, parent_pid))
 
 
+def return_large_buffers_to_os(threshold: int = 1024 * 1024) -> bool:
+    """On glibc, serve allocations over `threshold` from mmap, so a freed upload or decoded picture
+    goes back to the OS at once instead of staying in the heap as resident memory.
+
+    glibc's default threshold grows to 32 MB after the first large free, which would keep every
+    request-sized buffer resident after use. False where this is not glibc (nothing changes there).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, threshold))
+    except (OSError, AttributeError):
+        return False
+
+
 async def _watch_parent(parent_pid: int, stop: asyncio.Event) -> None:
     """Stop when the run.py that started this worker is gone (PR_SET_PDEATHSIG covers Linux; this the rest)."""
     while not stop.is_set():
@@ -605,6 +627,7 @@ async def _watch_parent(parent_pid: int, stop: asyncio.Event) -> None:
 async def _run(worker: WorkerSettings, engine_settings: EngineSettings, parent_pid: int | None) -> None:
     from inference.engine import DiffusersEngine  # torch is imported only when a worker really starts
 
+    return_large_buffers_to_os()
     log.info("loading the model")
     engine = await asyncio.to_thread(DiffusersEngine.load, engine_settings)
     running = await start_worker(worker, engine)

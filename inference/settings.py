@@ -117,7 +117,7 @@ class WorkerSettings(BaseModel):
     # Bytes of client input held at once: request bodies being read (by their declared size) plus the
     # compressed input images of queued jobs. Past it the worker answers 429 with Retry-After, so its
     # memory does not grow with what clients send. At least one largest upload must fit.
-    input_budget_bytes: int = Field(default=48 * 1024 * 1024, ge=1024 * 1024)
+    input_budget_bytes: int = Field(default=32 * 1024 * 1024, ge=1024 * 1024)
     # Slow clients: the longest a connection may take to send a request's head (and the longest an
     # idle keep-alive connection stays open), and the longest a request's body may take to arrive.
     keepalive_timeout_s: float = Field(default=15.0, gt=0, le=3600)

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import aiohttp
 import pytest
 
+from inference.settings import WorkerSettings
 from tests.hostile.tools import (
     WorkerProcess,
     closed_within,
@@ -129,8 +130,9 @@ async def test_an_upload_that_cannot_be_held_is_refused_before_it_is_sent(worker
     head, writer = await ask(999_999_999)
     assert head.startswith(b"HTTP/1.1 413"), head
     writer.close()
-    size = 10 * 1024 * 1024  # the largest image; four of them (plus framing) are held, the fifth is not
-    asked = [await ask(size) for _ in range(5)]
-    assert [h[:12] for h, _ in asked] == [b"HTTP/1.1 100"] * 4 + [b"HTTP/1.1 429"], asked
+    size = 10 * 1024 * 1024  # the largest image: as many as the budget holds are asked for, the next is not
+    fits = WorkerSettings().input_budget_bytes // size
+    asked = [await ask(size) for _ in range(fits + 1)]
+    assert [h[:12] for h, _ in asked] == [b"HTTP/1.1 100"] * fits + [b"HTTP/1.1 429"], asked
     for _, w in asked:
         w.close()
