@@ -131,24 +131,24 @@ class CrashMatrix:
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    async def run(self, processes: tuple[str, ...], phases: tuple[str, ...]) -> dict[str, Any]:
+    async def run(self, plan: list[tuple[str, str]]) -> dict[str, Any]:
+        """Run each (process, phase) case of `plan`; the totals, and each case's result."""
         cases: list[CaseResult] = []
-        for process in processes:
-            for phase in phases:
-                case = self.root / f"{process}-{phase}"
-                case.mkdir(parents=True)
-                started = time.monotonic()
-                result = CaseResult(process, phase)
-                try:
-                    await getattr(self, f"_{process}")(case, result)
-                except Exception as exc:  # a broken case counts as unsettled, with the reason
-                    log.exception("crash case %s/%s failed", process, phase)
-                    result.note = f"{type(exc).__name__}: {exc}"[:300]
-                    result.unsettled += 1
-                result.orphans = await settle_processes(str(case))
-                result.seconds = round(time.monotonic() - started, 1)
-                print(f"crash case {process}/{phase}: {asdict(result)}", file=sys.stderr)
-                cases.append(result)
+        for process, phase in plan:
+            case = self.root / f"{process}-{phase}"
+            case.mkdir(parents=True)
+            started = time.monotonic()
+            result = CaseResult(process, phase)
+            try:
+                await getattr(self, f"_{process}")(case, result)
+            except Exception as exc:  # a broken case counts as unsettled, with the reason
+                log.exception("crash case %s/%s failed", process, phase)
+                result.note = f"{type(exc).__name__}: {exc}"[:300]
+                result.unsettled += 1
+            result.orphans = await settle_processes(str(case))
+            result.seconds = round(time.monotonic() - started, 1)
+            print(f"crash case {process}/{phase}: {asdict(result)}", file=sys.stderr)
+            cases.append(result)
         return {
             "cases": [asdict(c) for c in cases],
             "orphans": sum(c.orphans for c in cases),

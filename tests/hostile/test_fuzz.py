@@ -55,7 +55,7 @@ def test_the_live_worker_serves_its_document(worker: WorkerProcess) -> None:
 
 
 def test_a_fuzz_from_the_document_finds_no_server_error(worker: WorkerProcess) -> None:
-    result = fuzz(worker.url, examples=60)
+    result = fuzz(worker.url, examples=40)
     assert not result.failures, result.failures[:5]
-    assert sum(result.statuses.values()) >= 120
+    assert sum(result.statuses.values()) >= 80
     assert any(400 <= s < 500 for s in result.statuses)  # it did reach the refusals
