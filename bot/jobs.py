@@ -474,8 +474,12 @@ class JobService:
         return len(orphans) + len(undelivered)
 
     def _orphaned(self, job: JobRecord, kinds: frozenset[str]) -> bool:
+        """A job of these kinds whose follower is gone: unknown (an older row, or a service built without
+        an owner), or a process that no longer runs."""
+        if _owner_kind(job) not in kinds:
+            return False
         owner = ProcessOwner.parse(job.owner)
-        return _owner_kind(job) in kinds and owner != self.owner and (owner is None or not owner.alive())
+        return owner is None or (owner != self.owner and not owner.alive())
 
     async def _claim(self, job: JobRecord) -> JobRecord | None:
         mine = str(self.owner) if self.owner else None
