@@ -459,6 +459,7 @@ class JobService:
         waits for a resubmitted one). Each ends by handing its outcome to `deliver`, as does each
         finished job whose outcome a crash kept from its user.
         """
+        await self.quotas.refund_jobless()
         orphans = [job for job in await self.jobs.list_unfinished() if self._orphaned(job, kinds)]
         undelivered = [
             job

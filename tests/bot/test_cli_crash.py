@@ -53,3 +53,21 @@ def test_the_next_imagine_settles_what_a_killed_one_left(tiny_models, tmp_path, 
     if phase == "commit":
         third = imagine(config, "a green star", tmp_path / "c.png")
         assert third.returncode == 0 and "earlier run" not in third.stderr  # settled once, not again
+
+
+async def test_a_reservation_whose_job_was_never_stored_is_refunded_on_start(tmp_path):
+    """kill -9 between reserving and storing the job: the next start refunds it (after a minute)."""
+    from bot.jobs import open_job_service
+    from bot.lifecycle import ProcessOwner
+    from bot.settings import Settings
+    from storage.db import DatabaseSettings
+
+    settings = Settings(database=DatabaseSettings(path=tmp_path / "bf.sqlite3"))
+    now = [1_000_000.0]
+    async with open_job_service(settings, clock=lambda: now[0], owner=ProcessOwner.current("cli")) as jobs:
+        await jobs.quotas.reserve("a" * 32, 1, 1, (), 1, "fast")
+        await jobs.reconcile(lambda outcome: None, kinds=frozenset({"cli"}))
+        assert rows(settings.database.path, "SELECT state FROM ledger") == [("reserved",)]  # maybe live
+        now[0] += 61
+        await jobs.reconcile(lambda outcome: None, kinds=frozenset({"cli"}))
+    assert rows(settings.database.path, "SELECT state FROM ledger") == [("refunded",)]
