@@ -124,7 +124,7 @@ async def memory_phase(worker: WorkerProcess, jobs: int, max_image_bytes: int) -
     }
 
 
-async def run(quick: bool, seed: int) -> dict[str, Any]:
+async def run(quick: bool, seed: int, only: list[tuple[str, str]] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="hostile-") as tmp_dir:
         tmp = Path(tmp_dir)
         port = free_port()
@@ -143,7 +143,7 @@ async def run(quick: bool, seed: int) -> dict[str, Any]:
         crashes = 0 if alive else 1
         # Quick: one phase per process, a different one each, so the short run still touches every phase
         # (tests/bot/test_cli_crash.py adds the CLI at commit).
-        cases = QUICK_CASES if quick else [(p, phase) for p in PROCESSES for phase in PHASES]
+        cases = only or (QUICK_CASES if quick else [(p, phase) for p in PROCESSES for phase in PHASES])
         started = time.monotonic()
         matrix = await CrashMatrix(tmp / "crash").run(cases)
         matrix_s = time.monotonic() - started
@@ -159,6 +159,7 @@ async def run(quick: bool, seed: int) -> dict[str, Any]:
     detail = {
         "summary": summary,
         "quick": quick,
+        "crash_cases": [f"{p}:{phase}" for p, phase in cases],
         "hostile": hostile,
         "memory": memory,
         "crash_matrix": matrix,
@@ -178,10 +179,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the short version CI runs")
     parser.add_argument("--seed", type=int, default=15)
+    parser.add_argument(
+        "--cases",
+        help="crash cases to run instead of all (or the quick set), as process:phase,… e.g. bot:commit,all:queued",
+    )
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    detail = asyncio.run(run(args.quick, args.seed))
+    only = [tuple(c.split(":", 1)) for c in args.cases.split(",")] if args.cases else None
+    detail = asyncio.run(run(args.quick, args.seed, only))  # type: ignore[arg-type]
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(detail, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(detail["summary"]))
