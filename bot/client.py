@@ -15,6 +15,7 @@ import discord
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from discord.ext import commands
 
+from bot.core.lifecycle import CrashPoint, ProcessOwner
 from bot.core.services import Services, open_services
 from bot.core.settings import Settings, SettingsError
 from bot.delivery import JobRunner
@@ -141,12 +142,13 @@ class ImageBot(commands.Bot):
         return True
 
 
-async def run_bot(settings: Settings, worker_url: str | None = None) -> int:
-    """Connect to Discord and serve until stopped. Needs DISCORD_TOKEN."""
+async def run_bot(settings: Settings, worker_url: str | None = None, crash: CrashPoint | None = None) -> int:
+    """Connect to Discord and serve until stopped. Needs DISCORD_TOKEN. `crash` is a test-only hook."""
     if settings.discord_token is None:
         raise SettingsError("set the DISCORD_TOKEN environment variable to the bot's token")
     use_discord_endpoints(settings.discord.api_base, settings.discord.gateway_url)
-    async with open_services(settings, worker_url) as services:
+    owner = ProcessOwner.current("bot")
+    async with open_services(settings, worker_url, owner=owner, crash=crash) as services:
         bot = ImageBot(services)
         _close_on_signals(bot)
         async with bot:
@@ -159,7 +161,7 @@ async def run_bot(settings: Settings, worker_url: str | None = None) -> int:
 
 
 def _close_on_signals(bot: ImageBot) -> None:
-    """SIGINT/SIGTERM close the bot cleanly, so run.py can stop its worker instead of orphaning it."""
+    """SIGINT/SIGTERM/SIGHUP close the bot cleanly, so run.py can stop its worker instead of orphaning it."""
     loop = asyncio.get_running_loop()
     closing: set[asyncio.Task[None]] = set()
 
@@ -169,6 +171,6 @@ def _close_on_signals(bot: ImageBot) -> None:
         closing.add(task)
         task.add_done_callback(closing.discard)
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, close)

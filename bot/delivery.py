@@ -142,6 +142,19 @@ class JobRunner:
         guild: GuildSettings | None = None,
         progress_gone: bool = False,
     ) -> None:
+        """Post the outcome, then record that it was delivered: a restart posts only what a crash kept
+        from its user, once."""
+        self.jobs.crash.reached("delivery")
+        await self._post_outcome(outcome, interaction, guild, progress_gone)
+        await self.jobs.mark_delivered(outcome.job.job_id)
+
+    async def _post_outcome(
+        self,
+        outcome: JobOutcome,
+        interaction: discord.Interaction | None,
+        guild: GuildSettings | None,
+        progress_gone: bool,
+    ) -> None:
         """Post the outcome where it can still be seen: the original message, the channel, or DMs."""
         job = outcome.job
         guild = guild or await self.services.guilds.settings(job.guild_id or 0)

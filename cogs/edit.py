@@ -12,7 +12,7 @@ from discord.ext import commands
 from bot.core.errors import BadAttachment
 from bot.core.plans import JobPlan, Requester
 from bot.core.records import GuildSettings
-from inference.protocol import MAX_PROMPT_CHARS
+from inference.text import MAX_PROMPT_CHARS
 
 if TYPE_CHECKING:
     from bot.client import ImageBot
@@ -23,6 +23,10 @@ log = logging.getLogger(__name__)
 class Edit(commands.Cog):
     def __init__(self, bot: ImageBot) -> None:
         self.bot = bot
+
+    async def cog_load(self) -> None:
+        # Discord's client is told the very limit the planner enforces.
+        self.edit._params["instruction"].max_value = self.bot.settings.limits.prompt_chars
 
     @app_commands.command(name="edit", description="Change an image by instruction")
     @app_commands.guild_only()

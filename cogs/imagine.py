@@ -11,7 +11,8 @@ from discord.ext import commands
 
 from bot.core.plans import ImagineOptions, JobPlan, Requester, parse_lane
 from bot.core.records import GuildSettings
-from inference.protocol import MAX_COUNT, MAX_PROMPT_CHARS, MAX_SEED
+from inference.protocol import MAX_COUNT, MAX_SEED
+from inference.text import MAX_PROMPT_CHARS
 
 if TYPE_CHECKING:
     from bot.client import ImageBot
@@ -32,6 +33,9 @@ class Imagine(commands.Cog):
             app_commands.Choice(name=app_commands.locale_str((a.label or a.name)[:100]), value=a.name)
             for a in self.bot.services.guilds.styles.aspects
         ]
+        # Discord's client is told the very limit the planner enforces.
+        for name in ("prompt", "negative"):
+            self.imagine._params[name].max_value = self.bot.settings.limits.prompt_chars
 
     @app_commands.command(name="imagine", description="Make images from a text prompt")
     @app_commands.guild_only()

@@ -69,6 +69,8 @@ class JobRecord:
     parent_job_id: str | None = None
     parent_generation_id: str | None = None
     attempts: int = 0
+    owner: str | None = None  # the process following it (bot.core.lifecycle.ProcessOwner as text)
+    delivered_at: float | None = None  # when its outcome reached its user (or delivery was given up)
     created_at: float = 0.0
     updated_at: float = 0.0
     finished_at: float | None = None
@@ -194,6 +196,27 @@ class JobsRepo:
             return _fetch(tx, "job_id", job_id)
 
         return _found(job_id, await self._db.run(body))
+
+    async def claim(self, job_id: str, old_owner: str | None, new_owner: str | None) -> bool:
+        """Take a job over from `old_owner`; False if someone else took it first (one winner)."""
+        return bool(
+            await self._db.write(
+                "UPDATE jobs SET owner = ?, updated_at = ? WHERE job_id = ? AND owner IS ?",
+                (new_owner, self._clock(), job_id, old_owner),
+            )
+        )
+
+    async def mark_delivered(self, job_id: str) -> None:
+        await self._db.write(
+            "UPDATE jobs SET delivered_at = ? WHERE job_id = ? AND delivered_at IS NULL",
+            (self._clock(), job_id),
+        )
+
+    async def list_undelivered(self, since: float) -> list[JobRecord]:
+        """Finished jobs (since `since`) whose outcome never reached their user: a crash in between."""
+        sql = """SELECT * FROM jobs WHERE delivered_at IS NULL AND finished_at IS NOT NULL AND finished_at >= ?
+                  ORDER BY finished_at"""
+        return await self._db.run(lambda tx: [_record(r) for r in tx.fetchall(sql, (since,))], write=False)
 
     async def list_unfinished(self) -> list[JobRecord]:
         """Jobs a restart must pick up again, oldest first."""

@@ -18,6 +18,7 @@ from typing import Literal
 
 from bot.core.errors import InvalidInput, JobNotFound, NotPermitted, QuotaRefused, WorkerDown
 from bot.core.guilds import GuildService
+from bot.core.lifecycle import CrashPoint, ProcessOwner
 from bot.core.outcomes import Deliver, JobOutcome, ProgressCallback, Ticket, next_state, png_size, worker_user
 from bot.core.plans import Action, Delivery, JobPlan, Planner, Requester
 from bot.core.progress import ProgressState
@@ -37,6 +38,7 @@ from storage.jobs import JobRecord, JobsRepo, JobState
 log = logging.getLogger(__name__)
 
 MAX_RESUBMITS = 2
+UNDELIVERED_WINDOW_S = 24 * 3600.0  # a crash-interrupted delivery older than this is not posted any more
 
 
 class JobService:
@@ -51,7 +53,11 @@ class JobService:
         guilds: GuildService,
         client: WorkerClient,
         clock: Callable[[], float] = time.time,
+        owner: ProcessOwner | None = None,
+        crash: CrashPoint | None = None,
     ) -> None:
+        self.owner = owner  # recorded on each job it starts, so a later start can tell if we died
+        self.crash = crash or CrashPoint()
         self.limits: Limits = settings.limits
         self.quotas = quotas
         self.guilds = guilds
@@ -149,13 +155,19 @@ class JobService:
             idempotency_key=job_id,
             parent_job_id=plan.parent_job_id,
             parent_generation_id=plan.parent_generation_id,
+            owner=str(self.owner) if self.owner else None,
         )
         try:
             record = await self._jobs.create(record)
         except Exception:
             await self.quotas.refund(job_id)
             raise
-        record = await self._submit(record, plan)
+        try:
+            record = await self._submit(record, plan)
+        except BaseException:
+            await self._jobs.mark_delivered(job_id)  # refused now, and the caller tells the user now
+            raise
+        self.crash.reached("queued")
         return Ticket(job=record, plan=plan, cost=cost, lane=lane, fell_back_to_relax=fell_back)
 
     async def _reserve(
@@ -248,6 +260,7 @@ class JobService:
         while True:
             try:
                 info = await self._stream(job, progress)
+                self.crash.reached("images_ready")
                 return info, await self._fetch_images(info)
             except (worker_client.WorkerUnavailable, worker_client.JobNotFound) as exc:
                 log.warning("lost track of job %s (%s); checking the worker", job.job_id, type(exc).__name__)
@@ -266,8 +279,10 @@ class JobService:
             if new != state:
                 state = new
                 progress(state)
-            if event.type is EventType.STARTED and job.status is not JobState.RUNNING:
-                job = await self._jobs.update_status(job.job_id, JobState.RUNNING)
+            if event.type is EventType.STARTED:
+                if job.status is not JobState.RUNNING:
+                    job = await self._jobs.update_status(job.job_id, JobState.RUNNING)
+                self.crash.reached("running")
             if event.type in (EventType.DONE, EventType.FAILED, EventType.CANCELLED):
                 return event.job or await self._client.get(job.worker_job_id or "")
         # The stream ended without a final event (worker shutting down): ask for the state directly.
@@ -331,6 +346,7 @@ class JobService:
         gens = await self._generations.for_job(job.job_id)
         if not gens:  # a recovered job may have stored its images before a crash
             gens = await self._store_images(job, info, pngs)
+        self.crash.reached("commit")
         await self.quotas.commit(job.job_id)
         job = await self._jobs.update_status(job.job_id, JobState.SUCCEEDED)
         return JobOutcome(job=job, state=JobState.SUCCEEDED, generations=gens, info=info)
@@ -395,19 +411,58 @@ class JobService:
     async def quota_status(self, requester: Requester) -> QuotaStatus:
         return await self.quotas.status(requester.guild_id, requester.user_id, requester.role_ids)
 
-    async def reconcile(self, deliver: Deliver) -> int:
-        """At start: follow again, resubmit or refund every job the database says is unfinished.
+    async def mark_delivered(self, job_id: JobId) -> None:
+        """Record that a job's outcome reached its user (or that delivery was given up): a restart posts
+        only what a crash kept from its user, once."""
+        await self._jobs.mark_delivered(job_id)
 
-        Each recovered job ends by handing its outcome to `deliver`; returns how many there were.
+    async def reconcile(self, deliver: Deliver, kinds: frozenset[str] = frozenset({"bot"})) -> int:
+        """At start: settle what dead processes of these kinds left behind; returns how many jobs.
+
+        Each unfinished job whose owner is gone is claimed (one claimant wins) and then followed,
+        resubmitted or refunded; a bot's jobs may be resubmitted, a command line's only followed (nobody
+        waits for a resubmitted one). Each ends by handing its outcome to `deliver`, as does each
+        finished job whose outcome a crash kept from its user.
         """
-        unfinished = await self._jobs.list_unfinished()
-        if unfinished:
-            log.info("reconciling %d unfinished job(s) with the worker", len(unfinished))
-        await asyncio.gather(*(self._recover(job, deliver) for job in unfinished))
-        return len(unfinished)
+        await self.quotas.refund_jobless()
+        orphans = [job for job in await self._jobs.list_unfinished() if self._orphaned(job, kinds)]
+        undelivered = [
+            job
+            for job in await self._jobs.list_undelivered(self._clock() - UNDELIVERED_WINDOW_S)
+            if self._orphaned(job, kinds)
+        ]
+        if orphans or undelivered:
+            log.info("settling %d unfinished and %d undelivered job(s) left by a crash", len(orphans), len(undelivered))  # fmt: skip
+        await asyncio.gather(
+            *(self._recover(job, deliver) for job in orphans),
+            *(self._redeliver(job, deliver) for job in undelivered),
+        )
+        return len(orphans) + len(undelivered)
+
+    def _orphaned(self, job: JobRecord, kinds: frozenset[str]) -> bool:
+        """A job of these kinds whose follower is gone: unknown (an older row, or a service built without
+        an owner), or a process that no longer runs."""
+        if _owner_kind(job) not in kinds:
+            return False
+        owner = ProcessOwner.parse(job.owner)
+        return owner is None or (owner != self.owner and not owner.alive())
+
+    async def _claim(self, job: JobRecord) -> JobRecord | None:
+        mine = str(self.owner) if self.owner else None
+        if not await self._jobs.claim(job.job_id, job.owner, mine):
+            return None  # another process settles it
+        return dataclasses.replace(job, owner=mine)
 
     async def _recover(self, job: JobRecord, deliver: Deliver) -> None:
         try:
+            from_cli = _owner_kind(job) == "cli"
+            claimed = await self._claim(job)
+            if claimed is None:
+                return
+            job = claimed
+            if from_cli:  # nobody waits for a resubmitted command-line job: follow it or refund it
+                await deliver(await self._follow_or_refund(job))
+                return
             if job.worker_job_id is None:
                 # Stored but not known to be accepted: submitting again with the same key either finds
                 # the job at the worker (the reply was lost) or starts it now.
@@ -419,6 +474,34 @@ class JobService:
             await deliver(await self.follow(job))
         except Exception:
             log.exception("could not recover job %s", job.job_id)
+
+    async def _follow_or_refund(self, job: JobRecord) -> JobOutcome:
+        """Follow a job the worker still has to its end; refund one it lost (no resubmit)."""
+        if job.worker_job_id is not None and await self._client.health():
+            try:
+                await self._client.get(job.worker_job_id)
+            except worker_client.WorkerError:
+                pass
+            else:
+                return await self.follow(job)
+        return await self._fail(job, "The command that started this job stopped before it finished. Credits refunded.")  # fmt: skip
+
+    async def _redeliver(self, job: JobRecord, deliver: Deliver) -> None:
+        try:
+            claimed = await self._claim(job)
+            if claimed is None:
+                return
+            gens = await self._generations.for_job(job.job_id) if job.status is JobState.SUCCEEDED else []
+            await deliver(
+                JobOutcome(job=claimed, state=claimed.status, generations=gens, message=claimed.error)
+            )
+        except Exception:
+            log.exception("could not deliver job %s", job.job_id)
+
+
+def _owner_kind(job: JobRecord) -> str:
+    owner = ProcessOwner.parse(job.owner)
+    return owner.kind if owner else "bot"  # rows from before owners were recorded were the bot's
 
 
 class _Lost(Exception):

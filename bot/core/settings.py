@@ -15,8 +15,9 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from bot.core.challenges.rules import ChallengeSettings
 from bot.core.quotas.pricing import QuotaSettings
 from bot.core.styles import DEFAULT_ASPECTS, DEFAULT_STYLES, Aspect, StylePreset
-from inference.protocol import MAX_COUNT, MAX_PROMPT_CHARS
+from inference.protocol import MAX_COUNT
 from inference.settings import EngineSettings, WorkerSettings
+from inference.text import MAX_PROMPT_CHARS
 from storage.db import DatabaseSettings
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,9 @@ class Limits(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    prompt_chars: int = Field(default=600, ge=1, le=MAX_PROMPT_CHARS)
+    # What /imagine, /edit and the Edit button advertise to Discord and the planner enforces; the worker's
+    # own limit (MAX_PROMPT_CHARS) is the most it may be.
+    prompt_chars: int = Field(default=MAX_PROMPT_CHARS, ge=1, le=MAX_PROMPT_CHARS)
     attachment_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     attachment_pixels: int = Field(default=2048 * 2048, ge=64 * 64)
     max_images_per_job: int = Field(default=4, ge=1, le=MAX_COUNT)

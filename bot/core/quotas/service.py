@@ -249,6 +249,20 @@ class QuotaService:
             log.info("settled %d stale reservations", settled)
         return settled
 
+    async def refund_jobless(self, older_than_s: float = 60.0) -> int:
+        """Refund reservations with no job row, made over `older_than_s` ago: a process killed between
+        reserving and storing its job (the two are back to back, so an older one has no live owner)."""
+        now = self._clock()
+
+        def body(tx: SyncTx) -> int:
+            stale = ledger.stale_reservations(tx, now - older_than_s)
+            return sum(ledger.refund(tx, s.job_id, now) for s in stale if s.job_status is None)
+
+        refunded = await self._db.run(body)
+        if refunded:
+            log.info("refunded %d reservation(s) whose job was never stored", refunded)
+        return refunded
+
     async def prune(self) -> int:
         """Delete ledger rows older than the longest window plus the retention period."""
         now = self._clock()
