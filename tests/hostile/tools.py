@@ -81,7 +81,7 @@ class WorkerProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    async def start(self, timeout: float = 120.0) -> WorkerProcess:  # noqa: ASYNC109
+    async def start(self, timeout: float = 300.0) -> WorkerProcess:  # noqa: ASYNC109
         self.proc = subprocess.Popen(  # noqa: ASYNC220 - Popen returns at once
             [sys.executable, str(ROOT / "run.py"), "--config", str(self.config), "worker"],
             cwd=self.config.parent,
