@@ -92,6 +92,7 @@ class WorkerProcess:
         deadline = time.monotonic() + timeout
         while not await healthy(self.url):
             if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()  # leave nothing behind
                 raise RuntimeError(f"the worker did not start (exit code {self.proc.poll()})")
             await asyncio.sleep(0.2)
         return self
