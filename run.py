@@ -175,7 +175,8 @@ class WorkerSupervisor:
     async def run(self) -> None:
         failures = 0
         while not self._stopping:
-            await asyncio.to_thread(self._claim_port)
+            if self._port is not None:
+                await asyncio.to_thread(self._claim_port)
             self._process = await asyncio.create_subprocess_exec(
                 *self._command, preexec_fn=die_with_parent, process_group=0
             )

@@ -104,7 +104,10 @@ def test_user_message_hides_unexpected_errors_behind_a_reference(caplog):
 async def test_supervisor_restarts_a_crashing_worker_with_backoff():
     supervisor = WorkerSupervisor([sys.executable, "-c", "import sys; sys.exit(3)"], backoff_s=(0.05, 0.1))
     task = asyncio.create_task(supervisor.run())
-    await asyncio.sleep(1.5)
+    for _ in range(200):  # three starts take well under a second on an idle machine; allow a loaded one
+        if supervisor.starts >= 3:
+            break
+        await asyncio.sleep(0.1)
     await supervisor.stop(grace_s=1)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)

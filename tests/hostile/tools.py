@@ -81,7 +81,7 @@ class WorkerProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    async def start(self, timeout: float = 120.0) -> WorkerProcess:  # noqa: ASYNC109
+    async def start(self, timeout: float = 300.0) -> WorkerProcess:  # noqa: ASYNC109
         self.proc = subprocess.Popen(  # noqa: ASYNC220 - Popen returns at once
             [sys.executable, str(ROOT / "run.py"), "--config", str(self.config), "worker"],
             cwd=self.config.parent,
@@ -92,6 +92,7 @@ class WorkerProcess:
         deadline = time.monotonic() + timeout
         while not await healthy(self.url):
             if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()  # leave nothing behind
                 raise RuntimeError(f"the worker did not start (exit code {self.proc.poll()})")
             await asyncio.sleep(0.2)
         return self
