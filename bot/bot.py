@@ -16,6 +16,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from discord.ext import commands
 
 from bot.challenges import ChallengeService
+from bot.checks import JobGate
 from bot.delivery import JobRunner
 from bot.endpoints import use_discord_endpoints
 from bot.errors import BrushfireTree
@@ -47,7 +48,8 @@ class ImageBot(commands.Bot):
             tree_cls=BrushfireTree,
             help_command=None,
             guild_ready_timeout=settings.discord.guild_ready_timeout_s,
-            allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=True),
+            # Nothing pings unless a message names whom it means to: user text never carries a live mention.
+            allowed_mentions=discord.AllowedMentions.none(),
         )
         self.settings = settings
         self.jobs = jobs
@@ -56,6 +58,7 @@ class ImageBot(commands.Bot):
             db=jobs.db, quotas=quotas, settings=settings.challenges, clock=jobs.clock
         )
         self.runner = JobRunner(self)
+        self.gate = JobGate(jobs, settings.limits.job_cooldown, clock=jobs.clock)
         self.scheduler = AsyncIOScheduler()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._job_tasks: set[asyncio.Task[Any]] = set()

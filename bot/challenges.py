@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bot.errors import BrushfireError
 from bot.quotas import QuotaError, QuotaService
+from bot.validation import has_visible_text
 from storage import challenges as store
 from storage.challenges import (
     ChallengeRecord,
@@ -708,11 +709,12 @@ class ChallengeService:
 
     # --- votes ---
 
-    async def vote(self, entry_id: int, voter_id: int) -> VoteReceipt:
+    async def vote(self, entry_id: int, voter_id: int, guild_id: int) -> VoteReceipt:
+        """Count a vote from a member of `guild_id`; an entry of another server's challenge is not found."""
         now = self.clock()
 
         def body(tx: SyncTx) -> VoteReceipt:
-            entry, challenge = _entry_and_challenge(tx, entry_id)
+            entry, challenge = _entry_and_challenge(tx, entry_id, guild_id)
             _check_voting_open(challenge, now)
             if entry.user_id == voter_id:
                 raise ChallengeRefused("You cannot vote for your own entry.")
@@ -733,11 +735,11 @@ class ChallengeService:
 
         return await self.db.run(body)
 
-    async def unvote(self, entry_id: int, voter_id: int) -> VoteReceipt:
+    async def unvote(self, entry_id: int, voter_id: int, guild_id: int) -> VoteReceipt:
         now = self.clock()
 
         def body(tx: SyncTx) -> VoteReceipt:
-            entry, challenge = _entry_and_challenge(tx, entry_id)
+            entry, challenge = _entry_and_challenge(tx, entry_id, guild_id)
             _check_voting_open(challenge, now)
             if not store.delete_vote(tx, entry_id, voter_id):
                 raise ChallengeRefused(f"You have not voted for entry #{entry.number}.")
@@ -773,8 +775,8 @@ def _live(tx: SyncTx, challenge_id: int) -> ChallengeRecord:
 
 def _check_theme(theme: str) -> str:
     text = " ".join(theme.split())
-    if not 1 <= len(text) <= 200:
-        raise ChallengeRefused("A theme must be 1 to 200 characters.")
+    if not 1 <= len(text) <= 200 or not has_visible_text(text):
+        raise ChallengeRefused("A theme must be 1 to 200 characters, and show something.")
     return text
 
 
@@ -789,8 +791,11 @@ def _check_source(challenge: ChallengeRecord, source: store.EntrySource | None, 
     """The entry rules: made by brushfire, by the submitter, in this server, during submissions, in style."""
     if source is None or source.deleted:
         raise ChallengeRefused("Only images brushfire made (and that still exist) can be entered.")
-    if source.user_id != user_id:
-        raise ChallengeRefused("You can only enter images you made yourself.")
+    if source.user_id != user_id or source.lineage_owners != {user_id}:
+        # Re-roll, Vary, Upscale or Edit under someone else's picture makes a copy of their work.
+        raise ChallengeRefused(
+            "You can only enter images you made yourself; that one was made from another member's picture."
+        )
     if source.guild_id != challenge.guild_id:
         raise ChallengeRefused("That image was made in another server.")
     if source.from_upload:
@@ -806,11 +811,14 @@ def _check_source(challenge: ChallengeRecord, source: store.EntrySource | None, 
         )
 
 
-def _entry_and_challenge(tx: SyncTx, entry_id: int) -> tuple[EntryRecord, ChallengeRecord]:
+def _entry_and_challenge(tx: SyncTx, entry_id: int, guild_id: int) -> tuple[EntryRecord, ChallengeRecord]:
     entry = store.get_entry(tx, entry_id)
-    if entry is None:
+    challenge = store.get_challenge(tx, entry.challenge_id) if entry is not None else None
+    if entry is None or challenge is None:
         raise ChallengeRefused("That entry was withdrawn.")
-    return entry, _require(tx, entry.challenge_id)
+    if challenge.guild_id != guild_id:
+        raise ChallengeRefused("That entry is not in one of this server's challenges.")
+    return entry, challenge
 
 
 def _check_voting_open(challenge: ChallengeRecord, now: float) -> None:

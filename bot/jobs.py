@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from bot.errors import InvalidInput, JobNotFound, NotPermitted, QuotaRefused, WorkerDown
 from bot.plans import Action, Delivery, JobPlan, Planner, Requester
 from bot.progress import ProgressState
-from bot.quotas import CostSpec, QuotaError, QuotaService, QuotaStatus
+from bot.quotas import CostSpec, QuotaError, QuotaService, QuotaStatus, UserBlocked
 from bot.settings import Limits, Settings
 from bot.styles import StyleBook, StylePreset
 from inference import client as worker_client
@@ -118,13 +118,58 @@ class JobService:
                 log.warning("guild %d style %r is unusable: %s", guild_id, record.name, exc)
         return self.styles.with_guild(presets)
 
+    async def check_admission(self, requester: Requester, *, channel: bool = True) -> None:
+        """The cheap rules checked before anything is shown: a blocked member is refused (any lane, and
+        challenge entries and votes too), and, for jobs, a channel the server does not allow."""
+        if not requester.guild_id:
+            return
+        if channel:
+            self.planner.check_channel(requester, await self.guild(requester.guild_id))
+        status = await self.quotas.status(requester.guild_id, requester.user_id, requester.role_ids)
+        if status.blocked:
+            raise QuotaRefused(str(UserBlocked()))
+
+    # --- the records a button or command names, only as seen from the server it came from ---
+
+    async def job_in(self, job_id: str, guild_id: int) -> JobRecord:
+        """The job a button names, if it belongs to the server the press came from.
+
+        Discord's client only shows a member buttons on messages they can see, but a custom_id is just text:
+        every lookup is scoped, so a press from another server finds nothing there.
+        """
+        job = await self.jobs.get_in_guild(job_id, guild_id)
+        if job is None:
+            raise JobNotFound("That result is not in this server's history (deleted, or made elsewhere).")
+        return job
+
+    async def images_in(self, job_id: str, guild_id: int) -> list[GenerationRecord]:
+        """The job's images that still exist, if the job belongs to this server."""
+        await self.job_in(job_id, guild_id)
+        gens = await self.generations.for_job_in_guild(job_id, guild_id, with_png=False)
+        return [g for g in gens if not g.deleted]
+
+    async def delete_result(self, job_id: str, requester: Requester, message_id: int | None) -> JobRecord:
+        """Delete a result's images, pressed on `message_id`: the job's author or a server admin, from
+        the result's own message. In DMs (a result delivered there) only the author may."""
+        if requester.guild_id:
+            job = await self.job_in(job_id, requester.guild_id)
+        else:
+            job = await self.jobs.get(job_id)
+            if job is None or job.user_id != requester.user_id:
+                raise NotPermitted("Only the person who made this image can delete it here.")
+        if job.user_id != requester.user_id and not requester.is_admin:
+            raise NotPermitted("Only the person who made this image, or an admin, can delete it.")
+        own = {job.result_message_id, job.progress_message_id} - {None}
+        if message_id is None or message_id not in own:
+            raise NotPermitted("This Delete button is not on that result's own message.")
+        await self.generations.mark_job_deleted(job.job_id)
+        return job
+
     async def plan_from_result(
         self, action: Action, job_id: str, index: int, requester: Requester, instruction: str | None = None
     ) -> JobPlan:
         """A new job from a button on an earlier result: re-roll, vary, upscale or edit image `index`."""
-        job = await self.jobs.get(job_id)
-        if job is None:
-            raise JobNotFound("That result is no longer in brushfire's database.")
+        job = await self.job_in(job_id, requester.guild_id)
         guild = await self.guild(requester.guild_id)
         self.planner.check_channel(requester, guild)
         parent = JobPlan.from_parameters(job.parameters)
@@ -413,9 +458,7 @@ class JobService:
 
     async def cancel(self, job_id: str, requester: Requester) -> JobRecord:
         """Cancel a queued or running job; only its author or an admin may. The follower refunds it."""
-        job = await self.jobs.get(job_id)
-        if job is None:
-            raise JobNotFound("That job is not in brushfire's database.")
+        job = await self.job_in(job_id, requester.guild_id)
         if job.user_id != requester.user_id and not requester.is_admin:
             raise NotPermitted("Only the person who started this job, or an admin, can cancel it.")
         if job.status.is_final:

@@ -18,6 +18,7 @@ from typing import Any
 from bot.errors import BadAttachment, BlockedContent, ChannelNotAllowed, InvalidInput
 from bot.settings import Limits, Settings
 from bot.styles import Aspect, StyleBook, size_for
+from bot.validation import require_visible
 from inference.protocol import (
     MAX_COUNT,
     MAX_SEED,
@@ -107,6 +108,11 @@ class JobPlan:
     parent_generation_id: str | None = None
     image: bytes | None = field(default=None, repr=False)
 
+    @property
+    def from_upload(self) -> bool:
+        """Made from an uploaded image, which is not kept: it cannot be re-rolled or entered in a challenge."""
+        return self.kind is not JobKind.GENERATE and self.parent_generation_id is None
+
     def parameters(self) -> str:
         data = {k: v for k, v in dataclasses.asdict(self).items() if k != "image"}
         return json.dumps(data, sort_keys=True)
@@ -179,9 +185,8 @@ class Planner:
             raise ChannelNotAllowed(f"brushfire is not used in this channel here. Try {channels}.")
 
     def check_prompt(self, prompt: str, guild: GuildSettings, what: str = "prompt") -> str:
-        text = " ".join(prompt.split())
-        if not text:
-            raise InvalidInput(f"The {what} is empty: describe what you want to see.")
+        # Zero-width and blank characters are not whitespace to str.split: refuse text that shows nothing.
+        text = require_visible(" ".join(prompt.split()), what)
         if len(text) > self._limits.prompt_chars:
             raise InvalidInput(
                 f"The {what} is {len(text)} characters; the limit is {self._limits.prompt_chars}. Shorten it."

@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING, Any, Self
 import discord
 from discord import ui
 
-from bot.errors import InvalidInput, NotPermitted, answer_error
+from bot.checks import Gate
+from bot.errors import InvalidInput, answer_error
 from bot.plans import Action, JobPlan, Requester
+from bot.validation import parse_number
 from storage.guilds import GuildSettings
 
 if TYPE_CHECKING:
@@ -51,6 +53,7 @@ async def start_from_result(
     interaction: discord.Interaction, action: Action, job_id: str, index: int, instruction: str | None = None
 ) -> None:
     bot = _bot(interaction)
+    await bot.gate.admit(interaction, Gate.JOB)  # before the public "thinking…"
 
     async def plan_for(requester: Requester, guild: GuildSettings) -> JobPlan:
         return await bot.jobs.plan_from_result(action, job_id, index, requester, instruction)
@@ -149,9 +152,11 @@ class EditButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:edit:{JOB_
         await guarded(interaction, self._open(interaction))
 
     async def _open(self, interaction: discord.Interaction) -> None:
+        from bot.delivery import requester_for
+
         bot = _bot(interaction)
-        gens = await bot.jobs.generations.for_job(self.job_id, with_png=False)
-        count = len([g for g in gens if not g.deleted])
+        await bot.jobs.check_admission(requester_for(interaction))
+        count = len(await bot.jobs.images_in(self.job_id, interaction.guild_id or 0))
         if count == 0:
             raise InvalidInput("That result has no images left to edit.")
         await interaction.response.send_modal(EditModal(self.job_id, count, bot.settings.limits.prompt_chars))
@@ -181,10 +186,7 @@ class EditModal(ui.Modal):
     def chosen_index(self) -> int:
         if self.image is None:
             return 0
-        text = self.image.value.strip()
-        if not text.isdigit() or not 1 <= int(text) <= self.count:
-            raise InvalidInput(f"The image number must be between 1 and {self.count}.")
-        return int(text) - 1
+        return parse_number(self.image.value, 1, self.count, "image number") - 1
 
     async def on_submit(self, interaction: discord.Interaction) -> None:  # type: ignore[override]
         await guarded(interaction, self._submit(interaction))
@@ -215,12 +217,11 @@ class DeleteButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:delete:{
         await guarded(interaction, self._delete(interaction))
 
     async def _delete(self, interaction: discord.Interaction) -> None:
+        from bot.delivery import requester_for
+
         bot = _bot(interaction)
-        job = await bot.jobs.jobs.get(self.job_id)
-        admin = interaction.permissions.manage_guild
-        if job is None or (job.user_id != interaction.user.id and not admin):
-            raise NotPermitted("Only the person who made this image, or an admin, can delete it.")
-        await bot.jobs.generations.mark_job_deleted(self.job_id)
+        message_id = interaction.message.id if interaction.message is not None else None
+        await bot.jobs.delete_result(self.job_id, requester_for(interaction), message_id)
         await interaction.response.send_message("Deleted.", ephemeral=True)
         if interaction.message is not None:
             try:
@@ -304,10 +305,17 @@ def progress_view(job_id: str) -> ui.View:
     return view
 
 
-def result_view(job_id: str, indexes: list[int]) -> ui.View:
-    """Re-roll, Edit, Delete, Submit; then V1..Vn and U1..Un, five to a row (8 images fit in 5 rows)."""
+def result_view(job_id: str, indexes: list[int], *, from_upload: bool = False) -> ui.View:
+    """Re-roll, Edit, Delete, Submit; then V1..Vn and U1..Un, five to a row (8 images fit in 5 rows).
+
+    A result made from an upload gets neither Re-roll nor Submit: the upload is not kept, and challenges
+    take only brushfire's own images, so both buttons could only refuse.
+    """
     view = ui.View(timeout=None)
-    for item in (RerollButton(job_id), EditButton(job_id), DeleteButton(job_id), SubmitButton(job_id)):
+    items: list[ui.Item[Any]] = [EditButton(job_id), DeleteButton(job_id)]
+    if not from_upload:
+        items = [RerollButton(job_id), *items, SubmitButton(job_id)]
+    for item in items:
         view.add_item(item)
     row = 1
     for kind in (VaryButton, UpscaleButton):

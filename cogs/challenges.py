@@ -17,7 +17,8 @@ from bot.challenges import (
     StartRequest,
     parse_duration,
 )
-from bot.errors import NotPermitted
+from bot.checks import Gate, admin_only
+from bot.usertext import shown
 from bot.views import PREFIX, guarded, submit_picker
 from storage.challenges import ChallengeRecord, EntryRecord, Phase, ResultRecord
 
@@ -66,7 +67,9 @@ class VoteButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:vote:{ENTR
         await guarded(interaction, self._vote(interaction))
 
     async def _vote(self, interaction: discord.Interaction) -> None:
-        receipt = await _bot(interaction).challenges.vote(self.entry_id, interaction.user.id)
+        bot = _bot(interaction)
+        await bot.gate.admit(interaction, Gate.MEMBER)
+        receipt = await bot.challenges.vote(self.entry_id, interaction.user.id, interaction.guild_id or 0)
         await interaction.response.send_message(
             f"Vote for entry #{receipt.entry_number} counted ({receipt.used} of {receipt.budget} votes used). "
             "Press “Take back” to change your mind before voting closes.",
@@ -96,7 +99,9 @@ class UnvoteButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:unvote:{
         await guarded(interaction, self._unvote(interaction))
 
     async def _unvote(self, interaction: discord.Interaction) -> None:
-        receipt = await _bot(interaction).challenges.unvote(self.entry_id, interaction.user.id)
+        receipt = await _bot(interaction).challenges.unvote(
+            self.entry_id, interaction.user.id, interaction.guild_id or 0
+        )
         await interaction.response.send_message(
             f"Vote for entry #{receipt.entry_number} taken back ({receipt.used} of {receipt.budget} votes used).",
             ephemeral=True,
@@ -114,7 +119,7 @@ def entry_view(entry_id: int) -> ui.View:
 
 
 def announcement_embed(challenge: ChallengeRecord) -> discord.Embed:
-    embed = discord.Embed(title=f"🏆 Challenge: {challenge.theme}"[:256], colour=discord.Colour.gold())
+    embed = discord.Embed(title=f"🏆 Challenge: {shown(challenge.theme, 240)}", colour=discord.Colour.gold())
     embed.description = (
         f"Make an image with the **{challenge.style}** style (`/imagine style:{challenge.style}`), then press "
         "**Submit to challenge** under it or use `/challenge submit`. Entries appear in the gallery thread "
@@ -155,7 +160,6 @@ class DiscordAnnouncer:
 
     def __init__(self, bot: ImageBot) -> None:
         self.bot = bot
-        self.mentions = discord.AllowedMentions(users=True, everyone=False, roles=False)
 
     async def _channel(self, channel_id: int) -> discord.abc.GuildChannel | discord.Thread:
         found = self.bot.get_channel(channel_id)
@@ -190,7 +194,7 @@ class DiscordAnnouncer:
     async def entry_posted(self, challenge: ChallengeRecord, entry: EntryRecord, png: bytes) -> int:
         file = discord.File(io.BytesIO(png), filename=f"entry-{entry.number}.png")
         message = await self._gallery(challenge).send(
-            content=f"**Entry #{entry.number}** — “{challenge.theme[:200]}”",
+            content=f"**Entry #{entry.number}** — “{shown(challenge.theme, 400)}”",
             file=file,
             view=entry_view(entry.entry_id),
         )
@@ -209,7 +213,7 @@ class DiscordAnnouncer:
 
     async def voting(self, challenge: ChallengeRecord) -> None:
         text = (
-            f"🗳️ Voting is open for **{challenge.theme[:200]}**! Vote in <#{challenge.gallery_id}> with the buttons "
+            f"🗳️ Voting is open for **{shown(challenge.theme, 400)}**! Vote in <#{challenge.gallery_id}> with the buttons "
             f"under each entry: {challenge.vote_budget} vote(s) each, not for your own. Closes "
             f"{_ts(challenge.closes_at)}."
         )
@@ -222,7 +226,7 @@ class DiscordAnnouncer:
 
     async def closed(self, challenge: ChallengeRecord, results: list[ResultRecord]) -> None:
         channel, _ = self._news(challenge)
-        embed = discord.Embed(title=f"Results: {challenge.theme}"[:256], colour=discord.Colour.gold())
+        embed = discord.Embed(title=f"Results: {shown(challenge.theme, 240)}", colour=discord.Colour.gold())
         if not results:
             embed.description = "No entries this time."
         for medal, r in zip(MEDALS, results[:TOP], strict=False):
@@ -232,12 +236,14 @@ class DiscordAnnouncer:
             embed.add_field(name=f"{medal} place {r.rank}", value=value, inline=False)
         embed.set_footer(text=f"challenge #{challenge.challenge_id} · season {challenge.season}")
         winners = " ".join(dict.fromkeys(f"<@{r.user_id}>" for r in results[:TOP]))
-        content = f"🏁 **{challenge.theme[:200]}** is over" + (
+        content = f"🏁 **{shown(challenge.theme, 400)}** is over" + (
             f": congratulations {winners}!" if winners else "."
         )
-        await channel.send(content, embed=embed, allowed_mentions=self.mentions)  # embeds do not ping
+        # Only the winners are pinged (embeds never ping); the theme is escaped text.
+        winners_only = discord.AllowedMentions(users=[discord.Object(r.user_id) for r in results[:TOP]])
+        await channel.send(content, embed=embed, allowed_mentions=winners_only)
         if challenge.gallery_id:
-            lines = [f"**Final ranking for “{challenge.theme[:200]}”**", *ranking_lines(results)]
+            lines = [f"**Final ranking for “{shown(challenge.theme, 400)}”**", *ranking_lines(results)]
             for text in chunks(lines):
                 await self._gallery(challenge).send(text, allowed_mentions=discord.AllowedMentions.none())
             await self._reveal(challenge, results)
@@ -259,7 +265,7 @@ class DiscordAnnouncer:
     async def cancelled(self, challenge: ChallengeRecord) -> None:
         channel, _ = self._news(challenge)
         await channel.send(
-            f"The challenge **{challenge.theme[:200]}** was cancelled; there will be no results."
+            f"The challenge **{shown(challenge.theme, 400)}** was cancelled; there will be no results."
         )
 
 
@@ -268,7 +274,8 @@ class DiscordAnnouncer:
 
 async def submit_from_result(interaction: discord.Interaction, job_id: str, index: int | None) -> None:
     bot = _bot(interaction)
-    gens = [g for g in await bot.jobs.generations.for_job(job_id, with_png=False) if not g.deleted]
+    await bot.gate.admit(interaction, Gate.MEMBER)
+    gens = await bot.jobs.images_in(job_id, interaction.guild_id or 0)
     if not gens:
         raise ChallengeRefused("That result has no images left to enter.")
     if index is None and len(gens) > 1:
@@ -305,25 +312,18 @@ async def _submit(
     )
     where = f"<#{challenge.gallery_id}>" if challenge.gallery_id else "the gallery"
     await interaction.followup.send(
-        f"Entered as entry #{entry.number} in **{challenge.theme[:200]}** (posted in {where} without your name). "
+        f"Entered as entry #{entry.number} in **{shown(challenge.theme, 400)}** (posted in {where} without your name). "
         f"You can withdraw it with `/challenge withdraw entry:{entry.number}` until {_ts(challenge.voting_at)}.",
         ephemeral=True,
     )
 
 
-def _require_admin(interaction: discord.Interaction) -> None:
-    if interaction.guild_id is None or not interaction.permissions.manage_guild:
-        raise NotPermitted("Only members with Manage Server can run challenges.")
+class _ChallengeCog(commands.GroupCog):
+    """What both challenge command groups share: finding a challenge and autocompleting it."""
 
-
-class Challenges(commands.GroupCog, group_name="challenge", group_description="Community style challenges"):
     def __init__(self, bot: ImageBot) -> None:
         self.bot = bot
         super().__init__()
-
-    async def cog_load(self) -> None:
-        self.bot.add_dynamic_items(VoteButton, UnvoteButton)
-        self.bot.challenges.attach(DiscordAnnouncer(self.bot), self.bot.scheduler)
 
     async def _style(self, interaction: discord.Interaction, name: str) -> str:
         book = await self.bot.jobs.style_book(interaction.guild_id or 0)
@@ -337,124 +337,32 @@ class Challenges(commands.GroupCog, group_name="challenge", group_description="C
             interaction.guild_id or 0, interaction.channel_id or 0, challenge
         )
 
-    @app_commands.command(name="start", description="Start a challenge (Manage Server)")
-    @app_commands.describe(
-        theme="What to make, e.g. harbours at dawn",
-        style="The style every entry must use",
-        submit_for="How long submissions stay open, e.g. 3d or 12h",
-        vote_for="How long voting lasts after that, e.g. 2d",
-        channel="Where to announce it (default: here)",
-        max_entries="Most images each member may enter",
-    )
-    async def start(
-        self,
-        interaction: discord.Interaction,
-        *,
-        theme: app_commands.Range[str, 1, 200],
-        style: str,
-        submit_for: str,
-        vote_for: str,
-        channel: ChannelOption | None = None,
-        max_entries: app_commands.Range[int, 1, 10] | None = None,
-    ) -> None:
-        _require_admin(interaction)
-        request = StartRequest(
-            guild_id=interaction.guild_id or 0,
-            channel_id=channel.id if channel else interaction.channel_id or 0,
-            theme=theme,
-            style=await self._style(interaction, style),
-            submit_s=parse_duration(submit_for),
-            vote_s=parse_duration(vote_for),
-            created_by=interaction.user.id,
-            max_entries=max_entries,
-        )
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        started = await self.bot.challenges.start(request)
-        await interaction.followup.send(
-            f"Challenge #{started.challenge_id} “{started.theme}” is open in <#{started.channel_id}>; "
-            f"submissions close {_ts(started.voting_at)}.",
-            ephemeral=True,
-        )
+    async def _live_choices(
+        self, interaction: discord.Interaction, current: int | str
+    ) -> list[app_commands.Choice[int]]:
+        live = await self.bot.challenges.live(interaction.guild_id or 0)
+        text = str(current or "").strip().lower()
+        return [
+            app_commands.Choice(
+                name=f"#{c.challenge_id} {c.theme} ({c.phase.value})"[:100], value=c.challenge_id
+            )
+            for c in live
+            if not text or text == "0" or text in f"#{c.challenge_id} {c.theme}".lower()
+        ][:25]
+
+
+class Challenges(_ChallengeCog, group_name="challenge", group_description="Community style challenges"):
+    """What members do: enter, withdraw, see the standings (votes are buttons in the gallery)."""
+
+    async def cog_load(self) -> None:
+        self.bot.add_dynamic_items(VoteButton, UnvoteButton)
+        self.bot.challenges.attach(DiscordAnnouncer(self.bot), self.bot.scheduler)
 
     @app_commands.command(
-        name="schedule", description="Run challenges by themselves, daily or weekly (Manage Server)"
+        name="submit",
+        description="Enter one of your images in the running challenge",
+        extras={"gate": Gate.MEMBER},
     )
-    @app_commands.describe(
-        themes="Themes to rotate through, separated by ;",
-        rhythm="How often a new challenge starts",
-        submit_for="Submission phase length, e.g. 4d",
-        vote_for="Voting phase length, e.g. 2d",
-    )
-    async def schedule(
-        self,
-        interaction: discord.Interaction,
-        *,
-        themes: app_commands.Range[str, 1, 1000],
-        style: str,
-        rhythm: Literal["daily", "weekly"],
-        submit_for: str,
-        vote_for: str,
-        channel: ChannelOption | None = None,
-        max_entries: app_commands.Range[int, 1, 10] | None = None,
-    ) -> None:
-        _require_admin(interaction)
-        request = ScheduleRequest(
-            guild_id=interaction.guild_id or 0,
-            channel_id=channel.id if channel else interaction.channel_id or 0,
-            style=await self._style(interaction, style),
-            themes=tuple(t for t in (p.strip() for p in themes.split(";")) if t),
-            rhythm=rhythm,
-            submit_s=parse_duration(submit_for),
-            vote_s=parse_duration(vote_for),
-            created_by=interaction.user.id,
-            max_entries=max_entries,
-        )
-        scheduled = await self.bot.challenges.schedule(request)
-        await interaction.response.send_message(
-            f"A {rhythm} challenge will start in <#{scheduled.channel_id}> {_ts(scheduled.next_start_at)}, "
-            f"rotating {len(scheduled.themes)} theme(s).",
-            ephemeral=True,
-        )
-
-    @app_commands.command(
-        name="unschedule", description="Stop a channel's recurring challenge (Manage Server)"
-    )
-    async def unschedule(
-        self, interaction: discord.Interaction, channel: ChannelOption | None = None
-    ) -> None:
-        _require_admin(interaction)
-        channel_id = channel.id if channel else interaction.channel_id or 0
-        await self.bot.challenges.stop_schedule(interaction.guild_id or 0, channel_id)
-        await interaction.response.send_message(
-            f"No more recurring challenges in <#{channel_id}>.", ephemeral=True
-        )
-
-    @app_commands.command(name="extend", description="Give the current phase more time (Manage Server)")
-    async def extend(self, interaction: discord.Interaction, by: str, challenge: int | None = None) -> None:
-        _require_admin(interaction)
-        found = await self._find(interaction, challenge)
-        changed = await self.bot.challenges.extend(found, parse_duration(by))
-        end = changed.voting_at if changed.phase is Phase.SUBMISSIONS else changed.closes_at
-        await interaction.response.send_message(
-            f"The {changed.phase.value} phase of “{changed.theme}” now ends {_ts(end)}.", ephemeral=True
-        )
-
-    @app_commands.command(name="close", description="End the current phase now (Manage Server)")
-    async def close(self, interaction: discord.Interaction, challenge: int | None = None) -> None:
-        _require_admin(interaction)
-        found = await self._find(interaction, challenge)
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        changed = await self.bot.challenges.end_phase_now(found)
-        await interaction.followup.send(f"“{changed.theme}” is now {changed.phase.value}.", ephemeral=True)
-
-    @app_commands.command(name="cancel", description="Cancel a challenge without results (Manage Server)")
-    async def cancel(self, interaction: discord.Interaction, challenge: int | None = None) -> None:
-        _require_admin(interaction)
-        found = await self._find(interaction, challenge)
-        changed = await self.bot.challenges.cancel(found)
-        await interaction.response.send_message(f"“{changed.theme}” was cancelled.", ephemeral=True)
-
-    @app_commands.command(name="submit", description="Enter one of your images in the running challenge")
     @app_commands.describe(
         job="The job id from your result's footer (default: your newest image in the challenge's style)",
         image="Which image of that result (1 = first)",
@@ -469,7 +377,7 @@ class Challenges(commands.GroupCog, group_name="challenge", group_description="C
         found = await self._find(interaction, challenge)
         generation_id = None
         if job is not None:
-            gens = await self.bot.jobs.generations.for_job(job.strip().lower(), with_png=False)
+            gens = await self.bot.jobs.images_in(job.strip().lower(), interaction.guild_id or 0)
             gen = next((g for g in gens if g.index == image - 1), None)
             if gen is None:
                 raise ChallengeRefused("Only images brushfire made (and that still exist) can be entered.")
@@ -500,23 +408,141 @@ class Challenges(commands.GroupCog, group_name="challenge", group_description="C
         embed.description = "\n".join(lines) or "No results this season yet."
         await interaction.response.send_message(embed=embed, ephemeral=True)
 
-    @extend.autocomplete("challenge")
-    @close.autocomplete("challenge")
-    @cancel.autocomplete("challenge")
     @submit.autocomplete("challenge")
     @withdraw.autocomplete("challenge")
     async def _live(
         self, interaction: discord.Interaction, current: int | str
     ) -> list[app_commands.Choice[int]]:
-        live = await self.bot.challenges.live(interaction.guild_id or 0)
-        text = str(current or "").strip().lower()
-        return [
-            app_commands.Choice(
-                name=f"#{c.challenge_id} {c.theme} ({c.phase.value})"[:100], value=c.challenge_id
-            )
-            for c in live
-            if not text or text == "0" or text in f"#{c.challenge_id} {c.theme}".lower()
-        ][:25]
+        return await self._live_choices(interaction, current)
+
+
+@admin_only
+class ChallengeAdmin(
+    _ChallengeCog,
+    group_name="challenge-admin",
+    group_description="Run this server's challenges (Manage Server)",
+):
+    """The admin verbs, in their own command so members never see them (Discord hides whole commands only)."""
+
+    @app_commands.command(name="start", description="Start a challenge")
+    @app_commands.describe(
+        theme="What to make, e.g. harbours at dawn",
+        style="The style every entry must use",
+        submit_for="How long submissions stay open, e.g. 3d or 12h",
+        vote_for="How long voting lasts after that, e.g. 2d",
+        channel="Where to announce it (default: here)",
+        max_entries="Most images each member may enter",
+    )
+    async def start(
+        self,
+        interaction: discord.Interaction,
+        *,
+        theme: app_commands.Range[str, 1, 200],
+        style: str,
+        submit_for: str,
+        vote_for: str,
+        channel: ChannelOption | None = None,
+        max_entries: app_commands.Range[int, 1, 10] | None = None,
+    ) -> None:
+        request = StartRequest(
+            guild_id=interaction.guild_id or 0,
+            channel_id=channel.id if channel else interaction.channel_id or 0,
+            theme=theme,
+            style=await self._style(interaction, style),
+            submit_s=parse_duration(submit_for),
+            vote_s=parse_duration(vote_for),
+            created_by=interaction.user.id,
+            max_entries=max_entries,
+        )
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        started = await self.bot.challenges.start(request)
+        await interaction.followup.send(
+            f"Challenge #{started.challenge_id} “{shown(started.theme, 400)}” is open in <#{started.channel_id}>; "
+            f"submissions close {_ts(started.voting_at)}.",
+            ephemeral=True,
+        )
+
+    @app_commands.command(name="schedule", description="Run challenges by themselves, daily or weekly")
+    @app_commands.describe(
+        themes="Themes to rotate through, separated by ;",
+        rhythm="How often a new challenge starts",
+        submit_for="Submission phase length, e.g. 4d",
+        vote_for="Voting phase length, e.g. 2d",
+    )
+    async def schedule(
+        self,
+        interaction: discord.Interaction,
+        *,
+        themes: app_commands.Range[str, 1, 1000],
+        style: str,
+        rhythm: Literal["daily", "weekly"],
+        submit_for: str,
+        vote_for: str,
+        channel: ChannelOption | None = None,
+        max_entries: app_commands.Range[int, 1, 10] | None = None,
+    ) -> None:
+        request = ScheduleRequest(
+            guild_id=interaction.guild_id or 0,
+            channel_id=channel.id if channel else interaction.channel_id or 0,
+            style=await self._style(interaction, style),
+            themes=tuple(t for t in (p.strip() for p in themes.split(";")) if t),
+            rhythm=rhythm,
+            submit_s=parse_duration(submit_for),
+            vote_s=parse_duration(vote_for),
+            created_by=interaction.user.id,
+            max_entries=max_entries,
+        )
+        scheduled = await self.bot.challenges.schedule(request)
+        await interaction.response.send_message(
+            f"A {rhythm} challenge will start in <#{scheduled.channel_id}> {_ts(scheduled.next_start_at)}, "
+            f"rotating {len(scheduled.themes)} theme(s).",
+            ephemeral=True,
+        )
+
+    @app_commands.command(name="unschedule", description="Stop a channel's recurring challenge")
+    async def unschedule(
+        self, interaction: discord.Interaction, channel: ChannelOption | None = None
+    ) -> None:
+        channel_id = channel.id if channel else interaction.channel_id or 0
+        await self.bot.challenges.stop_schedule(interaction.guild_id or 0, channel_id)
+        await interaction.response.send_message(
+            f"No more recurring challenges in <#{channel_id}>.", ephemeral=True
+        )
+
+    @app_commands.command(name="extend", description="Give the current phase more time")
+    async def extend(self, interaction: discord.Interaction, by: str, challenge: int | None = None) -> None:
+        found = await self._find(interaction, challenge)
+        changed = await self.bot.challenges.extend(found, parse_duration(by))
+        end = changed.voting_at if changed.phase is Phase.SUBMISSIONS else changed.closes_at
+        await interaction.response.send_message(
+            f"The {changed.phase.value} phase of “{shown(changed.theme, 400)}” now ends {_ts(end)}.",
+            ephemeral=True,
+        )
+
+    @app_commands.command(name="close", description="End the current phase now")
+    async def close(self, interaction: discord.Interaction, challenge: int | None = None) -> None:
+        found = await self._find(interaction, challenge)
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        changed = await self.bot.challenges.end_phase_now(found)
+        await interaction.followup.send(
+            f"“{shown(changed.theme, 400)}” is now {changed.phase.value}.", ephemeral=True
+        )
+
+    @app_commands.command(name="cancel", description="Cancel a challenge without results")
+    async def cancel(self, interaction: discord.Interaction, challenge: int | None = None) -> None:
+        found = await self._find(interaction, challenge)
+        changed = await self.bot.challenges.cancel(found)
+        await interaction.response.send_message(
+            f"“{shown(changed.theme, 400)}” was cancelled.", ephemeral=True
+        )
+
+    @extend.autocomplete("challenge")
+    @close.autocomplete("challenge")
+    @cancel.autocomplete("challenge")
+    async def _live(
+        self, interaction: discord.Interaction, current: int | str
+    ) -> list[app_commands.Choice[int]]:
+        return await self._live_choices(interaction, current)
 
     @start.autocomplete("style")
     @schedule.autocomplete("style")
@@ -526,6 +552,7 @@ class Challenges(commands.GroupCog, group_name="challenge", group_description="C
 
 
 async def setup(bot: ImageBot) -> None:
-    cog = Challenges(bot)
-    cog.app_command.guild_only = True
-    await bot.add_cog(cog)
+    members = Challenges(bot)
+    members.app_command.guild_only = True
+    await bot.add_cog(members)
+    await bot.add_cog(ChallengeAdmin(bot))

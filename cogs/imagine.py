@@ -9,6 +9,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.checks import Gate
 from bot.plans import ImagineOptions, JobPlan, Requester, parse_lane
 from inference.protocol import MAX_COUNT, MAX_PROMPT_CHARS, MAX_SEED
 from storage.guilds import GuildSettings
@@ -32,7 +33,9 @@ class Imagine(commands.Cog):
             for a in self.bot.jobs.styles.aspects
         ]
 
-    @app_commands.command(name="imagine", description="Make images from a text prompt")
+    @app_commands.command(
+        name="imagine", description="Make images from a text prompt", extras={"gate": Gate.JOB}
+    )
     @app_commands.guild_only()
     @app_commands.describe(
         prompt="What to draw",

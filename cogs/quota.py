@@ -15,8 +15,9 @@ from discord import app_commands
 from discord.ext import commands
 from PIL import Image, ImageDraw
 
+from bot.checks import admin_only
 from bot.delivery import requester_for
-from bot.errors import InvalidInput, NotPermitted, QuotaRefused
+from bot.errors import InvalidInput, QuotaRefused
 from bot.quotas import QuotaError, QuotaStatus, UsageReport
 
 if TYPE_CHECKING:
@@ -111,17 +112,7 @@ class Quota(commands.Cog):
             embed=quota_embed(status, interaction.user.display_name), ephemeral=True
         )
 
-    admin = app_commands.Group(
-        name="quota-admin",
-        description="Manage credits on this server",
-        default_permissions=discord.Permissions(manage_guild=True),
-        guild_only=True,
-    )
-
-    async def _check_admin(self, interaction: discord.Interaction) -> None:
-        # default_permissions only hides the command; server owners can show it to anyone.
-        if not interaction.permissions.manage_guild:
-            raise NotPermitted("Only members with Manage Server can change credits.")
+    admin = admin_only(app_commands.Group(name="quota-admin", description="Manage credits on this server"))
 
     async def _run(self, interaction: discord.Interaction, text: str) -> None:
         await interaction.response.send_message(text, ephemeral=True)
@@ -131,7 +122,6 @@ class Quota(commands.Cog):
     async def set_default(
         self, interaction: discord.Interaction, limit: int, window_hours: int | None = None
     ) -> None:
-        await self._check_admin(interaction)
         window = window_hours * HOUR_S if window_hours is not None else None
         overview = await _quota_call(
             self.bot.quotas.set_guild_default(
@@ -145,7 +135,6 @@ class Quota(commands.Cog):
 
     @admin.command(name="set-tier", description="Credits per window for a role (0 removes the tier)")
     async def set_tier(self, interaction: discord.Interaction, role: discord.Role, limit: int) -> None:
-        await self._check_admin(interaction)
         if limit == 0:
             await _quota_call(
                 self.bot.quotas.clear_role_tier(_guild(interaction), role.id, interaction.user.id)
@@ -161,7 +150,6 @@ class Quota(commands.Cog):
     async def set_user(
         self, interaction: discord.Interaction, user: discord.Member, limit: int, unlimited: bool = False
     ) -> None:
-        await self._check_admin(interaction)
         guild = _guild(interaction)
         if limit == 0 and not unlimited:
             await _quota_call(self.bot.quotas.clear_user_override(guild, user.id, interaction.user.id))
@@ -185,7 +173,6 @@ class Quota(commands.Cog):
         expires_hours: int | None = None,
         reason: str | None = None,
     ) -> None:
-        await self._check_admin(interaction)
         expires = time.time() + expires_hours * HOUR_S if expires_hours else None
         await _quota_call(
             self.bot.quotas.grant_bonus(
@@ -196,7 +183,6 @@ class Quota(commands.Cog):
 
     @admin.command(name="reset", description="Forgive a member's usage in the current window")
     async def reset(self, interaction: discord.Interaction, user: discord.Member) -> None:
-        await self._check_admin(interaction)
         voided = await _quota_call(
             self.bot.quotas.reset_user(_guild(interaction), user.id, interaction.user.id)
         )
@@ -206,13 +192,11 @@ class Quota(commands.Cog):
     async def block(
         self, interaction: discord.Interaction, user: discord.Member, reason: str | None = None
     ) -> None:
-        await self._check_admin(interaction)
         await _quota_call(self.bot.quotas.block(_guild(interaction), user.id, interaction.user.id, reason))
         await self._run(interaction, f"{user.mention} is blocked.")
 
     @admin.command(name="unblock", description="Let a blocked member make images again")
     async def unblock(self, interaction: discord.Interaction, user: discord.Member) -> None:
-        await self._check_admin(interaction)
         await _quota_call(self.bot.quotas.unblock(_guild(interaction), user.id, interaction.user.id))
         await self._run(interaction, f"{user.mention} is unblocked.")
 
@@ -220,7 +204,6 @@ class Quota(commands.Cog):
     async def report(
         self, interaction: discord.Interaction, days: app_commands.Range[int, 1, 90] = 30
     ) -> None:
-        await self._check_admin(interaction)
         await interaction.response.defer(ephemeral=True, thinking=True)
         report = await _quota_call(self.bot.quotas.usage_report(_guild(interaction), days=days, top=10))
         chart = await asyncio.to_thread(report_chart, report, days, time.time())

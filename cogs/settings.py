@@ -10,7 +10,8 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.errors import InvalidInput, NotPermitted
+from bot.checks import admin_only
+from bot.errors import InvalidInput
 from bot.plans import REGEX_PREFIX
 from storage.guilds import MAX_IMAGES_PER_JOB, GuildSettings
 
@@ -35,18 +36,13 @@ def settings_embed(s: GuildSettings) -> discord.Embed:
     return embed
 
 
+@admin_only
 class Settings(
     commands.GroupCog, group_name="settings", group_description="brushfire's settings for this server"
 ):
     def __init__(self, bot: ImageBot) -> None:
         self.bot = bot
         super().__init__()
-
-    async def interaction_check(self, interaction: discord.Interaction) -> bool:  # type: ignore[override]
-        # default_permissions only hides the group; server owners can show it to anyone.
-        if interaction.guild_id is None or not interaction.permissions.manage_guild:
-            raise NotPermitted("Only members with Manage Server can change brushfire's settings.")
-        return True
 
     async def _update(self, interaction: discord.Interaction, **changes: Any) -> None:
         guild_id = interaction.guild_id or 0
@@ -131,7 +127,4 @@ class Settings(
 
 
 async def setup(bot: ImageBot) -> None:
-    cog = Settings(bot)
-    cog.app_command.default_permissions = discord.Permissions(manage_guild=True)
-    cog.app_command.guild_only = True
-    await bot.add_cog(cog)
+    await bot.add_cog(Settings(bot))

@@ -10,7 +10,8 @@ from discord import app_commands
 from discord.ext import commands
 from pydantic import ValidationError
 
-from bot.errors import InvalidInput, NotPermitted
+from bot.checks import admin_only
+from bot.errors import InvalidInput
 from bot.styles import StyleBook, StylePreset
 from storage.styles import GuildStyleExists, GuildStyleRecord, TooManyGuildStyles
 
@@ -59,15 +60,11 @@ class Styles(commands.Cog):
         await interaction.response.send_message(embed=styles_embed(book), ephemeral=True)
 
 
+@admin_only
 class StyleAdmin(commands.GroupCog, group_name="style", group_description="This server's own style presets"):
     def __init__(self, bot: ImageBot) -> None:
         self.bot = bot
         super().__init__()
-
-    async def interaction_check(self, interaction: discord.Interaction) -> bool:  # type: ignore[override]
-        if interaction.guild_id is None or not interaction.permissions.manage_guild:
-            raise NotPermitted("Only members with Manage Server can change this server's styles.")
-        return True
 
     @app_commands.command(name="add", description="Add a style preset for this server")
     @app_commands.describe(
@@ -155,7 +152,4 @@ class StyleAdmin(commands.GroupCog, group_name="style", group_description="This 
 
 async def setup(bot: ImageBot) -> None:
     await bot.add_cog(Styles(bot))
-    admin = StyleAdmin(bot)
-    admin.app_command.default_permissions = discord.Permissions(manage_guild=True)
-    admin.app_command.guild_only = True
-    await bot.add_cog(admin)
+    await bot.add_cog(StyleAdmin(bot))
