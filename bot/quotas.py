@@ -118,6 +118,15 @@ class QuotaStatus:
     def spendable(self) -> int:
         return self.remaining + self.bonus_remaining
 
+    @property
+    def next_refill_second(self) -> int | None:
+        """The first whole second at which the oldest counting charge has stopped counting.
+
+        Rounded up, as refusals are: a charge counts while `created_at > now - window_s`, so at this
+        second its credits are back and a spend they cover is accepted.
+        """
+        return math.ceil(self.next_refill_at) if self.next_refill_at is not None else None
+
     def relax_room(self, cost: int) -> bool:
         return self.relax_enabled and (self.relax_limit is None or self.relax_used + cost <= self.relax_limit)
 
@@ -180,9 +189,8 @@ class QuotaInputError(QuotaError, ValueError):
 
 class QuotaExceeded(QuotaError):
     def __init__(self, status: QuotaStatus, cost: int, relax_available: bool) -> None:
-        refill = (
-            f" Next credit returns <t:{math.ceil(status.next_refill_at)}:R>." if status.next_refill_at else ""
-        )
+        second = status.next_refill_second
+        refill = f" Next credit returns <t:{second}:R>." if second is not None else ""
         relax = " The relax lane is open: try again in relax mode." if relax_available else ""
         super().__init__(
             f"This costs {cost} credit{'s' * (cost != 1)} but you have {status.spendable} left "
@@ -237,10 +245,11 @@ def _check_job_id(job_id: str) -> str:
 def _status(
     guild_id: int, user_id: int, pol: UserPolicy, usage: ledger.WindowUsage, relax_limit: int | None
 ) -> QuotaStatus:
-    """Combine policy and usage: an override wins, else the highest of the guild default and role tiers."""
+    """Combine policy and usage (docs/quotas.md): an override wins; else the member's highest role tier,
+    even when it is below the server default; else the server default."""
     limit, tier_name = pol.guild_limit, None
     source: LimitSource = "guild" if pol.guild_configured else "default"
-    if pol.tier is not None and pol.tier.limit_credits > limit:
+    if pol.tier is not None:
         limit, source, tier_name = pol.tier.limit_credits, "role", pol.tier.name
     override = pol.override
     unlimited = bool(override and override.unlimited)
@@ -268,6 +277,8 @@ def _status(
 
 def _after(st: QuotaStatus, lane: Lane, cost: int, bonus_cost: int, now: float) -> QuotaStatus:
     """The status once a reservation is in, without reading the database again."""
+    if st.unlimited and lane == "fast":
+        return st  # free while unlimited: the row never counts
     if lane == "relax":
         return dataclasses.replace(st, relax_used=st.relax_used + cost)
     used = st.used + cost - bonus_cost
@@ -392,6 +403,7 @@ class QuotaService:
                 lane=chosen,
                 spends=spends,
                 now=now,
+                forgiven=st.unlimited and chosen == "fast",  # free while unlimited, then and later
             )
             bonus_cost = sum(s.credits for s in spends)
             return Reservation(
@@ -699,14 +711,16 @@ class QuotaService:
 
         return await self._admin(guild_id, actor_id, change)
 
-    async def reset_user(self, guild_id: int, user_id: int, actor_id: int) -> int:
-        """Forgive everything counting against the user in the current window; returns rows voided."""
+    async def reset_user(self, guild_id: int, user_id: int, actor_id: int) -> ledger.Forgiven:
+        """Forgive every charge counting against the user in the current window (fast and relax); bonus
+        credits spent stay spent. Returns what was forgiven."""
         _check_id("user id", user_id)
 
-        def change(tx: SyncTx, now: float) -> Audited[int]:
+        def change(tx: SyncTx, now: float) -> Audited[ledger.Forgiven]:
             window = self._guild_policy(tx, guild_id).window_s
-            voided = ledger.void_window(tx, guild_id, user_id, now - window, now)
-            return Audited("quota.reset_user", user_id, {"voided": voided}, voided)
+            done = ledger.void_window(tx, guild_id, user_id, now - window, now)
+            detail = {"voided": done.jobs, "credits": done.credits, "relax_credits": done.relax_credits}
+            return Audited("quota.reset_user", user_id, detail, done)
 
         return await self._admin(guild_id, actor_id, change)
 

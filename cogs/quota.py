@@ -52,7 +52,8 @@ def quota_embed(status: QuotaStatus, who: str) -> discord.Embed:
         if status.bonus_remaining:
             embed.description += f" (+{status.bonus_remaining} bonus)"
     embed.add_field(name="Window", value=f"rolling {describe_window(status.window_s)}")
-    refill = f"<t:{int(status.next_refill_at)}:R>" if status.next_refill_at else "nothing is being used"
+    second = status.next_refill_second
+    refill = f"<t:{second}:R>" if second is not None else "nothing is being used"
     embed.add_field(name="Next credit returns", value=refill)
     tier = status.tier_name or {"override": "personal limit", "unlimited": "unlimited"}.get(
         status.source, "server default"
@@ -183,10 +184,15 @@ class Quota(commands.Cog):
 
     @admin.command(name="reset", description="Forgive a member's usage in the current window")
     async def reset(self, interaction: discord.Interaction, user: discord.Member) -> None:
-        voided = await _quota_call(
+        done = await _quota_call(
             self.bot.quotas.reset_user(_guild(interaction), user.id, interaction.user.id)
         )
-        await self._run(interaction, f"Reset {user.mention}: {voided} charge(s) forgiven.")
+        relax = f" and {done.relax_credits} relax credit(s)" if done.relax_credits else ""
+        await self._run(
+            interaction,
+            f"Reset {user.mention}: {done.credits} credit(s){relax} forgiven over {done.jobs} charge(s); "
+            "bonus credits already spent stay spent.",
+        )
 
     @admin.command(name="block", description="Stop a member from making images")
     async def block(
