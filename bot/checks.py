@@ -59,7 +59,7 @@ def admin_only(target: T) -> T:
         target.interaction_check = _admin_group_check  # type: ignore[method-assign]
         return target
     checked = app_commands.check(require_admin)(target)
-    return app_commands.guild_only()(app_commands.default_permissions(ADMIN_PERMISSIONS)(checked))
+    return app_commands.guild_only()(app_commands.default_permissions(manage_guild=True)(checked))
 
 
 async def _admin_cog_check(self: commands.Cog, interaction: discord.Interaction) -> bool:

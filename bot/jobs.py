@@ -138,6 +138,8 @@ class JobService:
         every lookup is scoped, so a press from another server finds nothing there.
         """
         job = await self.jobs.get_in_guild(job_id, guild_id)
+        if job is None and not guild_id:
+            raise JobNotFound("In DMs a result's buttons can only delete it; press them in its server.")
         if job is None:
             raise JobNotFound("That result is not in this server's history (deleted, or made elsewhere).")
         return job

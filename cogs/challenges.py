@@ -240,7 +240,8 @@ class DiscordAnnouncer:
             f": congratulations {winners}!" if winners else "."
         )
         # Only the winners are pinged (embeds never ping); the theme is escaped text.
-        winners_only = discord.AllowedMentions(users=[discord.Object(r.user_id) for r in results[:TOP]])
+        winner_ids = dict.fromkeys(r.user_id for r in results[:TOP])  # one member may place twice
+        winners_only = discord.AllowedMentions(users=[discord.Object(u) for u in winner_ids])
         await channel.send(content, embed=embed, allowed_mentions=winners_only)
         if challenge.gallery_id:
             lines = [f"**Final ranking for “{shown(challenge.theme, 400)}”**", *ranking_lines(results)]

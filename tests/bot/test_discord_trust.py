@@ -119,6 +119,9 @@ async def test_interactions_from_another_server_act_on_nothing(fake_discord, cs,
         assert "not in one of this server's challenges" in await ephemeral_reply(ix, WAIT)
         assert rows(cs, "SELECT COUNT(*) FROM challenge_votes") == [(0,)]
         assert "counted" in await press(fake, entry, vote_id(entry), w.bob)  # from its own server it counts
+        # A blocked member takes no part: no votes (docs/quotas.md, question 13).
+        await admin_do(fake, w, "quota-admin block", {"user": w.bob})
+        assert "blocked" in await press(fake, entry, vote_id(entry), w.bob)
 
 
 async def test_delete_only_removes_the_jobs_own_message(fake_discord, settings, worker):
