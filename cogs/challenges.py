@@ -425,7 +425,7 @@ class ChallengeAdmin(
 ):
     """The admin verbs, in their own command so members never see them (Discord hides whole commands only)."""
 
-    @app_commands.command(name="start", description="Start a challenge")
+    @app_commands.command(name="start", description="Start a challenge (Manage Server)")
     @app_commands.describe(
         theme="What to make, e.g. harbours at dawn",
         style="The style every entry must use",
@@ -463,7 +463,9 @@ class ChallengeAdmin(
             ephemeral=True,
         )
 
-    @app_commands.command(name="schedule", description="Run challenges by themselves, daily or weekly")
+    @app_commands.command(
+        name="schedule", description="Run challenges by themselves, daily or weekly (Manage Server)"
+    )
     @app_commands.describe(
         themes="Themes to rotate through, separated by ;",
         rhythm="How often a new challenge starts",
@@ -500,7 +502,9 @@ class ChallengeAdmin(
             ephemeral=True,
         )
 
-    @app_commands.command(name="unschedule", description="Stop a channel's recurring challenge")
+    @app_commands.command(
+        name="unschedule", description="Stop a channel's recurring challenge (Manage Server)"
+    )
     async def unschedule(
         self, interaction: discord.Interaction, channel: ChannelOption | None = None
     ) -> None:
@@ -510,7 +514,7 @@ class ChallengeAdmin(
             f"No more recurring challenges in <#{channel_id}>.", ephemeral=True
         )
 
-    @app_commands.command(name="extend", description="Give the current phase more time")
+    @app_commands.command(name="extend", description="Give the current phase more time (Manage Server)")
     async def extend(self, interaction: discord.Interaction, by: str, challenge: int | None = None) -> None:
         found = await self._find(interaction, challenge)
         changed = await self.bot.challenges.extend(found, parse_duration(by))
@@ -520,7 +524,7 @@ class ChallengeAdmin(
             ephemeral=True,
         )
 
-    @app_commands.command(name="close", description="End the current phase now")
+    @app_commands.command(name="close", description="End the current phase now (Manage Server)")
     async def close(self, interaction: discord.Interaction, challenge: int | None = None) -> None:
         found = await self._find(interaction, challenge)
         await interaction.response.defer(ephemeral=True, thinking=True)
@@ -529,7 +533,7 @@ class ChallengeAdmin(
             f"“{shown(changed.theme, 400)}” is now {changed.phase.value}.", ephemeral=True
         )
 
-    @app_commands.command(name="cancel", description="Cancel a challenge without results")
+    @app_commands.command(name="cancel", description="Cancel a challenge without results (Manage Server)")
     async def cancel(self, interaction: discord.Interaction, challenge: int | None = None) -> None:
         found = await self._find(interaction, challenge)
         changed = await self.bot.challenges.cancel(found)

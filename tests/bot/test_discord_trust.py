@@ -3,6 +3,7 @@ on what isn't theirs, no member's text pings anyone, and cheap refusals come bef
 
 from __future__ import annotations
 
+import asyncio
 import io
 import sqlite3
 
@@ -307,3 +308,56 @@ async def test_admin_verbs_are_hidden_from_members_and_checked(fake_discord, set
         ]:
             ix = await fake.send_slash(name, options, user=w.alice, channel=w.channel, validate=False)
             assert "Manage Server" in await ephemeral_reply(ix)
+
+
+# --- 7: a busy afternoon in two servers, every request checked by the strict fake ------------------------
+
+
+async def test_two_busy_servers_keep_every_rule(fake_discord, settings, worker):
+    """Members of two servers (two of them in both) make, vary and upscale images at once with prompts full
+    of mentions and markdown: every request fits Discord's API description and limits, and nobody is pinged."""
+    fake, w = fake_discord, build_world(fake_discord)
+    rival, _ = second_server(fake, w)
+    carol, dave = fake.add_user("carol"), fake.add_user("dave")
+    fake.add_member(rival, carol)
+    fake.add_member(rival, dave)
+    lobby = fake.channels(rival)[0]
+    role = fake.add_role(w.guild, "artists")
+    makers = [(w.alice, w.channel), (w.bob, w.channel), (w.admin, w.channel)]
+    makers += [(w.alice, lobby), (w.bob, lobby), (carol, lobby), (dave, lobby)]
+    async with running_bot(fake, settings, worker):
+        results = await asyncio.gather(
+            *(
+                make(fake, user, where, HOSTILE.format(bob=w.bob.id, role=role.id) + f" #{n}", count=4)
+                for n, (user, where) in enumerate(makers)
+            )
+        )
+
+        async def press_all(result: Message, user: FakeUser) -> list[Message]:
+            made = []
+            for custom_id in [c for c in result.custom_ids() if c.split(":")[1] in ("vary", "upscale")]:
+                ix = await fake.click(result, custom_id, user=user)
+                made.append(await ix.wait_original(is_result, timeout=90))
+            return made
+
+        derived = await asyncio.gather(
+            *(press_all(r, user) for r, (user, _) in zip(results, makers, strict=True))
+        )
+        assert [len(d) for d in derived] == [8] * len(makers)
+        # Everyone tidies up their upscales: Delete removes exactly those messages, in both servers.
+        upscales = [
+            (m, user)
+            for d, (user, _) in zip(derived, makers, strict=True)
+            for m in d
+            if "upscale" in m.embed["footer"]["text"]
+        ]
+        for message, user in upscales:
+            ix = await fake.click(message, button(message, "delete"), user=user)
+            assert "Deleted" in await ephemeral_reply(ix)
+        await fake.wait_until(lambda: all(m.deleted for m, _ in upscales), 30, "upscales deleted")
+        assert sum(m.deleted for m in fake.messages(include_deleted=True)) == len(upscales) == 4 * len(makers)
+    made_in = {m.guild_id for d in derived for m in d}
+    assert made_in == {w.guild.id, rival.id}
+    assert all(not m.notified for m in fake.messages())
+    stats = fake.world.strict
+    assert stats.requests >= 250 and stats.clean, stats

@@ -362,6 +362,11 @@ class FakeDiscord:
             data["values"] = list(values or [])
         return await self._send(record, data)
 
+    def note_author(self, guild: FakeGuild | None, user: FakeUser) -> None:
+        """Count `user` as someone the bot may mention in `guild`: for jobs a test stored straight in the
+        database (a crash before submission), whose author never sent the fake an interaction."""
+        self.world.interactors.add((guild.id if guild else None, user.id))
+
     async def forge_click(
         self, message: Message, custom_id: str, *, user: FakeUser, component_type: int = 2
     ) -> Interaction:
