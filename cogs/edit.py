@@ -9,6 +9,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.checks import Gate
 from bot.core.errors import BadAttachment
 from bot.core.plans import JobPlan, Requester
 from bot.core.records import GuildSettings
@@ -24,7 +25,9 @@ class Edit(commands.Cog):
     def __init__(self, bot: ImageBot) -> None:
         self.bot = bot
 
-    @app_commands.command(name="edit", description="Change an image by instruction")
+    @app_commands.command(
+        name="edit", description="Change an image by instruction", extras={"gate": Gate.JOB}
+    )
     @app_commands.guild_only()
     @app_commands.describe(
         image="A PNG, JPEG or WebP image",
