@@ -22,12 +22,17 @@ def new_reference() -> str:
     return secrets.token_hex(4)
 
 
+class Refused(app_commands.CheckFailure):
+    """A core refusal from the tree's `interaction_check`, before any command ran. discord.py hands only
+    `AppCommandError`s to `on_error` from there, so the `BrushfireError` travels as this error's cause."""
+
+
 def user_message(error: BaseException) -> tuple[str, bool]:
     """The text to show for an error and whether it was expected (a user-facing error).
 
     Unexpected errors are logged here with a reference id that the message repeats.
     """
-    if isinstance(error, app_commands.CommandInvokeError | app_commands.TransformerError):
+    if isinstance(error, app_commands.CommandInvokeError | app_commands.TransformerError | Refused):
         error = error.__cause__ or error
     if isinstance(error, BrushfireError | AdminOnly):
         return error.message, True
@@ -67,7 +72,10 @@ class BrushfireTree(app_commands.CommandTree):
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
         gate = gate_of(interaction)
         if gate is not None:
-            await interaction.client.gate.admit(interaction, gate)  # type: ignore[attr-defined]
+            try:
+                await interaction.client.gate.admit(interaction, gate)  # type: ignore[attr-defined]
+            except BrushfireError as exc:
+                raise Refused(exc.message) from exc
         return True
 
     async def on_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
