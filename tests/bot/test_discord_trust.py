@@ -360,4 +360,7 @@ async def test_two_busy_servers_keep_every_rule(fake_discord, settings, worker):
     assert made_in == {w.guild.id, rival.id}
     assert all(not m.notified for m in fake.messages())
     stats = fake.world.strict
-    assert stats.requests >= 250 and stats.clean, stats
+    # What must be sent whatever the timing: each of the 63 jobs answers its interaction and posts its
+    # result, each Delete answers and deletes. Progress edits come on top, fewer on a loaded machine.
+    jobs = len(makers) + sum(len(d) for d in derived)
+    assert stats.requests >= 2 * jobs + 2 * len(upscales) and stats.clean, stats
