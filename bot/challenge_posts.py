@@ -10,10 +10,12 @@ from typing import Any, Self
 import discord
 from discord import ui
 
+from bot.checks import Gate
 from bot.components import BUTTONS_PER_ROW, INDEX_RE, JOB_RE, PREFIX, button, guarded
 from bot.core.challenges.rules import ChallengeRefused
 from bot.core.records import ChallengeRecord, EntryRecord, Phase, ResultRecord
 from bot.interactions import client_of
+from bot.usertext import shown
 from inference.vocabulary import JobId
 
 log = logging.getLogger(__name__)
@@ -54,7 +56,11 @@ class VoteButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:vote:{ENTR
         await guarded(interaction, self._vote(interaction))
 
     async def _vote(self, interaction: discord.Interaction) -> None:
-        receipt = await client_of(interaction).services.challenges.vote(self.entry_id, interaction.user.id)
+        bot = client_of(interaction)
+        await bot.gate.admit(interaction, Gate.MEMBER)
+        receipt = await bot.services.challenges.vote(
+            self.entry_id, interaction.user.id, interaction.guild_id or 0
+        )
         await interaction.response.send_message(
             f"Vote for entry #{receipt.entry_number} counted ({receipt.used} of {receipt.budget} votes used). "
             "Press “Take back” to change your mind before voting closes.",
@@ -84,7 +90,9 @@ class UnvoteButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:unvote:{
         await guarded(interaction, self._unvote(interaction))
 
     async def _unvote(self, interaction: discord.Interaction) -> None:
-        receipt = await client_of(interaction).services.challenges.unvote(self.entry_id, interaction.user.id)
+        receipt = await client_of(interaction).services.challenges.unvote(
+            self.entry_id, interaction.user.id, interaction.guild_id or 0
+        )
         await interaction.response.send_message(
             f"Vote for entry #{receipt.entry_number} taken back ({receipt.used} of {receipt.budget} votes used).",
             ephemeral=True,
@@ -102,7 +110,7 @@ def entry_view(entry_id: int) -> ui.View:
 
 
 def announcement_embed(challenge: ChallengeRecord) -> discord.Embed:
-    embed = discord.Embed(title=f"🏆 Challenge: {challenge.theme}"[:256], colour=discord.Colour.gold())
+    embed = discord.Embed(title=f"🏆 Challenge: {shown(challenge.theme, 240)}", colour=discord.Colour.gold())
     embed.description = (
         f"Make an image with the **{challenge.style}** style (`/imagine style:{challenge.style}`), then press "
         "**Submit to challenge** under it or use `/challenge submit`. Entries appear in the gallery thread "
@@ -143,7 +151,6 @@ class DiscordAnnouncer:
 
     def __init__(self, bot: discord.Client) -> None:
         self.bot = bot
-        self.mentions = discord.AllowedMentions(users=True, everyone=False, roles=False)
 
     async def _channel(self, channel_id: int) -> discord.abc.GuildChannel | discord.Thread:
         found = self.bot.get_channel(channel_id)
@@ -178,7 +185,7 @@ class DiscordAnnouncer:
     async def entry_posted(self, challenge: ChallengeRecord, entry: EntryRecord, png: bytes) -> int:
         file = discord.File(io.BytesIO(png), filename=f"entry-{entry.number}.png")
         message = await self._gallery(challenge).send(
-            content=f"**Entry #{entry.number}** — “{challenge.theme[:200]}”",
+            content=f"**Entry #{entry.number}** — “{shown(challenge.theme, 400)}”",
             file=file,
             view=entry_view(entry.entry_id),
         )
@@ -197,7 +204,7 @@ class DiscordAnnouncer:
 
     async def voting(self, challenge: ChallengeRecord) -> None:
         text = (
-            f"🗳️ Voting is open for **{challenge.theme[:200]}**! Vote in <#{challenge.gallery_id}> with the buttons "
+            f"🗳️ Voting is open for **{shown(challenge.theme, 400)}**! Vote in <#{challenge.gallery_id}> with the buttons "
             f"under each entry: {challenge.vote_budget} vote(s) each, not for your own. Closes "
             f"{timestamp(challenge.closes_at)}."
         )
@@ -210,7 +217,7 @@ class DiscordAnnouncer:
 
     async def closed(self, challenge: ChallengeRecord, results: list[ResultRecord]) -> None:
         channel, _ = self._news(challenge)
-        embed = discord.Embed(title=f"Results: {challenge.theme}"[:256], colour=discord.Colour.gold())
+        embed = discord.Embed(title=f"Results: {shown(challenge.theme, 240)}", colour=discord.Colour.gold())
         if not results:
             embed.description = "No entries this time."
         for medal, r in zip(MEDALS, results[:TOP], strict=False):
@@ -220,12 +227,15 @@ class DiscordAnnouncer:
             embed.add_field(name=f"{medal} place {r.rank}", value=value, inline=False)
         embed.set_footer(text=f"challenge #{challenge.challenge_id} · season {challenge.season}")
         winners = " ".join(dict.fromkeys(f"<@{r.user_id}>" for r in results[:TOP]))
-        content = f"🏁 **{challenge.theme[:200]}** is over" + (
+        content = f"🏁 **{shown(challenge.theme, 400)}** is over" + (
             f": congratulations {winners}!" if winners else "."
         )
-        await channel.send(content, embed=embed, allowed_mentions=self.mentions)  # embeds do not ping
+        # Only the winners are pinged (embeds never ping); the theme is escaped text.
+        winner_ids = dict.fromkeys(r.user_id for r in results[:TOP])  # one member may place twice
+        winners_only = discord.AllowedMentions(users=[discord.Object(u) for u in winner_ids])
+        await channel.send(content, embed=embed, allowed_mentions=winners_only)
         if challenge.gallery_id:
-            lines = [f"**Final ranking for “{challenge.theme[:200]}”**", *ranking_lines(results)]
+            lines = [f"**Final ranking for “{shown(challenge.theme, 400)}”**", *ranking_lines(results)]
             for text in chunks(lines):
                 await self._gallery(challenge).send(text, allowed_mentions=discord.AllowedMentions.none())
             await self._reveal(challenge, results)
@@ -247,7 +257,7 @@ class DiscordAnnouncer:
     async def cancelled(self, challenge: ChallengeRecord) -> None:
         channel, _ = self._news(challenge)
         await channel.send(
-            f"The challenge **{challenge.theme[:200]}** was cancelled; there will be no results."
+            f"The challenge **{shown(challenge.theme, 400)}** was cancelled; there will be no results."
         )
 
 
@@ -255,7 +265,9 @@ class DiscordAnnouncer:
 
 
 async def submit_from_result(interaction: discord.Interaction, job_id: JobId, index: int | None) -> None:
-    gens = await client_of(interaction).services.jobs.result_images(job_id)
+    bot = client_of(interaction)
+    await bot.gate.admit(interaction, Gate.MEMBER)
+    gens = await bot.services.jobs.images_in(job_id, interaction.guild_id or 0)
     if not gens:
         raise ChallengeRefused("That result has no images left to enter.")
     if index is None and len(gens) > 1:
@@ -292,7 +304,7 @@ async def submit_entry(
     )
     where = f"<#{challenge.gallery_id}>" if challenge.gallery_id else "the gallery"
     await interaction.followup.send(
-        f"Entered as entry #{entry.number} in **{challenge.theme[:200]}** (posted in {where} without your name). "
+        f"Entered as entry #{entry.number} in **{shown(challenge.theme, 400)}** (posted in {where} without your name). "
         f"You can withdraw it with `/challenge withdraw entry:{entry.number}` until {timestamp(challenge.voting_at)}.",
         ephemeral=True,
     )

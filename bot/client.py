@@ -21,6 +21,7 @@ from bot.core.settings import Settings, SettingsError
 from bot.delivery import JobRunner
 from bot.endpoints import use_discord_endpoints
 from bot.errors import BrushfireTree
+from bot.gate import JobGate
 from bot.i18n import Catalogues
 from bot.translator import CatalogueTranslator, translated_payload
 from bot.views import DYNAMIC_ITEMS
@@ -43,7 +44,8 @@ class ImageBot(commands.Bot):
             tree_cls=BrushfireTree,
             help_command=None,
             guild_ready_timeout=settings.discord.guild_ready_timeout_s,
-            allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=True),
+            # Nothing pings unless a message names whom it means to: user text never carries a live mention.
+            allowed_mentions=discord.AllowedMentions.none(),
         )
         self.settings = settings
         self.services = services
@@ -51,6 +53,7 @@ class ImageBot(commands.Bot):
         # Interaction tokens expire on Discord's clock (their creation time + 15 min), so the runner keeps
         # the wall clock rather than the services' (which tests may move).
         self.runner = JobRunner(self, services, track_job=self.track_job)
+        self.gate = JobGate(services.jobs, settings.limits.job_cooldown, clock=services.clock)
         self.scheduler = AsyncIOScheduler()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._job_tasks: set[asyncio.Task[Any]] = set()

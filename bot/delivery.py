@@ -25,6 +25,7 @@ from bot.core.records import GenerationRecord, GuildSettings, JobRecord
 from bot.core.services import Services
 from bot.errors import answer_error
 from bot.interactions import PlanFactory, delivery_for, requester_for
+from bot.usertext import shown
 from bot.views import progress_view, result_view
 from inference.vocabulary import JobStatus
 
@@ -34,6 +35,13 @@ UNKNOWN_MESSAGE = 10008
 INVALID_WEBHOOK_TOKEN = 50027
 UNKNOWN_WEBHOOK = 10015
 GONE_CODES = frozenset({UNKNOWN_MESSAGE, INVALID_WEBHOOK_TOKEN, UNKNOWN_WEBHOOK})
+# Edits of the interaction's own message ping nobody: the author is looking at it already.
+NO_PINGS = discord.AllowedMentions.none()
+
+
+def author_only(job: JobRecord) -> discord.AllowedMentions:
+    """A message posted for a job may ping its author, and nobody a prompt names."""
+    return discord.AllowedMentions(everyone=False, roles=False, users=[discord.Object(job.user_id)])
 
 
 class MessageProgress:
@@ -64,8 +72,12 @@ class MessageProgress:
             if data is not None:
                 self._preview_seq = state.preview_seq
                 attachments = [discord.File(io.BytesIO(data), filename="preview.jpg")]
-        content = f"**{_clip(self._title, 200)}** — {state.describe()}"
-        kwargs: dict[str, object] = {"content": content, "view": progress_view(self._job.job_id)}
+        content = f"**{self._title}** — {state.describe()}"
+        kwargs: dict[str, object] = {
+            "content": content,
+            "view": progress_view(self._job.job_id),
+            "allowed_mentions": NO_PINGS,
+        }
         if attachments:
             kwargs["attachments"] = attachments
         try:
@@ -122,7 +134,7 @@ class JobRunner:
         except Exception as exc:
             await answer_error(interaction, exc)
             return
-        title = plan.prompt
+        title = shown(plan.prompt, 400)
         if ticket.fell_back_to_relax:
             title += " (relax lane: out of fast credits)"
         display = MessageProgress(interaction, self.jobs, ticket.job, title, self._clock)
@@ -171,9 +183,12 @@ class JobRunner:
                         embed=post.embed,
                         attachments=post.files,
                         view=post.view,
+                        allowed_mentions=NO_PINGS,
                     )
                 else:
-                    msg = await self._edit_original(job, interaction, content=text, attachments=[], view=None)
+                    msg = await self._edit_original(
+                        job, interaction, content=text, attachments=[], view=None, allowed_mentions=NO_PINGS
+                    )
                 await self.jobs.record_messages(job.job_id, result_message_id=msg.id)
                 return
             except discord.HTTPException as exc:
@@ -199,10 +214,14 @@ class JobRunner:
             channel = self.bot.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
             if post:
                 msg = await channel.send(
-                    content=f"{mention} {post.content}", embed=post.embed, files=post.files, view=post.view
+                    content=f"{mention} {post.content}",
+                    embed=post.embed,
+                    files=post.files,
+                    view=post.view,
+                    allowed_mentions=author_only(job),
                 )
             else:
-                msg = await channel.send(content=text)
+                msg = await channel.send(content=text, allowed_mentions=author_only(job))
             await self.jobs.record_messages(job.job_id, result_message_id=msg.id)
             return
         except discord.HTTPException as exc:
@@ -214,9 +233,17 @@ class JobRunner:
             user = await self.bot.fetch_user(job.user_id)
             if post:
                 post = rewind(post)
-                await user.send(content=post.content, embed=post.embed, files=post.files, view=post.view)
+                msg = await user.send(
+                    content=post.content,
+                    embed=post.embed,
+                    files=post.files,
+                    view=post.view,
+                    allowed_mentions=NO_PINGS,
+                )
             else:
-                await user.send(content=text)
+                msg = await user.send(content=text, allowed_mentions=NO_PINGS)
+            # Recorded so the result's own Delete button can find this message.
+            await self.jobs.record_messages(job.job_id, result_message_id=msg.id)
         except discord.HTTPException:
             log.exception(
                 "job %s: could not deliver to user %s anywhere; it stays in the database",
@@ -233,16 +260,18 @@ def compose_result(outcome: JobOutcome, guild: GuildSettings, upload_bytes: int)
     embed with the parameters, and buttons for the images shown."""
     job = outcome.job
     plan = JobPlan.from_parameters(job.parameters)
-    shown = [g for g in outcome.generations if not g.deleted and not (g.nsfw and guild.nsfw_mode == "refuse")]
-    withheld = len(outcome.generations) - len(shown)
-    content = f"**{_clip(plan.prompt, 300)}**"
+    visible = [
+        g for g in outcome.generations if not g.deleted and not (g.nsfw and guild.nsfw_mode == "refuse")
+    ]
+    withheld = len(outcome.generations) - len(visible)
+    content = f"**{shown(plan.prompt, 1200)}**"
     if withheld:
         content += f"\n{withheld} image(s) withheld by this server's content filter."
     return ResultPost(
         content=content,
         embed=result_embed(outcome, plan),
-        files=[_file(job.job_id, g, upload_bytes) for g in shown],
-        view=result_view(job.job_id, [g.index for g in shown]),
+        files=[_file(job.job_id, g, upload_bytes) for g in visible],
+        view=result_view(job.job_id, [g.index for g in visible], from_upload=plan.from_upload),
     )
 
 
@@ -261,12 +290,12 @@ def rewind(post: ResultPost) -> ResultPost:
 
 def result_embed(outcome: JobOutcome, plan: JobPlan) -> discord.Embed:
     job, info = outcome.job, outcome.info
-    embed = discord.Embed(title=_clip(plan.prompt, 256), colour=discord.Colour.orange())
+    embed = discord.Embed(title=shown(plan.prompt, 256), colour=discord.Colour.orange())
     if plan.negative:
-        embed.description = f"Negative: {_clip(plan.negative, 1000)}"
+        embed.description = f"Negative: {shown(plan.negative, 1200)}"
     gens = outcome.generations
     seeds = ", ".join(str(g.seed) for g in gens[:8]) or str(plan.seed)
-    embed.add_field(name="Style", value=plan.style or "none")
+    embed.add_field(name="Style", value=shown(plan.style, 100) if plan.style else "none")
     embed.add_field(name="Seed", value=seeds)
     if gens:
         embed.add_field(name="Size", value=f"{gens[0].width}x{gens[0].height}")

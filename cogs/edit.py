@@ -9,6 +9,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.checks import Gate
 from bot.core.errors import BadAttachment
 from bot.core.plans import JobPlan, Requester
 from bot.core.records import GuildSettings
@@ -28,7 +29,9 @@ class Edit(commands.Cog):
         # Discord's client is told the very limit the planner enforces.
         self.edit._params["instruction"].max_value = self.bot.settings.limits.prompt_chars
 
-    @app_commands.command(name="edit", description="Change an image by instruction")
+    @app_commands.command(
+        name="edit", description="Change an image by instruction", extras={"gate": Gate.JOB}
+    )
     @app_commands.guild_only()
     @app_commands.describe(
         image="A PNG, JPEG or WebP image",

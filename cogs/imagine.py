@@ -9,6 +9,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.checks import Gate
 from bot.core.plans import ImagineOptions, JobPlan, Requester, parse_lane
 from bot.core.records import GuildSettings
 from inference.protocol import MAX_COUNT, MAX_SEED
@@ -37,7 +38,9 @@ class Imagine(commands.Cog):
         for name in ("prompt", "negative"):
             self.imagine._params[name].max_value = self.bot.settings.limits.prompt_chars
 
-    @app_commands.command(name="imagine", description="Make images from a text prompt")
+    @app_commands.command(
+        name="imagine", description="Make images from a text prompt", extras={"gate": Gate.JOB}
+    )
     @app_commands.guild_only()
     @app_commands.describe(
         prompt="What to draw",

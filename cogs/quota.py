@@ -14,7 +14,7 @@ from discord import app_commands
 from discord.ext import commands
 from PIL import Image, ImageDraw
 
-from bot.checks import require_admin
+from bot.checks import admin_only
 from bot.core.errors import InvalidInput, QuotaRefused
 from bot.core.quotas.records import QuotaError, QuotaStatus, UsageReport
 from bot.interactions import requester_for
@@ -51,7 +51,8 @@ def quota_embed(status: QuotaStatus, who: str) -> discord.Embed:
         if status.bonus_remaining:
             embed.description += f" (+{status.bonus_remaining} bonus)"
     embed.add_field(name="Window", value=f"rolling {describe_window(status.window_s)}")
-    refill = f"<t:{int(status.next_refill_at)}:R>" if status.next_refill_at else "nothing is being used"
+    second = status.next_refill_second
+    refill = f"<t:{second}:R>" if second is not None else "nothing is being used"
     embed.add_field(name="Next credit returns", value=refill)
     tier = status.tier_name or {"override": "personal limit", "unlimited": "unlimited"}.get(
         status.source, "server default"
@@ -111,15 +112,9 @@ class Quota(commands.Cog):
             embed=quota_embed(status, interaction.user.display_name), ephemeral=True
         )
 
-    admin = app_commands.Group(
-        name="quota-admin",
-        description="Manage credits on this server",
-        default_permissions=discord.Permissions(manage_guild=True),
-        guild_only=True,
+    admin = admin_only("change credits")(
+        app_commands.Group(name="quota-admin", description="Manage credits on this server")
     )
-
-    async def _check_admin(self, interaction: discord.Interaction) -> None:
-        require_admin(interaction, "change credits")
 
     async def _run(self, interaction: discord.Interaction, text: str) -> None:
         await interaction.response.send_message(text, ephemeral=True)
@@ -129,7 +124,6 @@ class Quota(commands.Cog):
     async def set_default(
         self, interaction: discord.Interaction, limit: int, window_hours: int | None = None
     ) -> None:
-        await self._check_admin(interaction)
         window = window_hours * HOUR_S if window_hours is not None else None
         overview = await _quota_call(
             self.bot.services.quotas.admin.set_guild_default(
@@ -143,7 +137,6 @@ class Quota(commands.Cog):
 
     @admin.command(name="set-tier", description="Credits per window for a role (0 removes the tier)")
     async def set_tier(self, interaction: discord.Interaction, role: discord.Role, limit: int) -> None:
-        await self._check_admin(interaction)
         if limit == 0:
             await _quota_call(
                 self.bot.services.quotas.admin.clear_role_tier(
@@ -163,7 +156,6 @@ class Quota(commands.Cog):
     async def set_user(
         self, interaction: discord.Interaction, user: discord.Member, limit: int, unlimited: bool = False
     ) -> None:
-        await self._check_admin(interaction)
         guild = _guild(interaction)
         if limit == 0 and not unlimited:
             await _quota_call(
@@ -189,7 +181,6 @@ class Quota(commands.Cog):
         expires_hours: int | None = None,
         reason: str | None = None,
     ) -> None:
-        await self._check_admin(interaction)
         expires = self.bot.services.clock() + expires_hours * HOUR_S if expires_hours else None
         await _quota_call(
             self.bot.services.quotas.admin.grant_bonus(
@@ -200,17 +191,20 @@ class Quota(commands.Cog):
 
     @admin.command(name="reset", description="Forgive a member's usage in the current window")
     async def reset(self, interaction: discord.Interaction, user: discord.Member) -> None:
-        await self._check_admin(interaction)
-        voided = await _quota_call(
+        done = await _quota_call(
             self.bot.services.quotas.admin.reset_user(_guild(interaction), user.id, interaction.user.id)
         )
-        await self._run(interaction, f"Reset {user.mention}: {voided} charge(s) forgiven.")
+        relax = f" and {done.relax_credits} relax credit(s)" if done.relax_credits else ""
+        await self._run(
+            interaction,
+            f"Reset {user.mention}: {done.credits} credit(s){relax} forgiven over {done.jobs} charge(s); "
+            "bonus credits already spent stay spent.",
+        )
 
     @admin.command(name="block", description="Stop a member from making images")
     async def block(
         self, interaction: discord.Interaction, user: discord.Member, reason: str | None = None
     ) -> None:
-        await self._check_admin(interaction)
         await _quota_call(
             self.bot.services.quotas.admin.block(_guild(interaction), user.id, interaction.user.id, reason)
         )
@@ -218,7 +212,6 @@ class Quota(commands.Cog):
 
     @admin.command(name="unblock", description="Let a blocked member make images again")
     async def unblock(self, interaction: discord.Interaction, user: discord.Member) -> None:
-        await self._check_admin(interaction)
         await _quota_call(
             self.bot.services.quotas.admin.unblock(_guild(interaction), user.id, interaction.user.id)
         )
@@ -228,7 +221,6 @@ class Quota(commands.Cog):
     async def report(
         self, interaction: discord.Interaction, days: app_commands.Range[int, 1, 90] = 30
     ) -> None:
-        await self._check_admin(interaction)
         await interaction.response.defer(ephemeral=True, thinking=True)
         report = await _quota_call(
             self.bot.services.quotas.reports.usage_report(_guild(interaction), days=days, top=10)

@@ -142,6 +142,14 @@ class JobsRepo:
     async def get(self, job_id: str) -> JobRecord | None:
         return await self._db.run(lambda tx: _fetch(tx, "job_id", job_id), write=False)
 
+    async def get_in_guild(self, job_id: str, guild_id: int) -> JobRecord | None:
+        """The job only if it was made in this server (0: outside any server), so that an interaction from
+        one server can never reach another server's job."""
+        sql = "SELECT * FROM jobs WHERE job_id = ? AND COALESCE(guild_id, 0) = ?"
+        return await self._db.run(
+            lambda tx: _record(row) if (row := tx.fetchone(sql, (job_id, guild_id))) else None, write=False
+        )
+
     async def update_status(
         self, job_id: str, status: JobState | str, error: str | None = None, **fields: Any
     ) -> JobRecord:

@@ -23,7 +23,7 @@ from bot.core.outcomes import Deliver, JobOutcome, ProgressCallback, Ticket, nex
 from bot.core.plans import Action, Delivery, JobPlan, Planner, Requester
 from bot.core.progress import ProgressState
 from bot.core.quotas.pricing import CostSpec
-from bot.core.quotas.records import QuotaError, QuotaStatus
+from bot.core.quotas.records import QuotaError, QuotaStatus, UserBlocked
 from bot.core.quotas.service import QuotaService
 from bot.core.settings import Limits, Settings
 from bot.core.worker_watch import WorkerWatch
@@ -74,16 +74,29 @@ class JobService:
 
     # --- results and their messages ---
 
-    async def result_images(self, job_id: JobId) -> list[GenerationRecord]:
-        """The images of a result that are still there (not deleted), without their PNG bytes."""
-        return [g for g in await self._generations.for_job(job_id, with_png=False) if not g.deleted]
+    async def images_in(self, job_id: JobId, guild_id: int) -> list[GenerationRecord]:
+        """The job's images that still exist (without their PNG bytes), if the job belongs to this server."""
+        await self.job_in(job_id, guild_id)
+        gens = await self._generations.for_job_in_guild(job_id, guild_id, with_png=False)
+        return [g for g in gens if not g.deleted]
 
-    async def delete_result(self, job_id: JobId, requester: Requester) -> None:
-        """Delete a result's images; only the person who made them, or an admin, may."""
-        job = await self._jobs.get(job_id)
-        if job is None or (job.user_id != requester.user_id and not requester.is_admin):
+    async def delete_result(self, job_id: JobId, requester: Requester, message_id: int | None) -> JobRecord:
+        """Delete a result's images, pressed on `message_id`: the job's author or a server admin, from
+        the result's own message. In DMs (a result delivered there) only the author may."""
+        if requester.guild_id:
+            job = await self.job_in(job_id, requester.guild_id)
+        else:
+            found = await self._jobs.get(job_id)
+            if found is None or found.user_id != requester.user_id:
+                raise NotPermitted("Only the person who made this image can delete it here.")
+            job = found
+        if job.user_id != requester.user_id and not requester.is_admin:
             raise NotPermitted("Only the person who made this image, or an admin, can delete it.")
-        await self._generations.mark_job_deleted(job_id)
+        own = {job.result_message_id, job.progress_message_id} - {None}
+        if message_id is None or message_id not in own:
+            raise NotPermitted("This Delete button is not on that result's own message.")
+        await self._generations.mark_job_deleted(job.job_id)
+        return job
 
     async def record_messages(
         self, job_id: JobId, *, progress_message_id: int | None = None, result_message_id: int | None = None
@@ -95,13 +108,37 @@ class JobService:
 
     # --- planning needs the database only for buttons on earlier results ---
 
+    async def check_admission(self, requester: Requester, *, channel: bool = True) -> None:
+        """The cheap rules checked before anything is shown: a blocked member is refused (any lane, and
+        challenge entries and votes too), and, for jobs, a channel the server does not allow."""
+        if not requester.guild_id:
+            return
+        if channel:
+            self.planner.check_channel(requester, await self.guilds.settings(requester.guild_id))
+        status = await self.quotas.status(requester.guild_id, requester.user_id, requester.role_ids)
+        if status.blocked:
+            raise QuotaRefused(str(UserBlocked()))
+
+    # --- the records a button or command names, only as seen from the server it came from ---
+
+    async def job_in(self, job_id: JobId, guild_id: int) -> JobRecord:
+        """The job a button names, if it belongs to the server the press came from.
+
+        Discord's client only shows a member buttons on messages they can see, but a custom_id is just text:
+        every lookup is scoped, so a press from another server finds nothing there.
+        """
+        job = await self._jobs.get_in_guild(job_id, guild_id)
+        if job is None and not guild_id:
+            raise JobNotFound("In DMs a result's buttons can only delete it; press them in its server.")
+        if job is None:
+            raise JobNotFound("That result is not in this server's history (deleted, or made elsewhere).")
+        return job
+
     async def plan_from_result(
         self, action: Action, job_id: JobId, index: int, requester: Requester, instruction: str | None = None
     ) -> JobPlan:
         """A new job from a button on an earlier result: re-roll, vary, upscale or edit image `index`."""
-        job = await self._jobs.get(job_id)
-        if job is None:
-            raise JobNotFound("That result is no longer in brushfire's database.")
+        job = await self.job_in(job_id, requester.guild_id)
         guild = await self.guilds.settings(requester.guild_id)
         self.planner.check_channel(requester, guild)
         parent = JobPlan.from_parameters(job.parameters)
@@ -389,9 +426,7 @@ class JobService:
 
     async def cancel(self, job_id: JobId, requester: Requester) -> JobRecord:
         """Cancel a queued or running job; only its author or an admin may. The follower refunds it."""
-        job = await self._jobs.get(job_id)
-        if job is None:
-            raise JobNotFound("That job is not in brushfire's database.")
+        job = await self.job_in(job_id, requester.guild_id)
         if job.user_id != requester.user_id and not requester.is_admin:
             raise NotPermitted("Only the person who started this job, or an admin, can cancel it.")
         if job.status.is_final:

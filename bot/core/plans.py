@@ -18,6 +18,7 @@ from typing import Any
 from bot.core.errors import BadAttachment, BlockedContent, ChannelNotAllowed, InvalidInput
 from bot.core.settings import Limits, Settings
 from bot.core.styles import Aspect, StyleBook, size_for
+from bot.core.validation import require_visible
 from inference.images import ImageLimits, decode_image
 from inference.protocol import MAX_COUNT, MAX_SEED, JobRequest, ProtocolError, WorkerInfo
 from inference.settings import ModelDefaults
@@ -100,6 +101,11 @@ class JobPlan:
     parent_generation_id: str | None = None
     image: bytes | None = field(default=None, repr=False)
 
+    @property
+    def from_upload(self) -> bool:
+        """Made from an uploaded image, which is not kept: it cannot be re-rolled or entered in a challenge."""
+        return self.kind is not JobKind.GENERATE and self.parent_generation_id is None
+
     def parameters(self) -> str:
         data = {k: v for k, v in dataclasses.asdict(self).items() if k != "image"}
         return json.dumps(data, sort_keys=True)
@@ -173,9 +179,7 @@ class Planner:
 
     def check_prompt(self, prompt: str, guild: GuildSettings, what: str = "prompt") -> str:
         """The prompt normalised as the worker will see it (`inference.text`), or a refusal saying why."""
-        text = normalize_prompt(prompt)
-        if not is_visible(text):
-            raise InvalidInput(f"The {what} is empty (nothing visible in it): describe what you want to see.")
+        text = require_visible(normalize_prompt(prompt), what)
         if len(text) > self._limits.prompt_chars:
             raise InvalidInput(
                 f"The {what} is {len(text)} characters; the limit is {self._limits.prompt_chars}. Shorten it."

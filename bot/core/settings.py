@@ -48,6 +48,15 @@ class DiscordSettings(BaseModel):
     guild_ready_timeout_s: float = Field(default=2.0, ge=0.0, le=60.0)
 
 
+class CooldownSettings(BaseModel):
+    """How many jobs one member may start per `per_s` seconds in a server, by command or button."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rate: int = Field(default=4, ge=1)
+    per_s: float = Field(default=60.0, gt=0)
+
+
 class Limits(BaseModel):
     """Bounds on what users may ask for, checked before anything is charged."""
 
@@ -69,6 +78,8 @@ class Limits(BaseModel):
     health_interval_s: float = Field(default=15.0, gt=0)
     # How long a job waits for a vanished worker to come back (run.py restarts it) before it is refunded.
     worker_grace_s: float = Field(default=180.0, ge=0)
+    # Per-member pace for /imagine, /edit and the buttons that start jobs (answered before any defer).
+    job_cooldown: CooldownSettings = Field(default_factory=CooldownSettings)
 
 
 class Settings(BaseSettings):

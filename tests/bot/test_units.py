@@ -84,7 +84,7 @@ def test_fit_upload_falls_back_to_lossy_formats():
 
 
 @pytest.mark.parametrize("count", [1, 4, 8])
-def test_result_buttons_fit_discord_limits(count):
+async def test_result_buttons_fit_discord_limits(count):
     view = result_view("f" * 32, list(range(count)))
     rows = view.to_components()
     assert len(rows) <= 5 and all(len(r["components"]) <= 5 for r in rows)
@@ -136,6 +136,7 @@ async def test_commands_have_unique_names_within_discord_limits(settings):
     names = [p["name"] for p in payloads]
     assert sorted(names) == [
         "challenge",
+        "challenge-admin",
         "edit",
         "imagine",
         "quota",
@@ -203,7 +204,7 @@ def outcome_with(nsfw: list[bool]) -> JobOutcome:
     return JobOutcome(job=job, state=JobState.SUCCEEDED, generations=gens)
 
 
-def test_flagged_images_are_spoilered_or_withheld_per_server():
+async def test_flagged_images_are_spoilered_or_withheld_per_server():
     outcome = outcome_with([False, True])
     spoiler = compose_result(outcome, GuildSettings(guild_id=1, nsfw_mode="spoiler"), 10 * 1024 * 1024)
     assert [f.filename.startswith("SPOILER_") for f in spoiler.files] == [False, True]

@@ -36,10 +36,11 @@ log = logging.getLogger(__name__)
 def _status(
     guild_id: int, user_id: int, pol: UserPolicy, usage: ledger.WindowUsage, relax_limit: int | None
 ) -> QuotaStatus:
-    """Combine policy and usage: an override wins, else the highest of the guild default and role tiers."""
+    """Combine policy and usage (docs/quotas.md): an override wins; else the member's highest role tier,
+    even when it is below the server default; else the server default."""
     limit, tier_name = pol.guild_limit, None
     source: LimitSource = "guild" if pol.guild_configured else "default"
-    if pol.tier is not None and pol.tier.limit_credits > limit:
+    if pol.tier is not None:
         limit, source, tier_name = pol.tier.limit_credits, "role", pol.tier.name
     override = pol.override
     unlimited = bool(override and override.unlimited)
@@ -67,6 +68,8 @@ def _status(
 
 def _after(st: QuotaStatus, lane: Lane, cost: int, bonus_cost: int, now: float) -> QuotaStatus:
     """The status once a reservation is in, without reading the database again."""
+    if st.unlimited and lane is Lane.FAST:
+        return st  # free while unlimited: the row never counts
     if lane is Lane.RELAX:
         return dataclasses.replace(st, relax_used=st.relax_used + cost)
     used = st.used + cost - bonus_cost
@@ -172,6 +175,7 @@ class QuotaService:
                 lane=chosen,
                 spends=spends,
                 now=now,
+                forgiven=st.unlimited and chosen is Lane.FAST,  # free while unlimited, then and later
             )
             bonus_cost = sum(s.credits for s in spends)
             return Reservation(
