@@ -26,7 +26,6 @@ from bot.core.quotas.service import QuotaService
 from storage.challenges import ChallengeRecord, Phase
 from storage.db import Database, load_migrations
 from storage.generations import GenerationRecord, GenerationsRepo
-from storage.jobs import JobRecord, JobsRepo
 
 GUILD, CHANNEL, ADMIN, ALICE, BOB, CAROL = 1, 10, 99, 2, 3, 4
 HOUR = 3600
@@ -71,10 +70,12 @@ async def image(
     """A generation as /imagine would store it; returns its id."""
     n = int(clock.t * 1000) % 10**9 + user * 7
     job_id = f"{n:032x}"
-    await JobsRepo(db, clock).create(
-        JobRecord(
-            job_id=job_id, guild_id=guild, channel_id=CHANNEL, user_id=user, kind="generate", parameters="{}"
-        )
+    # The version-1 columns only, so the same row fits a database held at an older migration (the
+    # migration test below); JobsRepo writes every column of the newest schema.
+    await db.write(
+        """INSERT INTO jobs (job_id, guild_id, channel_id, user_id, kind, parameters, created_at, updated_at)
+            VALUES (?, ?, ?, ?, 'generate', '{}', ?, ?)""",
+        (job_id, guild, CHANNEL, user, clock.t, clock.t),
     )
     gen_id = f"{n + 1:032x}"
     rec = GenerationRecord(
