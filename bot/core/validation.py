@@ -24,7 +24,7 @@ def has_visible_text(text: str) -> bool:
 def require_visible(text: str, what: str = "prompt") -> str:
     """The text, or a refusal when nothing in it would be visible (so nothing invisible is run or charged)."""
     if not has_visible_text(text):
-        raise InvalidInput(f"The {what} is empty: describe what you want to see.")
+        raise InvalidInput(f"The {what} is empty (nothing visible in it): describe what you want to see.")
     return text
 
 
