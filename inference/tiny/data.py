@@ -64,6 +64,9 @@ POSITIONS: dict[str, tuple[float, float]] = {
 }
 POSITION_NAMES: tuple[str, ...] = tuple(POSITIONS)
 POSITION_SYNONYMS = {"center": "centre", "middle": "centre"}
+# Training scenes put a single shape in the centre more often than elsewhere: a prompt that names no place
+# ("a red circle on a white background", the commonest way to ask) means the centre.
+POSITION_WEIGHTS = {"left": 0.16, "right": 0.16, "top": 0.16, "bottom": 0.16, "centre": 0.36}
 
 COUNT_WORDS = {1: "a", 2: "two", 3: "three"}
 COUNT_PARSE = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3}
@@ -171,6 +174,8 @@ class EditTriple:
     instruction: str
     after: Scene
     kind: EditKind
+    # What the instruction asks, so it can be phrased afresh every time (inference/tiny/phrasing.py).
+    spec: EditSpec | None = None
 
 
 class CaptionError(ValueError):
@@ -454,7 +459,7 @@ def sample_scene(rng: np.random.Generator) -> Scene:
             _pick(rng, SHAPES),
             _colour_on(rng, background),
             _pick(rng, SIZES),
-            _pick(rng, POSITION_NAMES),
+            POSITION_NAMES[int(rng.choice(len(POSITION_NAMES), p=list(POSITION_WEIGHTS.values())))],
         )
         return Scene(background, (shape,), _position_of(shape))
     if roll < SINGLE_SHARE + ALIKE_SHARE:
@@ -503,7 +508,7 @@ def _recolour(rng: np.random.Generator) -> EditTriple:
         instruction = f"{verb} the {next(iter(kinds))} {colour}"
     else:
         instruction = f"{verb} it {colour}"
-    return EditTriple(before, instruction, after, EditKind.RECOLOUR)
+    return EditTriple(before, instruction, after, EditKind.RECOLOUR, EditSpec(EditKind.RECOLOUR, colour))
 
 
 def _background(rng: np.random.Generator) -> EditTriple:
@@ -519,7 +524,7 @@ def _background(rng: np.random.Generator) -> EditTriple:
     instruction = (
         f"make the background {colour}" if rng.random() < 0.6 else f"change the background to {colour}"
     )
-    return EditTriple(before, instruction, after, EditKind.BACKGROUND)
+    return EditTriple(before, instruction, after, EditKind.BACKGROUND, EditSpec(EditKind.BACKGROUND, colour))
 
 
 def _move(rng: np.random.Generator) -> EditTriple:
@@ -530,7 +535,8 @@ def _move(rng: np.random.Generator) -> EditTriple:
     new = POSITIONS[target]
     moved = replace(shape, x=shape.x - old[0] + new[0], y=shape.y - old[1] + new[1])
     after = replace(before, shapes=(moved,), position=target)
-    return EditTriple(before, f"move it to the {target}", after, EditKind.MOVE)
+    spec = EditSpec(EditKind.MOVE, target)
+    return EditTriple(before, f"move it to the {target}", after, EditKind.MOVE, spec)
 
 
 def _resize(rng: np.random.Generator) -> EditTriple:
@@ -540,7 +546,7 @@ def _resize(rng: np.random.Generator) -> EditTriple:
     radius = shape.radius * RADIUS_SINGLE[target] / RADIUS_SINGLE[shape.size]
     after = replace(before, shapes=(replace(shape, size=target, radius=radius),))
     word = "big" if target == "large" and rng.random() < 0.3 else target
-    return EditTriple(before, f"make it {word}", after, EditKind.RESIZE)
+    return EditTriple(before, f"make it {word}", after, EditKind.RESIZE, EditSpec(EditKind.RESIZE, target))
 
 
 def _add(rng: np.random.Generator) -> EditTriple:
@@ -555,13 +561,15 @@ def _add(rng: np.random.Generator) -> EditTriple:
     added = Shape(kind, colour, "small", spot[0], spot[1], radius)
     after = Scene(before.background, (*before.shapes, added))
     article = "an" if colour[0] in "aeiou" else "a"
-    return EditTriple(before, f"add {article} {colour} {kind}", after, EditKind.ADD)
+    spec = EditSpec(EditKind.ADD, kind, colour)
+    return EditTriple(before, f"add {article} {colour} {kind}", after, EditKind.ADD, spec)
 
 
 def _remove(rng: np.random.Generator) -> EditTriple:
     added = _add(rng)
     kind = added.after.shapes[-1].kind
-    return EditTriple(added.after, f"remove the {kind}", added.before, EditKind.REMOVE)
+    spec = EditSpec(EditKind.REMOVE, kind)
+    return EditTriple(added.after, f"remove the {kind}", added.before, EditKind.REMOVE, spec)
 
 
 _EDIT_MAKERS = {

@@ -39,19 +39,18 @@ from diffusers import (
     UNet2DConditionModel,
 )
 from torch import nn
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
 
-from inference.tiny import data
+from inference.tiny import data, lexicon, phrasing
 
 log = logging.getLogger(__name__)
 
 # Where the edit denoiser starts (TrainOptions.edit_init).
 EditInit = Literal["scratch", "text"]
 
-TOKENIZER_DIR = Path(__file__).with_name("tokenizer")
 DEFAULT_OUT = Path(__file__).with_name("model")
 PARTS = ("vae", "text", "unet", "edit")
-MAX_TOKENS = 32
+MAX_TOKENS = lexicon.MAX_TOKENS
 TEXT_DIM = 64
 # The autoencoder is convolutional, so it learns as well from 32x32 crops at a quarter of the cost.
 VAE_CROP = 32
@@ -145,8 +144,9 @@ class PartStats:
 # ---------------------------------------------------------------- the models
 
 
-def make_tokenizer() -> CLIPTokenizer:
-    return CLIPTokenizer.from_pretrained(str(TOKENIZER_DIR), model_max_length=MAX_TOKENS)
+def make_tokenizer() -> PreTrainedTokenizerFast:
+    """The word-level prompt tokenizer with its normaliser (inference/tiny/lexicon.py); it ships with the model."""
+    return lexicon.make_tokenizer()
 
 
 def make_vae() -> AutoencoderKL:
@@ -164,7 +164,7 @@ def make_vae() -> AutoencoderKL:
     )
 
 
-def make_text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModel:
+def make_text_encoder(tokenizer: PreTrainedTokenizerFast) -> CLIPTextModel:
     """About 0.29M parameters: 4 layers of width 64 over at most 32 tokens."""
     config = CLIPTextConfig(
         vocab_size=len(tokenizer),
@@ -240,9 +240,10 @@ def to_tensor(images: list) -> torch.Tensor:
     return torch.from_numpy(np.stack([data.to_array(im) for im in images])).permute(0, 3, 1, 2).contiguous()
 
 
-def scene_batch(rng: np.random.Generator, n: int) -> tuple[torch.Tensor, list[str]]:
+def scene_batch(rng: np.random.Generator, n: int) -> tuple[torch.Tensor, list[data.Scene]]:
+    """Pictures and the scenes they show; a caption is phrased from the scene each time it is used."""
     scenes = [data.sample_scene(rng) for _ in range(n)]
-    return to_tensor([data.render(s) for s in scenes]), [data.caption(s) for s in scenes]
+    return to_tensor([data.render(s) for s in scenes]), scenes
 
 
 def crop_batch(rng: np.random.Generator, n: int) -> torch.Tensor:
@@ -257,7 +258,7 @@ def crop_batch(rng: np.random.Generator, n: int) -> torch.Tensor:
 class EditBatch:
     before: torch.Tensor
     after: torch.Tensor
-    instructions: list[str]
+    triples: list[data.EditTriple]
 
 
 # How often each kind of edit is drawn. Recolouring and changing the background keep the picture's layout
@@ -279,11 +280,11 @@ def edit_batch(rng: np.random.Generator, n: int) -> EditBatch:
     return EditBatch(
         before=to_tensor([data.render(t.before) for t in triples]),
         after=to_tensor([data.render(t.after) for t in triples]),
-        instructions=[t.instruction for t in triples],
+        triples=triples,
     )
 
 
-def token_ids(tokenizer: CLIPTokenizer, texts: list[str]) -> torch.Tensor:
+def token_ids(tokenizer: PreTrainedTokenizerFast, texts: list[str]) -> torch.Tensor:
     return tokenizer(
         texts, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt"
     ).input_ids
@@ -292,11 +293,12 @@ def token_ids(tokenizer: CLIPTokenizer, texts: list[str]) -> torch.Tensor:
 @dataclass(frozen=True)
 class Encoded:
     """Training examples already through the autoencoder's encoder: the latent distribution of the
-    picture to draw, its text, and (for edits) the picture to start from as the pipeline feeds it."""
+    picture to draw, what it shows (a scene, or an edit) to phrase a caption or instruction from at each
+    use, and (for edits) the picture to start from as the pipeline feeds it."""
 
     mean: torch.Tensor
     std: torch.Tensor
-    texts: list[str]
+    labels: list
     condition: torch.Tensor | None = None
 
     def latents(self, vae: AutoencoderKL) -> torch.Tensor:
@@ -306,9 +308,9 @@ class Encoded:
 
 @torch.no_grad()
 def encode_scenes(vae: AutoencoderKL, rng: np.random.Generator, n: int) -> Encoded:
-    images, captions = scene_batch(rng, n)
+    images, scenes = scene_batch(rng, n)
     dist = vae.encode(images).latent_dist
-    return Encoded(dist.mean, dist.std, captions)
+    return Encoded(dist.mean, dist.std, scenes)
 
 
 @torch.no_grad()
@@ -317,7 +319,7 @@ def encode_edits(vae: AutoencoderKL, rng: np.random.Generator, n: int) -> Encode
     after = vae.encode(edits.after).latent_dist
     # The pipeline conditions on the picture's unscaled latent mode; so must training.
     before = vae.encode(edits.before).latent_dist.mode()
-    return Encoded(after.mean, after.std, edits.instructions, before)
+    return Encoded(after.mean, after.std, edits.triples, before)
 
 
 class LatentPool:
@@ -341,7 +343,7 @@ class LatentPool:
         self._pool = Encoded(
             torch.cat([c.mean for c in chunks]),
             torch.cat([c.std for c in chunks]),
-            [t for c in chunks for t in c.texts],
+            [label for c in chunks for label in c.labels],
             torch.cat([c.condition for c in chunks]) if chunks[0].condition is not None else None,
         )
         log.info(
@@ -359,14 +361,14 @@ class LatentPool:
         pool.mean[slots], pool.std[slots] = fresh.mean, fresh.std
         if pool.condition is not None and fresh.condition is not None:
             pool.condition[slots] = fresh.condition
-        for slot, text in zip(slots.tolist(), fresh.texts, strict=True):
-            pool.texts[slot] = text
+        for slot, label in zip(slots.tolist(), fresh.labels, strict=True):
+            pool.labels[slot] = label
 
     def sample(self, rng: np.random.Generator, n: int) -> Encoded:
         pool = self._filled()
         idx = torch.from_numpy(rng.choice(self.size, n, replace=False))
         condition = pool.condition[idx] if pool.condition is not None else None
-        return Encoded(pool.mean[idx], pool.std[idx], [pool.texts[i] for i in idx.tolist()], condition)
+        return Encoded(pool.mean[idx], pool.std[idx], [pool.labels[i] for i in idx.tolist()], condition)
 
 
 # ---------------------------------------------------------------- losses
@@ -683,7 +685,7 @@ def scene_training(
     name: str,
     *,
     vae: AutoencoderKL,
-    tokenizer: CLIPTokenizer,
+    tokenizer: PreTrainedTokenizerFast,
     scheduler: DDPMScheduler,
     text_encoder: CLIPTextModel,
     unet: UNet2DConditionModel,
@@ -697,8 +699,10 @@ def scene_training(
     def step(t: Trainee) -> torch.Tensor:
         pool.refresh(t.rng)
         examples = pool.sample(t.rng, batch)
+        # A fresh phrasing of every scene at every use: the model learns the scene, not one sentence.
+        captions = [phrasing.describe(t.rng, scene) for scene in examples.labels]
         with torch.set_grad_enabled(train_encoder):
-            text = text_encoder(token_ids(tokenizer, drop_captions(t.rng, examples.texts)))[0]
+            text = text_encoder(token_ids(tokenizer, drop_captions(t.rng, captions)))[0]
         latents = examples.latents(vae)
         return denoise_loss(
             unet, scheduler, latents, text, weights=shape_weights(options.shape_weight, latents)
@@ -721,6 +725,8 @@ def train_text(options: TrainOptions) -> PartStats:
     unet, text_encoder = make_unet(), make_text_encoder(tokenizer)
     if options.random_text_encoder:
         text_encoder.eval().requires_grad_(False)
+        # Saved at once: it never changes, so the edit part can start side by side with this one.
+        text_encoder.save_pretrained(options.work / "text_encoder")
         trainee = new_trainee("text", {"unet": unet}, options.seed)
     else:
         trainee = new_trainee("text", {"unet": unet, "text_encoder": text_encoder}, options.seed)
@@ -747,7 +753,7 @@ def drop_captions(rng: np.random.Generator, texts: list[str], p: float = 0.1) ->
 
 def frozen_parts(
     options: TrainOptions,
-) -> tuple[AutoencoderKL, CLIPTokenizer, DDPMScheduler, CLIPTextModel]:
+) -> tuple[AutoencoderKL, PreTrainedTokenizerFast, DDPMScheduler, CLIPTextModel]:
     """What the two denoisers after the text part read and never train: autoencoder, tokenizer, noise
     schedule and the text part's encoder."""
     text_encoder = load_trained(options, "text_encoder").eval().requires_grad_(False)
@@ -815,7 +821,8 @@ def train_edit(options: TrainOptions) -> PartStats:
         # scales. [0, DROP): picture dropped; [DROP, text_end): instruction dropped; [text_end, text_end + DROP): both.
         roll = t.rng.random(batch)
         text_end = DROP + options.edit_text_drop
-        texts = ["" if DROP <= r < text_end + DROP else s for r, s in zip(roll, examples.texts, strict=True)]
+        phrased = [phrasing.instruct(t.rng, triple) for triple in examples.labels]
+        texts = ["" if DROP <= r < text_end + DROP else s for r, s in zip(roll, phrased, strict=True)]
         keep_image = torch.from_numpy(
             ~((roll < DROP) | ((roll >= text_end) & (roll < text_end + DROP)))
         ).float()
@@ -848,7 +855,7 @@ def export_pipeline(
     *,
     vae: AutoencoderKL,
     text_encoder: CLIPTextModel,
-    tokenizer: CLIPTokenizer,
+    tokenizer: PreTrainedTokenizerFast,
     unet: UNet2DConditionModel,
 ) -> Path:
     """Save trained parts as a diffusers pipeline folder (`generate` or `edit`) under `options.out`."""
