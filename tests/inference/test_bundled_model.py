@@ -16,9 +16,9 @@ from PIL import Image
 from inference.engine import DiffusersEngine
 from inference.protocol import BatchItem, GeneratedImage, JobKind
 from inference.settings import EngineSettings
-from inference.tiny import data
 from tests.inference.items import make_item
 from tests.judge import Judge, Verdict
+from tools.tiny import data
 
 PROMPT = "a large yellow star in the centre of a blue background"
 SEED = 2

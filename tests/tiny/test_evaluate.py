@@ -1,4 +1,4 @@
-"""`python -m inference.tiny.evaluate` on the bundled model: the figures the model card reports, last line JSON."""
+"""`python -m tools.tiny.evaluate` on the bundled model: the figures the model card reports, last line JSON."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from inference.tiny import evaluate
+from tools.tiny import evaluate
 
 FIGURES = {"background_acc", "colour_acc", "shape_acc", "edit_follow", "edit_keeps_shape"}
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from inference.tiny import train
+from tools.tiny import train
 
 
 @pytest.fixture(autouse=True)

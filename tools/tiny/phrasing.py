@@ -18,8 +18,8 @@ from enum import StrEnum
 
 import numpy as np
 
-from inference.tiny import lexicon
-from inference.tiny.data import (
+from tools.tiny import lexicon
+from tools.tiny.data import (
     COUNT_WORDS,
     PLURALS,
     POSITIONS,

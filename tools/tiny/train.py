@@ -1,6 +1,6 @@
 """Trains the bundled tiny text-to-image and edit models on procedural shape scenes, within a time budget.
 
-Run `python -m inference.tiny.train [--part vae|text|unet|edit|all] [--minutes N] [--out DIR] [--threads N]
+Run `python -m tools.tiny.train [--part vae|text|unet|edit|all] [--minutes N] [--out DIR] [--threads N]
 [--seed S]`. The parts build on each other: the autoencoder first; then `text`, a first denoiser trained
 together with the text encoder (which starts from nothing); then, with the autoencoder and text encoder
 frozen and shared, the text-to-image denoiser (`unet`, continued from the text part's) and the
@@ -41,14 +41,15 @@ from diffusers import (
 from torch import nn
 from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
 
-from inference.tiny import data, lexicon, phrasing
+from inference.tiny import MODEL_DIR
+from tools.tiny import data, lexicon, phrasing
 
 log = logging.getLogger(__name__)
 
 # Where the edit denoiser starts (TrainOptions.edit_init).
 EditInit = Literal["scratch", "text"]
 
-DEFAULT_OUT = Path(__file__).with_name("model")
+DEFAULT_OUT = MODEL_DIR
 PARTS = ("vae", "text", "unet", "edit")
 MAX_TOKENS = lexicon.MAX_TOKENS
 TEXT_DIM = 64
