@@ -95,6 +95,10 @@ class TrainOptions:
     # denoiser it kept drawing from the instruction and barely used the picture (picture-channel weights
     # 0.004-0.0065 against 0.08 after 4,497 steps; shape kept 36 %); see MODEL_CARD.md.
     edit_init: EditInit = "scratch"
+    # A budget in the process's own CPU time as well (None: wall clock only). On a machine other people
+    # share, wall-clock minutes buy fewer steps from one run to the next; CPU minutes buy the same compute.
+    # A part stops at whichever budget it reaches first.
+    cpu_minutes: float | None = None
 
     @property
     def work(self) -> Path:
@@ -126,6 +130,8 @@ class Progress:
     step: int = 0
     seconds: float = 0.0
     losses: list[float] = field(default_factory=list)
+    # CPU time of the training process (all its threads); None in checkpoints from before it was counted.
+    cpu_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -135,6 +141,7 @@ class PartStats:
     part: str
     steps: int
     seconds: float
+    cpu_seconds: float
     steps_per_second: float
     samples_per_second: float
     final_loss: float
@@ -561,7 +568,10 @@ def resume(options: TrainOptions, trainee: Trainee) -> None:
 def fraction_done(options: TrainOptions, progress: Progress) -> float:
     if options.steps is not None:
         return progress.step / options.steps
-    return progress.seconds / (options.minutes * 60)
+    wall = progress.seconds / (options.minutes * 60)
+    if options.cpu_minutes is None:
+        return wall
+    return max(wall, (progress.cpu_seconds or 0.0) / (options.cpu_minutes * 60))
 
 
 def learning_rate(options: TrainOptions, name: str, progress: Progress) -> float:
@@ -597,7 +607,10 @@ def run_loop(
     resume(options, trainee)
     progress = trainee.progress
     start_step, start_seconds = progress.step, progress.seconds
-    clock = time.monotonic()
+    # An older checkpoint did not count CPU time: count its wall time instead, which is never less.
+    start_cpu = progress.seconds if progress.cpu_seconds is None else progress.cpu_seconds
+    progress.cpu_seconds = start_cpu
+    clock, cpu_clock = time.monotonic(), time.process_time()
     if setup is not None and fraction_done(options, progress) < 1.0:
         setup(trainee)
     last_save = last_log = clock
@@ -613,13 +626,15 @@ def run_loop(
         now = time.monotonic()
         progress.step += 1
         progress.seconds = start_seconds + now - clock
+        progress.cpu_seconds = start_cpu + time.process_time() - cpu_clock
         progress.losses.append(float(loss.detach()))
         if now - last_log >= LOG_SECONDS:
             log.info(
-                "%s: step %d, %.0f s, loss %.4f",
+                "%s: step %d, %.0f s (CPU %.0f s), loss %.4f",
                 trainee.name,
                 progress.step,
                 progress.seconds,
+                progress.cpu_seconds,
                 _recent(progress),
             )
             last_log = now
@@ -640,6 +655,7 @@ def _stats(options: TrainOptions, trainee: Trainee, steps: int, seconds: float) 
         part=trainee.name,
         steps=trainee.progress.step,
         seconds=round(trainee.progress.seconds, 1),
+        cpu_seconds=round(trainee.progress.cpu_seconds or 0.0, 1),
         steps_per_second=round(rate, 4),
         samples_per_second=round(rate * batch_size(options, trainee.name), 2),
         final_loss=round(_recent(trainee.progress), 5),
@@ -901,6 +917,12 @@ def parse_args(argv: list[str] | None = None) -> TrainOptions:
     parser.add_argument("--steps", type=int, default=None, help="fixed step count per part (repeatable runs)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--cpu-minutes",
+        type=float,
+        default=None,
+        help="also stop a part after this much CPU time of its own (a shared machine); --minutes caps wall time",
+    )
     parser.add_argument("--seed", type=int, default=TrainOptions.seed)
     parser.add_argument(
         "--pool", type=int, default=TrainOptions.pool, help="encoded examples kept (denoisers)"
@@ -944,8 +966,13 @@ def parse_args(argv: list[str] | None = None) -> TrainOptions:
         help="zero-terminal-SNR schedule with v-prediction (default: SD's schedule, epsilon, offset noise)",
     )
     args = parser.parse_args(argv)
-    if args.minutes <= 0 or (args.steps is not None and args.steps <= 0) or args.threads <= 0:
-        parser.error("--minutes, --steps and --threads must be positive")
+    if (
+        args.minutes <= 0
+        or (args.steps is not None and args.steps <= 0)
+        or args.threads <= 0
+        or (args.cpu_minutes is not None and args.cpu_minutes <= 0)
+    ):
+        parser.error("--minutes, --cpu-minutes, --steps and --threads must be positive")
     if args.pool < 64 or args.pool % 64:
         parser.error("--pool must be a positive multiple of 64")
     if (args.batch is not None and not 1 <= args.batch <= args.pool) or (
