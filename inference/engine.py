@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 
 PREVIEW_MAX_SIDE = 128
 TINY_MODEL_NAME = "brushfire/tiny"
+# What an edit's PNG `model` chunk names when the bundled edit pipeline made it.
+TINY_EDIT_MODEL_NAME = "brushfire/tiny-edit"
 # The trained tiny shapes model (inference/tiny/MODEL_CARD.md): its `generate` and `edit` pipelines.
 BUNDLED_MODEL_ROOT = Path(__file__).parent / "tiny" / "model"
 
@@ -481,7 +483,7 @@ class DiffusersEngine:
             "guidance": f"{shape.guidance:g}",
             "width": str(shape.width),
             "height": str(shape.height),
-            "model": (self._settings.edit_model or "") if edit_model else self._model_name,
+            "model": (self._settings.edit_model or TINY_EDIT_MODEL_NAME) if edit_model else self._model_name,
             "kind": str(shape.kind),
             "Software": "brushfire",
         }

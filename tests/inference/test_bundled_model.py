@@ -120,3 +120,51 @@ def test_edit_follows_the_instruction_and_keeps_the_shape(
     else:
         assert (verdict.background, verdict.colour) == (background, spec.value), verdict
     assert verdict.shape == kind, verdict
+
+
+def png_texts(engine: DiffusersEngine, items: list[BatchItem]) -> list[dict[str, str]]:
+    results = engine.run_batch(items, lambda _update: None, lambda: False)
+    return [dict(Image.open(io.BytesIO(images[0].png)).text) for images in results]
+
+
+def test_png_chunks_name_the_model_that_made_each_picture(engine: DiffusersEngine) -> None:
+    (made,) = png_texts(engine, [item(engine, "g", PROMPT, SEED)])
+    before = data.render(
+        data.Scene("blue", (data.Shape("star", "yellow", "large", 0.5, 0.5, 0.26),), "centre")
+    )
+    (edited,) = png_texts(engine, [item(engine, "e", "make it red", SEED, image=before)])
+    assert made["model"] == "brushfire/tiny"
+    assert edited["model"] == "brushfire/tiny-edit" and edited["kind"] == "edit"
+
+
+# Written the ways people write, not the training captions' way; none of these exact strings is a template.
+PEOPLE_PROMPTS = [
+    ("a red circle on a white background", "white", "red", "circle"),
+    ("A GREEN SQUARE ON A BLACK BACKGROUND!", "black", "green", "square"),
+    ("draw a big blue star on a plain yellow backdrop", "yellow", "blue", "star"),
+    ("\u201cpink heart\u201d,\u200b  black background.", "black", "pink", "heart"),
+    ("high quality, an orange triangle on a blue background", "blue", "orange", "triangle"),
+]
+
+
+@pytest.mark.parametrize(("prompt", "background", "colour", "shape"), PEOPLE_PROMPTS)
+def test_draws_prompts_as_people_write_them(
+    engine: DiffusersEngine, judge: Judge, prompt: str, background: str, colour: str, shape: str
+) -> None:
+    """No position named and one shape asked for: one shape, in the centre, of the asked colour and kind."""
+    (picture,) = pictures(engine, [item(engine, "p", prompt, SEED)])
+    verdict = judge.judge(picture)
+    assert (verdict.background, verdict.colour, verdict.shape) == (background, colour, shape), verdict
+    assert len(verdict.blobs) == 1, verdict
+    assert abs(verdict.blobs[0].x - 0.5) < 0.15 and abs(verdict.blobs[0].y - 0.5) < 0.15, verdict
+
+
+def test_edit_follows_a_paraphrased_instruction_and_keeps_the_shape_colour(
+    engine: DiffusersEngine, judge: Judge
+) -> None:
+    before = data.Scene("blue", (data.Shape("star", "yellow", "large", 0.5, 0.5, 0.26),), "centre")
+    (edited,) = pictures(
+        engine, [item(engine, "e", "I want a green background", 6, image=data.render(before))]
+    )
+    verdict = judge.judge(edited)
+    assert (verdict.background, verdict.colour, verdict.shape) == ("green", "yellow", "star"), verdict

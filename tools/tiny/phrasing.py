@@ -84,7 +84,7 @@ HELD_OUT_SCENE_TEMPLATES: tuple[Template, ...] = (
     T("{obj} placed at the {p} of a {bg} {bgn}", Family.POSITIONAL, True),
     T("{obj} over a {bg} {bgn}", Family.ON, False),
     T("{obj} resting on a {bg} {bgn}", Family.ON, False),
-    T("{obj} centred on a {bg} {bgn}", Family.ON, False),
+    T("{obj} set against a {bg} {bgn}", Family.ON, False),
     T("just {obj}", Family.NO_BACKGROUND, False),
     T("{obj} near the {p}", Family.NO_BACKGROUND, True),
     T("{obj} - {bgn}: {bg}", Family.COMMA_LIST, False),
@@ -277,7 +277,7 @@ def paraphrase(rng: np.random.Generator, scene: Scene, family: Family) -> tuple[
     base = {Family.POSITIONAL, Family.ON, Family.NO_BACKGROUND, Family.COMMA_LIST, Family.BACKGROUND_FIRST}
     pool = HELD_OUT_SCENE_TEMPLATES if family in base or family is Family.NO_ARTICLES else SCENE_TEMPLATES
     # The other families change a prompt that names its background, so the background is judged too.
-    options = [t for t in pool if t.family == family if family in base or "{bg}" in t.text]
+    options = [t for t in pool if (t.family == family if family in base else "{bg}" in t.text)]
     template = options[int(rng.integers(len(options)))]
     if not template.positional:
         scene = centred(scene)
