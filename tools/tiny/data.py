@@ -4,7 +4,8 @@ Everything is drawn from a small grammar and a numpy random generator, so a seed
 every caption, and nothing is downloaded. A `Scene` is the ground truth; `render` draws it anti-aliased
 (at 4x, then box-downsampled), `caption` describes it, `parse_caption` reads a caption back into a
 `CaptionSpec`, and `sample_edit` makes (before, instruction, after) triples for the edit model.
-Captions and instructions only use words of the tiny tokenizer's word list (plus plural "s").
+`caption` writes the one canonical form (the evaluation's fixed set); training phrases each scene and edit
+afresh in many ways (tools/tiny/phrasing.py).
 """
 
 from __future__ import annotations
