@@ -409,22 +409,18 @@ def instruct(rng: np.random.Generator, triple: EditTriple, *, held_out: bool = F
 
 
 # Words only the held-out phrasings use; a training caption never holds one (made-up words avoid them too).
+_HELD_OUT_TEXT = " ".join(
+    [
+        *HELD_OUT_OPENINGS,
+        *HELD_OUT_FILLER_PREFIXES,
+        *HELD_OUT_FILLER_SUFFIXES,
+        *HELD_OUT_SHAPE_ADJECTIVES,
+        *HELD_OUT_BACKGROUND_ADJECTIVES,
+        *HELD_OUT_NOUN_PHRASES,
+        *(t.text for t in HELD_OUT_SCENE_TEMPLATES),
+        *(text for texts in HELD_OUT_INSTRUCTIONS.values() for text in texts),
+    ]
+)
 HELD_OUT_WORDS: frozenset[str] = frozenset(
-    w
-    for w in re.findall(
-        r"[a-z0-9]+",
-        " ".join(
-            [
-                *HELD_OUT_OPENINGS,
-                *HELD_OUT_FILLER_PREFIXES,
-                *HELD_OUT_FILLER_SUFFIXES,
-                *HELD_OUT_SHAPE_ADJECTIVES,
-                *HELD_OUT_BACKGROUND_ADJECTIVES,
-                *HELD_OUT_NOUN_PHRASES,
-                *(t.text for t in HELD_OUT_SCENE_TEMPLATES),
-                *(text for texts in HELD_OUT_INSTRUCTIONS.values() for text in texts),
-            ]
-        ),
-    )
-    if not lexicon.known(w)
+    w for w in re.findall(r"[a-z0-9]+", re.sub(r"\{\w+\}", " ", _HELD_OUT_TEXT)) if not lexicon.known(w)
 ) | frozenset(lexicon.HELD_OUT_SYNONYMS)
