@@ -14,6 +14,7 @@ exactly that reason, so the model learns that an unknown word changes nothing).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -158,14 +159,24 @@ def make_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
+@functools.cache
+def _cached_normaliser() -> normalizers.Normalizer:
+    return normaliser()
+
+
 def normalise(text: str) -> str:
     """The text the tokenizer reads a prompt as (for tests and the model card's examples)."""
-    return build_backend().normalizer.normalize_str(text)
+    return _cached_normaliser().normalize_str(text)
+
+
+@functools.cache
+def _known_words() -> frozenset[str]:
+    return frozenset(vocabulary())
 
 
 def known(word: str) -> bool:
     """Whether a normalised word has a token of its own."""
-    return word in set(vocabulary())
+    return word in _known_words()
 
 
 def write(out_dir: Path) -> None:
