@@ -122,6 +122,13 @@ def test_edit_follows_the_instruction_and_keeps_the_shape(
     assert verdict.shape == kind, verdict
 
 
+def test_prompts_are_normalised_before_the_model_reads_them(engine: DiffusersEngine) -> None:
+    """Case, punctuation, curly quotes, invisible characters and synonyms change nothing."""
+    shouted = "A LARGE \u201cYELLOW\u201d STAR\u200b, IN THE CENTER OF A BLUE BACKDROP!"
+    plain, loud = pictures(engine, [item(engine, "a", PROMPT, SEED), item(engine, "b", shouted, SEED)])
+    assert np.array_equal(np.asarray(plain), np.asarray(loud))
+
+
 def png_texts(engine: DiffusersEngine, items: list[BatchItem]) -> list[dict[str, str]]:
     results = engine.run_batch(items, lambda _update: None, lambda: False)
     return [dict(Image.open(io.BytesIO(images[0].png)).text) for images in results]

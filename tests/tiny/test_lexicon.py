@@ -46,11 +46,16 @@ def test_shouting_and_punctuation_give_the_same_tokens() -> None:
 
 
 @pytest.mark.parametrize("kind", ["generate", "edit"])
-def test_the_bundled_model_ships_the_training_tokenizer(kind: str) -> None:
-    """Serving reads prompts with the tokenizer saved next to the weights: it must be the one training used."""
+def test_the_bundled_model_ships_the_normaliser(kind: str) -> None:
+    """Serving reads prompts with the tokenizer saved next to the weights: it must normalise as training did."""
     shipped = AutoTokenizer.from_pretrained(MODEL_DIR / kind / "tokenizer")
-    trained = lexicon.make_tokenizer()
-    assert shipped.get_vocab() == trained.get_vocab()
-    for prompt in ("A Big GRAY Ball\u200b, centered, on a plain white canvas!", "zorblax", "make it crimson"):
-        assert shipped(prompt).input_ids == trained(prompt).input_ids
+    for prompt in (
+        "A Big GRAY Ball\u200b, centered, on a plain white canvas!",
+        "\uff21 \u201cred\u201d  box...",
+    ):
+        assert shipped.backend_tokenizer.normalizer.normalize_str(prompt) == lexicon.normalise(prompt)
+    assert (
+        shipped("A RED CIRCLE ON A WHITE BACKGROUND!").input_ids
+        == shipped("a red circle on a white background").input_ids
+    )
     assert shipped.model_max_length == lexicon.MAX_TOKENS

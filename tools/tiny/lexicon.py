@@ -21,7 +21,7 @@ import re
 from pathlib import Path
 
 from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, processors
-from transformers import PreTrainedTokenizerFast
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 log = logging.getLogger(__name__)
 
@@ -179,8 +179,29 @@ def known(word: str) -> bool:
     return word in _known_words()
 
 
-def write(out_dir: Path) -> None:
-    """Save the tokenizer files into a folder (the trainer's export does this for each pipeline)."""
-    make_tokenizer().save_pretrained(out_dir)
-    log.info("wrote the prompt tokenizer (%d words) to %s", len(vocabulary()), out_dir)
-    json.loads((out_dir / "tokenizer.json").read_text())  # fail here, not at load time, if it is not JSON
+def add_normaliser(pipeline_dir: Path) -> None:
+    """Give a trained pipeline's own tokenizer this normaliser, keeping its vocabulary and token ids.
+
+    The folder's tokenizer is saved back as `tokenizer.json` and `model_index.json` names the generic
+    tokenizers class, since `CLIPTokenizer` rebuilds its own normaliser from vocab.json and merges.txt.
+    """
+    folder = pipeline_dir / "tokenizer"
+    old = AutoTokenizer.from_pretrained(folder)
+    backend = old.backend_tokenizer
+    backend.normalizer = normaliser()
+    new = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token=old.bos_token,
+        eos_token=old.eos_token,
+        pad_token=old.pad_token,
+        unk_token=old.unk_token,
+        model_max_length=old.model_max_length,
+    )
+    for file in folder.iterdir():
+        file.unlink()
+    new.save_pretrained(folder)
+    index_file = pipeline_dir / "model_index.json"
+    index = json.loads(index_file.read_text())
+    index["tokenizer"] = ["transformers", type(new).__name__]
+    index_file.write_text(json.dumps(index, indent=2) + "\n")
+    log.info("%s: the tokenizer now normalises prompts", pipeline_dir)
