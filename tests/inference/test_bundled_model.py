@@ -154,6 +154,15 @@ PEOPLE_PROMPTS = [
 ]
 
 
+# The shipped weights were trained on the old caption template only: issue 14's retrain on the phrasings
+# did not get enough of the shared machine to ship (MODEL_CARD.md, "Prompts as people write them"). Strict,
+# so a model that passes these makes the marker itself fail and be removed.
+NOT_RETRAINED = pytest.mark.xfail(
+    strict=True, reason="bundled weights predate the phrasing retrain (issue 14): 'on' form and paraphrases"
+)
+
+
+@NOT_RETRAINED
 @pytest.mark.parametrize(("prompt", "background", "colour", "shape"), PEOPLE_PROMPTS)
 def test_draws_prompts_as_people_write_them(
     engine: DiffusersEngine, judge: Judge, prompt: str, background: str, colour: str, shape: str
@@ -166,6 +175,7 @@ def test_draws_prompts_as_people_write_them(
     assert abs(verdict.blobs[0].x - 0.5) < 0.15 and abs(verdict.blobs[0].y - 0.5) < 0.15, verdict
 
 
+@NOT_RETRAINED
 def test_edit_follows_a_paraphrased_instruction_and_keeps_the_shape_colour(
     engine: DiffusersEngine, judge: Judge
 ) -> None:

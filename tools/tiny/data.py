@@ -450,8 +450,12 @@ def _colour_on(rng: np.random.Generator, background: str, avoid: tuple[str, ...]
     return _pick(rng, [c for c in contrasting(background) if c not in avoid])
 
 
-def sample_scene(rng: np.random.Generator) -> Scene:
-    """A random scene: mostly one shape at a named place, sometimes two or three alike, or two different."""
+def sample_scene(rng: np.random.Generator, centre_bias: bool = False) -> Scene:
+    """A random scene: mostly one shape at a named place, sometimes two or three alike, or two different.
+
+    `centre_bias` (training captions) puts a single shape in the centre more often (POSITION_WEIGHTS);
+    without it every place is equally likely, and the evaluation's fixed sets stay what they were.
+    """
     background = _pick(rng, COLOURS)
     roll = float(rng.random())
     if roll < SINGLE_SHARE:
@@ -460,7 +464,7 @@ def sample_scene(rng: np.random.Generator) -> Scene:
             _pick(rng, SHAPES),
             _colour_on(rng, background),
             _pick(rng, SIZES),
-            POSITION_NAMES[int(rng.choice(len(POSITION_NAMES), p=list(POSITION_WEIGHTS.values())))],
+            _place_name(rng, centre_bias),
         )
         return Scene(background, (shape,), _position_of(shape))
     if roll < SINGLE_SHARE + ALIKE_SHARE:
@@ -473,8 +477,14 @@ def sample_scene(rng: np.random.Generator) -> Scene:
         specs = [first, (second_kind, _colour_on(rng, background), _pick(rng, SIZES))]
     shapes = _place(rng, specs)
     if shapes is None:
-        return sample_scene(rng)
+        return sample_scene(rng, centre_bias)
     return Scene(background, shapes)
+
+
+def _place_name(rng: np.random.Generator, centre_bias: bool) -> str:
+    if not centre_bias:
+        return _pick(rng, POSITION_NAMES)
+    return POSITION_NAMES[int(rng.choice(len(POSITION_NAMES), p=list(POSITION_WEIGHTS.values())))]
 
 
 def _position_of(shape: Shape) -> str:

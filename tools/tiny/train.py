@@ -250,7 +250,7 @@ def to_tensor(images: list) -> torch.Tensor:
 
 def scene_batch(rng: np.random.Generator, n: int) -> tuple[torch.Tensor, list[data.Scene]]:
     """Pictures and the scenes they show; a caption is phrased from the scene each time it is used."""
-    scenes = [data.sample_scene(rng) for _ in range(n)]
+    scenes = [data.sample_scene(rng, centre_bias=True) for _ in range(n)]
     return to_tensor([data.render(s) for s in scenes]), scenes
 
 
