@@ -19,9 +19,11 @@ from bot.challenges import ChallengeService
 from bot.delivery import JobRunner
 from bot.endpoints import use_discord_endpoints
 from bot.errors import BrushfireTree
+from bot.i18n import Catalogues
 from bot.jobs import JobService, open_job_service
 from bot.quotas import MaintenanceScheduler, QuotaService
 from bot.settings import Settings, SettingsError
+from bot.translator import CatalogueTranslator, translated_payload
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,7 @@ class ImageBot(commands.Bot):
         jobs: JobService,
         quotas: QuotaService,
         challenges: ChallengeService | None = None,
+        catalogues: Catalogues | None = None,
     ) -> None:
         intents = discord.Intents.none()
         intents.guilds = True  # slash commands need no privileged intents
@@ -55,6 +58,7 @@ class ImageBot(commands.Bot):
         self.challenges = challenges or ChallengeService(
             db=jobs.db, quotas=quotas, settings=settings.challenges, clock=jobs.clock
         )
+        self.catalogues = catalogues or Catalogues.load()
         self.runner = JobRunner(self)
         self.scheduler = AsyncIOScheduler()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -89,6 +93,7 @@ class ImageBot(commands.Bot):
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         self.add_dynamic_items(*DYNAMIC_ITEMS)
+        await self.tree.set_translator(CatalogueTranslator(self.catalogues))
         MaintenanceScheduler(self.quotas, self.jobs.db).register(self.scheduler)
         self.scheduler.start()
         self.create_task(self.jobs.watch_health(self.settings.limits.health_interval_s), name="worker-health")
@@ -117,8 +122,10 @@ class ImageBot(commands.Bot):
             self.scheduler.shutdown(wait=False)
         await super().close()
 
-    def command_fingerprint(self, guild: discord.abc.Snowflake | None) -> str:
-        payload = [c.to_dict(self.tree) for c in self.tree.get_commands(guild=guild)]
+    async def command_fingerprint(self, guild: discord.abc.Snowflake | None) -> str:
+        """A hash of the commands as a sync would send them, translations included."""
+        translator = self.tree.translator or CatalogueTranslator(self.catalogues)
+        payload = await translated_payload(self.tree, translator, self.tree.get_commands(guild=guild))
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
     async def sync_commands(self) -> bool:
@@ -131,7 +138,7 @@ class ImageBot(commands.Bot):
         )
         if guild is not None:
             self.tree.copy_global_to(guild=guild)
-        fingerprint = f"{guild.id if guild else 'global'}:{self.command_fingerprint(guild)}"
+        fingerprint = f"{guild.id if guild else 'global'}:{await self.command_fingerprint(guild)}"
         state = self.settings.discord.sync_state_file
         if mode == "on_change" and state.exists() and state.read_text().strip() == fingerprint:
             log.info("slash commands unchanged since the last sync")

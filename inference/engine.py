@@ -29,6 +29,8 @@ from diffusers import (
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+from inference import families
+from inference.families import Family
 from inference.protocol import (
     MAX_STEPS,
     BatchItem,
@@ -39,6 +41,7 @@ from inference.protocol import (
     JobKind,
     StepUpdate,
 )
+from inference.safety import SafetyClassifier
 from inference.settings import AdapterSettings, EngineSettings, ModelDefaults
 
 log = logging.getLogger(__name__)
@@ -50,22 +53,6 @@ TINY_EDIT_MODEL_NAME = "brushfire/tiny-edit"
 # The trained tiny shapes model (inference/tiny/MODEL_CARD.md): its `generate` and `edit` pipelines.
 BUNDLED_MODEL_ROOT = Path(__file__).parent / "tiny" / "model"
 
-# Latent-to-RGB projections (the approximations ComfyUI and A1111 use for live previews).
-_SD_RGB = (
-    (0.3512, 0.2297, 0.3227),
-    (0.3250, 0.4974, 0.2350),
-    (-0.2829, 0.1762, 0.2721),
-    (-0.2120, -0.2616, -0.7177),
-)
-_SDXL_RGB = (
-    (0.3651, 0.4232, 0.4341),
-    (-0.2533, -0.0042, 0.1068),
-    (0.1076, 0.1111, -0.0362),
-    (-0.3165, -0.2492, -0.2188),
-)
-_SDXL_RGB_BIAS = (0.1084, -0.0175, -0.0011)
-_SDXL_SCALING = 0.13025
-
 
 class _Stopped(Exception):
     """Raised from the step callback of a pipeline that has no `_interrupt` flag of its own."""
@@ -76,6 +63,7 @@ class _Pipelines:
     generate: DiffusionPipeline
     img2img: DiffusionPipeline  # shares every module with `generate`
     edit: DiffusionPipeline | None  # an instruction-editing pipeline, when configured
+    family: Family  # of `generate` and `img2img`
 
 
 def resolve_device(choice: str) -> torch.device:
@@ -127,27 +115,30 @@ def model_sources(settings: EngineSettings) -> tuple[str, str | None]:
 
 
 class _Previewer:
-    """Turns the latents of a step into small RGB previews, one per image."""
+    """Turns the latents of a step into small RGB previews, one per image, for the family that made them."""
 
-    def __init__(self, decoder: AutoencoderTiny | None, scaling_factor: float) -> None:
+    def __init__(self, decoder: AutoencoderTiny | None, family: Family) -> None:
         self._decoder = decoder
-        sdxl = abs(scaling_factor - _SDXL_SCALING) < 1e-4
-        self._factors = torch.tensor(_SDXL_RGB if sdxl else _SD_RGB)
-        self._bias = torch.tensor(_SDXL_RGB_BIAS if sdxl else (0.0, 0.0, 0.0))
+        self._family = family  # the main model's, which the decoder was checked against
 
-    def __call__(self, latents: torch.Tensor | None) -> list[Image.Image]:
-        # Packed (FLUX) or 16-channel (SD3) latents have no cheap projection here: no previews.
-        if latents is None or latents.ndim != 4:
+    def __call__(
+        self, pipe: DiffusionPipeline, latents: torch.Tensor | None, size: tuple[int, int], family: Family
+    ) -> list[Image.Image]:
+        if latents is None:
+            return []
+        latents = families.preview_latents(family, pipe, latents, size)
+        if latents is None:
             return []
         with torch.no_grad():
-            if self._decoder is not None:
+            if self._decoder is not None and family is self._family:
+                # As the pipeline would decode with this decoder in place of its autoencoder.
+                config = self._decoder.config
+                latents = latents / config.scaling_factor + getattr(config, "shift_factor", 0.0)
                 rgb = self._decoder.decode(latents.to(self._decoder.dtype)).sample
-            elif latents.shape[1] == 4:
-                factors = self._factors.to(latents.device, latents.dtype)
-                bias = self._bias.to(latents.device, latents.dtype)
-                rgb = torch.einsum("bchw,cr->brhw", latents, factors) + bias[None, :, None, None]
             else:
-                return []
+                factors = torch.tensor(family.rgb_factors, device=latents.device, dtype=latents.dtype)
+                bias = torch.tensor(family.rgb_bias, device=latents.device, dtype=latents.dtype)
+                rgb = torch.einsum("bchw,cr->brhw", latents, factors) + bias[None, :, None, None]
             pixels = ((rgb.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
             arrays = pixels.permute(0, 2, 3, 1).cpu().numpy()
         return [_fit_preview(Image.fromarray(a)) for a in arrays]
@@ -202,12 +193,14 @@ class DiffusersEngine:
         model_name: str,
         device: torch.device,
         previewer: _Previewer,
+        safety: SafetyClassifier | None = None,
     ) -> None:
         self._settings = settings
         self._pipes = pipes
         self._model_name = model_name
         self._device = device
         self._previewer = previewer
+        self._safety = safety
         self._adapters = [a.name for a in settings.adapters if not a.fuse]
         self._lock = threading.Lock()  # one batch at a time: pipelines and schedulers keep state
 
@@ -224,6 +217,7 @@ class DiffusersEngine:
         source, edit_source = model_sources(settings)
         # `dtype` also upcasts the bundled model's float16-saved weights to float32 on a CPU.
         log.info("loading %s on %s as %s", source, device, dtype)
+        families.check_model_folder(source)
         generate = _from_pretrained(AutoPipelineForText2Image, source, settings, dtype)
         edit = None
         if edit_source:
@@ -245,23 +239,28 @@ class DiffusersEngine:
         """Wrap already-built pipelines (the random-weight benchmark architectures use this)."""
         device = device or resolve_device(settings.device)
         dtype = resolve_dtype(settings.dtype, device)
+        family = families.family_of(generate)
+        families.check_settings(family, generate, settings)
         for pipe in (generate, edit):
             if pipe is not None:
                 _prepare(pipe, settings, device, dtype)
         if edit is not None:
             _share_components(edit, generate)
         _set_scheduler(generate, settings)
-        pipes = _Pipelines(generate, AutoPipelineForImage2Image.from_pipe(generate), edit)
+        pipes = _Pipelines(generate, AutoPipelineForImage2Image.from_pipe(generate), edit, family)
         pipes.img2img.set_progress_bar_config(disable=True)
         _load_adapters(pipes.generate, settings)
         decoder = None
         if settings.preview_decoder:
             decoder = _from_pretrained(AutoencoderTiny, settings.preview_decoder, settings, dtype).to(device)
-        vae_scaling = float(getattr(generate.vae.config, "scaling_factor", 0.18215))
-        log.info("engine ready: %s on %s", model_name, device)
-        return cls(
-            settings, pipes, model_name=model_name, device=device, previewer=_Previewer(decoder, vae_scaling)
-        )
+            families.check_preview_decoder(family, decoder)
+        safety = None
+        if settings.safety is not None:
+            cache = str(settings.cache_dir) if settings.cache_dir else None
+            safety = SafetyClassifier.load(settings.safety, device, dtype, cache)
+        log.info("engine ready: %s (%s) on %s", model_name, family.title, device)
+        previewer = _Previewer(decoder, family)
+        return cls(settings, pipes, model_name=model_name, device=device, previewer=previewer, safety=safety)
 
     # --- The Engine protocol ---
 
@@ -370,6 +369,7 @@ class DiffusersEngine:
     def _call_kwargs(
         self, pipe: DiffusionPipeline, items: list[BatchItem], shape: BatchKey
     ) -> dict[str, Any]:
+        size = families.pipeline_size(self._pipes.family, shape.width, shape.height)
         prompts = [it.request.prompt for it in items for _ in range(it.request.count)]
         negatives = [it.request.negative_prompt for it in items for _ in range(it.request.count)]
         # CPU generators: the same seed draws the same noise whatever the device.
@@ -382,13 +382,13 @@ class DiffusersEngine:
             "generator": generators,
             "num_inference_steps": shape.steps,
             "guidance_scale": shape.guidance,
-            "width": shape.width,
-            "height": shape.height,
+            "width": size[0],
+            "height": size[1],
             "output_type": "pil",
             "callback_on_step_end_tensor_inputs": ["latents"],
         }
         if shape.kind.needs_image:
-            kwargs["image"] = [self._init_image(it) for it in items for _ in range(it.request.count)]
+            kwargs["image"] = [self._init_image(it, size) for it in items for _ in range(it.request.count)]
         if pipe is self._pipes.edit:
             kwargs["image_guidance_scale"] = (
                 shape.image_guidance or self._settings.defaults.edit_image_guidance
@@ -397,15 +397,17 @@ class DiffusersEngine:
             strength = shape.strength or self._settings.defaults.img2img_strength
             kwargs["strength"] = strength
             kwargs["num_inference_steps"] = _steps_for_strength(shape.steps, strength)
+        if pipe is not self._pipes.edit:
+            kwargs = families.adapt_call(self._pipes.family, pipe, kwargs)
         accepted = _call_parameters(type(pipe))
         return {k: v for k, v in kwargs.items() if k in accepted}
 
     @staticmethod
-    def _init_image(item: BatchItem) -> Image.Image:
+    def _init_image(item: BatchItem, size: tuple[int, int]) -> Image.Image:
         assert item.init_image is not None
         img = item.init_image.convert("RGB")
-        if img.size != (item.width, item.height):
-            img = img.resize((item.width, item.height), Image.Resampling.LANCZOS)
+        if img.size != size:
+            img = img.resize(size, Image.Resampling.LANCZOS)
         return img
 
     def _step_callback(
@@ -417,12 +419,15 @@ class DiffusersEngine:
     ) -> Callable[..., dict[str, Any]]:
         every = self._settings.preview_every
         planned = kwargs.get("num_inference_steps", 1)
+        size = (kwargs.get("width", 0), kwargs.get("height", 0))
 
         def callback(pipe: DiffusionPipeline, i: int, _t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
             total = getattr(pipe, "_num_timesteps", None) or planned
             step = i + 1
             want_preview = step % every == 0 and step < total
-            previews = self._previewer(tensors.get("latents")) if want_preview else []
+            # The instruction-editing pipeline (InstructPix2Pix) is an SD 1.5 one, whatever the main model.
+            family = families.SD if pipe is self._pipes.edit else self._pipes.family
+            previews = self._previewer(pipe, tensors.get("latents"), size, family) if want_preview else []
             on_step(StepUpdate(step=step, total=total, previews=previews))
             if should_stop():
                 stopped.set()
@@ -449,8 +454,14 @@ class DiffusersEngine:
     def _results(
         self, items: list[BatchItem], shape: BatchKey, output: Any, pipe: DiffusionPipeline
     ) -> list[list[GeneratedImage]]:
-        images: list[Image.Image] = list(output.images)
+        # SD3 and FLUX ran at a multiple of 16: give each job the size it asked for.
+        images = [
+            img if img.size == (shape.width, shape.height) else img.resize((shape.width, shape.height))
+            for img in output.images
+        ]
         flags = getattr(output, "nsfw_content_detected", None) or [False] * len(images)
+        if self._safety is not None:
+            flags = [bool(a) or b for a, b in zip(flags, self._checked(images), strict=True)]
         results: list[list[GeneratedImage]] = []
         k = 0
         for it in items:
@@ -470,6 +481,16 @@ class DiffusersEngine:
                 k += 1
             results.append(mine)
         return results
+
+    def _checked(self, images: list[Image.Image]) -> list[bool]:
+        """The safety classifier's flags; a failure fails the batch (no picture goes out unchecked)."""
+        assert self._safety is not None
+        try:
+            return self._safety.flags(images)
+        except Exception as exc:
+            if _is_oom(exc):
+                raise EngineOutOfMemory(f"out of memory checking {len(images)} images: {exc}") from exc
+            raise EngineError(f"safety checker failed: {type(exc).__name__}: {exc}") from exc
 
     def _metadata(
         self, item: BatchItem, shape: BatchKey, seed: int, pipe: DiffusionPipeline
@@ -523,7 +544,9 @@ def _load_kwargs(loader: Any, settings: EngineSettings, dtype: torch.dtype) -> d
     kwargs: dict[str, Any] = {"torch_dtype": dtype, "use_safetensors": True}
     if settings.cache_dir is not None:
         kwargs["cache_dir"] = str(settings.cache_dir)
-    if not settings.safety_checker and issubclass(loader, (DiffusionPipeline, AutoPipelineForText2Image)):
+    # An independent checker replaces the pipeline's own, so no image is checked twice.
+    own_checker = settings.safety_checker and settings.safety is None
+    if not own_checker and issubclass(loader, (DiffusionPipeline, AutoPipelineForText2Image)):
         kwargs["safety_checker"] = None
         kwargs["requires_safety_checker"] = False
     return kwargs
@@ -602,3 +625,9 @@ def _load_adapter(pipe: DiffusionPipeline, adapter: AdapterSettings) -> None:
         pipe.load_lora_weights(adapter.path, weight_name=adapter.weight_name, adapter_name=adapter.name)
     except Exception as exc:  # a missing file, no peft, keys that match no layer
         raise EngineError(f"cannot load adapter {adapter.name!r} from {adapter.path!r}: {exc}") from exc
+    loaded = {name for names in pipe.get_list_adapters().values() for name in names}
+    if adapter.name not in loaded:  # diffusers only warns when no key fits (a LoRA made for another family)
+        family = families.family_of(pipe)
+        raise EngineError(
+            f"adapter {adapter.name!r} from {adapter.path!r} matched no layer of this {family.title} model"
+        )
