@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from bot.settings import Settings  # noqa: E402
+from bot.core.settings import Settings  # noqa: E402
 from inference.engine import DiffusersEngine  # noqa: E402
 from inference.server import start_worker  # noqa: E402
 from inference.settings import EngineSettings, ModelDefaults, WorkerSettings  # noqa: E402

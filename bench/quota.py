@@ -28,7 +28,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bot.quotas import QuotaExceeded, QuotaService, QuotaSettings
+from bot.core.quotas.pricing import QuotaSettings
+from bot.core.quotas.records import QuotaExceeded
+from bot.core.quotas.service import QuotaService
 from storage.db import Database
 
 log = logging.getLogger(__name__)
@@ -157,7 +159,7 @@ async def bench(path: Path, seconds: float, rate: float) -> dict[str, object]:
     async with Database.open(path) as db:
         q = QuotaService(db, settings, sim_clock())
         for user in range(1, USERS + 1):
-            await q.set_user_override(GUILD, user, ADMIN, limit=user_limit(user))
+            await q.admin.set_user_override(GUILD, user, ADMIN, limit=user_limit(user))
         closed = await run_phase(q, "closed", seconds, None)
         paced = await run_phase(q, "paced", seconds, rate)
     return {

@@ -36,17 +36,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from inference.client import WorkerClient
-from inference.protocol import (
-    BatchItem,
-    Engine,
-    EngineWrapper,
-    GeneratedImage,
-    JobKind,
-    JobRequest,
-    StepUpdate,
-)
+from inference.engine_api import BatchItem, Engine, EngineWrapper, GeneratedImage, StepUpdate
+from inference.protocol import JobRequest
 from inference.server import start_worker
 from inference.settings import EngineSettings, ModelDefaults, WorkerSettings
+from inference.vocabulary import JobKind, WorkerJobId
 
 log = logging.getLogger("bench.worker")
 
@@ -194,11 +188,22 @@ async def served_round(engine: TimedEngine, url: str, args: argparse.Namespace) 
 
 def bare_items(engine: Engine, size: int, offset: int) -> list[BatchItem]:
     """The batch the server would hand the engine for these jobs, built without the server."""
-    steps, guidance, width, height = engine.defaults(JobKind.GENERATE)
+    d = engine.defaults(JobKind.GENERATE)
+    steps, guidance, width, height = d.steps, d.guidance, d.width, d.height
     items = []
     for i in range(size):
         job = request(offset + i, f"u{i}")
-        items.append(BatchItem(f"bare{i}", job, offset + i, width, height, steps, guidance))
+        items.append(
+            BatchItem(
+                job_id=WorkerJobId(f"bare{i}"),
+                request=job,
+                seed=offset + i,
+                width=width,
+                height=height,
+                steps=steps,
+                guidance=guidance,
+            )
+        )
     return items
 
 

@@ -10,56 +10,38 @@ from __future__ import annotations
 import io
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import discord
 from PIL import Image
 
+from bot.core.jobs import JobService
+from bot.core.outcomes import JobOutcome
+from bot.core.plans import JobPlan
+from bot.core.progress import DisplayGone, ProgressState, ProgressUpdater
+from bot.core.records import GenerationRecord, GuildSettings, JobRecord
+from bot.core.services import Services
 from bot.errors import answer_error
-from bot.jobs import JobOutcome, JobService
-from bot.plans import Delivery, JobPlan, Requester, token_expiry
-from bot.progress import DisplayGone, ProgressState, ProgressUpdater
+from bot.interactions import PlanFactory, delivery_for, requester_for
+from bot.usertext import shown
 from bot.views import progress_view, result_view
-from inference.protocol import JobStatus
-from storage.generations import GenerationRecord
-from storage.guilds import GuildSettings
-from storage.jobs import JobRecord
-
-if TYPE_CHECKING:
-    from bot.bot import ImageBot
+from inference.vocabulary import JobStatus
 
 log = logging.getLogger(__name__)
-
-# Validates an interaction's input into a plan; its BrushfireError reaches the user ephemerally.
-PlanFactory = Callable[[Requester, GuildSettings], Awaitable[JobPlan]]
 
 UNKNOWN_MESSAGE = 10008
 INVALID_WEBHOOK_TOKEN = 50027
 UNKNOWN_WEBHOOK = 10015
 GONE_CODES = frozenset({UNKNOWN_MESSAGE, INVALID_WEBHOOK_TOKEN, UNKNOWN_WEBHOOK})
+# Edits of the interaction's own message ping nobody: the author is looking at it already.
+NO_PINGS = discord.AllowedMentions.none()
 
 
-def requester_for(interaction: discord.Interaction) -> Requester:
-    """Who pressed or typed, with their roles and whether they may manage the server."""
-    roles = tuple(r.id for r in getattr(interaction.user, "roles", ()) if not r.is_default())
-    return Requester(
-        user_id=interaction.user.id,
-        guild_id=interaction.guild_id or 0,
-        channel_id=interaction.channel_id or 0,
-        name=interaction.user.name,
-        role_ids=roles,
-        is_admin=interaction.permissions.manage_guild,
-    )
-
-
-def delivery_for(interaction: discord.Interaction) -> Delivery:
-    return Delivery(
-        application_id=interaction.application_id,
-        interaction_token=interaction.token,
-        token_expires_at=token_expiry(interaction.created_at.timestamp()),
-    )
+def author_only(job: JobRecord) -> discord.AllowedMentions:
+    """A message posted for a job may ping its author, and nobody a prompt names."""
+    return discord.AllowedMentions(everyone=False, roles=False, users=[discord.Object(job.user_id)])
 
 
 class MessageProgress:
@@ -90,8 +72,12 @@ class MessageProgress:
             if data is not None:
                 self._preview_seq = state.preview_seq
                 attachments = [discord.File(io.BytesIO(data), filename="preview.jpg")]
-        content = f"**{_clip(self._title, 200)}** — {state.describe()}"
-        kwargs: dict[str, object] = {"content": content, "view": progress_view(self._job.job_id)}
+        content = f"**{self._title}** — {state.describe()}"
+        kwargs: dict[str, object] = {
+            "content": content,
+            "view": progress_view(self._job.job_id),
+            "allowed_mentions": NO_PINGS,
+        }
         if attachments:
             kwargs["attachments"] = attachments
         try:
@@ -102,7 +88,7 @@ class MessageProgress:
             raise
         if not self._recorded:  # so a restarted bot can still put the result into this message
             self._recorded = True
-            await self._jobs.jobs.set_messages(self._job.job_id, progress_message_id=message.id)
+            await self._jobs.record_messages(self._job.job_id, progress_message_id=message.id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,9 +104,18 @@ class ResultPost:
 class JobRunner:
     """Drives one job from an interaction to a posted result (or a clear refusal), for cogs and buttons."""
 
-    def __init__(self, bot: ImageBot, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        bot: discord.Client,
+        services: Services,
+        *,
+        track_job: Callable[[], None] = lambda: None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.bot = bot
-        self.jobs = bot.jobs
+        self._track_job = track_job  # so closing the bot stops the followers before the database
+        self.services = services
+        self.jobs = services.jobs
         self._clock = clock
 
     async def run(self, interaction: discord.Interaction, plan_for: PlanFactory) -> None:
@@ -130,20 +125,20 @@ class JobRunner:
         ephemerally with nothing charged.
         """
         await interaction.response.defer(thinking=True)
-        self.bot.track_job()
+        self._track_job()
         requester = requester_for(interaction)
         try:
-            guild = await self.jobs.guild(requester.guild_id)
+            guild = await self.services.guilds.settings(requester.guild_id)
             plan = await plan_for(requester, guild)
             ticket = await self.jobs.start(requester, plan, delivery_for(interaction))
         except Exception as exc:
             await answer_error(interaction, exc)
             return
-        title = plan.prompt
+        title = shown(plan.prompt, 400)
         if ticket.fell_back_to_relax:
             title += " (relax lane: out of fast credits)"
         display = MessageProgress(interaction, self.jobs, ticket.job, title, self._clock)
-        updater = ProgressUpdater(display, self.bot.settings.limits.progress_interval_s)
+        updater = ProgressUpdater(display, self.services.settings.limits.progress_interval_s)
         updater.update(ProgressState(status=JobStatus.QUEUED))
         updater.start()
         try:
@@ -159,9 +154,22 @@ class JobRunner:
         guild: GuildSettings | None = None,
         progress_gone: bool = False,
     ) -> None:
+        """Post the outcome, then record that it was delivered: a restart posts only what a crash kept
+        from its user, once."""
+        self.jobs.crash.reached("delivery")
+        await self._post_outcome(outcome, interaction, guild, progress_gone)
+        await self.jobs.mark_delivered(outcome.job.job_id)
+
+    async def _post_outcome(
+        self,
+        outcome: JobOutcome,
+        interaction: discord.Interaction | None,
+        guild: GuildSettings | None,
+        progress_gone: bool,
+    ) -> None:
         """Post the outcome where it can still be seen: the original message, the channel, or DMs."""
         job = outcome.job
-        guild = guild or await self.jobs.guild(job.guild_id or 0)
+        guild = guild or await self.services.guilds.settings(job.guild_id or 0)
         post = self.compose(outcome, guild) if outcome.ok else None
         text = None if post else f"<@{job.user_id}> {outcome.message or 'Your job did not finish.'}"
         reachable = interaction is not None or job.progress_message_id is not None
@@ -175,10 +183,13 @@ class JobRunner:
                         embed=post.embed,
                         attachments=post.files,
                         view=post.view,
+                        allowed_mentions=NO_PINGS,
                     )
                 else:
-                    msg = await self._edit_original(job, interaction, content=text, attachments=[], view=None)
-                await self.jobs.jobs.set_messages(job.job_id, result_message_id=msg.id)
+                    msg = await self._edit_original(
+                        job, interaction, content=text, attachments=[], view=None, allowed_mentions=NO_PINGS
+                    )
+                await self.jobs.record_messages(job.job_id, result_message_id=msg.id)
                 return
             except discord.HTTPException as exc:
                 log.info("job %s: original message unusable (%s); posting in the channel", job.job_id, exc)
@@ -203,11 +214,15 @@ class JobRunner:
             channel = self.bot.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
             if post:
                 msg = await channel.send(
-                    content=f"{mention} {post.content}", embed=post.embed, files=post.files, view=post.view
+                    content=f"{mention} {post.content}",
+                    embed=post.embed,
+                    files=post.files,
+                    view=post.view,
+                    allowed_mentions=author_only(job),
                 )
             else:
-                msg = await channel.send(content=text)
-            await self.jobs.jobs.set_messages(job.job_id, result_message_id=msg.id)
+                msg = await channel.send(content=text, allowed_mentions=author_only(job))
+            await self.jobs.record_messages(job.job_id, result_message_id=msg.id)
             return
         except discord.HTTPException as exc:
             log.info("job %s: channel %s unusable (%s); sending a DM", job.job_id, job.channel_id, exc)
@@ -218,9 +233,17 @@ class JobRunner:
             user = await self.bot.fetch_user(job.user_id)
             if post:
                 post = rewind(post)
-                await user.send(content=post.content, embed=post.embed, files=post.files, view=post.view)
+                msg = await user.send(
+                    content=post.content,
+                    embed=post.embed,
+                    files=post.files,
+                    view=post.view,
+                    allowed_mentions=NO_PINGS,
+                )
             else:
-                await user.send(content=text)
+                msg = await user.send(content=text, allowed_mentions=NO_PINGS)
+            # Recorded so the result's own Delete button can find this message.
+            await self.jobs.record_messages(job.job_id, result_message_id=msg.id)
         except discord.HTTPException:
             log.exception(
                 "job %s: could not deliver to user %s anywhere; it stays in the database",
@@ -229,7 +252,7 @@ class JobRunner:
             )
 
     def compose(self, outcome: JobOutcome, guild: GuildSettings) -> ResultPost:
-        return compose_result(outcome, guild, self.bot.settings.limits.upload_bytes)
+        return compose_result(outcome, guild, self.services.settings.limits.upload_bytes)
 
 
 def compose_result(outcome: JobOutcome, guild: GuildSettings, upload_bytes: int) -> ResultPost:
@@ -237,16 +260,18 @@ def compose_result(outcome: JobOutcome, guild: GuildSettings, upload_bytes: int)
     embed with the parameters, and buttons for the images shown."""
     job = outcome.job
     plan = JobPlan.from_parameters(job.parameters)
-    shown = [g for g in outcome.generations if not g.deleted and not (g.nsfw and guild.nsfw_mode == "refuse")]
-    withheld = len(outcome.generations) - len(shown)
-    content = f"**{_clip(plan.prompt, 300)}**"
+    visible = [
+        g for g in outcome.generations if not g.deleted and not (g.nsfw and guild.nsfw_mode == "refuse")
+    ]
+    withheld = len(outcome.generations) - len(visible)
+    content = f"**{shown(plan.prompt, 1200)}**"
     if withheld:
         content += f"\n{withheld} image(s) withheld by this server's content filter."
     return ResultPost(
         content=content,
         embed=result_embed(outcome, plan),
-        files=[_file(job.job_id, g, upload_bytes) for g in shown],
-        view=result_view(job.job_id, [g.index for g in shown]),
+        files=[_file(job.job_id, g, upload_bytes) for g in visible],
+        view=result_view(job.job_id, [g.index for g in visible], from_upload=plan.from_upload),
     )
 
 
@@ -265,12 +290,12 @@ def rewind(post: ResultPost) -> ResultPost:
 
 def result_embed(outcome: JobOutcome, plan: JobPlan) -> discord.Embed:
     job, info = outcome.job, outcome.info
-    embed = discord.Embed(title=_clip(plan.prompt, 256), colour=discord.Colour.orange())
+    embed = discord.Embed(title=shown(plan.prompt, 256), colour=discord.Colour.orange())
     if plan.negative:
-        embed.description = f"Negative: {_clip(plan.negative, 1000)}"
+        embed.description = f"Negative: {shown(plan.negative, 1200)}"
     gens = outcome.generations
     seeds = ", ".join(str(g.seed) for g in gens[:8]) or str(plan.seed)
-    embed.add_field(name="Style", value=plan.style or "none")
+    embed.add_field(name="Style", value=shown(plan.style, 100) if plan.style else "none")
     embed.add_field(name="Seed", value=seeds)
     if gens:
         embed.add_field(name="Size", value=f"{gens[0].width}x{gens[0].height}")

@@ -1,67 +1,20 @@
-"""User-facing errors and the command tree that answers every error ephemerally, with a reference id."""
+"""How user-facing errors are shown on Discord: the command tree that answers every error ephemerally, with a reference id."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import secrets
+import time
 
 import discord
 from discord import app_commands
 
+from bot.checks import AdminOnly, gate_of
+from bot.core.errors import BrushfireError
+
 log = logging.getLogger(__name__)
-
-
-class BrushfireError(app_commands.AppCommandError):
-    """The root of every error whose message is written for the person who ran the command.
-
-    Subclassing `AppCommandError` lets a command raise it directly: discord.py hands it to the tree's
-    `on_error` unwrapped. Nothing is charged when one of these is raised before the job is submitted.
-    """
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class InvalidInput(BrushfireError):
-    """A prompt, seed, count, strength or option the user typed is out of bounds."""
-
-
-class BlockedContent(BrushfireError):
-    """The prompt matches one of the server's blocked words or patterns."""
-
-
-class UnknownStyle(BrushfireError):
-    """The style named is not one of the presets."""
-
-
-class BadAttachment(BrushfireError):
-    """An attachment that is not a usable PNG, JPEG or WebP image, or is over the limits."""
-
-
-class ChannelNotAllowed(BrushfireError):
-    """The server limits brushfire to some channels and this is not one of them."""
-
-
-class NotPermitted(BrushfireError):
-    """The user may not do this (an admin command, or a button on someone else's job)."""
-
-
-class QuotaRefused(BrushfireError):
-    """Not enough credits (the message says what is left and when the next returns), or blocked."""
-
-
-class WorkerDown(BrushfireError):
-    """The inference worker cannot be reached or refused the job; the reservation is refunded."""
-
-
-class JobNotFound(BrushfireError):
-    """A button or command names a job the database does not know (or no longer has images for)."""
-
-
-class JobFailed(BrushfireError):
-    """The job ran but did not produce a result; the reservation is refunded."""
 
 
 def new_reference() -> str:
@@ -69,19 +22,25 @@ def new_reference() -> str:
     return secrets.token_hex(4)
 
 
+class Refused(app_commands.CheckFailure):
+    """A core refusal from the tree's `interaction_check`, before any command ran. discord.py hands only
+    `AppCommandError`s to `on_error` from there, so the `BrushfireError` travels as this error's cause."""
+
+
 def user_message(error: BaseException) -> tuple[str, bool]:
     """The text to show for an error and whether it was expected (a user-facing error).
 
     Unexpected errors are logged here with a reference id that the message repeats.
     """
-    if isinstance(error, app_commands.CommandInvokeError | app_commands.TransformerError):
+    if isinstance(error, app_commands.CommandInvokeError | app_commands.TransformerError | Refused):
         error = error.__cause__ or error
-    if isinstance(error, BrushfireError):
+    if isinstance(error, BrushfireError | AdminOnly):
         return error.message, True
     if isinstance(error, app_commands.MissingPermissions | app_commands.CheckFailure):
         return "You are not allowed to use this command here.", True
     if isinstance(error, app_commands.CommandOnCooldown):
-        return f"Slow down: try again in {error.retry_after:.0f} s.", True
+        at = math.ceil(time.time() + error.retry_after)
+        return f"Slow down: try again <t:{at}:R>.", True
     ref = new_reference()
     log.error("unexpected error (ref %s)", ref, exc_info=error)
     return f"Something went wrong on our side (reference `{ref}`). Nothing was charged for it.", False
@@ -107,7 +66,17 @@ async def answer_error(interaction: discord.Interaction, error: BaseException) -
 
 
 class BrushfireTree(app_commands.CommandTree):
-    """The command tree: every command error is answered ephemerally by `answer_error`."""
+    """The command tree: cheap rules are checked before any command runs (so a refusal is ephemeral and
+    nothing public appears first), and every command error is answered ephemerally by `answer_error`."""
+
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        gate = gate_of(interaction)
+        if gate is not None:
+            try:
+                await interaction.client.gate.admit(interaction, gate)  # type: ignore[attr-defined]
+            except BrushfireError as exc:
+                raise Refused(exc.message) from exc
+        return True
 
     async def on_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
         await answer_error(interaction, error)

@@ -73,7 +73,7 @@ class Catalogues:
         """The first of `locales` (e.g. the member's, then the server's) that has a catalogue; else English."""
         for locale in locales:
             language = language_of(locale)
-            if language == SOURCE_LANGUAGE or language in self.by_language:
+            if language is not None and (language == SOURCE_LANGUAGE or language in self.by_language):
                 return language
         return SOURCE_LANGUAGE
 

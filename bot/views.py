@@ -8,75 +8,51 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any, Self
+from typing import Any, Self
 
 import discord
 from discord import ui
 
-from bot.errors import InvalidInput, NotPermitted, answer_error
-from bot.plans import Action, JobPlan, Requester
-from storage.guilds import GuildSettings
-
-if TYPE_CHECKING:
-    from bot.bot import ImageBot
+from bot.challenge_posts import SubmitButton
+from bot.checks import Gate
+from bot.components import BUTTONS_PER_ROW, INDEX_RE, JOB_RE, PREFIX, button, guarded
+from bot.core.errors import InvalidInput
+from bot.core.plans import Action, JobPlan, Requester
+from bot.core.records import GuildSettings
+from bot.core.validation import parse_number
+from bot.errors import answer_error
+from bot.interactions import BrushfireClient, client_of, requester_for
+from inference.vocabulary import JobId
 
 log = logging.getLogger(__name__)
 
-PREFIX = "brushfire"
-JOB_RE = r"(?P<job>[0-9a-f]{32})"
-INDEX_RE = r"(?P<n>[0-9])"
-BUTTONS_PER_ROW = 5
 MODAL_TITLE_MAX = 45
 
 
-def custom_id(action: str, job_id: str, index: int | None = None) -> str:
-    """`brushfire:<action>:<job id>[:<image index>]`, well under Discord's 100 characters."""
-    return f"{PREFIX}:{action}:{job_id}" + (f":{index}" if index is not None else "")
-
-
-def _bot(interaction: discord.Interaction) -> ImageBot:
-    return interaction.client  # type: ignore[return-value]
-
-
-async def guarded(interaction: discord.Interaction, work: Awaitable[None]) -> None:
-    """Run a button's or modal's work; errors there never reach the tree's on_error, so answer here."""
-    try:
-        await work
-    except Exception as exc:
-        await answer_error(interaction, exc)
+def _bot(interaction: discord.Interaction) -> BrushfireClient:
+    return client_of(interaction)
 
 
 async def start_from_result(
-    interaction: discord.Interaction, action: Action, job_id: str, index: int, instruction: str | None = None
+    interaction: discord.Interaction,
+    action: Action,
+    job_id: JobId,
+    index: int,
+    instruction: str | None = None,
 ) -> None:
     bot = _bot(interaction)
+    await bot.gate.admit(interaction, Gate.JOB)  # before the public "thinking…"
 
     async def plan_for(requester: Requester, guild: GuildSettings) -> JobPlan:
-        return await bot.jobs.plan_from_result(action, job_id, index, requester, instruction)
+        return await bot.services.jobs.plan_from_result(action, job_id, index, requester, instruction)
 
     await bot.runner.run(interaction, plan_for)
 
 
-def _button(
-    action: str,
-    job_id: str,
-    index: int | None = None,
-    *,
-    label: str,
-    style: discord.ButtonStyle,
-    emoji: str | None = None,
-    row: int | None = None,
-) -> ui.Button[Any]:
-    return ui.Button(
-        label=label, style=style, emoji=emoji, custom_id=custom_id(action, job_id, index), row=row
-    )
-
-
 class RerollButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:reroll:{JOB_RE}"):
-    def __init__(self, job_id: str) -> None:
+    def __init__(self, job_id: JobId) -> None:
         super().__init__(
-            _button("reroll", job_id, label="Re-roll", emoji="🔄", style=discord.ButtonStyle.secondary, row=0)
+            button("reroll", job_id, label="Re-roll", emoji="🔄", style=discord.ButtonStyle.secondary, row=0)
         )
         self.job_id = job_id
         self.index = 0
@@ -85,16 +61,16 @@ class RerollButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:reroll:{
     async def from_custom_id(
         cls, interaction: discord.Interaction, item: ui.Item[Any], match: re.Match[str]
     ) -> Self:
-        return cls(match["job"])
+        return cls(JobId(match["job"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
         await guarded(interaction, start_from_result(interaction, Action.REROLL, self.job_id, 0))
 
 
 class VaryButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:vary:{JOB_RE}:{INDEX_RE}"):
-    def __init__(self, job_id: str, index: int, row: int | None = None) -> None:
+    def __init__(self, job_id: JobId, index: int, row: int | None = None) -> None:
         super().__init__(
-            _button("vary", job_id, index, label=f"V{index + 1}", style=discord.ButtonStyle.primary, row=row)
+            button("vary", job_id, index, label=f"V{index + 1}", style=discord.ButtonStyle.primary, row=row)
         )
         self.job_id = job_id
         self.index = index
@@ -103,16 +79,16 @@ class VaryButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:vary:{JOB_
     async def from_custom_id(
         cls, interaction: discord.Interaction, item: ui.Item[Any], match: re.Match[str]
     ) -> Self:
-        return cls(match["job"], int(match["n"]))
+        return cls(JobId(match["job"]), int(match["n"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
         await guarded(interaction, start_from_result(interaction, Action.VARY, self.job_id, self.index or 0))
 
 
 class UpscaleButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:upscale:{JOB_RE}:{INDEX_RE}"):
-    def __init__(self, job_id: str, index: int, row: int | None = None) -> None:
+    def __init__(self, job_id: JobId, index: int, row: int | None = None) -> None:
         super().__init__(
-            _button(
+            button(
                 "upscale", job_id, index, label=f"U{index + 1}", style=discord.ButtonStyle.success, row=row
             )
         )
@@ -123,7 +99,7 @@ class UpscaleButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:upscale
     async def from_custom_id(
         cls, interaction: discord.Interaction, item: ui.Item[Any], match: re.Match[str]
     ) -> Self:
-        return cls(match["job"], int(match["n"]))
+        return cls(JobId(match["job"]), int(match["n"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
         await guarded(
@@ -132,9 +108,9 @@ class UpscaleButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:upscale
 
 
 class EditButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:edit:{JOB_RE}"):
-    def __init__(self, job_id: str) -> None:
+    def __init__(self, job_id: JobId) -> None:
         super().__init__(
-            _button("edit", job_id, label="Edit", emoji="✏️", style=discord.ButtonStyle.secondary, row=0)
+            button("edit", job_id, label="Edit", emoji="✏️", style=discord.ButtonStyle.secondary, row=0)
         )
         self.job_id = job_id
         self.index = 0
@@ -143,24 +119,26 @@ class EditButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:edit:{JOB_
     async def from_custom_id(
         cls, interaction: discord.Interaction, item: ui.Item[Any], match: re.Match[str]
     ) -> Self:
-        return cls(match["job"])
+        return cls(JobId(match["job"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
         await guarded(interaction, self._open(interaction))
 
     async def _open(self, interaction: discord.Interaction) -> None:
         bot = _bot(interaction)
-        gens = await bot.jobs.generations.for_job(self.job_id, with_png=False)
-        count = len([g for g in gens if not g.deleted])
+        await bot.services.jobs.check_admission(requester_for(interaction))
+        count = len(await bot.services.jobs.images_in(self.job_id, interaction.guild_id or 0))
         if count == 0:
             raise InvalidInput("That result has no images left to edit.")
-        await interaction.response.send_modal(EditModal(self.job_id, count, bot.settings.limits.prompt_chars))
+        await interaction.response.send_modal(
+            EditModal(self.job_id, count, bot.services.settings.limits.prompt_chars)
+        )
 
 
 class EditModal(ui.Modal):
     """Asks for the instruction (and which image, when the job made several)."""
 
-    def __init__(self, job_id: str, count: int, max_chars: int) -> None:
+    def __init__(self, job_id: JobId, count: int, max_chars: int) -> None:
         super().__init__(title="Edit this image"[:MODAL_TITLE_MAX], timeout=600)
         self.job_id = job_id
         self.count = count
@@ -181,12 +159,9 @@ class EditModal(ui.Modal):
     def chosen_index(self) -> int:
         if self.image is None:
             return 0
-        text = self.image.value.strip()
-        if not text.isdigit() or not 1 <= int(text) <= self.count:
-            raise InvalidInput(f"The image number must be between 1 and {self.count}.")
-        return int(text) - 1
+        return parse_number(self.image.value, 1, self.count, "image number") - 1
 
-    async def on_submit(self, interaction: discord.Interaction) -> None:  # type: ignore[override]
+    async def on_submit(self, interaction: discord.Interaction) -> None:
         await guarded(interaction, self._submit(interaction))
 
     async def _submit(self, interaction: discord.Interaction) -> None:
@@ -198,9 +173,9 @@ class EditModal(ui.Modal):
 
 
 class DeleteButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:delete:{JOB_RE}"):
-    def __init__(self, job_id: str) -> None:
+    def __init__(self, job_id: JobId) -> None:
         super().__init__(
-            _button("delete", job_id, label="Delete", emoji="🗑️", style=discord.ButtonStyle.danger, row=0)
+            button("delete", job_id, label="Delete", emoji="🗑️", style=discord.ButtonStyle.danger, row=0)
         )
         self.job_id = job_id
         self.index = 0
@@ -209,18 +184,15 @@ class DeleteButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:delete:{
     async def from_custom_id(
         cls, interaction: discord.Interaction, item: ui.Item[Any], match: re.Match[str]
     ) -> Self:
-        return cls(match["job"])
+        return cls(JobId(match["job"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
         await guarded(interaction, self._delete(interaction))
 
     async def _delete(self, interaction: discord.Interaction) -> None:
         bot = _bot(interaction)
-        job = await bot.jobs.jobs.get(self.job_id)
-        admin = interaction.permissions.manage_guild
-        if job is None or (job.user_id != interaction.user.id and not admin):
-            raise NotPermitted("Only the person who made this image, or an admin, can delete it.")
-        await bot.jobs.generations.mark_job_deleted(self.job_id)
+        message_id = interaction.message.id if interaction.message is not None else None
+        await bot.services.jobs.delete_result(self.job_id, requester_for(interaction), message_id)
         await interaction.response.send_message("Deleted.", ephemeral=True)
         if interaction.message is not None:
             try:
@@ -230,9 +202,9 @@ class DeleteButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:delete:{
 
 
 class CancelButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:cancel:{JOB_RE}"):
-    def __init__(self, job_id: str) -> None:
+    def __init__(self, job_id: JobId) -> None:
         super().__init__(
-            _button("cancel", job_id, label="Cancel", emoji="✖️", style=discord.ButtonStyle.danger)
+            button("cancel", job_id, label="Cancel", emoji="✖️", style=discord.ButtonStyle.danger)
         )
         self.job_id = job_id
         self.index = 0
@@ -241,50 +213,15 @@ class CancelButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:cancel:{
     async def from_custom_id(
         cls, interaction: discord.Interaction, item: ui.Item[Any], match: re.Match[str]
     ) -> Self:
-        return cls(match["job"])
+        return cls(JobId(match["job"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
         await guarded(interaction, self._cancel(interaction))
 
     async def _cancel(self, interaction: discord.Interaction) -> None:
-        from bot.delivery import requester_for
-
         bot = _bot(interaction)
-        await bot.jobs.cancel(self.job_id, requester_for(interaction))
+        await bot.services.jobs.cancel(self.job_id, requester_for(interaction))
         await interaction.response.send_message("Cancelling; you will not be charged.", ephemeral=True)
-
-
-class SubmitButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:submit:{JOB_RE}(?::{INDEX_RE})?"):
-    """Enter this result in the server's running challenge; on a several-image result, pick which first."""
-
-    def __init__(self, job_id: str, index: int | None = None, row: int | None = 0) -> None:
-        label = "Submit to challenge" if index is None else f"Submit image {index + 1}"
-        super().__init__(
-            _button(
-                "submit", job_id, index, label=label, emoji="🏆", style=discord.ButtonStyle.secondary, row=row
-            )
-        )
-        self.job_id = job_id
-        self.index = index
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction, item: ui.Item[Any], match: re.Match[str]
-    ) -> Self:
-        return cls(match["job"], int(match["n"]) if match["n"] is not None else None)
-
-    async def callback(self, interaction: discord.Interaction) -> None:
-        from cogs.challenges import submit_from_result
-
-        await guarded(interaction, submit_from_result(interaction, self.job_id, self.index))
-
-
-def submit_picker(job_id: str, indexes: list[int]) -> ui.View:
-    """One Submit button per image, for a result with several."""
-    view = ui.View(timeout=None)
-    for n in indexes[: BUTTONS_PER_ROW * 4]:
-        view.add_item(SubmitButton(job_id, n, row=None))
-    return view
 
 
 DYNAMIC_ITEMS: tuple[type[ui.DynamicItem[Any]], ...] = (
@@ -298,16 +235,23 @@ DYNAMIC_ITEMS: tuple[type[ui.DynamicItem[Any]], ...] = (
 )
 
 
-def progress_view(job_id: str) -> ui.View:
+def progress_view(job_id: JobId) -> ui.View:
     view = ui.View(timeout=None)
     view.add_item(CancelButton(job_id))
     return view
 
 
-def result_view(job_id: str, indexes: list[int]) -> ui.View:
-    """Re-roll, Edit, Delete, Submit; then V1..Vn and U1..Un, five to a row (8 images fit in 5 rows)."""
+def result_view(job_id: JobId, indexes: list[int], *, from_upload: bool = False) -> ui.View:
+    """Re-roll, Edit, Delete, Submit; then V1..Vn and U1..Un, five to a row (8 images fit in 5 rows).
+
+    A result made from an upload gets neither Re-roll nor Submit: the upload is not kept, and challenges
+    take only brushfire's own images, so both buttons could only refuse.
+    """
     view = ui.View(timeout=None)
-    for item in (RerollButton(job_id), EditButton(job_id), DeleteButton(job_id), SubmitButton(job_id)):
+    items: list[ui.Item[Any]] = [EditButton(job_id), DeleteButton(job_id)]
+    if not from_upload:
+        items = [RerollButton(job_id), *items, SubmitButton(job_id)]
+    for item in items:
         view.add_item(item)
     row = 1
     for kind in (VaryButton, UpscaleButton):

@@ -9,13 +9,14 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.errors import BadAttachment
-from bot.plans import JobPlan, Requester
-from inference.protocol import MAX_PROMPT_CHARS
-from storage.guilds import GuildSettings
+from bot.checks import Gate
+from bot.core.errors import BadAttachment
+from bot.core.plans import JobPlan, Requester
+from bot.core.records import GuildSettings
+from inference.text import MAX_PROMPT_CHARS
 
 if TYPE_CHECKING:
-    from bot.bot import ImageBot
+    from bot.client import ImageBot
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,13 @@ class Edit(commands.Cog):
     def __init__(self, bot: ImageBot) -> None:
         self.bot = bot
 
-    @app_commands.command(name="edit", description="Change an image by instruction")
+    async def cog_load(self) -> None:
+        # Discord's client is told the very limit the planner enforces.
+        self.edit._params["instruction"].max_value = self.bot.settings.limits.prompt_chars
+
+    @app_commands.command(
+        name="edit", description="Change an image by instruction", extras={"gate": Gate.JOB}
+    )
     @app_commands.guild_only()
     @app_commands.describe(
         image="A PNG, JPEG or WebP image",
@@ -52,7 +59,7 @@ class Edit(commands.Cog):
                 raise BadAttachment(
                     "The attachment could not be downloaded from Discord; try again."
                 ) from None
-            return self.bot.jobs.planner.plan_edit(
+            return self.bot.services.jobs.planner.plan_edit(
                 requester, image=data, instruction=instruction, strength=strength, guild=guild
             )
 

@@ -9,12 +9,14 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.plans import ImagineOptions, JobPlan, Requester, parse_lane
-from inference.protocol import MAX_COUNT, MAX_PROMPT_CHARS, MAX_SEED
-from storage.guilds import GuildSettings
+from bot.checks import Gate
+from bot.core.plans import ImagineOptions, JobPlan, Requester, parse_lane
+from bot.core.records import GuildSettings
+from inference.protocol import MAX_COUNT, MAX_SEED
+from inference.text import MAX_PROMPT_CHARS
 
 if TYPE_CHECKING:
-    from bot.bot import ImageBot
+    from bot.client import ImageBot
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +32,15 @@ class Imagine(commands.Cog):
         aspect.choices = [
             # locale_str: translated where the catalogue knows the label (the default aspects' are there).
             app_commands.Choice(name=app_commands.locale_str((a.label or a.name)[:100]), value=a.name)
-            for a in self.bot.jobs.styles.aspects
+            for a in self.bot.services.guilds.styles.aspects
         ]
+        # Discord's client is told the very limit the planner enforces.
+        for name in ("prompt", "negative"):
+            self.imagine._params[name].max_value = self.bot.settings.limits.prompt_chars
 
-    @app_commands.command(name="imagine", description="Make images from a text prompt")
+    @app_commands.command(
+        name="imagine", description="Make images from a text prompt", extras={"gate": Gate.JOB}
+    )
     @app_commands.guild_only()
     @app_commands.describe(
         prompt="What to draw",
@@ -67,8 +74,8 @@ class Imagine(commands.Cog):
         )
 
         async def plan_for(requester: Requester, guild: GuildSettings) -> JobPlan:
-            book = await self.bot.jobs.style_book(requester.guild_id)
-            return self.bot.jobs.planner.plan_imagine(requester, options, guild, book)
+            book = await self.bot.services.guilds.style_book(requester.guild_id)
+            return self.bot.services.jobs.planner.plan_imagine(requester, options, guild, book)
 
         await self.bot.runner.run(interaction, plan_for)
 
@@ -76,7 +83,7 @@ class Imagine(commands.Cog):
     async def style_autocomplete(
         self, interaction: discord.Interaction, current: str
     ) -> list[app_commands.Choice[str]]:
-        book = await self.bot.jobs.style_book(interaction.guild_id or 0)
+        book = await self.bot.services.guilds.style_book(interaction.guild_id or 0)
         return [
             app_commands.Choice(name=_choice_name(s.name, s.description), value=s.name)
             for s in book.search(current)

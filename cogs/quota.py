@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-import time
 from collections.abc import Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -15,12 +14,13 @@ from discord import app_commands
 from discord.ext import commands
 from PIL import Image, ImageDraw
 
-from bot.delivery import requester_for
-from bot.errors import InvalidInput, NotPermitted, QuotaRefused
-from bot.quotas import QuotaError, QuotaStatus, UsageReport
+from bot.checks import admin_only
+from bot.core.errors import InvalidInput, QuotaRefused
+from bot.core.quotas.records import QuotaError, QuotaStatus, UsageReport
+from bot.interactions import requester_for
 
 if TYPE_CHECKING:
-    from bot.bot import ImageBot
+    from bot.client import ImageBot
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,8 @@ def quota_embed(status: QuotaStatus, who: str) -> discord.Embed:
         if status.bonus_remaining:
             embed.description += f" (+{status.bonus_remaining} bonus)"
     embed.add_field(name="Window", value=f"rolling {describe_window(status.window_s)}")
-    refill = f"<t:{int(status.next_refill_at)}:R>" if status.next_refill_at else "nothing is being used"
+    second = status.next_refill_second
+    refill = f"<t:{second}:R>" if second is not None else "nothing is being used"
     embed.add_field(name="Next credit returns", value=refill)
     tier = status.tier_name or {"override": "personal limit", "unlimited": "unlimited"}.get(
         status.source, "server default"
@@ -106,22 +107,14 @@ class Quota(commands.Cog):
     @app_commands.command(name="quota", description="Your credits: what is left and when more return")
     @app_commands.guild_only()
     async def quota(self, interaction: discord.Interaction) -> None:
-        status = await self.bot.jobs.quota_status(requester_for(interaction))
+        status = await self.bot.services.jobs.quota_status(requester_for(interaction))
         await interaction.response.send_message(
             embed=quota_embed(status, interaction.user.display_name), ephemeral=True
         )
 
-    admin = app_commands.Group(
-        name="quota-admin",
-        description="Manage credits on this server",
-        default_permissions=discord.Permissions(manage_guild=True),
-        guild_only=True,
+    admin = admin_only("change credits")(
+        app_commands.Group(name="quota-admin", description="Manage credits on this server")
     )
-
-    async def _check_admin(self, interaction: discord.Interaction) -> None:
-        # default_permissions only hides the command; server owners can show it to anyone.
-        if not interaction.permissions.manage_guild:
-            raise NotPermitted("Only members with Manage Server can change credits.")
 
     async def _run(self, interaction: discord.Interaction, text: str) -> None:
         await interaction.response.send_message(text, ephemeral=True)
@@ -131,10 +124,9 @@ class Quota(commands.Cog):
     async def set_default(
         self, interaction: discord.Interaction, limit: int, window_hours: int | None = None
     ) -> None:
-        await self._check_admin(interaction)
         window = window_hours * HOUR_S if window_hours is not None else None
         overview = await _quota_call(
-            self.bot.quotas.set_guild_default(
+            self.bot.services.quotas.admin.set_guild_default(
                 _guild(interaction), interaction.user.id, limit=limit, window_s=window
             )
         )
@@ -145,15 +137,18 @@ class Quota(commands.Cog):
 
     @admin.command(name="set-tier", description="Credits per window for a role (0 removes the tier)")
     async def set_tier(self, interaction: discord.Interaction, role: discord.Role, limit: int) -> None:
-        await self._check_admin(interaction)
         if limit == 0:
             await _quota_call(
-                self.bot.quotas.clear_role_tier(_guild(interaction), role.id, interaction.user.id)
+                self.bot.services.quotas.admin.clear_role_tier(
+                    _guild(interaction), role.id, interaction.user.id
+                )
             )
             await self._run(interaction, f"{role.mention} no longer has its own tier.")
             return
         await _quota_call(
-            self.bot.quotas.set_role_tier(_guild(interaction), role.id, role.name, limit, interaction.user.id)
+            self.bot.services.quotas.admin.set_role_tier(
+                _guild(interaction), role.id, role.name, limit, interaction.user.id
+            )
         )
         await self._run(interaction, f"{role.mention} now gets {limit} credits per window.")
 
@@ -161,14 +156,15 @@ class Quota(commands.Cog):
     async def set_user(
         self, interaction: discord.Interaction, user: discord.Member, limit: int, unlimited: bool = False
     ) -> None:
-        await self._check_admin(interaction)
         guild = _guild(interaction)
         if limit == 0 and not unlimited:
-            await _quota_call(self.bot.quotas.clear_user_override(guild, user.id, interaction.user.id))
+            await _quota_call(
+                self.bot.services.quotas.admin.clear_user_override(guild, user.id, interaction.user.id)
+            )
             await self._run(interaction, f"{user.mention} is back on the server's limits.")
             return
         await _quota_call(
-            self.bot.quotas.set_user_override(
+            self.bot.services.quotas.admin.set_user_override(
                 guild, user.id, interaction.user.id, limit=limit or None, unlimited=unlimited
             )
         )
@@ -185,10 +181,9 @@ class Quota(commands.Cog):
         expires_hours: int | None = None,
         reason: str | None = None,
     ) -> None:
-        await self._check_admin(interaction)
-        expires = time.time() + expires_hours * HOUR_S if expires_hours else None
+        expires = self.bot.services.clock() + expires_hours * HOUR_S if expires_hours else None
         await _quota_call(
-            self.bot.quotas.grant_bonus(
+            self.bot.services.quotas.admin.grant_bonus(
                 _guild(interaction), user.id, credits, interaction.user.id, expires, reason
             )
         )
@@ -196,34 +191,41 @@ class Quota(commands.Cog):
 
     @admin.command(name="reset", description="Forgive a member's usage in the current window")
     async def reset(self, interaction: discord.Interaction, user: discord.Member) -> None:
-        await self._check_admin(interaction)
-        voided = await _quota_call(
-            self.bot.quotas.reset_user(_guild(interaction), user.id, interaction.user.id)
+        done = await _quota_call(
+            self.bot.services.quotas.admin.reset_user(_guild(interaction), user.id, interaction.user.id)
         )
-        await self._run(interaction, f"Reset {user.mention}: {voided} charge(s) forgiven.")
+        relax = f" and {done.relax_credits} relax credit(s)" if done.relax_credits else ""
+        await self._run(
+            interaction,
+            f"Reset {user.mention}: {done.credits} credit(s){relax} forgiven over {done.jobs} charge(s); "
+            "bonus credits already spent stay spent.",
+        )
 
     @admin.command(name="block", description="Stop a member from making images")
     async def block(
         self, interaction: discord.Interaction, user: discord.Member, reason: str | None = None
     ) -> None:
-        await self._check_admin(interaction)
-        await _quota_call(self.bot.quotas.block(_guild(interaction), user.id, interaction.user.id, reason))
+        await _quota_call(
+            self.bot.services.quotas.admin.block(_guild(interaction), user.id, interaction.user.id, reason)
+        )
         await self._run(interaction, f"{user.mention} is blocked.")
 
     @admin.command(name="unblock", description="Let a blocked member make images again")
     async def unblock(self, interaction: discord.Interaction, user: discord.Member) -> None:
-        await self._check_admin(interaction)
-        await _quota_call(self.bot.quotas.unblock(_guild(interaction), user.id, interaction.user.id))
+        await _quota_call(
+            self.bot.services.quotas.admin.unblock(_guild(interaction), user.id, interaction.user.id)
+        )
         await self._run(interaction, f"{user.mention} is unblocked.")
 
     @admin.command(name="report", description="Usage over the last days: top users and a chart")
     async def report(
         self, interaction: discord.Interaction, days: app_commands.Range[int, 1, 90] = 30
     ) -> None:
-        await self._check_admin(interaction)
         await interaction.response.defer(ephemeral=True, thinking=True)
-        report = await _quota_call(self.bot.quotas.usage_report(_guild(interaction), days=days, top=10))
-        chart = await asyncio.to_thread(report_chart, report, days, time.time())
+        report = await _quota_call(
+            self.bot.services.quotas.reports.usage_report(_guild(interaction), days=days, top=10)
+        )
+        chart = await asyncio.to_thread(report_chart, report, days, self.bot.services.clock())
         total = sum(d.credits for d in report.per_day)
         text = f"**{total}** credits used by **{len(report.per_user)}** member(s) in {days} days\n{report_table(report)}"
         await interaction.followup.send(

@@ -10,12 +10,13 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.errors import InvalidInput, NotPermitted
-from bot.plans import REGEX_PREFIX
-from storage.guilds import MAX_IMAGES_PER_JOB, GuildSettings
+from bot.checks import admin_only
+from bot.core.errors import InvalidInput
+from bot.core.plans import REGEX_PREFIX
+from bot.core.records import MAX_IMAGES_PER_JOB, GuildSettings
 
 if TYPE_CHECKING:
-    from bot.bot import ImageBot
+    from bot.client import ImageBot
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ def settings_embed(s: GuildSettings) -> discord.Embed:
     return embed
 
 
+@admin_only("change brushfire's settings")
 class Settings(
     commands.GroupCog, group_name="settings", group_description="brushfire's settings for this server"
 ):
@@ -42,22 +44,13 @@ class Settings(
         self.bot = bot
         super().__init__()
 
-    async def interaction_check(self, interaction: discord.Interaction) -> bool:  # type: ignore[override]
-        # default_permissions only hides the group; server owners can show it to anyone.
-        if interaction.guild_id is None or not interaction.permissions.manage_guild:
-            raise NotPermitted("Only members with Manage Server can change brushfire's settings.")
-        return True
-
     async def _update(self, interaction: discord.Interaction, **changes: Any) -> None:
         guild_id = interaction.guild_id or 0
-        try:
-            new = await self.bot.jobs.guilds.update(guild_id, interaction.user.id, **changes)
-        except ValueError as exc:
-            raise InvalidInput(f"That setting was not changed: {exc}.") from None
+        new = await self.bot.services.guilds.update(guild_id, interaction.user.id, **changes)
         await interaction.response.send_message("Saved.", embed=settings_embed(new), ephemeral=True)
 
     async def _current(self, interaction: discord.Interaction) -> GuildSettings:
-        return await self.bot.jobs.guild(interaction.guild_id or 0)
+        return await self.bot.services.guilds.settings(interaction.guild_id or 0)
 
     @app_commands.command(name="show", description="Show this server's settings")
     async def show(self, interaction: discord.Interaction) -> None:
@@ -112,7 +105,9 @@ class Settings(
 
     @app_commands.command(name="default-style", description="The style used when /imagine names none")
     async def default_style(self, interaction: discord.Interaction, style: str | None = None) -> None:
-        book = await self.bot.jobs.style_book(interaction.guild_id or 0)  # the server's own presets count too
+        book = await self.bot.services.guilds.style_book(
+            interaction.guild_id or 0
+        )  # the server's own presets count too
         preset = book.style(style)
         await self._update(interaction, default_style=preset.name if preset else None)
 
@@ -120,7 +115,7 @@ class Settings(
     async def _style_choices(
         self, interaction: discord.Interaction, current: str
     ) -> list[app_commands.Choice[str]]:
-        book = await self.bot.jobs.style_book(interaction.guild_id or 0)
+        book = await self.bot.services.guilds.style_book(interaction.guild_id or 0)
         return [app_commands.Choice(name=s.name, value=s.name) for s in book.search(current)]
 
     @app_commands.command(name="max-images", description="Most images one job may ask for")
@@ -131,7 +126,4 @@ class Settings(
 
 
 async def setup(bot: ImageBot) -> None:
-    cog = Settings(bot)
-    cog.app_command.default_permissions = discord.Permissions(manage_guild=True)
-    cog.app_command.guild_only = True
-    await bot.add_cog(cog)
+    await bot.add_cog(Settings(bot))

@@ -10,12 +10,12 @@ from discord import app_commands
 from discord.ext import commands
 from pydantic import ValidationError
 
-from bot.errors import InvalidInput, NotPermitted
-from bot.styles import StyleBook, StylePreset
-from storage.styles import GuildStyleExists, GuildStyleRecord, TooManyGuildStyles
+from bot.checks import admin_only
+from bot.core.errors import InvalidInput
+from bot.core.styles import StyleBook, StylePreset
 
 if TYPE_CHECKING:
-    from bot.bot import ImageBot
+    from bot.client import ImageBot
 
 log = logging.getLogger(__name__)
 
@@ -55,19 +55,15 @@ class Styles(commands.Cog):
     @app_commands.command(name="styles", description="Show the style presets you can use here")
     @app_commands.guild_only()
     async def styles(self, interaction: discord.Interaction) -> None:
-        book = await self.bot.jobs.style_book(interaction.guild_id or 0)
+        book = await self.bot.services.guilds.style_book(interaction.guild_id or 0)
         await interaction.response.send_message(embed=styles_embed(book), ephemeral=True)
 
 
+@admin_only("change this server's styles")
 class StyleAdmin(commands.GroupCog, group_name="style", group_description="This server's own style presets"):
     def __init__(self, bot: ImageBot) -> None:
         self.bot = bot
         super().__init__()
-
-    async def interaction_check(self, interaction: discord.Interaction) -> bool:  # type: ignore[override]
-        if interaction.guild_id is None or not interaction.permissions.manage_guild:
-            raise NotPermitted("Only members with Manage Server can change this server's styles.")
-        return True
 
     @app_commands.command(name="add", description="Add a style preset for this server")
     @app_commands.describe(
@@ -93,7 +89,6 @@ class StyleAdmin(commands.GroupCog, group_name="style", group_description="This 
         adapter_scale: app_commands.Range[float, 0.0, 2.0] = 1.0,
     ) -> None:
         guild_id = interaction.guild_id or 0
-        book = await self.bot.jobs.style_book(guild_id)
         try:
             preset = StylePreset(
                 name=name.strip().lower(),
@@ -108,44 +103,19 @@ class StyleAdmin(commands.GroupCog, group_name="style", group_description="This 
             )
         except ValidationError as exc:
             raise InvalidInput(f"That style was not added: {_validation_text(exc)}.") from None
-        self._check(preset, book)
-        record = GuildStyleRecord(
-            guild_id=guild_id,
-            created_by=interaction.user.id,
-            **preset.model_dump(exclude={"name"}),
-            name=preset.name,
-        )
-        try:
-            await self.bot.jobs.guild_styles.add(record)
-        except GuildStyleExists:
-            raise InvalidInput(
-                f"This server already has a style called `{preset.name}`; remove it first."
-            ) from None
-        except TooManyGuildStyles as exc:
-            raise InvalidInput(f"That style was not added: {exc}.") from None
+        await self.bot.services.guilds.add_style(guild_id, interaction.user.id, preset)
         await interaction.response.send_message(f"Added style `{preset.name}`.", ephemeral=True)
-
-    def _check(self, preset: StylePreset, book: StyleBook) -> None:
-        if preset.name in {s.name for s in book.styles} and preset.name not in book.guild_names:
-            raise InvalidInput(f"`{preset.name}` is one of brushfire's own styles; pick another name.")
-        if preset.aspect is not None:
-            book.aspect(preset.aspect)
-        known = self.bot.settings.switchable_adapters
-        if preset.adapter is not None and preset.adapter not in known:
-            listed = ", ".join(sorted(known)) or "none are configured"
-            raise InvalidInput(f"The worker has no LoRA adapter called `{preset.adapter[:50]}` ({listed}).")
 
     @app_commands.command(name="remove", description="Remove one of this server's style presets")
     async def remove(self, interaction: discord.Interaction, name: str) -> None:
-        if not await self.bot.jobs.guild_styles.remove(interaction.guild_id or 0, name.strip().lower()):
-            raise InvalidInput(f"This server has no style of its own called `{name[:50]}`.")
-        await interaction.response.send_message(f"Removed style `{name.strip().lower()}`.", ephemeral=True)
+        removed = await self.bot.services.guilds.remove_style(interaction.guild_id or 0, name)
+        await interaction.response.send_message(f"Removed style `{removed}`.", ephemeral=True)
 
     @remove.autocomplete("name")
     async def _own_styles(
         self, interaction: discord.Interaction, current: str
     ) -> list[app_commands.Choice[str]]:
-        book = await self.bot.jobs.style_book(interaction.guild_id or 0)
+        book = await self.bot.services.guilds.style_book(interaction.guild_id or 0)
         return [
             app_commands.Choice(name=s.name, value=s.name)
             for s in book.search(current)
@@ -155,7 +125,4 @@ class StyleAdmin(commands.GroupCog, group_name="style", group_description="This 
 
 async def setup(bot: ImageBot) -> None:
     await bot.add_cog(Styles(bot))
-    admin = StyleAdmin(bot)
-    admin.app_command.default_permissions = discord.Permissions(manage_guild=True)
-    admin.app_command.guild_only = True
-    await bot.add_cog(admin)
+    await bot.add_cog(StyleAdmin(bot))

@@ -1,7 +1,7 @@
 """The diffusers engine: loads the pipelines once and runs one batched pipeline call per batch of jobs.
 
 This is the only module of the worker that imports torch and diffusers. The scheduler drives it through
-the `Engine` protocol in `inference.protocol`, from a worker thread, one batch at a time.
+the `Engine` protocol in `inference.engine_api`, from a worker thread, one batch at a time.
 """
 
 from __future__ import annotations
@@ -14,44 +14,52 @@ import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import diffusers
 import torch
 from diffusers import (
     AutoencoderTiny,
     AutoPipelineForImage2Image,
     AutoPipelineForText2Image,
-    DiffusionPipeline,
     StableDiffusionInstructPix2PixPipeline,
 )
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from inference import families
-from inference.families import Family
-from inference.protocol import (
-    MAX_STEPS,
+from inference.engine_api import (
     BatchItem,
     BatchKey,
+    DeviceMemory,
     EngineError,
     EngineOutOfMemory,
     GeneratedImage,
-    JobKind,
+    KindDefaults,
     StepUpdate,
 )
+from inference.families import Family
+from inference.loading import (
+    TINY_EDIT_MODEL_NAME,
+    TINY_MODEL_NAME,
+    Pipeline,
+    from_pretrained,
+    load_adapters,
+    model_sources,
+    prepare,
+    quiet_libraries,
+    resolve_device,
+    resolve_dtype,
+    set_scheduler,
+    share_components,
+)
+from inference.protocol import MAX_STEPS
 from inference.safety import SafetyClassifier
-from inference.settings import AdapterSettings, EngineSettings, ModelDefaults
+from inference.settings import EngineSettings, ModelDefaults
+from inference.vocabulary import JobKind
 
 log = logging.getLogger(__name__)
 
 PREVIEW_MAX_SIDE = 128
-TINY_MODEL_NAME = "brushfire/tiny"
-# What an edit's PNG `model` chunk names when the bundled edit pipeline made it.
-TINY_EDIT_MODEL_NAME = "brushfire/tiny-edit"
-# The trained tiny shapes model (inference/tiny/MODEL_CARD.md): its `generate` and `edit` pipelines.
-BUNDLED_MODEL_ROOT = Path(__file__).parent / "tiny" / "model"
 
 
 class _Stopped(Exception):
@@ -60,69 +68,21 @@ class _Stopped(Exception):
 
 @dataclass(slots=True)
 class _Pipelines:
-    generate: DiffusionPipeline
-    img2img: DiffusionPipeline  # shares every module with `generate`
-    edit: DiffusionPipeline | None  # an instruction-editing pipeline, when configured
+    generate: Pipeline
+    img2img: Pipeline  # shares every module with `generate`
+    edit: Pipeline | None  # an instruction-editing pipeline, when configured
     family: Family  # of `generate` and `img2img`
-
-
-def resolve_device(choice: str) -> torch.device:
-    """The device for a settings choice: `auto` takes cuda, then mps, then cpu."""
-    if choice == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise EngineError("device 'cuda' was asked for but torch sees no CUDA device")
-    if choice == "mps" and not torch.backends.mps.is_available():
-        raise EngineError("device 'mps' was asked for but this torch has no MPS backend")
-    return torch.device(choice)
-
-
-def resolve_dtype(choice: str, device: torch.device) -> torch.dtype:
-    """The weight dtype: bf16 (or fp16 where bf16 is unsupported) on a GPU, fp32 on the CPU."""
-    if choice != "auto":
-        return getattr(torch, choice)
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "mps":
-        return torch.float16
-    return torch.float32
-
-
-def bundled_model_dir(kind: str) -> Path:
-    """The bundled trained tiny model's `generate` or `edit` pipeline folder, shipped inside the package."""
-    folder = BUNDLED_MODEL_ROOT / kind
-    if not (folder / "model_index.json").is_file():
-        raise EngineError(
-            f"the bundled tiny model is missing: no {kind} pipeline at {folder} "
-            "(reinstall brushfire, or set [engine] model to a model of your own)"
-        )
-    return folder
-
-
-def model_sources(settings: EngineSettings) -> tuple[str, str | None]:
-    """The main and edit model to load: the configured ones, or both bundled pipelines when none is set.
-
-    A configured main model without an edit model edits by img2img on its own weights.
-    """
-    if settings.model:
-        return settings.model, settings.edit_model
-    generate = str(bundled_model_dir("generate"))
-    return generate, settings.edit_model or str(bundled_model_dir("edit"))
 
 
 class _Previewer:
     """Turns the latents of a step into small RGB previews, one per image, for the family that made them."""
 
-    def __init__(self, decoder: AutoencoderTiny | None, family: Family) -> None:
+    def __init__(self, decoder: Any, family: Family) -> None:
         self._decoder = decoder
         self._family = family  # the main model's, which the decoder was checked against
 
     def __call__(
-        self, pipe: DiffusionPipeline, latents: torch.Tensor | None, size: tuple[int, int], family: Family
+        self, pipe: Pipeline, latents: torch.Tensor | None, size: tuple[int, int], family: Family
     ) -> list[Image.Image]:
         if latents is None:
             return []
@@ -211,17 +171,17 @@ class DiffusersEngine:
         """Load every configured pipeline onto the device. Slow and synchronous: call it in a thread."""
         if settings.cpu_threads:
             torch.set_num_threads(settings.cpu_threads)
-        _quiet_libraries()
+        quiet_libraries()
         device = resolve_device(settings.device)
         dtype = resolve_dtype(settings.dtype, device)
         source, edit_source = model_sources(settings)
         # `dtype` also upcasts the bundled model's float16-saved weights to float32 on a CPU.
         log.info("loading %s on %s as %s", source, device, dtype)
         families.check_model_folder(source)
-        generate = _from_pretrained(AutoPipelineForText2Image, source, settings, dtype)
+        generate = from_pretrained(AutoPipelineForText2Image, source, settings, dtype)
         edit = None
         if edit_source:
-            edit = _from_pretrained(StableDiffusionInstructPix2PixPipeline, edit_source, settings, dtype)
+            edit = from_pretrained(StableDiffusionInstructPix2PixPipeline, edit_source, settings, dtype)
         return cls.from_pipeline(
             settings, generate, edit=edit, model_name=settings.model or TINY_MODEL_NAME, device=device
         )
@@ -230,10 +190,10 @@ class DiffusersEngine:
     def from_pipeline(
         cls,
         settings: EngineSettings,
-        generate: DiffusionPipeline,
+        generate: Pipeline,
         *,
         model_name: str,
-        edit: DiffusionPipeline | None = None,
+        edit: Pipeline | None = None,
         device: torch.device | None = None,
     ) -> DiffusersEngine:
         """Wrap already-built pipelines (the random-weight benchmark architectures use this)."""
@@ -243,16 +203,16 @@ class DiffusersEngine:
         families.check_settings(family, generate, settings)
         for pipe in (generate, edit):
             if pipe is not None:
-                _prepare(pipe, settings, device, dtype)
+                prepare(pipe, settings, device, dtype)
         if edit is not None:
-            _share_components(edit, generate)
-        _set_scheduler(generate, settings)
+            share_components(edit, generate)
+        set_scheduler(generate, settings)
         pipes = _Pipelines(generate, AutoPipelineForImage2Image.from_pipe(generate), edit, family)
         pipes.img2img.set_progress_bar_config(disable=True)
-        _load_adapters(pipes.generate, settings)
+        load_adapters(pipes.generate, settings)
         decoder = None
         if settings.preview_decoder:
-            decoder = _from_pretrained(AutoencoderTiny, settings.preview_decoder, settings, dtype).to(device)
+            decoder = from_pretrained(AutoencoderTiny, settings.preview_decoder, settings, dtype).to(device)
             families.check_preview_decoder(family, decoder)
         safety = None
         if settings.safety is not None:
@@ -286,22 +246,22 @@ class DiffusersEngine:
     def model_defaults(self) -> ModelDefaults:
         return self._settings.defaults.model_copy()
 
-    def defaults(self, kind: JobKind) -> tuple[int, float, int, int]:
+    def defaults(self, kind: JobKind) -> KindDefaults:
         d = self._settings.defaults
         if kind is JobKind.EDIT:
             steps = d.edit_steps if d.edit_steps is not None else d.steps
             guidance = d.edit_guidance if d.edit_guidance is not None else d.guidance
-            return steps, guidance, d.width, d.height
-        return d.steps, d.guidance, d.width, d.height
+            return KindDefaults(steps, guidance, d.width, d.height)
+        return KindDefaults(d.steps, d.guidance, d.width, d.height)
 
-    def memory(self) -> tuple[int | None, int | None]:
+    def memory(self) -> DeviceMemory:
         if self._device.type == "cuda":
             total = torch.cuda.get_device_properties(self._device).total_memory
-            return torch.cuda.memory_allocated(self._device), total
+            return DeviceMemory(torch.cuda.memory_allocated(self._device), total)
         if self._device.type == "mps":
             # Apple GPUs share system memory; torch reports the working-set limit Metal recommends.
-            return torch.mps.current_allocated_memory(), torch.mps.recommended_max_memory()
-        return None, None
+            return DeviceMemory(torch.mps.current_allocated_memory(), torch.mps.recommended_max_memory())
+        return DeviceMemory()
 
     def run_batch(
         self,
@@ -345,7 +305,7 @@ class DiffusersEngine:
             raise EngineError(f"{shape.kind} jobs need an input image: {missing}")
         return shape
 
-    def _pipe_for(self, shape: BatchKey) -> DiffusionPipeline:
+    def _pipe_for(self, shape: BatchKey) -> Pipeline:
         if shape.kind is JobKind.GENERATE:
             return self._pipes.generate
         if shape.kind is JobKind.EDIT and self._pipes.edit is not None:
@@ -354,7 +314,7 @@ class DiffusersEngine:
             return self._pipes.edit
         return self._pipes.img2img
 
-    def _apply_adapter(self, pipe: DiffusionPipeline, shape: BatchKey) -> None:
+    def _apply_adapter(self, pipe: Pipeline, shape: BatchKey) -> None:
         """Switch LoRA adapters for this batch so no batch inherits another's adapter."""
         if shape.adapter is not None and shape.adapter not in self._adapters:
             raise EngineError(f"unknown adapter {shape.adapter!r}; loaded: {self._adapters}")
@@ -366,9 +326,7 @@ class DiffusersEngine:
             pipe.enable_lora()
             pipe.set_adapters([shape.adapter], adapter_weights=[shape.adapter_scale])
 
-    def _call_kwargs(
-        self, pipe: DiffusionPipeline, items: list[BatchItem], shape: BatchKey
-    ) -> dict[str, Any]:
+    def _call_kwargs(self, pipe: Pipeline, items: list[BatchItem], shape: BatchKey) -> dict[str, Any]:
         size = families.pipeline_size(self._pipes.family, shape.width, shape.height)
         prompts = [it.request.prompt for it in items for _ in range(it.request.count)]
         negatives = [it.request.negative_prompt for it in items for _ in range(it.request.count)]
@@ -388,7 +346,11 @@ class DiffusersEngine:
             "callback_on_step_end_tensor_inputs": ["latents"],
         }
         if shape.kind.needs_image:
-            kwargs["image"] = [self._init_image(it, size) for it in items for _ in range(it.request.count)]
+            # Each job's input decoded once, straight to the output size, only while its batch runs.
+            inputs = [self._init_image(it, size) for it in items]
+            kwargs["image"] = [
+                img for it, img in zip(items, inputs, strict=True) for _ in range(it.request.count)
+            ]
         if pipe is self._pipes.edit:
             kwargs["image_guidance_scale"] = (
                 shape.image_guidance or self._settings.defaults.edit_image_guidance
@@ -399,16 +361,13 @@ class DiffusersEngine:
             kwargs["num_inference_steps"] = _steps_for_strength(shape.steps, strength)
         if pipe is not self._pipes.edit:
             kwargs = families.adapt_call(self._pipes.family, pipe, kwargs)
-        accepted = _call_parameters(type(pipe))
+        accepted = _call_parameters(pipe.__class__)
         return {k: v for k, v in kwargs.items() if k in accepted}
 
     @staticmethod
     def _init_image(item: BatchItem, size: tuple[int, int]) -> Image.Image:
         assert item.init_image is not None
-        img = item.init_image.convert("RGB")
-        if img.size != size:
-            img = img.resize(size, Image.Resampling.LANCZOS)
-        return img
+        return item.init_image.decode(size)
 
     def _step_callback(
         self,
@@ -421,7 +380,7 @@ class DiffusersEngine:
         planned = kwargs.get("num_inference_steps", 1)
         size = (kwargs.get("width", 0), kwargs.get("height", 0))
 
-        def callback(pipe: DiffusionPipeline, i: int, _t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+        def callback(pipe: Pipeline, i: int, _t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
             total = getattr(pipe, "_num_timesteps", None) or planned
             step = i + 1
             want_preview = step % every == 0 and step < total
@@ -438,7 +397,7 @@ class DiffusersEngine:
 
         return callback
 
-    def _call(self, pipe: DiffusionPipeline, kwargs: dict[str, Any]) -> Any:
+    def _call(self, pipe: Pipeline, kwargs: dict[str, Any]) -> Any:
         try:
             return pipe(**kwargs)
         except _Stopped:
@@ -452,7 +411,7 @@ class DiffusersEngine:
             raise EngineError(f"pipeline failed: {type(exc).__name__}: {exc}") from exc
 
     def _results(
-        self, items: list[BatchItem], shape: BatchKey, output: Any, pipe: DiffusionPipeline
+        self, items: list[BatchItem], shape: BatchKey, output: Any, pipe: Pipeline
     ) -> list[list[GeneratedImage]]:
         # SD3 and FLUX ran at a multiple of 16: give each job the size it asked for.
         images = [
@@ -492,9 +451,7 @@ class DiffusersEngine:
                 raise EngineOutOfMemory(f"out of memory checking {len(images)} images: {exc}") from exc
             raise EngineError(f"safety checker failed: {type(exc).__name__}: {exc}") from exc
 
-    def _metadata(
-        self, item: BatchItem, shape: BatchKey, seed: int, pipe: DiffusionPipeline
-    ) -> dict[str, str]:
+    def _metadata(self, item: BatchItem, shape: BatchKey, seed: int, pipe: Pipeline) -> dict[str, str]:
         edit_model = pipe is self._pipes.edit
         meta = {
             "prompt": item.request.prompt,
@@ -516,118 +473,3 @@ class DiffusersEngine:
 
 
 # --- Loading helpers ---
-
-
-def _quiet_libraries() -> None:
-    """Route diffusers/transformers chatter to our logs: no tqdm bars, no optional-backend warnings.
-
-    The worker process owns these libraries, so setting their process-wide verbosity here is safe; the
-    loading progress bars would otherwise garble the CLI's own progress line.
-    """
-    diffusers.utils.logging.disable_progress_bar()
-    diffusers.utils.logging.set_verbosity_error()
-    transformers_logging = getattr(__import__("transformers").utils, "logging", None)
-    if transformers_logging is not None:
-        transformers_logging.disable_progress_bar()
-        transformers_logging.set_verbosity_error()
-
-
-def _from_pretrained(loader: Any, source: str, settings: EngineSettings, dtype: torch.dtype) -> Any:
-    """`loader.from_pretrained(source)` (a pipeline or a model), with any failure as a clear EngineError."""
-    try:
-        return loader.from_pretrained(source, **_load_kwargs(loader, settings, dtype))
-    except Exception as exc:  # missing files, offline hub, bad configs, corrupt weights: all fatal here
-        raise EngineError(f"cannot load model {source!r}: {type(exc).__name__}: {exc}") from exc
-
-
-def _load_kwargs(loader: Any, settings: EngineSettings, dtype: torch.dtype) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {"torch_dtype": dtype, "use_safetensors": True}
-    if settings.cache_dir is not None:
-        kwargs["cache_dir"] = str(settings.cache_dir)
-    # An independent checker replaces the pipeline's own, so no image is checked twice.
-    own_checker = settings.safety_checker and settings.safety is None
-    if not own_checker and issubclass(loader, (DiffusionPipeline, AutoPipelineForText2Image)):
-        kwargs["safety_checker"] = None
-        kwargs["requires_safety_checker"] = False
-    return kwargs
-
-
-def _prepare(
-    pipe: DiffusionPipeline, settings: EngineSettings, device: torch.device, dtype: torch.dtype
-) -> None:
-    """Move to the device and apply the optional speed switches (SDPA attention is diffusers' default)."""
-    # from_pretrained already loaded the weights in `dtype`; cast only pipelines built some other way.
-    if pipe.dtype != dtype:
-        pipe.to(dtype=dtype)
-    pipe.to(device)
-    pipe.set_progress_bar_config(disable=True)
-    denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
-    if settings.channels_last:
-        for module in (denoiser, getattr(pipe, "vae", None)):
-            if module is not None:
-                module.to(memory_format=torch.channels_last)
-    if settings.compile and denoiser is not None:
-        # In place, so the img2img pipeline that shares this module runs the compiled one too.
-        denoiser.compile()
-
-
-def _share_components(edit: DiffusionPipeline, generate: DiffusionPipeline) -> None:
-    """Point the edit pipeline at the main VAE and text encoder where their weights are identical.
-
-    InstructPix2Pix fine-tuned only the UNet of SD 1.5, so next to an SD 1.5 model this drops a second
-    copy of both from device memory.
-    """
-    for name in ("vae", "text_encoder"):
-        mine, main = getattr(edit, name, None), getattr(generate, name, None)
-        if mine is None or main is None or type(mine) is not type(main) or not _same_weights(mine, main):
-            continue
-        edit.register_modules(**{name: main})
-        log.info("edit pipeline shares the main %s", name)
-
-
-def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
-    sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(
-        sa[k].shape == sb[k].shape and sa[k].dtype == sb[k].dtype and torch.equal(sa[k], sb[k]) for k in sa
-    )
-
-
-def _set_scheduler(pipe: DiffusionPipeline, settings: EngineSettings) -> None:
-    if settings.scheduler is None and settings.timestep_spacing is None:
-        return
-    cls = type(pipe.scheduler)
-    if settings.scheduler is not None:
-        cls = getattr(diffusers, settings.scheduler, None)
-        if cls is None or not hasattr(cls, "from_config"):
-            raise EngineError(f"unknown scheduler {settings.scheduler!r}")
-    overrides = {"timestep_spacing": settings.timestep_spacing} if settings.timestep_spacing else {}
-    pipe.scheduler = cls.from_config(pipe.scheduler.config, **overrides)
-
-
-def _load_adapters(pipe: DiffusionPipeline, settings: EngineSettings) -> None:
-    """Fuse the always-on adapters into the weights, then load the switchable ones (disabled)."""
-    fused = [a for a in settings.adapters if a.fuse]
-    switchable = [a for a in settings.adapters if not a.fuse]
-    for adapter in fused:
-        _load_adapter(pipe, adapter)
-    if fused:
-        pipe.set_adapters([a.name for a in fused], adapter_weights=[a.scale for a in fused])
-        pipe.fuse_lora(adapter_names=[a.name for a in fused])
-        pipe.unload_lora_weights()  # the fused weights stay; the LoRA layers go
-    for adapter in switchable:
-        _load_adapter(pipe, adapter)
-    if switchable:
-        pipe.disable_lora()
-
-
-def _load_adapter(pipe: DiffusionPipeline, adapter: AdapterSettings) -> None:
-    try:
-        pipe.load_lora_weights(adapter.path, weight_name=adapter.weight_name, adapter_name=adapter.name)
-    except Exception as exc:  # a missing file, no peft, keys that match no layer
-        raise EngineError(f"cannot load adapter {adapter.name!r} from {adapter.path!r}: {exc}") from exc
-    loaded = {name for names in pipe.get_list_adapters().values() for name in names}
-    if adapter.name not in loaded:  # diffusers only warns when no key fits (a LoRA made for another family)
-        family = families.family_of(pipe)
-        raise EngineError(
-            f"adapter {adapter.name!r} from {adapter.path!r} matched no layer of this {family.title} model"
-        )

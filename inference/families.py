@@ -12,15 +12,18 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import torch
-from diffusers import DiffusionPipeline, FluxPipeline
+from diffusers import FluxPipeline
 
-from inference.protocol import EngineError
+from inference.engine_api import EngineError
 from inference.settings import EngineSettings
 
 log = logging.getLogger(__name__)
+
+# diffusers pipelines gain their components and methods at runtime, out of mypy's sight.
+Pipeline: TypeAlias = Any
 
 Rgb = tuple[float, float, float]
 
@@ -144,7 +147,7 @@ FLUX_SCHNELL_MAX_TOKENS = 256
 FLUX_DEV_MAX_TOKENS = 512
 
 
-def family_of(pipe: DiffusionPipeline) -> Family:
+def family_of(pipe: Pipeline) -> Family:
     """The family of a loaded text-to-image pipeline; a clear EngineError for any other kind of model."""
     return family_named(type(pipe).__name__)
 
@@ -176,7 +179,7 @@ def check_model_folder(source: str) -> None:
     family_named(class_name)
 
 
-def check_settings(family: Family, pipe: DiffusionPipeline, settings: EngineSettings) -> None:
+def check_settings(family: Family, pipe: Pipeline, settings: EngineSettings) -> None:
     """Refuse, at start, settings this family cannot honour (schedulers of the other kind, spacing)."""
     if settings.scheduler is not None and settings.scheduler.startswith("FlowMatch") != family.flow_matching:
         kind = "flow-matching" if family.flow_matching else "noise-prediction"
@@ -211,7 +214,7 @@ def pipeline_size(family: Family, width: int, height: int) -> tuple[int, int]:
     return math.ceil(width / m) * m, math.ceil(height / m) * m
 
 
-def adapt_call(family: Family, pipe: DiffusionPipeline, kwargs: dict[str, Any]) -> dict[str, Any]:
+def adapt_call(family: Family, pipe: Pipeline, kwargs: dict[str, Any]) -> dict[str, Any]:
     """Turn the engine's generic call arguments into what this family's pipeline needs."""
     if family is FLUX:
         return _flux_call(pipe, kwargs)
@@ -220,7 +223,7 @@ def adapt_call(family: Family, pipe: DiffusionPipeline, kwargs: dict[str, Any]) 
     return kwargs
 
 
-def _flux_call(pipe: DiffusionPipeline, kwargs: dict[str, Any]) -> dict[str, Any]:
+def _flux_call(pipe: Pipeline, kwargs: dict[str, Any]) -> dict[str, Any]:
     kwargs.pop("negative_prompt", None)  # FluxPipeline would ignore it without true CFG (a second pass)
     distilled = bool(getattr(pipe.transformer.config, "guidance_embeds", False))
     if not distilled:
@@ -231,7 +234,7 @@ def _flux_call(pipe: DiffusionPipeline, kwargs: dict[str, Any]) -> dict[str, Any
     return kwargs
 
 
-def _sdxl_call(pipe: DiffusionPipeline, kwargs: dict[str, Any]) -> dict[str, Any]:
+def _sdxl_call(pipe: Pipeline, kwargs: dict[str, Any]) -> dict[str, Any]:
     """SDXL was trained with zeros, not the encoded empty string, as the unconditional input.
 
     The pipeline uses zeros only when the whole call has no negative prompt; a batch mixing jobs with and
@@ -263,7 +266,7 @@ def _sdxl_call(pipe: DiffusionPipeline, kwargs: dict[str, Any]) -> dict[str, Any
 
 
 def preview_latents(
-    family: Family, pipe: DiffusionPipeline, latents: torch.Tensor, size: tuple[int, int]
+    family: Family, pipe: Pipeline, latents: torch.Tensor, size: tuple[int, int]
 ) -> torch.Tensor | None:
     """The step's latents as (batch, channels, h, w), unpacking FLUX's 2x2 patches; None if unreadable."""
     if family is FLUX and latents.ndim == 3:

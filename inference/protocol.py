@@ -1,4 +1,4 @@
-"""The worker's RPC protocol: request, status and event types, error codes and input validation.
+"""The worker's RPC wire models: requests, job state, events, stats and error codes, with input validation.
 
 This module is shared by the standalone worker, any other ingress that speaks the same `/v1` RPC, the
 client and the bot. It imports neither torch nor diffusers.
@@ -6,22 +6,20 @@ client and the bot. It imports neither torch nor diffusers.
 
 from __future__ import annotations
 
-import io
+import json
+import math
 import re
-import warnings
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any
 
-from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from inference.settings import ModelDefaults
+from inference.text import MAX_PROMPT_CHARS, is_visible, normalize_prompt
+from inference.vocabulary import JobKind, JobStatus, Lane, WorkerJobId
 
 API_PREFIX = "/v1"
 
-MAX_PROMPT_CHARS = 1000
 MIN_SIDE = 64
 MAX_SIDE = 2048
 MAX_STEPS = 150
@@ -30,46 +28,12 @@ MAX_SEED = 2**32 - 1
 IDEMPOTENCY_KEY_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
 
 
-class Lane(StrEnum):
-    """Queue lanes: `fast` runs first; `relax` runs when fast is empty (plus a small reserved share)."""
-
-    FAST = "fast"
-    RELAX = "relax"
-
-
-class JobKind(StrEnum):
-    """What a job asks the engine to do.
-
-    `generate` is text-to-image; `img2img` redraws an input image under a prompt at a strength (used for
-    variations and upscales); `edit` follows an instruction on an input image (an instruction-editing
-    pipeline when one is configured, else img2img with the instruction as prompt).
-    """
-
-    GENERATE = "generate"
-    IMG2IMG = "img2img"
-    EDIT = "edit"
-
-    @property
-    def needs_image(self) -> bool:
-        return self is not JobKind.GENERATE
-
-
-class JobStatus(StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def is_final(self) -> bool:
-        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
-
-
 class ErrorCode(StrEnum):
     """Machine-readable error codes; every error body is `{"code": ..., "message": ...}`."""
 
     BAD_REQUEST = "bad_request"  # malformed body, not JSON, wrong multipart
+    BODY_TOO_LARGE = "body_too_large"  # declared or actual body over the worker's limit (413)
+    REQUEST_TIMEOUT = "request_timeout"  # the body did not arrive in time (408)
     UNKNOWN_FIELD = "unknown_field"
     INVALID_FIELD = "invalid_field"  # a field with a wrong type or out of range
     PROMPT_EMPTY = "prompt_empty"
@@ -125,7 +89,9 @@ class ProtocolError(Exception):
         return ErrorBody(code=self.code, message=self.message, field=self.field, retry_after=self.retry_after)
 
 
-Prompt = Annotated[str, Field(max_length=MAX_PROMPT_CHARS * 4)]
+# The length is checked after normalisation, in JobRequest's validators, with its own error code; the
+# bound here is what the OpenAPI document advertises.
+Prompt = Annotated[str, Field(max_length=MAX_PROMPT_CHARS)]
 
 
 class JobRequest(BaseModel):
@@ -162,31 +128,19 @@ class JobRequest(BaseModel):
             raise ValueError("must be 1-128 characters of letters, digits, '_', '.', ':' or '-'")
         return v
 
-    @field_validator("prompt")
+    @field_validator("prompt", mode="before")
     @classmethod
-    def _prompt(cls, v: str) -> str:
-        v = v.strip()
-        if not v:
-            raise ProtocolError(ErrorCode.PROMPT_EMPTY, "prompt is empty", field="prompt")
-        if len(v) > MAX_PROMPT_CHARS:
-            raise ProtocolError(
-                ErrorCode.PROMPT_TOO_LONG,
-                f"prompt is {len(v)} characters; the limit is {MAX_PROMPT_CHARS}",
-                field="prompt",
-            )
+    def _prompt(cls, v: Any) -> Any:
+        v = _checked_prompt(v, "prompt")
+        if isinstance(v, str) and not is_visible(v):
+            raise ProtocolError(ErrorCode.PROMPT_EMPTY, "prompt has nothing visible in it", field="prompt")
         return v
 
-    @field_validator("negative_prompt")
+    @field_validator("negative_prompt", mode="before")
     @classmethod
-    def _negative(cls, v: str) -> str:
-        v = v.strip()
-        if len(v) > MAX_PROMPT_CHARS:
-            raise ProtocolError(
-                ErrorCode.PROMPT_TOO_LONG,
-                f"negative_prompt is {len(v)} characters; the limit is {MAX_PROMPT_CHARS}",
-                field="negative_prompt",
-            )
-        return v
+    def _negative(cls, v: Any) -> Any:
+        v = _checked_prompt(v, "negative_prompt")
+        return v if not isinstance(v, str) or is_visible(v) else ""
 
     @field_validator("width", "height")
     @classmethod
@@ -208,6 +162,71 @@ class JobRequest(BaseModel):
                 ErrorCode.INVALID_FIELD, "strength applies only to img2img and edit jobs", field="strength"
             )
         return self
+
+
+def _checked_prompt(v: Any, name: str) -> Any:
+    """A prompt field normalised (`inference.text`) and checked against the one length limit."""
+    if not isinstance(v, str):
+        return v  # the type check that follows refuses it
+    v = normalize_prompt(v)
+    if len(v) > MAX_PROMPT_CHARS:
+        raise ProtocolError(
+            ErrorCode.PROMPT_TOO_LONG,
+            f"{name} is {len(v)} characters; the limit is {MAX_PROMPT_CHARS}",
+            field=name,
+        )
+    return v
+
+
+MAX_JSON_DEPTH = 16  # a job is a flat object; anything nested deeper is an attack, not a job
+MAX_JSON_NUMBER_CHARS = 40  # longer than any float or int a field accepts
+_JSON_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_JSON_BRACKETS = re.compile(rb"[\[\]{}]")
+
+
+def load_json(raw: bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """Decode a JSON body, refusing what would exhaust the decoder: deep nesting, huge or non-finite
+    numbers, lone surrogates. Every refusal is a `bad_request` ProtocolError."""
+    depth = json_depth(raw)
+    if depth > max_depth:
+        raise ProtocolError(
+            ErrorCode.BAD_REQUEST, f"the JSON is nested {depth} deep; the limit is {max_depth}"
+        )
+    try:
+        return json.loads(raw, parse_int=_json_int, parse_float=_json_float, parse_constant=_json_constant)
+    except ProtocolError:
+        raise
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"not valid JSON: {str(exc)[:200]}") from None
+
+
+def json_depth(raw: bytes) -> int:
+    """How deeply arrays and objects nest in a JSON text, brackets inside strings not counted.
+
+    A linear scan with no recursion, run before the (recursive) decoder ever sees the text.
+    """
+    depth = deepest = 0
+    for match in _JSON_BRACKETS.finditer(_JSON_STRINGS.sub(b'""', raw)):
+        depth += 1 if match[0] in b"[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def _json_int(text: str) -> int:
+    if len(text) > MAX_JSON_NUMBER_CHARS:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"a number of {len(text)} digits; the limit is {MAX_JSON_NUMBER_CHARS}")  # fmt: skip
+    return int(text)
+
+
+def _json_float(text: str) -> float:
+    value = float(_json_int(text) if len(text) > MAX_JSON_NUMBER_CHARS else text)
+    if not math.isfinite(value):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"the number {text[:20]} is out of range")
+    return value
+
+
+def _json_constant(name: str) -> float:
+    raise ProtocolError(ErrorCode.BAD_REQUEST, f"{name} is not a JSON number")
 
 
 def parse_job_request(data: Any) -> JobRequest:
@@ -235,57 +254,10 @@ def _from_validation_error(exc: ValidationError) -> ProtocolError:
     return ProtocolError(ErrorCode.INVALID_FIELD, f"{loc}: {err['msg']}", field=loc)
 
 
-@dataclass(frozen=True, slots=True)
-class ImageLimits:
-    max_bytes: int = 10 * 1024 * 1024
-    max_pixels: int = 2048 * 2048
-
-
-def decode_image(data: bytes, limits: ImageLimits) -> Image.Image:
-    """Decode an uploaded image fully, refusing non-images, truncated files, and oversized ones.
-
-    The pixel limit is checked from the header before any pixel is decoded, so a decompression bomb is
-    refused without being expanded.
-    """
-    if len(data) > limits.max_bytes:
-        raise ProtocolError(
-            ErrorCode.IMAGE_TOO_LARGE,
-            f"image is {len(data)} bytes; the limit is {limits.max_bytes}",
-            status=413,
-            field="image",
-        )
-    if not data:
-        raise ProtocolError(ErrorCode.BAD_IMAGE, "image is empty", field="image")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            w, h = img.size
-            if w * h > limits.max_pixels:
-                raise ProtocolError(
-                    ErrorCode.IMAGE_TOO_MANY_PIXELS,
-                    f"image is {w}x{h} pixels; the limit is {limits.max_pixels} pixels",
-                    status=413,
-                    field="image",
-                )
-            img.load()
-    except ProtocolError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ProtocolError(
-            ErrorCode.IMAGE_TOO_MANY_PIXELS, "image is too many pixels", status=413, field="image"
-        ) from None
-    except Exception as exc:  # PIL raises many types for broken data; all mean "not a usable image"
-        raise ProtocolError(
-            ErrorCode.BAD_IMAGE, f"not a readable image ({type(exc).__name__})", field="image"
-        ) from None
-    return img.convert("RGB")
-
-
 class JobInfo(BaseModel):
     """A job's state as the worker reports it (`GET /v1/jobs/{id}` and the submit response)."""
 
-    id: str
+    id: WorkerJobId
     idempotency_key: str
     user: str
     lane: Lane
@@ -325,7 +297,7 @@ class JobEvent(BaseModel):
     """One line of `GET /v1/jobs/{id}/events` (NDJSON). Preview bytes are fetched from `/preview`."""
 
     type: EventType
-    job_id: str
+    job_id: WorkerJobId
     seq: int
     position: int | None = None
     step: int | None = None
@@ -378,184 +350,3 @@ class WorkerInfo(BaseModel):
     model: str
     defaults: ModelDefaults
     has_edit_model: bool  # edit jobs run on an instruction-editing pipeline, not img2img on the main weights
-
-
-# --- The engine boundary: what the scheduler hands the engine, and what comes back. ---
-
-
-@dataclass(slots=True)
-class BatchItem:
-    """One job inside a batch: its request resolved to concrete values, and its input image if any."""
-
-    job_id: str
-    request: JobRequest
-    seed: int
-    width: int
-    height: int
-    steps: int
-    guidance: float
-    strength: float | None = None
-    init_image: Image.Image | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class BatchKey:
-    """What every job of one batch must share for a single pipeline call to serve them all.
-
-    The scheduler groups queued jobs by it and the engine checks a batch against it: one definition, so
-    the two can never disagree about what is compatible.
-    """
-
-    kind: JobKind
-    width: int
-    height: int
-    steps: int
-    guidance: float
-    strength: float | None
-    image_guidance: float | None
-    adapter: str | None
-    adapter_scale: float
-
-    @classmethod
-    def of(
-        cls,
-        request: JobRequest,
-        *,
-        width: int,
-        height: int,
-        steps: int,
-        guidance: float,
-        strength: float | None,
-    ) -> BatchKey:
-        """The key of a request resolved to concrete size, steps, guidance and strength."""
-        return cls(
-            kind=request.kind,
-            width=width,
-            height=height,
-            steps=steps,
-            guidance=guidance,
-            strength=strength,
-            image_guidance=request.image_guidance,
-            adapter=request.adapter,
-            # The scale means nothing without an adapter; it must not split batches then.
-            adapter_scale=request.adapter_scale if request.adapter else 1.0,
-        )
-
-    @property
-    def shape(self) -> tuple[JobKind, int, int, int]:
-        """What the cost of a batch depends on (for ETAs measured per shape)."""
-        return (self.kind, self.width, self.height, self.steps)
-
-
-@dataclass(slots=True)
-class GeneratedImage:
-    png: bytes  # with generation metadata in its text chunks
-    seed: int
-    width: int
-    height: int
-    nsfw: bool = False
-
-
-@dataclass(slots=True)
-class StepUpdate:
-    step: int
-    total: int
-    # One small preview per image in the batch (items in order, each item's `count` images in order),
-    # when the engine makes previews on this step; empty otherwise.
-    previews: list[Image.Image] = field(default_factory=list)
-
-
-class Engine(Protocol):
-    """What the scheduler needs from an engine. `inference.engine.DiffusersEngine` is the real one."""
-
-    @property
-    def model_name(self) -> str: ...
-
-    @property
-    def device_name(self) -> str: ...
-
-    @property
-    def adapter_names(self) -> list[str]:
-        """The LoRA adapters a job may name in `adapter`."""
-        ...
-
-    @property
-    def model_defaults(self) -> ModelDefaults:
-        """The loaded model's generation defaults, as configured for it."""
-        ...
-
-    @property
-    def has_edit_model(self) -> bool:
-        """Whether edit jobs run on an instruction-editing pipeline (else img2img on the main weights)."""
-        ...
-
-    def defaults(self, kind: JobKind) -> tuple[int, float, int, int]:
-        """(steps, guidance, width, height) for this kind of job on the loaded model."""
-        ...
-
-    def run_batch(
-        self,
-        items: list[BatchItem],
-        on_step: Callable[[StepUpdate], None],
-        should_stop: Callable[[], bool],
-    ) -> list[list[GeneratedImage]]:
-        """Run one pipeline call for compatible items; return each item's images, in order.
-
-        Called from a worker thread. `on_step` is called after each denoising step. When `should_stop`
-        turns true the pipeline is interrupted at the next step and the call returns what it has
-        (possibly nothing). Raises `torch.cuda.OutOfMemoryError`-like errors as `EngineOutOfMemory`.
-        """
-        ...
-
-    def memory(self) -> tuple[int | None, int | None]:
-        """(used, total) bytes of device memory, when the device reports them."""
-        ...
-
-
-@dataclass
-class EngineWrapper:
-    """An engine that hands everything to `inner`: subclass it to observe batches or inject faults."""
-
-    inner: Engine
-
-    @property
-    def model_name(self) -> str:
-        return self.inner.model_name
-
-    @property
-    def device_name(self) -> str:
-        return self.inner.device_name
-
-    @property
-    def adapter_names(self) -> list[str]:
-        return self.inner.adapter_names
-
-    @property
-    def model_defaults(self) -> ModelDefaults:
-        return self.inner.model_defaults
-
-    @property
-    def has_edit_model(self) -> bool:
-        return self.inner.has_edit_model
-
-    def defaults(self, kind: JobKind) -> tuple[int, float, int, int]:
-        return self.inner.defaults(kind)
-
-    def memory(self) -> tuple[int | None, int | None]:
-        return self.inner.memory()
-
-    def run_batch(
-        self,
-        items: list[BatchItem],
-        on_step: Callable[[StepUpdate], None],
-        should_stop: Callable[[], bool],
-    ) -> list[list[GeneratedImage]]:
-        return self.inner.run_batch(items, on_step, should_stop)
-
-
-class EngineOutOfMemory(RuntimeError):
-    """The device ran out of memory during a batch; the scheduler splits the batch and retries."""
-
-
-class EngineError(RuntimeError):
-    """The pipeline failed for a reason other than memory."""

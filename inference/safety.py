@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 from PIL import Image
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-from inference.protocol import EngineError
+from inference.engine_api import EngineError
 from inference.settings import SafetySettings
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,9 @@ class SafetyClassifier:
                 f"cannot load the {settings.kind} safety checker {settings.model!r}: {type(exc).__name__}: {exc}"
             ) from exc
         # Cast after loading: the dtype argument of from_pretrained changed name across transformers versions.
-        model = model.to(device, dtype).eval().requires_grad_(False)
+        model = (
+            cast(Any, model).to(device, dtype).eval().requires_grad_(False)
+        )  # transformers types .to oddly
         score = _clip_scorer(model) if settings.kind == "clip" else _label_scorer(model, settings)
         log.info("safety checker: %s %s", settings.kind, settings.model)
         return cls(settings, processor, score, device, dtype)

@@ -1,230 +1,47 @@
-"""Fair two-lane job queue with dynamic batching, driving one engine from a worker thread.
+"""The worker's scheduler: takes jobs into the fair two-lane queue and runs them in batches on one engine.
 
 Pure asyncio: the aiohttp server and any other ingress speaking the `/v1` RPC share it. The event loop
-owns every job record; the engine runs in a single worker thread and reports progress back to the loop
-with `call_soon_threadsafe`, so the loop keeps answering status, events and cancel while the GPU works.
+owns every job record; the engine runs in worker threads and reports progress back to the loop with
+`call_soon_threadsafe`, so the loop keeps answering status, events and cancel while the GPU works.
+The queue (`inference.queue`), the event log (`inference.events`) and the timings behind ETAs
+(`inference.eta`) live apart; what stays here (about 500 lines) is every change of a job's state, kept
+in one class so that no two objects can disagree about which jobs are queued, running or done.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import io
+import dataclasses
 import logging
 import secrets
 import time
-from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from PIL import Image
 
+from inference.engine_api import Engine, EngineOutOfMemory, GeneratedImage, StepUpdate
+from inference.eta import BatchTimes, Throughput, queue_finish_times
+from inference.events import FINAL_EVENT, event_batches, first_previews, preview_jpeg, publish
 from inference.protocol import (
-    BatchItem,
-    BatchKey,
-    Engine,
-    EngineOutOfMemory,
     ErrorBody,
     ErrorCode,
     EventType,
-    GeneratedImage,
     JobEvent,
     JobInfo,
-    JobKind,
     JobRequest,
-    JobStatus,
-    Lane,
     LaneStats,
     ProtocolError,
     ReplicaStats,
-    StepUpdate,
     WorkerStats,
 )
+from inference.queue import ByteBudget, Job, Slice, Submission, TwoLaneQueue, halves
 from inference.settings import WorkerSettings
+from inference.vocabulary import JobStatus, WorkerJobId
 
 log = logging.getLogger(__name__)
-
-# Events a late subscriber must see in full; of the others only the latest is replayed.
-_DURABLE_EVENTS = frozenset(
-    {EventType.QUEUED, EventType.STARTED, EventType.DONE, EventType.FAILED, EventType.CANCELLED}
-)
-_FINAL_EVENT = {
-    JobStatus.SUCCEEDED: EventType.DONE,
-    JobStatus.FAILED: EventType.FAILED,
-    JobStatus.CANCELLED: EventType.CANCELLED,
-}
-_PREVIEW_SIDE = 256
-_DEFAULT_BATCH_S = 2.0  # ETA guess before any batch of a comparable shape was measured
-
-
-@dataclass(frozen=True, slots=True)
-class Submission:
-    """A validated job ready to queue: the request with the model's defaults filled in."""
-
-    request: JobRequest
-    seed: int
-    width: int
-    height: int
-    steps: int
-    guidance: float
-    init_image: Image.Image | None
-    fingerprint: str  # digest of the request and image, to tell an idempotent resubmit from a conflict
-
-
-@dataclass(eq=False, slots=True)
-class Job:
-    """One job's record, owned by the event loop."""
-
-    id: str
-    sub: Submission
-    model: str
-    created_at: float
-    status: JobStatus = JobStatus.QUEUED
-    started_at: float | None = None
-    finished_at: float | None = None
-    finished_mono: float | None = None
-    step: int = 0
-    total_steps: int = 0
-    images: list[GeneratedImage | None] = field(default_factory=list)
-    error: ErrorBody | None = None
-    preview: Image.Image | None = None  # encoded only when someone asks for it
-    preview_jpeg: bytes | None = None
-    seq: int = 0
-    durable: list[JobEvent] = field(default_factory=list)
-    latest: JobEvent | None = None  # the latest position/progress/preview event
-    listeners: set[asyncio.Queue[JobEvent | None]] = field(default_factory=set)
-
-    @property
-    def request(self) -> JobRequest:
-        return self.sub.request
-
-    @property
-    def key(self) -> BatchKey:
-        sub = self.sub
-        return BatchKey.of(
-            sub.request, width=sub.width, height=sub.height, steps=sub.steps, guidance=sub.guidance,
-            strength=sub.request.strength,
-        )  # fmt: skip
-
-
-@dataclass(frozen=True, slots=True)
-class Slice:
-    """Some of one job's images (`count` of them from `offset`): the unit a batch is made of."""
-
-    job: Job
-    offset: int
-    count: int
-
-    def item(self) -> BatchItem:
-        sub = self.job.sub
-        request = sub.request
-        if self.count != request.count:
-            request = request.model_copy(update={"count": self.count})
-        return BatchItem(
-            job_id=self.job.id, request=request, seed=sub.seed + self.offset, width=sub.width,
-            height=sub.height, steps=sub.steps, guidance=sub.guidance, strength=request.strength,
-            init_image=sub.init_image,
-        )  # fmt: skip
-
-
-def halves(slices: list[Slice]) -> tuple[list[Slice], list[Slice]]:
-    """Split a batch into two with half the images each, cutting a job's images apart if need be."""
-    total = sum(s.count for s in slices)
-    first: list[Slice] = []
-    second: list[Slice] = []
-    room = total // 2
-    for s in slices:
-        take = min(room, s.count)
-        if take:
-            first.append(Slice(s.job, s.offset, take))
-        if s.count - take:
-            second.append(Slice(s.job, s.offset + take, s.count - take))
-        room -= take
-    return first, second
-
-
-class BatchTimes:
-    """Measured pipeline-call times per shape, smoothed, for ETAs and Retry-After."""
-
-    def __init__(self, alpha: float = 0.3) -> None:
-        self._alpha = alpha
-        self._ema: dict[tuple[tuple[JobKind, int, int, int], int], float] = {}
-
-    def record(self, shape: tuple[JobKind, int, int, int], n: int, seconds: float) -> None:
-        old = self._ema.get((shape, n))
-        self._ema[(shape, n)] = seconds if old is None else old + self._alpha * (seconds - old)
-
-    def estimate(self, shape: tuple[JobKind, int, int, int], n: int) -> float:
-        exact = self._ema.get((shape, n))
-        if exact is not None:
-            return exact
-        same = [(m, s) for (sh, m), s in self._ema.items() if sh == shape]
-        if same:
-            m, s = min(same, key=lambda ms: abs(ms[0] - n))
-            return s * n / m  # linear in batch size: pessimistic, batching is cheaper than that
-        if self._ema:
-            # Scale any measurement by pixels x steps x images.
-            (sh, m), s = next(iter(self._ema.items()))
-            return s * _work(shape, n) / _work(sh, m)
-        return _DEFAULT_BATCH_S
-
-
-def _work(shape: tuple[JobKind, int, int, int], n: int) -> float:
-    _, w, h, steps = shape
-    return float(w * h * steps * n)
-
-
-class _Lane:
-    """One lane's queue: a FIFO per user, served round-robin across users."""
-
-    def __init__(self) -> None:
-        self.users: OrderedDict[str, deque[Job]] = OrderedDict()
-
-    def __len__(self) -> int:
-        return sum(len(q) for q in self.users.values())
-
-    def push(self, job: Job) -> None:
-        self.users.setdefault(job.request.user, deque()).append(job)
-
-    def remove(self, job: Job) -> None:
-        q = self.users.get(job.request.user)
-        if q is not None and job in q:
-            q.remove(job)
-            if not q:
-                del self.users[job.request.user]
-
-    def fair_order(self) -> list[Job]:
-        """Queued jobs in the order they would be served: one per user per round."""
-        queues = list(self.users.values())
-        order: list[Job] = []
-        depth = max((len(q) for q in queues), default=0)
-        for r in range(depth):
-            order.extend(q[r] for q in queues if len(q) > r)
-        return order
-
-    def take_batch(self, max_images: int) -> list[Job]:
-        """Take the next job and the compatible jobs after it in fair order, up to `max_images`."""
-        order = self.fair_order()
-        head = order[0]
-        batch, images = [head], head.request.count
-        for job in order[1:]:
-            if job.key == head.key and images + job.request.count <= max_images:
-                batch.append(job)
-                images += job.request.count
-        for job in batch:
-            self.remove(job)
-        # Users served in this batch move to the back of the round, in the order they were served.
-        for user in dict.fromkeys(j.request.user for j in batch):
-            if user in self.users:
-                self.users.move_to_end(user)
-        return batch
-
-    def clear(self) -> list[Job]:
-        jobs = [j for q in self.users.values() for j in q]
-        self.users.clear()
-        return jobs
 
 
 @dataclass(eq=False, slots=True)
@@ -257,22 +74,33 @@ class Scheduler:
     the loop; refusals raise `ProtocolError` carrying the HTTP status and error body.
     """
 
-    def __init__(self, engine: Engine, settings: WorkerSettings) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        settings: WorkerSettings,
+        *,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._clock = clock  # wall time, for the times a job reports
+        self._monotonic = monotonic  # for durations, ETAs and expiry
         self._engine = engine
         self._settings = settings
-        self._lanes = {Lane.FAST: _Lane(), Lane.RELAX: _Lane()}
+        self._queue = TwoLaneQueue(settings.relax_share)
         self._jobs: dict[str, Job] = {}
         self._by_key: dict[str, Job] = {}
         self._runs: set[_Running] = set()  # the batches in flight, at most `batches_in_flight`
         self._batch_tasks: set[asyncio.Task[None]] = set()
         self._times = BatchTimes()
-        self._relax_credit = 0.0
         self._accepting = True
+        self.memory = ByteBudget(settings.input_budget_bytes)
+        # One upload decoded at a time: each may be tens of MB of pixels while it is checked.
+        self.decode_slots = asyncio.Semaphore(1)
         self._executor = ThreadPoolExecutor(
             max_workers=settings.batches_in_flight, thread_name_prefix="engine"
         )
         self._sweeper: asyncio.Task[None] | None = None
-        self._done_images: deque[tuple[float, int]] = deque()
+        self._throughput = Throughput(monotonic)
         self.counters: dict[JobStatus, int] = dict.fromkeys(JobStatus, 0)
         self.batches = 0
         self.batch_seconds = 0.0
@@ -301,9 +129,8 @@ class Scheduler:
         if not self._accepting and self._sweeper is None:
             return
         self._accepting = False
-        for lane in self._lanes.values():
-            for job in lane.clear():
-                self._finish(job, JobStatus.FAILED, _shutting_down())
+        for job in self._queue.clear():
+            self._finish(job, JobStatus.FAILED, _shutting_down())
         if self._batch_tasks:
             await asyncio.wait(set(self._batch_tasks), timeout=self._settings.shutdown_grace_s)
         if self._runs:
@@ -337,23 +164,25 @@ class Scheduler:
         if not self._accepting:
             raise ProtocolError(ErrorCode.SHUTTING_DOWN, "the worker is shutting down", status=503)
         self._check_caps(request)
+        if not self.memory.take(sub.input_bytes):
+            raise self.memory_full()
         job = Job(
-            id=secrets.token_hex(8),
+            id=WorkerJobId(secrets.token_hex(8)),
             sub=sub,
             model=self._engine.model_name,
-            created_at=time.time(),
+            created_at=self._clock(),
             total_steps=sub.steps,
             images=[None] * request.count,
         )
         self._jobs[job.id] = job
         self._by_key[request.idempotency_key] = job
-        self._lanes[request.lane].push(job)
+        self._queue.push(job)
         self._emit(job, EventType.QUEUED, position=self._position(job), eta_s=self._eta(job))
         self._fill()
         return job, True
 
     def _check_caps(self, request: JobRequest) -> None:
-        lane = self._lanes[request.lane]
+        lane = self._queue.lanes[request.lane]
         if len(lane) >= self._settings.max_queue_per_lane:
             raise ProtocolError(
                 ErrorCode.QUEUE_FULL,
@@ -361,7 +190,7 @@ class Scheduler:
                 status=429,
                 retry_after=self._retry_after(None),
             )
-        mine = [j for ln in self._lanes.values() for j in ln.users.get(request.user, ())]
+        mine = self._queue.queued_for(request.user)
         if len(mine) >= self._settings.max_queue_per_user:
             raise ProtocolError(
                 ErrorCode.USER_QUEUE_FULL,
@@ -369,6 +198,16 @@ class Scheduler:
                 status=429,
                 retry_after=self._retry_after(mine[0]),
             )
+
+    def memory_full(self) -> ProtocolError:
+        """The refusal for input that does not fit the byte budget now: retry once a batch has run."""
+        return ProtocolError(
+            ErrorCode.QUEUE_FULL,
+            f"the worker holds {self.memory.used} of its {self.memory.limit} bytes of queued input; "
+            "retry later",
+            status=429,
+            retry_after=self._retry_after(None),
+        )
 
     def _retry_after(self, job: Job | None) -> float:
         """Seconds until a place frees: the user's first job starts, or else the running batch ends."""
@@ -402,7 +241,7 @@ class Scheduler:
         if job.status.is_final:
             return job
         if job.status is JobStatus.QUEUED:
-            self._lanes[job.request.lane].remove(job)
+            self._queue.remove(job)
         error = ErrorBody(code=ErrorCode.CANCELLED, message="cancelled on request")
         self._finish(job, JobStatus.CANCELLED, error)
         self._announce_positions()
@@ -426,7 +265,7 @@ class Scheduler:
         """The latest preview of the job's first image as a small JPEG, or None before the first one."""
         job = self.get(job_id)
         if job.preview is not None and job.preview_jpeg is None:
-            job.preview_jpeg = _jpeg(job.preview)
+            job.preview_jpeg = preview_jpeg(job.preview)
         return job.preview_jpeg
 
     async def events(
@@ -443,86 +282,46 @@ class Scheduler:
                 for event in batch:
                     yield event
 
-    async def event_batches(
+    def event_batches(
         self, job_id: str, after: int = 0, heartbeat: float | None = None
-    ) -> AsyncIterator[list[JobEvent]]:
+    ) -> AsyncGenerator[list[JobEvent], None]:
         """Like `events`, but each item is every event available at that moment (an empty list after
         `heartbeat` idle seconds), so a stream can send them in one write."""
-        job = self.get(job_id)
-        backlog = [e for e in job.durable if e.seq > after]
-        if job.latest is not None and job.latest.seq > after:
-            backlog.append(job.latest)
-        backlog.sort(key=lambda e: e.seq)
-        if job.status.is_final:
-            if backlog:
-                yield backlog
-            return
-        last = backlog[-1].seq if backlog else after
-        queue: asyncio.Queue[JobEvent | None] = asyncio.Queue()
-        job.listeners.add(queue)  # before the backlog goes out, so nothing emitted meanwhile is lost
-        try:
-            if backlog:
-                yield backlog
-            while True:
-                try:
-                    first = await asyncio.wait_for(queue.get(), heartbeat)
-                except TimeoutError:
-                    yield []
-                    continue
-                items = [first, *(queue.get_nowait() for _ in range(queue.qsize()))]
-                fresh = [e for e in items if e is not None and e.seq > last]
-                if fresh:
-                    last = fresh[-1].seq
-                    yield fresh
-                if None in items:
-                    return
-        finally:
-            job.listeners.discard(queue)
+        return event_batches(self.get(job_id), after, heartbeat)
 
     def stats(self) -> WorkerStats:
-        used, total = self._engine.memory()
+        memory = self._engine.memory()
         running = [s for run in self._runs for s in run.slices]
         return WorkerStats(
             model=self._engine.model_name,
             device=self._engine.device_name,
             lanes={
-                name: LaneStats(queued=len(lane), users=len(lane.users)) for name, lane in self._lanes.items()
+                name: LaneStats(queued=len(lane), users=len(lane.users))
+                for name, lane in self._queue.lanes.items()
             },
             running=len({s.job for s in running if not s.job.status.is_final}),
             batch_size=sum(s.count for s in running),
-            images_per_s_1m=self._images_per_s(),
+            images_per_s_1m=self._throughput.per_second(),
             jobs_done=self.counters[JobStatus.SUCCEEDED],
             jobs_failed=self.counters[JobStatus.FAILED],
-            device_memory_bytes=used,
-            device_memory_total_bytes=total,
+            device_memory_bytes=memory.used,
+            device_memory_total_bytes=memory.total,
             accepting=self._accepting,
             replicas=_replica_stats(self._engine),
         )
 
-    def _images_per_s(self) -> float:
-        self._forget_old_rates()
-        return round(sum(n for _, n in self._done_images) / 60.0, 3)
-
-    def _forget_old_rates(self) -> None:
-        cutoff = time.monotonic() - 60.0
-        while self._done_images and self._done_images[0][0] < cutoff:
-            self._done_images.popleft()
-
     # --- order, positions and ETAs ---
-
-    def _order(self) -> list[Job]:
-        return self._lanes[Lane.FAST].fair_order() + self._lanes[Lane.RELAX].fair_order()
 
     def _position(self, job: Job) -> int | None:
         if job.status is not JobStatus.QUEUED:
             return None
-        return self._order().index(job)
+        return self._queue.order().index(job)
 
     def _running_remaining(self) -> float:
         """Seconds until a batch slot frees: the soonest end among the batches in flight."""
         if len(self._runs) < self._settings.batches_in_flight:
             return 0.0
-        now = time.monotonic()
+        now = self._monotonic()
         return min(max(run.estimate - (now - run.started), 0.0) for run in self._runs)
 
     def _eta(self, job: Job) -> float | None:
@@ -531,80 +330,56 @@ class Scheduler:
             return None
         if job.status is JobStatus.RUNNING:
             run = next((r for r in self._runs if job in r.jobs), None)
-            return round(max(run.estimate - (time.monotonic() - run.started), 0.0), 2) if run else 0.0
-        work = 0.0
-        for ahead in self._order():
-            work += self._image_seconds(ahead) * ahead.request.count
-            if ahead is job:
-                break
-        return round(self._running_remaining() + work / self._settings.batches_in_flight, 2)
+            return round(max(run.estimate - (self._monotonic() - run.started), 0.0), 2) if run else 0.0
+        return next((eta for _, queued, eta in self._finish_times() if queued is job), None)
+
+    def _finish_times(self) -> Iterator[tuple[int, Job, float]]:
+        return queue_finish_times(
+            self._queue.order(),
+            self._image_seconds,
+            self._running_remaining(),
+            self._settings.batches_in_flight,
+        )
 
     def _image_seconds(self, job: Job) -> float:
         n = self._settings.max_batch
         return self._times.estimate(job.key.shape, n) / n
 
     def _announce_positions(self) -> None:
-        work, parallel = 0.0, self._settings.batches_in_flight
-        wait = self._running_remaining()
-        for place, job in enumerate(self._order()):
-            work += self._image_seconds(job) * job.request.count
+        for place, job, eta in self._finish_times():
             if job.listeners:
-                self._emit(job, EventType.POSITION, position=place, eta_s=round(wait + work / parallel, 2))
+                self._emit(job, EventType.POSITION, position=place, eta_s=eta)
 
     # --- events ---
 
     def _emit(self, job: Job, type_: EventType, **fields: object) -> None:
-        job.seq += 1
-        final = type_ in (EventType.DONE, EventType.FAILED, EventType.CANCELLED)
-        if final:
-            fields |= {"job": self.info(job), "error": job.error}
-        # Built from trusted values on the hot path (several events per step), so not re-validated.
-        event = JobEvent.model_construct(type=type_, job_id=job.id, seq=job.seq, **fields)
-        if type_ in _DURABLE_EVENTS:
-            job.durable.append(event)
-        else:
-            job.latest = event
-        for queue in job.listeners:
-            queue.put_nowait(event)
-            if final:
-                queue.put_nowait(None)
+        final = self.info(job) if type_ in FINAL_EVENT.values() else None
+        publish(job, type_, final, **fields)
 
     def _finish(self, job: Job, status: JobStatus, error: ErrorBody | None = None) -> None:
         if job.status.is_final:
             return
         job.status = status
         job.error = error
-        job.finished_at = time.time()
-        job.finished_mono = time.monotonic()
+        self.memory.give(job.sub.input_bytes)
+        job.sub = dataclasses.replace(job.sub, init_image=None)  # the upload is not needed any more
+        job.finished_at = self._clock()
+        job.finished_mono = self._monotonic()
         self.counters[status] += 1
         if status is not JobStatus.SUCCEEDED:
             job.images = [None] * job.request.count
-        self._emit(job, _FINAL_EVENT[status])
+        self._emit(job, FINAL_EVENT[status])
         log.info("job %s %s%s", job.id, status, f" ({error.code}: {error.message})" if error else "")
 
     # --- the GPU loop ---
 
-    def _next_batch(self) -> list[Job] | None:
-        fast, relax = self._lanes[Lane.FAST], self._lanes[Lane.RELAX]
-        if fast.users and relax.users:
-            self._relax_credit += self._settings.relax_share
-            lane = fast
-            if self._relax_credit >= 1.0:
-                self._relax_credit -= 1.0
-                lane = relax
-        elif fast.users or relax.users:
-            lane = fast if fast.users else relax
-        else:
-            return None
-        return lane.take_batch(self._settings.max_batch)
-
     def _fill(self) -> None:
         """Start batches while a slot is free and jobs wait: never waiting for batch-mates."""
         while self._accepting and len(self._runs) < self._settings.batches_in_flight:
-            batch = self._next_batch()
+            batch = self._queue.take_batch(self._settings.max_batch)
             if batch is None:
                 return
-            now = time.time()
+            now = self._clock()
             for job in batch:
                 job.status = JobStatus.RUNNING
                 job.started_at = now
@@ -618,8 +393,8 @@ class Scheduler:
         """Hand a batch to an engine thread now (synchronously, so no loop turn delays the GPU)."""
         loop = asyncio.get_running_loop()
         n = sum(s.count for s in slices)
-        run = _Running(slices, time.monotonic(), self._times.estimate(slices[0].job.key.shape, n))
-        items = [s.item() for s in slices]
+        run = _Running(slices, self._monotonic(), self._times.estimate(slices[0].job.key.shape, n))
+        items = [s.item() for s in slices]  # input images still compressed: the engine decodes them
         on_step = self._progress_reporter(run, loop)
         run.future = loop.run_in_executor(
             self._executor, self._engine.run_batch, items, on_step, run.should_stop
@@ -673,7 +448,7 @@ class Scheduler:
             raise _BatchTimeout from None
         finally:
             self._runs.discard(run)
-        elapsed = time.monotonic() - run.started
+        elapsed = self._monotonic() - run.started
         if not run.should_stop():
             self._times.record(run.slices[0].job.key.shape, sum(s.count for s in run.slices), elapsed)
         self.batches += 1
@@ -687,16 +462,16 @@ class Scheduler:
         interval = self._settings.progress_interval_s
 
         def on_step(update: StepUpdate) -> None:  # on the engine thread
-            now = time.monotonic()
+            now = self._monotonic()
             if now - max(run.last_report, run.started) < interval:
                 return
             run.last_report = now
-            previews = _first_previews(run.slices, update.previews)
+            previews = first_previews(run.slices, update.previews)
             loop.call_soon_threadsafe(self._on_step, run, update, previews)
 
         return on_step
 
-    def _on_step(self, run: _Running, update: StepUpdate, previews: dict[str, Image.Image]) -> None:
+    def _on_step(self, run: _Running, update: StepUpdate, previews: dict[WorkerJobId, Image.Image]) -> None:
         for job in run.jobs:
             if job.status is not JobStatus.RUNNING:
                 continue
@@ -729,8 +504,7 @@ class Scheduler:
             if all(img is not None for img in s.job.images):
                 self._finish(s.job, JobStatus.SUCCEEDED)
         self.images_total += made
-        self._done_images.append((time.monotonic(), made))
-        self._forget_old_rates()
+        self._throughput.add(made)
 
     def _fail(self, slices: Iterable[Slice], code: ErrorCode, message: str) -> None:
         for job in dict.fromkeys(s.job for s in slices):
@@ -742,7 +516,7 @@ class Scheduler:
         ttl = self._settings.job_ttl_s
         while True:
             await asyncio.sleep(min(60.0, ttl / 2))
-            self.evict_expired(time.monotonic() - ttl)
+            self.evict_expired(self._monotonic() - ttl)
 
     def evict_expired(self, before: float) -> None:
         """Forget finished jobs (and their images and idempotency keys) that ended before `before`."""
@@ -761,29 +535,3 @@ def _replica_stats(engine: Engine) -> list[ReplicaStats]:
 
 def _shutting_down() -> ErrorBody:
     return ErrorBody(code=ErrorCode.SHUTTING_DOWN, message="the worker shut down; resubmit the job")
-
-
-def _first_previews(slices: list[Slice], previews: list[Image.Image]) -> dict[str, Image.Image]:
-    """Each job's first image's preview, picked from the batch's previews (one per image, in order)."""
-    out: dict[str, Image.Image] = {}
-    index = 0
-    for s in slices:
-        if s.offset == 0 and index < len(previews):
-            out[s.job.id] = previews[index]
-        index += s.count
-    return out
-
-
-def _jpeg(image: Image.Image) -> bytes:
-    img = image.convert("RGB")
-    img.thumbnail((_PREVIEW_SIDE, _PREVIEW_SIDE))
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=80)
-    return buf.getvalue()
-
-
-def job_fingerprint(request: JobRequest, image_digest: str | None) -> str:
-    """What makes two submissions the same job, for idempotency."""
-    h = hashlib.sha256(request.model_dump_json().encode())
-    h.update((image_digest or "").encode())
-    return h.hexdigest()

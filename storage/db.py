@@ -1,18 +1,20 @@
-"""The SQLite database: one aiosqlite connection in WAL mode, numbered migrations and serialised transactions."""
+"""The SQLite database: one connection on its own thread in WAL mode, numbered migrations, grouped transactions."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-import aiosqlite
 from pydantic import BaseModel, ConfigDict, Field
 
 log = logging.getLogger(__name__)
@@ -110,36 +112,6 @@ class SyncTx:
         return rowid
 
 
-class Tx:
-    """Statements inside one open transaction; each call is one hop to the connection's thread."""
-
-    def __init__(self, conn: aiosqlite.Connection) -> None:
-        self._conn = conn
-
-    async def fetchall(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
-        return list(await self._conn.execute_fetchall(sql, params))
-
-    async def fetchone(self, sql: str, params: Params = ()) -> sqlite3.Row | None:
-        rows = await self._conn.execute_fetchall(sql, params)
-        return next(iter(rows), None)
-
-    async def execute(self, sql: str, params: Params = ()) -> int:
-        """Run one statement and return how many rows it changed."""
-        cursor = await self._conn.execute(sql, params)
-        return cursor.rowcount
-
-    async def executemany(self, sql: str, rows: Iterable[Params]) -> int:
-        cursor = await self._conn.executemany(sql, rows)
-        return cursor.rowcount
-
-    async def insert(self, sql: str, params: Params = ()) -> int:
-        """Run one INSERT and return the new rowid."""
-        row = await self._conn.execute_insert(sql, params)
-        if row is None:
-            raise DatabaseError("insert returned no rowid")
-        return int(row[0])
-
-
 MAX_BATCH = 16
 
 
@@ -181,17 +153,19 @@ def _run_batch(conn: sqlite3.Connection, batch: list[_Call]) -> list[tuple[bool,
 class Database:
     """One connection to the brushfire database, shared by every repository in the process.
 
-    aiosqlite runs a single sqlite3 connection on its own thread, so two coroutines interleaving
-    statements would share one transaction. Every way in therefore holds an asyncio lock: `run()` (what
-    the repositories use: a synchronous body, one hop, grouped with concurrent calls), and the
-    statement-at-a-time `transaction()` and `read()` context managers. Within the process transactions
-    run one at a time; across processes `BEGIN IMMEDIATE` and the busy timeout serialise writers.
+    The sqlite3 connection lives on one thread of its own (a single-worker executor), so the event loop
+    never blocks on the disk and every statement runs where the connection was made. The only way in is
+    `run()`: a synchronous body run as one transaction on that thread, grouped with concurrent calls.
+    Within the process transactions therefore run one at a time; across processes `BEGIN IMMEDIATE` and
+    the busy timeout serialise writers.
     """
 
-    def __init__(self, conn: aiosqlite.Connection, settings: DatabaseSettings) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, settings: DatabaseSettings, thread: ThreadPoolExecutor
+    ) -> None:
         self._conn = conn
+        self._thread = thread
         self.settings = settings
-        self._lock = asyncio.Lock()
         self._pending: list[_Call] = []
         self._drainer: asyncio.Task[None] | None = None
         self.schema_version = 0
@@ -209,72 +183,38 @@ class Database:
         if not isinstance(settings, DatabaseSettings):
             settings = DatabaseSettings(path=Path(settings))
         settings.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = await aiosqlite.connect(
-            settings.path, isolation_level=None, timeout=settings.busy_timeout_ms / 1000
-        )
+        thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="brushfire-db")
+        loop = asyncio.get_running_loop()
         try:
-            conn.row_factory = sqlite3.Row
-            db = cls(conn, settings)
-            await db._configure()
-            await db.migrate(migrate_to)
-            yield db
-            if db._drainer is not None:
-                await db._drainer
+            conn = await loop.run_in_executor(thread, _connect, settings)
+            try:
+                db = cls(conn, settings, thread)
+                await db.migrate(migrate_to)
+                yield db
+                if db._drainer is not None:
+                    await db._drainer
+            finally:
+                await loop.run_in_executor(thread, conn.close)
         finally:
-            await conn.close()
-
-    async def _configure(self) -> None:
-        try:
-            await self._conn.execute(f"PRAGMA busy_timeout = {int(self.settings.busy_timeout_ms)}")
-            mode = await self._conn.execute_fetchall("PRAGMA journal_mode = WAL")
-        except sqlite3.DatabaseError as exc:
-            raise DatabaseError(f"{self.path} is not a usable SQLite database: {exc}") from exc
-        if next(iter(mode))[0].lower() != "wal":
-            raise DatabaseError(f"{self.path} could not switch to WAL journaling")
-        # In WAL mode NORMAL keeps every commit across a process crash; only power loss can drop the last ones.
-        await self._conn.execute("PRAGMA synchronous = NORMAL")
-        await self._conn.execute("PRAGMA foreign_keys = ON")
+            thread.shutdown(wait=True)
 
     async def migrate(self, target: int | None = None) -> int:
         """Apply every migration above the file's `user_version`, each in its own transaction."""
         migrations = load_migrations()
         latest = len(migrations) if target is None else target
-        async with self.transaction() as tx:
-            current = await self._user_version(tx)
+        current = await self.run(_user_version, write=False)
         if current > len(migrations):
             raise DatabaseError(
                 f"{self.path} has schema version {current} but this brushfire knows only {len(migrations)}; "
                 "upgrade brushfire or restore a backup"
             )
         for migration in migrations[current:latest]:
-            async with self.transaction() as tx:
-                # Re-read inside the write lock: another process may have migrated meanwhile.
-                if await self._user_version(tx) >= migration.version:
-                    continue
-                for statement in split_statements(migration.sql):
-                    await tx.execute(statement)
-                await tx.execute(f"PRAGMA user_version = {migration.version}")
-            log.info("database %s migrated to version %d (%s)", self.path, migration.version, migration.name)
-        async with self.read() as tx:
-            self.schema_version = await self._user_version(tx)
+            if await self.run(functools.partial(_apply, migration=migration)):
+                log.info(
+                    "database %s migrated to version %d (%s)", self.path, migration.version, migration.name
+                )
+        self.schema_version = await self.run(_user_version, write=False)
         return self.schema_version
-
-    @staticmethod
-    async def _user_version(tx: Tx) -> int:
-        row = await tx.fetchone("PRAGMA user_version")
-        return int(row[0]) if row else 0
-
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Tx]:
-        """A write transaction: BEGIN IMMEDIATE takes the file's write lock up front, so no upgrade fails."""
-        async with self._lock:
-            await self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield Tx(self._conn)
-            except BaseException:
-                await self._rollback()
-                raise
-            await self._conn.execute("COMMIT")
 
     async def run(self, body: Callable[[SyncTx], T], *, write: bool = True) -> T:
         """Run `body` inside one transaction (BEGIN IMMEDIATE when `write`) on the database thread.
@@ -288,19 +228,18 @@ class Database:
         self._pending.append(call)
         if self._drainer is None or self._drainer.done():
             self._drainer = asyncio.create_task(self._drain(), name="brushfire-db-drain")
-        return await call.future  # type: ignore[no-any-return]
+        result: T = await call.future
+        return result
 
     async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
         while self._pending:
             batch = [c for c in self._pending[:MAX_BATCH] if not c.future.cancelled()]
             del self._pending[:MAX_BATCH]
             if not batch:
                 continue
             try:
-                async with self._lock:
-                    # aiosqlite has no public call to run a function on its thread; `_execute` is the one
-                    # private use, and every quota test goes through it.
-                    outcomes = await self._conn._execute(_run_batch, self._conn._conn, batch)
+                outcomes = await loop.run_in_executor(self._thread, _run_batch, self._conn, batch)
             except Exception as exc:  # the connection itself failed (closed, thread gone)
                 outcomes = [(False, exc)] * len(batch)
             for c, (ok, value) in zip(batch, outcomes, strict=True):
@@ -315,26 +254,43 @@ class Database:
         """One statement in its own write transaction; returns how many rows it changed."""
         return await self.run(lambda tx: tx.execute(sql, params))
 
-    @asynccontextmanager
-    async def read(self) -> AsyncIterator[Tx]:
-        """A read transaction: one consistent snapshot for several SELECTs."""
-        async with self._lock:
-            await self._conn.execute("BEGIN")
-            try:
-                yield Tx(self._conn)
-            finally:
-                await self._rollback()
-
-    async def _rollback(self) -> None:
-        try:
-            await self._conn.execute("ROLLBACK")
-        except sqlite3.OperationalError:
-            # SQLite already rolled back (some errors end the transaction themselves).
-            log.debug("no transaction to roll back")
-
     async def backup_to(self, target: Path) -> None:
         """Copy the live database to `target` through a separate read connection: this one stays free."""
         await backup_file(self.path, target, busy_timeout_ms=self.settings.busy_timeout_ms)
+
+
+def _connect(settings: DatabaseSettings) -> sqlite3.Connection:
+    """On the database thread: connect in autocommit mode (transactions are ours), WAL, foreign keys on."""
+    conn = sqlite3.connect(settings.path, isolation_level=None, timeout=settings.busy_timeout_ms / 1000)
+    try:
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {int(settings.busy_timeout_ms)}")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise DatabaseError(f"{settings.path} is not a usable SQLite database: {exc}") from exc
+    if mode[0].lower() != "wal":
+        conn.close()
+        raise DatabaseError(f"{settings.path} could not switch to WAL journaling")
+    # In WAL mode NORMAL keeps every commit across a process crash; only power loss can drop the last ones.
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+def _user_version(tx: SyncTx) -> int:
+    row = tx.fetchone("PRAGMA user_version")
+    return int(row[0]) if row else 0
+
+
+def _apply(tx: SyncTx, migration: Migration) -> bool:
+    """Apply one migration unless another process already has (re-read inside the write lock)."""
+    if _user_version(tx) >= migration.version:
+        return False
+    for statement in split_statements(migration.sql):
+        tx.execute(statement)
+    tx.execute(f"PRAGMA user_version = {migration.version}")
+    return True
 
 
 def _read_only_uri(path: Path) -> str:
@@ -344,23 +300,22 @@ def _read_only_uri(path: Path) -> str:
 
 async def backup_file(source: Path, target: Path, *, busy_timeout_ms: int = 10_000) -> None:
     """Back up the database file at `source` with the online backup API, while others may write to it."""
-    async with aiosqlite.connect(_read_only_uri(source), uri=True, isolation_level=None) as conn:
-        await conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-        await write_backup(conn, target)
+    await asyncio.to_thread(_backup, source, target, busy_timeout_ms)
 
 
-async def write_backup(source: aiosqlite.Connection, target: Path) -> None:
+def _backup(source: Path, target: Path, busy_timeout_ms: int) -> None:
     """Back up into a temporary file beside `target`, check it, then rename it into place."""
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")
     partial.unlink(missing_ok=True)
-    async with aiosqlite.connect(partial, isolation_level=None) as dest:
-        # pages=-1 copies everything in one step under one read snapshot, so concurrent writers never
-        # restart the copy; in WAL mode that snapshot does not block them.
-        await source.backup(dest, pages=-1)
-        check = await dest.execute_fetchall("PRAGMA integrity_check")
-        await dest.execute("PRAGMA journal_mode = DELETE")
-    verdict = next(iter(check))[0]
+    with contextlib.closing(sqlite3.connect(_read_only_uri(source), uri=True, isolation_level=None)) as src:
+        src.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        with contextlib.closing(sqlite3.connect(partial, isolation_level=None)) as dest:
+            # pages=-1 copies everything in one step under one read snapshot, so concurrent writers never
+            # restart the copy; in WAL mode that snapshot does not block them.
+            src.backup(dest, pages=-1)
+            verdict = dest.execute("PRAGMA integrity_check").fetchone()[0]
+            dest.execute("PRAGMA journal_mode = DELETE")
     if verdict != "ok":
         partial.unlink(missing_ok=True)
         raise DatabaseError(f"backup of the database failed its integrity check: {verdict}")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from inference.vocabulary import JobId, JobKind, Lane, WorkerJobId
 from storage.db import Database, SyncTx
 
 log = logging.getLogger(__name__)
@@ -42,21 +43,19 @@ def job_state(value: JobState | str) -> JobState:
 
 
 UNFINISHED = frozenset({JobState.PENDING, JobState.QUEUED, JobState.RUNNING})
-JOB_KINDS = frozenset({"generate", "img2img", "edit"})
-LANES = frozenset({"fast", "relax"})
 
 
 @dataclass(frozen=True, slots=True)
 class JobRecord:
     """One job row. `parameters` is the bot's request as JSON text."""
 
-    job_id: str
+    job_id: JobId
     channel_id: int
     user_id: int
-    kind: str
+    kind: JobKind
     parameters: str
     guild_id: int | None = None
-    lane: str = "fast"
+    lane: Lane = Lane.FAST
     cost: int = 0
     status: JobState = JobState.PENDING
     error: str | None = None
@@ -65,11 +64,13 @@ class JobRecord:
     token_expires_at: float | None = None
     progress_message_id: int | None = None
     result_message_id: int | None = None
-    worker_job_id: str | None = None
+    worker_job_id: WorkerJobId | None = None
     idempotency_key: str | None = None
     parent_job_id: str | None = None
     parent_generation_id: str | None = None
     attempts: int = 0
+    owner: str | None = None  # the process following it (bot.core.lifecycle.ProcessOwner as text)
+    delivered_at: float | None = None  # when its outcome reached its user (or delivery was given up)
     created_at: float = 0.0
     updated_at: float = 0.0
     finished_at: float | None = None
@@ -77,9 +78,9 @@ class JobRecord:
     def __post_init__(self) -> None:
         if not self.job_id or not all(c in "0123456789abcdef" for c in self.job_id):
             raise ValueError(f"job_id must be lowercase hex, got {self.job_id!r}")
-        if self.kind not in JOB_KINDS:
-            raise ValueError(f"kind must be one of {sorted(JOB_KINDS)}, got {self.kind!r}")
-        if self.lane not in LANES:
+        if self.kind not in set(JobKind):
+            raise ValueError(f"kind must be one of {[k.value for k in JobKind]}, got {self.kind!r}")
+        if self.lane not in set(Lane):
             raise ValueError(f"lane must be 'fast' or 'relax', got {self.lane!r}")
         if self.cost < 0:
             raise ValueError("cost must not be negative")
@@ -87,6 +88,9 @@ class JobRecord:
             json.loads(self.parameters)
         except ValueError as exc:
             raise ValueError(f"parameters must be JSON text: {exc}") from exc
+        # Rows read back hold plain strings; the record always holds the vocabulary's types.
+        object.__setattr__(self, "kind", JobKind(self.kind))
+        object.__setattr__(self, "lane", Lane(self.lane))
         object.__setattr__(self, "status", job_state(self.status))
 
     @property
@@ -138,8 +142,13 @@ class JobsRepo:
     async def get(self, job_id: str) -> JobRecord | None:
         return await self._db.run(lambda tx: _fetch(tx, "job_id", job_id), write=False)
 
-    async def by_idempotency_key(self, key: str) -> JobRecord | None:
-        return await self._db.run(lambda tx: _fetch(tx, "idempotency_key", key), write=False)
+    async def get_in_guild(self, job_id: str, guild_id: int) -> JobRecord | None:
+        """The job only if it was made in this server (0: outside any server), so that an interaction from
+        one server can never reach another server's job."""
+        sql = "SELECT * FROM jobs WHERE job_id = ? AND COALESCE(guild_id, 0) = ?"
+        return await self._db.run(
+            lambda tx: _record(row) if (row := tx.fetchone(sql, (job_id, guild_id))) else None, write=False
+        )
 
     async def update_status(
         self, job_id: str, status: JobState | str, error: str | None = None, **fields: Any
@@ -196,15 +205,31 @@ class JobsRepo:
 
         return _found(job_id, await self._db.run(body))
 
+    async def claim(self, job_id: str, old_owner: str | None, new_owner: str | None) -> bool:
+        """Take a job over from `old_owner`; False if someone else took it first (one winner)."""
+        return bool(
+            await self._db.write(
+                "UPDATE jobs SET owner = ?, updated_at = ? WHERE job_id = ? AND owner IS ?",
+                (new_owner, self._clock(), job_id, old_owner),
+            )
+        )
+
+    async def mark_delivered(self, job_id: str) -> None:
+        await self._db.write(
+            "UPDATE jobs SET delivered_at = ? WHERE job_id = ? AND delivered_at IS NULL",
+            (self._clock(), job_id),
+        )
+
+    async def list_undelivered(self, since: float) -> list[JobRecord]:
+        """Finished jobs (since `since`) whose outcome never reached their user: a crash in between."""
+        sql = """SELECT * FROM jobs WHERE delivered_at IS NULL AND finished_at IS NOT NULL AND finished_at >= ?
+                  ORDER BY finished_at"""
+        return await self._db.run(lambda tx: [_record(r) for r in tx.fetchall(sql, (since,))], write=False)
+
     async def list_unfinished(self) -> list[JobRecord]:
         """Jobs a restart must pick up again, oldest first."""
         sql = "SELECT * FROM jobs WHERE status IN ('pending', 'queued', 'running') ORDER BY created_at"
         return await self._db.run(lambda tx: [_record(r) for r in tx.fetchall(sql)], write=False)
-
-    async def recent_for_user(self, guild_id: int | None, user_id: int, limit: int = 10) -> list[JobRecord]:
-        sql = "SELECT * FROM jobs WHERE guild_id IS ? AND user_id = ? ORDER BY created_at DESC LIMIT ?"
-        params = (guild_id, user_id, max(1, min(limit, 100)))
-        return await self._db.run(lambda tx: [_record(r) for r in tx.fetchall(sql, params)], write=False)
 
     async def prune_finished(self, before: float) -> int:
         """Forget the interaction tokens of old finished jobs; the rows stay for their generations."""

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from inference.vocabulary import Lane
 from storage.db import SyncTx
 
 log = logging.getLogger(__name__)
@@ -17,20 +17,6 @@ class LedgerState(StrEnum):
     RESERVED = "reserved"
     COMMITTED = "committed"
     REFUNDED = "refunded"
-
-
-@dataclass(frozen=True, slots=True)
-class LedgerRow:
-    job_id: str
-    guild_id: int
-    user_id: int
-    cost: int
-    bonus_cost: int
-    lane: str
-    state: LedgerState
-    voided: bool
-    created_at: float
-    updated_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,21 +47,6 @@ class UserDayUsage:
     relax_jobs: int
 
 
-def _row(r: sqlite3.Row) -> LedgerRow:
-    return LedgerRow(
-        job_id=r["job_id"],
-        guild_id=r["guild_id"],
-        user_id=r["user_id"],
-        cost=r["cost"],
-        bonus_cost=r["bonus_cost"],
-        lane=r["lane"],
-        state=LedgerState(r["state"]),
-        voided=bool(r["voided"]),
-        created_at=r["created_at"],
-        updated_at=r["updated_at"],
-    )
-
-
 WINDOW_USAGE_SQL = """
 SELECT COALESCE(SUM(CASE WHEN lane = 'fast' THEN cost - bonus_cost END), 0) AS fast_used,
        COALESCE(SUM(CASE WHEN lane = 'relax' THEN cost END), 0) AS relax_used,
@@ -92,11 +63,6 @@ def window_usage(tx: SyncTx, guild_id: int, user_id: int, window_s: float, now: 
     return WindowUsage(row["fast_used"], row["relax_used"], row["oldest_fast"], row["oldest_relax"])
 
 
-def get(tx: SyncTx, job_id: str) -> LedgerRow | None:
-    row = tx.fetchone("SELECT * FROM ledger WHERE job_id = ?", (job_id,))
-    return _row(row) if row else None
-
-
 def insert(
     tx: SyncTx,
     *,
@@ -104,16 +70,22 @@ def insert(
     guild_id: int,
     user_id: int,
     cost: int,
-    lane: str,
+    lane: Lane,
     spends: Sequence[BonusSpend],
     now: float,
+    forgiven: bool = False,
 ) -> None:
-    """Insert a reserved row; a second row for the same job raises sqlite3.IntegrityError."""
+    """Insert a reserved row; a second row for the same job raises sqlite3.IntegrityError.
+
+    A `forgiven` row (made while the member was unlimited) is voided from the start: it shows in reports
+    but never counts against a window.
+    """
     bonus_cost = sum(s.credits for s in spends)
     tx.execute(
-        """INSERT INTO ledger (job_id, guild_id, user_id, cost, bonus_cost, lane, state, created_at, updated_at)
-           VALUES (?, ?, ?, ?, ?, ?, 'reserved', ?, ?)""",
-        (job_id, guild_id, user_id, cost, bonus_cost, lane, now, now),
+        """INSERT INTO ledger (job_id, guild_id, user_id, cost, bonus_cost, lane, state, voided, created_at,
+                               updated_at)
+           VALUES (?, ?, ?, ?, ?, ?, 'reserved', ?, ?, ?)""",
+        (job_id, guild_id, user_id, cost, bonus_cost, lane, int(forgiven), now, now),
     )
     if spends:
         tx.executemany(
@@ -125,6 +97,16 @@ def insert(
 # A single UPDATE is atomic on its own; the state guard makes commit and refund idempotent and final.
 COMMIT_SQL = "UPDATE ledger SET state = 'committed', updated_at = ? WHERE job_id = ? AND state = 'reserved'"
 REFUND_SQL = "UPDATE ledger SET state = 'refunded', updated_at = ? WHERE job_id = ? AND state = 'reserved'"
+
+
+def commit(tx: SyncTx, job_id: str, now: float) -> int:
+    """Make a reservation final; 0 when it is unknown or already committed or refunded."""
+    return tx.execute(COMMIT_SQL, (now, job_id))
+
+
+def refund(tx: SyncTx, job_id: str, now: float) -> int:
+    """Give a reservation's credits back; 0 when it is unknown or already final."""
+    return tx.execute(REFUND_SQL, (now, job_id))
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,13 +126,36 @@ def stale_reservations(tx: SyncTx, before: float, limit: int = 500) -> list[Stal
     return [StaleReservation(r[0], r[1], r[2]) for r in rows]
 
 
-def void_window(tx: SyncTx, guild_id: int, user_id: int, since: float, now: float) -> int:
-    """Forgive a user's live rows inside the window (an admin reset); they stay for reports."""
-    return tx.execute(
-        """UPDATE ledger SET voided = 1, updated_at = ?
-            WHERE guild_id = ? AND user_id = ? AND created_at > ? AND state != 'refunded' AND voided = 0""",
-        (now, guild_id, user_id, since),
+@dataclass(frozen=True, slots=True)
+class Forgiven:
+    """What an admin reset forgave: charges, window credits (bonus-paid parts excluded) and relax credits."""
+
+    jobs: int
+    credits: int
+    relax_credits: int
+
+
+# The rows that count against a window: live, not forgiven, and paid at least partly from the window.
+_COUNTING = """guild_id = :guild AND user_id = :user AND created_at > :since AND state != 'refunded'
+               AND voided = 0 AND (lane = 'relax' OR cost > bonus_cost)"""
+
+
+def void_window(tx: SyncTx, guild_id: int, user_id: int, since: float, now: float) -> Forgiven:
+    """Forgive a user's counting rows inside the window (an admin reset); they stay for reports.
+
+    Bonus credits a forgiven charge spent stay spent: a reset restores the window share, not gifts.
+    """
+    params = {"guild": guild_id, "user": user_id, "since": since, "now": now}
+    row = tx.fetchone(
+        f"""SELECT COUNT(*) AS jobs,
+                   COALESCE(SUM(CASE WHEN lane = 'fast' THEN cost - bonus_cost END), 0) AS credits,
+                   COALESCE(SUM(CASE WHEN lane = 'relax' THEN cost END), 0) AS relax_credits
+              FROM ledger WHERE {_COUNTING}""",
+        params,
     )
+    assert row is not None  # an aggregate always yields one row
+    tx.execute(f"UPDATE ledger SET voided = 1, updated_at = :now WHERE {_COUNTING}", params)
+    return Forgiven(row["jobs"], row["credits"], row["relax_credits"])
 
 
 def prune(tx: SyncTx, before: float) -> int:
@@ -179,11 +184,3 @@ def usage_by_user_day(tx: SyncTx, guild_id: int, since: float) -> list[UserDayUs
         (guild_id, since),
     )
     return [UserDayUsage(r["user_id"], r["day"], r["jobs"], r["credits"], r["relax_jobs"]) for r in rows]
-
-
-def for_user(tx: SyncTx, guild_id: int, user_id: int, since: float) -> list[LedgerRow]:
-    rows = tx.fetchall(
-        "SELECT * FROM ledger WHERE guild_id = ? AND user_id = ? AND created_at >= ? ORDER BY created_at",
-        (guild_id, user_id, since),
-    )
-    return [_row(r) for r in rows]

@@ -18,7 +18,7 @@ MAX_GUILD_STYLES = 100
 
 @dataclass(frozen=True, slots=True)
 class GuildStyleRecord:
-    """One guild preset row; `bot.styles.StylePreset.from_record` validates it into a preset."""
+    """One guild preset row; `bot.core.styles.StylePreset.from_record` validates it into a preset."""
 
     guild_id: int
     name: str

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import run
-from bot.settings import load_settings
+from bot.core.settings import load_settings
 from inference.settings import BUNDLED_MODEL_DEFAULTS
 
 ROOT = Path(__file__).resolve().parents[1]

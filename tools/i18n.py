@@ -31,16 +31,16 @@ SOURCE_DIRS = ("bot", "cogs")
 
 async def command_messages() -> list[tuple[Context, str]]:
     """The command tree's texts, from a real ImageBot with every cog loaded (nothing connects)."""
-    from bot.bot import EXTENSIONS, ImageBot
-    from bot.jobs import open_job_service
-    from bot.settings import Settings
+    from bot.client import EXTENSIONS, ImageBot
+    from bot.core.services import open_services
+    from bot.core.settings import Settings
     from bot.translator import command_texts
     from storage.db import DatabaseSettings
 
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(database=DatabaseSettings(path=Path(tmp) / "extract.sqlite3"))
-        async with open_job_service(settings, "http://127.0.0.1:9") as jobs:
-            bot = ImageBot(settings=settings, jobs=jobs, quotas=jobs.quotas, catalogues=Catalogues())
+        async with open_services(settings, "http://127.0.0.1:9") as services:
+            bot = ImageBot(services, catalogues=Catalogues())
             for extension in EXTENSIONS:
                 await bot.load_extension(extension)
             try:

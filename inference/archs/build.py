@@ -13,7 +13,6 @@ from typing import Any
 import torch
 from diffusers import (
     AutoencoderKL,
-    DiffusionPipeline,
     EulerDiscreteScheduler,
     StableDiffusionPipeline,
     StableDiffusionXLPipeline,
@@ -22,7 +21,8 @@ from diffusers import (
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 from inference.archs import Arch, get_arch
-from inference.engine import DiffusersEngine, resolve_device, resolve_dtype
+from inference.engine import DiffusersEngine
+from inference.loading import Pipeline, resolve_device, resolve_dtype
 from inference.settings import EngineSettings
 from inference.tiny import TOKENIZER_DIR
 
@@ -39,7 +39,9 @@ def _tokenizer() -> CLIPTokenizer:
 
 
 def _text_config(arch: Arch, component: str) -> CLIPTextConfig:
-    config = {k: v for k, v in arch.config(component).items() if k not in ("architectures", "model_type")}
+    config: dict[str, Any] = {
+        k: v for k, v in arch.config(component).items() if k not in ("architectures", "model_type")
+    }
     return CLIPTextConfig(**config)
 
 
@@ -54,7 +56,7 @@ def _modules(arch: Arch) -> dict[str, torch.nn.Module]:
     return modules
 
 
-def build_random_pipeline(name: str, device: str | torch.device, dtype: torch.dtype) -> DiffusionPipeline:
+def build_random_pipeline(name: str, device: str | torch.device, dtype: torch.dtype) -> Pipeline:
     """The named architecture with random weights, built on `device` in `dtype` ("meta" builds no weights)."""
     arch = get_arch(name)
     torch.manual_seed(SEED)

@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from bot.bot import ImageBot
-from bot.jobs import open_job_service
-from bot.settings import Settings
+from bot.client import ImageBot
+from bot.core.services import open_services
+from bot.core.settings import Settings
 from tests.fakediscord import FakeChannel, FakeDiscord, FakeGuild, FakeUser, Interaction, Message
 from tests.fakediscord.harness import run_bot
 
@@ -41,15 +41,15 @@ def build_world(fake: FakeDiscord) -> World:
 @contextlib.asynccontextmanager
 async def running_bot(fake: FakeDiscord, settings: Settings, worker_url: str) -> AsyncIterator[ImageBot]:
     """The real ImageBot with real services, connected to the fake and ready, commands synced."""
-    async with open_job_service(settings, worker_url) as jobs:
-        bot = ImageBot(settings=settings, jobs=jobs, quotas=jobs.quotas)
+    async with open_services(settings, worker_url) as services:
+        bot = ImageBot(services)
         async with run_bot(bot, fake):
             await fake.wait_commands("imagine", "edit", "quota", "quota-admin", "settings")
             yield bot
 
 
 def is_result(message: Message) -> bool:
-    return bool(message.attachments) and any("brushfire:reroll:" in c for c in message.custom_ids())
+    return bool(message.attachments) and any("brushfire:edit:" in c for c in message.custom_ids())
 
 
 def button(message: Message, action: str) -> str:

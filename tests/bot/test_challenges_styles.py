@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from bot.plans import ImagineOptions, Planner, Requester
-from bot.settings import Settings
-from bot.styles import StyleBook, StylePreset
-from inference.protocol import Lane
+from bot.core.plans import ImagineOptions, Planner, Requester
+from bot.core.settings import Settings
+from bot.core.styles import StyleBook, StylePreset
 from inference.settings import AdapterSettings, EngineSettings, ModelDefaults
+from inference.vocabulary import Lane
 from storage.guilds import GuildSettings
 
 ALICE = Requester(user_id=10, guild_id=20, channel_id=30, name="alice")

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 from PIL import Image
 
-import bot.plans
+import bot.core.plans
 from inference.settings import EngineSettings
 from tests.bot.harness import build_world, is_result, running_bot
 from tests.fakediscord import Upload
@@ -57,7 +57,7 @@ async def test_imagine_draws_the_prompt(fake_discord, settings, worker):
 
 async def test_edit_changes_the_background_of_an_upload(fake_discord, settings, worker, monkeypatch):
     # /edit takes no seed: pin the one the planner draws so the picture is repeatable.
-    monkeypatch.setattr(bot.plans, "secrets", SimpleNamespace(randbelow=lambda _n: EDIT_SEED))
+    monkeypatch.setattr(bot.core.plans, "secrets", SimpleNamespace(randbelow=lambda _n: EDIT_SEED))
     before = data.Scene("blue", (data.Shape("circle", "yellow", "large", 0.5, 0.5, 0.26),), "centre")
     instruction = "make the background black"
     buf = io.BytesIO()

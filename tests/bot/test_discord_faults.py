@@ -10,12 +10,13 @@ import sqlite3
 import pytest
 from PIL import Image
 
-from bot.plans import ImagineOptions, Requester
-from bot.settings import Settings
-from bot.styles import StylePreset
+from bot.core.plans import ImagineOptions, Requester
+from bot.core.settings import Settings
+from bot.core.styles import StylePreset
 from inference.engine import DiffusersEngine
 from inference.server import SCHEDULER, start_worker
-from storage.jobs import JobRecord
+from storage.db import Database
+from storage.jobs import JobRecord, JobsRepo
 from tests.bot.conftest import free_port
 from tests.bot.harness import build_world, button, ephemeral_reply, is_result, running_bot
 
@@ -155,11 +156,12 @@ async def test_restart_resubmits_lost_and_unsubmitted_jobs_and_refunds_unfinisha
         inter = await fake_discord.send_slash("imagine", SLOW, user=world.alice, channel=world.channel)
         await inter.wait_original(lambda m: "Drawing" in m.content, timeout=30)
         # Two jobs reserved and stored but not (known to be) submitted: a crash in between.
-        planner, server = bot.jobs.planner, await bot.jobs.guild(world.guild.id)
+        planner, server = bot.services.jobs.planner, await bot.services.guilds.settings(world.guild.id)
         generate = planner.plan_imagine(requester(world), ImagineOptions(prompt="orphan"), server)
         upload = planner.plan_edit(
             requester(world), image=png(), instruction="snow", strength=None, guild=server
         )
+        fake_discord.note_author(world.guild, world.bob)  # bob's jobs below were stored, never sent
         orphan = await stored_but_unsubmitted(bot, world, generate, "e" * 32)
         lost_upload = await stored_but_unsubmitted(bot, world, upload, "f" * 32)
     # Both go down; a fresh worker (empty queue) comes up on the same address, then the bot.
@@ -196,19 +198,21 @@ def requester(world) -> Requester:
 async def stored_but_unsubmitted(bot, world, plan, job_id: str) -> str:
     """Reserve and store a job the way JobService.start does, but stop before submitting it."""
     who = requester(world)
-    await bot.quotas.reserve(job_id, who.guild_id, who.user_id, (), 1, "fast")
-    await bot.jobs.jobs.create(
-        JobRecord(
-            job_id=job_id,
-            guild_id=who.guild_id,
-            channel_id=who.channel_id,
-            user_id=who.user_id,
-            kind=plan.kind.value,
-            parameters=plan.parameters(),
-            cost=1,
-            idempotency_key=job_id,
+    await bot.services.quotas.reserve(job_id, who.guild_id, who.user_id, (), 1, "fast")
+    # Stored through a second connection to the same file, as the crashed bot's own write would be.
+    async with Database.open(bot.settings.database) as db:
+        await JobsRepo(db).create(
+            JobRecord(
+                job_id=job_id,
+                guild_id=who.guild_id,
+                channel_id=who.channel_id,
+                user_id=who.user_id,
+                kind=plan.kind.value,
+                parameters=plan.parameters(),
+                cost=1,
+                idempotency_key=job_id,
+            )
         )
-    )
     return job_id
 
 

@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from bot.errors import BadAttachment, BlockedContent, ChannelNotAllowed, InvalidInput, UnknownStyle
-from bot.plans import Action, ImagineOptions, Planner, Requester
-from bot.settings import Settings, load_settings
-from bot.styles import StyleBook
-from inference.protocol import MAX_COUNT, MAX_SEED, JobKind, Lane, WorkerInfo
+from bot.core.errors import BadAttachment, BlockedContent, ChannelNotAllowed, InvalidInput, UnknownStyle
+from bot.core.plans import Action, ImagineOptions, Planner, Requester
+from bot.core.settings import Settings, load_settings
+from bot.core.styles import StyleBook
+from inference.protocol import MAX_COUNT, MAX_SEED, WorkerInfo
 from inference.settings import BUNDLED_MODEL_DEFAULTS, ModelDefaults
+from inference.vocabulary import JobKind, Lane
 from storage.generations import GenerationRecord
 from storage.guilds import GuildSettings
 
@@ -59,8 +60,8 @@ def test_no_aspect_leaves_the_size_to_the_model_and_seeds_are_drawn():
     ("options", "server", "error", "text"),
     [
         (ImagineOptions(prompt=""), guild(), InvalidInput, "empty"),
-        (ImagineOptions(prompt="a" * 601), guild(), InvalidInput, "601 characters"),
-        (ImagineOptions(prompt="a cat", negative="b" * 700), guild(), InvalidInput, "negative prompt"),
+        (ImagineOptions(prompt="a" * 1001), guild(), InvalidInput, "1001 characters"),
+        (ImagineOptions(prompt="a cat", negative="b" * 1100), guild(), InvalidInput, "negative prompt"),
         (ImagineOptions(prompt="a NaSty cat"), guild(blocked_words=("nasty",)), BlockedContent, "nasty"),
         (ImagineOptions(prompt="x", style="nope"), guild(), UnknownStyle, "nope"),
         (ImagineOptions(prompt="x", aspect="7:1"), guild(), InvalidInput, "7:1"),

@@ -3,8 +3,8 @@
 import asyncio
 import itertools
 
-from bot.progress import DisplayGone, ProgressState, ProgressUpdater
-from inference.protocol import JobStatus
+from bot.core.progress import DisplayGone, ProgressState, ProgressUpdater
+from inference.vocabulary import JobStatus
 
 
 class Recorder:

@@ -10,24 +10,22 @@ from pathlib import Path
 import pytest
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from bot.quotas import (
-    CostSettings,
-    CostSpec,
+from bot.core.quotas.maintenance import Maintenance
+from bot.core.quotas.pricing import CostSettings, CostSpec, QuotaSettings, RelaxSettings
+from bot.core.quotas.records import (
     DuplicateReservation,
-    MaintenanceScheduler,
     QuotaError,
     QuotaExceeded,
     QuotaInputError,
-    QuotaService,
-    QuotaSettings,
-    RelaxSettings,
     RelaxUnavailable,
     UserBlocked,
 )
+from bot.core.quotas.service import QuotaService
 from storage.audit import AuditRepo
 from storage.db import Database, DatabaseSettings
 from storage.guilds import GuildsRepo
 from storage.jobs import JobRecord, JobsRepo, JobState
+from storage.ledger import Forgiven
 from tests.storage.helpers import T0, Clock
 
 G, U, ADMIN = 100, 200, 900
@@ -162,76 +160,79 @@ async def test_the_last_credit_goes_to_exactly_one_of_many_concurrent_reserves(
 # -- policy ----------------------------------------------------------------------------------------------
 
 
-async def test_limit_is_the_highest_of_default_and_tiers_unless_overridden(q: QuotaService) -> None:
-    await q.set_guild_default(G, ADMIN, limit=20)
-    await q.set_role_tier(G, 1, "patron", 50, ADMIN)
-    await q.set_role_tier(G, 2, "tiny", 5, ADMIN)
-    st = await q.status(G, U, [2])
-    assert (st.limit, st.source, st.tier_name) == (20, "guild", None)
+async def test_limit_is_the_highest_tier_else_the_default_unless_overridden(q: QuotaService) -> None:
+    await q.admin.set_guild_default(G, ADMIN, limit=20)
+    await q.admin.set_role_tier(G, 1, "patron", 50, ADMIN)
+    await q.admin.set_role_tier(G, 2, "tiny", 5, ADMIN)
+    assert (await q.status(G, U, [])).limit == 20
+    st = await q.status(G, U, [2])  # a tier below the default lowers the limit (docs/quotas.md)
+    assert (st.limit, st.source, st.tier_name) == (5, "role", "tiny")
     st = await q.status(G, U, [2, 1, 999])
     assert (st.limit, st.source, st.tier_name) == (50, "role", "patron")
-    await q.set_user_override(G, U, ADMIN, limit=3)
+    await q.admin.set_user_override(G, U, ADMIN, limit=3)
     st = await q.status(G, U, [1])
     assert (st.limit, st.source) == (3, "override")
     with pytest.raises(QuotaExceeded):
         await q.reserve("o1", G, U, [1], 4, "fast")
-    await q.set_user_override(G, U, ADMIN, unlimited=True)
+    await q.admin.set_user_override(G, U, ADMIN, unlimited=True)
     st = await q.status(G, U, [1])
     assert st.unlimited and st.source == "unlimited"
     r = await q.reserve("o2", G, U, [1], 500)
-    assert r.lane == "fast" and r.cost == 500  # unlimited users are still charged, for reports
-    await q.clear_user_override(G, U, ADMIN)
+    assert r.lane == "fast" and r.cost == 500 and r.status.used == 0  # recorded for reports, never counted
+    await q.commit("o2")
+    await q.admin.clear_user_override(G, U, ADMIN)
     st = await q.status(G, U, [1])
-    assert (st.limit, st.used, st.remaining, st.source) == (50, 500, 0, "role")
-    await q.clear_role_tier(G, 1, ADMIN)
+    assert (st.limit, st.used, st.remaining, st.source) == (50, 0, 50, "role")
+    assert (await q.reports.usage_report(G)).per_user[0].credits == 500
+    await q.admin.clear_role_tier(G, 1, ADMIN)
     assert (await q.status(G, U, [1])).limit == 20
 
 
 async def test_blocked_users_cannot_reserve_until_unblocked(q: QuotaService) -> None:
-    await q.set_user_override(G, U, ADMIN, limit=7)
-    await q.block(G, U, ADMIN, reason="spam")
+    await q.admin.set_user_override(G, U, ADMIN, limit=7)
+    await q.admin.block(G, U, ADMIN, reason="spam")
     assert (await q.status(G, U)).blocked
     with pytest.raises(UserBlocked):
         await q.reserve("b1", G, U, [], 1)
     with pytest.raises(UserBlocked):
         await q.reserve("b2", G, U, [], 1, "relax")
-    await q.clear_user_override(G, U, ADMIN)  # a block outlives clearing the limit
+    await q.admin.clear_user_override(G, U, ADMIN)  # a block outlives clearing the limit
     with pytest.raises(UserBlocked):
         await q.reserve("b3", G, U, [], 1)
-    await q.unblock(G, U, ADMIN)
+    await q.admin.unblock(G, U, ADMIN)
     assert (await q.reserve("b4", G, U, [], 1)).lane == "fast"
 
 
 async def test_admin_nonsense_gets_clear_errors_and_changes_nothing(q: QuotaService, db: Database) -> None:
     bad = [
-        (q.set_guild_default(G, ADMIN, limit=0), "limit"),
-        (q.set_guild_default(G, ADMIN, limit=-5), "limit"),
-        (q.set_guild_default(G, ADMIN, limit=5, window_s=10), "window"),
-        (q.set_guild_default(G, ADMIN, limit=5, window_s=10**9), "window"),
-        (q.set_role_tier(G, 1, "", 5, ADMIN), "name"),
-        (q.set_role_tier(G, 1, "x", 0, ADMIN), "limit"),
-        (q.set_role_tier(G, -1, "x", 5, ADMIN), "role id"),
-        (q.clear_role_tier(G, 42, ADMIN), "no quota tier"),
-        (q.set_user_override(G, U, ADMIN), "either a limit or unlimited"),
-        (q.set_user_override(G, U, ADMIN, limit=5, unlimited=True), "either a limit or unlimited"),
-        (q.clear_user_override(G, U, ADMIN), "no quota override"),
-        (q.unblock(G, U, ADMIN), "not blocked"),
-        (q.grant_bonus(G, U, 0, ADMIN), "bonus"),
-        (q.grant_bonus(G, U, 5, ADMIN, expires_at=T0 - 1), "expire"),
-        (q.grant_bonus(G, U, 5, 0), "actor id"),
-        (q.usage_report(G, days=0), "days"),
+        (q.admin.set_guild_default(G, ADMIN, limit=0), "limit"),
+        (q.admin.set_guild_default(G, ADMIN, limit=-5), "limit"),
+        (q.admin.set_guild_default(G, ADMIN, limit=5, window_s=10), "window"),
+        (q.admin.set_guild_default(G, ADMIN, limit=5, window_s=10**9), "window"),
+        (q.admin.set_role_tier(G, 1, "", 5, ADMIN), "name"),
+        (q.admin.set_role_tier(G, 1, "x", 0, ADMIN), "limit"),
+        (q.admin.set_role_tier(G, -1, "x", 5, ADMIN), "role id"),
+        (q.admin.clear_role_tier(G, 42, ADMIN), "no quota tier"),
+        (q.admin.set_user_override(G, U, ADMIN), "either a limit or unlimited"),
+        (q.admin.set_user_override(G, U, ADMIN, limit=5, unlimited=True), "either a limit or unlimited"),
+        (q.admin.clear_user_override(G, U, ADMIN), "no quota override"),
+        (q.admin.unblock(G, U, ADMIN), "not blocked"),
+        (q.admin.grant_bonus(G, U, 0, ADMIN), "bonus"),
+        (q.admin.grant_bonus(G, U, 5, ADMIN, expires_at=T0 - 1), "expire"),
+        (q.admin.grant_bonus(G, U, 5, 0), "actor id"),
+        (q.reports.usage_report(G, days=0), "days"),
     ]
     for call, match in bad:
         with pytest.raises(QuotaInputError, match=match):
             await call
-    overview = await q.policy_overview(G)
+    overview = await q.admin.policy_overview(G)
     assert (overview.configured, overview.tiers, overview.overrides) == (False, [], [])
     assert await AuditRepo(db).recent(G) == []
 
 
 async def test_bonus_spends_after_the_window_and_expires(q: QuotaService, clock: Clock) -> None:
-    await q.grant_bonus(G, U, 5, ADMIN, expires_at=T0 + 100, reason="contest")
-    await q.grant_bonus(G, U, 3, ADMIN)
+    await q.admin.grant_bonus(G, U, 5, ADMIN, expires_at=T0 + 100, reason="contest")
+    await q.admin.grant_bonus(G, U, 3, ADMIN)
     assert (await q.status(G, U)).bonus_remaining == 8
     r = await q.reserve("b1", G, U, [], 12)
     assert (r.bonus_cost, r.status.remaining, r.status.bonus_remaining) == (2, 0, 6)
@@ -283,27 +284,31 @@ async def test_reset_user_voids_the_window_and_is_audited(
     await q.reserve("a", G, U, [], 6)
     await q.commit("a")
     await q.reserve("b", G, U, [], 4)
-    assert await q.reset_user(G, U, ADMIN) == 2
+    assert await q.admin.reset_user(G, U, ADMIN) == Forgiven(jobs=2, credits=10, relax_credits=0)
     assert (await q.status(G, U)).remaining == 10
     assert await q.commit("b")  # a forgiven reservation still settles normally
     assert (await q.status(G, U)).used == 0
     [entry] = await AuditRepo(db).recent(G)
-    assert (entry.action, entry.target_id, entry.detail) == ("quota.reset_user", U, {"voided": 2})
+    assert (entry.action, entry.target_id, entry.detail) == (
+        "quota.reset_user",
+        U,
+        {"voided": 2, "credits": 10, "relax_credits": 0},
+    )
 
 
 async def test_every_admin_change_is_audited_with_actor_and_time(
     q: QuotaService, db: Database, clock: Clock
 ) -> None:
     steps = [
-        q.set_guild_default(G, 1, limit=30, window_s=2 * HOUR),
-        q.set_role_tier(G, 5, "patron", 60, 2),
-        q.clear_role_tier(G, 5, 3),
-        q.set_user_override(G, U, 4, limit=9, reason="trial"),
-        q.clear_user_override(G, U, 5),
-        q.grant_bonus(G, U, 7, 6, expires_at=T0 + 500),
-        q.block(G, U, 7),
-        q.unblock(G, U, 8),
-        q.reset_user(G, U, 9),
+        q.admin.set_guild_default(G, 1, limit=30, window_s=2 * HOUR),
+        q.admin.set_role_tier(G, 5, "patron", 60, 2),
+        q.admin.clear_role_tier(G, 5, 3),
+        q.admin.set_user_override(G, U, 4, limit=9, reason="trial"),
+        q.admin.clear_user_override(G, U, 5),
+        q.admin.grant_bonus(G, U, 7, 6, expires_at=T0 + 500),
+        q.admin.block(G, U, 7),
+        q.admin.unblock(G, U, 8),
+        q.admin.reset_user(G, U, 9),
     ]
     for step in steps:
         clock.advance(1)
@@ -322,18 +327,18 @@ async def test_every_admin_change_is_audited_with_actor_and_time(
     ]
     assert entries[0].detail == {"limit": 30, "window_s": 7200, "old_limit": 10, "old_window_s": HOUR}
     assert entries[3].detail["limit"] == 9 and entries[3].target_id == U
-    overview = await q.policy_overview(G)
+    overview = await q.admin.policy_overview(G)
     assert (overview.limit, overview.window_s, overview.configured) == (30, 7200, True)
 
 
 async def test_usage_report_per_user_and_day(q: QuotaService, clock: Clock) -> None:
-    await q.set_guild_default(G, ADMIN, limit=100)
+    await q.admin.set_guild_default(G, ADMIN, limit=100)
     for i, (user, cost) in enumerate([(1, 5), (2, 3), (1, 2), (3, 9)]):
         await q.reserve(f"u{i}", G, user, [], cost)
     await q.refund("u1")
     clock.advance(86400)
     await q.reserve("u9", G, 2, [], 4)
-    report = await q.usage_report(G, days=2, top=2)
+    report = await q.reports.usage_report(G, days=2, top=2)
     assert [(u.user_id, u.jobs, u.credits) for u in report.per_user] == [(3, 1, 9), (1, 2, 7), (2, 1, 4)]
     assert [u.user_id for u in report.top_users] == [3, 1]
     assert [(d.jobs, d.credits, d.users) for d in report.per_day] == [(3, 16, 2), (1, 4, 1)]
@@ -360,31 +365,29 @@ async def test_sweep_settles_stale_reservations_by_their_job(
     assert not await q.commit("aa") and not await q.refund("bb") and not await q.refund("dd")
     assert await q.commit("cc")
     assert (await q.status(G, U)).used == 0  # the window passed too; check the ledger directly
-    async with db.read() as tx:
-        states = dict(await tx.fetchall("SELECT job_id, state FROM ledger ORDER BY job_id"))
+    states = dict(await db.run(lambda tx: tx.fetchall("SELECT job_id, state FROM ledger ORDER BY job_id")))
     assert states == {"aa": "committed", "bb": "refunded", "cc": "committed", "dd": "refunded"}
 
 
 async def test_prune_keeps_rows_that_still_count(db: Database, clock: Clock) -> None:
     q = make(db, clock)
-    await q.set_guild_default(G + 1, ADMIN, limit=5, window_s=5 * 86400)  # the longest window
+    await q.admin.set_guild_default(G + 1, ADMIN, limit=5, window_s=5 * 86400)  # the longest window
     await q.reserve("old", G, U, [], 1)
     await q.commit("old")
     await q.reserve("held", G, U, [], 1)  # reserved rows wait for the sweep, never pruned
-    await q.grant_bonus(G, U, 3, ADMIN, expires_at=T0 + 5)
+    await q.admin.grant_bonus(G, U, 3, ADMIN, expires_at=T0 + 5)
     retention = db.settings.retention_days * 86400
     clock.advance(5 * 86400 + retention - 10)
     assert await q.prune() == 0
     clock.advance(20)
     assert await q.prune() == 2  # the old row and the expired grant
-    async with db.read() as tx:
-        assert [r[0] for r in await tx.fetchall("SELECT job_id FROM ledger")] == ["held"]
+    assert [r[0] for r in await db.run(lambda tx: tx.fetchall("SELECT job_id FROM ledger"))] == ["held"]
 
 
 async def test_prune_never_gives_spent_bonus_back(db: Database, clock: Clock) -> None:
     q = make(db, clock)
-    await q.grant_bonus(G, U, 5, ADMIN)  # never expires
-    await q.grant_bonus(G, U, 4, ADMIN, expires_at=T0 + 3 * 86400)
+    await q.admin.grant_bonus(G, U, 5, ADMIN)  # never expires
+    await q.admin.grant_bonus(G, U, 4, ADMIN, expires_at=T0 + 3 * 86400)
     assert (await q.reserve("b1", G, U, [], 12)).bonus_cost == 2  # from the expiring grant first
     assert (await q.reserve("b2", G, U, [], 5)).bonus_cost == 5
     await q.commit("b1")
@@ -393,14 +396,12 @@ async def test_prune_never_gives_spent_bonus_back(db: Database, clock: Clock) ->
     clock.advance(400 * 86400)
     await q.prune()
     assert (await q.status(G, U)).bonus_remaining == 2  # the never-expiring grant: 3 of 5 stay spent
-    async with db.read() as tx:
-        kept = [r[0] for r in await tx.fetchall("SELECT job_id FROM ledger ORDER BY job_id")]
+    kept = [r[0] for r in await db.run(lambda tx: tx.fetchall("SELECT job_id FROM ledger ORDER BY job_id"))]
     assert kept == ["b2"]  # b1 paid only from the expired grant
 
 
 async def ledger_state(db: Database, job_id: str) -> str | None:
-    async with db.read() as tx:
-        row = await tx.fetchone("SELECT state FROM ledger WHERE job_id = ?", (job_id,))
+    row = await db.run(lambda tx: tx.fetchone("SELECT state FROM ledger WHERE job_id = ?", (job_id,)))
     return row[0] if row else None
 
 
@@ -412,11 +413,11 @@ async def test_maintenance_jobs_run_on_a_real_scheduler(tmp_path: Path, clock: C
         q = make(db, clock, sweep_interval_s=0.05, prune_interval_s=3600)
         await q.reserve("s1", G, U, [], 3)
         clock.advance(q.settings.stale_reservation_s + 1)
-        maintenance = MaintenanceScheduler(q, db, clock)
+        maintenance = Maintenance(q, db, clock)
         scheduler = AsyncIOScheduler()
         jobs = maintenance.register(scheduler)
         assert sorted(j.id for j in jobs) == sorted(
-            [MaintenanceScheduler.SWEEP_ID, MaintenanceScheduler.PRUNE_ID, MaintenanceScheduler.BACKUP_ID]
+            [Maintenance.SWEEP_ID, Maintenance.PRUNE_ID, Maintenance.BACKUP_ID]
         )
         assert str(jobs[2].trigger).startswith("cron[hour='3'")
         scheduler.start()
@@ -444,5 +445,24 @@ async def test_maintenance_jobs_run_on_a_real_scheduler(tmp_path: Path, clock: C
         clock.advance(86400 + 1)
         await maintenance.prune()
         assert (await jobs_repo.get("ab")).interaction_token is None
-    unscheduled = MaintenanceScheduler(q, db, clock).register(AsyncIOScheduler())
+    unscheduled = Maintenance(q, db, clock).register(AsyncIOScheduler())
     assert len(unscheduled) == 3
+
+
+async def test_quota_card_and_refusal_name_the_same_refill_second_and_it_works(
+    q: QuotaService, clock: Clock
+) -> None:
+    from cogs.quota import quota_embed
+
+    clock.now = T0 + 0.4  # a charge at a fractional second: its credits return at T0 + 3600.4
+    await q.reserve("frac", G, U, [], 10, "fast")
+    status = await q.status(G, U)
+    card = next(
+        f["value"] for f in quota_embed(status, "alice").to_dict()["fields"] if "returns" in f["name"]
+    )
+    second = int(T0) + HOUR + 1
+    assert card == f"<t:{second}:R>"
+    with pytest.raises(QuotaExceeded, match=f"<t:{second}:R>"):
+        await q.reserve("early", G, U, [], 1, "fast")
+    clock.now = float(second)  # the second both named: the credit is back
+    assert (await q.reserve("on-time", G, U, [], 1, "fast")).lane == "fast"

@@ -11,7 +11,9 @@ from typing import Literal
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot.quotas import QuotaExceeded, QuotaService, QuotaSettings
+from bot.core.quotas.pricing import QuotaSettings
+from bot.core.quotas.records import QuotaExceeded
+from bot.core.quotas.service import QuotaService
 from storage.db import Database
 from tests.storage.helpers import Clock
 
@@ -68,7 +70,7 @@ steps = st.lists(
 
 
 async def check_history(q: QuotaService, clock: Clock, user: int, limit: int, history: list[Step]) -> None:
-    await q.set_user_override(G, user, 999, limit=limit)
+    await q.admin.set_user_override(G, user, 999, limit=limit)
     model = Model(limit, [])
     for i, step in enumerate(history):
         now = clock.advance(step.wait)

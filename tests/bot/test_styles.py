@@ -3,8 +3,8 @@
 import pytest
 from pydantic import ValidationError
 
-from bot.errors import InvalidInput, UnknownStyle
-from bot.styles import DEFAULT_ASPECTS, DEFAULT_STYLES, Aspect, StyleBook, StylePreset, size_for
+from bot.core.errors import InvalidInput, UnknownStyle
+from bot.core.styles import DEFAULT_ASPECTS, DEFAULT_STYLES, Aspect, StyleBook, StylePreset, size_for
 
 
 def book() -> StyleBook:

@@ -13,9 +13,10 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from bot.jobs import JobService, open_job_service
-from bot.plans import LOCAL_USER, ImagineOptions, JobPlan
-from bot.settings import Settings
+from bot.core.jobs import JobService
+from bot.core.plans import LOCAL_USER, ImagineOptions, JobPlan
+from bot.core.services import open_services
+from bot.core.settings import Settings
 from inference.settings import BUNDLED_MODEL_DEFAULTS, EngineSettings, ModelDefaults
 from storage.guilds import GuildSettings
 from tests.bot.conftest import free_port
@@ -30,8 +31,9 @@ SD_MODEL = EngineSettings(model="some/sd-model")
 @contextlib.asynccontextmanager
 async def watched(settings: Settings, url: str) -> AsyncIterator[JobService]:
     """The job service on `url` with its worker health watch running, as the Discord bot runs it."""
-    async with open_job_service(settings, url) as jobs:
-        watch = asyncio.create_task(jobs.watch_health(0.05))
+    async with open_services(settings, url) as services:
+        jobs = services.jobs
+        watch = asyncio.create_task(jobs.worker.watch(0.05))
         try:
             yield jobs
         finally:
@@ -63,7 +65,7 @@ async def test_a_bot_without_defaults_of_its_own_plans_with_the_workers(
     settings: Settings, worker: str, engine: EngineSettings, caplog: pytest.LogCaptureFixture
 ) -> None:
     bot_settings = settings.model_copy(update={"engine": engine})
-    caplog.set_level(logging.INFO, logger="bot.jobs")
+    caplog.set_level(logging.INFO, logger="bot.core.worker_watch")
     async with watched(bot_settings, worker) as jobs:
         await until(lambda: jobs.planner.defaults == WORKER_DEFAULTS)
         assert square(jobs) == (64, 64)
@@ -90,8 +92,9 @@ async def test_the_job_the_worker_gets_is_sized_and_priced_for_its_model(
 async def test_defaults_set_by_hand_win_over_the_workers(settings: Settings, worker: str) -> None:
     own = ModelDefaults(steps=30, width=512, height=512)
     engine = EngineSettings(model="some/sd-model", defaults=own)
-    async with open_job_service(settings.model_copy(update={"engine": engine}), worker) as jobs:
-        assert await jobs.learn_worker()
+    async with open_services(settings.model_copy(update={"engine": engine}), worker) as services:
+        jobs = services.jobs
+        assert await jobs.worker.learn_model()
         d = jobs.planner.defaults
         assert (d.steps, d.width, d.height) == (30, 512, 512)
         assert square(jobs) == (256, 256)  # from its own 512x512, capped at the pixel limit
@@ -104,11 +107,12 @@ async def test_an_older_or_unreachable_worker_leaves_the_bots_defaults(
     settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
     bot_settings = settings.model_copy(update={"engine": EngineSettings()})
-    caplog.set_level(logging.INFO, logger="bot.jobs")
+    caplog.set_level(logging.INFO, logger="bot.core.worker_watch")
     async with worker_without_info() as url, watched(bot_settings, url) as jobs:
         await until(lambda: any("does not advertise" in r.getMessage() for r in caplog.records))
         assert jobs.planner.defaults == BUNDLED_MODEL_DEFAULTS and jobs.worker_healthy
-    async with open_job_service(bot_settings, f"http://127.0.0.1:{free_port()}") as jobs:
-        assert not await jobs.learn_worker()  # asked again when the worker is back
+    async with open_services(bot_settings, f"http://127.0.0.1:{free_port()}") as services:
+        jobs = services.jobs
+        assert not await jobs.worker.learn_model()  # asked again when the worker is back
         assert jobs.planner.defaults == BUNDLED_MODEL_DEFAULTS
         assert square(jobs) == (64, 64)

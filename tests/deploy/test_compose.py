@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 import run
-from bot.settings import Settings, load_settings
+from bot.core.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((Path(__file__).parent / "compose-spec.json").read_text(encoding="utf-8"))

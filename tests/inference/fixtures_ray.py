@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from inference.protocol import Engine
+from inference.engine_api import Engine
 from inference.settings import EngineSettings, ModelDefaults, WorkerSettings
 
 if TYPE_CHECKING:

@@ -20,16 +20,16 @@ import pytest
 from aiohttp import web
 from PIL import Image
 
-from inference.protocol import (
+from inference.engine_api import (
     BatchItem,
     Engine,
     EngineError,
     EngineOutOfMemory,
     EngineWrapper,
     GeneratedImage,
-    JobRequest,
     StepUpdate,
 )
+from inference.protocol import JobRequest
 from inference.settings import EngineSettings, ModelDefaults
 
 _keys = itertools.count()

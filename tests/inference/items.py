@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from PIL import Image
 
-from inference.protocol import BatchItem, JobKind, JobRequest
+from inference.engine_api import BatchItem
+from inference.images import EncodedImage
+from inference.protocol import JobRequest
+from inference.vocabulary import JobKind, WorkerJobId
 
 
 def make_item(
@@ -35,13 +38,12 @@ def make_item(
         adapter_scale=adapter_scale,
     )
     return BatchItem(
-        job_id=job_id,
+        job_id=WorkerJobId(job_id),
         request=request,
         seed=seed,
         width=size[0],
         height=size[1],
         steps=steps,
         guidance=guidance,
-        strength=strength,
-        init_image=image,
+        init_image=EncodedImage.of(image) if image is not None else None,
     )

@@ -14,8 +14,9 @@ import pytest
 from PIL import Image
 
 from inference.engine import DiffusersEngine
-from inference.protocol import BatchItem, GeneratedImage, JobKind
+from inference.engine_api import BatchItem, GeneratedImage, KindDefaults
 from inference.settings import EngineSettings
+from inference.vocabulary import JobKind
 from tests.inference.items import make_item
 from tests.judge import Judge, Verdict
 from tools.tiny import data
@@ -44,7 +45,8 @@ def item(
 ) -> BatchItem:
     """A one-picture job at the engine's own defaults for its kind, as the bot sends it."""
     kind = JobKind.GENERATE if image is None else JobKind.EDIT
-    steps, guidance, width, height = engine.defaults(kind)
+    d = engine.defaults(kind)
+    steps, guidance, width, height = d.steps, d.guidance, d.width, d.height
     return make_item(
         job_id,
         seed,
@@ -69,8 +71,8 @@ def distance(a: Image.Image, b: Image.Image) -> float:
 def test_runs_at_the_bundled_defaults(engine: DiffusersEngine) -> None:
     assert engine.model_name == "brushfire/tiny"
     assert engine.has_edit_model
-    assert engine.defaults(JobKind.GENERATE) == (20, 5.0, 64, 64)
-    assert engine.defaults(JobKind.EDIT) == (20, 6.0, 64, 64)
+    assert engine.defaults(JobKind.GENERATE) == KindDefaults(steps=20, guidance=5.0, width=64, height=64)
+    assert engine.defaults(JobKind.EDIT) == KindDefaults(steps=20, guidance=6.0, width=64, height=64)
 
 
 def test_bundled_edit_model_shares_the_autoencoder_and_text_encoder(engine: DiffusersEngine) -> None:

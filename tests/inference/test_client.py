@@ -10,9 +10,11 @@ import pytest
 from PIL import Image
 
 from inference.client import JobNotFound, QueueFull, WorkerClient, WorkerRejected, WorkerUnavailable
-from inference.protocol import Engine, ErrorCode, EventType, JobKind, JobStatus
+from inference.engine_api import Engine
+from inference.protocol import ErrorCode, EventType
 from inference.server import RunningWorker, start_worker
 from inference.settings import ModelDefaults, WorkerSettings
+from inference.vocabulary import JobKind, JobStatus
 from tests.inference import fixtures_worker
 from tests.inference.fixtures_worker import FlakyProxy, job, png_bytes, worker_without_info
 

@@ -14,17 +14,20 @@ import pytest
 import torch
 from PIL import Image
 
-from inference import engine as engine_module
-from inference.engine import DiffusersEngine, model_sources
-from inference.protocol import (
+from inference import loading as loading_module
+from inference.engine import DiffusersEngine
+from inference.engine_api import (
     BatchItem,
+    DeviceMemory,
     EngineError,
     EngineOutOfMemory,
     GeneratedImage,
-    JobKind,
+    KindDefaults,
     StepUpdate,
 )
+from inference.loading import model_sources
 from inference.settings import AdapterSettings, EngineSettings, ModelDefaults
+from inference.vocabulary import JobKind
 from tests.inference.items import make_item
 from tools.tiny.make_tokenizer import DEFAULT_DIR, WORDS, build_vocab
 
@@ -74,8 +77,8 @@ def test_loads_through_from_pretrained_and_reports_itself(
 ) -> None:
     assert engine.model_name == str(tiny_model_dir)
     assert engine.device_name == "cpu"
-    assert engine.defaults(JobKind.GENERATE) == (4, 5.0, 64, 64)
-    assert engine.memory() == (None, None)
+    assert engine.defaults(JobKind.GENERATE) == KindDefaults(steps=4, guidance=5.0, width=64, height=64)
+    assert engine.memory() == DeviceMemory(used=None, total=None)
     assert engine.has_edit_model
     assert engine.adapter_names == []
 
@@ -354,7 +357,7 @@ def test_a_configured_model_without_an_edit_model_edits_by_img2img(engine_settin
 
 
 def test_a_missing_bundled_model_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(engine_module, "BUNDLED_MODEL_ROOT", tmp_path / "model")
+    monkeypatch.setattr(loading_module, "BUNDLED_MODEL_ROOT", tmp_path / "model")
     missing = re.escape(f"no generate pipeline at {tmp_path / 'model' / 'generate'}")
     with pytest.raises(EngineError, match=missing):
         DiffusersEngine.load(EngineSettings(device="cpu", cpu_threads=1))

@@ -23,19 +23,18 @@ from PIL import Image
 from inference import families
 from inference.client import WorkerClient
 from inference.engine import DiffusersEngine
-from inference.presets import get_preset
-from inference.protocol import (
+from inference.engine_api import (
     BatchItem,
     BatchKey,
     EngineError,
     EngineOutOfMemory,
     GeneratedImage,
-    JobKind,
-    JobStatus,
     StepUpdate,
 )
+from inference.presets import get_preset
 from inference.server import start_worker
 from inference.settings import AdapterSettings, EngineSettings, ModelDefaults, SafetySettings, WorkerSettings
+from inference.vocabulary import JobKind, JobStatus
 from tests.inference.family_models import save_classifier, save_clip_checker, save_family, save_lora
 from tests.inference.fixtures_worker import job, png_bytes
 from tests.inference.items import make_item

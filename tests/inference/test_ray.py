@@ -21,9 +21,11 @@ from aiohttp.test_utils import TestClient
 from PIL import Image
 
 from inference.client import WorkerClient, WorkerRejected
-from inference.protocol import Engine, ErrorCode, JobEvent, JobInfo, JobRequest, JobStatus
+from inference.engine_api import Engine
+from inference.protocol import ErrorCode, JobEvent, JobInfo, JobRequest
 from inference.server import RunningWorker, create_app, start_worker
 from inference.settings import EngineSettings, WorkerSettings
+from inference.vocabulary import JobStatus
 from tests.inference import fixtures_ray, fixtures_worker
 from tests.inference.fixtures_ray import RAY_TOKEN, REPLICAS, RayApp
 from tests.inference.fixtures_worker import job, job_fields, png_bytes

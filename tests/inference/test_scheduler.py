@@ -10,18 +10,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from inference.protocol import (
-    Engine,
-    ErrorCode,
-    EventType,
-    JobRequest,
-    JobStatus,
-    Lane,
-    ProtocolError,
-)
-from inference.scheduler import Job, Scheduler, Slice, halves
+from inference.engine_api import Engine
+from inference.protocol import ErrorCode, EventType, JobRequest, ProtocolError
+from inference.queue import Job, Slice, halves
+from inference.scheduler import Scheduler
 from inference.server import prepare_submission
 from inference.settings import WorkerSettings
+from inference.vocabulary import JobStatus, Lane
 from tests.inference import fixtures_worker
 from tests.inference.fixtures_worker import InstrumentedEngine, job
 

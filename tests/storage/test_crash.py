@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from bot.quotas import QuotaService, QuotaSettings
+from bot.core.quotas.pricing import QuotaSettings
+from bot.core.quotas.service import QuotaService
 from storage.db import Database
 from storage.jobs import JobsRepo, JobState
 from tests.storage.helpers import Clock
@@ -67,16 +68,14 @@ async def test_database_survives_kill_9_during_a_write_burst(tmp_path: Path) -> 
     assert proc.returncode == -signal.SIGKILL
     # The WAL still holds the writer's last commits; reopening recovers them.
     async with Database.open(path) as db:
-        async with db.read() as tx:
-            assert (await tx.fetchone("PRAGMA integrity_check"))[0] == "ok"
-            assert await tx.fetchall("PRAGMA foreign_key_check") == []
-            committed = {
-                r[0] for r in await tx.fetchall("SELECT job_id FROM ledger WHERE state = 'committed'")
-            }
-            jobs = {r[0]: r[1] for r in await tx.fetchall("SELECT job_id, status FROM jobs")}
-            orphans = await tx.fetchall(
-                "SELECT job_id FROM ledger WHERE job_id NOT IN (SELECT job_id FROM jobs)"
-            )
+        assert (await db.run(lambda tx: tx.fetchone("PRAGMA integrity_check"), write=False))[0] == "ok"
+        assert await db.run(lambda tx: tx.fetchall("PRAGMA foreign_key_check"), write=False) == []
+        rows = await db.run(lambda tx: tx.fetchall("SELECT job_id FROM ledger WHERE state = 'committed'"))
+        committed = {r[0] for r in rows}
+        jobs = {r[0]: r[1] for r in await db.run(lambda tx: tx.fetchall("SELECT job_id, status FROM jobs"))}
+        orphans = await db.run(
+            lambda tx: tx.fetchall("SELECT job_id FROM ledger WHERE job_id NOT IN (SELECT job_id FROM jobs)")
+        )
         assert set(reported) <= committed  # nothing reported as done was lost
         assert all(jobs[j] == "succeeded" for j in reported)
         assert orphans == []  # every ledger row has its job: the job row is written first
@@ -84,8 +83,10 @@ async def test_database_survives_kill_9_during_a_write_burst(tmp_path: Path) -> 
         clock = Clock(time.time() + QuotaSettings().stale_reservation_s + 10)
         q = QuotaService(db, QuotaSettings(default_limit=1_000_000), clock)
         assert await q.sweep_stale() <= 1
-        async with db.read() as tx:
-            assert (await tx.fetchone("SELECT COUNT(*) FROM ledger WHERE state = 'reserved'"))[0] == 0
+        reserved = await db.run(
+            lambda tx: tx.fetchone("SELECT COUNT(*) FROM ledger WHERE state = 'reserved'")
+        )
+        assert reserved[0] == 0
 
 
 async def test_kill_between_reserve_and_commit_loses_nothing(tmp_path: Path) -> None:
@@ -104,8 +105,7 @@ async def test_kill_between_reserve_and_commit_loses_nothing(tmp_path: Path) -> 
         # ... and the sweep settles the rest once they are stale: the finished job is charged, the lost one refunded.
         clock.advance(q.settings.stale_reservation_s + 1)
         assert await q.sweep_stale() == 2
-        async with db.read() as tx:
-            states = dict(await tx.fetchall("SELECT job_id, state FROM ledger"))
+        states = dict(await db.run(lambda tx: tx.fetchall("SELECT job_id, state FROM ledger")))
         assert states == {"aa": "refunded", "bb": "committed"}
         clock.now = time.time()
         assert (await q.status(G, U)).used == 4
@@ -114,7 +114,7 @@ async def test_kill_between_reserve_and_commit_loses_nothing(tmp_path: Path) -> 
 async def test_last_credit_race_between_processes(tmp_path: Path) -> None:
     path = tmp_path / "race.sqlite3"
     async with Database.open(path) as db:
-        await QuotaService(db, QuotaSettings()).set_user_override(G, U, ADMIN, limit=25)
+        await QuotaService(db, QuotaSettings()).admin.set_user_override(G, U, ADMIN, limit=25)
     procs = [start("race", str(path), "20") for _ in range(4)]
     try:
         assert [read_line(p) for p in procs] == ["ready"] * 4

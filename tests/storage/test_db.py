@@ -36,11 +36,9 @@ async def test_open_creates_parent_dir_and_sets_pragmas(tmp_path: Path) -> None:
     path = tmp_path / "nested" / "dir" / "b.sqlite3"
     async with Database.open(DatabaseSettings(path=path, busy_timeout_ms=1234)) as db:
         assert db.schema_version == LATEST
-        async with db.read() as tx:
-            assert (await tx.fetchone("PRAGMA journal_mode"))[0] == "wal"
-            assert (await tx.fetchone("PRAGMA foreign_keys"))[0] == 1
-            assert (await tx.fetchone("PRAGMA busy_timeout"))[0] == 1234
-            assert (await tx.fetchone("PRAGMA user_version"))[0] == LATEST
+        pragmas = ("journal_mode", "foreign_keys", "busy_timeout", "user_version")
+        values = await db.run(lambda tx: [tx.fetchone(f"PRAGMA {p}")[0] for p in pragmas], write=False)
+        assert values == ["wal", 1, 1234, LATEST]
     assert path.is_file()
 
 
@@ -64,27 +62,30 @@ async def test_reopening_is_a_no_op(tmp_path: Path) -> None:
 
 async def _fill_v1(db: Database) -> None:
     """Rows in every v1 table, as a v1 bot would have written them."""
-    async with db.transaction() as tx:
-        await tx.execute("INSERT INTO guild_settings (guild_id, updated_at) VALUES (1, 0)")
-        await tx.execute("INSERT INTO quota_guild VALUES (1, 20, 3600, 0, 9)")
-        await tx.execute("INSERT INTO quota_role_tier VALUES (1, 5, 'patron', 80, 0, 9)")
-        await tx.execute(
+
+    def fill(tx: SyncTx) -> None:
+        tx.execute("INSERT INTO guild_settings (guild_id, updated_at) VALUES (1, 0)")
+        tx.execute("INSERT INTO quota_guild VALUES (1, 20, 3600, 0, 9)")
+        tx.execute("INSERT INTO quota_role_tier VALUES (1, 5, 'patron', 80, 0, 9)")
+        tx.execute(
             "INSERT INTO quota_user_override (guild_id, user_id, blocked, updated_at, updated_by) VALUES (1, 7, 1, 0, 9)"
         )
-        await tx.execute(
+        tx.execute(
             "INSERT INTO quota_bonus (guild_id, user_id, credits, granted_at, granted_by) VALUES (1, 2, 5, 0, 9)"
         )
-        await tx.execute(
+        tx.execute(
             "INSERT INTO ledger (job_id, guild_id, user_id, cost, lane, state, created_at, updated_at) VALUES ('ab', 1, 2, 3, 'fast', 'reserved', 10, 10)"
         )
-        await tx.execute("INSERT INTO bonus_spend VALUES ('ab', 1, 1)")
-        await tx.execute(
+        tx.execute("INSERT INTO bonus_spend VALUES ('ab', 1, 1)")
+        tx.execute(
             "INSERT INTO jobs (job_id, channel_id, user_id, kind, parameters, status, created_at, updated_at) VALUES ('ab', 3, 2, 'generate', '{\"prompt\": \"a fox\"}', 'running', 10, 10)"
         )
-        await tx.execute(
+        tx.execute(
             "INSERT INTO generations (generation_id, job_id, idx, prompt, seed, width, height, steps, guidance, model, kind, png, created_at) VALUES ('cd', 'ab', 0, 'a fox', 1, 64, 64, 4, 7.5, 'tiny', 'generate', x'89', 11)"
         )
-        await tx.execute("INSERT INTO audit (guild_id, actor_id, action, created_at) VALUES (1, 9, 'quota.set_guild_default', 0)")  # fmt: skip
+        tx.execute("INSERT INTO audit (guild_id, actor_id, action, created_at) VALUES (1, 9, 'quota.set_guild_default', 0)")  # fmt: skip
+
+    await db.run(fill)
 
 
 @pytest.mark.parametrize("start", range(LATEST + 1))
@@ -97,18 +98,21 @@ async def test_upgrade_from_every_earlier_version_keeps_data(tmp_path: Path, sta
     async with Database.open(path) as db:
         assert db.schema_version == LATEST
         if start >= 1:
-            async with db.read() as tx:
-                job = await tx.fetchone("SELECT status, attempts, parameters FROM jobs WHERE job_id = 'ab'")
+
+            def check(tx: SyncTx) -> None:
+                job = tx.fetchone("SELECT status, attempts, parameters FROM jobs WHERE job_id = 'ab'")
                 assert tuple(job) == ("running", 0, '{"prompt": "a fox"}')
                 counts = [
-                    (await tx.fetchone(f"SELECT COUNT(*) FROM {t}"))[0]
+                    tx.fetchone(f"SELECT COUNT(*) FROM {t}")[0]
                     for t in ("guild_settings", "quota_guild", "quota_role_tier", "quota_user_override", "quota_bonus", "ledger", "bonus_spend", "generations", "audit")
                 ]  # fmt: skip
                 assert counts == [1] * 9
-                plan = await tx.fetchall(
+                plan = tx.fetchall(
                     "EXPLAIN QUERY PLAN SELECT job_id FROM ledger WHERE state = 'reserved' AND created_at < 5"
                 )
                 assert any("ledger_reserved" in row[3] for row in plan)
+
+            await db.run(check, write=False)
     fresh = tmp_path / "fresh.sqlite3"
     async with Database.open(fresh):
         pass
@@ -134,17 +138,18 @@ async def test_a_file_that_is_not_sqlite_is_refused(tmp_path: Path) -> None:
 
 async def test_a_failed_transaction_changes_nothing(tmp_path: Path) -> None:
     async with Database.open(tmp_path / "b.sqlite3") as db:
+
+        def two_inserts(tx: SyncTx) -> None:
+            tx.execute("INSERT INTO audit (actor_id, action, created_at) VALUES (1, 'x', 0)")
+            tx.execute(
+                "INSERT INTO audit (actor_id, action, created_at, detail) VALUES (1, 'y', 0, 'not json')"
+            )
+
         with pytest.raises(sqlite3.IntegrityError):
-            async with db.transaction() as tx:
-                await tx.execute("INSERT INTO audit (actor_id, action, created_at) VALUES (1, 'x', 0)")
-                await tx.execute(
-                    "INSERT INTO audit (actor_id, action, created_at, detail) VALUES (1, 'y', 0, 'not json')"
-                )
-        async with db.read() as tx:
-            assert (await tx.fetchone("SELECT COUNT(*) FROM audit"))[0] == 0
+            await db.run(two_inserts)
+        assert (await db.run(lambda tx: tx.fetchone("SELECT COUNT(*) FROM audit"), write=False))[0] == 0
         # The connection is usable again afterwards.
-        async with db.transaction() as tx:
-            await tx.execute("INSERT INTO audit (actor_id, action, created_at) VALUES (1, 'z', 0)")
+        await db.write("INSERT INTO audit (actor_id, action, created_at) VALUES (1, 'z', 0)")
         assert await db.write("DELETE FROM audit WHERE action = 'z'") == 1
 
 

@@ -9,7 +9,9 @@ import sys
 import time
 from pathlib import Path
 
-from bot.quotas import QuotaError, QuotaService, QuotaSettings
+from bot.core.quotas.pricing import QuotaSettings
+from bot.core.quotas.records import QuotaError
+from bot.core.quotas.service import QuotaService
 from storage.db import Database
 from storage.jobs import JobRecord, JobsRepo, JobState
 

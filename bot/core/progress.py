@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from inference.protocol import JobStatus
+from inference.vocabulary import JobStatus
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from bot.errors import InvalidInput, UnknownStyle
+from bot.core.errors import InvalidInput, UnknownStyle
 from storage.styles import GuildStyleRecord
 
 log = logging.getLogger(__name__)

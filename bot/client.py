@@ -15,15 +15,16 @@ import discord
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from discord.ext import commands
 
-from bot.challenges import ChallengeService
+from bot.core.lifecycle import CrashPoint, ProcessOwner
+from bot.core.services import Services, open_services
+from bot.core.settings import Settings, SettingsError
 from bot.delivery import JobRunner
 from bot.endpoints import use_discord_endpoints
 from bot.errors import BrushfireTree
+from bot.gate import JobGate
 from bot.i18n import Catalogues
-from bot.jobs import JobService, open_job_service
-from bot.quotas import MaintenanceScheduler, QuotaService
-from bot.settings import Settings, SettingsError
 from bot.translator import CatalogueTranslator, translated_payload
+from bot.views import DYNAMIC_ITEMS
 
 log = logging.getLogger(__name__)
 
@@ -33,15 +34,8 @@ EXTENSIONS = ("cogs.imagine", "cogs.edit", "cogs.quota", "cogs.settings", "cogs.
 class ImageBot(commands.Bot):
     """The bot. Services are built in run.py (or a test) and passed in; nothing here is global."""
 
-    def __init__(
-        self,
-        *,
-        settings: Settings,
-        jobs: JobService,
-        quotas: QuotaService,
-        challenges: ChallengeService | None = None,
-        catalogues: Catalogues | None = None,
-    ) -> None:
+    def __init__(self, services: Services, catalogues: Catalogues | None = None) -> None:
+        settings = services.settings
         intents = discord.Intents.none()
         intents.guilds = True  # slash commands need no privileged intents
         super().__init__(
@@ -50,16 +44,16 @@ class ImageBot(commands.Bot):
             tree_cls=BrushfireTree,
             help_command=None,
             guild_ready_timeout=settings.discord.guild_ready_timeout_s,
-            allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=True),
+            # Nothing pings unless a message names whom it means to: user text never carries a live mention.
+            allowed_mentions=discord.AllowedMentions.none(),
         )
         self.settings = settings
-        self.jobs = jobs
-        self.quotas = quotas
-        self.challenges = challenges or ChallengeService(
-            db=jobs.db, quotas=quotas, settings=settings.challenges, clock=jobs.clock
-        )
+        self.services = services
         self.catalogues = catalogues or Catalogues.load()
-        self.runner = JobRunner(self)
+        # Interaction tokens expire on Discord's clock (their creation time + 15 min), so the runner keeps
+        # the wall clock rather than the services' (which tests may move).
+        self.runner = JobRunner(self, services, track_job=self.track_job)
+        self.gate = JobGate(services.jobs, settings.limits.job_cooldown, clock=services.clock)
         self.scheduler = AsyncIOScheduler()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._job_tasks: set[asyncio.Task[Any]] = set()
@@ -88,15 +82,14 @@ class ImageBot(commands.Bot):
             log.error("background task %s failed", task.get_name(), exc_info=task.exception())
 
     async def setup_hook(self) -> None:
-        from bot.views import DYNAMIC_ITEMS
-
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         self.add_dynamic_items(*DYNAMIC_ITEMS)
         await self.tree.set_translator(CatalogueTranslator(self.catalogues))
-        MaintenanceScheduler(self.quotas, self.jobs.db).register(self.scheduler)
+        self.services.maintenance.register(self.scheduler)
         self.scheduler.start()
-        self.create_task(self.jobs.watch_health(self.settings.limits.health_interval_s), name="worker-health")
+        health = self.services.jobs.worker.watch(self.settings.limits.health_interval_s)
+        self.create_task(health, name="worker-health")
         await self.sync_commands()
         self.create_task(self.reconcile(), name="reconcile")
         self.create_task(self.rebuild_challenges(), name="challenges")
@@ -104,15 +97,15 @@ class ImageBot(commands.Bot):
     async def rebuild_challenges(self) -> None:
         """Once connected: post what a previous run missed and schedule every challenge deadline."""
         await self.wait_until_ready()
-        await self.challenges.rebuild()
+        await self.services.challenges.rebuild()
 
     async def reconcile(self) -> int:
         """Finish, resubmit or refund the jobs a previous run left unfinished, and tell their users."""
         await self.wait_until_ready()
-        return await self.jobs.reconcile(self.runner.deliver)
+        return await self.services.jobs.reconcile(self.runner.deliver)
 
     async def close(self) -> None:
-        await self.challenges.drain()
+        await self.services.challenges.drain()
         current = asyncio.current_task()
         tasks = [t for t in (*self._job_tasks, *self._tasks) if t is not current]
         for task in tasks:
@@ -152,13 +145,14 @@ class ImageBot(commands.Bot):
         return True
 
 
-async def run_bot(settings: Settings, worker_url: str | None = None) -> int:
-    """Connect to Discord and serve until stopped. Needs DISCORD_TOKEN."""
+async def run_bot(settings: Settings, worker_url: str | None = None, crash: CrashPoint | None = None) -> int:
+    """Connect to Discord and serve until stopped. Needs DISCORD_TOKEN. `crash` is a test-only hook."""
     if settings.discord_token is None:
         raise SettingsError("set the DISCORD_TOKEN environment variable to the bot's token")
     use_discord_endpoints(settings.discord.api_base, settings.discord.gateway_url)
-    async with open_job_service(settings, worker_url) as jobs:
-        bot = ImageBot(settings=settings, jobs=jobs, quotas=jobs.quotas)
+    owner = ProcessOwner.current("bot")
+    async with open_services(settings, worker_url, owner=owner, crash=crash) as services:
+        bot = ImageBot(services)
         _close_on_signals(bot)
         async with bot:
             try:
@@ -170,7 +164,7 @@ async def run_bot(settings: Settings, worker_url: str | None = None) -> int:
 
 
 def _close_on_signals(bot: ImageBot) -> None:
-    """SIGINT/SIGTERM close the bot cleanly, so run.py can stop its worker instead of orphaning it."""
+    """SIGINT/SIGTERM/SIGHUP close the bot cleanly, so run.py can stop its worker instead of orphaning it."""
     loop = asyncio.get_running_loop()
     closing: set[asyncio.Task[None]] = set()
 
@@ -180,6 +174,6 @@ def _close_on_signals(bot: ImageBot) -> None:
         closing.add(task)
         task.add_done_callback(closing.discard)
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, close)

@@ -15,21 +15,15 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from bot.errors import BadAttachment, BlockedContent, ChannelNotAllowed, InvalidInput
-from bot.settings import Limits, Settings
-from bot.styles import Aspect, StyleBook, size_for
-from inference.protocol import (
-    MAX_COUNT,
-    MAX_SEED,
-    ImageLimits,
-    JobKind,
-    JobRequest,
-    Lane,
-    ProtocolError,
-    WorkerInfo,
-    decode_image,
-)
+from bot.core.errors import BadAttachment, BlockedContent, ChannelNotAllowed, InvalidInput
+from bot.core.settings import Limits, Settings
+from bot.core.styles import Aspect, StyleBook, size_for
+from bot.core.validation import require_visible
+from inference.images import ImageLimits, decode_image
+from inference.protocol import MAX_COUNT, MAX_SEED, JobRequest, ProtocolError, WorkerInfo
 from inference.settings import ModelDefaults
+from inference.text import MAX_PROMPT_CHARS, is_visible, normalize_prompt
+from inference.vocabulary import JobKind, Lane
 from storage.generations import GenerationRecord
 from storage.guilds import GuildSettings
 
@@ -107,6 +101,11 @@ class JobPlan:
     parent_generation_id: str | None = None
     image: bytes | None = field(default=None, repr=False)
 
+    @property
+    def from_upload(self) -> bool:
+        """Made from an uploaded image, which is not kept: it cannot be re-rolled or entered in a challenge."""
+        return self.kind is not JobKind.GENERATE and self.parent_generation_id is None
+
     def parameters(self) -> str:
         data = {k: v for k, v in dataclasses.asdict(self).items() if k != "image"}
         return json.dumps(data, sort_keys=True)
@@ -179,9 +178,8 @@ class Planner:
             raise ChannelNotAllowed(f"brushfire is not used in this channel here. Try {channels}.")
 
     def check_prompt(self, prompt: str, guild: GuildSettings, what: str = "prompt") -> str:
-        text = " ".join(prompt.split())
-        if not text:
-            raise InvalidInput(f"The {what} is empty: describe what you want to see.")
+        """The prompt normalised as the worker will see it (`inference.text`), or a refusal saying why."""
+        text = require_visible(normalize_prompt(prompt), what)
         if len(text) > self._limits.prompt_chars:
             raise InvalidInput(
                 f"The {what} is {len(text)} characters; the limit is {self._limits.prompt_chars}. Shorten it."
@@ -189,6 +187,16 @@ class Planner:
         blocked = find_blocked(text, guild.blocked_words)
         if blocked is not None:
             raise BlockedContent(f"The {what} contains `{blocked}`, which this server does not allow.")
+        return text
+
+    @staticmethod
+    def check_styled(text: str, style: str, what: str = "prompt") -> str:
+        """A style template adds words; the result must still fit the worker's limit."""
+        if len(text) > MAX_PROMPT_CHARS:
+            raise InvalidInput(
+                f"With the style `{style}` the {what} is {len(text)} characters; the limit is"
+                f" {MAX_PROMPT_CHARS}. Shorten it or pick another style."
+            )
         return text
 
     def native_size(self) -> tuple[int, int]:
@@ -209,7 +217,9 @@ class Planner:
         self.check_channel(requester, guild)
         prompt = self.check_prompt(options.prompt, guild)
         negative = (
-            self.check_prompt(options.negative, guild, "negative prompt") if options.negative.strip() else ""
+            self.check_prompt(options.negative, guild, "negative prompt")
+            if is_visible(normalize_prompt(options.negative))
+            else ""
         )
         style = book.style(options.style or guild.default_style)
         aspect = book.aspect(options.aspect or (style.aspect if style else None))
@@ -220,6 +230,9 @@ class Planner:
         lane = self._lane(options.lane, guild)
         width, height = self._size(aspect)
         styled = style.apply(prompt, negative) if style else None
+        if style and styled:
+            self.check_styled(styled.prompt, style.name)
+            self.check_styled(styled.negative, style.name, "negative prompt")
         return JobPlan(
             action=Action.IMAGINE,
             kind=JobKind.GENERATE,

@@ -10,67 +10,35 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import io
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from typing import Literal
 
-from PIL import Image
-from pydantic import ValidationError
-
-from bot.errors import InvalidInput, JobNotFound, NotPermitted, QuotaRefused, WorkerDown
-from bot.plans import Action, Delivery, JobPlan, Planner, Requester
-from bot.progress import ProgressState
-from bot.quotas import CostSpec, QuotaError, QuotaService, QuotaStatus
-from bot.settings import Limits, Settings
-from bot.styles import StyleBook, StylePreset
+from bot.core.errors import InvalidInput, JobNotFound, NotPermitted, QuotaRefused, WorkerDown
+from bot.core.guilds import GuildService
+from bot.core.lifecycle import CrashPoint, ProcessOwner
+from bot.core.outcomes import Deliver, JobOutcome, ProgressCallback, Ticket, next_state, png_size, worker_user
+from bot.core.plans import Action, Delivery, JobPlan, Planner, Requester
+from bot.core.progress import ProgressState
+from bot.core.quotas.pricing import CostSpec
+from bot.core.quotas.records import QuotaError, QuotaStatus, UserBlocked
+from bot.core.quotas.service import QuotaService
+from bot.core.settings import Limits, Settings
+from bot.core.worker_watch import WorkerWatch
 from inference import client as worker_client
 from inference.client import WorkerClient
-from inference.protocol import ErrorCode, EventType, JobEvent, JobInfo, JobKind, JobStatus, Lane
+from inference.protocol import ErrorCode, EventType, JobInfo
+from inference.vocabulary import JobId, JobKind, JobStatus, Lane
 from storage.db import Database
 from storage.generations import GenerationRecord, GenerationsRepo
-from storage.guilds import GuildSettings, GuildsRepo
 from storage.jobs import JobRecord, JobsRepo, JobState
-from storage.styles import GuildStylesRepo
 
 log = logging.getLogger(__name__)
 
 MAX_RESUBMITS = 2
-
-ProgressCallback = Callable[[ProgressState], None]
-
-
-@dataclass(frozen=True, slots=True)
-class Ticket:
-    """A job accepted by the worker (or recovered from the database), with what it was charged."""
-
-    job: JobRecord
-    plan: JobPlan
-    cost: int
-    lane: Lane
-    fell_back_to_relax: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class JobOutcome:
-    """How a job ended. `message` explains a failure to the user; images are in `generations`."""
-
-    job: JobRecord
-    state: JobState
-    generations: list[GenerationRecord] = field(default_factory=list)
-    info: JobInfo | None = None
-    message: str | None = None
-    elapsed_s: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return self.state is JobState.SUCCEEDED
-
-
-Deliver = Callable[[JobOutcome], Awaitable[None]]
+UNDELIVERED_WINDOW_S = 24 * 3600.0  # a crash-interrupted delivery older than this is not posted any more
 
 
 class JobService:
@@ -82,50 +50,96 @@ class JobService:
         settings: Settings,
         db: Database,
         quotas: QuotaService,
+        guilds: GuildService,
         client: WorkerClient,
-        styles: StyleBook,
         clock: Callable[[], float] = time.time,
+        owner: ProcessOwner | None = None,
+        crash: CrashPoint | None = None,
     ) -> None:
-        self.settings = settings
-        self.db = db
+        self.owner = owner  # recorded on each job it starts, so a later start can tell if we died
+        self.crash = crash or CrashPoint()
         self.limits: Limits = settings.limits
         self.quotas = quotas
-        self.client = client
-        self.styles = styles
-        self.planner = Planner(settings, styles)
-        self.jobs = JobsRepo(db, clock)
-        self.generations = GenerationsRepo(db, clock)
-        self.guilds = GuildsRepo(db, clock)
-        self.guild_styles = GuildStylesRepo(db, clock)
-        self.clock = clock
+        self.guilds = guilds
+        self.planner = Planner(settings, guilds.styles)
+        self.worker = WorkerWatch(client, self.planner, clock)
+        self._client = client
+        self._jobs = JobsRepo(db, clock)
+        self._generations = GenerationsRepo(db, clock)
         self._clock = clock
-        self.worker_healthy = True
+
+    @property
+    def worker_healthy(self) -> bool:
+        return self.worker.healthy
+
+    # --- results and their messages ---
+
+    async def images_in(self, job_id: JobId, guild_id: int) -> list[GenerationRecord]:
+        """The job's images that still exist (without their PNG bytes), if the job belongs to this server."""
+        await self.job_in(job_id, guild_id)
+        gens = await self._generations.for_job_in_guild(job_id, guild_id, with_png=False)
+        return [g for g in gens if not g.deleted]
+
+    async def delete_result(self, job_id: JobId, requester: Requester, message_id: int | None) -> JobRecord:
+        """Delete a result's images, pressed on `message_id`: the job's author or a server admin, from
+        the result's own message. In DMs (a result delivered there) only the author may."""
+        if requester.guild_id:
+            job = await self.job_in(job_id, requester.guild_id)
+        else:
+            found = await self._jobs.get(job_id)
+            if found is None or found.user_id != requester.user_id:
+                raise NotPermitted("Only the person who made this image can delete it here.")
+            job = found
+        if job.user_id != requester.user_id and not requester.is_admin:
+            raise NotPermitted("Only the person who made this image, or an admin, can delete it.")
+        own = {job.result_message_id, job.progress_message_id} - {None}
+        if message_id is None or message_id not in own:
+            raise NotPermitted("This Delete button is not on that result's own message.")
+        await self._generations.mark_job_deleted(job.job_id)
+        return job
+
+    async def record_messages(
+        self, job_id: JobId, *, progress_message_id: int | None = None, result_message_id: int | None = None
+    ) -> JobRecord:
+        """Remember where a job's progress or result was posted, so a restarted bot can find it."""
+        return await self._jobs.set_messages(
+            job_id, progress_message_id=progress_message_id, result_message_id=result_message_id
+        )
 
     # --- planning needs the database only for buttons on earlier results ---
 
-    async def guild(self, guild_id: int) -> GuildSettings:
-        return await self.guilds.get(guild_id)
+    async def check_admission(self, requester: Requester, *, channel: bool = True) -> None:
+        """The cheap rules checked before anything is shown: a blocked member is refused (any lane, and
+        challenge entries and votes too), and, for jobs, a channel the server does not allow."""
+        if not requester.guild_id:
+            return
+        if channel:
+            self.planner.check_channel(requester, await self.guilds.settings(requester.guild_id))
+        status = await self.quotas.status(requester.guild_id, requester.user_id, requester.role_ids)
+        if status.blocked:
+            raise QuotaRefused(str(UserBlocked()))
 
-    async def style_book(self, guild_id: int) -> StyleBook:
-        """The configured presets plus the guild's own (`/style add`); bad stored rows are skipped."""
-        if not guild_id:
-            return self.styles
-        presets = []
-        for record in await self.guild_styles.list(guild_id):
-            try:
-                presets.append(StylePreset.from_record(record))
-            except ValueError as exc:
-                log.warning("guild %d style %r is unusable: %s", guild_id, record.name, exc)
-        return self.styles.with_guild(presets)
+    # --- the records a button or command names, only as seen from the server it came from ---
+
+    async def job_in(self, job_id: JobId, guild_id: int) -> JobRecord:
+        """The job a button names, if it belongs to the server the press came from.
+
+        Discord's client only shows a member buttons on messages they can see, but a custom_id is just text:
+        every lookup is scoped, so a press from another server finds nothing there.
+        """
+        job = await self._jobs.get_in_guild(job_id, guild_id)
+        if job is None and not guild_id:
+            raise JobNotFound("In DMs a result's buttons can only delete it; press them in its server.")
+        if job is None:
+            raise JobNotFound("That result is not in this server's history (deleted, or made elsewhere).")
+        return job
 
     async def plan_from_result(
-        self, action: Action, job_id: str, index: int, requester: Requester, instruction: str | None = None
+        self, action: Action, job_id: JobId, index: int, requester: Requester, instruction: str | None = None
     ) -> JobPlan:
         """A new job from a button on an earlier result: re-roll, vary, upscale or edit image `index`."""
-        job = await self.jobs.get(job_id)
-        if job is None:
-            raise JobNotFound("That result is no longer in brushfire's database.")
-        guild = await self.guild(requester.guild_id)
+        job = await self.job_in(job_id, requester.guild_id)
+        guild = await self.guilds.settings(requester.guild_id)
         self.planner.check_channel(requester, guild)
         parent = JobPlan.from_parameters(job.parameters)
         if action is Action.REROLL:
@@ -137,14 +151,14 @@ class JobService:
                 await self._parent_png(parent.parent_generation_id) if parent.parent_generation_id else None
             )
             return self.planner.reroll(parent, job_id, image, guild)
-        gens = await self.generations.for_job(job_id)
+        gens = await self._generations.for_job(job_id)
         source = next((g for g in gens if g.index == index), None)
         if source is None or source.deleted:
             raise JobNotFound(f"Image {index + 1} of that result is gone (deleted, or never made).")
         return self.planner.derive(action, parent, source, guild, instruction)
 
     async def _parent_png(self, generation_id: str) -> bytes:
-        gen = await self.generations.get(generation_id)
+        gen = await self._generations.get(generation_id)
         if gen is None or gen.deleted:
             raise JobNotFound("The image this result was made from has been deleted.")
         return gen.png
@@ -153,13 +167,13 @@ class JobService:
 
     def cost_spec(self, plan: JobPlan) -> CostSpec:
         d = self.planner.defaults
-        kind = "upscale" if plan.action is Action.UPSCALE else plan.kind.value
+        kind: JobKind | Literal["upscale"] = "upscale" if plan.action is Action.UPSCALE else plan.kind
         width, height = plan.width or d.width, plan.height or d.height
         return CostSpec(kind=kind, width=width, height=height, steps=plan.steps or d.steps, count=plan.count)
 
     async def start(self, requester: Requester, plan: JobPlan, delivery: Delivery | None = None) -> Ticket:
         """Reserve the cost, store the job and hand it to the worker. Any failure refunds and raises."""
-        job_id = uuid.uuid4().hex
+        job_id = JobId(uuid.uuid4().hex)
         cost = self.quotas.quote(self.cost_spec(plan))
         lane, fell_back = await self._reserve(job_id, requester, cost, plan.lane)
         delivery = delivery or Delivery()
@@ -168,9 +182,9 @@ class JobService:
             guild_id=requester.guild_id,
             channel_id=requester.channel_id,
             user_id=requester.user_id,
-            kind=plan.kind.value,
+            kind=plan.kind,
             parameters=plan.parameters(),
-            lane=lane.value,
+            lane=lane,
             cost=cost,
             application_id=delivery.application_id,
             interaction_token=delivery.interaction_token,
@@ -178,17 +192,23 @@ class JobService:
             idempotency_key=job_id,
             parent_job_id=plan.parent_job_id,
             parent_generation_id=plan.parent_generation_id,
+            owner=str(self.owner) if self.owner else None,
         )
         try:
-            record = await self.jobs.create(record)
+            record = await self._jobs.create(record)
         except Exception:
             await self.quotas.refund(job_id)
             raise
-        record = await self._submit(record, plan)
+        try:
+            record = await self._submit(record, plan)
+        except BaseException:
+            await self._jobs.mark_delivered(job_id)  # refused now, and the caller tells the user now
+            raise
+        self.crash.reached("queued")
         return Ticket(job=record, plan=plan, cost=cost, lane=lane, fell_back_to_relax=fell_back)
 
     async def _reserve(
-        self, job_id: str, requester: Requester, cost: int, lane: Lane | None
+        self, job_id: JobId, requester: Requester, cost: int, lane: Lane | None
     ) -> tuple[Lane, bool]:
         """Reserve in the asked lane; with no lane asked, the quota service falls back to relax itself."""
         try:
@@ -206,9 +226,9 @@ class JobService:
         return chosen, lane is None and chosen is Lane.RELAX
 
     async def _submit(self, record: JobRecord, plan: JobPlan) -> JobRecord:
-        request = plan.request(record.job_id, _worker_user(record), Lane(record.lane))
+        request = plan.request(record.job_id, worker_user(record), Lane(record.lane))
         try:
-            info = await self.client.submit(request, image=plan.image)
+            info = await self._client.submit(request, image=plan.image)
         except worker_client.QueueFull as exc:
             await self._refund(record, exc.message)
             wait = f"Try again in about {exc.retry_after:.0f} s; nothing was charged."
@@ -222,7 +242,7 @@ class JobService:
             ) from None
         except worker_client.WorkerUnavailable:
             await self._refund(record, "worker unavailable")
-            self.worker_healthy = False
+            self.worker.healthy = False
             raise WorkerDown(
                 "The image worker is not reachable right now; nothing was charged. Try again soon."
             ) from None
@@ -230,12 +250,12 @@ class JobService:
             await self._refund(record, "submit failed")
             raise
         state = JobState.RUNNING if info.status is JobStatus.RUNNING else JobState.QUEUED
-        return await self.jobs.set_worker_job(record.job_id, info.id, state)
+        return await self._jobs.set_worker_job(record.job_id, info.id, state)
 
     async def _refund(self, record: JobRecord, reason: str, state: JobState = JobState.REFUNDED) -> JobRecord:
         await self.quotas.refund(record.job_id)
         log.info("job %s refunded: %s", record.job_id, reason)
-        return await self.jobs.update_status(record.job_id, state, error=reason[:500])
+        return await self._jobs.update_status(record.job_id, state, error=reason[:500])
 
     # --- following a job to its end ---
 
@@ -249,7 +269,7 @@ class JobService:
                 final, pngs = await self._final_info(job, progress)
         except TimeoutError:
             with contextlib.suppress(Exception):
-                await self.client.cancel(job.worker_job_id or "")
+                await self._client.cancel(job.worker_job_id or "")
             return await self._fail(job, "The job took too long and was stopped. Your credits were refunded.")
         except _Lost as lost:
             return await self._fail(job, lost.message)
@@ -268,7 +288,7 @@ class JobService:
     async def _fetch_images(self, info: JobInfo) -> list[bytes]:
         if info.status is not JobStatus.SUCCEEDED:
             return []
-        return [await self.client.image(info.id, n) for n in range(info.images)]
+        return [await self._client.image(info.id, n) for n in range(info.images)]
 
     async def _final_info(self, job: JobRecord, progress: ProgressCallback) -> tuple[JobInfo, list[bytes]]:
         """The job's final state and images from the worker, riding out a worker restart by resubmitting
@@ -277,6 +297,7 @@ class JobService:
         while True:
             try:
                 info = await self._stream(job, progress)
+                self.crash.reached("images_ready")
                 return info, await self._fetch_images(info)
             except (worker_client.WorkerUnavailable, worker_client.JobNotFound) as exc:
                 log.warning("lost track of job %s (%s); checking the worker", job.job_id, type(exc).__name__)
@@ -290,28 +311,30 @@ class JobService:
 
     async def _stream(self, job: JobRecord, progress: ProgressCallback) -> JobInfo:
         state = ProgressState(status=JobStatus.QUEUED)
-        async for event in self.client.events(job.worker_job_id or ""):
-            new = _next_state(state, event)
+        async for event in self._client.events(job.worker_job_id or ""):
+            new = next_state(state, event)
             if new != state:
                 state = new
                 progress(state)
-            if event.type is EventType.STARTED and job.status is not JobState.RUNNING:
-                job = await self.jobs.update_status(job.job_id, JobState.RUNNING)
+            if event.type is EventType.STARTED:
+                if job.status is not JobState.RUNNING:
+                    job = await self._jobs.update_status(job.job_id, JobState.RUNNING)
+                self.crash.reached("running")
             if event.type in (EventType.DONE, EventType.FAILED, EventType.CANCELLED):
-                return event.job or await self.client.get(job.worker_job_id or "")
+                return event.job or await self._client.get(job.worker_job_id or "")
         # The stream ended without a final event (worker shutting down): ask for the state directly.
-        info = await self.client.get(job.worker_job_id or "")
+        info = await self._client.get(job.worker_job_id or "")
         if not info.status.is_final:
             raise worker_client.WorkerUnavailable("event stream ended early")
         return info
 
     async def _recover_submission(self, job: JobRecord) -> JobRecord:
         """After losing the worker: wait for it, then find the job there or submit it again (same key)."""
-        if not await self._wait_for_worker(self.limits.worker_grace_s):
+        if not await self.worker.wait_until_up(self.limits.worker_grace_s):
             raise _Lost("The image worker stopped and did not come back. Your credits were refunded.")
         if job.worker_job_id:
             with contextlib.suppress(worker_client.JobNotFound):
-                await self.client.get(job.worker_job_id)
+                await self._client.get(job.worker_job_id)
                 return job
         plan = JobPlan.from_parameters(job.parameters)
         if plan.kind is not JobKind.GENERATE:
@@ -322,35 +345,24 @@ class JobService:
                     " finished. Your credits were refunded."
                 )
             plan = dataclasses.replace(plan, image=image)
-        job = await self.jobs.bump_attempts(job.job_id)
+        job = await self._jobs.bump_attempts(job.job_id)
         if job.attempts > MAX_RESUBMITS:
             raise _Lost("The image worker kept failing on this job. Your credits were refunded.")
-        request = plan.request(job.job_id, _worker_user(job), Lane(job.lane))
+        request = plan.request(job.job_id, worker_user(job), Lane(job.lane))
         try:
-            info = await self.client.submit(request, image=plan.image)
+            info = await self._client.submit(request, image=plan.image)
         except worker_client.WorkerRejected as exc:
             raise _Lost(f"The image worker refused the job after restarting: {exc.message}.") from None
         except (worker_client.WorkerUnavailable, worker_client.QueueFull):
             raise _Lost("The image worker is not taking jobs. Your credits were refunded.") from None
         log.info("job %s resubmitted to the worker as %s", job.job_id, info.id)
-        return await self.jobs.set_worker_job(job.job_id, info.id, JobState.QUEUED)
+        return await self._jobs.set_worker_job(job.job_id, info.id, JobState.QUEUED)
 
     async def _input_image(self, plan: JobPlan) -> bytes | None:
         if plan.parent_generation_id is None:
             return None
-        gen = await self.generations.get(plan.parent_generation_id)
+        gen = await self._generations.get(plan.parent_generation_id)
         return gen.png if gen is not None and not gen.deleted else None
-
-    async def _wait_for_worker(self, timeout_s: float) -> bool:
-        deadline = self._clock() + timeout_s
-        while True:
-            if await self.client.health():
-                self.worker_healthy = True
-                return True
-            if self._clock() >= deadline:
-                self.worker_healthy = False
-                return False
-            await asyncio.sleep(min(1.0, max(0.05, timeout_s / 10)))
 
     async def _settle(self, job: JobRecord, info: JobInfo, pngs: list[bytes]) -> JobOutcome:
         if info.status is JobStatus.SUCCEEDED:
@@ -368,18 +380,19 @@ class JobService:
         return JobOutcome(job=job, state=JobState.REFUNDED, info=info, message=message)
 
     async def _succeed(self, job: JobRecord, info: JobInfo, pngs: list[bytes]) -> JobOutcome:
-        gens = await self.generations.for_job(job.job_id)
+        gens = await self._generations.for_job(job.job_id)
         if not gens:  # a recovered job may have stored its images before a crash
             gens = await self._store_images(job, info, pngs)
+        self.crash.reached("commit")
         await self.quotas.commit(job.job_id)
-        job = await self.jobs.update_status(job.job_id, JobState.SUCCEEDED)
+        job = await self._jobs.update_status(job.job_id, JobState.SUCCEEDED)
         return JobOutcome(job=job, state=JobState.SUCCEEDED, generations=gens, info=info)
 
     async def _store_images(self, job: JobRecord, info: JobInfo, pngs: list[bytes]) -> list[GenerationRecord]:
         plan = JobPlan.from_parameters(job.parameters)
         records = []
         for n, png in enumerate(pngs):
-            w, h = _png_size(png, info)
+            w, h = png_size(png, info)
             records.append(
                 GenerationRecord(
                     generation_id=uuid.uuid4().hex,
@@ -400,22 +413,20 @@ class JobService:
                     nsfw=bool(info.nsfw[n]) if n < len(info.nsfw) else False,
                 )
             )
-        return await self.generations.add(*records)
+        return await self._generations.add(*records)
 
     async def preview(self, job: JobRecord) -> bytes | None:
         """The worker's newest preview image for a running job, or None."""
         try:
-            return await self.client.preview(job.worker_job_id or "")
+            return await self._client.preview(job.worker_job_id or "")
         except Exception:  # previews are best effort
             return None
 
     # --- cancel, quota display, recovery, health ---
 
-    async def cancel(self, job_id: str, requester: Requester) -> JobRecord:
+    async def cancel(self, job_id: JobId, requester: Requester) -> JobRecord:
         """Cancel a queued or running job; only its author or an admin may. The follower refunds it."""
-        job = await self.jobs.get(job_id)
-        if job is None:
-            raise JobNotFound("That job is not in brushfire's database.")
+        job = await self.job_in(job_id, requester.guild_id)
         if job.user_id != requester.user_id and not requester.is_admin:
             raise NotPermitted("Only the person who started this job, or an admin, can cancel it.")
         if job.status.is_final:
@@ -423,7 +434,7 @@ class JobService:
         if job.worker_job_id is None:
             return await self._refund(job, "cancelled before submission", JobState.CANCELLED)
         try:
-            await self.client.cancel(job.worker_job_id)
+            await self._client.cancel(job.worker_job_id)
         except worker_client.JobNotFound:
             return await self._refund(job, "cancelled; the worker no longer had it", JobState.CANCELLED)
         except worker_client.WorkerUnavailable:
@@ -435,19 +446,58 @@ class JobService:
     async def quota_status(self, requester: Requester) -> QuotaStatus:
         return await self.quotas.status(requester.guild_id, requester.user_id, requester.role_ids)
 
-    async def reconcile(self, deliver: Deliver) -> int:
-        """At start: follow again, resubmit or refund every job the database says is unfinished.
+    async def mark_delivered(self, job_id: JobId) -> None:
+        """Record that a job's outcome reached its user (or that delivery was given up): a restart posts
+        only what a crash kept from its user, once."""
+        await self._jobs.mark_delivered(job_id)
 
-        Each recovered job ends by handing its outcome to `deliver`; returns how many there were.
+    async def reconcile(self, deliver: Deliver, kinds: frozenset[str] = frozenset({"bot"})) -> int:
+        """At start: settle what dead processes of these kinds left behind; returns how many jobs.
+
+        Each unfinished job whose owner is gone is claimed (one claimant wins) and then followed,
+        resubmitted or refunded; a bot's jobs may be resubmitted, a command line's only followed (nobody
+        waits for a resubmitted one). Each ends by handing its outcome to `deliver`, as does each
+        finished job whose outcome a crash kept from its user.
         """
-        unfinished = await self.jobs.list_unfinished()
-        if unfinished:
-            log.info("reconciling %d unfinished job(s) with the worker", len(unfinished))
-        await asyncio.gather(*(self._recover(job, deliver) for job in unfinished))
-        return len(unfinished)
+        await self.quotas.refund_jobless()
+        orphans = [job for job in await self._jobs.list_unfinished() if self._orphaned(job, kinds)]
+        undelivered = [
+            job
+            for job in await self._jobs.list_undelivered(self._clock() - UNDELIVERED_WINDOW_S)
+            if self._orphaned(job, kinds)
+        ]
+        if orphans or undelivered:
+            log.info("settling %d unfinished and %d undelivered job(s) left by a crash", len(orphans), len(undelivered))  # fmt: skip
+        await asyncio.gather(
+            *(self._recover(job, deliver) for job in orphans),
+            *(self._redeliver(job, deliver) for job in undelivered),
+        )
+        return len(orphans) + len(undelivered)
+
+    def _orphaned(self, job: JobRecord, kinds: frozenset[str]) -> bool:
+        """A job of these kinds whose follower is gone: unknown (an older row, or a service built without
+        an owner), or a process that no longer runs."""
+        if _owner_kind(job) not in kinds:
+            return False
+        owner = ProcessOwner.parse(job.owner)
+        return owner is None or (owner != self.owner and not owner.alive())
+
+    async def _claim(self, job: JobRecord) -> JobRecord | None:
+        mine = str(self.owner) if self.owner else None
+        if not await self._jobs.claim(job.job_id, job.owner, mine):
+            return None  # another process settles it
+        return dataclasses.replace(job, owner=mine)
 
     async def _recover(self, job: JobRecord, deliver: Deliver) -> None:
         try:
+            from_cli = _owner_kind(job) == "cli"
+            claimed = await self._claim(job)
+            if claimed is None:
+                return
+            job = claimed
+            if from_cli:  # nobody waits for a resubmitted command-line job: follow it or refund it
+                await deliver(await self._follow_or_refund(job))
+                return
             if job.worker_job_id is None:
                 # Stored but not known to be accepted: submitting again with the same key either finds
                 # the job at the worker (the reply was lost) or starts it now.
@@ -460,106 +510,36 @@ class JobService:
         except Exception:
             log.exception("could not recover job %s", job.job_id)
 
-    async def watch_health(self, interval_s: float) -> None:
-        """Check the worker forever; log when it goes away and when it comes back.
+    async def _follow_or_refund(self, job: JobRecord) -> JobOutcome:
+        """Follow a job the worker still has to its end; refund one it lost (no resubmit)."""
+        if job.worker_job_id is not None and await self._client.health():
+            try:
+                await self._client.get(job.worker_job_id)
+            except worker_client.WorkerError:
+                pass
+            else:
+                return await self.follow(job)
+        return await self._fail(job, "The command that started this job stopped before it finished. Credits refunded.")  # fmt: skip
 
-        Each time it is (back) up, read which model it serves: it may have been restarted with another.
-        """
-        learned = False
-        while True:
-            healthy = await self.client.health()
-            if healthy != self.worker_healthy:
-                log.warning("image worker is %s", "back" if healthy else "unreachable")
-            self.worker_healthy = healthy
-            if not healthy:
-                learned = False
-            elif not learned:
-                learned = await self.learn_worker()
-            await asyncio.sleep(interval_s)
-
-    async def learn_worker(self) -> bool:
-        """Ask the worker what it serves, and plan with its model's defaults unless they were set by hand.
-
-        False when the worker could not be asked (ask again later); True once it answered, even if only
-        to say it is too old to tell.
-        """
+    async def _redeliver(self, job: JobRecord, deliver: Deliver) -> None:
         try:
-            info = await self.client.info()
-        except worker_client.WorkerUnavailable:
-            return False
-        except (worker_client.WorkerRejected, ValidationError) as exc:
-            log.warning("cannot read the image worker's model info (%s); planning with engine.defaults", exc)
-            return True
-        if info is None:
-            log.info("the image worker does not advertise its model (too old); planning with engine.defaults")
-            return True
-        kept = ", ".join(sorted(self.planner.defaults_by_hand))
-        note = f" ({kept} as set in engine.defaults)" if kept else ""
-        if self.planner.adopt_worker_defaults(info):
-            log.info("planning with the defaults of the worker's model %s: %s%s", info.model, self.planner.defaults, note)  # fmt: skip
-        elif self.planner.defaults != info.defaults:
-            log.info(
-                "keeping engine.defaults as set (%s) over those of the worker's model %s", kept, info.model
+            claimed = await self._claim(job)
+            if claimed is None:
+                return
+            gens = await self._generations.for_job(job.job_id) if job.status is JobState.SUCCEEDED else []
+            await deliver(
+                JobOutcome(job=claimed, state=claimed.status, generations=gens, message=claimed.error)
             )
-        return True
+        except Exception:
+            log.exception("could not deliver job %s", job.job_id)
+
+
+def _owner_kind(job: JobRecord) -> str:
+    owner = ProcessOwner.parse(job.owner)
+    return owner.kind if owner else "bot"  # rows from before owners were recorded were the bot's
 
 
 class _Lost(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
-
-
-def _next_state(state: ProgressState, event: JobEvent) -> ProgressState:
-    """Fold one worker event into the progress state; events may carry only part of it."""
-    if event.type in (EventType.QUEUED, EventType.POSITION):
-        return dataclasses.replace(state, status=JobStatus.QUEUED, position=event.position, eta_s=event.eta_s)
-    if event.type is EventType.PREVIEW:
-        return dataclasses.replace(state, status=JobStatus.RUNNING, preview_seq=state.preview_seq + 1)
-    if event.type is EventType.DONE:
-        total = event.job.steps if event.job else state.total
-        return dataclasses.replace(state, status=JobStatus.SUCCEEDED, step=total, total=total, eta_s=None)
-    if event.type in (EventType.STARTED, EventType.PROGRESS):
-        return dataclasses.replace(
-            state,
-            status=JobStatus.RUNNING,
-            step=event.step if event.step is not None else state.step,
-            total=event.total if event.total is not None else state.total,
-            eta_s=event.eta_s,
-        )
-    return state
-
-
-def _worker_user(job: JobRecord) -> str:
-    """The fairness key the worker queues by: one per person per server."""
-    return f"{job.guild_id or 0}:{job.user_id}"
-
-
-def _png_size(png: bytes, info: JobInfo) -> tuple[int, int]:
-    try:
-        with Image.open(io.BytesIO(png)) as img:
-            return img.size
-    except Exception:
-        return info.width, info.height
-
-
-@asynccontextmanager
-async def open_job_service(
-    settings: Settings, worker_url: str | None = None, clock: Callable[[], float] = time.time
-) -> AsyncIterator[JobService]:
-    """Open the database, quota service and worker client, and the job service over them."""
-    async with (
-        Database.open(settings.database) as db,
-        WorkerClient(
-            worker_url or settings.resolved_worker_url, token=settings.resolved_worker_token
-        ) as client,
-    ):
-        quotas = QuotaService(db, settings.quota, clock)
-        yield JobService(
-            settings=settings,
-            db=db,
-            quotas=quotas,
-            client=client,
-            styles=StyleBook(settings.styles, settings.aspects),
-            clock=clock,
-        )

@@ -1,0 +1,1 @@
+"""Challenges: themed rounds with submission, voting and prizes paid in bonus credits."""

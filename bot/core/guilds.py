@@ -1,0 +1,85 @@
+"""The guild service: a server's settings and its own style presets, changed only through these verbs."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from bot.core.errors import InvalidInput
+from bot.core.styles import StyleBook, StylePreset
+from storage.db import Database
+from storage.guilds import GuildSettings, GuildsRepo
+from storage.styles import GuildStyleExists, GuildStyleRecord, GuildStylesRepo, TooManyGuildStyles
+
+log = logging.getLogger(__name__)
+
+
+class GuildService:
+    """Reads and changes guild settings (audited) and the guild's style presets (`/style add`)."""
+
+    def __init__(
+        self,
+        db: Database,
+        styles: StyleBook,
+        switchable_adapters: frozenset[str],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.styles = styles  # the configured presets and aspects every guild starts from
+        self._switchable_adapters = switchable_adapters
+        self._guilds = GuildsRepo(db, clock)
+        self._guild_styles = GuildStylesRepo(db, clock)
+
+    async def settings(self, guild_id: int) -> GuildSettings:
+        return await self._guilds.get(guild_id)
+
+    async def update(self, guild_id: int, actor_id: int, **changes: Any) -> GuildSettings:
+        """Change some settings (names as in `GuildSettings`), audited as `actor_id`'s change."""
+        try:
+            return await self._guilds.update(guild_id, actor_id, **changes)
+        except ValueError as exc:
+            raise InvalidInput(f"That setting was not changed: {exc}.") from None
+
+    async def style_book(self, guild_id: int) -> StyleBook:
+        """The configured presets plus the guild's own (`/style add`); bad stored rows are skipped."""
+        if not guild_id:
+            return self.styles
+        presets = []
+        for record in await self._guild_styles.list(guild_id):
+            try:
+                presets.append(StylePreset.from_record(record))
+            except ValueError as exc:
+                log.warning("guild %d style %r is unusable: %s", guild_id, record.name, exc)
+        return self.styles.with_guild(presets)
+
+    async def add_style(self, guild_id: int, actor_id: int, preset: StylePreset) -> StylePreset:
+        """Add a preset of the guild's own: not shadowing a built-in one, with a known aspect and adapter."""
+        book = await self.style_book(guild_id)
+        if preset.name in {s.name for s in book.styles} and preset.name not in book.guild_names:
+            raise InvalidInput(f"`{preset.name}` is one of brushfire's own styles; pick another name.")
+        if preset.aspect is not None:
+            book.aspect(preset.aspect)
+        known = self._switchable_adapters
+        if preset.adapter is not None and preset.adapter not in known:
+            listed = ", ".join(sorted(known)) or "none are configured"
+            raise InvalidInput(f"The worker has no LoRA adapter called `{preset.adapter[:50]}` ({listed}).")
+        record = GuildStyleRecord(
+            guild_id=guild_id, created_by=actor_id, **preset.model_dump(exclude={"name"}), name=preset.name
+        )
+        try:
+            await self._guild_styles.add(record)
+        except GuildStyleExists:
+            raise InvalidInput(
+                f"This server already has a style called `{preset.name}`; remove it first."
+            ) from None
+        except TooManyGuildStyles as exc:
+            raise InvalidInput(f"That style was not added: {exc}.") from None
+        return preset
+
+    async def remove_style(self, guild_id: int, name: str) -> str:
+        """Remove one of the guild's own presets; returns the name as stored."""
+        key = name.strip().lower()
+        if not await self._guild_styles.remove(guild_id, key):
+            raise InvalidInput(f"This server has no style of its own called `{name[:50]}`.")
+        return key

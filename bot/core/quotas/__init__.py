@@ -1,0 +1,1 @@
+"""Quotas: pricing, the credit ledger, admin changes, reports and maintenance."""

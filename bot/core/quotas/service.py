@@ -1,0 +1,291 @@
+"""The quota service: quote, status, reserve, commit and refund credits (the hot path) over the ledger."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+
+from bot.core.quotas.admin import QuotaAdmin
+from bot.core.quotas.pricing import DAY_S, CostSpec, QuotaSettings, quote
+from bot.core.quotas.records import (
+    DuplicateReservation,
+    LimitSource,
+    QuotaExceeded,
+    QuotaInputError,
+    QuotaStatus,
+    RelaxUnavailable,
+    Reservation,
+    UserBlocked,
+    check_id,
+    check_job_id,
+    check_roles,
+)
+from bot.core.quotas.reports import QuotaReports
+from inference.vocabulary import Lane
+from storage import ledger, policy
+from storage.db import Database, SyncTx
+from storage.ledger import BonusSpend
+from storage.policy import BonusGrant, UserPolicy
+
+log = logging.getLogger(__name__)
+
+
+def _status(
+    guild_id: int, user_id: int, pol: UserPolicy, usage: ledger.WindowUsage, relax_limit: int | None
+) -> QuotaStatus:
+    """Combine policy and usage (docs/quotas.md): an override wins; else the member's highest role tier,
+    even when it is below the server default; else the server default."""
+    limit, tier_name = pol.guild_limit, None
+    source: LimitSource = "guild" if pol.guild_configured else "default"
+    if pol.tier is not None:
+        limit, source, tier_name = pol.tier.limit_credits, "role", pol.tier.name
+    override = pol.override
+    unlimited = bool(override and override.unlimited)
+    if override and override.limit_credits is not None and not unlimited:
+        limit, source, tier_name = override.limit_credits, "override", None
+    used = usage.fast_used
+    return QuotaStatus(
+        guild_id=guild_id,
+        user_id=user_id,
+        limit=limit,
+        used=used,
+        remaining=max(0, limit - used),
+        window_s=pol.window_s,
+        next_refill_at=usage.oldest_fast + pol.window_s if usage.oldest_fast is not None else None,
+        source="unlimited" if unlimited else source,
+        tier_name=tier_name,
+        bonus_remaining=pol.bonus_remaining,
+        blocked=bool(override and override.blocked),
+        unlimited=unlimited,
+        relax_enabled=pol.relax_enabled,
+        relax_used=usage.relax_used,
+        relax_limit=relax_limit,
+    )
+
+
+def _after(st: QuotaStatus, lane: Lane, cost: int, bonus_cost: int, now: float) -> QuotaStatus:
+    """The status once a reservation is in, without reading the database again."""
+    if st.unlimited and lane is Lane.FAST:
+        return st  # free while unlimited: the row never counts
+    if lane is Lane.RELAX:
+        return dataclasses.replace(st, relax_used=st.relax_used + cost)
+    used = st.used + cost - bonus_cost
+    refill = st.next_refill_at if st.next_refill_at is not None or used == st.used else now + st.window_s
+    return dataclasses.replace(
+        st,
+        used=used,
+        remaining=max(0, st.limit - used),
+        bonus_remaining=st.bonus_remaining - bonus_cost,
+        next_refill_at=refill,
+    )
+
+
+def _spend_plan(grants: Sequence[BonusGrant], needed: int) -> list[BonusSpend]:
+    """Take `needed` credits from grants in order (soonest expiry first)."""
+    spends: list[BonusSpend] = []
+    for grant in grants:
+        if needed <= 0:
+            break
+        take = min(grant.remaining, needed)
+        spends.append(BonusSpend(grant.bonus_id, take))
+        needed -= take
+    return spends
+
+
+class QuotaService:
+    """Quote, reserve, commit and refund credits and report a user's share; `admin` changes the policy
+    and `reports` reads usage.
+
+    Each operation is one transaction run on the database thread (`Database.run`), so reserve() checks and
+    inserts atomically and costs one hop off the event loop.
+    """
+
+    def __init__(self, db: Database, settings: QuotaSettings, clock: Callable[[], float] = time.time) -> None:
+        self._db = db
+        self.settings = settings
+        self._clock = clock
+        self.admin = QuotaAdmin(db, settings, clock)
+        self.reports = QuotaReports(db, clock)
+
+    def quote(self, spec: CostSpec) -> int:
+        """Credits a job costs: pixels x steps x images x the pipeline's multiplier, at least min_cost."""
+        return quote(self.settings, spec)
+
+    # -- reading ---------------------------------------------------------------------------------------
+
+    def _load(
+        self, tx: SyncTx, guild_id: int, user_id: int, role_ids: Sequence[int], now: float
+    ) -> QuotaStatus:
+        pol = policy.user_policy(
+            tx,
+            guild_id,
+            user_id,
+            role_ids,
+            default_limit=self.settings.default_limit,
+            default_window=self.settings.default_window_s,
+            default_relax=self.settings.relax.enabled_by_default,
+            now=now,
+        )
+        usage = ledger.window_usage(tx, guild_id, user_id, pol.window_s, now)
+        return _status(guild_id, user_id, pol, usage, self.settings.relax.limit)
+
+    async def status(self, guild_id: int, user_id: int, role_ids: Sequence[int] = ()) -> QuotaStatus:
+        check_id("guild id", guild_id)
+        check_id("user id", user_id)
+        roles = check_roles(role_ids)
+        now = self._clock()
+        return await self._db.run(lambda tx: self._load(tx, guild_id, user_id, roles, now), write=False)
+
+    # -- charging --------------------------------------------------------------------------------------
+
+    async def reserve(  # noqa: PLR0917 - the signature the bot codes against
+        self,
+        job_id: str,
+        guild_id: int,
+        user_id: int,
+        role_ids: Sequence[int],
+        cost: int,
+        lane: Lane | str | None = None,
+    ) -> Reservation:
+        """Check the share and insert a reserved row in one BEGIN IMMEDIATE transaction.
+
+        `lane=None` takes fast credits if they suffice, else the relax lane if the guild has it open.
+        """
+        check_job_id(job_id)
+        check_id("guild id", guild_id)
+        check_id("user id", user_id)
+        if isinstance(cost, bool) or not isinstance(cost, int) or cost < 1:
+            raise QuotaInputError(f"cost must be a positive whole number of credits, got {cost!r}")
+        asked = _lane(lane)
+        roles = check_roles(role_ids)
+        now = self._clock()
+
+        def body(tx: SyncTx) -> Reservation:
+            st = self._load(tx, guild_id, user_id, roles, now)
+            chosen, spends = self._choose(tx, st, cost, asked, now)
+            ledger.insert(
+                tx,
+                job_id=job_id,
+                guild_id=guild_id,
+                user_id=user_id,
+                cost=cost,
+                lane=chosen,
+                spends=spends,
+                now=now,
+                forgiven=st.unlimited and chosen is Lane.FAST,  # free while unlimited, then and later
+            )
+            bonus_cost = sum(s.credits for s in spends)
+            return Reservation(
+                job_id, guild_id, user_id, chosen, cost, bonus_cost, _after(st, chosen, cost, bonus_cost, now)
+            )
+
+        try:
+            return await self._db.run(body)
+        except sqlite3.IntegrityError as exc:
+            if "ledger.job_id" in str(exc):
+                raise DuplicateReservation(job_id) from exc
+            raise
+
+    def _choose(
+        self, tx: SyncTx, st: QuotaStatus, cost: int, lane: Lane | None, now: float
+    ) -> tuple[Lane, list[BonusSpend]]:
+        if st.blocked:
+            raise UserBlocked()
+        if lane is Lane.RELAX:
+            if not st.relax_room(cost):
+                raise RelaxUnavailable(
+                    "The relax lane is closed in this server."
+                    if not st.relax_enabled
+                    else "You have used all your relax credits for now."
+                )
+            return Lane.RELAX, []
+        if st.unlimited or cost <= st.remaining:
+            return Lane.FAST, []
+        if cost <= st.spendable:
+            grants = policy.active_grants(tx, st.guild_id, st.user_id, now)
+            return Lane.FAST, _spend_plan(grants, cost - st.remaining)
+        if lane is None and st.relax_room(cost):
+            return Lane.RELAX, []
+        raise QuotaExceeded(st, cost, relax_available=lane is Lane.FAST and st.relax_room(cost))
+
+    async def commit(self, job_id: str) -> bool:
+        """Make a reservation final; False if it is unknown or already committed or refunded."""
+        check_job_id(job_id)
+        now = self._clock()
+        changed = await self._db.run(lambda tx: ledger.commit(tx, job_id, now))
+        return changed > 0
+
+    async def refund(self, job_id: str) -> bool:
+        """Give a reservation's credits (bonus included) back; False if unknown or already final."""
+        check_job_id(job_id)
+        now = self._clock()
+        changed = await self._db.run(lambda tx: ledger.refund(tx, job_id, now))
+        return changed > 0
+
+    async def sweep_stale(self) -> int:
+        """Settle reservations older than the stale age that a crash left behind.
+
+        A reservation whose job succeeded is committed (the crash came after the work); one whose job is
+        still being updated is left alone; every other one is refunded. Returns how many were settled.
+        """
+        now = self._clock()
+        before = now - self.settings.stale_reservation_s
+
+        def body(tx: SyncTx) -> int:
+            settled = 0
+            for stale in ledger.stale_reservations(tx, before):
+                if stale.job_status == "succeeded":
+                    settled += ledger.commit(tx, stale.job_id, now)
+                elif (
+                    stale.job_status in ("pending", "queued", "running")
+                    and (stale.job_updated_at or 0) >= before
+                ):
+                    continue
+                else:
+                    settled += ledger.refund(tx, stale.job_id, now)
+            return settled
+
+        settled = await self._db.run(body)
+        if settled:
+            log.info("settled %d stale reservations", settled)
+        return settled
+
+    async def refund_jobless(self, older_than_s: float = 60.0) -> int:
+        """Refund reservations with no job row, made over `older_than_s` ago: a process killed between
+        reserving and storing its job (the two are back to back, so an older one has no live owner)."""
+        now = self._clock()
+
+        def body(tx: SyncTx) -> int:
+            stale = ledger.stale_reservations(tx, now - older_than_s)
+            return sum(ledger.refund(tx, s.job_id, now) for s in stale if s.job_status is None)
+
+        refunded = await self._db.run(body)
+        if refunded:
+            log.info("refunded %d reservation(s) whose job was never stored", refunded)
+        return refunded
+
+    async def prune(self) -> int:
+        """Delete ledger rows older than the longest window plus the retention period."""
+        now = self._clock()
+        retention_s = self._db.settings.retention_days * DAY_S
+
+        def body(tx: SyncTx) -> int:
+            before = now - policy.max_window(tx, self.settings.default_window_s) - retention_s
+            return ledger.prune(tx, before) + policy.prune_grants(tx, before)
+
+        removed = await self._db.run(body)
+        if removed:
+            log.info("pruned %d ledger rows and expired grants", removed)
+        return removed
+
+
+def _lane(lane: Lane | str | None) -> Lane | None:
+    if lane is None:
+        return None
+    try:
+        return Lane(lane)
+    except ValueError:
+        raise QuotaInputError(f"lane must be 'fast' or 'relax', got {lane!r}") from None
