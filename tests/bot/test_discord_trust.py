@@ -319,11 +319,13 @@ async def test_two_busy_servers_keep_every_rule(fake_discord, settings, worker):
     fake, w = fake_discord, build_world(fake_discord)
     rival, _ = second_server(fake, w)
     carol, dave = fake.add_user("carol"), fake.add_user("dave")
-    fake.add_member(rival, carol)
-    fake.add_member(rival, dave)
+    for guild in (rival, w.guild):  # carol and dave are members of both servers too
+        fake.add_member(guild, carol)
+        fake.add_member(guild, dave)
     lobby = fake.channels(rival)[0]
     role = fake.add_role(w.guild, "artists")
     makers = [(w.alice, w.channel), (w.bob, w.channel), (w.admin, w.channel)]
+    makers += [(carol, w.channel), (dave, w.channel)]
     makers += [(w.alice, lobby), (w.bob, lobby), (carol, lobby), (dave, lobby)]
     async with running_bot(fake, settings, worker):
         results = await asyncio.gather(
@@ -344,18 +346,14 @@ async def test_two_busy_servers_keep_every_rule(fake_discord, settings, worker):
             *(press_all(r, user) for r, (user, _) in zip(results, makers, strict=True))
         )
         assert [len(d) for d in derived] == [8] * len(makers)
-        # Everyone tidies up their upscales: Delete removes exactly those messages, in both servers.
-        upscales = [
-            (m, user)
-            for d, (user, _) in zip(derived, makers, strict=True)
-            for m in d
-            if "upscale" in m.embed["footer"]["text"]
-        ]
+        # Everyone tidies up their upscales and variations: Delete removes exactly those messages, in both
+        # servers, and leaves each first result.
+        upscales = [(m, user) for d, (user, _) in zip(derived, makers, strict=True) for m in d]
         for message, user in upscales:
             ix = await fake.click(message, button(message, "delete"), user=user)
             assert "Deleted" in await ephemeral_reply(ix)
         await fake.wait_until(lambda: all(m.deleted for m, _ in upscales), 30, "upscales deleted")
-        assert sum(m.deleted for m in fake.messages(include_deleted=True)) == len(upscales) == 4 * len(makers)
+        assert sum(m.deleted for m in fake.messages(include_deleted=True)) == len(upscales) == 8 * len(makers)
     made_in = {m.guild_id for d in derived for m in d}
     assert made_in == {w.guild.id, rival.id}
     assert all(not m.notified for m in fake.messages())

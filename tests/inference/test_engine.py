@@ -27,6 +27,7 @@ from inference.engine_api import (
 )
 from inference.loading import model_sources
 from inference.settings import AdapterSettings, EngineSettings, ModelDefaults
+from inference.text import normalize_prompt
 from inference.vocabulary import JobKind
 from tests.inference.items import make_item
 from tools.tiny.make_tokenizer import DEFAULT_DIR, WORDS, build_vocab
@@ -437,11 +438,13 @@ def test_channels_last_gives_the_same_images(
 
 @pytest.mark.parametrize(
     "prompt",
-    ["🎨 日本語の猫, ümlaut", "x" * 1000, "a " * 500, "<|endoftext|> <|startoftext|>", "\x00\t\n"],
+    # Control characters around visible text are dropped by the request's normalisation (a prompt of only
+    # control or zero-width characters is refused before it reaches an engine: tests/hostile).
+    ["🎨 日本語の猫, ümlaut", "x" * 1000, "a " * 500, "<|endoftext|> <|startoftext|>", "\x00 a cat\t\n"],
 )
 def test_any_valid_prompt_gives_an_image(engine: DiffusersEngine, prompt: str) -> None:
     """Characters outside the vocabulary, over-long prompts and special-token text are not errors."""
     results, _ = run(engine, [make_item("a", 1, prompt=prompt, steps=1)])
     png = Image.open(io.BytesIO(results[0][0].png))
     assert png.size == (64, 64)
-    assert png.text["prompt"] == prompt.strip()
+    assert png.text["prompt"] == normalize_prompt(prompt)
