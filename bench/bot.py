@@ -27,10 +27,10 @@ from bot.core.settings import Settings  # noqa: E402
 from inference.engine import DiffusersEngine  # noqa: E402
 from inference.server import start_worker  # noqa: E402
 from inference.settings import EngineSettings, ModelDefaults, WorkerSettings  # noqa: E402
-from inference.tiny.build import build  # noqa: E402
 from storage.db import DatabaseSettings  # noqa: E402
 from tests.bot.harness import is_result, running_bot  # noqa: E402
 from tests.fakediscord import FakeDiscord, FakeDiscordError, Interaction, Message  # noqa: E402
+from tools.tiny.build import build  # noqa: E402
 
 log = logging.getLogger("bench.bot")
 

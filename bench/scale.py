@@ -142,7 +142,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from ray import serve
 
-    from inference.tiny.build import build
+    from tools.tiny.build import build
 
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         model_dir, _ = build(Path(tmp))

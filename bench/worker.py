@@ -88,7 +88,7 @@ def load_engine(arch: str, device: str, threads: int) -> Engine:
     """The real engine: the tiny model (built into a temp dir) or a random-weight published architecture."""
     if arch == "tiny":
         from inference.engine import DiffusersEngine
-        from inference.tiny.build import build
+        from tools.tiny.build import build
 
         generate_dir, _ = build(Path(tempfile.mkdtemp(prefix="bench-tiny-")))
         settings = EngineSettings(

@@ -39,6 +39,7 @@ from inference.engine_api import (
 )
 from inference.families import Family
 from inference.loading import (
+    TINY_EDIT_MODEL_NAME,
     TINY_MODEL_NAME,
     Pipeline,
     from_pretrained,
@@ -460,7 +461,7 @@ class DiffusersEngine:
             "guidance": f"{shape.guidance:g}",
             "width": str(shape.width),
             "height": str(shape.height),
-            "model": (self._settings.edit_model or "") if edit_model else self._model_name,
+            "model": (self._settings.edit_model or TINY_EDIT_MODEL_NAME) if edit_model else self._model_name,
             "kind": str(shape.kind),
             "Software": "brushfire",
         }

@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 Pipeline: TypeAlias = Any
 
 TINY_MODEL_NAME = "brushfire/tiny"
+# What an edit's PNG `model` chunk names when the bundled edit pipeline made it.
+TINY_EDIT_MODEL_NAME = "brushfire/tiny-edit"
 # The trained tiny shapes model (inference/tiny/MODEL_CARD.md): its `generate` and `edit` pipelines.
 BUNDLED_MODEL_ROOT = Path(__file__).parent / "tiny" / "model"
 

@@ -2,7 +2,7 @@
 
 import logging
 
-from inference.tiny.judge import Blob, Judge, Verdict, nearest_colour
+from tools.tiny.judge import Blob, Judge, Verdict, nearest_colour
 
 log = logging.getLogger(__name__)
 

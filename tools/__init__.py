@@ -1,0 +1,1 @@
+"""Training, evaluation and model-building scripts: never imported by the running bot or worker."""

@@ -1,6 +1,6 @@
 """Build random-weight pipelines with the exact architectures in `inference.archs`, for GPU benchmarks.
 
-Like `inference.tiny.build`, this is a build script and imports torch and diffusers. The modules are
+Like `tools.tiny.build`, this is a build script and imports torch and diffusers. The modules are
 created directly on the target device (random init on a GPU takes seconds; SDXL on a CPU would take
 minutes), then wrapped by the same engine that serves downloaded models.
 """
@@ -24,7 +24,7 @@ from inference.archs import Arch, get_arch
 from inference.engine import DiffusersEngine
 from inference.loading import Pipeline, resolve_device, resolve_dtype
 from inference.settings import EngineSettings
-from inference.tiny.make_tokenizer import DEFAULT_DIR as TOKENIZER_DIR
+from inference.tiny import TOKENIZER_DIR
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    from inference.tiny.build import build
+    from tools.tiny.build import build
 
     return build(tmp_path_factory.mktemp("tiny"))
 

@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 import run
-from inference.tiny import data
 from tests.bot.conftest import free_port
 from tests.judge import Judge
+from tools.tiny import data
 
 
 def write_config(tmp_path: Path, tiny: tuple[Path, Path] | None, limit: int = 5) -> Path:

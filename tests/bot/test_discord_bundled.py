@@ -15,10 +15,10 @@ from PIL import Image
 
 import bot.core.plans
 from inference.settings import EngineSettings
-from inference.tiny import data
 from tests.bot.harness import build_world, is_result, running_bot
 from tests.fakediscord import Upload
 from tests.judge import Judge
+from tools.tiny import data
 
 PROMPT = "a large yellow star in the centre of a blue background"
 EDIT_SEED = 6

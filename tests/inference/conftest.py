@@ -12,7 +12,7 @@ from inference.settings import EngineSettings, ModelDefaults
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """Build both tiny pipelines (generate, edit) once per test session; a few seconds on a CPU."""
-    from inference.tiny.build import build
+    from tools.tiny.build import build
 
     return build(tmp_path_factory.mktemp("tiny"))
 

@@ -42,7 +42,7 @@ from transformers import (
     T5TokenizerFast,
 )
 
-from inference.tiny.make_tokenizer import DEFAULT_DIR as CLIP_TOKENIZER_DIR
+from inference.tiny import TOKENIZER_DIR as CLIP_TOKENIZER_DIR
 
 SEED = 1811
 CLIP_DIM = 32

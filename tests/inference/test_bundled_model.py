@@ -16,10 +16,10 @@ from PIL import Image
 from inference.engine import DiffusersEngine
 from inference.engine_api import BatchItem, GeneratedImage, KindDefaults
 from inference.settings import EngineSettings
-from inference.tiny import data
 from inference.vocabulary import JobKind
 from tests.inference.items import make_item
 from tests.judge import Judge, Verdict
+from tools.tiny import data
 
 PROMPT = "a large yellow star in the centre of a blue background"
 SEED = 2
@@ -122,3 +122,68 @@ def test_edit_follows_the_instruction_and_keeps_the_shape(
     else:
         assert (verdict.background, verdict.colour) == (background, spec.value), verdict
     assert verdict.shape == kind, verdict
+
+
+def test_prompts_are_normalised_before_the_model_reads_them(engine: DiffusersEngine) -> None:
+    """Case, punctuation, curly quotes, invisible characters and synonyms change nothing."""
+    shouted = "A LARGE \u201cYELLOW\u201d STAR\u200b, IN THE CENTER OF A BLUE BACKDROP!"
+    plain, loud = pictures(engine, [item(engine, "a", PROMPT, SEED), item(engine, "b", shouted, SEED)])
+    assert np.array_equal(np.asarray(plain), np.asarray(loud))
+
+
+def png_texts(engine: DiffusersEngine, items: list[BatchItem]) -> list[dict[str, str]]:
+    results = engine.run_batch(items, lambda _update: None, lambda: False)
+    return [dict(Image.open(io.BytesIO(images[0].png)).text) for images in results]
+
+
+def test_png_chunks_name_the_model_that_made_each_picture(engine: DiffusersEngine) -> None:
+    (made,) = png_texts(engine, [item(engine, "g", PROMPT, SEED)])
+    before = data.render(
+        data.Scene("blue", (data.Shape("star", "yellow", "large", 0.5, 0.5, 0.26),), "centre")
+    )
+    (edited,) = png_texts(engine, [item(engine, "e", "make it red", SEED, image=before)])
+    assert made["model"] == "brushfire/tiny"
+    assert edited["model"] == "brushfire/tiny-edit" and edited["kind"] == "edit"
+
+
+# Written the ways people write, not the training captions' way; none of these exact strings is a template.
+PEOPLE_PROMPTS = [
+    ("a red circle on a white background", "white", "red", "circle"),
+    ("A GREEN SQUARE ON A BLACK BACKGROUND!", "black", "green", "square"),
+    ("draw a big blue star on a plain yellow backdrop", "yellow", "blue", "star"),
+    ("\u201cpink heart\u201d,\u200b  black background.", "black", "pink", "heart"),
+    ("high quality, an orange triangle on a blue background", "blue", "orange", "triangle"),
+]
+
+
+# The shipped weights were trained on the old caption template only: issue 14's retrain on the phrasings
+# did not get enough of the shared machine to ship (MODEL_CARD.md, "Prompts as people write them"). Strict,
+# so a model that passes these makes the marker itself fail and be removed.
+NOT_RETRAINED = pytest.mark.xfail(
+    strict=True, reason="bundled weights predate the phrasing retrain (issue 14): 'on' form and paraphrases"
+)
+
+
+@NOT_RETRAINED
+@pytest.mark.parametrize(("prompt", "background", "colour", "shape"), PEOPLE_PROMPTS)
+def test_draws_prompts_as_people_write_them(
+    engine: DiffusersEngine, judge: Judge, prompt: str, background: str, colour: str, shape: str
+) -> None:
+    """No position named and one shape asked for: one shape, in the centre, of the asked colour and kind."""
+    (picture,) = pictures(engine, [item(engine, "p", prompt, SEED)])
+    verdict = judge.judge(picture)
+    assert (verdict.background, verdict.colour, verdict.shape) == (background, colour, shape), verdict
+    assert len(verdict.blobs) == 1, verdict
+    assert abs(verdict.blobs[0].x - 0.5) < 0.15 and abs(verdict.blobs[0].y - 0.5) < 0.15, verdict
+
+
+@NOT_RETRAINED
+def test_edit_follows_a_paraphrased_instruction_and_keeps_the_shape_colour(
+    engine: DiffusersEngine, judge: Judge
+) -> None:
+    before = data.Scene("blue", (data.Shape("star", "yellow", "large", 0.5, 0.5, 0.26),), "centre")
+    (edited,) = pictures(
+        engine, [item(engine, "e", "I want a green background", 6, image=data.render(before))]
+    )
+    verdict = judge.judge(edited)
+    assert (verdict.background, verdict.colour, verdict.shape) == ("green", "yellow", "star"), verdict

@@ -28,9 +28,9 @@ from inference.engine_api import (
 from inference.loading import model_sources
 from inference.settings import AdapterSettings, EngineSettings, ModelDefaults
 from inference.text import normalize_prompt
-from inference.tiny.make_tokenizer import DEFAULT_DIR, WORDS, build_vocab
 from inference.vocabulary import JobKind
 from tests.inference.items import make_item
+from tools.tiny.make_tokenizer import DEFAULT_DIR, WORDS, build_vocab
 
 PIXEL_TOLERANCE = 2  # of 255: batched matrix products may round differently from single ones
 
@@ -243,7 +243,7 @@ def test_incompatible_batch_and_unknown_adapter_are_refused(
 
 
 def test_tiny_build_is_reproducible(tiny_model_dir: Path, tmp_path: Path) -> None:
-    from inference.tiny.build import build
+    from tools.tiny.build import build
 
     generate, _ = build(tmp_path)
     for part in ("unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"):

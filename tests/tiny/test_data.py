@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inference.tiny import data
-from inference.tiny.data import CaptionError, EditKind
+from tools.tiny import data
+from tools.tiny.data import CaptionError, EditKind
 
 TOKENIZER_VOCAB = Path(__file__).parents[2] / "inference" / "tiny" / "tokenizer" / "vocab.json"
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from inference.tiny import data
 from tests.judge import Judge
+from tools.tiny import data
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from inference.tiny import train
+from tools.tiny import train
 
 
 @pytest.fixture(autouse=True)
@@ -24,9 +24,9 @@ def test_models_have_the_planned_sizes():
 def test_captions_fit_the_token_window():
     tokenizer = train.make_tokenizer()
     rng = np.random.default_rng(0)
-    longest = max(
-        len(tokenizer(train.data.caption(train.data.sample_scene(rng))).input_ids) for _ in range(300)
-    )
+    captions = [train.phrasing.describe(rng, train.data.sample_scene(rng)) for _ in range(2000)]
+    edits = [train.phrasing.instruct(rng, train.data.sample_edit(rng)) for _ in range(500)]
+    longest = max(len(tokenizer(text).input_ids) for text in captions + edits)
     assert longest <= train.MAX_TOKENS
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageFilter
 
-from inference.tiny.data import COLOURS, PALETTE, SHAPES, Scene, Shape, render
+from tools.tiny.data import COLOURS, PALETTE, SHAPES, Scene, Shape, render
 
 log = logging.getLogger(__name__)
 

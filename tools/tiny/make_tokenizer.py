@@ -1,6 +1,6 @@
 """Regenerate the tiny model's CLIP tokenizer files (vocab.json, merges.txt) from a fixed word list.
 
-Run `python -m inference.tiny.make_tokenizer [OUT_DIR]`. The vocabulary holds every single character we
+Run `python -m tools.tiny.make_tokenizer [OUT_DIR]`. The vocabulary holds every single character we
 expect in a prompt (with and without the end-of-word marker `</w>`), the two special tokens, and whole
 words for the shapes, colours, positions and edit verbs the tiny model is trained to draw, each with the
 chain of merges that builds it. Any other word still tokenizes, character by character.
@@ -15,12 +15,14 @@ import logging
 import string
 from pathlib import Path
 
+from inference.tiny import TOKENIZER_DIR
+
 log = logging.getLogger(__name__)
 
 START = "<|startoftext|>"
 END = "<|endoftext|>"
 EOW = "</w>"
-DEFAULT_DIR = Path(__file__).with_name("tokenizer")
+DEFAULT_DIR = TOKENIZER_DIR
 
 CHARACTERS = string.ascii_lowercase + string.digits + ".,!?'\"-:;()&/#+%"
 

@@ -2,7 +2,7 @@
 
 (The offline default is the trained model in inference/tiny/model/, made by inference/tiny/train.py.)
 
-Run `python -m inference.tiny.build OUT_DIR`: it writes `OUT_DIR/generate` (a StableDiffusionPipeline)
+Run `python -m tools.tiny.build OUT_DIR`: it writes `OUT_DIR/generate` (a StableDiffusionPipeline)
 and `OUT_DIR/edit` (a StableDiffusionInstructPix2PixPipeline, whose UNet takes 8 input channels, on the same
 VAE and text encoder). Both are
 made of the real diffusers/transformers classes and saved with `save_pretrained` as safetensors, so the
@@ -26,7 +26,7 @@ from diffusers import (
 )
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from inference.tiny.make_tokenizer import DEFAULT_DIR as TOKENIZER_DIR
+from tools.tiny.make_tokenizer import DEFAULT_DIR as TOKENIZER_DIR
 
 log = logging.getLogger(__name__)
 

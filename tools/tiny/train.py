@@ -1,6 +1,6 @@
 """Trains the bundled tiny text-to-image and edit models on procedural shape scenes, within a time budget.
 
-Run `python -m inference.tiny.train [--part vae|text|unet|edit|all] [--minutes N] [--out DIR] [--threads N]
+Run `python -m tools.tiny.train [--part vae|text|unet|edit|all] [--minutes N] [--out DIR] [--threads N]
 [--seed S]`. The parts build on each other: the autoencoder first; then `text`, a first denoiser trained
 together with the text encoder (which starts from nothing); then, with the autoencoder and text encoder
 frozen and shared, the text-to-image denoiser (`unet`, continued from the text part's) and the
@@ -39,19 +39,19 @@ from diffusers import (
     UNet2DConditionModel,
 )
 from torch import nn
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
 
-from inference.tiny import data
+from inference.tiny import MODEL_DIR
+from tools.tiny import data, lexicon, phrasing
 
 log = logging.getLogger(__name__)
 
 # Where the edit denoiser starts (TrainOptions.edit_init).
 EditInit = Literal["scratch", "text"]
 
-TOKENIZER_DIR = Path(__file__).with_name("tokenizer")
-DEFAULT_OUT = Path(__file__).with_name("model")
+DEFAULT_OUT = MODEL_DIR
 PARTS = ("vae", "text", "unet", "edit")
-MAX_TOKENS = 32
+MAX_TOKENS = lexicon.MAX_TOKENS
 TEXT_DIM = 64
 # The autoencoder is convolutional, so it learns as well from 32x32 crops at a quarter of the cost.
 VAE_CROP = 32
@@ -95,6 +95,10 @@ class TrainOptions:
     # denoiser it kept drawing from the instruction and barely used the picture (picture-channel weights
     # 0.004-0.0065 against 0.08 after 4,497 steps; shape kept 36 %); see MODEL_CARD.md.
     edit_init: EditInit = "scratch"
+    # A budget in the process's own CPU time as well (None: wall clock only). On a machine other people
+    # share, wall-clock minutes buy fewer steps from one run to the next; CPU minutes buy the same compute.
+    # A part stops at whichever budget it reaches first.
+    cpu_minutes: float | None = None
 
     @property
     def work(self) -> Path:
@@ -126,6 +130,8 @@ class Progress:
     step: int = 0
     seconds: float = 0.0
     losses: list[float] = field(default_factory=list)
+    # CPU time of the training process (all its threads); None in checkpoints from before it was counted.
+    cpu_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -135,6 +141,7 @@ class PartStats:
     part: str
     steps: int
     seconds: float
+    cpu_seconds: float
     steps_per_second: float
     samples_per_second: float
     final_loss: float
@@ -145,8 +152,9 @@ class PartStats:
 # ---------------------------------------------------------------- the models
 
 
-def make_tokenizer() -> CLIPTokenizer:
-    return CLIPTokenizer.from_pretrained(str(TOKENIZER_DIR), model_max_length=MAX_TOKENS)
+def make_tokenizer() -> PreTrainedTokenizerFast:
+    """The word-level prompt tokenizer with its normaliser (inference/tiny/lexicon.py); it ships with the model."""
+    return lexicon.make_tokenizer()
 
 
 def make_vae() -> AutoencoderKL:
@@ -164,7 +172,7 @@ def make_vae() -> AutoencoderKL:
     )
 
 
-def make_text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModel:
+def make_text_encoder(tokenizer: PreTrainedTokenizerFast) -> CLIPTextModel:
     """About 0.29M parameters: 4 layers of width 64 over at most 32 tokens."""
     config = CLIPTextConfig(
         vocab_size=len(tokenizer),
@@ -240,9 +248,10 @@ def to_tensor(images: list) -> torch.Tensor:
     return torch.from_numpy(np.stack([data.to_array(im) for im in images])).permute(0, 3, 1, 2).contiguous()
 
 
-def scene_batch(rng: np.random.Generator, n: int) -> tuple[torch.Tensor, list[str]]:
-    scenes = [data.sample_scene(rng) for _ in range(n)]
-    return to_tensor([data.render(s) for s in scenes]), [data.caption(s) for s in scenes]
+def scene_batch(rng: np.random.Generator, n: int) -> tuple[torch.Tensor, list[data.Scene]]:
+    """Pictures and the scenes they show; a caption is phrased from the scene each time it is used."""
+    scenes = [data.sample_scene(rng, centre_bias=True) for _ in range(n)]
+    return to_tensor([data.render(s) for s in scenes]), scenes
 
 
 def crop_batch(rng: np.random.Generator, n: int) -> torch.Tensor:
@@ -257,7 +266,7 @@ def crop_batch(rng: np.random.Generator, n: int) -> torch.Tensor:
 class EditBatch:
     before: torch.Tensor
     after: torch.Tensor
-    instructions: list[str]
+    triples: list[data.EditTriple]
 
 
 # How often each kind of edit is drawn. Recolouring and changing the background keep the picture's layout
@@ -279,11 +288,11 @@ def edit_batch(rng: np.random.Generator, n: int) -> EditBatch:
     return EditBatch(
         before=to_tensor([data.render(t.before) for t in triples]),
         after=to_tensor([data.render(t.after) for t in triples]),
-        instructions=[t.instruction for t in triples],
+        triples=triples,
     )
 
 
-def token_ids(tokenizer: CLIPTokenizer, texts: list[str]) -> torch.Tensor:
+def token_ids(tokenizer: PreTrainedTokenizerFast, texts: list[str]) -> torch.Tensor:
     return tokenizer(
         texts, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt"
     ).input_ids
@@ -292,11 +301,12 @@ def token_ids(tokenizer: CLIPTokenizer, texts: list[str]) -> torch.Tensor:
 @dataclass(frozen=True)
 class Encoded:
     """Training examples already through the autoencoder's encoder: the latent distribution of the
-    picture to draw, its text, and (for edits) the picture to start from as the pipeline feeds it."""
+    picture to draw, what it shows (a scene, or an edit) to phrase a caption or instruction from at each
+    use, and (for edits) the picture to start from as the pipeline feeds it."""
 
     mean: torch.Tensor
     std: torch.Tensor
-    texts: list[str]
+    labels: list
     condition: torch.Tensor | None = None
 
     def latents(self, vae: AutoencoderKL) -> torch.Tensor:
@@ -306,9 +316,9 @@ class Encoded:
 
 @torch.no_grad()
 def encode_scenes(vae: AutoencoderKL, rng: np.random.Generator, n: int) -> Encoded:
-    images, captions = scene_batch(rng, n)
+    images, scenes = scene_batch(rng, n)
     dist = vae.encode(images).latent_dist
-    return Encoded(dist.mean, dist.std, captions)
+    return Encoded(dist.mean, dist.std, scenes)
 
 
 @torch.no_grad()
@@ -317,7 +327,7 @@ def encode_edits(vae: AutoencoderKL, rng: np.random.Generator, n: int) -> Encode
     after = vae.encode(edits.after).latent_dist
     # The pipeline conditions on the picture's unscaled latent mode; so must training.
     before = vae.encode(edits.before).latent_dist.mode()
-    return Encoded(after.mean, after.std, edits.instructions, before)
+    return Encoded(after.mean, after.std, edits.triples, before)
 
 
 class LatentPool:
@@ -341,7 +351,7 @@ class LatentPool:
         self._pool = Encoded(
             torch.cat([c.mean for c in chunks]),
             torch.cat([c.std for c in chunks]),
-            [t for c in chunks for t in c.texts],
+            [label for c in chunks for label in c.labels],
             torch.cat([c.condition for c in chunks]) if chunks[0].condition is not None else None,
         )
         log.info(
@@ -359,14 +369,14 @@ class LatentPool:
         pool.mean[slots], pool.std[slots] = fresh.mean, fresh.std
         if pool.condition is not None and fresh.condition is not None:
             pool.condition[slots] = fresh.condition
-        for slot, text in zip(slots.tolist(), fresh.texts, strict=True):
-            pool.texts[slot] = text
+        for slot, label in zip(slots.tolist(), fresh.labels, strict=True):
+            pool.labels[slot] = label
 
     def sample(self, rng: np.random.Generator, n: int) -> Encoded:
         pool = self._filled()
         idx = torch.from_numpy(rng.choice(self.size, n, replace=False))
         condition = pool.condition[idx] if pool.condition is not None else None
-        return Encoded(pool.mean[idx], pool.std[idx], [pool.texts[i] for i in idx.tolist()], condition)
+        return Encoded(pool.mean[idx], pool.std[idx], [pool.labels[i] for i in idx.tolist()], condition)
 
 
 # ---------------------------------------------------------------- losses
@@ -558,7 +568,10 @@ def resume(options: TrainOptions, trainee: Trainee) -> None:
 def fraction_done(options: TrainOptions, progress: Progress) -> float:
     if options.steps is not None:
         return progress.step / options.steps
-    return progress.seconds / (options.minutes * 60)
+    wall = progress.seconds / (options.minutes * 60)
+    if options.cpu_minutes is None:
+        return wall
+    return max(wall, (progress.cpu_seconds or 0.0) / (options.cpu_minutes * 60))
 
 
 def learning_rate(options: TrainOptions, name: str, progress: Progress) -> float:
@@ -594,7 +607,10 @@ def run_loop(
     resume(options, trainee)
     progress = trainee.progress
     start_step, start_seconds = progress.step, progress.seconds
-    clock = time.monotonic()
+    # An older checkpoint did not count CPU time: count its wall time instead, which is never less.
+    start_cpu = progress.seconds if progress.cpu_seconds is None else progress.cpu_seconds
+    progress.cpu_seconds = start_cpu
+    clock, cpu_clock = time.monotonic(), time.process_time()
     if setup is not None and fraction_done(options, progress) < 1.0:
         setup(trainee)
     last_save = last_log = clock
@@ -610,13 +626,15 @@ def run_loop(
         now = time.monotonic()
         progress.step += 1
         progress.seconds = start_seconds + now - clock
+        progress.cpu_seconds = start_cpu + time.process_time() - cpu_clock
         progress.losses.append(float(loss.detach()))
         if now - last_log >= LOG_SECONDS:
             log.info(
-                "%s: step %d, %.0f s, loss %.4f",
+                "%s: step %d, %.0f s (CPU %.0f s), loss %.4f",
                 trainee.name,
                 progress.step,
                 progress.seconds,
+                progress.cpu_seconds,
                 _recent(progress),
             )
             last_log = now
@@ -637,6 +655,7 @@ def _stats(options: TrainOptions, trainee: Trainee, steps: int, seconds: float) 
         part=trainee.name,
         steps=trainee.progress.step,
         seconds=round(trainee.progress.seconds, 1),
+        cpu_seconds=round(trainee.progress.cpu_seconds or 0.0, 1),
         steps_per_second=round(rate, 4),
         samples_per_second=round(rate * batch_size(options, trainee.name), 2),
         final_loss=round(_recent(trainee.progress), 5),
@@ -683,7 +702,7 @@ def scene_training(
     name: str,
     *,
     vae: AutoencoderKL,
-    tokenizer: CLIPTokenizer,
+    tokenizer: PreTrainedTokenizerFast,
     scheduler: DDPMScheduler,
     text_encoder: CLIPTextModel,
     unet: UNet2DConditionModel,
@@ -697,8 +716,10 @@ def scene_training(
     def step(t: Trainee) -> torch.Tensor:
         pool.refresh(t.rng)
         examples = pool.sample(t.rng, batch)
+        # A fresh phrasing of every scene at every use: the model learns the scene, not one sentence.
+        captions = [phrasing.describe(t.rng, scene) for scene in examples.labels]
         with torch.set_grad_enabled(train_encoder):
-            text = text_encoder(token_ids(tokenizer, drop_captions(t.rng, examples.texts)))[0]
+            text = text_encoder(token_ids(tokenizer, drop_captions(t.rng, captions)))[0]
         latents = examples.latents(vae)
         return denoise_loss(
             unet, scheduler, latents, text, weights=shape_weights(options.shape_weight, latents)
@@ -721,6 +742,8 @@ def train_text(options: TrainOptions) -> PartStats:
     unet, text_encoder = make_unet(), make_text_encoder(tokenizer)
     if options.random_text_encoder:
         text_encoder.eval().requires_grad_(False)
+        # Saved at once: it never changes, so the edit part can start side by side with this one.
+        text_encoder.save_pretrained(options.work / "text_encoder")
         trainee = new_trainee("text", {"unet": unet}, options.seed)
     else:
         trainee = new_trainee("text", {"unet": unet, "text_encoder": text_encoder}, options.seed)
@@ -747,7 +770,7 @@ def drop_captions(rng: np.random.Generator, texts: list[str], p: float = 0.1) ->
 
 def frozen_parts(
     options: TrainOptions,
-) -> tuple[AutoencoderKL, CLIPTokenizer, DDPMScheduler, CLIPTextModel]:
+) -> tuple[AutoencoderKL, PreTrainedTokenizerFast, DDPMScheduler, CLIPTextModel]:
     """What the two denoisers after the text part read and never train: autoencoder, tokenizer, noise
     schedule and the text part's encoder."""
     text_encoder = load_trained(options, "text_encoder").eval().requires_grad_(False)
@@ -815,7 +838,8 @@ def train_edit(options: TrainOptions) -> PartStats:
         # scales. [0, DROP): picture dropped; [DROP, text_end): instruction dropped; [text_end, text_end + DROP): both.
         roll = t.rng.random(batch)
         text_end = DROP + options.edit_text_drop
-        texts = ["" if DROP <= r < text_end + DROP else s for r, s in zip(roll, examples.texts, strict=True)]
+        phrased = [phrasing.instruct(t.rng, triple) for triple in examples.labels]
+        texts = ["" if DROP <= r < text_end + DROP else s for r, s in zip(roll, phrased, strict=True)]
         keep_image = torch.from_numpy(
             ~((roll < DROP) | ((roll >= text_end) & (roll < text_end + DROP)))
         ).float()
@@ -848,7 +872,7 @@ def export_pipeline(
     *,
     vae: AutoencoderKL,
     text_encoder: CLIPTextModel,
-    tokenizer: CLIPTokenizer,
+    tokenizer: PreTrainedTokenizerFast,
     unet: UNet2DConditionModel,
 ) -> Path:
     """Save trained parts as a diffusers pipeline folder (`generate` or `edit`) under `options.out`."""
@@ -893,6 +917,12 @@ def parse_args(argv: list[str] | None = None) -> TrainOptions:
     parser.add_argument("--steps", type=int, default=None, help="fixed step count per part (repeatable runs)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--cpu-minutes",
+        type=float,
+        default=None,
+        help="also stop a part after this much CPU time of its own (a shared machine); --minutes caps wall time",
+    )
     parser.add_argument("--seed", type=int, default=TrainOptions.seed)
     parser.add_argument(
         "--pool", type=int, default=TrainOptions.pool, help="encoded examples kept (denoisers)"
@@ -936,8 +966,13 @@ def parse_args(argv: list[str] | None = None) -> TrainOptions:
         help="zero-terminal-SNR schedule with v-prediction (default: SD's schedule, epsilon, offset noise)",
     )
     args = parser.parse_args(argv)
-    if args.minutes <= 0 or (args.steps is not None and args.steps <= 0) or args.threads <= 0:
-        parser.error("--minutes, --steps and --threads must be positive")
+    if (
+        args.minutes <= 0
+        or (args.steps is not None and args.steps <= 0)
+        or args.threads <= 0
+        or (args.cpu_minutes is not None and args.cpu_minutes <= 0)
+    ):
+        parser.error("--minutes, --cpu-minutes, --steps and --threads must be positive")
     if args.pool < 64 or args.pool % 64:
         parser.error("--pool must be a positive multiple of 64")
     if (args.batch is not None and not 1 <= args.batch <= args.pool) or (

@@ -4,7 +4,8 @@ Everything is drawn from a small grammar and a numpy random generator, so a seed
 every caption, and nothing is downloaded. A `Scene` is the ground truth; `render` draws it anti-aliased
 (at 4x, then box-downsampled), `caption` describes it, `parse_caption` reads a caption back into a
 `CaptionSpec`, and `sample_edit` makes (before, instruction, after) triples for the edit model.
-Captions and instructions only use words of the tiny tokenizer's word list (plus plural "s").
+`caption` writes the one canonical form (the evaluation's fixed set); training phrases each scene and edit
+afresh in many ways (tools/tiny/phrasing.py).
 """
 
 from __future__ import annotations
@@ -64,6 +65,9 @@ POSITIONS: dict[str, tuple[float, float]] = {
 }
 POSITION_NAMES: tuple[str, ...] = tuple(POSITIONS)
 POSITION_SYNONYMS = {"center": "centre", "middle": "centre"}
+# Training scenes put a single shape in the centre more often than elsewhere: a prompt that names no place
+# ("a red circle on a white background", the commonest way to ask) means the centre.
+POSITION_WEIGHTS = {"left": 0.16, "right": 0.16, "top": 0.16, "bottom": 0.16, "centre": 0.36}
 
 COUNT_WORDS = {1: "a", 2: "two", 3: "three"}
 COUNT_PARSE = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3}
@@ -171,6 +175,8 @@ class EditTriple:
     instruction: str
     after: Scene
     kind: EditKind
+    # What the instruction asks, so it can be phrased afresh every time (inference/tiny/phrasing.py).
+    spec: EditSpec | None = None
 
 
 class CaptionError(ValueError):
@@ -444,8 +450,12 @@ def _colour_on(rng: np.random.Generator, background: str, avoid: tuple[str, ...]
     return _pick(rng, [c for c in contrasting(background) if c not in avoid])
 
 
-def sample_scene(rng: np.random.Generator) -> Scene:
-    """A random scene: mostly one shape at a named place, sometimes two or three alike, or two different."""
+def sample_scene(rng: np.random.Generator, centre_bias: bool = False) -> Scene:
+    """A random scene: mostly one shape at a named place, sometimes two or three alike, or two different.
+
+    `centre_bias` (training captions) puts a single shape in the centre more often (POSITION_WEIGHTS);
+    without it every place is equally likely, and the evaluation's fixed sets stay what they were.
+    """
     background = _pick(rng, COLOURS)
     roll = float(rng.random())
     if roll < SINGLE_SHARE:
@@ -454,7 +464,7 @@ def sample_scene(rng: np.random.Generator) -> Scene:
             _pick(rng, SHAPES),
             _colour_on(rng, background),
             _pick(rng, SIZES),
-            _pick(rng, POSITION_NAMES),
+            _place_name(rng, centre_bias),
         )
         return Scene(background, (shape,), _position_of(shape))
     if roll < SINGLE_SHARE + ALIKE_SHARE:
@@ -467,8 +477,14 @@ def sample_scene(rng: np.random.Generator) -> Scene:
         specs = [first, (second_kind, _colour_on(rng, background), _pick(rng, SIZES))]
     shapes = _place(rng, specs)
     if shapes is None:
-        return sample_scene(rng)
+        return sample_scene(rng, centre_bias)
     return Scene(background, shapes)
+
+
+def _place_name(rng: np.random.Generator, centre_bias: bool) -> str:
+    if not centre_bias:
+        return _pick(rng, POSITION_NAMES)
+    return POSITION_NAMES[int(rng.choice(len(POSITION_NAMES), p=list(POSITION_WEIGHTS.values())))]
 
 
 def _position_of(shape: Shape) -> str:
@@ -503,7 +519,7 @@ def _recolour(rng: np.random.Generator) -> EditTriple:
         instruction = f"{verb} the {next(iter(kinds))} {colour}"
     else:
         instruction = f"{verb} it {colour}"
-    return EditTriple(before, instruction, after, EditKind.RECOLOUR)
+    return EditTriple(before, instruction, after, EditKind.RECOLOUR, EditSpec(EditKind.RECOLOUR, colour))
 
 
 def _background(rng: np.random.Generator) -> EditTriple:
@@ -519,7 +535,7 @@ def _background(rng: np.random.Generator) -> EditTriple:
     instruction = (
         f"make the background {colour}" if rng.random() < 0.6 else f"change the background to {colour}"
     )
-    return EditTriple(before, instruction, after, EditKind.BACKGROUND)
+    return EditTriple(before, instruction, after, EditKind.BACKGROUND, EditSpec(EditKind.BACKGROUND, colour))
 
 
 def _move(rng: np.random.Generator) -> EditTriple:
@@ -530,7 +546,8 @@ def _move(rng: np.random.Generator) -> EditTriple:
     new = POSITIONS[target]
     moved = replace(shape, x=shape.x - old[0] + new[0], y=shape.y - old[1] + new[1])
     after = replace(before, shapes=(moved,), position=target)
-    return EditTriple(before, f"move it to the {target}", after, EditKind.MOVE)
+    spec = EditSpec(EditKind.MOVE, target)
+    return EditTriple(before, f"move it to the {target}", after, EditKind.MOVE, spec)
 
 
 def _resize(rng: np.random.Generator) -> EditTriple:
@@ -540,7 +557,7 @@ def _resize(rng: np.random.Generator) -> EditTriple:
     radius = shape.radius * RADIUS_SINGLE[target] / RADIUS_SINGLE[shape.size]
     after = replace(before, shapes=(replace(shape, size=target, radius=radius),))
     word = "big" if target == "large" and rng.random() < 0.3 else target
-    return EditTriple(before, f"make it {word}", after, EditKind.RESIZE)
+    return EditTriple(before, f"make it {word}", after, EditKind.RESIZE, EditSpec(EditKind.RESIZE, target))
 
 
 def _add(rng: np.random.Generator) -> EditTriple:
@@ -555,13 +572,15 @@ def _add(rng: np.random.Generator) -> EditTriple:
     added = Shape(kind, colour, "small", spot[0], spot[1], radius)
     after = Scene(before.background, (*before.shapes, added))
     article = "an" if colour[0] in "aeiou" else "a"
-    return EditTriple(before, f"add {article} {colour} {kind}", after, EditKind.ADD)
+    spec = EditSpec(EditKind.ADD, kind, colour)
+    return EditTriple(before, f"add {article} {colour} {kind}", after, EditKind.ADD, spec)
 
 
 def _remove(rng: np.random.Generator) -> EditTriple:
     added = _add(rng)
     kind = added.after.shapes[-1].kind
-    return EditTriple(added.after, f"remove the {kind}", added.before, EditKind.REMOVE)
+    spec = EditSpec(EditKind.REMOVE, kind)
+    return EditTriple(added.after, f"remove the {kind}", added.before, EditKind.REMOVE, spec)
 
 
 _EDIT_MAKERS = {
