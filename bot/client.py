@@ -15,11 +15,13 @@ import discord
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from discord.ext import commands
 
+from bot.core.i18n import Catalogues
 from bot.core.services import Services, open_services
 from bot.core.settings import Settings, SettingsError
 from bot.delivery import JobRunner
 from bot.endpoints import use_discord_endpoints
 from bot.errors import BrushfireTree
+from bot.translator import CatalogueTranslator, translated_payload
 from bot.views import DYNAMIC_ITEMS
 
 log = logging.getLogger(__name__)
@@ -30,7 +32,7 @@ EXTENSIONS = ("cogs.imagine", "cogs.edit", "cogs.quota", "cogs.settings", "cogs.
 class ImageBot(commands.Bot):
     """The bot. Services are built in run.py (or a test) and passed in; nothing here is global."""
 
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, catalogues: Catalogues | None = None) -> None:
         settings = services.settings
         intents = discord.Intents.none()
         intents.guilds = True  # slash commands need no privileged intents
@@ -44,6 +46,7 @@ class ImageBot(commands.Bot):
         )
         self.settings = settings
         self.services = services
+        self.catalogues = catalogues or Catalogues.load()
         # Interaction tokens expire on Discord's clock (their creation time + 15 min), so the runner keeps
         # the wall clock rather than the services' (which tests may move).
         self.runner = JobRunner(self, services, track_job=self.track_job)
@@ -78,6 +81,7 @@ class ImageBot(commands.Bot):
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         self.add_dynamic_items(*DYNAMIC_ITEMS)
+        await self.tree.set_translator(CatalogueTranslator(self.catalogues))
         self.services.maintenance.register(self.scheduler)
         self.scheduler.start()
         health = self.services.jobs.worker.watch(self.settings.limits.health_interval_s)
@@ -107,8 +111,10 @@ class ImageBot(commands.Bot):
             self.scheduler.shutdown(wait=False)
         await super().close()
 
-    def command_fingerprint(self, guild: discord.abc.Snowflake | None) -> str:
-        payload = [c.to_dict(self.tree) for c in self.tree.get_commands(guild=guild)]
+    async def command_fingerprint(self, guild: discord.abc.Snowflake | None) -> str:
+        """A hash of the commands as a sync would send them, translations included."""
+        translator = self.tree.translator or CatalogueTranslator(self.catalogues)
+        payload = await translated_payload(self.tree, translator, self.tree.get_commands(guild=guild))
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
     async def sync_commands(self) -> bool:
@@ -121,7 +127,7 @@ class ImageBot(commands.Bot):
         )
         if guild is not None:
             self.tree.copy_global_to(guild=guild)
-        fingerprint = f"{guild.id if guild else 'global'}:{self.command_fingerprint(guild)}"
+        fingerprint = f"{guild.id if guild else 'global'}:{await self.command_fingerprint(guild)}"
         state = self.settings.discord.sync_state_file
         if mode == "on_change" and state.exists() and state.read_text().strip() == fingerprint:
             log.info("slash commands unchanged since the last sync")

@@ -28,7 +28,8 @@ class Imagine(commands.Cog):
         # (Ranges in the signature guide Discord's client; the planner still checks every value.)
         aspect = self.imagine._params["aspect"]
         aspect.choices = [
-            app_commands.Choice(name=(a.label or a.name)[:100], value=a.name)
+            # locale_str: translated where the catalogue knows the label (the default aspects' are there).
+            app_commands.Choice(name=app_commands.locale_str((a.label or a.name)[:100]), value=a.name)
             for a in self.bot.services.guilds.styles.aspects
         ]
 

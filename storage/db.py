@@ -33,7 +33,7 @@ class DatabaseSettings(BaseModel):
     path: Path = Path("data/brushfire.sqlite3")
     busy_timeout_ms: int = Field(default=10_000, ge=0, le=600_000)
     backup_dir: Path | None = None
-    backup_hour: int | None = Field(default=None, ge=0, le=23)
+    backup_hour: int | None = Field(default=4, ge=0, le=23)  # UTC; None: no nightly backup even with a dir
     retention_days: int = Field(default=30, ge=1, le=3650)
     backups_kept: int = Field(default=7, ge=1, le=365)
 

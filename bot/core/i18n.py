@@ -1,0 +1,106 @@
+"""Localisation without Discord: message catalogues (gettext .po files read with Babel) and language choice.
+
+Every text a member reads (command names and descriptions, replies, embeds, buttons, errors) is written in
+English in the code and looked up here by that English text (gettext's convention), with a context that
+tells apart the same words used as a command name and as a description. `bot/locales/brushfire.pot` lists
+every such text; `bot/locales/<lang>.po` holds one language's translations. `tools/i18n.py` extracts the
+template and merges it into the languages; tests fail when a shipped language misses a message.
+"""
+
+from __future__ import annotations
+
+import logging
+import string
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from babel.messages.pofile import read_po
+
+log = logging.getLogger(__name__)
+
+LOCALES_DIR = Path(__file__).parents[1] / "locales"
+TEMPLATE = LOCALES_DIR / "brushfire.pot"
+SOURCE_LANGUAGE = "en"
+# Languages whose catalogue must be complete (tests check it); others may be added partly translated.
+SHIPPED_LANGUAGES = ("fr", "de", "es")
+
+
+class Context(StrEnum):
+    """The gettext message context of a text: names must translate as names, so each kind has its own."""
+
+    NAME = "command name"  # a slash command, group or option name: lowercase, no spaces, 1-32 characters
+    DESCRIPTION = "command description"  # a command or option description: 1-100 characters
+    CHOICE = "choice"  # a fixed choice's label: 1-100 characters
+    MESSAGE = ""  # anything else a member reads (replies, embeds, buttons, errors): no context
+
+
+def language_of(locale: str | None) -> str | None:
+    """The language part of a Discord locale ("es-ES" -> "es", "fr" -> "fr"); None for none."""
+    if not locale:
+        return None
+    return str(locale).replace("_", "-").split("-", 1)[0].lower() or None
+
+
+@dataclass(frozen=True)
+class Catalogues:
+    """Translations by language, then by (context, English text). Built once at start and passed down."""
+
+    by_language: Mapping[str, Mapping[tuple[str, str], str]] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, folder: Path = LOCALES_DIR) -> Catalogues:
+        """Read every `<lang>.po` in the folder; entries without a translation (or fuzzy ones) are skipped."""
+        by_language: dict[str, dict[tuple[str, str], str]] = {}
+        for path in sorted(folder.glob("*.po")):
+            with path.open("rb") as f:
+                catalog = read_po(f, locale=path.stem)
+            entries: dict[tuple[str, str], str] = {}
+            for message in catalog:
+                if message.id and isinstance(message.id, str) and message.string and not message.fuzzy:
+                    entries[(message.context or "", message.id)] = str(message.string)
+            by_language[path.stem] = entries
+            log.debug("loaded %d %s translations", len(entries), path.stem)
+        return cls(by_language)
+
+    @property
+    def languages(self) -> tuple[str, ...]:
+        return (SOURCE_LANGUAGE, *sorted(self.by_language))
+
+    def choose(self, *locales: str | None) -> str:
+        """The first of `locales` (e.g. the member's, then the server's) that has a catalogue; else English."""
+        for locale in locales:
+            language = language_of(locale)
+            if language is not None and (language == SOURCE_LANGUAGE or language in self.by_language):
+                return language
+        return SOURCE_LANGUAGE
+
+    def lookup(self, language: str, text: str, context: Context = Context.MESSAGE) -> str | None:
+        """The translation of `text`, or None where this language has none (the caller keeps English)."""
+        if language == SOURCE_LANGUAGE:
+            return None
+        return self.by_language.get(language, {}).get((str(context), text))
+
+    def text(self, language: str, text: str, /, **params: Any) -> str:
+        """`text` in `language` (English where untranslated), with `{name}` fields filled from `params`."""
+        translated = self.lookup(language, text) or text
+        if not params:
+            return translated
+        try:
+            return translated.format(**params)
+        except (KeyError, IndexError, ValueError):
+            # A broken translation must never cost a member their reply: fall back to the English text.
+            log.warning("translation of %r into %s has bad fields; using English", text, language)
+            return text.format(**params)
+
+
+def placeholders(text: str) -> set[str]:
+    """The `{name}` fields a text uses (a translation must use the same ones)."""
+    return {name for _, name, _, _ in string.Formatter().parse(text) if name}
+
+
+def missing(catalogues: Catalogues, messages: Iterable[tuple[Context, str]], language: str) -> list[str]:
+    """The messages `language` has no translation for."""
+    return [text for context, text in messages if catalogues.lookup(language, text, context) is None]

@@ -1,0 +1,116 @@
+"""Localisation: complete catalogues for the shipped languages, valid for Discord, and carried by the sync."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from babel.messages.pofile import read_po
+
+from bot.core.i18n import (
+    LOCALES_DIR,
+    SHIPPED_LANGUAGES,
+    TEMPLATE,
+    Catalogues,
+    Context,
+    language_of,
+    placeholders,
+)
+from bot.core.settings import Settings
+from tests.bot.conftest import free_port
+from tests.bot.harness import running_bot
+from tools.i18n import all_messages, code_messages, command_messages
+
+# Discord's rule for command and option names (its docs: CHAT_INPUT names), lowercase where a case exists.
+NAME = re.compile(r"^[-_\w\u0900-\u097F\u0E00-\u0E7F]{1,32}$")
+DESCRIPTION_MAX = 100
+DISCORD_LOCALES = {"fr": ("fr",), "de": ("de",), "es": ("es-ES", "es-419")}
+
+
+@pytest.fixture(scope="module")
+def catalogues() -> Catalogues:
+    return Catalogues.load()
+
+
+@pytest.fixture(scope="module")
+def template() -> list[tuple[Context, str]]:
+    with TEMPLATE.open("rb") as f:
+        return all_messages(read_po(f))
+
+
+async def test_the_template_holds_every_text_the_code_and_the_commands_have(template):
+    current = set(await command_messages()) | {(c, t) for c, t, _ in code_messages()}
+    stale, new = set(template) - current, current - set(template)
+    assert not new, f"run `python -m tools.i18n extract`: new texts {sorted(new)[:5]}"
+    assert not stale, f"run `python -m tools.i18n extract`: texts no longer used {sorted(stale)[:5]}"
+
+
+@pytest.mark.parametrize("language", SHIPPED_LANGUAGES)
+def test_every_shipped_language_translates_every_message(catalogues, template, language):
+    untranslated = [t for c, t in template if catalogues.lookup(language, t, c) is None]
+    assert untranslated == [], f"{language} misses {len(untranslated)}: {untranslated[:5]}"
+
+
+@pytest.mark.parametrize("language", SHIPPED_LANGUAGES)
+def test_translations_are_valid_where_discord_shows_them(catalogues, template, language):
+    for context, text in template:
+        translated = catalogues.lookup(language, text, context)
+        if translated is None:
+            continue
+        if context is Context.NAME:
+            assert NAME.match(translated) and translated == translated.lower(), (language, text, translated)
+        elif context in (Context.DESCRIPTION, Context.CHOICE):
+            assert 1 <= len(translated) <= DESCRIPTION_MAX, (language, text, translated)
+        assert placeholders(translated) == placeholders(text), (language, text, translated)
+
+
+def test_the_catalogue_files_are_the_shipped_languages():
+    assert sorted(p.stem for p in LOCALES_DIR.glob("*.po")) == sorted(SHIPPED_LANGUAGES)
+
+
+def test_languages_fall_back_from_member_to_server_to_english():
+    catalogues = Catalogues({"fr": {("", "Hello"): "Bonjour {name}"}})
+    assert catalogues.choose("fr", "de") == "fr"
+    assert catalogues.choose("pt-BR", "fr") == "fr"  # no Portuguese: the server's French
+    assert catalogues.choose("ja", None) == "en"
+    assert catalogues.choose("en-GB", "fr") == "en"  # English is a language too, not a gap
+    assert language_of("es-419") == "es"
+    assert catalogues.text("fr", "Hello", name="Ada") == "Bonjour Ada"
+    assert catalogues.text("de", "Hello {name}", name="Ada") == "Hello Ada"
+
+
+def test_a_broken_translation_falls_back_to_english():
+    catalogues = Catalogues({"fr": {("", "{n} left"): "{m} restants"}})
+    assert catalogues.text("fr", "{n} left", n=3) == "3 left"
+
+
+def localisations(command: dict[str, Any]) -> list[tuple[str, dict[str, str]]]:
+    """Every (what, localisations) pair of a synced command payload, options and choices included."""
+    found = [
+        (f"name {command['name']}", command.get("name_localizations") or {}),
+        (f"description of {command['name']}", command.get("description_localizations") or {}),
+    ]
+    for option in command.get("options", []):
+        found += localisations(option)
+        for choice in option.get("choices", []):
+            found.append((f"choice {choice['name']}", choice.get("name_localizations") or {}))
+    return found
+
+
+async def test_the_synced_commands_carry_french_german_and_spanish(fake_discord, tmp_path: Path):
+    settings = Settings(
+        database={"path": tmp_path / "bf.sqlite3"},
+        discord={"sync_state_file": tmp_path / "sync.sha256", "guild_ready_timeout_s": 0.1},
+    )
+    async with running_bot(fake_discord, settings, f"http://127.0.0.1:{free_port()}"):
+        synced = [c.raw for c in fake_discord.commands()]
+    assert {c["name"] for c in synced} >= {"imagine", "edit", "quota"}
+    for command in synced:
+        for what, localised in localisations(command):
+            for language, discord_locales in DISCORD_LOCALES.items():
+                for locale in discord_locales:
+                    assert localised.get(locale), f"{what}: no {language} ({locale})"
+    imagine = next(c for c in synced if c["name"] == "imagine")
+    assert imagine["description_localizations"]["fr"] != imagine["description"]
