@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from babel.messages.pofile import read_po
 
@@ -35,6 +35,41 @@ class Context(StrEnum):
     DESCRIPTION = "command description"  # a command or option description: 1-100 characters
     CHOICE = "choice"  # a fixed choice's label: 1-100 characters
     MESSAGE = ""  # anything else a member reads (replies, embeds, buttons, errors): no context
+
+
+def N_(text: str) -> str:
+    """Mark an English text for the catalogue where it is written; it is translated later, where the
+    reader's language is known (the core raises and returns texts that the Discord layer translates)."""
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A text for a member before it is in their language: the English template and its `{fields}`.
+
+    A field's value may itself be a Message (e.g. "the {what} is empty" with what=N_("prompt")): it is
+    translated into the same language first. Any other value (a prompt, a name, a number) is left as it is.
+    """
+
+    template: str
+    params: Mapping[str, object] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, text: str | Message, /, **params: object) -> Message:
+        return text if isinstance(text, Message) else cls(text, params)
+
+    def __str__(self) -> str:
+        return ENGLISH.message(self)
+
+
+class LocalisedError(Exception):
+    """An error whose message is written for a member: it keeps the English template and its fields
+    so that the front end shows it in the member's language; `message` is the English text (for logs)."""
+
+    def __init__(self, text: str | Message, /, **params: object) -> None:
+        self.text = Message.of(text, **params)
+        self.message = str(self.text)
+        super().__init__(self.message)
 
 
 def language_of(locale: str | None) -> str | None:
@@ -94,6 +129,28 @@ class Catalogues:
             # A broken translation must never cost a member their reply: fall back to the English text.
             log.warning("translation of %r into %s has bad fields; using English", text, language)
             return text.format(**params)
+
+
+@dataclass(frozen=True, slots=True)
+class Translate:
+    """Texts in one reader's language: `_(english, **fields)` at a call site, `_.message(m)` for the core's."""
+
+    catalogues: Catalogues
+    language: str = SOURCE_LANGUAGE
+
+    def __call__(self, text: str, /, **params: object) -> str:
+        fields = {k: self.message(v) if isinstance(v, Message) else v for k, v in params.items()}
+        return self.catalogues.text(self.language, text, **fields)
+
+    def message(self, message: Message) -> str:
+        return self(message.template, **message.params)
+
+    def to(self, language: str) -> Self:
+        """The same catalogues in another language (e.g. a server's, for a post everyone reads)."""
+        return type(self)(self.catalogues, language)
+
+
+ENGLISH = Translate(Catalogues())
 
 
 def placeholders(text: str) -> set[str]:

@@ -16,6 +16,7 @@ from enum import StrEnum
 from typing import Any
 
 from bot.core.errors import BadAttachment, BlockedContent, ChannelNotAllowed, InvalidInput
+from bot.core.i18n import N_, Message
 from bot.core.settings import Limits, Settings
 from bot.core.styles import Aspect, StyleBook, size_for
 from inference.images import ImageLimits, decode_image
@@ -30,6 +31,11 @@ log = logging.getLogger(__name__)
 TOKEN_LIFETIME_S = 15 * 60
 TOKEN_MARGIN_S = 30  # stop trusting a token a little early: a slow upload must not straddle expiry
 REGEX_PREFIX = "re:"
+# What check_prompt calls the text it checks, at the start of its errors (the article included, so that
+# each language can agree its own words).
+PROMPT = N_("The prompt")
+NEGATIVE = N_("The negative prompt")
+INSTRUCTION = N_("The instruction")
 
 
 class Action(StrEnum):
@@ -168,19 +174,30 @@ class Planner:
     def check_channel(self, requester: Requester, guild: GuildSettings) -> None:
         if requester.guild_id and not guild.channel_allowed(requester.channel_id):
             channels = ", ".join(f"<#{c}>" for c in guild.allowed_channel_ids[:10])
-            raise ChannelNotAllowed(f"brushfire is not used in this channel here. Try {channels}.")
+            raise ChannelNotAllowed(
+                N_("brushfire is not used in this channel here. Try {channels}."), channels=channels
+            )
 
-    def check_prompt(self, prompt: str, guild: GuildSettings, what: str = "prompt") -> str:
+    def check_prompt(self, prompt: str, guild: GuildSettings, what: str = PROMPT) -> str:
+        """The prompt with its spaces normalised; `what` names it in errors (PROMPT, NEGATIVE, INSTRUCTION)."""
         text = " ".join(prompt.split())
+        field = Message(what)
         if not text:
-            raise InvalidInput(f"The {what} is empty: describe what you want to see.")
+            raise InvalidInput(N_("{what} is empty: describe what you want to see."), what=field)
         if len(text) > self._limits.prompt_chars:
             raise InvalidInput(
-                f"The {what} is {len(text)} characters; the limit is {self._limits.prompt_chars}. Shorten it."
+                N_("{what} is {length} characters; the limit is {limit}. Shorten it."),
+                what=field,
+                length=len(text),
+                limit=self._limits.prompt_chars,
             )
         blocked = find_blocked(text, guild.blocked_words)
         if blocked is not None:
-            raise BlockedContent(f"The {what} contains `{blocked}`, which this server does not allow.")
+            raise BlockedContent(
+                N_("{what} contains `{blocked}`, which this server does not allow."),
+                what=field,
+                blocked=blocked,
+            )
         return text
 
     def native_size(self) -> tuple[int, int]:
@@ -200,14 +217,16 @@ class Planner:
         book = styles or self._styles
         self.check_channel(requester, guild)
         prompt = self.check_prompt(options.prompt, guild)
-        negative = (
-            self.check_prompt(options.negative, guild, "negative prompt") if options.negative.strip() else ""
-        )
+        negative = self.check_prompt(options.negative, guild, NEGATIVE) if options.negative.strip() else ""
         style = book.style(options.style or guild.default_style)
         aspect = book.aspect(options.aspect or (style.aspect if style else None))
         max_count = min(self._limits.max_images_per_job, guild.max_images_per_job)
         if not 1 <= options.count <= max_count:
-            raise InvalidInput(f"You can ask for 1 to {max_count} images per job here, not {options.count}.")
+            raise InvalidInput(
+                N_("You can ask for 1 to {max} images per job here, not {count}."),
+                max=max_count,
+                count=options.count,
+            )
         seed = self._seed(options.seed)
         lane = self._lane(options.lane, guild)
         width, height = self._size(aspect)
@@ -243,9 +262,11 @@ class Planner:
     ) -> JobPlan:
         """Validate an edit of an uploaded image (PNG, JPEG or WebP within the size and pixel limits)."""
         self.check_channel(requester, guild)
-        prompt = self.check_prompt(instruction, guild, "instruction")
+        prompt = self.check_prompt(instruction, guild, INSTRUCTION)
         if strength is not None and not 0.05 <= strength <= 1.0:
-            raise InvalidInput(f"Strength must be between 0.05 and 1.0, not {strength}.")
+            raise InvalidInput(
+                N_("Strength must be between 0.05 and 1.0, not {strength}."), strength=strength
+            )
         png, _size = self.read_attachment(image)
         return JobPlan(
             action=Action.EDIT,
@@ -271,11 +292,11 @@ class Planner:
         )
         fmt = _sniff_format(data)
         if data and fmt is None:
-            raise BadAttachment("That file is not a PNG, JPEG or WebP image.")
+            raise BadAttachment(N_("That file is not a PNG, JPEG or WebP image."))
         try:
             img = decode_image(data, limits)
         except ProtocolError as exc:
-            raise BadAttachment(f"That image cannot be used: {exc.message}.") from None
+            raise BadAttachment(N_("That image cannot be used: {reason}."), reason=exc.message) from None
         out = io.BytesIO()
         img.save(out, format="PNG")
         return out.getvalue(), img.size
@@ -322,7 +343,7 @@ class Planner:
             return dataclasses.replace(
                 base, kind=JobKind.IMG2IMG, width=width, height=height, strength=self._limits.upscale_strength
             )
-        text = self.check_prompt(instruction or "", guild, "instruction")
+        text = self.check_prompt(instruction or "", guild, INSTRUCTION)
         return dataclasses.replace(
             base,
             kind=JobKind.EDIT,
@@ -341,14 +362,16 @@ class Planner:
         if seed is None:
             return secrets.randbelow(MAX_SEED - MAX_COUNT)
         if not 0 <= seed <= MAX_SEED - MAX_COUNT:
-            raise InvalidInput(f"The seed must be between 0 and {MAX_SEED - MAX_COUNT}, not {seed}.")
+            raise InvalidInput(
+                N_("The seed must be between 0 and {max}, not {seed}."), max=MAX_SEED - MAX_COUNT, seed=seed
+            )
         return seed
 
     def _lane(self, lane: Lane | None, guild: GuildSettings, quiet: bool = False) -> Lane | None:
         if lane is Lane.RELAX and not guild.relax_enabled:
             if quiet:
                 return None
-            raise InvalidInput("This server has turned the relax lane off.")
+            raise InvalidInput(N_("This server has turned the relax lane off."))
         return lane
 
     def _size(self, aspect: Aspect | None) -> tuple[int | None, int | None]:
@@ -401,7 +424,7 @@ def parse_lane(value: str | None) -> Lane | None:
     try:
         return Lane(value)
     except ValueError:
-        raise InvalidInput(f"`{value}` is not a lane; use fast or relax.") from None
+        raise InvalidInput(N_("`{value}` is not a lane; use fast or relax."), value=value[:20]) from None
 
 
 LOCAL_USER = Requester(user_id=1, guild_id=1, channel_id=1, name="local", is_admin=True)

@@ -25,6 +25,7 @@ from apscheduler.triggers.date import DateTrigger
 from pydantic import BaseModel, ConfigDict, Field
 
 from bot.core.errors import BrushfireError
+from bot.core.i18n import N_, Message
 from bot.core.quotas.records import QuotaError
 from bot.core.quotas.service import QuotaService
 from storage import challenges as store
@@ -46,6 +47,13 @@ DAY_S = 24 * 3600
 RHYTHMS = {"daily": DAY_S, "weekly": 7 * DAY_S}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([wdhm])")
 _UNIT_S = {"w": 7 * DAY_S, "d": DAY_S, "h": 3600, "m": 60}
+# A challenge's phase as members read it ("Challenge #3 is already {phase}.", "“harbours” is now {phase}.").
+PHASE_NAMES = {
+    Phase.SUBMISSIONS: N_("open for submissions"),
+    Phase.VOTING: N_("in voting"),
+    Phase.CLOSED: N_("closed"),
+    Phase.CANCELLED: N_("cancelled"),
+}
 
 
 class ChallengeSettings(BaseModel):
@@ -127,17 +135,19 @@ def parse_duration(text: str) -> int:
     """`3d`, `12h`, `1d 6h`, `90m`, `1w` (or a bare number of hours) as seconds; refuses zero and negatives."""
     cleaned = text.strip().lower()
     if cleaned.startswith("-"):
-        raise ChallengeRefused(f"`{text[:30]}` is negative: a phase must last longer than zero.")
+        raise ChallengeRefused(
+            N_("`{text}` is negative: a phase must last longer than zero."), text=text[:30]
+        )
     if re.fullmatch(r"\d+(?:\.\d+)?", cleaned):
         seconds = float(cleaned) * 3600
     elif cleaned and re.fullmatch(rf"(?:{_DURATION_PART.pattern}\s*)+", cleaned):
         seconds = sum(float(n) * _UNIT_S[u] for n, u in _DURATION_PART.findall(cleaned))
     else:
         raise ChallengeRefused(
-            f"`{text[:30]}` is not a length of time; write it like `3d`, `12h` or `1d 6h`."
+            N_("`{text}` is not a length of time; write it like `3d`, `12h` or `1d 6h`."), text=text[:30]
         )
     if seconds <= 0:
-        raise ChallengeRefused(f"`{text[:30]}` is zero: a phase must last longer than zero.")
+        raise ChallengeRefused(N_("`{text}` is zero: a phase must last longer than zero."), text=text[:30])
     return int(seconds)
 
 
@@ -381,23 +391,27 @@ class ChallengeService:
     def _check_phase_length(self, seconds: int, what: str) -> int:
         s = self.settings
         if seconds <= 0:
-            raise ChallengeRefused(f"The {what} must last longer than zero.")
+            raise ChallengeRefused(N_("{what} must last longer than zero."), what=Message(what))
         if not s.min_phase_s <= seconds <= s.max_phase_s:
             raise ChallengeRefused(
-                f"The {what} must last from {_span(s.min_phase_s)} to {_span(s.max_phase_s)}, not {_span(seconds)}."
+                N_("{what} must last from {low} to {high}, not {length}."),
+                what=Message(what),
+                low=_span(s.min_phase_s),
+                high=_span(s.max_phase_s),
+                length=_span(seconds),
             )
         return seconds
 
     def _check_entries(self, max_entries: int | None) -> int:
         value = self.settings.max_entries if max_entries is None else max_entries
         if not 1 <= value <= 10:
-            raise ChallengeRefused(f"Each member may enter 1 to 10 images, not {value}.")
+            raise ChallengeRefused(N_("Each member may enter 1 to 10 images, not {value}."), value=value)
         return value
 
     async def start(self, request: StartRequest) -> ChallengeRecord:
         """Open a challenge now and announce it; refuses bad lengths and a channel that has one running."""
-        submit_s = self._check_phase_length(request.submit_s, "submission phase")
-        vote_s = self._check_phase_length(request.vote_s, "voting phase")
+        submit_s = self._check_phase_length(request.submit_s, N_("The submission phase"))
+        vote_s = self._check_phase_length(request.vote_s, N_("The voting phase"))
         theme = _check_theme(request.theme)
         now = self.clock()
         new = NewChallenge(
@@ -423,7 +437,8 @@ class ChallengeService:
                 return _require(tx, store.insert_challenge(tx, new, now))
             except store.ChannelBusy:
                 raise ChallengeRefused(
-                    f"<#{new.channel_id}> already has a challenge running; close or cancel it first."
+                    N_("<#{channel_id}> already has a challenge running; close or cancel it first."),
+                    channel_id=new.channel_id,
                 ) from None
 
         challenge = await self.db.run(body)
@@ -436,14 +451,17 @@ class ChallengeService:
             except Exception:
                 await self.db.run(lambda tx: store.delete_challenge(tx, challenge.challenge_id))
                 raise ChallengeRefused(
-                    f"brushfire could not post the challenge in <#{new.channel_id}> (check its permissions there)."
+                    N_(
+                        "brushfire could not post the challenge in <#{channel_id}> (check its permissions there)."
+                    ),
+                    channel_id=new.channel_id,
                 ) from None
         self._schedule_challenge(challenge)
         return challenge
 
     async def extend(self, challenge: ChallengeRecord, by_s: int) -> ChallengeRecord:
         """Push the current phase's end (and everything after it) back by `by_s`."""
-        self._check_phase_length(by_s, "extension")
+        self._check_phase_length(by_s, N_("The extension"))
 
         def body(tx: SyncTx) -> ChallengeRecord:
             current = _live(tx, challenge.challenge_id)
@@ -491,17 +509,22 @@ class ChallengeService:
         """Store a recurring challenge; the first starts at `first_start_at` (default: now)."""
         period = RHYTHMS.get(request.rhythm)
         if period is None:
-            raise ChallengeRefused(f"The rhythm must be one of {', '.join(RHYTHMS)}.")
-        submit_s = self._check_phase_length(request.submit_s, "submission phase")
-        vote_s = self._check_phase_length(request.vote_s, "voting phase")
+            raise ChallengeRefused(N_("The rhythm must be one of {rhythms}."), rhythms=", ".join(RHYTHMS))
+        submit_s = self._check_phase_length(request.submit_s, N_("The submission phase"))
+        vote_s = self._check_phase_length(request.vote_s, N_("The voting phase"))
         if submit_s + vote_s > period:
             raise ChallengeRefused(
-                f"Submissions ({_span(submit_s)}) and voting ({_span(vote_s)}) must fit in one {request.rhythm} "
-                f"period ({_span(period)}), or the challenges would overlap."
+                N_(
+                    "Submissions ({submit}) and voting ({vote}) must fit in one {rhythm} period ({period}), or the challenges would overlap."
+                ),
+                submit=_span(submit_s),
+                vote=_span(vote_s),
+                rhythm=request.rhythm,
+                period=_span(period),
             )
         themes = tuple(_check_theme(t) for t in request.themes)
         if not themes:
-            raise ChallengeRefused("Give at least one theme (separate several with `;`).")
+            raise ChallengeRefused(N_("Give at least one theme (separate several with `;`)."))
         new = NewSchedule(
             guild_id=request.guild_id,
             channel_id=request.channel_id,
@@ -520,7 +543,8 @@ class ChallengeService:
                 schedule_id = store.insert_schedule(tx, new, self.clock())
             except store.ChannelBusy:
                 raise ChallengeRefused(
-                    f"<#{new.channel_id}> already has a recurring challenge; stop it first."
+                    N_("<#{channel_id}> already has a recurring challenge; stop it first."),
+                    channel_id=new.channel_id,
                 ) from None
             found = store.get_schedule(tx, schedule_id)
             assert found is not None
@@ -536,7 +560,7 @@ class ChallengeService:
                 if s.channel_id == channel_id:
                     store.stop_schedule(tx, s.schedule_id)
                     return s
-            raise ChallengeRefused(f"<#{channel_id}> has no recurring challenge.")
+            raise ChallengeRefused(N_("<#{channel_id}> has no recurring challenge."), channel_id=channel_id)
 
         schedule = await self.db.run(body)
         if self._scheduler is not None:
@@ -626,7 +650,9 @@ class ChallengeService:
         if challenge_id is not None:
             found = await self._get(challenge_id)
             if found is None or found.guild_id != guild_id:
-                raise ChallengeRefused(f"This server has no challenge #{challenge_id}.")
+                raise ChallengeRefused(
+                    N_("This server has no challenge #{challenge_id}."), challenge_id=challenge_id
+                )
             return found
         live = await self.live(guild_id)
         here = [c for c in live if channel_id in (c.channel_id, c.gallery_id)]
@@ -635,9 +661,11 @@ class ChallengeService:
         if len(live) == 1:
             return live[0]
         if not live:
-            raise ChallengeRefused("There is no challenge running in this server.")
+            raise ChallengeRefused(N_("There is no challenge running in this server."))
         ids = ", ".join(f"#{c.challenge_id} ({c.theme[:30]})" for c in live[:10])
-        raise ChallengeRefused(f"Several challenges are running ({ids}); name one with `challenge:`.")
+        raise ChallengeRefused(
+            N_("Several challenges are running ({ids}); name one with `challenge:`."), ids=ids
+        )
 
     # --- entries ---
 
@@ -653,18 +681,21 @@ class ChallengeService:
             gen_id = generation_id or store.latest_generation(tx, current.guild_id, user_id, current.style)
             if gen_id is None:
                 raise ChallengeRefused(
-                    f"You have no `{current.style}` image here yet: make one with `/imagine style:{current.style}`."
+                    N_("You have no `{style}` image here yet: make one with `/imagine style:{style}`."),
+                    style=current.style,
                 )
             source = store.entry_source(tx, gen_id)
             _check_source(current, source, user_id)
             try:
                 entry = store.insert_entry(tx, current.challenge_id, user_id, gen_id, now)
             except store.AlreadyEntered:
-                raise ChallengeRefused("That image is already entered in this challenge.") from None
+                raise ChallengeRefused(N_("That image is already entered in this challenge.")) from None
             except store.EntryCapReached:
                 raise ChallengeRefused(
-                    f"You have already entered {current.max_entries} image(s), the most this challenge "
-                    "takes. Withdraw one first with `/challenge withdraw`."
+                    N_(
+                        "You have already entered {max_entries} image(s), the most this challenge takes. Withdraw one first with `/challenge withdraw`."
+                    ),
+                    max_entries=current.max_entries,
                 ) from None
             png = tx.fetchone("SELECT png FROM generations WHERE generation_id = ?", (gen_id,))
             return current, entry, bytes(png[0]) if png else b""
@@ -678,7 +709,7 @@ class ChallengeService:
             log.exception("challenge %d: could not post entry %d", current.challenge_id, entry.number)
             await self.db.run(lambda tx: store.delete_entry(tx, entry.entry_id))
             raise ChallengeRefused(
-                "brushfire could not post your entry to the gallery; it was not entered."
+                N_("brushfire could not post your entry to the gallery; it was not entered.")
             ) from None
         await self.db.run(lambda tx: store.set_entry_message(tx, entry.entry_id, message_id))
         return current, dataclasses.replace(entry, message_id=message_id)
@@ -690,9 +721,9 @@ class ChallengeService:
             current = _require(tx, challenge.challenge_id)
             entry = store.entry_by_number(tx, current.challenge_id, number)
             if entry is None or entry.user_id != user_id:
-                raise ChallengeRefused(f"You have no entry #{number} in this challenge.")
+                raise ChallengeRefused(N_("You have no entry #{number} in this challenge."), number=number)
             if current.phase is not Phase.SUBMISSIONS or now >= current.voting_at:
-                raise ChallengeRefused("Entries can only be withdrawn until voting starts.")
+                raise ChallengeRefused(N_("Entries can only be withdrawn until voting starts."))
             store.delete_entry(tx, entry.entry_id)
             return entry
 
@@ -716,19 +747,21 @@ class ChallengeService:
             entry, challenge = _entry_and_challenge(tx, entry_id)
             _check_voting_open(challenge, now)
             if entry.user_id == voter_id:
-                raise ChallengeRefused("You cannot vote for your own entry.")
+                raise ChallengeRefused(N_("You cannot vote for your own entry."))
             try:
                 store.insert_vote(tx, entry, voter_id, now)
             except store.AlreadyVoted:
                 raise ChallengeRefused(
-                    f"You already voted for entry #{entry.number}; press “Take back” to change your mind."
+                    N_("You already voted for entry #{number}; press “Take back” to change your mind."),
+                    number=entry.number,
                 ) from None
             except store.VoteBudgetSpent:
                 raise ChallengeRefused(
-                    f"You have used all {challenge.vote_budget} of your votes. Take one back to vote here."
+                    N_("You have used all {vote_budget} of your votes. Take one back to vote here."),
+                    vote_budget=challenge.vote_budget,
                 ) from None
             except store.OwnEntryVote:
-                raise ChallengeRefused("You cannot vote for your own entry.") from None
+                raise ChallengeRefused(N_("You cannot vote for your own entry.")) from None
             used = store.votes_used(tx, challenge.challenge_id, voter_id)
             return VoteReceipt(entry.number, used, challenge.vote_budget)
 
@@ -741,7 +774,7 @@ class ChallengeService:
             entry, challenge = _entry_and_challenge(tx, entry_id)
             _check_voting_open(challenge, now)
             if not store.delete_vote(tx, entry_id, voter_id):
-                raise ChallengeRefused(f"You have not voted for entry #{entry.number}.")
+                raise ChallengeRefused(N_("You have not voted for entry #{number}."), number=entry.number)
             used = store.votes_used(tx, challenge.challenge_id, voter_id)
             return VoteReceipt(entry.number, used, challenge.vote_budget)
 
@@ -761,71 +794,81 @@ class ChallengeService:
 def _require(tx: SyncTx, challenge_id: int) -> ChallengeRecord:
     found = store.get_challenge(tx, challenge_id)
     if found is None:
-        raise ChallengeRefused(f"Challenge #{challenge_id} no longer exists.")
+        raise ChallengeRefused(N_("Challenge #{challenge_id} no longer exists."), challenge_id=challenge_id)
     return found
 
 
 def _live(tx: SyncTx, challenge_id: int) -> ChallengeRecord:
     current = _require(tx, challenge_id)
     if not current.phase.live:
-        raise ChallengeRefused(f"Challenge #{challenge_id} is already {current.phase.value}.")
+        raise ChallengeRefused(
+            N_("Challenge #{challenge_id} is already {phase}."),
+            challenge_id=challenge_id,
+            phase=Message(PHASE_NAMES[current.phase]),
+        )
     return current
 
 
 def _check_theme(theme: str) -> str:
     text = " ".join(theme.split())
     if not 1 <= len(text) <= 200:
-        raise ChallengeRefused("A theme must be 1 to 200 characters.")
+        raise ChallengeRefused(N_("A theme must be 1 to 200 characters."))
     return text
 
 
 def _check_submissions_open(challenge: ChallengeRecord, now: float) -> None:
     if challenge.phase is not Phase.SUBMISSIONS or now >= challenge.voting_at:
-        raise ChallengeRefused(f"Submissions for “{challenge.theme[:80]}” are closed.")
+        raise ChallengeRefused(N_("Submissions for “{theme}” are closed."), theme=challenge.theme[:80])
     if now < challenge.opens_at:
-        raise ChallengeRefused(f"Submissions open <t:{int(challenge.opens_at)}:R>.")
+        raise ChallengeRefused(N_("Submissions open <t:{opens_at}:R>."), opens_at=int(challenge.opens_at))
 
 
 def _check_source(challenge: ChallengeRecord, source: store.EntrySource | None, user_id: int) -> None:
     """The entry rules: made by brushfire, by the submitter, in this server, during submissions, in style."""
     if source is None or source.deleted:
-        raise ChallengeRefused("Only images brushfire made (and that still exist) can be entered.")
+        raise ChallengeRefused(N_("Only images brushfire made (and that still exist) can be entered."))
     if source.user_id != user_id:
-        raise ChallengeRefused("You can only enter images you made yourself.")
+        raise ChallengeRefused(N_("You can only enter images you made yourself."))
     if source.guild_id != challenge.guild_id:
-        raise ChallengeRefused("That image was made in another server.")
+        raise ChallengeRefused(N_("That image was made in another server."))
     if source.from_upload:
-        raise ChallengeRefused("Images edited from an upload cannot be entered; make one with /imagine.")
+        raise ChallengeRefused(N_("Images edited from an upload cannot be entered; make one with /imagine."))
     if source.style != challenge.style:
         raise ChallengeRefused(
-            f"This challenge takes `{challenge.style}` images; that one is `{source.style or 'no style'}`. "
-            f"Make one with `/imagine style:{challenge.style}`."
+            N_(
+                "This challenge takes `{style}` images; that one is `{actual}`. Make one with `/imagine style:{style}`."
+            ),
+            style=challenge.style,
+            actual=source.style or Message(N_("no style")),
         )
     if source.created_at < challenge.opens_at:
         raise ChallengeRefused(
-            f"That image was made before the challenge opened (<t:{int(challenge.opens_at)}:f>); make a new one."
+            N_("That image was made before the challenge opened (<t:{opens_at}:f>); make a new one."),
+            opens_at=int(challenge.opens_at),
         )
 
 
 def _entry_and_challenge(tx: SyncTx, entry_id: int) -> tuple[EntryRecord, ChallengeRecord]:
     entry = store.get_entry(tx, entry_id)
     if entry is None:
-        raise ChallengeRefused("That entry was withdrawn.")
+        raise ChallengeRefused(N_("That entry was withdrawn."))
     return entry, _require(tx, entry.challenge_id)
 
 
 def _check_voting_open(challenge: ChallengeRecord, now: float) -> None:
     if challenge.phase is Phase.SUBMISSIONS and now < challenge.voting_at:
-        raise ChallengeRefused(f"Voting has not started yet; it opens <t:{int(challenge.voting_at)}:R>.")
+        raise ChallengeRefused(
+            N_("Voting has not started yet; it opens <t:{voting_at}:R>."), voting_at=int(challenge.voting_at)
+        )
     if challenge.phase is Phase.CANCELLED:
-        raise ChallengeRefused("That challenge was cancelled.")
+        raise ChallengeRefused(N_("That challenge was cancelled."))
     if challenge.phase is Phase.CLOSED or now >= challenge.closes_at:
-        raise ChallengeRefused("Voting has closed for this challenge.")
+        raise ChallengeRefused(N_("Voting has closed for this challenge."))
 
 
 def _span(seconds: float) -> str:
-    for unit, size in (("day", DAY_S), ("hour", 3600), ("minute", 60)):
+    """A length of time in the notation /challenge takes (`3d`, `12h`, `90m`): the same in every language."""
+    for unit, size in (("d", DAY_S), ("h", 3600), ("m", 60)):
         if seconds >= size and seconds % size == 0:
-            n = int(seconds // size)
-            return f"{n} {unit}{'s' if n != 1 else ''}"
-    return f"{int(seconds)} s"
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"

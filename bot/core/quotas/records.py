@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Literal, TypeVar
 
+from bot.core.i18n import N_, LocalisedError, Message
 from inference.vocabulary import Lane
 from storage.ledger import UserDayUsage
 from storage.policy import RoleTier, UserOverride
@@ -91,8 +92,8 @@ class PolicyOverview:
     overrides: list[UserOverride]
 
 
-class QuotaError(Exception):
-    """Base of every quota error; the message is written for the user who hit it."""
+class QuotaError(LocalisedError):
+    """Base of every quota error; the message is written for the user who hit it (a marked template)."""
 
 
 class QuotaInputError(QuotaError, ValueError):
@@ -102,12 +103,18 @@ class QuotaInputError(QuotaError, ValueError):
 class QuotaExceeded(QuotaError):
     def __init__(self, status: QuotaStatus, cost: int, relax_available: bool) -> None:
         refill = (
-            f" Next credit returns <t:{math.ceil(status.next_refill_at)}:R>." if status.next_refill_at else ""
+            Message(N_(" Next credit returns {when}."), {"when": f"<t:{math.ceil(status.next_refill_at)}:R>"})
+            if status.next_refill_at
+            else ""
         )
-        relax = " The relax lane is open: try again in relax mode." if relax_available else ""
+        relax = Message(N_(" The relax lane is open: try again in relax mode.")) if relax_available else ""
         super().__init__(
-            f"This costs {cost} credit{'s' * (cost != 1)} but you have {status.spendable} left "
-            f"of {status.limit}.{refill}{relax}"
+            N_("This costs {cost} credits but you have {left} left of {limit}.{refill}{relax}"),
+            cost=cost,
+            left=status.spendable,
+            limit=status.limit,
+            refill=refill,
+            relax=relax,
         )
         self.status = status
         self.cost = cost
@@ -120,12 +127,12 @@ class RelaxUnavailable(QuotaError):
 
 class UserBlocked(QuotaError):
     def __init__(self) -> None:
-        super().__init__("You are blocked from generating images in this server.")
+        super().__init__(N_("You are blocked from generating images in this server."))
 
 
 class DuplicateReservation(QuotaError):
     def __init__(self, job_id: str) -> None:
-        super().__init__(f"Job {job_id} already has a reservation.")
+        super().__init__(N_("Job {job_id} already has a reservation."), job_id=job_id)
         self.job_id = job_id
 
 

@@ -8,6 +8,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Sequence
 
+from bot.core.i18n import N_
 from bot.core.quotas.admin import QuotaAdmin
 from bot.core.quotas.pricing import DAY_S, CostSpec, QuotaSettings, quote
 from bot.core.quotas.records import (
@@ -193,9 +194,9 @@ class QuotaService:
         if lane is Lane.RELAX:
             if not st.relax_room(cost):
                 raise RelaxUnavailable(
-                    "The relax lane is closed in this server."
+                    N_("The relax lane is closed in this server.")
                     if not st.relax_enabled
-                    else "You have used all your relax credits for now."
+                    else N_("You have used all your relax credits for now.")
                 )
             return Lane.RELAX, []
         if st.unlimited or cost <= st.remaining:
