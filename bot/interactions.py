@@ -8,6 +8,7 @@ from typing import Protocol, cast
 import discord
 
 from bot.checks import is_admin
+from bot.core.i18n import Translate
 from bot.core.plans import Delivery, JobPlan, Requester, token_expiry
 from bot.core.records import GuildSettings
 from bot.core.services import Services
@@ -50,10 +51,12 @@ def requester_for(interaction: discord.Interaction) -> Requester:
     )
 
 
-def delivery_for(interaction: discord.Interaction) -> Delivery:
-    """How to edit the interaction's own message later: its webhook token, while it lives."""
+def delivery_for(interaction: discord.Interaction, _: Translate) -> Delivery:
+    """How to answer later: the interaction's webhook token (while it lives) and the member's language,
+    which the result keeps even when it is posted in the channel or after a restart."""
     return Delivery(
         application_id=interaction.application_id,
         interaction_token=interaction.token,
         token_expires_at=token_expiry(interaction.created_at.timestamp()),
+        language=_.language,
     )

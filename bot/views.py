@@ -16,10 +16,12 @@ from discord import ui
 from bot.challenge_posts import SubmitButton
 from bot.components import BUTTONS_PER_ROW, INDEX_RE, JOB_RE, PREFIX, button, guarded
 from bot.core.errors import InvalidInput
+from bot.core.i18n import ENGLISH, N_, Translate
 from bot.core.plans import Action, JobPlan, Requester
 from bot.core.records import GuildSettings
 from bot.errors import answer_error
 from bot.interactions import BrushfireClient, client_of, requester_for
+from bot.translator import translate_for
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +44,11 @@ async def start_from_result(
 
 
 class RerollButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:reroll:{JOB_RE}"):
-    def __init__(self, job_id: str) -> None:
+    def __init__(self, job_id: str, _: Translate = ENGLISH) -> None:
         super().__init__(
-            button("reroll", job_id, label="Re-roll", emoji="🔄", style=discord.ButtonStyle.secondary, row=0)
+            button(
+                "reroll", job_id, label=_("Re-roll"), emoji="🔄", style=discord.ButtonStyle.secondary, row=0
+            )
         )
         self.job_id = job_id
         self.index = 0
@@ -100,9 +104,9 @@ class UpscaleButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:upscale
 
 
 class EditButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:edit:{JOB_RE}"):
-    def __init__(self, job_id: str) -> None:
+    def __init__(self, job_id: str, _: Translate = ENGLISH) -> None:
         super().__init__(
-            button("edit", job_id, label="Edit", emoji="✏️", style=discord.ButtonStyle.secondary, row=0)
+            button("edit", job_id, label=_("Edit"), emoji="✏️", style=discord.ButtonStyle.secondary, row=0)
         )
         self.job_id = job_id
         self.index = 0
@@ -120,30 +124,31 @@ class EditButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:edit:{JOB_
         bot = _bot(interaction)
         count = len(await bot.services.jobs.result_images(self.job_id))
         if count == 0:
-            raise InvalidInput("That result has no images left to edit.")
+            raise InvalidInput(N_("That result has no images left to edit."))
+        limit = bot.services.settings.limits.prompt_chars
         await interaction.response.send_modal(
-            EditModal(self.job_id, count, bot.services.settings.limits.prompt_chars)
+            EditModal(self.job_id, count, limit, translate_for(interaction))
         )
 
 
 class EditModal(ui.Modal):
     """Asks for the instruction (and which image, when the job made several)."""
 
-    def __init__(self, job_id: str, count: int, max_chars: int) -> None:
-        super().__init__(title="Edit this image"[:MODAL_TITLE_MAX], timeout=600)
+    def __init__(self, job_id: str, count: int, max_chars: int, _: Translate = ENGLISH) -> None:
+        super().__init__(title=_("Edit this image")[:MODAL_TITLE_MAX], timeout=600)
         self.job_id = job_id
         self.count = count
         self.instruction: ui.TextInput[EditModal] = ui.TextInput(
-            label="Instruction",
+            label=_("Instruction"),
             custom_id="instruction",
-            placeholder="make it snowy",
+            placeholder=_("make it snowy"),
             max_length=min(max_chars, 4000),
         )
         self.add_item(self.instruction)
         self.image: ui.TextInput[EditModal] | None = None
         if count > 1:
             self.image = ui.TextInput(
-                label=f"Image number (1-{count})", custom_id="image", default="1", max_length=1
+                label=_("Image number (1-{count})", count=count), custom_id="image", default="1", max_length=1
             )
             self.add_item(self.image)
 
@@ -152,7 +157,7 @@ class EditModal(ui.Modal):
             return 0
         text = self.image.value.strip()
         if not text.isdigit() or not 1 <= int(text) <= self.count:
-            raise InvalidInput(f"The image number must be between 1 and {self.count}.")
+            raise InvalidInput(N_("The image number must be between 1 and {count}."), count=self.count)
         return int(text) - 1
 
     async def on_submit(self, interaction: discord.Interaction) -> None:  # type: ignore[override]
@@ -167,9 +172,9 @@ class EditModal(ui.Modal):
 
 
 class DeleteButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:delete:{JOB_RE}"):
-    def __init__(self, job_id: str) -> None:
+    def __init__(self, job_id: str, _: Translate = ENGLISH) -> None:
         super().__init__(
-            button("delete", job_id, label="Delete", emoji="🗑️", style=discord.ButtonStyle.danger, row=0)
+            button("delete", job_id, label=_("Delete"), emoji="🗑️", style=discord.ButtonStyle.danger, row=0)
         )
         self.job_id = job_id
         self.index = 0
@@ -186,7 +191,8 @@ class DeleteButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:delete:{
     async def _delete(self, interaction: discord.Interaction) -> None:
         bot = _bot(interaction)
         await bot.services.jobs.delete_result(self.job_id, requester_for(interaction))
-        await interaction.response.send_message("Deleted.", ephemeral=True)
+        _ = translate_for(interaction)
+        await interaction.response.send_message(_("Deleted."), ephemeral=True)
         if interaction.message is not None:
             try:
                 await interaction.message.delete()
@@ -195,9 +201,9 @@ class DeleteButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:delete:{
 
 
 class CancelButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:cancel:{JOB_RE}"):
-    def __init__(self, job_id: str) -> None:
+    def __init__(self, job_id: str, _: Translate = ENGLISH) -> None:
         super().__init__(
-            button("cancel", job_id, label="Cancel", emoji="✖️", style=discord.ButtonStyle.danger)
+            button("cancel", job_id, label=_("Cancel"), emoji="✖️", style=discord.ButtonStyle.danger)
         )
         self.job_id = job_id
         self.index = 0
@@ -214,7 +220,8 @@ class CancelButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:cancel:{
     async def _cancel(self, interaction: discord.Interaction) -> None:
         bot = _bot(interaction)
         await bot.services.jobs.cancel(self.job_id, requester_for(interaction))
-        await interaction.response.send_message("Cancelling; you will not be charged.", ephemeral=True)
+        _ = translate_for(interaction)
+        await interaction.response.send_message(_("Cancelling; you will not be charged."), ephemeral=True)
 
 
 DYNAMIC_ITEMS: tuple[type[ui.DynamicItem[Any]], ...] = (
@@ -228,16 +235,25 @@ DYNAMIC_ITEMS: tuple[type[ui.DynamicItem[Any]], ...] = (
 )
 
 
-def progress_view(job_id: str) -> ui.View:
+def progress_view(job_id: str, _: Translate = ENGLISH) -> ui.View:
     view = ui.View(timeout=None)
-    view.add_item(CancelButton(job_id))
+    view.add_item(CancelButton(job_id, _))
     return view
 
 
-def result_view(job_id: str, indexes: list[int]) -> ui.View:
-    """Re-roll, Edit, Delete, Submit; then V1..Vn and U1..Un, five to a row (8 images fit in 5 rows)."""
+def result_view(job_id: str, indexes: list[int], _: Translate = ENGLISH) -> ui.View:
+    """Re-roll, Edit, Delete, Submit; then V1..Vn and U1..Un, five to a row (8 images fit in 5 rows).
+
+    Labels are in the language of the member who made the result; V/U numbers are the same everywhere.
+    """
     view = ui.View(timeout=None)
-    for item in (RerollButton(job_id), EditButton(job_id), DeleteButton(job_id), SubmitButton(job_id)):
+    buttons = (
+        RerollButton(job_id, _),
+        EditButton(job_id, _),
+        DeleteButton(job_id, _),
+        SubmitButton(job_id, _=_),
+    )
+    for item in buttons:
         view.add_item(item)
     row = 1
     for kind in (VaryButton, UpscaleButton):

@@ -9,14 +9,23 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.challenge_posts import DiscordAnnouncer, UnvoteButton, VoteButton, submit_entry, timestamp
+from bot.challenge_posts import (
+    DiscordAnnouncer,
+    UnvoteButton,
+    VoteButton,
+    channel_mention,
+    submit_entry,
+    timestamp,
+)
 from bot.checks import require_admin
 from bot.core.challenges.service import (
+    PHASE_NAMES,
     ChallengeRefused,
     ScheduleRequest,
     StartRequest,
     parse_duration,
 )
+from bot.core.i18n import N_, Message
 from bot.core.records import ChallengeRecord, Phase
 
 if TYPE_CHECKING:
@@ -28,7 +37,7 @@ ChannelOption = discord.TextChannel | discord.ForumChannel
 
 
 def _require_admin(interaction: discord.Interaction) -> None:
-    require_admin(interaction, "run challenges")
+    require_admin(interaction, N_("Only members with Manage Server can run challenges."))
 
 
 class Challenges(commands.GroupCog, group_name="challenge", group_description="Community style challenges"):
@@ -44,7 +53,7 @@ class Challenges(commands.GroupCog, group_name="challenge", group_description="C
         book = await self.bot.services.guilds.style_book(interaction.guild_id or 0)
         style = book.style(name)
         if style is None:
-            raise ChallengeRefused("A challenge needs a style; pick one of the presets.")
+            raise ChallengeRefused(N_("A challenge needs a style; pick one of the presets."))
         return style.name
 
     async def _find(self, interaction: discord.Interaction, challenge: int | None) -> ChallengeRecord:
@@ -85,9 +94,15 @@ class Challenges(commands.GroupCog, group_name="challenge", group_description="C
         )
         await interaction.response.defer(ephemeral=True, thinking=True)
         started = await self.bot.services.challenges.start(request)
+        _ = self.bot.i18n_for(interaction)
         await interaction.followup.send(
-            f"Challenge #{started.challenge_id} “{started.theme}” is open in <#{started.channel_id}>; "
-            f"submissions close {timestamp(started.voting_at)}.",
+            _(
+                "Challenge #{number} “{theme}” is open in {channel}; submissions close {when}.",
+                number=started.challenge_id,
+                theme=started.theme,
+                channel=channel_mention(started.channel_id),
+                when=timestamp(started.voting_at),
+            ),
             ephemeral=True,
         )
 
@@ -125,11 +140,22 @@ class Challenges(commands.GroupCog, group_name="challenge", group_description="C
             max_entries=max_entries,
         )
         scheduled = await self.bot.services.challenges.schedule(request)
-        await interaction.response.send_message(
-            f"A {rhythm} challenge will start in <#{scheduled.channel_id}> {timestamp(scheduled.next_start_at)}, "
-            f"rotating {len(scheduled.themes)} theme(s).",
-            ephemeral=True,
+        _ = self.bot.i18n_for(interaction)
+        template = (
+            N_("A daily challenge will start in {channel} {when}, rotating {themes}.")
+            if rhythm == "daily"
+            else N_("A weekly challenge will start in {channel} {when}, rotating {themes}.")
         )
+        count = len(scheduled.themes)
+        text = Message(
+            template,
+            {
+                "channel": channel_mention(scheduled.channel_id),
+                "when": timestamp(scheduled.next_start_at),
+                "themes": _.ngettext("{count} theme", "{count} themes", count, count=count),
+            },
+        )
+        await interaction.response.send_message(_.message(text), ephemeral=True)
 
     @app_commands.command(
         name="unschedule", description="Stop a channel's recurring challenge (Manage Server)"
@@ -140,8 +166,10 @@ class Challenges(commands.GroupCog, group_name="challenge", group_description="C
         _require_admin(interaction)
         channel_id = channel.id if channel else interaction.channel_id or 0
         await self.bot.services.challenges.stop_schedule(interaction.guild_id or 0, channel_id)
+        _ = self.bot.i18n_for(interaction)
         await interaction.response.send_message(
-            f"No more recurring challenges in <#{channel_id}>.", ephemeral=True
+            _("No more recurring challenges in {channel}.", channel=channel_mention(channel_id)),
+            ephemeral=True,
         )
 
     @app_commands.command(name="extend", description="Give the current phase more time (Manage Server)")
@@ -150,9 +178,13 @@ class Challenges(commands.GroupCog, group_name="challenge", group_description="C
         found = await self._find(interaction, challenge)
         changed = await self.bot.services.challenges.extend(found, parse_duration(by))
         end = changed.voting_at if changed.phase is Phase.SUBMISSIONS else changed.closes_at
-        await interaction.response.send_message(
-            f"The {changed.phase.value} phase of “{changed.theme}” now ends {timestamp(end)}.", ephemeral=True
+        _ = self.bot.i18n_for(interaction)
+        text = (
+            _("Submissions for “{theme}” now close {when}.", theme=changed.theme, when=timestamp(end))
+            if changed.phase is Phase.SUBMISSIONS
+            else _("Voting on “{theme}” now closes {when}.", theme=changed.theme, when=timestamp(end))
         )
+        await interaction.response.send_message(text, ephemeral=True)
 
     @app_commands.command(name="close", description="End the current phase now (Manage Server)")
     async def close(self, interaction: discord.Interaction, challenge: int | None = None) -> None:
@@ -160,14 +192,21 @@ class Challenges(commands.GroupCog, group_name="challenge", group_description="C
         found = await self._find(interaction, challenge)
         await interaction.response.defer(ephemeral=True, thinking=True)
         changed = await self.bot.services.challenges.end_phase_now(found)
-        await interaction.followup.send(f"“{changed.theme}” is now {changed.phase.value}.", ephemeral=True)
+        _ = self.bot.i18n_for(interaction)
+        phase = Message(PHASE_NAMES[changed.phase])
+        await interaction.followup.send(
+            _("“{theme}” is now {phase}.", theme=changed.theme, phase=phase), ephemeral=True
+        )
 
     @app_commands.command(name="cancel", description="Cancel a challenge without results (Manage Server)")
     async def cancel(self, interaction: discord.Interaction, challenge: int | None = None) -> None:
         _require_admin(interaction)
         found = await self._find(interaction, challenge)
         changed = await self.bot.services.challenges.cancel(found)
-        await interaction.response.send_message(f"“{changed.theme}” was cancelled.", ephemeral=True)
+        _ = self.bot.i18n_for(interaction)
+        await interaction.response.send_message(
+            _("“{theme}” was cancelled.", theme=changed.theme), ephemeral=True
+        )
 
     @app_commands.command(name="submit", description="Enter one of your images in the running challenge")
     @app_commands.describe(
@@ -187,7 +226,9 @@ class Challenges(commands.GroupCog, group_name="challenge", group_description="C
             gens = await self.bot.services.jobs.result_images(job.strip().lower())
             gen = next((g for g in gens if g.index == image - 1), None)
             if gen is None:
-                raise ChallengeRefused("Only images brushfire made (and that still exist) can be entered.")
+                raise ChallengeRefused(
+                    N_("Only images brushfire made (and that still exist) can be entered.")
+                )
             generation_id = gen.generation_id
         await submit_entry(interaction, found, generation_id)
 
@@ -200,19 +241,28 @@ class Challenges(commands.GroupCog, group_name="challenge", group_description="C
     ) -> None:
         found = await self._find(interaction, challenge)
         await self.bot.services.challenges.withdraw(found, interaction.user.id, entry)
-        await interaction.response.send_message(f"Entry #{entry} withdrawn.", ephemeral=True)
+        _ = self.bot.i18n_for(interaction)
+        await interaction.response.send_message(_("Entry #{number} withdrawn.", number=entry), ephemeral=True)
 
     @app_commands.command(name="leaderboard", description="Season standings")
     @app_commands.describe(season="e.g. 2026-Q4 (default: the current season)")
     async def leaderboard(self, interaction: discord.Interaction, season: str | None = None) -> None:
         chosen, rows = await self.bot.services.challenges.leaderboard(interaction.guild_id or 0, season)
-        embed = discord.Embed(title=f"Challenge leaderboard · season {chosen}", colour=discord.Colour.gold())
+        _ = self.bot.i18n_for(interaction)
+        title = _("Challenge leaderboard · season {season}", season=chosen)
+        embed = discord.Embed(title=title, colour=discord.Colour.gold())
         lines = [
-            f"{n}. <@{s.user_id}> — **{s.points}** point(s), {s.wins} win(s), {s.entries} ranked entr"
-            + ("y" if s.entries == 1 else "ies")
+            f"{n}. <@{s.user_id}> — "
+            + ", ".join(
+                (
+                    _.ngettext("**{count}** point", "**{count}** points", s.points, count=s.points),
+                    _.ngettext("{count} win", "{count} wins", s.wins, count=s.wins),
+                    _.ngettext("{count} ranked entry", "{count} ranked entries", s.entries, count=s.entries),
+                )
+            )
             for n, s in enumerate(rows, start=1)
         ]
-        embed.description = "\n".join(lines) or "No results this season yet."
+        embed.description = "\n".join(lines) or _("No results this season yet.")
         await interaction.response.send_message(embed=embed, ephemeral=True)
 
     @extend.autocomplete("challenge")
@@ -224,10 +274,12 @@ class Challenges(commands.GroupCog, group_name="challenge", group_description="C
         self, interaction: discord.Interaction, current: int | str
     ) -> list[app_commands.Choice[int]]:
         live = await self.bot.services.challenges.live(interaction.guild_id or 0)
+        _ = self.bot.i18n_for(interaction)
         text = str(current or "").strip().lower()
         return [
             app_commands.Choice(
-                name=f"#{c.challenge_id} {c.theme} ({c.phase.value})"[:100], value=c.challenge_id
+                name=f"#{c.challenge_id} {c.theme} ({_.message(Message(PHASE_NAMES[c.phase]))})"[:100],
+                value=c.challenge_id,
             )
             for c in live
             if not text or text == "0" or text in f"#{c.challenge_id} {c.theme}".lower()

@@ -69,6 +69,7 @@ class JobRecord:
     parent_job_id: str | None = None
     parent_generation_id: str | None = None
     attempts: int = 0
+    language: str | None = None  # the member's language ("fr"), for results posted after the interaction
     created_at: float = 0.0
     updated_at: float = 0.0
     finished_at: float | None = None

@@ -183,6 +183,7 @@ class JobService:
             application_id=delivery.application_id,
             interaction_token=delivery.interaction_token,
             token_expires_at=delivery.token_expires_at,
+            language=delivery.language,
             idempotency_key=job_id,
             parent_job_id=plan.parent_job_id,
             parent_generation_id=plan.parent_generation_id,

@@ -62,11 +62,13 @@ class Requester:
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """The interaction a job answers; the token may edit the original response for 15 minutes."""
+    """The interaction a job answers; the token may edit the original response for 15 minutes. `language`
+    is the member's (e.g. "fr"): the result, even one posted in the channel or after a restart, uses it."""
 
     application_id: int | None = None
     interaction_token: str | None = None
     token_expires_at: float | None = None
+    language: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

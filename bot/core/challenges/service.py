@@ -693,9 +693,10 @@ class ChallengeService:
             except store.EntryCapReached:
                 raise ChallengeRefused(
                     N_(
-                        "You have already entered {max_entries} image(s), the most this challenge takes. Withdraw one first with `/challenge withdraw`."
+                        "You have already entered the most images this challenge takes ({max}). Withdraw one"
+                        " first with `/challenge withdraw`."
                     ),
-                    max_entries=current.max_entries,
+                    max=current.max_entries,
                 ) from None
             png = tx.fetchone("SELECT png FROM generations WHERE generation_id = ?", (gen_id,))
             return current, entry, bytes(png[0]) if png else b""

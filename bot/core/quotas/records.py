@@ -109,7 +109,7 @@ class QuotaExceeded(QuotaError):
         )
         relax = Message(N_(" The relax lane is open: try again in relax mode.")) if relax_available else ""
         super().__init__(
-            N_("This costs {cost} credits but you have {left} left of {limit}.{refill}{relax}"),
+            N_("This job costs {cost}, but you have {left} of your {limit} credits left.{refill}{relax}"),
             cost=cost,
             left=status.spendable,
             limit=status.limit,
