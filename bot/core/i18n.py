@@ -150,6 +150,11 @@ class Catalogues:
         """Every form of a counting message in `language`, in the order its plural rule numbers them."""
         return self.plurals.get(language, {}).get((str(context), singular))
 
+    @staticmethod
+    def plural_index(rule: str, n: int) -> int:
+        """Which form gettext's plural `rule` (a C expression of n) picks for `n`."""
+        return int(_plural_index(rule)(n))
+
     def count_text(self, language: str, singular: str, plural: str, n: int, /, **params: Any) -> str:
         """The form of a counting message that suits `n` in `language`, with its fields filled."""
         forms = self.forms(language, singular) if language != SOURCE_LANGUAGE else None
