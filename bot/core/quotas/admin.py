@@ -53,8 +53,8 @@ class QuotaAdmin:
 
     async def _admin(self, guild_id: int, actor_id: int, change: Callable[[SyncTx, float], Audited[R]]) -> R:
         """Run one admin change and its audit row in one transaction."""
-        check_id("guild id", guild_id)
-        check_id("actor id", actor_id)
+        check_id(N_("guild id"), guild_id)
+        check_id(N_("actor id"), actor_id)
         now = self._clock()
 
         def body(tx: SyncTx) -> R:
@@ -73,7 +73,7 @@ class QuotaAdmin:
         return await self._db.run(body)
 
     async def policy_overview(self, guild_id: int) -> PolicyOverview:
-        check_id("guild id", guild_id)
+        check_id(N_("guild id"), guild_id)
 
         def body(tx: SyncTx) -> PolicyOverview:
             gp = self._guild_policy(tx, guild_id)
@@ -109,7 +109,7 @@ class QuotaAdmin:
     async def set_role_tier(
         self, guild_id: int, role_id: int, name: str, limit: int, actor_id: int
     ) -> RoleTier:
-        check_id("role id", role_id)
+        check_id(N_("role id"), role_id)
         self._check_limit(limit)
         name = (name or "").strip()
         if not 1 <= len(name) <= 100:
@@ -123,7 +123,7 @@ class QuotaAdmin:
         return await self._admin(guild_id, actor_id, change)
 
     async def clear_role_tier(self, guild_id: int, role_id: int, actor_id: int) -> None:
-        check_id("role id", role_id)
+        check_id(N_("role id"), role_id)
 
         def change(tx: SyncTx, now: float) -> Audited[None]:
             if not policy.delete_role_tier(tx, guild_id, role_id):
@@ -141,7 +141,7 @@ class QuotaAdmin:
         edit: Callable[[UserOverride], UserOverride],
     ) -> UserOverride:
         """Read, edit and store one user's override row, with its audit row, in one write transaction."""
-        check_id("user id", user_id)
+        check_id(N_("user id"), user_id)
 
         def change(tx: SyncTx, now: float) -> Audited[UserOverride]:
             old = policy.user_override(tx, guild_id, user_id) or UserOverride(
@@ -224,7 +224,7 @@ class QuotaAdmin:
         reason: str | None = None,
     ) -> int:
         """Add bonus credits on top of the user's limit until spent or `expires_at`; returns the grant id."""
-        check_id("user id", user_id)
+        check_id(N_("user id"), user_id)
         if (
             isinstance(credits, bool)
             or not isinstance(credits, int)
@@ -256,7 +256,7 @@ class QuotaAdmin:
 
     async def reset_user(self, guild_id: int, user_id: int, actor_id: int) -> int:
         """Forgive everything counting against the user in the current window; returns rows voided."""
-        check_id("user id", user_id)
+        check_id(N_("user id"), user_id)
 
         def change(tx: SyncTx, now: float) -> Audited[int]:
             window = self._guild_policy(tx, guild_id).window_s

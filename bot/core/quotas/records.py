@@ -148,15 +148,19 @@ class Audited(Generic[R]):
 
 def check_id(name: str, value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise QuotaInputError(f"{name} must be a positive Discord id, got {value!r}")
+        raise QuotaInputError(
+            N_("A {name} must be a positive Discord id, not {value}."), name=Message(name), value=repr(value)
+        )
     return value
 
 
 def check_roles(role_ids: Sequence[int]) -> tuple[int, ...]:
-    return tuple(check_id("role id", r) for r in role_ids)
+    return tuple(check_id(N_("role id"), r) for r in role_ids)
 
 
 def check_job_id(job_id: str) -> str:
     if not isinstance(job_id, str) or not 1 <= len(job_id) <= 128:
-        raise QuotaInputError(f"job id must be 1-128 characters, got {job_id!r}")
+        raise QuotaInputError(
+            N_("A job id must be 1 to 128 characters, not {job_id}."), job_id=repr(job_id)[:140]
+        )
     return job_id

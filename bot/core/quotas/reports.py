@@ -22,7 +22,7 @@ class QuotaReports:
 
     async def usage_report(self, guild_id: int, days: int = 7, top: int = 10) -> UsageReport:
         """Charged jobs and credits (refunds excluded) per user and per UTC day over the last `days` days."""
-        check_id("guild id", guild_id)
+        check_id(N_("guild id"), guild_id)
         if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= 366:
             raise QuotaInputError(N_("A report covers 1 to 366 days, not {days}."), days=days)
         since = self._clock() - days * DAY_S
