@@ -211,7 +211,7 @@ async def test_admin_nonsense_gets_clear_errors_and_changes_nothing(q: QuotaServ
         (q.admin.clear_role_tier(G, 42, ADMIN), "no quota tier"),
         (q.admin.set_user_override(G, U, ADMIN), "either a limit or unlimited"),
         (q.admin.set_user_override(G, U, ADMIN, limit=5, unlimited=True), "either a limit or unlimited"),
-        (q.admin.clear_user_override(G, U, ADMIN), "no quota override"),
+        (q.admin.clear_user_override(G, U, ADMIN), "has no personal limit"),
         (q.admin.unblock(G, U, ADMIN), "not blocked"),
         (q.admin.grant_bonus(G, U, 0, ADMIN), "bonus"),
         (q.admin.grant_bonus(G, U, 5, ADMIN, expires_at=T0 - 1), "expire"),

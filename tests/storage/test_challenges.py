@@ -26,7 +26,6 @@ from bot.core.quotas.service import QuotaService
 from storage.challenges import ChallengeRecord, Phase
 from storage.db import Database, load_migrations
 from storage.generations import GenerationRecord, GenerationsRepo
-from storage.jobs import JobRecord, JobsRepo
 
 GUILD, CHANNEL, ADMIN, ALICE, BOB, CAROL = 1, 10, 99, 2, 3, 4
 HOUR = 3600
@@ -71,10 +70,11 @@ async def image(
     """A generation as /imagine would store it; returns its id."""
     n = int(clock.t * 1000) % 10**9 + user * 7
     job_id = f"{n:032x}"
-    await JobsRepo(db, clock).create(
-        JobRecord(
-            job_id=job_id, guild_id=guild, channel_id=CHANNEL, user_id=user, kind="generate", parameters="{}"
-        )
+    # Plain SQL with the first schema's columns, so the helper also fills databases held at older versions.
+    await db.write(
+        "INSERT INTO jobs (job_id, guild_id, channel_id, user_id, kind, parameters, created_at, updated_at)"
+        " VALUES (?, ?, ?, ?, 'generate', '{}', ?, ?)",
+        (job_id, guild, CHANNEL, user, clock.t, clock.t),
     )
     gen_id = f"{n + 1:032x}"
     rec = GenerationRecord(
@@ -139,7 +139,7 @@ async def test_entry_cap_holds_under_concurrent_submissions(service, db, clock):
         *(service.submit(challenge, ALICE, g) for g in images), return_exceptions=True
     )
     refused = [o for o in outcomes if isinstance(o, ChallengeRefused)]
-    assert len(refused) == 2 and all("most this challenge takes" in r.message for r in refused)
+    assert len(refused) == 2 and all("the most images this challenge takes" in r.message for r in refused)
     assert len(await service.my_entries(challenge, ALICE)) == 2
 
 
