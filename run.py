@@ -25,13 +25,15 @@ from typing import TextIO
 from pydantic import ValidationError
 
 from bot.core.errors import BrushfireError
-from bot.core.jobs import JobOutcome, JobService
+from bot.core.jobs import JobService
+from bot.core.outcomes import JobOutcome
 from bot.core.plans import LOCAL_USER, ImagineOptions, parse_lane
 from bot.core.progress import ProgressState, ProgressUpdater
 from bot.core.services import Services, open_services
 from bot.core.settings import Settings, SettingsError, load_settings
 from inference.engine_api import EngineError
 from inference.settings import EngineSettings, WorkerSettings
+from inference.vocabulary import JobId
 
 log = logging.getLogger(__name__)
 
@@ -379,7 +381,7 @@ def _read_input(path: Path) -> bytes:
         raise BrushfireError(f"cannot read {path}: {exc.strerror}") from None
 
 
-def _cancel_on_interrupt(jobs: JobService, job_id: str) -> Callable[[], None]:
+def _cancel_on_interrupt(jobs: JobService, job_id: JobId) -> Callable[[], None]:
     """Ctrl-C cancels the job at the worker (and so refunds it) instead of leaving it running."""
     loop = asyncio.get_running_loop()
     pending: set[asyncio.Task[object]] = set()

@@ -40,7 +40,7 @@ from inference.engine_api import BatchItem, Engine, EngineWrapper, GeneratedImag
 from inference.protocol import JobRequest
 from inference.server import start_worker
 from inference.settings import EngineSettings, ModelDefaults, WorkerSettings
-from inference.vocabulary import JobKind
+from inference.vocabulary import JobKind, WorkerJobId
 
 log = logging.getLogger("bench.worker")
 
@@ -193,7 +193,17 @@ def bare_items(engine: Engine, size: int, offset: int) -> list[BatchItem]:
     items = []
     for i in range(size):
         job = request(offset + i, f"u{i}")
-        items.append(BatchItem(f"bare{i}", job, offset + i, width, height, steps, guidance))
+        items.append(
+            BatchItem(
+                job_id=WorkerJobId(f"bare{i}"),
+                request=job,
+                seed=offset + i,
+                width=width,
+                height=height,
+                steps=steps,
+                guidance=guidance,
+            )
+        )
     return items
 
 

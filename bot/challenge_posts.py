@@ -11,11 +11,13 @@ import discord
 from discord import ui
 
 from bot.components import BUTTONS_PER_ROW, INDEX_RE, JOB_RE, PREFIX, button, guarded
-from bot.core.challenges.service import ChallengeRefused
-from bot.core.i18n import ENGLISH, N_, Translate
+from bot.core.challenges.rules import ChallengeRefused
+from bot.core.i18n import N_
 from bot.core.records import ChallengeRecord, EntryRecord, Phase, ResultRecord
+from bot.i18n import ENGLISH, Translate
 from bot.interactions import client_of
 from bot.translator import translate_for, translate_for_server
+from inference.vocabulary import JobId
 
 log = logging.getLogger(__name__)
 
@@ -326,7 +328,7 @@ class DiscordAnnouncer:
 # --- entering from a result's button ---
 
 
-async def submit_from_result(interaction: discord.Interaction, job_id: str, index: int | None) -> None:
+async def submit_from_result(interaction: discord.Interaction, job_id: JobId, index: int | None) -> None:
     gens = await client_of(interaction).services.jobs.result_images(job_id)
     if not gens:
         raise ChallengeRefused(N_("That result has no images left to enter."))
@@ -382,7 +384,7 @@ class SubmitButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:submit:{
     """Enter this result in the server's running challenge; on a several-image result, pick which first."""
 
     def __init__(
-        self, job_id: str, index: int | None = None, row: int | None = 0, _: Translate = ENGLISH
+        self, job_id: JobId, index: int | None = None, row: int | None = 0, _: Translate = ENGLISH
     ) -> None:
         label = _("Submit to challenge") if index is None else _("Submit image {number}", number=index + 1)
         super().__init__(
@@ -397,13 +399,13 @@ class SubmitButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:submit:{
     async def from_custom_id(
         cls, interaction: discord.Interaction, item: ui.Item[Any], match: re.Match[str]
     ) -> Self:
-        return cls(match["job"], int(match["n"]) if match["n"] is not None else None)
+        return cls(JobId(match["job"]), int(match["n"]) if match["n"] is not None else None)
 
     async def callback(self, interaction: discord.Interaction) -> None:
         await guarded(interaction, submit_from_result(interaction, self.job_id, self.index))
 
 
-def submit_picker(job_id: str, indexes: list[int], _: Translate = ENGLISH) -> ui.View:
+def submit_picker(job_id: JobId, indexes: list[int], _: Translate = ENGLISH) -> ui.View:
     """One Submit button per image, for a result with several."""
     view = ui.View(timeout=None)
     for n in indexes[: BUTTONS_PER_ROW * 4]:

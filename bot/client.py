@@ -15,12 +15,12 @@ import discord
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from discord.ext import commands
 
-from bot.core.i18n import Catalogues, Translate
 from bot.core.services import Services, open_services
 from bot.core.settings import Settings, SettingsError
 from bot.delivery import JobRunner
 from bot.endpoints import use_discord_endpoints
 from bot.errors import BrushfireTree
+from bot.i18n import Catalogues, Translate
 from bot.translator import CatalogueTranslator, translate_for, translated_payload
 from bot.views import DYNAMIC_ITEMS
 

@@ -17,13 +17,15 @@ from typing import Any
 import discord
 from PIL import Image
 
-from bot.core.i18n import N_, Message, Translate
-from bot.core.jobs import JobOutcome, JobService
+from bot.core.i18n import N_, Message
+from bot.core.jobs import JobService
+from bot.core.outcomes import JobOutcome
 from bot.core.plans import Action, JobPlan
 from bot.core.progress import DisplayGone, ProgressState, ProgressUpdater
 from bot.core.records import GenerationRecord, GuildSettings, JobRecord
 from bot.core.services import Services
 from bot.errors import answer_error
+from bot.i18n import Translate
 from bot.interactions import PlanFactory, delivery_for, requester_for
 from bot.translator import catalogues_of, translate_for
 from bot.views import progress_view, result_view

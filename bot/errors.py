@@ -10,7 +10,8 @@ import discord
 from discord import app_commands
 
 from bot.checks import AdminOnly
-from bot.core.i18n import ENGLISH, LocalisedError, Translate
+from bot.core.i18n import LocalisedError
+from bot.i18n import ENGLISH, Translate
 from bot.translator import translate_for
 
 log = logging.getLogger(__name__)

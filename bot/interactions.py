@@ -8,10 +8,10 @@ from typing import Protocol, cast
 import discord
 
 from bot.checks import is_admin
-from bot.core.i18n import Translate
 from bot.core.plans import Delivery, JobPlan, Requester, token_expiry
 from bot.core.records import GuildSettings
 from bot.core.services import Services
+from bot.i18n import Translate
 
 # Validates an interaction's input into a plan; its BrushfireError reaches the user ephemerally.
 PlanFactory = Callable[[Requester, GuildSettings], Awaitable[JobPlan]]

@@ -8,7 +8,7 @@ from typing import Any
 import discord
 from discord import app_commands
 
-from bot.core.i18n import SOURCE_LANGUAGE, Catalogues, Context, Translate, language_of
+from bot.i18n import SOURCE_LANGUAGE, Catalogues, Context, Translate, language_of
 
 _NO_CATALOGUES = Catalogues()
 

@@ -16,12 +16,14 @@ from discord import ui
 from bot.challenge_posts import SubmitButton
 from bot.components import BUTTONS_PER_ROW, INDEX_RE, JOB_RE, PREFIX, button, guarded
 from bot.core.errors import InvalidInput
-from bot.core.i18n import ENGLISH, N_, Translate
+from bot.core.i18n import N_
 from bot.core.plans import Action, JobPlan, Requester
 from bot.core.records import GuildSettings
 from bot.errors import answer_error
+from bot.i18n import ENGLISH, Translate
 from bot.interactions import BrushfireClient, client_of, requester_for
 from bot.translator import translate_for
+from inference.vocabulary import JobId
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +35,11 @@ def _bot(interaction: discord.Interaction) -> BrushfireClient:
 
 
 async def start_from_result(
-    interaction: discord.Interaction, action: Action, job_id: str, index: int, instruction: str | None = None
+    interaction: discord.Interaction,
+    action: Action,
+    job_id: JobId,
+    index: int,
+    instruction: str | None = None,
 ) -> None:
     bot = _bot(interaction)
 
@@ -44,7 +50,7 @@ async def start_from_result(
 
 
 class RerollButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:reroll:{JOB_RE}"):
-    def __init__(self, job_id: str, _: Translate = ENGLISH) -> None:
+    def __init__(self, job_id: JobId, _: Translate = ENGLISH) -> None:
         super().__init__(
             button(
                 "reroll", job_id, label=_("Re-roll"), emoji="🔄", style=discord.ButtonStyle.secondary, row=0
@@ -57,14 +63,14 @@ class RerollButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:reroll:{
     async def from_custom_id(
         cls, interaction: discord.Interaction, item: ui.Item[Any], match: re.Match[str]
     ) -> Self:
-        return cls(match["job"])
+        return cls(JobId(match["job"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
         await guarded(interaction, start_from_result(interaction, Action.REROLL, self.job_id, 0))
 
 
 class VaryButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:vary:{JOB_RE}:{INDEX_RE}"):
-    def __init__(self, job_id: str, index: int, row: int | None = None) -> None:
+    def __init__(self, job_id: JobId, index: int, row: int | None = None) -> None:
         super().__init__(
             button("vary", job_id, index, label=f"V{index + 1}", style=discord.ButtonStyle.primary, row=row)
         )
@@ -75,14 +81,14 @@ class VaryButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:vary:{JOB_
     async def from_custom_id(
         cls, interaction: discord.Interaction, item: ui.Item[Any], match: re.Match[str]
     ) -> Self:
-        return cls(match["job"], int(match["n"]))
+        return cls(JobId(match["job"]), int(match["n"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
         await guarded(interaction, start_from_result(interaction, Action.VARY, self.job_id, self.index or 0))
 
 
 class UpscaleButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:upscale:{JOB_RE}:{INDEX_RE}"):
-    def __init__(self, job_id: str, index: int, row: int | None = None) -> None:
+    def __init__(self, job_id: JobId, index: int, row: int | None = None) -> None:
         super().__init__(
             button(
                 "upscale", job_id, index, label=f"U{index + 1}", style=discord.ButtonStyle.success, row=row
@@ -95,7 +101,7 @@ class UpscaleButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:upscale
     async def from_custom_id(
         cls, interaction: discord.Interaction, item: ui.Item[Any], match: re.Match[str]
     ) -> Self:
-        return cls(match["job"], int(match["n"]))
+        return cls(JobId(match["job"]), int(match["n"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
         await guarded(
@@ -104,7 +110,7 @@ class UpscaleButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:upscale
 
 
 class EditButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:edit:{JOB_RE}"):
-    def __init__(self, job_id: str, _: Translate = ENGLISH) -> None:
+    def __init__(self, job_id: JobId, _: Translate = ENGLISH) -> None:
         super().__init__(
             button("edit", job_id, label=_("Edit"), emoji="✏️", style=discord.ButtonStyle.secondary, row=0)
         )
@@ -115,7 +121,7 @@ class EditButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:edit:{JOB_
     async def from_custom_id(
         cls, interaction: discord.Interaction, item: ui.Item[Any], match: re.Match[str]
     ) -> Self:
-        return cls(match["job"])
+        return cls(JobId(match["job"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
         await guarded(interaction, self._open(interaction))
@@ -134,7 +140,7 @@ class EditButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:edit:{JOB_
 class EditModal(ui.Modal):
     """Asks for the instruction (and which image, when the job made several)."""
 
-    def __init__(self, job_id: str, count: int, max_chars: int, _: Translate = ENGLISH) -> None:
+    def __init__(self, job_id: JobId, count: int, max_chars: int, _: Translate = ENGLISH) -> None:
         super().__init__(title=_("Edit this image")[:MODAL_TITLE_MAX], timeout=600)
         self.job_id = job_id
         self.count = count
@@ -160,7 +166,7 @@ class EditModal(ui.Modal):
             raise InvalidInput(N_("The image number must be between 1 and {count}."), count=self.count)
         return int(text) - 1
 
-    async def on_submit(self, interaction: discord.Interaction) -> None:  # type: ignore[override]
+    async def on_submit(self, interaction: discord.Interaction) -> None:
         await guarded(interaction, self._submit(interaction))
 
     async def _submit(self, interaction: discord.Interaction) -> None:
@@ -172,7 +178,7 @@ class EditModal(ui.Modal):
 
 
 class DeleteButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:delete:{JOB_RE}"):
-    def __init__(self, job_id: str, _: Translate = ENGLISH) -> None:
+    def __init__(self, job_id: JobId, _: Translate = ENGLISH) -> None:
         super().__init__(
             button("delete", job_id, label=_("Delete"), emoji="🗑️", style=discord.ButtonStyle.danger, row=0)
         )
@@ -183,7 +189,7 @@ class DeleteButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:delete:{
     async def from_custom_id(
         cls, interaction: discord.Interaction, item: ui.Item[Any], match: re.Match[str]
     ) -> Self:
-        return cls(match["job"])
+        return cls(JobId(match["job"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
         await guarded(interaction, self._delete(interaction))
@@ -201,7 +207,7 @@ class DeleteButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:delete:{
 
 
 class CancelButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:cancel:{JOB_RE}"):
-    def __init__(self, job_id: str, _: Translate = ENGLISH) -> None:
+    def __init__(self, job_id: JobId, _: Translate = ENGLISH) -> None:
         super().__init__(
             button("cancel", job_id, label=_("Cancel"), emoji="✖️", style=discord.ButtonStyle.danger)
         )
@@ -212,7 +218,7 @@ class CancelButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:cancel:{
     async def from_custom_id(
         cls, interaction: discord.Interaction, item: ui.Item[Any], match: re.Match[str]
     ) -> Self:
-        return cls(match["job"])
+        return cls(JobId(match["job"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
         await guarded(interaction, self._cancel(interaction))
@@ -235,13 +241,13 @@ DYNAMIC_ITEMS: tuple[type[ui.DynamicItem[Any]], ...] = (
 )
 
 
-def progress_view(job_id: str, _: Translate = ENGLISH) -> ui.View:
+def progress_view(job_id: JobId, _: Translate = ENGLISH) -> ui.View:
     view = ui.View(timeout=None)
     view.add_item(CancelButton(job_id, _))
     return view
 
 
-def result_view(job_id: str, indexes: list[int], _: Translate = ENGLISH) -> ui.View:
+def result_view(job_id: JobId, indexes: list[int], _: Translate = ENGLISH) -> ui.View:
     """Re-roll, Edit, Delete, Submit; then V1..Vn and U1..Un, five to a row (8 images fit in 5 rows).
 
     Labels are in the language of the member who made the result; V/U numbers are the same everywhere.

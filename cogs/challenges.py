@@ -18,7 +18,7 @@ from bot.challenge_posts import (
     timestamp,
 )
 from bot.checks import require_admin
-from bot.core.challenges.service import (
+from bot.core.challenges.rules import (
     PHASE_NAMES,
     ChallengeRefused,
     ScheduleRequest,
@@ -31,6 +31,8 @@ from bot.core.records import ChallengeRecord, Phase
 if TYPE_CHECKING:
     from bot.client import ImageBot
 
+from inference.vocabulary import JobId
+
 log = logging.getLogger(__name__)
 
 ChannelOption = discord.TextChannel | discord.ForumChannel
@@ -40,6 +42,7 @@ def _require_admin(interaction: discord.Interaction) -> None:
     require_admin(interaction, N_("Only members with Manage Server can run challenges."))
 
 
+@app_commands.guild_only()
 class Challenges(commands.GroupCog, group_name="challenge", group_description="Community style challenges"):
     def __init__(self, bot: ImageBot) -> None:
         self.bot = bot
@@ -223,7 +226,7 @@ class Challenges(commands.GroupCog, group_name="challenge", group_description="C
         found = await self._find(interaction, challenge)
         generation_id = None
         if job is not None:
-            gens = await self.bot.services.jobs.result_images(job.strip().lower())
+            gens = await self.bot.services.jobs.result_images(JobId(job.strip().lower()))
             gen = next((g for g in gens if g.index == image - 1), None)
             if gen is None:
                 raise ChallengeRefused(
@@ -293,6 +296,4 @@ class Challenges(commands.GroupCog, group_name="challenge", group_description="C
 
 
 async def setup(bot: ImageBot) -> None:
-    cog = Challenges(bot)
-    cog.app_command.guild_only = True
-    await bot.add_cog(cog)
+    await bot.add_cog(Challenges(bot))

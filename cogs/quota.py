@@ -16,8 +16,9 @@ from PIL import Image, ImageDraw
 
 from bot.checks import require_admin
 from bot.core.errors import InvalidInput, QuotaRefused
-from bot.core.i18n import N_, Translate
+from bot.core.i18n import N_
 from bot.core.quotas.records import QuotaError, QuotaStatus, UsageReport
+from bot.i18n import Translate
 from bot.interactions import requester_for
 
 if TYPE_CHECKING:

@@ -12,9 +12,10 @@ from discord.ext import commands
 
 from bot.checks import require_admin
 from bot.core.errors import InvalidInput
-from bot.core.i18n import N_, Translate
+from bot.core.i18n import N_
 from bot.core.plans import REGEX_PREFIX
 from bot.core.records import MAX_IMAGES_PER_JOB, GuildSettings
+from bot.i18n import Translate
 
 if TYPE_CHECKING:
     from bot.client import ImageBot
@@ -38,6 +39,8 @@ def settings_embed(s: GuildSettings, _: Translate) -> discord.Embed:
     return embed
 
 
+@app_commands.guild_only()
+@app_commands.default_permissions(manage_guild=True)
 class Settings(
     commands.GroupCog, group_name="settings", group_description="brushfire's settings for this server"
 ):
@@ -45,7 +48,7 @@ class Settings(
         self.bot = bot
         super().__init__()
 
-    async def interaction_check(self, interaction: discord.Interaction) -> bool:  # type: ignore[override]
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
         require_admin(interaction, N_("Only members with Manage Server can change brushfire's settings."))
         return True
 
@@ -135,7 +138,4 @@ class Settings(
 
 
 async def setup(bot: ImageBot) -> None:
-    cog = Settings(bot)
-    cog.app_command.default_permissions = discord.Permissions(manage_guild=True)
-    cog.app_command.guild_only = True
-    await bot.add_cog(cog)
+    await bot.add_cog(Settings(bot))

@@ -12,8 +12,9 @@ from pydantic import ValidationError
 
 from bot.checks import require_admin
 from bot.core.errors import InvalidInput
-from bot.core.i18n import N_, Translate
+from bot.core.i18n import N_
 from bot.core.styles import StyleBook, StylePreset
+from bot.i18n import Translate
 
 if TYPE_CHECKING:
     from bot.client import ImageBot
@@ -62,12 +63,14 @@ class Styles(commands.Cog):
         await interaction.response.send_message(embed=styles_embed(book, _), ephemeral=True)
 
 
+@app_commands.guild_only()
+@app_commands.default_permissions(manage_guild=True)
 class StyleAdmin(commands.GroupCog, group_name="style", group_description="This server's own style presets"):
     def __init__(self, bot: ImageBot) -> None:
         self.bot = bot
         super().__init__()
 
-    async def interaction_check(self, interaction: discord.Interaction) -> bool:  # type: ignore[override]
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
         require_admin(interaction, N_("Only members with Manage Server can change this server's styles."))
         return True
 
@@ -135,7 +138,4 @@ class StyleAdmin(commands.GroupCog, group_name="style", group_description="This 
 
 async def setup(bot: ImageBot) -> None:
     await bot.add_cog(Styles(bot))
-    admin = StyleAdmin(bot)
-    admin.app_command.default_permissions = discord.Permissions(manage_guild=True)
-    admin.app_command.guild_only = True
-    await bot.add_cog(admin)
+    await bot.add_cog(StyleAdmin(bot))

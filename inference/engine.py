@@ -1,7 +1,7 @@
 """The diffusers engine: loads the pipelines once and runs one batched pipeline call per batch of jobs.
 
 This is the only module of the worker that imports torch and diffusers. The scheduler drives it through
-the `Engine` protocol in `inference.protocol`, from a worker thread, one batch at a time.
+the `Engine` protocol in `inference.engine_api`, from a worker thread, one batch at a time.
 """
 
 from __future__ import annotations
@@ -14,21 +14,19 @@ import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any
 
-import diffusers
 import torch
 from diffusers import (
     AutoencoderTiny,
     AutoPipelineForImage2Image,
     AutoPipelineForText2Image,
-    DiffusionPipeline,
     StableDiffusionInstructPix2PixPipeline,
 )
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+from inference import families
 from inference.engine_api import (
     BatchItem,
     BatchKey,
@@ -39,36 +37,28 @@ from inference.engine_api import (
     KindDefaults,
     StepUpdate,
 )
+from inference.families import Family
+from inference.loading import (
+    TINY_MODEL_NAME,
+    Pipeline,
+    from_pretrained,
+    load_adapters,
+    model_sources,
+    prepare,
+    quiet_libraries,
+    resolve_device,
+    resolve_dtype,
+    set_scheduler,
+    share_components,
+)
 from inference.protocol import MAX_STEPS
-from inference.settings import AdapterSettings, EngineSettings, ModelDefaults
+from inference.safety import SafetyClassifier
+from inference.settings import EngineSettings, ModelDefaults
 from inference.vocabulary import JobKind
 
 log = logging.getLogger(__name__)
 
-# diffusers pipelines gain their components and mixin methods (LoRA, schedulers, `to`) at runtime, out of
-# mypy's sight, so the engine calls them through this alias.
-Pipeline: TypeAlias = Any
-
 PREVIEW_MAX_SIDE = 128
-TINY_MODEL_NAME = "brushfire/tiny"
-# The trained tiny shapes model (inference/tiny/MODEL_CARD.md): its `generate` and `edit` pipelines.
-BUNDLED_MODEL_ROOT = Path(__file__).parent / "tiny" / "model"
-
-# Latent-to-RGB projections (the approximations ComfyUI and A1111 use for live previews).
-_SD_RGB = (
-    (0.3512, 0.2297, 0.3227),
-    (0.3250, 0.4974, 0.2350),
-    (-0.2829, 0.1762, 0.2721),
-    (-0.2120, -0.2616, -0.7177),
-)
-_SDXL_RGB = (
-    (0.3651, 0.4232, 0.4341),
-    (-0.2533, -0.0042, 0.1068),
-    (0.1076, 0.1111, -0.0362),
-    (-0.3165, -0.2492, -0.2188),
-)
-_SDXL_RGB_BIAS = (0.1084, -0.0175, -0.0011)
-_SDXL_SCALING = 0.13025
 
 
 class _Stopped(Exception):
@@ -80,78 +70,34 @@ class _Pipelines:
     generate: Pipeline
     img2img: Pipeline  # shares every module with `generate`
     edit: Pipeline | None  # an instruction-editing pipeline, when configured
-
-
-def resolve_device(choice: str) -> torch.device:
-    """The device for a settings choice: `auto` takes cuda, then mps, then cpu."""
-    if choice == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise EngineError("device 'cuda' was asked for but torch sees no CUDA device")
-    if choice == "mps" and not torch.backends.mps.is_available():
-        raise EngineError("device 'mps' was asked for but this torch has no MPS backend")
-    return torch.device(choice)
-
-
-def resolve_dtype(choice: str, device: torch.device) -> torch.dtype:
-    """The weight dtype: bf16 (or fp16 where bf16 is unsupported) on a GPU, fp32 on the CPU."""
-    if choice != "auto":
-        return getattr(torch, choice)
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "mps":
-        return torch.float16
-    return torch.float32
-
-
-def bundled_model_dir(kind: str) -> Path:
-    """The bundled trained tiny model's `generate` or `edit` pipeline folder, shipped inside the package."""
-    folder = BUNDLED_MODEL_ROOT / kind
-    if not (folder / "model_index.json").is_file():
-        raise EngineError(
-            f"the bundled tiny model is missing: no {kind} pipeline at {folder} "
-            "(reinstall brushfire, or set [engine] model to a model of your own)"
-        )
-    return folder
-
-
-def model_sources(settings: EngineSettings) -> tuple[str, str | None]:
-    """The main and edit model to load: the configured ones, or both bundled pipelines when none is set.
-
-    A configured main model without an edit model edits by img2img on its own weights.
-    """
-    if settings.model:
-        return settings.model, settings.edit_model
-    generate = str(bundled_model_dir("generate"))
-    return generate, settings.edit_model or str(bundled_model_dir("edit"))
+    family: Family  # of `generate` and `img2img`
 
 
 class _Previewer:
-    """Turns the latents of a step into small RGB previews, one per image."""
+    """Turns the latents of a step into small RGB previews, one per image, for the family that made them."""
 
-    def __init__(self, decoder: Any, scaling_factor: float) -> None:
+    def __init__(self, decoder: Any, family: Family) -> None:
         self._decoder = decoder
-        sdxl = abs(scaling_factor - _SDXL_SCALING) < 1e-4
-        self._factors = torch.tensor(_SDXL_RGB if sdxl else _SD_RGB)
-        self._bias = torch.tensor(_SDXL_RGB_BIAS if sdxl else (0.0, 0.0, 0.0))
+        self._family = family  # the main model's, which the decoder was checked against
 
-    def __call__(self, latents: torch.Tensor | None) -> list[Image.Image]:
-        # Packed (FLUX) or 16-channel (SD3) latents have no cheap projection here: no previews.
-        if latents is None or latents.ndim != 4:
+    def __call__(
+        self, pipe: Pipeline, latents: torch.Tensor | None, size: tuple[int, int], family: Family
+    ) -> list[Image.Image]:
+        if latents is None:
+            return []
+        latents = families.preview_latents(family, pipe, latents, size)
+        if latents is None:
             return []
         with torch.no_grad():
-            if self._decoder is not None:
+            if self._decoder is not None and family is self._family:
+                # As the pipeline would decode with this decoder in place of its autoencoder.
+                config = self._decoder.config
+                latents = latents / config.scaling_factor + getattr(config, "shift_factor", 0.0)
                 rgb = self._decoder.decode(latents.to(self._decoder.dtype)).sample
-            elif latents.shape[1] == 4:
-                factors = self._factors.to(latents.device, latents.dtype)
-                bias = self._bias.to(latents.device, latents.dtype)
-                rgb = torch.einsum("bchw,cr->brhw", latents, factors) + bias[None, :, None, None]
             else:
-                return []
+                factors = torch.tensor(family.rgb_factors, device=latents.device, dtype=latents.dtype)
+                bias = torch.tensor(family.rgb_bias, device=latents.device, dtype=latents.dtype)
+                rgb = torch.einsum("bchw,cr->brhw", latents, factors) + bias[None, :, None, None]
             pixels = ((rgb.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
             arrays = pixels.permute(0, 2, 3, 1).cpu().numpy()
         return [_fit_preview(Image.fromarray(a)) for a in arrays]
@@ -196,7 +142,7 @@ def _steps_for_strength(steps: int, strength: float) -> int:
 
 
 class DiffusersEngine:
-    """Runs batches of jobs on diffusers pipelines loaded once; see `inference.engine_api.Engine`."""
+    """Runs batches of jobs on diffusers pipelines loaded once; see `inference.protocol.Engine`."""
 
     def __init__(
         self,
@@ -206,12 +152,14 @@ class DiffusersEngine:
         model_name: str,
         device: torch.device,
         previewer: _Previewer,
+        safety: SafetyClassifier | None = None,
     ) -> None:
         self._settings = settings
         self._pipes = pipes
         self._model_name = model_name
         self._device = device
         self._previewer = previewer
+        self._safety = safety
         self._adapters = [a.name for a in settings.adapters if not a.fuse]
         self._lock = threading.Lock()  # one batch at a time: pipelines and schedulers keep state
 
@@ -222,16 +170,17 @@ class DiffusersEngine:
         """Load every configured pipeline onto the device. Slow and synchronous: call it in a thread."""
         if settings.cpu_threads:
             torch.set_num_threads(settings.cpu_threads)
-        _quiet_libraries()
+        quiet_libraries()
         device = resolve_device(settings.device)
         dtype = resolve_dtype(settings.dtype, device)
         source, edit_source = model_sources(settings)
         # `dtype` also upcasts the bundled model's float16-saved weights to float32 on a CPU.
         log.info("loading %s on %s as %s", source, device, dtype)
-        generate = _from_pretrained(AutoPipelineForText2Image, source, settings, dtype)
+        families.check_model_folder(source)
+        generate = from_pretrained(AutoPipelineForText2Image, source, settings, dtype)
         edit = None
         if edit_source:
-            edit = _from_pretrained(StableDiffusionInstructPix2PixPipeline, edit_source, settings, dtype)
+            edit = from_pretrained(StableDiffusionInstructPix2PixPipeline, edit_source, settings, dtype)
         return cls.from_pipeline(
             settings, generate, edit=edit, model_name=settings.model or TINY_MODEL_NAME, device=device
         )
@@ -249,23 +198,28 @@ class DiffusersEngine:
         """Wrap already-built pipelines (the random-weight benchmark architectures use this)."""
         device = device or resolve_device(settings.device)
         dtype = resolve_dtype(settings.dtype, device)
+        family = families.family_of(generate)
+        families.check_settings(family, generate, settings)
         for pipe in (generate, edit):
             if pipe is not None:
-                _prepare(pipe, settings, device, dtype)
+                prepare(pipe, settings, device, dtype)
         if edit is not None:
-            _share_components(edit, generate)
-        _set_scheduler(generate, settings)
-        pipes = _Pipelines(generate, AutoPipelineForImage2Image.from_pipe(generate), edit)
+            share_components(edit, generate)
+        set_scheduler(generate, settings)
+        pipes = _Pipelines(generate, AutoPipelineForImage2Image.from_pipe(generate), edit, family)
         pipes.img2img.set_progress_bar_config(disable=True)
-        _load_adapters(pipes.generate, settings)
+        load_adapters(pipes.generate, settings)
         decoder = None
         if settings.preview_decoder:
-            decoder = _from_pretrained(AutoencoderTiny, settings.preview_decoder, settings, dtype).to(device)
-        vae_scaling = float(getattr(generate.vae.config, "scaling_factor", 0.18215))
-        log.info("engine ready: %s on %s", model_name, device)
-        return cls(
-            settings, pipes, model_name=model_name, device=device, previewer=_Previewer(decoder, vae_scaling)
-        )
+            decoder = from_pretrained(AutoencoderTiny, settings.preview_decoder, settings, dtype).to(device)
+            families.check_preview_decoder(family, decoder)
+        safety = None
+        if settings.safety is not None:
+            cache = str(settings.cache_dir) if settings.cache_dir else None
+            safety = SafetyClassifier.load(settings.safety, device, dtype, cache)
+        log.info("engine ready: %s (%s) on %s", model_name, family.title, device)
+        previewer = _Previewer(decoder, family)
+        return cls(settings, pipes, model_name=model_name, device=device, previewer=previewer, safety=safety)
 
     # --- The Engine protocol ---
 
@@ -372,6 +326,7 @@ class DiffusersEngine:
             pipe.set_adapters([shape.adapter], adapter_weights=[shape.adapter_scale])
 
     def _call_kwargs(self, pipe: Pipeline, items: list[BatchItem], shape: BatchKey) -> dict[str, Any]:
+        size = families.pipeline_size(self._pipes.family, shape.width, shape.height)
         prompts = [it.request.prompt for it in items for _ in range(it.request.count)]
         negatives = [it.request.negative_prompt for it in items for _ in range(it.request.count)]
         # CPU generators: the same seed draws the same noise whatever the device.
@@ -384,13 +339,13 @@ class DiffusersEngine:
             "generator": generators,
             "num_inference_steps": shape.steps,
             "guidance_scale": shape.guidance,
-            "width": shape.width,
-            "height": shape.height,
+            "width": size[0],
+            "height": size[1],
             "output_type": "pil",
             "callback_on_step_end_tensor_inputs": ["latents"],
         }
         if shape.kind.needs_image:
-            kwargs["image"] = [self._init_image(it) for it in items for _ in range(it.request.count)]
+            kwargs["image"] = [self._init_image(it, size) for it in items for _ in range(it.request.count)]
         if pipe is self._pipes.edit:
             kwargs["image_guidance_scale"] = (
                 shape.image_guidance or self._settings.defaults.edit_image_guidance
@@ -399,15 +354,17 @@ class DiffusersEngine:
             strength = shape.strength or self._settings.defaults.img2img_strength
             kwargs["strength"] = strength
             kwargs["num_inference_steps"] = _steps_for_strength(shape.steps, strength)
-        accepted = _call_parameters(type(pipe))
+        if pipe is not self._pipes.edit:
+            kwargs = families.adapt_call(self._pipes.family, pipe, kwargs)
+        accepted = _call_parameters(pipe.__class__)
         return {k: v for k, v in kwargs.items() if k in accepted}
 
     @staticmethod
-    def _init_image(item: BatchItem) -> Image.Image:
+    def _init_image(item: BatchItem, size: tuple[int, int]) -> Image.Image:
         assert item.init_image is not None
         img = item.init_image.convert("RGB")
-        if img.size != (item.width, item.height):
-            img = img.resize((item.width, item.height), Image.Resampling.LANCZOS)
+        if img.size != size:
+            img = img.resize(size, Image.Resampling.LANCZOS)
         return img
 
     def _step_callback(
@@ -419,12 +376,15 @@ class DiffusersEngine:
     ) -> Callable[..., dict[str, Any]]:
         every = self._settings.preview_every
         planned = kwargs.get("num_inference_steps", 1)
+        size = (kwargs.get("width", 0), kwargs.get("height", 0))
 
         def callback(pipe: Pipeline, i: int, _t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
             total = getattr(pipe, "_num_timesteps", None) or planned
             step = i + 1
             want_preview = step % every == 0 and step < total
-            previews = self._previewer(tensors.get("latents")) if want_preview else []
+            # The instruction-editing pipeline (InstructPix2Pix) is an SD 1.5 one, whatever the main model.
+            family = families.SD if pipe is self._pipes.edit else self._pipes.family
+            previews = self._previewer(pipe, tensors.get("latents"), size, family) if want_preview else []
             on_step(StepUpdate(step=step, total=total, previews=previews))
             if should_stop():
                 stopped.set()
@@ -451,8 +411,14 @@ class DiffusersEngine:
     def _results(
         self, items: list[BatchItem], shape: BatchKey, output: Any, pipe: Pipeline
     ) -> list[list[GeneratedImage]]:
-        images: list[Image.Image] = list(output.images)
+        # SD3 and FLUX ran at a multiple of 16: give each job the size it asked for.
+        images = [
+            img if img.size == (shape.width, shape.height) else img.resize((shape.width, shape.height))
+            for img in output.images
+        ]
         flags = getattr(output, "nsfw_content_detected", None) or [False] * len(images)
+        if self._safety is not None:
+            flags = [bool(a) or b for a, b in zip(flags, self._checked(images), strict=True)]
         results: list[list[GeneratedImage]] = []
         k = 0
         for it in items:
@@ -472,6 +438,16 @@ class DiffusersEngine:
                 k += 1
             results.append(mine)
         return results
+
+    def _checked(self, images: list[Image.Image]) -> list[bool]:
+        """The safety classifier's flags; a failure fails the batch (no picture goes out unchecked)."""
+        assert self._safety is not None
+        try:
+            return self._safety.flags(images)
+        except Exception as exc:
+            if _is_oom(exc):
+                raise EngineOutOfMemory(f"out of memory checking {len(images)} images: {exc}") from exc
+            raise EngineError(f"safety checker failed: {type(exc).__name__}: {exc}") from exc
 
     def _metadata(self, item: BatchItem, shape: BatchKey, seed: int, pipe: Pipeline) -> dict[str, str]:
         edit_model = pipe is self._pipes.edit
@@ -495,108 +471,3 @@ class DiffusersEngine:
 
 
 # --- Loading helpers ---
-
-
-def _quiet_libraries() -> None:
-    """Route diffusers/transformers chatter to our logs: no tqdm bars, no optional-backend warnings.
-
-    The worker process owns these libraries, so setting their process-wide verbosity here is safe; the
-    loading progress bars would otherwise garble the CLI's own progress line.
-    """
-    diffusers.utils.logging.disable_progress_bar()
-    diffusers.utils.logging.set_verbosity_error()
-    transformers_logging = getattr(__import__("transformers").utils, "logging", None)
-    if transformers_logging is not None:
-        transformers_logging.disable_progress_bar()
-        transformers_logging.set_verbosity_error()
-
-
-def _from_pretrained(loader: Any, source: str, settings: EngineSettings, dtype: torch.dtype) -> Any:
-    """`loader.from_pretrained(source)` (a pipeline or a model), with any failure as a clear EngineError."""
-    try:
-        return loader.from_pretrained(source, **_load_kwargs(loader, settings, dtype))
-    except Exception as exc:  # missing files, offline hub, bad configs, corrupt weights: all fatal here
-        raise EngineError(f"cannot load model {source!r}: {type(exc).__name__}: {exc}") from exc
-
-
-def _load_kwargs(loader: Any, settings: EngineSettings, dtype: torch.dtype) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {"torch_dtype": dtype, "use_safetensors": True}
-    if settings.cache_dir is not None:
-        kwargs["cache_dir"] = str(settings.cache_dir)
-    if not settings.safety_checker and issubclass(loader, (DiffusionPipeline, AutoPipelineForText2Image)):
-        kwargs["safety_checker"] = None
-        kwargs["requires_safety_checker"] = False
-    return kwargs
-
-
-def _prepare(pipe: Pipeline, settings: EngineSettings, device: torch.device, dtype: torch.dtype) -> None:
-    """Move to the device and apply the optional speed switches (SDPA attention is diffusers' default)."""
-    # from_pretrained already loaded the weights in `dtype`; cast only pipelines built some other way.
-    if pipe.dtype != dtype:
-        pipe.to(dtype=dtype)
-    pipe.to(device)
-    pipe.set_progress_bar_config(disable=True)
-    denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
-    if settings.channels_last:
-        for module in (denoiser, getattr(pipe, "vae", None)):
-            if module is not None:
-                module.to(memory_format=torch.channels_last)
-    if settings.compile and denoiser is not None:
-        # In place, so the img2img pipeline that shares this module runs the compiled one too.
-        denoiser.compile()
-
-
-def _share_components(edit: Pipeline, generate: Pipeline) -> None:
-    """Point the edit pipeline at the main VAE and text encoder where their weights are identical.
-
-    InstructPix2Pix fine-tuned only the UNet of SD 1.5, so next to an SD 1.5 model this drops a second
-    copy of both from device memory.
-    """
-    for name in ("vae", "text_encoder"):
-        mine, main = getattr(edit, name, None), getattr(generate, name, None)
-        if mine is None or main is None or type(mine) is not type(main) or not _same_weights(mine, main):
-            continue
-        edit.register_modules(**{name: main})
-        log.info("edit pipeline shares the main %s", name)
-
-
-def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
-    sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(
-        sa[k].shape == sb[k].shape and sa[k].dtype == sb[k].dtype and torch.equal(sa[k], sb[k]) for k in sa
-    )
-
-
-def _set_scheduler(pipe: Pipeline, settings: EngineSettings) -> None:
-    if settings.scheduler is None and settings.timestep_spacing is None:
-        return
-    cls = type(pipe.scheduler)
-    if settings.scheduler is not None:
-        cls = getattr(diffusers, settings.scheduler, None)
-        if cls is None or not hasattr(cls, "from_config"):
-            raise EngineError(f"unknown scheduler {settings.scheduler!r}")
-    overrides = {"timestep_spacing": settings.timestep_spacing} if settings.timestep_spacing else {}
-    pipe.scheduler = cls.from_config(pipe.scheduler.config, **overrides)
-
-
-def _load_adapters(pipe: Pipeline, settings: EngineSettings) -> None:
-    """Fuse the always-on adapters into the weights, then load the switchable ones (disabled)."""
-    fused = [a for a in settings.adapters if a.fuse]
-    switchable = [a for a in settings.adapters if not a.fuse]
-    for adapter in fused:
-        _load_adapter(pipe, adapter)
-    if fused:
-        pipe.set_adapters([a.name for a in fused], adapter_weights=[a.scale for a in fused])
-        pipe.fuse_lora(adapter_names=[a.name for a in fused])
-        pipe.unload_lora_weights()  # the fused weights stay; the LoRA layers go
-    for adapter in switchable:
-        _load_adapter(pipe, adapter)
-    if switchable:
-        pipe.disable_lora()
-
-
-def _load_adapter(pipe: Pipeline, adapter: AdapterSettings) -> None:
-    try:
-        pipe.load_lora_weights(adapter.path, weight_name=adapter.weight_name, adapter_name=adapter.name)
-    except Exception as exc:  # a missing file, no peft, keys that match no layer
-        raise EngineError(f"cannot load adapter {adapter.name!r} from {adapter.path!r}: {exc}") from exc

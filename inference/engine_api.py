@@ -13,19 +13,39 @@ from inference.settings import ModelDefaults
 from inference.vocabulary import JobKind, WorkerJobId
 
 
-@dataclass(slots=True)
-class BatchItem:
-    """One job inside a batch: its request resolved to concrete values, and its input image if any."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResolvedRequest:
+    """A request with the loaded model's defaults filled in: every value one pipeline call needs.
 
-    job_id: WorkerJobId
+    The server resolves a submission to this once (`inference.queue.Submission`); each batch hands the
+    engine the same values per job (`BatchItem`), so the two cannot drift apart.
+    """
+
     request: JobRequest
     seed: int
     width: int
     height: int
     steps: int
     guidance: float
-    strength: float | None = None
     init_image: Image.Image | None = None
+
+    @property
+    def strength(self) -> float | None:
+        return self.request.strength
+
+    @property
+    def key(self) -> BatchKey:
+        return BatchKey.of(
+            self.request, width=self.width, height=self.height, steps=self.steps, guidance=self.guidance,
+            strength=self.strength,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatchItem(ResolvedRequest):
+    """One job's share of a batch: its resolved request (count and seed cut to the share) and its id."""
+
+    job_id: WorkerJobId
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
+from typing import Any
 
 from PIL import Image
 
@@ -24,7 +25,7 @@ FINAL_EVENT = {
 PREVIEW_SIDE = 256
 
 
-def publish(job: Job, type_: EventType, final_state: JobInfo | None = None, **fields: object) -> None:
+def publish(job: Job, type_: EventType, final_state: JobInfo | None = None, **fields: Any) -> None:
     """Number the event, keep it for late subscribers as its kind requires, and hand it to listeners.
 
     A final event carries the job's full state (`final_state`) and ends every listener's stream.
@@ -47,7 +48,7 @@ def publish(job: Job, type_: EventType, final_state: JobInfo | None = None, **fi
 
 async def event_batches(
     job: Job, after: int = 0, heartbeat: float | None = None
-) -> AsyncIterator[list[JobEvent]]:
+) -> AsyncGenerator[list[JobEvent], None]:
     """The job's events with `seq > after`, each item every event available at that moment (an empty
     list after `heartbeat` idle seconds): its current state first, then live ones until it ends."""
     backlog = [e for e in job.durable if e.seq > after]

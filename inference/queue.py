@@ -9,22 +9,15 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
-from inference.engine_api import BatchItem, BatchKey, GeneratedImage
+from inference.engine_api import BatchItem, BatchKey, GeneratedImage, ResolvedRequest
 from inference.protocol import ErrorBody, JobEvent, JobRequest
 from inference.vocabulary import JobStatus, Lane, WorkerJobId
 
 
-@dataclass(frozen=True, slots=True)
-class Submission:
-    """A validated job ready to queue: the request with the model's defaults filled in."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Submission(ResolvedRequest):
+    """A validated job ready to queue: its resolved request, and what tells a resubmit from a conflict."""
 
-    request: JobRequest
-    seed: int
-    width: int
-    height: int
-    steps: int
-    guidance: float
-    init_image: Image.Image | None
     fingerprint: str  # digest of the request and image, to tell an idempotent resubmit from a conflict
 
 
@@ -57,11 +50,7 @@ class Job:
 
     @property
     def key(self) -> BatchKey:
-        sub = self.sub
-        return BatchKey.of(
-            sub.request, width=sub.width, height=sub.height, steps=sub.steps, guidance=sub.guidance,
-            strength=sub.request.strength,
-        )  # fmt: skip
+        return self.sub.key
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,8 +68,7 @@ class Slice:
             request = request.model_copy(update={"count": self.count})
         return BatchItem(
             job_id=self.job.id, request=request, seed=sub.seed + self.offset, width=sub.width,
-            height=sub.height, steps=sub.steps, guidance=sub.guidance, strength=request.strength,
-            init_image=sub.init_image,
+            height=sub.height, steps=sub.steps, guidance=sub.guidance, init_image=sub.init_image,
         )  # fmt: skip
 
 

@@ -11,6 +11,9 @@ Two deployments make one application:
 
 Ray Serve's HTTP proxy is not used for `/v1`: the RPC streams NDJSON events and takes multipart uploads,
 and keeping the very aiohttp handlers is what guarantees one implementation of the protocol.
+
+About 580 lines, kept in one module on purpose: it is imported only with the optional `ray` extra, and
+its two deployments share the replica message types and the lost-replica handling they are tested by.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import ray
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -304,7 +307,9 @@ class RayEngine:
     keys, seeds), on another replica; if that fails too the batch fails with `ReplicaLost`.
     """
 
-    def __init__(self, handle: DeploymentHandle, info: ReplicaInfo, progress_interval_s: float = 0.0) -> None:
+    def __init__(
+        self, handle: DeploymentHandle[Any], info: ReplicaInfo, progress_interval_s: float = 0.0
+    ) -> None:
         self._handle = handle.options(stream=True)
         self._info = info
         self._progress_interval_s = progress_interval_s  # the scheduler's pacing, applied at the source
@@ -312,13 +317,13 @@ class RayEngine:
         self.retries = 0
 
     @classmethod
-    async def connect(cls, handle: DeploymentHandle, progress_interval_s: float = 0.0) -> RayEngine:
+    async def connect(cls, handle: DeploymentHandle[Any], progress_interval_s: float = 0.0) -> RayEngine:
         """Ask one replica what it serves (waiting for the deployment to come up)."""
         info: ReplicaInfo = await handle.describe.remote()
         return cls(handle, info, progress_interval_s)
 
     @classmethod
-    def connect_sync(cls, handle: DeploymentHandle, progress_interval_s: float = 0.0) -> RayEngine:
+    def connect_sync(cls, handle: DeploymentHandle[Any], progress_interval_s: float = 0.0) -> RayEngine:
         """`connect` for callers outside an event loop."""
         return cls(handle, handle.describe.remote().result(), progress_interval_s)
 
@@ -379,14 +384,17 @@ class RayEngine:
         on_step: Callable[[StepUpdate], None],
         should_stop: Callable[[], bool],
     ) -> list[list[GeneratedImage]]:
-        stream: DeploymentResponseGenerator = self._handle.run.remote(items, self._progress_interval_s)
+        # A streaming handle's call returns a generator; Serve types it as either kind of response.
+        stream = cast(
+            DeploymentResponseGenerator[Any], self._handle.run.remote(items, self._progress_interval_s)
+        )
         attempt = _Attempt(self._book, sum(i.request.count for i in items))
         try:
             for message in attempt.messages(stream):
                 if isinstance(message, StepMessage):
                     on_step(message.update)
                     if should_stop():
-                        stream.cancel()
+                        stream.cancel()  # type: ignore[no-untyped-call]  # Ray leaves it untyped
                         return []  # the scheduler drops a stopped batch's output
                     continue
                 return attempt.result(message)
@@ -410,7 +418,7 @@ class _Attempt:
         self._images = images
         self.replica: str | None = None
 
-    def messages(self, stream: DeploymentResponseGenerator) -> Iterator[ReplicaMessage]:
+    def messages(self, stream: DeploymentResponseGenerator[Any]) -> Iterator[ReplicaMessage]:
         """The replica's messages, turning a dead replica into `_ReplicaDied`."""
         try:
             for message in stream:
@@ -444,7 +452,8 @@ class _Attempt:
 class Ingress:
     """The single ingress replica: the standalone worker's aiohttp app over a `RayEngine`."""
 
-    async def __init__(self, model: DeploymentHandle, settings: WorkerSettings) -> None:
+    # Serve awaits an async constructor; mypy knows __init__ only as synchronous.
+    async def __init__(self, model: DeploymentHandle[Any], settings: WorkerSettings) -> None:  # type: ignore[misc]
         engine = await RayEngine.connect(model, settings.progress_interval_s)
         self._worker: RunningWorker = await start_worker(settings, engine)
         log.info("ingress serving the /v1 RPC on %s", self._worker.url)
@@ -464,18 +473,19 @@ def build_app(engine: EngineSettings, worker: WorkerSettings, scale: RayScaleSet
     """The Serve application: the ingress on the head node, the model replicas wherever GPUs are."""
     check_bind(worker)
     worker = worker.model_copy(update={"batches_in_flight": scale.max_replicas})
-    model = serve.deployment(ModelReplica, name=MODEL_NAME).options(
+    model = serve.deployment(name=MODEL_NAME)(ModelReplica).options(
         max_ongoing_requests=1,
         ray_actor_options={"num_cpus": scale.num_cpus, "num_gpus": scale.num_gpus},
         **_replica_count(scale),
     )
-    ingress = serve.deployment(Ingress, name=INGRESS_NAME).options(
+    ingress = serve.deployment(name=INGRESS_NAME)(Ingress).options(
         num_replicas=1,
         max_ongoing_requests=64,
         # On the head node, so the RPC's address is the head's whatever the cluster's shape.
         ray_actor_options={"num_cpus": 0, "resources": {"node:__internal_head__": 0.001}},
     )
-    return ingress.bind(model.bind(engine), worker)
+    app: serve.Application = ingress.bind(model.bind(engine), worker)
+    return app
 
 
 def _replica_count(scale: RayScaleSettings) -> dict[str, Any]:
@@ -563,7 +573,7 @@ def fit_to_cluster(scale: RayScaleSettings, engine: EngineSettings) -> RayScaleS
     Otherwise Serve would wait forever for GPUs that no node has. An engine set to `cuda` keeps its
     request, so the replicas wait for a GPU node to join (Serve logs that they cannot be placed).
     """
-    gpus = ray.cluster_resources().get("GPU", 0.0)
+    gpus = ray.cluster_resources().get("GPU", 0.0)  # type: ignore[no-untyped-call]  # Ray leaves it untyped
     if scale.num_gpus > 0 and gpus == 0 and engine.device in ("auto", "cpu"):
         log.warning("the Ray cluster has no GPUs: the model replicas run on CPUs")
         return scale.model_copy(update={"num_gpus": 0.0})

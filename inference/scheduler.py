@@ -15,7 +15,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -38,7 +38,7 @@ from inference.protocol import (
 )
 from inference.queue import Job, Slice, Submission, TwoLaneQueue, halves
 from inference.settings import WorkerSettings
-from inference.vocabulary import JobStatus
+from inference.vocabulary import JobStatus, WorkerJobId
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ class Scheduler:
             raise ProtocolError(ErrorCode.SHUTTING_DOWN, "the worker is shutting down", status=503)
         self._check_caps(request)
         job = Job(
-            id=secrets.token_hex(8),
+            id=WorkerJobId(secrets.token_hex(8)),
             sub=sub,
             model=self._engine.model_name,
             created_at=self._clock(),
@@ -268,7 +268,7 @@ class Scheduler:
 
     def event_batches(
         self, job_id: str, after: int = 0, heartbeat: float | None = None
-    ) -> AsyncIterator[list[JobEvent]]:
+    ) -> AsyncGenerator[list[JobEvent], None]:
         """Like `events`, but each item is every event available at that moment (an empty list after
         `heartbeat` idle seconds), so a stream can send them in one write."""
         return event_batches(self.get(job_id), after, heartbeat)
@@ -453,7 +453,7 @@ class Scheduler:
 
         return on_step
 
-    def _on_step(self, run: _Running, update: StepUpdate, previews: dict[str, Image.Image]) -> None:
+    def _on_step(self, run: _Running, update: StepUpdate, previews: dict[WorkerJobId, Image.Image]) -> None:
         for job in run.jobs:
             if job.status is not JobStatus.RUNNING:
                 continue

@@ -56,6 +56,22 @@ class AdapterSettings(BaseModel):
     scale: float = Field(default=1.0, ge=0.0, le=2.0)  # the fused strength; per-job scale otherwise
 
 
+class SafetySettings(BaseModel):
+    """An image safety classifier run on every output, whatever the model family; it sets each image's
+    `nsfw` flag, which the bot's per-server NSFW policy (spoiler or refuse) acts on."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # "clip": a Stable Diffusion-style CLIP concept checker (StableDiffusionSafetyChecker and its image
+    # processor, e.g. "CompVis/stable-diffusion-safety-checker"); "classifier": an image-classification
+    # model loaded with transformers' AutoModelForImageClassification (e.g. "Falconsai/nsfw_image_detection").
+    kind: Literal["clip", "classifier"] = "classifier"
+    model: str = Field(min_length=1)  # a Hugging Face id or a local folder
+    # For "classifier": the labels that mean unsafe, and the summed probability of them that flags an image.
+    unsafe_labels: list[str] = Field(default_factory=lambda: ["nsfw"], min_length=1)
+    threshold: float = Field(default=0.5, gt=0.0, le=1.0)
+
+
 class EngineSettings(BaseModel):
     """What the engine loads and how it runs it."""
 
@@ -73,7 +89,10 @@ class EngineSettings(BaseModel):
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     compile: bool = False
     channels_last: bool = False
+    # Run the pipeline's own safety checker (SD 1.x folders ship one); off whenever `safety` is set.
     safety_checker: bool = True
+    # An independent image safety classifier run on every output of every family; None runs none.
+    safety: SafetySettings | None = None
     # Replace the model's scheduler: a diffusers scheduler class name (e.g. "LCMScheduler") and/or the
     # timestep spacing few-step models want ("trailing"); None keeps what the model ships with.
     scheduler: str | None = Field(default=None, pattern=r"^[A-Za-z0-9]+Scheduler$")

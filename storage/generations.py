@@ -122,15 +122,8 @@ class GenerationsRepo:
         rows = await self._db.run(lambda tx: tx.fetchall(sql, (job_id,)), write=False)
         return [_record(row) for row in rows]
 
-    async def mark_deleted(self, generation_id: str) -> bool:
-        """Flag an image deleted and drop its bytes (a user asked for it gone); False if unknown or already so."""
-        changed = await self._db.write(
-            "UPDATE generations SET deleted = 1, png = x'' WHERE generation_id = ? AND deleted = 0",
-            (generation_id,),
-        )
-        return changed > 0
-
     async def mark_job_deleted(self, job_id: str) -> int:
+        """Flag a result's images deleted and drop their bytes (a user asked for them gone)."""
         return await self._db.write(
             "UPDATE generations SET deleted = 1, png = x'' WHERE job_id = ? AND deleted = 0", (job_id,)
         )

@@ -141,9 +141,6 @@ class JobsRepo:
     async def get(self, job_id: str) -> JobRecord | None:
         return await self._db.run(lambda tx: _fetch(tx, "job_id", job_id), write=False)
 
-    async def by_idempotency_key(self, key: str) -> JobRecord | None:
-        return await self._db.run(lambda tx: _fetch(tx, "idempotency_key", key), write=False)
-
     async def update_status(
         self, job_id: str, status: JobState | str, error: str | None = None, **fields: Any
     ) -> JobRecord:
@@ -203,11 +200,6 @@ class JobsRepo:
         """Jobs a restart must pick up again, oldest first."""
         sql = "SELECT * FROM jobs WHERE status IN ('pending', 'queued', 'running') ORDER BY created_at"
         return await self._db.run(lambda tx: [_record(r) for r in tx.fetchall(sql)], write=False)
-
-    async def recent_for_user(self, guild_id: int | None, user_id: int, limit: int = 10) -> list[JobRecord]:
-        sql = "SELECT * FROM jobs WHERE guild_id IS ? AND user_id = ? ORDER BY created_at DESC LIMIT ?"
-        params = (guild_id, user_id, max(1, min(limit, 100)))
-        return await self._db.run(lambda tx: [_record(r) for r in tx.fetchall(sql, params)], write=False)
 
     async def prune_finished(self, before: float) -> int:
         """Forget the interaction tokens of old finished jobs; the rows stay for their generations."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -18,20 +17,6 @@ class LedgerState(StrEnum):
     RESERVED = "reserved"
     COMMITTED = "committed"
     REFUNDED = "refunded"
-
-
-@dataclass(frozen=True, slots=True)
-class LedgerRow:
-    job_id: str
-    guild_id: int
-    user_id: int
-    cost: int
-    bonus_cost: int
-    lane: Lane
-    state: LedgerState
-    voided: bool
-    created_at: float
-    updated_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,21 +47,6 @@ class UserDayUsage:
     relax_jobs: int
 
 
-def _row(r: sqlite3.Row) -> LedgerRow:
-    return LedgerRow(
-        job_id=r["job_id"],
-        guild_id=r["guild_id"],
-        user_id=r["user_id"],
-        cost=r["cost"],
-        bonus_cost=r["bonus_cost"],
-        lane=Lane(r["lane"]),
-        state=LedgerState(r["state"]),
-        voided=bool(r["voided"]),
-        created_at=r["created_at"],
-        updated_at=r["updated_at"],
-    )
-
-
 WINDOW_USAGE_SQL = """
 SELECT COALESCE(SUM(CASE WHEN lane = 'fast' THEN cost - bonus_cost END), 0) AS fast_used,
        COALESCE(SUM(CASE WHEN lane = 'relax' THEN cost END), 0) AS relax_used,
@@ -91,11 +61,6 @@ def window_usage(tx: SyncTx, guild_id: int, user_id: int, window_s: float, now: 
     row = tx.fetchone(WINDOW_USAGE_SQL, (guild_id, user_id, now - window_s))
     assert row is not None  # an aggregate always yields one row
     return WindowUsage(row["fast_used"], row["relax_used"], row["oldest_fast"], row["oldest_relax"])
-
-
-def get(tx: SyncTx, job_id: str) -> LedgerRow | None:
-    row = tx.fetchone("SELECT * FROM ledger WHERE job_id = ?", (job_id,))
-    return _row(row) if row else None
 
 
 def insert(
@@ -190,11 +155,3 @@ def usage_by_user_day(tx: SyncTx, guild_id: int, since: float) -> list[UserDayUs
         (guild_id, since),
     )
     return [UserDayUsage(r["user_id"], r["day"], r["jobs"], r["credits"], r["relax_jobs"]) for r in rows]
-
-
-def for_user(tx: SyncTx, guild_id: int, user_id: int, since: float) -> list[LedgerRow]:
-    rows = tx.fetchall(
-        "SELECT * FROM ledger WHERE guild_id = ? AND user_id = ? AND created_at >= ? ORDER BY created_at",
-        (guild_id, user_id, since),
-    )
-    return [_row(r) for r in rows]

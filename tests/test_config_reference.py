@@ -59,6 +59,8 @@ def setting_fields(model: type[BaseModel], prefix: str = "") -> dict[str, FieldI
             out.update(setting_fields(ann, f"{prefix}{name}."))
         elif typing.get_origin(ann) is list and nested:
             out.update(setting_fields(nested[0], f"{prefix}{name}[]."))
+        elif nested:  # an optional table (`X | None`, e.g. [engine.safety]): its keys are the settings
+            out.update(setting_fields(nested[0], f"{prefix}{name}."))
         else:
             out[prefix + name] = field
     return out

@@ -24,7 +24,7 @@ from babel.messages.catalog import Catalog
 from babel.messages.extract import extract_from_dir
 from babel.messages.pofile import read_po, write_po
 
-from bot.core.i18n import LOCALES_DIR, SHIPPED_LANGUAGES, TEMPLATE, Catalogues, Context, MessageId, missing
+from bot.i18n import LOCALES_DIR, SHIPPED_LANGUAGES, TEMPLATE, Catalogues, Context, MessageId, missing
 
 ROOT = Path(__file__).resolve().parents[1]
 # _(text, **fields), the no-op marker N_(text), and _.ngettext(singular, plural, n, **fields)
@@ -70,12 +70,12 @@ def template(
     catalog = Catalog(project="brushfire", fuzzy=False)
     for context, text in commands:
         catalog.add(text, context=str(context), auto_comments=[f"Discord: {context.value}"])
-    for context, text, where in marked:
-        existing = catalog.get(text, context=str(context) or None)
+    for context, message, where in marked:
+        existing = catalog.get(message, context=str(context) or None)
         if existing is not None:
             existing.locations.append((where.rsplit(":", 1)[0], int(where.rsplit(":", 1)[1])))
         else:
-            catalog.add(text, locations=[(where.rsplit(":", 1)[0], int(where.rsplit(":", 1)[1]))])
+            catalog.add(message, locations=[(where.rsplit(":", 1)[0], int(where.rsplit(":", 1)[1]))])
     return catalog
 
 

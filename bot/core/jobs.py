@@ -10,18 +10,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import io
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-
-from PIL import Image
+from collections.abc import Callable
+from typing import Literal
 
 from bot.core.errors import InvalidInput, JobNotFound, NotPermitted, QuotaRefused, WorkerDown
 from bot.core.guilds import GuildService
 from bot.core.i18n import N_, LocalisedError, Message
+from bot.core.outcomes import Deliver, JobOutcome, ProgressCallback, Ticket, next_state, png_size, worker_user
 from bot.core.plans import Action, Delivery, JobPlan, Planner, Requester
 from bot.core.progress import ProgressState
 from bot.core.quotas.pricing import CostSpec
@@ -31,7 +29,7 @@ from bot.core.settings import Limits, Settings
 from bot.core.worker_watch import WorkerWatch
 from inference import client as worker_client
 from inference.client import WorkerClient
-from inference.protocol import ErrorCode, EventType, JobEvent, JobInfo
+from inference.protocol import ErrorCode, EventType, JobInfo
 from inference.vocabulary import JobId, JobKind, JobStatus, Lane
 from storage.db import Database
 from storage.generations import GenerationRecord, GenerationsRepo
@@ -40,38 +38,6 @@ from storage.jobs import JobRecord, JobsRepo, JobState
 log = logging.getLogger(__name__)
 
 MAX_RESUBMITS = 2
-
-ProgressCallback = Callable[[ProgressState], None]
-
-
-@dataclass(frozen=True, slots=True)
-class Ticket:
-    """A job accepted by the worker (or recovered from the database), with what it was charged."""
-
-    job: JobRecord
-    plan: JobPlan
-    cost: int
-    lane: Lane
-    fell_back_to_relax: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class JobOutcome:
-    """How a job ended. `message` explains a failure to the user; images are in `generations`."""
-
-    job: JobRecord
-    state: JobState
-    generations: list[GenerationRecord] = field(default_factory=list)
-    info: JobInfo | None = None
-    message: Message | None = None
-    elapsed_s: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return self.state is JobState.SUCCEEDED
-
-
-Deliver = Callable[[JobOutcome], Awaitable[None]]
 
 
 class JobService:
@@ -125,7 +91,7 @@ class JobService:
     # --- planning needs the database only for buttons on earlier results ---
 
     async def plan_from_result(
-        self, action: Action, job_id: str, index: int, requester: Requester, instruction: str | None = None
+        self, action: Action, job_id: JobId, index: int, requester: Requester, instruction: str | None = None
     ) -> JobPlan:
         """A new job from a button on an earlier result: re-roll, vary, upscale or edit image `index`."""
         job = await self._jobs.get(job_id)
@@ -161,13 +127,13 @@ class JobService:
 
     def cost_spec(self, plan: JobPlan) -> CostSpec:
         d = self.planner.defaults
-        kind = "upscale" if plan.action is Action.UPSCALE else plan.kind.value
+        kind: JobKind | Literal["upscale"] = "upscale" if plan.action is Action.UPSCALE else plan.kind
         width, height = plan.width or d.width, plan.height or d.height
         return CostSpec(kind=kind, width=width, height=height, steps=plan.steps or d.steps, count=plan.count)
 
     async def start(self, requester: Requester, plan: JobPlan, delivery: Delivery | None = None) -> Ticket:
         """Reserve the cost, store the job and hand it to the worker. Any failure refunds and raises."""
-        job_id = uuid.uuid4().hex
+        job_id = JobId(uuid.uuid4().hex)
         cost = self.quotas.quote(self.cost_spec(plan))
         lane, fell_back = await self._reserve(job_id, requester, cost, plan.lane)
         delivery = delivery or Delivery()
@@ -176,9 +142,9 @@ class JobService:
             guild_id=requester.guild_id,
             channel_id=requester.channel_id,
             user_id=requester.user_id,
-            kind=plan.kind.value,
+            kind=plan.kind,
             parameters=plan.parameters(),
-            lane=lane.value,
+            lane=lane,
             cost=cost,
             application_id=delivery.application_id,
             interaction_token=delivery.interaction_token,
@@ -197,7 +163,7 @@ class JobService:
         return Ticket(job=record, plan=plan, cost=cost, lane=lane, fell_back_to_relax=fell_back)
 
     async def _reserve(
-        self, job_id: str, requester: Requester, cost: int, lane: Lane | None
+        self, job_id: JobId, requester: Requester, cost: int, lane: Lane | None
     ) -> tuple[Lane, bool]:
         """Reserve in the asked lane; with no lane asked, the quota service falls back to relax itself."""
         try:
@@ -215,7 +181,7 @@ class JobService:
         return chosen, lane is None and chosen is Lane.RELAX
 
     async def _submit(self, record: JobRecord, plan: JobPlan) -> JobRecord:
-        request = plan.request(record.job_id, _worker_user(record), Lane(record.lane))
+        request = plan.request(record.job_id, worker_user(record), Lane(record.lane))
         try:
             info = await self._client.submit(request, image=plan.image)
         except worker_client.QueueFull as exc:
@@ -316,7 +282,7 @@ class JobService:
     async def _stream(self, job: JobRecord, progress: ProgressCallback) -> JobInfo:
         state = ProgressState(status=JobStatus.QUEUED)
         async for event in self._client.events(job.worker_job_id or ""):
-            new = _next_state(state, event)
+            new = next_state(state, event)
             if new != state:
                 state = new
                 progress(state)
@@ -352,7 +318,7 @@ class JobService:
         job = await self._jobs.bump_attempts(job.job_id)
         if job.attempts > MAX_RESUBMITS:
             raise _Lost(N_("The image worker kept failing on this job. Your credits were refunded."))
-        request = plan.request(job.job_id, _worker_user(job), Lane(job.lane))
+        request = plan.request(job.job_id, worker_user(job), Lane(job.lane))
         try:
             info = await self._client.submit(request, image=plan.image)
         except worker_client.WorkerRejected as exc:
@@ -401,7 +367,7 @@ class JobService:
         plan = JobPlan.from_parameters(job.parameters)
         records = []
         for n, png in enumerate(pngs):
-            w, h = _png_size(png, info)
+            w, h = png_size(png, info)
             records.append(
                 GenerationRecord(
                     generation_id=uuid.uuid4().hex,
@@ -433,7 +399,7 @@ class JobService:
 
     # --- cancel, quota display, recovery, health ---
 
-    async def cancel(self, job_id: str, requester: Requester) -> JobRecord:
+    async def cancel(self, job_id: JobId, requester: Requester) -> JobRecord:
         """Cancel a queued or running job; only its author or an admin may. The follower refunds it."""
         job = await self._jobs.get(job_id)
         if job is None:
@@ -485,36 +451,3 @@ class JobService:
 
 class _Lost(LocalisedError):
     """The job cannot be finished; the text tells its member why (the follower refunds it)."""
-
-
-def _next_state(state: ProgressState, event: JobEvent) -> ProgressState:
-    """Fold one worker event into the progress state; events may carry only part of it."""
-    if event.type in (EventType.QUEUED, EventType.POSITION):
-        return dataclasses.replace(state, status=JobStatus.QUEUED, position=event.position, eta_s=event.eta_s)
-    if event.type is EventType.PREVIEW:
-        return dataclasses.replace(state, status=JobStatus.RUNNING, preview_seq=state.preview_seq + 1)
-    if event.type is EventType.DONE:
-        total = event.job.steps if event.job else state.total
-        return dataclasses.replace(state, status=JobStatus.SUCCEEDED, step=total, total=total, eta_s=None)
-    if event.type in (EventType.STARTED, EventType.PROGRESS):
-        return dataclasses.replace(
-            state,
-            status=JobStatus.RUNNING,
-            step=event.step if event.step is not None else state.step,
-            total=event.total if event.total is not None else state.total,
-            eta_s=event.eta_s,
-        )
-    return state
-
-
-def _worker_user(job: JobRecord) -> str:
-    """The fairness key the worker queues by: one per person per server."""
-    return f"{job.guild_id or 0}:{job.user_id}"
-
-
-def _png_size(png: bytes, info: JobInfo) -> tuple[int, int]:
-    try:
-        with Image.open(io.BytesIO(png)) as img:
-            return img.size
-    except Exception:
-        return info.width, info.height

@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from bot.core.challenges.service import ChallengeSettings
+from bot.core.challenges.rules import ChallengeSettings
 from bot.core.quotas.pricing import QuotaSettings
 from bot.core.styles import DEFAULT_ASPECTS, DEFAULT_STYLES, Aspect, StylePreset
 from inference.protocol import MAX_COUNT, MAX_PROMPT_CHARS

@@ -21,7 +21,8 @@ from diffusers import (
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 from inference.archs import Arch, get_arch
-from inference.engine import DiffusersEngine, resolve_device, resolve_dtype
+from inference.engine import DiffusersEngine
+from inference.loading import Pipeline, resolve_device, resolve_dtype
 from inference.settings import EngineSettings
 from inference.tiny.make_tokenizer import DEFAULT_DIR as TOKENIZER_DIR
 
@@ -55,9 +56,7 @@ def _modules(arch: Arch) -> dict[str, torch.nn.Module]:
     return modules
 
 
-def build_random_pipeline(
-    name: str, device: str | torch.device, dtype: torch.dtype
-) -> StableDiffusionPipeline | StableDiffusionXLPipeline:
+def build_random_pipeline(name: str, device: str | torch.device, dtype: torch.dtype) -> Pipeline:
     """The named architecture with random weights, built on `device` in `dtype` ("meta" builds no weights)."""
     arch = get_arch(name)
     torch.manual_seed(SEED)

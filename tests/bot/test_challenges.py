@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from bot.client import ImageBot
-from bot.core.challenges.service import ChallengeSettings
+from bot.core.challenges.rules import ChallengeSettings
 from bot.core.services import open_services
 from bot.core.settings import Settings
 from inference.settings import AdapterSettings, EngineSettings, ModelDefaults, WorkerSettings

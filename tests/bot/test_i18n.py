@@ -9,19 +9,19 @@ from typing import Any
 import pytest
 from babel.messages.pofile import read_po
 
-from bot.core.i18n import (
+from bot.core.i18n import Message
+from bot.core.settings import Settings
+from bot.i18n import (
     LOCALES_DIR,
     SHIPPED_LANGUAGES,
     TEMPLATE,
     Catalogues,
     Context,
-    Message,
     MessageId,
     Translate,
     language_of,
     placeholders,
 )
-from bot.core.settings import Settings
 from tests.bot.conftest import free_port
 from tests.bot.harness import running_bot
 from tools.i18n import all_messages, code_messages, command_messages

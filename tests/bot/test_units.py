@@ -12,11 +12,11 @@ import pytest
 from PIL import Image
 
 from bot.core.errors import BrushfireError, InvalidInput
-from bot.core.i18n import ENGLISH
-from bot.core.jobs import JobOutcome
+from bot.core.outcomes import JobOutcome
 from bot.core.plans import Action, JobPlan, find_blocked, parse_lane
 from bot.delivery import compose_result, fit_upload
 from bot.errors import user_message
+from bot.i18n import ENGLISH
 from bot.views import result_view
 from inference.vocabulary import JobKind, Lane
 from run import WorkerSupervisor

@@ -6,7 +6,7 @@ from PIL import Image
 
 from inference.engine_api import BatchItem
 from inference.protocol import JobRequest
-from inference.vocabulary import JobKind
+from inference.vocabulary import JobKind, WorkerJobId
 
 
 def make_item(
@@ -14,6 +14,7 @@ def make_item(
     seed: int,
     *,
     prompt: str = "a red circle on a blue background",
+    negative_prompt: str = "",
     count: int = 1,
     kind: JobKind = JobKind.GENERATE,
     image: Image.Image | None = None,
@@ -28,6 +29,7 @@ def make_item(
         idempotency_key=job_id,
         user="ana",
         prompt=prompt,
+        negative_prompt=negative_prompt,
         count=count,
         kind=kind,
         strength=strength,
@@ -35,13 +37,12 @@ def make_item(
         adapter_scale=adapter_scale,
     )
     return BatchItem(
-        job_id=job_id,
+        job_id=WorkerJobId(job_id),
         request=request,
         seed=seed,
         width=size[0],
         height=size[1],
         steps=steps,
         guidance=guidance,
-        strength=strength,
         init_image=image,
     )

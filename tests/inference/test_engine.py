@@ -14,8 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-from inference import engine as engine_module
-from inference.engine import DiffusersEngine, model_sources
+from inference import loading as loading_module
+from inference.engine import DiffusersEngine
 from inference.engine_api import (
     BatchItem,
     DeviceMemory,
@@ -25,6 +25,7 @@ from inference.engine_api import (
     KindDefaults,
     StepUpdate,
 )
+from inference.loading import model_sources
 from inference.settings import AdapterSettings, EngineSettings, ModelDefaults
 from inference.tiny.make_tokenizer import DEFAULT_DIR, WORDS, build_vocab
 from inference.vocabulary import JobKind
@@ -356,7 +357,7 @@ def test_a_configured_model_without_an_edit_model_edits_by_img2img(engine_settin
 
 
 def test_a_missing_bundled_model_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(engine_module, "BUNDLED_MODEL_ROOT", tmp_path / "model")
+    monkeypatch.setattr(loading_module, "BUNDLED_MODEL_ROOT", tmp_path / "model")
     missing = re.escape(f"no generate pipeline at {tmp_path / 'model' / 'generate'}")
     with pytest.raises(EngineError, match=missing):
         DiffusersEngine.load(EngineSettings(device="cpu", cpu_threads=1))

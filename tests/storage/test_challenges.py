@@ -12,15 +12,15 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from bot.core.challenges.service import (
+from bot.core.challenges.rules import (
     ChallengeRefused,
-    ChallengeService,
     ChallengeSettings,
     ScheduleRequest,
     StartRequest,
     parse_duration,
     season_of,
 )
+from bot.core.challenges.service import ChallengeService
 from bot.core.quotas.pricing import QuotaSettings
 from bot.core.quotas.service import QuotaService
 from storage.challenges import ChallengeRecord, Phase

@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from storage.audit import AuditRepo
 from storage.db import Database
-from storage.generations import GenerationRecord
-from storage.jobs import JobRecord, JobState, UnknownJob
-from storage.repos import Repositories
+from storage.generations import GenerationRecord, GenerationsRepo
+from storage.guilds import GuildsRepo
+from storage.jobs import JobRecord, JobsRepo, JobState, UnknownJob
 from tests.storage.helpers import T0, Clock, png_bytes
 
 
@@ -27,9 +29,17 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
         yield db
 
 
+@dataclass(frozen=True, slots=True)
+class Repos:
+    jobs: JobsRepo
+    generations: GenerationsRepo
+    guilds: GuildsRepo
+    audit: AuditRepo
+
+
 @pytest.fixture
-def repos(db: Database, clock: Clock) -> Repositories:
-    return Repositories.build(db, clock)
+def repos(db: Database, clock: Clock) -> Repos:
+    return Repos(JobsRepo(db, clock), GenerationsRepo(db, clock), GuildsRepo(db, clock), AuditRepo(db))
 
 
 def job(job_id: str = "0a1b", **kw: object) -> JobRecord:
@@ -71,7 +81,7 @@ def gen(gid: str, job_id: str = "0a1b", index: int = 0, **kw: object) -> Generat
     return GenerationRecord(**fields)  # type: ignore[arg-type]
 
 
-async def test_job_round_trip_and_status_updates(repos: Repositories, clock: Clock) -> None:
+async def test_job_round_trip_and_status_updates(repos: Repos, clock: Clock) -> None:
     created = await repos.jobs.create(job())
     assert created.created_at == created.updated_at == T0
     got = await repos.jobs.get("0a1b")
@@ -91,21 +101,20 @@ async def test_job_round_trip_and_status_updates(repos: Repositories, clock: Clo
     clock.advance(5)
     got = await repos.jobs.update_status("0a1b", JobState.FAILED, error="out of memory")
     assert (got.status, got.error, got.finished_at) == (JobState.FAILED, "out of memory", T0 + 10)
-    assert (await repos.jobs.by_idempotency_key("key-0a1b")) == got
+    assert (await repos.jobs.get("0a1b")) == got
     assert (await repos.jobs.bump_attempts("0a1b")).attempts == 1
 
 
-async def test_list_unfinished_is_what_a_restart_must_recover(repos: Repositories, clock: Clock) -> None:
+async def test_list_unfinished_is_what_a_restart_must_recover(repos: Repos, clock: Clock) -> None:
     for i, status in enumerate(JobState):
         clock.advance(1)
         await repos.jobs.create(job(f"{i:02x}", status=status))
     unfinished = await repos.jobs.list_unfinished()
     assert [j.status for j in unfinished] == [JobState.PENDING, JobState.QUEUED, JobState.RUNNING]
     assert all(j.interaction_token == "tok" and j.application_id == 40 for j in unfinished)
-    assert [j.job_id for j in await repos.jobs.recent_for_user(10, 30, limit=2)] == ["06", "05"]
 
 
-async def test_bad_jobs_are_refused_clearly(repos: Repositories) -> None:
+async def test_bad_jobs_are_refused_clearly(repos: Repos) -> None:
     with pytest.raises(ValueError, match="hex"):
         job("not-hex!")
     with pytest.raises(ValueError, match="kind"):
@@ -126,7 +135,7 @@ async def test_bad_jobs_are_refused_clearly(repos: Repositories) -> None:
     assert (await repos.jobs.get("0a1b")).status is JobState.PENDING
 
 
-async def test_generations_replay_from_the_database(repos: Repositories) -> None:
+async def test_generations_replay_from_the_database(repos: Repos) -> None:
     await repos.jobs.create(job())
     await repos.jobs.create(job("0c", idempotency_key=None, parent_job_id="0a1b", kind="edit"))
     first = await repos.generations.add(gen("g0"), gen("g1", index=1, nsfw=True))
@@ -138,8 +147,8 @@ async def test_generations_replay_from_the_database(repos: Repositories) -> None
     assert [g.png for g in listing] == [b"", b""]
     assert (await repos.generations.get("g2")).parent_generation_id == "g1"
 
-    assert await repos.generations.mark_deleted("g1")
-    assert not await repos.generations.mark_deleted("g1")
+    assert await repos.generations.mark_job_deleted("0a1b") == 2
+    assert await repos.generations.mark_job_deleted("0a1b") == 0
     deleted = await repos.generations.get("g1")
     assert deleted.deleted and deleted.png == b""
     with pytest.raises(ValueError, match="PNG"):
@@ -148,7 +157,7 @@ async def test_generations_replay_from_the_database(repos: Repositories) -> None
         await repos.generations.add(gen("g8", job_id="nojob"))
 
 
-async def test_guild_settings_default_update_and_audit(repos: Repositories, clock: Clock) -> None:
+async def test_guild_settings_default_update_and_audit(repos: Repos, clock: Clock) -> None:
     default = await repos.guilds.get(10)
     assert default.nsfw_mode == "spoiler" and default.relax_enabled and default.channel_allowed(99)
     clock.advance(3)
