@@ -13,19 +13,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
 import logging
+import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TextIO
 
+import psutil
 from pydantic import ValidationError
 
 from bot.core.errors import BrushfireError
 from bot.core.jobs import JobService
+from bot.core.lifecycle import CrashPoint, ProcessOwner, describe_server, die_with_parent, port_in_use
 from bot.core.outcomes import JobOutcome
 from bot.core.plans import LOCAL_USER, ImagineOptions, parse_lane
 from bot.core.progress import ProgressState, ProgressUpdater
@@ -55,6 +60,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     worker.add_argument("--edit-model", help="an instruction-editing pipeline (default: img2img)")
     worker.add_argument("--device", choices=["auto", "cuda", "mps", "cpu"])
     worker.add_argument("--max-batch", type=int, help="images per pipeline call")
+    worker.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)  # set by `run.py` (both)
     serve = sub.add_parser("serve", help="the worker's RPC from many GPUs and machines (Ray Serve)")
     serve.add_argument("--ray", action="store_true", help="serve on Ray Serve (the only mode so far)")
     serve.add_argument("--replicas", type=int, default=1, help="model replicas, one per GPU")
@@ -108,7 +114,7 @@ def _dispatch(command: str, args: argparse.Namespace, settings: Settings) -> int
 
         try:
             worker, engine = worker_settings(settings, args)
-            run_worker(worker, engine)
+            run_worker(worker, engine, parent_pid=args.parent_pid)
         except (WorkerConfigError, ValidationError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
@@ -118,7 +124,7 @@ def _dispatch(command: str, args: argparse.Namespace, settings: Settings) -> int
     if command == "db":
         return asyncio.run(_db(args, settings))
     if command in ("imagine", "edit"):
-        return asyncio.run(_local_job(args, settings))
+        return asyncio.run(_local_job(args, settings, CrashPoint.from_env(dict(os.environ))))
     from bot.client import run_bot
 
     if settings.discord_token is None:
@@ -127,20 +133,41 @@ def _dispatch(command: str, args: argparse.Namespace, settings: Settings) -> int
             file=sys.stderr,
         )
         return 2
+    crash = CrashPoint.from_env(dict(os.environ))  # inert unless the crash-matrix tests set it
     if command == "bot":
-        return asyncio.run(run_bot(settings))
-    return asyncio.run(_bot_and_worker(settings, args.config))
+        return asyncio.run(run_bot(settings, crash=crash))
+    return asyncio.run(_bot_and_worker(settings, args.config, crash))
 
 
 # --- worker and bot together ---
 
 
-class WorkerSupervisor:
-    """Runs the worker as a child process and restarts it with backoff when it exits unasked."""
+class PortTaken(RuntimeError):
+    """The worker's port is served by something this run.py did not start; the message says what."""
 
-    def __init__(self, command: list[str], backoff_s: Sequence[float] = RESTART_BACKOFF_S) -> None:
+
+class WorkerSupervisor:
+    """Runs the worker as a child process and restarts it with backoff when it exits unasked.
+
+    The child dies with this process (Linux `PR_SET_PDEATHSIG`, plus a parent watch in the worker), runs
+    in its own process group (stopped as a whole), and is recorded in `pidfile`, so a worker a killed
+    run.py left behind is recognised and stopped. A port served by anything else is reported, not
+    fought over with restarts.
+    """
+
+    def __init__(
+        self,
+        command: list[str],
+        backoff_s: Sequence[float] = RESTART_BACKOFF_S,
+        *,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        pidfile: Path | None = None,
+    ) -> None:
         self._command = command
         self._backoff = backoff_s
+        self._host, self._port = host, port
+        self._pidfile = pidfile
         self._process: asyncio.subprocess.Process | None = None
         self._stopping = False
         self.starts = 0
@@ -148,7 +175,12 @@ class WorkerSupervisor:
     async def run(self) -> None:
         failures = 0
         while not self._stopping:
-            self._process = await asyncio.create_subprocess_exec(*self._command)
+            if self._port is not None:
+                await asyncio.to_thread(self._claim_port)
+            self._process = await asyncio.create_subprocess_exec(
+                *self._command, preexec_fn=die_with_parent, process_group=0
+            )
+            self._record(self._process.pid)
             self.starts += 1
             started = time.monotonic()
             code = await self._process.wait()
@@ -161,8 +193,56 @@ class WorkerSupervisor:
             log.warning("worker exited with code %s; restarting in %.0f s", code, delay)
             await asyncio.sleep(delay)
 
+    def _claim_port(self) -> None:
+        """Make sure the port is free: stop our own orphaned worker there, or refuse with what serves it."""
+        if self._port is None or not port_in_use(self._host, self._port):
+            return
+        orphan = self._orphan()
+        if orphan is not None:
+            log.warning("stopping worker %d, left behind by a run.py that died", orphan.pid)
+            orphan.terminate()
+            try:
+                orphan.wait(45)
+            except psutil.TimeoutExpired:
+                orphan.kill()
+            for _ in range(50):
+                if not port_in_use(self._host, self._port):
+                    return
+                time.sleep(0.1)
+        what = describe_server(self._host, self._port)
+        raise PortTaken(
+            f"port {self._port} on {self._host} is already served by {what}. Stop that process, or set "
+            "[worker] port to a free port; to use a worker that is already running, start only the bot "
+            "(`run.py bot`) with worker_url pointing at it."
+        )
+
+    def _orphan(self) -> psutil.Process | None:
+        """The worker our pidfile names, if it still runs and the run.py that started it does not."""
+        if self._pidfile is None:
+            return None
+        try:
+            record = json.loads(self._pidfile.read_text(encoding="utf-8"))
+            worker = ProcessOwner.parse(record["worker"])
+            parent = ProcessOwner.parse(record["parent"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if worker is None or parent is None or not worker.alive() or parent.alive():
+            return None
+        with contextlib.suppress(psutil.Error):
+            return psutil.Process(worker.pid)
+        return None
+
+    def _record(self, pid: int) -> None:
+        if self._pidfile is None:
+            return
+        with contextlib.suppress(OSError, psutil.Error):
+            worker = ProcessOwner("worker", pid, round(psutil.Process(pid).create_time(), 2))
+            record = {"worker": str(worker), "parent": str(ProcessOwner.current("run"))}
+            self._pidfile.parent.mkdir(parents=True, exist_ok=True)
+            self._pidfile.write_text(json.dumps(record), encoding="utf-8")
+
     async def stop(self, grace_s: float = 40.0) -> None:
-        """Ask the worker to finish its batch and exit; kill it if it takes longer than `grace_s`."""
+        """Ask the worker to finish its batch and exit; kill its process group if it takes longer."""
         self._stopping = True
         proc = self._process
         if proc is None or proc.returncode is not None:
@@ -171,8 +251,11 @@ class WorkerSupervisor:
         try:
             await asyncio.wait_for(proc.wait(), grace_s)
         except TimeoutError:
-            proc.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()
+        if self._pidfile is not None:
+            self._pidfile.unlink(missing_ok=True)
 
 
 def worker_settings(settings: Settings, args: argparse.Namespace) -> tuple[WorkerSettings, EngineSettings]:
@@ -197,24 +280,38 @@ def worker_settings(settings: Settings, args: argparse.Namespace) -> tuple[Worke
 
 
 def worker_command(config: Path | None) -> list[str]:
-    """This same script in worker mode, with the same config file (the environment is inherited)."""
+    """This same script in worker mode, with the same config file (the environment is inherited); the
+    worker watches this process and stops if it goes away."""
     args = [sys.executable, str(Path(__file__).resolve())]
     if config is not None:
         args += ["--config", str(config)]
-    return [*args, "worker"]
+    return [*args, "worker", "--parent-pid", str(os.getpid())]
 
 
-async def _bot_and_worker(settings: Settings, config: Path | None) -> int:
+async def _bot_and_worker(settings: Settings, config: Path | None, crash: CrashPoint) -> int:
     from bot.client import run_bot
 
-    supervisor = WorkerSupervisor(worker_command(config))
+    supervisor = WorkerSupervisor(
+        worker_command(config),
+        host=settings.worker.host,
+        port=settings.worker.port,
+        pidfile=settings.database.path.parent / "worker.pid",
+    )
     task = asyncio.create_task(supervisor.run(), name="worker-supervisor")
+    bot = asyncio.create_task(run_bot(settings, crash=crash), name="bot")
     try:
-        return await run_bot(settings)
+        await asyncio.wait({task, bot}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done() and isinstance(task.exception(), PortTaken):
+            print(f"error: {task.exception()}", file=sys.stderr)
+            bot.cancel()
+            await asyncio.gather(bot, return_exceptions=True)
+            return 2
+        return await bot
     finally:
         await supervisor.stop(settings.worker.shutdown_grace_s + 10)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        for t in (task, bot):
+            t.cancel()
+        await asyncio.gather(task, bot, return_exceptions=True)
 
 
 def _serve_ray(args: argparse.Namespace, settings: Settings) -> int:
@@ -310,10 +407,22 @@ async def worker_for(settings: Settings) -> AsyncIterator[str]:
         await running.stop()
 
 
-async def _local_job(args: argparse.Namespace, settings: Settings) -> int:
+async def _local_job(args: argparse.Namespace, settings: Settings, crash: CrashPoint) -> int:
+    owner = ProcessOwner.current("cli")
     try:
-        async with worker_for(settings) as url, open_services(settings, url) as services:
+        async with (
+            worker_for(settings) as url,
+            open_services(settings, url, owner=owner, crash=crash) as services,
+        ):
+            jobs = services.jobs
+            # First what an earlier `run.py imagine/edit` left when it was killed: follow or refund.
+            await jobs.reconcile(_report_earlier(jobs), kinds=frozenset({"cli"}))
             outcome = await _run_local(args, services)
+            if outcome.ok:
+                crash.reached("delivery")
+                for path in _write_outputs(outcome, args.output):
+                    print(path)
+            await jobs.mark_delivered(outcome.job.job_id)
     except (BrushfireError, SettingsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -323,9 +432,19 @@ async def _local_job(args: argparse.Namespace, settings: Settings) -> int:
     if not outcome.ok:
         print(f"error: {outcome.message}", file=sys.stderr)
         return 1
-    for path in _write_outputs(outcome, args.output):
-        print(path)
     return 0
+
+
+def _report_earlier(jobs: JobService) -> Callable[[JobOutcome], Awaitable[None]]:
+    """How the command line hands over an earlier run's job: a line on stderr (its images, if any, are
+    in the database), then it counts as delivered."""
+
+    async def report(outcome: JobOutcome) -> None:
+        what = "finished; its images are in the database" if outcome.ok else f"refunded ({outcome.message})"
+        print(f"job {outcome.job.job_id} from an earlier run that was stopped: {what}", file=sys.stderr)
+        await jobs.mark_delivered(outcome.job.job_id)
+
+    return report
 
 
 async def _run_local(args: argparse.Namespace, services: Services) -> JobOutcome:

@@ -10,6 +10,7 @@ from typing import Any, Self
 import discord
 from discord import ui
 
+from bot.checks import Gate
 from bot.components import BUTTONS_PER_ROW, INDEX_RE, JOB_RE, PREFIX, button, guarded
 from bot.core.challenges.rules import ChallengeRefused
 from bot.core.i18n import N_
@@ -17,6 +18,7 @@ from bot.core.records import ChallengeRecord, EntryRecord, Phase, ResultRecord
 from bot.i18n import ENGLISH, Translate
 from bot.interactions import client_of
 from bot.translator import translate_for, translate_for_server
+from bot.usertext import shown
 from inference.vocabulary import JobId
 
 log = logging.getLogger(__name__)
@@ -65,7 +67,11 @@ class VoteButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:vote:{ENTR
         await guarded(interaction, self._vote(interaction))
 
     async def _vote(self, interaction: discord.Interaction) -> None:
-        receipt = await client_of(interaction).services.challenges.vote(self.entry_id, interaction.user.id)
+        bot = client_of(interaction)
+        await bot.gate.admit(interaction, Gate.MEMBER)
+        receipt = await bot.services.challenges.vote(
+            self.entry_id, interaction.user.id, interaction.guild_id or 0
+        )
         _ = translate_for(interaction)
         await interaction.response.send_message(
             _.ngettext(
@@ -104,7 +110,9 @@ class UnvoteButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:unvote:{
         await guarded(interaction, self._unvote(interaction))
 
     async def _unvote(self, interaction: discord.Interaction) -> None:
-        receipt = await client_of(interaction).services.challenges.unvote(self.entry_id, interaction.user.id)
+        receipt = await client_of(interaction).services.challenges.unvote(
+            self.entry_id, interaction.user.id, interaction.guild_id or 0
+        )
         _ = translate_for(interaction)
         await interaction.response.send_message(
             _.ngettext(
@@ -130,7 +138,7 @@ def entry_view(entry_id: int, _: Translate = ENGLISH) -> ui.View:
 
 
 def announcement_embed(challenge: ChallengeRecord, _: Translate = ENGLISH) -> discord.Embed:
-    title = "🏆 " + _("Challenge: {theme}", theme=challenge.theme)
+    title = "🏆 " + _("Challenge: {theme}", theme=shown(challenge.theme, 240))
     embed = discord.Embed(title=title[:256], colour=discord.Colour.gold())
     embed.description = _(
         "Make an image with the **{style}** style (`/imagine style:{style}`), then press "
@@ -189,7 +197,6 @@ class DiscordAnnouncer:
 
     def __init__(self, bot: discord.Client) -> None:
         self.bot = bot
-        self.mentions = discord.AllowedMentions(users=True, everyone=False, roles=False)
 
     async def _channel(self, channel_id: int) -> discord.abc.GuildChannel | discord.Thread:
         found = self.bot.get_channel(channel_id)
@@ -230,7 +237,9 @@ class DiscordAnnouncer:
         file = discord.File(io.BytesIO(png), filename=f"entry-{entry.number}.png")
         _ = self._texts(challenge)
         message = await self._gallery(challenge).send(
-            content=_("**Entry #{number}** — “{theme}”", number=entry.number, theme=challenge.theme[:200]),
+            content=_(
+                "**Entry #{number}** — “{theme}”", number=entry.number, theme=shown(challenge.theme, 400)
+            ),
             file=file,
             view=entry_view(entry.entry_id, _),
         )
@@ -255,7 +264,7 @@ class DiscordAnnouncer:
             "Voting is open for **{theme}**! Vote in {gallery} with the buttons under each entry: {budget} votes "
             "each, not for your own. Closes {when}.",
             challenge.vote_budget,
-            theme=challenge.theme[:200],
+            theme=shown(challenge.theme, 400),
             gallery=channel_mention(challenge.gallery_id),
             budget=challenge.vote_budget,
             when=timestamp(challenge.closes_at),
@@ -270,7 +279,7 @@ class DiscordAnnouncer:
     async def closed(self, challenge: ChallengeRecord, results: list[ResultRecord]) -> None:
         channel, _in_gallery = self._news(challenge)
         _ = self._texts(challenge)
-        title = _("Results: {theme}", theme=challenge.theme)
+        title = _("Results: {theme}", theme=shown(challenge.theme, 240))
         embed = discord.Embed(title=title[:256], colour=discord.Colour.gold())
         if not results:
             embed.description = _("No entries this time.")
@@ -279,13 +288,16 @@ class DiscordAnnouncer:
             embed.add_field(name=medal + " " + _("place {rank}", rank=r.rank), value=value, inline=False)
         embed.set_footer(text=footer(challenge, _))
         winners = " ".join(dict.fromkeys(f"<@{r.user_id}>" for r in results[:TOP]))
-        theme = challenge.theme[:200]
+        theme = shown(challenge.theme, 400)
         content = "🏁 " + (
             _("**{theme}** is over: congratulations {winners}!", theme=theme, winners=winners)
             if winners
             else _("**{theme}** is over.", theme=theme)
         )
-        await channel.send(content, embed=embed, allowed_mentions=self.mentions)  # embeds do not ping
+        # Only the winners are pinged (embeds never ping); the theme is escaped text.
+        winner_ids = dict.fromkeys(r.user_id for r in results[:TOP])  # one member may place twice
+        winners_only = discord.AllowedMentions(users=[discord.Object(u) for u in winner_ids])
+        await channel.send(content, embed=embed, allowed_mentions=winners_only)
         if challenge.gallery_id:
             heading = _("**Final ranking for “{theme}”**", theme=theme)
             lines = [heading, *ranking_lines(results, _)]
@@ -320,7 +332,7 @@ class DiscordAnnouncer:
         await channel.send(
             _(
                 "The challenge **{theme}** was cancelled; there will be no results.",
-                theme=challenge.theme[:200],
+                theme=shown(challenge.theme, 400),
             )
         )
 
@@ -329,7 +341,9 @@ class DiscordAnnouncer:
 
 
 async def submit_from_result(interaction: discord.Interaction, job_id: JobId, index: int | None) -> None:
-    gens = await client_of(interaction).services.jobs.result_images(job_id)
+    bot = client_of(interaction)
+    await bot.gate.admit(interaction, Gate.MEMBER)
+    gens = await bot.services.jobs.images_in(job_id, interaction.guild_id or 0)
     if not gens:
         raise ChallengeRefused(N_("That result has no images left to enter."))
     if index is None and len(gens) > 1:
@@ -372,7 +386,7 @@ async def submit_entry(
             "Entered as entry #{number} in **{theme}** (posted in {where} without your name). "
             "You can withdraw it with `/challenge withdraw entry:{number}` until {when}.",
             number=entry.number,
-            theme=challenge.theme[:200],
+            theme=shown(challenge.theme, 400),
             where=where,
             when=timestamp(challenge.voting_at),
         ),

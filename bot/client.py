@@ -15,11 +15,13 @@ import discord
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from discord.ext import commands
 
+from bot.core.lifecycle import CrashPoint, ProcessOwner
 from bot.core.services import Services, open_services
 from bot.core.settings import Settings, SettingsError
 from bot.delivery import JobRunner
 from bot.endpoints import use_discord_endpoints
 from bot.errors import BrushfireTree
+from bot.gate import JobGate
 from bot.i18n import Catalogues, Translate
 from bot.translator import CatalogueTranslator, translate_for, translated_payload
 from bot.views import DYNAMIC_ITEMS
@@ -42,7 +44,8 @@ class ImageBot(commands.Bot):
             tree_cls=BrushfireTree,
             help_command=None,
             guild_ready_timeout=settings.discord.guild_ready_timeout_s,
-            allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=True),
+            # Nothing pings unless a message names whom it means to: user text never carries a live mention.
+            allowed_mentions=discord.AllowedMentions.none(),
         )
         self.settings = settings
         self.services = services
@@ -50,6 +53,7 @@ class ImageBot(commands.Bot):
         # Interaction tokens expire on Discord's clock (their creation time + 15 min), so the runner keeps
         # the wall clock rather than the services' (which tests may move).
         self.runner = JobRunner(self, services, track_job=self.track_job)
+        self.gate = JobGate(services.jobs, settings.limits.job_cooldown, clock=services.clock)
         self.scheduler = AsyncIOScheduler()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._job_tasks: set[asyncio.Task[Any]] = set()
@@ -145,12 +149,13 @@ class ImageBot(commands.Bot):
         return True
 
 
-async def run_bot(settings: Settings, worker_url: str | None = None) -> int:
-    """Connect to Discord and serve until stopped. Needs DISCORD_TOKEN."""
+async def run_bot(settings: Settings, worker_url: str | None = None, crash: CrashPoint | None = None) -> int:
+    """Connect to Discord and serve until stopped. Needs DISCORD_TOKEN. `crash` is a test-only hook."""
     if settings.discord_token is None:
         raise SettingsError("set the DISCORD_TOKEN environment variable to the bot's token")
     use_discord_endpoints(settings.discord.api_base, settings.discord.gateway_url)
-    async with open_services(settings, worker_url) as services:
+    owner = ProcessOwner.current("bot")
+    async with open_services(settings, worker_url, owner=owner, crash=crash) as services:
         bot = ImageBot(services)
         _close_on_signals(bot)
         async with bot:
@@ -163,7 +168,7 @@ async def run_bot(settings: Settings, worker_url: str | None = None) -> int:
 
 
 def _close_on_signals(bot: ImageBot) -> None:
-    """SIGINT/SIGTERM close the bot cleanly, so run.py can stop its worker instead of orphaning it."""
+    """SIGINT/SIGTERM/SIGHUP close the bot cleanly, so run.py can stop its worker instead of orphaning it."""
     loop = asyncio.get_running_loop()
     closing: set[asyncio.Task[None]] = set()
 
@@ -173,6 +178,6 @@ def _close_on_signals(bot: ImageBot) -> None:
         closing.add(task)
         task.add_done_callback(closing.discard)
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, close)

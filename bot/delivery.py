@@ -28,6 +28,7 @@ from bot.errors import answer_error
 from bot.i18n import Translate
 from bot.interactions import PlanFactory, delivery_for, requester_for
 from bot.translator import catalogues_of, translate_for
+from bot.usertext import shown
 from bot.views import progress_view, result_view
 from inference.vocabulary import JobStatus
 
@@ -45,6 +46,13 @@ ACTION_NAMES = {
     Action.VARY: N_("variation"),
     Action.UPSCALE: N_("upscale"),
 }
+# Edits of the interaction's own message ping nobody: the author is looking at it already.
+NO_PINGS = discord.AllowedMentions.none()
+
+
+def author_only(job: JobRecord) -> discord.AllowedMentions:
+    """A message posted for a job may ping its author, and nobody a prompt names."""
+    return discord.AllowedMentions(everyone=False, roles=False, users=[discord.Object(job.user_id)])
 
 
 class MessageProgress:
@@ -77,8 +85,12 @@ class MessageProgress:
             if data is not None:
                 self._preview_seq = state.preview_seq
                 attachments = [discord.File(io.BytesIO(data), filename="preview.jpg")]
-        content = f"**{_clip(self._title, 200)}** — {self._.message(state.describe())}"
-        kwargs: dict[str, object] = {"content": content, "view": progress_view(self._job.job_id, self._)}
+        content = f"**{self._title}** — {self._.message(state.describe())}"
+        kwargs: dict[str, object] = {
+            "content": content,
+            "view": progress_view(self._job.job_id, self._),
+            "allowed_mentions": NO_PINGS,
+        }
         if attachments:
             kwargs["attachments"] = attachments
         try:
@@ -136,7 +148,7 @@ class JobRunner:
         except Exception as exc:
             await answer_error(interaction, exc)
             return
-        title = plan.prompt
+        title = shown(plan.prompt, 400)
         if ticket.fell_back_to_relax:
             title += " " + _("(relax lane: out of fast credits)")
         display = MessageProgress(interaction, self.jobs, ticket.job, title, self._clock, _)
@@ -156,6 +168,19 @@ class JobRunner:
         guild: GuildSettings | None = None,
         progress_gone: bool = False,
     ) -> None:
+        """Post the outcome, then record that it was delivered: a restart posts only what a crash kept
+        from its user, once."""
+        self.jobs.crash.reached("delivery")
+        await self._post_outcome(outcome, interaction, guild, progress_gone)
+        await self.jobs.mark_delivered(outcome.job.job_id)
+
+    async def _post_outcome(
+        self,
+        outcome: JobOutcome,
+        interaction: discord.Interaction | None,
+        guild: GuildSettings | None,
+        progress_gone: bool,
+    ) -> None:
         """Post the outcome where it can still be seen: the original message, the channel, or DMs."""
         job = outcome.job
         guild = guild or await self.services.guilds.settings(job.guild_id or 0)
@@ -174,9 +199,12 @@ class JobRunner:
                         embed=post.embed,
                         attachments=post.files,
                         view=post.view,
+                        allowed_mentions=NO_PINGS,
                     )
                 else:
-                    msg = await self._edit_original(job, interaction, content=text, attachments=[], view=None)
+                    msg = await self._edit_original(
+                        job, interaction, content=text, attachments=[], view=None, allowed_mentions=NO_PINGS
+                    )
                 await self.jobs.record_messages(job.job_id, result_message_id=msg.id)
                 return
             except discord.HTTPException as exc:
@@ -202,10 +230,14 @@ class JobRunner:
             channel = self.bot.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
             if post:
                 msg = await channel.send(
-                    content=f"{mention} {post.content}", embed=post.embed, files=post.files, view=post.view
+                    content=f"{mention} {post.content}",
+                    embed=post.embed,
+                    files=post.files,
+                    view=post.view,
+                    allowed_mentions=author_only(job),
                 )
             else:
-                msg = await channel.send(content=text)
+                msg = await channel.send(content=text, allowed_mentions=author_only(job))
             await self.jobs.record_messages(job.job_id, result_message_id=msg.id)
             return
         except discord.HTTPException as exc:
@@ -217,9 +249,17 @@ class JobRunner:
             user = await self.bot.fetch_user(job.user_id)
             if post:
                 post = rewind(post)
-                await user.send(content=post.content, embed=post.embed, files=post.files, view=post.view)
+                msg = await user.send(
+                    content=post.content,
+                    embed=post.embed,
+                    files=post.files,
+                    view=post.view,
+                    allowed_mentions=NO_PINGS,
+                )
             else:
-                await user.send(content=text)
+                msg = await user.send(content=text, allowed_mentions=NO_PINGS)
+            # Recorded so the result's own Delete button can find this message.
+            await self.jobs.record_messages(job.job_id, result_message_id=msg.id)
         except discord.HTTPException:
             log.exception(
                 "job %s: could not deliver to user %s anywhere; it stays in the database",
@@ -243,9 +283,11 @@ def compose_result(outcome: JobOutcome, guild: GuildSettings, upload_bytes: int,
     embed with the parameters, and buttons for the images shown."""
     job = outcome.job
     plan = JobPlan.from_parameters(job.parameters)
-    shown = [g for g in outcome.generations if not g.deleted and not (g.nsfw and guild.nsfw_mode == "refuse")]
-    withheld = len(outcome.generations) - len(shown)
-    content = f"**{_clip(plan.prompt, 300)}**"
+    visible = [
+        g for g in outcome.generations if not g.deleted and not (g.nsfw and guild.nsfw_mode == "refuse")
+    ]
+    withheld = len(outcome.generations) - len(visible)
+    content = f"**{shown(plan.prompt, 1200)}**"
     if withheld:
         content += "\n" + _.ngettext(
             "{count} image withheld by this server's content filter.",
@@ -256,8 +298,8 @@ def compose_result(outcome: JobOutcome, guild: GuildSettings, upload_bytes: int,
     return ResultPost(
         content=content,
         embed=result_embed(outcome, plan, _),
-        files=[_file(job.job_id, g, upload_bytes) for g in shown],
-        view=result_view(job.job_id, [g.index for g in shown], _),
+        files=[_file(job.job_id, g, upload_bytes) for g in visible],
+        view=result_view(job.job_id, [g.index for g in visible], _, from_upload=plan.from_upload),
     )
 
 
@@ -277,12 +319,12 @@ def rewind(post: ResultPost) -> ResultPost:
 def result_embed(outcome: JobOutcome, plan: JobPlan, _: Translate) -> discord.Embed:
     """The parameters of a result (the prompt and style names are the member's own words, never translated)."""
     job, info = outcome.job, outcome.info
-    embed = discord.Embed(title=_clip(plan.prompt, 256), colour=discord.Colour.orange())
+    embed = discord.Embed(title=shown(plan.prompt, 256), colour=discord.Colour.orange())
     if plan.negative:
-        embed.description = _("Negative: {negative}", negative=_clip(plan.negative, 1000))
+        embed.description = _("Negative: {negative}", negative=shown(plan.negative, 1200))
     gens = outcome.generations
     seeds = ", ".join(str(g.seed) for g in gens[:8]) or str(plan.seed)
-    embed.add_field(name=_("Style"), value=plan.style or _("none"))
+    embed.add_field(name=_("Style"), value=shown(plan.style, 100) if plan.style else _("none"))
     embed.add_field(name=_("Seed"), value=seeds)
     if gens:
         embed.add_field(name=_("Size"), value=f"{gens[0].width}x{gens[0].height}")

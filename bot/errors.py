@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import secrets
+import time
 
 import discord
 from discord import app_commands
 
-from bot.checks import AdminOnly
+from bot.checks import AdminOnly, gate_of
+from bot.core.errors import BrushfireError
 from bot.core.i18n import LocalisedError
 from bot.i18n import ENGLISH, Translate
 from bot.translator import translate_for
@@ -22,19 +25,25 @@ def new_reference() -> str:
     return secrets.token_hex(4)
 
 
+class Refused(app_commands.CheckFailure):
+    """A core refusal from the tree's `interaction_check`, before any command ran. discord.py hands only
+    `AppCommandError`s to `on_error` from there, so the `BrushfireError` travels as this error's cause."""
+
+
 def user_message(error: BaseException, _: Translate = ENGLISH) -> tuple[str, bool]:
     """The text to show for an error, in the reader's language, and whether it was expected.
 
     Unexpected errors are logged here with a reference id that the message repeats.
     """
-    if isinstance(error, app_commands.CommandInvokeError | app_commands.TransformerError):
+    if isinstance(error, app_commands.CommandInvokeError | app_commands.TransformerError | Refused):
         error = error.__cause__ or error
     if isinstance(error, LocalisedError | AdminOnly):  # BrushfireError and the quota errors
         return _.message(error.text), True
     if isinstance(error, app_commands.MissingPermissions | app_commands.CheckFailure):
         return _("You are not allowed to use this command here."), True
     if isinstance(error, app_commands.CommandOnCooldown):
-        return _("Slow down: try again in {seconds} s.", seconds=round(error.retry_after)), True
+        at = math.ceil(time.time() + error.retry_after)
+        return _("Slow down: try again <t:{at}:R>.", at=at), True
     ref = new_reference()
     log.error("unexpected error (ref %s)", ref, exc_info=error)
     text = _("Something went wrong on our side (reference `{ref}`). Nothing was charged for it.", ref=ref)
@@ -61,7 +70,17 @@ async def answer_error(interaction: discord.Interaction, error: BaseException) -
 
 
 class BrushfireTree(app_commands.CommandTree):
-    """The command tree: every command error is answered ephemerally by `answer_error`."""
+    """The command tree: cheap rules are checked before any command runs (so a refusal is ephemeral and
+    nothing public appears first), and every command error is answered ephemerally by `answer_error`."""
+
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        gate = gate_of(interaction)
+        if gate is not None:
+            try:
+                await interaction.client.gate.admit(interaction, gate)  # type: ignore[attr-defined]
+            except BrushfireError as exc:
+                raise Refused(exc.message) from exc
+        return True
 
     async def on_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
         await answer_error(interaction, error)

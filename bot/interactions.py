@@ -7,7 +7,7 @@ from typing import Protocol, cast
 
 import discord
 
-from bot.checks import is_admin
+from bot.checks import Gate, is_admin
 from bot.core.plans import Delivery, JobPlan, Requester, token_expiry
 from bot.core.records import GuildSettings
 from bot.core.services import Services
@@ -23,6 +23,12 @@ class Runner(Protocol):
     async def run(self, interaction: discord.Interaction, plan_for: PlanFactory) -> None: ...
 
 
+class Admission(Protocol):
+    """The cheap rules checked before any defer (`bot.gate.JobGate`): channel, block, cooldown."""
+
+    async def admit(self, interaction: discord.Interaction, gate: Gate = ...) -> None: ...
+
+
 class BrushfireClient(Protocol):
     """What buttons and modals need from the bot (`bot.client.ImageBot`), without importing it."""
 
@@ -31,6 +37,9 @@ class BrushfireClient(Protocol):
 
     @property
     def runner(self) -> Runner: ...
+
+    @property
+    def gate(self) -> Admission: ...
 
 
 def client_of(interaction: discord.Interaction) -> BrushfireClient:

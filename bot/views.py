@@ -14,11 +14,13 @@ import discord
 from discord import ui
 
 from bot.challenge_posts import SubmitButton
+from bot.checks import Gate
 from bot.components import BUTTONS_PER_ROW, INDEX_RE, JOB_RE, PREFIX, button, guarded
 from bot.core.errors import InvalidInput
 from bot.core.i18n import N_
 from bot.core.plans import Action, JobPlan, Requester
 from bot.core.records import GuildSettings
+from bot.core.validation import parse_number
 from bot.errors import answer_error
 from bot.i18n import ENGLISH, Translate
 from bot.interactions import BrushfireClient, client_of, requester_for
@@ -42,6 +44,7 @@ async def start_from_result(
     instruction: str | None = None,
 ) -> None:
     bot = _bot(interaction)
+    await bot.gate.admit(interaction, Gate.JOB)  # before the public "thinking…"
 
     async def plan_for(requester: Requester, guild: GuildSettings) -> JobPlan:
         return await bot.services.jobs.plan_from_result(action, job_id, index, requester, instruction)
@@ -128,7 +131,8 @@ class EditButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:edit:{JOB_
 
     async def _open(self, interaction: discord.Interaction) -> None:
         bot = _bot(interaction)
-        count = len(await bot.services.jobs.result_images(self.job_id))
+        await bot.services.jobs.check_admission(requester_for(interaction))
+        count = len(await bot.services.jobs.images_in(self.job_id, interaction.guild_id or 0))
         if count == 0:
             raise InvalidInput(N_("That result has no images left to edit."))
         limit = bot.services.settings.limits.prompt_chars
@@ -161,10 +165,7 @@ class EditModal(ui.Modal):
     def chosen_index(self) -> int:
         if self.image is None:
             return 0
-        text = self.image.value.strip()
-        if not text.isdigit() or not 1 <= int(text) <= self.count:
-            raise InvalidInput(N_("The image number must be between 1 and {count}."), count=self.count)
-        return int(text) - 1
+        return parse_number(self.image.value, 1, self.count, N_("The image number")) - 1
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
         await guarded(interaction, self._submit(interaction))
@@ -196,7 +197,8 @@ class DeleteButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:delete:{
 
     async def _delete(self, interaction: discord.Interaction) -> None:
         bot = _bot(interaction)
-        await bot.services.jobs.delete_result(self.job_id, requester_for(interaction))
+        message_id = interaction.message.id if interaction.message is not None else None
+        await bot.services.jobs.delete_result(self.job_id, requester_for(interaction), message_id)
         _ = translate_for(interaction)
         await interaction.response.send_message(_("Deleted."), ephemeral=True)
         if interaction.message is not None:
@@ -247,19 +249,20 @@ def progress_view(job_id: JobId, _: Translate = ENGLISH) -> ui.View:
     return view
 
 
-def result_view(job_id: JobId, indexes: list[int], _: Translate = ENGLISH) -> ui.View:
+def result_view(
+    job_id: JobId, indexes: list[int], _: Translate = ENGLISH, *, from_upload: bool = False
+) -> ui.View:
     """Re-roll, Edit, Delete, Submit; then V1..Vn and U1..Un, five to a row (8 images fit in 5 rows).
 
-    Labels are in the language of the member who made the result; V/U numbers are the same everywhere.
+    A result made from an upload gets neither Re-roll nor Submit: the upload is not kept, and challenges
+    take only brushfire's own images, so both buttons could only refuse. Labels are in the language of
+    the member who made the result; V/U numbers are the same everywhere.
     """
     view = ui.View(timeout=None)
-    buttons = (
-        RerollButton(job_id, _),
-        EditButton(job_id, _),
-        DeleteButton(job_id, _),
-        SubmitButton(job_id, _=_),
-    )
-    for item in buttons:
+    items: list[ui.Item[Any]] = [EditButton(job_id, _), DeleteButton(job_id, _)]
+    if not from_upload:
+        items = [RerollButton(job_id, _), *items, SubmitButton(job_id, _=_)]
+    for item in items:
         view.add_item(item)
     row = 1
     for kind in (VaryButton, UpscaleButton):

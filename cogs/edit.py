@@ -9,11 +9,12 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.checks import Gate
 from bot.core.errors import BadAttachment
 from bot.core.i18n import N_
 from bot.core.plans import JobPlan, Requester
 from bot.core.records import GuildSettings
-from inference.protocol import MAX_PROMPT_CHARS
+from inference.text import MAX_PROMPT_CHARS
 
 if TYPE_CHECKING:
     from bot.client import ImageBot
@@ -25,7 +26,13 @@ class Edit(commands.Cog):
     def __init__(self, bot: ImageBot) -> None:
         self.bot = bot
 
-    @app_commands.command(name="edit", description="Change an image by instruction")
+    async def cog_load(self) -> None:
+        # Discord's client is told the very limit the planner enforces.
+        self.edit._params["instruction"].max_value = self.bot.settings.limits.prompt_chars
+
+    @app_commands.command(
+        name="edit", description="Change an image by instruction", extras={"gate": Gate.JOB}
+    )
     @app_commands.guild_only()
     @app_commands.describe(
         image="A PNG, JPEG or WebP image",

@@ -9,9 +9,11 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.checks import Gate
 from bot.core.plans import ImagineOptions, JobPlan, Requester, parse_lane
 from bot.core.records import GuildSettings
-from inference.protocol import MAX_COUNT, MAX_PROMPT_CHARS, MAX_SEED
+from inference.protocol import MAX_COUNT, MAX_SEED
+from inference.text import MAX_PROMPT_CHARS
 
 if TYPE_CHECKING:
     from bot.client import ImageBot
@@ -32,8 +34,13 @@ class Imagine(commands.Cog):
             app_commands.Choice(name=app_commands.locale_str((a.label or a.name)[:100]), value=a.name)
             for a in self.bot.services.guilds.styles.aspects
         ]
+        # Discord's client is told the very limit the planner enforces.
+        for name in ("prompt", "negative"):
+            self.imagine._params[name].max_value = self.bot.settings.limits.prompt_chars
 
-    @app_commands.command(name="imagine", description="Make images from a text prompt")
+    @app_commands.command(
+        name="imagine", description="Make images from a text prompt", extras={"gate": Gate.JOB}
+    )
     @app_commands.guild_only()
     @app_commands.describe(
         prompt="What to draw",

@@ -14,7 +14,7 @@ from discord import app_commands
 from discord.ext import commands
 from PIL import Image, ImageDraw
 
-from bot.checks import require_admin
+from bot.checks import admin_only
 from bot.core.errors import InvalidInput, QuotaRefused
 from bot.core.i18n import N_
 from bot.core.quotas.records import QuotaError, QuotaStatus, UsageReport
@@ -60,7 +60,8 @@ def quota_embed(status: QuotaStatus, who: str, _: Translate) -> discord.Embed:
         if status.bonus_remaining:
             embed.description += " " + _("(+{bonus} bonus)", bonus=status.bonus_remaining)
     embed.add_field(name=_("Window"), value=_("rolling {window}", window=describe_window(status.window_s, _)))
-    refill = f"<t:{int(status.next_refill_at)}:R>" if status.next_refill_at else _("nothing is being used")
+    second = status.next_refill_second
+    refill = f"<t:{second}:R>" if second is not None else _("nothing is being used")
     embed.add_field(name=_("Next credit returns"), value=refill)
     sources = {"override": _("personal limit"), "unlimited": _("unlimited")}
     tier = status.tier_name or sources.get(status.source, _("server default"))
@@ -134,15 +135,9 @@ class Quota(commands.Cog):
             embed=quota_embed(status, interaction.user.display_name, _), ephemeral=True
         )
 
-    admin = app_commands.Group(
-        name="quota-admin",
-        description="Manage credits on this server",
-        default_permissions=discord.Permissions(manage_guild=True),
-        guild_only=True,
+    admin = admin_only(N_("Only members with Manage Server can change credits."))(
+        app_commands.Group(name="quota-admin", description="Manage credits on this server")
     )
-
-    async def _check_admin(self, interaction: discord.Interaction) -> None:
-        require_admin(interaction, N_("Only members with Manage Server can change credits."))
 
     async def _run(self, interaction: discord.Interaction, text: str) -> None:
         await interaction.response.send_message(text, ephemeral=True)
@@ -152,7 +147,6 @@ class Quota(commands.Cog):
     async def set_default(
         self, interaction: discord.Interaction, limit: int, window_hours: int | None = None
     ) -> None:
-        await self._check_admin(interaction)
         window = window_hours * HOUR_S if window_hours is not None else None
         overview = await _quota_call(
             self.bot.services.quotas.admin.set_guild_default(
@@ -174,7 +168,6 @@ class Quota(commands.Cog):
 
     @admin.command(name="set-tier", description="Credits per window for a role (0 removes the tier)")
     async def set_tier(self, interaction: discord.Interaction, role: discord.Role, limit: int) -> None:
-        await self._check_admin(interaction)
         _ = self.bot.i18n_for(interaction)
         if limit == 0:
             await _quota_call(
@@ -204,7 +197,6 @@ class Quota(commands.Cog):
     async def set_user(
         self, interaction: discord.Interaction, user: discord.Member, limit: int, unlimited: bool = False
     ) -> None:
-        await self._check_admin(interaction)
         guild = _guild(interaction)
         _ = self.bot.i18n_for(interaction)
         if limit == 0 and not unlimited:
@@ -241,7 +233,6 @@ class Quota(commands.Cog):
         expires_hours: int | None = None,
         reason: str | None = None,
     ) -> None:
-        await self._check_admin(interaction)
         expires = self.bot.services.clock() + expires_hours * HOUR_S if expires_hours else None
         await _quota_call(
             self.bot.services.quotas.admin.grant_bonus(
@@ -262,19 +253,25 @@ class Quota(commands.Cog):
 
     @admin.command(name="reset", description="Forgive a member's usage in the current window")
     async def reset(self, interaction: discord.Interaction, user: discord.Member) -> None:
-        await self._check_admin(interaction)
-        voided = await _quota_call(
+        done = await _quota_call(
             self.bot.services.quotas.admin.reset_user(_guild(interaction), user.id, interaction.user.id)
         )
         _ = self.bot.i18n_for(interaction)
+        credits = _.ngettext("{count} credit", "{count} credits", done.credits, count=done.credits)
+        if done.relax_credits:
+            relax = _.ngettext(
+                "{count} relax credit", "{count} relax credits", done.relax_credits, count=done.relax_credits
+            )
+            credits = _("{credits} and {relax}", credits=credits, relax=relax)
         await self._run(
             interaction,
             _.ngettext(
-                "Reset {user}: {count} charge forgiven.",
-                "Reset {user}: {count} charges forgiven.",
-                voided,
+                "Reset {user}: {credits} forgiven over {count} charge; bonus credits already spent stay spent.",
+                "Reset {user}: {credits} forgiven over {count} charges; bonus credits already spent stay spent.",
+                done.jobs,
                 user=user.mention,
-                count=voided,
+                credits=credits,
+                count=done.jobs,
             ),
         )
 
@@ -282,7 +279,6 @@ class Quota(commands.Cog):
     async def block(
         self, interaction: discord.Interaction, user: discord.Member, reason: str | None = None
     ) -> None:
-        await self._check_admin(interaction)
         await _quota_call(
             self.bot.services.quotas.admin.block(_guild(interaction), user.id, interaction.user.id, reason)
         )
@@ -291,7 +287,6 @@ class Quota(commands.Cog):
 
     @admin.command(name="unblock", description="Let a blocked member make images again")
     async def unblock(self, interaction: discord.Interaction, user: discord.Member) -> None:
-        await self._check_admin(interaction)
         await _quota_call(
             self.bot.services.quotas.admin.unblock(_guild(interaction), user.id, interaction.user.id)
         )
@@ -302,7 +297,6 @@ class Quota(commands.Cog):
     async def report(
         self, interaction: discord.Interaction, days: app_commands.Range[int, 1, 90] = 30
     ) -> None:
-        await self._check_admin(interaction)
         await interaction.response.defer(ephemeral=True, thinking=True)
         report = await _quota_call(
             self.bot.services.quotas.reports.usage_report(_guild(interaction), days=days, top=10)

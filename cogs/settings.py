@@ -10,7 +10,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.checks import require_admin
+from bot.checks import admin_only
 from bot.core.errors import InvalidInput
 from bot.core.i18n import N_
 from bot.core.plans import REGEX_PREFIX
@@ -39,18 +39,13 @@ def settings_embed(s: GuildSettings, _: Translate) -> discord.Embed:
     return embed
 
 
-@app_commands.guild_only()
-@app_commands.default_permissions(manage_guild=True)
+@admin_only(N_("Only members with Manage Server can change brushfire's settings."))
 class Settings(
     commands.GroupCog, group_name="settings", group_description="brushfire's settings for this server"
 ):
     def __init__(self, bot: ImageBot) -> None:
         self.bot = bot
         super().__init__()
-
-    async def interaction_check(self, interaction: discord.Interaction) -> bool:
-        require_admin(interaction, N_("Only members with Manage Server can change brushfire's settings."))
-        return True
 
     async def _update(self, interaction: discord.Interaction, **changes: Any) -> None:
         guild_id = interaction.guild_id or 0

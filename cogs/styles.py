@@ -10,7 +10,7 @@ from discord import app_commands
 from discord.ext import commands
 from pydantic import ValidationError
 
-from bot.checks import require_admin
+from bot.checks import admin_only
 from bot.core.errors import InvalidInput
 from bot.core.i18n import N_
 from bot.core.styles import StyleBook, StylePreset
@@ -63,16 +63,11 @@ class Styles(commands.Cog):
         await interaction.response.send_message(embed=styles_embed(book, _), ephemeral=True)
 
 
-@app_commands.guild_only()
-@app_commands.default_permissions(manage_guild=True)
+@admin_only(N_("Only members with Manage Server can change this server's styles."))
 class StyleAdmin(commands.GroupCog, group_name="style", group_description="This server's own style presets"):
     def __init__(self, bot: ImageBot) -> None:
         self.bot = bot
         super().__init__()
-
-    async def interaction_check(self, interaction: discord.Interaction) -> bool:
-        require_admin(interaction, N_("Only members with Manage Server can change this server's styles."))
-        return True
 
     @app_commands.command(name="add", description="Add a style preset for this server")
     @app_commands.describe(

@@ -254,7 +254,12 @@ class WorkerClient:
         headers = {"Content-Type": content_type} if content_type else None
         try:
             body = data() if data is not None else None
-            async with self.session.request(method, self._base + path, data=body, headers=headers) as resp:
+            # A multipart upload (an image) asks first: a worker that is full or refuses the size answers
+            # before the image is sent.
+            expect = isinstance(body, aiohttp.FormData)
+            async with self.session.request(
+                method, self._base + path, data=body, headers=headers, expect100=expect
+            ) as resp:
                 payload = await resp.read()
                 if resp.status >= 400:
                     raise _error(resp.status, payload, resp.headers.get("Retry-After"))

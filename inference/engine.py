@@ -345,7 +345,11 @@ class DiffusersEngine:
             "callback_on_step_end_tensor_inputs": ["latents"],
         }
         if shape.kind.needs_image:
-            kwargs["image"] = [self._init_image(it, size) for it in items for _ in range(it.request.count)]
+            # Each job's input decoded once, straight to the output size, only while its batch runs.
+            inputs = [self._init_image(it, size) for it in items]
+            kwargs["image"] = [
+                img for it, img in zip(items, inputs, strict=True) for _ in range(it.request.count)
+            ]
         if pipe is self._pipes.edit:
             kwargs["image_guidance_scale"] = (
                 shape.image_guidance or self._settings.defaults.edit_image_guidance
@@ -362,10 +366,7 @@ class DiffusersEngine:
     @staticmethod
     def _init_image(item: BatchItem, size: tuple[int, int]) -> Image.Image:
         assert item.init_image is not None
-        img = item.init_image.convert("RGB")
-        if img.size != size:
-            img = img.resize(size, Image.Resampling.LANCZOS)
-        return img
+        return item.init_image.decode(size)
 
     def _step_callback(
         self,

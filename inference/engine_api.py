@@ -8,6 +8,7 @@ from typing import Protocol
 
 from PIL import Image
 
+from inference.images import EncodedImage
 from inference.protocol import JobRequest
 from inference.settings import ModelDefaults
 from inference.vocabulary import JobKind, WorkerJobId
@@ -27,7 +28,8 @@ class ResolvedRequest:
     height: int
     steps: int
     guidance: float
-    init_image: Image.Image | None = None
+    # Compressed: a queued job holds the upload's bytes, not its pixels; the engine decodes it per batch.
+    init_image: EncodedImage | None = None
 
     @property
     def strength(self) -> float | None:

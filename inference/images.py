@@ -23,6 +23,10 @@ def decode_image(data: bytes, limits: ImageLimits) -> Image.Image:
     The pixel limit is checked from the header before any pixel is decoded, so a decompression bomb is
     refused without being expanded.
     """
+    return _open_checked(data, limits).convert("RGB")
+
+
+def _open_checked(data: bytes, limits: ImageLimits) -> Image.Image:
     if len(data) > limits.max_bytes:
         raise ProtocolError(
             ErrorCode.IMAGE_TOO_LARGE,
@@ -55,4 +59,41 @@ def decode_image(data: bytes, limits: ImageLimits) -> Image.Image:
         raise ProtocolError(
             ErrorCode.BAD_IMAGE, f"not a readable image ({type(exc).__name__})", field="image"
         ) from None
-    return img.convert("RGB")
+    return img
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedImage:
+    """An input image checked whole once, then kept compressed while its job waits.
+
+    A decoded 2048x2048 picture is 12 MB of pixels while its PNG may be a few KB: a queue of jobs holds
+    only these bytes, and the pixels exist only while a batch is being prepared.
+    """
+
+    data: bytes
+    width: int
+    height: int
+
+    @classmethod
+    def check(cls, data: bytes, limits: ImageLimits) -> EncodedImage:
+        """Decode the upload fully (refusing broken or oversized ones), keep the bytes, drop the pixels."""
+        img = _open_checked(data, limits)
+        try:
+            return cls(data=data, width=img.width, height=img.height)
+        finally:
+            img.close()
+
+    @classmethod
+    def of(cls, img: Image.Image) -> EncodedImage:
+        """An image already in memory, kept as PNG (lossless: decoding gives the same pixels back)."""
+        buf = io.BytesIO()
+        img.save(buf, format="PNG")
+        return cls(data=buf.getvalue(), width=img.width, height=img.height)
+
+    def decode(self, size: tuple[int, int] | None = None) -> Image.Image:
+        """The pixels as RGB, resized to `size` at once so only one full-size copy ever lives."""
+        with Image.open(io.BytesIO(self.data)) as img:
+            rgb = img.convert("RGB")
+        if size is not None and rgb.size != size:
+            rgb = rgb.resize(size, Image.Resampling.LANCZOS)
+        return rgb

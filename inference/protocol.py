@@ -6,6 +6,8 @@ client and the bot. It imports neither torch nor diffusers.
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from enum import StrEnum
 from typing import Annotated, Any
@@ -13,11 +15,11 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from inference.settings import ModelDefaults
+from inference.text import MAX_PROMPT_CHARS, is_visible, normalize_prompt
 from inference.vocabulary import JobKind, JobStatus, Lane, WorkerJobId
 
 API_PREFIX = "/v1"
 
-MAX_PROMPT_CHARS = 1000
 MIN_SIDE = 64
 MAX_SIDE = 2048
 MAX_STEPS = 150
@@ -30,6 +32,8 @@ class ErrorCode(StrEnum):
     """Machine-readable error codes; every error body is `{"code": ..., "message": ...}`."""
 
     BAD_REQUEST = "bad_request"  # malformed body, not JSON, wrong multipart
+    BODY_TOO_LARGE = "body_too_large"  # declared or actual body over the worker's limit (413)
+    REQUEST_TIMEOUT = "request_timeout"  # the body did not arrive in time (408)
     UNKNOWN_FIELD = "unknown_field"
     INVALID_FIELD = "invalid_field"  # a field with a wrong type or out of range
     PROMPT_EMPTY = "prompt_empty"
@@ -85,7 +89,9 @@ class ProtocolError(Exception):
         return ErrorBody(code=self.code, message=self.message, field=self.field, retry_after=self.retry_after)
 
 
-Prompt = Annotated[str, Field(max_length=MAX_PROMPT_CHARS * 4)]
+# The length is checked after normalisation, in JobRequest's validators, with its own error code; the
+# bound here is what the OpenAPI document advertises.
+Prompt = Annotated[str, Field(max_length=MAX_PROMPT_CHARS)]
 
 
 class JobRequest(BaseModel):
@@ -122,31 +128,19 @@ class JobRequest(BaseModel):
             raise ValueError("must be 1-128 characters of letters, digits, '_', '.', ':' or '-'")
         return v
 
-    @field_validator("prompt")
+    @field_validator("prompt", mode="before")
     @classmethod
-    def _prompt(cls, v: str) -> str:
-        v = v.strip()
-        if not v:
-            raise ProtocolError(ErrorCode.PROMPT_EMPTY, "prompt is empty", field="prompt")
-        if len(v) > MAX_PROMPT_CHARS:
-            raise ProtocolError(
-                ErrorCode.PROMPT_TOO_LONG,
-                f"prompt is {len(v)} characters; the limit is {MAX_PROMPT_CHARS}",
-                field="prompt",
-            )
+    def _prompt(cls, v: Any) -> Any:
+        v = _checked_prompt(v, "prompt")
+        if isinstance(v, str) and not is_visible(v):
+            raise ProtocolError(ErrorCode.PROMPT_EMPTY, "prompt has nothing visible in it", field="prompt")
         return v
 
-    @field_validator("negative_prompt")
+    @field_validator("negative_prompt", mode="before")
     @classmethod
-    def _negative(cls, v: str) -> str:
-        v = v.strip()
-        if len(v) > MAX_PROMPT_CHARS:
-            raise ProtocolError(
-                ErrorCode.PROMPT_TOO_LONG,
-                f"negative_prompt is {len(v)} characters; the limit is {MAX_PROMPT_CHARS}",
-                field="negative_prompt",
-            )
-        return v
+    def _negative(cls, v: Any) -> Any:
+        v = _checked_prompt(v, "negative_prompt")
+        return v if not isinstance(v, str) or is_visible(v) else ""
 
     @field_validator("width", "height")
     @classmethod
@@ -168,6 +162,71 @@ class JobRequest(BaseModel):
                 ErrorCode.INVALID_FIELD, "strength applies only to img2img and edit jobs", field="strength"
             )
         return self
+
+
+def _checked_prompt(v: Any, name: str) -> Any:
+    """A prompt field normalised (`inference.text`) and checked against the one length limit."""
+    if not isinstance(v, str):
+        return v  # the type check that follows refuses it
+    v = normalize_prompt(v)
+    if len(v) > MAX_PROMPT_CHARS:
+        raise ProtocolError(
+            ErrorCode.PROMPT_TOO_LONG,
+            f"{name} is {len(v)} characters; the limit is {MAX_PROMPT_CHARS}",
+            field=name,
+        )
+    return v
+
+
+MAX_JSON_DEPTH = 16  # a job is a flat object; anything nested deeper is an attack, not a job
+MAX_JSON_NUMBER_CHARS = 40  # longer than any float or int a field accepts
+_JSON_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_JSON_BRACKETS = re.compile(rb"[\[\]{}]")
+
+
+def load_json(raw: bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """Decode a JSON body, refusing what would exhaust the decoder: deep nesting, huge or non-finite
+    numbers, lone surrogates. Every refusal is a `bad_request` ProtocolError."""
+    depth = json_depth(raw)
+    if depth > max_depth:
+        raise ProtocolError(
+            ErrorCode.BAD_REQUEST, f"the JSON is nested {depth} deep; the limit is {max_depth}"
+        )
+    try:
+        return json.loads(raw, parse_int=_json_int, parse_float=_json_float, parse_constant=_json_constant)
+    except ProtocolError:
+        raise
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"not valid JSON: {str(exc)[:200]}") from None
+
+
+def json_depth(raw: bytes) -> int:
+    """How deeply arrays and objects nest in a JSON text, brackets inside strings not counted.
+
+    A linear scan with no recursion, run before the (recursive) decoder ever sees the text.
+    """
+    depth = deepest = 0
+    for match in _JSON_BRACKETS.finditer(_JSON_STRINGS.sub(b'""', raw)):
+        depth += 1 if match[0] in b"[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def _json_int(text: str) -> int:
+    if len(text) > MAX_JSON_NUMBER_CHARS:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"a number of {len(text)} digits; the limit is {MAX_JSON_NUMBER_CHARS}")  # fmt: skip
+    return int(text)
+
+
+def _json_float(text: str) -> float:
+    value = float(_json_int(text) if len(text) > MAX_JSON_NUMBER_CHARS else text)
+    if not math.isfinite(value):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"the number {text[:20]} is out of range")
+    return value
+
+
+def _json_constant(name: str) -> float:
+    raise ProtocolError(ErrorCode.BAD_REQUEST, f"{name} is not a JSON number")
 
 
 def parse_job_request(data: Any) -> JobRequest:

@@ -20,6 +20,11 @@ class Submission(ResolvedRequest):
 
     fingerprint: str  # digest of the request and image, to tell an idempotent resubmit from a conflict
 
+    @property
+    def input_bytes(self) -> int:
+        """Bytes of client input this queued job holds (its compressed input image)."""
+        return len(self.init_image.data) if self.init_image is not None else 0
+
 
 @dataclass(eq=False, slots=True)
 class Job:
@@ -70,6 +75,27 @@ class Slice:
             job_id=self.job.id, request=request, seed=sub.seed + self.offset, width=sub.width,
             height=sub.height, steps=sub.steps, guidance=sub.guidance, init_image=sub.init_image,
         )  # fmt: skip
+
+
+class ByteBudget:
+    """Bytes of client input the worker may hold at once: bodies being read plus queued jobs' images.
+
+    Owned by the event loop (no lock): `take` and `give` are called only from it.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def take(self, n: int) -> bool:
+        """Hold `n` more bytes if they fit; False (holding nothing) if they do not."""
+        if self.used + n > self.limit:
+            return False
+        self.used += n
+        return True
+
+    def give(self, n: int) -> None:
+        self.used = max(0, self.used - n)
 
 
 def halves(slices: list[Slice]) -> tuple[list[Slice], list[Slice]]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import secrets
 import time
@@ -36,7 +37,7 @@ from inference.protocol import (
     ReplicaStats,
     WorkerStats,
 )
-from inference.queue import Job, Slice, Submission, TwoLaneQueue, halves
+from inference.queue import ByteBudget, Job, Slice, Submission, TwoLaneQueue, halves
 from inference.settings import WorkerSettings
 from inference.vocabulary import JobStatus, WorkerJobId
 
@@ -92,6 +93,9 @@ class Scheduler:
         self._batch_tasks: set[asyncio.Task[None]] = set()
         self._times = BatchTimes()
         self._accepting = True
+        self.memory = ByteBudget(settings.input_budget_bytes)
+        # One upload decoded at a time: each may be tens of MB of pixels while it is checked.
+        self.decode_slots = asyncio.Semaphore(1)
         self._executor = ThreadPoolExecutor(
             max_workers=settings.batches_in_flight, thread_name_prefix="engine"
         )
@@ -160,6 +164,8 @@ class Scheduler:
         if not self._accepting:
             raise ProtocolError(ErrorCode.SHUTTING_DOWN, "the worker is shutting down", status=503)
         self._check_caps(request)
+        if not self.memory.take(sub.input_bytes):
+            raise self.memory_full()
         job = Job(
             id=WorkerJobId(secrets.token_hex(8)),
             sub=sub,
@@ -192,6 +198,16 @@ class Scheduler:
                 status=429,
                 retry_after=self._retry_after(mine[0]),
             )
+
+    def memory_full(self) -> ProtocolError:
+        """The refusal for input that does not fit the byte budget now: retry once a batch has run."""
+        return ProtocolError(
+            ErrorCode.QUEUE_FULL,
+            f"the worker holds {self.memory.used} of its {self.memory.limit} bytes of queued input; "
+            "retry later",
+            status=429,
+            retry_after=self._retry_after(None),
+        )
 
     def _retry_after(self, job: Job | None) -> float:
         """Seconds until a place frees: the user's first job starts, or else the running batch ends."""
@@ -345,6 +361,8 @@ class Scheduler:
             return
         job.status = status
         job.error = error
+        self.memory.give(job.sub.input_bytes)
+        job.sub = dataclasses.replace(job.sub, init_image=None)  # the upload is not needed any more
         job.finished_at = self._clock()
         job.finished_mono = self._monotonic()
         self.counters[status] += 1
@@ -376,7 +394,7 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         n = sum(s.count for s in slices)
         run = _Running(slices, self._monotonic(), self._times.estimate(slices[0].job.key.shape, n))
-        items = [s.item() for s in slices]
+        items = [s.item() for s in slices]  # input images still compressed: the engine decodes them
         on_step = self._progress_reporter(run, loop)
         run.future = loop.run_in_executor(
             self._executor, self._engine.run_batch, items, on_step, run.should_stop

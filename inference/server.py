@@ -12,23 +12,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import hashlib
 import hmac
 import ipaddress
-import json
 import logging
+import os
+import re
 import secrets
 import signal
+import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from aiohttp import BodyPartReader, web
-from PIL import Image
 from pydantic import BaseModel
 
 from inference.engine_api import Engine
-from inference.images import ImageLimits, decode_image
+from inference.images import EncodedImage, ImageLimits
+from inference.openapi import openapi_document
 from inference.protocol import (
     API_PREFIX,
     MAX_COUNT,
@@ -41,6 +44,7 @@ from inference.protocol import (
     ProtocolError,
     ReplicaStats,
     WorkerInfo,
+    load_json,
     parse_job_request,
 )
 from inference.queue import Submission, job_fingerprint
@@ -53,10 +57,12 @@ SETTINGS = web.AppKey("settings", WorkerSettings)
 SCHEDULER = web.AppKey("scheduler", Scheduler)
 ENGINE = web.AppKey("engine", Engine)
 HTTP_COUNTS = web.AppKey("http_counts", Counter[tuple[str, str, int]])
+OPENAPI = web.AppKey("openapi", dict)
 
 MAX_JOB_JSON_BYTES = 64 * 1024
 NDJSON = "application/x-ndjson"
 FINAL_EVENTS = frozenset({EventType.DONE, EventType.FAILED, EventType.CANCELLED})
+_M_MMAP_THRESHOLD = -3  # from glibc's <malloc.h>
 HEARTBEAT_S = 15.0  # an empty line on an idle event stream, so proxies and clients keep it open
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -73,26 +79,28 @@ def read_job_json(raw: bytes) -> JobRequest:
     """Parse and validate a job's JSON body."""
     if len(raw) > MAX_JOB_JSON_BYTES:
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"the job JSON is over {MAX_JOB_JSON_BYTES} bytes")
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ProtocolError(ErrorCode.BAD_REQUEST, f"the job is not valid JSON: {exc}") from None
-    return parse_job_request(data)
+    return parse_job_request(load_json(raw))
 
 
 async def prepare_submission(
-    request: JobRequest, image: bytes | None, settings: WorkerSettings, engine: Engine
+    request: JobRequest,
+    image: bytes | None,
+    settings: WorkerSettings,
+    engine: Engine,
+    decode_slots: asyncio.Semaphore | None = None,
 ) -> Submission:
     """Check a job against the worker's limits and fill in the model's defaults.
 
     The input image is decoded in a thread (it may be megapixels) with the byte and pixel limits
-    checked first, so decompression bombs are refused before they expand.
+    checked first, so decompression bombs are refused before they expand; `decode_slots` bounds how
+    many are decoded at once. The job keeps the compressed bytes, not the pixels.
     """
     _check_inputs(request, image, engine)
     init = None
     if image is not None:
         limits = ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
-        init = await asyncio.to_thread(decode_image, image, limits)
+        async with decode_slots or contextlib.nullcontext():
+            init = await asyncio.to_thread(EncodedImage.check, image, limits)
     d = engine.defaults(request.kind)
     steps, guidance, width, height = d.steps, d.guidance, d.width, d.height
     width, height = _output_size(request, init, (width, height), settings.max_pixels)
@@ -124,7 +132,7 @@ def _check_inputs(request: JobRequest, image: bytes | None, engine: Engine) -> N
 
 
 def _output_size(
-    request: JobRequest, init: Image.Image | None, default: tuple[int, int], max_pixels: int
+    request: JobRequest, init: EncodedImage | None, default: tuple[int, int], max_pixels: int
 ) -> tuple[int, int]:
     """The requested size, else the input image's (fitted), else the model's; within `max_pixels`."""
     width, height = default
@@ -185,17 +193,20 @@ async def _read_multipart(request: web.Request, settings: WorkerSettings) -> tup
 
 
 async def _read_part(part: BodyPartReader, limit: int, name: str) -> bytes:
-    data = bytearray()
-    while chunk := await part.read_chunk(64 * 1024):
-        data.extend(chunk)
-        if len(data) > limit:
+    # Chunks joined once at the end: a growing bytearray would over-allocate and then be copied again.
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await part.read_chunk(256 * 1024):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
             raise ProtocolError(
                 ErrorCode.IMAGE_TOO_LARGE if name == "image" else ErrorCode.BAD_REQUEST,
                 f"the {name} part is over {limit} bytes",
                 status=413,
                 field=name,
             )
-    return bytes(data)
+    return b"".join(chunks)
 
 
 # --- middleware ---
@@ -208,7 +219,12 @@ def error_response(exc: ProtocolError) -> web.Response:
     )
 
 
-_HTTP_CODES = {401: ErrorCode.UNAUTHORIZED, 404: ErrorCode.NOT_FOUND}
+_HTTP_CODES = {
+    401: ErrorCode.UNAUTHORIZED,
+    404: ErrorCode.NOT_FOUND,
+    408: ErrorCode.REQUEST_TIMEOUT,
+    413: ErrorCode.BODY_TOO_LARGE,
+}
 
 
 @web.middleware
@@ -232,6 +248,20 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     return response
 
 
+def max_body_bytes(settings: WorkerSettings) -> int:
+    """The largest request body the worker reads: one image part, one job part, multipart framing."""
+    return settings.max_image_bytes + MAX_JOB_JSON_BYTES + 64 * 1024
+
+
+@web.middleware
+async def body_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse a body by its declared size before any of it is read."""
+    limit = max_body_bytes(request.app[SETTINGS])
+    if request.content_length is not None and request.content_length > limit:
+        raise _too_large(request.content_length, limit)
+    return await handler(request)
+
+
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     token = request.app[SETTINGS].token
@@ -252,14 +282,61 @@ def _json(model: BaseModel, status: int = 200) -> web.Response:
 
 
 async def submit_job(request: web.Request) -> web.Response:
+    """Queue a job. Its body is held against the worker's input budget, by declared size, before a
+    byte of it is read; the queued job then holds only its compressed image against the same budget."""
     scheduler = request.app[SCHEDULER]
     if not scheduler.accepting:
         raise ProtocolError(ErrorCode.SHUTTING_DOWN, "the worker is shutting down", status=503)
     settings = request.app[SETTINGS]
-    job_request, image = await read_submission(request, settings)
-    sub = await prepare_submission(job_request, image, settings, scheduler.engine)
+    held = request.content_length if request.content_length is not None else max_body_bytes(settings)
+    if not scheduler.memory.take(held):
+        raise scheduler.memory_full()
+    try:
+        try:
+            async with asyncio.timeout(settings.body_timeout_s):
+                job_request, image = await read_submission(request, settings)
+        except TimeoutError:
+            raise ProtocolError(
+                ErrorCode.REQUEST_TIMEOUT,
+                f"the request body did not arrive within {settings.body_timeout_s:g} s",
+                status=408,
+            ) from None
+        sub = await prepare_submission(
+            job_request, image, settings, scheduler.engine, decode_slots=scheduler.decode_slots
+        )
+    finally:
+        scheduler.memory.give(held)  # no await from here to submit(): the job takes its share at once
     job, created = scheduler.submit(sub)
     return _json(scheduler.info(job), status=201 if created else 200)
+
+
+async def expect_job_body(request: web.Request) -> web.StreamResponse | None:
+    """`Expect: 100-continue` on POST /v1/jobs: a body too large, or one the input budget cannot hold now,
+    is refused before the client sends it; otherwise the client is told to go on."""
+    scheduler, settings = request.app[SCHEDULER], request.app[SETTINGS]
+    declared = request.content_length
+    refusal = None
+    if request.headers.get("Expect", "").lower() != "100-continue":
+        refusal = ProtocolError(
+            ErrorCode.BAD_REQUEST, "only `Expect: 100-continue` is understood", status=417
+        )
+    elif declared is not None and declared > max_body_bytes(settings):
+        refusal = _too_large(declared, max_body_bytes(settings))
+    elif declared is not None and scheduler.memory.used + declared > scheduler.memory.limit:
+        refusal = scheduler.memory_full()
+    if refusal is not None:
+        response = error_response(refusal)
+        response.force_close()  # the unsent body must not be read as the next request
+        return response
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    request.writer.output_size = 0  # the 100 is not part of the response proper
+    return None
+
+
+def _too_large(declared: int, limit: int) -> ProtocolError:
+    return ProtocolError(
+        ErrorCode.BODY_TOO_LARGE, f"the body is {declared} bytes; the limit is {limit}", status=413
+    )
 
 
 async def get_job(request: web.Request) -> web.Response:
@@ -328,6 +405,10 @@ def worker_info(engine: Engine) -> WorkerInfo:
     )
 
 
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(request.app[OPENAPI])
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
@@ -343,19 +424,24 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(text=text, content_type="text/plain", charset="utf-8", headers={"X-Format": "0.0.4"})
 
 
+_WHOLE_NUMBER = re.compile(r"[0-9]{1,18}")  # ASCII digits only (str.isdigit takes "²"), within int64
+
+
 def _int_query(request: web.Request, name: str, default: int) -> int:
     raw = request.query.get(name)
     if raw is None:
         return default
-    if not raw.isdigit():
-        raise ProtocolError(ErrorCode.INVALID_FIELD, f"{name} must be a whole number", field=name)
+    if not _WHOLE_NUMBER.fullmatch(raw):
+        raise ProtocolError(
+            ErrorCode.INVALID_FIELD, f"{name} must be a whole number of at most 18 digits", field=name
+        )
     return int(raw)
 
 
 def _int_path(request: web.Request, name: str) -> int:
     raw = request.match_info[name]
-    if not raw.isdigit() or len(raw) > 6:
-        raise ProtocolError(ErrorCode.NOT_FOUND, f"no image {raw!r}", status=404, field=name)
+    if not _WHOLE_NUMBER.fullmatch(raw) or len(raw) > 6:
+        raise ProtocolError(ErrorCode.NOT_FOUND, f"no image {raw[:20]!r}", status=404, field=name)
     return int(raw)
 
 
@@ -422,16 +508,17 @@ def _escape(value: str) -> str:
 def create_app(settings: WorkerSettings, engine: Engine) -> web.Application:
     """The worker's aiohttp application over a loaded engine; the scheduler lives in its cleanup_ctx."""
     app = web.Application(
-        client_max_size=settings.max_image_bytes + MAX_JOB_JSON_BYTES + 64 * 1024,
-        middlewares=[errors_middleware, auth_middleware],
+        client_max_size=max_body_bytes(settings),
+        middlewares=[errors_middleware, body_limit_middleware, auth_middleware],
     )
     app[SETTINGS] = settings
     app[ENGINE] = engine
     app[SCHEDULER] = Scheduler(engine, settings)
     app[HTTP_COUNTS] = Counter()
+    app[OPENAPI] = openapi_document()
     app.cleanup_ctx.append(_scheduler_ctx)
     p = API_PREFIX
-    app.router.add_post(f"{p}/jobs", submit_job)
+    app.router.add_post(f"{p}/jobs", submit_job, expect_handler=expect_job_body)
     app.router.add_get(f"{p}/jobs/{{job_id}}", get_job)
     app.router.add_delete(f"{p}/jobs/{{job_id}}", cancel_job)
     app.router.add_post(f"{p}/jobs/{{job_id}}/cancel", cancel_job)
@@ -440,6 +527,7 @@ def create_app(settings: WorkerSettings, engine: Engine) -> web.Application:
     app.router.add_get(f"{p}/jobs/{{job_id}}/preview", job_preview)
     app.router.add_get(f"{p}/stats", stats)
     app.router.add_get(f"{p}/info", info)
+    app.router.add_get(f"{p}/openapi.json", openapi)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -490,7 +578,15 @@ async def start_worker(settings: WorkerSettings, engine: Engine) -> RunningWorke
     """Serve an already loaded engine on `settings.host:settings.port` (port 0 picks a free one)."""
     check_bind(settings)
     app = create_app(settings, engine)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        access_log=None,
+        # A connection gets this long to send each request's head (from connecting, or from the end of
+        # the previous response) and idles no longer than this: half-sent requests do not linger.
+        keepalive_timeout=settings.keepalive_timeout_s,
+        lingering_time=min(settings.body_timeout_s, 10.0),  # draining an unread body after a refusal
+    )
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
     await site.start()
@@ -500,23 +596,54 @@ async def start_worker(settings: WorkerSettings, engine: Engine) -> RunningWorke
     return RunningWorker(app, runner, url)
 
 
-def run_worker(worker: WorkerSettings, engine: EngineSettings) -> None:
-    """Load the engine, serve until SIGINT or SIGTERM, then shut down gracefully."""
+def run_worker(worker: WorkerSettings, engine: EngineSettings, parent_pid: int | None = None) -> None:
+    """Load the engine, serve until SIGINT, SIGTERM or SIGHUP (or, given `parent_pid`, until that
+    process is gone), then shut down gracefully."""
     check_bind(worker)
-    asyncio.run(_run(worker, engine))
+    asyncio.run(_run(worker, engine, parent_pid))
 
 
-async def _run(worker: WorkerSettings, engine_settings: EngineSettings) -> None:
+def return_large_buffers_to_os(threshold: int = 1024 * 1024) -> bool:
+    """On glibc, serve allocations over `threshold` from mmap, so a freed upload or decoded picture
+    goes back to the OS at once instead of staying in the heap as resident memory.
+
+    glibc's default threshold grows to 32 MB after the first large free, which would keep every
+    request-sized buffer resident after use. False where this is not glibc (nothing changes there).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, threshold))
+    except (OSError, AttributeError):
+        return False
+
+
+async def _watch_parent(parent_pid: int, stop: asyncio.Event) -> None:
+    """Stop when the run.py that started this worker is gone (PR_SET_PDEATHSIG covers Linux; this the rest)."""
+    while not stop.is_set():
+        if os.getppid() != parent_pid:
+            log.warning("the run.py that started this worker (pid %d) is gone; stopping", parent_pid)
+            stop.set()
+            return
+        await asyncio.sleep(1.0)
+
+
+async def _run(worker: WorkerSettings, engine_settings: EngineSettings, parent_pid: int | None) -> None:
     from inference.engine import DiffusersEngine  # torch is imported only when a worker really starts
 
+    return_large_buffers_to_os()
     log.info("loading the model")
     engine = await asyncio.to_thread(DiffusersEngine.load, engine_settings)
     running = await start_worker(worker, engine)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
+    watch = asyncio.create_task(_watch_parent(parent_pid, stop)) if parent_pid else None
     await stop.wait()
+    if watch is not None:
+        watch.cancel()
     log.info("shutting down: finishing the running batch, failing queued jobs")
     await running.stop()
     log.info("worker stopped")

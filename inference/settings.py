@@ -133,6 +133,14 @@ class WorkerSettings(BaseModel):
     max_pixels: int = Field(default=1024 * 1024, ge=64 * 64)  # per output image
     max_image_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)  # per uploaded edit image
     max_image_pixels: int = Field(default=2048 * 2048, ge=64 * 64)  # per uploaded edit image
+    # Bytes of client input held at once: request bodies being read (by their declared size) plus the
+    # compressed input images of queued jobs. Past it the worker answers 429 with Retry-After, so its
+    # memory does not grow with what clients send. At least one largest upload must fit.
+    input_budget_bytes: int = Field(default=32 * 1024 * 1024, ge=1024 * 1024)
+    # Slow clients: the longest a connection may take to send a request's head (and the longest an
+    # idle keep-alive connection stays open), and the longest a request's body may take to arrive.
+    keepalive_timeout_s: float = Field(default=15.0, gt=0, le=3600)
+    body_timeout_s: float = Field(default=30.0, gt=0, le=3600)
     job_ttl_s: float = Field(default=3600.0, gt=0)  # how long finished jobs and their images are kept
     shutdown_grace_s: float = Field(default=30.0, ge=0)  # how long the running batch may finish at shutdown
     batch_timeout_s: float = Field(default=600.0, gt=0)
@@ -142,3 +150,12 @@ class WorkerSettings(BaseModel):
     # every event costs the event loop a wake-up and a send per subscriber, and a chat message cannot
     # show more than a few updates a second anyway. 0 reports every step.
     progress_interval_s: float = Field(default=0.2, ge=0)
+
+    @model_validator(mode="after")
+    def _budget_fits_an_upload(self) -> WorkerSettings:
+        if self.input_budget_bytes < self.max_image_bytes:
+            raise ValueError(
+                f"input_budget_bytes ({self.input_budget_bytes}) must be at least max_image_bytes "
+                f"({self.max_image_bytes}), or no upload of the largest allowed size could ever be taken"
+            )
+        return self

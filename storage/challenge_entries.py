@@ -187,6 +187,25 @@ class EntrySource:
     created_at: float
     deleted: bool
     from_upload: bool
+    # Who made each job on the image's `parent` chain, itself included; None for a link that is gone.
+    lineage_owners: frozenset[int | None] = frozenset()
+
+
+LINEAGE_SQL = """
+WITH RECURSIVE chain(job_id, parent_job_id, user_id, depth) AS (
+    SELECT job_id, parent_job_id, user_id, 0 FROM jobs WHERE job_id = ?
+    UNION
+    SELECT p.job_id, p.parent_job_id, p.user_id, c.depth + 1
+      FROM chain c LEFT JOIN jobs p ON p.job_id = c.parent_job_id
+     WHERE c.parent_job_id IS NOT NULL AND c.depth < 10000
+)
+SELECT DISTINCT user_id FROM chain
+"""
+
+
+def lineage_owners(tx: SyncTx, job_id: str) -> frozenset[int | None]:
+    """Everyone whose job lies on this job's parent chain (a missing parent shows as None)."""
+    return frozenset(row[0] for row in tx.fetchall(LINEAGE_SQL, (job_id,)))
 
 
 def entry_png(tx: SyncTx, generation_id: str) -> bytes:
@@ -215,6 +234,7 @@ def entry_source(tx: SyncTx, generation_id: str) -> EntrySource | None:
         created_at=row["created_at"],
         deleted=bool(row["deleted"]),
         from_upload=bool(row["from_upload"]),
+        lineage_owners=lineage_owners(tx, row["job_id"]),
     )
 
 

@@ -122,6 +122,19 @@ class GenerationsRepo:
         rows = await self._db.run(lambda tx: tx.fetchall(sql, (job_id,)), write=False)
         return [_record(row) for row in rows]
 
+    async def for_job_in_guild(
+        self, job_id: str, guild_id: int, *, with_png: bool = True
+    ) -> list[GenerationRecord]:
+        """A job's images, only if the job was made in this server (none otherwise)."""
+        columns = _COLUMNS if with_png else _COLUMNS.replace("png,", "x'' AS png,")
+        qualified = ", ".join(f"g.{c.strip()}" if " AS " not in c else c for c in columns.split(","))
+        sql = (
+            f"SELECT {qualified} FROM generations g JOIN jobs j USING (job_id) "
+            "WHERE g.job_id = ? AND COALESCE(j.guild_id, 0) = ? ORDER BY g.idx"
+        )
+        rows = await self._db.run(lambda tx: tx.fetchall(sql, (job_id, guild_id)), write=False)
+        return [_record(row) for row in rows]
+
     async def mark_job_deleted(self, job_id: str) -> int:
         """Flag a result's images deleted and drop their bytes (a user asked for them gone)."""
         return await self._db.write(

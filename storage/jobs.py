@@ -70,6 +70,8 @@ class JobRecord:
     parent_generation_id: str | None = None
     attempts: int = 0
     language: str | None = None  # the member's language ("fr"), for results posted after the interaction
+    owner: str | None = None  # the process following it (bot.core.lifecycle.ProcessOwner as text)
+    delivered_at: float | None = None  # when its outcome reached its user (or delivery was given up)
     created_at: float = 0.0
     updated_at: float = 0.0
     finished_at: float | None = None
@@ -141,6 +143,14 @@ class JobsRepo:
     async def get(self, job_id: str) -> JobRecord | None:
         return await self._db.run(lambda tx: _fetch(tx, "job_id", job_id), write=False)
 
+    async def get_in_guild(self, job_id: str, guild_id: int) -> JobRecord | None:
+        """The job only if it was made in this server (0: outside any server), so that an interaction from
+        one server can never reach another server's job."""
+        sql = "SELECT * FROM jobs WHERE job_id = ? AND COALESCE(guild_id, 0) = ?"
+        return await self._db.run(
+            lambda tx: _record(row) if (row := tx.fetchone(sql, (job_id, guild_id))) else None, write=False
+        )
+
     async def update_status(
         self, job_id: str, status: JobState | str, error: str | None = None, **fields: Any
     ) -> JobRecord:
@@ -195,6 +205,27 @@ class JobsRepo:
             return _fetch(tx, "job_id", job_id)
 
         return _found(job_id, await self._db.run(body))
+
+    async def claim(self, job_id: str, old_owner: str | None, new_owner: str | None) -> bool:
+        """Take a job over from `old_owner`; False if someone else took it first (one winner)."""
+        return bool(
+            await self._db.write(
+                "UPDATE jobs SET owner = ?, updated_at = ? WHERE job_id = ? AND owner IS ?",
+                (new_owner, self._clock(), job_id, old_owner),
+            )
+        )
+
+    async def mark_delivered(self, job_id: str) -> None:
+        await self._db.write(
+            "UPDATE jobs SET delivered_at = ? WHERE job_id = ? AND delivered_at IS NULL",
+            (self._clock(), job_id),
+        )
+
+    async def list_undelivered(self, since: float) -> list[JobRecord]:
+        """Finished jobs (since `since`) whose outcome never reached their user: a crash in between."""
+        sql = """SELECT * FROM jobs WHERE delivered_at IS NULL AND finished_at IS NOT NULL AND finished_at >= ?
+                  ORDER BY finished_at"""
+        return await self._db.run(lambda tx: [_record(r) for r in tx.fetchall(sql, (since,))], write=False)
 
     async def list_unfinished(self) -> list[JobRecord]:
         """Jobs a restart must pick up again, oldest first."""

@@ -73,13 +73,19 @@ def insert(
     lane: Lane,
     spends: Sequence[BonusSpend],
     now: float,
+    forgiven: bool = False,
 ) -> None:
-    """Insert a reserved row; a second row for the same job raises sqlite3.IntegrityError."""
+    """Insert a reserved row; a second row for the same job raises sqlite3.IntegrityError.
+
+    A `forgiven` row (made while the member was unlimited) is voided from the start: it shows in reports
+    but never counts against a window.
+    """
     bonus_cost = sum(s.credits for s in spends)
     tx.execute(
-        """INSERT INTO ledger (job_id, guild_id, user_id, cost, bonus_cost, lane, state, created_at, updated_at)
-           VALUES (?, ?, ?, ?, ?, ?, 'reserved', ?, ?)""",
-        (job_id, guild_id, user_id, cost, bonus_cost, lane, now, now),
+        """INSERT INTO ledger (job_id, guild_id, user_id, cost, bonus_cost, lane, state, voided, created_at,
+                               updated_at)
+           VALUES (?, ?, ?, ?, ?, ?, 'reserved', ?, ?, ?)""",
+        (job_id, guild_id, user_id, cost, bonus_cost, lane, int(forgiven), now, now),
     )
     if spends:
         tx.executemany(
@@ -120,13 +126,36 @@ def stale_reservations(tx: SyncTx, before: float, limit: int = 500) -> list[Stal
     return [StaleReservation(r[0], r[1], r[2]) for r in rows]
 
 
-def void_window(tx: SyncTx, guild_id: int, user_id: int, since: float, now: float) -> int:
-    """Forgive a user's live rows inside the window (an admin reset); they stay for reports."""
-    return tx.execute(
-        """UPDATE ledger SET voided = 1, updated_at = ?
-            WHERE guild_id = ? AND user_id = ? AND created_at > ? AND state != 'refunded' AND voided = 0""",
-        (now, guild_id, user_id, since),
+@dataclass(frozen=True, slots=True)
+class Forgiven:
+    """What an admin reset forgave: charges, window credits (bonus-paid parts excluded) and relax credits."""
+
+    jobs: int
+    credits: int
+    relax_credits: int
+
+
+# The rows that count against a window: live, not forgiven, and paid at least partly from the window.
+_COUNTING = """guild_id = :guild AND user_id = :user AND created_at > :since AND state != 'refunded'
+               AND voided = 0 AND (lane = 'relax' OR cost > bonus_cost)"""
+
+
+def void_window(tx: SyncTx, guild_id: int, user_id: int, since: float, now: float) -> Forgiven:
+    """Forgive a user's counting rows inside the window (an admin reset); they stay for reports.
+
+    Bonus credits a forgiven charge spent stay spent: a reset restores the window share, not gifts.
+    """
+    params = {"guild": guild_id, "user": user_id, "since": since, "now": now}
+    row = tx.fetchone(
+        f"""SELECT COUNT(*) AS jobs,
+                   COALESCE(SUM(CASE WHEN lane = 'fast' THEN cost - bonus_cost END), 0) AS credits,
+                   COALESCE(SUM(CASE WHEN lane = 'relax' THEN cost END), 0) AS relax_credits
+              FROM ledger WHERE {_COUNTING}""",
+        params,
     )
+    assert row is not None  # an aggregate always yields one row
+    tx.execute(f"UPDATE ledger SET voided = 1, updated_at = :now WHERE {_COUNTING}", params)
+    return Forgiven(row["jobs"], row["credits"], row["relax_credits"])
 
 
 def prune(tx: SyncTx, before: float) -> int:

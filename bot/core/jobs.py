@@ -19,11 +19,12 @@ from typing import Literal
 from bot.core.errors import InvalidInput, JobNotFound, NotPermitted, QuotaRefused, WorkerDown
 from bot.core.guilds import GuildService
 from bot.core.i18n import N_, LocalisedError, Message
+from bot.core.lifecycle import CrashPoint, ProcessOwner
 from bot.core.outcomes import Deliver, JobOutcome, ProgressCallback, Ticket, next_state, png_size, worker_user
 from bot.core.plans import Action, Delivery, JobPlan, Planner, Requester
 from bot.core.progress import ProgressState
 from bot.core.quotas.pricing import CostSpec
-from bot.core.quotas.records import QuotaError, QuotaStatus
+from bot.core.quotas.records import QuotaError, QuotaStatus, UserBlocked
 from bot.core.quotas.service import QuotaService
 from bot.core.settings import Limits, Settings
 from bot.core.worker_watch import WorkerWatch
@@ -38,6 +39,7 @@ from storage.jobs import JobRecord, JobsRepo, JobState
 log = logging.getLogger(__name__)
 
 MAX_RESUBMITS = 2
+UNDELIVERED_WINDOW_S = 24 * 3600.0  # a crash-interrupted delivery older than this is not posted any more
 
 
 class JobService:
@@ -52,7 +54,11 @@ class JobService:
         guilds: GuildService,
         client: WorkerClient,
         clock: Callable[[], float] = time.time,
+        owner: ProcessOwner | None = None,
+        crash: CrashPoint | None = None,
     ) -> None:
+        self.owner = owner  # recorded on each job it starts, so a later start can tell if we died
+        self.crash = crash or CrashPoint()
         self.limits: Limits = settings.limits
         self.quotas = quotas
         self.guilds = guilds
@@ -69,16 +75,29 @@ class JobService:
 
     # --- results and their messages ---
 
-    async def result_images(self, job_id: JobId) -> list[GenerationRecord]:
-        """The images of a result that are still there (not deleted), without their PNG bytes."""
-        return [g for g in await self._generations.for_job(job_id, with_png=False) if not g.deleted]
+    async def images_in(self, job_id: JobId, guild_id: int) -> list[GenerationRecord]:
+        """The job's images that still exist (without their PNG bytes), if the job belongs to this server."""
+        await self.job_in(job_id, guild_id)
+        gens = await self._generations.for_job_in_guild(job_id, guild_id, with_png=False)
+        return [g for g in gens if not g.deleted]
 
-    async def delete_result(self, job_id: JobId, requester: Requester) -> None:
-        """Delete a result's images; only the person who made them, or an admin, may."""
-        job = await self._jobs.get(job_id)
-        if job is None or (job.user_id != requester.user_id and not requester.is_admin):
+    async def delete_result(self, job_id: JobId, requester: Requester, message_id: int | None) -> JobRecord:
+        """Delete a result's images, pressed on `message_id`: the job's author or a server admin, from
+        the result's own message. In DMs (a result delivered there) only the author may."""
+        if requester.guild_id:
+            job = await self.job_in(job_id, requester.guild_id)
+        else:
+            found = await self._jobs.get(job_id)
+            if found is None or found.user_id != requester.user_id:
+                raise NotPermitted(N_("Only the person who made this image can delete it here."))
+            job = found
+        if job.user_id != requester.user_id and not requester.is_admin:
             raise NotPermitted(N_("Only the person who made this image, or an admin, can delete it."))
-        await self._generations.mark_job_deleted(job_id)
+        own = {job.result_message_id, job.progress_message_id} - {None}
+        if message_id is None or message_id not in own:
+            raise NotPermitted(N_("This Delete button is not on that result's own message."))
+        await self._generations.mark_job_deleted(job.job_id)
+        return job
 
     async def record_messages(
         self, job_id: JobId, *, progress_message_id: int | None = None, result_message_id: int | None = None
@@ -90,13 +109,37 @@ class JobService:
 
     # --- planning needs the database only for buttons on earlier results ---
 
+    async def check_admission(self, requester: Requester, *, channel: bool = True) -> None:
+        """The cheap rules checked before anything is shown: a blocked member is refused (any lane, and
+        challenge entries and votes too), and, for jobs, a channel the server does not allow."""
+        if not requester.guild_id:
+            return
+        if channel:
+            self.planner.check_channel(requester, await self.guilds.settings(requester.guild_id))
+        status = await self.quotas.status(requester.guild_id, requester.user_id, requester.role_ids)
+        if status.blocked:
+            raise QuotaRefused(str(UserBlocked()))
+
+    # --- the records a button or command names, only as seen from the server it came from ---
+
+    async def job_in(self, job_id: JobId, guild_id: int) -> JobRecord:
+        """The job a button names, if it belongs to the server the press came from.
+
+        Discord's client only shows a member buttons on messages they can see, but a custom_id is just text:
+        every lookup is scoped, so a press from another server finds nothing there.
+        """
+        job = await self._jobs.get_in_guild(job_id, guild_id)
+        if job is None and not guild_id:
+            raise JobNotFound(N_("In DMs a result's buttons can only delete it; press them in its server."))
+        if job is None:
+            raise JobNotFound(N_("That result is not in this server's history (deleted, or made elsewhere)."))
+        return job
+
     async def plan_from_result(
         self, action: Action, job_id: JobId, index: int, requester: Requester, instruction: str | None = None
     ) -> JobPlan:
         """A new job from a button on an earlier result: re-roll, vary, upscale or edit image `index`."""
-        job = await self._jobs.get(job_id)
-        if job is None:
-            raise JobNotFound(N_("That result is no longer in brushfire's database."))
+        job = await self.job_in(job_id, requester.guild_id)
         guild = await self.guilds.settings(requester.guild_id)
         self.planner.check_channel(requester, guild)
         parent = JobPlan.from_parameters(job.parameters)
@@ -153,13 +196,19 @@ class JobService:
             idempotency_key=job_id,
             parent_job_id=plan.parent_job_id,
             parent_generation_id=plan.parent_generation_id,
+            owner=str(self.owner) if self.owner else None,
         )
         try:
             record = await self._jobs.create(record)
         except Exception:
             await self.quotas.refund(job_id)
             raise
-        record = await self._submit(record, plan)
+        try:
+            record = await self._submit(record, plan)
+        except BaseException:
+            await self._jobs.mark_delivered(job_id)  # refused now, and the caller tells the user now
+            raise
+        self.crash.reached("queued")
         return Ticket(job=record, plan=plan, cost=cost, lane=lane, fell_back_to_relax=fell_back)
 
     async def _reserve(
@@ -265,6 +314,7 @@ class JobService:
         while True:
             try:
                 info = await self._stream(job, progress)
+                self.crash.reached("images_ready")
                 return info, await self._fetch_images(info)
             except (worker_client.WorkerUnavailable, worker_client.JobNotFound) as exc:
                 log.warning("lost track of job %s (%s); checking the worker", job.job_id, type(exc).__name__)
@@ -286,8 +336,10 @@ class JobService:
             if new != state:
                 state = new
                 progress(state)
-            if event.type is EventType.STARTED and job.status is not JobState.RUNNING:
-                job = await self._jobs.update_status(job.job_id, JobState.RUNNING)
+            if event.type is EventType.STARTED:
+                if job.status is not JobState.RUNNING:
+                    job = await self._jobs.update_status(job.job_id, JobState.RUNNING)
+                self.crash.reached("running")
             if event.type in (EventType.DONE, EventType.FAILED, EventType.CANCELLED):
                 return event.job or await self._client.get(job.worker_job_id or "")
         # The stream ended without a final event (worker shutting down): ask for the state directly.
@@ -359,6 +411,7 @@ class JobService:
         gens = await self._generations.for_job(job.job_id)
         if not gens:  # a recovered job may have stored its images before a crash
             gens = await self._store_images(job, info, pngs)
+        self.crash.reached("commit")
         await self.quotas.commit(job.job_id)
         job = await self._jobs.update_status(job.job_id, JobState.SUCCEEDED)
         return JobOutcome(job=job, state=JobState.SUCCEEDED, generations=gens, info=info)
@@ -401,9 +454,7 @@ class JobService:
 
     async def cancel(self, job_id: JobId, requester: Requester) -> JobRecord:
         """Cancel a queued or running job; only its author or an admin may. The follower refunds it."""
-        job = await self._jobs.get(job_id)
-        if job is None:
-            raise JobNotFound(N_("That job is not in brushfire's database."))
+        job = await self.job_in(job_id, requester.guild_id)
         if job.user_id != requester.user_id and not requester.is_admin:
             raise NotPermitted(N_("Only the person who started this job, or an admin, can cancel it."))
         if job.status.is_final:
@@ -423,19 +474,58 @@ class JobService:
     async def quota_status(self, requester: Requester) -> QuotaStatus:
         return await self.quotas.status(requester.guild_id, requester.user_id, requester.role_ids)
 
-    async def reconcile(self, deliver: Deliver) -> int:
-        """At start: follow again, resubmit or refund every job the database says is unfinished.
+    async def mark_delivered(self, job_id: JobId) -> None:
+        """Record that a job's outcome reached its user (or that delivery was given up): a restart posts
+        only what a crash kept from its user, once."""
+        await self._jobs.mark_delivered(job_id)
 
-        Each recovered job ends by handing its outcome to `deliver`; returns how many there were.
+    async def reconcile(self, deliver: Deliver, kinds: frozenset[str] = frozenset({"bot"})) -> int:
+        """At start: settle what dead processes of these kinds left behind; returns how many jobs.
+
+        Each unfinished job whose owner is gone is claimed (one claimant wins) and then followed,
+        resubmitted or refunded; a bot's jobs may be resubmitted, a command line's only followed (nobody
+        waits for a resubmitted one). Each ends by handing its outcome to `deliver`, as does each
+        finished job whose outcome a crash kept from its user.
         """
-        unfinished = await self._jobs.list_unfinished()
-        if unfinished:
-            log.info("reconciling %d unfinished job(s) with the worker", len(unfinished))
-        await asyncio.gather(*(self._recover(job, deliver) for job in unfinished))
-        return len(unfinished)
+        await self.quotas.refund_jobless()
+        orphans = [job for job in await self._jobs.list_unfinished() if self._orphaned(job, kinds)]
+        undelivered = [
+            job
+            for job in await self._jobs.list_undelivered(self._clock() - UNDELIVERED_WINDOW_S)
+            if self._orphaned(job, kinds)
+        ]
+        if orphans or undelivered:
+            log.info("settling %d unfinished and %d undelivered job(s) left by a crash", len(orphans), len(undelivered))  # fmt: skip
+        await asyncio.gather(
+            *(self._recover(job, deliver) for job in orphans),
+            *(self._redeliver(job, deliver) for job in undelivered),
+        )
+        return len(orphans) + len(undelivered)
+
+    def _orphaned(self, job: JobRecord, kinds: frozenset[str]) -> bool:
+        """A job of these kinds whose follower is gone: unknown (an older row, or a service built without
+        an owner), or a process that no longer runs."""
+        if _owner_kind(job) not in kinds:
+            return False
+        owner = ProcessOwner.parse(job.owner)
+        return owner is None or (owner != self.owner and not owner.alive())
+
+    async def _claim(self, job: JobRecord) -> JobRecord | None:
+        mine = str(self.owner) if self.owner else None
+        if not await self._jobs.claim(job.job_id, job.owner, mine):
+            return None  # another process settles it
+        return dataclasses.replace(job, owner=mine)
 
     async def _recover(self, job: JobRecord, deliver: Deliver) -> None:
         try:
+            from_cli = _owner_kind(job) == "cli"
+            claimed = await self._claim(job)
+            if claimed is None:
+                return
+            job = claimed
+            if from_cli:  # nobody waits for a resubmitted command-line job: follow it or refund it
+                await deliver(await self._follow_or_refund(job))
+                return
             if job.worker_job_id is None:
                 # Stored but not known to be accepted: submitting again with the same key either finds
                 # the job at the worker (the reply was lost) or starts it now.
@@ -447,6 +537,41 @@ class JobService:
             await deliver(await self.follow(job))
         except Exception:
             log.exception("could not recover job %s", job.job_id)
+
+    async def _follow_or_refund(self, job: JobRecord) -> JobOutcome:
+        """Follow a job the worker still has to its end; refund one it lost (no resubmit)."""
+        if job.worker_job_id is not None and await self._client.health():
+            try:
+                await self._client.get(job.worker_job_id)
+            except worker_client.WorkerError:
+                pass
+            else:
+                return await self.follow(job)
+        stopped = N_("The command that started this job stopped before it finished. Credits refunded.")
+        return await self._fail(job, Message(stopped))
+
+    async def _redeliver(self, job: JobRecord, deliver: Deliver) -> None:
+        try:
+            claimed = await self._claim(job)
+            if claimed is None:
+                return
+            gens = await self._generations.for_job(job.job_id) if job.status is JobState.SUCCEEDED else []
+            await deliver(
+                # The stored error is the English text: one without fields is still found in the catalogue.
+                JobOutcome(
+                    job=claimed,
+                    state=claimed.status,
+                    generations=gens,
+                    message=Message(claimed.error) if claimed.error else None,
+                )
+            )
+        except Exception:
+            log.exception("could not deliver job %s", job.job_id)
+
+
+def _owner_kind(job: JobRecord) -> str:
+    owner = ProcessOwner.parse(job.owner)
+    return owner.kind if owner else "bot"  # rows from before owners were recorded were the bot's
 
 
 class _Lost(LocalisedError):

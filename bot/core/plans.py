@@ -19,9 +19,11 @@ from bot.core.errors import BadAttachment, BlockedContent, ChannelNotAllowed, In
 from bot.core.i18n import N_, Message
 from bot.core.settings import Limits, Settings
 from bot.core.styles import Aspect, StyleBook, size_for
+from bot.core.validation import require_visible
 from inference.images import ImageLimits, decode_image
 from inference.protocol import MAX_COUNT, MAX_SEED, JobRequest, ProtocolError, WorkerInfo
 from inference.settings import ModelDefaults
+from inference.text import MAX_PROMPT_CHARS, is_visible, normalize_prompt
 from inference.vocabulary import JobKind, Lane
 from storage.generations import GenerationRecord
 from storage.guilds import GuildSettings
@@ -107,6 +109,11 @@ class JobPlan:
     parent_generation_id: str | None = None
     image: bytes | None = field(default=None, repr=False)
 
+    @property
+    def from_upload(self) -> bool:
+        """Made from an uploaded image, which is not kept: it cannot be re-rolled or entered in a challenge."""
+        return self.kind is not JobKind.GENERATE and self.parent_generation_id is None
+
     def parameters(self) -> str:
         data = {k: v for k, v in dataclasses.asdict(self).items() if k != "image"}
         return json.dumps(data, sort_keys=True)
@@ -181,11 +188,10 @@ class Planner:
             )
 
     def check_prompt(self, prompt: str, guild: GuildSettings, what: str = PROMPT) -> str:
-        """The prompt with its spaces normalised; `what` names it in errors (PROMPT, NEGATIVE, INSTRUCTION)."""
-        text = " ".join(prompt.split())
+        """The prompt normalised as the worker will see it (`inference.text`), or a refusal saying why;
+        `what` names it in errors (PROMPT, NEGATIVE, INSTRUCTION)."""
+        text = require_visible(normalize_prompt(prompt), what)
         field = Message(what)
-        if not text:
-            raise InvalidInput(N_("{what} is empty: describe what you want to see."), what=field)
         if len(text) > self._limits.prompt_chars:
             raise InvalidInput(
                 N_("{what} is {length} characters; the limit is {limit}. Shorten it."),
@@ -199,6 +205,21 @@ class Planner:
                 N_("{what} contains `{blocked}`, which this server does not allow."),
                 what=field,
                 blocked=blocked,
+            )
+        return text
+
+    @staticmethod
+    def check_styled(text: str, style: str, what: str = PROMPT) -> str:
+        """A style template adds words; the result must still fit the worker's limit."""
+        if len(text) > MAX_PROMPT_CHARS:
+            raise InvalidInput(
+                N_(
+                    "{what} comes to {count} characters with the style `{style}`; the limit is {limit}. Shorten it or pick another style."
+                ),
+                style=style,
+                what=Message(what),
+                count=len(text),
+                limit=MAX_PROMPT_CHARS,
             )
         return text
 
@@ -219,7 +240,11 @@ class Planner:
         book = styles or self._styles
         self.check_channel(requester, guild)
         prompt = self.check_prompt(options.prompt, guild)
-        negative = self.check_prompt(options.negative, guild, NEGATIVE) if options.negative.strip() else ""
+        negative = (
+            self.check_prompt(options.negative, guild, NEGATIVE)
+            if is_visible(normalize_prompt(options.negative))
+            else ""
+        )
         style = book.style(options.style or guild.default_style)
         aspect = book.aspect(options.aspect or (style.aspect if style else None))
         max_count = min(self._limits.max_images_per_job, guild.max_images_per_job)
@@ -233,6 +258,9 @@ class Planner:
         lane = self._lane(options.lane, guild)
         width, height = self._size(aspect)
         styled = style.apply(prompt, negative) if style else None
+        if style and styled:
+            self.check_styled(styled.prompt, style.name)
+            self.check_styled(styled.negative, style.name, NEGATIVE)
         return JobPlan(
             action=Action.IMAGINE,
             kind=JobKind.GENERATE,

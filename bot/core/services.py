@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from bot.core.challenges.service import ChallengeService
 from bot.core.guilds import GuildService
 from bot.core.jobs import JobService
+from bot.core.lifecycle import CrashPoint, ProcessOwner
 from bot.core.quotas.maintenance import Maintenance
 from bot.core.quotas.service import QuotaService
 from bot.core.settings import Settings
@@ -36,9 +37,16 @@ class Services:
 
 @asynccontextmanager
 async def open_services(
-    settings: Settings, worker_url: str | None = None, clock: Callable[[], float] = time.time
+    settings: Settings,
+    worker_url: str | None = None,
+    clock: Callable[[], float] = time.time,
+    owner: ProcessOwner | None = None,
+    crash: CrashPoint | None = None,
 ) -> AsyncIterator[Services]:
-    """Open the database and the worker client, and build every service over them; close both at the end."""
+    """Open the database and the worker client, and build every service over them; close both at the end.
+
+    `owner` is recorded on the jobs this process starts (so a later start can tell whether it died);
+    `crash` is the test-only fault hook of the crash matrix."""
     url = worker_url or settings.resolved_worker_url
     async with (
         Database.open(settings.database) as db,
@@ -51,7 +59,14 @@ async def open_services(
         yield Services(
             settings=settings,
             jobs=JobService(
-                settings=settings, db=db, quotas=quotas, guilds=guilds, client=client, clock=clock
+                settings=settings,
+                db=db,
+                quotas=quotas,
+                guilds=guilds,
+                client=client,
+                clock=clock,
+                owner=owner,
+                crash=crash,
             ),
             quotas=quotas,
             guilds=guilds,

@@ -15,8 +15,9 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from bot.core.challenges.rules import ChallengeSettings
 from bot.core.quotas.pricing import QuotaSettings
 from bot.core.styles import DEFAULT_ASPECTS, DEFAULT_STYLES, Aspect, StylePreset
-from inference.protocol import MAX_COUNT, MAX_PROMPT_CHARS
+from inference.protocol import MAX_COUNT
 from inference.settings import EngineSettings, WorkerSettings
+from inference.text import MAX_PROMPT_CHARS
 from storage.db import DatabaseSettings
 
 log = logging.getLogger(__name__)
@@ -47,12 +48,23 @@ class DiscordSettings(BaseModel):
     guild_ready_timeout_s: float = Field(default=2.0, ge=0.0, le=60.0)
 
 
+class CooldownSettings(BaseModel):
+    """How many jobs one member may start per `per_s` seconds in a server, by command or button."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rate: int = Field(default=4, ge=1)
+    per_s: float = Field(default=60.0, gt=0)
+
+
 class Limits(BaseModel):
     """Bounds on what users may ask for, checked before anything is charged."""
 
     model_config = ConfigDict(extra="forbid")
 
-    prompt_chars: int = Field(default=600, ge=1, le=MAX_PROMPT_CHARS)
+    # What /imagine, /edit and the Edit button advertise to Discord and the planner enforces; the worker's
+    # own limit (MAX_PROMPT_CHARS) is the most it may be.
+    prompt_chars: int = Field(default=MAX_PROMPT_CHARS, ge=1, le=MAX_PROMPT_CHARS)
     attachment_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     attachment_pixels: int = Field(default=2048 * 2048, ge=64 * 64)
     max_images_per_job: int = Field(default=4, ge=1, le=MAX_COUNT)
@@ -66,6 +78,8 @@ class Limits(BaseModel):
     health_interval_s: float = Field(default=15.0, gt=0)
     # How long a job waits for a vanished worker to come back (run.py restarts it) before it is refunded.
     worker_grace_s: float = Field(default=180.0, ge=0)
+    # Per-member pace for /imagine, /edit and the buttons that start jobs (answered before any defer).
+    job_cooldown: CooldownSettings = Field(default_factory=CooldownSettings)
 
 
 class Settings(BaseSettings):

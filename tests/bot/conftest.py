@@ -14,7 +14,7 @@ from inference.settings import EngineSettings, ModelDefaults, WorkerSettings
 from storage.db import DatabaseSettings
 from tests.fakediscord.harness import fake_discord
 
-__all__ = ["fake_discord"]
+__all__ = ["clock", "cs", "fake_discord", "shared_worker"]
 
 torch.set_num_threads(1)
 
@@ -58,7 +58,8 @@ def settings(engine_settings: EngineSettings, tmp_path: Path) -> Settings:
         database=DatabaseSettings(path=tmp_path / "bf.sqlite3"),
         engine=engine_settings,
         worker=WorkerSettings(port=free_port(), max_pixels=256 * 256),
-        limits={"progress_interval_s": 0.5, "job_timeout_s": 60},
+        # Tests start jobs back to back; the cooldown's own test sets a strict one.
+        limits={"progress_interval_s": 0.5, "job_timeout_s": 60, "job_cooldown": {"rate": 1000, "per_s": 1}},
         discord={"sync_state_file": tmp_path / "sync.sha256", "guild_ready_timeout_s": 0.1},
     )
 
@@ -77,3 +78,7 @@ async def worker(settings: Settings) -> AsyncIterator[str]:
         yield running.url
     finally:
         await running.stop()
+
+
+# The challenge tests' module-wide worker, clock and settings, shared with the trust tests.
+from tests.bot.test_challenges import clock, cs, shared_worker  # noqa: E402

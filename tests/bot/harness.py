@@ -49,7 +49,7 @@ async def running_bot(fake: FakeDiscord, settings: Settings, worker_url: str) ->
 
 
 def is_result(message: Message) -> bool:
-    return bool(message.attachments) and any("brushfire:reroll:" in c for c in message.custom_ids())
+    return bool(message.attachments) and any("brushfire:edit:" in c for c in message.custom_ids())
 
 
 def button(message: Message, action: str) -> str:

@@ -161,6 +161,7 @@ async def test_restart_resubmits_lost_and_unsubmitted_jobs_and_refunds_unfinisha
         upload = planner.plan_edit(
             requester(world), image=png(), instruction="snow", strength=None, guild=server
         )
+        fake_discord.note_author(world.guild, world.bob)  # bob's jobs below were stored, never sent
         orphan = await stored_but_unsubmitted(bot, world, generate, "e" * 32)
         lost_upload = await stored_but_unsubmitted(bot, world, upload, "f" * 32)
     # Both go down; a fresh worker (empty queue) comes up on the same address, then the bot.

@@ -26,7 +26,7 @@ async def test_bad_input_gets_specific_ephemeral_answers_and_charges_nothing(fak
         assert "Saved" in await admin_do(fake_discord, world, "settings block-word", {"word": "gore"})
         cases = [
             ({"prompt": "   "}, "prompt is empty"),
-            ({"prompt": "x" * 700}, "the limit is 600"),
+            ({"prompt": "x" * 1001}, "the limit is 1000"),
             ({"prompt": "lots of GORE here"}, "contains `gore`"),
             ({"prompt": "a cat", "style": "no-such-style"}, "no style called `no-such-style`"),
             ({"prompt": "a cat", "seed": -5}, "seed must be between 0"),

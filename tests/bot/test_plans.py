@@ -60,8 +60,8 @@ def test_no_aspect_leaves_the_size_to_the_model_and_seeds_are_drawn():
     ("options", "server", "error", "text"),
     [
         (ImagineOptions(prompt=""), guild(), InvalidInput, "empty"),
-        (ImagineOptions(prompt="a" * 601), guild(), InvalidInput, "601 characters"),
-        (ImagineOptions(prompt="a cat", negative="b" * 700), guild(), InvalidInput, "negative prompt"),
+        (ImagineOptions(prompt="a" * 1001), guild(), InvalidInput, "1001 characters"),
+        (ImagineOptions(prompt="a cat", negative="b" * 1100), guild(), InvalidInput, "negative prompt"),
         (ImagineOptions(prompt="a NaSty cat"), guild(blocked_words=("nasty",)), BlockedContent, "nasty"),
         (ImagineOptions(prompt="x", style="nope"), guild(), UnknownStyle, "nope"),
         (ImagineOptions(prompt="x", aspect="7:1"), guild(), InvalidInput, "7:1"),

@@ -25,6 +25,7 @@ from storage.audit import AuditRepo
 from storage.db import Database, DatabaseSettings
 from storage.guilds import GuildsRepo
 from storage.jobs import JobRecord, JobsRepo, JobState
+from storage.ledger import Forgiven
 from tests.storage.helpers import T0, Clock
 
 G, U, ADMIN = 100, 200, 900
@@ -159,12 +160,13 @@ async def test_the_last_credit_goes_to_exactly_one_of_many_concurrent_reserves(
 # -- policy ----------------------------------------------------------------------------------------------
 
 
-async def test_limit_is_the_highest_of_default_and_tiers_unless_overridden(q: QuotaService) -> None:
+async def test_limit_is_the_highest_tier_else_the_default_unless_overridden(q: QuotaService) -> None:
     await q.admin.set_guild_default(G, ADMIN, limit=20)
     await q.admin.set_role_tier(G, 1, "patron", 50, ADMIN)
     await q.admin.set_role_tier(G, 2, "tiny", 5, ADMIN)
-    st = await q.status(G, U, [2])
-    assert (st.limit, st.source, st.tier_name) == (20, "guild", None)
+    assert (await q.status(G, U, [])).limit == 20
+    st = await q.status(G, U, [2])  # a tier below the default lowers the limit (docs/quotas.md)
+    assert (st.limit, st.source, st.tier_name) == (5, "role", "tiny")
     st = await q.status(G, U, [2, 1, 999])
     assert (st.limit, st.source, st.tier_name) == (50, "role", "patron")
     await q.admin.set_user_override(G, U, ADMIN, limit=3)
@@ -176,10 +178,12 @@ async def test_limit_is_the_highest_of_default_and_tiers_unless_overridden(q: Qu
     st = await q.status(G, U, [1])
     assert st.unlimited and st.source == "unlimited"
     r = await q.reserve("o2", G, U, [1], 500)
-    assert r.lane == "fast" and r.cost == 500  # unlimited users are still charged, for reports
+    assert r.lane == "fast" and r.cost == 500 and r.status.used == 0  # recorded for reports, never counted
+    await q.commit("o2")
     await q.admin.clear_user_override(G, U, ADMIN)
     st = await q.status(G, U, [1])
-    assert (st.limit, st.used, st.remaining, st.source) == (50, 500, 0, "role")
+    assert (st.limit, st.used, st.remaining, st.source) == (50, 0, 50, "role")
+    assert (await q.reports.usage_report(G)).per_user[0].credits == 500
     await q.admin.clear_role_tier(G, 1, ADMIN)
     assert (await q.status(G, U, [1])).limit == 20
 
@@ -280,12 +284,16 @@ async def test_reset_user_voids_the_window_and_is_audited(
     await q.reserve("a", G, U, [], 6)
     await q.commit("a")
     await q.reserve("b", G, U, [], 4)
-    assert await q.admin.reset_user(G, U, ADMIN) == 2
+    assert await q.admin.reset_user(G, U, ADMIN) == Forgiven(jobs=2, credits=10, relax_credits=0)
     assert (await q.status(G, U)).remaining == 10
     assert await q.commit("b")  # a forgiven reservation still settles normally
     assert (await q.status(G, U)).used == 0
     [entry] = await AuditRepo(db).recent(G)
-    assert (entry.action, entry.target_id, entry.detail) == ("quota.reset_user", U, {"voided": 2})
+    assert (entry.action, entry.target_id, entry.detail) == (
+        "quota.reset_user",
+        U,
+        {"voided": 2, "credits": 10, "relax_credits": 0},
+    )
 
 
 async def test_every_admin_change_is_audited_with_actor_and_time(
@@ -439,3 +447,22 @@ async def test_maintenance_jobs_run_on_a_real_scheduler(tmp_path: Path, clock: C
         assert (await jobs_repo.get("ab")).interaction_token is None
     unscheduled = Maintenance(q, db, clock).register(AsyncIOScheduler())
     assert len(unscheduled) == 3
+
+
+async def test_quota_card_and_refusal_name_the_same_refill_second_and_it_works(
+    q: QuotaService, clock: Clock
+) -> None:
+    from cogs.quota import quota_embed
+
+    clock.now = T0 + 0.4  # a charge at a fractional second: its credits return at T0 + 3600.4
+    await q.reserve("frac", G, U, [], 10, "fast")
+    status = await q.status(G, U)
+    card = next(
+        f["value"] for f in quota_embed(status, "alice").to_dict()["fields"] if "returns" in f["name"]
+    )
+    second = int(T0) + HOUR + 1
+    assert card == f"<t:{second}:R>"
+    with pytest.raises(QuotaExceeded, match=f"<t:{second}:R>"):
+        await q.reserve("early", G, U, [], 1, "fast")
+    clock.now = float(second)  # the second both named: the credit is back
+    assert (await q.reserve("on-time", G, U, [], 1, "fast")).lane == "fast"

@@ -71,3 +71,125 @@ height = 64
         code = await asyncio.wait_for(proc.wait(), 60)
     assert code == 0
     assert not await healthy(f"http://127.0.0.1:{port}")  # the worker was stopped with the bot
+
+
+def run_config(fake_discord, tmp_path: Path, port: int) -> Path:
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f"""
+[discord]
+api_base = "{fake_discord.api_base}"
+gateway_url = "{fake_discord.gateway_url}"
+sync_state_file = "{tmp_path / "sync"}"
+guild_ready_timeout_s = 0.1
+[database]
+path = "{tmp_path / "bf.sqlite3"}"
+[worker]
+port = {port}
+[engine]
+device = "cpu"
+cpu_threads = 1
+""",
+        encoding="utf-8",
+    )
+    return config
+
+
+async def start_run_py(fake_discord, config: Path, *args: str) -> asyncio.subprocess.Process:
+    env = {**os.environ, "DISCORD_TOKEN": fake_discord.token}
+    return await asyncio.create_subprocess_exec(
+        sys.executable, str(ROOT / "run.py"), "--config", str(config), *args,
+        cwd=config.parent, env=env, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+
+
+async def wait_healthy(url: str, seconds: float = 90) -> None:
+    for _ in range(int(seconds * 10)):
+        if await healthy(url):
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{url} never answered")
+
+
+async def gone(pid: int, seconds: float) -> bool:
+    import psutil
+
+    for _ in range(int(seconds * 10)):
+        if not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+            return True
+        await asyncio.sleep(0.1)
+    return False
+
+
+async def test_kill_9_of_run_py_takes_its_worker_with_it(fake_discord, tmp_path):
+    import psutil
+
+    build_world(fake_discord)
+    port = free_port()
+    config = run_config(fake_discord, tmp_path, port)
+    proc = await start_run_py(fake_discord, config)
+    try:
+        await wait_healthy(f"http://127.0.0.1:{port}")
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert children, "run.py started no worker"
+        proc.kill()
+        await proc.wait()
+        for child in children:
+            assert await gone(child.pid, 45), f"worker {child.pid} outlived its run.py"
+        assert not await healthy(f"http://127.0.0.1:{port}")
+    finally:
+        for child in psutil.Process().children(recursive=True):
+            child.kill()
+
+
+async def test_a_port_served_by_something_else_is_reported_not_fought_over(fake_discord, tmp_path):
+    from aiohttp import web
+
+    build_world(fake_discord)
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", lambda request: web.Response(status=418, text="teapot"))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        proc = await start_run_py(fake_discord, run_config(fake_discord, tmp_path, port))
+        code = await asyncio.wait_for(proc.wait(), 60)
+        stderr = (await proc.stderr.read()).decode()
+        assert code == 2, stderr
+        assert f"port {port} on 127.0.0.1 is already served by" in stderr
+        assert "does not speak brushfire's RPC" in stderr and "run.py bot" in stderr
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_worker_left_by_a_dead_run_py_is_stopped_and_replaced(fake_discord, tmp_path):
+    """A worker whose run.py died (the pidfile says so) is ours to stop: the new run.py takes the port."""
+    import json
+
+    import psutil
+
+    build_world(fake_discord)
+    port = free_port()
+    config = run_config(fake_discord, tmp_path, port)
+    dead_parent = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
+    await dead_parent.wait()
+    orphan = await asyncio.create_subprocess_exec(
+        sys.executable, str(ROOT / "run.py"), "--config", str(config), "worker", cwd=tmp_path
+    )
+    proc = None
+    try:
+        await wait_healthy(f"http://127.0.0.1:{port}")
+        started = round(psutil.Process(orphan.pid).create_time(), 2)
+        (tmp_path / "worker.pid").write_text(
+            json.dumps({"worker": f"worker:{orphan.pid}:{started}", "parent": f"run:{dead_parent.pid}:1.00"})
+        )
+        proc = await start_run_py(fake_discord, config)
+        assert await gone(orphan.pid, 60), "the orphaned worker was not stopped"
+        await wait_healthy(f"http://127.0.0.1:{port}")
+        assert [c.pid for c in psutil.Process(proc.pid).children()] != [orphan.pid]
+    finally:
+        for p in (proc, orphan):
+            if p is not None and p.returncode is None:
+                p.send_signal(signal.SIGTERM)
+                await asyncio.wait_for(p.wait(), 60)

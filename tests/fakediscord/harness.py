@@ -11,19 +11,22 @@ import pytest
 from bot.endpoints import use_discord_endpoints
 from tests.fakediscord.errors import FakeDiscordError
 from tests.fakediscord.server import FakeDiscord
+from tests.fakediscord.strict import LEDGER
 
 log = logging.getLogger(__name__)
 
 
 @pytest.fixture
-async def fake_discord() -> AsyncIterator[FakeDiscord]:
+async def fake_discord(request: pytest.FixtureRequest) -> AsyncIterator[FakeDiscord]:
     """A started FakeDiscord; the test fails at teardown if the bot called a route the fake lacks.
 
     Use it from another test package with ``from tests.fakediscord.harness import fake_discord`` in
-    that package's conftest.py.
+    that package's conftest.py. What the strict fake counted is kept for the end-of-run report
+    (tests/conftest.py).
     """
     try:
         async with FakeDiscord() as fake:
+            LEDGER.append((request.node.nodeid, fake.world.strict))
             yield fake
             fake.assert_no_unexpected_routes()
     finally:

@@ -5,6 +5,7 @@ from typing import Any
 
 from tests.fakediscord.errors import ApiError, invalid_form, too_large
 from tests.fakediscord.models import walk_components
+from tests.fakediscord.strict import check_allowed_mentions
 
 log = logging.getLogger(__name__)
 
@@ -14,6 +15,8 @@ MAX_EMBED_TOTAL = 6000
 MAX_ATTACHMENTS = 10
 MAX_ROWS = 5
 MAX_CUSTOM_ID = 100
+MAX_OPTIONS = 25
+STRING_SELECT = 3
 COMPONENTS_V2 = 1 << 15  # layout components have their own limits, not checked here
 
 
@@ -25,6 +28,7 @@ def check_message(payload: dict[str, Any], file_sizes: list[int], upload_limit: 
     _check_embeds(payload.get("embeds") or [])
     if not int(payload.get("flags") or 0) & COMPONENTS_V2:
         _check_components(payload.get("components") or [])
+    check_allowed_mentions(payload.get("allowed_mentions"))
     if len(file_sizes) > MAX_ATTACHMENTS or len(payload.get("attachments") or []) > MAX_ATTACHMENTS:
         raise invalid_form("attachments", f"Must be {MAX_ATTACHMENTS} or fewer in length.")
     if any(size > upload_limit for size in file_sizes):
@@ -61,6 +65,8 @@ def _check_components(components: list[dict[str, Any]]) -> None:
             raise invalid_form("components.components", "Must be 5 or fewer in length.")
     seen: set[str] = set()
     for component in walk_components(components):
+        if component.get("type") == STRING_SELECT and len(component.get("options") or []) > MAX_OPTIONS:
+            raise invalid_form("components.options", f"Must be {MAX_OPTIONS} or fewer in length.")
         custom_id = component.get("custom_id")
         if custom_id is None:
             continue

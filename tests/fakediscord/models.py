@@ -198,6 +198,8 @@ class Message:
     interaction_user: FakeUser | None = None
     mentions: list[FakeUser] = field(default_factory=list)
     interaction_type: int | None = None
+    # Everyone this message notified, at creation or by an edit (Discord recomputes mentions on edit).
+    notified: set[int] = field(default_factory=set)
 
     @property
     def ephemeral(self) -> bool:
@@ -213,15 +215,9 @@ class Message:
         return self.embeds[0] if self.embeds else None
 
     def pings(self, user: FakeUser) -> bool:
-        """Whether Discord would notify `user`: mentioned in the content and allowed by `allowed_mentions`."""
-        if user.mention not in self.content and f"<@!{user.id}>" not in self.content:
-            return False
-        allowed = self.allowed_mentions
-        if allowed is None:
-            return True
-        return "users" in (allowed.get("parse") or []) or str(user.id) in [
-            str(u) for u in allowed.get("users") or []
-        ]
+        """Whether Discord notified `user` with this message (mentioned, allowed by `allowed_mentions`
+        and the client default, and able to see it), now or in any earlier version."""
+        return user.id in self.notified
 
     def snapshot(self, at: float) -> MessageVersion:
         return MessageVersion(

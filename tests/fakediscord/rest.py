@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.fakediscord import errors, limits, payloads
+from tests.fakediscord import errors, limits, payloads, schema, strict
 from tests.fakediscord.bodies import MessageBody, read_body
 from tests.fakediscord.errors import ApiError, RateLimited
 from tests.fakediscord.gateway import Gateway
@@ -129,11 +129,17 @@ class Rest:
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        injected = False
         try:
+            self._check_documented(request)
             self._check_auth(request)
+            injected = True
             self._inject_fault(request)
+            injected = False
             return await handler(request)
         except ApiError as exc:
+            if strict.is_refusal(exc) and not injected:
+                self.world.strict.refusals.append(f"{request.method} {request.path}: {exc}")
             if exc.status >= 500:
                 log.warning("fake discord: answering %s %s with %s", request.method, request.path, exc)
             self.world.record(EventKind.FAULT, detail=f"{request.method} {request.path}: {exc}")
@@ -150,6 +156,29 @@ class Rest:
             log.exception("FAKE DISCORD: internal error on %s %s", request.method, request.path)
             self.unexpected.append(f"{request.method} {request.path_qs} raised {exc!r}")
             return json_response({"message": f"fake discord internal error: {exc!r}", "code": 0}, 400)
+
+    def _check_documented(self, request: web.Request) -> None:
+        """Every API route the fake serves must be one Discord documents (the vendored OpenAPI spec)."""
+        if not request.path.startswith(API):
+            return
+        if schema.validator().operation(request.method, request.path[len(API) :]) is None:
+            self.world.strict.undocumented.append(f"{request.method} {request.path}")
+            raise web.HTTPNotFound()
+        self.world.strict.requests += 1
+
+    async def _body(self, request: web.Request) -> MessageBody:
+        """The request body, validated against its documented schema as Discord would (400 50035)."""
+        body = await read_body(request)
+        self._validate(request, body.payload)
+        return body
+
+    def _validate(self, request: web.Request, payload: Any) -> None:
+        try:
+            schema.validator().validate(request.method, request.path[len(API) :], payload)
+        except ApiError as exc:
+            self.world.strict.schema_failures.append(f"{request.method} {request.path}: {exc}")
+            raise
+        self.world.strict.bodies += 1
 
     def _check_auth(self, request: web.Request) -> None:
         path = request.path
@@ -219,6 +248,7 @@ class Rest:
     async def put_commands(self, request: web.Request) -> web.Response:
         scope = self._scope(request)
         body = json.loads(await request.read())
+        self._validate(request, body)
         for command in body:
             if (problem := limits.check_command(command)) is not None:
                 raise problem
@@ -263,7 +293,7 @@ class Rest:
         record = self.interactions.by_id.get(int(request.match_info["interaction_id"]))
         if record is None or record.token != request.match_info["token"]:
             raise errors.unknown_interaction()
-        body = await read_body(request)
+        body = await self._body(request)
         deadline = self.options.ack_deadline
         if record.expired or (deadline is not None and self.world.clock.now() - record.issued_at > deadline):
             raise errors.unknown_interaction()
@@ -373,7 +403,7 @@ class Rest:
 
     async def webhook_execute(self, request: web.Request) -> web.Response:
         record = self._webhook_record(request)
-        body = await read_body(request)
+        body = await self._body(request)
         channel = self.world.channel(record.channel.id)
         sizes = [len(f.data) for f in body.files.values()]
         limits.check_message(body.payload, sizes, self.world.upload_limit(channel))
@@ -411,7 +441,7 @@ class Rest:
     async def webhook_edit(self, request: web.Request) -> web.Response:
         record = self._webhook_record(request)
         message = self._webhook_message(record, request.match_info["message_id"])
-        body = await read_body(request)
+        body = await self._body(request)
         sizes = [len(f.data) for f in body.files.values()]
         limits.check_message(
             body.payload, sizes, self.world.upload_limit(self.world.channel(message.channel_id))
@@ -447,7 +477,7 @@ class Rest:
             raise errors.cannot_dm()
         if channel.kind in (ChannelKind.FORUM, ChannelKind.CATEGORY):
             raise ApiError(400, 50008, "Cannot send messages in a non-text channel")
-        body = await read_body(request)
+        body = await self._body(request)
         sizes = [len(f.data) for f in body.files.values()]
         limits.check_message(body.payload, sizes, self.world.upload_limit(channel))
         if not _has_content(body):
@@ -469,7 +499,7 @@ class Rest:
         message = self._message(request)
         if message.author.id != self.world.bot_user.id:
             raise ApiError(403, 50005, "Cannot edit a message authored by another user")
-        body = await read_body(request)
+        body = await self._body(request)
         sizes = [len(f.data) for f in body.files.values()]
         limits.check_message(body.payload, sizes, self.world.upload_limit(self._channel(request)))
         return json_response(payloads.message(self.world.edit_message(message, body)))
@@ -483,7 +513,7 @@ class Rest:
         return web.Response(status=204)
 
     async def create_dm(self, request: web.Request) -> web.Response:
-        body = await read_body(request)
+        body = await self._body(request)
         user = self.world.users.get(int(body.payload.get("recipient_id", 0)))
         if user is None:
             raise ApiError(400, 50035, "Invalid Form Body: recipient_id: unknown user")
@@ -498,7 +528,7 @@ class Rest:
         message = self._message(request)
         if message.thread_id is not None:
             raise ApiError(400, 160004, "A thread has already been created for this message")
-        body = await read_body(request)
+        body = await self._body(request)
         thread = self._new_thread(parent, body.payload, ChannelKind.PUBLIC_THREAD, thread_id=message.id)
         message.thread_id = thread.id
         data = payloads.channel(thread)
@@ -507,7 +537,7 @@ class Rest:
 
     async def thread_without_message(self, request: web.Request) -> web.Response:
         parent = self._channel(request)
-        body = await read_body(request)
+        body = await self._body(request)
         if parent.kind is ChannelKind.FORUM:
             return await self._forum_post(parent, body)
         if parent.kind is not ChannelKind.TEXT:

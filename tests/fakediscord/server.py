@@ -372,6 +372,27 @@ class FakeDiscord:
             data["values"] = list(values or [])
         return await self._send(record, data)
 
+    def note_author(self, guild: FakeGuild | None, user: FakeUser) -> None:
+        """Count `user` as someone the bot may mention in `guild`: for jobs a test stored straight in the
+        database (a crash before submission), whose author never sent the fake an interaction."""
+        self.world.interactors.add((guild.id if guild else None, user.id))
+
+    async def forge_click(
+        self, message: Message, custom_id: str, *, user: FakeUser, component_type: int = 2
+    ) -> Interaction:
+        """Press a button `custom_id` that `message` does not have: what a modified client could send if
+        Discord ever failed to check it. The payload is what Discord delivers from where `message` is
+        (that server, that member's permissions), its `message` showing the forged button, so the bot's
+        own checks are all that stand between the custom_id and the record it names."""
+        if message.deleted:
+            raise FakeDiscordError(f"message {message.id} was deleted; nothing to click")
+        channel = self.world.channels[message.channel_id]
+        self._where(user, channel, None)
+        record = self._record(InteractionKind.COMPONENT, user, channel, message)
+        data = {"custom_id": custom_id, "component_type": component_type}
+        forged = {"type": 1, "components": [{"type": 2, "style": 1, "label": "?", "custom_id": custom_id}]}
+        return await self._send(record, data, extra_components=[forged])
+
     async def submit_modal(
         self,
         source: Interaction | Message,
@@ -463,13 +484,22 @@ class FakeDiscord:
             data["guild_id"] = str(command.guild_id)
         return data
 
-    async def _send(self, record: InteractionRecord, data: dict[str, Any]) -> Interaction:
+    async def _send(
+        self,
+        record: InteractionRecord,
+        data: dict[str, Any],
+        extra_components: list[dict[str, Any]] | None = None,
+    ) -> Interaction:
         if not self.gateway.connected:
             # Never drop an interaction into a dead socket: wait for the bot to resume or restart.
             await self.world.wait_until(
                 lambda: self.gateway.connected, 15.0, "a bot connected to the gateway"
             )
         record.payload = build_payload(self.world, record, data)
+        if extra_components and "message" in record.payload:
+            message = record.payload["message"]
+            message["components"] = [*message.get("components", []), *extra_components]
+        self.world.interactors.add((record.guild.id if record.guild else None, record.user.id))
         self.interactions.add(record)
         record.sent_at = time.monotonic()
         await self.gateway.dispatch("INTERACTION_CREATE", record.payload)

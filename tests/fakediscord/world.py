@@ -28,6 +28,7 @@ from tests.fakediscord.models import (
     RegisteredCommand,
     SnowflakeFactory,
 )
+from tests.fakediscord.strict import StrictStats, resolve_mentions
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,9 @@ class World:
         self.commands: dict[int | None, list[RegisteredCommand]] = {}
         self.events: list[Event] = []
         self._changed = asyncio.Event()
+        self.strict = StrictStats()
+        # (guild id or None for DMs, user id) of everyone who has used the bot: whom a bot may mean to ping.
+        self.interactors: set[tuple[int | None, int]] = set()
 
     # -- the event log -------------------------------------------------------------------------
 
@@ -201,6 +205,7 @@ class World:
         message.flags |= int(payload.get("flags") or 0)
         message.allowed_mentions = payload.get("allowed_mentions")
         message.mentions = self._mentioned(message.content)
+        self._notify(message)
         message.attachments = self._attachments(message, body, existing=[])
         reference = payload.get("message_reference") or {}
         if reference.get("message_id"):
@@ -217,6 +222,8 @@ class World:
         if "content" in payload:
             message.content = payload["content"] or ""
             message.mentions = self._mentioned(message.content)
+            message.allowed_mentions = payload.get("allowed_mentions")
+            self._notify(message)
         if "embeds" in payload:
             message.embeds = payload["embeds"] or []
         if "components" in payload:
@@ -234,6 +241,31 @@ class World:
         self.record(
             EventKind.MESSAGE_DELETE, message=message, interaction_id=message.interaction_id, detail=detail
         )
+
+    def _audience(self, message: Message) -> dict[int, list[int]]:
+        """Who can see a message, with their role ids: the guild's members, a DM's recipient, or for an
+        ephemeral message only the member whose interaction it answers."""
+        if message.ephemeral and message.interaction_user is not None:
+            member = self.members.get((message.guild_id or 0, message.interaction_user.id))
+            return {message.interaction_user.id: list(member.role_ids) if member else []}
+        if message.guild_id is None:
+            channel = self.channels.get(message.channel_id)
+            return {channel.recipient_id: []} if channel and channel.recipient_id else {}
+        return {m.user.id: list(m.role_ids) for m in self.guild_members(message.guild_id)}
+
+    def _notify(self, message: Message) -> None:
+        """Work out whom this version of the message notifies, and count any ping the bot did not mean."""
+        found = resolve_mentions(message.content, message.allowed_mentions, self._audience(message))
+        message.notified |= found.users
+        self.strict.pings += len(found.users)
+        for user_id in sorted(found.users):
+            if user_id not in found.explicit or (message.guild_id, user_id) not in self.interactors:
+                self.strict.stray_pings.append(
+                    f"message {message.id} in channel {message.channel_id} notified {user_id}"
+                    f" (allowed_mentions={message.allowed_mentions}): {message.content[:80]!r}"
+                )
+        if found.everyone:
+            self.strict.stray_pings.append(f"message {message.id} pinged @everyone/@here")
 
     def _mentioned(self, content: str) -> list[FakeUser]:
         ids = dict.fromkeys(int(found) for found in USER_MENTION.findall(content))

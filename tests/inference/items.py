@@ -5,6 +5,7 @@ from __future__ import annotations
 from PIL import Image
 
 from inference.engine_api import BatchItem
+from inference.images import EncodedImage
 from inference.protocol import JobRequest
 from inference.vocabulary import JobKind, WorkerJobId
 
@@ -44,5 +45,5 @@ def make_item(
         height=size[1],
         steps=steps,
         guidance=guidance,
-        init_image=image,
+        init_image=EncodedImage.of(image) if image is not None else None,
     )

@@ -325,7 +325,7 @@ async def test_oversized_json_body_is_refused(make_client: MakeClient) -> None:
     client = await make_client(max_image_bytes=1024)
     raw = b'{"prompt": "' + b"a" * 200_000 + b'"}'
     resp = await client.post("/v1/jobs", data=raw, headers={"Content-Type": "application/json"})
-    assert resp.status in (400, 413) and (await resp.json())["code"] == "bad_request"
+    assert resp.status == 413 and (await resp.json())["code"] == "body_too_large"
 
 
 @pytest.mark.parametrize(

@@ -107,13 +107,13 @@ async def test_double_click_and_concurrent_votes_count_once_and_respect_the_budg
     await service.advance(challenge.challenge_id)
     # A double click: the same vote twice at once counts once; the other gets a specific refusal.
     outcomes = await asyncio.gather(
-        *(service.vote(entries[0].entry_id, BOB) for _ in range(2)), return_exceptions=True
+        *(service.vote(entries[0].entry_id, BOB, GUILD) for _ in range(2)), return_exceptions=True
     )
     assert sum(not isinstance(o, Exception) for o in outcomes) == 1
     assert any(isinstance(o, ChallengeRefused) and "already voted" in o.message for o in outcomes)
     # A budget of 2 and three votes at once: exactly one more fits.
     outcomes = await asyncio.gather(
-        *(service.vote(e.entry_id, BOB) for e in entries[1:]), service.vote(entries[0].entry_id, CAROL),
+        *(service.vote(e.entry_id, BOB, GUILD) for e in entries[1:]), service.vote(entries[0].entry_id, CAROL, GUILD),
         return_exceptions=True,
     )  # fmt: skip
     refused = [o for o in outcomes if isinstance(o, ChallengeRefused)]
@@ -123,13 +123,13 @@ async def test_double_click_and_concurrent_votes_count_once_and_respect_the_budg
             conn.execute("SELECT COUNT(*) FROM challenge_votes WHERE voter_id = ?", (BOB,)).fetchone()[0] == 2
         )
     with pytest.raises(ChallengeRefused, match="own entry"):
-        await service.vote(entries[0].entry_id, ALICE)
+        await service.vote(entries[0].entry_id, ALICE, GUILD)
     # Votes are changeable: take one back, spend it elsewhere.
     first_bob = 0 if not isinstance(outcomes[0], Exception) else 1
-    taken = await service.unvote(entries[1 + first_bob].entry_id, BOB)
+    taken = await service.unvote(entries[1 + first_bob].entry_id, BOB, GUILD)
     assert taken.used == 1
     with pytest.raises(ChallengeRefused, match="not voted"):
-        await service.unvote(entries[1 + first_bob].entry_id, BOB)
+        await service.unvote(entries[1 + first_bob].entry_id, BOB, GUILD)
 
 
 async def test_entry_cap_holds_under_concurrent_submissions(service, db, clock):
@@ -198,14 +198,14 @@ async def test_phases_results_points_and_bonuses(service, db, clock):
     a = (await service.submit(challenge, ALICE, await image(db, clock, ALICE)))[1]
     b = (await service.submit(challenge, BOB, await image(db, clock, BOB)))[1]
     with pytest.raises(ChallengeRefused, match="not started yet"):
-        await service.vote(a.entry_id, BOB)
+        await service.vote(a.entry_id, BOB, GUILD)
     clock.t = challenge.closes_at + 10  # slept through both deadlines: both changes happen, in order
     closed = await service.advance(challenge.challenge_id)
     assert closed is not None and closed.phase is Phase.CLOSED
     results = await service.results(challenge.challenge_id)
     assert [(r.user_id, r.rank, r.points, r.bonus) for r in results] == [(ALICE, 1, 10, 0), (BOB, 2, 6, 0)]
     with pytest.raises(ChallengeRefused, match="closed"):
-        await service.vote(b.entry_id, ALICE)
+        await service.vote(b.entry_id, ALICE, GUILD)
     season, standings = await service.leaderboard(GUILD)
     assert season == season_of(clock.t, "quarter") and [s.user_id for s in standings] == [ALICE, BOB]
 
@@ -216,7 +216,7 @@ async def test_bonus_is_granted_once_for_a_winner_with_votes(service, db, clock)
     await service.submit(challenge, BOB, await image(db, clock, BOB))
     clock.t = challenge.voting_at
     await service.advance(challenge.challenge_id)
-    await service.vote(a.entry_id, CAROL)
+    await service.vote(a.entry_id, CAROL, GUILD)
     clock.t = challenge.closes_at
     await service.advance(challenge.challenge_id)
     await service._grant_bonuses(challenge)  # a retried close must not pay twice
@@ -300,7 +300,7 @@ async def test_challenge_rows_survive_every_later_migration(service, db, clock, 
         _, entry = await svc.submit(challenge, ALICE, await image(v4, clock, ALICE))
         clock.t = challenge.voting_at
         await svc.advance(challenge.challenge_id)
-        await svc.vote(entry.entry_id, BOB)
+        await svc.vote(entry.entry_id, BOB, GUILD)
         clock.t = challenge.closes_at
         await svc.advance(challenge.challenge_id)
         await svc.schedule(

@@ -143,11 +143,12 @@ class ChallengeEntries:
 
     # --- votes ---
 
-    async def vote(self, entry_id: int, voter_id: int) -> VoteReceipt:
+    async def vote(self, entry_id: int, voter_id: int, guild_id: int) -> VoteReceipt:
+        """Count a vote from a member of `guild_id`; an entry of another server's challenge is not found."""
         now = self.clock()
 
         def body(tx: SyncTx) -> VoteReceipt:
-            entry, challenge = entry_and_challenge(tx, entry_id)
+            entry, challenge = entry_and_challenge(tx, entry_id, guild_id)
             check_voting_open(challenge, now)
             if entry.user_id == voter_id:
                 raise ChallengeRefused(N_("You cannot vote for your own entry."))
@@ -170,11 +171,11 @@ class ChallengeEntries:
 
         return await self.db.run(body)
 
-    async def unvote(self, entry_id: int, voter_id: int) -> VoteReceipt:
+    async def unvote(self, entry_id: int, voter_id: int, guild_id: int) -> VoteReceipt:
         now = self.clock()
 
         def body(tx: SyncTx) -> VoteReceipt:
-            entry, challenge = entry_and_challenge(tx, entry_id)
+            entry, challenge = entry_and_challenge(tx, entry_id, guild_id)
             check_voting_open(challenge, now)
             if not entry_store.delete_vote(tx, entry_id, voter_id):
                 raise ChallengeRefused(N_("You have not voted for entry #{number}."), number=entry.number)

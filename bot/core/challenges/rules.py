@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bot.core.errors import BrushfireError
 from bot.core.i18n import N_, Message
+from bot.core.validation import has_visible_text
 from storage import challenge_entries as entry_store
 from storage import challenges as store
 from storage.challenges import ChallengeRecord, EntryRecord, NewChallenge, Phase, ResultRecord, ScheduleRecord
@@ -157,8 +158,8 @@ def live_challenge(tx: SyncTx, challenge_id: int) -> ChallengeRecord:
 
 def check_theme(theme: str) -> str:
     text = " ".join(theme.split())
-    if not 1 <= len(text) <= 200:
-        raise ChallengeRefused(N_("A theme must be 1 to 200 characters."))
+    if not 1 <= len(text) <= 200 or not has_visible_text(text):
+        raise ChallengeRefused(N_("A theme must be 1 to 200 characters, and show something."))
     return text
 
 
@@ -173,8 +174,13 @@ def check_source(challenge: ChallengeRecord, source: entry_store.EntrySource | N
     """The entry rules: made by brushfire, by the submitter, in this server, during submissions, in style."""
     if source is None or source.deleted:
         raise ChallengeRefused(N_("Only images brushfire made (and that still exist) can be entered."))
-    if source.user_id != user_id:
-        raise ChallengeRefused(N_("You can only enter images you made yourself."))
+    if source.user_id != user_id or source.lineage_owners != {user_id}:
+        # Re-roll, Vary, Upscale or Edit under someone else's picture makes a copy of their work.
+        raise ChallengeRefused(
+            N_(
+                "You can only enter images you made yourself; that one was made from another member's picture."
+            )
+        )
     if source.guild_id != challenge.guild_id:
         raise ChallengeRefused(N_("That image was made in another server."))
     if source.from_upload:
@@ -194,11 +200,15 @@ def check_source(challenge: ChallengeRecord, source: entry_store.EntrySource | N
         )
 
 
-def entry_and_challenge(tx: SyncTx, entry_id: int) -> tuple[EntryRecord, ChallengeRecord]:
+def entry_and_challenge(tx: SyncTx, entry_id: int, guild_id: int) -> tuple[EntryRecord, ChallengeRecord]:
+    """An entry and its challenge, only if that challenge is in `guild_id` (so no other server's vote counts)."""
     entry = entry_store.get_entry(tx, entry_id)
-    if entry is None:
+    challenge = store.get_challenge(tx, entry.challenge_id) if entry is not None else None
+    if entry is None or challenge is None:
         raise ChallengeRefused(N_("That entry was withdrawn."))
-    return entry, require_challenge(tx, entry.challenge_id)
+    if challenge.guild_id != guild_id:
+        raise ChallengeRefused(N_("That entry is not in one of this server's challenges."))
+    return entry, challenge
 
 
 def check_voting_open(challenge: ChallengeRecord, now: float) -> None:

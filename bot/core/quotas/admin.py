@@ -254,13 +254,15 @@ class QuotaAdmin:
 
         return await self._admin(guild_id, actor_id, change)
 
-    async def reset_user(self, guild_id: int, user_id: int, actor_id: int) -> int:
-        """Forgive everything counting against the user in the current window; returns rows voided."""
+    async def reset_user(self, guild_id: int, user_id: int, actor_id: int) -> ledger.Forgiven:
+        """Forgive every charge counting against the user in the current window (fast and relax); bonus
+        credits spent stay spent. Returns what was forgiven."""
         check_id(N_("user id"), user_id)
 
-        def change(tx: SyncTx, now: float) -> Audited[int]:
+        def change(tx: SyncTx, now: float) -> Audited[ledger.Forgiven]:
             window = self._guild_policy(tx, guild_id).window_s
-            voided = ledger.void_window(tx, guild_id, user_id, now - window, now)
-            return Audited("quota.reset_user", user_id, {"voided": voided}, voided)
+            done = ledger.void_window(tx, guild_id, user_id, now - window, now)
+            detail = {"voided": done.jobs, "credits": done.credits, "relax_credits": done.relax_credits}
+            return Audited("quota.reset_user", user_id, detail, done)
 
         return await self._admin(guild_id, actor_id, change)

@@ -40,6 +40,15 @@ class QuotaStatus:
     def spendable(self) -> int:
         return self.remaining + self.bonus_remaining
 
+    @property
+    def next_refill_second(self) -> int | None:
+        """The first whole second at which the oldest counting charge has stopped counting.
+
+        Rounded up, as refusals are: a charge counts while `created_at > now - window_s`, so at this
+        second its credits are back and a spend they cover is accepted.
+        """
+        return math.ceil(self.next_refill_at) if self.next_refill_at is not None else None
+
     def relax_room(self, cost: int) -> bool:
         return self.relax_enabled and (self.relax_limit is None or self.relax_used + cost <= self.relax_limit)
 
@@ -102,9 +111,10 @@ class QuotaInputError(QuotaError, ValueError):
 
 class QuotaExceeded(QuotaError):
     def __init__(self, status: QuotaStatus, cost: int, relax_available: bool) -> None:
+        second = status.next_refill_second
         refill = (
-            Message(N_(" Next credit returns {when}."), {"when": f"<t:{math.ceil(status.next_refill_at)}:R>"})
-            if status.next_refill_at
+            Message(N_(" Next credit returns {when}."), {"when": f"<t:{second}:R>"})
+            if second is not None
             else ""
         )
         relax = Message(N_(" The relax lane is open: try again in relax mode.")) if relax_available else ""

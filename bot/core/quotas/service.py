@@ -37,10 +37,11 @@ log = logging.getLogger(__name__)
 def _status(
     guild_id: int, user_id: int, pol: UserPolicy, usage: ledger.WindowUsage, relax_limit: int | None
 ) -> QuotaStatus:
-    """Combine policy and usage: an override wins, else the highest of the guild default and role tiers."""
+    """Combine policy and usage (docs/quotas.md): an override wins; else the member's highest role tier,
+    even when it is below the server default; else the server default."""
     limit, tier_name = pol.guild_limit, None
     source: LimitSource = "guild" if pol.guild_configured else "default"
-    if pol.tier is not None and pol.tier.limit_credits > limit:
+    if pol.tier is not None:
         limit, source, tier_name = pol.tier.limit_credits, "role", pol.tier.name
     override = pol.override
     unlimited = bool(override and override.unlimited)
@@ -68,6 +69,8 @@ def _status(
 
 def _after(st: QuotaStatus, lane: Lane, cost: int, bonus_cost: int, now: float) -> QuotaStatus:
     """The status once a reservation is in, without reading the database again."""
+    if st.unlimited and lane is Lane.FAST:
+        return st  # free while unlimited: the row never counts
     if lane is Lane.RELAX:
         return dataclasses.replace(st, relax_used=st.relax_used + cost)
     used = st.used + cost - bonus_cost
@@ -175,6 +178,7 @@ class QuotaService:
                 lane=chosen,
                 spends=spends,
                 now=now,
+                forgiven=st.unlimited and chosen is Lane.FAST,  # free while unlimited, then and later
             )
             bonus_cost = sum(s.credits for s in spends)
             return Reservation(
@@ -251,6 +255,20 @@ class QuotaService:
         if settled:
             log.info("settled %d stale reservations", settled)
         return settled
+
+    async def refund_jobless(self, older_than_s: float = 60.0) -> int:
+        """Refund reservations with no job row, made over `older_than_s` ago: a process killed between
+        reserving and storing its job (the two are back to back, so an older one has no live owner)."""
+        now = self._clock()
+
+        def body(tx: SyncTx) -> int:
+            stale = ledger.stale_reservations(tx, now - older_than_s)
+            return sum(ledger.refund(tx, s.job_id, now) for s in stale if s.job_status is None)
+
+        refunded = await self._db.run(body)
+        if refunded:
+            log.info("refunded %d reservation(s) whose job was never stored", refunded)
+        return refunded
 
     async def prune(self) -> int:
         """Delete ledger rows older than the longest window plus the retention period."""
