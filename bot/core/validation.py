@@ -25,7 +25,9 @@ def has_visible_text(text: str) -> bool:
 def require_visible(text: str, what: str = N_("The prompt")) -> str:
     """The text, or a refusal when nothing in it would be visible (so nothing invisible is run or charged)."""
     if not has_visible_text(text):
-        raise InvalidInput(N_("{what} is empty: describe what you want to see."), what=Message(what))
+        raise InvalidInput(
+            N_("{what} is empty (nothing visible in it): describe what you want to see."), what=Message(what)
+        )
     return text
 
 

@@ -52,7 +52,7 @@ async def test_a_french_member_gets_french_replies_in_an_english_server(fake_dis
     async with running_bot(fake_discord, settings, worker):
         # Refusals from the core, in French, with the member's own words left as typed.
         assert await refusal(fake_discord, marie, world.channel, {"prompt": "   "}) == (
-            "Le prompt est vide : décrivez ce que vous voulez voir."
+            "Le prompt est vide (rien de visible) : décrivez ce que vous voulez voir."
         )
         assert "Saved" in await admin_do(fake_discord, world, "settings block-word", {"word": "gore"})
         assert await refusal(fake_discord, marie, world.channel, {"prompt": "du GORE ici"}) == (
@@ -161,10 +161,10 @@ async def test_an_unshipped_language_falls_back_to_the_server_then_english(fake_
         fake_discord.add_member(guild, joao)
     async with running_bot(fake_discord, settings, worker):
         assert await refusal(fake_discord, joao, atelier, {"prompt": ""}) == (
-            "Le prompt est vide : décrivez ce que vous voulez voir."
+            "Le prompt est vide (rien de visible) : décrivez ce que vous voulez voir."
         )
         assert await refusal(fake_discord, joao, studio, {"prompt": ""}) == (
-            "The prompt is empty: describe what you want to see."
+            "The prompt is empty (nothing visible in it): describe what you want to see."
         )
 
 

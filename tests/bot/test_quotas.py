@@ -21,6 +21,7 @@ from bot.core.quotas.records import (
     UserBlocked,
 )
 from bot.core.quotas.service import QuotaService
+from bot.i18n import ENGLISH
 from storage.audit import AuditRepo
 from storage.db import Database, DatabaseSettings
 from storage.guilds import GuildsRepo
@@ -458,7 +459,9 @@ async def test_quota_card_and_refusal_name_the_same_refill_second_and_it_works(
     await q.reserve("frac", G, U, [], 10, "fast")
     status = await q.status(G, U)
     card = next(
-        f["value"] for f in quota_embed(status, "alice").to_dict()["fields"] if "returns" in f["name"]
+        f["value"]
+        for f in quota_embed(status, "alice", ENGLISH).to_dict()["fields"]
+        if "returns" in f["name"]
     )
     second = int(T0) + HOUR + 1
     assert card == f"<t:{second}:R>"
