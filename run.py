@@ -372,7 +372,7 @@ class TerminalBar:
         done = state.step / state.total if state.total else 0.0
         filled = int(done * self._width)
         bar = "#" * filled + "." * (self._width - filled)
-        self._stream.write(f"\r[{bar}] {state.describe():<48}")
+        self._stream.write(f"\r[{bar}] {state.describe()!s:<48}")  # the command line speaks English
         self._stream.flush()
 
     def finish(self) -> None:

@@ -13,6 +13,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.core.errors import BrushfireError
+from bot.core.i18n import Message
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +27,10 @@ class AdminOnly(app_commands.CheckFailure):
     A `CheckFailure`, so discord.py hands it to the tree unwrapped even from a cog's `interaction_check`.
     """
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+    def __init__(self, text: Message) -> None:
+        self.text = text
+        self.message = str(text)
+        super().__init__(self.message)
 
 
 def is_admin(interaction: discord.Interaction) -> bool:
@@ -36,19 +38,20 @@ def is_admin(interaction: discord.Interaction) -> bool:
     return interaction.guild_id is not None and interaction.permissions.manage_guild
 
 
-def require_admin(interaction: discord.Interaction, action: str) -> None:
-    """Raise `AdminOnly` unless the member is an admin. `default_permissions` only hides a command:
-    server owners can show it to anyone in Server Settings → Integrations, so it is checked again here."""
+def require_admin(interaction: discord.Interaction, refusal: str) -> None:
+    """Raise `AdminOnly` with the marked `refusal` (N_("Only members with Manage Server can ...")) unless
+    the member is an admin. `default_permissions` only hides a command: server owners can show it to
+    anyone in Server Settings → Integrations, so it is checked again here."""
     if not is_admin(interaction):
-        raise AdminOnly(f"Only members with Manage Server can {action}.")
+        raise AdminOnly(Message(refusal))
 
 
-def admin_only(action: str) -> Callable[[T], T]:
+def admin_only(refusal: str) -> Callable[[T], T]:
     """Make a command, an `app_commands.Group` or a `GroupCog` class admin-only in one place: hidden from
     members by default (Manage Server), server-only, and checked again by `require_admin` when it runs."""
 
     def check(interaction: discord.Interaction) -> bool:
-        require_admin(interaction, action)
+        require_admin(interaction, refusal)
         return True
 
     async def group_check(interaction: discord.Interaction) -> bool:

@@ -22,8 +22,8 @@ from bot.delivery import JobRunner
 from bot.endpoints import use_discord_endpoints
 from bot.errors import BrushfireTree
 from bot.gate import JobGate
-from bot.i18n import Catalogues
-from bot.translator import CatalogueTranslator, translated_payload
+from bot.i18n import Catalogues, Translate
+from bot.translator import CatalogueTranslator, translate_for, translated_payload
 from bot.views import DYNAMIC_ITEMS
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,10 @@ class ImageBot(commands.Bot):
         self.scheduler = AsyncIOScheduler()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._job_tasks: set[asyncio.Task[Any]] = set()
+
+    def i18n_for(self, interaction: discord.Interaction) -> Translate:
+        """`_ = self.bot.i18n_for(interaction)`: texts in the member's language (else the server's, else English)."""
+        return translate_for(interaction)
 
     def create_task(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]:
         """Start a background task, keep a reference (so it is not collected) and log how it failed."""

@@ -17,14 +17,17 @@ from typing import Any
 import discord
 from PIL import Image
 
+from bot.core.i18n import N_, Message
 from bot.core.jobs import JobService
 from bot.core.outcomes import JobOutcome
-from bot.core.plans import JobPlan
+from bot.core.plans import Action, JobPlan
 from bot.core.progress import DisplayGone, ProgressState, ProgressUpdater
 from bot.core.records import GenerationRecord, GuildSettings, JobRecord
 from bot.core.services import Services
 from bot.errors import answer_error
+from bot.i18n import Translate
 from bot.interactions import PlanFactory, delivery_for, requester_for
+from bot.translator import catalogues_of, translate_for
 from bot.usertext import shown
 from bot.views import progress_view, result_view
 from inference.vocabulary import JobStatus
@@ -35,6 +38,14 @@ UNKNOWN_MESSAGE = 10008
 INVALID_WEBHOOK_TOKEN = 50027
 UNKNOWN_WEBHOOK = 10015
 GONE_CODES = frozenset({UNKNOWN_MESSAGE, INVALID_WEBHOOK_TOKEN, UNKNOWN_WEBHOOK})
+# How a result's footer names what made it.
+ACTION_NAMES = {
+    Action.IMAGINE: N_("imagine"),
+    Action.EDIT: N_("edit"),
+    Action.REROLL: N_("re-roll"),
+    Action.VARY: N_("variation"),
+    Action.UPSCALE: N_("upscale"),
+}
 # Edits of the interaction's own message ping nobody: the author is looking at it already.
 NO_PINGS = discord.AllowedMentions.none()
 
@@ -54,7 +65,9 @@ class MessageProgress:
         job: JobRecord,
         title: str,
         clock: Callable[[], float],
+        _: Translate,
     ) -> None:
+        self._ = _
         self._interaction = interaction
         self._jobs = jobs
         self._job = job
@@ -72,10 +85,10 @@ class MessageProgress:
             if data is not None:
                 self._preview_seq = state.preview_seq
                 attachments = [discord.File(io.BytesIO(data), filename="preview.jpg")]
-        content = f"**{self._title}** — {state.describe()}"
+        content = f"**{self._title}** — {self._.message(state.describe())}"
         kwargs: dict[str, object] = {
             "content": content,
-            "view": progress_view(self._job.job_id),
+            "view": progress_view(self._job.job_id, self._),
             "allowed_mentions": NO_PINGS,
         }
         if attachments:
@@ -127,17 +140,18 @@ class JobRunner:
         await interaction.response.defer(thinking=True)
         self._track_job()
         requester = requester_for(interaction)
+        _ = translate_for(interaction)
         try:
             guild = await self.services.guilds.settings(requester.guild_id)
             plan = await plan_for(requester, guild)
-            ticket = await self.jobs.start(requester, plan, delivery_for(interaction))
+            ticket = await self.jobs.start(requester, plan, delivery_for(interaction, _))
         except Exception as exc:
             await answer_error(interaction, exc)
             return
         title = shown(plan.prompt, 400)
         if ticket.fell_back_to_relax:
-            title += " (relax lane: out of fast credits)"
-        display = MessageProgress(interaction, self.jobs, ticket.job, title, self._clock)
+            title += " " + _("(relax lane: out of fast credits)")
+        display = MessageProgress(interaction, self.jobs, ticket.job, title, self._clock, _)
         updater = ProgressUpdater(display, self.services.settings.limits.progress_interval_s)
         updater.update(ProgressState(status=JobStatus.QUEUED))
         updater.start()
@@ -170,8 +184,10 @@ class JobRunner:
         """Post the outcome where it can still be seen: the original message, the channel, or DMs."""
         job = outcome.job
         guild = guild or await self.services.guilds.settings(job.guild_id or 0)
-        post = self.compose(outcome, guild) if outcome.ok else None
-        text = None if post else f"<@{job.user_id}> {outcome.message or 'Your job did not finish.'}"
+        _ = self.translate(job)
+        post = self.compose(outcome, guild, _) if outcome.ok else None
+        why = _.message(outcome.message) if outcome.message else _("Your job did not finish.")
+        text = None if post else f"<@{job.user_id}> {why}"
         reachable = interaction is not None or job.progress_message_id is not None
         if reachable and job.token_valid(self._clock()) and not progress_gone:
             try:
@@ -251,11 +267,18 @@ class JobRunner:
                 job.user_id,
             )
 
-    def compose(self, outcome: JobOutcome, guild: GuildSettings) -> ResultPost:
-        return compose_result(outcome, guild, self.services.settings.limits.upload_bytes)
+    def translate(self, job: JobRecord) -> Translate:
+        """The language of the member who asked (kept with the job), else their server's, else English."""
+        catalogues = catalogues_of(self.bot)
+        server = self.bot.get_guild(job.guild_id) if job.guild_id else None
+        server_locale = server.preferred_locale.value if server else None
+        return Translate(catalogues, catalogues.choose(job.language, server_locale))
+
+    def compose(self, outcome: JobOutcome, guild: GuildSettings, _: Translate) -> ResultPost:
+        return compose_result(outcome, guild, self.services.settings.limits.upload_bytes, _)
 
 
-def compose_result(outcome: JobOutcome, guild: GuildSettings, upload_bytes: int) -> ResultPost:
+def compose_result(outcome: JobOutcome, guild: GuildSettings, upload_bytes: int, _: Translate) -> ResultPost:
     """The result message: images (spoilered, or withheld when the server refuses flagged ones), an
     embed with the parameters, and buttons for the images shown."""
     job = outcome.job
@@ -266,12 +289,17 @@ def compose_result(outcome: JobOutcome, guild: GuildSettings, upload_bytes: int)
     withheld = len(outcome.generations) - len(visible)
     content = f"**{shown(plan.prompt, 1200)}**"
     if withheld:
-        content += f"\n{withheld} image(s) withheld by this server's content filter."
+        content += "\n" + _.ngettext(
+            "{count} image withheld by this server's content filter.",
+            "{count} images withheld by this server's content filter.",
+            withheld,
+            count=withheld,
+        )
     return ResultPost(
         content=content,
-        embed=result_embed(outcome, plan),
+        embed=result_embed(outcome, plan, _),
         files=[_file(job.job_id, g, upload_bytes) for g in visible],
-        view=result_view(job.job_id, [g.index for g in visible], from_upload=plan.from_upload),
+        view=result_view(job.job_id, [g.index for g in visible], _, from_upload=plan.from_upload),
     )
 
 
@@ -288,24 +316,30 @@ def rewind(post: ResultPost) -> ResultPost:
     return post
 
 
-def result_embed(outcome: JobOutcome, plan: JobPlan) -> discord.Embed:
+def result_embed(outcome: JobOutcome, plan: JobPlan, _: Translate) -> discord.Embed:
+    """The parameters of a result (the prompt and style names are the member's own words, never translated)."""
     job, info = outcome.job, outcome.info
     embed = discord.Embed(title=shown(plan.prompt, 256), colour=discord.Colour.orange())
     if plan.negative:
-        embed.description = f"Negative: {shown(plan.negative, 1200)}"
+        embed.description = _("Negative: {negative}", negative=shown(plan.negative, 1200))
     gens = outcome.generations
     seeds = ", ".join(str(g.seed) for g in gens[:8]) or str(plan.seed)
-    embed.add_field(name="Style", value=shown(plan.style, 100) if plan.style else "none")
-    embed.add_field(name="Seed", value=seeds)
+    embed.add_field(name=_("Style"), value=shown(plan.style, 100) if plan.style else _("none"))
+    embed.add_field(name=_("Seed"), value=seeds)
     if gens:
-        embed.add_field(name="Size", value=f"{gens[0].width}x{gens[0].height}")
+        embed.add_field(name=_("Size"), value=f"{gens[0].width}x{gens[0].height}")
     if info is not None:
-        embed.add_field(name="Model", value=_clip(info.model, 100))
-        embed.add_field(name="Steps", value=str(info.steps))
-    embed.add_field(name="Cost", value=f"{job.cost} credit(s), {job.lane} lane")
+        embed.add_field(name=_("Model"), value=_clip(info.model, 100))
+        embed.add_field(name=_("Steps"), value=str(info.steps))
+    lane = _("relax lane") if job.lane == "relax" else _("fast lane")
+    cost = _.ngettext(
+        "{count} credit, {lane}", "{count} credits, {lane}", job.cost, count=job.cost, lane=lane
+    )
+    embed.add_field(name=_("Cost"), value=cost)
     if outcome.elapsed_s:
-        embed.add_field(name="Time", value=f"{outcome.elapsed_s:.1f} s")
-    embed.set_footer(text=f"job {job.job_id} · {plan.action.value}")
+        embed.add_field(name=_("Time"), value=f"{outcome.elapsed_s:.1f} s")
+    action = Message(ACTION_NAMES.get(plan.action, plan.action.value))
+    embed.set_footer(text=_("job {job_id} · {action}", job_id=job.job_id, action=action))
     return embed
 
 

@@ -13,6 +13,9 @@ from discord import app_commands
 
 from bot.checks import AdminOnly, gate_of
 from bot.core.errors import BrushfireError
+from bot.core.i18n import LocalisedError
+from bot.i18n import ENGLISH, Translate
+from bot.translator import translate_for
 
 log = logging.getLogger(__name__)
 
@@ -27,23 +30,24 @@ class Refused(app_commands.CheckFailure):
     `AppCommandError`s to `on_error` from there, so the `BrushfireError` travels as this error's cause."""
 
 
-def user_message(error: BaseException) -> tuple[str, bool]:
-    """The text to show for an error and whether it was expected (a user-facing error).
+def user_message(error: BaseException, _: Translate = ENGLISH) -> tuple[str, bool]:
+    """The text to show for an error, in the reader's language, and whether it was expected.
 
     Unexpected errors are logged here with a reference id that the message repeats.
     """
     if isinstance(error, app_commands.CommandInvokeError | app_commands.TransformerError | Refused):
         error = error.__cause__ or error
-    if isinstance(error, BrushfireError | AdminOnly):
-        return error.message, True
+    if isinstance(error, LocalisedError | AdminOnly):  # BrushfireError and the quota errors
+        return _.message(error.text), True
     if isinstance(error, app_commands.MissingPermissions | app_commands.CheckFailure):
-        return "You are not allowed to use this command here.", True
+        return _("You are not allowed to use this command here."), True
     if isinstance(error, app_commands.CommandOnCooldown):
         at = math.ceil(time.time() + error.retry_after)
-        return f"Slow down: try again <t:{at}:R>.", True
+        return _("Slow down: try again <t:{at}:R>.", at=at), True
     ref = new_reference()
     log.error("unexpected error (ref %s)", ref, exc_info=error)
-    return f"Something went wrong on our side (reference `{ref}`). Nothing was charged for it.", False
+    text = _("Something went wrong on our side (reference `{ref}`). Nothing was charged for it.", ref=ref)
+    return text, False
 
 
 async def answer_error(interaction: discord.Interaction, error: BaseException) -> None:
@@ -52,7 +56,7 @@ async def answer_error(interaction: discord.Interaction, error: BaseException) -
     A deferred, public "thinking" placeholder is deleted first: otherwise Discord would turn the first
     follow-up into that public message and the refusal would not be ephemeral.
     """
-    text, _ = user_message(error)
+    text, _expected = user_message(error, translate_for(interaction))
     try:
         if not interaction.response.is_done():
             await interaction.response.send_message(text, ephemeral=True)

@@ -13,6 +13,7 @@ import discord
 from discord.ext import commands
 
 from bot.checks import Gate, OnCooldown
+from bot.core.i18n import N_
 from bot.core.jobs import JobService
 from bot.core.settings import CooldownSettings
 from bot.interactions import requester_for
@@ -47,7 +48,7 @@ class JobGate:
         retry_after = self._cooldown.update_rate_limit(interaction, current=now)
         if retry_after:
             at = math.ceil(now + retry_after)
-            raise OnCooldown(f"Slow down: you can start another image <t:{at}:R> (at <t:{at}:T>).")
+            raise OnCooldown(N_("Slow down: you can start another image <t:{at}:R> (at <t:{at}:T>)."), at=at)
 
 
 def _member_key(interaction: discord.Interaction) -> Any:

@@ -11,6 +11,7 @@ from bot.checks import Gate, is_admin
 from bot.core.plans import Delivery, JobPlan, Requester, token_expiry
 from bot.core.records import GuildSettings
 from bot.core.services import Services
+from bot.i18n import Translate
 
 # Validates an interaction's input into a plan; its BrushfireError reaches the user ephemerally.
 PlanFactory = Callable[[Requester, GuildSettings], Awaitable[JobPlan]]
@@ -59,10 +60,12 @@ def requester_for(interaction: discord.Interaction) -> Requester:
     )
 
 
-def delivery_for(interaction: discord.Interaction) -> Delivery:
-    """How to edit the interaction's own message later: its webhook token, while it lives."""
+def delivery_for(interaction: discord.Interaction, _: Translate) -> Delivery:
+    """How to answer later: the interaction's webhook token (while it lives) and the member's language,
+    which the result keeps even when it is posted in the channel or after a restart."""
     return Delivery(
         application_id=interaction.application_id,
         interaction_token=interaction.token,
         token_expires_at=token_expiry(interaction.created_at.timestamp()),
+        language=_.language,
     )

@@ -1,4 +1,4 @@
-"""discord.py's command Translator over brushfire's catalogues: slash command names, descriptions, choices."""
+"""Brushfire's catalogues on Discord: the command Translator (names, descriptions, choices) and each reader's language."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from typing import Any
 import discord
 from discord import app_commands
 
-from bot.i18n import SOURCE_LANGUAGE, Catalogues, Context, language_of
+from bot.i18n import SOURCE_LANGUAGE, Catalogues, Context, Translate, language_of
+
+_NO_CATALOGUES = Catalogues()
 
 _CONTEXTS = {
     app_commands.TranslationContextLocation.command_name: Context.NAME,
@@ -72,3 +74,30 @@ async def translated_payload(
 ) -> list[dict[str, Any]]:
     """The command payloads exactly as a sync sends them, localisations included."""
     return [await command.get_translated_payload(tree, translator) for command in commands]
+
+
+def catalogues_of(client: discord.Client) -> Catalogues:
+    """The catalogues the bot loaded at start (a client without any speaks English)."""
+    found = getattr(client, "catalogues", None)
+    return found if isinstance(found, Catalogues) else _NO_CATALOGUES
+
+
+def translate_for(interaction: discord.Interaction) -> Translate:
+    """Texts for whoever made this interaction: their own Discord language, else the server's, else English."""
+    catalogues = catalogues_of(interaction.client)
+    member = interaction.locale.value if interaction.locale else None
+    server = interaction.guild_locale.value if interaction.guild_locale else None
+    return Translate(catalogues, catalogues.choose(member, server))
+
+
+def translate_for_server(client: discord.Client, guild_id: int | None) -> Translate:
+    """Texts for a post the whole server reads (a challenge announcement): the server's language."""
+    catalogues = catalogues_of(client)
+    guild = client.get_guild(guild_id) if guild_id else None
+    return Translate(catalogues, catalogues.choose(guild.preferred_locale.value if guild else None))
+
+
+def translate_in(client: discord.Client, language: str | None) -> Translate:
+    """Texts in a language chosen earlier (a job keeps its member's language for late posts)."""
+    catalogues = catalogues_of(client)
+    return Translate(catalogues, catalogues.choose(language))

@@ -17,11 +17,14 @@ from bot.challenge_posts import SubmitButton
 from bot.checks import Gate
 from bot.components import BUTTONS_PER_ROW, INDEX_RE, JOB_RE, PREFIX, button, guarded
 from bot.core.errors import InvalidInput
+from bot.core.i18n import N_
 from bot.core.plans import Action, JobPlan, Requester
 from bot.core.records import GuildSettings
 from bot.core.validation import parse_number
 from bot.errors import answer_error
+from bot.i18n import ENGLISH, Translate
 from bot.interactions import BrushfireClient, client_of, requester_for
+from bot.translator import translate_for
 from inference.vocabulary import JobId
 
 log = logging.getLogger(__name__)
@@ -50,9 +53,11 @@ async def start_from_result(
 
 
 class RerollButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:reroll:{JOB_RE}"):
-    def __init__(self, job_id: JobId) -> None:
+    def __init__(self, job_id: JobId, _: Translate = ENGLISH) -> None:
         super().__init__(
-            button("reroll", job_id, label="Re-roll", emoji="🔄", style=discord.ButtonStyle.secondary, row=0)
+            button(
+                "reroll", job_id, label=_("Re-roll"), emoji="🔄", style=discord.ButtonStyle.secondary, row=0
+            )
         )
         self.job_id = job_id
         self.index = 0
@@ -108,9 +113,9 @@ class UpscaleButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:upscale
 
 
 class EditButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:edit:{JOB_RE}"):
-    def __init__(self, job_id: JobId) -> None:
+    def __init__(self, job_id: JobId, _: Translate = ENGLISH) -> None:
         super().__init__(
-            button("edit", job_id, label="Edit", emoji="✏️", style=discord.ButtonStyle.secondary, row=0)
+            button("edit", job_id, label=_("Edit"), emoji="✏️", style=discord.ButtonStyle.secondary, row=0)
         )
         self.job_id = job_id
         self.index = 0
@@ -129,37 +134,38 @@ class EditButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:edit:{JOB_
         await bot.services.jobs.check_admission(requester_for(interaction))
         count = len(await bot.services.jobs.images_in(self.job_id, interaction.guild_id or 0))
         if count == 0:
-            raise InvalidInput("That result has no images left to edit.")
+            raise InvalidInput(N_("That result has no images left to edit."))
+        limit = bot.services.settings.limits.prompt_chars
         await interaction.response.send_modal(
-            EditModal(self.job_id, count, bot.services.settings.limits.prompt_chars)
+            EditModal(self.job_id, count, limit, translate_for(interaction))
         )
 
 
 class EditModal(ui.Modal):
     """Asks for the instruction (and which image, when the job made several)."""
 
-    def __init__(self, job_id: JobId, count: int, max_chars: int) -> None:
-        super().__init__(title="Edit this image"[:MODAL_TITLE_MAX], timeout=600)
+    def __init__(self, job_id: JobId, count: int, max_chars: int, _: Translate = ENGLISH) -> None:
+        super().__init__(title=_("Edit this image")[:MODAL_TITLE_MAX], timeout=600)
         self.job_id = job_id
         self.count = count
         self.instruction: ui.TextInput[EditModal] = ui.TextInput(
-            label="Instruction",
+            label=_("Instruction"),
             custom_id="instruction",
-            placeholder="make it snowy",
+            placeholder=_("make it snowy"),
             max_length=min(max_chars, 4000),
         )
         self.add_item(self.instruction)
         self.image: ui.TextInput[EditModal] | None = None
         if count > 1:
             self.image = ui.TextInput(
-                label=f"Image number (1-{count})", custom_id="image", default="1", max_length=1
+                label=_("Image number (1-{count})", count=count), custom_id="image", default="1", max_length=1
             )
             self.add_item(self.image)
 
     def chosen_index(self) -> int:
         if self.image is None:
             return 0
-        return parse_number(self.image.value, 1, self.count, "image number") - 1
+        return parse_number(self.image.value, 1, self.count, N_("The image number")) - 1
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
         await guarded(interaction, self._submit(interaction))
@@ -173,9 +179,9 @@ class EditModal(ui.Modal):
 
 
 class DeleteButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:delete:{JOB_RE}"):
-    def __init__(self, job_id: JobId) -> None:
+    def __init__(self, job_id: JobId, _: Translate = ENGLISH) -> None:
         super().__init__(
-            button("delete", job_id, label="Delete", emoji="🗑️", style=discord.ButtonStyle.danger, row=0)
+            button("delete", job_id, label=_("Delete"), emoji="🗑️", style=discord.ButtonStyle.danger, row=0)
         )
         self.job_id = job_id
         self.index = 0
@@ -193,7 +199,8 @@ class DeleteButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:delete:{
         bot = _bot(interaction)
         message_id = interaction.message.id if interaction.message is not None else None
         await bot.services.jobs.delete_result(self.job_id, requester_for(interaction), message_id)
-        await interaction.response.send_message("Deleted.", ephemeral=True)
+        _ = translate_for(interaction)
+        await interaction.response.send_message(_("Deleted."), ephemeral=True)
         if interaction.message is not None:
             try:
                 await interaction.message.delete()
@@ -202,9 +209,9 @@ class DeleteButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:delete:{
 
 
 class CancelButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:cancel:{JOB_RE}"):
-    def __init__(self, job_id: JobId) -> None:
+    def __init__(self, job_id: JobId, _: Translate = ENGLISH) -> None:
         super().__init__(
-            button("cancel", job_id, label="Cancel", emoji="✖️", style=discord.ButtonStyle.danger)
+            button("cancel", job_id, label=_("Cancel"), emoji="✖️", style=discord.ButtonStyle.danger)
         )
         self.job_id = job_id
         self.index = 0
@@ -221,7 +228,8 @@ class CancelButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:cancel:{
     async def _cancel(self, interaction: discord.Interaction) -> None:
         bot = _bot(interaction)
         await bot.services.jobs.cancel(self.job_id, requester_for(interaction))
-        await interaction.response.send_message("Cancelling; you will not be charged.", ephemeral=True)
+        _ = translate_for(interaction)
+        await interaction.response.send_message(_("Cancelling; you will not be charged."), ephemeral=True)
 
 
 DYNAMIC_ITEMS: tuple[type[ui.DynamicItem[Any]], ...] = (
@@ -235,22 +243,25 @@ DYNAMIC_ITEMS: tuple[type[ui.DynamicItem[Any]], ...] = (
 )
 
 
-def progress_view(job_id: JobId) -> ui.View:
+def progress_view(job_id: JobId, _: Translate = ENGLISH) -> ui.View:
     view = ui.View(timeout=None)
-    view.add_item(CancelButton(job_id))
+    view.add_item(CancelButton(job_id, _))
     return view
 
 
-def result_view(job_id: JobId, indexes: list[int], *, from_upload: bool = False) -> ui.View:
+def result_view(
+    job_id: JobId, indexes: list[int], _: Translate = ENGLISH, *, from_upload: bool = False
+) -> ui.View:
     """Re-roll, Edit, Delete, Submit; then V1..Vn and U1..Un, five to a row (8 images fit in 5 rows).
 
     A result made from an upload gets neither Re-roll nor Submit: the upload is not kept, and challenges
-    take only brushfire's own images, so both buttons could only refuse.
+    take only brushfire's own images, so both buttons could only refuse. Labels are in the language of
+    the member who made the result; V/U numbers are the same everywhere.
     """
     view = ui.View(timeout=None)
-    items: list[ui.Item[Any]] = [EditButton(job_id), DeleteButton(job_id)]
+    items: list[ui.Item[Any]] = [EditButton(job_id, _), DeleteButton(job_id, _)]
     if not from_upload:
-        items = [RerollButton(job_id), *items, SubmitButton(job_id)]
+        items = [RerollButton(job_id, _), *items, SubmitButton(job_id, _=_)]
     for item in items:
         view.add_item(item)
     row = 1

@@ -9,9 +9,23 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.challenge_posts import DiscordAnnouncer, UnvoteButton, VoteButton, submit_entry, timestamp
+from bot.challenge_posts import (
+    DiscordAnnouncer,
+    UnvoteButton,
+    VoteButton,
+    channel_mention,
+    submit_entry,
+    timestamp,
+)
 from bot.checks import Gate, admin_only
-from bot.core.challenges.rules import ChallengeRefused, ScheduleRequest, StartRequest, parse_duration
+from bot.core.challenges.rules import (
+    PHASE_NAMES,
+    ChallengeRefused,
+    ScheduleRequest,
+    StartRequest,
+    parse_duration,
+)
+from bot.core.i18n import N_, Message
 from bot.core.records import ChallengeRecord, Phase
 from bot.usertext import shown
 from inference.vocabulary import JobId
@@ -35,7 +49,7 @@ class _ChallengeCog(commands.GroupCog):
         book = await self.bot.services.guilds.style_book(interaction.guild_id or 0)
         style = book.style(name)
         if style is None:
-            raise ChallengeRefused("A challenge needs a style; pick one of the presets.")
+            raise ChallengeRefused(N_("A challenge needs a style; pick one of the presets."))
         return style.name
 
     async def _find(self, interaction: discord.Interaction, challenge: int | None) -> ChallengeRecord:
@@ -47,10 +61,12 @@ class _ChallengeCog(commands.GroupCog):
         self, interaction: discord.Interaction, current: int | str
     ) -> list[app_commands.Choice[int]]:
         live = await self.bot.services.challenges.live(interaction.guild_id or 0)
+        _ = self.bot.i18n_for(interaction)
         text = str(current or "").strip().lower()
         return [
             app_commands.Choice(
-                name=f"#{c.challenge_id} {c.theme} ({c.phase.value})"[:100], value=c.challenge_id
+                name=f"#{c.challenge_id} {c.theme} ({_.message(Message(PHASE_NAMES[c.phase]))})"[:100],
+                value=c.challenge_id,
             )
             for c in live
             if not text or text == "0" or text in f"#{c.challenge_id} {c.theme}".lower()
@@ -89,7 +105,9 @@ class Challenges(_ChallengeCog, group_name="challenge", group_description="Commu
             )
             gen = next((g for g in gens if g.index == image - 1), None)
             if gen is None:
-                raise ChallengeRefused("Only images brushfire made (and that still exist) can be entered.")
+                raise ChallengeRefused(
+                    N_("Only images brushfire made (and that still exist) can be entered.")
+                )
             generation_id = gen.generation_id
         await submit_entry(interaction, found, generation_id)
 
@@ -102,19 +120,28 @@ class Challenges(_ChallengeCog, group_name="challenge", group_description="Commu
     ) -> None:
         found = await self._find(interaction, challenge)
         await self.bot.services.challenges.withdraw(found, interaction.user.id, entry)
-        await interaction.response.send_message(f"Entry #{entry} withdrawn.", ephemeral=True)
+        _ = self.bot.i18n_for(interaction)
+        await interaction.response.send_message(_("Entry #{number} withdrawn.", number=entry), ephemeral=True)
 
     @app_commands.command(name="leaderboard", description="Season standings")
     @app_commands.describe(season="e.g. 2026-Q4 (default: the current season)")
     async def leaderboard(self, interaction: discord.Interaction, season: str | None = None) -> None:
         chosen, rows = await self.bot.services.challenges.leaderboard(interaction.guild_id or 0, season)
-        embed = discord.Embed(title=f"Challenge leaderboard · season {chosen}", colour=discord.Colour.gold())
+        _ = self.bot.i18n_for(interaction)
+        title = _("Challenge leaderboard · season {season}", season=chosen)
+        embed = discord.Embed(title=title, colour=discord.Colour.gold())
         lines = [
-            f"{n}. <@{s.user_id}> — **{s.points}** point(s), {s.wins} win(s), {s.entries} ranked entr"
-            + ("y" if s.entries == 1 else "ies")
+            f"{n}. <@{s.user_id}> — "
+            + ", ".join(
+                (
+                    _.ngettext("**{count}** point", "**{count}** points", s.points, count=s.points),
+                    _.ngettext("{count} win", "{count} wins", s.wins, count=s.wins),
+                    _.ngettext("{count} ranked entry", "{count} ranked entries", s.entries, count=s.entries),
+                )
+            )
             for n, s in enumerate(rows, start=1)
         ]
-        embed.description = "\n".join(lines) or "No results this season yet."
+        embed.description = "\n".join(lines) or _("No results this season yet.")
         await interaction.response.send_message(embed=embed, ephemeral=True)
 
     @submit.autocomplete("challenge")
@@ -125,7 +152,7 @@ class Challenges(_ChallengeCog, group_name="challenge", group_description="Commu
         return await self._live_choices(interaction, current)
 
 
-@admin_only("run challenges")
+@admin_only(N_("Only members with Manage Server can run challenges."))
 class ChallengeAdmin(
     _ChallengeCog,
     group_name="challenge-admin",
@@ -165,9 +192,15 @@ class ChallengeAdmin(
         )
         await interaction.response.defer(ephemeral=True, thinking=True)
         started = await self.bot.services.challenges.start(request)
+        _ = self.bot.i18n_for(interaction)
         await interaction.followup.send(
-            f"Challenge #{started.challenge_id} “{shown(started.theme, 400)}” is open in <#{started.channel_id}>; "
-            f"submissions close {timestamp(started.voting_at)}.",
+            _(
+                "Challenge #{number} “{theme}” is open in {channel}; submissions close {when}.",
+                number=started.challenge_id,
+                theme=shown(started.theme, 400),
+                channel=channel_mention(started.channel_id),
+                when=timestamp(started.voting_at),
+            ),
             ephemeral=True,
         )
 
@@ -204,11 +237,22 @@ class ChallengeAdmin(
             max_entries=max_entries,
         )
         scheduled = await self.bot.services.challenges.schedule(request)
-        await interaction.response.send_message(
-            f"A {rhythm} challenge will start in <#{scheduled.channel_id}> {timestamp(scheduled.next_start_at)}, "
-            f"rotating {len(scheduled.themes)} theme(s).",
-            ephemeral=True,
+        _ = self.bot.i18n_for(interaction)
+        template = (
+            N_("A daily challenge will start in {channel} {when}, rotating {themes}.")
+            if rhythm == "daily"
+            else N_("A weekly challenge will start in {channel} {when}, rotating {themes}.")
         )
+        count = len(scheduled.themes)
+        text = Message(
+            template,
+            {
+                "channel": channel_mention(scheduled.channel_id),
+                "when": timestamp(scheduled.next_start_at),
+                "themes": _.ngettext("{count} theme", "{count} themes", count, count=count),
+            },
+        )
+        await interaction.response.send_message(_.message(text), ephemeral=True)
 
     @app_commands.command(
         name="unschedule", description="Stop a channel's recurring challenge (Manage Server)"
@@ -218,8 +262,10 @@ class ChallengeAdmin(
     ) -> None:
         channel_id = channel.id if channel else interaction.channel_id or 0
         await self.bot.services.challenges.stop_schedule(interaction.guild_id or 0, channel_id)
+        _ = self.bot.i18n_for(interaction)
         await interaction.response.send_message(
-            f"No more recurring challenges in <#{channel_id}>.", ephemeral=True
+            _("No more recurring challenges in {channel}.", channel=channel_mention(channel_id)),
+            ephemeral=True,
         )
 
     @app_commands.command(name="extend", description="Give the current phase more time (Manage Server)")
@@ -227,26 +273,33 @@ class ChallengeAdmin(
         found = await self._find(interaction, challenge)
         changed = await self.bot.services.challenges.extend(found, parse_duration(by))
         end = changed.voting_at if changed.phase is Phase.SUBMISSIONS else changed.closes_at
-        await interaction.response.send_message(
-            f"The {changed.phase.value} phase of “{shown(changed.theme, 400)}” now ends {timestamp(end)}.",
-            ephemeral=True,
+        _ = self.bot.i18n_for(interaction)
+        theme = shown(changed.theme, 400)
+        text = (
+            _("Submissions for “{theme}” now close {when}.", theme=theme, when=timestamp(end))
+            if changed.phase is Phase.SUBMISSIONS
+            else _("Voting on “{theme}” now closes {when}.", theme=theme, when=timestamp(end))
         )
+        await interaction.response.send_message(text, ephemeral=True)
 
     @app_commands.command(name="close", description="End the current phase now (Manage Server)")
     async def close(self, interaction: discord.Interaction, challenge: int | None = None) -> None:
         found = await self._find(interaction, challenge)
         await interaction.response.defer(ephemeral=True, thinking=True)
         changed = await self.bot.services.challenges.end_phase_now(found)
+        _ = self.bot.i18n_for(interaction)
+        phase = Message(PHASE_NAMES[changed.phase])
         await interaction.followup.send(
-            f"“{shown(changed.theme, 400)}” is now {changed.phase.value}.", ephemeral=True
+            _("“{theme}” is now {phase}.", theme=shown(changed.theme, 400), phase=phase), ephemeral=True
         )
 
     @app_commands.command(name="cancel", description="Cancel a challenge without results (Manage Server)")
     async def cancel(self, interaction: discord.Interaction, challenge: int | None = None) -> None:
         found = await self._find(interaction, challenge)
         changed = await self.bot.services.challenges.cancel(found)
+        _ = self.bot.i18n_for(interaction)
         await interaction.response.send_message(
-            f"“{shown(changed.theme, 400)}” was cancelled.", ephemeral=True
+            _("“{theme}” was cancelled.", theme=shown(changed.theme, 400)), ephemeral=True
         )
 
     @extend.autocomplete("challenge")

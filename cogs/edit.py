@@ -11,6 +11,7 @@ from discord.ext import commands
 
 from bot.checks import Gate
 from bot.core.errors import BadAttachment
+from bot.core.i18n import N_
 from bot.core.plans import JobPlan, Requester
 from bot.core.records import GuildSettings
 from inference.text import MAX_PROMPT_CHARS
@@ -51,13 +52,15 @@ class Edit(commands.Cog):
             # Checked before downloading: an oversized file is refused without fetching it.
             if image.size > limits.attachment_bytes:
                 raise BadAttachment(
-                    f"That image is {image.size / 1e6:.1f} MB; the limit is {limits.attachment_bytes / 1e6:.1f} MB."
+                    N_("That image is {size} MB; the limit is {limit} MB."),
+                    size=f"{image.size / 1e6:.1f}",
+                    limit=f"{limits.attachment_bytes / 1e6:.1f}",
                 )
             try:
                 data = await image.read()
             except discord.HTTPException:
                 raise BadAttachment(
-                    "The attachment could not be downloaded from Discord; try again."
+                    N_("The attachment could not be downloaded from Discord; try again.")
                 ) from None
             return self.bot.services.jobs.planner.plan_edit(
                 requester, image=data, instruction=instruction, strength=strength, guild=guild

@@ -12,8 +12,10 @@ from discord.ext import commands
 
 from bot.checks import admin_only
 from bot.core.errors import InvalidInput
+from bot.core.i18n import N_
 from bot.core.plans import REGEX_PREFIX
 from bot.core.records import MAX_IMAGES_PER_JOB, GuildSettings
+from bot.i18n import Translate
 
 if TYPE_CHECKING:
     from bot.client import ImageBot
@@ -23,20 +25,21 @@ log = logging.getLogger(__name__)
 MAX_WORD_CHARS = 100
 
 
-def settings_embed(s: GuildSettings) -> discord.Embed:
-    embed = discord.Embed(title="brushfire settings", colour=discord.Colour.orange())
-    channels = " ".join(f"<#{c}>" for c in s.allowed_channel_ids) or "every channel"
-    embed.add_field(name="Channels", value=channels[:1024], inline=False)
-    words = ", ".join(f"`{w}`" for w in s.blocked_words) or "none"
-    embed.add_field(name="Blocked words", value=words[:1024], inline=False)
-    embed.add_field(name="Flagged images", value="spoilered" if s.nsfw_mode == "spoiler" else "withheld")
-    embed.add_field(name="Relax lane", value="on" if s.relax_enabled else "off")
-    embed.add_field(name="Default style", value=s.default_style or "none")
-    embed.add_field(name="Images per job", value=str(s.max_images_per_job))
+def settings_embed(s: GuildSettings, _: Translate) -> discord.Embed:
+    embed = discord.Embed(title=_("brushfire settings"), colour=discord.Colour.orange())
+    channels = " ".join(f"<#{c}>" for c in s.allowed_channel_ids) or _("every channel")
+    embed.add_field(name=_("Channels"), value=channels[:1024], inline=False)
+    words = ", ".join(f"`{w}`" for w in s.blocked_words) or _("none")
+    embed.add_field(name=_("Blocked words"), value=words[:1024], inline=False)
+    flagged = _("spoilered") if s.nsfw_mode == "spoiler" else _("withheld")
+    embed.add_field(name=_("Flagged images"), value=flagged)
+    embed.add_field(name=_("Relax lane"), value=_("on") if s.relax_enabled else _("off"))
+    embed.add_field(name=_("Default style"), value=s.default_style or _("none"))
+    embed.add_field(name=_("Images per job"), value=str(s.max_images_per_job))
     return embed
 
 
-@admin_only("change brushfire's settings")
+@admin_only(N_("Only members with Manage Server can change brushfire's settings."))
 class Settings(
     commands.GroupCog, group_name="settings", group_description="brushfire's settings for this server"
 ):
@@ -47,7 +50,8 @@ class Settings(
     async def _update(self, interaction: discord.Interaction, **changes: Any) -> None:
         guild_id = interaction.guild_id or 0
         new = await self.bot.services.guilds.update(guild_id, interaction.user.id, **changes)
-        await interaction.response.send_message("Saved.", embed=settings_embed(new), ephemeral=True)
+        _ = self.bot.i18n_for(interaction)
+        await interaction.response.send_message(_("Saved."), embed=settings_embed(new, _), ephemeral=True)
 
     async def _current(self, interaction: discord.Interaction) -> GuildSettings:
         return await self.bot.services.guilds.settings(interaction.guild_id or 0)
@@ -55,7 +59,8 @@ class Settings(
     @app_commands.command(name="show", description="Show this server's settings")
     async def show(self, interaction: discord.Interaction) -> None:
         current = await self._current(interaction)
-        await interaction.response.send_message(embed=settings_embed(current), ephemeral=True)
+        _ = self.bot.i18n_for(interaction)
+        await interaction.response.send_message(embed=settings_embed(current, _), ephemeral=True)
 
     @app_commands.command(name="channel", description="Allow or stop brushfire in a channel")
     async def channel(
@@ -84,7 +89,9 @@ class Settings(
             try:
                 re.compile(word[len(REGEX_PREFIX) :])
             except re.error as exc:
-                raise InvalidInput(f"`{word}` is not a valid pattern: {exc}.") from None
+                raise InvalidInput(
+                    N_("`{word}` is not a valid pattern: {reason}."), word=word, reason=str(exc)
+                ) from None
         words = set((await self._current(interaction)).blocked_words) | {word}
         await self._update(interaction, blocked_words=sorted(words))
 
@@ -92,7 +99,7 @@ class Settings(
     async def unblock_word(self, interaction: discord.Interaction, word: str) -> None:
         words = set((await self._current(interaction)).blocked_words)
         if word.strip().lower() not in words:
-            raise InvalidInput(f"`{word[:50]}` is not blocked.")
+            raise InvalidInput(N_("`{word}` is not blocked."), word=word[:50])
         await self._update(interaction, blocked_words=sorted(words - {word.strip().lower()}))
 
     @app_commands.command(name="nsfw", description="What to do with images the safety check flags")

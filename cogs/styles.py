@@ -12,7 +12,9 @@ from pydantic import ValidationError
 
 from bot.checks import admin_only
 from bot.core.errors import InvalidInput
+from bot.core.i18n import N_
 from bot.core.styles import StyleBook, StylePreset
+from bot.i18n import Translate
 
 if TYPE_CHECKING:
     from bot.client import ImageBot
@@ -22,23 +24,24 @@ log = logging.getLogger(__name__)
 FIELDS_PER_EMBED = 25
 
 
-def styles_embed(book: StyleBook) -> discord.Embed:
-    embed = discord.Embed(title="Style presets", colour=discord.Colour.orange())
-    embed.description = "Use one with `/imagine style:`. ★ marks this server's own presets."
+def styles_embed(book: StyleBook, _: Translate) -> discord.Embed:
+    """The presets; their names, descriptions and prompts are the server's own words, never translated."""
+    embed = discord.Embed(title=_("Style presets"), colour=discord.Colour.orange())
+    embed.description = _("Use one with `/imagine style:`. ★ marks this server's own presets.")
     for style in book.styles[:FIELDS_PER_EMBED]:
         mark = " ★" if style.name in book.guild_names else ""
         details = [style.description or style.prompt]
         if style.aspect:
-            details.append(f"shape {style.aspect}")
+            details.append(_("shape {aspect}", aspect=style.aspect))
         if style.steps:
-            details.append(f"{style.steps} steps")
+            details.append(_.ngettext("{count} step", "{count} steps", style.steps, count=style.steps))
         if style.adapter:
-            details.append(f"LoRA {style.adapter} scale {style.adapter_scale:g}")
+            scale = f"{style.adapter_scale:g}"
+            details.append(_("LoRA {adapter} scale {scale}", adapter=style.adapter, scale=scale))
         embed.add_field(name=f"{style.name}{mark}", value=" · ".join(details)[:1024], inline=False)
     if len(book.styles) > FIELDS_PER_EMBED:
-        embed.set_footer(
-            text=f"and {len(book.styles) - FIELDS_PER_EMBED} more; type in /imagine style: to search"
-        )
+        more = len(book.styles) - FIELDS_PER_EMBED
+        embed.set_footer(text=_("and {count} more; type in /imagine style: to search", count=more))
     return embed
 
 
@@ -56,10 +59,11 @@ class Styles(commands.Cog):
     @app_commands.guild_only()
     async def styles(self, interaction: discord.Interaction) -> None:
         book = await self.bot.services.guilds.style_book(interaction.guild_id or 0)
-        await interaction.response.send_message(embed=styles_embed(book), ephemeral=True)
+        _ = self.bot.i18n_for(interaction)
+        await interaction.response.send_message(embed=styles_embed(book, _), ephemeral=True)
 
 
-@admin_only("change this server's styles")
+@admin_only(N_("Only members with Manage Server can change this server's styles."))
 class StyleAdmin(commands.GroupCog, group_name="style", group_description="This server's own style presets"):
     def __init__(self, bot: ImageBot) -> None:
         self.bot = bot
@@ -102,14 +106,18 @@ class StyleAdmin(commands.GroupCog, group_name="style", group_description="This 
                 adapter_scale=adapter_scale,
             )
         except ValidationError as exc:
-            raise InvalidInput(f"That style was not added: {_validation_text(exc)}.") from None
+            raise InvalidInput(
+                N_("That style was not added: {reason}."), reason=_validation_text(exc)
+            ) from None
         await self.bot.services.guilds.add_style(guild_id, interaction.user.id, preset)
-        await interaction.response.send_message(f"Added style `{preset.name}`.", ephemeral=True)
+        _ = self.bot.i18n_for(interaction)
+        await interaction.response.send_message(_("Added style `{name}`.", name=preset.name), ephemeral=True)
 
     @app_commands.command(name="remove", description="Remove one of this server's style presets")
     async def remove(self, interaction: discord.Interaction, name: str) -> None:
         removed = await self.bot.services.guilds.remove_style(interaction.guild_id or 0, name)
-        await interaction.response.send_message(f"Removed style `{removed}`.", ephemeral=True)
+        _ = self.bot.i18n_for(interaction)
+        await interaction.response.send_message(_("Removed style `{name}`.", name=removed), ephemeral=True)
 
     @remove.autocomplete("name")
     async def _own_styles(

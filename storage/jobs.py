@@ -69,6 +69,7 @@ class JobRecord:
     parent_job_id: str | None = None
     parent_generation_id: str | None = None
     attempts: int = 0
+    language: str | None = None  # the member's language ("fr"), for results posted after the interaction
     owner: str | None = None  # the process following it (bot.core.lifecycle.ProcessOwner as text)
     delivered_at: float | None = None  # when its outcome reached its user (or delivery was given up)
     created_at: float = 0.0

@@ -6,7 +6,8 @@
 
 Two sources make the template: every name, description and choice that a command sync sends to Discord
 (read from the real command tree through a recording translator, so nothing the sync sends is missed), and
-every text in bot/ and cogs/ marked for translation with `_("...")` or `N_("...")` (Babel's extractor).
+every text in bot/ and cogs/ marked for translation with `_("...")`, `N_("...")` or, for a text that counts
+something, `_.ngettext("{count} vote", "{count} votes", n, count=n)` (Babel's extractor).
 """
 
 from __future__ import annotations
@@ -17,15 +18,17 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from babel.messages.catalog import Catalog
 from babel.messages.extract import extract_from_dir
 from babel.messages.pofile import read_po, write_po
 
-from bot.i18n import LOCALES_DIR, SHIPPED_LANGUAGES, TEMPLATE, Catalogues, Context, missing
+from bot.i18n import LOCALES_DIR, SHIPPED_LANGUAGES, TEMPLATE, Catalogues, Context, MessageId, missing
 
 ROOT = Path(__file__).resolve().parents[1]
-KEYWORDS = {"_": None, "N_": None}  # _(text, **fields) and the no-op marker N_(text)
+# _(text, **fields), the no-op marker N_(text), and _.ngettext(singular, plural, n, **fields)
+KEYWORDS: dict[str, Any] = {"_": None, "N_": None, "ngettext": (1, 2)}
 SOURCE_DIRS = ("bot", "cogs")
 
 
@@ -49,33 +52,39 @@ async def command_messages() -> list[tuple[Context, str]]:
                 await bot.close()
 
 
-def code_messages() -> list[tuple[Context, str, str]]:
-    """(context, text, "file:line") of every marked text in the code."""
-    found: list[tuple[Context, str, str]] = []
+def code_messages() -> list[tuple[Context, MessageId, str]]:
+    """(context, text or (singular, plural), "file:line") of every marked text in the code."""
+    found: list[tuple[Context, MessageId, str]] = []
     for folder in SOURCE_DIRS:
         for filename, lineno, message, _comments, _context in extract_from_dir(
             ROOT / folder, method_map=[("**.py", "python")], keywords=KEYWORDS
         ):
-            text = message if isinstance(message, str) else message[0]
+            text: MessageId = message if isinstance(message, str) else (str(message[0]), str(message[1]))
             found.append((Context.MESSAGE, text, f"{folder}/{filename}:{lineno}"))
     return found
 
 
-def template(commands: Sequence[tuple[Context, str]], marked: Sequence[tuple[Context, str, str]]) -> Catalog:
+def template(
+    commands: Sequence[tuple[Context, str]], marked: Sequence[tuple[Context, MessageId, str]]
+) -> Catalog:
     catalog = Catalog(project="brushfire", fuzzy=False)
     for context, text in commands:
         catalog.add(text, context=str(context), auto_comments=[f"Discord: {context.value}"])
-    for context, text, where in marked:
-        existing = catalog.get(text, context=str(context) or None)
+    for context, message, where in marked:
+        existing = catalog.get(message, context=str(context) or None)
         if existing is not None:
             existing.locations.append((where.rsplit(":", 1)[0], int(where.rsplit(":", 1)[1])))
         else:
-            catalog.add(text, locations=[(where.rsplit(":", 1)[0], int(where.rsplit(":", 1)[1]))])
+            catalog.add(message, locations=[(where.rsplit(":", 1)[0], int(where.rsplit(":", 1)[1]))])
     return catalog
 
 
-def all_messages(catalog: Catalog) -> list[tuple[Context, str]]:
-    return [(Context(m.context or ""), str(m.id)) for m in catalog if m.id]
+def all_messages(catalog: Catalog) -> list[tuple[Context, MessageId]]:
+    return [
+        (Context(m.context or ""), m.id if isinstance(m.id, str) else (str(m.id[0]), str(m.id[1])))
+        for m in catalog
+        if m.id
+    ]
 
 
 def extract() -> int:

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
+from bot.core.i18n import LocalisedError
 
-class BrushfireError(Exception):
+
+class BrushfireError(LocalisedError):
     """The root of every error whose message is written for the person who ran the command.
 
-    It knows nothing of Discord: the command tree (`bot.errors`) unwraps it from discord.py's
-    `CommandInvokeError` and shows the message. Nothing is charged when one of these is raised before
-    the job is submitted.
+    Raised with an English template marked for the catalogue and its fields, never a finished sentence:
+    `InvalidInput(N_("The seed must be between 0 and {max}, not {seed}."), max=..., seed=...)`. It knows
+    nothing of Discord: the command tree (`bot.errors`) unwraps it from discord.py's `CommandInvokeError`
+    and shows it in the member's language. Nothing is charged when one of these is raised before the job
+    is submitted.
     """
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 class InvalidInput(BrushfireError):

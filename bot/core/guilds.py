@@ -8,10 +8,17 @@ from collections.abc import Callable
 from typing import Any
 
 from bot.core.errors import InvalidInput
+from bot.core.i18n import N_, Message
 from bot.core.styles import StyleBook, StylePreset
 from storage.db import Database
 from storage.guilds import GuildSettings, GuildsRepo
-from storage.styles import GuildStyleExists, GuildStyleRecord, GuildStylesRepo, TooManyGuildStyles
+from storage.styles import (
+    MAX_GUILD_STYLES,
+    GuildStyleExists,
+    GuildStyleRecord,
+    GuildStylesRepo,
+    TooManyGuildStyles,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +46,7 @@ class GuildService:
         try:
             return await self._guilds.update(guild_id, actor_id, **changes)
         except ValueError as exc:
-            raise InvalidInput(f"That setting was not changed: {exc}.") from None
+            raise InvalidInput(N_("That setting was not changed: {reason}."), reason=str(exc)) from None
 
     async def style_book(self, guild_id: int) -> StyleBook:
         """The configured presets plus the guild's own (`/style add`); bad stored rows are skipped."""
@@ -57,13 +64,19 @@ class GuildService:
         """Add a preset of the guild's own: not shadowing a built-in one, with a known aspect and adapter."""
         book = await self.style_book(guild_id)
         if preset.name in {s.name for s in book.styles} and preset.name not in book.guild_names:
-            raise InvalidInput(f"`{preset.name}` is one of brushfire's own styles; pick another name.")
+            raise InvalidInput(
+                N_("`{name}` is one of brushfire's own styles; pick another name."), name=preset.name
+            )
         if preset.aspect is not None:
             book.aspect(preset.aspect)
         known = self._switchable_adapters
         if preset.adapter is not None and preset.adapter not in known:
-            listed = ", ".join(sorted(known)) or "none are configured"
-            raise InvalidInput(f"The worker has no LoRA adapter called `{preset.adapter[:50]}` ({listed}).")
+            listed = ", ".join(sorted(known)) or Message(N_("none are configured"))
+            raise InvalidInput(
+                N_("The worker has no LoRA adapter called `{name}` ({known})."),
+                name=preset.adapter[:50],
+                known=listed,
+            )
         record = GuildStyleRecord(
             guild_id=guild_id, created_by=actor_id, **preset.model_dump(exclude={"name"}), name=preset.name
         )
@@ -71,15 +84,18 @@ class GuildService:
             await self._guild_styles.add(record)
         except GuildStyleExists:
             raise InvalidInput(
-                f"This server already has a style called `{preset.name}`; remove it first."
+                N_("This server already has a style called `{name}`; remove it first."), name=preset.name
             ) from None
-        except TooManyGuildStyles as exc:
-            raise InvalidInput(f"That style was not added: {exc}.") from None
+        except TooManyGuildStyles:
+            raise InvalidInput(
+                N_("That style was not added: a server can have at most {max} styles of its own."),
+                max=MAX_GUILD_STYLES,
+            ) from None
         return preset
 
     async def remove_style(self, guild_id: int, name: str) -> str:
         """Remove one of the guild's own presets; returns the name as stored."""
         key = name.strip().lower()
         if not await self._guild_styles.remove(guild_id, key):
-            raise InvalidInput(f"This server has no style of its own called `{name[:50]}`.")
+            raise InvalidInput(N_("This server has no style of its own called `{name}`."), name=name[:50])
         return key

@@ -18,6 +18,7 @@ from typing import Literal
 
 from bot.core.errors import InvalidInput, JobNotFound, NotPermitted, QuotaRefused, WorkerDown
 from bot.core.guilds import GuildService
+from bot.core.i18n import N_, LocalisedError, Message
 from bot.core.lifecycle import CrashPoint, ProcessOwner
 from bot.core.outcomes import Deliver, JobOutcome, ProgressCallback, Ticket, next_state, png_size, worker_user
 from bot.core.plans import Action, Delivery, JobPlan, Planner, Requester
@@ -88,13 +89,13 @@ class JobService:
         else:
             found = await self._jobs.get(job_id)
             if found is None or found.user_id != requester.user_id:
-                raise NotPermitted("Only the person who made this image can delete it here.")
+                raise NotPermitted(N_("Only the person who made this image can delete it here."))
             job = found
         if job.user_id != requester.user_id and not requester.is_admin:
-            raise NotPermitted("Only the person who made this image, or an admin, can delete it.")
+            raise NotPermitted(N_("Only the person who made this image, or an admin, can delete it."))
         own = {job.result_message_id, job.progress_message_id} - {None}
         if message_id is None or message_id not in own:
-            raise NotPermitted("This Delete button is not on that result's own message.")
+            raise NotPermitted(N_("This Delete button is not on that result's own message."))
         await self._generations.mark_job_deleted(job.job_id)
         return job
 
@@ -129,9 +130,9 @@ class JobService:
         """
         job = await self._jobs.get_in_guild(job_id, guild_id)
         if job is None and not guild_id:
-            raise JobNotFound("In DMs a result's buttons can only delete it; press them in its server.")
+            raise JobNotFound(N_("In DMs a result's buttons can only delete it; press them in its server."))
         if job is None:
-            raise JobNotFound("That result is not in this server's history (deleted, or made elsewhere).")
+            raise JobNotFound(N_("That result is not in this server's history (deleted, or made elsewhere)."))
         return job
 
     async def plan_from_result(
@@ -145,7 +146,7 @@ class JobService:
         if action is Action.REROLL:
             if parent.kind is not JobKind.GENERATE and parent.parent_generation_id is None:
                 raise InvalidInput(
-                    "Re-roll needs the original upload, which is not kept; use Edit on the result."
+                    N_("Re-roll needs the original upload, which is not kept; use Edit on the result.")
                 )
             image = (
                 await self._parent_png(parent.parent_generation_id) if parent.parent_generation_id else None
@@ -154,13 +155,15 @@ class JobService:
         gens = await self._generations.for_job(job_id)
         source = next((g for g in gens if g.index == index), None)
         if source is None or source.deleted:
-            raise JobNotFound(f"Image {index + 1} of that result is gone (deleted, or never made).")
+            raise JobNotFound(
+                N_("Image {number} of that result is gone (deleted, or never made)."), number=index + 1
+            )
         return self.planner.derive(action, parent, source, guild, instruction)
 
     async def _parent_png(self, generation_id: str) -> bytes:
         gen = await self._generations.get(generation_id)
         if gen is None or gen.deleted:
-            raise JobNotFound("The image this result was made from has been deleted.")
+            raise JobNotFound(N_("The image this result was made from has been deleted."))
         return gen.png
 
     # --- charging and submitting ---
@@ -189,6 +192,7 @@ class JobService:
             application_id=delivery.application_id,
             interaction_token=delivery.interaction_token,
             token_expires_at=delivery.token_expires_at,
+            language=delivery.language,
             idempotency_key=job_id,
             parent_job_id=plan.parent_job_id,
             parent_generation_id=plan.parent_generation_id,
@@ -221,7 +225,7 @@ class JobService:
                 lane.value if lane else None,
             )
         except QuotaError as exc:
-            raise QuotaRefused(str(exc)) from None
+            raise QuotaRefused(exc.text) from None
         chosen = Lane(reservation.lane)
         return chosen, lane is None and chosen is Lane.RELAX
 
@@ -231,20 +235,29 @@ class JobService:
             info = await self._client.submit(request, image=plan.image)
         except worker_client.QueueFull as exc:
             await self._refund(record, exc.message)
-            wait = f"Try again in about {exc.retry_after:.0f} s; nothing was charged."
+            seconds = round(exc.retry_after)
             if exc.code is ErrorCode.USER_QUEUE_FULL:
-                raise WorkerDown(f"You already have as many jobs waiting as allowed. {wait}") from None
-            raise WorkerDown(f"The queue is full right now. {wait}") from None
+                raise WorkerDown(
+                    N_(
+                        "You already have as many jobs waiting as allowed. Try again in about {seconds} s;"
+                        " nothing was charged."
+                    ),
+                    seconds=seconds,
+                ) from None
+            raise WorkerDown(
+                N_("The queue is full right now. Try again in about {seconds} s; nothing was charged."),
+                seconds=seconds,
+            ) from None
         except worker_client.WorkerRejected as exc:
             await self._refund(record, f"rejected: {exc.message}")
             raise InvalidInput(
-                f"The image worker refused this job: {exc.message}. Nothing was charged."
+                N_("The image worker refused this job: {reason}. Nothing was charged."), reason=exc.message
             ) from None
         except worker_client.WorkerUnavailable:
             await self._refund(record, "worker unavailable")
             self.worker.healthy = False
             raise WorkerDown(
-                "The image worker is not reachable right now; nothing was charged. Try again soon."
+                N_("The image worker is not reachable right now; nothing was charged. Try again soon.")
             ) from None
         except BaseException:
             await self._refund(record, "submit failed")
@@ -270,17 +283,21 @@ class JobService:
         except TimeoutError:
             with contextlib.suppress(Exception):
                 await self._client.cancel(job.worker_job_id or "")
-            return await self._fail(job, "The job took too long and was stopped. Your credits were refunded.")
+            return await self._fail(
+                job, Message(N_("The job took too long and was stopped. Your credits were refunded."))
+            )
         except _Lost as lost:
-            return await self._fail(job, lost.message)
+            return await self._fail(job, lost.text)
         except worker_client.WorkerError as exc:
             log.warning("job %s: worker failed while finishing: %s", job.job_id, exc)
             return await self._fail(
-                job, "The image worker failed while returning your images. Credits refunded."
+                job, Message(N_("The image worker failed while returning your images. Credits refunded."))
             )
         except Exception:
             log.exception("job %s failed unexpectedly", job.job_id)
-            return await self._fail(job, "Something went wrong with this job. Your credits were refunded.")
+            return await self._fail(
+                job, Message(N_("Something went wrong with this job. Your credits were refunded."))
+            )
         # Past this point the images are in hand: a database error must not refund a delivered result.
         outcome = await self._settle(job, final, pngs)
         return dataclasses.replace(outcome, elapsed_s=self._clock() - started)
@@ -302,12 +319,15 @@ class JobService:
             except (worker_client.WorkerUnavailable, worker_client.JobNotFound) as exc:
                 log.warning("lost track of job %s (%s); checking the worker", job.job_id, type(exc).__name__)
             progress(
-                ProgressState(status=JobStatus.QUEUED, note="The image worker is restarting; waiting for it…")
+                ProgressState(
+                    status=JobStatus.QUEUED,
+                    note=Message(N_("The image worker is restarting; waiting for it…")),
+                )
             )
             job = await self._recover_submission(job)
             attempts += 1
             if attempts > MAX_RESUBMITS:
-                raise _Lost("The image worker kept failing on this job. Your credits were refunded.")
+                raise _Lost(N_("The image worker kept failing on this job. Your credits were refunded."))
 
     async def _stream(self, job: JobRecord, progress: ProgressCallback) -> JobInfo:
         state = ProgressState(status=JobStatus.QUEUED)
@@ -331,7 +351,7 @@ class JobService:
     async def _recover_submission(self, job: JobRecord) -> JobRecord:
         """After losing the worker: wait for it, then find the job there or submit it again (same key)."""
         if not await self.worker.wait_until_up(self.limits.worker_grace_s):
-            raise _Lost("The image worker stopped and did not come back. Your credits were refunded.")
+            raise _Lost(N_("The image worker stopped and did not come back. Your credits were refunded."))
         if job.worker_job_id:
             with contextlib.suppress(worker_client.JobNotFound):
                 await self._client.get(job.worker_job_id)
@@ -341,20 +361,24 @@ class JobService:
             image = await self._input_image(plan)
             if image is None:
                 raise _Lost(
-                    "brushfire restarted and your uploaded image was not kept, so the job cannot be"
-                    " finished. Your credits were refunded."
+                    N_(
+                        "brushfire restarted and your uploaded image was not kept, so the job cannot be"
+                        " finished. Your credits were refunded."
+                    )
                 )
             plan = dataclasses.replace(plan, image=image)
         job = await self._jobs.bump_attempts(job.job_id)
         if job.attempts > MAX_RESUBMITS:
-            raise _Lost("The image worker kept failing on this job. Your credits were refunded.")
+            raise _Lost(N_("The image worker kept failing on this job. Your credits were refunded."))
         request = plan.request(job.job_id, worker_user(job), Lane(job.lane))
         try:
             info = await self._client.submit(request, image=plan.image)
         except worker_client.WorkerRejected as exc:
-            raise _Lost(f"The image worker refused the job after restarting: {exc.message}.") from None
+            raise _Lost(
+                N_("The image worker refused the job after restarting: {reason}."), reason=exc.message
+            ) from None
         except (worker_client.WorkerUnavailable, worker_client.QueueFull):
-            raise _Lost("The image worker is not taking jobs. Your credits were refunded.") from None
+            raise _Lost(N_("The image worker is not taking jobs. Your credits were refunded.")) from None
         log.info("job %s resubmitted to the worker as %s", job.job_id, info.id)
         return await self._jobs.set_worker_job(job.job_id, info.id, JobState.QUEUED)
 
@@ -370,13 +394,17 @@ class JobService:
         if info.status is JobStatus.CANCELLED:
             job = await self._refund(job, "cancelled", JobState.CANCELLED)
             return JobOutcome(
-                job=job, state=JobState.CANCELLED, info=info, message="Cancelled; nothing was charged."
+                job=job,
+                state=JobState.CANCELLED,
+                info=info,
+                message=Message(N_("Cancelled; nothing was charged.")),
             )
         reason = info.error.message if info.error else "unknown error"
-        return await self._fail(job, f"The job failed ({reason}). Your credits were refunded.", info)
+        failed = Message(N_("The job failed ({reason}). Your credits were refunded."), {"reason": reason})
+        return await self._fail(job, failed, info)
 
-    async def _fail(self, job: JobRecord, message: str, info: JobInfo | None = None) -> JobOutcome:
-        job = await self._refund(job, message, JobState.REFUNDED)
+    async def _fail(self, job: JobRecord, message: Message, info: JobInfo | None = None) -> JobOutcome:
+        job = await self._refund(job, str(message), JobState.REFUNDED)
         return JobOutcome(job=job, state=JobState.REFUNDED, info=info, message=message)
 
     async def _succeed(self, job: JobRecord, info: JobInfo, pngs: list[bytes]) -> JobOutcome:
@@ -428,9 +456,9 @@ class JobService:
         """Cancel a queued or running job; only its author or an admin may. The follower refunds it."""
         job = await self.job_in(job_id, requester.guild_id)
         if job.user_id != requester.user_id and not requester.is_admin:
-            raise NotPermitted("Only the person who started this job, or an admin, can cancel it.")
+            raise NotPermitted(N_("Only the person who started this job, or an admin, can cancel it."))
         if job.status.is_final:
-            raise InvalidInput("That job has already finished.")
+            raise InvalidInput(N_("That job has already finished."))
         if job.worker_job_id is None:
             return await self._refund(job, "cancelled before submission", JobState.CANCELLED)
         try:
@@ -439,7 +467,7 @@ class JobService:
             return await self._refund(job, "cancelled; the worker no longer had it", JobState.CANCELLED)
         except worker_client.WorkerUnavailable:
             raise WorkerDown(
-                "The image worker is not reachable, so the job cannot be cancelled now."
+                N_("The image worker is not reachable, so the job cannot be cancelled now.")
             ) from None
         return job
 
@@ -504,7 +532,7 @@ class JobService:
                 try:
                     job = await self._recover_submission(job)
                 except _Lost as lost:
-                    await deliver(await self._fail(job, lost.message))
+                    await deliver(await self._fail(job, lost.text))
                     return
             await deliver(await self.follow(job))
         except Exception:
@@ -519,7 +547,8 @@ class JobService:
                 pass
             else:
                 return await self.follow(job)
-        return await self._fail(job, "The command that started this job stopped before it finished. Credits refunded.")  # fmt: skip
+        stopped = N_("The command that started this job stopped before it finished. Credits refunded.")
+        return await self._fail(job, Message(stopped))
 
     async def _redeliver(self, job: JobRecord, deliver: Deliver) -> None:
         try:
@@ -528,7 +557,13 @@ class JobService:
                 return
             gens = await self._generations.for_job(job.job_id) if job.status is JobState.SUCCEEDED else []
             await deliver(
-                JobOutcome(job=claimed, state=claimed.status, generations=gens, message=claimed.error)
+                # The stored error is the English text: one without fields is still found in the catalogue.
+                JobOutcome(
+                    job=claimed,
+                    state=claimed.status,
+                    generations=gens,
+                    message=Message(claimed.error) if claimed.error else None,
+                )
             )
         except Exception:
             log.exception("could not deliver job %s", job.job_id)
@@ -539,7 +574,5 @@ def _owner_kind(job: JobRecord) -> str:
     return owner.kind if owner else "bot"  # rows from before owners were recorded were the bot's
 
 
-class _Lost(Exception):
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+class _Lost(LocalisedError):
+    """The job cannot be finished; the text tells its member why (the follower refunds it)."""

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
+from bot.core.i18n import Message
 from bot.core.plans import JobPlan
 from bot.core.progress import ProgressState
 from inference.protocol import EventType, JobEvent, JobInfo
@@ -38,7 +39,7 @@ class JobOutcome:
     state: JobState
     generations: list[GenerationRecord] = field(default_factory=list)
     info: JobInfo | None = None
-    message: str | None = None
+    message: Message | None = None
     elapsed_s: float = 0.0
 
     @property

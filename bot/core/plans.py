@@ -16,6 +16,7 @@ from enum import StrEnum
 from typing import Any
 
 from bot.core.errors import BadAttachment, BlockedContent, ChannelNotAllowed, InvalidInput
+from bot.core.i18n import N_, Message
 from bot.core.settings import Limits, Settings
 from bot.core.styles import Aspect, StyleBook, size_for
 from bot.core.validation import require_visible
@@ -32,6 +33,11 @@ log = logging.getLogger(__name__)
 TOKEN_LIFETIME_S = 15 * 60
 TOKEN_MARGIN_S = 30  # stop trusting a token a little early: a slow upload must not straddle expiry
 REGEX_PREFIX = "re:"
+# What check_prompt calls the text it checks, at the start of its errors (the article included, so that
+# each language can agree its own words).
+PROMPT = N_("The prompt")
+NEGATIVE = N_("The negative prompt")
+INSTRUCTION = N_("The instruction")
 
 
 class Action(StrEnum):
@@ -58,11 +64,13 @@ class Requester:
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """The interaction a job answers; the token may edit the original response for 15 minutes."""
+    """The interaction a job answers; the token may edit the original response for 15 minutes. `language`
+    is the member's (e.g. "fr"): the result, even one posted in the channel or after a restart, uses it."""
 
     application_id: int | None = None
     interaction_token: str | None = None
     token_expires_at: float | None = None
+    language: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,27 +183,43 @@ class Planner:
     def check_channel(self, requester: Requester, guild: GuildSettings) -> None:
         if requester.guild_id and not guild.channel_allowed(requester.channel_id):
             channels = ", ".join(f"<#{c}>" for c in guild.allowed_channel_ids[:10])
-            raise ChannelNotAllowed(f"brushfire is not used in this channel here. Try {channels}.")
+            raise ChannelNotAllowed(
+                N_("brushfire is not used in this channel here. Try {channels}."), channels=channels
+            )
 
-    def check_prompt(self, prompt: str, guild: GuildSettings, what: str = "prompt") -> str:
-        """The prompt normalised as the worker will see it (`inference.text`), or a refusal saying why."""
+    def check_prompt(self, prompt: str, guild: GuildSettings, what: str = PROMPT) -> str:
+        """The prompt normalised as the worker will see it (`inference.text`), or a refusal saying why;
+        `what` names it in errors (PROMPT, NEGATIVE, INSTRUCTION)."""
         text = require_visible(normalize_prompt(prompt), what)
+        field = Message(what)
         if len(text) > self._limits.prompt_chars:
             raise InvalidInput(
-                f"The {what} is {len(text)} characters; the limit is {self._limits.prompt_chars}. Shorten it."
+                N_("{what} is {length} characters; the limit is {limit}. Shorten it."),
+                what=field,
+                length=len(text),
+                limit=self._limits.prompt_chars,
             )
         blocked = find_blocked(text, guild.blocked_words)
         if blocked is not None:
-            raise BlockedContent(f"The {what} contains `{blocked}`, which this server does not allow.")
+            raise BlockedContent(
+                N_("{what} contains `{blocked}`, which this server does not allow."),
+                what=field,
+                blocked=blocked,
+            )
         return text
 
     @staticmethod
-    def check_styled(text: str, style: str, what: str = "prompt") -> str:
+    def check_styled(text: str, style: str, what: str = PROMPT) -> str:
         """A style template adds words; the result must still fit the worker's limit."""
         if len(text) > MAX_PROMPT_CHARS:
             raise InvalidInput(
-                f"With the style `{style}` the {what} is {len(text)} characters; the limit is"
-                f" {MAX_PROMPT_CHARS}. Shorten it or pick another style."
+                N_(
+                    "{what} comes to {count} characters with the style `{style}`; the limit is {limit}. Shorten it or pick another style."
+                ),
+                style=style,
+                what=Message(what),
+                count=len(text),
+                limit=MAX_PROMPT_CHARS,
             )
         return text
 
@@ -217,7 +241,7 @@ class Planner:
         self.check_channel(requester, guild)
         prompt = self.check_prompt(options.prompt, guild)
         negative = (
-            self.check_prompt(options.negative, guild, "negative prompt")
+            self.check_prompt(options.negative, guild, NEGATIVE)
             if is_visible(normalize_prompt(options.negative))
             else ""
         )
@@ -225,14 +249,18 @@ class Planner:
         aspect = book.aspect(options.aspect or (style.aspect if style else None))
         max_count = min(self._limits.max_images_per_job, guild.max_images_per_job)
         if not 1 <= options.count <= max_count:
-            raise InvalidInput(f"You can ask for 1 to {max_count} images per job here, not {options.count}.")
+            raise InvalidInput(
+                N_("You can ask for 1 to {max} images per job here, not {count}."),
+                max=max_count,
+                count=options.count,
+            )
         seed = self._seed(options.seed)
         lane = self._lane(options.lane, guild)
         width, height = self._size(aspect)
         styled = style.apply(prompt, negative) if style else None
         if style and styled:
             self.check_styled(styled.prompt, style.name)
-            self.check_styled(styled.negative, style.name, "negative prompt")
+            self.check_styled(styled.negative, style.name, NEGATIVE)
         return JobPlan(
             action=Action.IMAGINE,
             kind=JobKind.GENERATE,
@@ -264,9 +292,11 @@ class Planner:
     ) -> JobPlan:
         """Validate an edit of an uploaded image (PNG, JPEG or WebP within the size and pixel limits)."""
         self.check_channel(requester, guild)
-        prompt = self.check_prompt(instruction, guild, "instruction")
+        prompt = self.check_prompt(instruction, guild, INSTRUCTION)
         if strength is not None and not 0.05 <= strength <= 1.0:
-            raise InvalidInput(f"Strength must be between 0.05 and 1.0, not {strength}.")
+            raise InvalidInput(
+                N_("Strength must be between 0.05 and 1.0, not {strength}."), strength=strength
+            )
         png, _size = self.read_attachment(image)
         return JobPlan(
             action=Action.EDIT,
@@ -292,11 +322,11 @@ class Planner:
         )
         fmt = _sniff_format(data)
         if data and fmt is None:
-            raise BadAttachment("That file is not a PNG, JPEG or WebP image.")
+            raise BadAttachment(N_("That file is not a PNG, JPEG or WebP image."))
         try:
             img = decode_image(data, limits)
         except ProtocolError as exc:
-            raise BadAttachment(f"That image cannot be used: {exc.message}.") from None
+            raise BadAttachment(N_("That image cannot be used: {reason}."), reason=exc.message) from None
         out = io.BytesIO()
         img.save(out, format="PNG")
         return out.getvalue(), img.size
@@ -343,7 +373,7 @@ class Planner:
             return dataclasses.replace(
                 base, kind=JobKind.IMG2IMG, width=width, height=height, strength=self._limits.upscale_strength
             )
-        text = self.check_prompt(instruction or "", guild, "instruction")
+        text = self.check_prompt(instruction or "", guild, INSTRUCTION)
         return dataclasses.replace(
             base,
             kind=JobKind.EDIT,
@@ -362,14 +392,16 @@ class Planner:
         if seed is None:
             return secrets.randbelow(MAX_SEED - MAX_COUNT)
         if not 0 <= seed <= MAX_SEED - MAX_COUNT:
-            raise InvalidInput(f"The seed must be between 0 and {MAX_SEED - MAX_COUNT}, not {seed}.")
+            raise InvalidInput(
+                N_("The seed must be between 0 and {max}, not {seed}."), max=MAX_SEED - MAX_COUNT, seed=seed
+            )
         return seed
 
     def _lane(self, lane: Lane | None, guild: GuildSettings, quiet: bool = False) -> Lane | None:
         if lane is Lane.RELAX and not guild.relax_enabled:
             if quiet:
                 return None
-            raise InvalidInput("This server has turned the relax lane off.")
+            raise InvalidInput(N_("This server has turned the relax lane off."))
         return lane
 
     def _size(self, aspect: Aspect | None) -> tuple[int | None, int | None]:
@@ -422,7 +454,7 @@ def parse_lane(value: str | None) -> Lane | None:
     try:
         return Lane(value)
     except ValueError:
-        raise InvalidInput(f"`{value}` is not a lane; use fast or relax.") from None
+        raise InvalidInput(N_("`{value}` is not a lane; use fast or relax."), value=value[:20]) from None
 
 
 LOCAL_USER = Requester(user_id=1, guild_id=1, channel_id=1, name="local", is_admin=True)

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from bot.core.i18n import N_, Message
 from inference.vocabulary import JobStatus
 
 log = logging.getLogger(__name__)
@@ -25,21 +26,38 @@ class ProgressState:
     total: int = 0
     eta_s: float | None = None
     preview_seq: int = 0  # increases when the worker has a newer preview image
-    note: str | None = None  # replaces the usual line, e.g. while waiting for a restarting worker
+    note: Message | None = None  # replaces the usual line, e.g. while waiting for a restarting worker
 
-    def describe(self) -> str:
-        """One line for people: the queue position, or the step and ETA."""
+    def describe(self) -> Message:
+        """One line for people (the queue position, or the step and ETA), for the display to translate."""
         if self.note:
             return self.note
+        eta = round(self.eta_s) if self.eta_s else None
         if self.status is JobStatus.QUEUED:
-            where = "next in line" if not self.position else f"{self.position} ahead in the queue"
-            return f"Queued: {where}" + (f", about {self.eta_s:.0f} s" if self.eta_s else "")
+            if self.position:
+                if eta:
+                    return Message(
+                        N_("Queued: {ahead} ahead, about {eta} s"), {"ahead": self.position, "eta": eta}
+                    )
+                return Message(N_("Queued: {ahead} ahead in the queue"), {"ahead": self.position})
+            if eta:
+                return Message(N_("Queued: next in line, about {eta} s"), {"eta": eta})
+            return Message(N_("Queued: next in line"))
         if self.status is JobStatus.RUNNING:
-            eta = f", about {self.eta_s:.0f} s left" if self.eta_s else ""
-            return f"Drawing: step {self.step}/{self.total}{eta}" if self.total else "Starting…"
-        if self.status is JobStatus.SUCCEEDED:
-            return "Done"
-        return self.status.value.capitalize()
+            if not self.total:
+                return Message(N_("Starting…"))
+            step = {"step": self.step, "total": self.total}
+            if eta:
+                return Message(N_("Drawing: step {step}/{total}, about {eta} s left"), step | {"eta": eta})
+            return Message(N_("Drawing: step {step}/{total}"), step)
+        return Message(_STATUS_WORDS.get(self.status, self.status.value))
+
+
+_STATUS_WORDS = {
+    JobStatus.SUCCEEDED: N_("Done"),
+    JobStatus.FAILED: N_("Failed"),
+    JobStatus.CANCELLED: N_("Cancelled"),
+}
 
 
 class DisplayGone(Exception):

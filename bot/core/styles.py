@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bot.core.errors import InvalidInput, UnknownStyle
+from bot.core.i18n import N_
 from storage.styles import GuildStyleRecord
 
 log = logging.getLogger(__name__)
@@ -180,7 +181,9 @@ class StyleBook:
         found = self._styles.get(name.strip().lower())
         if found is None:
             known = ", ".join(sorted(self._styles)[:10])
-            raise UnknownStyle(f"There is no style called `{name[:50]}`. Try one of: {known}.")
+            raise UnknownStyle(
+                N_("There is no style called `{name}`. Try one of: {known}."), name=name[:50], known=known
+            )
         return found
 
     def aspect(self, name: str | None) -> Aspect | None:
@@ -189,7 +192,9 @@ class StyleBook:
         found = self._aspects.get(name.strip())
         if found is None:
             known = ", ".join(self._aspects)
-            raise InvalidInput(f"`{name[:20]}` is not an aspect ratio brushfire offers ({known}).")
+            raise InvalidInput(
+                N_("`{name}` is not an aspect ratio brushfire offers ({known})."), name=name[:20], known=known
+            )
         return found
 
     def search(self, current: str) -> list[StylePreset]:

@@ -6,6 +6,7 @@ import logging
 import re
 
 from bot.core.errors import InvalidInput
+from bot.core.i18n import N_, Message
 from inference.text import is_visible
 
 log = logging.getLogger(__name__)
@@ -21,10 +22,12 @@ def has_visible_text(text: str) -> bool:
     return is_visible(text)
 
 
-def require_visible(text: str, what: str = "prompt") -> str:
+def require_visible(text: str, what: str = N_("The prompt")) -> str:
     """The text, or a refusal when nothing in it would be visible (so nothing invisible is run or charged)."""
     if not has_visible_text(text):
-        raise InvalidInput(f"The {what} is empty (nothing visible in it): describe what you want to see.")
+        raise InvalidInput(
+            N_("{what} is empty (nothing visible in it): describe what you want to see."), what=Message(what)
+        )
     return text
 
 
@@ -35,5 +38,10 @@ def parse_number(text: str, low: int, high: int, what: str) -> int:
     """
     stripped = text.strip()
     if ASCII_NUMBER.fullmatch(stripped) is None or not low <= int(stripped) <= high:
-        raise InvalidInput(f"The {what} must be a whole number between {low} and {high}.")
+        raise InvalidInput(
+            N_("{what} must be a whole number between {low} and {high}."),
+            what=Message(what),
+            low=low,
+            high=high,
+        )
     return int(stripped)

@@ -192,7 +192,7 @@ async def test_whole_lifecycle_with_every_refusal(fake_discord, cs, shared_worke
         assert "entry #3" in await slash(fake, w, w.alice, "challenge submit", {})  # newest anime image
         entry3 = await channel_post(fake, gallery, "Entry #3")
         a3 = await imagine(fake, w, w.alice, "anime")
-        assert "most this challenge takes" in await press(fake, a3, button(a3, "submit"), w.alice)
+        assert "the most images this challenge takes" in await press(fake, a3, button(a3, "submit"), w.alice)
         assert "no entry #2" in await slash(fake, w, w.alice, "challenge withdraw", {"entry": 2})  # bob's
         assert "withdrawn" in await slash(fake, w, w.alice, "challenge withdraw", {"entry": 3})
         await fake.wait_until(lambda: entry3.deleted, WAIT, "withdrawn entry's post deleted")
@@ -352,12 +352,14 @@ async def test_admins_extend_close_early_and_cancel(fake_discord, cs, shared_wor
             user=w.admin,
             channel=w.channel,
         )
-        assert [c.name for c in choices] == ["#1 harbours at dawn (submissions)"]
+        assert [c.name for c in choices] == ["#1 harbours at dawn (open for submissions)"]
         assert "zero" in await slash(fake, w, w.admin, "challenge-admin extend", {"by": "0m"})
-        assert "submissions phase" in await slash(fake, w, w.admin, "challenge-admin extend", {"by": "1d"})
+        assert "Submissions for “harbours at dawn” now close" in await slash(
+            fake, w, w.admin, "challenge-admin extend", {"by": "1d"}
+        )
         await advance(bot, clock, DAY + 60)  # the old deadline passes: still submissions
         assert not [m for m in fake.messages(w.channel) if "Voting is open" in m.content]
-        assert "is now voting" in await slash(fake, w, w.admin, "challenge-admin close", {})
+        assert "is now in voting" in await slash(fake, w, w.admin, "challenge-admin close", {})
         await channel_post(fake, w.channel, "Voting is open")
         assert "is now closed" in await slash(fake, w, w.admin, "challenge-admin close", {})
         await channel_post(fake, w.channel, "Results: harbours")

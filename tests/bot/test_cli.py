@@ -114,7 +114,9 @@ def test_refusals_charge_nothing(tiny_models, tmp_path, capsys):
     assert run.main(["--config", str(config), "imagine", "a cat", "-o", str(out)]) == 0
     assert run.main(["--config", str(config), "imagine", "a dog", "-o", str(tmp_path / "dog.png")]) == 1
     err = capsys.readouterr().err
-    assert "you have 0 left of 1" in err and "<t:" in err  # the refusal says when a credit returns
+    assert (
+        "you have 0 of your 1 credits left" in err and "<t:" in err
+    )  # the refusal says when a credit returns
     assert not (tmp_path / "dog.png").exists()
     assert rows(tmp_path / "cli.sqlite3", "SELECT state FROM ledger") == [("committed",)]
 

@@ -79,7 +79,7 @@ async def test_admin_commands_are_hidden_and_checked(fake_discord, settings, wor
 async def test_quota_exhaustion_relax_fallback_and_refusal(fake_discord, settings, worker):
     world = build_world(fake_discord)
     async with running_bot(fake_discord, settings, worker):
-        assert "1 credits per" in await admin_do(fake_discord, world, "quota-admin set-default", {"limit": 1})
+        assert "1 credit per" in await admin_do(fake_discord, world, "quota-admin set-default", {"limit": 1})
         first = await fake_discord.send_slash(
             "imagine", {"prompt": "one"}, user=world.alice, channel=world.channel
         )
@@ -95,13 +95,13 @@ async def test_quota_exhaustion_relax_fallback_and_refusal(fake_discord, setting
             "imagine", {"prompt": "three", "lane": "fast"}, user=world.alice, channel=world.channel
         )
         text = await ephemeral_reply(third)
-        assert "0 left of 1" in text and "<t:" in text and "relax" in text
+        assert "0 of your 1 credits left" in text and "<t:" in text and "relax" in text
         # With relax turned off, a plain /imagine is refused too.
         await admin_do(fake_discord, world, "settings relax", {"enabled": False})
         fourth = await fake_discord.send_slash(
             "imagine", {"prompt": "four"}, user=world.alice, channel=world.channel
         )
-        assert "0 left of 1" in await ephemeral_reply(fourth)
+        assert "0 of your 1 credits left" in await ephemeral_reply(fourth)
         # /quota tells the same story; an admin grant lets alice go on.
         assert "Gave" in await admin_do(
             fake_discord, world, "quota-admin grant", {"user": world.alice, "credits": 3}

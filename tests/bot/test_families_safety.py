@@ -46,4 +46,4 @@ async def test_families_flagged_pictures_follow_the_server_policy(fake_discord, 
             "imagine", {"prompt": "a red circle", "count": 2}, user=world.alice, channel=world.channel
         )
         withheld = await refused.wait_original(lambda m: "withheld" in m.content, timeout=60)
-        assert withheld.attachments == [] and "2 image(s) withheld" in withheld.content
+        assert withheld.attachments == [] and "2 images withheld" in withheld.content

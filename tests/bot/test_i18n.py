@@ -9,8 +9,19 @@ from typing import Any
 import pytest
 from babel.messages.pofile import read_po
 
+from bot.core.i18n import Message
 from bot.core.settings import Settings
-from bot.i18n import LOCALES_DIR, SHIPPED_LANGUAGES, TEMPLATE, Catalogues, Context, language_of, placeholders
+from bot.i18n import (
+    LOCALES_DIR,
+    SHIPPED_LANGUAGES,
+    TEMPLATE,
+    Catalogues,
+    Context,
+    MessageId,
+    Translate,
+    language_of,
+    placeholders,
+)
 from tests.bot.conftest import free_port
 from tests.bot.harness import running_bot
 from tools.i18n import all_messages, code_messages, command_messages
@@ -27,7 +38,7 @@ def catalogues() -> Catalogues:
 
 
 @pytest.fixture(scope="module")
-def template() -> list[tuple[Context, str]]:
+def template() -> list[tuple[Context, MessageId]]:
     with TEMPLATE.open("rb") as f:
         return all_messages(read_po(f))
 
@@ -46,8 +57,25 @@ def test_every_shipped_language_translates_every_message(catalogues, template, l
 
 
 @pytest.mark.parametrize("language", SHIPPED_LANGUAGES)
+def test_counting_messages_have_every_form_their_language_needs(catalogues, template, language):
+    counting = [text for _, text in template if isinstance(text, tuple)]
+    assert counting, "no counting messages: plural support is not exercised"
+    rule = catalogues.plural_rules[language]
+    needed = 1 + max(Catalogues.plural_index(rule, n) for n in (*range(200), 1_000_000))
+    for singular, plural in counting:
+        forms = catalogues.forms(language, singular)
+        assert forms is not None and len(forms) >= needed, (language, singular, forms)
+        for form in forms:
+            # Every form says the count where the English plural does; the one-form may leave it out.
+            assert placeholders(form) <= placeholders(plural), (language, singular, form)
+        assert placeholders(forms[-1]) == placeholders(plural), (language, singular, forms[-1])
+
+
+@pytest.mark.parametrize("language", SHIPPED_LANGUAGES)
 def test_translations_are_valid_where_discord_shows_them(catalogues, template, language):
     for context, text in template:
+        if isinstance(text, tuple):
+            continue  # counting messages: checked form by form above
         translated = catalogues.lookup(language, text, context)
         if translated is None:
             continue
@@ -71,6 +99,38 @@ def test_languages_fall_back_from_member_to_server_to_english():
     assert language_of("es-419") == "es"
     assert catalogues.text("fr", "Hello", name="Ada") == "Bonjour Ada"
     assert catalogues.text("de", "Hello {name}", name="Ada") == "Hello Ada"
+
+
+def test_plural_forms_follow_each_language_rule():
+    catalogues = Catalogues(
+        plurals={"fr": {("", "{count} vote"): ("{count} vote", "{count} de votes", "{count} votes")}},
+        plural_rules={"fr": "(n == 0 || n == 1) ? 0 : n != 0 && n % 1000000 == 0 ? 1 : 2"},
+    )
+    _ = Translate(catalogues, "fr")
+    assert [_.ngettext("{count} vote", "{count} votes", n, count=n) for n in (0, 1, 2, 1_000_000)] == [
+        "0 vote",  # French counts zero as singular, English does not
+        "1 vote",
+        "2 votes",
+        "1000000 de votes",
+    ]
+    english = Translate(catalogues, "en")
+    assert [english.ngettext("{count} vote", "{count} votes", n, count=n) for n in (0, 1, 2)] == [
+        "0 votes",
+        "1 vote",
+        "2 votes",
+    ]
+
+
+def test_messages_from_the_core_are_translated_with_their_fields():
+    catalogues = Catalogues(
+        {"fr": {("", "{what} is empty."): "{what} est vide.", ("", "The instruction"): "La consigne"}}
+    )
+    message = Message("{what} is empty.", {"what": Message("The instruction")})
+    assert Translate(catalogues, "fr").message(message) == "La consigne est vide."
+    assert str(message) == "The instruction is empty."  # English, for logs
+    # Text a member typed goes in as it is, braces and all: only the template is formatted.
+    typed = Message("{what} is empty.", {"what": "a {prompt} of mine"})
+    assert Translate(catalogues, "fr").message(typed) == "a {prompt} of mine est vide."
 
 
 def test_a_broken_translation_falls_back_to_english():

@@ -52,6 +52,10 @@ async def test_deleted_display_stops_cleanly():
 
 
 def test_describe():
-    assert "next in line" in ProgressState(status=JobStatus.QUEUED, position=0).describe()
-    assert "3 ahead" in ProgressState(status=JobStatus.QUEUED, position=3).describe()
-    assert "step 4/8" in ProgressState(status=JobStatus.RUNNING, step=4, total=8).describe()
+    assert "next in line" in str(ProgressState(status=JobStatus.QUEUED, position=0).describe())
+    assert "3 ahead" in str(ProgressState(status=JobStatus.QUEUED, position=3).describe())
+    running = ProgressState(status=JobStatus.RUNNING, step=4, total=8, eta_s=12.4).describe()
+    assert str(running) == "Drawing: step 4/8, about 12 s left"
+    # The core hands the display a template and its fields; the display picks the language.
+    assert running.template == "Drawing: step {step}/{total}, about {eta} s left"
+    assert dict(running.params) == {"step": 4, "total": 8, "eta": 12}

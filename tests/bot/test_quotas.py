@@ -21,6 +21,7 @@ from bot.core.quotas.records import (
     UserBlocked,
 )
 from bot.core.quotas.service import QuotaService
+from bot.i18n import ENGLISH
 from storage.audit import AuditRepo
 from storage.db import Database, DatabaseSettings
 from storage.guilds import GuildsRepo
@@ -215,7 +216,7 @@ async def test_admin_nonsense_gets_clear_errors_and_changes_nothing(q: QuotaServ
         (q.admin.clear_role_tier(G, 42, ADMIN), "no quota tier"),
         (q.admin.set_user_override(G, U, ADMIN), "either a limit or unlimited"),
         (q.admin.set_user_override(G, U, ADMIN, limit=5, unlimited=True), "either a limit or unlimited"),
-        (q.admin.clear_user_override(G, U, ADMIN), "no quota override"),
+        (q.admin.clear_user_override(G, U, ADMIN), "has no personal limit"),
         (q.admin.unblock(G, U, ADMIN), "not blocked"),
         (q.admin.grant_bonus(G, U, 0, ADMIN), "bonus"),
         (q.admin.grant_bonus(G, U, 5, ADMIN, expires_at=T0 - 1), "expire"),
@@ -458,7 +459,9 @@ async def test_quota_card_and_refusal_name_the_same_refill_second_and_it_works(
     await q.reserve("frac", G, U, [], 10, "fast")
     status = await q.status(G, U)
     card = next(
-        f["value"] for f in quota_embed(status, "alice").to_dict()["fields"] if "returns" in f["name"]
+        f["value"]
+        for f in quota_embed(status, "alice", ENGLISH).to_dict()["fields"]
+        if "returns" in f["name"]
     )
     second = int(T0) + HOUR + 1
     assert card == f"<t:{second}:R>"

@@ -16,6 +16,7 @@ from bot.core.outcomes import JobOutcome
 from bot.core.plans import Action, JobPlan, find_blocked, parse_lane
 from bot.delivery import compose_result, fit_upload
 from bot.errors import user_message
+from bot.i18n import ENGLISH
 from bot.views import result_view
 from inference.vocabulary import JobKind, Lane
 from run import WorkerSupervisor
@@ -206,10 +207,12 @@ def outcome_with(nsfw: list[bool]) -> JobOutcome:
 
 async def test_flagged_images_are_spoilered_or_withheld_per_server():
     outcome = outcome_with([False, True])
-    spoiler = compose_result(outcome, GuildSettings(guild_id=1, nsfw_mode="spoiler"), 10 * 1024 * 1024)
+    spoiler = compose_result(
+        outcome, GuildSettings(guild_id=1, nsfw_mode="spoiler"), 10 * 1024 * 1024, ENGLISH
+    )
     assert [f.filename.startswith("SPOILER_") for f in spoiler.files] == [False, True]
-    refuse = compose_result(outcome, GuildSettings(guild_id=1, nsfw_mode="refuse"), 10 * 1024 * 1024)
-    assert len(refuse.files) == 1 and "1 image(s) withheld" in refuse.content
+    refuse = compose_result(outcome, GuildSettings(guild_id=1, nsfw_mode="refuse"), 10 * 1024 * 1024, ENGLISH)
+    assert len(refuse.files) == 1 and "1 image withheld" in refuse.content
     ids = [c["custom_id"] for r in refuse.view.to_components() for c in r["components"]]
     assert not any(i.endswith(":1") for i in ids)  # no Vary/Upscale for the withheld image
     fields = {f.name: f.value for f in refuse.embed.fields}

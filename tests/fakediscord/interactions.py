@@ -84,7 +84,7 @@ def build_payload(world: World, record: InteractionRecord, data: dict[str, Any])
         "data": data,
         "channel_id": str(record.channel.id),
         "channel": _channel(world, record.channel),
-        "locale": "en-US",
+        "locale": record.user.locale,
         "app_permissions": str(BOT_PERMISSIONS),
         "entitlements": [],
         "entitlement_sku_ids": [],
@@ -107,8 +107,8 @@ def _who(world: World, record: InteractionRecord) -> dict[str, Any]:
     member = world.member(record.guild.id, record.user.id)
     return {
         "guild_id": str(record.guild.id),
-        "guild": {"id": str(record.guild.id), "locale": "en-US", "features": []},
-        "guild_locale": "en-US",
+        "guild": {"id": str(record.guild.id), "locale": record.guild.preferred_locale, "features": []},
+        "guild_locale": record.guild.preferred_locale,
         "member": payloads.member(member, world.permissions(member)),
         "context": 0,
         "authorizing_integration_owners": {"0": str(record.guild.id)},

@@ -79,6 +79,7 @@ class FakeUser:
     bot: bool = False
     global_name: str | None = None
     dms_open: bool = True
+    locale: str = "en-US"  # the Discord client's language, sent as each interaction's `locale`
 
     @property
     def mention(self) -> str:
@@ -135,6 +136,7 @@ class FakeGuild:
     owner_id: int
     premium_tier: int = 0
     upload_limit: int = 10 * 1024 * 1024
+    preferred_locale: str = "en-US"  # the server's language (interactions' `guild_locale`)
 
     @property
     def everyone_role_id(self) -> int:

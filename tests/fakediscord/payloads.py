@@ -135,7 +135,7 @@ def guild(
         "icon": None,
         "features": [],
         "premium_tier": g.premium_tier,
-        "preferred_locale": "en-US",
+        "preferred_locale": g.preferred_locale,
         "verification_level": 0,
         "default_message_notifications": 0,
         "explicit_content_filter": 0,

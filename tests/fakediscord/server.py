@@ -139,8 +139,10 @@ class FakeDiscord:
 
     # -- building the world --------------------------------------------------------------------
 
-    def add_user(self, name: str, *, dms_open: bool = True, bot: bool = False) -> FakeUser:
-        user = FakeUser(self.world.ids.next(), name, bot=bot, dms_open=dms_open)
+    def add_user(
+        self, name: str, *, dms_open: bool = True, bot: bool = False, locale: str = "en-US"
+    ) -> FakeUser:
+        user = FakeUser(self.world.ids.next(), name, bot=bot, dms_open=dms_open, locale=locale)
         self.world.users[user.id] = user
         return user
 
@@ -152,10 +154,18 @@ class FakeDiscord:
         premium_tier: int = 0,
         upload_limit: int = 10 * 1024 * 1024,
         everyone_permissions: int = DEFAULT_EVERYONE_PERMISSIONS,
+        preferred_locale: str = "en-US",
     ) -> FakeGuild:
         """A guild with an @everyone role, its owner and the bot as members; add channels separately."""
         owner = owner or self.add_user(f"{name.lower().replace(' ', '-')}-owner")
-        guild = FakeGuild(self.world.ids.next(), name, owner.id, premium_tier, upload_limit)
+        guild = FakeGuild(
+            self.world.ids.next(),
+            name,
+            owner.id,
+            premium_tier,
+            upload_limit,
+            preferred_locale=preferred_locale,
+        )
         self.world.guilds[guild.id] = guild
         self.world.roles[guild.id] = FakeRole(guild.id, guild.id, "@everyone", everyone_permissions)
         self.add_member(guild, owner)

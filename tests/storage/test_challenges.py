@@ -70,11 +70,10 @@ async def image(
     """A generation as /imagine would store it; returns its id."""
     n = int(clock.t * 1000) % 10**9 + user * 7
     job_id = f"{n:032x}"
-    # The version-1 columns only, so the same row fits a database held at an older migration (the
-    # migration test below); JobsRepo writes every column of the newest schema.
+    # Plain SQL with the first schema's columns, so the helper also fills databases held at older versions.
     await db.write(
-        """INSERT INTO jobs (job_id, guild_id, channel_id, user_id, kind, parameters, created_at, updated_at)
-            VALUES (?, ?, ?, ?, 'generate', '{}', ?, ?)""",
+        "INSERT INTO jobs (job_id, guild_id, channel_id, user_id, kind, parameters, created_at, updated_at)"
+        " VALUES (?, ?, ?, ?, 'generate', '{}', ?, ?)",
         (job_id, guild, CHANNEL, user, clock.t, clock.t),
     )
     gen_id = f"{n + 1:032x}"
@@ -140,7 +139,7 @@ async def test_entry_cap_holds_under_concurrent_submissions(service, db, clock):
         *(service.submit(challenge, ALICE, g) for g in images), return_exceptions=True
     )
     refused = [o for o in outcomes if isinstance(o, ChallengeRefused)]
-    assert len(refused) == 2 and all("most this challenge takes" in r.message for r in refused)
+    assert len(refused) == 2 and all("the most images this challenge takes" in r.message for r in refused)
     assert len(await service.my_entries(challenge, ALICE)) == 2
 
 

@@ -18,6 +18,7 @@ from bot.core.challenges.rules import (
     require_challenge,
     season_of,
 )
+from bot.core.i18n import N_
 from storage import challenge_entries as entry_store
 from storage import challenges as store
 from storage.challenges import ChallengeRecord, EntryRecord, Phase, ResultRecord, Standing
@@ -49,7 +50,9 @@ class ChallengeEntries:
         if challenge_id is not None:
             found = await self._get(challenge_id)
             if found is None or found.guild_id != guild_id:
-                raise ChallengeRefused(f"This server has no challenge #{challenge_id}.")
+                raise ChallengeRefused(
+                    N_("This server has no challenge #{challenge_id}."), challenge_id=challenge_id
+                )
             return found
         live = await self.live(guild_id)
         here = [c for c in live if channel_id in (c.channel_id, c.gallery_id)]
@@ -58,9 +61,11 @@ class ChallengeEntries:
         if len(live) == 1:
             return live[0]
         if not live:
-            raise ChallengeRefused("There is no challenge running in this server.")
+            raise ChallengeRefused(N_("There is no challenge running in this server."))
         ids = ", ".join(f"#{c.challenge_id} ({c.theme[:30]})" for c in live[:10])
-        raise ChallengeRefused(f"Several challenges are running ({ids}); name one with `challenge:`.")
+        raise ChallengeRefused(
+            N_("Several challenges are running ({ids}); name one with `challenge:`."), ids=ids
+        )
 
     # --- entries ---
 
@@ -78,18 +83,21 @@ class ChallengeEntries:
             )
             if gen_id is None:
                 raise ChallengeRefused(
-                    f"You have no `{current.style}` image here yet: make one with `/imagine style:{current.style}`."
+                    N_("You have no `{style}` image here yet: make one with `/imagine style:{style}`."),
+                    style=current.style,
                 )
             source = entry_store.entry_source(tx, gen_id)
             check_source(current, source, user_id)
             try:
                 entry = entry_store.insert_entry(tx, current.challenge_id, user_id, gen_id, now)
             except store.AlreadyEntered:
-                raise ChallengeRefused("That image is already entered in this challenge.") from None
+                raise ChallengeRefused(N_("That image is already entered in this challenge.")) from None
             except store.EntryCapReached:
                 raise ChallengeRefused(
-                    f"You have already entered {current.max_entries} image(s), the most this challenge "
-                    "takes. Withdraw one first with `/challenge withdraw`."
+                    N_(
+                        "You have already entered the most images this challenge takes ({max}). Withdraw one first with `/challenge withdraw`."
+                    ),
+                    max=current.max_entries,
                 ) from None
             return current, entry, entry_store.entry_png(tx, gen_id)
 
@@ -102,7 +110,7 @@ class ChallengeEntries:
             log.exception("challenge %d: could not post entry %d", current.challenge_id, entry.number)
             await self.db.run(lambda tx: entry_store.delete_entry(tx, entry.entry_id))
             raise ChallengeRefused(
-                "brushfire could not post your entry to the gallery; it was not entered."
+                N_("brushfire could not post your entry to the gallery; it was not entered.")
             ) from None
         await self.db.run(lambda tx: entry_store.set_entry_message(tx, entry.entry_id, message_id))
         return current, dataclasses.replace(entry, message_id=message_id)
@@ -114,9 +122,9 @@ class ChallengeEntries:
             current = require_challenge(tx, challenge.challenge_id)
             entry = entry_store.entry_by_number(tx, current.challenge_id, number)
             if entry is None or entry.user_id != user_id:
-                raise ChallengeRefused(f"You have no entry #{number} in this challenge.")
+                raise ChallengeRefused(N_("You have no entry #{number} in this challenge."), number=number)
             if current.phase is not Phase.SUBMISSIONS or now >= current.voting_at:
-                raise ChallengeRefused("Entries can only be withdrawn until voting starts.")
+                raise ChallengeRefused(N_("Entries can only be withdrawn until voting starts."))
             entry_store.delete_entry(tx, entry.entry_id)
             return entry
 
@@ -143,19 +151,21 @@ class ChallengeEntries:
             entry, challenge = entry_and_challenge(tx, entry_id, guild_id)
             check_voting_open(challenge, now)
             if entry.user_id == voter_id:
-                raise ChallengeRefused("You cannot vote for your own entry.")
+                raise ChallengeRefused(N_("You cannot vote for your own entry."))
             try:
                 entry_store.insert_vote(tx, entry, voter_id, now)
             except store.AlreadyVoted:
                 raise ChallengeRefused(
-                    f"You already voted for entry #{entry.number}; press “Take back” to change your mind."
+                    N_("You already voted for entry #{number}; press “Take back” to change your mind."),
+                    number=entry.number,
                 ) from None
             except store.VoteBudgetSpent:
                 raise ChallengeRefused(
-                    f"You have used all {challenge.vote_budget} of your votes. Take one back to vote here."
+                    N_("You have used all {vote_budget} of your votes. Take one back to vote here."),
+                    vote_budget=challenge.vote_budget,
                 ) from None
             except store.OwnEntryVote:
-                raise ChallengeRefused("You cannot vote for your own entry.") from None
+                raise ChallengeRefused(N_("You cannot vote for your own entry.")) from None
             used = entry_store.votes_used(tx, challenge.challenge_id, voter_id)
             return VoteReceipt(entry.number, used, challenge.vote_budget)
 
@@ -168,7 +178,7 @@ class ChallengeEntries:
             entry, challenge = entry_and_challenge(tx, entry_id, guild_id)
             check_voting_open(challenge, now)
             if not entry_store.delete_vote(tx, entry_id, voter_id):
-                raise ChallengeRefused(f"You have not voted for entry #{entry.number}.")
+                raise ChallengeRefused(N_("You have not voted for entry #{number}."), number=entry.number)
             used = entry_store.votes_used(tx, challenge.challenge_id, voter_id)
             return VoteReceipt(entry.number, used, challenge.vote_budget)
 

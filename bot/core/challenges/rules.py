@@ -12,6 +12,7 @@ from typing import Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from bot.core.errors import BrushfireError
+from bot.core.i18n import N_, Message
 from bot.core.validation import has_visible_text
 from storage import challenge_entries as entry_store
 from storage import challenges as store
@@ -24,6 +25,13 @@ DAY_S = 24 * 3600
 RHYTHMS = {"daily": DAY_S, "weekly": 7 * DAY_S}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([wdhm])")
 _UNIT_S = {"w": 7 * DAY_S, "d": DAY_S, "h": 3600, "m": 60}
+# A challenge's phase as members read it ("Challenge #3 is already {phase}.", "“harbours” is now {phase}.").
+PHASE_NAMES = {
+    Phase.SUBMISSIONS: N_("open for submissions"),
+    Phase.VOTING: N_("in voting"),
+    Phase.CLOSED: N_("closed"),
+    Phase.CANCELLED: N_("cancelled"),
+}
 
 
 class ChallengeSettings(BaseModel):
@@ -105,17 +113,19 @@ def parse_duration(text: str) -> int:
     """`3d`, `12h`, `1d 6h`, `90m`, `1w` (or a bare number of hours) as seconds; refuses zero and negatives."""
     cleaned = text.strip().lower()
     if cleaned.startswith("-"):
-        raise ChallengeRefused(f"`{text[:30]}` is negative: a phase must last longer than zero.")
+        raise ChallengeRefused(
+            N_("`{text}` is negative: a phase must last longer than zero."), text=text[:30]
+        )
     if re.fullmatch(r"\d+(?:\.\d+)?", cleaned):
         seconds = float(cleaned) * 3600
     elif cleaned and re.fullmatch(rf"(?:{_DURATION_PART.pattern}\s*)+", cleaned):
         seconds = sum(float(n) * _UNIT_S[u] for n, u in _DURATION_PART.findall(cleaned))
     else:
         raise ChallengeRefused(
-            f"`{text[:30]}` is not a length of time; write it like `3d`, `12h` or `1d 6h`."
+            N_("`{text}` is not a length of time; write it like `3d`, `12h` or `1d 6h`."), text=text[:30]
         )
     if seconds <= 0:
-        raise ChallengeRefused(f"`{text[:30]}` is zero: a phase must last longer than zero.")
+        raise ChallengeRefused(N_("`{text}` is zero: a phase must last longer than zero."), text=text[:30])
     return int(seconds)
 
 
@@ -131,52 +141,62 @@ def season_of(at: float, kind: str) -> str:
 def require_challenge(tx: SyncTx, challenge_id: int) -> ChallengeRecord:
     found = store.get_challenge(tx, challenge_id)
     if found is None:
-        raise ChallengeRefused(f"Challenge #{challenge_id} no longer exists.")
+        raise ChallengeRefused(N_("Challenge #{challenge_id} no longer exists."), challenge_id=challenge_id)
     return found
 
 
 def live_challenge(tx: SyncTx, challenge_id: int) -> ChallengeRecord:
     current = require_challenge(tx, challenge_id)
     if not current.phase.live:
-        raise ChallengeRefused(f"Challenge #{challenge_id} is already {current.phase.value}.")
+        raise ChallengeRefused(
+            N_("Challenge #{challenge_id} is already {phase}."),
+            challenge_id=challenge_id,
+            phase=Message(PHASE_NAMES[current.phase]),
+        )
     return current
 
 
 def check_theme(theme: str) -> str:
     text = " ".join(theme.split())
     if not 1 <= len(text) <= 200 or not has_visible_text(text):
-        raise ChallengeRefused("A theme must be 1 to 200 characters, and show something.")
+        raise ChallengeRefused(N_("A theme must be 1 to 200 characters, and show something."))
     return text
 
 
 def check_submissions_open(challenge: ChallengeRecord, now: float) -> None:
     if challenge.phase is not Phase.SUBMISSIONS or now >= challenge.voting_at:
-        raise ChallengeRefused(f"Submissions for “{challenge.theme[:80]}” are closed.")
+        raise ChallengeRefused(N_("Submissions for “{theme}” are closed."), theme=challenge.theme[:80])
     if now < challenge.opens_at:
-        raise ChallengeRefused(f"Submissions open <t:{int(challenge.opens_at)}:R>.")
+        raise ChallengeRefused(N_("Submissions open <t:{opens_at}:R>."), opens_at=int(challenge.opens_at))
 
 
 def check_source(challenge: ChallengeRecord, source: entry_store.EntrySource | None, user_id: int) -> None:
     """The entry rules: made by brushfire, by the submitter, in this server, during submissions, in style."""
     if source is None or source.deleted:
-        raise ChallengeRefused("Only images brushfire made (and that still exist) can be entered.")
+        raise ChallengeRefused(N_("Only images brushfire made (and that still exist) can be entered."))
     if source.user_id != user_id or source.lineage_owners != {user_id}:
         # Re-roll, Vary, Upscale or Edit under someone else's picture makes a copy of their work.
         raise ChallengeRefused(
-            "You can only enter images you made yourself; that one was made from another member's picture."
+            N_(
+                "You can only enter images you made yourself; that one was made from another member's picture."
+            )
         )
     if source.guild_id != challenge.guild_id:
-        raise ChallengeRefused("That image was made in another server.")
+        raise ChallengeRefused(N_("That image was made in another server."))
     if source.from_upload:
-        raise ChallengeRefused("Images edited from an upload cannot be entered; make one with /imagine.")
+        raise ChallengeRefused(N_("Images edited from an upload cannot be entered; make one with /imagine."))
     if source.style != challenge.style:
         raise ChallengeRefused(
-            f"This challenge takes `{challenge.style}` images; that one is `{source.style or 'no style'}`. "
-            f"Make one with `/imagine style:{challenge.style}`."
+            N_(
+                "This challenge takes `{style}` images; that one is `{actual}`. Make one with `/imagine style:{style}`."
+            ),
+            style=challenge.style,
+            actual=source.style or Message(N_("no style")),
         )
     if source.created_at < challenge.opens_at:
         raise ChallengeRefused(
-            f"That image was made before the challenge opened (<t:{int(challenge.opens_at)}:f>); make a new one."
+            N_("That image was made before the challenge opened (<t:{opens_at}:f>); make a new one."),
+            opens_at=int(challenge.opens_at),
         )
 
 
@@ -185,36 +205,42 @@ def entry_and_challenge(tx: SyncTx, entry_id: int, guild_id: int) -> tuple[Entry
     entry = entry_store.get_entry(tx, entry_id)
     challenge = store.get_challenge(tx, entry.challenge_id) if entry is not None else None
     if entry is None or challenge is None:
-        raise ChallengeRefused("That entry was withdrawn.")
+        raise ChallengeRefused(N_("That entry was withdrawn."))
     if challenge.guild_id != guild_id:
-        raise ChallengeRefused("That entry is not in one of this server's challenges.")
+        raise ChallengeRefused(N_("That entry is not in one of this server's challenges."))
     return entry, challenge
 
 
 def check_voting_open(challenge: ChallengeRecord, now: float) -> None:
     if challenge.phase is Phase.SUBMISSIONS and now < challenge.voting_at:
-        raise ChallengeRefused(f"Voting has not started yet; it opens <t:{int(challenge.voting_at)}:R>.")
+        raise ChallengeRefused(
+            N_("Voting has not started yet; it opens <t:{voting_at}:R>."), voting_at=int(challenge.voting_at)
+        )
     if challenge.phase is Phase.CANCELLED:
-        raise ChallengeRefused("That challenge was cancelled.")
+        raise ChallengeRefused(N_("That challenge was cancelled."))
     if challenge.phase is Phase.CLOSED or now >= challenge.closes_at:
-        raise ChallengeRefused("Voting has closed for this challenge.")
+        raise ChallengeRefused(N_("Voting has closed for this challenge."))
 
 
 def span(seconds: float) -> str:
-    for unit, size in (("day", DAY_S), ("hour", 3600), ("minute", 60)):
+    """A length of time in the notation /challenge takes (`3d`, `12h`, `90m`): the same in every language."""
+    for unit, size in (("d", DAY_S), ("h", 3600), ("m", 60)):
         if seconds >= size and seconds % size == 0:
-            n = int(seconds // size)
-            return f"{n} {unit}{'s' if n != 1 else ''}"
-    return f"{int(seconds)} s"
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
 
 
 def check_phase_length(settings: ChallengeSettings, seconds: int, what: str) -> int:
     s = settings
     if seconds <= 0:
-        raise ChallengeRefused(f"The {what} must last longer than zero.")
+        raise ChallengeRefused(N_("{what} must last longer than zero."), what=Message(what))
     if not s.min_phase_s <= seconds <= s.max_phase_s:
         raise ChallengeRefused(
-            f"The {what} must last from {span(s.min_phase_s)} to {span(s.max_phase_s)}, not {span(seconds)}."
+            N_("{what} must last from {low} to {high}, not {length}."),
+            what=Message(what),
+            low=span(s.min_phase_s),
+            high=span(s.max_phase_s),
+            length=span(seconds),
         )
     return seconds
 
@@ -222,7 +248,7 @@ def check_phase_length(settings: ChallengeSettings, seconds: int, what: str) -> 
 def check_entries(settings: ChallengeSettings, max_entries: int | None) -> int:
     value = settings.max_entries if max_entries is None else max_entries
     if not 1 <= value <= 10:
-        raise ChallengeRefused(f"Each member may enter 1 to 10 images, not {value}.")
+        raise ChallengeRefused(N_("Each member may enter 1 to 10 images, not {value}."), value=value)
     return value
 
 

@@ -37,6 +37,7 @@ from bot.core.challenges.rules import (
     season_of,
     span,
 )
+from bot.core.i18n import N_
 from bot.core.quotas.records import QuotaError
 from bot.core.quotas.service import QuotaService
 from storage import challenge_entries as entry_store
@@ -286,8 +287,8 @@ class ChallengeService(ChallengeEntries):
 
     async def start(self, request: StartRequest) -> ChallengeRecord:
         """Open a challenge now and announce it; refuses bad lengths and a channel that has one running."""
-        submit_s = check_phase_length(self.settings, request.submit_s, "submission phase")
-        vote_s = check_phase_length(self.settings, request.vote_s, "voting phase")
+        submit_s = check_phase_length(self.settings, request.submit_s, N_("The submission phase"))
+        vote_s = check_phase_length(self.settings, request.vote_s, N_("The voting phase"))
         theme = check_theme(request.theme)
         now = self.clock()
         new = NewChallenge(
@@ -313,7 +314,8 @@ class ChallengeService(ChallengeEntries):
                 return require_challenge(tx, store.insert_challenge(tx, new, now))
             except store.ChannelBusy:
                 raise ChallengeRefused(
-                    f"<#{new.channel_id}> already has a challenge running; close or cancel it first."
+                    N_("<#{channel_id}> already has a challenge running; close or cancel it first."),
+                    channel_id=new.channel_id,
                 ) from None
 
         challenge = await self.db.run(body)
@@ -326,14 +328,17 @@ class ChallengeService(ChallengeEntries):
             except Exception:
                 await self.db.run(lambda tx: store.delete_challenge(tx, challenge.challenge_id))
                 raise ChallengeRefused(
-                    f"brushfire could not post the challenge in <#{new.channel_id}> (check its permissions there)."
+                    N_(
+                        "brushfire could not post the challenge in <#{channel_id}> (check its permissions there)."
+                    ),
+                    channel_id=new.channel_id,
                 ) from None
         self._schedule_challenge(challenge)
         return challenge
 
     async def extend(self, challenge: ChallengeRecord, by_s: int) -> ChallengeRecord:
         """Push the current phase's end (and everything after it) back by `by_s`."""
-        check_phase_length(self.settings, by_s, "extension")
+        check_phase_length(self.settings, by_s, N_("The extension"))
 
         def body(tx: SyncTx) -> ChallengeRecord:
             current = live_challenge(tx, challenge.challenge_id)
@@ -381,17 +386,22 @@ class ChallengeService(ChallengeEntries):
         """Store a recurring challenge; the first starts at `first_start_at` (default: now)."""
         period = RHYTHMS.get(request.rhythm)
         if period is None:
-            raise ChallengeRefused(f"The rhythm must be one of {', '.join(RHYTHMS)}.")
-        submit_s = check_phase_length(self.settings, request.submit_s, "submission phase")
-        vote_s = check_phase_length(self.settings, request.vote_s, "voting phase")
+            raise ChallengeRefused(N_("The rhythm must be one of {rhythms}."), rhythms=", ".join(RHYTHMS))
+        submit_s = check_phase_length(self.settings, request.submit_s, N_("The submission phase"))
+        vote_s = check_phase_length(self.settings, request.vote_s, N_("The voting phase"))
         if submit_s + vote_s > period:
             raise ChallengeRefused(
-                f"Submissions ({span(submit_s)}) and voting ({span(vote_s)}) must fit in one {request.rhythm} "
-                f"period ({span(period)}), or the challenges would overlap."
+                N_(
+                    "Submissions ({submit}) and voting ({vote}) must fit in one {rhythm} period ({period}), or the challenges would overlap."
+                ),
+                submit=span(submit_s),
+                vote=span(vote_s),
+                rhythm=request.rhythm,
+                period=span(period),
             )
         themes = tuple(check_theme(t) for t in request.themes)
         if not themes:
-            raise ChallengeRefused("Give at least one theme (separate several with `;`).")
+            raise ChallengeRefused(N_("Give at least one theme (separate several with `;`)."))
         new = NewSchedule(
             guild_id=request.guild_id,
             channel_id=request.channel_id,
@@ -410,7 +420,8 @@ class ChallengeService(ChallengeEntries):
                 schedule_id = store.insert_schedule(tx, new, self.clock())
             except store.ChannelBusy:
                 raise ChallengeRefused(
-                    f"<#{new.channel_id}> already has a recurring challenge; stop it first."
+                    N_("<#{channel_id}> already has a recurring challenge; stop it first."),
+                    channel_id=new.channel_id,
                 ) from None
             found = store.get_schedule(tx, schedule_id)
             assert found is not None
@@ -426,7 +437,7 @@ class ChallengeService(ChallengeEntries):
                 if s.channel_id == channel_id:
                     store.stop_schedule(tx, s.schedule_id)
                     return s
-            raise ChallengeRefused(f"<#{channel_id}> has no recurring challenge.")
+            raise ChallengeRefused(N_("<#{channel_id}> has no recurring challenge."), channel_id=channel_id)
 
         schedule = await self.db.run(body)
         if self._scheduler is not None:

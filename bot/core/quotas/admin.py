@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from bot.core.i18n import N_
 from bot.core.quotas.pricing import DAY_S, QuotaSettings
 from bot.core.quotas.records import Audited, PolicyOverview, QuotaInputError, R, check_id
 from storage import audit, ledger, policy
@@ -27,14 +28,21 @@ class QuotaAdmin:
     def _check_limit(self, limit: int) -> int:
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= self.settings.max_limit:
             raise QuotaInputError(
-                f"a limit must be a whole number from 1 to {self.settings.max_limit}, got {limit!r}"
+                N_("A limit must be a whole number from 1 to {max}, not {limit}."),
+                max=self.settings.max_limit,
+                limit=limit,
             )
         return limit
 
     def _check_window(self, window_s: int) -> int:
         lo, hi = self.settings.min_window_s, self.settings.max_window_s
         if isinstance(window_s, bool) or not isinstance(window_s, int) or not lo <= window_s <= hi:
-            raise QuotaInputError(f"a window must be from {lo} to {hi} seconds, got {window_s!r}")
+            raise QuotaInputError(
+                N_("A window must be from {low} to {high} hours, not {hours}."),
+                low=f"{lo / 3600:g}",
+                high=f"{hi / 3600:g}",
+                hours=f"{window_s / 3600:g}" if isinstance(window_s, int) else window_s,
+            )
         return window_s
 
     def _guild_policy(self, tx: SyncTx, guild_id: int) -> policy.GuildPolicy:
@@ -45,8 +53,8 @@ class QuotaAdmin:
 
     async def _admin(self, guild_id: int, actor_id: int, change: Callable[[SyncTx, float], Audited[R]]) -> R:
         """Run one admin change and its audit row in one transaction."""
-        check_id("guild id", guild_id)
-        check_id("actor id", actor_id)
+        check_id(N_("guild id"), guild_id)
+        check_id(N_("actor id"), actor_id)
         now = self._clock()
 
         def body(tx: SyncTx) -> R:
@@ -65,7 +73,7 @@ class QuotaAdmin:
         return await self._db.run(body)
 
     async def policy_overview(self, guild_id: int) -> PolicyOverview:
-        check_id("guild id", guild_id)
+        check_id(N_("guild id"), guild_id)
 
         def body(tx: SyncTx) -> PolicyOverview:
             gp = self._guild_policy(tx, guild_id)
@@ -101,11 +109,11 @@ class QuotaAdmin:
     async def set_role_tier(
         self, guild_id: int, role_id: int, name: str, limit: int, actor_id: int
     ) -> RoleTier:
-        check_id("role id", role_id)
+        check_id(N_("role id"), role_id)
         self._check_limit(limit)
         name = (name or "").strip()
         if not 1 <= len(name) <= 100:
-            raise QuotaInputError("a tier needs a name of 1 to 100 characters")
+            raise QuotaInputError(N_("A tier needs a name of 1 to 100 characters."))
 
         def change(tx: SyncTx, now: float) -> Audited[RoleTier]:
             policy.set_role_tier(tx, guild_id, role_id, name=name, limit=limit, actor_id=actor_id, now=now)
@@ -115,11 +123,11 @@ class QuotaAdmin:
         return await self._admin(guild_id, actor_id, change)
 
     async def clear_role_tier(self, guild_id: int, role_id: int, actor_id: int) -> None:
-        check_id("role id", role_id)
+        check_id(N_("role id"), role_id)
 
         def change(tx: SyncTx, now: float) -> Audited[None]:
             if not policy.delete_role_tier(tx, guild_id, role_id):
-                raise QuotaInputError(f"role {role_id} has no quota tier in this server")
+                raise QuotaInputError(N_("{role} has no quota tier in this server."), role=f"<@&{role_id}>")
             return Audited("quota.clear_role_tier", role_id, {}, None)
 
         await self._admin(guild_id, actor_id, change)
@@ -133,7 +141,7 @@ class QuotaAdmin:
         edit: Callable[[UserOverride], UserOverride],
     ) -> UserOverride:
         """Read, edit and store one user's override row, with its audit row, in one write transaction."""
-        check_id("user id", user_id)
+        check_id(N_("user id"), user_id)
 
         def change(tx: SyncTx, now: float) -> Audited[UserOverride]:
             old = policy.user_override(tx, guild_id, user_id) or UserOverride(
@@ -163,7 +171,7 @@ class QuotaAdmin:
     ) -> UserOverride:
         """Give a user a fixed limit or make them unlimited (exactly one); a block stays as it is."""
         if (limit is None) == (not unlimited):
-            raise QuotaInputError("an override sets either a limit or unlimited, not both or neither")
+            raise QuotaInputError(N_("An override sets either a limit or unlimited, not both or neither."))
         if limit is not None:
             self._check_limit(limit)
         return await self._change_override(
@@ -181,7 +189,9 @@ class QuotaAdmin:
 
         def clear(o: UserOverride) -> UserOverride:
             if o.limit_credits is None and not o.unlimited:
-                raise QuotaInputError(f"user {user_id} has no quota override in this server")
+                raise QuotaInputError(
+                    N_("{user} has no personal limit in this server."), user=f"<@{user_id}>"
+                )
             return dataclasses.replace(o, limit_credits=None, unlimited=False)
 
         return await self._change_override(guild_id, user_id, actor_id, "quota.clear_user_override", clear)
@@ -191,7 +201,7 @@ class QuotaAdmin:
     ) -> UserOverride:
         def block(o: UserOverride) -> UserOverride:
             if o.blocked:
-                raise QuotaInputError(f"user {user_id} is already blocked")
+                raise QuotaInputError(N_("{user} is already blocked."), user=f"<@{user_id}>")
             return dataclasses.replace(o, blocked=True, reason=reason or o.reason)
 
         return await self._change_override(guild_id, user_id, actor_id, "quota.block", block)
@@ -199,7 +209,7 @@ class QuotaAdmin:
     async def unblock(self, guild_id: int, user_id: int, actor_id: int) -> UserOverride:
         def unblock(o: UserOverride) -> UserOverride:
             if not o.blocked:
-                raise QuotaInputError(f"user {user_id} is not blocked")
+                raise QuotaInputError(N_("{user} is not blocked."), user=f"<@{user_id}>")
             return dataclasses.replace(o, blocked=False)
 
         return await self._change_override(guild_id, user_id, actor_id, "quota.unblock", unblock)
@@ -214,17 +224,19 @@ class QuotaAdmin:
         reason: str | None = None,
     ) -> int:
         """Add bonus credits on top of the user's limit until spent or `expires_at`; returns the grant id."""
-        check_id("user id", user_id)
+        check_id(N_("user id"), user_id)
         if (
             isinstance(credits, bool)
             or not isinstance(credits, int)
             or not 1 <= credits <= self.settings.max_bonus
         ):
             raise QuotaInputError(
-                f"a bonus must be from 1 to {self.settings.max_bonus} credits, got {credits!r}"
+                N_("A bonus must be from 1 to {max} credits, not {credits}."),
+                max=self.settings.max_bonus,
+                credits=credits,
             )
         if expires_at is not None and not self._clock() < expires_at <= self._clock() + 366 * DAY_S:
-            raise QuotaInputError("a bonus must expire in the future and within a year")
+            raise QuotaInputError(N_("A bonus must expire in the future and within a year."))
 
         def change(tx: SyncTx, now: float) -> Audited[int]:
             bonus_id = policy.add_grant(
@@ -245,7 +257,7 @@ class QuotaAdmin:
     async def reset_user(self, guild_id: int, user_id: int, actor_id: int) -> ledger.Forgiven:
         """Forgive every charge counting against the user in the current window (fast and relax); bonus
         credits spent stay spent. Returns what was forgiven."""
-        check_id("user id", user_id)
+        check_id(N_("user id"), user_id)
 
         def change(tx: SyncTx, now: float) -> Audited[ledger.Forgiven]:
             window = self._guild_policy(tx, guild_id).window_s

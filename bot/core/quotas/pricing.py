@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from bot.core.i18n import N_
 from bot.core.quotas.records import QuotaInputError
 from inference.vocabulary import JobKind
 
@@ -77,7 +78,7 @@ class CostSpec:
 def quote(settings: QuotaSettings, spec: CostSpec) -> int:
     """Credits a job costs: pixels x steps x images x the pipeline's multiplier, at least min_cost."""
     if min(spec.width, spec.height, spec.steps, spec.count) <= 0:
-        raise QuotaInputError("width, height, steps and count must all be positive")
+        raise QuotaInputError(N_("Width, height, steps and count must all be positive."))
     c = settings.cost
     multiplier = {
         JobKind.GENERATE: 1.0,
@@ -86,7 +87,7 @@ def quote(settings: QuotaSettings, spec: CostSpec) -> int:
         "upscale": c.upscale_multiplier,
     }.get(spec.kind)
     if multiplier is None:
-        raise QuotaInputError(f"unknown job kind {spec.kind!r}")
+        raise QuotaInputError(N_("This is an unknown job kind: {kind}."), kind=repr(spec.kind))
     raw = (
         c.credits_per_base_image
         * (spec.width * spec.height / c.base_pixels)

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Literal, TypeVar
 
+from bot.core.i18n import N_, LocalisedError, Message
 from inference.vocabulary import Lane
 from storage.ledger import UserDayUsage
 from storage.policy import RoleTier, UserOverride
@@ -100,8 +101,8 @@ class PolicyOverview:
     overrides: list[UserOverride]
 
 
-class QuotaError(Exception):
-    """Base of every quota error; the message is written for the user who hit it."""
+class QuotaError(LocalisedError):
+    """Base of every quota error; the message is written for the user who hit it (a marked template)."""
 
 
 class QuotaInputError(QuotaError, ValueError):
@@ -111,11 +112,19 @@ class QuotaInputError(QuotaError, ValueError):
 class QuotaExceeded(QuotaError):
     def __init__(self, status: QuotaStatus, cost: int, relax_available: bool) -> None:
         second = status.next_refill_second
-        refill = f" Next credit returns <t:{second}:R>." if second is not None else ""
-        relax = " The relax lane is open: try again in relax mode." if relax_available else ""
+        refill = (
+            Message(N_(" Next credit returns {when}."), {"when": f"<t:{second}:R>"})
+            if second is not None
+            else ""
+        )
+        relax = Message(N_(" The relax lane is open: try again in relax mode.")) if relax_available else ""
         super().__init__(
-            f"This costs {cost} credit{'s' * (cost != 1)} but you have {status.spendable} left "
-            f"of {status.limit}.{refill}{relax}"
+            N_("This job costs {cost}, but you have {left} of your {limit} credits left.{refill}{relax}"),
+            cost=cost,
+            left=status.spendable,
+            limit=status.limit,
+            refill=refill,
+            relax=relax,
         )
         self.status = status
         self.cost = cost
@@ -128,12 +137,12 @@ class RelaxUnavailable(QuotaError):
 
 class UserBlocked(QuotaError):
     def __init__(self) -> None:
-        super().__init__("You are blocked from generating images in this server.")
+        super().__init__(N_("You are blocked from generating images in this server."))
 
 
 class DuplicateReservation(QuotaError):
     def __init__(self, job_id: str) -> None:
-        super().__init__(f"Job {job_id} already has a reservation.")
+        super().__init__(N_("Job {job_id} already has a reservation."), job_id=job_id)
         self.job_id = job_id
 
 
@@ -149,15 +158,19 @@ class Audited(Generic[R]):
 
 def check_id(name: str, value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise QuotaInputError(f"{name} must be a positive Discord id, got {value!r}")
+        raise QuotaInputError(
+            N_("A {name} must be a positive Discord id, not {value}."), name=Message(name), value=repr(value)
+        )
     return value
 
 
 def check_roles(role_ids: Sequence[int]) -> tuple[int, ...]:
-    return tuple(check_id("role id", r) for r in role_ids)
+    return tuple(check_id(N_("role id"), r) for r in role_ids)
 
 
 def check_job_id(job_id: str) -> str:
     if not isinstance(job_id, str) or not 1 <= len(job_id) <= 128:
-        raise QuotaInputError(f"job id must be 1-128 characters, got {job_id!r}")
+        raise QuotaInputError(
+            N_("A job id must be 1 to 128 characters, not {job_id}."), job_id=repr(job_id)[:140]
+        )
     return job_id

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from bot.core.i18n import N_
 from bot.core.quotas.pricing import DAY_S
 from bot.core.quotas.records import DayUsage, QuotaInputError, UsageReport, UserUsage, check_id
 from storage import ledger
@@ -21,9 +22,9 @@ class QuotaReports:
 
     async def usage_report(self, guild_id: int, days: int = 7, top: int = 10) -> UsageReport:
         """Charged jobs and credits (refunds excluded) per user and per UTC day over the last `days` days."""
-        check_id("guild id", guild_id)
+        check_id(N_("guild id"), guild_id)
         if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= 366:
-            raise QuotaInputError(f"a report covers 1 to 366 days, got {days!r}")
+            raise QuotaInputError(N_("A report covers 1 to 366 days, not {days}."), days=days)
         since = self._clock() - days * DAY_S
         rows = await self._db.run(lambda tx: ledger.usage_by_user_day(tx, guild_id, since), write=False)
         return _report(guild_id, days, since, rows, top)

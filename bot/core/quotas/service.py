@@ -8,6 +8,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Sequence
 
+from bot.core.i18n import N_
 from bot.core.quotas.admin import QuotaAdmin
 from bot.core.quotas.pricing import DAY_S, CostSpec, QuotaSettings, quote
 from bot.core.quotas.records import (
@@ -133,8 +134,8 @@ class QuotaService:
         return _status(guild_id, user_id, pol, usage, self.settings.relax.limit)
 
     async def status(self, guild_id: int, user_id: int, role_ids: Sequence[int] = ()) -> QuotaStatus:
-        check_id("guild id", guild_id)
-        check_id("user id", user_id)
+        check_id(N_("guild id"), guild_id)
+        check_id(N_("user id"), user_id)
         roles = check_roles(role_ids)
         now = self._clock()
         return await self._db.run(lambda tx: self._load(tx, guild_id, user_id, roles, now), write=False)
@@ -155,10 +156,12 @@ class QuotaService:
         `lane=None` takes fast credits if they suffice, else the relax lane if the guild has it open.
         """
         check_job_id(job_id)
-        check_id("guild id", guild_id)
-        check_id("user id", user_id)
+        check_id(N_("guild id"), guild_id)
+        check_id(N_("user id"), user_id)
         if isinstance(cost, bool) or not isinstance(cost, int) or cost < 1:
-            raise QuotaInputError(f"cost must be a positive whole number of credits, got {cost!r}")
+            raise QuotaInputError(
+                N_("A cost must be a positive whole number of credits, not {cost}."), cost=repr(cost)
+            )
         asked = _lane(lane)
         roles = check_roles(role_ids)
         now = self._clock()
@@ -197,9 +200,9 @@ class QuotaService:
         if lane is Lane.RELAX:
             if not st.relax_room(cost):
                 raise RelaxUnavailable(
-                    "The relax lane is closed in this server."
+                    N_("The relax lane is closed in this server.")
                     if not st.relax_enabled
-                    else "You have used all your relax credits for now."
+                    else N_("You have used all your relax credits for now.")
                 )
             return Lane.RELAX, []
         if st.unlimited or cost <= st.remaining:
@@ -288,4 +291,4 @@ def _lane(lane: Lane | str | None) -> Lane | None:
     try:
         return Lane(lane)
     except ValueError:
-        raise QuotaInputError(f"lane must be 'fast' or 'relax', got {lane!r}") from None
+        raise QuotaInputError(N_("`{lane}` is not a lane; use fast or relax."), lane=str(lane)[:20]) from None
