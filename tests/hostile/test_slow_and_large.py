@@ -89,12 +89,17 @@ async def test_parallel_large_bodies_are_held_to_the_input_budget(worker: Worker
         async def send(i: int) -> tuple[int, str]:
             job = job_fields(kind="edit", user=f"u{i}", prompt="make it red")
             form = edit_form(job, junk)  # asking first, as the worker client does with images
-            async with session.post(f"{worker.url}/v1/jobs", data=form, expect100=True) as resp:
-                return resp.status, (await resp.json())["code"]
+            try:
+                async with session.post(f"{worker.url}/v1/jobs", data=form, expect100=True) as resp:
+                    return resp.status, (await resp.json())["code"]
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+                # A refused upload's connection may close while the client is still writing (a race on a
+                # loaded machine): the body was not held, which is what this test is about.
+                return 0, "closed_unread"
 
         answers = Counter(await asyncio.gather(*(send(i) for i in range(20))))
         grown = worker.rss_mb() - before
-    allowed = {(400, "bad_image"), (429, "queue_full"), (408, "request_timeout")}
+    allowed = {(400, "bad_image"), (429, "queue_full"), (408, "request_timeout"), (0, "closed_unread")}
     assert set(answers) <= allowed, answers
     assert answers[(429, "queue_full")] > 0, answers
     assert grown < 128, f"RSS grew {grown:.0f} MB for 20 parallel 10 MB bodies"
