@@ -86,11 +86,11 @@ def test_translations_are_valid_where_discord_shows_them(catalogues, template, l
         assert placeholders(translated) == placeholders(text), (language, text, translated)
 
 
-def test_the_catalogue_files_are_the_shipped_languages():
+def test_the_catalogue_files_are_the_shipped_languages() -> None:
     assert sorted(p.stem for p in LOCALES_DIR.glob("*.po")) == sorted(SHIPPED_LANGUAGES)
 
 
-def test_languages_fall_back_from_member_to_server_to_english():
+def test_languages_fall_back_from_member_to_server_to_english() -> None:
     catalogues = Catalogues({"fr": {("", "Hello"): "Bonjour {name}"}})
     assert catalogues.choose("fr", "de") == "fr"
     assert catalogues.choose("pt-BR", "fr") == "fr"  # no Portuguese: the server's French
@@ -101,7 +101,7 @@ def test_languages_fall_back_from_member_to_server_to_english():
     assert catalogues.text("de", "Hello {name}", name="Ada") == "Hello Ada"
 
 
-def test_plural_forms_follow_each_language_rule():
+def test_plural_forms_follow_each_language_rule() -> None:
     catalogues = Catalogues(
         plurals={"fr": {("", "{count} vote"): ("{count} vote", "{count} de votes", "{count} votes")}},
         plural_rules={"fr": "(n == 0 || n == 1) ? 0 : n != 0 && n % 1000000 == 0 ? 1 : 2"},
@@ -121,7 +121,7 @@ def test_plural_forms_follow_each_language_rule():
     ]
 
 
-def test_messages_from_the_core_are_translated_with_their_fields():
+def test_messages_from_the_core_are_translated_with_their_fields() -> None:
     catalogues = Catalogues(
         {"fr": {("", "{what} is empty."): "{what} est vide.", ("", "The instruction"): "La consigne"}}
     )
@@ -133,7 +133,7 @@ def test_messages_from_the_core_are_translated_with_their_fields():
     assert Translate(catalogues, "fr").message(typed) == "a {prompt} of mine est vide."
 
 
-def test_a_broken_translation_falls_back_to_english():
+def test_a_broken_translation_falls_back_to_english() -> None:
     catalogues = Catalogues({"fr": {("", "{n} left"): "{m} restants"}})
     assert catalogues.text("fr", "{n} left", n=3) == "3 left"
 

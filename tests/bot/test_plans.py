@@ -38,7 +38,7 @@ def png(size: tuple[int, int]) -> bytes:
     return buf.getvalue()
 
 
-def test_imagine_plan_applies_style_aspect_and_keeps_the_users_words():
+def test_imagine_plan_applies_style_aspect_and_keeps_the_users_words() -> None:
     plan = planner().plan_imagine(
         ALICE, ImagineOptions(prompt="  a   fox ", style="photo", aspect="16:9", count=2, seed=5), guild()
     )
@@ -49,7 +49,7 @@ def test_imagine_plan_applies_style_aspect_and_keeps_the_users_words():
     assert plan.lane is None  # fast, falling back to relax when out of credits
 
 
-def test_no_aspect_leaves_the_size_to_the_model_and_seeds_are_drawn():
+def test_no_aspect_leaves_the_size_to_the_model_and_seeds_are_drawn() -> None:
     plan = planner().plan_imagine(ALICE, ImagineOptions(prompt="x"), guild(default_style="anime"))
     assert plan.width is None and plan.height is None
     assert plan.style == "anime"  # the server's default style
@@ -76,7 +76,7 @@ def test_refusals_name_the_problem(options, server, error, text):
         planner().plan_imagine(ALICE, options, server)
 
 
-def test_edit_plan_reencodes_the_upload_as_png():
+def test_edit_plan_reencodes_the_upload_as_png() -> None:
     plan = planner().plan_edit(ALICE, image=png((80, 60)), instruction="snow", strength=None, guild=guild())
     assert plan.kind is JobKind.EDIT and plan.image is not None and plan.image.startswith(b"\x89PNG")
     assert plan.strength == Settings().limits.edit_strength
@@ -95,7 +95,7 @@ def test_bad_uploads(data, text):
         planner().plan_edit(ALICE, image=data, instruction="snow", strength=None, guild=guild())
 
 
-def test_strength_out_of_range():
+def test_strength_out_of_range() -> None:
     with pytest.raises(InvalidInput, match="Strength"):
         planner().plan_edit(ALICE, image=png((64, 64)), instruction="snow", strength=1.5, guild=guild())
 
@@ -117,7 +117,7 @@ def source(width: int = 512, height: int = 512) -> GenerationRecord:
     )
 
 
-def test_derived_plans_link_to_their_parent():
+def test_derived_plans_link_to_their_parent() -> None:
     p = planner()
     parent = p.plan_imagine(ALICE, ImagineOptions(prompt="a fox", count=4, lane=Lane.RELAX), guild())
     vary = p.derive(Action.VARY, parent, source(), guild())

@@ -15,7 +15,7 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def test_defaults_need_no_file():
+def test_defaults_need_no_file() -> None:
     settings = load_settings(None, {})
     assert settings.resolved_worker_url == "http://127.0.0.1:8765"
     assert settings.discord_token is None
@@ -78,12 +78,12 @@ def test_styles_from_file_and_duplicates(tmp_path):
         load_settings(write(tmp_path, text + text), {})
 
 
-def test_example_config_documents_a_valid_configuration():
+def test_example_config_documents_a_valid_configuration() -> None:
     settings = load_settings(ROOT / "config.example.toml", {})
     assert isinstance(settings, Settings)
 
 
-def test_example_config_mentions_every_key():
+def test_example_config_mentions_every_key() -> None:
     text = (ROOT / "config.example.toml").read_text()
     missing = []
 

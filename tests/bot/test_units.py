@@ -39,7 +39,7 @@ def test_find_blocked(text, blocked, found):
     assert find_blocked(text, blocked) == found
 
 
-def test_plan_parameters_round_trip_without_the_image():
+def test_plan_parameters_round_trip_without_the_image() -> None:
     plan = JobPlan(
         action=Action.VARY,
         kind=JobKind.IMG2IMG,
@@ -63,7 +63,7 @@ def test_plan_parameters_round_trip_without_the_image():
     assert again == plan
 
 
-def test_parse_lane():
+def test_parse_lane() -> None:
     assert parse_lane(None) is None and parse_lane("auto") is None
     assert parse_lane("relax") is Lane.RELAX
     with pytest.raises(InvalidInput, match="not a lane"):
@@ -77,7 +77,7 @@ def noisy_png(size: int) -> bytes:
     return buf.getvalue()
 
 
-def test_fit_upload_falls_back_to_lossy_formats():
+def test_fit_upload_falls_back_to_lossy_formats() -> None:
     png = noisy_png(256)
     assert fit_upload(png, len(png)) == (png, "png")
     data, ext = fit_upload(png, len(png) // 2)
@@ -102,7 +102,7 @@ def test_user_message_hides_unexpected_errors_behind_a_reference(caplog):
     assert any(ref in r.getMessage() for r in caplog.records)
 
 
-async def test_supervisor_restarts_a_crashing_worker_with_backoff():
+async def test_supervisor_restarts_a_crashing_worker_with_backoff() -> None:
     supervisor = WorkerSupervisor([sys.executable, "-c", "import sys; sys.exit(3)"], backoff_s=(0.05, 0.1))
     task = asyncio.create_task(supervisor.run())
     for _ in range(200):  # three starts take well under a second on an idle machine; allow a loaded one
@@ -115,7 +115,7 @@ async def test_supervisor_restarts_a_crashing_worker_with_backoff():
     assert supervisor.starts >= 3
 
 
-async def test_supervisor_stops_a_running_worker():
+async def test_supervisor_stops_a_running_worker() -> None:
     supervisor = WorkerSupervisor([sys.executable, "-c", "import time; time.sleep(60)"])
     task = asyncio.create_task(supervisor.run())
     await asyncio.sleep(0.5)
@@ -205,7 +205,7 @@ def outcome_with(nsfw: list[bool]) -> JobOutcome:
     return JobOutcome(job=job, state=JobState.SUCCEEDED, generations=gens)
 
 
-async def test_flagged_images_are_spoilered_or_withheld_per_server():
+async def test_flagged_images_are_spoilered_or_withheld_per_server() -> None:
     outcome = outcome_with([False, True])
     spoiler = compose_result(
         outcome, GuildSettings(guild_id=1, nsfw_mode="spoiler"), 10 * 1024 * 1024, ENGLISH

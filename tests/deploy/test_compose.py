@@ -110,14 +110,14 @@ def test_compose_files_follow_the_compose_specification(name):
     jsonschema.validate(load_compose(name), SCHEMA)
 
 
-def test_the_schema_check_catches_a_misspelt_key():
+def test_the_schema_check_catches_a_misspelt_key() -> None:
     broken = load_compose()
     broken["services"]["bot"]["comand"] = broken["services"]["bot"].pop("command")
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(broken, SCHEMA)
 
 
-def test_every_secret_and_override_names_a_service_of_the_main_file():
+def test_every_secret_and_override_names_a_service_of_the_main_file() -> None:
     main, secrets = load_compose(), load_compose("compose.secrets.yaml")
     assert set(secrets["services"]) <= set(main["services"])
     for service in secrets["services"].values():
@@ -127,7 +127,7 @@ def test_every_secret_and_override_names_a_service_of_the_main_file():
 # --- commands and settings match the code ---
 
 
-def test_service_commands_are_run_py_commands():
+def test_service_commands_are_run_py_commands() -> None:
     services = load_compose()["services"]
     for name in WORKER_SERVICES:
         args = run.parse_args(services[name]["command"])
@@ -136,7 +136,7 @@ def test_service_commands_are_run_py_commands():
     assert run.parse_args(dockerfile_json("CMD")).command == "all"
 
 
-def test_profiles_give_one_worker_each_and_the_gpu_one_reserves_an_nvidia_gpu():
+def test_profiles_give_one_worker_each_and_the_gpu_one_reserves_an_nvidia_gpu() -> None:
     services = load_compose()["services"]
     for profile in ("gpu", "cpu"):
         workers = [n for n in WORKER_SERVICES if profile in services[n]["profiles"]]
@@ -180,7 +180,7 @@ def test_state_lives_on_volumes_and_the_image_runs_as_a_user(monkeypatch):
     assert users and users[-1] not in ("root", "0")
 
 
-def test_the_image_holds_the_runtime_and_the_bundled_model():
+def test_the_image_holds_the_runtime_and_the_bundled_model() -> None:
     copied = {src for o, a in dockerfile_instructions() if o == "COPY" for src in a.split()[:-1]}
     for needed in ("bot", "cogs", "inference", "storage", "run.py", "pyproject.toml"):
         assert needed in copied
@@ -199,7 +199,7 @@ def test_the_image_holds_the_runtime_and_the_bundled_model():
     assert f"TORCH_VERSION={pin[1]}" in {a for o, a in dockerfile_instructions() if o == "ARG"}
 
 
-def test_the_worker_health_check_is_the_same_in_the_image_and_compose():
+def test_the_worker_health_check_is_the_same_in_the_image_and_compose() -> None:
     services = load_compose()["services"]
     for name in WORKER_SERVICES:
         assert services[name]["healthcheck"]["test"] == ["CMD", *dockerfile_json("HEALTHCHECK")]

@@ -10,18 +10,18 @@ from tools.tiny import train
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
+def one_thread() -> None:
     torch.set_num_threads(1)
 
 
-def test_models_have_the_planned_sizes():
+def test_models_have_the_planned_sizes() -> None:
     tokenizer = train.make_tokenizer()
     assert 0.6e6 < train.parameter_count(train.make_vae()) < 0.8e6
     assert 3.8e6 < train.parameter_count(train.make_unet()) < 4.5e6
     assert 0.2e6 < train.parameter_count(train.make_text_encoder(tokenizer)) < 0.4e6
 
 
-def test_captions_fit_the_token_window():
+def test_captions_fit_the_token_window() -> None:
     tokenizer = train.make_tokenizer()
     rng = np.random.default_rng(0)
     captions = [train.phrasing.describe(rng, train.data.sample_scene(rng)) for _ in range(2000)]
@@ -31,7 +31,7 @@ def test_captions_fit_the_token_window():
 
 
 @torch.no_grad()
-def test_edit_unet_starts_as_the_text_to_image_unet():
+def test_edit_unet_starts_as_the_text_to_image_unet() -> None:
     torch.manual_seed(0)
     unet = train.make_unet()
     edit = train.edit_unet_from(unet)
@@ -50,7 +50,7 @@ def test_min_snr_weights_cap_the_easy_timesteps(zero_snr):
     assert bool(((weights > 0) & (weights <= 1)).all())
 
 
-def test_snr_floor_keeps_the_clean_latent_weighted_at_the_noisiest_steps():
+def test_snr_floor_keeps_the_clean_latent_weighted_at_the_noisiest_steps() -> None:
     scheduler = train.make_noise_scheduler(zero_snr=False)
     t = torch.tensor([100, 999])
     plain, floored = train.min_snr_weights(scheduler, t), train.min_snr_weights(scheduler, t, floor=0.2)
@@ -60,14 +60,14 @@ def test_snr_floor_keeps_the_clean_latent_weighted_at_the_noisiest_steps():
     assert float(plain[1] * snr) < 0.01 and float(floored[1] * snr) == pytest.approx(0.2)
 
 
-def test_v_prediction_weights_keep_the_noisiest_steps():
+def test_v_prediction_weights_keep_the_noisiest_steps() -> None:
     """Where only the prompt can decide the background, the floored weight must not vanish."""
     scheduler = train.make_noise_scheduler(zero_snr=True)
     weights = train.min_snr_weights(scheduler, torch.arange(900, 1000))
     assert float(weights.min()) >= 0.5
 
 
-def test_zero_snr_schedule_leaves_nothing_of_the_picture_at_the_last_step():
+def test_zero_snr_schedule_leaves_nothing_of_the_picture_at_the_last_step() -> None:
     plain, zero = train.make_noise_scheduler(zero_snr=False), train.make_noise_scheduler(zero_snr=True)
     # The leak: on 16x16 latents the mean of unit noise spreads only 1/16, less than this trace.
     assert float(plain.alphas_cumprod[-1].sqrt()) > 1 / 16
@@ -96,7 +96,7 @@ def test_v_prediction_loss_is_zero_for_the_exact_velocity():
     assert float(loss) < 1e-6
 
 
-def test_shape_weights_cover_the_shapes_and_their_outline():
+def test_shape_weights_cover_the_shapes_and_their_outline() -> None:
     background = torch.tensor([0.3, -1.0, 0.5, 0.0])[None, :, None, None].expand(2, 4, 16, 16).clone()
     result, picture = background.clone(), background.clone()
     result[0, 1, 4:7, 4:7] += 2.0  # a shape in the result
@@ -131,7 +131,7 @@ def test_shape_weighted_loss_counts_the_shape_cells_more():
     assert float(weighted) > 1.5 * float(plain)
 
 
-def test_crops_and_batches_are_deterministic():
+def test_crops_and_batches_are_deterministic() -> None:
     a = train.crop_batch(np.random.default_rng(3), 4)
     b = train.crop_batch(np.random.default_rng(3), 4)
     assert a.shape == (4, 3, train.VAE_CROP, train.VAE_CROP) and torch.equal(a, b)
@@ -151,7 +151,7 @@ def test_bad_options_are_refused(capsys):
         assert "--batch" in capsys.readouterr().err
 
 
-def test_batch_and_lr_override_the_part_settings():
+def test_batch_and_lr_override_the_part_settings() -> None:
     default = train.parse_args([])
     assert train.batch_size(default, "unet") == train.SETTINGS["unet"].batch
     tuned = train.parse_args(["--batch", "32", "--lr", "1e-3"])
