@@ -154,7 +154,9 @@ async def quota_description(fake: FakeDiscord, world: World, user: FakeUser) -> 
     return str(card.embed["description"])
 
 
-async def test_whole_lifecycle_with_every_refusal(fake_discord, cs, shared_worker, clock):
+async def test_whole_lifecycle_with_every_refusal(
+    fake_discord: FakeDiscord, cs: Settings, shared_worker: str, clock: MovableClock
+) -> None:
     fake, w = fake_discord, build_world(fake_discord)
     async with challenge_bot(fake, cs, shared_worker, clock) as bot:
         early = await imagine(fake, w, w.alice, "anime")  # made before the challenge opens
@@ -250,8 +252,8 @@ def stored(settings: Settings, sql: str) -> list[tuple[Any, ...]]:
 
 
 async def test_restart_in_each_phase_keeps_everything_and_fires_missed_deadlines(
-    fake_discord, cs, shared_worker, clock
-):
+    fake_discord: FakeDiscord, cs: Settings, shared_worker: str, clock: MovableClock
+) -> None:
     fake, w = fake_discord, build_world(fake_discord)
     async with challenge_bot(fake, cs, shared_worker, clock):
         assert "is open" in await slash(fake, w, w.admin, "challenge-admin start", GOOD)
@@ -287,8 +289,8 @@ async def test_restart_in_each_phase_keeps_everything_and_fires_missed_deadlines
 
 
 async def test_recurring_challenges_start_themselves_and_rotate_themes(
-    fake_discord, cs, shared_worker, clock
-):
+    fake_discord: FakeDiscord, cs: Settings, shared_worker: str, clock: MovableClock
+) -> None:
     fake, w = fake_discord, build_world(fake_discord)
     recurring = {"themes": "boats; birds", "style": "anime", "rhythm": "daily", "submit_for": "12h"}
     async with challenge_bot(fake, cs, shared_worker, clock) as bot:
@@ -313,7 +315,9 @@ async def test_recurring_challenges_start_themselves_and_rotate_themes(
     assert themes == [("boats", "closed"), ("birds", "closed")]  # none after the schedule stopped
 
 
-async def test_admins_extend_close_early_and_cancel(fake_discord, cs, shared_worker, clock):
+async def test_admins_extend_close_early_and_cancel(
+    fake_discord: FakeDiscord, cs: Settings, shared_worker: str, clock: MovableClock
+) -> None:
     fake, w = fake_discord, build_world(fake_discord)
     other = fake.add_channel(w.guild, "contest")
     forum = fake.add_channel(w.guild, "gallery", kind=ChannelKind.FORUM)
@@ -394,7 +398,9 @@ async def test_admins_extend_close_early_and_cancel(fake_discord, cs, shared_wor
         assert "no challenge running" in await slash(fake, w, w.alice, "challenge submit", {})
 
 
-async def test_guild_style_presets_in_styles_imagine_and_challenges(fake_discord, cs, shared_worker, clock):
+async def test_guild_style_presets_in_styles_imagine_and_challenges(
+    fake_discord: FakeDiscord, cs: Settings, shared_worker: str, clock: MovableClock
+) -> None:
     fake, w = fake_discord, build_world(fake_discord)
     ink = {"name": "harbour-ink", "prompt": "ink drawing of {prompt}, harbour", "description": "Harbour ink"}
     async with challenge_bot(fake, cs, shared_worker, clock):
@@ -426,7 +432,9 @@ async def test_guild_style_presets_in_styles_imagine_and_challenges(fake_discord
 
 
 @pytest.mark.skipif(not HAVE_PEFT, reason="LoRA adapters need peft")
-async def test_a_style_presets_lora_is_switched_on_by_the_worker(fake_discord, cs, shared_worker, clock):
+async def test_a_style_presets_lora_is_switched_on_by_the_worker(
+    fake_discord: FakeDiscord, cs: Settings, shared_worker: str, clock: MovableClock
+) -> None:
     fake, w = fake_discord, build_world(fake_discord)
     lora = {"name": "ink-lora", "prompt": "ink drawing of {prompt}", "adapter": "ink", "adapter_scale": 0.5}
     async with challenge_bot(fake, cs, shared_worker, clock):

@@ -31,7 +31,9 @@ def imagine(config: Path, prompt: str, out: Path, **env: str) -> subprocess.Comp
 # One phase here (each run loads the model); bench/hostile.py runs every phase for every process, and its
 # quick run in tests/hostile/test_bench.py the others once each.
 @pytest.mark.parametrize("phase", ["commit"])
-def test_the_next_imagine_settles_what_a_killed_one_left(tiny_models, tmp_path, phase):
+def test_the_next_imagine_settles_what_a_killed_one_left(
+    tiny_models: tuple[Path, Path], tmp_path: Path, phase
+) -> None:
     config = write_config(tmp_path, tiny_models)
     db = tmp_path / "cli.sqlite3"
     killed = imagine(config, "a red circle", tmp_path / "a.png", BRUSHFIRE_TEST_KILL_AT=phase)
@@ -55,7 +57,7 @@ def test_the_next_imagine_settles_what_a_killed_one_left(tiny_models, tmp_path, 
         assert third.returncode == 0 and "earlier run" not in third.stderr  # settled once, not again
 
 
-async def test_a_reservation_whose_job_was_never_stored_is_refunded_on_start(tmp_path):
+async def test_a_reservation_whose_job_was_never_stored_is_refunded_on_start(tmp_path: Path) -> None:
     """kill -9 between reserving and storing the job: the next start refunds it (after a minute)."""
     from bot.core.lifecycle import ProcessOwner
     from bot.core.services import open_services

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from bot.core.settings import Settings
 from tests.bot.harness import admin_do, build_world, ephemeral_reply, is_result, running_bot
-from tests.fakediscord import EventKind
+from tests.fakediscord import EventKind, FakeDiscord
 
 
-async def imagine(fake, world, user, **options):
+async def imagine(fake: FakeDiscord, world, user, **options):
     return await fake.send_slash("imagine", {"prompt": "a tree", **options}, user=user, channel=world.channel)
 
 
-async def test_quota_admin_policies_change_what_members_may_do(fake_discord, settings, worker):
+async def test_quota_admin_policies_change_what_members_may_do(
+    fake_discord: FakeDiscord, settings: Settings, worker: str
+) -> None:
     world = build_world(fake_discord)
     artists = fake_discord.add_role(world.guild, "artists")
     fake_discord.add_member(world.guild, world.bob, roles=[artists])
@@ -45,7 +48,9 @@ async def test_quota_admin_policies_change_what_members_may_do(fake_discord, set
         assert "**10** of **10**" in card.embed["description"]
 
 
-async def test_server_settings_and_command_sync_on_change(fake_discord, settings, worker):
+async def test_server_settings_and_command_sync_on_change(
+    fake_discord: FakeDiscord, settings: Settings, worker: str
+) -> None:
     world = build_world(fake_discord)
     async with running_bot(fake_discord, settings, worker):
         await admin_do(fake_discord, world, "settings default-style", {"style": "anime"})

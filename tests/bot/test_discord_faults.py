@@ -19,6 +19,7 @@ from storage.db import Database
 from storage.jobs import JobRecord, JobsRepo
 from tests.bot.conftest import free_port
 from tests.bot.harness import build_world, button, ephemeral_reply, is_result, running_bot
+from tests.fakediscord import FakeDiscord
 
 SLOW = {"prompt": "a slow lighthouse", "style": "slow"}
 
@@ -45,7 +46,9 @@ def mentions(user):
     return lambda m: f"<@{user.id}>" in m.content and m.attachments
 
 
-async def test_deleted_progress_message_and_expired_token(fake_discord, slow_settings, worker):
+async def test_deleted_progress_message_and_expired_token(
+    fake_discord: FakeDiscord, slow_settings: Settings, worker: str
+) -> None:
     world = build_world(fake_discord)
     async with running_bot(fake_discord, slow_settings, worker):
         first = await fake_discord.send_slash("imagine", SLOW, user=world.alice, channel=world.channel)
@@ -69,7 +72,9 @@ async def test_deleted_progress_message_and_expired_token(fake_discord, slow_set
     assert states(slow_settings) == [("succeeded", "committed"), ("succeeded", "committed")]
 
 
-async def test_deleted_channel_sends_the_result_by_dm(fake_discord, slow_settings, worker):
+async def test_deleted_channel_sends_the_result_by_dm(
+    fake_discord: FakeDiscord, slow_settings: Settings, worker: str
+) -> None:
     world = build_world(fake_discord)
     async with running_bot(fake_discord, slow_settings, worker):
         inter = await fake_discord.send_slash("imagine", SLOW, user=world.alice, channel=world.channel)
@@ -81,7 +86,9 @@ async def test_deleted_channel_sends_the_result_by_dm(fake_discord, slow_setting
         assert dm.attachments and is_result(dm)
 
 
-async def test_cancel_and_delete_buttons_check_who_presses(fake_discord, slow_settings, worker):
+async def test_cancel_and_delete_buttons_check_who_presses(
+    fake_discord: FakeDiscord, slow_settings: Settings, worker: str
+) -> None:
     world = build_world(fake_discord)
     async with running_bot(fake_discord, slow_settings, worker):
         inter = await fake_discord.send_slash("imagine", SLOW, user=world.alice, channel=world.channel)
@@ -107,7 +114,9 @@ async def test_cancel_and_delete_buttons_check_who_presses(fake_discord, slow_se
     assert states(slow_settings) == [("cancelled", "refunded"), ("succeeded", "committed")]
 
 
-async def test_worker_killed_mid_job_refunds_with_a_message(fake_discord, slow_settings):
+async def test_worker_killed_mid_job_refunds_with_a_message(
+    fake_discord: FakeDiscord, slow_settings: Settings
+) -> None:
     world = build_world(fake_discord)
     engine = await asyncio.to_thread(DiffusersEngine.load, slow_settings.engine)
     running = await start_worker(slow_settings.worker.model_copy(update={"port": 0}), engine)
@@ -125,7 +134,9 @@ async def test_worker_killed_mid_job_refunds_with_a_message(fake_discord, slow_s
     assert [s for _, s in states(slow_settings)] == ["refunded", "refunded"]
 
 
-async def test_bot_restart_mid_job_finishes_it_and_old_buttons_work(fake_discord, slow_settings, worker):
+async def test_bot_restart_mid_job_finishes_it_and_old_buttons_work(
+    fake_discord: FakeDiscord, slow_settings: Settings, worker: str
+) -> None:
     world = build_world(fake_discord)
     async with running_bot(fake_discord, slow_settings, worker):
         quick = await fake_discord.send_slash(
@@ -144,8 +155,8 @@ async def test_bot_restart_mid_job_finishes_it_and_old_buttons_work(fake_discord
 
 
 async def test_restart_resubmits_lost_and_unsubmitted_jobs_and_refunds_unfinishable_ones(
-    fake_discord, slow_settings
-):
+    fake_discord: FakeDiscord, slow_settings: Settings
+) -> None:
     world = build_world(fake_discord)
     port = free_port()
     worker_settings = slow_settings.worker.model_copy(update={"port": port})
@@ -216,7 +227,9 @@ async def stored_but_unsubmitted(bot, world, plan, job_id: str) -> str:
     return job_id
 
 
-async def test_per_user_queue_cap_is_a_clear_refusal(fake_discord, slow_settings):
+async def test_per_user_queue_cap_is_a_clear_refusal(
+    fake_discord: FakeDiscord, slow_settings: Settings
+) -> None:
     world = build_world(fake_discord)
     engine = await asyncio.to_thread(DiffusersEngine.load, slow_settings.engine)
     capped = slow_settings.worker.model_copy(update={"port": 0, "max_queue_per_user": 1, "max_batch": 1})

@@ -45,7 +45,9 @@ async def refusal(fake: FakeDiscord, user, channel, options) -> str:
     return await ephemeral_reply(inter)
 
 
-async def test_a_french_member_gets_french_replies_in_an_english_server(fake_discord, settings, worker):
+async def test_a_french_member_gets_french_replies_in_an_english_server(
+    fake_discord: FakeDiscord, settings: Settings, worker: str
+) -> None:
     world = build_world(fake_discord)
     marie = fake_discord.add_user("marie", locale="fr")
     fake_discord.add_member(world.guild, marie)
@@ -125,7 +127,9 @@ async def test_a_french_member_gets_french_replies_in_an_english_server(fake_dis
         assert english.embed["title"] == "Credits for alice" and "Window" in fields(english)
 
 
-async def test_a_german_member_gets_german_replies(fake_discord, settings, worker):
+async def test_a_german_member_gets_german_replies(
+    fake_discord: FakeDiscord, settings: Settings, worker: str
+) -> None:
     world = build_world(fake_discord)
     jonas = fake_discord.add_user("jonas", locale="de")
     fake_discord.add_member(world.guild, jonas)
@@ -150,7 +154,9 @@ async def test_a_german_member_gets_german_replies(fake_discord, settings, worke
         assert "Der nächste Credit kommt <t:" in text
 
 
-async def test_an_unshipped_language_falls_back_to_the_server_then_english(fake_discord, settings, worker):
+async def test_an_unshipped_language_falls_back_to_the_server_then_english(
+    fake_discord: FakeDiscord, settings: Settings, worker: str
+) -> None:
     world = build_world(fake_discord)
     french_server = fake_discord.add_guild("Club d'art", owner=world.admin, preferred_locale="fr")
     atelier = fake_discord.add_channel(french_server, "atelier")
@@ -168,7 +174,9 @@ async def test_an_unshipped_language_falls_back_to_the_server_then_english(fake_
         )
 
 
-async def test_a_result_after_a_restart_keeps_its_members_language(fake_discord, slow_settings, worker):
+async def test_a_result_after_a_restart_keeps_its_members_language(
+    fake_discord: FakeDiscord, slow_settings: Settings, worker: str
+) -> None:
     """The bot restarts mid-job: the new one has no interaction, only the job's row, and still answers in
     the language of the member who asked (kept with the job), not the server's English."""
     world = build_world(fake_discord)

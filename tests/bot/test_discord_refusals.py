@@ -8,18 +8,21 @@ import sqlite3
 import pytest
 from PIL import Image
 
+from bot.core.settings import Settings
 from tests.bot.harness import admin_do, build_world, ephemeral_reply, is_result, running_bot
-from tests.fakediscord import Upload
+from tests.fakediscord import FakeDiscord, Upload
 
 
-def charged(settings) -> list[tuple]:
+def charged(settings: Settings) -> list[tuple]:
     with sqlite3.connect(settings.database.path) as conn:
         return conn.execute(
             "SELECT user_id, lane FROM ledger WHERE state != 'refunded' ORDER BY created_at"
         ).fetchall()
 
 
-async def test_bad_input_gets_specific_ephemeral_answers_and_charges_nothing(fake_discord, settings, worker):
+async def test_bad_input_gets_specific_ephemeral_answers_and_charges_nothing(
+    fake_discord: FakeDiscord, settings: Settings, worker: str
+) -> None:
     world = build_world(fake_discord)
     other = fake_discord.add_channel(world.guild, "general")
     async with running_bot(fake_discord, settings, worker):
@@ -56,7 +59,9 @@ async def test_bad_input_gets_specific_ephemeral_answers_and_charges_nothing(fak
     assert charged(settings) == []
 
 
-async def test_admin_commands_are_hidden_and_checked(fake_discord, settings, worker):
+async def test_admin_commands_are_hidden_and_checked(
+    fake_discord: FakeDiscord, settings: Settings, worker: str
+) -> None:
     world = build_world(fake_discord)
     async with running_bot(fake_discord, settings, worker):
         command = fake_discord.command("quota-admin")
@@ -76,7 +81,9 @@ async def test_admin_commands_are_hidden_and_checked(fake_discord, settings, wor
         assert "**50** of **50**" in message.embed["description"]
 
 
-async def test_quota_exhaustion_relax_fallback_and_refusal(fake_discord, settings, worker):
+async def test_quota_exhaustion_relax_fallback_and_refusal(
+    fake_discord: FakeDiscord, settings: Settings, worker: str
+) -> None:
     world = build_world(fake_discord)
     async with running_bot(fake_discord, settings, worker):
         assert "1 credit per" in await admin_do(fake_discord, world, "quota-admin set-default", {"limit": 1})
@@ -113,7 +120,9 @@ async def test_quota_exhaustion_relax_fallback_and_refusal(fake_discord, setting
     assert [lane for _, lane in charged(settings)] == ["fast", "relax", "fast"]
 
 
-async def test_style_autocomplete_and_quota_report(fake_discord, settings, worker):
+async def test_style_autocomplete_and_quota_report(
+    fake_discord: FakeDiscord, settings: Settings, worker: str
+) -> None:
     world = build_world(fake_discord)
     async with running_bot(fake_discord, settings, worker):
         choices = await fake_discord.autocomplete(
@@ -141,7 +150,9 @@ def png_bytes() -> bytes:
     return buf.getvalue()
 
 
-async def test_edit_an_upload_and_a_result(fake_discord, settings, worker, png_bytes):
+async def test_edit_an_upload_and_a_result(
+    fake_discord: FakeDiscord, settings: Settings, worker: str, png_bytes: bytes
+) -> None:
     world = build_world(fake_discord)
     async with running_bot(fake_discord, settings, worker):
         inter = await fake_discord.send_slash(

@@ -71,7 +71,7 @@ def test_no_aspect_leaves_the_size_to_the_model_and_seeds_are_drawn() -> None:
         (ImagineOptions(prompt="x"), guild(allowed_channel_ids=(99,)), ChannelNotAllowed, "<#99>"),
     ],
 )
-def test_refusals_name_the_problem(options, server, error, text):
+def test_refusals_name_the_problem(options, server, error, text) -> None:
     with pytest.raises(error, match=text):
         planner().plan_imagine(ALICE, options, server)
 
@@ -90,7 +90,7 @@ def test_edit_plan_reencodes_the_upload_as_png() -> None:
         (png((3000, 3000)), "pixels"),
     ],
 )
-def test_bad_uploads(data, text):
+def test_bad_uploads(data, text) -> None:
     with pytest.raises(BadAttachment, match=text):
         planner().plan_edit(ALICE, image=data, instruction="snow", strength=None, guild=guild())
 
@@ -158,7 +158,7 @@ def configured(tmp_path: Path, text: str) -> Planner:
         '[engine]\nmodel = "some/sd-model"\n[engine.defaults]\n',  # an empty table, as the example has
     ],
 )
-def test_defaults_nobody_set_give_way_to_the_workers(tmp_path, config):
+def test_defaults_nobody_set_give_way_to_the_workers(tmp_path: Path, config) -> None:
     p = configured(tmp_path, config)
     before = p.defaults
     assert p.adopt_worker_defaults(WIDE)
@@ -169,7 +169,7 @@ def test_defaults_nobody_set_give_way_to_the_workers(tmp_path, config):
     assert not p.adopt_worker_defaults(WIDE)  # nothing new the second time
 
 
-def test_defaults_set_by_hand_are_kept_over_the_workers(tmp_path):
+def test_defaults_set_by_hand_are_kept_over_the_workers(tmp_path: Path) -> None:
     p = configured(tmp_path, "[engine.defaults]\nsteps = 30\nwidth = 512\n")
     assert p.defaults_by_hand == {"steps", "width"}
     assert p.adopt_worker_defaults(WIDE)
@@ -181,7 +181,9 @@ def test_defaults_set_by_hand_are_kept_over_the_workers(tmp_path):
     )  # the worker's
 
 
-def test_defaults_set_in_the_environment_count_as_set_by_hand(tmp_path, monkeypatch):
+def test_defaults_set_in_the_environment_count_as_set_by_hand(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("BRUSHFIRE_ENGINE__DEFAULTS__WIDTH", "64")
     monkeypatch.setenv("BRUSHFIRE_ENGINE__DEFAULTS__HEIGHT", "64")
     p = configured(tmp_path, "")
@@ -189,7 +191,7 @@ def test_defaults_set_in_the_environment_count_as_set_by_hand(tmp_path, monkeypa
     assert p.native_size() == (64, 64) and p.defaults.steps == 4
 
 
-def test_all_defaults_set_by_hand_keep_the_planner_as_it_was(tmp_path):
+def test_all_defaults_set_by_hand_keep_the_planner_as_it_was(tmp_path: Path) -> None:
     table = "".join(f"{k} = {v}\n" for k, v in BUNDLED_MODEL_DEFAULTS.model_dump(exclude_none=True).items())
     p = configured(tmp_path, f'[engine]\nmodel = "some/sd-model"\n[engine.defaults]\n{table}')
     assert not p.adopt_worker_defaults(WIDE)

@@ -15,6 +15,7 @@ from inference.text import MAX_PROMPT_CHARS, is_visible, normalize_prompt
 from inference.vocabulary import Lane
 from storage.guilds import GuildSettings
 from tests.bot.harness import build_world, ephemeral_reply, running_bot
+from tests.fakediscord import FakeDiscord
 
 ZERO_WIDTH = "\u200b\u200c\u200d\u2060\ufeff"
 ALICE = Requester(user_id=10, guild_id=20, channel_id=30, name="alice")
@@ -57,7 +58,9 @@ def test_a_style_cannot_push_a_prompt_over_the_workers_limit() -> None:
         )
 
 
-async def test_discord_is_told_the_limit_the_bot_enforces(fake_discord, settings, worker):
+async def test_discord_is_told_the_limit_the_bot_enforces(
+    fake_discord: FakeDiscord, settings: Settings, worker: str
+) -> None:
     world = build_world(fake_discord)
     async with running_bot(fake_discord, settings, worker):
         limit = settings.limits.prompt_chars

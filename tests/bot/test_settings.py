@@ -22,7 +22,7 @@ def test_defaults_need_no_file() -> None:
     assert {s.name for s in settings.styles} >= {"photo", "anime"}
 
 
-def test_file_then_environment(tmp_path, monkeypatch):
+def test_file_then_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = write(
         tmp_path,
         """
@@ -46,32 +46,32 @@ dev_guild_id = 42
     assert "abc.def" not in repr(settings)
 
 
-def test_config_path_from_environment(tmp_path):
+def test_config_path_from_environment(tmp_path: Path) -> None:
     path = write(tmp_path, "[limits]\nmax_images_per_job = 2\n")
     assert load_settings(None, {"BRUSHFIRE_CONFIG": str(path)}).limits.max_images_per_job == 2
 
 
 @pytest.mark.parametrize("text", ['discord_token = "x"', 'DISCORD_TOKEN = "x"', '[discord]\ntoken = "x"'])
-def test_token_in_file_is_refused(tmp_path, text):
+def test_token_in_file_is_refused(tmp_path: Path, text) -> None:
     with pytest.raises(SettingsError, match="DISCORD_TOKEN environment variable"):
         load_settings(write(tmp_path, text), {})
 
 
-def test_unknown_key_and_bad_value_are_named(tmp_path):
+def test_unknown_key_and_bad_value_are_named(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match=r"limits\.prompt_chars"):
         load_settings(write(tmp_path, "[limits]\nprompt_chars = 0\n"), {})
     with pytest.raises(SettingsError, match="colour"):
         load_settings(write(tmp_path, 'colour = "red"\n'), {})
 
 
-def test_broken_toml_and_missing_file(tmp_path):
+def test_broken_toml_and_missing_file(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="not valid TOML"):
         load_settings(write(tmp_path, "[limits\n"), {})
     with pytest.raises(SettingsError, match="does not exist"):
         load_settings(tmp_path / "nope.toml", {})
 
 
-def test_styles_from_file_and_duplicates(tmp_path):
+def test_styles_from_file_and_duplicates(tmp_path: Path) -> None:
     text = '[[styles]]\nname = "ink"\nprompt = "ink drawing of {prompt}"\n'
     assert [s.name for s in load_settings(write(tmp_path, text), {}).styles] == ["ink"]
     with pytest.raises(SettingsError, match="repeated: ink"):

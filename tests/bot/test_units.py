@@ -14,6 +14,7 @@ from PIL import Image
 from bot.core.errors import BrushfireError, InvalidInput
 from bot.core.outcomes import JobOutcome
 from bot.core.plans import Action, JobPlan, find_blocked, parse_lane
+from bot.core.settings import Settings
 from bot.delivery import compose_result, fit_upload
 from bot.errors import user_message
 from bot.i18n import ENGLISH
@@ -35,7 +36,7 @@ from storage.jobs import JobRecord, JobState
         ("fine", ["re:(unclosed"], None),  # a broken pattern is ignored, not a crash
     ],
 )
-def test_find_blocked(text, blocked, found):
+def test_find_blocked(text, blocked, found) -> None:
     assert find_blocked(text, blocked) == found
 
 
@@ -85,7 +86,7 @@ def test_fit_upload_falls_back_to_lossy_formats() -> None:
 
 
 @pytest.mark.parametrize("count", [1, 4, 8])
-async def test_result_buttons_fit_discord_limits(count):
+async def test_result_buttons_fit_discord_limits(count) -> None:
     view = result_view("f" * 32, list(range(count)))
     rows = view.to_components()
     assert len(rows) <= 5 and all(len(r["components"]) <= 5 for r in rows)
@@ -94,7 +95,7 @@ async def test_result_buttons_fit_discord_limits(count):
     assert view.timeout is None
 
 
-def test_user_message_hides_unexpected_errors_behind_a_reference(caplog):
+def test_user_message_hides_unexpected_errors_behind_a_reference(caplog: pytest.LogCaptureFixture) -> None:
     assert user_message(BrushfireError("plain words")) == ("plain words", True)
     text, expected = user_message(RuntimeError("database exploded"))
     assert not expected and "reference" in text and "exploded" not in text
@@ -124,7 +125,7 @@ async def test_supervisor_stops_a_running_worker() -> None:
     assert supervisor.starts == 1
 
 
-async def test_commands_have_unique_names_within_discord_limits(settings):
+async def test_commands_have_unique_names_within_discord_limits(settings: Settings) -> None:
     from bot.client import EXTENSIONS, ImageBot
     from bot.core.services import open_services
 

@@ -106,7 +106,7 @@ def free_port() -> int:
 
 
 @pytest.mark.parametrize("name", ["compose.yaml", "compose.secrets.yaml"])
-def test_compose_files_follow_the_compose_specification(name):
+def test_compose_files_follow_the_compose_specification(name) -> None:
     jsonschema.validate(load_compose(name), SCHEMA)
 
 
@@ -149,7 +149,7 @@ def test_profiles_give_one_worker_each_and_the_gpu_one_reserves_an_nvidia_gpu() 
     assert services["worker-cpu"]["environment"]["BRUSHFIRE_ENGINE__DEVICE"] == "cpu"
 
 
-def test_the_bot_reaches_whichever_worker_runs_with_the_same_token(monkeypatch):
+def test_the_bot_reaches_whichever_worker_runs_with_the_same_token(monkeypatch: pytest.MonkeyPatch) -> None:
     services = load_compose()["services"]
     dotenv = {"WORKER_TOKEN": "s3cret", "DISCORD_TOKEN": "discord"}
     bot = settings_for(service_env(services["bot"], dotenv), monkeypatch)
@@ -165,7 +165,7 @@ def test_the_bot_reaches_whichever_worker_runs_with_the_same_token(monkeypatch):
     assert bot.discord_token is not None and bot.discord_token.get_secret_value() == "discord"
 
 
-def test_state_lives_on_volumes_and_the_image_runs_as_a_user(monkeypatch):
+def test_state_lives_on_volumes_and_the_image_runs_as_a_user(monkeypatch: pytest.MonkeyPatch) -> None:
     services = load_compose()["services"]
     env = dockerfile_env()
     settings = settings_for(env, monkeypatch)
@@ -208,7 +208,7 @@ def test_the_worker_health_check_is_the_same_in_the_image_and_compose() -> None:
 
 
 @pytest.mark.timeout(180)
-def test_the_health_check_passes_against_a_worker_started_with_the_compose_command(tmp_path):
+def test_the_health_check_passes_against_a_worker_started_with_the_compose_command(tmp_path: Path) -> None:
     service = load_compose()["services"]["worker-cpu"]
     port = str(free_port())
     env = {**os.environ, **service_env(service, {"WORKER_TOKEN": "s3cret"})}
@@ -271,7 +271,7 @@ def run_entrypoint(
     return json.loads(out.stdout)
 
 
-def test_the_entrypoint_reads_secret_files_and_runs_run_py(tmp_path):
+def test_the_entrypoint_reads_secret_files_and_runs_run_py(tmp_path: Path) -> None:
     seen = run_entrypoint(tmp_path, {"discord_token": "d-tok", "worker_token": "w-tok"}, {}, "bot")
     assert seen["argv"] == ["run.py", "bot"]
     assert Path(seen["cwd"]) == ROOT
@@ -282,7 +282,7 @@ def test_the_entrypoint_reads_secret_files_and_runs_run_py(tmp_path):
     }
 
 
-def test_the_environment_wins_over_a_secret_file_and_missing_secrets_set_nothing(tmp_path):
+def test_the_environment_wins_over_a_secret_file_and_missing_secrets_set_nothing(tmp_path: Path) -> None:
     seen = run_entrypoint(tmp_path, {"discord_token": "file"}, {"DISCORD_TOKEN": "env"}, "worker")
     assert seen["env"] == {
         "DISCORD_TOKEN": "env",
@@ -291,7 +291,7 @@ def test_the_environment_wins_over_a_secret_file_and_missing_secrets_set_nothing
     }
 
 
-def test_the_entrypoint_runs_the_real_run_py(tmp_path):
+def test_the_entrypoint_runs_the_real_run_py(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if "TOKEN" not in k}
     env.update(
         BRUSHFIRE_SECRETS_DIR=str(tmp_path), BRUSHFIRE_APP_DIR=str(ROOT), BRUSHFIRE_PYTHON=sys.executable

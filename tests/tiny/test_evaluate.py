@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -86,6 +87,6 @@ def test_edit_scores_count_the_colour_an_edit_did_not_name() -> None:
     assert score.keeps_shape_colour == 0.0 and score.keeps_background == 1.0
 
 
-def test_a_missing_model_is_a_clear_error(tmp_path) -> None:
+def test_a_missing_model_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="nothing"):
         evaluate.main(["--model", str(tmp_path / "nothing"), "--n", "5"])

@@ -1,6 +1,7 @@
 """The training script's pieces that need no trained weights: model sizes, the edit UNet's start, options."""
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -44,7 +45,7 @@ def test_edit_unet_starts_as_the_text_to_image_unet() -> None:
 
 
 @pytest.mark.parametrize("zero_snr", [True, False])
-def test_min_snr_weights_cap_the_easy_timesteps(zero_snr):
+def test_min_snr_weights_cap_the_easy_timesteps(zero_snr) -> None:
     weights = train.min_snr_weights(train.make_noise_scheduler(zero_snr), torch.tensor([0, 100, 999]))
     assert weights[0] < 0.1 and weights[-1] == pytest.approx(1.0)
     assert bool(((weights > 0) & (weights <= 1)).all())
@@ -138,7 +139,7 @@ def test_crops_and_batches_are_deterministic() -> None:
     assert float(a.min()) >= -1.0 and float(a.max()) <= 1.0
 
 
-def test_bad_options_are_refused(capsys):
+def test_bad_options_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         train.parse_args(["--minutes", "0"])
     assert "--minutes" in capsys.readouterr().err
@@ -171,7 +172,7 @@ def test_batch_and_lr_override_the_part_settings() -> None:
             train.parse_args(bad)
 
 
-def test_vae_part_checkpoints_and_resumes(tmp_path):
+def test_vae_part_checkpoints_and_resumes(tmp_path: Path) -> None:
     options = train.parse_args(["--part", "vae", "--steps", "1", "--threads", "1", "--out", str(tmp_path)])
     first = train.train_vae(options)
     assert first.steps == 1 and (tmp_path / "train-state" / "vae" / "config.json").exists()
@@ -180,7 +181,7 @@ def test_vae_part_checkpoints_and_resumes(tmp_path):
     assert second.steps == 2, "the second run continues from the first one's checkpoint"
 
 
-def test_a_checkpoint_over_retrained_parts_is_not_resumed(tmp_path):
+def test_a_checkpoint_over_retrained_parts_is_not_resumed(tmp_path: Path) -> None:
     options = train.parse_args(["--out", str(tmp_path)])
     vae_dir = options.work / "vae"
     vae_dir.mkdir(parents=True)
@@ -192,7 +193,7 @@ def test_a_checkpoint_over_retrained_parts_is_not_resumed(tmp_path):
     assert train.upstream_fingerprint(options, "vae") == train.upstream_fingerprint(options, "vae")
 
 
-def test_all_parts_export_pipelines_that_share_the_frozen_text_encoder(tmp_path):
+def test_all_parts_export_pipelines_that_share_the_frozen_text_encoder(tmp_path: Path) -> None:
     from diffusers import StableDiffusionInstructPix2PixPipeline, StableDiffusionPipeline
 
     options = train.parse_args(
@@ -214,7 +215,7 @@ def test_all_parts_export_pipelines_that_share_the_frozen_text_encoder(tmp_path)
     assert image.shape == (1, 64, 64, 3)
 
 
-def test_random_text_encoder_stays_as_it_started(tmp_path):
+def test_random_text_encoder_stays_as_it_started(tmp_path: Path) -> None:
     """`--random-text-encoder`: the text part trains only its denoiser, and is a whole model already."""
     common = ["--threads", "1", "--pool", "64", "--out", str(tmp_path)]
     assert train.train_vae(train.parse_args(["--part", "vae", "--steps", "1", *common])).steps == 1
@@ -231,7 +232,7 @@ def test_random_text_encoder_stays_as_it_started(tmp_path):
     assert not train.parse_args(["--no-random-text-encoder"]).random_text_encoder
 
 
-def test_edit_part_from_scratch_reads_no_text_denoiser(tmp_path):
+def test_edit_part_from_scratch_reads_no_text_denoiser(tmp_path: Path) -> None:
     """`--edit-init scratch` (the default): only the autoencoder and the frozen text encoder are read, so
     retraining the text-to-image denoiser leaves an edit checkpoint resumable, and it need not exist."""
     common = ["--threads", "1", "--pool", "64", "--steps", "1", "--out", str(tmp_path)]
