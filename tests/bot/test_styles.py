@@ -36,7 +36,7 @@ def test_unknown_aspect_is_invalid_input() -> None:
 
 
 @pytest.mark.parametrize("aspect", DEFAULT_ASPECTS)
-def test_sizes_keep_pixel_count_and_multiple_of_64(aspect: Aspect):
+def test_sizes_keep_pixel_count_and_multiple_of_64(aspect: Aspect) -> None:
     size = size_for(aspect, 512, 512)
     assert size.width % 64 == 0 and size.height % 64 == 0
     assert 0.75 * 512 * 512 <= size.width * size.height <= 1.25 * 512 * 512

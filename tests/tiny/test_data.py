@@ -108,7 +108,7 @@ def test_word_list_is_in_the_tokenizer_vocabulary() -> None:
 
 
 @pytest.mark.parametrize("kind", list(EditKind))
-def test_edit_triples_change_only_what_they_say(kind: EditKind):
+def test_edit_triples_change_only_what_they_say(kind: EditKind) -> None:
     rng = np.random.default_rng(10)
     for _ in range(40):
         triple = data.sample_edit(rng, kind)

@@ -2,12 +2,17 @@
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
-from tools.tiny import train
+from tools.tiny import data, phrasing, train
+
+# mypy resolves diffusers' top-level names (AutoencoderKL, UNet2DConditionModel, the schedulers) to its dummy
+# placeholder classes, which its __init__ imports first for when torch is missing; so the diffusers objects the
+# training script builds are held here as Any, where the tests read their attributes or call them.
 
 
 @pytest.fixture(autouse=True)
@@ -17,16 +22,18 @@ def one_thread() -> None:
 
 def test_models_have_the_planned_sizes() -> None:
     tokenizer = train.make_tokenizer()
-    assert 0.6e6 < train.parameter_count(train.make_vae()) < 0.8e6
-    assert 3.8e6 < train.parameter_count(train.make_unet()) < 4.5e6
+    vae: Any = train.make_vae()
+    unet: Any = train.make_unet()
+    assert 0.6e6 < train.parameter_count(vae) < 0.8e6
+    assert 3.8e6 < train.parameter_count(unet) < 4.5e6
     assert 0.2e6 < train.parameter_count(train.make_text_encoder(tokenizer)) < 0.4e6
 
 
 def test_captions_fit_the_token_window() -> None:
     tokenizer = train.make_tokenizer()
     rng = np.random.default_rng(0)
-    captions = [train.phrasing.describe(rng, train.data.sample_scene(rng)) for _ in range(2000)]
-    edits = [train.phrasing.instruct(rng, train.data.sample_edit(rng)) for _ in range(500)]
+    captions = [phrasing.describe(rng, data.sample_scene(rng)) for _ in range(2000)]
+    edits = [phrasing.instruct(rng, data.sample_edit(rng)) for _ in range(500)]
     longest = max(len(tokenizer(text).input_ids) for text in captions + edits)
     assert longest <= train.MAX_TOKENS
 
@@ -34,8 +41,8 @@ def test_captions_fit_the_token_window() -> None:
 @torch.no_grad()
 def test_edit_unet_starts_as_the_text_to_image_unet() -> None:
     torch.manual_seed(0)
-    unet = train.make_unet()
-    edit = train.edit_unet_from(unet)
+    unet: Any = train.make_unet()
+    edit: Any = train.edit_unet_from(unet)
     assert edit.config.in_channels == 8
     latents, text = torch.randn(2, 4, 16, 16), torch.randn(2, 7, train.TEXT_DIM)
     picture = torch.randn(2, 4, 16, 16)
@@ -45,14 +52,14 @@ def test_edit_unet_starts_as_the_text_to_image_unet() -> None:
 
 
 @pytest.mark.parametrize("zero_snr", [True, False])
-def test_min_snr_weights_cap_the_easy_timesteps(zero_snr) -> None:
+def test_min_snr_weights_cap_the_easy_timesteps(zero_snr: bool) -> None:
     weights = train.min_snr_weights(train.make_noise_scheduler(zero_snr), torch.tensor([0, 100, 999]))
     assert weights[0] < 0.1 and weights[-1] == pytest.approx(1.0)
     assert bool(((weights > 0) & (weights <= 1)).all())
 
 
 def test_snr_floor_keeps_the_clean_latent_weighted_at_the_noisiest_steps() -> None:
-    scheduler = train.make_noise_scheduler(zero_snr=False)
+    scheduler: Any = train.make_noise_scheduler(zero_snr=False)
     t = torch.tensor([100, 999])
     plain, floored = train.min_snr_weights(scheduler, t), train.min_snr_weights(scheduler, t, floor=0.2)
     assert float(floored[0]) == pytest.approx(float(plain[0])), "easy steps are unchanged"
@@ -69,18 +76,19 @@ def test_v_prediction_weights_keep_the_noisiest_steps() -> None:
 
 
 def test_zero_snr_schedule_leaves_nothing_of_the_picture_at_the_last_step() -> None:
-    plain, zero = train.make_noise_scheduler(zero_snr=False), train.make_noise_scheduler(zero_snr=True)
+    plain: Any = train.make_noise_scheduler(zero_snr=False)
+    zero: Any = train.make_noise_scheduler(zero_snr=True)
     # The leak: on 16x16 latents the mean of unit noise spreads only 1/16, less than this trace.
     assert float(plain.alphas_cumprod[-1].sqrt()) > 1 / 16
     assert float(zero.alphas_cumprod[-1]) < 1e-6 and zero.config.prediction_type == "v_prediction"
-    sampler = train.make_sampler(zero_snr=True)
+    sampler: Any = train.make_sampler(zero_snr=True)
     sampler.set_timesteps(20)
     assert int(sampler.timesteps[0]) == 999, "sampling starts from pure noise"
     assert sampler.config.prediction_type == "v_prediction"
 
 
-def test_v_prediction_loss_is_zero_for_the_exact_velocity():
-    scheduler = train.make_noise_scheduler(zero_snr=True)
+def test_v_prediction_loss_is_zero_for_the_exact_velocity() -> None:
+    scheduler: Any = train.make_noise_scheduler(zero_snr=True)
     latents = torch.randn(3, 4, 16, 16)
 
     class Oracle(torch.nn.Module):
@@ -93,7 +101,8 @@ def test_v_prediction_loss_is_zero_for_the_exact_velocity():
             return type("Out", (), {"sample": alpha * noise - sigma * latents})()
 
     torch.manual_seed(0)
-    loss = train.denoise_loss(Oracle(), scheduler, latents, torch.zeros(3, 1, train.TEXT_DIM))
+    oracle: Any = Oracle()  # a stand-in denoiser: it answers as the UNet does, with a `.sample`
+    loss = train.denoise_loss(oracle, scheduler, latents, torch.zeros(3, 1, train.TEXT_DIM))
     assert float(loss) < 1e-6
 
 
@@ -111,7 +120,7 @@ def test_shape_weights_cover_the_shapes_and_their_outline() -> None:
     assert int(marked.sum()) == 25 + 16 and float(weights[0, 0][~marked].max()) == 1.0
 
 
-def test_shape_weighted_loss_counts_the_shape_cells_more():
+def test_shape_weighted_loss_counts_the_shape_cells_more() -> None:
     scheduler = train.make_noise_scheduler(zero_snr=False)
     latents = torch.zeros(1, 4, 16, 16)
     weights = torch.ones(1, 1, 16, 16)
@@ -125,9 +134,10 @@ def test_shape_weighted_loss_counts_the_shape_cells_more():
 
     text = torch.zeros(1, 1, train.TEXT_DIM)
     torch.manual_seed(0)
-    plain = train.denoise_loss(LeftWrong(), scheduler, latents, text)
+    wrong: Any = LeftWrong()  # a stand-in denoiser: it answers as the UNet does, with a `.sample`
+    plain = train.denoise_loss(wrong, scheduler, latents, text)
     torch.manual_seed(0)
-    weighted = train.denoise_loss(LeftWrong(), scheduler, latents, text, weights=weights)
+    weighted = train.denoise_loss(wrong, scheduler, latents, text, weights=weights)
     # Same noise both times: the error sits where the weights are 3 for half its cells and 1 elsewhere.
     assert float(weighted) > 1.5 * float(plain)
 
@@ -206,8 +216,10 @@ def test_all_parts_export_pipelines_that_share_the_frozen_text_encoder(tmp_path:
     # The text part trains the encoder; the denoisers after it only read it, so both pipelines ship it as is.
     assert (tmp_path / "generate" / encoder).read_bytes() == frozen
     assert (tmp_path / "edit" / encoder).read_bytes() == frozen
-    generate = StableDiffusionPipeline.from_pretrained(tmp_path / "generate", torch_dtype=torch.float32)
-    edit = StableDiffusionInstructPix2PixPipeline.from_pretrained(
+    generate: Any = StableDiffusionPipeline.from_pretrained(  # type: ignore[no-untyped-call]  # diffusers leaves it untyped
+        tmp_path / "generate", torch_dtype=torch.float32
+    )
+    edit: Any = StableDiffusionInstructPix2PixPipeline.from_pretrained(  # type: ignore[no-untyped-call]  # as above
         tmp_path / "edit", torch_dtype=torch.float32
     )
     assert generate.unet.config.in_channels == 4 and edit.unet.config.in_channels == 8
@@ -248,7 +260,8 @@ def test_edit_part_from_scratch_reads_no_text_denoiser(tmp_path: Path) -> None:
     assert train.upstream_fingerprint(from_text, "edit") != before[1]
     shutil.rmtree(scratch.work / "text_unet")
     assert train.train_edit(scratch).steps == 1
-    conv_in = train.load_trained(scratch, "edit_unet").conv_in.weight.detach()
+    edit_unet: Any = train.load_trained(scratch, "edit_unet")
+    conv_in = edit_unet.conv_in.weight.detach()
     assert conv_in.shape[1] == 8 and float(conv_in[:, 4:].abs().mean()) > 0.01, "picture channels start live"
     with pytest.raises(FileNotFoundError, match="no trained text_unet"):
         train.train_edit(from_text)
