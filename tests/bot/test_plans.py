@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 from pathlib import Path
 
@@ -28,8 +29,8 @@ def planner(**limits: object) -> Planner:
     return Planner(settings, StyleBook(settings.styles, settings.aspects))
 
 
-def guild(**fields: object) -> GuildSettings:
-    return GuildSettings(guild_id=20, **fields)
+# A guild's settings with some fields set; partial keeps GuildSettings' own keyword types checked.
+guild = functools.partial(GuildSettings, guild_id=20)
 
 
 def png(size: tuple[int, int]) -> bytes:
@@ -44,6 +45,7 @@ def test_imagine_plan_applies_style_aspect_and_keeps_the_users_words() -> None:
     )
     assert plan.prompt == "a fox" and plan.model_prompt.startswith("a professional photograph of a fox")
     assert plan.kind is JobKind.GENERATE and plan.count == 2 and plan.seed == 5
+    assert plan.width is not None and plan.height is not None, "an aspect ratio sets the size"
     assert plan.width > plan.height and plan.width % 8 == 0
     assert plan.width * plan.height <= Settings().worker.max_pixels
     assert plan.lane is None  # fast, falling back to relax when out of credits
@@ -71,7 +73,9 @@ def test_no_aspect_leaves_the_size_to_the_model_and_seeds_are_drawn() -> None:
         (ImagineOptions(prompt="x"), guild(allowed_channel_ids=(99,)), ChannelNotAllowed, "<#99>"),
     ],
 )
-def test_refusals_name_the_problem(options, server, error, text) -> None:
+def test_refusals_name_the_problem(
+    options: ImagineOptions, server: GuildSettings, error: type[Exception], text: str
+) -> None:
     with pytest.raises(error, match=text):
         planner().plan_imagine(ALICE, options, server)
 
@@ -90,7 +94,7 @@ def test_edit_plan_reencodes_the_upload_as_png() -> None:
         (png((3000, 3000)), "pixels"),
     ],
 )
-def test_bad_uploads(data, text) -> None:
+def test_bad_uploads(data: bytes, text: str) -> None:
     with pytest.raises(BadAttachment, match=text):
         planner().plan_edit(ALICE, image=data, instruction="snow", strength=None, guild=guild())
 
@@ -126,6 +130,7 @@ def test_derived_plans_link_to_their_parent() -> None:
     up = p.derive(Action.UPSCALE, parent, source(), guild())
     assert (up.width, up.height) == (1024, 1024) and up.seed == parent.seed  # capped at the worker's 1 MP
     big = p.derive(Action.UPSCALE, parent, source(1024, 768), guild())
+    assert big.width is not None and big.height is not None, "an upscale sets the size"
     assert big.width * big.height <= Settings().worker.max_pixels
     edit = p.derive(Action.EDIT, parent, source(), guild(relax_enabled=False), "add snow")
     assert edit.kind is JobKind.EDIT and edit.prompt == "add snow" and edit.lane is None
@@ -158,7 +163,7 @@ def configured(tmp_path: Path, text: str) -> Planner:
         '[engine]\nmodel = "some/sd-model"\n[engine.defaults]\n',  # an empty table, as the example has
     ],
 )
-def test_defaults_nobody_set_give_way_to_the_workers(tmp_path: Path, config) -> None:
+def test_defaults_nobody_set_give_way_to_the_workers(tmp_path: Path, config: str) -> None:
     p = configured(tmp_path, config)
     before = p.defaults
     assert p.adopt_worker_defaults(WIDE)
