@@ -16,8 +16,8 @@ from PIL import Image
 import bot.core.plans
 from bot.core.settings import Settings
 from inference.settings import EngineSettings
-from tests.bot.harness import build_world, is_result, running_bot
-from tests.fakediscord import FakeDiscord, Upload
+from tests.bot.harness import build_world, embed_of, is_result, running_bot
+from tests.fakediscord import FakeDiscord, Message, Upload
 from tests.judge import Judge
 from tools.tiny import data
 
@@ -30,7 +30,7 @@ def engine_settings(bundled_engine_settings: EngineSettings) -> EngineSettings:
     return bundled_engine_settings
 
 
-def delivered(message) -> list[Image.Image]:
+def delivered(message: Message) -> list[Image.Image]:
     return [Image.open(io.BytesIO(a.data)).convert("RGB") for a in message.attachments]
 
 
@@ -42,7 +42,7 @@ async def test_imagine_draws_the_prompt(fake_discord: FakeDiscord, settings: Set
             "imagine", {"prompt": PROMPT, "count": 2, "seed": 1}, user=world.alice, channel=world.channel
         )
         result = await inter.wait_original(is_result, timeout=60)
-    fields = {f["name"]: f["value"] for f in result.embed["fields"]}
+    fields = {f["name"]: f["value"] for f in embed_of(result)["fields"]}
     assert fields["Seed"] == "1, 2" and fields["Size"] == "64x64"
     images = delivered(result)
     assert len(images) == 2

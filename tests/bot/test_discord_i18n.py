@@ -8,13 +8,14 @@ not ship gets the server's, else English. What members typed (prompts) is never 
 from __future__ import annotations
 
 import sqlite3
+from typing import Any
 
 import pytest
 
 from bot.core.settings import Settings
 from bot.core.styles import StylePreset
-from tests.bot.harness import admin_do, build_world, ephemeral_reply, is_result, running_bot
-from tests.fakediscord import FakeDiscord, Message
+from tests.bot.harness import admin_do, build_world, embed_of, ephemeral_reply, is_result, running_bot
+from tests.fakediscord import FakeChannel, FakeDiscord, FakeUser, Message
 
 SLOW = {"prompt": "un phare lent", "style": "slow"}
 
@@ -28,7 +29,7 @@ def slow_settings(settings: Settings) -> Settings:
 
 def fields(message: Message) -> dict[str, str]:
     assert message.embed is not None
-    return {f["name"]: f["value"] for f in message.embed["fields"]}
+    return {f["name"]: f["value"] for f in embed_of(message)["fields"]}
 
 
 def labels(message: Message) -> dict[str, str]:
@@ -40,7 +41,7 @@ def labels(message: Message) -> dict[str, str]:
     return found
 
 
-async def refusal(fake: FakeDiscord, user, channel, options) -> str:
+async def refusal(fake: FakeDiscord, user: FakeUser, channel: FakeChannel, options: dict[str, Any]) -> str:
     inter = await fake.send_slash("imagine", options, user=user, channel=channel, validate=False)
     return await ephemeral_reply(inter)
 
@@ -77,8 +78,8 @@ async def test_a_french_member_gets_french_replies_in_an_english_server(
         # /quota: title, description and field names in French.
         inter = await fake_discord.send_slash("quota", {}, user=marie, channel=world.channel)
         quota = await inter.wait_message(lambda m: m.ephemeral and m.embed)
-        assert quota.embed["title"] == "Crédits de marie"
-        assert quota.embed["description"] == "**50** sur **50** crédits restants"
+        assert embed_of(quota)["title"] == "Crédits de marie"
+        assert embed_of(quota)["description"] == "**50** sur **50** crédits restants"
         assert {"Période", "Prochain crédit de retour", "Palier", "File relax"} <= set(fields(quota))
         assert fields(quota)["Période"] == "glissante de 1 jour"
 
@@ -88,13 +89,13 @@ async def test_a_french_member_gets_french_replies_in_an_english_server(
             "imagine", {"prompt": "un renard roux", "seed": 7}, user=marie, channel=world.channel
         )
         result = await inter.wait_original(is_result, timeout=60)
-        assert result.embed["title"] == "un renard roux"
+        assert embed_of(result)["title"] == "un renard roux"
         shown = fields(result)
         assert {"Style", "Graine", "Taille", "Modèle", "Étapes", "Coût", "Durée"} <= set(shown)
         assert shown["Style"] == "aucun" and shown["Graine"] == "7"
         assert shown["Coût"] == "1 crédit, file rapide"  # singular: French plural rules, not English
-        assert result.embed["footer"]["text"].endswith(" · imaginer")
-        assert result.embed["footer"]["text"].startswith("tâche ")
+        assert embed_of(result)["footer"]["text"].endswith(" · imaginer")
+        assert embed_of(result)["footer"]["text"].startswith("tâche ")
         assert labels(result) | {"vary": "", "upscale": ""} == {
             "reroll": "Relancer",
             "edit": "Modifier",
@@ -124,7 +125,7 @@ async def test_a_french_member_gets_french_replies_in_an_english_server(
         # The same server in English for alice.
         inter = await fake_discord.send_slash("quota", {}, user=world.alice, channel=world.channel)
         english = await inter.wait_message(lambda m: m.ephemeral and m.embed)
-        assert english.embed["title"] == "Credits for alice" and "Window" in fields(english)
+        assert embed_of(english)["title"] == "Credits for alice" and "Window" in fields(english)
 
 
 async def test_a_german_member_gets_german_replies(
@@ -139,8 +140,8 @@ async def test_a_german_member_gets_german_replies(
         )
         inter = await fake_discord.send_slash("quota", {}, user=jonas, channel=world.channel)
         quota = await inter.wait_message(lambda m: m.ephemeral and m.embed)
-        assert quota.embed["title"] == "Credits von jonas"
-        assert quota.embed["description"] == "**50** von **50** Credits übrig"
+        assert embed_of(quota)["title"] == "Credits von jonas"
+        assert embed_of(quota)["description"] == "**50** von **50** Credits übrig"
         assert fields(quota)["Relax-Warteschlange"].startswith("offen (0")
         # A quota refusal from the core's ledger, with its fields, in German.
         await admin_do(fake_discord, world, "quota-admin set-default", {"limit": 1})

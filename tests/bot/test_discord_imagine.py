@@ -12,7 +12,7 @@ from tests.bot.harness import build_world, button, is_result, running_bot
 from tests.fakediscord import FakeDiscord
 
 
-def ledger(settings: Settings) -> list[tuple]:
+def ledger(settings: Settings) -> list[tuple[int, str, str | None]]:
     with sqlite3.connect(settings.database.path) as conn:
         return conn.execute("SELECT user_id, state, lane FROM ledger ORDER BY created_at").fetchall()
 

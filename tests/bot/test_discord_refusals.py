@@ -9,11 +9,11 @@ import pytest
 from PIL import Image
 
 from bot.core.settings import Settings
-from tests.bot.harness import admin_do, build_world, ephemeral_reply, is_result, running_bot
+from tests.bot.harness import admin_do, build_world, embed_of, ephemeral_reply, is_result, running_bot
 from tests.fakediscord import FakeDiscord, Upload
 
 
-def charged(settings: Settings) -> list[tuple]:
+def charged(settings: Settings) -> list[tuple[int, str]]:
     with sqlite3.connect(settings.database.path) as conn:
         return conn.execute(
             "SELECT user_id, lane FROM ledger WHERE state != 'refunded' ORDER BY created_at"
@@ -27,7 +27,7 @@ async def test_bad_input_gets_specific_ephemeral_answers_and_charges_nothing(
     other = fake_discord.add_channel(world.guild, "general")
     async with running_bot(fake_discord, settings, worker):
         assert "Saved" in await admin_do(fake_discord, world, "settings block-word", {"word": "gore"})
-        cases = [
+        cases: list[tuple[dict[str, object], str]] = [
             ({"prompt": "   "}, "prompt is empty"),
             ({"prompt": "x" * 1001}, "the limit is 1000"),
             ({"prompt": "lots of GORE here"}, "contains `gore`"),
@@ -65,12 +65,14 @@ async def test_admin_commands_are_hidden_and_checked(
     world = build_world(fake_discord)
     async with running_bot(fake_discord, settings, worker):
         command = fake_discord.command("quota-admin")
+        assert command.default_member_permissions is not None, "admin commands carry their permission"
         assert int(command.default_member_permissions) == 1 << 5  # Manage Server
-        for name, options in [
+        admin_commands: list[tuple[str, dict[str, object]]] = [
             ("quota-admin grant", {"user": world.alice, "credits": 100}),
             ("quota-admin report", {}),
             ("settings relax", {"enabled": False}),
-        ]:
+        ]
+        for name, options in admin_commands:
             inter = await fake_discord.send_slash(
                 name, options, user=world.alice, channel=world.channel, validate=False
             )
@@ -78,7 +80,7 @@ async def test_admin_commands_are_hidden_and_checked(
         # Nothing changed: alice still has the default 50 credits.
         inter = await fake_discord.send_slash("quota", {}, user=world.alice, channel=world.channel)
         message = await inter.wait_message(lambda m: m.ephemeral and m.embed)
-        assert "**50** of **50**" in message.embed["description"]
+        assert "**50** of **50**" in embed_of(message)["description"]
 
 
 async def test_quota_exhaustion_relax_fallback_and_refusal(
@@ -96,7 +98,7 @@ async def test_quota_exhaustion_relax_fallback_and_refusal(
             "imagine", {"prompt": "two"}, user=world.alice, channel=world.channel
         )
         relaxed = await second.wait_original(is_result, timeout=60)
-        assert "relax" in relaxed.embed["fields"][-2]["value"] or "relax" in str(relaxed.embed)
+        assert "relax" in embed_of(relaxed)["fields"][-2]["value"] or "relax" in str(relaxed.embed)
         # Asking for fast explicitly is refused with what is left, when it returns, and the relax offer.
         third = await fake_discord.send_slash(
             "imagine", {"prompt": "three", "lane": "fast"}, user=world.alice, channel=world.channel
@@ -133,7 +135,7 @@ async def test_style_autocomplete_and_quota_report(
             "imagine", {"prompt": "a lighthouse", "style": "photo"}, user=world.alice, channel=world.channel
         )
         result = await first.wait_original(is_result, timeout=60)
-        assert {f["name"]: f["value"] for f in result.embed["fields"]}["Style"] == "photo"
+        assert {f["name"]: f["value"] for f in embed_of(result)["fields"]}["Style"] == "photo"
         inter = await fake_discord.send_slash(
             "quota-admin report", {"days": 7}, user=world.admin, channel=world.channel
         )

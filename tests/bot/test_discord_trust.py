@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import sqlite3
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -25,18 +26,18 @@ from tests.bot.test_challenges import (
     slash,
     vote_id,
 )
-from tests.fakediscord import FakeDiscord, FakeGuild, FakeUser, Message, Upload
+from tests.fakediscord import FakeChannel, FakeDiscord, FakeGuild, FakeUser, Interaction, Message, Upload
 
 HOSTILE = "<@{bob}> look **here** ||spoiler|| [free nitro](https://example.com) @everyone <@&{role}> ~~x~~"
 
 
-def rows(settings: Settings, sql: str) -> list[tuple]:
+def rows(settings: Settings, sql: str) -> list[tuple[Any, ...]]:
     with sqlite3.connect(settings.database.path) as conn:
         return conn.execute(sql).fetchall()
 
 
 def charges(settings: Settings) -> int:
-    return rows(settings, "SELECT COUNT(*) FROM ledger WHERE state != 'refunded'")[0][0]
+    return int(rows(settings, "SELECT COUNT(*) FROM ledger WHERE state != 'refunded'")[0][0])
 
 
 def second_server(fake: FakeDiscord, world: World) -> tuple[FakeGuild, FakeUser]:
@@ -51,7 +52,9 @@ def job_id(result: Message) -> str:
     return button(result, "edit").split(":")[2]
 
 
-async def make(fake: FakeDiscord, user: FakeUser, channel, prompt: str = "a harbour", **options) -> Message:
+async def make(
+    fake: FakeDiscord, user: FakeUser, channel: FakeChannel, prompt: str = "a harbour", **options: object
+) -> Message:
     ix = await fake.send_slash("imagine", {"prompt": prompt, **options}, user=user, channel=channel)
     return await ix.wait_original(is_result, timeout=60)
 
@@ -251,8 +254,12 @@ async def test_results_of_an_upload_offer_only_buttons_that_work(
 # --- 6: refusals before anything public; cooldowns; admin verbs hidden --------------------------------
 
 
-def no_public_placeholder(fake: FakeDiscord, ix) -> bool:
-    return ix.response.type == 4 and all(not m.loading for m in fake.messages(include_deleted=True))
+def no_public_placeholder(fake: FakeDiscord, ix: Interaction) -> bool:
+    return (
+        ix.response is not None
+        and ix.response.type == 4
+        and all(not m.loading for m in fake.messages(include_deleted=True))
+    )
 
 
 async def test_cheap_rules_answer_before_any_public_thinking(
@@ -265,7 +272,12 @@ async def test_cheap_rules_answer_before_any_public_thinking(
         await admin_do(fake, w, "settings channel", {"channel": w.channel, "action": "allow"})
         ix = await fake.send_slash("imagine", {"prompt": "a cat"}, user=w.alice, channel=other)
         assert "not used in this channel" in await ephemeral_reply(ix)
-        assert no_public_placeholder(fake, ix) and ix.response.data["flags"] & 64
+        assert (
+            no_public_placeholder(fake, ix)
+            and ix.response is not None
+            and ix.response.data is not None
+            and ix.response.data["flags"] & 64
+        )
         await admin_do(fake, w, "quota-admin block", {"user": w.bob})
         for send in (
             fake.send_slash("imagine", {"prompt": "a cat"}, user=w.bob, channel=w.channel),
@@ -299,7 +311,7 @@ async def test_per_member_cooldown_names_when_to_retry(
             ix = await send
             text = await ephemeral_reply(ix)
             assert "Slow down" in text and "<t:" in text and ":R>" in text
-            assert ix.response.type == 4
+            assert ix.response is not None and ix.response.type == 4
         # Per member: bob is not slowed by alice.
         await make(fake, w.bob, w.channel)
     assert charges(paced) == 3
@@ -313,7 +325,8 @@ async def test_admin_verbs_are_hidden_from_members_and_checked(
         await fake.wait_commands("challenge", "challenge-admin", "style")
         assert fake.command("challenge").default_member_permissions is None
         for name in ("challenge-admin", "quota-admin", "settings", "style"):
-            assert int(fake.command(name).default_member_permissions) == 1 << 5, name
+            permissions = fake.command(name).default_member_permissions
+            assert permissions is not None and int(permissions) == 1 << 5, name
         members = {o["name"] for o in fake.command("challenge").options}
         assert members == {"submit", "withdraw", "leaderboard"}
         with pytest.raises(Exception, match="hidden from alice"):
@@ -330,7 +343,9 @@ async def test_admin_verbs_are_hidden_from_members_and_checked(
 # --- 7: a busy afternoon in two servers, every request checked by the strict fake ------------------------
 
 
-async def test_two_busy_servers_keep_every_rule(fake_discord: FakeDiscord, settings: Settings, worker: str):
+async def test_two_busy_servers_keep_every_rule(
+    fake_discord: FakeDiscord, settings: Settings, worker: str
+) -> None:
     """Members of two servers (two of them in both) make, vary and upscale images at once with prompts full
     of mentions and markdown: every request fits Discord's API description and limits, and nobody is pinged."""
     fake, w = fake_discord, build_world(fake_discord)

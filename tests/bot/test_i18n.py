@@ -55,7 +55,7 @@ async def test_the_template_holds_every_text_the_code_and_the_commands_have(
 
 @pytest.mark.parametrize("language", SHIPPED_LANGUAGES)
 def test_every_shipped_language_translates_every_message(
-    catalogues: Catalogues, template: list[tuple[Context, MessageId]], language
+    catalogues: Catalogues, template: list[tuple[Context, MessageId]], language: str
 ) -> None:
     untranslated = [t for c, t in template if catalogues.lookup(language, t, c) is None]
     assert untranslated == [], f"{language} misses {len(untranslated)}: {untranslated[:5]}"
@@ -63,7 +63,7 @@ def test_every_shipped_language_translates_every_message(
 
 @pytest.mark.parametrize("language", SHIPPED_LANGUAGES)
 def test_counting_messages_have_every_form_their_language_needs(
-    catalogues: Catalogues, template: list[tuple[Context, MessageId]], language
+    catalogues: Catalogues, template: list[tuple[Context, MessageId]], language: str
 ) -> None:
     counting = [text for _, text in template if isinstance(text, tuple)]
     assert counting, "no counting messages: plural support is not exercised"
@@ -80,7 +80,7 @@ def test_counting_messages_have_every_form_their_language_needs(
 
 @pytest.mark.parametrize("language", SHIPPED_LANGUAGES)
 def test_translations_are_valid_where_discord_shows_them(
-    catalogues: Catalogues, template: list[tuple[Context, MessageId]], language
+    catalogues: Catalogues, template: list[tuple[Context, MessageId]], language: str
 ) -> None:
     for context, text in template:
         if isinstance(text, tuple):

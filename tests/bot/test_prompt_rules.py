@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from typing import Any
 
 import pytest
 
@@ -16,12 +17,13 @@ from inference.vocabulary import Lane
 from storage.guilds import GuildSettings
 from tests.bot.harness import build_world, ephemeral_reply, running_bot
 from tests.fakediscord import FakeDiscord
+from tests.fakediscord.models import RegisteredCommand
 
 ZERO_WIDTH = "\u200b\u200c\u200d\u2060\ufeff"
 ALICE = Requester(user_id=10, guild_id=20, channel_id=30, name="alice")
 
 
-def option(command, name: str) -> dict:
+def option(command: RegisteredCommand, name: str) -> dict[str, Any]:
     return next(o for o in command.options if o["name"] == name)
 
 

@@ -152,7 +152,11 @@ async def test_a_port_served_by_something_else_is_reported_not_fought_over(
 
     build_world(fake_discord)
     app = web.Application()
-    app.router.add_get("/{tail:.*}", lambda request: web.Response(status=418, text="teapot"))
+
+    async def teapot(request: web.Request) -> web.Response:
+        return web.Response(status=418, text="teapot")
+
+    app.router.add_get("/{tail:.*}", teapot)
     runner = web.AppRunner(app)
     await runner.setup()
     port = free_port()
@@ -160,6 +164,7 @@ async def test_a_port_served_by_something_else_is_reported_not_fought_over(
     try:
         proc = await start_run_py(fake_discord, run_config(fake_discord, tmp_path, port))
         code = await asyncio.wait_for(proc.wait(), 60)
+        assert proc.stderr is not None, "run.py is started with its stderr piped"
         stderr = (await proc.stderr.read()).decode()
         assert code == 2, stderr
         assert f"port {port} on 127.0.0.1 is already served by" in stderr

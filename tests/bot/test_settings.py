@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
 from bot.core.settings import Settings, SettingsError, load_settings
 
@@ -52,7 +53,7 @@ def test_config_path_from_environment(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("text", ['discord_token = "x"', 'DISCORD_TOKEN = "x"', '[discord]\ntoken = "x"'])
-def test_token_in_file_is_refused(tmp_path: Path, text) -> None:
+def test_token_in_file_is_refused(tmp_path: Path, text: str) -> None:
     with pytest.raises(SettingsError, match="DISCORD_TOKEN environment variable"):
         load_settings(write(tmp_path, text), {})
 
@@ -87,7 +88,7 @@ def test_example_config_mentions_every_key() -> None:
     text = (ROOT / "config.example.toml").read_text()
     missing = []
 
-    def walk(model: type, prefix: str) -> None:
+    def walk(model: type[BaseModel], prefix: str) -> None:
         for name, field in model.model_fields.items():
             if name == "discord_token":
                 continue

@@ -26,7 +26,8 @@ def test_template_without_slot_is_refused() -> None:
 def test_unknown_style_names_the_choices() -> None:
     with pytest.raises(UnknownStyle, match=r"no style called `nope`.*photo"):
         book().style("nope")
-    assert book().style("PHOTO").name == "photo"
+    photo = book().style("PHOTO")
+    assert photo is not None and photo.name == "photo"
     assert book().style(None) is None
 
 

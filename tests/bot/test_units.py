@@ -7,6 +7,7 @@ import asyncio
 import io
 import re
 import sys
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -19,7 +20,7 @@ from bot.delivery import compose_result, fit_upload
 from bot.errors import user_message
 from bot.i18n import ENGLISH
 from bot.views import result_view
-from inference.vocabulary import JobKind, Lane
+from inference.vocabulary import JobId, JobKind, Lane
 from run import WorkerSupervisor
 from storage.generations import GenerationRecord
 from storage.guilds import GuildSettings
@@ -36,7 +37,7 @@ from storage.jobs import JobRecord, JobState
         ("fine", ["re:(unclosed"], None),  # a broken pattern is ignored, not a crash
     ],
 )
-def test_find_blocked(text, blocked, found) -> None:
+def test_find_blocked(text: str, blocked: list[str], found: str | None) -> None:
     assert find_blocked(text, blocked) == found
 
 
@@ -86,8 +87,8 @@ def test_fit_upload_falls_back_to_lossy_formats() -> None:
 
 
 @pytest.mark.parametrize("count", [1, 4, 8])
-async def test_result_buttons_fit_discord_limits(count) -> None:
-    view = result_view("f" * 32, list(range(count)))
+async def test_result_buttons_fit_discord_limits(count: int) -> None:
+    view = result_view(JobId("f" * 32), list(range(count)))
     rows = view.to_components()
     assert len(rows) <= 5 and all(len(r["components"]) <= 5 for r in rows)
     ids = [c["custom_id"] for r in rows for c in r["components"]]
@@ -148,7 +149,7 @@ async def test_commands_have_unique_names_within_discord_limits(settings: Settin
         "styles",
     ]
 
-    def check(command: dict, depth: int = 0) -> None:
+    def check(command: dict[str, Any], depth: int = 0) -> None:
         assert re.fullmatch(r"[a-z0-9_-]{1,32}", command["name"]), command["name"]
         assert 1 <= len(command["description"]) <= 100, command["name"]
         options = command.get("options", [])
@@ -183,7 +184,12 @@ def outcome_with(nsfw: list[bool]) -> JobOutcome:
         seed=1,
     )
     job = JobRecord(
-        job_id="a" * 32, channel_id=1, user_id=2, kind="generate", parameters=plan.parameters(), cost=3
+        job_id=JobId("a" * 32),
+        channel_id=1,
+        user_id=2,
+        kind=JobKind.GENERATE,
+        parameters=plan.parameters(),
+        cost=3,
     )
     gens = [
         GenerationRecord(
@@ -217,4 +223,5 @@ async def test_flagged_images_are_spoilered_or_withheld_per_server() -> None:
     ids = [c["custom_id"] for r in refuse.view.to_components() for c in r["components"]]
     assert not any(i.endswith(":1") for i in ids)  # no Vary/Upscale for the withheld image
     fields = {f.name: f.value for f in refuse.embed.fields}
-    assert fields["Seed"] == "1, 2" and fields["Cost"].startswith("3 credit")
+    cost = fields["Cost"]
+    assert fields["Seed"] == "1, 2" and cost is not None and cost.startswith("3 credit")

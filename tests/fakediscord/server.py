@@ -532,7 +532,7 @@ class FakeDiscord:
         """Seconds from each INTERACTION_CREATE sent to its callback's arrival, in arrival order."""
         return [e.callback.latency for e in self.events if e.kind is EventKind.CALLBACK and e.callback]
 
-    async def wait_for(self, predicate: Callable[[Event], bool], timeout: float = 10.0) -> Event:  # noqa: ASYNC109 - a test-facing deadline
+    async def wait_for(self, predicate: Callable[[Event], object], timeout: float = 10.0) -> Event:  # noqa: ASYNC109 - a test-facing deadline
         """The first recorded event, past or future, for which `predicate(event)` holds."""
         return await self.world.wait_for(predicate, timeout)
 
@@ -547,7 +547,7 @@ class FakeDiscord:
 
     async def wait_message(
         self,
-        predicate: Callable[[Message], bool],
+        predicate: Callable[[Message], object],
         timeout: float = 10.0,  # noqa: ASYNC109 - a test-facing deadline
         *,
         channel: FakeChannel | None = None,

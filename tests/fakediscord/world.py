@@ -69,7 +69,7 @@ class World:
 
     async def wait_for(
         self,
-        predicate: Callable[[Event], bool],
+        predicate: Callable[[Event], object],
         timeout: float,  # noqa: ASYNC109 - a test-facing deadline
         what: str = "",
         start: int = 0,
