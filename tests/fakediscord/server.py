@@ -4,7 +4,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 from aiohttp import web
 
@@ -39,6 +39,7 @@ from tests.fakediscord.rest import Fault, Interactions, Rest, RestOptions
 from tests.fakediscord.world import World
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DEFAULT_EVERYONE_PERMISSIONS = 1071698660929  # what Discord gives @everyone in a new server
 SELECT_TYPES = (3, 5, 6, 7, 8)
@@ -538,10 +539,10 @@ class FakeDiscord:
 
     async def wait_until(
         self,
-        condition: Callable[[], Any],
+        condition: Callable[[], T | None],
         timeout: float = 10.0,  # noqa: ASYNC109 - a test-facing deadline
         what: str = "a condition",
-    ) -> Any:
+    ) -> T:
         """Until `condition()` is truthy (re-checked on every recorded event); returns its value."""
         return await self.world.wait_until(condition, timeout, what)
 
@@ -563,7 +564,7 @@ class FakeDiscord:
             m = event.message
             if m is None or m.deleted or m.loading or (channel is not None and m.channel_id != channel.id):
                 return False
-            return predicate(m)
+            return bool(predicate(m))
 
         start = len(self.world.events)
         event = await self.world.wait_for(matches, timeout, "a matching message", start=start)
