@@ -85,17 +85,19 @@ async def image(
     return gen_id
 
 
-async def start(service: ChallengeService, channel: int = CHANNEL, **kw: int) -> ChallengeRecord:
+async def start(
+    service: ChallengeService, channel: int = CHANNEL, submit_s: int = HOUR, vote_s: int = HOUR
+) -> ChallengeRecord:
     request = StartRequest(
         guild_id=GUILD,
         channel_id=channel,
         theme="harbours",
         style="anime",
-        submit_s=HOUR,
-        vote_s=HOUR,
+        submit_s=submit_s,
+        vote_s=vote_s,
         created_by=ADMIN,
     )
-    return await service.start(dataclasses.replace(request, **kw))
+    return await service.start(request)
 
 
 async def test_double_click_and_concurrent_votes_count_once_and_respect_the_budget(

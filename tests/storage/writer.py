@@ -12,6 +12,7 @@ from pathlib import Path
 from bot.core.quotas.pricing import QuotaSettings
 from bot.core.quotas.records import QuotaError
 from bot.core.quotas.service import QuotaService
+from inference.vocabulary import JobId, JobKind
 from storage.db import Database
 from storage.jobs import JobRecord, JobsRepo, JobState
 
@@ -53,7 +54,12 @@ async def burst(path: Path) -> None:
             job_id = f"{i:08x}"
             await jobs.create(
                 JobRecord(
-                    job_id=job_id, channel_id=1, user_id=U, guild_id=G, kind="generate", parameters="{}"
+                    job_id=JobId(job_id),
+                    channel_id=1,
+                    user_id=U,
+                    guild_id=G,
+                    kind=JobKind.GENERATE,
+                    parameters="{}",
                 )
             )
             await q.reserve(job_id, G, U, [], 1 + i % 3)
@@ -70,7 +76,12 @@ async def hold(path: Path) -> None:
         for job_id, status in (("aa", JobState.RUNNING), ("bb", JobState.SUCCEEDED)):
             await jobs.create(
                 JobRecord(
-                    job_id=job_id, channel_id=1, user_id=U, guild_id=G, kind="generate", parameters="{}"
+                    job_id=JobId(job_id),
+                    channel_id=1,
+                    user_id=U,
+                    guild_id=G,
+                    kind=JobKind.GENERATE,
+                    parameters="{}",
                 )
             )
             await q.reserve(job_id, G, U, [], 4)
