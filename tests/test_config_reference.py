@@ -112,7 +112,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(key)
 
 
-def test_the_reference_is_the_defaults(clean_env) -> None:
+def test_the_reference_is_the_defaults(clean_env: None) -> None:
     example = Settings(**tomllib.loads(EXAMPLE.read_text(encoding="utf-8")))
     defaults = Settings()
     assert example.model_dump() == defaults.model_dump()
@@ -137,7 +137,7 @@ def test_every_shown_setting_is_documented() -> None:
     assert undocumented == []
 
 
-def test_commented_settings_are_the_unset_ones_and_their_examples_are_valid(clean_env) -> None:
+def test_commented_settings_are_the_unset_ones_and_their_examples_are_valid(clean_env: None) -> None:
     text = EXAMPLE.read_text(encoding="utf-8")
     fields = setting_fields(Settings)
     for entry in reference_entries(text):

@@ -35,7 +35,8 @@ _VAR = re.compile(r"\$\{(?P<name>[A-Z0-9_]+)(?::?[-?](?P<default>[^}]*))?\}")
 
 
 def load_compose(name: str = "compose.yaml") -> dict[str, Any]:
-    return yaml.safe_load((ROOT / name).read_text(encoding="utf-8"))
+    compose: dict[str, Any] = yaml.safe_load((ROOT / name).read_text(encoding="utf-8"))
+    return compose
 
 
 def interpolate(value: str, env: dict[str, str]) -> str:
@@ -79,7 +80,8 @@ def dockerfile_env() -> dict[str, str]:
 
 def dockerfile_json(op: str) -> list[str]:
     (args,) = [a for o, a in dockerfile_instructions() if o == op]
-    return json.loads(args.split("CMD", 1)[1] if op == "HEALTHCHECK" else args)
+    argv: list[str] = json.loads(args.split("CMD", 1)[1] if op == "HEALTHCHECK" else args)
+    return argv
 
 
 def settings_for(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
@@ -106,7 +108,7 @@ def free_port() -> int:
 
 
 @pytest.mark.parametrize("name", ["compose.yaml", "compose.secrets.yaml"])
-def test_compose_files_follow_the_compose_specification(name) -> None:
+def test_compose_files_follow_the_compose_specification(name: str) -> None:
     jsonschema.validate(load_compose(name), SCHEMA)
 
 
@@ -268,7 +270,8 @@ def run_entrypoint(
         text=True,
         check=True,
     )
-    return json.loads(out.stdout)
+    environment: dict[str, Any] = json.loads(out.stdout)
+    return environment
 
 
 def test_the_entrypoint_reads_secret_files_and_runs_run_py(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from PIL import Image, PngImagePlugin
+from PIL import Image
 
 from inference import loading as loading_module
 from inference.engine import DiffusersEngine
@@ -30,7 +30,7 @@ from inference.loading import model_sources
 from inference.settings import AdapterSettings, EngineSettings, ModelDefaults
 from inference.text import normalize_prompt
 from inference.vocabulary import JobKind
-from tests.inference.items import make_item
+from tests.inference.items import make_item, open_png
 from tools.tiny.make_tokenizer import DEFAULT_DIR, WORDS, build_vocab
 
 PIXEL_TOLERANCE = 2  # of 255: batched matrix products may round differently from single ones
@@ -60,13 +60,6 @@ def run(
 
 def pixels(image: GeneratedImage) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(image.png)).convert("RGB"), dtype=np.int16)
-
-
-def open_png(image: GeneratedImage) -> PngImagePlugin.PngImageFile:
-    """The result's PNG, whose `text` holds the metadata the engine wrote."""
-    png = Image.open(io.BytesIO(image.png))
-    assert isinstance(png, PngImagePlugin.PngImageFile), f"a result is a PNG, not {png.format}"
-    return png
 
 
 def max_diff(a: GeneratedImage, b: GeneratedImage) -> int:
