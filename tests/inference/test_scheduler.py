@@ -213,9 +213,8 @@ async def test_cancel_queued_job_leaves_at_once(make: Make) -> None:
     assert scheduler.stats().lanes[Lane.FAST].queued == 0
     await finish(scheduler, first)
     assert all(second.id not in call.job_ids for call in engine.calls)
-    assert [e.type for e in [e async for e in scheduler.events(second.id)] if e is not None][
-        -1
-    ] is EventType.CANCELLED
+    events = [e async for e in scheduler.events(second.id) if e is not None]
+    assert events[-1].type is EventType.CANCELLED
 
 
 async def test_cancel_running_job_alone_stops_its_pipeline(make: Make) -> None:
