@@ -104,7 +104,7 @@ def uncommented(text: str) -> str:
 
 
 @pytest.fixture
-def clean_env(monkeypatch):
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     import os
 
     for key in list(os.environ):
@@ -112,7 +112,7 @@ def clean_env(monkeypatch):
             monkeypatch.delenv(key)
 
 
-def test_the_reference_is_the_defaults(clean_env):
+def test_the_reference_is_the_defaults(clean_env: None) -> None:
     example = Settings(**tomllib.loads(EXAMPLE.read_text(encoding="utf-8")))
     defaults = Settings()
     assert example.model_dump() == defaults.model_dump()
@@ -121,14 +121,14 @@ def test_the_reference_is_the_defaults(clean_env):
     assert example.engine.defaults.model_fields_set == defaults.engine.defaults.model_fields_set
 
 
-def test_every_setting_is_in_the_reference_and_nothing_else():
+def test_every_setting_is_in_the_reference_and_nothing_else() -> None:
     shown = {e.path for e in reference_entries(EXAMPLE.read_text(encoding="utf-8"))}
     fields = setting_fields(Settings)
     assert sorted(set(fields) - shown) == [], "settings missing from config.example.toml"
     assert sorted(shown - set(fields)) == [], "config.example.toml shows settings the models do not have"
 
 
-def test_every_shown_setting_is_documented():
+def test_every_shown_setting_is_documented() -> None:
     undocumented = [
         f"line {e.line}: {e.path}"
         for e in reference_entries(EXAMPLE.read_text(encoding="utf-8"))
@@ -137,7 +137,7 @@ def test_every_shown_setting_is_documented():
     assert undocumented == []
 
 
-def test_commented_settings_are_the_unset_ones_and_their_examples_are_valid(clean_env):
+def test_commented_settings_are_the_unset_ones_and_their_examples_are_valid(clean_env: None) -> None:
     text = EXAMPLE.read_text(encoding="utf-8")
     fields = setting_fields(Settings)
     for entry in reference_entries(text):
@@ -149,7 +149,7 @@ def test_commented_settings_are_the_unset_ones_and_their_examples_are_valid(clea
     Settings(**tomllib.loads(uncommented(text)))
 
 
-def test_the_reference_parser_sees_what_a_reader_sees():
+def test_the_reference_parser_sees_what_a_reader_sees() -> None:
     sample = (
         "[a]\n# Doc.\nx = 1\ny = 2\n\nz = 3\n# [[a.items]]\n# # Doc of n.\n# n = 'v'\n"
         "[[b]]\n# Doc.\nk = 1\n[[b]]\nk = 2\n"
@@ -172,7 +172,7 @@ def environment_variables_read_by_code() -> set[str]:
     return names
 
 
-def test_every_environment_variable_the_code_reads_is_in_the_reference():
+def test_every_environment_variable_the_code_reads_is_in_the_reference() -> None:
     header = EXAMPLE.read_text(encoding="utf-8").split("\n[", 1)[0]
     names = environment_variables_read_by_code()
     assert {"BRUSHFIRE_CONFIG", "DISCORD_TOKEN"} <= names  # the scan finds the ones we know of

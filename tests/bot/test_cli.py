@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -41,12 +42,14 @@ enabled_by_default = false
     return path
 
 
-def rows(db: Path, sql: str) -> list[tuple]:
+def rows(db: Path, sql: str) -> list[tuple[Any, ...]]:
     with sqlite3.connect(db) as conn:
         return conn.execute(sql).fetchall()
 
 
-def test_imagine_then_edit_writes_pngs_and_charges_the_local_user(tiny_models, tmp_path, capsys):
+def test_imagine_then_edit_writes_pngs_and_charges_the_local_user(
+    tiny_models: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = write_config(tmp_path, tiny_models)
     out = tmp_path / "fox.png"
     assert run.main(["--config", str(config), "imagine", "a red fox", "-o", str(out), "--seed", "7"]) == 0
@@ -73,7 +76,7 @@ def test_imagine_then_edit_writes_pngs_and_charges_the_local_user(tiny_models, t
     assert seed == 7
 
 
-def test_quick_start_draws_the_prompt_on_the_bundled_model(tmp_path):
+def test_quick_start_draws_the_prompt_on_the_bundled_model(tmp_path: Path) -> None:
     # The README's quick start, with a seed: no model configured, so the bundled trained one at its defaults.
     prompt = "a large yellow star in the centre of a blue background"
     config = write_config(tmp_path, None)
@@ -90,14 +93,16 @@ def test_quick_start_draws_the_prompt_on_the_bundled_model(tmp_path):
     ), verdict
 
 
-def test_several_images_are_numbered(tiny_models, tmp_path):
+def test_several_images_are_numbered(tiny_models: tuple[Path, Path], tmp_path: Path) -> None:
     config = write_config(tmp_path, tiny_models)
     out = tmp_path / "many.png"
     assert run.main(["--config", str(config), "imagine", "dots", "-o", str(out), "--count", "2"]) == 0
     assert (tmp_path / "many-1.png").exists() and (tmp_path / "many-2.png").exists()
 
 
-def test_refusals_charge_nothing(tiny_models, tmp_path, capsys):
+def test_refusals_charge_nothing(
+    tiny_models: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = write_config(tmp_path, tiny_models, limit=1)
     out = tmp_path / "x.png"
     assert run.main(["--config", str(config), "imagine", "   ", "-o", str(out)]) == 1
@@ -121,7 +126,9 @@ def test_refusals_charge_nothing(tiny_models, tmp_path, capsys):
     assert rows(tmp_path / "cli.sqlite3", "SELECT state FROM ledger") == [("committed",)]
 
 
-def test_missing_input_and_bad_config(tmp_path, capsys, monkeypatch):
+def test_missing_input_and_bad_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert run.main(["--config", str(tmp_path / "none.toml"), "imagine", "x"]) == 2
     assert "does not exist" in capsys.readouterr().err
     monkeypatch.delenv("DISCORD_TOKEN", raising=False)
@@ -130,11 +137,11 @@ def test_missing_input_and_bad_config(tmp_path, capsys, monkeypatch):
 
 
 @pytest.fixture(autouse=True)
-def _in_tmp(monkeypatch, tmp_path):
+def _in_tmp(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)  # any relative data/ path lands in the test's own folder
 
 
-def test_db_migrate_and_backup(tmp_path, capsys):
+def test_db_migrate_and_backup(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = tmp_path / "c.toml"
     config.write_text(f'[database]\npath = "{tmp_path / "live.sqlite3"}"\n', encoding="utf-8")
     assert run.main(["--config", str(config), "db", "backup", str(tmp_path / "x.sqlite3")]) == 1

@@ -12,6 +12,7 @@ import aiohttp
 
 from tests.bot.conftest import free_port
 from tests.bot.harness import build_world, is_result
+from tests.fakediscord import FakeDiscord
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,7 +25,9 @@ async def healthy(url: str) -> bool:
         return False
 
 
-async def test_python_run_py_serves_imagine_end_to_end(fake_discord, tiny_models, tmp_path):
+async def test_python_run_py_serves_imagine_end_to_end(
+    fake_discord: FakeDiscord, tiny_models: tuple[Path, Path], tmp_path: Path
+) -> None:
     world = build_world(fake_discord)
     port = free_port()
     config = tmp_path / "config.toml"
@@ -73,7 +76,7 @@ height = 64
     assert not await healthy(f"http://127.0.0.1:{port}")  # the worker was stopped with the bot
 
 
-def run_config(fake_discord, tmp_path: Path, port: int) -> Path:
+def run_config(fake_discord: FakeDiscord, tmp_path: Path, port: int) -> Path:
     config = tmp_path / "config.toml"
     config.write_text(
         f"""
@@ -95,7 +98,7 @@ cpu_threads = 1
     return config
 
 
-async def start_run_py(fake_discord, config: Path, *args: str) -> asyncio.subprocess.Process:
+async def start_run_py(fake_discord: FakeDiscord, config: Path, *args: str) -> asyncio.subprocess.Process:
     env = {**os.environ, "DISCORD_TOKEN": fake_discord.token}
     return await asyncio.create_subprocess_exec(
         sys.executable, str(ROOT / "run.py"), "--config", str(config), *args,
@@ -121,7 +124,7 @@ async def gone(pid: int, seconds: float) -> bool:
     return False
 
 
-async def test_kill_9_of_run_py_takes_its_worker_with_it(fake_discord, tmp_path):
+async def test_kill_9_of_run_py_takes_its_worker_with_it(fake_discord: FakeDiscord, tmp_path: Path) -> None:
     import psutil
 
     build_world(fake_discord)
@@ -142,12 +145,18 @@ async def test_kill_9_of_run_py_takes_its_worker_with_it(fake_discord, tmp_path)
             child.kill()
 
 
-async def test_a_port_served_by_something_else_is_reported_not_fought_over(fake_discord, tmp_path):
+async def test_a_port_served_by_something_else_is_reported_not_fought_over(
+    fake_discord: FakeDiscord, tmp_path: Path
+) -> None:
     from aiohttp import web
 
     build_world(fake_discord)
     app = web.Application()
-    app.router.add_get("/{tail:.*}", lambda request: web.Response(status=418, text="teapot"))
+
+    async def teapot(request: web.Request) -> web.Response:
+        return web.Response(status=418, text="teapot")
+
+    app.router.add_get("/{tail:.*}", teapot)
     runner = web.AppRunner(app)
     await runner.setup()
     port = free_port()
@@ -155,6 +164,7 @@ async def test_a_port_served_by_something_else_is_reported_not_fought_over(fake_
     try:
         proc = await start_run_py(fake_discord, run_config(fake_discord, tmp_path, port))
         code = await asyncio.wait_for(proc.wait(), 60)
+        assert proc.stderr is not None, "run.py is started with its stderr piped"
         stderr = (await proc.stderr.read()).decode()
         assert code == 2, stderr
         assert f"port {port} on 127.0.0.1 is already served by" in stderr
@@ -163,7 +173,9 @@ async def test_a_port_served_by_something_else_is_reported_not_fought_over(fake_
         await runner.cleanup()
 
 
-async def test_a_worker_left_by_a_dead_run_py_is_stopped_and_replaced(fake_discord, tmp_path):
+async def test_a_worker_left_by_a_dead_run_py_is_stopped_and_replaced(
+    fake_discord: FakeDiscord, tmp_path: Path
+) -> None:
     """A worker whose run.py died (the pidfile says so) is ours to stop: the new run.py takes the port."""
     import json
 
