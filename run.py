@@ -7,6 +7,11 @@ python run.py serve --ray [--replicas N] [--address ADDR]   the worker's RPC on 
 python run.py db migrate | backup PATH
 python run.py imagine "a red fox" -o fox.png
 python run.py edit fox.png "make it snowy" -o snowy.png
+
+Relative paths in the settings (database.path, backup_dir, sync_state_file, cache_dir) are read from the
+config file's folder, or with no config file from the project folder (where run.py is), never from the
+folder the command happens to be started in. Arguments a user types are checked before any model loads:
+a bad one ends the command at once with exit status 2 and a message naming it.
 """
 
 from __future__ import annotations
@@ -17,8 +22,10 @@ import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -31,14 +38,18 @@ from pydantic import ValidationError
 from bot.core.errors import BrushfireError
 from bot.core.jobs import JobService
 from bot.core.lifecycle import CrashPoint, ProcessOwner, describe_server, die_with_parent, port_in_use
+from bot.core.logs import LEVELS, job_context, setup_logging
 from bot.core.outcomes import JobOutcome
-from bot.core.plans import LOCAL_USER, ImagineOptions, parse_lane
+from bot.core.plans import LOCAL_USER, ImagineOptions, JobPlan, Planner, parse_lane
 from bot.core.progress import ProgressState, ProgressUpdater
+from bot.core.records import GuildSettings
 from bot.core.services import Services, open_services
-from bot.core.settings import Settings, SettingsError, load_settings
+from bot.core.settings import Settings, SettingsError, anchor_paths, load_settings
+from bot.core.styles import StyleBook
 from inference.engine_api import EngineError
+from inference.protocol import WorkerInfo
 from inference.settings import EngineSettings, WorkerSettings
-from inference.vocabulary import JobId
+from inference.vocabulary import JobId, Lane
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +60,12 @@ STABLE_AFTER_S = 60.0  # a worker that ran this long before crashing starts the 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="run.py", description=__doc__.splitlines()[0])
     p.add_argument("--config", type=Path, help="TOML settings file (or $BRUSHFIRE_CONFIG)")
-    p.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING or ERROR")
+    p.add_argument(
+        "--log-level", type=str.upper, choices=LEVELS, default=None, help="over the settings' log_level"
+    )
+    p.add_argument(
+        "--log-format", choices=["text", "json"], default=None, help="over the settings' log_format"
+    )
     sub = p.add_subparsers(dest="command")
     sub.add_parser("all", help="worker and bot together (the default)")
     sub.add_parser("bot", help="the Discord bot alone (the worker runs elsewhere: worker_url)")
@@ -96,16 +112,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    quiet = "WARNING" if args.command in ("imagine", "edit") else settings.log_level  # keep the bar readable
-    logging.basicConfig(
-        level=(args.log_level or quiet).upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    settings = anchor_paths(settings, settings_folder(args.config))
+    # The one-shot commands print their own result: keep the bar readable and say each thing once.
+    quiet = "WARNING" if args.command in ("imagine", "edit", "db") else settings.log_level
+    setup_logging(args.log_level or quiet, args.log_format or settings.log_format)
     command = args.command or "all"
     try:
         return _dispatch(command, args, settings)
     except KeyboardInterrupt:
         return 130
+
+
+def settings_folder(config: Path | None) -> Path:
+    """Where relative paths in the settings are read from: the config file's folder; with no file, the
+    project folder holding run.py (a checkout), or ~/.local/share/brushfire for an installed copy."""
+    path = config or (Path(os.environ["BRUSHFIRE_CONFIG"]) if os.environ.get("BRUSHFIRE_CONFIG") else None)
+    if path is not None:
+        return path.resolve().parent
+    here = Path(__file__).resolve().parent
+    return here if (here / "pyproject.toml").is_file() else Path.home() / ".local" / "share" / "brushfire"
 
 
 def _dispatch(command: str, args: argparse.Namespace, settings: Settings) -> int:
@@ -118,6 +143,9 @@ def _dispatch(command: str, args: argparse.Namespace, settings: Settings) -> int
         except (WorkerConfigError, ValidationError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+        except EngineError as exc:
+            print(f"error: the model could not be loaded: {exc}", file=sys.stderr)
+            return 1
         return 0
     if command == "serve":
         return _serve_ray(args, settings)
@@ -354,7 +382,8 @@ async def _db(args: argparse.Namespace, settings: Settings) -> int:
     except DatabaseError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"backed up {settings.database.path} to {args.path}")
+    target = args.path / settings.database.path.name if args.path.is_dir() else args.path
+    print(f"backed up {settings.database.path} to {target}")
     return 0
 
 
@@ -407,8 +436,18 @@ async def worker_for(settings: Settings) -> AsyncIterator[str]:
         await running.stop()
 
 
+class ArgumentError(Exception):
+    """An argument of `run.py imagine/edit` that cannot work: reported before anything loads (exit 2)."""
+
+
 async def _local_job(args: argparse.Namespace, settings: Settings, crash: CrashPoint) -> int:
+    try:
+        image = _check_first(args, settings)
+    except (ArgumentError, BrushfireError) as exc:
+        print(f"error: {plain(str(exc))}", file=sys.stderr)
+        return 2
     owner = ProcessOwner.current("cli")
+    code = 0
     try:
         async with (
             worker_for(settings) as url,
@@ -417,22 +456,94 @@ async def _local_job(args: argparse.Namespace, settings: Settings, crash: CrashP
             jobs = services.jobs
             # First what an earlier `run.py imagine/edit` left when it was killed: follow or refund.
             await jobs.reconcile(_report_earlier(jobs), kinds=frozenset({"cli"}))
-            outcome = await _run_local(args, services)
-            if outcome.ok:
-                crash.reached("delivery")
-                for path in _write_outputs(outcome, args.output):
-                    print(path)
-            await jobs.mark_delivered(outcome.job.job_id)
+            outcome = await _run_local(args, services, image)
+            with job_context(outcome.job.job_id):
+                if outcome.ok:
+                    crash.reached("delivery")
+                    code = _deliver(outcome, args.output, settings.database.path.parent / "outputs")
+                await jobs.mark_delivered(outcome.job.job_id)
     except (BrushfireError, SettingsError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {plain(str(exc))}", file=sys.stderr)
         return 1
     except EngineError as exc:
         print(f"error: the model could not be loaded: {exc}", file=sys.stderr)
         return 1
     if not outcome.ok:
-        print(f"error: {outcome.message}", file=sys.stderr)
+        print(f"error: {plain(outcome.message)}", file=sys.stderr)
         return 1
-    return 0
+    return code
+
+
+def _check_first(args: argparse.Namespace, settings: Settings) -> bytes | None:
+    """Everything about the arguments that can be checked without a model, checked before one loads:
+    the options as the planner will see them, the input image, and that the output can be written.
+
+    The job is planned again once the worker has said which model it serves (its sizes and edit mode);
+    this is the same planner on the settings' own view of that model. Returns the input image's bytes.
+    """
+    planner = Planner(settings, StyleBook(settings.styles, settings.aspects))
+    if not settings.worker_url:  # the worker this machine runs: its model is the one the settings name
+        engine = settings.engine
+        has_edit_model = engine.edit_model is not None or engine.model is None
+        info = WorkerInfo(
+            model=engine.model or "bundled", defaults=engine.defaults, has_edit_model=has_edit_model
+        )
+        planner.adopt_worker_defaults(info)
+    guild = GuildSettings(guild_id=LOCAL_USER.guild_id)
+    lane = parse_lane(args.lane)
+    image = None
+    if args.command == "imagine":
+        planner.plan_imagine(LOCAL_USER, _imagine_options(args, lane), guild)
+        count = args.count
+    else:
+        image = _read_input(args.image)
+        planner.plan_edit(
+            LOCAL_USER,
+            image=image,
+            instruction=args.instruction,
+            strength=args.strength,
+            guild=guild,
+            lane=lane,
+        )
+        count = 1
+    _check_output(args.output, count)
+    return image
+
+
+def _imagine_options(args: argparse.Namespace, lane: Lane | None) -> ImagineOptions:
+    return ImagineOptions(
+        prompt=args.prompt,
+        style=args.style,
+        negative=args.negative,
+        aspect=args.aspect,
+        count=args.count,
+        seed=args.seed,
+        lane=lane,
+    )
+
+
+def _check_output(output: Path, count: int) -> None:
+    """The output file(s) can be created: the folder exists (or can be made) and takes a file."""
+    if output.is_dir():
+        raise ArgumentError(
+            f"cannot write {output}: it is a folder; give a file name such as {output / 'out.png'}"
+        )
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=output.parent, prefix=".brushfire-", suffix=".png"):
+            pass
+    except OSError as exc:
+        raise ArgumentError(f"cannot write {output}: {exc.strerror or exc}") from None
+    for path in _output_paths(output, count):
+        if path.exists() and not os.access(path, os.W_OK):
+            raise ArgumentError(f"cannot write {path}: it exists and is read-only")
+
+
+def _read_input(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ArgumentError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 def _report_earlier(jobs: JobService) -> Callable[[JobOutcome], Awaitable[None]]:
@@ -447,57 +558,62 @@ def _report_earlier(jobs: JobService) -> Callable[[JobOutcome], Awaitable[None]]
     return report
 
 
-async def _run_local(args: argparse.Namespace, services: Services) -> JobOutcome:
+async def _run_local(args: argparse.Namespace, services: Services, image: bytes | None) -> JobOutcome:
     jobs = services.jobs
     await jobs.worker.learn_model()  # a worker elsewhere may serve another model than the settings here name
     guild = await services.guilds.settings(LOCAL_USER.guild_id)
     lane = parse_lane(args.lane)
     if args.command == "imagine":
-        options = ImagineOptions(
-            prompt=args.prompt,
-            style=args.style,
-            negative=args.negative,
-            aspect=args.aspect,
-            count=args.count,
-            seed=args.seed,
-            lane=lane,
-        )
-        plan = jobs.planner.plan_imagine(LOCAL_USER, options, guild)
+        plan = jobs.planner.plan_imagine(LOCAL_USER, _imagine_options(args, lane), guild)
     else:
-        data = _read_input(args.image)
+        assert image is not None
         plan = jobs.planner.plan_edit(
             LOCAL_USER,
-            image=data,
+            image=image,
             instruction=args.instruction,
             strength=args.strength,
             guild=guild,
             lane=lane,
         )
     ticket = await jobs.start(LOCAL_USER, plan)
-    note = " (out of fast credits: relax lane)" if ticket.fell_back_to_relax else ""
-    print(
-        f"job {ticket.job.job_id}: {ticket.cost} credit(s), {ticket.lane.value} lane{note}", file=sys.stderr
-    )
-    bar = TerminalBar(sys.stderr)
-    updater = ProgressUpdater(bar, interval_s=0.1)
-    updater.start()
-    unhook = _cancel_on_interrupt(jobs, ticket.job.job_id)
-    try:
-        outcome = await jobs.follow(ticket.job, updater.update)
-    finally:
-        unhook()
-        await updater.close(flush=True)
-        bar.finish()
+    with job_context(ticket.job.job_id):
+        note = " (out of fast credits: relax lane)" if ticket.fell_back_to_relax else ""
+        size = _size_note(
+            plan, jobs.planner.native_size(), args.aspect if args.command == "imagine" else None
+        )
+        print(
+            f"job {ticket.job.job_id}: {ticket.cost} credit(s), {ticket.lane.value} lane{note}{size}",
+            file=sys.stderr,
+        )
+        bar = TerminalBar(sys.stderr)
+        updater = ProgressUpdater(bar, interval_s=0.1)
+        updater.start()
+        unhook = _cancel_on_interrupt(jobs, ticket.job.job_id)
+        try:
+            outcome = await jobs.follow(ticket.job, updater.update)
+        finally:
+            unhook()
+            await updater.close(flush=True)
+            bar.finish()
     status = await jobs.quota_status(LOCAL_USER)
     print(f"{status.remaining} of {status.limit} credits left", file=sys.stderr)
     return outcome
 
 
-def _read_input(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise BrushfireError(f"cannot read {path}: {exc.strerror}") from None
+def _size_note(plan: JobPlan, native: tuple[int, int], aspect: str | None) -> str:
+    """`, 64x64` for the job line, and a plain word when the model's size cannot honour --aspect."""
+    if plan.width is None or plan.height is None:
+        return f", {native[0]}x{native[1]} (the model's native size)" if plan.kind == "generate" else ""
+    size = f", {plan.width}x{plan.height}"
+    if aspect is None:
+        return size
+    w, h = (int(side) for side in aspect.strip().split(":"))
+    if abs(plan.width / plan.height - w / h) <= 0.05 * (w / h):
+        return size
+    return (
+        f"{size}\nnote: --aspect {aspect.strip()} comes out {plan.width}x{plan.height} on this model: sizes keep "
+        f"its native {native[0]}x{native[1]} pixel count in steps of 64, which is too small for that shape"
+    )
 
 
 def _cancel_on_interrupt(jobs: JobService, job_id: JobId) -> Callable[[], None]:
@@ -521,14 +637,67 @@ def _cancel_on_interrupt(jobs: JobService, job_id: JobId) -> Callable[[], None]:
     return unhook
 
 
-def _write_outputs(outcome: JobOutcome, output: Path) -> list[Path]:
-    """Write each image: `out.png` for one, `out-1.png`, `out-2.png`… for several."""
+def _output_paths(output: Path, count: int) -> list[Path]:
+    """`out.png` for one image, `out-1.png`, `out-2.png`… for several."""
+    return [output] if count == 1 else [output.with_stem(f"{output.stem}-{i + 1}") for i in range(count)]
+
+
+def _deliver(outcome: JobOutcome, output: Path, keep_dir: Path) -> int:
+    """Write the images and print their paths. If they cannot be written where asked (the folder went
+    away, the disk filled), they are written to `keep_dir` instead and the command fails, saying where:
+    the job is paid for, so its result is never lost (it is in the database too)."""
+    gens = sorted(outcome.generations, key=lambda g: g.index)
+    try:
+        paths = _write(output, [g.png for g in gens])
+    except OSError as exc:
+        kept = _write(keep_dir / f"{outcome.job.job_id}.png", [g.png for g in gens])
+        print(f"error: cannot write {output}: {exc.strerror or exc}; the result is kept at:", file=sys.stderr)
+        for path in kept:
+            print(path)
+        return 1
+    for path in paths:
+        print(path)
+    return 0
+
+
+def _write(output: Path, images: list[bytes]) -> list[Path]:
     output.parent.mkdir(parents=True, exist_ok=True)
-    gens = outcome.generations
-    paths = [output] if len(gens) == 1 else [output.with_stem(f"{output.stem}-{g.index + 1}") for g in gens]
-    for path, gen in zip(paths, gens, strict=True):
-        path.write_bytes(gen.png)
+    paths = _output_paths(output, len(images))
+    for path, png in zip(paths, images, strict=True):
+        path.write_bytes(png)
     return paths
+
+
+_DISCORD_TIME = re.compile(r"<t:(-?\d+)(?::([tTdDfFR]))?>")
+_DISCORD_MENTION = re.compile(r"<(#|@&|@!?)(\d+)>")
+
+
+def plain(text: str, now: float | None = None) -> str:
+    """A message written for Discord, as a terminal shows it: `<t:…:R>` as "in 5 min (14:32)", a
+    channel or member mention as its id."""
+    now = time.time() if now is None else now
+
+    def when(match: re.Match[str]) -> str:
+        at = int(match[1])
+        clock = time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(at))
+        return f"{_relative(at - now)} ({clock})" if match[2] in (None, "R") else clock
+
+    text = _DISCORD_TIME.sub(when, text)
+    return _DISCORD_MENTION.sub(lambda m: f"{'#' if m[1] == '#' else '@'}{m[2]}", text)
+
+
+def _relative(seconds: float) -> str:
+    """`in 5 min`, `in 2 h 5 min`, `in 40 s`, `3 min ago`."""
+    span = abs(round(seconds))
+    if span < 60:
+        words = f"{span} s"
+    elif span < 3600:
+        words = f"{round(span / 60)} min"
+    elif span < 86400:
+        words = f"{span // 3600} h {span % 3600 // 60} min"
+    else:
+        words = f"{span // 86400} d {span % 86400 // 3600} h"
+    return f"in {words}" if seconds >= 0 else f"{words} ago"
 
 
 if __name__ == "__main__":

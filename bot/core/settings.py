@@ -108,6 +108,8 @@ class Settings(BaseSettings):
     styles: list[StylePreset] = Field(default_factory=lambda: list(DEFAULT_STYLES), min_length=1)
     aspects: list[Aspect] = Field(default_factory=lambda: list(DEFAULT_ASPECTS), min_length=1, max_length=25)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # "text": one readable line per record; "json": one JSON object per line (level, logger, message, job_id).
+    log_format: Literal["text", "json"] = "text"
     discord_token: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices(TOKEN_ENV), exclude=True, repr=False
     )
@@ -193,6 +195,23 @@ def load_settings(config: Path | None = None, environ: Mapping[str, str] | None 
     except ValidationError as exc:
         where = f"config file {path} / environment" if path else "environment"
         raise SettingsError(f"invalid settings ({where}):\n{_describe(exc)}") from None
+
+
+def anchor_paths(settings: Settings, base: Path) -> Settings:
+    """The settings with every relative file path read from `base` (the config file's folder, or a data
+    folder), so the same settings name the same files whatever folder a process is started in."""
+
+    def under(path: Path | None) -> Path | None:
+        return base / path if path is not None and not path.is_absolute() else path
+
+    db, discord, engine = settings.database, settings.discord, settings.engine
+    return settings.model_copy(
+        update={
+            "database": db.model_copy(update={"path": under(db.path), "backup_dir": under(db.backup_dir)}),
+            "discord": discord.model_copy(update={"sync_state_file": under(discord.sync_state_file)}),
+            "engine": engine.model_copy(update={"cache_dir": under(engine.cache_dir)}),
+        }
+    )
 
 
 def _describe(exc: ValidationError) -> str:
