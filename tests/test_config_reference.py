@@ -182,3 +182,32 @@ def test_every_environment_variable_the_code_reads_is_in_the_reference():
     }
     missing = sorted(n for n in names if n not in header and n not in settings_vars)
     assert missing == []
+
+
+def test_a_preset_is_chosen_by_name_and_keys_beside_it_win(clean_env):
+    from inference.presets import get_preset
+
+    chosen = Settings(engine={"preset": "sdxl-lightning", "device": "cuda"}).engine
+    preset = get_preset("sdxl-lightning")
+    assert (chosen.model, chosen.scheduler, chosen.timestep_spacing) == (
+        "stabilityai/stable-diffusion-xl-base-1.0",
+        "EulerDiscreteScheduler",
+        "trailing",
+    )
+    assert chosen.defaults == preset.defaults and chosen.device == "cuda"
+    assert [a.name for a in chosen.adapters] == ["sdxl-lightning-4step"] and chosen.adapters[0].fuse
+    # The engine section's own keys win, down to one default.
+    mine = Settings(engine={"preset": "sd-turbo", "model": "/srv/my-turbo", "defaults": {"steps": 2}}).engine
+    assert mine.model == "/srv/my-turbo" and mine.defaults.steps == 2 and mine.defaults.guidance == 0.0
+    with pytest.raises(ValueError, match="unknown preset 'sdxl-fast'; known: sd-turbo, sdxl-turbo"):
+        Settings(engine={"preset": "sdxl-fast"})
+
+
+def test_the_readme_model_examples_are_valid_and_the_sdxl_turbo_one_is_scheduled_as_it_needs(clean_env):
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```toml\n(.*?)```", readme, flags=re.S)
+    engines = [Settings(**tomllib.loads(block)).engine for block in blocks]
+    turbo = [e for e in engines if e.model == "stabilityai/sdxl-turbo"]
+    assert len(turbo) >= 2  # the preset, and the same written out
+    assert all(e.timestep_spacing == "trailing" and e.defaults.steps == 1 for e in turbo)
+    assert all(e.model_dump(exclude={"preset"}) == turbo[0].model_dump(exclude={"preset"}) for e in turbo)

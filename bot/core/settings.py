@@ -9,12 +9,22 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from bot.core.challenges.rules import ChallengeSettings
 from bot.core.quotas.pricing import QuotaSettings
 from bot.core.styles import DEFAULT_ASPECTS, DEFAULT_STYLES, Aspect, StylePreset
+from inference.presets import get_preset
 from inference.protocol import MAX_COUNT
 from inference.settings import EngineSettings, WorkerSettings
 from inference.text import MAX_PROMPT_CHARS
@@ -113,6 +123,29 @@ class Settings(BaseSettings):
     discord_token: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices(TOKEN_ENV), exclude=True, repr=False
     )
+
+    @field_validator("engine", mode="before")
+    @classmethod
+    def _apply_preset(cls, value: object) -> object:
+        """`[engine] preset = "sdxl-turbo"`: the preset's model, scheduler, timestep spacing, defaults and
+        fused adapters, under whatever the engine section sets itself (those keys win)."""
+        if not isinstance(value, dict) or not value.get("preset"):
+            return value
+        preset = get_preset(str(value["preset"]))
+        own_defaults = value.get("defaults") or {}
+        if isinstance(own_defaults, BaseModel):
+            own_defaults = own_defaults.model_dump(exclude_unset=True)
+        filled: dict[str, object] = {
+            "model": preset.model,
+            "scheduler": preset.scheduler,
+            "timestep_spacing": preset.timestep_spacing,
+        }
+        return {
+            **{k: v for k, v in filled.items() if v is not None},
+            **value,
+            "defaults": {**preset.defaults.model_dump(exclude_none=True), **dict(own_defaults)},
+            "adapters": [*(a.model_dump() for a in preset.fused_adapters), *(value.get("adapters") or [])],
+        }
 
     @model_validator(mode="after")
     def _unique_names(self) -> Settings:
