@@ -211,3 +211,23 @@ def test_the_readme_model_examples_are_valid_and_the_sdxl_turbo_one_is_scheduled
     assert len(turbo) >= 2  # the preset, and the same written out
     assert all(e.timestep_spacing == "trailing" and e.defaults.steps == 1 for e in turbo)
     assert all(e.model_dump(exclude={"preset"}) == turbo[0].model_dump(exclude={"preset"}) for e in turbo)
+
+
+def section(text: str, title: str) -> str:
+    return text.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_licence_and_the_readme_say_what_an_operator_needs():
+    licence = (ROOT / "LICENSE").read_text(encoding="utf-8")
+    assert licence.startswith("MIT License") and "brushfire contributors" in licence
+    assert 'license = { text = "MIT" }' in (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    # The Quick start stays two commands, each one line.
+    quick = re.findall(r"```bash\n(.*?)```", section(readme, "Quick start"), flags=re.S)
+    assert len(quick) == 2 and all(block.count("\n") == 1 for block in quick)
+    # Running the bot on a GPU box names the torch build for CUDA and how to choose it by driver.
+    run_bot = section(readme, "Run the real bot")
+    assert re.search(
+        r"pip install torch==[\d.]+ --index-url https://download\.pytorch\.org/whl/cu\d+", run_bot
+    )
+    assert "nvidia-smi" in run_bot and "driver" in run_bot
