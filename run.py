@@ -22,26 +22,24 @@ import contextlib
 import json
 import logging
 import os
-import re
 import signal
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TextIO
 
 import psutil
 from pydantic import ValidationError
 
+from bot.core import terminal
 from bot.core.errors import BrushfireError
 from bot.core.jobs import JobService
 from bot.core.lifecycle import CrashPoint, ProcessOwner, describe_server, die_with_parent, port_in_use
 from bot.core.logs import LEVELS, job_context, setup_logging
 from bot.core.outcomes import JobOutcome
-from bot.core.plans import LOCAL_USER, ImagineOptions, JobPlan, Planner, parse_lane
-from bot.core.progress import ProgressState, ProgressUpdater
+from bot.core.plans import LOCAL_USER, ImagineOptions, Planner, parse_lane
+from bot.core.progress import ProgressUpdater
 from bot.core.records import GuildSettings
 from bot.core.services import Services, open_services
 from bot.core.settings import Settings, SettingsError, anchor_paths, load_settings
@@ -390,25 +388,6 @@ async def _db(args: argparse.Namespace, settings: Settings) -> int:
 # --- making images from the terminal, through the same job service as Discord users ---
 
 
-class TerminalBar:
-    """A one-line progress bar on a terminal stream (the CLI's progress display)."""
-
-    def __init__(self, stream: TextIO, width: int = 30) -> None:
-        self._stream = stream
-        self._width = width
-
-    async def show(self, state: ProgressState) -> None:
-        done = state.step / state.total if state.total else 0.0
-        filled = int(done * self._width)
-        bar = "#" * filled + "." * (self._width - filled)
-        self._stream.write(f"\r[{bar}] {state.describe()!s:<48}")  # the command line speaks English
-        self._stream.flush()
-
-    def finish(self) -> None:
-        self._stream.write("\n")
-        self._stream.flush()
-
-
 @asynccontextmanager
 async def worker_for(settings: Settings) -> AsyncIterator[str]:
     """The worker's URL: the configured one if it answers, else one started in this process.
@@ -436,15 +415,11 @@ async def worker_for(settings: Settings) -> AsyncIterator[str]:
         await running.stop()
 
 
-class ArgumentError(Exception):
-    """An argument of `run.py imagine/edit` that cannot work: reported before anything loads (exit 2)."""
-
-
 async def _local_job(args: argparse.Namespace, settings: Settings, crash: CrashPoint) -> int:
     try:
         image = _check_first(args, settings)
-    except (ArgumentError, BrushfireError) as exc:
-        print(f"error: {plain(str(exc))}", file=sys.stderr)
+    except (terminal.ArgumentError, BrushfireError) as exc:
+        print(f"error: {terminal.plain(str(exc))}", file=sys.stderr)
         return 2
     owner = ProcessOwner.current("cli")
     code = 0
@@ -463,13 +438,13 @@ async def _local_job(args: argparse.Namespace, settings: Settings, crash: CrashP
                     code = _deliver(outcome, args.output, settings.database.path.parent / "outputs")
                 await jobs.mark_delivered(outcome.job.job_id)
     except (BrushfireError, SettingsError) as exc:
-        print(f"error: {plain(str(exc))}", file=sys.stderr)
+        print(f"error: {terminal.plain(str(exc))}", file=sys.stderr)
         return 1
     except EngineError as exc:
         print(f"error: the model could not be loaded: {exc}", file=sys.stderr)
         return 1
     if not outcome.ok:
-        print(f"error: {plain(outcome.message)}", file=sys.stderr)
+        print(f"error: {terminal.plain(str(outcome.message))}", file=sys.stderr)
         return 1
     return code
 
@@ -496,7 +471,7 @@ def _check_first(args: argparse.Namespace, settings: Settings) -> bytes | None:
         planner.plan_imagine(LOCAL_USER, _imagine_options(args, lane), guild)
         count = args.count
     else:
-        image = _read_input(args.image)
+        image = terminal.read_input(args.image)
         planner.plan_edit(
             LOCAL_USER,
             image=image,
@@ -506,7 +481,7 @@ def _check_first(args: argparse.Namespace, settings: Settings) -> bytes | None:
             lane=lane,
         )
         count = 1
-    _check_output(args.output, count)
+    terminal.check_output(args.output, count)
     return image
 
 
@@ -520,30 +495,6 @@ def _imagine_options(args: argparse.Namespace, lane: Lane | None) -> ImagineOpti
         seed=args.seed,
         lane=lane,
     )
-
-
-def _check_output(output: Path, count: int) -> None:
-    """The output file(s) can be created: the folder exists (or can be made) and takes a file."""
-    if output.is_dir():
-        raise ArgumentError(
-            f"cannot write {output}: it is a folder; give a file name such as {output / 'out.png'}"
-        )
-    try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=output.parent, prefix=".brushfire-", suffix=".png"):
-            pass
-    except OSError as exc:
-        raise ArgumentError(f"cannot write {output}: {exc.strerror or exc}") from None
-    for path in _output_paths(output, count):
-        if path.exists() and not os.access(path, os.W_OK):
-            raise ArgumentError(f"cannot write {path}: it exists and is read-only")
-
-
-def _read_input(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise ArgumentError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 def _report_earlier(jobs: JobService) -> Callable[[JobOutcome], Awaitable[None]]:
@@ -578,14 +529,14 @@ async def _run_local(args: argparse.Namespace, services: Services, image: bytes 
     ticket = await jobs.start(LOCAL_USER, plan)
     with job_context(ticket.job.job_id):
         note = " (out of fast credits: relax lane)" if ticket.fell_back_to_relax else ""
-        size = _size_note(
+        size = terminal.size_note(
             plan, jobs.planner.native_size(), args.aspect if args.command == "imagine" else None
         )
         print(
             f"job {ticket.job.job_id}: {ticket.cost} credit(s), {ticket.lane.value} lane{note}{size}",
             file=sys.stderr,
         )
-        bar = TerminalBar(sys.stderr)
+        bar = terminal.TerminalBar(sys.stderr)
         updater = ProgressUpdater(bar, interval_s=0.1)
         updater.start()
         unhook = _cancel_on_interrupt(jobs, ticket.job.job_id)
@@ -598,22 +549,6 @@ async def _run_local(args: argparse.Namespace, services: Services, image: bytes 
     status = await jobs.quota_status(LOCAL_USER)
     print(f"{status.remaining} of {status.limit} credits left", file=sys.stderr)
     return outcome
-
-
-def _size_note(plan: JobPlan, native: tuple[int, int], aspect: str | None) -> str:
-    """`, 64x64` for the job line, and a plain word when the model's size cannot honour --aspect."""
-    if plan.width is None or plan.height is None:
-        return f", {native[0]}x{native[1]} (the model's native size)" if plan.kind == "generate" else ""
-    size = f", {plan.width}x{plan.height}"
-    if aspect is None:
-        return size
-    w, h = (int(side) for side in aspect.strip().split(":"))
-    if abs(plan.width / plan.height - w / h) <= 0.05 * (w / h):
-        return size
-    return (
-        f"{size}\nnote: --aspect {aspect.strip()} comes out {plan.width}x{plan.height} on this model: sizes keep "
-        f"its native {native[0]}x{native[1]} pixel count in steps of 64, which is too small for that shape"
-    )
 
 
 def _cancel_on_interrupt(jobs: JobService, job_id: JobId) -> Callable[[], None]:
@@ -637,20 +572,15 @@ def _cancel_on_interrupt(jobs: JobService, job_id: JobId) -> Callable[[], None]:
     return unhook
 
 
-def _output_paths(output: Path, count: int) -> list[Path]:
-    """`out.png` for one image, `out-1.png`, `out-2.png`… for several."""
-    return [output] if count == 1 else [output.with_stem(f"{output.stem}-{i + 1}") for i in range(count)]
-
-
 def _deliver(outcome: JobOutcome, output: Path, keep_dir: Path) -> int:
     """Write the images and print their paths. If they cannot be written where asked (the folder went
     away, the disk filled), they are written to `keep_dir` instead and the command fails, saying where:
     the job is paid for, so its result is never lost (it is in the database too)."""
     gens = sorted(outcome.generations, key=lambda g: g.index)
     try:
-        paths = _write(output, [g.png for g in gens])
+        paths = terminal.write_images(output, [g.png for g in gens])
     except OSError as exc:
-        kept = _write(keep_dir / f"{outcome.job.job_id}.png", [g.png for g in gens])
+        kept = terminal.write_images(keep_dir / f"{outcome.job.job_id}.png", [g.png for g in gens])
         print(f"error: cannot write {output}: {exc.strerror or exc}; the result is kept at:", file=sys.stderr)
         for path in kept:
             print(path)
@@ -658,46 +588,6 @@ def _deliver(outcome: JobOutcome, output: Path, keep_dir: Path) -> int:
     for path in paths:
         print(path)
     return 0
-
-
-def _write(output: Path, images: list[bytes]) -> list[Path]:
-    output.parent.mkdir(parents=True, exist_ok=True)
-    paths = _output_paths(output, len(images))
-    for path, png in zip(paths, images, strict=True):
-        path.write_bytes(png)
-    return paths
-
-
-_DISCORD_TIME = re.compile(r"<t:(-?\d+)(?::([tTdDfFR]))?>")
-_DISCORD_MENTION = re.compile(r"<(#|@&|@!?)(\d+)>")
-
-
-def plain(text: str, now: float | None = None) -> str:
-    """A message written for Discord, as a terminal shows it: `<t:…:R>` as "in 5 min (14:32)", a
-    channel or member mention as its id."""
-    now = time.time() if now is None else now
-
-    def when(match: re.Match[str]) -> str:
-        at = int(match[1])
-        clock = time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(at))
-        return f"{_relative(at - now)} ({clock})" if match[2] in (None, "R") else clock
-
-    text = _DISCORD_TIME.sub(when, text)
-    return _DISCORD_MENTION.sub(lambda m: f"{'#' if m[1] == '#' else '@'}{m[2]}", text)
-
-
-def _relative(seconds: float) -> str:
-    """`in 5 min`, `in 2 h 5 min`, `in 40 s`, `3 min ago`."""
-    span = abs(round(seconds))
-    if span < 60:
-        words = f"{span} s"
-    elif span < 3600:
-        words = f"{round(span / 60)} min"
-    elif span < 86400:
-        words = f"{span // 3600} h {span % 3600 // 60} min"
-    else:
-        words = f"{span // 86400} d {span % 86400 // 3600} h"
-    return f"in {words}" if seconds >= 0 else f"{words} ago"
 
 
 if __name__ == "__main__":

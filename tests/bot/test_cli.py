@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 import run
+from bot.core import terminal
 from tests.bot.conftest import free_port
 from tests.judge import Judge
 from tools.tiny import data
@@ -226,7 +227,7 @@ def test_a_result_that_cannot_be_written_is_kept_and_the_command_says_where(
 ):
     # The output folder is fine when checked, then cannot take the file (as when it is removed or the disk
     # fills meanwhile): the job is paid for, so its image goes next to the database instead.
-    monkeypatch.setattr(run, "_check_output", lambda output, count: None)
+    monkeypatch.setattr(terminal, "check_output", lambda output, count: None)
     config = write_config(tmp_path, tiny_models)
     assert run.main(["--config", str(config), "imagine", "a cat", "-o", "/proc/x.png"]) == 1
     captured = capsys.readouterr()
@@ -243,9 +244,9 @@ def test_a_result_that_cannot_be_written_is_kept_and_the_command_says_where(
 
 def test_plain_renders_discord_markup_for_a_terminal():
     now = 1_000_000.0
-    assert run.plain("returns <t:1000300:R>.", now).startswith("returns in 5 min (")
-    assert run.plain("was <t:999990:R>", now).startswith("was 10 s ago (")
-    assert run.plain("in <#42> or <@7>", now) == "in #42 or @7"
+    assert terminal.plain("returns <t:1000300:R>.", now).startswith("returns in 5 min (")
+    assert terminal.plain("was <t:999990:R>", now).startswith("was 10 s ago (")
+    assert terminal.plain("in <#42> or <@7>", now) == "in #42 or @7"
 
 
 def cli(config: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
