@@ -38,7 +38,7 @@ from bot.core.jobs import JobService
 from bot.core.lifecycle import CrashPoint, ProcessOwner, describe_server, die_with_parent, port_in_use
 from bot.core.logs import LEVELS, job_context, setup_logging
 from bot.core.outcomes import JobOutcome
-from bot.core.plans import LOCAL_USER, ImagineOptions, Planner, parse_lane
+from bot.core.plans import LOCAL_USER, ImagineOptions, JobPlan, Planner, parse_lane
 from bot.core.progress import ProgressUpdater
 from bot.core.records import GuildSettings
 from bot.core.services import Services, open_services
@@ -47,7 +47,7 @@ from bot.core.styles import StyleBook
 from inference.engine_api import EngineError
 from inference.protocol import WorkerInfo
 from inference.settings import EngineSettings, WorkerSettings
-from inference.vocabulary import JobId, Lane
+from inference.vocabulary import JobId
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +162,12 @@ def _dispatch(command: str, args: argparse.Namespace, settings: Settings) -> int
     crash = CrashPoint.from_env(dict(os.environ))  # inert unless the crash-matrix tests set it
     if command == "bot":
         return asyncio.run(run_bot(settings, crash=crash))
-    return asyncio.run(_bot_and_worker(settings, args.config, crash))
+    logs = [
+        f"--{name.replace('_', '-')}={value}"
+        for name in ("log_level", "log_format")
+        if (value := getattr(args, name))
+    ]
+    return asyncio.run(_bot_and_worker(settings, args.config, crash, logs))
 
 
 # --- worker and bot together ---
@@ -305,20 +310,22 @@ def worker_settings(settings: Settings, args: argparse.Namespace) -> tuple[Worke
     return worker, engine
 
 
-def worker_command(config: Path | None) -> list[str]:
-    """This same script in worker mode, with the same config file (the environment is inherited); the
-    worker watches this process and stops if it goes away."""
-    args = [sys.executable, str(Path(__file__).resolve())]
+def worker_command(config: Path | None, logs: Sequence[str] = ()) -> list[str]:
+    """This same script in worker mode, with the same config file and log flags (the environment is
+    inherited); the worker watches this process and stops if it goes away."""
+    args = [sys.executable, str(Path(__file__).resolve()), *logs]
     if config is not None:
         args += ["--config", str(config)]
     return [*args, "worker", "--parent-pid", str(os.getpid())]
 
 
-async def _bot_and_worker(settings: Settings, config: Path | None, crash: CrashPoint) -> int:
+async def _bot_and_worker(
+    settings: Settings, config: Path | None, crash: CrashPoint, logs: Sequence[str] = ()
+) -> int:
     from bot.client import run_bot
 
     supervisor = WorkerSupervisor(
-        worker_command(config),
+        worker_command(config, logs),
         host=settings.worker.host,
         port=settings.worker.port,
         pidfile=settings.database.path.parent / "worker.pid",
@@ -464,36 +471,29 @@ def _check_first(args: argparse.Namespace, settings: Settings) -> bytes | None:
             model=engine.model or "bundled", defaults=engine.defaults, has_edit_model=has_edit_model
         )
         planner.adopt_worker_defaults(info)
-    guild = GuildSettings(guild_id=LOCAL_USER.guild_id)
-    lane = parse_lane(args.lane)
-    image = None
-    if args.command == "imagine":
-        planner.plan_imagine(LOCAL_USER, _imagine_options(args, lane), guild)
-        count = args.count
-    else:
-        image = terminal.read_input(args.image)
-        planner.plan_edit(
-            LOCAL_USER,
-            image=image,
-            instruction=args.instruction,
-            strength=args.strength,
-            guild=guild,
-            lane=lane,
-        )
-        count = 1
-    terminal.check_output(args.output, count)
+    image = terminal.read_input(args.image) if args.command == "edit" else None
+    plan = _plan(args, planner, GuildSettings(guild_id=LOCAL_USER.guild_id), image)
+    terminal.check_output(args.output, plan.count)
     return image
 
 
-def _imagine_options(args: argparse.Namespace, lane: Lane | None) -> ImagineOptions:
-    return ImagineOptions(
-        prompt=args.prompt,
-        style=args.style,
-        negative=args.negative,
-        aspect=args.aspect,
-        count=args.count,
-        seed=args.seed,
-        lane=lane,
+def _plan(args: argparse.Namespace, planner: Planner, guild: GuildSettings, image: bytes | None) -> JobPlan:
+    """The job `run.py imagine/edit` asks for, planned as the local user's (refusals raise)."""
+    lane = parse_lane(args.lane)
+    if args.command == "imagine":
+        options = ImagineOptions(
+            prompt=args.prompt,
+            style=args.style,
+            negative=args.negative,
+            aspect=args.aspect,
+            count=args.count,
+            seed=args.seed,
+            lane=lane,
+        )
+        return planner.plan_imagine(LOCAL_USER, options, guild)
+    assert image is not None
+    return planner.plan_edit(
+        LOCAL_USER, image=image, instruction=args.instruction, strength=args.strength, guild=guild, lane=lane
     )
 
 
@@ -512,20 +512,7 @@ def _report_earlier(jobs: JobService) -> Callable[[JobOutcome], Awaitable[None]]
 async def _run_local(args: argparse.Namespace, services: Services, image: bytes | None) -> JobOutcome:
     jobs = services.jobs
     await jobs.worker.learn_model()  # a worker elsewhere may serve another model than the settings here name
-    guild = await services.guilds.settings(LOCAL_USER.guild_id)
-    lane = parse_lane(args.lane)
-    if args.command == "imagine":
-        plan = jobs.planner.plan_imagine(LOCAL_USER, _imagine_options(args, lane), guild)
-    else:
-        assert image is not None
-        plan = jobs.planner.plan_edit(
-            LOCAL_USER,
-            image=image,
-            instruction=args.instruction,
-            strength=args.strength,
-            guild=guild,
-            lane=lane,
-        )
+    plan = _plan(args, jobs.planner, await services.guilds.settings(LOCAL_USER.guild_id), image)
     ticket = await jobs.start(LOCAL_USER, plan)
     with job_context(ticket.job.job_id):
         note = " (out of fast credits: relax lane)" if ticket.fell_back_to_relax else ""

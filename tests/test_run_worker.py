@@ -46,6 +46,8 @@ def test_bad_flags_and_a_public_bind_without_token_are_refused() -> None:
 
     public = worker("--host", "0.0.0.0", "--port", "0")
     assert public.returncode == 2 and "without a token" in public.stderr
+    # The advice names what run.py reads: it has no --token flag.
+    assert "run.py: `token` under [worker] in the config file, or BRUSHFIRE_WORKER__TOKEN" in public.stderr
     bad = worker("--max-batch", "0")
     assert bad.returncode == 2 and "max_batch" in bad.stderr
 
