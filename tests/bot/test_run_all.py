@@ -115,7 +115,10 @@ async def gone(pid: int, seconds: float) -> bool:
     import psutil
 
     for _ in range(int(seconds * 10)):
-        if not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+        try:
+            if not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:  # it went between the two questions
             return True
         await asyncio.sleep(0.1)
     return False
