@@ -502,7 +502,11 @@ def _report_earlier(jobs: JobService) -> Callable[[JobOutcome], Awaitable[None]]
     in the database), then it counts as delivered."""
 
     async def report(outcome: JobOutcome) -> None:
-        what = "finished; its images are in the database" if outcome.ok else f"refunded ({outcome.message})"
+        what = (
+            "finished; its images are in the database"
+            if outcome.ok
+            else f"refunded ({terminal.plain(str(outcome.message))})"
+        )
         print(f"job {outcome.job.job_id} from an earlier run that was stopped: {what}", file=sys.stderr)
         await jobs.mark_delivered(outcome.job.job_id)
 
