@@ -369,7 +369,10 @@ class Scheduler:
         if status is not JobStatus.SUCCEEDED:
             job.images = [None] * job.request.count
         self._emit(job, FINAL_EVENT[status])
-        log.info("job %s %s%s", job.id, status, f" ({error.code}: {error.message})" if error else "")
+        # Named by the client's id for it (the bot's job id, its idempotency key), as the bot and CLI name it.
+        key = job.request.idempotency_key
+        why = f" ({error.code}: {error.message})" if error else ""
+        log.info("job %s %s%s (worker id %s)", key, status, why, job.id, extra={"job_id": key})
 
     # --- the GPU loop ---
 

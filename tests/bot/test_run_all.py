@@ -118,7 +118,10 @@ async def gone(pid: int, seconds: float) -> bool:
     import psutil
 
     for _ in range(int(seconds * 10)):
-        if not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+        try:
+            if not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:  # it went between the two questions
             return True
         await asyncio.sleep(0.1)
     return False
@@ -205,3 +208,45 @@ async def test_a_worker_left_by_a_dead_run_py_is_stopped_and_replaced(
             if p is not None and p.returncode is None:
                 p.send_signal(signal.SIGTERM)
                 await asyncio.wait_for(p.wait(), 60)
+
+
+async def test_the_bot_waits_out_an_unreachable_discord_with_one_line_per_try(fake_discord, caplog):
+    import logging
+
+    import discord
+
+    from bot.client import start_with_backoff
+    from bot.endpoints import use_discord_endpoints
+
+    closed = free_port()
+    use_discord_endpoints(f"http://127.0.0.1:{closed}/api/v10", fake_discord.gateway_url)
+    client = discord.Client(intents=discord.Intents.none())
+    caplog.set_level(logging.WARNING, logger="bot.client")
+    task = asyncio.create_task(start_with_backoff(client, fake_discord.token, backoff_s=(0.2, 0.4)))
+
+    def tries() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.name == "bot.client"]
+
+    try:
+        for _ in range(100):  # three refused tries: 0.2 s, then 0.4 s apart
+            if len(tries()) >= 3:
+                break
+            await asyncio.sleep(0.05)
+        seen = tries()
+        assert len(seen) >= 3 and not task.done()
+        for number, record in enumerate(seen[:3], 1):
+            message = record.getMessage()
+            assert message.startswith(
+                f"cannot reach Discord at http://127.0.0.1:{closed}/api/v10 (try {number}: "
+            )
+            assert "\n" not in message and record.exc_info is None  # a line, not a traceback
+        assert seen[0].getMessage().endswith("retrying in 0.2 s") and seen[2].getMessage().endswith(
+            "in 0.4 s"
+        )
+        # Discord comes back (here: the fake, where the bot is now pointed): the next try logs in.
+        use_discord_endpoints(fake_discord.api_base, fake_discord.gateway_url)
+        await asyncio.wait_for(client.wait_until_ready(), 15)
+        assert client.user is not None
+    finally:
+        await client.close()
+        await asyncio.wait_for(task, 15)
