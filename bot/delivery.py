@@ -138,6 +138,8 @@ class JobRunner:
         ephemerally with nothing charged.
         """
         await interaction.response.defer(thinking=True)
+        waited = self._clock() - interaction.created_at.timestamp()
+        self.services.metrics.defer.observe(max(0.0, waited))
         self._track_job()
         requester = requester_for(interaction)
         _ = translate_for(interaction)
@@ -171,7 +173,8 @@ class JobRunner:
         """Post the outcome, then record that it was delivered: a restart posts only what a crash kept
         from its user, once."""
         self.jobs.crash.reached("delivery")
-        await self._post_outcome(outcome, interaction, guild, progress_gone)
+        with self.services.metrics.delivery.time():
+            await self._post_outcome(outcome, interaction, guild, progress_gone)
         await self.jobs.mark_delivered(outcome.job.job_id)
 
     async def _post_outcome(

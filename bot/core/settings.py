@@ -46,6 +46,9 @@ class DiscordSettings(BaseModel):
     sync_state_file: Path = Path("data/command-sync.sha256")
     # Seconds to wait after the last GUILD_CREATE before the bot counts as ready.
     guild_ready_timeout_s: float = Field(default=2.0, ge=0.0, le=60.0)
+    # The bot's Prometheus `/metrics` (latency histograms); None: not served. 0 picks a free port.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
 
 
 class CooldownSettings(BaseModel):
