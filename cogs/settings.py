@@ -15,6 +15,7 @@ from bot.core.errors import InvalidInput
 from bot.core.i18n import N_
 from bot.core.plans import REGEX_PREFIX
 from bot.core.records import MAX_IMAGES_PER_JOB, GuildSettings
+from bot.core.retention import MAX_AGE_DAYS, MAX_MEGABYTES, MB
 from bot.i18n import Translate
 
 if TYPE_CHECKING:
@@ -124,6 +125,39 @@ class Settings(
     ) -> list[app_commands.Choice[str]]:
         book = await self.bot.services.guilds.style_book(interaction.guild_id or 0)
         return [app_commands.Choice(name=s.name, value=s.name) for s in book.search(current)]
+
+    @app_commands.command(
+        name="retention", description="How long and how much of this server's images are kept"
+    )
+    @app_commands.describe(
+        days="Drop images older than this many days (empty: no age limit)",
+        megabytes="Keep at most this many MB of images, dropping the oldest (empty: no size limit)",
+    )
+    async def retention(
+        self,
+        interaction: discord.Interaction,
+        days: app_commands.Range[int, 1, MAX_AGE_DAYS] | None = None,
+        megabytes: app_commands.Range[float, 0, MAX_MEGABYTES] | None = None,
+    ) -> None:
+        retention = self.bot.services.retention
+        guild_id = interaction.guild_id or 0
+        policy = await retention.set_policy(
+            guild_id, interaction.user.id, max_age_days=days, max_megabytes=megabytes
+        )
+        stored = await retention.stored_bytes(guild_id)
+        _ = self.bot.i18n_for(interaction)
+        age = _("{days} days", days=policy.max_age_days) if policy.max_age_days else _("no limit")
+        size = f"{policy.max_bytes / MB:g} MB" if policy.max_bytes is not None else _("no limit")
+        await interaction.response.send_message(
+            _(
+                "Saved. Images are kept for: {age}; at most: {size} (now {stored} MB). Images of challenge"
+                " entries keep a small copy; buttons on a dropped image say it expired.",
+                age=age,
+                size=size,
+                stored=f"{stored / MB:.1f}",
+            ),
+            ephemeral=True,
+        )
 
     @app_commands.command(name="max-images", description="Most images one job may ask for")
     async def max_images(
