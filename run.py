@@ -4,7 +4,7 @@ python run.py                      worker + bot (the worker is restarted with ba
 python run.py bot | worker         one of the two (worker flags: --host --port --model --edit-model
                                    --device --max-batch, over the settings)
 python run.py serve --ray [--replicas N] [--address ADDR]   the worker's RPC on Ray Serve, many GPUs
-python run.py db migrate | backup PATH
+python run.py db migrate | backup PATH | restore PATH   (restore: with the bot and worker stopped)
 python run.py imagine "a red fox" -o fox.png
 python run.py edit fox.png "make it snowy" -o snowy.png
 """
@@ -71,6 +71,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     db_sub.add_parser("migrate", help="create or upgrade the database file")
     backup = db_sub.add_parser("backup", help="copy the live database safely")
     backup.add_argument("path", type=Path)
+    restore = db_sub.add_parser("restore", help="replace the database with a checked backup (bot stopped)")
+    restore.add_argument("path", type=Path)
     imagine = sub.add_parser("imagine", help="make an image from a prompt, as the local user")
     imagine.add_argument("prompt")
     imagine.add_argument("-o", "--output", type=Path, default=Path("out.png"))
@@ -342,13 +344,20 @@ def _serve_ray(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _db(args: argparse.Namespace, settings: Settings) -> int:
-    from storage.cli import backup, migrate
+    from storage.cli import backup, migrate, restore
     from storage.db import DatabaseError
 
     try:
         if args.db_command == "migrate":
             version = await migrate(settings.database.path)
             print(f"{settings.database.path}: schema version {version}")
+            return 0
+        if args.db_command == "restore":
+            done = await restore(args.path, settings.database.path)
+            kept = f"; the previous file is {done.previous}" if done.previous else ""
+            print(
+                f"restored {settings.database.path} from {args.path} (schema version {done.schema_version}){kept}"
+            )
             return 0
         await backup(settings.database.path, args.path)
     except DatabaseError as exc:
