@@ -112,7 +112,7 @@ async def test_restore_refuses_a_bad_backup(tmp_path: Path) -> None:
     data = bytearray(corrupt.read_bytes())
     data[len(data) // 2 : len(data) // 2 + 4096] = b"\x00" * 4096  # a page of the table zeroed
     corrupt.write_bytes(bytes(data))
-    with pytest.raises(DatabaseError, match="integrity check|not a SQLite"):
+    with pytest.raises(DatabaseError, match=r"integrity check|not a SQLite"):
         await cli.restore(corrupt, live)
     assert live.read_bytes() == before  # nothing replaced
     assert not (tmp_path / "live.sqlite3.bak").exists()
