@@ -28,11 +28,12 @@ from typing import TextIO
 import psutil
 from pydantic import ValidationError
 
+from bot.core.command_text import EDIT, IMAGINE
 from bot.core.errors import BrushfireError
 from bot.core.jobs import JobService
 from bot.core.lifecycle import CrashPoint, ProcessOwner, describe_server, die_with_parent, port_in_use
 from bot.core.outcomes import JobOutcome
-from bot.core.plans import LOCAL_USER, ImagineOptions, parse_lane
+from bot.core.plans import LOCAL_USER, Controls, ImagineOptions, parse_lane
 from bot.core.progress import ProgressState, ProgressUpdater
 from bot.core.services import Services, open_services
 from bot.core.settings import Settings, SettingsError, load_settings
@@ -73,21 +74,30 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     backup.add_argument("path", type=Path)
     restore = db_sub.add_parser("restore", help="replace the database with a checked backup (bot stopped)")
     restore.add_argument("path", type=Path)
-    imagine = sub.add_parser("imagine", help="make an image from a prompt, as the local user")
-    imagine.add_argument("prompt")
-    imagine.add_argument("-o", "--output", type=Path, default=Path("out.png"))
-    imagine.add_argument("--style")
-    imagine.add_argument("--negative", default="")
-    imagine.add_argument("--aspect")
-    imagine.add_argument("--count", type=int, default=1)
-    imagine.add_argument("--seed", type=int)
-    imagine.add_argument("--lane", choices=["auto", "fast", "relax"], default="auto")
-    edit = sub.add_parser("edit", help="edit an image by instruction, as the local user")
-    edit.add_argument("image", type=Path)
-    edit.add_argument("instruction")
-    edit.add_argument("-o", "--output", type=Path, default=Path("out.png"))
-    edit.add_argument("--strength", type=float)
-    edit.add_argument("--lane", choices=["auto", "fast", "relax"], default="auto")
+    # The job commands' help is the slash commands' own descriptions (bot.core.command_text).
+    output_help = "where to write the image (several: numbered beside it)"
+    imagine = sub.add_parser("imagine", help=IMAGINE.description, description=IMAGINE.description)
+    said = IMAGINE.options
+    imagine.add_argument("prompt", help=said["prompt"])
+    imagine.add_argument("-o", "--output", type=Path, default=Path("out.png"), help=output_help)
+    imagine.add_argument("--style", help=said["style"])
+    imagine.add_argument("--negative", default="", help=said["negative"])
+    imagine.add_argument("--aspect", help=said["aspect"])
+    imagine.add_argument("--count", type=int, default=1, help=said["count"])
+    imagine.add_argument("--seed", type=int, help=said["seed"])
+    imagine.add_argument("--lane", choices=["auto", "fast", "relax"], default="auto", help=said["lane"])
+    imagine.add_argument("--steps", type=int, help=said["steps"])
+    imagine.add_argument("--guidance", type=float, help=said["guidance"])
+    imagine.add_argument("--width", type=int, help=said["width"])
+    imagine.add_argument("--height", type=int, help=said["height"])
+    edit = sub.add_parser("edit", help=EDIT.description, description=EDIT.description)
+    said = EDIT.options
+    edit.add_argument("image", type=Path, help=said["image"])
+    edit.add_argument("instruction", help=said["instruction"])
+    edit.add_argument("-o", "--output", type=Path, default=Path("out.png"), help=output_help)
+    edit.add_argument("--strength", type=float, help=said["strength"])
+    edit.add_argument("--seed", type=int, help=said["seed"])
+    edit.add_argument("--lane", choices=["auto", "fast", "relax"], default="auto", help=said["lane"])
     return p.parse_args(argv)
 
 
@@ -470,6 +480,7 @@ async def _run_local(args: argparse.Namespace, services: Services) -> JobOutcome
             count=args.count,
             seed=args.seed,
             lane=lane,
+            controls=Controls(steps=args.steps, guidance=args.guidance, width=args.width, height=args.height),
         )
         plan = jobs.planner.plan_imagine(LOCAL_USER, options, guild)
     else:
@@ -481,6 +492,7 @@ async def _run_local(args: argparse.Namespace, services: Services) -> JobOutcome
             strength=args.strength,
             guild=guild,
             lane=lane,
+            seed=args.seed,
         )
     ticket = await jobs.start(LOCAL_USER, plan)
     note = " (out of fast credits: relax lane)" if ticket.fell_back_to_relax else ""

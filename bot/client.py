@@ -28,7 +28,15 @@ from bot.views import DYNAMIC_ITEMS
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.imagine", "cogs.edit", "cogs.quota", "cogs.settings", "cogs.styles", "cogs.challenges")
+EXTENSIONS = (
+    "cogs.imagine",
+    "cogs.edit",
+    "cogs.quota",
+    "cogs.settings",
+    "cogs.styles",
+    "cogs.challenges",
+    "cogs.help",
+)
 
 
 class ImageBot(commands.Bot):

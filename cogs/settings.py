@@ -1,4 +1,5 @@
-"""/settings (Manage Server): channels, blocked words or patterns, NSFW handling, relax lane, style, image cap."""
+"""/settings (Manage Server): channels, blocked words or patterns, NSFW handling, relax lane, style, image cap,
+a power user's steps and pixel caps, and image retention."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from bot.core.plans import REGEX_PREFIX
 from bot.core.records import MAX_IMAGES_PER_JOB, GuildSettings
 from bot.core.retention import MAX_AGE_DAYS, MAX_MEGABYTES, MB
 from bot.i18n import Translate
+from inference.protocol import MAX_STEPS
 
 if TYPE_CHECKING:
     from bot.client import ImageBot
@@ -37,6 +39,9 @@ def settings_embed(s: GuildSettings, _: Translate) -> discord.Embed:
     embed.add_field(name=_("Relax lane"), value=_("on") if s.relax_enabled else _("off"))
     embed.add_field(name=_("Default style"), value=s.default_style or _("none"))
     embed.add_field(name=_("Images per job"), value=str(s.max_images_per_job))
+    embed.add_field(name=_("Steps per job"), value=str(s.max_steps) if s.max_steps else _("configured cap"))
+    megapixels = f"{s.max_pixels / 1_000_000:g} MP" if s.max_pixels else _("the worker's cap")
+    embed.add_field(name=_("Pixels per image"), value=megapixels)
     return embed
 
 
@@ -125,6 +130,20 @@ class Settings(
     ) -> list[app_commands.Choice[str]]:
         book = await self.bot.services.guilds.style_book(interaction.guild_id or 0)
         return [app_commands.Choice(name=s.name, value=s.name) for s in book.search(current)]
+
+    @app_commands.command(name="job-limits", description="Caps on a power user's steps and image size")
+    @app_commands.describe(
+        max_steps="Most denoising steps a job may ask for (empty: the configured cap)",
+        max_megapixels="Most megapixels an image may have (empty: the worker's cap)",
+    )
+    async def job_limits(
+        self,
+        interaction: discord.Interaction,
+        max_steps: app_commands.Range[int, 1, MAX_STEPS] | None = None,
+        max_megapixels: app_commands.Range[float, 0.004096, 16.0] | None = None,
+    ) -> None:
+        pixels = None if max_megapixels is None else int(max_megapixels * 1_000_000)
+        await self._update(interaction, max_steps=max_steps, max_pixels=pixels)
 
     @app_commands.command(
         name="retention", description="How long and how much of this server's images are kept"
