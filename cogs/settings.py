@@ -167,13 +167,14 @@ class Settings(
         _ = self.bot.i18n_for(interaction)
         age = _("{days} days", days=policy.max_age_days) if policy.max_age_days else _("no limit")
         size = f"{policy.max_bytes / MB:g} MB" if policy.max_bytes is not None else _("no limit")
+        now = f"{stored / MB:.1f}"
         await interaction.response.send_message(
             _(
                 "Saved. Images are kept for: {age}; at most: {size} (now {stored} MB). Images of challenge"
                 " entries keep a small copy; buttons on a dropped image say it expired.",
                 age=age,
                 size=size,
-                stored=f"{stored / MB:.1f}",
+                stored=now,
             ),
             ephemeral=True,
         )
