@@ -1,4 +1,5 @@
-"""The bot's /metrics: an /imagine through the fake Discord leaves a count in each latency histogram."""
+"""The bot's /metrics: an /imagine through the fake Discord leaves a count in each latency histogram (and
+in the worker's own queue-wait and batch histograms)."""
 
 from __future__ import annotations
 
@@ -43,6 +44,14 @@ async def test_imagine_shows_in_the_four_latency_histograms(fake_discord, settin
             assert resp.headers["Content-Type"].startswith("text/plain")
             after = counts(await resp.text())
     assert {name: after[name] for name in HISTOGRAMS} == dict.fromkeys(HISTOGRAMS, 1.0)
+
+    # The worker's /metrics has its own latency histograms beside its gauges and counters.
+    async with aiohttp.ClientSession() as http, http.get(f"{worker}/metrics") as resp:
+        text = await resp.text()
+    worker_counts = counts(text)
+    assert worker_counts["brushfire_queue_wait_seconds"] == 1
+    assert worker_counts["brushfire_batch_seconds"] == 1
+    assert "# TYPE brushfire_batch_seconds histogram" in text and "brushfire_images_total 1" in text
 
 
 async def test_two_bots_keep_their_own_counts(settings):
