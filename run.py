@@ -33,7 +33,7 @@ from bot.core.errors import BrushfireError
 from bot.core.jobs import JobService
 from bot.core.lifecycle import CrashPoint, ProcessOwner, describe_server, die_with_parent, port_in_use
 from bot.core.outcomes import JobOutcome
-from bot.core.plans import LOCAL_USER, Controls, ImagineOptions, parse_lane
+from bot.core.plans import LOCAL_USER, SAMPLERS, Controls, ImagineOptions, parse_lane
 from bot.core.progress import ProgressState, ProgressUpdater
 from bot.core.services import Services, open_services
 from bot.core.settings import Settings, SettingsError, load_settings
@@ -90,6 +90,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     imagine.add_argument("--guidance", type=float, help=said["guidance"])
     imagine.add_argument("--width", type=int, help=said["width"])
     imagine.add_argument("--height", type=int, help=said["height"])
+    imagine.add_argument("--sampler", choices=list(SAMPLERS), help=said["sampler"])
     edit = sub.add_parser("edit", help=EDIT.description, description=EDIT.description)
     said = EDIT.options
     edit.add_argument("image", type=Path, help=said["image"])
@@ -480,7 +481,13 @@ async def _run_local(args: argparse.Namespace, services: Services) -> JobOutcome
             count=args.count,
             seed=args.seed,
             lane=lane,
-            controls=Controls(steps=args.steps, guidance=args.guidance, width=args.width, height=args.height),
+            controls=Controls(
+                steps=args.steps,
+                guidance=args.guidance,
+                width=args.width,
+                height=args.height,
+                sampler=args.sampler,
+            ),
         )
         plan = jobs.planner.plan_imagine(LOCAL_USER, options, guild)
     else:

@@ -1,5 +1,5 @@
 """/imagine: text to image with style presets, aspects, several images, seeds, lanes, and a power user's
-steps, guidance and exact size (each within the server's policy, priced by steps x pixels)."""
+steps, guidance, sampler and exact size (each within the server's policy, priced by steps x pixels)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from discord.ext import commands
 
 from bot.checks import Gate
 from bot.core.command_text import IMAGINE
-from bot.core.plans import Controls, ImagineOptions, JobPlan, Requester, parse_lane
+from bot.core.plans import SAMPLERS, Controls, ImagineOptions, JobPlan, Requester, parse_lane
 from bot.core.records import GuildSettings
 from inference.protocol import MAX_COUNT, MAX_SEED, MAX_SIDE, MAX_STEPS, MIN_SIDE
 from inference.text import MAX_PROMPT_CHARS
@@ -36,6 +36,9 @@ class Imagine(commands.Cog):
             app_commands.Choice(name=app_commands.locale_str((a.label or a.name)[:100]), value=a.name)
             for a in self.bot.services.guilds.styles.aspects
         ]
+        self.imagine._params["sampler"].choices = [
+            app_commands.Choice(name=name, value=name) for name in SAMPLERS
+        ]
         # Discord's client is told the very limit the planner enforces.
         for name in ("prompt", "negative"):
             self.imagine._params[name].max_value = self.bot.settings.limits.prompt_chars
@@ -58,6 +61,7 @@ class Imagine(commands.Cog):
         guidance: app_commands.Range[float, 0.0, 30.0] | None = None,
         width: app_commands.Range[int, MIN_SIDE, MAX_SIDE] | None = None,
         height: app_commands.Range[int, MIN_SIDE, MAX_SIDE] | None = None,
+        sampler: str | None = None,
     ) -> None:
         options = ImagineOptions(
             prompt=prompt,
@@ -67,7 +71,7 @@ class Imagine(commands.Cog):
             count=count,
             seed=seed,
             lane=parse_lane(lane),
-            controls=Controls(steps=steps, guidance=guidance, width=width, height=height),
+            controls=Controls(steps=steps, guidance=guidance, width=width, height=height, sampler=sampler),
         )
 
         async def plan_for(requester: Requester, guild: GuildSettings) -> JobPlan:

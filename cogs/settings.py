@@ -14,7 +14,7 @@ from discord.ext import commands
 from bot.checks import admin_only
 from bot.core.errors import InvalidInput
 from bot.core.i18n import N_
-from bot.core.plans import REGEX_PREFIX
+from bot.core.plans import REGEX_PREFIX, SAMPLERS
 from bot.core.records import MAX_IMAGES_PER_JOB, GuildSettings
 from bot.core.retention import MAX_AGE_DAYS, MAX_MEGABYTES, MB
 from bot.i18n import Translate
@@ -42,6 +42,8 @@ def settings_embed(s: GuildSettings, _: Translate) -> discord.Embed:
     embed.add_field(name=_("Steps per job"), value=str(s.max_steps) if s.max_steps else _("configured cap"))
     megapixels = f"{s.max_pixels / 1_000_000:g} MP" if s.max_pixels else _("the worker's cap")
     embed.add_field(name=_("Pixels per image"), value=megapixels)
+    samplers = ", ".join(s.allowed_samplers) if s.allowed_samplers is not None else _("all")
+    embed.add_field(name=_("Samplers"), value=samplers or _("none"))
     return embed
 
 
@@ -144,6 +146,19 @@ class Settings(
     ) -> None:
         pixels = None if max_megapixels is None else int(max_megapixels * 1_000_000)
         await self._update(interaction, max_steps=max_steps, max_pixels=pixels)
+
+    @app_commands.command(name="samplers", description="Which samplers members may pick in /imagine")
+    @app_commands.describe(names="Sampler names separated by commas or spaces (empty: all of them)")
+    async def samplers(self, interaction: discord.Interaction, names: str | None = None) -> None:
+        picked = None if names is None else [n for n in re.split(r"[,\s]+", names.strip().lower()) if n]
+        unknown = [n for n in picked or () if n not in SAMPLERS]
+        if unknown:
+            raise InvalidInput(
+                N_("`{name}` is not a sampler; brushfire offers {offered}."),
+                name=unknown[0][:40],
+                offered=", ".join(SAMPLERS),
+            )
+        await self._update(interaction, allowed_samplers=picked)
 
     @app_commands.command(
         name="retention", description="How long and how much of this server's images are kept"

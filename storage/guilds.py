@@ -34,6 +34,7 @@ class GuildSettings:
     max_images_per_job: int = 4
     max_steps: int | None = None  # a power user's steps cap here; None: the configured one
     max_pixels: int | None = None  # an image's pixel cap here; None: the worker's
+    allowed_samplers: tuple[str, ...] | None = None  # sampler names members may pick; None: all offered
     updated_at: float = 0.0
 
     def __post_init__(self) -> None:
@@ -65,19 +66,23 @@ def _settings(row: sqlite3.Row) -> GuildSettings:
         max_images_per_job=row["max_images_per_job"],
         max_steps=row["max_steps"],
         max_pixels=row["max_pixels"],
+        allowed_samplers=(
+            tuple(json.loads(row["allowed_samplers"])) if row["allowed_samplers"] is not None else None
+        ),
         updated_at=row["updated_at"],
     )
 
 
 _UPSERT_SQL = """
 INSERT INTO guild_settings (guild_id, allowed_channel_ids, blocked_words, nsfw_mode, relax_enabled, default_style,
-                            max_images_per_job, max_steps, max_pixels, updated_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                            max_images_per_job, max_steps, max_pixels, allowed_samplers, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (guild_id) DO UPDATE SET
     allowed_channel_ids = excluded.allowed_channel_ids, blocked_words = excluded.blocked_words,
     nsfw_mode = excluded.nsfw_mode, relax_enabled = excluded.relax_enabled,
     default_style = excluded.default_style, max_images_per_job = excluded.max_images_per_job,
-    max_steps = excluded.max_steps, max_pixels = excluded.max_pixels, updated_at = excluded.updated_at
+    max_steps = excluded.max_steps, max_pixels = excluded.max_pixels,
+    allowed_samplers = excluded.allowed_samplers, updated_at = excluded.updated_at
 """
 
 
@@ -92,6 +97,7 @@ def _row(s: GuildSettings) -> tuple[object, ...]:
         s.max_images_per_job,
         s.max_steps,
         s.max_pixels,
+        json.dumps(list(s.allowed_samplers)) if s.allowed_samplers is not None else None,
         s.updated_at,
     )
 
@@ -118,6 +124,8 @@ class GuildsRepo:
             raise ValueError(f"unknown guild setting(s): {', '.join(sorted(unknown))}")
         if "allowed_channel_ids" in changes:
             changes["allowed_channel_ids"] = tuple(sorted({int(c) for c in changes["allowed_channel_ids"]}))
+        if changes.get("allowed_samplers") is not None:
+            changes["allowed_samplers"] = tuple(sorted(set(changes["allowed_samplers"])))
         if "blocked_words" in changes:
             words = {str(w).strip().lower() for w in changes["blocked_words"]}
             changes["blocked_words"] = tuple(sorted(w for w in words if w))

@@ -38,6 +38,7 @@ IMAGINE = CommandText(
         "guidance": "How closely to follow the prompt (0-30; the model's own when left out)",
         "width": "Exact width in pixels, a multiple of 8 (with height, instead of an aspect)",
         "height": "Exact height in pixels, a multiple of 8 (with width; more pixels cost more)",
+        "sampler": "The sampler that draws the image (the model's own when left out)",
     },
 )
 

@@ -14,6 +14,17 @@ from typing import Any
 from inference.protocol import JobRequest
 from inference.vocabulary import JobKind, Lane
 
+# The samplers a member may pick (the name shown -> the diffusers scheduler the worker builds for the
+# job); a server may allow fewer (/settings samplers). Flow-matching models take only the last one.
+SAMPLERS: dict[str, str] = {
+    "euler": "EulerDiscreteScheduler",
+    "euler-ancestral": "EulerAncestralDiscreteScheduler",
+    "dpm++-2m": "DPMSolverMultistepScheduler",
+    "ddim": "DDIMScheduler",
+    "unipc": "UniPCMultistepScheduler",
+    "heun": "HeunDiscreteScheduler",
+    "flow-euler": "FlowMatchEulerDiscreteScheduler",
+}
 TOKEN_LIFETIME_S = 15 * 60
 TOKEN_MARGIN_S = 30  # stop trusting a token a little early: a slow upload must not straddle expiry
 
@@ -60,6 +71,7 @@ class Controls:
     guidance: float | None = None
     width: int | None = None  # with height: an exact size instead of an aspect
     height: int | None = None
+    sampler: str | None = None  # a name of SAMPLERS
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +106,7 @@ class JobPlan:
     strength: float | None = None
     adapter: str | None = None
     adapter_scale: float = 1.0
+    sampler: str | None = None  # a diffusers scheduler class (SAMPLERS' values); None: the model's
     lane: Lane | None = None
     parent_job_id: str | None = None
     parent_generation_id: str | None = None

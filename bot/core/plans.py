@@ -16,6 +16,7 @@ from bot.core.errors import BadAttachment, BlockedContent, ChannelNotAllowed, In
 from bot.core.i18n import N_, Message
 from bot.core.jobplan import (
     LOCAL_USER,
+    SAMPLERS,
     Action,
     Controls,
     Delivery,
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 # The records of a job live in bot.core.jobplan; these names are the planner's own vocabulary too.
 __all__ = [
     "LOCAL_USER",
+    "SAMPLERS",
     "Action",
     "Controls",
     "Delivery",
@@ -196,6 +198,7 @@ class Planner:
             guidance=_first(controls.guidance, style.guidance if style else None),
             adapter=style.adapter if style else None,
             adapter_scale=style.adapter_scale if style else 1.0,
+            sampler=SAMPLERS[controls.sampler] if controls.sampler else None,
             lane=lane,
         )
 
@@ -326,6 +329,21 @@ class Planner:
         cap = self._settings.worker.max_pixels
         return min(cap, guild.max_pixels or cap) if guild is not None else cap
 
+    @staticmethod
+    def samplers(guild: GuildSettings) -> list[str]:
+        """The sampler names members may pick here."""
+        allowed = guild.allowed_samplers
+        return [name for name in SAMPLERS if allowed is None or name in allowed]
+
+    def check_sampler(self, name: str, guild: GuildSettings) -> None:
+        if name not in self.samplers(guild):
+            offered = ", ".join(self.samplers(guild)) or Message(N_("none"))
+            raise InvalidInput(
+                N_("`{name}` is not a sampler this server allows ({allowed})."),
+                name=name[:40],
+                allowed=offered,
+            )
+
     def _controls(self, controls: Controls, guild: GuildSettings, *, aspect_given: bool) -> Controls:
         """A power user's steps, guidance and size, each within this server's policy."""
         most = self.max_steps(guild)
@@ -339,6 +357,8 @@ class Planner:
                 max=MAX_GUIDANCE,
                 guidance=controls.guidance,
             )
+        if controls.sampler is not None:
+            self.check_sampler(controls.sampler, guild)
         if (controls.width is None) != (controls.height is None):
             raise InvalidInput(N_("Give both a width and a height, or neither."))
         if controls.width is None or controls.height is None:
@@ -396,6 +416,7 @@ def _as_edit(plan: JobPlan, instruction: str, seed: int, strength: float) -> Job
         style=None,
         steps=None,
         guidance=None,
+        sampler=None,
         seed=seed,
         strength=strength,
     )

@@ -4,6 +4,8 @@
 
 ALTER TABLE guild_settings ADD COLUMN max_steps INTEGER CHECK (max_steps IS NULL OR max_steps >= 1);
 ALTER TABLE guild_settings ADD COLUMN max_pixels INTEGER CHECK (max_pixels IS NULL OR max_pixels >= 4096);
+-- A JSON list of the sampler names members may pick; NULL: every one brushfire offers.
+ALTER TABLE guild_settings ADD COLUMN allowed_samplers TEXT CHECK (allowed_samplers IS NULL OR json_valid(allowed_samplers));
 
 CREATE TABLE retention_policy (
     guild_id     INTEGER PRIMARY KEY,

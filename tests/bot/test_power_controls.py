@@ -67,6 +67,19 @@ def test_out_of_bounds_controls_are_refused(controls, guild, options, expected):
     assert expected in str(caught.value)
 
 
+def test_samplers_are_picked_from_the_fixed_list_within_the_servers_choice():
+    plan = imagine(Controls(sampler="euler-ancestral"))
+    assert plan.sampler == "EulerAncestralDiscreteScheduler"
+    assert plan.request("j", "u", Lane.FAST).sampler == "EulerAncestralDiscreteScheduler"
+    assert imagine(Controls()).sampler is None  # the model's own
+    with pytest.raises(InvalidInput, match="`os.system` is not a sampler this server allows"):
+        imagine(Controls(sampler="os.system"))
+    only = GuildSettings(guild_id=20, allowed_samplers=("ddim",))
+    with pytest.raises(InvalidInput, match=r"not a sampler this server allows \(ddim\)"):
+        imagine(Controls(sampler="euler"), only)
+    assert imagine(Controls(sampler="ddim"), only).sampler == "DDIMScheduler"
+
+
 def test_a_server_pixel_cap_shrinks_aspect_sizes_too():
     plan = imagine(Controls(), GuildSettings(guild_id=20, max_pixels=128 * 128), aspect="16:9")
     assert plan.width is not None and plan.height is not None
@@ -116,7 +129,14 @@ async def test_imagine_controls_on_discord_are_bounded_by_the_server_and_priced(
 ):
     world = build_world(fake_discord)
     async with running_bot(fake_discord, settings, worker) as bot:
-        options = {"prompt": "a red fox", "seed": 1, "steps": 8, "width": 128, "height": 64}
+        options = {
+            "prompt": "a red fox",
+            "seed": 1,
+            "steps": 8,
+            "width": 128,
+            "height": 64,
+            "sampler": "euler",
+        }
         inter = await fake_discord.send_slash("imagine", options, user=world.alice, channel=world.channel)
         result = await inter.wait_original(is_result, timeout=60)
         with Image.open(io.BytesIO(result.attachments[0].data)) as img:
@@ -133,10 +153,13 @@ async def test_imagine_controls_on_discord_are_bounded_by_the_server_and_priced(
             fake_discord, world, "settings job-limits", {"max_steps": 4, "max_megapixels": 0.01}
         )
         assert "Saved" in text
+        assert "Saved" in await admin_do(fake_discord, world, "settings samplers", {"names": "ddim, unipc"})
+        assert "not a sampler" in await admin_do(fake_discord, world, "settings samplers", {"names": "warp"})
         for bad, expected in [
             ({"steps": 5}, "1 to 4 steps"),
             ({"width": 128, "height": 128}, "at most 10000"),
             ({"guidance": 31.0}, "Guidance must be between"),
+            ({"sampler": "euler"}, "not a sampler this server allows (ddim, unipc)"),
         ]:
             inter = await fake_discord.send_slash(
                 "imagine", {"prompt": "a cat", **bad}, user=world.alice, channel=world.channel, validate=False
@@ -149,6 +172,7 @@ def test_cli_imagine_and_edit_take_the_controls(tiny_models, tmp_path, capsys):
     config = write_config(tmp_path, tiny_models)
     out = tmp_path / "fox.png"
     argv = ["--config", str(config), "imagine", "a fox", "-o", str(out), "--steps", "2", "--width", "96"]
+    argv += ["--sampler", "ddim"]
     assert run.main([*argv, "--height", "64"]) == 0
     with Image.open(out) as img:
         assert img.size == (96, 64)
@@ -165,4 +189,6 @@ def test_cli_imagine_and_edit_take_the_controls(tiny_models, tmp_path, capsys):
         64,
     )
     assert rows(db, "SELECT seed FROM generations WHERE kind = 'edit'") == [(4242,)]
+    (parameters,) = rows(db, "SELECT parameters FROM jobs ORDER BY created_at LIMIT 1")[0]
+    assert '"sampler": "DDIMScheduler"' in parameters
     assert len(rows(db, "SELECT * FROM ledger")) == 2  # the refused job charged nothing
