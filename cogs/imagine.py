@@ -37,7 +37,7 @@ class Imagine(commands.Cog):
             for a in self.bot.services.guilds.styles.aspects
         ]
         self.imagine._params["sampler"].choices = [
-            app_commands.Choice(name=name, value=name) for name in SAMPLERS
+            app_commands.Choice(name=app_commands.locale_str(name), value=name) for name in SAMPLERS
         ]
         # Discord's client is told the very limit the planner enforces.
         for name in ("prompt", "negative"):

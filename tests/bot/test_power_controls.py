@@ -72,7 +72,7 @@ def test_samplers_are_picked_from_the_fixed_list_within_the_servers_choice():
     assert plan.sampler == "EulerAncestralDiscreteScheduler"
     assert plan.request("j", "u", Lane.FAST).sampler == "EulerAncestralDiscreteScheduler"
     assert imagine(Controls()).sampler is None  # the model's own
-    with pytest.raises(InvalidInput, match="`os.system` is not a sampler this server allows"):
+    with pytest.raises(InvalidInput, match=r"`os\.system` is not a sampler this server allows"):
         imagine(Controls(sampler="os.system"))
     only = GuildSettings(guild_id=20, allowed_samplers=("ddim",))
     with pytest.raises(InvalidInput, match=r"not a sampler this server allows \(ddim\)"):
