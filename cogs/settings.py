@@ -44,6 +44,7 @@ def settings_embed(s: GuildSettings, _: Translate) -> discord.Embed:
     embed.add_field(name=_("Pixels per image"), value=megapixels)
     samplers = ", ".join(s.allowed_samplers) if s.allowed_samplers is not None else _("all")
     embed.add_field(name=_("Samplers"), value=samplers or _("none"))
+    embed.add_field(name=_("Results posted as"), value=s.output_format.upper())
     return embed
 
 
@@ -146,6 +147,10 @@ class Settings(
     ) -> None:
         pixels = None if max_megapixels is None else int(max_megapixels * 1_000_000)
         await self._update(interaction, max_steps=max_steps, max_pixels=pixels)
+
+    @app_commands.command(name="output-format", description="The format results are posted in")
+    async def output_format(self, interaction: discord.Interaction, format: Literal["png", "webp"]) -> None:
+        await self._update(interaction, output_format=format)
 
     @app_commands.command(name="samplers", description="Which samplers members may pick in /imagine")
     @app_commands.describe(names="Sampler names separated by commas or spaces (empty: all of them)")

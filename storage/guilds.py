@@ -17,6 +17,7 @@ from storage.db import Database, SyncTx
 log = logging.getLogger(__name__)
 
 NsfwMode = Literal["spoiler", "refuse"]
+OutputFormat = Literal["png", "webp"]
 MAX_IMAGES_PER_JOB = 8
 MAX_BLOCKED_WORDS = 500
 
@@ -35,6 +36,7 @@ class GuildSettings:
     max_steps: int | None = None  # a power user's steps cap here; None: the configured one
     max_pixels: int | None = None  # an image's pixel cap here; None: the worker's
     allowed_samplers: tuple[str, ...] | None = None  # sampler names members may pick; None: all offered
+    output_format: OutputFormat = "png"  # how results are posted (stored images stay PNG)
     updated_at: float = 0.0
 
     def __post_init__(self) -> None:
@@ -46,6 +48,8 @@ class GuildSettings:
             raise ValueError(f"at most {MAX_BLOCKED_WORDS} blocked words")
         if any(channel <= 0 for channel in self.allowed_channel_ids):
             raise ValueError("channel ids must be positive")
+        if self.output_format not in ("png", "webp"):
+            raise ValueError(f"output_format must be 'png' or 'webp', got {self.output_format!r}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError("max_steps must be at least 1")
         if self.max_pixels is not None and self.max_pixels < 64 * 64:
@@ -69,20 +73,22 @@ def _settings(row: sqlite3.Row) -> GuildSettings:
         allowed_samplers=(
             tuple(json.loads(row["allowed_samplers"])) if row["allowed_samplers"] is not None else None
         ),
+        output_format=row["output_format"],
         updated_at=row["updated_at"],
     )
 
 
 _UPSERT_SQL = """
 INSERT INTO guild_settings (guild_id, allowed_channel_ids, blocked_words, nsfw_mode, relax_enabled, default_style,
-                            max_images_per_job, max_steps, max_pixels, allowed_samplers, updated_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                            max_images_per_job, max_steps, max_pixels, allowed_samplers, output_format,
+                            updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (guild_id) DO UPDATE SET
     allowed_channel_ids = excluded.allowed_channel_ids, blocked_words = excluded.blocked_words,
     nsfw_mode = excluded.nsfw_mode, relax_enabled = excluded.relax_enabled,
     default_style = excluded.default_style, max_images_per_job = excluded.max_images_per_job,
     max_steps = excluded.max_steps, max_pixels = excluded.max_pixels,
-    allowed_samplers = excluded.allowed_samplers, updated_at = excluded.updated_at
+    allowed_samplers = excluded.allowed_samplers, output_format = excluded.output_format, updated_at = excluded.updated_at
 """
 
 
@@ -98,6 +104,7 @@ def _row(s: GuildSettings) -> tuple[object, ...]:
         s.max_steps,
         s.max_pixels,
         json.dumps(list(s.allowed_samplers)) if s.allowed_samplers is not None else None,
+        s.output_format,
         s.updated_at,
     )
 

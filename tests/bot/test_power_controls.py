@@ -153,6 +153,19 @@ async def test_imagine_controls_on_discord_are_bounded_by_the_server_and_priced(
             fake_discord, world, "settings job-limits", {"max_steps": 4, "max_megapixels": 0.01}
         )
         assert "Saved" in text
+        # The server's output format: results posted as WebP, while the stored image stays PNG.
+        assert "Saved" in await admin_do(fake_discord, world, "settings output-format", {"format": "webp"})
+        inter = await fake_discord.send_slash(
+            "imagine", {"prompt": "a fox"}, user=world.alice, channel=world.channel
+        )
+        webp = await inter.wait_original(is_result, timeout=60)
+        attachment = webp.attachments[0]
+        assert attachment.data[:4] == b"RIFF" and attachment.data[8:12] == b"WEBP"
+        with sqlite3.connect(settings.database.path) as conn:
+            stored = conn.execute("SELECT png FROM generations ORDER BY created_at DESC LIMIT 1").fetchone()[
+                0
+            ]
+        assert stored.startswith(b"\x89PNG")
         assert "Saved" in await admin_do(fake_discord, world, "settings samplers", {"names": "ddim, unipc"})
         assert "not a sampler" in await admin_do(fake_discord, world, "settings samplers", {"names": "warp"})
         for bad, expected in [
@@ -165,7 +178,7 @@ async def test_imagine_controls_on_discord_are_bounded_by_the_server_and_priced(
                 "imagine", {"prompt": "a cat", **bad}, user=world.alice, channel=world.channel, validate=False
             )
             assert expected in await ephemeral_reply(inter), bad
-    assert len(charged(settings)) == 1  # the refused jobs charged nothing
+    assert len(charged(settings)) == 2  # the refused jobs charged nothing
 
 
 def test_cli_imagine_and_edit_take_the_controls(tiny_models, tmp_path, capsys):
