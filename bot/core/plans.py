@@ -10,7 +10,7 @@ import io
 import logging
 import re
 import secrets
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from bot.core.errors import BadAttachment, BlockedContent, ChannelNotAllowed, InvalidInput
 from bot.core.i18n import N_, Message
@@ -25,11 +25,12 @@ from bot.core.jobplan import (
     Requester,
     token_expiry,
 )
+from bot.core.policy import JobPolicy
 from bot.core.settings import Limits, Settings
 from bot.core.styles import Aspect, StyleBook, size_for
 from bot.core.validation import require_visible
 from inference.images import ImageLimits, decode_image
-from inference.protocol import MAX_COUNT, MAX_SEED, MAX_SIDE, MIN_SIDE, ProtocolError, WorkerInfo
+from inference.protocol import MAX_COUNT, MAX_SEED, ProtocolError, WorkerInfo
 from inference.settings import ModelDefaults
 from inference.text import MAX_PROMPT_CHARS, is_visible, normalize_prompt
 from inference.vocabulary import JobKind, Lane
@@ -54,7 +55,6 @@ __all__ = [
     "token_expiry",
 ]
 T = TypeVar("T")
-MAX_GUIDANCE = 30.0  # the worker's bound (inference.protocol.JobRequest)
 
 REGEX_PREFIX = "re:"
 # What check_prompt calls the text it checks, at the start of its errors (the article included, so that
@@ -70,6 +70,7 @@ class Planner:
     def __init__(self, settings: Settings, styles: StyleBook) -> None:
         self._settings = settings
         self._limits: Limits = settings.limits
+        self.policy = JobPolicy(settings)  # a power user's controls within the server's limits
         self._styles = styles
         self._defaults = settings.engine.defaults
         # Only what was written down is kept over the worker's own defaults: the rest is a guess at its model.
@@ -174,7 +175,7 @@ class Planner:
             )
         seed = self._seed(options.seed)
         lane = self._lane(options.lane, guild)
-        controls = self._controls(options.controls, guild, aspect_given=options.aspect is not None)
+        controls = self.policy.check(options.controls, guild, aspect_given=options.aspect is not None)
         width, height = (
             (controls.width, controls.height) if controls.width is not None else self._size(aspect, guild)
         )
@@ -222,25 +223,15 @@ class Planner:
             )
         chosen = self._seed(seed)
         png, _size = self.read_attachment(image)
-        return _as_edit(
-            JobPlan(
-                action=Action.EDIT,
-                kind=JobKind.EDIT,
-                prompt=prompt,
-                model_prompt=prompt,
-                negative="",
-                model_negative="",
-                style=None,
-                width=None,
-                height=None,
-                count=1,
-                seed=chosen,
-                lane=self._lane(lane, guild),
-                image=png,
-            ),
-            prompt,
-            chosen,
-            strength if strength is not None else self._limits.edit_strength,
+        edit = _edit_fields(prompt, chosen, strength if strength is not None else self._limits.edit_strength)
+        return JobPlan(
+            action=Action.EDIT,
+            width=None,
+            height=None,
+            count=1,
+            lane=self._lane(lane, guild),
+            image=png,
+            **edit,
         )
 
     def read_attachment(self, data: bytes) -> tuple[bytes, tuple[int, int]]:
@@ -302,7 +293,7 @@ class Planner:
                 base, kind=JobKind.IMG2IMG, width=width, height=height, strength=self._limits.upscale_strength
             )
         text = self.check_prompt(instruction or "", guild, INSTRUCTION)
-        return _as_edit(base, text, self._seed(None), self._limits.edit_strength)
+        return dataclasses.replace(base, **_edit_fields(text, self._seed(None), self._limits.edit_strength))
 
     def _seed(self, seed: int | None) -> int:
         if seed is None:
@@ -320,70 +311,6 @@ class Planner:
             raise InvalidInput(N_("This server has turned the relax lane off."))
         return lane
 
-    def max_steps(self, guild: GuildSettings) -> int:
-        """The most steps a job may ask for here: the server's cap within the configured one."""
-        return min(self._limits.max_steps, guild.max_steps or self._limits.max_steps)
-
-    def max_pixels(self, guild: GuildSettings | None = None) -> int:
-        """The most pixels an image may have here: the server's cap within the worker's."""
-        cap = self._settings.worker.max_pixels
-        return min(cap, guild.max_pixels or cap) if guild is not None else cap
-
-    @staticmethod
-    def samplers(guild: GuildSettings) -> list[str]:
-        """The sampler names members may pick here."""
-        allowed = guild.allowed_samplers
-        return [name for name in SAMPLERS if allowed is None or name in allowed]
-
-    def check_sampler(self, name: str, guild: GuildSettings) -> None:
-        if name not in self.samplers(guild):
-            offered = ", ".join(self.samplers(guild)) or Message(N_("none"))
-            raise InvalidInput(
-                N_("`{name}` is not a sampler this server allows ({allowed})."),
-                name=name[:40],
-                allowed=offered,
-            )
-
-    def _controls(self, controls: Controls, guild: GuildSettings, *, aspect_given: bool) -> Controls:
-        """A power user's steps, guidance and size, each within this server's policy."""
-        most = self.max_steps(guild)
-        if controls.steps is not None and not 1 <= controls.steps <= most:
-            raise InvalidInput(
-                N_("You can ask for 1 to {max} steps here, not {steps}."), max=most, steps=controls.steps
-            )
-        if controls.guidance is not None and not 0.0 <= controls.guidance <= MAX_GUIDANCE:
-            raise InvalidInput(
-                N_("Guidance must be between 0 and {max}, not {guidance}."),
-                max=MAX_GUIDANCE,
-                guidance=controls.guidance,
-            )
-        if controls.sampler is not None:
-            self.check_sampler(controls.sampler, guild)
-        if (controls.width is None) != (controls.height is None):
-            raise InvalidInput(N_("Give both a width and a height, or neither."))
-        if controls.width is None or controls.height is None:
-            return controls
-        if aspect_given:
-            raise InvalidInput(N_("Give either an aspect or a width and height, not both."))
-        for side in (controls.width, controls.height):
-            if side % 8 or not MIN_SIDE <= side <= MAX_SIDE:
-                raise InvalidInput(
-                    N_("Width and height must be multiples of 8 between {min} and {max}, not {side}."),
-                    min=MIN_SIDE,
-                    max=MAX_SIDE,
-                    side=side,
-                )
-        cap = self.max_pixels(guild)
-        if controls.width * controls.height > cap:
-            raise InvalidInput(
-                N_("{width}x{height} is {pixels} pixels; this server allows at most {max}."),
-                width=controls.width,
-                height=controls.height,
-                pixels=controls.width * controls.height,
-                max=cap,
-            )
-        return controls
-
     def _size(self, aspect: Aspect | None, guild: GuildSettings) -> tuple[int | None, int | None]:
         if aspect is None:
             if guild.max_pixels is None:
@@ -395,7 +322,7 @@ class Planner:
 
     def _fit(self, width: int, height: int, guild: GuildSettings | None = None) -> tuple[int, int]:
         """Shrink to the pixel cap (the server's within the worker's), keeping the ratio and multiples of 8."""
-        cap = self.max_pixels(guild)
+        cap = self.policy.max_pixels(guild)
         scale = min(1.0, (cap / (width * height)) ** 0.5)
         return max(64, int(width * scale) // 8 * 8), max(64, int(height * scale) // 8 * 8)
 
@@ -404,22 +331,22 @@ def _first(*values: T | None) -> T | None:
     return next((v for v in values if v is not None), None)
 
 
-def _as_edit(plan: JobPlan, instruction: str, seed: int, strength: float) -> JobPlan:
-    """An instruction edit: the instruction is the whole prompt; no negative, style, steps or guidance."""
-    return dataclasses.replace(
-        plan,
-        kind=JobKind.EDIT,
-        prompt=instruction,
-        model_prompt=instruction,
-        negative="",
-        model_negative="",
-        style=None,
-        steps=None,
-        guidance=None,
-        sampler=None,
-        seed=seed,
-        strength=strength,
-    )
+def _edit_fields(instruction: str, seed: int, strength: float) -> dict[str, Any]:
+    """What makes a plan an instruction edit: the instruction is the whole prompt; no negative, style,
+    steps, guidance or sampler (the editing model's own)."""
+    return {
+        "kind": JobKind.EDIT,
+        "prompt": instruction,
+        "model_prompt": instruction,
+        "negative": "",
+        "model_negative": "",
+        "style": None,
+        "steps": None,
+        "guidance": None,
+        "sampler": None,
+        "seed": seed,
+        "strength": strength,
+    }
 
 
 def find_blocked(text: str, blocked: tuple[str, ...] | list[str]) -> str | None:
