@@ -4,7 +4,7 @@ python run.py                      worker + bot (the worker is restarted with ba
 python run.py bot | worker         one of the two (worker flags: --host --port --model --edit-model
                                    --device --max-batch, over the settings)
 python run.py serve --ray [--replicas N] [--address ADDR]   the worker's RPC on Ray Serve, many GPUs
-python run.py db migrate | backup PATH
+python run.py db migrate | backup PATH | restore PATH   (restore: with the bot and worker stopped)
 python run.py imagine "a red fox" -o fox.png
 python run.py edit fox.png "make it snowy" -o snowy.png
 
@@ -33,12 +33,13 @@ import psutil
 from pydantic import ValidationError
 
 from bot.core import terminal
+from bot.core.command_text import EDIT, IMAGINE
 from bot.core.errors import BrushfireError
 from bot.core.jobs import JobService
 from bot.core.lifecycle import CrashPoint, ProcessOwner, describe_server, die_with_parent, port_in_use
 from bot.core.logs import LEVELS, job_context, setup_logging
 from bot.core.outcomes import JobOutcome
-from bot.core.plans import LOCAL_USER, ImagineOptions, JobPlan, Planner, parse_lane
+from bot.core.plans import LOCAL_USER, SAMPLERS, Controls, ImagineOptions, JobPlan, Planner, parse_lane
 from bot.core.progress import ProgressUpdater
 from bot.core.records import GuildSettings
 from bot.core.services import Services, open_services
@@ -85,21 +86,33 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     db_sub.add_parser("migrate", help="create or upgrade the database file")
     backup = db_sub.add_parser("backup", help="copy the live database safely")
     backup.add_argument("path", type=Path)
-    imagine = sub.add_parser("imagine", help="make an image from a prompt, as the local user")
-    imagine.add_argument("prompt")
-    imagine.add_argument("-o", "--output", type=Path, default=Path("out.png"))
-    imagine.add_argument("--style")
-    imagine.add_argument("--negative", default="")
-    imagine.add_argument("--aspect")
-    imagine.add_argument("--count", type=int, default=1)
-    imagine.add_argument("--seed", type=int)
-    imagine.add_argument("--lane", choices=["auto", "fast", "relax"], default="auto")
-    edit = sub.add_parser("edit", help="edit an image by instruction, as the local user")
-    edit.add_argument("image", type=Path)
-    edit.add_argument("instruction")
-    edit.add_argument("-o", "--output", type=Path, default=Path("out.png"))
-    edit.add_argument("--strength", type=float)
-    edit.add_argument("--lane", choices=["auto", "fast", "relax"], default="auto")
+    restore = db_sub.add_parser("restore", help="replace the database with a checked backup (bot stopped)")
+    restore.add_argument("path", type=Path)
+    # The job commands' help is the slash commands' own descriptions (bot.core.command_text).
+    output_help = "where to write the image (several: numbered beside it)"
+    imagine = sub.add_parser("imagine", help=IMAGINE.description, description=IMAGINE.description)
+    said = IMAGINE.options
+    imagine.add_argument("prompt", help=said["prompt"])
+    imagine.add_argument("-o", "--output", type=Path, default=Path("out.png"), help=output_help)
+    imagine.add_argument("--style", help=said["style"])
+    imagine.add_argument("--negative", default="", help=said["negative"])
+    imagine.add_argument("--aspect", help=said["aspect"])
+    imagine.add_argument("--count", type=int, default=1, help=said["count"])
+    imagine.add_argument("--seed", type=int, help=said["seed"])
+    imagine.add_argument("--lane", choices=["auto", "fast", "relax"], default="auto", help=said["lane"])
+    imagine.add_argument("--steps", type=int, help=said["steps"])
+    imagine.add_argument("--guidance", type=float, help=said["guidance"])
+    imagine.add_argument("--width", type=int, help=said["width"])
+    imagine.add_argument("--height", type=int, help=said["height"])
+    imagine.add_argument("--sampler", choices=list(SAMPLERS), help=said["sampler"])
+    edit = sub.add_parser("edit", help=EDIT.description, description=EDIT.description)
+    said = EDIT.options
+    edit.add_argument("image", type=Path, help=said["image"])
+    edit.add_argument("instruction", help=said["instruction"])
+    edit.add_argument("-o", "--output", type=Path, default=Path("out.png"), help=output_help)
+    edit.add_argument("--strength", type=float, help=said["strength"])
+    edit.add_argument("--seed", type=int, help=said["seed"])
+    edit.add_argument("--lane", choices=["auto", "fast", "relax"], default="auto", help=said["lane"])
     return p.parse_args(argv)
 
 
@@ -375,13 +388,20 @@ def _serve_ray(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _db(args: argparse.Namespace, settings: Settings) -> int:
-    from storage.cli import backup, migrate
+    from storage.cli import backup, migrate, restore
     from storage.db import DatabaseError
 
     try:
         if args.db_command == "migrate":
             version = await migrate(settings.database.path)
             print(f"{settings.database.path}: schema version {version}")
+            return 0
+        if args.db_command == "restore":
+            done = await restore(args.path, settings.database.path)
+            kept = f"; the previous file is {done.previous}" if done.previous else ""
+            print(
+                f"restored {settings.database.path} from {args.path} (schema version {done.schema_version}){kept}"
+            )
             return 0
         await backup(settings.database.path, args.path)
     except DatabaseError as exc:
@@ -489,11 +509,24 @@ def _plan(args: argparse.Namespace, planner: Planner, guild: GuildSettings, imag
             count=args.count,
             seed=args.seed,
             lane=lane,
+            controls=Controls(
+                steps=args.steps,
+                guidance=args.guidance,
+                width=args.width,
+                height=args.height,
+                sampler=args.sampler,
+            ),
         )
         return planner.plan_imagine(LOCAL_USER, options, guild)
     assert image is not None
     return planner.plan_edit(
-        LOCAL_USER, image=image, instruction=args.instruction, strength=args.strength, guild=guild, lane=lane
+        LOCAL_USER,
+        image=image,
+        instruction=args.instruction,
+        strength=args.strength,
+        guild=guild,
+        lane=lane,
+        seed=args.seed,
     )
 
 

@@ -22,7 +22,7 @@ from bot.core.lifecycle import CrashPoint, ProcessOwner
 from bot.core.services import Services, open_services
 from bot.core.settings import Settings, SettingsError
 from bot.delivery import JobRunner
-from bot.endpoints import use_discord_endpoints
+from bot.endpoints import MetricsServer, start_metrics_server, use_discord_endpoints
 from bot.errors import BrushfireTree
 from bot.gate import JobGate
 from bot.i18n import Catalogues, Translate
@@ -33,7 +33,15 @@ log = logging.getLogger(__name__)
 
 # Pauses between tries to reach Discord at start, in seconds (the last one repeats).
 CONNECT_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
-EXTENSIONS = ("cogs.imagine", "cogs.edit", "cogs.quota", "cogs.settings", "cogs.styles", "cogs.challenges")
+EXTENSIONS = (
+    "cogs.imagine",
+    "cogs.edit",
+    "cogs.quota",
+    "cogs.settings",
+    "cogs.styles",
+    "cogs.challenges",
+    "cogs.help",
+)
 
 
 class ImageBot(commands.Bot):
@@ -60,6 +68,7 @@ class ImageBot(commands.Bot):
         self.runner = JobRunner(self, services, track_job=self.track_job)
         self.gate = JobGate(services.jobs, settings.limits.job_cooldown, clock=services.clock)
         self.scheduler = AsyncIOScheduler()
+        self.metrics_server: MetricsServer | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._job_tasks: set[asyncio.Task[Any]] = set()
 
@@ -96,7 +105,13 @@ class ImageBot(commands.Bot):
         self.add_dynamic_items(*DYNAMIC_ITEMS)
         await self.tree.set_translator(CatalogueTranslator(self.catalogues))
         self.services.maintenance.register(self.scheduler)
+        self.services.retention.register(self.scheduler)
         self.scheduler.start()
+        port = self.settings.discord.metrics_port
+        if port is not None:
+            self.metrics_server = await start_metrics_server(
+                self.services.metrics, self.settings.discord.metrics_host, port
+            )
         health = self.services.jobs.worker.watch(self.settings.limits.health_interval_s)
         self.create_task(health, name="worker-health")
         await self.sync_commands()
@@ -122,6 +137,9 @@ class ImageBot(commands.Bot):
         await asyncio.gather(*tasks, return_exceptions=True)
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
+        if self.metrics_server is not None:
+            await self.metrics_server.stop()
+            self.metrics_server = None
         await super().close()
 
     async def command_fingerprint(self, guild: discord.abc.Snowflake | None) -> str:

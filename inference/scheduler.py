@@ -25,6 +25,7 @@ from PIL import Image
 from inference.engine_api import Engine, EngineOutOfMemory, GeneratedImage, StepUpdate
 from inference.eta import BatchTimes, Throughput, queue_finish_times
 from inference.events import FINAL_EVENT, event_batches, first_previews, preview_jpeg, publish
+from inference.metrics import WorkerHistograms
 from inference.protocol import (
     ErrorBody,
     ErrorCode,
@@ -105,6 +106,7 @@ class Scheduler:
         self.batches = 0
         self.batch_seconds = 0.0
         self.images_total = 0
+        self.histograms = WorkerHistograms()
 
     @property
     def engine(self) -> Engine:
@@ -386,6 +388,7 @@ class Scheduler:
             for job in batch:
                 job.status = JobStatus.RUNNING
                 job.started_at = now
+                self.histograms.queue_wait.observe(max(0.0, now - job.created_at))
                 self._emit(job, EventType.STARTED)
             run = self._launch([Slice(j, 0, j.request.count) for j in batch])
             task = asyncio.create_task(self._batch(run), name="batch")
@@ -456,6 +459,7 @@ class Scheduler:
             self._times.record(run.slices[0].job.key.shape, sum(s.count for s in run.slices), elapsed)
         self.batches += 1
         self.batch_seconds += elapsed
+        self.histograms.batch.observe(elapsed)
         return results
 
     def _progress_reporter(

@@ -478,7 +478,7 @@ def render_metrics(scheduler: Scheduler, http: Counter[tuple[str, str, int]]) ->
         (f'{{method="{m}",route="{_escape(r)}",status="{st}"}}', n) for (m, r, st), n in sorted(http.items())
     ]
     metric("http_requests_total", "counter", "HTTP requests answered.", requests)
-    return "\n".join(out) + "\n"
+    return "\n".join(out) + "\n" + scheduler.histograms.render()
 
 
 def _replica_metrics(

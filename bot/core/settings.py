@@ -25,7 +25,7 @@ from bot.core.challenges.rules import ChallengeSettings
 from bot.core.quotas.pricing import QuotaSettings
 from bot.core.styles import DEFAULT_ASPECTS, DEFAULT_STYLES, Aspect, StylePreset
 from inference.presets import get_preset
-from inference.protocol import MAX_COUNT
+from inference.protocol import MAX_COUNT, MAX_STEPS
 from inference.settings import EngineSettings, WorkerSettings
 from inference.text import MAX_PROMPT_CHARS
 from storage.db import DatabaseSettings
@@ -56,6 +56,9 @@ class DiscordSettings(BaseModel):
     sync_state_file: Path = Path("data/command-sync.sha256")
     # Seconds to wait after the last GUILD_CREATE before the bot counts as ready.
     guild_ready_timeout_s: float = Field(default=2.0, ge=0.0, le=60.0)
+    # The bot's Prometheus `/metrics` (latency histograms); None: not served. 0 picks a free port.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
 
 
 class CooldownSettings(BaseModel):
@@ -78,6 +81,8 @@ class Limits(BaseModel):
     attachment_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     attachment_pixels: int = Field(default=2048 * 2048, ge=64 * 64)
     max_images_per_job: int = Field(default=4, ge=1, le=MAX_COUNT)
+    # The most denoising steps a job may ask for (/imagine steps, --steps); a server may set a lower cap.
+    max_steps: int = Field(default=60, ge=1, le=MAX_STEPS)
     # Discord's upload limit on unboosted servers; bigger results are re-encoded as WebP/JPEG.
     upload_bytes: int = Field(default=10 * 1024 * 1024, ge=64 * 1024)
     progress_interval_s: float = Field(default=2.0, ge=0.5, le=60.0)

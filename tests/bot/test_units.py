@@ -141,6 +141,7 @@ async def test_commands_have_unique_names_within_discord_limits(settings: Settin
         "challenge",
         "challenge-admin",
         "edit",
+        "help",
         "imagine",
         "quota",
         "quota-admin",
