@@ -43,6 +43,8 @@ def engine(tiny_model_dir: Path, tiny_edit_model_dir: Path) -> DiffusersEngine:
         edit_model=str(tiny_edit_model_dir),
         device="cpu",
         cpu_threads=1,
+        preview_interval_s=0.0,  # a preview at every step of these 4-step runs (the defaults make none)
+        preview_min_steps=1,
         defaults=ModelDefaults(steps=4, guidance=5.0, width=64, height=64, img2img_strength=0.75),
     )
     return DiffusersEngine.load(settings)

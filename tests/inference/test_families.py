@@ -105,7 +105,9 @@ def settings_for(built: Built, setup: Setup) -> EngineSettings:
     `style` LoRA and the safety classifier (one that flags everything)."""
     lora = built.lora(setup.model)
     local = {"path": str(lora.parent), "weight_name": lora.name}
-    base = EngineSettings(device="cpu", cpu_threads=1, preview_every=1)
+    base = EngineSettings(
+        device="cpu", cpu_threads=1, preview_every=1, preview_interval_s=0.0, preview_min_steps=1
+    )
     if setup.preset is not None:
         preset = get_preset(setup.preset)
         base = preset.apply(base)

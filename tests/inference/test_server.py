@@ -16,8 +16,9 @@ from aiohttp.test_utils import TestClient
 from PIL import Image
 
 from inference.engine_api import Engine
+from inference.intake import fit_size
 from inference.protocol import JobEvent, JobInfo, WorkerInfo, WorkerStats
-from inference.server import SCHEDULER, WorkerConfigError, check_bind, create_app, fit_size, run_worker
+from inference.server import SCHEDULER, WorkerConfigError, check_bind, create_app, run_worker
 from inference.settings import EngineSettings, ModelDefaults, WorkerSettings
 from tests.inference import fixtures_ray
 from tests.inference.fixtures_worker import (
