@@ -31,6 +31,15 @@ def render_metrics(scheduler: Scheduler, http: Counter[tuple[str, str, int]]) ->
     metric("batches_total", "counter", "Pipeline calls made.", [("", scheduler.batches)])
     metric("batch_seconds_total", "counter", "Seconds spent in pipeline calls.", [("", scheduler.batch_seconds)])  # fmt: skip
     metric("accepting", "gauge", "1 while the worker takes new jobs.", [("", float(s.accepting))])
+    results = scheduler.results
+    metric(
+        "result_bytes",
+        "gauge",
+        "Bytes of finished pictures held for clients to fetch.",
+        [("", results.bytes)],
+    )
+    metric("result_budget_bytes", "gauge", "The most bytes of finished pictures held.", [("", results.budget_bytes)])  # fmt: skip
+    metric("results_dropped_unfetched_total", "counter", "Pictures dropped from a full budget before any fetch.", [("", results.dropped_unfetched)])  # fmt: skip
     if s.replicas:
         _replica_metrics(metric, s.replicas)
     if s.device_memory_bytes is not None:

@@ -1,17 +1,24 @@
-"""Finished pictures waiting to be fetched, in a byte budget: the worker's memory stays level at any rate.
+"""What the worker keeps of jobs, bounded at any rate: finished pictures in a byte budget, and every job's
+record in an index where finished ones are capped by count and age.
 
-A picture is kept until it has been fetched, then for a short grace (so a retried fetch still finds it),
-then dropped. Over the budget the oldest already-fetched pictures go first, then the oldest unfetched
-ones; a fetch of a dropped picture is answered `gone`. Owned by the event loop (no lock).
+A picture is encoded on a pool (`encode_batch`), kept until it has been fetched, then for a short grace
+(so a retried fetch still finds it), then dropped. Over the budget the oldest already-fetched pictures go
+first, then the oldest unfetched ones; a fetch of a dropped picture is answered `gone`. A finished job's
+record keeps only what a late client needs (its status, its request, its final event). Owned by the
+event loop (no lock).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict, deque
 from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
-from inference.output import ServedImage
+from inference.engine_api import GeneratedImage
+from inference.output import OutputSettings, ServedImage, encode
+from inference.queue import Job, Slice
 from inference.vocabulary import WorkerJobId
 
 
@@ -91,3 +98,72 @@ class ResultStore:
                 i is not None and n not in entry.fetched for n, i in enumerate(entry.images)
             )
             self.drop(job_id)
+
+
+class JobIndex:
+    """Every job the worker knows, by id and by idempotency key; finished ones are forgotten oldest first
+    past `max_finished` or once older than the TTL, with their pictures."""
+
+    def __init__(self, max_finished: int, results: ResultStore) -> None:
+        self.results = results
+        self._max_finished = max_finished
+        self._jobs: dict[str, Job] = {}
+        self._by_key: dict[str, Job] = {}
+        self._finished: OrderedDict[WorkerJobId, Job] = OrderedDict()  # in the order they finished
+
+    def __contains__(self, job_id: str) -> bool:
+        return job_id in self._jobs
+
+    def get(self, job_id: str) -> Job | None:
+        return self._jobs.get(job_id)
+
+    def by_key(self, key: str) -> Job | None:
+        return self._by_key.get(key)
+
+    def add(self, job: Job) -> None:
+        self._jobs[job.id] = job
+        self._by_key[job.request.idempotency_key] = job
+
+    def finished(self, job: Job) -> None:
+        """Count a finished job's record against the cap, forgetting the oldest past it."""
+        self._finished[job.id] = job
+        while len(self._finished) > self._max_finished:
+            self._forget(next(iter(self._finished.values())))
+
+    def evict_expired(self, before: float) -> None:
+        """Forget finished jobs (and their pictures and idempotency keys) that ended before `before`."""
+        self.results.expire()
+        while self._finished:
+            job = next(iter(self._finished.values()))
+            if job.finished_mono is None or job.finished_mono >= before:
+                break
+            self._forget(job)
+
+    def _forget(self, job: Job) -> None:
+        del self._finished[job.id]
+        self._jobs.pop(job.id, None)
+        self.results.drop(job.id)
+        if self._by_key.get(job.request.idempotency_key) is job:
+            del self._by_key[job.request.idempotency_key]
+
+
+async def encode_batch(
+    pool: Executor, output: OutputSettings, slices: list[Slice], results: list[list[GeneratedImage]]
+) -> list[list[ServedImage]] | None:
+    """Each live slice's pictures encoded on `pool` in the format its job asked for; None when the engine
+    returned the wrong number of results. A slice already ended, or with the wrong count, gets none."""
+    if len(results) != len(slices):
+        return None
+    loop = asyncio.get_running_loop()
+
+    async def one(img: GeneratedImage, fmt: OutputSettings) -> ServedImage:
+        data = await loop.run_in_executor(pool, encode, img.pixels, img.meta, fmt)
+        return ServedImage(data, fmt.media_type, img.nsfw)
+
+    async def mine(s: Slice, images: list[GeneratedImage]) -> list[ServedImage]:
+        if s.job.status.is_final or len(images) != s.count:
+            return []
+        fmt = output.with_format(s.job.request.output_format)
+        return list(await asyncio.gather(*(one(img, fmt) for img in images)))
+
+    return list(await asyncio.gather(*(mine(s, imgs) for s, imgs in zip(slices, results, strict=True))))

@@ -3,9 +3,10 @@
 Pure asyncio: the aiohttp server and any other ingress speaking the `/v1` RPC share it. The event loop
 owns every job record; the engine runs in worker threads and reports progress back to the loop with
 `call_soon_threadsafe`, so the loop keeps answering status, events and cancel while the GPU works.
-The queue (`inference.queue`), the event log (`inference.events`) and the timings behind ETAs
-(`inference.eta`) live apart; what stays here (about 500 lines) is every change of a job's state, kept
-in one class so that no two objects can disagree about which jobs are queued, running or done.
+The queue (`inference.queue`), the event log (`inference.events`), the timings behind ETAs
+(`inference.eta`), what is kept of finished jobs and the encoding of their pictures (`inference.results`)
+live apart; what stays here (about 560 lines) is every change of a job's state, kept in one class so
+that no two objects can disagree about which jobs are queued, running, being encoded or done.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import dataclasses
 import logging
 import secrets
 import time
-from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,7 +26,7 @@ from PIL import Image
 from inference.engine_api import Engine, EngineOutOfMemory, GeneratedImage, StepUpdate
 from inference.eta import BatchTimes, Throughput, queue_finish_times
 from inference.events import FINAL_EVENT, event_batches, first_previews, preview_jpeg, publish
-from inference.output import OutputSettings, ServedImage, encode, encoder_pool
+from inference.output import OutputSettings, ServedImage, encoder_pool
 from inference.protocol import (
     ErrorBody,
     ErrorCode,
@@ -40,7 +40,7 @@ from inference.protocol import (
     WorkerStats,
 )
 from inference.queue import ByteBudget, Job, Slice, Submission, TwoLaneQueue, halves
-from inference.results import ResultStore
+from inference.results import JobIndex, ResultStore, encode_batch
 from inference.settings import WorkerSettings
 from inference.vocabulary import JobStatus, WorkerJobId
 
@@ -90,8 +90,6 @@ class Scheduler:
         self._engine = engine
         self._settings = settings
         self._queue = TwoLaneQueue(settings.relax_share)
-        self._jobs: dict[str, Job] = {}
-        self._by_key: dict[str, Job] = {}
         self._runs: set[_Running] = set()  # the batches in flight, at most `batches_in_flight`
         self._batch_tasks: set[asyncio.Task[None]] = set()
         self._times = BatchTimes()
@@ -108,7 +106,7 @@ class Scheduler:
         self._encoder = encoder_pool(settings)
         self._encoding = 0
         self.results = ResultStore(settings.result_budget_bytes, settings.fetched_result_grace_s, monotonic)
-        self._finished: OrderedDict[WorkerJobId, Job] = OrderedDict()  # oldest first, for the count cap
+        self.jobs = JobIndex(settings.max_finished_jobs, self.results)
         self._sweeper: asyncio.Task[None] | None = None
         self._throughput = Throughput(monotonic)
         self.counters: dict[JobStatus, int] = dict.fromkeys(JobStatus, 0)
@@ -162,7 +160,7 @@ class Scheduler:
     def submit(self, sub: Submission) -> tuple[Job, bool]:
         """Queue a job; return it and whether it is new (False: an idempotent resubmit)."""
         request = sub.request
-        existing = self._by_key.get(request.idempotency_key)
+        existing = self.jobs.by_key(request.idempotency_key)
         if existing is not None:
             if existing.sub.fingerprint != sub.fingerprint:
                 raise ProtocolError(
@@ -185,8 +183,7 @@ class Scheduler:
             total_steps=sub.steps,
             images=[None] * request.count,
         )
-        self._jobs[job.id] = job
-        self._by_key[request.idempotency_key] = job
+        self.jobs.add(job)
         self._queue.push(job)
         self._emit(job, EventType.QUEUED, position=self._position(job), eta_s=self._eta(job))
         self._fill()
@@ -228,7 +225,7 @@ class Scheduler:
     # --- queries and cancel ---
 
     def get(self, job_id: str) -> Job:
-        job = self._jobs.get(job_id)
+        job = self.jobs.get(job_id)
         if job is None:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no job {job_id!r}", status=404, field="job_id")
         return job
@@ -393,7 +390,7 @@ class Scheduler:
         job.preview = job.preview_jpeg = None
         self._emit(job, FINAL_EVENT[status])
         job.durable, job.latest = job.durable[-1:], None  # the final event holds the job's whole state
-        self._keep_record(job)
+        self.jobs.finished(job)
         log.info("job %s %s%s", job.id, status, f" ({error.code}: {error.message})" if error else "")
 
     # --- the GPU loop ---
@@ -512,33 +509,12 @@ class Scheduler:
     async def _deliver_or_fail(self, slices: list[Slice], results: list[list[GeneratedImage]]) -> None:
         self._encoding += 1
         try:
-            self._deliver(slices, await self._encoded(slices, results))
+            self._deliver(slices, await encode_batch(self._encoder, self._output, slices, results))
         except Exception:  # outside the GPU loop's own guard: no job may be left running forever
             log.exception("delivering a batch failed")
             self._fail(slices, ErrorCode.INTERNAL, "the worker hit an internal error delivering this batch")
         finally:
             self._encoding -= 1
-
-    async def _encoded(
-        self, slices: list[Slice], results: list[list[GeneratedImage]]
-    ) -> list[list[ServedImage]] | None:
-        """Each live slice's pictures encoded on the pool in the format its job asked for; None when the
-        engine returned the wrong number of results (a wrong count per slice is `_deliver`'s to refuse)."""
-        if len(results) != len(slices):
-            return None
-        loop = asyncio.get_running_loop()
-
-        async def one(img: GeneratedImage, output: OutputSettings) -> ServedImage:
-            data = await loop.run_in_executor(self._encoder, encode, img.pixels, img.meta, output)
-            return ServedImage(data, output.media_type, img.nsfw)
-
-        async def mine(s: Slice, images: list[GeneratedImage]) -> list[ServedImage]:
-            if s.job.status.is_final or len(images) != s.count:
-                return []
-            output = self._output.with_format(s.job.request.output_format)
-            return list(await asyncio.gather(*(one(img, output) for img in images)))
-
-        return list(await asyncio.gather(*(mine(s, imgs) for s, imgs in zip(slices, results, strict=True))))
 
     def _deliver(self, slices: list[Slice], results: list[list[ServedImage]] | None) -> None:
         if results is None:
@@ -570,27 +546,9 @@ class Scheduler:
             await asyncio.sleep(min(60.0, ttl / 2, max(1.0, self._settings.fetched_result_grace_s)))
             self.evict_expired(self._monotonic() - ttl)
 
-    def _keep_record(self, job: Job) -> None:
-        """Count a finished job's record against `max_finished_jobs`, forgetting the oldest past it."""
-        self._finished[job.id] = job
-        while len(self._finished) > self._settings.max_finished_jobs:
-            self._forget(next(iter(self._finished.values())))
-
     def evict_expired(self, before: float) -> None:
         """Forget finished jobs (and their images and idempotency keys) that ended before `before`."""
-        self.results.expire()
-        while self._finished:
-            job = next(iter(self._finished.values()))  # in the order they finished
-            if job.finished_mono is None or job.finished_mono >= before:
-                break
-            self._forget(job)
-
-    def _forget(self, job: Job) -> None:
-        del self._finished[job.id]
-        self._jobs.pop(job.id, None)
-        self.results.drop(job.id)
-        if self._by_key.get(job.request.idempotency_key) is job:
-            del self._by_key[job.request.idempotency_key]
+        self.jobs.evict_expired(before)
 
 
 def _replica_stats(engine: Engine) -> list[ReplicaStats]:

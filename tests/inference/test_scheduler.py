@@ -435,7 +435,7 @@ async def test_what_the_worker_keeps_stays_bounded_after_many_jobs(make: Make) -
     )  # fmt: skip
     jobs = await submit(scheduler, *[job(steps=1, seed=i) for i in range(n)])
     await finish(scheduler, *jobs)
-    kept = [j for j in jobs if j.id in scheduler._jobs]
+    kept = [j for j in jobs if j.id in scheduler.jobs]
     assert len(kept) == cap and kept == jobs[-cap:]  # the oldest records went first
     with pytest.raises(ProtocolError) as err:
         scheduler.get(jobs[0].id)
