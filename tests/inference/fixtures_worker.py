@@ -110,6 +110,8 @@ class InstrumentedEngine(EngineWrapper):
         def counting(update: StepUpdate) -> None:
             call.steps_done = update.step
             on_step(update)
+            if self.step_hook is not None:
+                self.step_hook(update)  # on the engine thread, after the scheduler has the update
 
         def stopping() -> bool:
             call.stopped = call.stopped or should_stop()
