@@ -391,7 +391,10 @@ class Scheduler:
         self._emit(job, FINAL_EVENT[status])
         job.durable, job.latest = job.durable[-1:], None  # the final event holds the job's whole state
         self.jobs.finished(job)
-        log.info("job %s %s%s", job.id, status, f" ({error.code}: {error.message})" if error else "")
+        # Named by the client's id for it (the bot's job id, its idempotency key), as the bot and CLI name it.
+        key = job.request.idempotency_key
+        why = f" ({error.code}: {error.message})" if error else ""
+        log.info("job %s %s%s (worker id %s)", key, status, why, job.id, extra={"job_id": key})
 
     # --- the GPU loop ---
 

@@ -332,7 +332,8 @@ def check_bind(settings: WorkerSettings) -> None:
         return
     raise WorkerConfigError(
         f"refusing to bind {settings.host!r} without a token: anyone who can reach it could use the GPU. "
-        "Set a token (--token or the worker token setting) or bind 127.0.0.1."
+        "Give it a token (run.py: `token` under [worker] in the config file, or BRUSHFIRE_WORKER__TOKEN; "
+        "python -m inference: --token or BRUSHFIRE_WORKER_TOKEN), or bind 127.0.0.1."
     )
 
 

@@ -29,4 +29,4 @@ async def backup(src: Path, dst: Path) -> None:
     if dst.is_dir():
         dst = dst / src.name
     await backup_file(src, dst)
-    log.info("backed up %s to %s", src, dst)
+    log.debug("backed up %s to %s", src, dst)  # run.py prints the one line a person reads

@@ -157,6 +157,8 @@ class Planner:
         # Only what was written down is kept over the worker's own defaults: the rest is a guess at its model.
         engine = settings.engine
         self._by_hand = engine.defaults.model_fields_set if "defaults" in engine.model_fields_set else set()
+        # Edits run on an instruction-editing model (which has no strength), as the worker last said.
+        self._instruct_edits = False
 
     @property
     def defaults(self) -> ModelDefaults:
@@ -174,6 +176,7 @@ class Planner:
         True when the defaults planned with changed.
         """
         own = self._settings.engine.defaults
+        self._instruct_edits = info.has_edit_model
         adopted = info.defaults.model_copy(update={name: getattr(own, name) for name in self._by_hand})
         if adopted == self._defaults:
             return False
@@ -296,6 +299,12 @@ class Planner:
         if strength is not None and not 0.05 <= strength <= 1.0:
             raise InvalidInput(
                 N_("Strength must be between 0.05 and 1.0, not {strength}."), strength=strength
+            )
+        if strength is not None and self._instruct_edits:
+            raise InvalidInput(
+                N_(
+                    "Strength does not apply here: edits run on an instruction-editing model, which keeps as much of the picture as the instruction allows. Leave strength out."
+                )
             )
         png, _size = self.read_attachment(image)
         return JobPlan(

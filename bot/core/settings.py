@@ -9,12 +9,22 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from bot.core.challenges.rules import ChallengeSettings
 from bot.core.quotas.pricing import QuotaSettings
 from bot.core.styles import DEFAULT_ASPECTS, DEFAULT_STYLES, Aspect, StylePreset
+from inference.presets import get_preset
 from inference.protocol import MAX_COUNT
 from inference.settings import EngineSettings, WorkerSettings
 from inference.text import MAX_PROMPT_CHARS
@@ -108,9 +118,34 @@ class Settings(BaseSettings):
     styles: list[StylePreset] = Field(default_factory=lambda: list(DEFAULT_STYLES), min_length=1)
     aspects: list[Aspect] = Field(default_factory=lambda: list(DEFAULT_ASPECTS), min_length=1, max_length=25)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # "text": one readable line per record; "json": one JSON object per line (level, logger, message, job_id).
+    log_format: Literal["text", "json"] = "text"
     discord_token: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices(TOKEN_ENV), exclude=True, repr=False
     )
+
+    @field_validator("engine", mode="before")
+    @classmethod
+    def _apply_preset(cls, value: object) -> object:
+        """`[engine] preset = "sdxl-turbo"`: the preset's model, scheduler, timestep spacing, defaults and
+        fused adapters, under whatever the engine section sets itself (those keys win)."""
+        if not isinstance(value, dict) or not value.get("preset"):
+            return value
+        preset = get_preset(str(value["preset"]))
+        own_defaults = value.get("defaults") or {}
+        if isinstance(own_defaults, BaseModel):
+            own_defaults = own_defaults.model_dump(exclude_unset=True)
+        filled: dict[str, object] = {
+            "model": preset.model,
+            "scheduler": preset.scheduler,
+            "timestep_spacing": preset.timestep_spacing,
+        }
+        return {
+            **{k: v for k, v in filled.items() if v is not None},
+            **value,
+            "defaults": {**preset.defaults.model_dump(exclude_none=True), **dict(own_defaults)},
+            "adapters": [*(a.model_dump() for a in preset.fused_adapters), *(value.get("adapters") or [])],
+        }
 
     @model_validator(mode="after")
     def _unique_names(self) -> Settings:
@@ -193,6 +228,23 @@ def load_settings(config: Path | None = None, environ: Mapping[str, str] | None 
     except ValidationError as exc:
         where = f"config file {path} / environment" if path else "environment"
         raise SettingsError(f"invalid settings ({where}):\n{_describe(exc)}") from None
+
+
+def anchor_paths(settings: Settings, base: Path) -> Settings:
+    """The settings with every relative file path read from `base` (the config file's folder, or a data
+    folder), so the same settings name the same files whatever folder a process is started in."""
+
+    def under(path: Path | None) -> Path | None:
+        return base / path if path is not None and not path.is_absolute() else path
+
+    db, discord, engine = settings.database, settings.discord, settings.engine
+    return settings.model_copy(
+        update={
+            "database": db.model_copy(update={"path": under(db.path), "backup_dir": under(db.backup_dir)}),
+            "discord": discord.model_copy(update={"sync_state_file": under(discord.sync_state_file)}),
+            "engine": engine.model_copy(update={"cache_dir": under(engine.cache_dir)}),
+        }
+    )
 
 
 def _describe(exc: ValidationError) -> str:

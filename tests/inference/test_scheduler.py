@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 
 import numpy as np
 import pytest
@@ -215,7 +214,8 @@ async def test_cancel_queued_job_leaves_at_once(make: Make) -> None:
     assert scheduler.stats().lanes[Lane.FAST].queued == 0
     await finish(scheduler, first)
     assert all(second.id not in call.job_ids for call in engine.calls)
-    assert [e.type for e in [e async for e in scheduler.events(second.id)]][-1] is EventType.CANCELLED
+    events = [e async for e in scheduler.events(second.id) if e is not None]
+    assert events[-1].type is EventType.CANCELLED
 
 
 async def test_cancel_running_job_alone_stops_its_pipeline(make: Make) -> None:
@@ -303,15 +303,19 @@ async def test_late_subscriber_gets_current_state_and_resume_skips_seen(make: Ma
     scheduler, _ = await make(progress_interval_s=0)
     (j,) = await submit(scheduler, job(steps=40))
     await until(scheduler, j, EventType.PROGRESS)
-    async with contextlib.aclosing(scheduler.events(j.id)) as stream:
-        first = [await anext(stream) for _ in range(3)]
+    stream = scheduler.events(j.id)
+    assert isinstance(stream, AsyncGenerator), "events() is an async generator"
+    first = [await anext(stream) for _ in range(3)]
+    await stream.aclose()
     assert all(e is not None for e in first)
     types = [e.type for e in first if e is not None]
     assert types[:2] == [EventType.QUEUED, EventType.STARTED]
     assert types[2] in (EventType.PROGRESS, EventType.PREVIEW)  # the latest one only
     assert first[1] is not None
-    async with contextlib.aclosing(scheduler.events(j.id, after=first[1].seq)) as resumed:
-        again = await anext(resumed)
+    resumed = scheduler.events(j.id, after=first[1].seq)
+    assert isinstance(resumed, AsyncGenerator)
+    again = await anext(resumed)
+    await resumed.aclose()
     assert again is not None and again.seq > first[1].seq
     await finish(scheduler, j)
     # Once ended, the record keeps only the final event, which carries the job's whole state.
@@ -327,6 +331,7 @@ async def test_an_idle_stream_gets_heartbeats(make: Make) -> None:
     stream = scheduler.events(waiting.id, heartbeat=0.01)
     async with asyncio.timeout(30):
         seen = [await anext(stream) for _ in range(4)]
+    assert isinstance(stream, AsyncGenerator), "events() is an async generator"
     await stream.aclose()
     assert seen[0] is not None and seen[0].type is EventType.QUEUED
     assert None in seen  # while nothing happens to it, keep-alive ticks
@@ -358,7 +363,9 @@ async def test_progress_is_paced(make: Make) -> None:
     scheduler, _ = await make(progress_interval_s=0.05)
     (j,) = await submit(scheduler, job(steps=40))
     seen = [e async for e in scheduler.events(j.id) if e is not None]
-    steps = [e.step for e in seen if e.type is EventType.PROGRESS]
+    progress = [e for e in seen if e.type is EventType.PROGRESS]
+    steps = [e.step for e in progress if e.step is not None]
+    assert len(steps) == len(progress), "every progress event names its step"
     assert steps == sorted(steps) and 0 < len(steps) < 40
     assert j.status is JobStatus.SUCCEEDED
 
