@@ -44,6 +44,8 @@ def engine(tiny_model_dir: Path, tiny_edit_model_dir: Path) -> DiffusersEngine:
         edit_model=str(tiny_edit_model_dir),
         device="cpu",
         cpu_threads=1,
+        preview_interval_s=0.0,  # a preview at every step of these 4-step runs (the defaults make none)
+        preview_min_steps=1,
         defaults=ModelDefaults(steps=4, guidance=5.0, width=64, height=64, img2img_strength=0.75),
     )
     return DiffusersEngine.load(settings)
@@ -450,3 +452,27 @@ def test_any_valid_prompt_gives_an_image(engine: DiffusersEngine, prompt: str) -
     png = open_png(results[0][0])
     assert png.size == (64, 64)
     assert png.text["prompt"] == normalize_prompt(prompt)
+
+
+def test_previews_only_for_long_batches_and_no_more_often_than_the_interval(engine: DiffusersEngine) -> None:
+    defaults = EngineSettings()  # preview_min_steps 5, preview_interval_s 2
+    engine._settings = engine._settings.model_copy(
+        update={"preview_min_steps": defaults.preview_min_steps, "preview_interval_s": 3600.0}
+    )
+    try:
+        _, short = run(engine, [make_item("a", 1, steps=4)])
+        _, long = run(engine, [make_item("a", 1, steps=6)])
+    finally:
+        engine._settings = engine._settings.model_copy(
+            update={"preview_min_steps": 1, "preview_interval_s": 0}
+        )
+    assert [len(u.previews) for u in short] == [0, 0, 0, 0]  # a 1-4 step model: none
+    assert [len(u.previews) for u in long] == [1, 0, 0, 0, 0, 0]  # the first, then none within the hour
+
+
+def test_pictures_leave_the_pipeline_as_uint8_pixels(engine: DiffusersEngine) -> None:
+    results, _ = run(engine, [make_item("a", 3, count=2)])
+    img = results[0][0]
+    assert img.pixels.dtype == np.uint8 and img.pixels.shape == (64, 64, 3)
+    assert (img.width, img.height) == (64, 64) and img.meta["seed"] == "3"
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(img.png)).convert("RGB")), img.pixels)

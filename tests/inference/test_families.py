@@ -10,6 +10,7 @@ flags everything), so every family's flags are shown to come from it.
 from __future__ import annotations
 
 import io
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,11 +33,12 @@ from inference.engine_api import (
     StepUpdate,
 )
 from inference.presets import get_preset
+from inference.protocol import EventType
 from inference.server import start_worker
 from inference.settings import AdapterSettings, EngineSettings, ModelDefaults, SafetySettings, WorkerSettings
 from inference.vocabulary import JobKind, JobStatus
 from tests.inference.family_models import save_classifier, save_clip_checker, save_family, save_lora
-from tests.inference.fixtures_worker import job, png_bytes
+from tests.inference.fixtures_worker import InstrumentedEngine, job, png_bytes
 from tests.inference.items import make_item, open_png
 
 T = TypeVar("T")
@@ -105,7 +107,9 @@ def settings_for(built: Built, setup: Setup) -> EngineSettings:
     `style` LoRA and the safety classifier (one that flags everything)."""
     lora = built.lora(setup.model)
     local = {"path": str(lora.parent), "weight_name": lora.name}
-    base = EngineSettings(device="cpu", cpu_threads=1, preview_every=1)
+    base = EngineSettings(
+        device="cpu", cpu_threads=1, preview_every=1, preview_interval_s=0.0, preview_min_steps=1
+    )
     if setup.preset is not None:
         preset = get_preset(setup.preset)
         base = preset.apply(base)
@@ -232,19 +236,35 @@ def test_families_every_picture_goes_through_the_safety_classifier(built: Built,
 
 @pytest.mark.parametrize("setup", SETUPS, ids=IDS)
 async def test_families_through_the_rpc(built: Built, setup: Setup) -> None:
-    engine = built.engine(setup)
+    # The engine thread waits after the first preview until the test has fetched it: a job's preview is
+    # served while it runs and dropped when it ends.
+    previewed = threading.Event()
+
+    def hold_at_first_preview(update: StepUpdate) -> None:
+        if update.previews and not previewed.is_set():
+            previewed.wait(60)
+
+    engine = InstrumentedEngine(built.engine(setup), step_hook=hold_at_first_preview)
     running = await start_worker(WorkerSettings(port=0, max_pixels=128 * 128, progress_interval_s=0), engine)
     try:
         async with WorkerClient(running.url, timeout=60, backoff=0.01) as client:
-            await check_rpc(client, setup)
+            await check_rpc(client, setup, previewed)
     finally:
+        previewed.set()
         await running.stop()
 
 
-async def check_rpc(client: WorkerClient, setup: Setup) -> None:
+async def check_rpc(client: WorkerClient, setup: Setup, previewed: threading.Event) -> None:
     info = await client.info()
     assert info is not None and info.defaults.steps == setup.steps
     first = await client.submit(job(count=2, seed=40, steps=None, guidance=None, adapter="style"))
+    if setup.steps > 1:
+        async for event in client.events(first.id):
+            if event.type is EventType.PREVIEW:
+                break
+        preview = await client.preview(first.id)
+        assert preview is not None and preview[:2] == b"\xff\xd8"
+    previewed.set()
     final = await client.wait(first.id)
     assert final.status is JobStatus.SUCCEEDED and final.images == 2 and final.nsfw == [True, True]
     pictures = [await client.image(first.id, n) for n in range(2)]
@@ -252,9 +272,7 @@ async def check_rpc(client: WorkerClient, setup: Setup) -> None:
     again = job(count=2, seed=40, steps=None, guidance=None, adapter="style")
     repeat = await client.wait((await client.submit(again)).id)
     assert [await client.image(repeat.id, n) for n in range(2)] == pictures  # same seeds, same pictures
-    if setup.steps > 1:
-        preview = await client.preview(first.id)
-        assert preview is not None and preview[:2] == b"\xff\xd8"
+    assert await client.preview(first.id) is None  # dropped with the job's other transient state
     varied = await client.submit(
         job(kind=JobKind.IMG2IMG, strength=0.6, width=None, height=None, steps=None, guidance=None),
         png_bytes(80, 64),
