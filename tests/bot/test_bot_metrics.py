@@ -3,6 +3,8 @@ in the worker's own queue-wait and batch histograms)."""
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -40,9 +42,16 @@ async def test_imagine_shows_in_the_four_latency_histograms(fake_discord, settin
             "imagine", {"prompt": "a red fox", "seed": 3}, user=world.alice, channel=world.channel
         )
         await inter.wait_original(is_result, timeout=60)
-        async with http.get(bot.metrics_server.url) as resp:
-            assert resp.headers["Content-Type"].startswith("text/plain")
-            after = counts(await resp.text())
+        # The delivery is timed once its message is sent, which the fake sees a moment before the bot's
+        # own await returns: read until the four counts settle (or time out and compare what is there).
+        deadline = asyncio.get_running_loop().time() + 10
+        while True:
+            async with http.get(bot.metrics_server.url) as resp:
+                assert resp.headers["Content-Type"].startswith("text/plain")
+                after = counts(await resp.text())
+            if all(after[name] >= 1 for name in HISTOGRAMS) or asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(0.05)
     assert {name: after[name] for name in HISTOGRAMS} == dict.fromkeys(HISTOGRAMS, 1.0)
 
     # The worker's /metrics has its own latency histograms beside its gauges and counters.
