@@ -13,6 +13,9 @@ compiles the UNet in place), and for each batch size (1, 8, 16):
   p50_ms/p99_ms  job latency (submit to picture downloaded) under an offered load of open-loop Poisson
                  arrivals at `--load` (default 0.7) of the measured stack rate.
 
+and, eager at the largest batch, `tiny_decoder`: the raw rate with a TAESD-shaped AutoencoderTiny (random
+weights) decoding in place of the VAE, as the opt-in `final_decoder` setting would (`over_own_vae`).
+
 Everything runs against a time budget (`--budget-s`, default 220 s, under the 4 minutes of a device
 check); whatever does not fit is listed under `skipped`, never guessed. The last line of output is one
 JSON object. `--smoke` runs the same code end to end on the CPU in seconds: microscopic pipelines of the
@@ -270,6 +273,24 @@ async def stack(engine: Any, batch: int, args: argparse.Namespace, clock: BusyCl
     }
 
 
+def with_tiny_decoder(
+    pipe: Any, defaults: Any, batch: int, window_s: float, clock: BusyClock
+) -> dict[str, Any]:
+    """Raw rate with a TAESD-shaped AutoencoderTiny (random weights) decoding in place of the VAE: what the
+    opt-in `final_decoder` would gain. The model's own VAE is put back afterwards."""
+    from diffusers import AutoencoderTiny
+
+    vae = pipe.vae
+    tiny = AutoencoderTiny(latent_channels=vae.config.latent_channels).to(vae.device, vae.dtype).eval()
+    tiny.decoder.register_forward_hook(lambda *_: clock._end())
+    pipe.register_modules(vae=tiny)
+    try:
+        figures = raw(pipe, defaults, batch, window_s, clock)
+    finally:
+        pipe.register_modules(vae=vae)
+    return {"decoder": "taesd-shaped AutoencoderTiny", "batch": batch} | figures
+
+
 # ---------------------------------------------------------------- the plan
 
 
@@ -280,6 +301,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     deadline = time.perf_counter() + args.budget_s
     rows: list[dict[str, Any]] = []
     skipped: list[str] = []
+    tiny_rows: list[dict[str, Any]] = []
     compile_modes = [False] if args.smoke else [False, True]
     plan = [(c, a) for c in compile_modes for a in args.archs]  # every eager figure before any compile
     pipes: dict[str, tuple[Any, Any, BusyClock]] = {}
@@ -308,8 +330,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 skipped.append(f"{name} compile={compiled} batch={batch}: out of memory ({exc})")
                 continue
             row["stack_over_raw"] = row["stack_ips"] / row["raw_ips"]
-            rows.append({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()})
+            rows.append(rounded(row))
             log.info("%s", rows[-1])
+        if not compiled and time.perf_counter() < deadline:
+            batch = max(args.batches)
+            tiny = await asyncio.to_thread(with_tiny_decoder, pipe, defaults, batch, args.window_s, clock)
+            own = [
+                r["raw_ips"] for r in rows if (r["arch"], r["compile"], r["batch"]) == (name, False, batch)
+            ]
+            ratio = {"over_own_vae": tiny["raw_ips"] / own[0]} if own else {}
+            tiny_rows.append(rounded({"arch": name, **tiny, **ratio}))
         if cuda:
             torch.cuda.empty_cache()
     device_name = torch.cuda.get_device_name() if cuda else "cpu"
@@ -317,11 +347,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "device": device_name,
         "smoke": args.smoke,
         "results": rows,
+        "tiny_decoder": tiny_rows,
         "skipped": skipped,
         "config": {
             k: v for k, v in vars(args).items() if k not in ("drive", "mode", "clients", "rate", "seconds")
         },
     }
+
+
+def rounded(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
