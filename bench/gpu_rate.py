@@ -261,6 +261,23 @@ class Upload:
         return sink.size
 
 
+@dataclass(frozen=True)
+class Mark:
+    """Where the counters stood at one moment: the worker's, this process's CPU, pictures delivered, RSS."""
+
+    worker: dict[str, Any]
+    bot_cpu_s: float
+    at: float
+    delivered: int
+    rss: int
+
+    @classmethod
+    async def take(cls, worker: Worker, out: Delivered) -> Mark:
+        stats = await worker.stats()
+        bot = sum(psutil.Process().cpu_times()[:2])
+        return cls(stats, bot, time.perf_counter(), len(out.times), process_rss(worker.ps))
+
+
 @dataclass
 class Delivered:
     times: list[float] = field(default_factory=list)  # one entry per delivered picture
@@ -324,7 +341,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     sim_limit = calibration.images_per_s(args.max_batch)
     worker = await Worker.start(args)
     rss: list[tuple[float, int]] = []
-    me = psutil.Process()
     out = Delivered()
     stop = asyncio.Event()
     try:
@@ -345,29 +361,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         await asyncio.sleep(min(args.sample_s, max(deadline - time.perf_counter(), 0.01)))
 
                 await sample_until(started + args.warmup_s)
-                w0, b0, t0, n0 = (
-                    await worker.stats(),
-                    sum(me.cpu_times()[:2]),
-                    time.perf_counter(),
-                    len(out.times),
-                )
-                rss_start = process_rss(worker.ps)
-                await sample_until(t0 + args.minutes * 60)
-                w1, b1, t1, n1 = (
-                    await worker.stats(),
-                    sum(me.cpu_times()[:2]),
-                    time.perf_counter(),
-                    len(out.times),
-                )
-                rss_end = process_rss(worker.ps)
+                m0 = await Mark.take(worker, out)
+                await sample_until(m0.at + args.minutes * 60)
+                m1 = await Mark.take(worker, out)
                 stop.set()
                 await asyncio.wait(members, timeout=120)
     finally:
         await worker.stop()
-    images = n1 - n0
+    w0, w1 = m0.worker, m1.worker
+    images = m1.delivered - m0.delivered
     if images <= 0:
         raise RuntimeError("no picture was delivered in the measurement window")
-    seconds = t1 - t0
+    seconds = m1.at - m0.at
     ms = 1000.0 / images
     encode_by_format = {
         k: round((v - w0["encode_cpu_s"].get(k, 0.0)) * ms, 2) for k, v in w1["encode_cpu_s"].items()
@@ -376,7 +381,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     standin = w1["standin_cpu_s"] - w0["standin_cpu_s"]
     worker_cpu = (w1["cpu_s"] - w0["cpu_s"]) - standin
     engine = w1["engine_cpu_s"] - w0["engine_cpu_s"]
-    bot = b1 - b0
+    bot = m1.bot_cpu_s - m0.bot_cpu_s
     parts = {
         "encode": round(encode * ms, 2),
         "engine": round(engine * ms, 2),
@@ -391,7 +396,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "stack_over_limit": round(stack_ips / sim_limit, 3),
         "cpu_ms_per_image": parts,
         "png_ms_per_image": encode_by_format.get("PNG", 0.0),
-        "rss_growth_mb": round((rss_end - rss_start) / 2**20, 1),
+        "rss_growth_mb": round((m1.rss - m0.rss) / 2**20, 1),
     }
     return {
         "figures": figures,
@@ -420,8 +425,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "encode_ms_per_image_by_format": encode_by_format,
             "encodes_by_format": {k: v - w0["encode_count"].get(k, 0) for k, v in w1["encode_count"].items()},
             "worker_rss_mb": {
-                "start": round(rss_start / 2**20, 1),
-                "end": round(rss_end / 2**20, 1),
+                "start": round(m0.rss / 2**20, 1),
+                "end": round(m1.rss / 2**20, 1),
                 "max": round(max(r for _, r in rss) / 2**20, 1),
             },
         },
