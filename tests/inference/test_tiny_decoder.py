@@ -19,8 +19,8 @@ from tests.inference.items import make_item
 from tools.tiny import data
 
 # Measured by tools/tiny/distil_decoder.py on held-out scenes (inference/tiny/MODEL_CARD.md); the test
-# reads fewer scenes, so it asks for a little less.
-BUNDLED_MIN_PSNR_DB = 24.0
+# reads other, fewer scenes, so it asks for 2 dB less than the 24.1 dB measured.
+BUNDLED_MIN_PSNR_DB = 22.0
 
 
 def tiny_autoencoder(out_dir: Path, blocks: int) -> Path:
