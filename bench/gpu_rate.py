@@ -105,6 +105,21 @@ def timed_engine(inner: Any, meter: EncodeMeter, pipe: Any) -> Any:
         engine_cpu_s: float = 0.0
         images: int = 0
         batches: list[int] = field(default_factory=list)
+        # A counters snapshot asked for, taken right after the next batch ends, so that no batch straddles
+        # a measurement window's edge (each call's CPU is only added when it ends).
+        wanted: list[Callable[[dict[str, Any]], None]] = field(default_factory=list)
+
+        def snapshot(self) -> dict[str, Any]:
+            return {
+                "cpu_s": process_cpu_s(psutil.Process()),
+                "standin_cpu_s": pipe.own_cpu_s,
+                "engine_cpu_s": self.engine_cpu_s,
+                "encode_cpu_s": dict(meter.by_format),
+                "encode_count": dict(meter.count),
+                "images": self.images,
+                "batches": len(self.batches),
+                "mean_batch": sum(self.batches[-200:]) / max(len(self.batches[-200:]), 1),
+            }
 
         def run_batch(
             self, items: list[Any], on_step: Callable[..., None], should_stop: Callable[[], bool]
@@ -119,6 +134,12 @@ def timed_engine(inner: Any, meter: EncodeMeter, pipe: Any) -> Any:
                 n = sum(it.request.count for it in items)
                 self.images += n
                 self.batches.append(n)
+                while True:  # list.pop is atomic; the event loop may clear the list meanwhile
+                    try:
+                        answer = self.wanted.pop()
+                    except IndexError:
+                        break
+                    answer(self.snapshot())
 
     return Timed(inner)
 
@@ -169,7 +190,6 @@ async def serve(args: argparse.Namespace) -> None:
         max_pixels=max(1024 * 1024, args.size * args.size),
     )
     worker = await start_worker(worker_settings, engine)
-    me = psutil.Process()
     print(json.dumps({"url": worker.url}), flush=True)
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
@@ -178,16 +198,13 @@ async def serve(args: argparse.Namespace) -> None:
         while line := await reader.readline():
             if line.strip() != b"stats":
                 continue
-            stats = {
-                "cpu_s": process_cpu_s(me),
-                "standin_cpu_s": pipe.own_cpu_s,
-                "engine_cpu_s": engine.engine_cpu_s,
-                "encode_cpu_s": dict(meter.by_format),
-                "encode_count": dict(meter.count),
-                "images": engine.images,
-                "batches": len(engine.batches),
-                "mean_batch": sum(engine.batches[-200:]) / max(len(engine.batches[-200:]), 1),
-            }
+            taken: asyncio.Future[dict[str, Any]] = loop.create_future()
+            engine.wanted.append(lambda stats, f=taken: loop.call_soon_threadsafe(f.set_result, stats))
+            try:  # at the next batch's end; when idle, now
+                stats = await asyncio.wait_for(asyncio.shield(taken), 10)
+            except TimeoutError:
+                engine.wanted.clear()
+                stats = engine.snapshot()
             print(json.dumps(stats), flush=True)
     finally:
         await worker.stop()
@@ -283,6 +300,7 @@ class Delivered:
     times: list[float] = field(default_factory=list)  # one entry per delivered picture
     upload_bytes: int = 0
     failed: int = 0
+    picture: dict[str, int] = field(default_factory=dict)  # the first delivered one: what it was
 
 
 async def member(
@@ -305,7 +323,9 @@ async def member(
             log.warning("job %s ended %s", ticket.job.job_id, outcome.state)
             continue
         for gen in outcome.generations:
-            out.upload_bytes += await Upload.body_bytes(gen.png, f"brushfire-{gen.generation_id}.png")
+            out.picture = out.picture or {"width": gen.width, "height": gen.height, "bytes": len(gen.png)}
+            body = await Upload.body_bytes(gen.png, f"brushfire-{gen.generation_id}.png")
+            out.upload_bytes += body  # added after the await: `x += await f()` would lose other members' adds
             out.times.append(time.perf_counter())
         await services.jobs.mark_delivered(ticket.job.job_id)
 
@@ -421,6 +441,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "images": images,
             "mean_batch": round(w1["mean_batch"], 2),
             "failed_jobs": out.failed,
+            "first_picture": out.picture,
             "upload_bytes_per_image": round(out.upload_bytes / max(len(out.times), 1)),
             "encode_ms_per_image_by_format": encode_by_format,
             "encodes_by_format": {k: v - w0["encode_count"].get(k, 0) for k, v in w1["encode_count"].items()},
