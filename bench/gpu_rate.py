@@ -201,7 +201,7 @@ async def serve(args: argparse.Namespace) -> None:
             taken: asyncio.Future[dict[str, Any]] = loop.create_future()
             engine.wanted.append(lambda stats, f=taken: loop.call_soon_threadsafe(f.set_result, stats))
             try:  # at the next batch's end; when idle, now
-                stats = await asyncio.wait_for(asyncio.shield(taken), 10)
+                stats = await asyncio.wait_for(asyncio.shield(taken), 120)
             except TimeoutError:
                 engine.wanted.clear()
                 stats = engine.snapshot()
