@@ -19,7 +19,6 @@ from typing import Any
 import diffusers
 import torch
 from diffusers import (
-    AutoencoderTiny,
     AutoPipelineForImage2Image,
     AutoPipelineForText2Image,
     SchedulerMixin,
@@ -47,6 +46,7 @@ from inference.loading import (
     load_adapters,
     model_sources,
     prepare,
+    preview_decoder,
     quiet_libraries,
     resolve_device,
     resolve_dtype,
@@ -164,10 +164,7 @@ class DiffusersEngine:
         pipes = _Pipelines(generate, AutoPipelineForImage2Image.from_pipe(generate), edit, family)
         pipes.img2img.set_progress_bar_config(disable=True)
         load_adapters(pipes.generate, settings)
-        decoder = None
-        if settings.preview_decoder:
-            decoder = from_pretrained(AutoencoderTiny, settings.preview_decoder, settings, dtype).to(device)
-            families.check_preview_decoder(family, decoder)
+        decoder = preview_decoder(family, settings, model_name, dtype, device)
         safety = None
         if settings.safety is not None:
             cache = str(settings.cache_dir) if settings.cache_dir else None

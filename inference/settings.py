@@ -97,8 +97,12 @@ class EngineSettings(BaseModel):
     # An instruction-editing pipeline (e.g. InstructPix2Pix); None means img2img on the main weights, or
     # the bundled tiny edit model (inference/tiny/model/edit) when `model` is None too.
     edit_model: str | None = None
-    # A tiny preview decoder (TAESD-style AutoencoderTiny); None means a cheap latent-to-RGB projection.
+    # A tiny preview decoder (TAESD-style AutoencoderTiny); None means a cheap latent-to-RGB projection
+    # (or, on the bundled model, its own distilled tiny decoder).
     preview_decoder: str | None = None
+    # Opt-in: a tiny autoencoder (TAESD-style AutoencoderTiny, id or folder) that decodes the final
+    # pictures in place of the model's VAE; faster, slightly less faithful; for few-step (turbo) models.
+    final_decoder: str | None = None
     device: Literal["auto", "cuda", "mps", "cpu"] = "auto"
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     compile: bool = False
