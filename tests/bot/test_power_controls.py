@@ -198,7 +198,8 @@ def test_cli_imagine_and_edit_take_the_controls(
     assert run.main([*argv, "--height", "64"]) == 0
     with Image.open(out) as img:
         assert img.size == (96, 64)
-    assert run.main([*argv, "--height", "64", "--steps", "999"]) == 1
+    # A bad argument ends the command at once with the usage status, 2 (as run.py says), charging nothing.
+    assert run.main([*argv, "--height", "64", "--steps", "999"]) == 2
     assert "1 to 60 steps here, not 999" in capsys.readouterr().err
     edited = tmp_path / "snowy.png"
     edit = ["--config", str(config), "edit", str(out), "snow", "-o", str(edited), "--seed", "4242"]
