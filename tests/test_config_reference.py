@@ -184,7 +184,7 @@ def test_every_environment_variable_the_code_reads_is_in_the_reference() -> None
     assert missing == []
 
 
-def test_a_preset_is_chosen_by_name_and_keys_beside_it_win(clean_env):
+def test_a_preset_is_chosen_by_name_and_keys_beside_it_win(clean_env: None) -> None:
     from inference.presets import get_preset
 
     chosen = Settings(engine={"preset": "sdxl-lightning", "device": "cuda"}).engine
@@ -203,7 +203,9 @@ def test_a_preset_is_chosen_by_name_and_keys_beside_it_win(clean_env):
         Settings(engine={"preset": "sdxl-fast"})
 
 
-def test_the_readme_model_examples_are_valid_and_the_sdxl_turbo_one_is_scheduled_as_it_needs(clean_env):
+def test_the_readme_model_examples_are_valid_and_the_sdxl_turbo_one_is_scheduled_as_it_needs(
+    clean_env: None,
+) -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     blocks = re.findall(r"```toml\n(.*?)```", readme, flags=re.S)
     engines = [Settings(**tomllib.loads(block)).engine for block in blocks]
@@ -217,7 +219,7 @@ def section(text: str, title: str) -> str:
     return text.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
 
 
-def test_the_licence_and_the_readme_say_what_an_operator_needs():
+def test_the_licence_and_the_readme_say_what_an_operator_needs() -> None:
     licence = (ROOT / "LICENSE").read_text(encoding="utf-8")
     assert licence.startswith("MIT License") and "brushfire contributors" in licence
     assert 'license = { text = "MIT" }' in (ROOT / "pyproject.toml").read_text(encoding="utf-8")

@@ -70,7 +70,9 @@ def test_a_model_that_cannot_be_had_is_one_clear_line_naming_it(tmp_path: Path) 
     assert "hf download nobody/not-cached-anywhere" in errors[0]
 
 
-def test_an_unreachable_hub_is_reported_quickly_without_retries(tmp_path: Path, monkeypatch) -> None:
+def test_an_unreachable_hub_is_reported_quickly_without_retries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from huggingface_hub import constants
 
     from inference.checkpoints import hub_access

@@ -8,7 +8,9 @@ import asyncio
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from bot.core.settings import Settings
 from tests.bot.harness import build_world, is_result, running_bot
+from tests.fakediscord import FakeDiscord
 
 HISTOGRAMS = (
     "brushfire_bot_defer_seconds",
@@ -27,7 +29,9 @@ def counts(text: str) -> dict[str, float]:
     return found
 
 
-async def test_imagine_shows_in_the_four_latency_histograms(fake_discord, settings, worker):
+async def test_imagine_shows_in_the_four_latency_histograms(
+    fake_discord: FakeDiscord, settings: Settings, worker: str
+) -> None:
     settings = settings.model_copy(
         update={"discord": settings.discord.model_copy(update={"metrics_port": 0})}
     )
@@ -63,7 +67,7 @@ async def test_imagine_shows_in_the_four_latency_histograms(fake_discord, settin
     assert "# TYPE brushfire_batch_seconds histogram" in text and "brushfire_images_total 1" in text
 
 
-async def test_two_bots_keep_their_own_counts(settings):
+async def test_two_bots_keep_their_own_counts(settings: Settings) -> None:
     """A per-bot registry: metrics of one set of services never show in another's."""
     from bot.core.metrics import BotMetrics
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 from PIL import Image
@@ -169,11 +169,11 @@ def test_db_migrate_and_backup(tmp_path: Path, capsys: pytest.CaptureFixture[str
         assert conn.execute("SELECT COUNT(*) FROM jobs").fetchone() == (0,)
 
 
-def _no_model(monkeypatch) -> list[str]:
+def _no_model(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Record any attempt to reach or start a worker (which is where a model would load)."""
     reached: list[str] = []
 
-    def refuse(settings):
+    def refuse(settings: object) -> NoReturn:
         reached.append("worker_for")
         raise AssertionError("a worker was reached for an argument that could be checked first")
 
@@ -203,8 +203,12 @@ def _no_model(monkeypatch) -> list[str]:
     ],
 )
 def test_an_invalid_argument_fails_at_once_before_any_model_loads(
-    tmp_path, capsys, monkeypatch, args, message
-):
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    message: str,
+) -> None:
     reached = _no_model(monkeypatch)
     config = write_config(tmp_path, None)
     png = tmp_path / "in.png"
@@ -220,7 +224,7 @@ def test_an_invalid_argument_fails_at_once_before_any_model_loads(
     assert not (tmp_path / "cli.sqlite3").exists()  # nothing opened, so nothing charged
 
 
-def test_a_bad_log_level_is_a_usage_error_not_a_traceback(tmp_path, capsys):
+def test_a_bad_log_level_is_a_usage_error_not_a_traceback(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_:
         run.main(["--log-level", "LOUD", "imagine", "a cat"])
     assert exit_.value.code == 2
@@ -230,8 +234,11 @@ def test_a_bad_log_level_is_a_usage_error_not_a_traceback(tmp_path, capsys):
 
 
 def test_a_result_that_cannot_be_written_is_kept_and_the_command_says_where(
-    tiny_models, tmp_path, capsys, monkeypatch
-):
+    tiny_models: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # The output folder is fine when checked, then cannot take the file (as when it is removed or the disk
     # fills meanwhile): the job is paid for, so its image goes next to the database instead.
     monkeypatch.setattr(terminal, "check_output", lambda output, count: None)
@@ -249,7 +256,7 @@ def test_a_result_that_cannot_be_written_is_kept_and_the_command_says_where(
     ]
 
 
-def test_plain_renders_discord_markup_for_a_terminal():
+def test_plain_renders_discord_markup_for_a_terminal() -> None:
     now = 1_000_000.0
     assert terminal.plain("returns <t:1000300:R>.", now).startswith("returns in 5 min (")
     assert terminal.plain("was <t:999990:R>", now).startswith("was 10 s ago (")
@@ -269,7 +276,9 @@ def cli(config: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]
     )
 
 
-def test_data_paths_follow_the_config_file_not_the_working_folder_and_backup_says_it_once(tmp_path):
+def test_data_paths_follow_the_config_file_not_the_working_folder_and_backup_says_it_once(
+    tmp_path: Path,
+) -> None:
     home = tmp_path / "home"
     home.mkdir()
     config = home / "config.toml"
@@ -287,7 +296,9 @@ def test_data_paths_follow_the_config_file_not_the_working_folder_and_backup_say
     assert (elsewhere / "copy.sqlite3").is_file()  # a path typed on the command line is the user's own
 
 
-def test_json_logs_name_the_job_by_the_id_the_cli_prints(tiny_models, tmp_path):
+def test_json_logs_name_the_job_by_the_id_the_cli_prints(
+    tiny_models: tuple[Path, Path], tmp_path: Path
+) -> None:
     config = write_config(tmp_path, tiny_models)
     done = cli(
         config, "--log-level", "INFO", "--log-format", "json", "imagine", "a cat", "-o", "c.png", cwd=tmp_path

@@ -6,10 +6,14 @@ from __future__ import annotations
 import sqlite3
 
 from bot.core.retention import RetentionService
+from bot.core.settings import Settings
 from tests.bot.harness import admin_do, build_world, button, ephemeral_reply, is_result, running_bot
+from tests.fakediscord import FakeDiscord
 
 
-async def test_buttons_on_an_expired_image_say_so(fake_discord, settings, worker):
+async def test_buttons_on_an_expired_image_say_so(
+    fake_discord: FakeDiscord, settings: Settings, worker: str
+) -> None:
     world = build_world(fake_discord)
     async with running_bot(fake_discord, settings, worker) as bot:
         assert bot.scheduler.get_job(RetentionService.JOB_ID) is not None  # registered with the upkeep

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from discord import app_commands
 
 import run
 from bot.client import EXTENSIONS, ImageBot
@@ -14,14 +16,15 @@ from bot.core.services import open_services
 from bot.core.settings import Settings
 from bot.i18n import Catalogues, Context
 from storage.db import DatabaseSettings
-from tests.bot.harness import build_world, running_bot
+from tests.bot.harness import build_world, embed_of, running_bot
+from tests.fakediscord import FakeDiscord
 
 
 def words(text: str) -> str:
     return " ".join(text.split())
 
 
-async def loaded_tree():
+async def loaded_tree() -> AsyncIterator[app_commands.CommandTree[ImageBot]]:
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(database=DatabaseSettings(path=Path(tmp) / "h.sqlite3"))
         async with open_services(settings, "http://127.0.0.1:9") as services:
@@ -35,10 +38,12 @@ async def loaded_tree():
 
 
 @pytest.mark.parametrize("text", [IMAGINE, EDIT], ids=lambda t: t.name)
-async def test_slash_commands_and_cli_help_say_the_same(text: CommandText, capsys):
+async def test_slash_commands_and_cli_help_say_the_same(
+    text: CommandText, capsys: pytest.CaptureFixture[str]
+) -> None:
     async for tree in loaded_tree():
         command = tree.get_command(text.name)
-        assert command is not None and command.description == text.description
+        assert isinstance(command, app_commands.Command) and command.description == text.description
         assert {p.name: p.description for p in command.parameters} == dict(text.options)
     with pytest.raises(SystemExit) as done:
         run.main([text.name, "--help"])
@@ -48,7 +53,9 @@ async def test_slash_commands_and_cli_help_say_the_same(text: CommandText, capsy
         assert words(said) in shown, said
 
 
-async def test_help_lists_every_command_in_the_members_language(fake_discord, settings, worker):
+async def test_help_lists_every_command_in_the_members_language(
+    fake_discord: FakeDiscord, settings: Settings, worker: str
+) -> None:
     world = build_world(fake_discord)
     marie = fake_discord.add_user("marie", locale="fr")
     fake_discord.add_member(world.guild, marie)
@@ -56,7 +63,7 @@ async def test_help_lists_every_command_in_the_members_language(fake_discord, se
         synced = fake_discord.commands()
         inter = await fake_discord.send_slash("help", {}, user=world.alice, channel=world.channel)
         reply = await inter.wait_message(lambda m: m.ephemeral, timeout=15)
-        listing = reply.embed["description"]
+        listing = embed_of(reply)["description"]
         for command in synced:
             subcommands = [o for o in command.options if o["type"] in (1, 2)]
             described = [o["description"] for o in subcommands] or [command.description]
@@ -68,7 +75,7 @@ async def test_help_lists_every_command_in_the_members_language(fake_discord, se
             "help", {"command": "imagine"}, user=marie, channel=world.channel
         )
         reply = await inter.wait_message(lambda m: m.ephemeral, timeout=15)
-        french = reply.embed["description"]
+        french = embed_of(reply)["description"]
         catalogues = bot.catalogues
         for option in ("steps", "width"):
             translated = catalogues.lookup("fr", IMAGINE.options[option], Context.DESCRIPTION)

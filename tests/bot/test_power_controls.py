@@ -5,20 +5,24 @@ from __future__ import annotations
 
 import io
 import sqlite3
+from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
 
 import run
 from bot.core.errors import InvalidInput
+from bot.core.jobplan import JobPlan
 from bot.core.plans import Controls, ImagineOptions, Planner, Requester
 from bot.core.quotas.pricing import QuotaSettings, quote
 from bot.core.settings import Settings
 from bot.core.styles import StyleBook
 from inference.vocabulary import Lane
 from storage.guilds import GuildSettings
-from tests.bot.harness import admin_do, build_world, ephemeral_reply, is_result, running_bot
+from tests.bot.harness import admin_do, build_world, embed_of, ephemeral_reply, is_result, running_bot
 from tests.bot.test_cli import rows, write_config
+from tests.fakediscord import FakeDiscord
 
 ALICE = Requester(user_id=10, guild_id=20, channel_id=30, name="alice")
 
@@ -28,7 +32,7 @@ def planner() -> Planner:
     return Planner(settings, StyleBook(settings.styles, settings.aspects))
 
 
-def imagine(controls: Controls, guild: GuildSettings | None = None, **options: object):
+def imagine(controls: Controls, guild: GuildSettings | None = None, **options: object) -> JobPlan:
     return planner().plan_imagine(
         ALICE,
         ImagineOptions(prompt="a fox", controls=controls, **options),  # type: ignore[arg-type]
@@ -36,7 +40,7 @@ def imagine(controls: Controls, guild: GuildSettings | None = None, **options: o
     )
 
 
-def test_controls_reach_the_plan_and_the_worker_request():
+def test_controls_reach_the_plan_and_the_worker_request() -> None:
     plan = imagine(Controls(steps=12, guidance=3.5, width=256, height=128), style="photo")
     assert (plan.steps, plan.guidance, plan.width, plan.height) == (12, 3.5, 256, 128)  # over the style's
     request = plan.request("job1", "u", Lane.FAST)
@@ -61,13 +65,15 @@ def test_controls_reach_the_plan_and_the_worker_request():
         (Controls(width=2048, height=2048), {}, {}, "this server allows at most"),  # the worker's cap
     ],
 )
-def test_out_of_bounds_controls_are_refused(controls, guild, options, expected):
+def test_out_of_bounds_controls_are_refused(
+    controls: Controls, guild: dict[str, Any], options: dict[str, Any], expected: str
+) -> None:
     with pytest.raises(InvalidInput) as caught:
         imagine(controls, GuildSettings(guild_id=20, **guild), **options)
     assert expected in str(caught.value)
 
 
-def test_samplers_are_picked_from_the_fixed_list_within_the_servers_choice():
+def test_samplers_are_picked_from_the_fixed_list_within_the_servers_choice() -> None:
     plan = imagine(Controls(sampler="euler-ancestral"))
     assert plan.sampler == "EulerAncestralDiscreteScheduler"
     assert plan.request("j", "u", Lane.FAST).sampler == "EulerAncestralDiscreteScheduler"
@@ -80,13 +86,13 @@ def test_samplers_are_picked_from_the_fixed_list_within_the_servers_choice():
     assert imagine(Controls(sampler="ddim"), only).sampler == "DDIMScheduler"
 
 
-def test_a_server_pixel_cap_shrinks_aspect_sizes_too():
+def test_a_server_pixel_cap_shrinks_aspect_sizes_too() -> None:
     plan = imagine(Controls(), GuildSettings(guild_id=20, max_pixels=128 * 128), aspect="16:9")
     assert plan.width is not None and plan.height is not None
     assert plan.width * plan.height <= 128 * 128 and plan.width > plan.height
 
 
-def test_edit_takes_a_seed():
+def test_edit_takes_a_seed() -> None:
     buf = io.BytesIO()
     Image.new("RGB", (64, 64)).save(buf, format="PNG")
     plan = planner().plan_edit(
@@ -109,7 +115,7 @@ def test_edit_takes_a_seed():
         )
 
 
-def test_cost_scales_with_steps_and_pixels():
+def test_cost_scales_with_steps_and_pixels() -> None:
     from bot.core.quotas.pricing import CostSpec
     from inference.vocabulary import JobKind
 
@@ -119,14 +125,14 @@ def test_cost_scales_with_steps_and_pixels():
     assert quote(qs, CostSpec(JobKind.GENERATE, 1024, 512, 60)) == 4 * base
 
 
-def charged(settings) -> list[tuple[int, str]]:
+def charged(settings: Settings) -> list[tuple[int, str]]:
     with sqlite3.connect(settings.database.path) as conn:
         return conn.execute("SELECT cost, state FROM ledger ORDER BY created_at").fetchall()
 
 
 async def test_imagine_controls_on_discord_are_bounded_by_the_server_and_priced(
-    fake_discord, settings, worker
-):
+    fake_discord: FakeDiscord, settings: Settings, worker: str
+) -> None:
     world = build_world(fake_discord)
     async with running_bot(fake_discord, settings, worker) as bot:
         options = {
@@ -141,7 +147,7 @@ async def test_imagine_controls_on_discord_are_bounded_by_the_server_and_priced(
         result = await inter.wait_original(is_result, timeout=60)
         with Image.open(io.BytesIO(result.attachments[0].data)) as img:
             assert img.size == (128, 64)
-        fields = {f["name"]: f["value"] for f in result.embed["fields"]}
+        fields = {f["name"]: f["value"] for f in embed_of(result)["fields"]}
         assert fields["Size"] == "128x64"
         qs = bot.services.quotas.settings
         from bot.core.quotas.pricing import CostSpec
@@ -168,12 +174,13 @@ async def test_imagine_controls_on_discord_are_bounded_by_the_server_and_priced(
         assert stored.startswith(b"\x89PNG")
         assert "Saved" in await admin_do(fake_discord, world, "settings samplers", {"names": "ddim, unipc"})
         assert "not a sampler" in await admin_do(fake_discord, world, "settings samplers", {"names": "warp"})
-        for bad, expected in [
+        refused: list[tuple[dict[str, Any], str]] = [
             ({"steps": 5}, "1 to 4 steps"),
             ({"width": 128, "height": 128}, "at most 10000"),
             ({"guidance": 31.0}, "Guidance must be between"),
             ({"sampler": "euler"}, "not a sampler this server allows (ddim, unipc)"),
-        ]:
+        ]
+        for bad, expected in refused:
             inter = await fake_discord.send_slash(
                 "imagine", {"prompt": "a cat", **bad}, user=world.alice, channel=world.channel, validate=False
             )
@@ -181,7 +188,9 @@ async def test_imagine_controls_on_discord_are_bounded_by_the_server_and_priced(
     assert len(charged(settings)) == 2  # the refused jobs charged nothing
 
 
-def test_cli_imagine_and_edit_take_the_controls(tiny_models, tmp_path, capsys):
+def test_cli_imagine_and_edit_take_the_controls(
+    tiny_models: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = write_config(tmp_path, tiny_models)
     out = tmp_path / "fox.png"
     argv = ["--config", str(config), "imagine", "a fox", "-o", str(out), "--steps", "2", "--width", "96"]
@@ -189,7 +198,8 @@ def test_cli_imagine_and_edit_take_the_controls(tiny_models, tmp_path, capsys):
     assert run.main([*argv, "--height", "64"]) == 0
     with Image.open(out) as img:
         assert img.size == (96, 64)
-    assert run.main([*argv, "--height", "64", "--steps", "999"]) == 1
+    # A bad argument ends the command at once with the usage status, 2 (as run.py says), charging nothing.
+    assert run.main([*argv, "--height", "64", "--steps", "999"]) == 2
     assert "1 to 60 steps here, not 999" in capsys.readouterr().err
     edited = tmp_path / "snowy.png"
     edit = ["--config", str(config), "edit", str(out), "snow", "-o", str(edited), "--seed", "4242"]

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from tests.bot.conftest import free_port
 from tests.bot.harness import build_world, is_result
@@ -210,7 +211,9 @@ async def test_a_worker_left_by_a_dead_run_py_is_stopped_and_replaced(
                 await asyncio.wait_for(p.wait(), 60)
 
 
-async def test_the_bot_waits_out_an_unreachable_discord_with_one_line_per_try(fake_discord, caplog):
+async def test_the_bot_waits_out_an_unreachable_discord_with_one_line_per_try(
+    fake_discord: FakeDiscord, caplog: pytest.LogCaptureFixture
+) -> None:
     import logging
 
     import discord

@@ -3,6 +3,7 @@ and never drops what a challenge entry or an unfinished job still needs."""
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -68,7 +69,7 @@ def live(path: Path, guild: int = GUILD) -> list[str]:
     return [r[0] for r in rows]
 
 
-async def test_ten_thousand_images_keep_the_file_under_the_budget(tmp_path: Path):
+async def test_ten_thousand_images_keep_the_file_under_the_budget(tmp_path: Path) -> None:
     path = tmp_path / "b.sqlite3"
     clock = Clock()
     async with Database.open(path) as db:
@@ -78,7 +79,7 @@ async def test_ten_thousand_images_keep_the_file_under_the_budget(tmp_path: Path
         written = 0
         for batch in range(10):
             clock.now += 60
-            await db.run(lambda tx, b=batch: add_images(tx, b * 1000, 1000, clock.now))
+            await db.run(functools.partial(add_images, start=batch * 1000, count=1000, now=clock.now))
             written += 1000
             grown = file_bytes(path)
             report = await service.run()
@@ -103,7 +104,7 @@ def a_png(side: int) -> bytes:
     return out.getvalue()
 
 
-async def test_age_limit_spares_challenge_entries_and_inputs_of_unfinished_jobs(tmp_path: Path):
+async def test_age_limit_spares_challenge_entries_and_inputs_of_unfinished_jobs(tmp_path: Path) -> None:
     path = tmp_path / "b.sqlite3"
     clock = Clock()
     async with Database.open(path) as db:
