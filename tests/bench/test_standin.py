@@ -70,7 +70,15 @@ def test_the_real_engine_wraps_the_stand_in_and_waits_the_calibrated_time() -> N
     pipe = standin_pipeline(calibration, pool=3)
     defaults = ModelDefaults(steps=2, guidance=0.0, width=64, height=64)
     engine = DiffusersEngine.from_pipeline(
-        EngineSettings(device="cpu", cpu_threads=1, defaults=defaults), pipe, model_name="standin:test"
+        EngineSettings(
+            device="cpu",
+            cpu_threads=1,
+            defaults=defaults,
+            preview_min_steps=1,  # a 2-step job makes previews only when asked (1-4 step models: none)
+            preview_interval_s=0.0,
+        ),
+        pipe,
+        model_name="standin:test",
     )
     updates: list[StepUpdate] = []
     item = make_item("a", 5, count=4, steps=2, guidance=0.0)
