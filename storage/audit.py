@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from storage.db import Database, SyncTx
+from storage.db import Tx
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +25,8 @@ class AuditEntry:
     created_at: float
 
 
-def record(
-    tx: SyncTx,
+async def record(
+    tx: Tx,
     *,
     guild_id: int | None,
     actor_id: int,
@@ -36,7 +36,7 @@ def record(
     now: float,
 ) -> int:
     """Write one audit row inside the caller's transaction, so the change and its record commit together."""
-    return tx.insert(
+    return await tx.insert(
         "INSERT INTO audit (guild_id, actor_id, action, target_id, detail, created_at) VALUES (?, ?, ?, ?, ?, ?)",
         (guild_id, actor_id, action, target_id, json.dumps(dict(detail), sort_keys=True, default=str), now),
     )
@@ -54,22 +54,15 @@ def _entry(row: sqlite3.Row) -> AuditEntry:
     )
 
 
-class AuditRepo:
-    """Reads the audit trail; writes happen through `record` inside each change's own transaction."""
-
-    def __init__(self, db: Database) -> None:
-        self._db = db
-
-    async def recent(
-        self, guild_id: int | None, limit: int = 50, action: str | None = None
-    ) -> list[AuditEntry]:
-        """The newest entries first, for one guild (or the guild-less ones when `guild_id` is None)."""
-        sql = "SELECT * FROM audit WHERE guild_id IS ?"
-        params: list[Any] = [guild_id]
-        if action is not None:
-            sql += " AND action = ?"
-            params.append(action)
-        sql += " ORDER BY audit_id DESC LIMIT ?"
-        params.append(max(1, min(limit, 1000)))
-        rows = await self._db.run(lambda tx: tx.fetchall(sql, params), write=False)
-        return [_entry(row) for row in rows]
+async def recent(
+    tx: Tx, guild_id: int | None, limit: int = 50, action: str | None = None
+) -> list[AuditEntry]:
+    """The newest entries first, for one guild (or the guild-less ones when `guild_id` is None)."""
+    sql = "SELECT * FROM audit WHERE guild_id IS ?"
+    params: list[Any] = [guild_id]
+    if action is not None:
+        sql += " AND action = ?"
+        params.append(action)
+    sql += " ORDER BY audit_id DESC LIMIT ?"
+    params.append(max(1, min(limit, 1000)))
+    return [_entry(row) for row in await tx.fetchall(sql, params)]

@@ -1,6 +1,6 @@
 """Challenges, their entries, votes, results and recurring schedules: rows and the SQL over them.
 
-The functions take a `SyncTx`, so the challenge service can check a phase and write in one transaction.
+The functions take a `Tx`, so the challenge service can check a phase and write in one transaction.
 The schema itself enforces the fairness rules (see migration 0004); the errors below name which one fired.
 """
 
@@ -12,7 +12,7 @@ import sqlite3
 from dataclasses import dataclass
 from enum import StrEnum
 
-from storage.db import SyncTx
+from storage.db import Tx
 
 log = logging.getLogger(__name__)
 
@@ -172,9 +172,9 @@ _CHALLENGE_COLUMNS = (
 )
 
 
-def insert_challenge(tx: SyncTx, new: NewChallenge, now: float) -> int:
+async def insert_challenge(tx: Tx, new: NewChallenge, now: float) -> int:
     try:
-        return tx.insert(
+        return await tx.insert(
             "INSERT INTO challenges (guild_id, channel_id, theme, style, opens_at, voting_at, closes_at, "
             "max_entries, vote_budget, season, created_by, created_at, schedule_id) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -200,54 +200,58 @@ def insert_challenge(tx: SyncTx, new: NewChallenge, now: float) -> int:
         raise
 
 
-def get_challenge(tx: SyncTx, challenge_id: int) -> ChallengeRecord | None:
-    row = tx.fetchone(f"SELECT {_CHALLENGE_COLUMNS} FROM challenges WHERE challenge_id = ?", (challenge_id,))
+async def get_challenge(tx: Tx, challenge_id: int) -> ChallengeRecord | None:
+    row = await tx.fetchone(
+        f"SELECT {_CHALLENGE_COLUMNS} FROM challenges WHERE challenge_id = ?", (challenge_id,)
+    )
     return _challenge(row) if row else None
 
 
-def live_challenges(tx: SyncTx, guild_id: int | None = None) -> list[ChallengeRecord]:
+async def live_challenges(tx: Tx, guild_id: int | None = None) -> list[ChallengeRecord]:
     sql = f"SELECT {_CHALLENGE_COLUMNS} FROM challenges WHERE phase IN ('submissions', 'voting')"
     params: tuple[int, ...] = ()
     if guild_id is not None:
         sql += " AND guild_id = ?"
         params = (guild_id,)
-    return [_challenge(r) for r in tx.fetchall(sql + " ORDER BY challenge_id", params)]
+    return [_challenge(r) for r in await tx.fetchall(sql + " ORDER BY challenge_id", params)]
 
 
-def unannounced(tx: SyncTx) -> list[ChallengeRecord]:
+async def unannounced(tx: Tx) -> list[ChallengeRecord]:
     """Challenges whose current phase has not been announced yet (a crash between change and post)."""
     sql = f"SELECT {_CHALLENGE_COLUMNS} FROM challenges WHERE announced IS NULL OR announced != phase"
-    return [_challenge(r) for r in tx.fetchall(sql + " ORDER BY challenge_id")]
+    return [_challenge(r) for r in await tx.fetchall(sql + " ORDER BY challenge_id")]
 
 
-def set_phase(tx: SyncTx, challenge_id: int, phase: Phase, now: float) -> None:
+async def set_phase(tx: Tx, challenge_id: int, phase: Phase, now: float) -> None:
     ended = now if not phase.live else None
-    tx.execute(
+    await tx.execute(
         "UPDATE challenges SET phase = ?, ended_at = COALESCE(?, ended_at) WHERE challenge_id = ?",
         (phase.value, ended, challenge_id),
     )
 
 
-def set_deadlines(tx: SyncTx, challenge_id: int, voting_at: float, closes_at: float) -> None:
-    tx.execute(
+async def set_deadlines(tx: Tx, challenge_id: int, voting_at: float, closes_at: float) -> None:
+    await tx.execute(
         "UPDATE challenges SET voting_at = ?, closes_at = ? WHERE challenge_id = ?",
         (voting_at, closes_at, challenge_id),
     )
 
 
-def set_announced(tx: SyncTx, challenge_id: int, phase: Phase) -> None:
-    tx.execute("UPDATE challenges SET announced = ? WHERE challenge_id = ?", (phase.value, challenge_id))
+async def set_announced(tx: Tx, challenge_id: int, phase: Phase) -> None:
+    await tx.execute(
+        "UPDATE challenges SET announced = ? WHERE challenge_id = ?", (phase.value, challenge_id)
+    )
 
 
-def set_messages(tx: SyncTx, challenge_id: int, message_id: int, gallery_id: int) -> None:
-    tx.execute(
+async def set_messages(tx: Tx, challenge_id: int, message_id: int, gallery_id: int) -> None:
+    await tx.execute(
         "UPDATE challenges SET message_id = ?, gallery_id = ? WHERE challenge_id = ?",
         (message_id, gallery_id, challenge_id),
     )
 
 
-def delete_challenge(tx: SyncTx, challenge_id: int) -> None:
-    tx.execute("DELETE FROM challenges WHERE challenge_id = ?", (challenge_id,))
+async def delete_challenge(tx: Tx, challenge_id: int) -> None:
+    await tx.execute("DELETE FROM challenges WHERE challenge_id = ?", (challenge_id,))
 
 
 # --- recurring schedules ---
@@ -279,9 +283,9 @@ class NewSchedule:
     created_by: int
 
 
-def insert_schedule(tx: SyncTx, new: NewSchedule, now: float) -> int:
+async def insert_schedule(tx: Tx, new: NewSchedule, now: float) -> int:
     try:
-        return tx.insert(
+        return await tx.insert(
             "INSERT INTO challenge_schedules (guild_id, channel_id, style, themes, period_s, submit_s, vote_s, "
             "max_entries, next_start_at, created_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
@@ -304,32 +308,32 @@ def insert_schedule(tx: SyncTx, new: NewSchedule, now: float) -> int:
         raise
 
 
-def get_schedule(tx: SyncTx, schedule_id: int) -> ScheduleRecord | None:
-    row = tx.fetchone(
+async def get_schedule(tx: Tx, schedule_id: int) -> ScheduleRecord | None:
+    row = await tx.fetchone(
         f"SELECT {_SCHEDULE_COLUMNS} FROM challenge_schedules WHERE schedule_id = ?", (schedule_id,)
     )
     return _schedule(row) if row else None
 
 
-def active_schedules(tx: SyncTx, guild_id: int | None = None) -> list[ScheduleRecord]:
+async def active_schedules(tx: Tx, guild_id: int | None = None) -> list[ScheduleRecord]:
     sql = f"SELECT {_SCHEDULE_COLUMNS} FROM challenge_schedules WHERE active = 1"
     params: tuple[int, ...] = ()
     if guild_id is not None:
         sql += " AND guild_id = ?"
         params = (guild_id,)
-    return [_schedule(r) for r in tx.fetchall(sql + " ORDER BY schedule_id", params)]
+    return [_schedule(r) for r in await tx.fetchall(sql + " ORDER BY schedule_id", params)]
 
 
-def advance_schedule(tx: SyncTx, schedule_id: int, next_theme: int, next_start_at: float) -> None:
-    tx.execute(
+async def advance_schedule(tx: Tx, schedule_id: int, next_theme: int, next_start_at: float) -> None:
+    await tx.execute(
         "UPDATE challenge_schedules SET next_theme = ?, next_start_at = ? WHERE schedule_id = ?",
         (next_theme, next_start_at, schedule_id),
     )
 
 
-def stop_schedule(tx: SyncTx, schedule_id: int) -> bool:
+async def stop_schedule(tx: Tx, schedule_id: int) -> bool:
     return (
-        tx.execute(
+        await tx.execute(
             "UPDATE challenge_schedules SET active = 0 WHERE schedule_id = ? AND active = 1", (schedule_id,)
         )
         > 0

@@ -32,9 +32,10 @@ from inference import client as worker_client
 from inference.client import WorkerClient
 from inference.protocol import ErrorCode, EventType, JobInfo
 from inference.vocabulary import JobId, JobKind, JobStatus, Lane
+from storage import generations, jobs
 from storage.db import Database
-from storage.generations import GenerationRecord, GenerationsRepo
-from storage.jobs import JobRecord, JobsRepo, JobState
+from storage.generations import GenerationRecord
+from storage.jobs import JobRecord, JobState
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +66,7 @@ class JobService:
         self.planner = Planner(settings, guilds.styles)
         self.worker = WorkerWatch(client, self.planner, clock)
         self._client = client
-        self._jobs = JobsRepo(db, clock)
-        self._generations = GenerationsRepo(db, clock)
+        self._db = db
         self._clock = clock
 
     @property
@@ -78,7 +78,8 @@ class JobService:
     async def images_in(self, job_id: JobId, guild_id: int) -> list[GenerationRecord]:
         """The job's images that still exist (without their PNG bytes), if the job belongs to this server."""
         await self.job_in(job_id, guild_id)
-        gens = await self._generations.for_job_in_guild(job_id, guild_id, with_png=False)
+        async with self._db.transaction(write=False) as tx:
+            gens = await generations.for_job_in_guild(tx, job_id, guild_id, with_png=False)
         return [g for g in gens if not g.deleted]
 
     async def delete_result(self, job_id: JobId, requester: Requester, message_id: int | None) -> JobRecord:
@@ -87,7 +88,8 @@ class JobService:
         if requester.guild_id:
             job = await self.job_in(job_id, requester.guild_id)
         else:
-            found = await self._jobs.get(job_id)
+            async with self._db.transaction(write=False) as tx:
+                found = await jobs.get(tx, job_id)
             if found is None or found.user_id != requester.user_id:
                 raise NotPermitted(N_("Only the person who made this image can delete it here."))
             job = found
@@ -96,16 +98,22 @@ class JobService:
         own = {job.result_message_id, job.progress_message_id} - {None}
         if message_id is None or message_id not in own:
             raise NotPermitted(N_("This Delete button is not on that result's own message."))
-        await self._generations.mark_job_deleted(job.job_id)
+        async with self._db.transaction() as tx:
+            await generations.mark_job_deleted(tx, job.job_id)
         return job
 
     async def record_messages(
         self, job_id: JobId, *, progress_message_id: int | None = None, result_message_id: int | None = None
     ) -> JobRecord:
         """Remember where a job's progress or result was posted, so a restarted bot can find it."""
-        return await self._jobs.set_messages(
-            job_id, progress_message_id=progress_message_id, result_message_id=result_message_id
-        )
+        async with self._db.transaction() as tx:
+            return await jobs.set_messages(
+                tx,
+                job_id,
+                now=self._clock(),
+                progress_message_id=progress_message_id,
+                result_message_id=result_message_id,
+            )
 
     # --- planning needs the database only for buttons on earlier results ---
 
@@ -128,7 +136,8 @@ class JobService:
         Discord's client only shows a member buttons on messages they can see, but a custom_id is just text:
         every lookup is scoped, so a press from another server finds nothing there.
         """
-        job = await self._jobs.get_in_guild(job_id, guild_id)
+        async with self._db.transaction(write=False) as tx:
+            job = await jobs.get_in_guild(tx, job_id, guild_id)
         if job is None and not guild_id:
             raise JobNotFound(N_("In DMs a result's buttons can only delete it; press them in its server."))
         if job is None:
@@ -152,7 +161,8 @@ class JobService:
                 await self._parent_png(parent.parent_generation_id) if parent.parent_generation_id else None
             )
             return self.planner.reroll(parent, job_id, image, guild)
-        gens = await self._generations.for_job(job_id)
+        async with self._db.transaction(write=False) as tx:
+            gens = await generations.for_job(tx, job_id)
         source = next((g for g in gens if g.index == index), None)
         if source is None or source.deleted:
             raise JobNotFound(
@@ -161,7 +171,8 @@ class JobService:
         return self.planner.derive(action, parent, source, guild, instruction)
 
     async def _parent_png(self, generation_id: str) -> bytes:
-        gen = await self._generations.get(generation_id)
+        async with self._db.transaction(write=False) as tx:
+            gen = await generations.get(tx, generation_id)
         if gen is None or gen.deleted:
             raise JobNotFound(N_("The image this result was made from has been deleted."))
         return gen.png
@@ -199,14 +210,15 @@ class JobService:
             owner=str(self.owner) if self.owner else None,
         )
         try:
-            record = await self._jobs.create(record)
+            async with self._db.transaction() as tx:
+                record = await jobs.create(tx, record, self._clock())
         except Exception:
             await self.quotas.refund(job_id)
             raise
         try:
             record = await self._submit(record, plan)
         except BaseException:
-            await self._jobs.mark_delivered(job_id)  # refused now, and the caller tells the user now
+            await self.mark_delivered(job_id)  # refused now, and the caller tells the user now
             raise
         self.crash.reached("queued")
         return Ticket(job=record, plan=plan, cost=cost, lane=lane, fell_back_to_relax=fell_back)
@@ -263,12 +275,14 @@ class JobService:
             await self._refund(record, "submit failed")
             raise
         state = JobState.RUNNING if info.status is JobStatus.RUNNING else JobState.QUEUED
-        return await self._jobs.set_worker_job(record.job_id, info.id, state)
+        async with self._db.transaction() as tx:
+            return await jobs.set_worker_job(tx, record.job_id, info.id, now=self._clock(), status=state)
 
     async def _refund(self, record: JobRecord, reason: str, state: JobState = JobState.REFUNDED) -> JobRecord:
         await self.quotas.refund(record.job_id)
         log.info("job %s refunded: %s", record.job_id, reason)
-        return await self._jobs.update_status(record.job_id, state, error=reason[:500])
+        async with self._db.transaction() as tx:
+            return await jobs.update_status(tx, record.job_id, state, now=self._clock(), error=reason[:500])
 
     # --- following a job to its end ---
 
@@ -338,7 +352,8 @@ class JobService:
                 progress(state)
             if event.type is EventType.STARTED:
                 if job.status is not JobState.RUNNING:
-                    job = await self._jobs.update_status(job.job_id, JobState.RUNNING)
+                    async with self._db.transaction() as tx:
+                        job = await jobs.update_status(tx, job.job_id, JobState.RUNNING, now=self._clock())
                 self.crash.reached("running")
             if event.type in (EventType.DONE, EventType.FAILED, EventType.CANCELLED):
                 return event.job or await self._client.get(job.worker_job_id or "")
@@ -367,7 +382,8 @@ class JobService:
                     )
                 )
             plan = dataclasses.replace(plan, image=image)
-        job = await self._jobs.bump_attempts(job.job_id)
+        async with self._db.transaction() as tx:
+            job = await jobs.bump_attempts(tx, job.job_id, self._clock())
         if job.attempts > MAX_RESUBMITS:
             raise _Lost(N_("The image worker kept failing on this job. Your credits were refunded."))
         request = plan.request(job.job_id, worker_user(job), Lane(job.lane))
@@ -380,12 +396,16 @@ class JobService:
         except (worker_client.WorkerUnavailable, worker_client.QueueFull):
             raise _Lost(N_("The image worker is not taking jobs. Your credits were refunded.")) from None
         log.info("job %s resubmitted to the worker as %s", job.job_id, info.id)
-        return await self._jobs.set_worker_job(job.job_id, info.id, JobState.QUEUED)
+        async with self._db.transaction() as tx:
+            return await jobs.set_worker_job(
+                tx, job.job_id, info.id, now=self._clock(), status=JobState.QUEUED
+            )
 
     async def _input_image(self, plan: JobPlan) -> bytes | None:
         if plan.parent_generation_id is None:
             return None
-        gen = await self._generations.get(plan.parent_generation_id)
+        async with self._db.transaction(write=False) as tx:
+            gen = await generations.get(tx, plan.parent_generation_id)
         return gen.png if gen is not None and not gen.deleted else None
 
     async def _settle(self, job: JobRecord, info: JobInfo, pngs: list[bytes]) -> JobOutcome:
@@ -408,12 +428,14 @@ class JobService:
         return JobOutcome(job=job, state=JobState.REFUNDED, info=info, message=message)
 
     async def _succeed(self, job: JobRecord, info: JobInfo, pngs: list[bytes]) -> JobOutcome:
-        gens = await self._generations.for_job(job.job_id)
+        async with self._db.transaction(write=False) as tx:
+            gens = await generations.for_job(tx, job.job_id)
         if not gens:  # a recovered job may have stored its images before a crash
             gens = await self._store_images(job, info, pngs)
         self.crash.reached("commit")
         await self.quotas.commit(job.job_id)
-        job = await self._jobs.update_status(job.job_id, JobState.SUCCEEDED)
+        async with self._db.transaction() as tx:
+            job = await jobs.update_status(tx, job.job_id, JobState.SUCCEEDED, now=self._clock())
         return JobOutcome(job=job, state=JobState.SUCCEEDED, generations=gens, info=info)
 
     async def _store_images(self, job: JobRecord, info: JobInfo, pngs: list[bytes]) -> list[GenerationRecord]:
@@ -441,7 +463,8 @@ class JobService:
                     nsfw=bool(info.nsfw[n]) if n < len(info.nsfw) else False,
                 )
             )
-        return await self._generations.add(*records)
+        async with self._db.transaction() as tx:
+            return await generations.add(tx, records, self._clock())
 
     async def preview(self, job: JobRecord) -> bytes | None:
         """The worker's newest preview image for a running job, or None."""
@@ -477,7 +500,8 @@ class JobService:
     async def mark_delivered(self, job_id: JobId) -> None:
         """Record that a job's outcome reached its user (or that delivery was given up): a restart posts
         only what a crash kept from its user, once."""
-        await self._jobs.mark_delivered(job_id)
+        async with self._db.transaction() as tx:
+            await jobs.mark_delivered(tx, job_id, self._clock())
 
     async def reconcile(self, deliver: Deliver, kinds: frozenset[str] = frozenset({"bot"})) -> int:
         """At start: settle what dead processes of these kinds left behind; returns how many jobs.
@@ -488,12 +512,11 @@ class JobService:
         finished job whose outcome a crash kept from its user.
         """
         await self.quotas.refund_jobless()
-        orphans = [job for job in await self._jobs.list_unfinished() if self._orphaned(job, kinds)]
-        undelivered = [
-            job
-            for job in await self._jobs.list_undelivered(self._clock() - UNDELIVERED_WINDOW_S)
-            if self._orphaned(job, kinds)
-        ]
+        async with self._db.transaction(write=False) as tx:
+            unfinished = await jobs.list_unfinished(tx)
+            finished = await jobs.list_undelivered(tx, self._clock() - UNDELIVERED_WINDOW_S)
+        orphans = [job for job in unfinished if self._orphaned(job, kinds)]
+        undelivered = [job for job in finished if self._orphaned(job, kinds)]
         if orphans or undelivered:
             log.info("settling %d unfinished and %d undelivered job(s) left by a crash", len(orphans), len(undelivered))  # fmt: skip
         await asyncio.gather(
@@ -512,7 +535,9 @@ class JobService:
 
     async def _claim(self, job: JobRecord) -> JobRecord | None:
         mine = str(self.owner) if self.owner else None
-        if not await self._jobs.claim(job.job_id, job.owner, mine):
+        async with self._db.transaction() as tx:
+            claimed = await jobs.claim(tx, job.job_id, job.owner, mine, self._clock())
+        if not claimed:
             return None  # another process settles it
         return dataclasses.replace(job, owner=mine)
 
@@ -555,7 +580,10 @@ class JobService:
             claimed = await self._claim(job)
             if claimed is None:
                 return
-            gens = await self._generations.for_job(job.job_id) if job.status is JobState.SUCCEEDED else []
+            gens = []
+            if job.status is JobState.SUCCEEDED:
+                async with self._db.transaction(write=False) as tx:
+                    gens = await generations.for_job(tx, job.job_id)
             await deliver(
                 # The stored error is the English text: one without fields is still found in the catalogue.
                 JobOutcome(

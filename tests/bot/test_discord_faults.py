@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import sqlite3
+import time
 
 import pytest
 from PIL import Image
@@ -15,10 +16,12 @@ from bot.core.settings import Settings
 from bot.core.styles import StylePreset
 from inference.engine import DiffusersEngine
 from inference.server import SCHEDULER, start_worker
+from storage import jobs
 from storage.db import Database
-from storage.jobs import JobRecord, JobsRepo
+from storage.jobs import JobRecord
 from tests.bot.conftest import free_port
 from tests.bot.harness import build_world, button, ephemeral_reply, is_result, running_bot
+from tests.storage.helpers import in_tx
 
 SLOW = {"prompt": "a slow lighthouse", "style": "slow"}
 
@@ -201,7 +204,9 @@ async def stored_but_unsubmitted(bot, world, plan, job_id: str) -> str:
     await bot.services.quotas.reserve(job_id, who.guild_id, who.user_id, (), 1, "fast")
     # Stored through a second connection to the same file, as the crashed bot's own write would be.
     async with Database.open(bot.settings.database) as db:
-        await JobsRepo(db).create(
+        await in_tx(
+            db,
+            jobs.create,
             JobRecord(
                 job_id=job_id,
                 guild_id=who.guild_id,
@@ -211,7 +216,8 @@ async def stored_but_unsubmitted(bot, world, plan, job_id: str) -> str:
                 parameters=plan.parameters(),
                 cost=1,
                 idempotency_key=job_id,
-            )
+            ),
+            time.time(),
         )
     return job_id
 

@@ -22,12 +22,11 @@ from bot.core.quotas.records import (
 )
 from bot.core.quotas.service import QuotaService
 from bot.i18n import ENGLISH
-from storage.audit import AuditRepo
+from storage import audit, guilds, jobs
 from storage.db import Database, DatabaseSettings
-from storage.guilds import GuildsRepo
-from storage.jobs import JobRecord, JobsRepo, JobState
+from storage.jobs import JobRecord, JobState
 from storage.ledger import Forgiven
-from tests.storage.helpers import T0, Clock
+from tests.storage.helpers import T0, Clock, in_tx, query
 
 G, U, ADMIN = 100, 200, 900
 HOUR = 3600
@@ -228,7 +227,7 @@ async def test_admin_nonsense_gets_clear_errors_and_changes_nothing(q: QuotaServ
             await call
     overview = await q.admin.policy_overview(G)
     assert (overview.configured, overview.tiers, overview.overrides) == (False, [], [])
-    assert await AuditRepo(db).recent(G) == []
+    assert await in_tx(db, audit.recent, G) == []
 
 
 async def test_bonus_spends_after_the_window_and_expires(q: QuotaService, clock: Clock) -> None:
@@ -268,7 +267,7 @@ async def test_relax_limit_and_guild_switch(db: Database, clock: Clock) -> None:
     assert not err.value.relax_available
     with pytest.raises(RelaxUnavailable, match="used all your relax"):
         await q.reserve("r3", G, U, [], 2, "relax")
-    await GuildsRepo(db, clock).update(G, ADMIN, relax_enabled=False)
+    await in_tx(db, guilds.update, G, ADMIN, clock(), relax_enabled=False)
     with pytest.raises(RelaxUnavailable, match="closed"):
         await q.reserve("r4", G, U, [], 1, "relax")
     with pytest.raises(QuotaExceeded) as err:
@@ -289,7 +288,7 @@ async def test_reset_user_voids_the_window_and_is_audited(
     assert (await q.status(G, U)).remaining == 10
     assert await q.commit("b")  # a forgiven reservation still settles normally
     assert (await q.status(G, U)).used == 0
-    [entry] = await AuditRepo(db).recent(G)
+    [entry] = await in_tx(db, audit.recent, G)
     assert (entry.action, entry.target_id, entry.detail) == (
         "quota.reset_user",
         U,
@@ -314,7 +313,7 @@ async def test_every_admin_change_is_audited_with_actor_and_time(
     for step in steps:
         clock.advance(1)
         await step
-    entries = list(reversed(await AuditRepo(db).recent(G)))
+    entries = list(reversed(await in_tx(db, audit.recent, G)))
     assert [(e.actor_id, e.action, e.created_at) for e in entries] == [
         (1, "quota.set_guild_default", T0 + 1),
         (2, "quota.set_role_tier", T0 + 2),
@@ -351,22 +350,21 @@ async def test_usage_report_per_user_and_day(q: QuotaService, clock: Clock) -> N
 async def test_sweep_settles_stale_reservations_by_their_job(
     q: QuotaService, db: Database, clock: Clock
 ) -> None:
-    jobs = JobsRepo(db, clock)
     base = {"channel_id": 1, "user_id": U, "guild_id": G, "kind": "generate", "parameters": "{}"}
-    await jobs.create(JobRecord(job_id="aa", status=JobState.SUCCEEDED, **base))  # type: ignore[arg-type]
-    await jobs.create(JobRecord(job_id="bb", status=JobState.RUNNING, **base))  # type: ignore[arg-type]
-    await jobs.create(JobRecord(job_id="cc", status=JobState.RUNNING, **base))  # type: ignore[arg-type]
+    await in_tx(db, jobs.create, JobRecord(job_id="aa", status=JobState.SUCCEEDED, **base), clock())  # type: ignore[arg-type]
+    await in_tx(db, jobs.create, JobRecord(job_id="bb", status=JobState.RUNNING, **base), clock())  # type: ignore[arg-type]
+    await in_tx(db, jobs.create, JobRecord(job_id="cc", status=JobState.RUNNING, **base), clock())  # type: ignore[arg-type]
     for job_id in ("aa", "bb", "cc", "dd"):
         await q.reserve(job_id, G, U, [], 2)
     assert await q.sweep_stale() == 0  # nothing is stale yet
     clock.advance(q.settings.stale_reservation_s + 1)
-    await jobs.update_status("cc", JobState.RUNNING)  # still alive: updated recently
+    await in_tx(db, jobs.update_status, "cc", JobState.RUNNING, now=clock())  # still alive: updated recently
     assert await q.sweep_stale() == 3
     assert await q.sweep_stale() == 0
     assert not await q.commit("aa") and not await q.refund("bb") and not await q.refund("dd")
     assert await q.commit("cc")
     assert (await q.status(G, U)).used == 0  # the window passed too; check the ledger directly
-    states = dict(await db.run(lambda tx: tx.fetchall("SELECT job_id, state FROM ledger ORDER BY job_id")))
+    states = dict(await query(db, "SELECT job_id, state FROM ledger ORDER BY job_id"))
     assert states == {"aa": "committed", "bb": "refunded", "cc": "committed", "dd": "refunded"}
 
 
@@ -382,7 +380,7 @@ async def test_prune_keeps_rows_that_still_count(db: Database, clock: Clock) -> 
     assert await q.prune() == 0
     clock.advance(20)
     assert await q.prune() == 2  # the old row and the expired grant
-    assert [r[0] for r in await db.run(lambda tx: tx.fetchall("SELECT job_id FROM ledger"))] == ["held"]
+    assert [r[0] for r in await query(db, "SELECT job_id FROM ledger")] == ["held"]
 
 
 async def test_prune_never_gives_spent_bonus_back(db: Database, clock: Clock) -> None:
@@ -397,12 +395,12 @@ async def test_prune_never_gives_spent_bonus_back(db: Database, clock: Clock) ->
     clock.advance(400 * 86400)
     await q.prune()
     assert (await q.status(G, U)).bonus_remaining == 2  # the never-expiring grant: 3 of 5 stay spent
-    kept = [r[0] for r in await db.run(lambda tx: tx.fetchall("SELECT job_id FROM ledger ORDER BY job_id"))]
+    kept = [r[0] for r in await query(db, "SELECT job_id FROM ledger ORDER BY job_id")]
     assert kept == ["b2"]  # b1 paid only from the expired grant
 
 
 async def ledger_state(db: Database, job_id: str) -> str | None:
-    row = await db.run(lambda tx: tx.fetchone("SELECT state FROM ledger WHERE job_id = ?", (job_id,)))
+    row = (await query(db, "SELECT state FROM ledger WHERE job_id = ?", (job_id,)))[0]
     return row[0] if row else None
 
 
@@ -436,16 +434,18 @@ async def test_maintenance_jobs_run_on_a_real_scheduler(tmp_path: Path, clock: C
             made.append(await maintenance.backup())
         kept = sorted(p.name for p in (tmp_path / "backups").iterdir())
         assert kept == sorted(p.name for p in made[1:])
-        jobs_repo = JobsRepo(db, clock)
-        await jobs_repo.create(
+        await in_tx(
+            db,
+            jobs.create,
             JobRecord(
                 job_id="ab", channel_id=1, user_id=U, kind="generate", parameters="{}", interaction_token="t"
-            )
+            ),
+            clock(),
         )
-        await jobs_repo.update_status("ab", JobState.SUCCEEDED)
+        await in_tx(db, jobs.update_status, "ab", JobState.SUCCEEDED, now=clock())
         clock.advance(86400 + 1)
         await maintenance.prune()
-        assert (await jobs_repo.get("ab")).interaction_token is None
+        assert (await in_tx(db, jobs.get, "ab")).interaction_token is None
     unscheduled = Maintenance(q, db, clock).register(AsyncIOScheduler())
     assert len(unscheduled) == 3
 

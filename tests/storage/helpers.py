@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import io
+import sqlite3
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from PIL import Image
 
+from storage.db import Database, Params
+
 T0 = 1_800_000_000.0
+T = TypeVar("T")
 
 
 @dataclass
@@ -28,3 +34,21 @@ def png_bytes(color: tuple[int, int, int] = (200, 40, 40), size: int = 8) -> byt
     buf = io.BytesIO()
     Image.new("RGB", (size, size), color).save(buf, format="PNG")
     return buf.getvalue()
+
+
+async def query(db: Database, sql: str, params: Params = ()) -> list[sqlite3.Row]:
+    """Rows of one statement in a read transaction of its own, for a test's own checks."""
+    async with db.transaction(write=False) as tx:
+        return await tx.fetchall(sql, params)
+
+
+async def write(db: Database, sql: str, params: Params = ()) -> int:
+    """One statement in a write transaction of its own; how many rows it changed."""
+    async with db.transaction() as tx:
+        return await tx.execute(sql, params)
+
+
+async def in_tx(db: Database, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+    """Call one storage function in a transaction of its own: `await in_tx(db, jobs.get, job_id)`."""
+    async with db.transaction() as tx:
+        return await fn(tx, *args, **kwargs)

@@ -23,9 +23,11 @@ from bot.core.challenges.rules import (
 from bot.core.challenges.service import ChallengeService
 from bot.core.quotas.pricing import QuotaSettings
 from bot.core.quotas.service import QuotaService
+from storage import generations
 from storage.challenges import ChallengeRecord, Phase
 from storage.db import Database, load_migrations
-from storage.generations import GenerationRecord, GenerationsRepo
+from storage.generations import GenerationRecord
+from tests.storage.helpers import in_tx, write
 
 GUILD, CHANNEL, ADMIN, ALICE, BOB, CAROL = 1, 10, 99, 2, 3, 4
 HOUR = 3600
@@ -71,7 +73,8 @@ async def image(
     n = int(clock.t * 1000) % 10**9 + user * 7
     job_id = f"{n:032x}"
     # Plain SQL with the first schema's columns, so the helper also fills databases held at older versions.
-    await db.write(
+    await write(
+        db,
         "INSERT INTO jobs (job_id, guild_id, channel_id, user_id, kind, parameters, created_at, updated_at)"
         " VALUES (?, ?, ?, ?, 'generate', '{}', ?, ?)",
         (job_id, guild, CHANNEL, user, clock.t, clock.t),
@@ -80,7 +83,7 @@ async def image(
     rec = GenerationRecord(
         gen_id, job_id, 0, "a harbour", 1, 8, 8, 3, 5.0, "tiny", "generate", png(), style=style
     )
-    await GenerationsRepo(db, clock).add(rec)
+    await in_tx(db, generations.add, [rec], clock.t)
     clock.t += 1
     return gen_id
 
@@ -266,8 +269,8 @@ def test_bad_durations(text: str, why: str) -> None:
 async def test_upgrade_from_version_3_keeps_data_and_adds_challenges(tmp_path: Path) -> None:
     path = tmp_path / "v3.sqlite3"
     async with Database.open(path, migrate_to=3) as db:
-        await db.write(
-            "INSERT INTO guild_settings (guild_id, default_style, updated_at) VALUES (1, 'anime', 0)"
+        await write(
+            db, "INSERT INTO guild_settings (guild_id, default_style, updated_at) VALUES (1, 'anime', 0)"
         )
     async with Database.open(path) as db:
         assert db.schema_version == len(load_migrations())
@@ -293,8 +296,9 @@ async def test_challenge_rows_survive_every_later_migration(service, db, clock, 
         svc = ChallengeService(
             db=v4, quotas=QuotaService(v4, QuotaSettings(), clock), settings=service.settings, clock=clock
         )
-        await v4.write(
-            "INSERT INTO guild_styles (guild_id, name, prompt, created_by, created_at) VALUES (1, 'ink', 'ink {prompt}', 9, 0)"
+        await write(
+            v4,
+            "INSERT INTO guild_styles (guild_id, name, prompt, created_by, created_at) VALUES (1, 'ink', 'ink {prompt}', 9, 0)",
         )
         challenge = await start(svc)
         _, entry = await svc.submit(challenge, ALICE, await image(v4, clock, ALICE))
