@@ -414,11 +414,11 @@ async def test_maintenance_jobs_run_on_a_real_scheduler(tmp_path: Path, clock: C
         clock.advance(q.settings.stale_reservation_s + 1)
         maintenance = Maintenance(q, db, clock)
         scheduler = AsyncIOScheduler()
-        jobs = maintenance.register(scheduler)
-        assert sorted(j.id for j in jobs) == sorted(
+        registered = maintenance.register(scheduler)
+        assert sorted(j.id for j in registered) == sorted(
             [Maintenance.SWEEP_ID, Maintenance.PRUNE_ID, Maintenance.BACKUP_ID]
         )
-        assert str(jobs[2].trigger).startswith("cron[hour='3'")
+        assert str(registered[2].trigger).startswith("cron[hour='3'")
         scheduler.start()
         try:
             for _ in range(100):
