@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from storage.db import Tx
+from storage.db import Tx, from_row
 
 log = logging.getLogger(__name__)
 
@@ -43,15 +43,7 @@ async def record(
 
 
 def _entry(row: sqlite3.Row) -> AuditEntry:
-    return AuditEntry(
-        audit_id=row["audit_id"],
-        guild_id=row["guild_id"],
-        actor_id=row["actor_id"],
-        action=row["action"],
-        target_id=row["target_id"],
-        detail=json.loads(row["detail"]),
-        created_at=row["created_at"],
-    )
+    return from_row(AuditEntry, row, detail=json.loads(row["detail"]))
 
 
 async def recent(

@@ -15,7 +15,7 @@ from storage.challenges import (
     Standing,
     VoteBudgetSpent,
 )
-from storage.db import Tx
+from storage.db import Tx, from_row
 
 # --- entries ---
 
@@ -23,7 +23,7 @@ _ENTRY_COLUMNS = "entry_id, challenge_id, number, user_id, generation_id, create
 
 
 def _entry(row: sqlite3.Row) -> EntryRecord:
-    return EntryRecord(**{k: row[k] for k in row.keys()})  # noqa: SIM118 - sqlite3.Row is not a dict
+    return from_row(EntryRecord, row)
 
 
 async def insert_entry(
@@ -156,7 +156,7 @@ async def results(tx: Tx, challenge_id: int) -> list[ResultRecord]:
         "WHERE r.challenge_id = ? ORDER BY r.rank",
         (challenge_id,),
     )
-    return [ResultRecord(**{k: row[k] for k in row.keys()}) for row in rows]  # noqa: SIM118
+    return [from_row(ResultRecord, row) for row in rows]
 
 
 async def set_bonus_id(tx: Tx, challenge_id: int, entry_id: int, bonus_id: int) -> None:
@@ -174,7 +174,7 @@ async def standings(tx: Tx, guild_id: int, season: str, limit: int = 10) -> list
         "ORDER BY points DESC, wins DESC, r.user_id LIMIT ?",
         (guild_id, season, limit),
     )
-    return [Standing(r["user_id"], int(r["points"]), int(r["wins"]), int(r["entries"])) for r in rows]
+    return [from_row(Standing, r) for r in rows]
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,15 +228,10 @@ async def entry_source(tx: Tx, generation_id: str) -> EntrySource | None:
     )
     if row is None:
         return None
-    return EntrySource(
-        generation_id=row["generation_id"],
-        job_id=row["job_id"],
+    return from_row(
+        EntrySource,
+        row,
         index=row["idx"],
-        user_id=row["user_id"],
-        guild_id=row["guild_id"],
-        kind=row["kind"],
-        style=row["style"],
-        created_at=row["created_at"],
         deleted=bool(row["deleted"]),
         from_upload=bool(row["from_upload"]),
         lineage_owners=await lineage_owners(tx, row["job_id"]),

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import sqlite3
@@ -31,7 +32,7 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 from pydantic import BaseModel, ConfigDict, Field
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 Params = Sequence[Any] | dict[str, Any]
+R = TypeVar("R")
 
 
 class DatabaseSettings(BaseModel):
@@ -96,6 +98,16 @@ def split_statements(script: str) -> list[str]:
     if buffer.strip() and not all(part.strip().startswith("--") for part in buffer.strip().splitlines()):
         raise DatabaseError(f"incomplete SQL statement at the end of a migration: {buffer.strip()[:80]!r}")
     return statements
+
+
+def from_row(cls: type[R], row: sqlite3.Row, **converted: Any) -> R:
+    """A record (a dataclass) from a row: each field from the column of its name, except those given
+    in `converted` (a renamed column, 0/1 to bool, JSON text to a tuple). Columns no field names are
+    ignored, so one SELECT may carry extra ones."""
+    names = set(row.keys())
+    values = {f.name: row[f.name] for f in dataclasses.fields(cls) if f.name in names}  # type: ignore[arg-type]
+    values.update(converted)
+    return cls(**values)
 
 
 class Tx:

@@ -8,7 +8,7 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from storage.db import Tx
+from storage.db import Tx, from_row
 
 log = logging.getLogger(__name__)
 
@@ -71,25 +71,13 @@ def _params(r: GenerationRecord) -> tuple[object, ...]:
 
 
 def _record(row: sqlite3.Row) -> GenerationRecord:
-    return GenerationRecord(
-        generation_id=row["generation_id"],
-        job_id=row["job_id"],
+    return from_row(
+        GenerationRecord,
+        row,
         index=row["idx"],
-        prompt=row["prompt"],
-        negative_prompt=row["negative_prompt"],
-        style=row["style"],
-        seed=row["seed"],
-        width=row["width"],
-        height=row["height"],
-        steps=row["steps"],
-        guidance=row["guidance"],
-        model=row["model"],
-        kind=row["kind"],
-        parent_generation_id=row["parent_generation_id"],
         nsfw=bool(row["nsfw"]),
         png=bytes(row["png"]),
         deleted=bool(row["deleted"]),
-        created_at=row["created_at"],
     )
 
 

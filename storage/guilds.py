@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from storage import audit
-from storage.db import Tx
+from storage.db import Tx, from_row
 
 log = logging.getLogger(__name__)
 
@@ -47,15 +47,12 @@ class GuildSettings:
 
 
 def _settings(row: sqlite3.Row) -> GuildSettings:
-    return GuildSettings(
-        guild_id=row["guild_id"],
+    return from_row(
+        GuildSettings,
+        row,
         allowed_channel_ids=tuple(json.loads(row["allowed_channel_ids"])),
         blocked_words=tuple(json.loads(row["blocked_words"])),
-        nsfw_mode=row["nsfw_mode"],
         relax_enabled=bool(row["relax_enabled"]),
-        default_style=row["default_style"],
-        max_images_per_job=row["max_images_per_job"],
-        updated_at=row["updated_at"],
     )
 
 

@@ -11,7 +11,7 @@ from enum import StrEnum
 from typing import Any
 
 from inference.vocabulary import JobId, JobKind, Lane, WorkerJobId
-from storage.db import Tx
+from storage.db import Tx, from_row
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ UPDATABLE = (
 
 
 def _record(row: sqlite3.Row) -> JobRecord:
-    return JobRecord(**{name: row[name] for name in _COLUMNS})
+    return from_row(JobRecord, row)
 
 
 class UnknownJob(LookupError):

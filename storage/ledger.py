@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from inference.vocabulary import Lane
-from storage.db import Tx
+from storage.db import Tx, from_row
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ SELECT COALESCE(SUM(CASE WHEN lane = 'fast' THEN cost - bonus_cost END), 0) AS f
 async def window_usage(tx: Tx, guild_id: int, user_id: int, window_s: float, now: float) -> WindowUsage:
     row = await tx.fetchone(WINDOW_USAGE_SQL, (guild_id, user_id, now - window_s))
     assert row is not None  # an aggregate always yields one row
-    return WindowUsage(row["fast_used"], row["relax_used"], row["oldest_fast"], row["oldest_relax"])
+    return from_row(WindowUsage, row)
 
 
 async def insert(
@@ -119,11 +119,11 @@ class StaleReservation:
 async def stale_reservations(tx: Tx, before: float, limit: int = 500) -> list[StaleReservation]:
     """Reserved rows made before `before`, with their job's status and last update."""
     rows = await tx.fetchall(
-        """SELECT l.job_id, j.status, j.updated_at FROM ledger l LEFT JOIN jobs j ON j.job_id = l.job_id
+        """SELECT l.job_id, j.status AS job_status, j.updated_at AS job_updated_at FROM ledger l LEFT JOIN jobs j ON j.job_id = l.job_id
             WHERE l.state = 'reserved' AND l.created_at < ? ORDER BY l.created_at LIMIT ?""",
         (before, limit),
     )
-    return [StaleReservation(r[0], r[1], r[2]) for r in rows]
+    return [from_row(StaleReservation, r) for r in rows]
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +155,7 @@ async def void_window(tx: Tx, guild_id: int, user_id: int, since: float, now: fl
     )
     assert row is not None  # an aggregate always yields one row
     await tx.execute(f"UPDATE ledger SET voided = 1, updated_at = :now WHERE {_COUNTING}", params)
-    return Forgiven(row["jobs"], row["credits"], row["relax_credits"])
+    return from_row(Forgiven, row)
 
 
 async def prune(tx: Tx, before: float) -> int:
@@ -183,4 +183,4 @@ async def usage_by_user_day(tx: Tx, guild_id: int, since: float) -> list[UserDay
             GROUP BY user_id, day ORDER BY day, user_id""",
         (guild_id, since),
     )
-    return [UserDayUsage(r["user_id"], r["day"], r["jobs"], r["credits"], r["relax_jobs"]) for r in rows]
+    return [from_row(UserDayUsage, r) for r in rows]

@@ -8,7 +8,7 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from storage.db import Tx
+from storage.db import Tx, from_row
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ async def role_tiers(tx: Tx, guild_id: int) -> list[RoleTier]:
     rows = await tx.fetchall(
         "SELECT * FROM quota_role_tier WHERE guild_id = ? ORDER BY limit_credits DESC, role_id", (guild_id,)
     )
-    return [RoleTier(r["guild_id"], r["role_id"], r["name"], r["limit_credits"]) for r in rows]
+    return [from_row(RoleTier, r) for r in rows]
 
 
 async def set_role_tier(
@@ -194,14 +194,7 @@ async def delete_role_tier(tx: Tx, guild_id: int, role_id: int) -> bool:
 
 
 def _override(row: sqlite3.Row) -> UserOverride:
-    return UserOverride(
-        row["guild_id"],
-        row["user_id"],
-        row["limit_credits"],
-        bool(row["unlimited"]),
-        bool(row["blocked"]),
-        row["reason"],
-    )
+    return from_row(UserOverride, row, unlimited=bool(row["unlimited"]), blocked=bool(row["blocked"]))
 
 
 async def user_override(tx: Tx, guild_id: int, user_id: int) -> UserOverride | None:
@@ -259,21 +252,7 @@ SELECT b.*, b.credits - COALESCE(
 async def active_grants(tx: Tx, guild_id: int, user_id: int, now: float) -> list[BonusGrant]:
     """Unexpired grants with credits left, soonest-expiring first (the order they are spent in)."""
     rows = await tx.fetchall(_GRANTS_SQL, (guild_id, user_id, now))
-    return [
-        BonusGrant(
-            bonus_id=r["bonus_id"],
-            guild_id=r["guild_id"],
-            user_id=r["user_id"],
-            credits=r["credits"],
-            remaining=r["remaining"],
-            expires_at=r["expires_at"],
-            reason=r["reason"],
-            granted_at=r["granted_at"],
-            granted_by=r["granted_by"],
-        )
-        for r in rows
-        if r["remaining"] > 0
-    ]
+    return [from_row(BonusGrant, r) for r in rows if r["remaining"] > 0]
 
 
 async def add_grant(

@@ -7,7 +7,7 @@ import logging
 import sqlite3
 from dataclasses import dataclass
 
-from storage.db import Tx
+from storage.db import Tx, from_row
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ _COLUMNS = (
 
 
 def _record(row: sqlite3.Row) -> GuildStyleRecord:
-    return GuildStyleRecord(**{k: row[k] for k in row.keys()})  # noqa: SIM118 - sqlite3.Row is not a dict
+    return from_row(GuildStyleRecord, row)
 
 
 _INSERT_SQL = f"INSERT INTO guild_styles ({_COLUMNS}) VALUES ({', '.join('?' * 12)})"

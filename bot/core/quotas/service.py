@@ -6,7 +6,7 @@ import dataclasses
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from bot.core.i18n import N_
 from bot.core.quotas.admin import QuotaAdmin
@@ -217,19 +217,17 @@ class QuotaService:
 
     async def commit(self, job_id: str) -> bool:
         """Make a reservation final; False if it is unknown or already committed or refunded."""
-        check_job_id(job_id)
-        now = self._clock()
-        async with self._db.transaction() as tx:
-            changed = await ledger.commit(tx, job_id, now)
-        return changed > 0
+        return await self._finish(job_id, ledger.commit)
 
     async def refund(self, job_id: str) -> bool:
         """Give a reservation's credits (bonus included) back; False if unknown or already final."""
+        return await self._finish(job_id, ledger.refund)
+
+    async def _finish(self, job_id: str, settle: Callable[[Tx, str, float], Awaitable[int]]) -> bool:
         check_job_id(job_id)
         now = self._clock()
         async with self._db.transaction() as tx:
-            changed = await ledger.refund(tx, job_id, now)
-        return changed > 0
+            return await settle(tx, job_id, now) > 0
 
     async def sweep_stale(self) -> int:
         """Settle reservations older than the stale age that a crash left behind.
