@@ -20,6 +20,7 @@ from bot.core.challenges.rules import (
     parse_duration,
     season_of,
 )
+from bot.core.challenges import closing
 from bot.core.challenges.service import ChallengeService
 from bot.core.quotas.pricing import QuotaSettings
 from bot.core.quotas.service import QuotaService
@@ -222,7 +223,8 @@ async def test_bonus_is_granted_once_for_a_winner_with_votes(service, db, clock)
     await service.vote(a.entry_id, CAROL, GUILD)
     clock.t = challenge.closes_at
     await service.advance(challenge.challenge_id)
-    await service._grant_bonuses(challenge)  # a retried close must not pay twice
+    # a retried close must not pay twice
+    await closing.grant_bonuses(service.db, service.quotas, service.settings, challenge, clock.t)
     status = await service.quotas.status(GUILD, ALICE)
     assert status.bonus_remaining == 5
     assert (await service.quotas.status(GUILD, BOB)).bonus_remaining == 0  # second place had no votes

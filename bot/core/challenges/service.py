@@ -19,9 +19,9 @@ from datetime import UTC, datetime, timedelta
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.date import DateTrigger
 
+from bot.core.challenges import closing
 from bot.core.challenges.entries import ChallengeEntries
 from bot.core.challenges.rules import (
-    DAY_S,
     RHYTHMS,
     Announcer,
     ChallengeRefused,
@@ -38,7 +38,6 @@ from bot.core.challenges.rules import (
     span,
 )
 from bot.core.i18n import N_
-from bot.core.quotas.records import QuotaError
 from bot.core.quotas.service import QuotaService
 from storage import challenge_entries as entry_store
 from storage import challenges as store
@@ -47,10 +46,9 @@ from storage.challenges import (
     NewChallenge,
     NewSchedule,
     Phase,
-    ResultRecord,
     ScheduleRecord,
 )
-from storage.db import Database, Tx
+from storage.db import Database
 
 log = logging.getLogger(__name__)
 
@@ -169,87 +167,17 @@ class ChallengeService(ChallengeEntries):
         if challenge.phase is Phase.SUBMISSIONS:
             changed = await self._set_phase(challenge, Phase.SUBMISSIONS, Phase.VOTING)
         else:
-            changed = await self._close(challenge)
-            await self._grant_bonuses(changed)
+            changed = await closing.close(self.db, self.settings, challenge.challenge_id, self.clock())
+            await closing.grant_bonuses(self.db, self.quotas, self.settings, changed, self.clock())
         log.info("challenge %d: %s -> %s", challenge.challenge_id, challenge.phase, changed.phase)
         return await self._announce_or_retry_later(changed)
 
     async def _set_phase(self, challenge: ChallengeRecord, old: Phase, new: Phase) -> ChallengeRecord:
-        now = self.clock()
-
-        async def body(tx: Tx) -> ChallengeRecord:
+        async with self.db.transaction() as tx:
             current = await require_challenge(tx, challenge.challenge_id)
             if current.phase is old:
-                await store.set_phase(tx, current.challenge_id, new, now)
+                await store.set_phase(tx, current.challenge_id, new, self.clock())
             return await require_challenge(tx, challenge.challenge_id)
-
-        async with self.db.transaction() as tx:
-            return await body(tx)
-
-    async def _close(self, challenge: ChallengeRecord) -> ChallengeRecord:
-        """Rank the entries and store results with the phase change, in one transaction."""
-        now = self.clock()
-        points, bonus = self.settings.points, self.settings.bonus_credits
-
-        async def body(tx: Tx) -> ChallengeRecord:
-            current = await require_challenge(tx, challenge.challenge_id)
-            if current.phase is not Phase.VOTING:
-                return current
-            ranked = await entry_store.tally(tx, current.challenge_id)
-            await entry_store.insert_results(
-                tx,
-                [
-                    ResultRecord(
-                        challenge_id=current.challenge_id,
-                        entry_id=t.entry.entry_id,
-                        number=t.entry.number,
-                        user_id=t.entry.user_id,
-                        rank=place,
-                        votes=t.votes,
-                        points=points[place - 1]
-                        if place <= len(points)
-                        else self.settings.participation_points,
-                        bonus=bonus[place - 1] if place <= len(bonus) and t.votes > 0 else 0,
-                    )
-                    for place, t in enumerate(ranked, start=1)
-                ],
-            )
-            await store.set_phase(tx, current.challenge_id, Phase.CLOSED, now)
-            return await require_challenge(tx, current.challenge_id)
-
-        async with self.db.transaction() as tx:
-            return await body(tx)
-
-    async def _grant_bonuses(self, challenge: ChallengeRecord) -> None:
-        """Grant winners their bonus credits; a grant already made for this place is never made twice."""
-        async with self.db.transaction(write=False) as tx:
-            results = await entry_store.results(tx, challenge.challenge_id)
-        for result in results:
-            if result.bonus > 0 and result.bonus_id is None:
-                try:
-                    await self._grant_bonus(challenge, result)
-                except QuotaError:
-                    log.exception(
-                        "challenge %d: could not grant a bonus to %d", challenge.challenge_id, result.user_id
-                    )
-
-    async def _grant_bonus(self, challenge: ChallengeRecord, result: ResultRecord) -> None:
-        reason = f"challenge #{challenge.challenge_id}: place {result.rank}"
-
-        async with self.db.transaction(write=False) as tx:
-            granted = await entry_store.bonus_granted(tx, challenge.guild_id, result.user_id, reason)
-        days = self.settings.bonus_days
-        bonus_id = granted or await self.quotas.admin.grant_bonus(
-            challenge.guild_id,
-            result.user_id,
-            result.bonus,
-            actor_id=challenge.created_by,
-            expires_at=self.clock() + days * DAY_S if days else None,
-            reason=reason,
-        )
-
-        async with self.db.transaction() as tx:
-            await entry_store.set_bonus_id(tx, challenge.challenge_id, result.entry_id, bonus_id)
 
     async def _announce(self, challenge: ChallengeRecord) -> ChallengeRecord:
         """Post the current phase's announcement once; on failure leave it for the next start."""
@@ -310,19 +238,14 @@ class ChallengeService(ChallengeEntries):
         return await self._open(new)
 
     async def _open(self, new: NewChallenge) -> ChallengeRecord:
-        now = self.clock()
-
-        async def body(tx: Tx) -> ChallengeRecord:
-            try:
-                return await require_challenge(tx, await store.insert_challenge(tx, new, now))
-            except store.ChannelBusy:
-                raise ChallengeRefused(
-                    N_("<#{channel_id}> already has a challenge running; close or cancel it first."),
-                    channel_id=new.channel_id,
-                ) from None
-
-        async with self.db.transaction() as tx:
-            challenge = await body(tx)
+        try:
+            async with self.db.transaction() as tx:
+                challenge = await require_challenge(tx, await store.insert_challenge(tx, new, self.clock()))
+        except store.ChannelBusy:
+            raise ChallengeRefused(
+                N_("<#{channel_id}> already has a challenge running; close or cancel it first."),
+                channel_id=new.channel_id,
+            ) from None
         async with self._lock:
             try:
                 challenge = await self._announce(challenge)
@@ -346,44 +269,32 @@ class ChallengeService(ChallengeEntries):
         """Push the current phase's end (and everything after it) back by `by_s`."""
         check_phase_length(self.settings, by_s, N_("The extension"))
 
-        async def body(tx: Tx) -> ChallengeRecord:
+        async with self._lock, self.db.transaction() as tx:
             current = await live_challenge(tx, challenge.challenge_id)
             shift_voting = current.phase is Phase.SUBMISSIONS
             voting_at = current.voting_at + by_s if shift_voting else current.voting_at
             await store.set_deadlines(tx, current.challenge_id, voting_at, current.closes_at + by_s)
-            return await require_challenge(tx, current.challenge_id)
-
-        async with self._lock, self.db.transaction() as tx:
-            changed = await body(tx)
+            changed = await require_challenge(tx, current.challenge_id)
         self._schedule_challenge(changed)
         return changed
 
     async def end_phase_now(self, challenge: ChallengeRecord) -> ChallengeRecord:
         """Close the current phase early: submissions go to voting now, voting goes to results now."""
         now = self.clock()
-
-        async def body(tx: Tx) -> ChallengeRecord:
+        async with self._lock, self.db.transaction() as tx:
             current = await live_challenge(tx, challenge.challenge_id)
             if current.phase is Phase.SUBMISSIONS:
                 await store.set_deadlines(tx, current.challenge_id, now, max(current.closes_at, now + 1))
             else:
                 await store.set_deadlines(tx, current.challenge_id, min(current.voting_at, now - 1), now)
-            return await require_challenge(tx, current.challenge_id)
-
-        async with self._lock, self.db.transaction() as tx:
-            await body(tx)
         return await self.advance(challenge.challenge_id) or challenge
 
     async def cancel(self, challenge: ChallengeRecord) -> ChallengeRecord:
         async with self._lock:
-
-            async def body(tx: Tx) -> ChallengeRecord:
+            async with self.db.transaction() as tx:
                 current = await live_challenge(tx, challenge.challenge_id)
                 await store.set_phase(tx, current.challenge_id, Phase.CANCELLED, self.clock())
-                return await require_challenge(tx, current.challenge_id)
-
-            async with self.db.transaction() as tx:
-                changed = await body(tx)
+                changed = await require_challenge(tx, current.challenge_id)
             self._schedule_challenge(changed)
             return await self._announce_or_retry_later(changed)
 
@@ -422,33 +333,28 @@ class ChallengeService(ChallengeEntries):
             created_by=request.created_by,
         )
 
-        async def body(tx: Tx) -> ScheduleRecord:
-            try:
-                schedule_id = await store.insert_schedule(tx, new, self.clock())
-            except store.ChannelBusy:
-                raise ChallengeRefused(
-                    N_("<#{channel_id}> already has a recurring challenge; stop it first."),
-                    channel_id=new.channel_id,
-                ) from None
-            found = await store.get_schedule(tx, schedule_id)
-            assert found is not None
-            return found
-
-        async with self.db.transaction() as tx:
-            schedule = await body(tx)
+        try:
+            async with self.db.transaction() as tx:
+                schedule = await store.get_schedule(tx, await store.insert_schedule(tx, new, self.clock()))
+        except store.ChannelBusy:
+            raise ChallengeRefused(
+                N_("<#{channel_id}> already has a recurring challenge; stop it first."),
+                channel_id=new.channel_id,
+            ) from None
+        assert schedule is not None
         self._schedule_recurrence(schedule)
         return schedule
 
     async def stop_schedule(self, guild_id: int, channel_id: int) -> ScheduleRecord:
-        async def body(tx: Tx) -> ScheduleRecord:
-            for s in await store.active_schedules(tx, guild_id):
-                if s.channel_id == channel_id:
-                    await store.stop_schedule(tx, s.schedule_id)
-                    return s
-            raise ChallengeRefused(N_("<#{channel_id}> has no recurring challenge."), channel_id=channel_id)
-
         async with self.db.transaction() as tx:
-            schedule = await body(tx)
+            schedule = next(
+                (s for s in await store.active_schedules(tx, guild_id) if s.channel_id == channel_id), None
+            )
+            if schedule is None:
+                raise ChallengeRefused(
+                    N_("<#{channel_id}> has no recurring challenge."), channel_id=channel_id
+                )
+            await store.stop_schedule(tx, schedule.schedule_id)
         if self._scheduler is not None:
             job = self._scheduler.get_job(f"brushfire.challenge-schedule.{schedule.schedule_id}")
             if job is not None:
