@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from bot.core.challenges import closing
 from bot.core.challenges.rules import (
     ChallengeRefused,
     ChallengeSettings,
@@ -20,7 +21,6 @@ from bot.core.challenges.rules import (
     parse_duration,
     season_of,
 )
-from bot.core.challenges import closing
 from bot.core.challenges.service import ChallengeService
 from bot.core.quotas.pricing import QuotaSettings
 from bot.core.quotas.service import QuotaService
