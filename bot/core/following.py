@@ -52,31 +52,31 @@ class JobFollower:
         crash: CrashPoint,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._db = db
-        self._quotas = quotas
-        self._client = client
+        self.db = db
+        self.quotas = quotas
+        self.client = client
         self._worker = worker
         self._limits = limits
         self._crash = crash
-        self._clock = clock
+        self.clock = clock
 
     async def refund(self, record: JobRecord, reason: str, state: JobState = JobState.REFUNDED) -> JobRecord:
-        await self._quotas.refund(record.job_id)
+        await self.quotas.refund(record.job_id)
         log.info("job %s refunded: %s", record.job_id, reason)
-        async with self._db.transaction() as tx:
-            return await jobs.update_status(tx, record.job_id, state, now=self._clock(), error=reason[:500])
+        async with self.db.transaction() as tx:
+            return await jobs.update_status(tx, record.job_id, state, now=self.clock(), error=reason[:500])
 
     async def follow(self, job: JobRecord, on_progress: ProgressCallback | None = None) -> JobOutcome:
         """Follow the job's events until it ends; store the images and commit, or refund. Never raises
         for a job failure: the outcome says what happened, and a refused job is never charged."""
-        started = self._clock()
+        started = self.clock()
         progress = on_progress or (lambda _state: None)
         try:
             async with asyncio.timeout(self._limits.job_timeout_s):
                 final, pngs = await self._final_info(job, progress)
         except TimeoutError:
             with contextlib.suppress(Exception):
-                await self._client.cancel(job.worker_job_id or "")
+                await self.client.cancel(job.worker_job_id or "")
             return await self.fail(
                 job, Message(N_("The job took too long and was stopped. Your credits were refunded."))
             )
@@ -94,12 +94,12 @@ class JobFollower:
             )
         # Past this point the images are in hand: a database error must not refund a delivered result.
         outcome = await self._settle(job, final, pngs)
-        return dataclasses.replace(outcome, elapsed_s=self._clock() - started)
+        return dataclasses.replace(outcome, elapsed_s=self.clock() - started)
 
     async def _fetch_images(self, info: JobInfo) -> list[bytes]:
         if info.status is not JobStatus.SUCCEEDED:
             return []
-        return [await self._client.image(info.id, n) for n in range(info.images)]
+        return [await self.client.image(info.id, n) for n in range(info.images)]
 
     async def _final_info(self, job: JobRecord, progress: ProgressCallback) -> tuple[JobInfo, list[bytes]]:
         """The job's final state and images from the worker, riding out a worker restart by resubmitting
@@ -125,20 +125,20 @@ class JobFollower:
 
     async def _stream(self, job: JobRecord, progress: ProgressCallback) -> JobInfo:
         state = ProgressState(status=JobStatus.QUEUED)
-        async for event in self._client.events(job.worker_job_id or ""):
+        async for event in self.client.events(job.worker_job_id or ""):
             new = next_state(state, event)
             if new != state:
                 state = new
                 progress(state)
             if event.type is EventType.STARTED:
                 if job.status is not JobState.RUNNING:
-                    async with self._db.transaction() as tx:
-                        job = await jobs.update_status(tx, job.job_id, JobState.RUNNING, now=self._clock())
+                    async with self.db.transaction() as tx:
+                        job = await jobs.update_status(tx, job.job_id, JobState.RUNNING, now=self.clock())
                 self._crash.reached("running")
             if event.type in (EventType.DONE, EventType.FAILED, EventType.CANCELLED):
-                return event.job or await self._client.get(job.worker_job_id or "")
+                return event.job or await self.client.get(job.worker_job_id or "")
         # The stream ended without a final event (worker shutting down): ask for the state directly.
-        info = await self._client.get(job.worker_job_id or "")
+        info = await self.client.get(job.worker_job_id or "")
         if not info.status.is_final:
             raise worker_client.WorkerUnavailable("event stream ended early")
         return info
@@ -149,7 +149,7 @@ class JobFollower:
             raise JobLost(N_("The image worker stopped and did not come back. Your credits were refunded."))
         if job.worker_job_id:
             with contextlib.suppress(worker_client.JobNotFound):
-                await self._client.get(job.worker_job_id)
+                await self.client.get(job.worker_job_id)
                 return job
         plan = JobPlan.from_parameters(job.parameters)
         if plan.kind is not JobKind.GENERATE:
@@ -162,13 +162,13 @@ class JobFollower:
                     )
                 )
             plan = dataclasses.replace(plan, image=image)
-        async with self._db.transaction() as tx:
-            job = await jobs.bump_attempts(tx, job.job_id, self._clock())
+        async with self.db.transaction() as tx:
+            job = await jobs.bump_attempts(tx, job.job_id, self.clock())
         if job.attempts > MAX_RESUBMITS:
             raise JobLost(N_("The image worker kept failing on this job. Your credits were refunded."))
         request = plan.request(job.job_id, worker_user(job), Lane(job.lane))
         try:
-            info = await self._client.submit(request, image=plan.image)
+            info = await self.client.submit(request, image=plan.image)
         except worker_client.WorkerRejected as exc:
             raise JobLost(
                 N_("The image worker refused the job after restarting: {reason}."), reason=exc.message
@@ -176,15 +176,15 @@ class JobFollower:
         except (worker_client.WorkerUnavailable, worker_client.QueueFull):
             raise JobLost(N_("The image worker is not taking jobs. Your credits were refunded.")) from None
         log.info("job %s resubmitted to the worker as %s", job.job_id, info.id)
-        async with self._db.transaction() as tx:
+        async with self.db.transaction() as tx:
             return await jobs.set_worker_job(
-                tx, job.job_id, info.id, now=self._clock(), status=JobState.QUEUED
+                tx, job.job_id, info.id, now=self.clock(), status=JobState.QUEUED
             )
 
     async def _input_image(self, plan: JobPlan) -> bytes | None:
         if plan.parent_generation_id is None:
             return None
-        async with self._db.transaction(write=False) as tx:
+        async with self.db.transaction(write=False) as tx:
             gen = await generations.get(tx, plan.parent_generation_id)
         return gen.png if gen is not None and not gen.deleted else None
 
@@ -208,14 +208,14 @@ class JobFollower:
         return JobOutcome(job=job, state=JobState.REFUNDED, info=info, message=message)
 
     async def _succeed(self, job: JobRecord, info: JobInfo, pngs: list[bytes]) -> JobOutcome:
-        async with self._db.transaction(write=False) as tx:
+        async with self.db.transaction(write=False) as tx:
             gens = await generations.for_job(tx, job.job_id)
         if not gens:  # a recovered job may have stored its images before a crash
             gens = await self._store_images(job, info, pngs)
         self._crash.reached("commit")
-        await self._quotas.commit(job.job_id)
-        async with self._db.transaction() as tx:
-            job = await jobs.update_status(tx, job.job_id, JobState.SUCCEEDED, now=self._clock())
+        await self.quotas.commit(job.job_id)
+        async with self.db.transaction() as tx:
+            job = await jobs.update_status(tx, job.job_id, JobState.SUCCEEDED, now=self.clock())
         return JobOutcome(job=job, state=JobState.SUCCEEDED, generations=gens, info=info)
 
     async def _store_images(self, job: JobRecord, info: JobInfo, pngs: list[bytes]) -> list[GenerationRecord]:
@@ -243,5 +243,5 @@ class JobFollower:
                     nsfw=bool(info.nsfw[n]) if n < len(info.nsfw) else False,
                 )
             )
-        async with self._db.transaction() as tx:
-            return await generations.add(tx, records, self._clock())
+        async with self.db.transaction() as tx:
+            return await generations.add(tx, records, self.clock())

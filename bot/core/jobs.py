@@ -72,9 +72,7 @@ class JobService:
             crash=self.crash,
             clock=clock,
         )
-        self._recovery = JobRecovery(
-            db=db, quotas=quotas, client=client, follower=self._follower, owner=owner, clock=clock
-        )
+        self._recovery = JobRecovery(self._follower, owner)
         self._clock = clock
 
     @property

@@ -6,18 +6,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import time
-from collections.abc import Callable
 
 from bot.core.following import JobFollower, JobLost
 from bot.core.i18n import N_, Message
 from bot.core.lifecycle import ProcessOwner
 from bot.core.outcomes import Deliver, JobOutcome
-from bot.core.quotas.service import QuotaService
 from inference import client as worker_client
-from inference.client import WorkerClient
 from storage import generations, jobs
-from storage.db import Database
 from storage.jobs import JobRecord, JobState
 
 log = logging.getLogger(__name__)
@@ -28,22 +23,9 @@ UNDELIVERED_WINDOW_S = 24 * 3600.0  # a crash-interrupted delivery older than th
 class JobRecovery:
     """Claims (one claimant wins) and settles the unfinished and undelivered jobs of dead processes."""
 
-    def __init__(
-        self,
-        *,
-        db: Database,
-        quotas: QuotaService,
-        client: WorkerClient,
-        follower: JobFollower,
-        owner: ProcessOwner | None,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self._db = db
-        self._quotas = quotas
-        self._client = client
-        self._follower = follower
+    def __init__(self, follower: JobFollower, owner: ProcessOwner | None) -> None:
+        self._follower = follower  # settles each job, and lends its database, quotas, worker and clock
         self._owner = owner
-        self._clock = clock
 
     async def reconcile(self, deliver: Deliver, kinds: frozenset[str] = frozenset({"bot"})) -> int:
         """At start: settle what dead processes of these kinds left behind; returns how many jobs.
@@ -53,10 +35,10 @@ class JobRecovery:
         waits for a resubmitted one). Each ends by handing its outcome to `deliver`, as does each
         finished job whose outcome a crash kept from its user.
         """
-        await self._quotas.refund_jobless()
-        async with self._db.transaction(write=False) as tx:
+        await self._follower.quotas.refund_jobless()
+        async with self._follower.db.transaction(write=False) as tx:
             unfinished = await jobs.list_unfinished(tx)
-            finished = await jobs.list_undelivered(tx, self._clock() - UNDELIVERED_WINDOW_S)
+            finished = await jobs.list_undelivered(tx, self._follower.clock() - UNDELIVERED_WINDOW_S)
         orphans = [job for job in unfinished if self._orphaned(job, kinds)]
         undelivered = [job for job in finished if self._orphaned(job, kinds)]
         if orphans or undelivered:
@@ -77,8 +59,8 @@ class JobRecovery:
 
     async def _claim(self, job: JobRecord) -> JobRecord | None:
         mine = str(self._owner) if self._owner else None
-        async with self._db.transaction() as tx:
-            claimed = await jobs.claim(tx, job.job_id, job.owner, mine, self._clock())
+        async with self._follower.db.transaction() as tx:
+            claimed = await jobs.claim(tx, job.job_id, job.owner, mine, self._follower.clock())
         if not claimed:
             return None  # another process settles it
         return dataclasses.replace(job, owner=mine)
@@ -107,9 +89,9 @@ class JobRecovery:
 
     async def _follow_or_refund(self, job: JobRecord) -> JobOutcome:
         """Follow a job the worker still has to its end; refund one it lost (no resubmit)."""
-        if job.worker_job_id is not None and await self._client.health():
+        if job.worker_job_id is not None and await self._follower.client.health():
             try:
-                await self._client.get(job.worker_job_id)
+                await self._follower.client.get(job.worker_job_id)
             except worker_client.WorkerError:
                 pass
             else:
@@ -124,7 +106,7 @@ class JobRecovery:
                 return
             gens = []
             if job.status is JobState.SUCCEEDED:
-                async with self._db.transaction(write=False) as tx:
+                async with self._follower.db.transaction(write=False) as tx:
                     gens = await generations.for_job(tx, job.job_id)
             await deliver(
                 # The stored error is the English text: one without fields is still found in the catalogue.
