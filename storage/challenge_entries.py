@@ -17,6 +17,31 @@ from storage.challenges import (
 )
 from storage.db import Tx, from_row
 
+
+@dataclass(frozen=True, slots=True)
+class Tally:
+    entry: EntryRecord
+    votes: int
+
+
+@dataclass(frozen=True, slots=True)
+class EntrySource:
+    """What the entry rules need to know about an image: who made it, where, when, with which style."""
+
+    generation_id: str
+    job_id: str
+    index: int
+    user_id: int
+    guild_id: int | None
+    kind: str
+    style: str | None
+    created_at: float
+    deleted: bool
+    from_upload: bool
+    # Who made each job on the image's `parent` chain, itself included; None for a link that is gone.
+    lineage_owners: frozenset[int | None] = frozenset()
+
+
 # --- entries ---
 
 _ENTRY_COLUMNS = "entry_id, challenge_id, number, user_id, generation_id, created_at, message_id"
@@ -120,22 +145,15 @@ async def votes_used(tx: Tx, challenge_id: int, voter_id: int) -> int:
     return int(row[0]) if row else 0
 
 
-@dataclass(frozen=True, slots=True)
-class Tally:
-    entry: EntryRecord
-    votes: int
-
-
 async def tally(tx: Tx, challenge_id: int) -> list[Tally]:
     """Every entry with its votes: most votes first, ties to the earlier entry."""
+    columns = ", ".join(f"e.{c}" for c in _ENTRY_COLUMNS.split(", "))
     rows = await tx.fetchall(
-        "SELECT e.entry_id, COUNT(v.voter_id) AS votes FROM challenge_entries e "
-        "LEFT JOIN challenge_votes v USING (entry_id) WHERE e.challenge_id = ? "
-        "GROUP BY e.entry_id ORDER BY votes DESC, e.number ASC",
+        f"SELECT {columns}, COUNT(v.voter_id) AS votes FROM challenge_entries e LEFT JOIN challenge_votes v "
+        "USING (entry_id) WHERE e.challenge_id = ? GROUP BY e.entry_id ORDER BY votes DESC, e.number ASC",
         (challenge_id,),
     )
-    by_id = {e.entry_id: e for e in await entries(tx, challenge_id)}
-    return [Tally(by_id[r["entry_id"]], int(r["votes"])) for r in rows]
+    return [Tally(from_row(EntryRecord, r), int(r["votes"])) for r in rows]
 
 
 # --- results and seasons ---
@@ -177,24 +195,6 @@ async def standings(tx: Tx, guild_id: int, season: str, limit: int = 10) -> list
     return [from_row(Standing, r) for r in rows]
 
 
-@dataclass(frozen=True, slots=True)
-class EntrySource:
-    """What the entry rules need to know about an image: who made it, where, when, with which style."""
-
-    generation_id: str
-    job_id: str
-    index: int
-    user_id: int
-    guild_id: int | None
-    kind: str
-    style: str | None
-    created_at: float
-    deleted: bool
-    from_upload: bool
-    # Who made each job on the image's `parent` chain, itself included; None for a link that is gone.
-    lineage_owners: frozenset[int | None] = frozenset()
-
-
 LINEAGE_SQL = """
 WITH RECURSIVE chain(job_id, parent_job_id, user_id, depth) AS (
     SELECT job_id, parent_job_id, user_id, 0 FROM jobs WHERE job_id = ?
@@ -232,8 +232,6 @@ async def entry_source(tx: Tx, generation_id: str) -> EntrySource | None:
         EntrySource,
         row,
         index=row["idx"],
-        deleted=bool(row["deleted"]),
-        from_upload=bool(row["from_upload"]),
         lineage_owners=await lineage_owners(tx, row["job_id"]),
     )
 

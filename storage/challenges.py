@@ -252,7 +252,7 @@ _SCHEDULE_COLUMNS = (
 
 
 def _schedule(row: sqlite3.Row) -> ScheduleRecord:
-    return from_row(ScheduleRecord, row, themes=tuple(json.loads(row["themes"])), active=bool(row["active"]))
+    return from_row(ScheduleRecord, row, themes=tuple(json.loads(row["themes"])))
 
 
 async def insert_schedule(tx: Tx, new: NewSchedule, now: float) -> int:

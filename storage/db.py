@@ -101,11 +101,15 @@ def split_statements(script: str) -> list[str]:
 
 
 def from_row(cls: type[R], row: sqlite3.Row, **converted: Any) -> R:
-    """A record (a dataclass) from a row: each field from the column of its name, except those given
-    in `converted` (a renamed column, 0/1 to bool, JSON text to a tuple). Columns no field names are
-    ignored, so one SELECT may carry extra ones."""
+    """A record (a dataclass) from a row: each field from the column of its name (SQLite's 0/1 becomes
+    a `bool` field's False/True), except those given in `converted` (a renamed column, JSON text).
+    Columns no field names are ignored, so one SELECT may carry extra ones."""
     names = set(row.keys())
-    values = {f.name: row[f.name] for f in dataclasses.fields(cls) if f.name in names}  # type: ignore[arg-type]
+    values = {
+        f.name: bool(row[f.name]) if f.type in ("bool", bool) else row[f.name]
+        for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+        if f.name in names
+    }
     values.update(converted)
     return cls(**values)
 

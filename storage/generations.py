@@ -75,9 +75,7 @@ def _record(row: sqlite3.Row) -> GenerationRecord:
         GenerationRecord,
         row,
         index=row["idx"],
-        nsfw=bool(row["nsfw"]),
         png=bytes(row["png"]),
-        deleted=bool(row["deleted"]),
     )
 
 

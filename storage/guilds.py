@@ -52,7 +52,6 @@ def _settings(row: sqlite3.Row) -> GuildSettings:
         row,
         allowed_channel_ids=tuple(json.loads(row["allowed_channel_ids"])),
         blocked_words=tuple(json.loads(row["blocked_words"])),
-        relax_enabled=bool(row["relax_enabled"]),
     )
 
 

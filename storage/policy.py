@@ -194,7 +194,7 @@ async def delete_role_tier(tx: Tx, guild_id: int, role_id: int) -> bool:
 
 
 def _override(row: sqlite3.Row) -> UserOverride:
-    return from_row(UserOverride, row, unlimited=bool(row["unlimited"]), blocked=bool(row["blocked"]))
+    return from_row(UserOverride, row)
 
 
 async def user_override(tx: Tx, guild_id: int, user_id: int) -> UserOverride | None:
