@@ -117,13 +117,23 @@ def from_row(cls: type[R], row: sqlite3.Row, **converted: Any) -> R:
 class Tx:
     """The statements of one open transaction; every SQL statement brushfire runs goes through one.
 
-    Get one from `Database.transaction()`. Each method is one call to aiosqlite's connection thread.
+    Get one from `Database.transaction()`; it works only inside that block. Each method is one call to
+    aiosqlite's connection thread.
     """
 
-    __slots__ = ("_conn",)
+    __slots__ = ("_live_conn",)
 
     def __init__(self, conn: aiosqlite.Connection) -> None:
-        self._conn = conn
+        self._live_conn: aiosqlite.Connection | None = conn
+
+    @property
+    def _conn(self) -> aiosqlite.Connection:
+        if self._live_conn is None:
+            raise RuntimeError("this transaction has ended: run the statement inside its block")
+        return self._live_conn
+
+    def _end(self) -> None:
+        self._live_conn = None
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
         return list(await self._conn.execute_fetchall(sql, params))
@@ -215,7 +225,11 @@ class Database:
             self._holder = asyncio.current_task()
             try:
                 await self._conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-                yield Tx(self._conn)
+                tx = Tx(self._conn)
+                try:
+                    yield tx
+                finally:
+                    tx._end()  # the handle dies with its block
                 await self._conn.commit()
             except BaseException:
                 # Shielded, so a second cancellation cannot skip it. aiosqlite runs calls in order and

@@ -257,3 +257,12 @@ async def test_the_window_sum_reads_the_covering_index(tmp_path: Path) -> None:
     async with Database.open(tmp_path / "b.sqlite3") as db:
         plan = await query(db, "EXPLAIN QUERY PLAN " + WINDOW_USAGE_SQL, (1, 2, 0.0))
     assert "COVERING INDEX ledger_user_window" in plan[0][3]
+
+
+async def test_a_transaction_handle_is_dead_after_its_block(tmp_path: Path) -> None:
+    async with Database.open(tmp_path / "b.sqlite3") as db:
+        async with db.transaction(write=False) as tx:
+            assert (await tx.fetchone("SELECT 1"))[0] == 1
+        with pytest.raises(RuntimeError, match="has ended"):
+            await tx.execute("INSERT INTO audit (actor_id, action, created_at) VALUES (1, 'late', 0)")
+        assert (await query(db, "SELECT COUNT(*) FROM audit"))[0][0] == 0
