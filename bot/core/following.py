@@ -10,6 +10,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from bot.core.i18n import N_, LocalisedError, Message
 from bot.core.lifecycle import CrashPoint
@@ -37,28 +38,18 @@ class JobLost(LocalisedError):
     """The job cannot be finished; the text tells its member why (the follower refunds it)."""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class JobFollower:
     """Follows started jobs to their end and settles their charge; the job service and the recovery at
-    start share it."""
+    start share it (the recovery settles through its database, quotas, worker client and clock)."""
 
-    def __init__(
-        self,
-        *,
-        db: Database,
-        quotas: QuotaService,
-        client: WorkerClient,
-        worker: WorkerWatch,
-        limits: Limits,
-        crash: CrashPoint,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.db = db
-        self.quotas = quotas
-        self.client = client
-        self._worker = worker
-        self._limits = limits
-        self._crash = crash
-        self.clock = clock
+    db: Database
+    quotas: QuotaService
+    client: WorkerClient
+    worker: WorkerWatch
+    limits: Limits
+    crash: CrashPoint
+    clock: Callable[[], float] = time.time
 
     async def refund(self, record: JobRecord, reason: str, state: JobState = JobState.REFUNDED) -> JobRecord:
         await self.quotas.refund(record.job_id)
@@ -72,7 +63,7 @@ class JobFollower:
         started = self.clock()
         progress = on_progress or (lambda _state: None)
         try:
-            async with asyncio.timeout(self._limits.job_timeout_s):
+            async with asyncio.timeout(self.limits.job_timeout_s):
                 final, pngs = await self._final_info(job, progress)
         except TimeoutError:
             with contextlib.suppress(Exception):
@@ -108,7 +99,7 @@ class JobFollower:
         while True:
             try:
                 info = await self._stream(job, progress)
-                self._crash.reached("images_ready")
+                self.crash.reached("images_ready")
                 return info, await self._fetch_images(info)
             except (worker_client.WorkerUnavailable, worker_client.JobNotFound) as exc:
                 log.warning("lost track of job %s (%s); checking the worker", job.job_id, type(exc).__name__)
@@ -134,7 +125,7 @@ class JobFollower:
                 if job.status is not JobState.RUNNING:
                     async with self.db.transaction() as tx:
                         job = await jobs.update_status(tx, job.job_id, JobState.RUNNING, now=self.clock())
-                self._crash.reached("running")
+                self.crash.reached("running")
             if event.type in (EventType.DONE, EventType.FAILED, EventType.CANCELLED):
                 return event.job or await self.client.get(job.worker_job_id or "")
         # The stream ended without a final event (worker shutting down): ask for the state directly.
@@ -145,7 +136,7 @@ class JobFollower:
 
     async def recover_submission(self, job: JobRecord) -> JobRecord:
         """After losing the worker: wait for it, then find the job there or submit it again (same key)."""
-        if not await self._worker.wait_until_up(self._limits.worker_grace_s):
+        if not await self.worker.wait_until_up(self.limits.worker_grace_s):
             raise JobLost(N_("The image worker stopped and did not come back. Your credits were refunded."))
         if job.worker_job_id:
             with contextlib.suppress(worker_client.JobNotFound):
@@ -212,7 +203,7 @@ class JobFollower:
             gens = await generations.for_job(tx, job.job_id)
         if not gens:  # a recovered job may have stored its images before a crash
             gens = await self._store_images(job, info, pngs)
-        self._crash.reached("commit")
+        self.crash.reached("commit")
         await self.quotas.commit(job.job_id)
         async with self.db.transaction() as tx:
             job = await jobs.update_status(tx, job.job_id, JobState.SUCCEEDED, now=self.clock())
