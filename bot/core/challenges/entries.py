@@ -22,7 +22,7 @@ from bot.core.i18n import N_
 from storage import challenge_entries as entry_store
 from storage import challenges as store
 from storage.challenges import ChallengeRecord, EntryRecord, Phase, ResultRecord, Standing
-from storage.db import Database, Tx
+from storage.db import Database
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class ChallengeEntries:
         """Enter an image, checking every rule in one transaction, then post it to the gallery."""
         now = self.clock()
 
-        async def body(tx: Tx) -> tuple[ChallengeRecord, EntryRecord, bytes]:
+        async with self.db.transaction() as tx:
             current = await require_challenge(tx, challenge.challenge_id)
             check_submissions_open(current, now)
             gen_id = generation_id or await entry_store.latest_generation(
@@ -102,10 +102,7 @@ class ChallengeEntries:
                     ),
                     max=current.max_entries,
                 ) from None
-            return current, entry, await entry_store.entry_png(tx, gen_id)
-
-        async with self.db.transaction() as tx:
-            current, entry, png = await body(tx)
+            png = await entry_store.entry_png(tx, gen_id)
         if self.announcer is None:
             return current, entry
         try:
@@ -124,7 +121,7 @@ class ChallengeEntries:
     async def withdraw(self, challenge: ChallengeRecord, user_id: int, number: int) -> EntryRecord:
         now = self.clock()
 
-        async def body(tx: Tx) -> EntryRecord:
+        async with self.db.transaction() as tx:
             current = await require_challenge(tx, challenge.challenge_id)
             entry = await entry_store.entry_by_number(tx, current.challenge_id, number)
             if entry is None or entry.user_id != user_id:
@@ -132,10 +129,6 @@ class ChallengeEntries:
             if current.phase is not Phase.SUBMISSIONS or now >= current.voting_at:
                 raise ChallengeRefused(N_("Entries can only be withdrawn until voting starts."))
             await entry_store.delete_entry(tx, entry.entry_id)
-            return entry
-
-        async with self.db.transaction() as tx:
-            entry = await body(tx)
         if self.announcer is not None:
             try:
                 await self.announcer.entry_removed(challenge, entry)
@@ -153,7 +146,7 @@ class ChallengeEntries:
         """Count a vote from a member of `guild_id`; an entry of another server's challenge is not found."""
         now = self.clock()
 
-        async def body(tx: Tx) -> VoteReceipt:
+        async with self.db.transaction() as tx:
             entry, challenge = await entry_and_challenge(tx, entry_id, guild_id)
             check_voting_open(challenge, now)
             if entry.user_id == voter_id:
@@ -175,22 +168,16 @@ class ChallengeEntries:
             used = await entry_store.votes_used(tx, challenge.challenge_id, voter_id)
             return VoteReceipt(entry.number, used, challenge.vote_budget)
 
-        async with self.db.transaction() as tx:
-            return await body(tx)
-
     async def unvote(self, entry_id: int, voter_id: int, guild_id: int) -> VoteReceipt:
         now = self.clock()
 
-        async def body(tx: Tx) -> VoteReceipt:
+        async with self.db.transaction() as tx:
             entry, challenge = await entry_and_challenge(tx, entry_id, guild_id)
             check_voting_open(challenge, now)
             if not await entry_store.delete_vote(tx, entry_id, voter_id):
                 raise ChallengeRefused(N_("You have not voted for entry #{number}."), number=entry.number)
             used = await entry_store.votes_used(tx, challenge.challenge_id, voter_id)
             return VoteReceipt(entry.number, used, challenge.vote_budget)
-
-        async with self.db.transaction() as tx:
-            return await body(tx)
 
     # --- results ---
 

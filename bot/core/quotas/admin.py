@@ -59,7 +59,7 @@ class QuotaAdmin:
         check_id(N_("actor id"), actor_id)
         now = self._clock()
 
-        async def body(tx: Tx) -> R:
+        async with self._db.transaction() as tx:
             done = await change(tx, now)
             await audit.record(
                 tx,
@@ -72,20 +72,14 @@ class QuotaAdmin:
             )
             return done.result
 
-        async with self._db.transaction() as tx:
-            return await body(tx)
-
     async def policy_overview(self, guild_id: int) -> PolicyOverview:
         check_id(N_("guild id"), guild_id)
 
-        async def body(tx: Tx) -> PolicyOverview:
+        async with self._db.transaction(write=False) as tx:
             gp = await self._guild_policy(tx, guild_id)
             tiers = await policy.role_tiers(tx, guild_id)
             overrides = await policy.user_overrides(tx, guild_id)
             return PolicyOverview(guild_id, gp.limit_credits, gp.window_s, gp.configured, tiers, overrides)
-
-        async with self._db.transaction(write=False) as tx:
-            return await body(tx)
 
     async def set_guild_default(
         self, guild_id: int, actor_id: int, *, limit: int, window_s: int | None = None

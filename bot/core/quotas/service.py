@@ -166,28 +166,31 @@ class QuotaService:
         roles = check_roles(role_ids)
         now = self._clock()
 
-        async def body(tx: Tx) -> Reservation:
-            st = await self._load(tx, guild_id, user_id, roles, now)
-            chosen, spends = await self._choose(tx, st, cost, asked, now)
-            await ledger.insert(
-                tx,
-                job_id=job_id,
-                guild_id=guild_id,
-                user_id=user_id,
-                cost=cost,
-                lane=chosen,
-                spends=spends,
-                now=now,
-                forgiven=st.unlimited and chosen is Lane.FAST,  # free while unlimited, then and later
-            )
-            bonus_cost = sum(s.credits for s in spends)
-            return Reservation(
-                job_id, guild_id, user_id, chosen, cost, bonus_cost, _after(st, chosen, cost, bonus_cost, now)
-            )
-
         try:
             async with self._db.transaction() as tx:
-                return await body(tx)
+                st = await self._load(tx, guild_id, user_id, roles, now)
+                chosen, spends = await self._choose(tx, st, cost, asked, now)
+                await ledger.insert(
+                    tx,
+                    job_id=job_id,
+                    guild_id=guild_id,
+                    user_id=user_id,
+                    cost=cost,
+                    lane=chosen,
+                    spends=spends,
+                    now=now,
+                    forgiven=st.unlimited and chosen is Lane.FAST,  # free while unlimited, then and later
+                )
+                bonus_cost = sum(s.credits for s in spends)
+                return Reservation(
+                    job_id,
+                    guild_id,
+                    user_id,
+                    chosen,
+                    cost,
+                    bonus_cost,
+                    _after(st, chosen, cost, bonus_cost, now),
+                )
         except sqlite3.IntegrityError as exc:
             if "ledger.job_id" in str(exc):
                 raise DuplicateReservation(job_id) from exc
@@ -238,7 +241,7 @@ class QuotaService:
         now = self._clock()
         before = now - self.settings.stale_reservation_s
 
-        async def body(tx: Tx) -> int:
+        async with self._db.transaction() as tx:
             settled = 0
             for stale in await ledger.stale_reservations(tx, before):
                 if stale.job_status == "succeeded":
@@ -250,10 +253,6 @@ class QuotaService:
                     continue
                 else:
                     settled += await ledger.refund(tx, stale.job_id, now)
-            return settled
-
-        async with self._db.transaction() as tx:
-            settled = await body(tx)
         if settled:
             log.info("settled %d stale reservations", settled)
         return settled
