@@ -1,28 +1,19 @@
-"""The audit trail: who changed which policy or setting, when, and to what."""
+"""The audit trail: who changed which policy or setting, when, and to what.
+
+Only written here (inside each change's own transaction); nothing in the bot reads it back yet, so there is
+no reader: the tests read the table themselves (tests/storage/helpers.py `audit_entries`).
+"""
 
 from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
-from storage.db import Tx, from_row
+from storage.db import Tx
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class AuditEntry:
-    audit_id: int
-    guild_id: int | None
-    actor_id: int
-    action: str
-    target_id: int | None
-    detail: dict[str, Any]
-    created_at: float
 
 
 async def record(
@@ -40,21 +31,3 @@ async def record(
         "INSERT INTO audit (guild_id, actor_id, action, target_id, detail, created_at) VALUES (?, ?, ?, ?, ?, ?)",
         (guild_id, actor_id, action, target_id, json.dumps(dict(detail), sort_keys=True, default=str), now),
     )
-
-
-def _entry(row: sqlite3.Row) -> AuditEntry:
-    return from_row(AuditEntry, row, detail=json.loads(row["detail"]))
-
-
-async def recent(
-    tx: Tx, guild_id: int | None, limit: int = 50, action: str | None = None
-) -> list[AuditEntry]:
-    """The newest entries first, for one guild (or the guild-less ones when `guild_id` is None)."""
-    sql = "SELECT * FROM audit WHERE guild_id IS ?"
-    params: list[Any] = [guild_id]
-    if action is not None:
-        sql += " AND action = ?"
-        params.append(action)
-    sql += " ORDER BY audit_id DESC LIMIT ?"
-    params.append(max(1, min(limit, 1000)))
-    return [_entry(row) for row in await tx.fetchall(sql, params)]

@@ -22,11 +22,11 @@ from bot.core.quotas.records import (
 )
 from bot.core.quotas.service import QuotaService
 from bot.i18n import ENGLISH
-from storage import audit, guilds, jobs
+from storage import guilds, jobs
 from storage.db import Database, DatabaseSettings
 from storage.jobs import JobRecord, JobState
 from storage.ledger import Forgiven
-from tests.storage.helpers import T0, Clock, in_tx, query
+from tests.storage.helpers import T0, Clock, audit_entries, in_tx, query
 
 G, U, ADMIN = 100, 200, 900
 HOUR = 3600
@@ -227,7 +227,7 @@ async def test_admin_nonsense_gets_clear_errors_and_changes_nothing(q: QuotaServ
             await call
     overview = await q.admin.policy_overview(G)
     assert (overview.configured, overview.tiers, overview.overrides) == (False, [], [])
-    assert await in_tx(db, audit.recent, G) == []
+    assert await audit_entries(db, G) == []
 
 
 async def test_bonus_spends_after_the_window_and_expires(q: QuotaService, clock: Clock) -> None:
@@ -288,7 +288,7 @@ async def test_reset_user_voids_the_window_and_is_audited(
     assert (await q.status(G, U)).remaining == 10
     assert await q.commit("b")  # a forgiven reservation still settles normally
     assert (await q.status(G, U)).used == 0
-    [entry] = await in_tx(db, audit.recent, G)
+    [entry] = await audit_entries(db, G)
     assert (entry.action, entry.target_id, entry.detail) == (
         "quota.reset_user",
         U,
@@ -313,7 +313,7 @@ async def test_every_admin_change_is_audited_with_actor_and_time(
     for step in steps:
         clock.advance(1)
         await step
-    entries = list(reversed(await in_tx(db, audit.recent, G)))
+    entries = list(reversed(await audit_entries(db, G)))
     assert [(e.actor_id, e.action, e.created_at) for e in entries] == [
         (1, "quota.set_guild_default", T0 + 1),
         (2, "quota.set_role_tier", T0 + 2),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ from typing import Any, TypeVar
 
 from PIL import Image
 
-from storage.db import Database, Params
+from storage.db import Database, Params, from_row
 
 T0 = 1_800_000_000.0
 T = TypeVar("T")
@@ -52,3 +53,20 @@ async def in_tx(db: Database, fn: Callable[..., Awaitable[T]], *args: Any, **kwa
     """Call one storage function in a transaction of its own: `await in_tx(db, jobs.get, job_id)`."""
     async with db.transaction() as tx:
         return await fn(tx, *args, **kwargs)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    audit_id: int
+    guild_id: int | None
+    actor_id: int
+    action: str
+    target_id: int | None
+    detail: dict[str, Any]
+    created_at: float
+
+
+async def audit_entries(db: Database, guild_id: int | None) -> list[AuditEntry]:
+    """The audit rows of one guild (the guild-less ones for None), newest first."""
+    rows = await query(db, "SELECT * FROM audit WHERE guild_id IS ? ORDER BY audit_id DESC", (guild_id,))
+    return [from_row(AuditEntry, row, detail=json.loads(row["detail"])) for row in rows]

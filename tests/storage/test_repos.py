@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from storage import audit, generations, guilds, jobs
+from storage import generations, guilds, jobs
 from storage.db import Database
 from storage.generations import GenerationRecord
 from storage.jobs import JobRecord, JobState, UnknownJob
-from tests.storage.helpers import T0, Clock, in_tx, png_bytes
+from tests.storage.helpers import T0, Clock, audit_entries, in_tx, png_bytes
 
 
 @pytest.fixture
@@ -168,6 +168,6 @@ async def test_guild_settings_default_update_and_audit(db: Database, clock: Cloc
     with pytest.raises(ValueError, match="max_images_per_job"):
         await in_tx(db, guilds.update, 10, 77, clock(), max_images_per_job=0)
     assert await in_tx(db, guilds.get, 10) == new
-    [entry] = await in_tx(db, audit.recent, 10)
+    [entry] = await audit_entries(db, 10)
     assert (entry.actor_id, entry.action, entry.created_at) == (77, "guild.update", T0 + 3)
     assert entry.detail["nsfw_mode"] == "refuse" and entry.detail["allowed_channel_ids"] == [3, 5]
