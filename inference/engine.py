@@ -16,11 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import diffusers
 import torch
 from diffusers import (
     AutoencoderTiny,
     AutoPipelineForImage2Image,
     AutoPipelineForText2Image,
+    SchedulerMixin,
     StableDiffusionInstructPix2PixPipeline,
 )
 from PIL import Image
@@ -275,10 +277,15 @@ class DiffusersEngine:
         with self._lock:
             pipe = self._pipe_for(shape)
             self._apply_adapter(pipe, shape)
-            kwargs = self._call_kwargs(pipe, items, shape)
-            stopped = threading.Event()
-            kwargs["callback_on_step_end"] = self._step_callback(kwargs, on_step, should_stop, stopped)
-            output = self._call(pipe, kwargs)
+            own = pipe.scheduler
+            pipe.scheduler = self._sampler(own, shape.sampler)
+            try:
+                kwargs = self._call_kwargs(pipe, items, shape)
+                stopped = threading.Event()
+                kwargs["callback_on_step_end"] = self._step_callback(kwargs, on_step, should_stop, stopped)
+                output = self._call(pipe, kwargs)
+            finally:
+                pipe.scheduler = own  # the next batch starts from the model's own sampler
         if stopped.is_set() or output is None:
             return [[] for _ in items]
         return self._results(items, shape, output, pipe)
@@ -304,6 +311,17 @@ class DiffusersEngine:
         if missing:
             raise EngineError(f"{shape.kind} jobs need an input image: {missing}")
         return shape
+
+    def _sampler(self, own: Any, name: str | None) -> Any:
+        """The batch's sampler: the pipeline's own, or the named scheduler built from its config."""
+        if name is None or name == type(own).__name__:
+            return own
+        cls = getattr(diffusers, name, None)
+        if cls is None or not isinstance(cls, type) or not issubclass(cls, SchedulerMixin):
+            raise EngineError(f"unknown sampler {name!r}")
+        if name.startswith("FlowMatch") != self._pipes.family.flow_matching:
+            raise EngineError(f"the sampler {name} does not fit {self._pipes.family.title}")
+        return cls.from_config(own.config)
 
     def _pipe_for(self, shape: BatchKey) -> Pipeline:
         if shape.kind is JobKind.GENERATE:

@@ -67,6 +67,7 @@ class BatchKey:
     image_guidance: float | None
     adapter: str | None
     adapter_scale: float
+    sampler: str | None = None
 
     @classmethod
     def of(
@@ -91,6 +92,7 @@ class BatchKey:
             adapter=request.adapter,
             # The scale means nothing without an adapter; it must not split batches then.
             adapter_scale=request.adapter_scale if request.adapter else 1.0,
+            sampler=request.sampler,
         )
 
     @property

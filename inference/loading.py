@@ -11,6 +11,7 @@ import torch
 from diffusers import AutoPipelineForText2Image, DiffusionPipeline
 
 from inference import families
+from inference.checkpoints import from_single_file, hub_access, is_single_file
 from inference.engine_api import EngineError
 from inference.settings import AdapterSettings, EngineSettings
 
@@ -90,9 +91,13 @@ def quiet_libraries() -> None:
 
 
 def from_pretrained(loader: Any, source: str, settings: EngineSettings, dtype: torch.dtype) -> Any:
-    """`loader.from_pretrained(source)` (a pipeline or a model), with any failure as a clear EngineError."""
+    """`loader.from_pretrained(source)` (a pipeline or a model), or `from_single_file` for a checkpoint
+    file, with any failure as a clear EngineError."""
+    if is_single_file(source):
+        return from_single_file(loader, source, load_kwargs(loader, settings, dtype))
+    hub = hub_access(source, settings.cache_dir)
     try:
-        return loader.from_pretrained(source, **load_kwargs(loader, settings, dtype))
+        return loader.from_pretrained(source, **load_kwargs(loader, settings, dtype), **hub)
     except Exception as exc:  # missing files, offline hub, bad configs, corrupt weights: all fatal here
         raise EngineError(f"cannot load model {source!r}: {type(exc).__name__}: {exc}") from exc
 

@@ -120,6 +120,9 @@ class JobRequest(BaseModel):
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
     adapter: str | None = Field(default=None, max_length=64)
     adapter_scale: float = Field(default=1.0, ge=0.0, le=2.0)
+    # This job's sampler: a diffusers scheduler class (e.g. "EulerDiscreteScheduler") built from the
+    # model's own scheduler config for the batch; unset: the model's (or engine.scheduler).
+    sampler: str | None = Field(default=None, pattern=r"^[A-Za-z0-9]{1,60}Scheduler$")
 
     @field_validator("idempotency_key")
     @classmethod

@@ -25,6 +25,7 @@ from PIL import Image
 from inference.engine_api import Engine, EngineOutOfMemory, GeneratedImage, StepUpdate
 from inference.eta import BatchTimes, Throughput, queue_finish_times
 from inference.events import FINAL_EVENT, event_batches, first_previews, preview_jpeg, publish
+from inference.metrics import WorkerHistograms
 from inference.protocol import (
     ErrorBody,
     ErrorCode,
@@ -105,6 +106,7 @@ class Scheduler:
         self.batches = 0
         self.batch_seconds = 0.0
         self.images_total = 0
+        self.histograms = WorkerHistograms()
 
     @property
     def engine(self) -> Engine:
@@ -369,7 +371,10 @@ class Scheduler:
         if status is not JobStatus.SUCCEEDED:
             job.images = [None] * job.request.count
         self._emit(job, FINAL_EVENT[status])
-        log.info("job %s %s%s", job.id, status, f" ({error.code}: {error.message})" if error else "")
+        # Named by the client's id for it (the bot's job id, its idempotency key), as the bot and CLI name it.
+        key = job.request.idempotency_key
+        why = f" ({error.code}: {error.message})" if error else ""
+        log.info("job %s %s%s (worker id %s)", key, status, why, job.id, extra={"job_id": key})
 
     # --- the GPU loop ---
 
@@ -383,6 +388,7 @@ class Scheduler:
             for job in batch:
                 job.status = JobStatus.RUNNING
                 job.started_at = now
+                self.histograms.queue_wait.observe(max(0.0, now - job.created_at))
                 self._emit(job, EventType.STARTED)
             run = self._launch([Slice(j, 0, j.request.count) for j in batch])
             task = asyncio.create_task(self._batch(run), name="batch")
@@ -453,6 +459,7 @@ class Scheduler:
             self._times.record(run.slices[0].job.key.shape, sum(s.count for s in run.slices), elapsed)
         self.batches += 1
         self.batch_seconds += elapsed
+        self.histograms.batch.observe(elapsed)
         return results
 
     def _progress_reporter(

@@ -478,7 +478,7 @@ def render_metrics(scheduler: Scheduler, http: Counter[tuple[str, str, int]]) ->
         (f'{{method="{m}",route="{_escape(r)}",status="{st}"}}', n) for (m, r, st), n in sorted(http.items())
     ]
     metric("http_requests_total", "counter", "HTTP requests answered.", requests)
-    return "\n".join(out) + "\n"
+    return "\n".join(out) + "\n" + scheduler.histograms.render()
 
 
 def _replica_metrics(
@@ -547,7 +547,8 @@ def check_bind(settings: WorkerSettings) -> None:
         return
     raise WorkerConfigError(
         f"refusing to bind {settings.host!r} without a token: anyone who can reach it could use the GPU. "
-        "Set a token (--token or the worker token setting) or bind 127.0.0.1."
+        "Give it a token (run.py: `token` under [worker] in the config file, or BRUSHFIRE_WORKER__TOKEN; "
+        "python -m inference: --token or BRUSHFIRE_WORKER_TOKEN), or bind 127.0.0.1."
     )
 
 

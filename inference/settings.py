@@ -77,8 +77,12 @@ class EngineSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    # A Hugging Face id or a local folder; None means the bundled trained tiny model
-    # (inference/tiny/model/generate).
+    # A few-step model preset by name (inference/presets.py: sd-turbo, sdxl-turbo, sdxl-lightning,
+    # sdxl-lcm-lora, flux-schnell): it fills in model, scheduler, timestep_spacing, defaults and its fused
+    # adapters; keys set beside it win. Applied by the root settings (bot.core.settings), not here.
+    preset: str | None = None
+    # A Hugging Face id, a local folder, or a local single-file checkpoint (.safetensors or .ckpt);
+    # None means the bundled trained tiny model (inference/tiny/model/generate).
     model: str | None = None
     # An instruction-editing pipeline (e.g. InstructPix2Pix); None means img2img on the main weights, or
     # the bundled tiny edit model (inference/tiny/model/edit) when `model` is None too.

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from bot.core.i18n import N_, LocalisedError, Message
 from bot.core.lifecycle import CrashPoint
+from bot.core.metrics import BotMetrics
 from bot.core.outcomes import JobOutcome, ProgressCallback, next_state, png_size, worker_user
 from bot.core.plans import JobPlan
 from bot.core.progress import ProgressState
@@ -49,6 +50,7 @@ class JobFollower:
     worker: WorkerWatch
     limits: Limits
     crash: CrashPoint
+    metrics: BotMetrics
     clock: Callable[[], float] = time.time
 
     async def refund(self, record: JobRecord, reason: str, state: JobState = JobState.REFUNDED) -> JobRecord:
@@ -116,16 +118,21 @@ class JobFollower:
 
     async def _stream(self, job: JobRecord, progress: ProgressCallback) -> JobInfo:
         state = ProgressState(status=JobStatus.QUEUED)
+        started: float | None = None
         async for event in self.client.events(job.worker_job_id or ""):
             new = next_state(state, event)
             if new != state:
                 state = new
                 progress(state)
             if event.type is EventType.STARTED:
+                started = self.clock()
+                self.metrics.queue_wait.observe(max(0.0, started - job.created_at))
                 if job.status is not JobState.RUNNING:
                     async with self.db.transaction() as tx:
                         job = await jobs.update_status(tx, job.job_id, JobState.RUNNING, now=self.clock())
                 self.crash.reached("running")
+            if event.type is EventType.DONE and started is not None:
+                self.metrics.generation.observe(max(0.0, self.clock() - started))
             if event.type in (EventType.DONE, EventType.FAILED, EventType.CANCELLED):
                 return event.job or await self.client.get(job.worker_job_id or "")
         # The stream ended without a final event (worker shutting down): ask for the state directly.

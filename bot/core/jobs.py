@@ -19,6 +19,7 @@ from bot.core.following import JobFollower
 from bot.core.guilds import GuildService
 from bot.core.i18n import N_
 from bot.core.lifecycle import CrashPoint, ProcessOwner
+from bot.core.metrics import BotMetrics
 from bot.core.outcomes import Deliver, JobOutcome, ProgressCallback, Ticket, worker_user
 from bot.core.plans import Action, Delivery, JobPlan, Planner, Requester
 from bot.core.quotas.pricing import CostSpec
@@ -53,7 +54,9 @@ class JobService:
         clock: Callable[[], float] = time.time,
         owner: ProcessOwner | None = None,
         crash: CrashPoint | None = None,
+        metrics: BotMetrics | None = None,
     ) -> None:
+        self.metrics = metrics or BotMetrics()
         self.owner = owner  # recorded on each job it starts, so a later start can tell if we died
         self.crash = crash or CrashPoint()
         self.limits: Limits = settings.limits
@@ -70,6 +73,7 @@ class JobService:
             worker=self.worker,
             limits=self.limits,
             crash=self.crash,
+            metrics=self.metrics,
             clock=clock,
         )
         self._recovery = JobRecovery(self._follower, owner)
@@ -172,7 +176,10 @@ class JobService:
         source = next((g for g in gens if g.index == index), None)
         if source is None or source.deleted:
             raise JobNotFound(
-                N_("Image {number} of that result is gone (deleted, or never made)."), number=index + 1
+                N_(
+                    "Image {number} of that result is gone (deleted, expired under this server's image retention, or never made)."
+                ),
+                number=index + 1,
             )
         return self.planner.derive(action, parent, source, guild, instruction)
 
@@ -180,7 +187,11 @@ class JobService:
         async with self._db.transaction(write=False) as tx:
             gen = await generations.get(tx, generation_id)
         if gen is None or gen.deleted:
-            raise JobNotFound(N_("The image this result was made from has been deleted."))
+            raise JobNotFound(
+                N_(
+                    "The image this result was made from has been deleted or has expired under this server's image retention."
+                )
+            )
         return gen.png
 
     # --- charging and submitting ---

@@ -37,7 +37,7 @@ from inference.settings import AdapterSettings, EngineSettings, ModelDefaults, S
 from inference.vocabulary import JobKind, JobStatus
 from tests.inference.family_models import save_classifier, save_clip_checker, save_family, save_lora
 from tests.inference.fixtures_worker import job, png_bytes
-from tests.inference.items import make_item
+from tests.inference.items import make_item, open_png
 
 T = TypeVar("T")
 TINY = {"width": 64, "height": 64}
@@ -188,7 +188,7 @@ def test_families_generate_batches_with_one_seed_per_picture(built: Built, setup
     assert [u.step for u in updates] == list(range(1, setup.steps + 1))
     assert [len(u.previews) for u in updates] == [2] * (setup.steps - 1) + [0]
     assert all(p.mode == "RGB" and max(p.size) == 128 for u in updates for p in u.previews)
-    png = Image.open(io.BytesIO(alone[0][0].png))
+    png = open_png(alone[0][0])
     assert (png.text["seed"], png.text["steps"], png.text["kind"]) == ("7", str(setup.steps), "generate")
 
 
@@ -204,7 +204,7 @@ def test_families_img2img_follows_its_input_and_batches(built: Built, setup: Set
     assert diff(alone[0][0], batch[1][0]) <= TOLERANCE
     assert diff(batch[0][0], batch[1][0]) > 10  # another input image gives another picture
     assert updates and updates[-1].total >= 1
-    png = Image.open(io.BytesIO(alone[0][0].png))
+    png = open_png(alone[0][0])
     assert (png.size, png.text["kind"], png.text["strength"]) == ((64, 64), "img2img", "0.5")
 
 
@@ -216,7 +216,7 @@ def test_families_lora_switches_per_batch(built: Built, setup: Setup) -> None:
     plain_again, _ = run(engine, [item(setup, "c", 3)])
     assert diff(plain[0][0], styled[0][0]) > 2
     assert diff(plain[0][0], plain_again[0][0]) == 0  # the adapter left nothing behind
-    assert Image.open(io.BytesIO(styled[0][0].png)).text["adapter"] == "style:1"
+    assert open_png(styled[0][0]).text["adapter"] == "style:1"
 
 
 @pytest.mark.parametrize("setup", SETUPS, ids=IDS)
@@ -348,13 +348,15 @@ def tiny_preview_decoder(out_dir: Path, latent_channels: int) -> Path:
     from diffusers import AutoencoderTiny
 
     torch.manual_seed(0)
-    AutoencoderTiny(
+    # mypy sees diffusers' dummy placeholder class for AutoencoderTiny, which has no save_pretrained.
+    decoder: Any = AutoencoderTiny(  # type: ignore[no-untyped-call]
         latent_channels=latent_channels,
         encoder_block_out_channels=(8, 8, 8, 8),
         decoder_block_out_channels=(8, 8, 8, 8),
         num_encoder_blocks=(1, 1, 1, 1),
         num_decoder_blocks=(1, 1, 1, 1),
-    ).save_pretrained(out_dir)
+    )
+    decoder.save_pretrained(out_dir)
     return out_dir
 
 
@@ -415,7 +417,7 @@ def test_families_refuse_at_start_what_they_cannot_do(built: Built, tiny_edit_mo
 def test_families_unknown_pipeline_families_are_named(tiny_edit_model_dir: Path) -> None:
     from diffusers import StableDiffusionInstructPix2PixPipeline
 
-    pipe = StableDiffusionInstructPix2PixPipeline.from_pretrained(tiny_edit_model_dir)
+    pipe = StableDiffusionInstructPix2PixPipeline.from_pretrained(tiny_edit_model_dir)  # type: ignore[no-untyped-call]  # untyped in diffusers
     with pytest.raises(
         EngineError, match="StableDiffusionInstructPix2PixPipeline is not a supported model family"
     ):
@@ -443,7 +445,7 @@ def test_families_the_pipelines_own_checker_is_off_when_an_independent_one_runs(
     from transformers import CLIPImageProcessor
 
     model = built.model("sd1")
-    pipe = StableDiffusionPipeline.from_pretrained(model)
+    pipe = StableDiffusionPipeline.from_pretrained(model)  # type: ignore[no-untyped-call]  # untyped in diffusers
     checker_dir = save_clip_checker(built.root / "own-checker", unsafe=True)
     from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 
 import numpy as np
 import pytest
@@ -213,7 +213,8 @@ async def test_cancel_queued_job_leaves_at_once(make: Make) -> None:
     assert scheduler.stats().lanes[Lane.FAST].queued == 0
     await finish(scheduler, first)
     assert all(second.id not in call.job_ids for call in engine.calls)
-    assert [e.type for e in [e async for e in scheduler.events(second.id)]][-1] is EventType.CANCELLED
+    events = [e async for e in scheduler.events(second.id) if e is not None]
+    assert events[-1].type is EventType.CANCELLED
 
 
 async def test_cancel_running_job_alone_stops_its_pipeline(make: Make) -> None:
@@ -317,6 +318,7 @@ async def test_an_idle_stream_gets_heartbeats(make: Make) -> None:
     stream = scheduler.events(waiting.id, heartbeat=0.01)
     async with asyncio.timeout(30):
         seen = [await anext(stream) for _ in range(4)]
+    assert isinstance(stream, AsyncGenerator), "events() is an async generator"
     await stream.aclose()
     assert seen[0] is not None and seen[0].type is EventType.QUEUED
     assert None in seen  # while nothing happens to it, keep-alive ticks
@@ -331,14 +333,17 @@ async def test_progress_and_previews_stream_while_running(make: Make) -> None:
     steps = [e.step for e in seen if e.type is EventType.PROGRESS]
     assert steps == [1, 2, 3, 4]
     assert scheduler.info(j).total_steps == 4
-    assert scheduler.preview(j.id)[:2] == b"\xff\xd8"  # a JPEG of the latest preview
+    preview = scheduler.preview(j.id)
+    assert preview is not None and preview[:2] == b"\xff\xd8"  # a JPEG of the latest preview
 
 
 async def test_progress_is_paced(make: Make) -> None:
     scheduler, _ = await make(progress_interval_s=0.05)
     (j,) = await submit(scheduler, job(steps=40))
     seen = [e async for e in scheduler.events(j.id) if e is not None]
-    steps = [e.step for e in seen if e.type is EventType.PROGRESS]
+    progress = [e for e in seen if e.type is EventType.PROGRESS]
+    steps = [e.step for e in progress if e.step is not None]
+    assert len(steps) == len(progress), "every progress event names its step"
     assert steps == sorted(steps) and 0 < len(steps) < 40
     assert j.status is JobStatus.SUCCEEDED
 

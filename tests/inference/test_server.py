@@ -14,11 +14,13 @@ import pytest
 from aiohttp import ClientSession, FormData
 from aiohttp.test_utils import TestClient
 from PIL import Image
+from pytest_aiohttp import AiohttpClient
 
 from inference.engine_api import Engine
 from inference.protocol import JobEvent, JobInfo, WorkerInfo, WorkerStats
 from inference.server import SCHEDULER, WorkerConfigError, check_bind, create_app, fit_size, run_worker
 from inference.settings import EngineSettings, ModelDefaults, WorkerSettings
+from inference.vocabulary import Lane
 from tests.inference import fixtures_ray
 from tests.inference.fixtures_worker import (
     InstrumentedEngine,
@@ -37,7 +39,7 @@ MakeClient = Callable[..., Awaitable[Client]]
 
 
 @pytest.fixture
-def make_client(aiohttp_client: Any, tiny_engine: Engine) -> MakeClient:
+def make_client(aiohttp_client: AiohttpClient, tiny_engine: Engine) -> MakeClient:
     async def go(engine: Engine | None = None, **settings: Any) -> Client:
         settings.setdefault("token", TOKEN)
         app = create_app(WorkerSettings.model_validate(settings), engine or tiny_engine)
@@ -418,7 +420,7 @@ async def test_stats_and_metrics(client: Client) -> None:
     info = await post_job(client, count=2)
     await wait(client, info.id)
     stats = WorkerStats.model_validate(await (await client.get("/v1/stats")).json())
-    assert stats.jobs_done == 1 and stats.lanes["fast"].queued == 0 and stats.accepting
+    assert stats.jobs_done == 1 and stats.lanes[Lane.FAST].queued == 0 and stats.accepting
     resp = await client.get("/metrics")
     assert resp.status == 200 and resp.content_type == "text/plain"
     text = await resp.text()

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from PIL import Image
 
-from storage.db import Database, Params, from_row
+from storage.db import Database, Params, Tx, from_row
 
 T0 = 1_800_000_000.0
 T = TypeVar("T")
@@ -70,3 +70,10 @@ async def audit_entries(db: Database, guild_id: int | None) -> list[AuditEntry]:
     """The audit rows of one guild (the guild-less ones for None), newest first."""
     rows = await query(db, "SELECT * FROM audit WHERE guild_id IS ? ORDER BY audit_id DESC", (guild_id,))
     return [from_row(AuditEntry, row, detail=json.loads(row["detail"])) for row in rows]
+
+
+async def fetch_one(tx: Tx, sql: str, params: Params = ()) -> sqlite3.Row:
+    """The row of a query that always has one (a count, a pragma, a row the test wrote)."""
+    row = await tx.fetchone(sql, params)
+    assert row is not None, f"no row for {sql}"
+    return row

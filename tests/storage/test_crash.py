@@ -101,7 +101,8 @@ async def test_kill_between_reserve_and_commit_loses_nothing(tmp_path: Path) -> 
         # ... and the sweep settles the rest once they are stale: the finished job is charged, the lost one refunded.
         clock.advance(q.settings.stale_reservation_s + 1)
         assert await q.sweep_stale() == 2
-        states = dict(await query(db, "SELECT job_id, state FROM ledger"))
+        rows = await query(db, "SELECT job_id, state FROM ledger")
+        states = {row["job_id"]: row["state"] for row in rows}
         assert states == {"aa": "refunded", "bb": "committed"}
         clock.now = time.time()
         assert (await q.status(G, U)).used == 4

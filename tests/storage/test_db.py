@@ -10,7 +10,7 @@ import pytest
 
 from storage.db import Database, DatabaseError, DatabaseSettings, load_migrations, split_statements
 from storage.ledger import WINDOW_USAGE_SQL
-from tests.storage.helpers import query, write
+from tests.storage.helpers import fetch_one, query, write
 
 LATEST = len(load_migrations())
 
@@ -97,10 +97,10 @@ async def test_upgrade_from_every_earlier_version_keeps_data(tmp_path: Path, sta
         assert db.schema_version == LATEST
         if start >= 1:
             async with db.transaction(write=False) as tx:
-                job = await tx.fetchone("SELECT status, attempts, parameters FROM jobs WHERE job_id = 'ab'")
+                job = await fetch_one(tx, "SELECT status, attempts, parameters FROM jobs WHERE job_id = 'ab'")
                 assert tuple(job) == ("running", 0, '{"prompt": "a fox"}')
                 counts = [
-                    (await tx.fetchone(f"SELECT COUNT(*) FROM {t}"))[0]
+                    (await fetch_one(tx, f"SELECT COUNT(*) FROM {t}"))[0]
                     for t in ("guild_settings", "quota_guild", "quota_role_tier", "quota_user_override", "quota_bonus", "ledger", "bonus_spend", "generations", "audit")
                 ]  # fmt: skip
                 assert counts == [1] * 9
@@ -262,7 +262,7 @@ async def test_the_window_sum_reads_the_covering_index(tmp_path: Path) -> None:
 async def test_a_transaction_handle_is_dead_after_its_block(tmp_path: Path) -> None:
     async with Database.open(tmp_path / "b.sqlite3") as db:
         async with db.transaction(write=False) as tx:
-            assert (await tx.fetchone("SELECT 1"))[0] == 1
+            assert (await fetch_one(tx, "SELECT 1"))[0] == 1
         with pytest.raises(RuntimeError, match="has ended"):
             await tx.execute("INSERT INTO audit (actor_id, action, created_at) VALUES (1, 'late', 0)")
         assert (await query(db, "SELECT COUNT(*) FROM audit"))[0][0] == 0

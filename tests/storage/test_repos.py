@@ -117,7 +117,8 @@ async def test_bad_jobs_are_refused_clearly(db: Database, clock: Clock) -> None:
         await in_tx(db, jobs.update_status, "0a1b", "running", user_id=5, now=clock())
     with pytest.raises(UnknownJob):
         await in_tx(db, jobs.update_status, "beef", "running", now=clock())
-    assert (await in_tx(db, jobs.get, "0a1b")).status is JobState.PENDING
+    pending = await in_tx(db, jobs.get, "0a1b")
+    assert pending is not None and pending.status is JobState.PENDING
 
 
 async def test_generations_replay_from_the_database(db: Database, clock: Clock) -> None:
@@ -128,16 +129,23 @@ async def test_generations_replay_from_the_database(db: Database, clock: Clock) 
         db, generations.add, [gen("g2", job_id="0c", kind="edit", parent_generation_id="g1")], clock()
     )
     got = await in_tx(db, generations.get, "g1")
-    assert got == first[1] and got.nsfw and got.png.startswith(b"\x89PNG") and got.seed == 2**32 - 1
+    assert (
+        got is not None
+        and got == first[1]
+        and got.nsfw
+        and got.png.startswith(b"\x89PNG")
+        and got.seed == 2**32 - 1
+    )
     assert [g.generation_id for g in await in_tx(db, generations.for_job, "0a1b")] == ["g0", "g1"]
     listing = await in_tx(db, generations.for_job_in_guild, "0a1b", 10, with_png=False)
     assert [g.png for g in listing] == [b"", b""]
-    assert (await in_tx(db, generations.get, "g2")).parent_generation_id == "g1"
+    child = await in_tx(db, generations.get, "g2")
+    assert child is not None and child.parent_generation_id == "g1"
 
     assert await in_tx(db, generations.mark_job_deleted, "0a1b") == 2
     assert await in_tx(db, generations.mark_job_deleted, "0a1b") == 0
     deleted = await in_tx(db, generations.get, "g1")
-    assert deleted.deleted and deleted.png == b""
+    assert deleted is not None and deleted.deleted and deleted.png == b""
     with pytest.raises(ValueError, match="PNG"):
         await in_tx(db, generations.add, [gen("g9", png=b"GIF89a")], clock())
     with pytest.raises(sqlite3.IntegrityError):

@@ -12,6 +12,7 @@ from pathlib import Path
 from bot.core.quotas.pricing import QuotaSettings
 from bot.core.quotas.records import QuotaError
 from bot.core.quotas.service import QuotaService
+from inference.vocabulary import JobId, JobKind
 from storage import jobs
 from storage.db import Database
 from storage.jobs import JobRecord, JobState
@@ -46,20 +47,19 @@ async def race(path: Path, count: int) -> None:
         say(json.dumps({"wins": wins, "errors": errors}))
 
 
+def generate_job(job_id: str) -> JobRecord:
+    return JobRecord(
+        job_id=JobId(job_id), channel_id=1, user_id=U, guild_id=G, kind=JobKind.GENERATE, parameters="{}"
+    )
+
+
 async def burst(path: Path) -> None:
     """Write jobs and reserve+commit cycles as fast as possible, reporting each one after it committed."""
     async with Database.open(path) as db:
         q = QuotaService(db, QuotaSettings(default_limit=1_000_000))
         for i in range(10**9):
             job_id = f"{i:08x}"
-            await in_tx(
-                db,
-                jobs.create,
-                JobRecord(
-                    job_id=job_id, channel_id=1, user_id=U, guild_id=G, kind="generate", parameters="{}"
-                ),
-                time.time(),
-            )
+            await in_tx(db, jobs.create, generate_job(job_id), time.time())
             await q.reserve(job_id, G, U, [], 1 + i % 3)
             await q.commit(job_id)
             await in_tx(db, jobs.update_status, job_id, JobState.SUCCEEDED, now=time.time())
@@ -71,14 +71,7 @@ async def hold(path: Path) -> None:
     async with Database.open(path) as db:
         q = QuotaService(db, QuotaSettings())
         for job_id, status in (("aa", JobState.RUNNING), ("bb", JobState.SUCCEEDED)):
-            await in_tx(
-                db,
-                jobs.create,
-                JobRecord(
-                    job_id=job_id, channel_id=1, user_id=U, guild_id=G, kind="generate", parameters="{}"
-                ),
-                time.time(),
-            )
+            await in_tx(db, jobs.create, generate_job(job_id), time.time())
             await q.reserve(job_id, G, U, [], 4)
             await in_tx(db, jobs.update_status, job_id, status, now=time.time())
         say("ready")
