@@ -1,32 +1,23 @@
-"""The audit trail: who changed which policy or setting, when, and to what."""
+"""The audit trail: who changed which policy or setting, when, and to what.
+
+Only written here (inside each change's own transaction); nothing in the bot reads it back yet, so there is
+no reader: the tests read the table themselves (tests/storage/helpers.py `audit_entries`).
+"""
 
 from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
-from storage.db import Database, SyncTx
+from storage.db import Tx
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class AuditEntry:
-    audit_id: int
-    guild_id: int | None
-    actor_id: int
-    action: str
-    target_id: int | None
-    detail: dict[str, Any]
-    created_at: float
-
-
-def record(
-    tx: SyncTx,
+async def record(
+    tx: Tx,
     *,
     guild_id: int | None,
     actor_id: int,
@@ -36,40 +27,7 @@ def record(
     now: float,
 ) -> int:
     """Write one audit row inside the caller's transaction, so the change and its record commit together."""
-    return tx.insert(
+    return await tx.insert(
         "INSERT INTO audit (guild_id, actor_id, action, target_id, detail, created_at) VALUES (?, ?, ?, ?, ?, ?)",
         (guild_id, actor_id, action, target_id, json.dumps(dict(detail), sort_keys=True, default=str), now),
     )
-
-
-def _entry(row: sqlite3.Row) -> AuditEntry:
-    return AuditEntry(
-        audit_id=row["audit_id"],
-        guild_id=row["guild_id"],
-        actor_id=row["actor_id"],
-        action=row["action"],
-        target_id=row["target_id"],
-        detail=json.loads(row["detail"]),
-        created_at=row["created_at"],
-    )
-
-
-class AuditRepo:
-    """Reads the audit trail; writes happen through `record` inside each change's own transaction."""
-
-    def __init__(self, db: Database) -> None:
-        self._db = db
-
-    async def recent(
-        self, guild_id: int | None, limit: int = 50, action: str | None = None
-    ) -> list[AuditEntry]:
-        """The newest entries first, for one guild (or the guild-less ones when `guild_id` is None)."""
-        sql = "SELECT * FROM audit WHERE guild_id IS ?"
-        params: list[Any] = [guild_id]
-        if action is not None:
-            sql += " AND action = ?"
-            params.append(action)
-        sql += " ORDER BY audit_id DESC LIMIT ?"
-        params.append(max(1, min(limit, 1000)))
-        rows = await self._db.run(lambda tx: tx.fetchall(sql, params), write=False)
-        return [_entry(row) for row in rows]

@@ -15,162 +15,13 @@ from storage.challenges import (
     Standing,
     VoteBudgetSpent,
 )
-from storage.db import SyncTx
-
-# --- entries ---
-
-_ENTRY_COLUMNS = "entry_id, challenge_id, number, user_id, generation_id, created_at, message_id"
-
-
-def _entry(row: sqlite3.Row) -> EntryRecord:
-    return EntryRecord(**{k: row[k] for k in row.keys()})  # noqa: SIM118 - sqlite3.Row is not a dict
-
-
-def insert_entry(tx: SyncTx, challenge_id: int, user_id: int, generation_id: str, now: float) -> EntryRecord:
-    """Add an entry with the next number (never one withdrawn); the schema refuses a repeat or one past the cap.
-
-    A refused insert rolls the whole call back, counter included (the service runs it in one transaction).
-    """
-    tx.execute(
-        "UPDATE challenges SET entries_made = entries_made + 1 WHERE challenge_id = ?", (challenge_id,)
-    )
-    row = tx.fetchone("SELECT entries_made FROM challenges WHERE challenge_id = ?", (challenge_id,))
-    number = int(row[0]) if row else 1
-    try:
-        entry_id = tx.insert(
-            "INSERT INTO challenge_entries (challenge_id, number, user_id, generation_id, created_at) "
-            "VALUES (?, ?, ?, ?, ?)",
-            (challenge_id, number, user_id, generation_id, now),
-        )
-    except sqlite3.IntegrityError as exc:
-        if "entry cap" in str(exc):
-            raise EntryCapReached() from None
-        if "generation_id" in str(exc):
-            raise AlreadyEntered() from None
-        raise
-    return EntryRecord(entry_id, challenge_id, number, user_id, generation_id, now)
-
-
-def get_entry(tx: SyncTx, entry_id: int) -> EntryRecord | None:
-    row = tx.fetchone(f"SELECT {_ENTRY_COLUMNS} FROM challenge_entries WHERE entry_id = ?", (entry_id,))
-    return _entry(row) if row else None
-
-
-def entry_by_number(tx: SyncTx, challenge_id: int, number: int) -> EntryRecord | None:
-    row = tx.fetchone(
-        f"SELECT {_ENTRY_COLUMNS} FROM challenge_entries WHERE challenge_id = ? AND number = ?",
-        (challenge_id, number),
-    )
-    return _entry(row) if row else None
-
-
-def entries(tx: SyncTx, challenge_id: int, user_id: int | None = None) -> list[EntryRecord]:
-    sql = f"SELECT {_ENTRY_COLUMNS} FROM challenge_entries WHERE challenge_id = ?"
-    params: tuple[int, ...] = (challenge_id,)
-    if user_id is not None:
-        sql += " AND user_id = ?"
-        params = (challenge_id, user_id)
-    return [_entry(r) for r in tx.fetchall(sql + " ORDER BY number", params)]
-
-
-def set_entry_message(tx: SyncTx, entry_id: int, message_id: int) -> None:
-    tx.execute("UPDATE challenge_entries SET message_id = ? WHERE entry_id = ?", (message_id, entry_id))
-
-
-def delete_entry(tx: SyncTx, entry_id: int) -> None:
-    tx.execute("DELETE FROM challenge_entries WHERE entry_id = ?", (entry_id,))
-
-
-# --- votes ---
-
-
-def insert_vote(tx: SyncTx, entry: EntryRecord, voter_id: int, now: float) -> None:
-    try:
-        tx.execute(
-            "INSERT INTO challenge_votes (entry_id, voter_id, challenge_id, created_at) VALUES (?, ?, ?, ?)",
-            (entry.entry_id, voter_id, entry.challenge_id, now),
-        )
-    except sqlite3.IntegrityError as exc:
-        text = str(exc)
-        if "vote budget" in text:
-            raise VoteBudgetSpent() from None
-        if "own entry" in text:
-            raise OwnEntryVote() from None
-        if "UNIQUE" in text:
-            raise AlreadyVoted() from None
-        raise
-
-
-def delete_vote(tx: SyncTx, entry_id: int, voter_id: int) -> bool:
-    return (
-        tx.execute("DELETE FROM challenge_votes WHERE entry_id = ? AND voter_id = ?", (entry_id, voter_id))
-        > 0
-    )
-
-
-def votes_used(tx: SyncTx, challenge_id: int, voter_id: int) -> int:
-    row = tx.fetchone(
-        "SELECT COUNT(*) FROM challenge_votes WHERE challenge_id = ? AND voter_id = ?",
-        (challenge_id, voter_id),
-    )
-    return int(row[0]) if row else 0
+from storage.db import Tx, from_row
 
 
 @dataclass(frozen=True, slots=True)
 class Tally:
     entry: EntryRecord
     votes: int
-
-
-def tally(tx: SyncTx, challenge_id: int) -> list[Tally]:
-    """Every entry with its votes: most votes first, ties to the earlier entry."""
-    rows = tx.fetchall(
-        "SELECT e.entry_id, COUNT(v.voter_id) AS votes FROM challenge_entries e "
-        "LEFT JOIN challenge_votes v USING (entry_id) WHERE e.challenge_id = ? "
-        "GROUP BY e.entry_id ORDER BY votes DESC, e.number ASC",
-        (challenge_id,),
-    )
-    by_id = {e.entry_id: e for e in entries(tx, challenge_id)}
-    return [Tally(by_id[r["entry_id"]], int(r["votes"])) for r in rows]
-
-
-# --- results and seasons ---
-
-
-def insert_results(tx: SyncTx, results: list[ResultRecord]) -> None:
-    tx.executemany(
-        "INSERT INTO challenge_results (challenge_id, entry_id, user_id, rank, votes, points, bonus) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)",
-        [(r.challenge_id, r.entry_id, r.user_id, r.rank, r.votes, r.points, r.bonus) for r in results],
-    )
-
-
-def results(tx: SyncTx, challenge_id: int) -> list[ResultRecord]:
-    rows = tx.fetchall(
-        "SELECT r.challenge_id, r.entry_id, e.number, r.user_id, r.rank, r.votes, r.points, r.bonus, "
-        "r.bonus_id, e.message_id FROM challenge_results r JOIN challenge_entries e USING (entry_id) "
-        "WHERE r.challenge_id = ? ORDER BY r.rank",
-        (challenge_id,),
-    )
-    return [ResultRecord(**{k: row[k] for k in row.keys()}) for row in rows]  # noqa: SIM118
-
-
-def set_bonus_id(tx: SyncTx, challenge_id: int, entry_id: int, bonus_id: int) -> None:
-    tx.execute(
-        "UPDATE challenge_results SET bonus_id = ? WHERE challenge_id = ? AND entry_id = ?",
-        (bonus_id, challenge_id, entry_id),
-    )
-
-
-def standings(tx: SyncTx, guild_id: int, season: str, limit: int = 10) -> list[Standing]:
-    rows = tx.fetchall(
-        "SELECT r.user_id, SUM(r.points) AS points, SUM(r.rank = 1) AS wins, COUNT(*) AS entries "
-        "FROM challenge_results r JOIN challenges c USING (challenge_id) "
-        "WHERE c.guild_id = ? AND c.season = ? GROUP BY r.user_id "
-        "ORDER BY points DESC, wins DESC, r.user_id LIMIT ?",
-        (guild_id, season, limit),
-    )
-    return [Standing(r["user_id"], int(r["points"]), int(r["wins"]), int(r["entries"])) for r in rows]
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +42,159 @@ class EntrySource:
     lineage_owners: frozenset[int | None] = frozenset()
 
 
+# --- entries ---
+
+_ENTRY_COLUMNS = "entry_id, challenge_id, number, user_id, generation_id, created_at, message_id"
+
+
+def _entry(row: sqlite3.Row) -> EntryRecord:
+    return from_row(EntryRecord, row)
+
+
+async def insert_entry(
+    tx: Tx, challenge_id: int, user_id: int, generation_id: str, now: float
+) -> EntryRecord:
+    """Add an entry with the next number (never one withdrawn); the schema refuses a repeat or one past the cap.
+
+    A refused insert rolls the whole call back, counter included (the service runs it in one transaction).
+    """
+    await tx.execute(
+        "UPDATE challenges SET entries_made = entries_made + 1 WHERE challenge_id = ?", (challenge_id,)
+    )
+    row = await tx.fetchone("SELECT entries_made FROM challenges WHERE challenge_id = ?", (challenge_id,))
+    number = int(row[0]) if row else 1
+    try:
+        entry_id = await tx.insert(
+            "INSERT INTO challenge_entries (challenge_id, number, user_id, generation_id, created_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (challenge_id, number, user_id, generation_id, now),
+        )
+    except sqlite3.IntegrityError as exc:
+        if "entry cap" in str(exc):
+            raise EntryCapReached() from None
+        if "generation_id" in str(exc):
+            raise AlreadyEntered() from None
+        raise
+    return EntryRecord(entry_id, challenge_id, number, user_id, generation_id, now)
+
+
+async def get_entry(tx: Tx, entry_id: int) -> EntryRecord | None:
+    row = await tx.fetchone(f"SELECT {_ENTRY_COLUMNS} FROM challenge_entries WHERE entry_id = ?", (entry_id,))
+    return _entry(row) if row else None
+
+
+async def entry_by_number(tx: Tx, challenge_id: int, number: int) -> EntryRecord | None:
+    row = await tx.fetchone(
+        f"SELECT {_ENTRY_COLUMNS} FROM challenge_entries WHERE challenge_id = ? AND number = ?",
+        (challenge_id, number),
+    )
+    return _entry(row) if row else None
+
+
+async def entries(tx: Tx, challenge_id: int, user_id: int | None = None) -> list[EntryRecord]:
+    sql = f"SELECT {_ENTRY_COLUMNS} FROM challenge_entries WHERE challenge_id = ?"
+    params: tuple[int, ...] = (challenge_id,)
+    if user_id is not None:
+        sql += " AND user_id = ?"
+        params = (challenge_id, user_id)
+    return [_entry(r) for r in await tx.fetchall(sql + " ORDER BY number", params)]
+
+
+async def set_entry_message(tx: Tx, entry_id: int, message_id: int) -> None:
+    await tx.execute("UPDATE challenge_entries SET message_id = ? WHERE entry_id = ?", (message_id, entry_id))
+
+
+async def delete_entry(tx: Tx, entry_id: int) -> None:
+    await tx.execute("DELETE FROM challenge_entries WHERE entry_id = ?", (entry_id,))
+
+
+# --- votes ---
+
+
+async def insert_vote(tx: Tx, entry: EntryRecord, voter_id: int, now: float) -> None:
+    try:
+        await tx.execute(
+            "INSERT INTO challenge_votes (entry_id, voter_id, challenge_id, created_at) VALUES (?, ?, ?, ?)",
+            (entry.entry_id, voter_id, entry.challenge_id, now),
+        )
+    except sqlite3.IntegrityError as exc:
+        text = str(exc)
+        if "vote budget" in text:
+            raise VoteBudgetSpent() from None
+        if "own entry" in text:
+            raise OwnEntryVote() from None
+        if "UNIQUE" in text:
+            raise AlreadyVoted() from None
+        raise
+
+
+async def delete_vote(tx: Tx, entry_id: int, voter_id: int) -> bool:
+    return (
+        await tx.execute(
+            "DELETE FROM challenge_votes WHERE entry_id = ? AND voter_id = ?", (entry_id, voter_id)
+        )
+        > 0
+    )
+
+
+async def votes_used(tx: Tx, challenge_id: int, voter_id: int) -> int:
+    row = await tx.fetchone(
+        "SELECT COUNT(*) FROM challenge_votes WHERE challenge_id = ? AND voter_id = ?",
+        (challenge_id, voter_id),
+    )
+    return int(row[0]) if row else 0
+
+
+async def tally(tx: Tx, challenge_id: int) -> list[Tally]:
+    """Every entry with its votes: most votes first, ties to the earlier entry."""
+    columns = ", ".join(f"e.{c}" for c in _ENTRY_COLUMNS.split(", "))
+    rows = await tx.fetchall(
+        f"SELECT {columns}, COUNT(v.voter_id) AS votes FROM challenge_entries e LEFT JOIN challenge_votes v "
+        "USING (entry_id) WHERE e.challenge_id = ? GROUP BY e.entry_id ORDER BY votes DESC, e.number ASC",
+        (challenge_id,),
+    )
+    return [Tally(from_row(EntryRecord, r), int(r["votes"])) for r in rows]
+
+
+# --- results and seasons ---
+
+
+async def insert_results(tx: Tx, results: list[ResultRecord]) -> None:
+    await tx.executemany(
+        "INSERT INTO challenge_results (challenge_id, entry_id, user_id, rank, votes, points, bonus) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [(r.challenge_id, r.entry_id, r.user_id, r.rank, r.votes, r.points, r.bonus) for r in results],
+    )
+
+
+async def results(tx: Tx, challenge_id: int) -> list[ResultRecord]:
+    rows = await tx.fetchall(
+        "SELECT r.challenge_id, r.entry_id, e.number, r.user_id, r.rank, r.votes, r.points, r.bonus, "
+        "r.bonus_id, e.message_id FROM challenge_results r JOIN challenge_entries e USING (entry_id) "
+        "WHERE r.challenge_id = ? ORDER BY r.rank",
+        (challenge_id,),
+    )
+    return [from_row(ResultRecord, row) for row in rows]
+
+
+async def set_bonus_id(tx: Tx, challenge_id: int, entry_id: int, bonus_id: int) -> None:
+    await tx.execute(
+        "UPDATE challenge_results SET bonus_id = ? WHERE challenge_id = ? AND entry_id = ?",
+        (bonus_id, challenge_id, entry_id),
+    )
+
+
+async def standings(tx: Tx, guild_id: int, season: str, limit: int = 10) -> list[Standing]:
+    rows = await tx.fetchall(
+        "SELECT r.user_id, SUM(r.points) AS points, SUM(r.rank = 1) AS wins, COUNT(*) AS entries "
+        "FROM challenge_results r JOIN challenges c USING (challenge_id) "
+        "WHERE c.guild_id = ? AND c.season = ? GROUP BY r.user_id "
+        "ORDER BY points DESC, wins DESC, r.user_id LIMIT ?",
+        (guild_id, season, limit),
+    )
+    return [from_row(Standing, r) for r in rows]
+
+
 LINEAGE_SQL = """
 WITH RECURSIVE chain(job_id, parent_job_id, user_id, depth) AS (
     SELECT job_id, parent_job_id, user_id, 0 FROM jobs WHERE job_id = ?
@@ -203,19 +207,20 @@ SELECT DISTINCT user_id FROM chain
 """
 
 
-def lineage_owners(tx: SyncTx, job_id: str) -> frozenset[int | None]:
+async def lineage_owners(tx: Tx, job_id: str) -> frozenset[int | None]:
     """Everyone whose job lies on this job's parent chain (a missing parent shows as None)."""
-    return frozenset(row[0] for row in tx.fetchall(LINEAGE_SQL, (job_id,)))
+    rows = await tx.fetchall(LINEAGE_SQL, (job_id,))
+    return frozenset(row[0] for row in rows)
 
 
-def entry_png(tx: SyncTx, generation_id: str) -> bytes:
+async def entry_png(tx: Tx, generation_id: str) -> bytes:
     """The picture an entry shows in the gallery; empty when the image row is gone."""
-    row = tx.fetchone("SELECT png FROM generations WHERE generation_id = ?", (generation_id,))
+    row = await tx.fetchone("SELECT png FROM generations WHERE generation_id = ?", (generation_id,))
     return bytes(row[0]) if row else b""
 
 
-def entry_source(tx: SyncTx, generation_id: str) -> EntrySource | None:
-    row = tx.fetchone(
+async def entry_source(tx: Tx, generation_id: str) -> EntrySource | None:
+    row = await tx.fetchone(
         "SELECT g.generation_id, g.job_id, g.idx, j.user_id, j.guild_id, g.kind, g.style, g.created_at, "
         "g.deleted, (j.kind != 'generate' AND j.parent_generation_id IS NULL) AS from_upload "
         "FROM generations g JOIN jobs j USING (job_id) WHERE g.generation_id = ?",
@@ -223,24 +228,17 @@ def entry_source(tx: SyncTx, generation_id: str) -> EntrySource | None:
     )
     if row is None:
         return None
-    return EntrySource(
-        generation_id=row["generation_id"],
-        job_id=row["job_id"],
+    return from_row(
+        EntrySource,
+        row,
         index=row["idx"],
-        user_id=row["user_id"],
-        guild_id=row["guild_id"],
-        kind=row["kind"],
-        style=row["style"],
-        created_at=row["created_at"],
-        deleted=bool(row["deleted"]),
-        from_upload=bool(row["from_upload"]),
-        lineage_owners=lineage_owners(tx, row["job_id"]),
+        lineage_owners=await lineage_owners(tx, row["job_id"]),
     )
 
 
-def latest_generation(tx: SyncTx, guild_id: int, user_id: int, style: str) -> str | None:
+async def latest_generation(tx: Tx, guild_id: int, user_id: int, style: str) -> str | None:
     """The member's newest image in this server with this style, for `/challenge submit` without a job."""
-    row = tx.fetchone(
+    row = await tx.fetchone(
         "SELECT g.generation_id FROM generations g JOIN jobs j USING (job_id) "
         "WHERE j.guild_id = ? AND j.user_id = ? AND g.style = ? AND g.deleted = 0 "
         "ORDER BY g.created_at DESC, g.idx LIMIT 1",
@@ -249,9 +247,9 @@ def latest_generation(tx: SyncTx, guild_id: int, user_id: int, style: str) -> st
     return str(row[0]) if row else None
 
 
-def bonus_granted(tx: SyncTx, guild_id: int, user_id: int, reason: str) -> int | None:
+async def bonus_granted(tx: Tx, guild_id: int, user_id: int, reason: str) -> int | None:
     """A bonus grant already made for this reason (so a retried close never pays twice)."""
-    row = tx.fetchone(
+    row = await tx.fetchone(
         "SELECT bonus_id FROM quota_bonus WHERE guild_id = ? AND user_id = ? AND reason = ?",
         (guild_id, user_id, reason),
     )

@@ -1,18 +1,20 @@
 """Challenges, their entries, votes, results and recurring schedules: rows and the SQL over them.
 
-The functions take a `SyncTx`, so the challenge service can check a phase and write in one transaction.
+The functions take a `Tx`, so the challenge service can check a phase and write in one transaction.
 The schema itself enforces the fairness rules (see migration 0004); the errors below name which one fired.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sqlite3
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
-from storage.db import SyncTx
+from storage.db import Tx, from_row
 
 log = logging.getLogger(__name__)
 
@@ -29,38 +31,6 @@ class Phase(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class ChallengeRecord:
-    challenge_id: int
-    guild_id: int
-    channel_id: int
-    theme: str
-    style: str
-    phase: Phase
-    opens_at: float
-    voting_at: float
-    closes_at: float
-    max_entries: int
-    vote_budget: int
-    season: str
-    created_by: int
-    created_at: float
-    announced: Phase | None = None
-    message_id: int | None = None
-    gallery_id: int | None = None
-    schedule_id: int | None = None
-    ended_at: float | None = None
-
-    @property
-    def next_change_at(self) -> float | None:
-        """When the current phase ends by itself; None once the challenge is over."""
-        if self.phase is Phase.SUBMISSIONS:
-            return self.voting_at
-        if self.phase is Phase.VOTING:
-            return self.closes_at
-        return None
-
-
-@dataclass(frozen=True, slots=True)
 class NewChallenge:
     guild_id: int
     channel_id: int
@@ -74,6 +44,28 @@ class NewChallenge:
     season: str
     created_by: int
     schedule_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChallengeRecord(NewChallenge):
+    """A stored challenge: what was asked for, and what running it adds."""
+
+    challenge_id: int
+    phase: Phase
+    created_at: float
+    announced: Phase | None = None
+    message_id: int | None = None
+    gallery_id: int | None = None
+    ended_at: float | None = None
+
+    @property
+    def next_change_at(self) -> float | None:
+        """When the current phase ends by itself; None once the challenge is over."""
+        if self.phase is Phase.SUBMISSIONS:
+            return self.voting_at
+        if self.phase is Phase.VOTING:
+            return self.closes_at
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,8 +106,7 @@ class Standing:
 
 
 @dataclass(frozen=True, slots=True)
-class ScheduleRecord:
-    schedule_id: int
+class NewSchedule:
     guild_id: int
     channel_id: int
     style: str
@@ -124,10 +115,17 @@ class ScheduleRecord:
     submit_s: int
     vote_s: int
     max_entries: int
-    next_theme: int
     next_start_at: float
-    active: bool
     created_by: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScheduleRecord(NewSchedule):
+    """A stored recurring schedule: what was asked for, and where it has got to."""
+
+    schedule_id: int
+    next_theme: int
+    active: bool
     created_at: float
 
 
@@ -160,10 +158,7 @@ def _phase(value: str | None) -> Phase | None:
 
 
 def _challenge(row: sqlite3.Row) -> ChallengeRecord:
-    data = {k: row[k] for k in row.keys()}  # noqa: SIM118 - sqlite3.Row is not a dict
-    data["phase"] = Phase(data["phase"])
-    data["announced"] = _phase(data["announced"])
-    return ChallengeRecord(**data)
+    return from_row(ChallengeRecord, row, phase=Phase(row["phase"]), announced=_phase(row["announced"]))
 
 
 _CHALLENGE_COLUMNS = (
@@ -172,82 +167,80 @@ _CHALLENGE_COLUMNS = (
 )
 
 
-def insert_challenge(tx: SyncTx, new: NewChallenge, now: float) -> int:
+async def _insert_new(
+    tx: Tx, table: str, new: NewChallenge | NewSchedule, now: float, **converted: Any
+) -> int:
+    """Insert a new row (columns named as the fields of `new`); a channel that already has a live one
+    (the schema allows one per channel) raises ChannelBusy."""
+    values = {f.name: getattr(new, f.name) for f in dataclasses.fields(new)} | converted | {"created_at": now}
+    sql = f"INSERT INTO {table} ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})"
     try:
-        return tx.insert(
-            "INSERT INTO challenges (guild_id, channel_id, theme, style, opens_at, voting_at, closes_at, "
-            "max_entries, vote_budget, season, created_by, created_at, schedule_id) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                new.guild_id,
-                new.channel_id,
-                new.theme,
-                new.style,
-                new.opens_at,
-                new.voting_at,
-                new.closes_at,
-                new.max_entries,
-                new.vote_budget,
-                new.season,
-                new.created_by,
-                now,
-                new.schedule_id,
-            ),
-        )
+        return await tx.insert(sql, list(values.values()))
     except sqlite3.IntegrityError as exc:
-        if "challenges.channel_id" in str(exc):
+        if f"{table}.channel_id" in str(exc):
             raise ChannelBusy(new.channel_id) from None
         raise
 
 
-def get_challenge(tx: SyncTx, challenge_id: int) -> ChallengeRecord | None:
-    row = tx.fetchone(f"SELECT {_CHALLENGE_COLUMNS} FROM challenges WHERE challenge_id = ?", (challenge_id,))
+def _of_guild(sql: str, guild_id: int | None, order: str) -> tuple[str, tuple[int, ...]]:
+    """The query narrowed to one guild when `guild_id` is given, then ordered."""
+    if guild_id is None:
+        return f"{sql} ORDER BY {order}", ()
+    return f"{sql} AND guild_id = ? ORDER BY {order}", (guild_id,)
+
+
+async def insert_challenge(tx: Tx, new: NewChallenge, now: float) -> int:
+    return await _insert_new(tx, "challenges", new, now)
+
+
+async def get_challenge(tx: Tx, challenge_id: int) -> ChallengeRecord | None:
+    row = await tx.fetchone(
+        f"SELECT {_CHALLENGE_COLUMNS} FROM challenges WHERE challenge_id = ?", (challenge_id,)
+    )
     return _challenge(row) if row else None
 
 
-def live_challenges(tx: SyncTx, guild_id: int | None = None) -> list[ChallengeRecord]:
+async def live_challenges(tx: Tx, guild_id: int | None = None) -> list[ChallengeRecord]:
     sql = f"SELECT {_CHALLENGE_COLUMNS} FROM challenges WHERE phase IN ('submissions', 'voting')"
-    params: tuple[int, ...] = ()
-    if guild_id is not None:
-        sql += " AND guild_id = ?"
-        params = (guild_id,)
-    return [_challenge(r) for r in tx.fetchall(sql + " ORDER BY challenge_id", params)]
+    return [_challenge(r) for r in await tx.fetchall(*_of_guild(sql, guild_id, "challenge_id"))]
 
 
-def unannounced(tx: SyncTx) -> list[ChallengeRecord]:
+async def unannounced(tx: Tx) -> list[ChallengeRecord]:
     """Challenges whose current phase has not been announced yet (a crash between change and post)."""
     sql = f"SELECT {_CHALLENGE_COLUMNS} FROM challenges WHERE announced IS NULL OR announced != phase"
-    return [_challenge(r) for r in tx.fetchall(sql + " ORDER BY challenge_id")]
+    return [_challenge(r) for r in await tx.fetchall(sql + " ORDER BY challenge_id")]
 
 
-def set_phase(tx: SyncTx, challenge_id: int, phase: Phase, now: float) -> None:
+async def set_phase(tx: Tx, challenge_id: int, phase: Phase, now: float) -> None:
     ended = now if not phase.live else None
-    tx.execute(
+    await tx.execute(
         "UPDATE challenges SET phase = ?, ended_at = COALESCE(?, ended_at) WHERE challenge_id = ?",
         (phase.value, ended, challenge_id),
     )
 
 
-def set_deadlines(tx: SyncTx, challenge_id: int, voting_at: float, closes_at: float) -> None:
-    tx.execute(
+async def set_deadlines(tx: Tx, challenge_id: int, voting_at: float, closes_at: float) -> None:
+    await tx.execute(
         "UPDATE challenges SET voting_at = ?, closes_at = ? WHERE challenge_id = ?",
         (voting_at, closes_at, challenge_id),
     )
 
 
-def set_announced(tx: SyncTx, challenge_id: int, phase: Phase) -> None:
-    tx.execute("UPDATE challenges SET announced = ? WHERE challenge_id = ?", (phase.value, challenge_id))
+async def set_announced(tx: Tx, challenge_id: int, phase: Phase) -> None:
+    await tx.execute(
+        "UPDATE challenges SET announced = ? WHERE challenge_id = ?", (phase.value, challenge_id)
+    )
 
 
-def set_messages(tx: SyncTx, challenge_id: int, message_id: int, gallery_id: int) -> None:
-    tx.execute(
+async def set_messages(tx: Tx, challenge_id: int, message_id: int, gallery_id: int) -> None:
+    await tx.execute(
         "UPDATE challenges SET message_id = ?, gallery_id = ? WHERE challenge_id = ?",
         (message_id, gallery_id, challenge_id),
     )
 
 
-def delete_challenge(tx: SyncTx, challenge_id: int) -> None:
-    tx.execute("DELETE FROM challenges WHERE challenge_id = ?", (challenge_id,))
+async def delete_challenge(tx: Tx, challenge_id: int) -> None:
+    await tx.execute("DELETE FROM challenges WHERE challenge_id = ?", (challenge_id,))
 
 
 # --- recurring schedules ---
@@ -259,77 +252,35 @@ _SCHEDULE_COLUMNS = (
 
 
 def _schedule(row: sqlite3.Row) -> ScheduleRecord:
-    data = {k: row[k] for k in row.keys()}  # noqa: SIM118
-    data["themes"] = tuple(json.loads(data["themes"]))
-    data["active"] = bool(data["active"])
-    return ScheduleRecord(**data)
+    return from_row(ScheduleRecord, row, themes=tuple(json.loads(row["themes"])))
 
 
-@dataclass(frozen=True, slots=True)
-class NewSchedule:
-    guild_id: int
-    channel_id: int
-    style: str
-    themes: tuple[str, ...]
-    period_s: int
-    submit_s: int
-    vote_s: int
-    max_entries: int
-    next_start_at: float
-    created_by: int
+async def insert_schedule(tx: Tx, new: NewSchedule, now: float) -> int:
+    return await _insert_new(tx, "challenge_schedules", new, now, themes=json.dumps(list(new.themes)))
 
 
-def insert_schedule(tx: SyncTx, new: NewSchedule, now: float) -> int:
-    try:
-        return tx.insert(
-            "INSERT INTO challenge_schedules (guild_id, channel_id, style, themes, period_s, submit_s, vote_s, "
-            "max_entries, next_start_at, created_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                new.guild_id,
-                new.channel_id,
-                new.style,
-                json.dumps(list(new.themes)),
-                new.period_s,
-                new.submit_s,
-                new.vote_s,
-                new.max_entries,
-                new.next_start_at,
-                new.created_by,
-                now,
-            ),
-        )
-    except sqlite3.IntegrityError as exc:
-        if "challenge_schedules.channel_id" in str(exc):
-            raise ChannelBusy(new.channel_id) from None
-        raise
-
-
-def get_schedule(tx: SyncTx, schedule_id: int) -> ScheduleRecord | None:
-    row = tx.fetchone(
+async def get_schedule(tx: Tx, schedule_id: int) -> ScheduleRecord | None:
+    row = await tx.fetchone(
         f"SELECT {_SCHEDULE_COLUMNS} FROM challenge_schedules WHERE schedule_id = ?", (schedule_id,)
     )
     return _schedule(row) if row else None
 
 
-def active_schedules(tx: SyncTx, guild_id: int | None = None) -> list[ScheduleRecord]:
+async def active_schedules(tx: Tx, guild_id: int | None = None) -> list[ScheduleRecord]:
     sql = f"SELECT {_SCHEDULE_COLUMNS} FROM challenge_schedules WHERE active = 1"
-    params: tuple[int, ...] = ()
-    if guild_id is not None:
-        sql += " AND guild_id = ?"
-        params = (guild_id,)
-    return [_schedule(r) for r in tx.fetchall(sql + " ORDER BY schedule_id", params)]
+    return [_schedule(r) for r in await tx.fetchall(*_of_guild(sql, guild_id, "schedule_id"))]
 
 
-def advance_schedule(tx: SyncTx, schedule_id: int, next_theme: int, next_start_at: float) -> None:
-    tx.execute(
+async def advance_schedule(tx: Tx, schedule_id: int, next_theme: int, next_start_at: float) -> None:
+    await tx.execute(
         "UPDATE challenge_schedules SET next_theme = ?, next_start_at = ? WHERE schedule_id = ?",
         (next_theme, next_start_at, schedule_id),
     )
 
 
-def stop_schedule(tx: SyncTx, schedule_id: int) -> bool:
+async def stop_schedule(tx: Tx, schedule_id: int) -> bool:
     return (
-        tx.execute(
+        await tx.execute(
             "UPDATE challenge_schedules SET active = 0 WHERE schedule_id = ? AND active = 1", (schedule_id,)
         )
         > 0

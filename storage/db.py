@@ -1,20 +1,40 @@
-"""The SQLite database: one connection on its own thread in WAL mode, numbered migrations, grouped transactions."""
+"""The SQLite database over aiosqlite: WAL mode, numbered migrations, and the one way to run SQL.
+
+The storage style, the same for every table:
+
+- `storage/migrations/NNNN_name.sql` creates or changes the tables (numbered, applied in order, once).
+- `storage/<table>.py` holds the table's records (frozen dataclasses) and its SQL as async functions whose
+  first argument is the open transaction, `tx: Tx`, and which take the time as `now`:
+
+      async def get(tx: Tx, job_id: str) -> JobRecord | None:
+          row = await tx.fetchone("SELECT * FROM jobs WHERE job_id = ?", (job_id,))
+          return _record(row) if row else None
+
+- A service (bot/core) opens the transaction and calls as many of those functions as one atomic step
+  needs; they commit together or not at all:
+
+      async with self._db.transaction() as tx:         # write=False for a read-only step
+          job = await jobs.get(tx, job_id)
+          await ledger.commit(tx, job_id, now)
+
+SQL appears nowhere outside storage/, and no storage function opens a transaction of its own.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
+import dataclasses
 import logging
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import aiosqlite
 from pydantic import BaseModel, ConfigDict, Field
 
 log = logging.getLogger(__name__)
@@ -22,7 +42,7 @@ log = logging.getLogger(__name__)
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 Params = Sequence[Any] | dict[str, Any]
-T = TypeVar("T")
+R = TypeVar("R")
 
 
 class DatabaseSettings(BaseModel):
@@ -80,94 +100,91 @@ def split_statements(script: str) -> list[str]:
     return statements
 
 
-class SyncTx:
-    """Statements inside one open transaction, run synchronously on the connection's own thread.
+def from_row(cls: type[R], row: sqlite3.Row, **converted: Any) -> R:
+    """A record (a dataclass) from a row: each field from the column of its name (SQLite's 0/1 becomes
+    a `bool` field's False/True), except those given in `converted` (a renamed column, JSON text).
+    Columns no field names are ignored, so one SELECT may carry extra ones."""
+    names = set(row.keys())
+    values = {
+        f.name: bool(row[f.name]) if f.type in ("bool", bool) else row[f.name]
+        for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+        if f.name in names
+    }
+    values.update(converted)
+    return cls(**values)
 
-    Used through `Database.run`: a whole transaction costs one hop between the event loop and the
-    database thread instead of one per statement, which is what lets reserve() keep up under load.
+
+class Tx:
+    """The statements of one open transaction; every SQL statement brushfire runs goes through one.
+
+    Get one from `Database.transaction()`; it works only inside that block. Each method is one call to
+    aiosqlite's connection thread.
     """
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
+    __slots__ = ("_live_conn",)
 
-    def fetchall(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
-        return self._conn.execute(sql, params).fetchall()
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._live_conn: aiosqlite.Connection | None = conn
 
-    def fetchone(self, sql: str, params: Params = ()) -> sqlite3.Row | None:
-        row: sqlite3.Row | None = self._conn.execute(sql, params).fetchone()
-        return row
+    @property
+    def _conn(self) -> aiosqlite.Connection:
+        if self._live_conn is None:
+            raise RuntimeError("this transaction has ended: run the statement inside its block")
+        return self._live_conn
 
-    def execute(self, sql: str, params: Params = ()) -> int:
+    def _end(self) -> None:
+        self._live_conn = None
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
+        return list(await self._conn.execute_fetchall(sql, params))
+
+    async def fetchone(self, sql: str, params: Params = ()) -> sqlite3.Row | None:
+        """The first row, or None. Meant for lookups by key and aggregates: it reads every row the
+        query yields (one hop to the database thread instead of three), so bound the query."""
+        rows = await self._conn.execute_fetchall(sql, params)
+        for row in rows:
+            return row
+        return None
+
+    async def execute(self, sql: str, params: Params = ()) -> int:
         """Run one statement and return how many rows it changed."""
-        return self._conn.execute(sql, params).rowcount
+        cursor = await self._conn.execute(sql, params)
+        return cursor.rowcount
 
-    def executemany(self, sql: str, rows: Iterable[Params]) -> int:
-        return self._conn.executemany(sql, rows).rowcount
+    async def executemany(self, sql: str, rows: Iterable[Params]) -> int:
+        cursor = await self._conn.executemany(sql, rows)
+        return cursor.rowcount
 
-    def insert(self, sql: str, params: Params = ()) -> int:
+    async def insert(self, sql: str, params: Params = ()) -> int:
         """Run one INSERT and return the new rowid."""
-        rowid = self._conn.execute(sql, params).lastrowid
+        cursor = await self._conn.execute(sql, params)
+        rowid = cursor.lastrowid
         if rowid is None:
             raise DatabaseError("insert returned no rowid")
         return rowid
 
 
-MAX_BATCH = 16
-
-
-@dataclass(slots=True)
-class _Call:
-    body: Callable[[SyncTx], Any]
-    write: bool
-    future: asyncio.Future[Any]
-
-
-def _run_batch(conn: sqlite3.Connection, batch: list[_Call]) -> list[tuple[bool, Any]]:
-    """On the database thread: one transaction for the batch, one savepoint per call (group commit).
-
-    A call that raises is rolled back to its savepoint alone and its error returned, not raised; the
-    others still commit together. If the transaction itself cannot begin or commit, every call fails.
-    """
-    outcomes: list[tuple[bool, Any]] = []
-    tx = SyncTx(conn)
-    try:
-        conn.execute("BEGIN IMMEDIATE" if any(c.write for c in batch) else "BEGIN")
-        for call in batch:
-            conn.execute("SAVEPOINT call")
-            try:
-                result = call.body(tx)
-            except Exception as exc:
-                conn.execute("ROLLBACK TO call")
-                outcomes.append((False, exc))
-            else:
-                outcomes.append((True, result))
-            conn.execute("RELEASE call")
-        conn.execute("COMMIT")
-    except Exception as exc:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        return [(False, exc)] * len(batch)
-    return outcomes
-
-
 class Database:
-    """One connection to the brushfire database, shared by every repository in the process.
+    """One aiosqlite connection to the brushfire database, shared by every service in the process.
 
-    The sqlite3 connection lives on one thread of its own (a single-worker executor), so the event loop
-    never blocks on the disk and every statement runs where the connection was made. The only way in is
-    `run()`: a synchronous body run as one transaction on that thread, grouped with concurrent calls.
-    Within the process transactions therefore run one at a time; across processes `BEGIN IMMEDIATE` and
-    the busy timeout serialise writers.
+    The only way to run SQL is a transaction:
+
+        async with db.transaction() as tx:           # BEGIN IMMEDIATE; write=False: a plain BEGIN
+            row = await tx.fetchone("SELECT ...", (key,))
+            await tx.execute("UPDATE ...", (...))
+        # committed here; an exception inside rolled everything back and propagates
+
+    Transactions run one at a time in the process (an asyncio.Lock held from BEGIN to COMMIT), so a
+    body never interleaves with another's and may await between statements; it must not await anything
+    but its own statements (no network, no sleeping), because every other transaction waits for it.
+    Across processes `BEGIN IMMEDIATE` and the busy timeout serialise writers.
     """
 
-    def __init__(
-        self, conn: sqlite3.Connection, settings: DatabaseSettings, thread: ThreadPoolExecutor
-    ) -> None:
+    def __init__(self, conn: aiosqlite.Connection, settings: DatabaseSettings) -> None:
         self._conn = conn
-        self._thread = thread
         self.settings = settings
-        self._pending: list[_Call] = []
-        self._drainer: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self._holder: asyncio.Task[Any] | None = None
         self.schema_version = 0
 
     @property
@@ -183,113 +200,106 @@ class Database:
         if not isinstance(settings, DatabaseSettings):
             settings = DatabaseSettings(path=Path(settings))
         settings.path.parent.mkdir(parents=True, exist_ok=True)
-        thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="brushfire-db")
-        loop = asyncio.get_running_loop()
+        # isolation_level=None: the sqlite3 module never opens transactions itself; ours are explicit.
+        conn = await aiosqlite.connect(
+            settings.path, isolation_level=None, timeout=settings.busy_timeout_ms / 1000
+        )
         try:
-            conn = await loop.run_in_executor(thread, _connect, settings)
-            try:
-                db = cls(conn, settings, thread)
-                await db.migrate(migrate_to)
-                yield db
-                if db._drainer is not None:
-                    await db._drainer
-            finally:
-                await loop.run_in_executor(thread, conn.close)
+            await _configure(conn, settings)
+            db = cls(conn, settings)
+            await db.migrate(migrate_to)
+            yield db
         finally:
-            thread.shutdown(wait=True)
+            await conn.close()
+
+    @asynccontextmanager
+    async def transaction(self, *, write: bool = True) -> AsyncIterator[Tx]:
+        """One transaction: commits when the block ends, rolls back when it raises (or is cancelled).
+
+        `write=True` begins IMMEDIATE, taking SQLite's write lock up front so a read-then-write body
+        never fails half way on a lock upgrade.
+        """
+        if self._holder is not None and self._holder is asyncio.current_task():
+            raise RuntimeError("a transaction cannot open another one: pass its Tx down instead")
+        async with self._lock:
+            self._holder = asyncio.current_task()
+            try:
+                await self._conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                tx = Tx(self._conn)
+                try:
+                    yield tx
+                finally:
+                    tx._end()  # the handle dies with its block
+                await self._conn.commit()
+            except BaseException:
+                # Shielded, so a second cancellation cannot skip it. aiosqlite runs calls in order and
+                # rollback() checks for an open transaction when it runs, so it lands after a BEGIN or
+                # COMMIT still in flight and before the next transaction's BEGIN.
+                await asyncio.shield(self._rollback())
+                raise
+            finally:
+                self._holder = None
+
+    async def _rollback(self) -> None:
+        try:
+            await self._conn.rollback()
+        except Exception:
+            log.exception("rolling back a failed transaction failed too")
 
     async def migrate(self, target: int | None = None) -> int:
         """Apply every migration above the file's `user_version`, each in its own transaction."""
         migrations = load_migrations()
         latest = len(migrations) if target is None else target
-        current = await self.run(_user_version, write=False)
+        async with self.transaction(write=False) as tx:
+            current = await _user_version(tx)
         if current > len(migrations):
             raise DatabaseError(
                 f"{self.path} has schema version {current} but this brushfire knows only {len(migrations)}; "
                 "upgrade brushfire or restore a backup"
             )
         for migration in migrations[current:latest]:
-            if await self.run(functools.partial(_apply, migration=migration)):
+            async with self.transaction() as tx:
+                applied = await _apply(tx, migration)
+            if applied:
                 log.info(
                     "database %s migrated to version %d (%s)", self.path, migration.version, migration.name
                 )
-        self.schema_version = await self.run(_user_version, write=False)
+        async with self.transaction(write=False) as tx:
+            self.schema_version = await _user_version(tx)
         return self.schema_version
-
-    async def run(self, body: Callable[[SyncTx], T], *, write: bool = True) -> T:
-        """Run `body` inside one transaction (BEGIN IMMEDIATE when `write`) on the database thread.
-
-        The body must do nothing but SQLite work; its changes commit when it returns and roll back when
-        it raises. Calls that arrive while the thread is busy run together in one hop and one
-        transaction, each in its own savepoint (group commit), so many concurrent users cost few thread
-        switches and few WAL commits; each caller still sees its own all-or-nothing result.
-        """
-        call = _Call(body, write, asyncio.get_running_loop().create_future())
-        self._pending.append(call)
-        if self._drainer is None or self._drainer.done():
-            self._drainer = asyncio.create_task(self._drain(), name="brushfire-db-drain")
-        result: T = await call.future
-        return result
-
-    async def _drain(self) -> None:
-        loop = asyncio.get_running_loop()
-        while self._pending:
-            batch = [c for c in self._pending[:MAX_BATCH] if not c.future.cancelled()]
-            del self._pending[:MAX_BATCH]
-            if not batch:
-                continue
-            try:
-                outcomes = await loop.run_in_executor(self._thread, _run_batch, self._conn, batch)
-            except Exception as exc:  # the connection itself failed (closed, thread gone)
-                outcomes = [(False, exc)] * len(batch)
-            for c, (ok, value) in zip(batch, outcomes, strict=True):
-                if c.future.cancelled():
-                    continue
-                if ok:
-                    c.future.set_result(value)
-                else:
-                    c.future.set_exception(value)
-
-    async def write(self, sql: str, params: Params = ()) -> int:
-        """One statement in its own write transaction; returns how many rows it changed."""
-        return await self.run(lambda tx: tx.execute(sql, params))
 
     async def backup_to(self, target: Path) -> None:
         """Copy the live database to `target` through a separate read connection: this one stays free."""
         await backup_file(self.path, target, busy_timeout_ms=self.settings.busy_timeout_ms)
 
 
-def _connect(settings: DatabaseSettings) -> sqlite3.Connection:
-    """On the database thread: connect in autocommit mode (transactions are ours), WAL, foreign keys on."""
-    conn = sqlite3.connect(settings.path, isolation_level=None, timeout=settings.busy_timeout_ms / 1000)
+async def _configure(conn: aiosqlite.Connection, settings: DatabaseSettings) -> None:
+    """Rows by name, WAL, the busy timeout, foreign keys on; a file that is not SQLite is refused."""
+    conn.row_factory = sqlite3.Row
     try:
-        conn.row_factory = sqlite3.Row
-        conn.execute(f"PRAGMA busy_timeout = {int(settings.busy_timeout_ms)}")
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+        await conn.execute(f"PRAGMA busy_timeout = {int(settings.busy_timeout_ms)}")
+        mode = await conn.execute_fetchall("PRAGMA journal_mode = WAL")
     except sqlite3.DatabaseError as exc:
-        conn.close()
         raise DatabaseError(f"{settings.path} is not a usable SQLite database: {exc}") from exc
-    if mode[0].lower() != "wal":
-        conn.close()
+    if next(iter(mode))[0].lower() != "wal":
         raise DatabaseError(f"{settings.path} could not switch to WAL journaling")
     # In WAL mode NORMAL keeps every commit across a process crash; only power loss can drop the last ones.
-    conn.execute("PRAGMA synchronous = NORMAL")
-    conn.execute("PRAGMA foreign_keys = ON")
-    return conn
+    await conn.execute("PRAGMA synchronous = NORMAL")
+    await conn.execute("PRAGMA foreign_keys = ON")
 
 
-def _user_version(tx: SyncTx) -> int:
-    row = tx.fetchone("PRAGMA user_version")
+async def _user_version(tx: Tx) -> int:
+    row = await tx.fetchone("PRAGMA user_version")
     return int(row[0]) if row else 0
 
 
-def _apply(tx: SyncTx, migration: Migration) -> bool:
+async def _apply(tx: Tx, migration: Migration) -> bool:
     """Apply one migration unless another process already has (re-read inside the write lock)."""
-    if _user_version(tx) >= migration.version:
+    if await _user_version(tx) >= migration.version:
         return False
     for statement in split_statements(migration.sql):
-        tx.execute(statement)
-    tx.execute(f"PRAGMA user_version = {migration.version}")
+        await tx.execute(statement)
+    await tx.execute(f"PRAGMA user_version = {migration.version}")
     return True
 
 

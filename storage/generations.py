@@ -5,11 +5,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import sqlite3
-import time
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from storage.db import Database
+from storage.db import Tx, from_row
 
 log = logging.getLogger(__name__)
 
@@ -72,71 +71,56 @@ def _params(r: GenerationRecord) -> tuple[object, ...]:
 
 
 def _record(row: sqlite3.Row) -> GenerationRecord:
-    return GenerationRecord(
-        generation_id=row["generation_id"],
-        job_id=row["job_id"],
+    return from_row(
+        GenerationRecord,
+        row,
         index=row["idx"],
-        prompt=row["prompt"],
-        negative_prompt=row["negative_prompt"],
-        style=row["style"],
-        seed=row["seed"],
-        width=row["width"],
-        height=row["height"],
-        steps=row["steps"],
-        guidance=row["guidance"],
-        model=row["model"],
-        kind=row["kind"],
-        parent_generation_id=row["parent_generation_id"],
-        nsfw=bool(row["nsfw"]),
         png=bytes(row["png"]),
-        deleted=bool(row["deleted"]),
-        created_at=row["created_at"],
     )
 
 
-class GenerationsRepo:
-    def __init__(self, db: Database, clock: Callable[[], float] = time.time) -> None:
-        self._db = db
-        self._clock = clock
+_INSERT_SQL = f"INSERT INTO generations ({_COLUMNS}) VALUES ({', '.join('?' * 18)})"
+_LISTING_COLUMNS = _COLUMNS.replace("png,", "x'' AS png,")  # the bytes left out
 
-    async def add(self, *records: GenerationRecord) -> list[GenerationRecord]:
-        """Store a job's images in one transaction; created_at is set now."""
-        for r in records:
-            if not r.png.startswith(PNG_SIGNATURE):
-                raise ValueError(f"generation {r.generation_id}: png must hold PNG bytes")
-        now = self._clock()
-        stored = [dataclasses.replace(r, created_at=now) for r in records]
-        sql = f"INSERT INTO generations ({_COLUMNS}) VALUES ({', '.join('?' * 18)})"
-        await self._db.run(lambda tx: tx.executemany(sql, [_params(r) for r in stored]))
-        return stored
 
-    async def get(self, generation_id: str) -> GenerationRecord | None:
-        sql = f"SELECT {_COLUMNS} FROM generations WHERE generation_id = ?"
-        row = await self._db.run(lambda tx: tx.fetchone(sql, (generation_id,)), write=False)
-        return _record(row) if row else None
+async def add(tx: Tx, records: Sequence[GenerationRecord], now: float) -> list[GenerationRecord]:
+    """Store a job's images; created_at is set to `now`."""
+    for r in records:
+        if not r.png.startswith(PNG_SIGNATURE):
+            raise ValueError(f"generation {r.generation_id}: png must hold PNG bytes")
+    stored = [dataclasses.replace(r, created_at=now) for r in records]
+    await tx.executemany(_INSERT_SQL, [_params(r) for r in stored])
+    return stored
 
-    async def for_job(self, job_id: str, *, with_png: bool = True) -> list[GenerationRecord]:
-        """A job's images in index order; `with_png=False` skips the bytes for listings."""
-        columns = _COLUMNS if with_png else _COLUMNS.replace("png,", "x'' AS png,")
-        sql = f"SELECT {columns} FROM generations WHERE job_id = ? ORDER BY idx"
-        rows = await self._db.run(lambda tx: tx.fetchall(sql, (job_id,)), write=False)
-        return [_record(row) for row in rows]
 
-    async def for_job_in_guild(
-        self, job_id: str, guild_id: int, *, with_png: bool = True
-    ) -> list[GenerationRecord]:
-        """A job's images, only if the job was made in this server (none otherwise)."""
-        columns = _COLUMNS if with_png else _COLUMNS.replace("png,", "x'' AS png,")
-        qualified = ", ".join(f"g.{c.strip()}" if " AS " not in c else c for c in columns.split(","))
-        sql = (
-            f"SELECT {qualified} FROM generations g JOIN jobs j USING (job_id) "
-            "WHERE g.job_id = ? AND COALESCE(j.guild_id, 0) = ? ORDER BY g.idx"
-        )
-        rows = await self._db.run(lambda tx: tx.fetchall(sql, (job_id, guild_id)), write=False)
-        return [_record(row) for row in rows]
+async def get(tx: Tx, generation_id: str) -> GenerationRecord | None:
+    row = await tx.fetchone(f"SELECT {_COLUMNS} FROM generations WHERE generation_id = ?", (generation_id,))
+    return _record(row) if row else None
 
-    async def mark_job_deleted(self, job_id: str) -> int:
-        """Flag a result's images deleted and drop their bytes (a user asked for them gone)."""
-        return await self._db.write(
-            "UPDATE generations SET deleted = 1, png = x'' WHERE job_id = ? AND deleted = 0", (job_id,)
-        )
+
+async def for_job(tx: Tx, job_id: str) -> list[GenerationRecord]:
+    """A job's images in index order."""
+    rows = await tx.fetchall(f"SELECT {_COLUMNS} FROM generations WHERE job_id = ? ORDER BY idx", (job_id,))
+    return [_record(row) for row in rows]
+
+
+async def for_job_in_guild(
+    tx: Tx, job_id: str, guild_id: int, *, with_png: bool = True
+) -> list[GenerationRecord]:
+    """A job's images, only if the job was made in this server (none otherwise); `with_png=False` skips
+    the bytes, for listings."""
+    columns = _COLUMNS if with_png else _LISTING_COLUMNS
+    qualified = ", ".join(f"g.{c.strip()}" if " AS " not in c else c for c in columns.split(","))
+    rows = await tx.fetchall(
+        f"SELECT {qualified} FROM generations g JOIN jobs j USING (job_id) "
+        "WHERE g.job_id = ? AND COALESCE(j.guild_id, 0) = ? ORDER BY g.idx",
+        (job_id, guild_id),
+    )
+    return [_record(row) for row in rows]
+
+
+async def mark_job_deleted(tx: Tx, job_id: str) -> int:
+    """Flag a result's images deleted and drop their bytes (a user asked for them gone)."""
+    return await tx.execute(
+        "UPDATE generations SET deleted = 1, png = x'' WHERE job_id = ? AND deleted = 0", (job_id,)
+    )

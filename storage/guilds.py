@@ -6,13 +6,11 @@ import dataclasses
 import json
 import logging
 import sqlite3
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from storage import audit
-from storage.db import Database, SyncTx
+from storage.db import Tx, from_row
 
 log = logging.getLogger(__name__)
 
@@ -60,21 +58,14 @@ class GuildSettings:
 
 
 def _settings(row: sqlite3.Row) -> GuildSettings:
-    return GuildSettings(
-        guild_id=row["guild_id"],
+    return from_row(
+        GuildSettings,
+        row,
         allowed_channel_ids=tuple(json.loads(row["allowed_channel_ids"])),
         blocked_words=tuple(json.loads(row["blocked_words"])),
-        nsfw_mode=row["nsfw_mode"],
-        relax_enabled=bool(row["relax_enabled"]),
-        default_style=row["default_style"],
-        max_images_per_job=row["max_images_per_job"],
-        max_steps=row["max_steps"],
-        max_pixels=row["max_pixels"],
         allowed_samplers=(
             tuple(json.loads(row["allowed_samplers"])) if row["allowed_samplers"] is not None else None
         ),
-        output_format=row["output_format"],
-        updated_at=row["updated_at"],
     )
 
 
@@ -109,50 +100,35 @@ def _row(s: GuildSettings) -> tuple[object, ...]:
     )
 
 
-class GuildsRepo:
-    """Reads and changes guild settings; every change is audited."""
+async def get(tx: Tx, guild_id: int) -> GuildSettings:
+    row = await tx.fetchone("SELECT * FROM guild_settings WHERE guild_id = ?", (guild_id,))
+    return _settings(row) if row else GuildSettings(guild_id=guild_id)
 
-    def __init__(self, db: Database, clock: Callable[[], float] = time.time) -> None:
-        self._db = db
-        self._clock = clock
 
-    async def get(self, guild_id: int) -> GuildSettings:
-        sql = "SELECT * FROM guild_settings WHERE guild_id = ?"
-        row = await self._db.run(lambda tx: tx.fetchone(sql, (guild_id,)), write=False)
-        return _settings(row) if row else GuildSettings(guild_id=guild_id)
-
-    async def update(self, guild_id: int, actor_id: int, **changes: Any) -> GuildSettings:
-        """Change some fields (names as in GuildSettings); unknown names or bad values raise ValueError."""
-        fixed = {"guild_id", "updated_at"}
-        unknown = (set(changes) - {f.name for f in dataclasses.fields(GuildSettings)}) | (
-            set(changes) & fixed
-        )
-        if unknown:
-            raise ValueError(f"unknown guild setting(s): {', '.join(sorted(unknown))}")
-        if "allowed_channel_ids" in changes:
-            changes["allowed_channel_ids"] = tuple(sorted({int(c) for c in changes["allowed_channel_ids"]}))
-        if changes.get("allowed_samplers") is not None:
-            changes["allowed_samplers"] = tuple(sorted(set(changes["allowed_samplers"])))
-        if "blocked_words" in changes:
-            words = {str(w).strip().lower() for w in changes["blocked_words"]}
-            changes["blocked_words"] = tuple(sorted(w for w in words if w))
-        now = self._clock()
-
-        def body(tx: SyncTx) -> GuildSettings:
-            row = tx.fetchone("SELECT * FROM guild_settings WHERE guild_id = ?", (guild_id,))
-            current = _settings(row) if row else GuildSettings(guild_id=guild_id)
-            new = dataclasses.replace(current, updated_at=now, **changes)
-            tx.execute(_UPSERT_SQL, _row(new))
-            detail = {k: list(v) if isinstance(v, tuple) else v for k, v in changes.items()}
-            audit.record(
-                tx,
-                guild_id=guild_id,
-                actor_id=actor_id,
-                action="guild.update",
-                target_id=None,
-                detail=detail,
-                now=now,
-            )
-            return new
-
-        return await self._db.run(body)
+async def update(tx: Tx, guild_id: int, actor_id: int, now: float, **changes: Any) -> GuildSettings:
+    """Change some fields (names as in GuildSettings) and audit it; unknown names or bad values raise
+    ValueError."""
+    fixed = {"guild_id", "updated_at"}
+    unknown = (set(changes) - {f.name for f in dataclasses.fields(GuildSettings)}) | (set(changes) & fixed)
+    if unknown:
+        raise ValueError(f"unknown guild setting(s): {', '.join(sorted(unknown))}")
+    if "allowed_channel_ids" in changes:
+        changes["allowed_channel_ids"] = tuple(sorted({int(c) for c in changes["allowed_channel_ids"]}))
+    if changes.get("allowed_samplers") is not None:
+        changes["allowed_samplers"] = tuple(sorted(set(changes["allowed_samplers"])))
+    if "blocked_words" in changes:
+        words = {str(w).strip().lower() for w in changes["blocked_words"]}
+        changes["blocked_words"] = tuple(sorted(w for w in words if w))
+    new = dataclasses.replace(await get(tx, guild_id), updated_at=now, **changes)
+    await tx.execute(_UPSERT_SQL, _row(new))
+    detail = {k: list(v) if isinstance(v, tuple) else v for k, v in changes.items()}
+    await audit.record(
+        tx,
+        guild_id=guild_id,
+        actor_id=actor_id,
+        action="guild.update",
+        target_id=None,
+        detail=detail,
+        now=now,
+    )
+    return new

@@ -6,14 +6,12 @@ import dataclasses
 import json
 import logging
 import sqlite3
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 from inference.vocabulary import JobId, JobKind, Lane, WorkerJobId
-from storage.db import Database, SyncTx
+from storage.db import Tx, from_row
 
 log = logging.getLogger(__name__)
 
@@ -118,132 +116,133 @@ UPDATABLE = (
 
 
 def _record(row: sqlite3.Row) -> JobRecord:
-    return JobRecord(**{name: row[name] for name in _COLUMNS})
+    return from_row(JobRecord, row)
 
 
 class UnknownJob(LookupError):
     """No job has this id."""
 
 
-class JobsRepo:
-    """Stores jobs; the bot's job service is its only writer."""
-
-    def __init__(self, db: Database, clock: Callable[[], float] = time.time) -> None:
-        self._db = db
-        self._clock = clock
-
-    async def create(self, job: JobRecord) -> JobRecord:
-        """Insert a job; created/updated times are set now. A reused id or idempotency key raises."""
-        now = self._clock()
-        job = dataclasses.replace(job, created_at=now, updated_at=now)
-        sql = f"INSERT INTO jobs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})"
-        await self._db.run(lambda tx: tx.execute(sql, [getattr(job, name) for name in _COLUMNS]))
-        return job
-
-    async def get(self, job_id: str) -> JobRecord | None:
-        return await self._db.run(lambda tx: _fetch(tx, "job_id", job_id), write=False)
-
-    async def get_in_guild(self, job_id: str, guild_id: int) -> JobRecord | None:
-        """The job only if it was made in this server (0: outside any server), so that an interaction from
-        one server can never reach another server's job."""
-        sql = "SELECT * FROM jobs WHERE job_id = ? AND COALESCE(guild_id, 0) = ?"
-        return await self._db.run(
-            lambda tx: _record(row) if (row := tx.fetchone(sql, (job_id, guild_id))) else None, write=False
-        )
-
-    async def update_status(
-        self, job_id: str, status: JobState | str, error: str | None = None, **fields: Any
-    ) -> JobRecord:
-        """Set the status (and error, and any of UPDATABLE); a final status stamps finished_at."""
-        status = job_state(status)
-        unknown = set(fields) - UPDATABLE
-        if unknown:
-            raise ValueError(f"update_status cannot change: {', '.join(sorted(unknown))}")
-        now = self._clock()
-        changes: dict[str, Any] = {"status": status.value, "error": error, "updated_at": now, **fields}
-        if status.is_final:
-            changes["finished_at"] = now
-        return await self._update(job_id, changes)
-
-    async def set_messages(
-        self, job_id: str, *, progress_message_id: int | None = None, result_message_id: int | None = None
-    ) -> JobRecord:
-        """Record the progress and/or result message; an argument left None keeps what is stored."""
-        changes: dict[str, Any] = {"updated_at": self._clock()}
-        if progress_message_id is not None:
-            changes["progress_message_id"] = progress_message_id
-        if result_message_id is not None:
-            changes["result_message_id"] = result_message_id
-        return await self._update(job_id, changes)
-
-    async def set_worker_job(
-        self, job_id: str, worker_job_id: str, status: JobState | str | None = None
-    ) -> JobRecord:
-        changes: dict[str, Any] = {"worker_job_id": worker_job_id, "updated_at": self._clock()}
-        if status is not None:
-            changes["status"] = job_state(status).value
-        return await self._update(job_id, changes)
-
-    async def bump_attempts(self, job_id: str) -> JobRecord:
-        """Count one more recovery attempt (see migration 0002)."""
-
-        def body(tx: SyncTx) -> JobRecord | None:
-            tx.execute(
-                "UPDATE jobs SET attempts = attempts + 1, updated_at = ? WHERE job_id = ?",
-                (self._clock(), job_id),
-            )
-            return _fetch(tx, "job_id", job_id)
-
-        return _found(job_id, await self._db.run(body))
-
-    async def _update(self, job_id: str, changes: dict[str, Any]) -> JobRecord:
-        assignments = ", ".join(f"{name} = ?" for name in changes)
-
-        def body(tx: SyncTx) -> JobRecord | None:
-            if not tx.execute(f"UPDATE jobs SET {assignments} WHERE job_id = ?", [*changes.values(), job_id]):
-                return None
-            return _fetch(tx, "job_id", job_id)
-
-        return _found(job_id, await self._db.run(body))
-
-    async def claim(self, job_id: str, old_owner: str | None, new_owner: str | None) -> bool:
-        """Take a job over from `old_owner`; False if someone else took it first (one winner)."""
-        return bool(
-            await self._db.write(
-                "UPDATE jobs SET owner = ?, updated_at = ? WHERE job_id = ? AND owner IS ?",
-                (new_owner, self._clock(), job_id, old_owner),
-            )
-        )
-
-    async def mark_delivered(self, job_id: str) -> None:
-        await self._db.write(
-            "UPDATE jobs SET delivered_at = ? WHERE job_id = ? AND delivered_at IS NULL",
-            (self._clock(), job_id),
-        )
-
-    async def list_undelivered(self, since: float) -> list[JobRecord]:
-        """Finished jobs (since `since`) whose outcome never reached their user: a crash in between."""
-        sql = """SELECT * FROM jobs WHERE delivered_at IS NULL AND finished_at IS NOT NULL AND finished_at >= ?
-                  ORDER BY finished_at"""
-        return await self._db.run(lambda tx: [_record(r) for r in tx.fetchall(sql, (since,))], write=False)
-
-    async def list_unfinished(self) -> list[JobRecord]:
-        """Jobs a restart must pick up again, oldest first."""
-        sql = "SELECT * FROM jobs WHERE status IN ('pending', 'queued', 'running') ORDER BY created_at"
-        return await self._db.run(lambda tx: [_record(r) for r in tx.fetchall(sql)], write=False)
-
-    async def prune_finished(self, before: float) -> int:
-        """Forget the interaction tokens of old finished jobs; the rows stay for their generations."""
-        return await self._db.write(
-            """UPDATE jobs SET interaction_token = NULL
-                WHERE finished_at IS NOT NULL AND finished_at < ? AND interaction_token IS NOT NULL""",
-            (before,),
-        )
+_INSERT_SQL = f"INSERT INTO jobs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})"
 
 
-def _fetch(tx: SyncTx, column: str, value: str) -> JobRecord | None:
-    row = tx.fetchone(f"SELECT * FROM jobs WHERE {column} = ?", (value,))
+async def create(tx: Tx, job: JobRecord, now: float) -> JobRecord:
+    """Insert a job; created/updated times are set to `now`. A reused id or idempotency key raises."""
+    job = dataclasses.replace(job, created_at=now, updated_at=now)
+    await tx.execute(_INSERT_SQL, [getattr(job, name) for name in _COLUMNS])
+    return job
+
+
+async def get(tx: Tx, job_id: str) -> JobRecord | None:
+    row = await tx.fetchone("SELECT * FROM jobs WHERE job_id = ?", (job_id,))
     return _record(row) if row else None
+
+
+async def get_in_guild(tx: Tx, job_id: str, guild_id: int) -> JobRecord | None:
+    """The job only if it was made in this server (0: outside any server), so that an interaction from
+    one server can never reach another server's job."""
+    row = await tx.fetchone(
+        "SELECT * FROM jobs WHERE job_id = ? AND COALESCE(guild_id, 0) = ?", (job_id, guild_id)
+    )
+    return _record(row) if row else None
+
+
+async def update_status(
+    tx: Tx, job_id: str, status: JobState | str, *, now: float, error: str | None = None, **fields: Any
+) -> JobRecord:
+    """Set the status (and error, and any of UPDATABLE); a final status stamps finished_at."""
+    status = job_state(status)
+    unknown = set(fields) - UPDATABLE
+    if unknown:
+        raise ValueError(f"update_status cannot change: {', '.join(sorted(unknown))}")
+    changes: dict[str, Any] = {"status": status.value, "error": error, "updated_at": now, **fields}
+    if status.is_final:
+        changes["finished_at"] = now
+    return await _update(tx, job_id, changes)
+
+
+async def set_messages(
+    tx: Tx,
+    job_id: str,
+    *,
+    now: float,
+    progress_message_id: int | None = None,
+    result_message_id: int | None = None,
+) -> JobRecord:
+    """Record the progress and/or result message; an argument left None keeps what is stored."""
+    changes: dict[str, Any] = {"updated_at": now}
+    if progress_message_id is not None:
+        changes["progress_message_id"] = progress_message_id
+    if result_message_id is not None:
+        changes["result_message_id"] = result_message_id
+    return await _update(tx, job_id, changes)
+
+
+async def set_worker_job(
+    tx: Tx, job_id: str, worker_job_id: str, *, now: float, status: JobState | str | None = None
+) -> JobRecord:
+    changes: dict[str, Any] = {"worker_job_id": worker_job_id, "updated_at": now}
+    if status is not None:
+        changes["status"] = job_state(status).value
+    return await _update(tx, job_id, changes)
+
+
+async def bump_attempts(tx: Tx, job_id: str, now: float) -> JobRecord:
+    """Count one more recovery attempt (see migration 0002)."""
+    await tx.execute(
+        "UPDATE jobs SET attempts = attempts + 1, updated_at = ? WHERE job_id = ?", (now, job_id)
+    )
+    return _found(job_id, await get(tx, job_id))
+
+
+async def _update(tx: Tx, job_id: str, changes: dict[str, Any]) -> JobRecord:
+    assignments = ", ".join(f"{name} = ?" for name in changes)
+    if not await tx.execute(f"UPDATE jobs SET {assignments} WHERE job_id = ?", [*changes.values(), job_id]):
+        raise UnknownJob(job_id)
+    return _found(job_id, await get(tx, job_id))
+
+
+async def claim(tx: Tx, job_id: str, old_owner: str | None, new_owner: str | None, now: float) -> bool:
+    """Take a job over from `old_owner`; False if someone else took it first (one winner)."""
+    return bool(
+        await tx.execute(
+            "UPDATE jobs SET owner = ?, updated_at = ? WHERE job_id = ? AND owner IS ?",
+            (new_owner, now, job_id, old_owner),
+        )
+    )
+
+
+async def mark_delivered(tx: Tx, job_id: str, now: float) -> None:
+    await tx.execute(
+        "UPDATE jobs SET delivered_at = ? WHERE job_id = ? AND delivered_at IS NULL", (now, job_id)
+    )
+
+
+async def list_undelivered(tx: Tx, since: float) -> list[JobRecord]:
+    """Finished jobs (since `since`) whose outcome never reached their user: a crash in between."""
+    rows = await tx.fetchall(
+        """SELECT * FROM jobs WHERE delivered_at IS NULL AND finished_at IS NOT NULL AND finished_at >= ?
+            ORDER BY finished_at""",
+        (since,),
+    )
+    return [_record(r) for r in rows]
+
+
+async def list_unfinished(tx: Tx) -> list[JobRecord]:
+    """Jobs a restart must pick up again, oldest first."""
+    rows = await tx.fetchall(
+        "SELECT * FROM jobs WHERE status IN ('pending', 'queued', 'running') ORDER BY created_at"
+    )
+    return [_record(r) for r in rows]
+
+
+async def prune_finished(tx: Tx, before: float) -> int:
+    """Forget the interaction tokens of old finished jobs; the rows stay for their generations."""
+    return await tx.execute(
+        """UPDATE jobs SET interaction_token = NULL
+            WHERE finished_at IS NOT NULL AND finished_at < ? AND interaction_token IS NOT NULL""",
+        (before,),
+    )
 
 
 def _found(job_id: str, job: JobRecord | None) -> JobRecord:

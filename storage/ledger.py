@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from inference.vocabulary import Lane
-from storage.db import SyncTx
+from storage.db import Tx, from_row
 
 log = logging.getLogger(__name__)
 
@@ -57,14 +57,14 @@ SELECT COALESCE(SUM(CASE WHEN lane = 'fast' THEN cost - bonus_cost END), 0) AS f
 """
 
 
-def window_usage(tx: SyncTx, guild_id: int, user_id: int, window_s: float, now: float) -> WindowUsage:
-    row = tx.fetchone(WINDOW_USAGE_SQL, (guild_id, user_id, now - window_s))
+async def window_usage(tx: Tx, guild_id: int, user_id: int, window_s: float, now: float) -> WindowUsage:
+    row = await tx.fetchone(WINDOW_USAGE_SQL, (guild_id, user_id, now - window_s))
     assert row is not None  # an aggregate always yields one row
-    return WindowUsage(row["fast_used"], row["relax_used"], row["oldest_fast"], row["oldest_relax"])
+    return from_row(WindowUsage, row)
 
 
-def insert(
-    tx: SyncTx,
+async def insert(
+    tx: Tx,
     *,
     job_id: str,
     guild_id: int,
@@ -81,14 +81,14 @@ def insert(
     but never counts against a window.
     """
     bonus_cost = sum(s.credits for s in spends)
-    tx.execute(
+    await tx.execute(
         """INSERT INTO ledger (job_id, guild_id, user_id, cost, bonus_cost, lane, state, voided, created_at,
                                updated_at)
            VALUES (?, ?, ?, ?, ?, ?, 'reserved', ?, ?, ?)""",
         (job_id, guild_id, user_id, cost, bonus_cost, lane, int(forgiven), now, now),
     )
     if spends:
-        tx.executemany(
+        await tx.executemany(
             "INSERT INTO bonus_spend (job_id, bonus_id, credits) VALUES (?, ?, ?)",
             [(job_id, s.bonus_id, s.credits) for s in spends],
         )
@@ -99,14 +99,14 @@ COMMIT_SQL = "UPDATE ledger SET state = 'committed', updated_at = ? WHERE job_id
 REFUND_SQL = "UPDATE ledger SET state = 'refunded', updated_at = ? WHERE job_id = ? AND state = 'reserved'"
 
 
-def commit(tx: SyncTx, job_id: str, now: float) -> int:
+async def commit(tx: Tx, job_id: str, now: float) -> int:
     """Make a reservation final; 0 when it is unknown or already committed or refunded."""
-    return tx.execute(COMMIT_SQL, (now, job_id))
+    return await tx.execute(COMMIT_SQL, (now, job_id))
 
 
-def refund(tx: SyncTx, job_id: str, now: float) -> int:
+async def refund(tx: Tx, job_id: str, now: float) -> int:
     """Give a reservation's credits back; 0 when it is unknown or already final."""
-    return tx.execute(REFUND_SQL, (now, job_id))
+    return await tx.execute(REFUND_SQL, (now, job_id))
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,14 +116,14 @@ class StaleReservation:
     job_updated_at: float | None
 
 
-def stale_reservations(tx: SyncTx, before: float, limit: int = 500) -> list[StaleReservation]:
+async def stale_reservations(tx: Tx, before: float, limit: int = 500) -> list[StaleReservation]:
     """Reserved rows made before `before`, with their job's status and last update."""
-    rows = tx.fetchall(
-        """SELECT l.job_id, j.status, j.updated_at FROM ledger l LEFT JOIN jobs j ON j.job_id = l.job_id
+    rows = await tx.fetchall(
+        """SELECT l.job_id, j.status AS job_status, j.updated_at AS job_updated_at FROM ledger l LEFT JOIN jobs j ON j.job_id = l.job_id
             WHERE l.state = 'reserved' AND l.created_at < ? ORDER BY l.created_at LIMIT ?""",
         (before, limit),
     )
-    return [StaleReservation(r[0], r[1], r[2]) for r in rows]
+    return [from_row(StaleReservation, r) for r in rows]
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,13 +140,13 @@ _COUNTING = """guild_id = :guild AND user_id = :user AND created_at > :since AND
                AND voided = 0 AND (lane = 'relax' OR cost > bonus_cost)"""
 
 
-def void_window(tx: SyncTx, guild_id: int, user_id: int, since: float, now: float) -> Forgiven:
+async def void_window(tx: Tx, guild_id: int, user_id: int, since: float, now: float) -> Forgiven:
     """Forgive a user's counting rows inside the window (an admin reset); they stay for reports.
 
     Bonus credits a forgiven charge spent stay spent: a reset restores the window share, not gifts.
     """
     params = {"guild": guild_id, "user": user_id, "since": since, "now": now}
-    row = tx.fetchone(
+    row = await tx.fetchone(
         f"""SELECT COUNT(*) AS jobs,
                    COALESCE(SUM(CASE WHEN lane = 'fast' THEN cost - bonus_cost END), 0) AS credits,
                    COALESCE(SUM(CASE WHEN lane = 'relax' THEN cost END), 0) AS relax_credits
@@ -154,17 +154,17 @@ def void_window(tx: SyncTx, guild_id: int, user_id: int, since: float, now: floa
         params,
     )
     assert row is not None  # an aggregate always yields one row
-    tx.execute(f"UPDATE ledger SET voided = 1, updated_at = :now WHERE {_COUNTING}", params)
-    return Forgiven(row["jobs"], row["credits"], row["relax_credits"])
+    await tx.execute(f"UPDATE ledger SET voided = 1, updated_at = :now WHERE {_COUNTING}", params)
+    return from_row(Forgiven, row)
 
 
-def prune(tx: SyncTx, before: float) -> int:
+async def prune(tx: Tx, before: float) -> int:
     """Delete finished rows older than `before`; reserved rows wait for the sweep.
 
     A row that paid from a bonus grant still in force stays: its spend record is what keeps the grant's
     spent credits spent.
     """
-    return tx.execute(
+    return await tx.execute(
         """DELETE FROM ledger
             WHERE created_at < :before AND state != 'reserved'
               AND (state = 'refunded' OR NOT EXISTS (
@@ -174,8 +174,8 @@ def prune(tx: SyncTx, before: float) -> int:
     )
 
 
-def usage_by_user_day(tx: SyncTx, guild_id: int, since: float) -> list[UserDayUsage]:
-    rows = tx.fetchall(
+async def usage_by_user_day(tx: Tx, guild_id: int, since: float) -> list[UserDayUsage]:
+    rows = await tx.fetchall(
         """SELECT user_id, date(created_at, 'unixepoch') AS day, COUNT(*) AS jobs,
                   SUM(cost) AS credits, SUM(lane = 'relax') AS relax_jobs
              FROM ledger
@@ -183,4 +183,4 @@ def usage_by_user_day(tx: SyncTx, guild_id: int, since: float) -> list[UserDayUs
             GROUP BY user_id, day ORDER BY day, user_id""",
         (guild_id, since),
     )
-    return [UserDayUsage(r["user_id"], r["day"], r["jobs"], r["credits"], r["relax_jobs"]) for r in rows]
+    return [from_row(UserDayUsage, r) for r in rows]

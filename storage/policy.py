@@ -8,7 +8,7 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from storage.db import SyncTx
+from storage.db import Tx, from_row
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +89,8 @@ LEFT JOIN quota_user_override o ON o.guild_id = :guild AND o.user_id = :user
 """
 
 
-def user_policy(
-    tx: SyncTx,
+async def user_policy(
+    tx: Tx,
     guild_id: int,
     user_id: int,
     role_ids: Sequence[int],
@@ -100,7 +100,7 @@ def user_policy(
     default_relax: bool,
     now: float,
 ) -> UserPolicy:
-    row = tx.fetchone(
+    row = await tx.fetchone(
         _USER_POLICY_SQL,
         {
             "guild": guild_id,
@@ -141,17 +141,17 @@ def user_policy(
     )
 
 
-def guild_policy(tx: SyncTx, guild_id: int, *, default_limit: int, default_window: int) -> GuildPolicy:
-    row = tx.fetchone("SELECT limit_credits, window_s FROM quota_guild WHERE guild_id = ?", (guild_id,))
+async def guild_policy(tx: Tx, guild_id: int, *, default_limit: int, default_window: int) -> GuildPolicy:
+    row = await tx.fetchone("SELECT limit_credits, window_s FROM quota_guild WHERE guild_id = ?", (guild_id,))
     if row is None:
         return GuildPolicy(guild_id, default_limit, default_window, configured=False)
     return GuildPolicy(guild_id, row["limit_credits"], row["window_s"], configured=True)
 
 
-def set_guild_policy(
-    tx: SyncTx, guild_id: int, *, limit: int, window_s: int, actor_id: int, now: float
+async def set_guild_policy(
+    tx: Tx, guild_id: int, *, limit: int, window_s: int, actor_id: int, now: float
 ) -> None:
-    tx.execute(
+    await tx.execute(
         """INSERT INTO quota_guild (guild_id, limit_credits, window_s, updated_at, updated_by)
            VALUES (?, ?, ?, ?, ?)
            ON CONFLICT (guild_id) DO UPDATE SET limit_credits = excluded.limit_credits,
@@ -160,23 +160,23 @@ def set_guild_policy(
     )
 
 
-def max_window(tx: SyncTx, default_window: int) -> int:
+async def max_window(tx: Tx, default_window: int) -> int:
     """The longest window any guild uses, so pruning never drops a row that still counts."""
-    row = tx.fetchone("SELECT MAX(window_s) FROM quota_guild")
+    row = await tx.fetchone("SELECT MAX(window_s) FROM quota_guild")
     return max(default_window, int(row[0]) if row and row[0] is not None else 0)
 
 
-def role_tiers(tx: SyncTx, guild_id: int) -> list[RoleTier]:
-    rows = tx.fetchall(
+async def role_tiers(tx: Tx, guild_id: int) -> list[RoleTier]:
+    rows = await tx.fetchall(
         "SELECT * FROM quota_role_tier WHERE guild_id = ? ORDER BY limit_credits DESC, role_id", (guild_id,)
     )
-    return [RoleTier(r["guild_id"], r["role_id"], r["name"], r["limit_credits"]) for r in rows]
+    return [from_row(RoleTier, r) for r in rows]
 
 
-def set_role_tier(
-    tx: SyncTx, guild_id: int, role_id: int, *, name: str, limit: int, actor_id: int, now: float
+async def set_role_tier(
+    tx: Tx, guild_id: int, role_id: int, *, name: str, limit: int, actor_id: int, now: float
 ) -> None:
-    tx.execute(
+    await tx.execute(
         """INSERT INTO quota_role_tier (guild_id, role_id, name, limit_credits, updated_at, updated_by)
            VALUES (?, ?, ?, ?, ?, ?)
            ON CONFLICT (guild_id, role_id) DO UPDATE SET name = excluded.name,
@@ -186,45 +186,40 @@ def set_role_tier(
     )
 
 
-def delete_role_tier(tx: SyncTx, guild_id: int, role_id: int) -> bool:
-    changed = tx.execute(
+async def delete_role_tier(tx: Tx, guild_id: int, role_id: int) -> bool:
+    changed = await tx.execute(
         "DELETE FROM quota_role_tier WHERE guild_id = ? AND role_id = ?", (guild_id, role_id)
     )
     return changed > 0
 
 
 def _override(row: sqlite3.Row) -> UserOverride:
-    return UserOverride(
-        row["guild_id"],
-        row["user_id"],
-        row["limit_credits"],
-        bool(row["unlimited"]),
-        bool(row["blocked"]),
-        row["reason"],
-    )
+    return from_row(UserOverride, row)
 
 
-def user_override(tx: SyncTx, guild_id: int, user_id: int) -> UserOverride | None:
-    row = tx.fetchone(
+async def user_override(tx: Tx, guild_id: int, user_id: int) -> UserOverride | None:
+    row = await tx.fetchone(
         "SELECT * FROM quota_user_override WHERE guild_id = ? AND user_id = ?", (guild_id, user_id)
     )
     return _override(row) if row else None
 
 
-def user_overrides(tx: SyncTx, guild_id: int) -> list[UserOverride]:
-    rows = tx.fetchall("SELECT * FROM quota_user_override WHERE guild_id = ? ORDER BY user_id", (guild_id,))
+async def user_overrides(tx: Tx, guild_id: int) -> list[UserOverride]:
+    rows = await tx.fetchall(
+        "SELECT * FROM quota_user_override WHERE guild_id = ? ORDER BY user_id", (guild_id,)
+    )
     return [_override(r) for r in rows]
 
 
-def save_user_override(tx: SyncTx, override: UserOverride, actor_id: int, now: float) -> None:
+async def save_user_override(tx: Tx, override: UserOverride, actor_id: int, now: float) -> None:
     """Store the override, or delete its row when it no longer overrides anything."""
     if override.limit_credits is None and not override.unlimited and not override.blocked:
-        tx.execute(
+        await tx.execute(
             "DELETE FROM quota_user_override WHERE guild_id = ? AND user_id = ?",
             (override.guild_id, override.user_id),
         )
         return
-    tx.execute(
+    await tx.execute(
         """INSERT INTO quota_user_override
                (guild_id, user_id, limit_credits, unlimited, blocked, reason, updated_at, updated_by)
            VALUES (?, ?, ?, ?, ?, ?, ?, ?)
@@ -254,28 +249,14 @@ SELECT b.*, b.credits - COALESCE(
 """
 
 
-def active_grants(tx: SyncTx, guild_id: int, user_id: int, now: float) -> list[BonusGrant]:
+async def active_grants(tx: Tx, guild_id: int, user_id: int, now: float) -> list[BonusGrant]:
     """Unexpired grants with credits left, soonest-expiring first (the order they are spent in)."""
-    rows = tx.fetchall(_GRANTS_SQL, (guild_id, user_id, now))
-    return [
-        BonusGrant(
-            bonus_id=r["bonus_id"],
-            guild_id=r["guild_id"],
-            user_id=r["user_id"],
-            credits=r["credits"],
-            remaining=r["remaining"],
-            expires_at=r["expires_at"],
-            reason=r["reason"],
-            granted_at=r["granted_at"],
-            granted_by=r["granted_by"],
-        )
-        for r in rows
-        if r["remaining"] > 0
-    ]
+    rows = await tx.fetchall(_GRANTS_SQL, (guild_id, user_id, now))
+    return [from_row(BonusGrant, r) for r in rows if r["remaining"] > 0]
 
 
-def add_grant(
-    tx: SyncTx,
+async def add_grant(
+    tx: Tx,
     guild_id: int,
     user_id: int,
     *,
@@ -285,16 +266,16 @@ def add_grant(
     actor_id: int,
     now: float,
 ) -> int:
-    return tx.insert(
+    return await tx.insert(
         """INSERT INTO quota_bonus (guild_id, user_id, credits, expires_at, reason, granted_at, granted_by)
            VALUES (?, ?, ?, ?, ?, ?, ?)""",
         (guild_id, user_id, credits, expires_at, reason, now, actor_id),
     )
 
 
-def prune_grants(tx: SyncTx, before: float) -> int:
+async def prune_grants(tx: Tx, before: float) -> int:
     """Drop grants that expired before `before` and whose spends no ledger row still references."""
-    return tx.execute(
+    return await tx.execute(
         """DELETE FROM quota_bonus WHERE expires_at IS NOT NULL AND expires_at < ?
               AND NOT EXISTS (SELECT 1 FROM bonus_spend sp WHERE sp.bonus_id = quota_bonus.bonus_id)""",
         (before,),

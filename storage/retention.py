@@ -1,7 +1,7 @@
 """Image retention: each server's policy (max age, max total bytes) and the SQL that prunes its images.
 
-All of retention's SQL is here, behind a narrow interface (`RetentionRepo`), so that a change of the
-database layer ports one module. Pruning never removes what something still needs:
+All of retention's SQL is here, as functions over the caller's transaction (`tx: Tx`, the storage style
+of storage/db.py). Pruning never removes what something still needs:
 
 - an image entered in a challenge is *pinned*: it is never dropped; the caller may shrink it to a thumbnail
   (`pinned` lists those the policy would otherwise drop, `shrink` stores the reduced copy);
@@ -19,13 +19,11 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from storage import audit
-from storage.db import Database, SyncTx
+from storage.db import Tx, from_row
 
 log = logging.getLogger(__name__)
 
@@ -72,18 +70,9 @@ _HELD = """
 _PINNED = "g.generation_id IN (SELECT generation_id FROM challenge_entries)"
 
 
-def _policy(row: sqlite3.Row) -> RetentionPolicy:
-    return RetentionPolicy(
-        guild_id=row["guild_id"],
-        max_age_days=row["max_age_days"],
-        max_bytes=row["max_bytes"],
-        updated_at=row["updated_at"],
-    )
-
-
-def _select(tx: SyncTx, policy: RetentionPolicy, now: float) -> tuple[list[str], list[str], int]:
+async def _select(tx: Tx, policy: RetentionPolicy, now: float) -> tuple[list[str], list[str], int]:
     """Oldest first: the ids to drop, the pinned ids past the policy, and the bytes dropping frees."""
-    rows = tx.fetchall(
+    rows = await tx.fetchall(
         f"""SELECT g.generation_id, length(g.png) AS size, g.created_at, {_PINNED} AS pinned
             FROM generations g JOIN jobs j USING (job_id)
             WHERE COALESCE(j.guild_id, 0) = ? AND {_HELD}
@@ -109,13 +98,13 @@ def _select(tx: SyncTx, policy: RetentionPolicy, now: float) -> tuple[list[str],
     return drop, pinned, freed
 
 
-def _drop(tx: SyncTx, ids: list[str]) -> int:
+async def _drop(tx: Tx, ids: list[str]) -> int:
     """Drop the bytes of these images, re-checking inside the write that none became pinned or held."""
     dropped = 0
     for start in range(0, len(ids), 500):
         chunk = ids[start : start + 500]
         marks = ", ".join("?" * len(chunk))
-        dropped += tx.execute(
+        dropped += await tx.execute(
             f"""UPDATE generations SET deleted = 1, png = x''
                 WHERE generation_id IN ({marks}) AND generation_id IN (
                     SELECT g.generation_id FROM generations g JOIN jobs j USING (job_id)
@@ -125,85 +114,75 @@ def _drop(tx: SyncTx, ids: list[str]) -> int:
     return dropped
 
 
-class RetentionRepo:
-    """Retention policies (audited changes) and pruning of a server's images."""
+async def get(tx: Tx, guild_id: int) -> RetentionPolicy:
+    row = await tx.fetchone("SELECT * FROM retention_policy WHERE guild_id = ?", (guild_id,))
+    return from_row(RetentionPolicy, row) if row else RetentionPolicy(guild_id=guild_id)
 
-    def __init__(self, db: Database, clock: Callable[[], float] = time.time) -> None:
-        self._db = db
-        self._clock = clock
 
-    async def get(self, guild_id: int) -> RetentionPolicy:
-        sql = "SELECT * FROM retention_policy WHERE guild_id = ?"
-        row = await self._db.run(lambda tx: tx.fetchone(sql, (guild_id,)), write=False)
-        return _policy(row) if row else RetentionPolicy(guild_id=guild_id)
+async def policies(tx: Tx) -> list[RetentionPolicy]:
+    """Every server's policy that limits anything."""
+    rows = await tx.fetchall(
+        "SELECT * FROM retention_policy WHERE max_age_days IS NOT NULL OR max_bytes IS NOT NULL"
+    )
+    return [from_row(RetentionPolicy, row) for row in rows]
 
-    async def policies(self) -> list[RetentionPolicy]:
-        """Every server's policy that limits anything."""
-        sql = "SELECT * FROM retention_policy WHERE max_age_days IS NOT NULL OR max_bytes IS NOT NULL"
-        rows = await self._db.run(lambda tx: tx.fetchall(sql), write=False)
-        return [_policy(row) for row in rows]
 
-    async def set(
-        self, guild_id: int, actor_id: int, max_age_days: int | None, max_bytes: int | None
-    ) -> RetentionPolicy:
-        """Replace a server's policy (both limits), audited as `actor_id`'s change."""
-        now = self._clock()
-        policy = RetentionPolicy(guild_id, max_age_days, max_bytes, now)
+async def save(
+    tx: Tx, guild_id: int, actor_id: int, *, max_age_days: int | None, max_bytes: int | None, now: float
+) -> RetentionPolicy:
+    """Replace a server's policy (both limits), audited as `actor_id`'s change."""
+    policy = RetentionPolicy(guild_id, max_age_days, max_bytes, now)
+    await tx.execute(
+        """INSERT INTO retention_policy (guild_id, max_age_days, max_bytes, updated_at)
+           VALUES (?, ?, ?, ?)
+           ON CONFLICT (guild_id) DO UPDATE SET max_age_days = excluded.max_age_days,
+               max_bytes = excluded.max_bytes, updated_at = excluded.updated_at""",
+        (guild_id, max_age_days, max_bytes, now),
+    )
+    await audit.record(
+        tx,
+        guild_id=guild_id,
+        actor_id=actor_id,
+        action="retention.update",
+        target_id=None,
+        detail={"max_age_days": max_age_days, "max_bytes": max_bytes},
+        now=now,
+    )
+    return policy
 
-        def body(tx: SyncTx) -> RetentionPolicy:
-            tx.execute(
-                """INSERT INTO retention_policy (guild_id, max_age_days, max_bytes, updated_at)
-                   VALUES (?, ?, ?, ?)
-                   ON CONFLICT (guild_id) DO UPDATE SET max_age_days = excluded.max_age_days,
-                       max_bytes = excluded.max_bytes, updated_at = excluded.updated_at""",
-                (guild_id, max_age_days, max_bytes, now),
-            )
-            audit.record(
-                tx,
-                guild_id=guild_id,
-                actor_id=actor_id,
-                action="retention.update",
-                target_id=None,
-                detail={"max_age_days": max_age_days, "max_bytes": max_bytes},
-                now=now,
-            )
-            return policy
 
-        return await self._db.run(body)
+async def prune(tx: Tx, policy: RetentionPolicy, now: float) -> PruneResult:
+    """Drop the server's images past its policy, oldest first (one transaction: the caller's)."""
+    drop, pinned, freed = await _select(tx, policy, now)
+    return PruneResult(dropped=await _drop(tx, drop), freed_bytes=freed, pinned=tuple(pinned))
 
-    async def prune(self, policy: RetentionPolicy) -> PruneResult:
-        """Drop the server's images past its policy, oldest first, in one transaction."""
-        now = self._clock()
 
-        def body(tx: SyncTx) -> PruneResult:
-            drop, pinned, freed = _select(tx, policy, now)
-            return PruneResult(dropped=_drop(tx, drop), freed_bytes=freed, pinned=tuple(pinned))
+async def image(tx: Tx, generation_id: str) -> bytes:
+    row = await tx.fetchone("SELECT png FROM generations WHERE generation_id = ?", (generation_id,))
+    return bytes(row["png"]) if row else b""
 
-        return await self._db.run(body)
 
-    async def image(self, generation_id: str) -> bytes:
-        sql = "SELECT png FROM generations WHERE generation_id = ?"
-        row = await self._db.run(lambda tx: tx.fetchone(sql, (generation_id,)), write=False)
-        return bytes(row["png"]) if row else b""
+async def shrink(tx: Tx, generation_id: str, png: bytes) -> bool:
+    """Store a reduced copy of an image, if it is smaller than the one stored."""
+    sql = "UPDATE generations SET png = ? WHERE generation_id = ? AND deleted = 0 AND length(png) > ?"
+    return bool(await tx.execute(sql, (png, generation_id, len(png))))
 
-    async def shrink(self, generation_id: str, png: bytes) -> bool:
-        """Store a reduced copy of an image, if it is smaller than the one stored."""
-        sql = "UPDATE generations SET png = ? WHERE generation_id = ? AND deleted = 0 AND length(png) > ?"
-        return bool(await self._db.write(sql, (png, generation_id, len(png))))
 
-    async def stored_bytes(self, guild_id: int) -> int:
-        """The bytes of a server's stored images."""
-        sql = (
-            "SELECT COALESCE(SUM(length(g.png)), 0) FROM generations g JOIN jobs j USING (job_id) "
-            "WHERE COALESCE(j.guild_id, 0) = ? AND g.deleted = 0"
-        )
-        row = await self._db.run(lambda tx: tx.fetchone(sql, (guild_id,)), write=False)
-        return int(row[0]) if row else 0
+async def stored_bytes(tx: Tx, guild_id: int) -> int:
+    """The bytes of a server's stored images."""
+    row = await tx.fetchone(
+        "SELECT COALESCE(SUM(length(g.png)), 0) FROM generations g JOIN jobs j USING (job_id) "
+        "WHERE COALESCE(j.guild_id, 0) = ? AND g.deleted = 0",
+        (guild_id,),
+    )
+    return int(row[0]) if row else 0
 
-    async def vacuum(self) -> None:
-        """Rebuild the file without its free pages and truncate the WAL (on a connection of its own:
-        VACUUM cannot run inside the shared connection's transactions)."""
-        await asyncio.to_thread(_vacuum, self._db.path, self._db.settings.busy_timeout_ms)
+
+async def vacuum(path: Path, busy_timeout_ms: int) -> None:
+    """Rebuild the file without its free pages and truncate the WAL, on a connection of its own (VACUUM
+    cannot run inside a transaction, and the shared connection's are all explicit): no transaction of the
+    caller's may be open."""
+    await asyncio.to_thread(_vacuum, path, busy_timeout_ms)
 
 
 def _vacuum(path: Path, busy_timeout_ms: int) -> None:

@@ -5,11 +5,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import sqlite3
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
-from storage.db import Database, SyncTx
+from storage.db import Tx, from_row
 
 log = logging.getLogger(__name__)
 
@@ -49,41 +47,34 @@ _COLUMNS = (
 
 
 def _record(row: sqlite3.Row) -> GuildStyleRecord:
-    return GuildStyleRecord(**{k: row[k] for k in row.keys()})  # noqa: SIM118 - sqlite3.Row is not a dict
+    return from_row(GuildStyleRecord, row)
 
 
-class GuildStylesRepo:
-    def __init__(self, db: Database, clock: Callable[[], float] = time.time) -> None:
-        self._db = db
-        self._clock = clock
+_INSERT_SQL = f"INSERT INTO guild_styles ({_COLUMNS}) VALUES ({', '.join('?' * 12)})"
 
-    async def list(self, guild_id: int) -> list[GuildStyleRecord]:
-        sql = f"SELECT {_COLUMNS} FROM guild_styles WHERE guild_id = ? ORDER BY name"
-        rows = await self._db.run(lambda tx: tx.fetchall(sql, (guild_id,)), write=False)
-        return [_record(r) for r in rows]
 
-    async def add(self, record: GuildStyleRecord) -> GuildStyleRecord:
-        """Store a new preset; refuses a taken name and more than MAX_GUILD_STYLES per guild."""
-        stored = dataclasses.replace(record, created_at=self._clock())
-        sql = f"INSERT INTO guild_styles ({_COLUMNS}) VALUES ({', '.join('?' * 12)})"
+async def list_for(tx: Tx, guild_id: int) -> list[GuildStyleRecord]:
+    rows = await tx.fetchall(
+        f"SELECT {_COLUMNS} FROM guild_styles WHERE guild_id = ? ORDER BY name", (guild_id,)
+    )
+    return [_record(r) for r in rows]
 
-        def body(tx: SyncTx) -> None:
-            count = tx.fetchone("SELECT COUNT(*) FROM guild_styles WHERE guild_id = ?", (record.guild_id,))
-            if count is not None and count[0] >= MAX_GUILD_STYLES:
-                raise TooManyGuildStyles(f"a server can have at most {MAX_GUILD_STYLES} presets")
-            try:
-                tx.execute(sql, tuple(_fields(stored).values()))
-            except sqlite3.IntegrityError:
-                raise GuildStyleExists(record.name) from None
 
-        await self._db.run(body)
-        return stored
+async def add(tx: Tx, record: GuildStyleRecord, now: float) -> GuildStyleRecord:
+    """Store a new preset; refuses a taken name and more than MAX_GUILD_STYLES per guild."""
+    stored = dataclasses.replace(record, created_at=now)
+    count = await tx.fetchone("SELECT COUNT(*) FROM guild_styles WHERE guild_id = ?", (record.guild_id,))
+    if count is not None and count[0] >= MAX_GUILD_STYLES:
+        raise TooManyGuildStyles(f"a server can have at most {MAX_GUILD_STYLES} presets")
+    try:
+        await tx.execute(_INSERT_SQL, tuple(_fields(stored).values()))
+    except sqlite3.IntegrityError:
+        raise GuildStyleExists(record.name) from None
+    return stored
 
-    async def remove(self, guild_id: int, name: str) -> bool:
-        changed = await self._db.write(
-            "DELETE FROM guild_styles WHERE guild_id = ? AND name = ?", (guild_id, name)
-        )
-        return changed > 0
+
+async def remove(tx: Tx, guild_id: int, name: str) -> bool:
+    return await tx.execute("DELETE FROM guild_styles WHERE guild_id = ? AND name = ?", (guild_id, name)) > 0
 
 
 def _fields(record: GuildStyleRecord) -> dict[str, object]:

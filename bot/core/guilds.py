@@ -10,15 +10,11 @@ from typing import Any
 from bot.core.errors import InvalidInput
 from bot.core.i18n import N_, Message
 from bot.core.styles import StyleBook, StylePreset
+from storage import guilds
+from storage import styles as guild_styles
 from storage.db import Database
-from storage.guilds import GuildSettings, GuildsRepo
-from storage.styles import (
-    MAX_GUILD_STYLES,
-    GuildStyleExists,
-    GuildStyleRecord,
-    GuildStylesRepo,
-    TooManyGuildStyles,
-)
+from storage.guilds import GuildSettings
+from storage.styles import MAX_GUILD_STYLES, GuildStyleExists, GuildStyleRecord, TooManyGuildStyles
 
 log = logging.getLogger(__name__)
 
@@ -35,16 +31,18 @@ class GuildService:
     ) -> None:
         self.styles = styles  # the configured presets and aspects every guild starts from
         self._switchable_adapters = switchable_adapters
-        self._guilds = GuildsRepo(db, clock)
-        self._guild_styles = GuildStylesRepo(db, clock)
+        self._db = db
+        self._clock = clock
 
     async def settings(self, guild_id: int) -> GuildSettings:
-        return await self._guilds.get(guild_id)
+        async with self._db.transaction(write=False) as tx:
+            return await guilds.get(tx, guild_id)
 
     async def update(self, guild_id: int, actor_id: int, **changes: Any) -> GuildSettings:
         """Change some settings (names as in `GuildSettings`), audited as `actor_id`'s change."""
         try:
-            return await self._guilds.update(guild_id, actor_id, **changes)
+            async with self._db.transaction() as tx:
+                return await guilds.update(tx, guild_id, actor_id, self._clock(), **changes)
         except ValueError as exc:
             raise InvalidInput(N_("That setting was not changed: {reason}."), reason=str(exc)) from None
 
@@ -52,8 +50,10 @@ class GuildService:
         """The configured presets plus the guild's own (`/style add`); bad stored rows are skipped."""
         if not guild_id:
             return self.styles
+        async with self._db.transaction(write=False) as tx:
+            records = await guild_styles.list_for(tx, guild_id)
         presets = []
-        for record in await self._guild_styles.list(guild_id):
+        for record in records:
             try:
                 presets.append(StylePreset.from_record(record))
             except ValueError as exc:
@@ -81,7 +81,8 @@ class GuildService:
             guild_id=guild_id, created_by=actor_id, **preset.model_dump(exclude={"name"}), name=preset.name
         )
         try:
-            await self._guild_styles.add(record)
+            async with self._db.transaction() as tx:
+                await guild_styles.add(tx, record, self._clock())
         except GuildStyleExists:
             raise InvalidInput(
                 N_("This server already has a style called `{name}`; remove it first."), name=preset.name
@@ -96,6 +97,8 @@ class GuildService:
     async def remove_style(self, guild_id: int, name: str) -> str:
         """Remove one of the guild's own presets; returns the name as stored."""
         key = name.strip().lower()
-        if not await self._guild_styles.remove(guild_id, key):
+        async with self._db.transaction() as tx:
+            removed = await guild_styles.remove(tx, guild_id, key)
+        if not removed:
             raise InvalidInput(N_("This server has no style of its own called `{name}`."), name=name[:50])
         return key

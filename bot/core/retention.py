@@ -21,8 +21,9 @@ from PIL import Image
 
 from bot.core.errors import InvalidInput
 from bot.core.i18n import N_
+from storage import retention
 from storage.db import Database
-from storage.retention import PruneResult, RetentionPolicy, RetentionRepo
+from storage.retention import PruneResult, RetentionPolicy
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +63,13 @@ class RetentionService:
     def __init__(
         self, db: Database, clock: Callable[[], float] = time.time, interval_s: float = 3600.0
     ) -> None:
-        self._repo = RetentionRepo(db, clock)
+        self._db = db
+        self._clock = clock
         self.interval_s = interval_s
 
     async def policy(self, guild_id: int) -> RetentionPolicy:
-        return await self._repo.get(guild_id)
+        async with self._db.transaction(write=False) as tx:
+            return await retention.get(tx, guild_id)
 
     async def set_policy(
         self, guild_id: int, actor_id: int, *, max_age_days: int | None, max_megabytes: float | None
@@ -83,10 +86,14 @@ class RetentionService:
                 size=max_megabytes,
             )
         max_bytes = None if max_megabytes is None else int(max_megabytes * MB)
-        return await self._repo.set(guild_id, actor_id, max_age_days, max_bytes)
+        async with self._db.transaction() as tx:
+            return await retention.save(
+                tx, guild_id, actor_id, max_age_days=max_age_days, max_bytes=max_bytes, now=self._clock()
+            )
 
     async def stored_bytes(self, guild_id: int) -> int:
-        return await self._repo.stored_bytes(guild_id)
+        async with self._db.transaction(write=False) as tx:
+            return await retention.stored_bytes(tx, guild_id)
 
     def register(self, scheduler: AsyncIOScheduler) -> Job:
         """Add the pruning job (replacing an earlier one); the scheduler may already be running."""
@@ -110,14 +117,17 @@ class RetentionService:
 
     async def prune_all(self) -> RetentionReport:
         dropped = shrunk = freed = 0
-        for policy in await self._repo.policies():
-            result = await self._repo.prune(policy)
+        async with self._db.transaction(write=False) as tx:
+            limited = await retention.policies(tx)
+        for policy in limited:
+            async with self._db.transaction() as tx:  # one server's pass at a time: others write between
+                result = await retention.prune(tx, policy, self._clock())
             dropped += result.dropped
             freed += result.freed_bytes
             shrunk += await self._shrink(result)
         vacuumed = bool(dropped or shrunk)
         if vacuumed:
-            await self._repo.vacuum()
+            await retention.vacuum(self._db.path, self._db.settings.busy_timeout_ms)
             log.info("retention: dropped %d image(s), shrank %d, freed %d bytes", dropped, shrunk, freed)
         return RetentionReport(dropped=dropped, shrunk=shrunk, freed_bytes=freed, vacuumed=vacuumed)
 
@@ -125,7 +135,12 @@ class RetentionService:
         """Challenge entries past the policy keep a thumbnail instead of their full image."""
         shrunk = 0
         for generation_id in result.pinned:
-            small = thumbnail(await self._repo.image(generation_id))
-            if small is not None and await self._repo.shrink(generation_id, small):
-                shrunk += 1
+            async with self._db.transaction(write=False) as tx:
+                png = await retention.image(tx, generation_id)
+            small = thumbnail(png)  # outside any transaction: decoding is no database work
+            if small is None:
+                continue
+            async with self._db.transaction() as tx:
+                if await retention.shrink(tx, generation_id, small):
+                    shrunk += 1
         return shrunk

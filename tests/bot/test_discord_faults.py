@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import sqlite3
+import time
 from collections.abc import Callable
 
 import pytest
@@ -18,11 +19,13 @@ from bot.core.styles import StylePreset
 from inference.engine import DiffusersEngine
 from inference.server import SCHEDULER, start_worker
 from inference.vocabulary import JobId
+from storage import jobs
 from storage.db import Database
-from storage.jobs import JobRecord, JobsRepo
+from storage.jobs import JobRecord
 from tests.bot.conftest import free_port
 from tests.bot.harness import World, build_world, button, ephemeral_reply, is_result, running_bot
 from tests.fakediscord import FakeDiscord, FakeUser, Message
+from tests.storage.helpers import in_tx
 
 SLOW = {"prompt": "a slow lighthouse", "style": "slow"}
 
@@ -215,7 +218,9 @@ async def stored_but_unsubmitted(bot: ImageBot, world: World, plan: JobPlan, job
     await bot.services.quotas.reserve(job_id, who.guild_id, who.user_id, (), 1, "fast")
     # Stored through a second connection to the same file, as the crashed bot's own write would be.
     async with Database.open(bot.settings.database) as db:
-        await JobsRepo(db).create(
+        await in_tx(
+            db,
+            jobs.create,
             JobRecord(
                 job_id=job_id,
                 guild_id=who.guild_id,
@@ -225,7 +230,8 @@ async def stored_but_unsubmitted(bot: ImageBot, world: World, plan: JobPlan, job
                 parameters=plan.parameters(),
                 cost=1,
                 idempotency_key=job_id,
-            )
+            ),
+            time.time(),
         )
     return job_id
 

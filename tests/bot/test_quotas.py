@@ -23,12 +23,11 @@ from bot.core.quotas.records import (
 from bot.core.quotas.service import QuotaService
 from bot.i18n import ENGLISH
 from inference.vocabulary import JobId, JobKind
-from storage.audit import AuditRepo
+from storage import guilds, jobs
 from storage.db import Database, DatabaseSettings
-from storage.guilds import GuildsRepo
-from storage.jobs import JobRecord, JobsRepo, JobState
+from storage.jobs import JobRecord, JobState
 from storage.ledger import Forgiven
-from tests.storage.helpers import T0, Clock
+from tests.storage.helpers import T0, Clock, audit_entries, in_tx, query
 
 G, U, ADMIN = 100, 200, 900
 HOUR = 3600
@@ -230,7 +229,7 @@ async def test_admin_nonsense_gets_clear_errors_and_changes_nothing(q: QuotaServ
             await call
     overview = await q.admin.policy_overview(G)
     assert (overview.configured, overview.tiers, overview.overrides) == (False, [], [])
-    assert await AuditRepo(db).recent(G) == []
+    assert await audit_entries(db, G) == []
 
 
 async def test_bonus_spends_after_the_window_and_expires(q: QuotaService, clock: Clock) -> None:
@@ -270,7 +269,7 @@ async def test_relax_limit_and_guild_switch(db: Database, clock: Clock) -> None:
     assert not err.value.relax_available
     with pytest.raises(RelaxUnavailable, match="used all your relax"):
         await q.reserve("r3", G, U, [], 2, "relax")
-    await GuildsRepo(db, clock).update(G, ADMIN, relax_enabled=False)
+    await in_tx(db, guilds.update, G, ADMIN, clock(), relax_enabled=False)
     with pytest.raises(RelaxUnavailable, match="closed"):
         await q.reserve("r4", G, U, [], 1, "relax")
     with pytest.raises(QuotaExceeded) as err:
@@ -291,7 +290,7 @@ async def test_reset_user_voids_the_window_and_is_audited(
     assert (await q.status(G, U)).remaining == 10
     assert await q.commit("b")  # a forgiven reservation still settles normally
     assert (await q.status(G, U)).used == 0
-    [entry] = await AuditRepo(db).recent(G)
+    [entry] = await audit_entries(db, G)
     assert (entry.action, entry.target_id, entry.detail) == (
         "quota.reset_user",
         U,
@@ -316,7 +315,7 @@ async def test_every_admin_change_is_audited_with_actor_and_time(
     for step in steps:
         clock.advance(1)
         await step
-    entries = list(reversed(await AuditRepo(db).recent(G)))
+    entries = list(reversed(await audit_entries(db, G)))
     assert [(e.actor_id, e.action, e.created_at) for e in entries] == [
         (1, "quota.set_guild_default", T0 + 1),
         (2, "quota.set_role_tier", T0 + 2),
@@ -353,22 +352,21 @@ async def test_usage_report_per_user_and_day(q: QuotaService, clock: Clock) -> N
 async def test_sweep_settles_stale_reservations_by_their_job(
     q: QuotaService, db: Database, clock: Clock
 ) -> None:
-    jobs = JobsRepo(db, clock)
     base = {"channel_id": 1, "user_id": U, "guild_id": G, "kind": "generate", "parameters": "{}"}
-    await jobs.create(JobRecord(job_id="aa", status=JobState.SUCCEEDED, **base))  # type: ignore[arg-type]
-    await jobs.create(JobRecord(job_id="bb", status=JobState.RUNNING, **base))  # type: ignore[arg-type]
-    await jobs.create(JobRecord(job_id="cc", status=JobState.RUNNING, **base))  # type: ignore[arg-type]
+    await in_tx(db, jobs.create, JobRecord(job_id="aa", status=JobState.SUCCEEDED, **base), clock())  # type: ignore[arg-type]
+    await in_tx(db, jobs.create, JobRecord(job_id="bb", status=JobState.RUNNING, **base), clock())  # type: ignore[arg-type]
+    await in_tx(db, jobs.create, JobRecord(job_id="cc", status=JobState.RUNNING, **base), clock())  # type: ignore[arg-type]
     for job_id in ("aa", "bb", "cc", "dd"):
         await q.reserve(job_id, G, U, [], 2)
     assert await q.sweep_stale() == 0  # nothing is stale yet
     clock.advance(q.settings.stale_reservation_s + 1)
-    await jobs.update_status("cc", JobState.RUNNING)  # still alive: updated recently
+    await in_tx(db, jobs.update_status, "cc", JobState.RUNNING, now=clock())  # still alive: updated recently
     assert await q.sweep_stale() == 3
     assert await q.sweep_stale() == 0
     assert not await q.commit("aa") and not await q.refund("bb") and not await q.refund("dd")
     assert await q.commit("cc")
     assert (await q.status(G, U)).used == 0  # the window passed too; check the ledger directly
-    rows = await db.run(lambda tx: tx.fetchall("SELECT job_id, state FROM ledger ORDER BY job_id"))
+    rows = await query(db, "SELECT job_id, state FROM ledger ORDER BY job_id")
     states = {row["job_id"]: row["state"] for row in rows}
     assert states == {"aa": "committed", "bb": "refunded", "cc": "committed", "dd": "refunded"}
 
@@ -385,7 +383,7 @@ async def test_prune_keeps_rows_that_still_count(db: Database, clock: Clock) -> 
     assert await q.prune() == 0
     clock.advance(20)
     assert await q.prune() == 2  # the old row and the expired grant
-    assert [r[0] for r in await db.run(lambda tx: tx.fetchall("SELECT job_id FROM ledger"))] == ["held"]
+    assert [r[0] for r in await query(db, "SELECT job_id FROM ledger")] == ["held"]
 
 
 async def test_prune_never_gives_spent_bonus_back(db: Database, clock: Clock) -> None:
@@ -400,12 +398,12 @@ async def test_prune_never_gives_spent_bonus_back(db: Database, clock: Clock) ->
     clock.advance(400 * 86400)
     await q.prune()
     assert (await q.status(G, U)).bonus_remaining == 2  # the never-expiring grant: 3 of 5 stay spent
-    kept = [r[0] for r in await db.run(lambda tx: tx.fetchall("SELECT job_id FROM ledger ORDER BY job_id"))]
+    kept = [r[0] for r in await query(db, "SELECT job_id FROM ledger ORDER BY job_id")]
     assert kept == ["b2"]  # b1 paid only from the expired grant
 
 
 async def ledger_state(db: Database, job_id: str) -> str | None:
-    row = await db.run(lambda tx: tx.fetchone("SELECT state FROM ledger WHERE job_id = ?", (job_id,)))
+    row = (await query(db, "SELECT state FROM ledger WHERE job_id = ?", (job_id,)))[0]
     return row[0] if row else None
 
 
@@ -419,11 +417,11 @@ async def test_maintenance_jobs_run_on_a_real_scheduler(tmp_path: Path, clock: C
         clock.advance(q.settings.stale_reservation_s + 1)
         maintenance = Maintenance(q, db, clock)
         scheduler = AsyncIOScheduler()
-        jobs = maintenance.register(scheduler)
-        assert sorted(j.id for j in jobs) == sorted(
+        registered = maintenance.register(scheduler)
+        assert sorted(j.id for j in registered) == sorted(
             [Maintenance.SWEEP_ID, Maintenance.PRUNE_ID, Maintenance.BACKUP_ID]
         )
-        assert str(jobs[2].trigger).startswith("cron[hour='3'")
+        assert str(registered[2].trigger).startswith("cron[hour='3'")
         scheduler.start()
         try:
             for _ in range(100):
@@ -441,8 +439,9 @@ async def test_maintenance_jobs_run_on_a_real_scheduler(tmp_path: Path, clock: C
             made.append(backup)
         kept = sorted(p.name for p in (tmp_path / "backups").iterdir())
         assert kept == sorted(p.name for p in made[1:])
-        jobs_repo = JobsRepo(db, clock)
-        await jobs_repo.create(
+        await in_tx(
+            db,
+            jobs.create,
             JobRecord(
                 job_id=JobId("ab"),
                 channel_id=1,
@@ -450,12 +449,13 @@ async def test_maintenance_jobs_run_on_a_real_scheduler(tmp_path: Path, clock: C
                 kind=JobKind.GENERATE,
                 parameters="{}",
                 interaction_token="t",
-            )
+            ),
+            clock(),
         )
-        await jobs_repo.update_status("ab", JobState.SUCCEEDED)
+        await in_tx(db, jobs.update_status, "ab", JobState.SUCCEEDED, now=clock())
         clock.advance(86400 + 1)
         await maintenance.prune()
-        pruned = await jobs_repo.get("ab")
+        pruned = await in_tx(db, jobs.get, "ab")
         assert pruned is not None and pruned.interaction_token is None
     unscheduled = Maintenance(q, db, clock).register(AsyncIOScheduler())
     assert len(unscheduled) == 3

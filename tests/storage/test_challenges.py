@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from bot.core.challenges import closing
 from bot.core.challenges.rules import (
     ChallengeRefused,
     ChallengeSettings,
@@ -23,9 +24,11 @@ from bot.core.challenges.rules import (
 from bot.core.challenges.service import ChallengeService
 from bot.core.quotas.pricing import QuotaSettings
 from bot.core.quotas.service import QuotaService
+from storage import generations
 from storage.challenges import ChallengeRecord, Phase
 from storage.db import Database, load_migrations
-from storage.generations import GenerationRecord, GenerationsRepo
+from storage.generations import GenerationRecord
+from tests.storage.helpers import in_tx, write
 
 GUILD, CHANNEL, ADMIN, ALICE, BOB, CAROL = 1, 10, 99, 2, 3, 4
 HOUR = 3600
@@ -71,7 +74,8 @@ async def image(
     n = int(clock.t * 1000) % 10**9 + user * 7
     job_id = f"{n:032x}"
     # Plain SQL with the first schema's columns, so the helper also fills databases held at older versions.
-    await db.write(
+    await write(
+        db,
         "INSERT INTO jobs (job_id, guild_id, channel_id, user_id, kind, parameters, created_at, updated_at)"
         " VALUES (?, ?, ?, ?, 'generate', '{}', ?, ?)",
         (job_id, guild, CHANNEL, user, clock.t, clock.t),
@@ -80,7 +84,7 @@ async def image(
     rec = GenerationRecord(
         gen_id, job_id, 0, "a harbour", 1, 8, 8, 3, 5.0, "tiny", "generate", png(), style=style
     )
-    await GenerationsRepo(db, clock).add(rec)
+    await in_tx(db, generations.add, [rec], clock.t)
     clock.t += 1
     return gen_id
 
@@ -231,7 +235,8 @@ async def test_bonus_is_granted_once_for_a_winner_with_votes(
     await service.vote(a.entry_id, CAROL, GUILD)
     clock.t = challenge.closes_at
     await service.advance(challenge.challenge_id)
-    await service._grant_bonuses(challenge)  # a retried close must not pay twice
+    # a retried close must not pay twice
+    await closing.grant_bonuses(service.db, service.quotas, service.settings, challenge, clock.t)
     status = await service.quotas.status(GUILD, ALICE)
     assert status.bonus_remaining == 5
     assert (await service.quotas.status(GUILD, BOB)).bonus_remaining == 0  # second place had no votes
@@ -280,8 +285,8 @@ def test_bad_durations(text: str, why: str) -> None:
 async def test_upgrade_from_version_3_keeps_data_and_adds_challenges(tmp_path: Path) -> None:
     path = tmp_path / "v3.sqlite3"
     async with Database.open(path, migrate_to=3) as db:
-        await db.write(
-            "INSERT INTO guild_settings (guild_id, default_style, updated_at) VALUES (1, 'anime', 0)"
+        await write(
+            db, "INSERT INTO guild_settings (guild_id, default_style, updated_at) VALUES (1, 'anime', 0)"
         )
     async with Database.open(path) as db:
         assert db.schema_version == len(load_migrations())
@@ -309,8 +314,9 @@ async def test_challenge_rows_survive_every_later_migration(
         svc = ChallengeService(
             db=v4, quotas=QuotaService(v4, QuotaSettings(), clock), settings=service.settings, clock=clock
         )
-        await v4.write(
-            "INSERT INTO guild_styles (guild_id, name, prompt, created_by, created_at) VALUES (1, 'ink', 'ink {prompt}', 9, 0)"
+        await write(
+            v4,
+            "INSERT INTO guild_styles (guild_id, name, prompt, created_by, created_at) VALUES (1, 'ink', 'ink {prompt}', 9, 0)",
         )
         challenge = await start(svc)
         _, entry = await svc.submit(challenge, ALICE, await image(v4, clock, ALICE))

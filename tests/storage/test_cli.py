@@ -10,6 +10,7 @@ import pytest
 
 from storage import cli
 from storage.db import Database, DatabaseError, load_migrations
+from tests.storage.helpers import write
 from tests.storage.test_crash import read_line, writer
 
 
@@ -57,12 +58,12 @@ async def test_backup_into_a_directory_and_bad_paths(tmp_path: Path) -> None:
 async def test_restore_checks_the_backup_and_keeps_the_previous_file(tmp_path: Path) -> None:
     live, backup = tmp_path / "live.sqlite3", tmp_path / "b.sqlite3"
     async with Database.open(live) as db:
-        await db.write(
-            "INSERT INTO audit (actor_id, action, detail, created_at) VALUES (1, 'before', '{}', 0)"
+        await write(
+            db, "INSERT INTO audit (actor_id, action, detail, created_at) VALUES (1, 'before', '{}', 0)"
         )
         await cli.backup(live, backup)
-        await db.write(
-            "INSERT INTO audit (actor_id, action, detail, created_at) VALUES (1, 'after', '{}', 0)"
+        await write(
+            db, "INSERT INTO audit (actor_id, action, detail, created_at) VALUES (1, 'after', '{}', 0)"
         )
         with pytest.raises(DatabaseError, match="in use; stop the bot"):
             await cli.restore(backup, live)  # refused while the database is open
@@ -102,12 +103,10 @@ async def test_restore_refuses_a_bad_backup(tmp_path: Path) -> None:
     with pytest.raises(DatabaseError, match="upgrade first"):
         await cli.restore(newer, live)
     corrupt = tmp_path / "corrupt.sqlite3"
-    async with Database.open(corrupt) as db:
-        await db.run(
-            lambda tx: tx.executemany(
-                "INSERT INTO audit (actor_id, action, detail, created_at) VALUES (1, ?, '{}', 0)",
-                [(f"a{n}" * 50,) for n in range(2000)],
-            )
+    async with Database.open(corrupt) as db, db.transaction() as tx:
+        await tx.executemany(
+            "INSERT INTO audit (actor_id, action, detail, created_at) VALUES (1, ?, '{}', 0)",
+            [(f"a{n}" * 50,) for n in range(2000)],
         )
     data = bytearray(corrupt.read_bytes())
     data[len(data) // 2 : len(data) // 2 + 4096] = b"\x00" * 4096  # a page of the table zeroed

@@ -15,9 +15,10 @@ from pathlib import Path
 
 from bot.core.quotas.pricing import QuotaSettings
 from bot.core.quotas.service import QuotaService
+from storage import jobs
 from storage.db import Database
-from storage.jobs import JobsRepo, JobState
-from tests.storage.helpers import Clock, fetch_one
+from storage.jobs import JobState
+from tests.storage.helpers import Clock, in_tx, query
 
 ROOT = Path(__file__).resolve().parents[2]
 G, U, ADMIN = 100, 200, 900
@@ -68,24 +69,20 @@ async def test_database_survives_kill_9_during_a_write_burst(tmp_path: Path) -> 
     assert proc.returncode == -signal.SIGKILL
     # The WAL still holds the writer's last commits; reopening recovers them.
     async with Database.open(path) as db:
-        assert (await db.run(lambda tx: fetch_one(tx, "PRAGMA integrity_check"), write=False))[0] == "ok"
-        assert await db.run(lambda tx: tx.fetchall("PRAGMA foreign_key_check"), write=False) == []
-        rows = await db.run(lambda tx: tx.fetchall("SELECT job_id FROM ledger WHERE state = 'committed'"))
+        assert (await query(db, "PRAGMA integrity_check"))[0][0] == "ok"
+        assert await query(db, "PRAGMA foreign_key_check") == []
+        rows = await query(db, "SELECT job_id FROM ledger WHERE state = 'committed'")
         committed = {r[0] for r in rows}
-        jobs = {r[0]: r[1] for r in await db.run(lambda tx: tx.fetchall("SELECT job_id, status FROM jobs"))}
-        orphans = await db.run(
-            lambda tx: tx.fetchall("SELECT job_id FROM ledger WHERE job_id NOT IN (SELECT job_id FROM jobs)")
-        )
+        statuses = {r[0]: r[1] for r in await query(db, "SELECT job_id, status FROM jobs")}
+        orphans = await query(db, "SELECT job_id FROM ledger WHERE job_id NOT IN (SELECT job_id FROM jobs)")
         assert set(reported) <= committed  # nothing reported as done was lost
-        assert all(jobs[j] == "succeeded" for j in reported)
+        assert all(statuses[j] == "succeeded" for j in reported)
         assert orphans == []  # every ledger row has its job: the job row is written first
         # At most the one in-flight cycle is unfinished; the sweep settles its reservation.
         clock = Clock(time.time() + QuotaSettings().stale_reservation_s + 10)
         q = QuotaService(db, QuotaSettings(default_limit=1_000_000), clock)
         assert await q.sweep_stale() <= 1
-        reserved = await db.run(
-            lambda tx: fetch_one(tx, "SELECT COUNT(*) FROM ledger WHERE state = 'reserved'")
-        )
+        reserved = (await query(db, "SELECT COUNT(*) FROM ledger WHERE state = 'reserved'"))[0]
         assert reserved[0] == 0
 
 
@@ -99,13 +96,12 @@ async def test_kill_between_reserve_and_commit_loses_nothing(tmp_path: Path) -> 
         q = QuotaService(db, QuotaSettings(), clock)
         assert (await q.status(G, U)).used == 8  # both reservations hold their credits after the crash
         # Recovery on restart: the bot commits what the worker finished ...
-        jobs = JobsRepo(db, clock)
-        for job in await jobs.list_unfinished():
+        for job in await in_tx(db, jobs.list_unfinished):
             assert job.job_id == "aa" and job.status is JobState.RUNNING
         # ... and the sweep settles the rest once they are stale: the finished job is charged, the lost one refunded.
         clock.advance(q.settings.stale_reservation_s + 1)
         assert await q.sweep_stale() == 2
-        rows = await db.run(lambda tx: tx.fetchall("SELECT job_id, state FROM ledger"))
+        rows = await query(db, "SELECT job_id, state FROM ledger")
         states = {row["job_id"]: row["state"] for row in rows}
         assert states == {"aa": "refunded", "bb": "committed"}
         clock.now = time.time()

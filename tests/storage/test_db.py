@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from storage.db import Database, DatabaseError, DatabaseSettings, SyncTx, load_migrations, split_statements
+from storage.db import Database, DatabaseError, DatabaseSettings, load_migrations, split_statements
 from storage.ledger import WINDOW_USAGE_SQL
-from tests.storage.helpers import fetch_one
+from tests.storage.helpers import fetch_one, query, write
 
 LATEST = len(load_migrations())
 
@@ -38,7 +37,7 @@ async def test_open_creates_parent_dir_and_sets_pragmas(tmp_path: Path) -> None:
     async with Database.open(DatabaseSettings(path=path, busy_timeout_ms=1234)) as db:
         assert db.schema_version == LATEST
         pragmas = ("journal_mode", "foreign_keys", "busy_timeout", "user_version")
-        values = await db.run(lambda tx: [fetch_one(tx, f"PRAGMA {p}")[0] for p in pragmas], write=False)
+        values = [(await query(db, f"PRAGMA {p}"))[0][0] for p in pragmas]
         assert values == ["wal", 1, 1234, LATEST]
     assert path.is_file()
 
@@ -64,29 +63,27 @@ async def test_reopening_is_a_no_op(tmp_path: Path) -> None:
 async def _fill_v1(db: Database) -> None:
     """Rows in every v1 table, as a v1 bot would have written them."""
 
-    def fill(tx: SyncTx) -> None:
-        tx.execute("INSERT INTO guild_settings (guild_id, updated_at) VALUES (1, 0)")
-        tx.execute("INSERT INTO quota_guild VALUES (1, 20, 3600, 0, 9)")
-        tx.execute("INSERT INTO quota_role_tier VALUES (1, 5, 'patron', 80, 0, 9)")
-        tx.execute(
+    async with db.transaction() as tx:
+        await tx.execute("INSERT INTO guild_settings (guild_id, updated_at) VALUES (1, 0)")
+        await tx.execute("INSERT INTO quota_guild VALUES (1, 20, 3600, 0, 9)")
+        await tx.execute("INSERT INTO quota_role_tier VALUES (1, 5, 'patron', 80, 0, 9)")
+        await tx.execute(
             "INSERT INTO quota_user_override (guild_id, user_id, blocked, updated_at, updated_by) VALUES (1, 7, 1, 0, 9)"
         )
-        tx.execute(
+        await tx.execute(
             "INSERT INTO quota_bonus (guild_id, user_id, credits, granted_at, granted_by) VALUES (1, 2, 5, 0, 9)"
         )
-        tx.execute(
+        await tx.execute(
             "INSERT INTO ledger (job_id, guild_id, user_id, cost, lane, state, created_at, updated_at) VALUES ('ab', 1, 2, 3, 'fast', 'reserved', 10, 10)"
         )
-        tx.execute("INSERT INTO bonus_spend VALUES ('ab', 1, 1)")
-        tx.execute(
+        await tx.execute("INSERT INTO bonus_spend VALUES ('ab', 1, 1)")
+        await tx.execute(
             "INSERT INTO jobs (job_id, channel_id, user_id, kind, parameters, status, created_at, updated_at) VALUES ('ab', 3, 2, 'generate', '{\"prompt\": \"a fox\"}', 'running', 10, 10)"
         )
-        tx.execute(
+        await tx.execute(
             "INSERT INTO generations (generation_id, job_id, idx, prompt, seed, width, height, steps, guidance, model, kind, png, created_at) VALUES ('cd', 'ab', 0, 'a fox', 1, 64, 64, 4, 7.5, 'tiny', 'generate', x'89', 11)"
         )
-        tx.execute("INSERT INTO audit (guild_id, actor_id, action, created_at) VALUES (1, 9, 'quota.set_guild_default', 0)")  # fmt: skip
-
-    await db.run(fill)
+        await tx.execute("INSERT INTO audit (guild_id, actor_id, action, created_at) VALUES (1, 9, 'quota.set_guild_default', 0)")  # fmt: skip
 
 
 @pytest.mark.parametrize("start", range(LATEST + 1))
@@ -99,21 +96,18 @@ async def test_upgrade_from_every_earlier_version_keeps_data(tmp_path: Path, sta
     async with Database.open(path) as db:
         assert db.schema_version == LATEST
         if start >= 1:
-
-            def check(tx: SyncTx) -> None:
-                job = fetch_one(tx, "SELECT status, attempts, parameters FROM jobs WHERE job_id = 'ab'")
+            async with db.transaction(write=False) as tx:
+                job = await fetch_one(tx, "SELECT status, attempts, parameters FROM jobs WHERE job_id = 'ab'")
                 assert tuple(job) == ("running", 0, '{"prompt": "a fox"}')
                 counts = [
-                    fetch_one(tx, f"SELECT COUNT(*) FROM {t}")[0]
+                    (await fetch_one(tx, f"SELECT COUNT(*) FROM {t}"))[0]
                     for t in ("guild_settings", "quota_guild", "quota_role_tier", "quota_user_override", "quota_bonus", "ledger", "bonus_spend", "generations", "audit")
                 ]  # fmt: skip
                 assert counts == [1] * 9
-                plan = tx.fetchall(
+                plan = await tx.fetchall(
                     "EXPLAIN QUERY PLAN SELECT job_id FROM ledger WHERE state = 'reserved' AND created_at < 5"
                 )
                 assert any("ledger_reserved" in row[3] for row in plan)
-
-            await db.run(check, write=False)
     fresh = tmp_path / "fresh.sqlite3"
     async with Database.open(fresh):
         pass
@@ -139,27 +133,25 @@ async def test_a_file_that_is_not_sqlite_is_refused(tmp_path: Path) -> None:
 
 async def test_a_failed_transaction_changes_nothing(tmp_path: Path) -> None:
     async with Database.open(tmp_path / "b.sqlite3") as db:
-
-        def two_inserts(tx: SyncTx) -> None:
-            tx.execute("INSERT INTO audit (actor_id, action, created_at) VALUES (1, 'x', 0)")
-            tx.execute(
-                "INSERT INTO audit (actor_id, action, created_at, detail) VALUES (1, 'y', 0, 'not json')"
-            )
-
         with pytest.raises(sqlite3.IntegrityError):
-            await db.run(two_inserts)
-        assert (await db.run(lambda tx: fetch_one(tx, "SELECT COUNT(*) FROM audit"), write=False))[0] == 0
+            async with db.transaction() as tx:
+                await tx.execute("INSERT INTO audit (actor_id, action, created_at) VALUES (1, 'x', 0)")
+                await tx.execute(
+                    "INSERT INTO audit (actor_id, action, created_at, detail) VALUES (1, 'y', 0, 'not json')"
+                )
+        assert (await query(db, "SELECT COUNT(*) FROM audit"))[0][0] == 0
         # The connection is usable again afterwards.
-        await db.write("INSERT INTO audit (actor_id, action, created_at) VALUES (1, 'z', 0)")
-        assert await db.write("DELETE FROM audit WHERE action = 'z'") == 1
+        await write(db, "INSERT INTO audit (actor_id, action, created_at) VALUES (1, 'z', 0)")
+        assert await write(db, "DELETE FROM audit WHERE action = 'z'") == 1
 
 
 async def test_foreign_keys_are_enforced(tmp_path: Path) -> None:
     async with Database.open(tmp_path / "b.sqlite3") as db:
         with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
-            await db.write(
+            await write(
+                db,
                 "INSERT INTO generations (generation_id, job_id, idx, prompt, seed, width, height, steps, guidance,"
-                " model, kind, png, created_at) VALUES ('g', 'nojob', 0, 'p', 1, 8, 8, 1, 1, 'm', 'generate', x'', 0)"
+                " model, kind, png, created_at) VALUES ('g', 'nojob', 0, 'p', 1, 8, 8, 1, 1, 'm', 'generate', x'', 0)",
             )
 
 
@@ -184,50 +176,93 @@ def test_settings_refuse_bad_values() -> None:
         DatabaseSettings(busy_timeout_ms=-1)
 
 
-async def test_grouped_calls_commit_or_roll_back_each_on_their_own(tmp_path: Path) -> None:
+async def test_concurrent_transactions_commit_or_roll_back_each_on_their_own(tmp_path: Path) -> None:
     async with Database.open(tmp_path / "b.sqlite3") as db:
 
-        def body(i: int) -> Callable[[SyncTx], int]:
-            def insert(tx: SyncTx) -> int:
-                rowid = tx.insert(
-                    "INSERT INTO audit (actor_id, action, created_at) VALUES (?, 'grouped', 0)", (i,)
+        async def insert(i: int) -> int:
+            async with db.transaction() as tx:
+                rowid = await tx.insert(
+                    "INSERT INTO audit (actor_id, action, created_at) VALUES (?, 'concurrent', 0)", (i,)
                 )
+                await asyncio.sleep(0)  # let the others try to get in while this one is open
                 if i % 3 == 0:
-                    raise ValueError(f"call {i} fails after writing")
+                    raise ValueError(f"transaction {i} fails after writing")
                 return rowid
 
-            return insert
-
-        # Fifty calls at once: they run in a few batches, each call in its own savepoint.
-        results = await asyncio.gather(*(db.run(body(i)) for i in range(1, 51)), return_exceptions=True)
+        results = await asyncio.gather(*(insert(i) for i in range(1, 51)), return_exceptions=True)
         failed = [i for i, r in enumerate(results, start=1) if isinstance(r, ValueError)]
         assert failed == list(range(3, 51, 3))
-        stored = await db.run(
-            lambda tx: [r[0] for r in tx.fetchall("SELECT actor_id FROM audit ORDER BY actor_id")]
-        )
+        stored = [r[0] for r in await query(db, "SELECT actor_id FROM audit ORDER BY actor_id")]
         assert stored == [i for i in range(1, 51) if i % 3]
-        assert await db.run(lambda tx: fetch_one(tx, "SELECT 42")[0], write=False) == 42
+
+
+async def test_transaction_bodies_never_interleave(tmp_path: Path) -> None:
+    async with Database.open(tmp_path / "b.sqlite3") as db:
+        inside: list[int] = []
+        overlaps: list[tuple[int, ...]] = []
+
+        async def body(i: int) -> None:
+            async with db.transaction(write=i % 2 == 0) as tx:
+                inside.append(i)
+                if len(inside) > 1:
+                    overlaps.append(tuple(inside))
+                await tx.fetchone("SELECT COUNT(*) FROM audit")
+                await asyncio.sleep(0)
+                inside.remove(i)
+
+        await asyncio.gather(*(body(i) for i in range(20)))
+        assert overlaps == []
+
+
+async def test_a_transaction_cannot_open_another(tmp_path: Path) -> None:
+    async with Database.open(tmp_path / "b.sqlite3") as db:
+        with pytest.raises(RuntimeError, match="cannot open another"):
+            async with db.transaction(), db.transaction():
+                pass
+        assert (await query(db, "SELECT 42"))[0][0] == 42
 
 
 async def test_a_cancelled_caller_that_was_not_started_runs_nothing(tmp_path: Path) -> None:
     async with Database.open(tmp_path / "b.sqlite3") as db:
-        calls = [
-            asyncio.ensure_future(
-                db.write("INSERT INTO audit (actor_id, action, created_at) VALUES (?, 'c', 0)", (i,))
-            )
-            for i in range(1, 41)
-        ]
-        await asyncio.sleep(0)  # every call is queued now; the first batch has not started
+        sql = "INSERT INTO audit (actor_id, action, created_at) VALUES (?, 'c', 0)"
+        calls = [asyncio.ensure_future(write(db, sql, (i,))) for i in range(1, 41)]
+        await asyncio.sleep(0)  # every call waits for the lock now; the first one holds it
         calls[-1].cancel()
         done = await asyncio.gather(*calls, return_exceptions=True)
         assert isinstance(done[-1], asyncio.CancelledError)
-        count = await db.run(lambda tx: fetch_one(tx, "SELECT COUNT(*) FROM audit")[0])
-        assert count == 39
+        assert (await query(db, "SELECT COUNT(*) FROM audit"))[0][0] == 39
+
+
+async def test_a_body_cancelled_half_way_rolls_back_and_frees_the_connection(tmp_path: Path) -> None:
+    async with Database.open(tmp_path / "b.sqlite3") as db:
+        started = asyncio.Event()
+
+        async def slow() -> None:
+            async with db.transaction() as tx:
+                await tx.execute("INSERT INTO audit (actor_id, action, created_at) VALUES (1, 'half', 0)")
+                started.set()
+                await asyncio.Event().wait()  # cancelled here, with the insert made
+
+        task = asyncio.create_task(slow())
+        await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert (await query(db, "SELECT COUNT(*) FROM audit"))[0][0] == 0
+        sql = "INSERT INTO audit (actor_id, action, created_at) VALUES (2, 'after', 0)"
+        assert await write(db, sql) == 1
 
 
 async def test_the_window_sum_reads_the_covering_index(tmp_path: Path) -> None:
     async with Database.open(tmp_path / "b.sqlite3") as db:
-        plan = await db.run(
-            lambda tx: tx.fetchall("EXPLAIN QUERY PLAN " + WINDOW_USAGE_SQL, (1, 2, 0.0)), write=False
-        )
+        plan = await query(db, "EXPLAIN QUERY PLAN " + WINDOW_USAGE_SQL, (1, 2, 0.0))
     assert "COVERING INDEX ledger_user_window" in plan[0][3]
+
+
+async def test_a_transaction_handle_is_dead_after_its_block(tmp_path: Path) -> None:
+    async with Database.open(tmp_path / "b.sqlite3") as db:
+        async with db.transaction(write=False) as tx:
+            assert (await fetch_one(tx, "SELECT 1"))[0] == 1
+        with pytest.raises(RuntimeError, match="has ended"):
+            await tx.execute("INSERT INTO audit (actor_id, action, created_at) VALUES (1, 'late', 0)")
+        assert (await query(db, "SELECT COUNT(*) FROM audit"))[0][0] == 0

@@ -1,21 +1,19 @@
-"""Repositories: jobs hold what a restart needs, generations replay from the database, guild settings are audited."""
+"""Storage modules: jobs hold what a restart needs, generations replay from the database, guild settings are audited."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from storage.audit import AuditRepo
+from storage import generations, guilds, jobs
 from storage.db import Database
-from storage.generations import GenerationRecord, GenerationsRepo
-from storage.guilds import GuildsRepo
-from storage.jobs import JobRecord, JobsRepo, JobState, UnknownJob
-from tests.storage.helpers import T0, Clock, png_bytes
+from storage.generations import GenerationRecord
+from storage.jobs import JobRecord, JobState, UnknownJob
+from tests.storage.helpers import T0, Clock, audit_entries, in_tx, png_bytes
 
 
 @pytest.fixture
@@ -27,19 +25,6 @@ def clock() -> Clock:
 async def db(tmp_path: Path) -> AsyncIterator[Database]:
     async with Database.open(tmp_path / "b.sqlite3") as db:
         yield db
-
-
-@dataclass(frozen=True, slots=True)
-class Repos:
-    jobs: JobsRepo
-    generations: GenerationsRepo
-    guilds: GuildsRepo
-    audit: AuditRepo
-
-
-@pytest.fixture
-def repos(db: Database, clock: Clock) -> Repos:
-    return Repos(JobsRepo(db, clock), GenerationsRepo(db, clock), GuildsRepo(db, clock), AuditRepo(db))
 
 
 def job(job_id: str = "0a1b", **kw: object) -> JobRecord:
@@ -81,40 +66,40 @@ def gen(gid: str, job_id: str = "0a1b", index: int = 0, **kw: object) -> Generat
     return GenerationRecord(**fields)  # type: ignore[arg-type]
 
 
-async def test_job_round_trip_and_status_updates(repos: Repos, clock: Clock) -> None:
-    created = await repos.jobs.create(job())
+async def test_job_round_trip_and_status_updates(db: Database, clock: Clock) -> None:
+    created = await in_tx(db, jobs.create, job(), clock())
     assert created.created_at == created.updated_at == T0
-    got = await repos.jobs.get("0a1b")
+    got = await in_tx(db, jobs.get, "0a1b")
     assert got == created
     assert got.parameters_dict == {"prompt": "a red fox", "width": 512}
     assert got.token_valid(T0) and not got.token_valid(T0 + 901)
 
     clock.advance(5)
-    got = await repos.jobs.set_worker_job("0a1b", "w-77", JobState.QUEUED)
+    got = await in_tx(db, jobs.set_worker_job, "0a1b", "w-77", now=clock(), status=JobState.QUEUED)
     assert (got.worker_job_id, got.status, got.updated_at) == ("w-77", JobState.QUEUED, T0 + 5)
-    got = await repos.jobs.set_messages("0a1b", progress_message_id=111)
-    got = await repos.jobs.set_messages("0a1b", result_message_id=222)
+    got = await in_tx(db, jobs.set_messages, "0a1b", progress_message_id=111, now=clock())
+    got = await in_tx(db, jobs.set_messages, "0a1b", result_message_id=222, now=clock())
     assert (got.progress_message_id, got.result_message_id) == (111, 222)
-    got = await repos.jobs.update_status("0a1b", "running", lane="relax")
+    got = await in_tx(db, jobs.update_status, "0a1b", "running", lane="relax", now=clock())
     assert got.status is JobState.RUNNING and got.lane == "relax" and got.finished_at is None
 
     clock.advance(5)
-    got = await repos.jobs.update_status("0a1b", JobState.FAILED, error="out of memory")
+    got = await in_tx(db, jobs.update_status, "0a1b", JobState.FAILED, error="out of memory", now=clock())
     assert (got.status, got.error, got.finished_at) == (JobState.FAILED, "out of memory", T0 + 10)
-    assert (await repos.jobs.get("0a1b")) == got
-    assert (await repos.jobs.bump_attempts("0a1b")).attempts == 1
+    assert (await in_tx(db, jobs.get, "0a1b")) == got
+    assert (await in_tx(db, jobs.bump_attempts, "0a1b", clock())).attempts == 1
 
 
-async def test_list_unfinished_is_what_a_restart_must_recover(repos: Repos, clock: Clock) -> None:
+async def test_list_unfinished_is_what_a_restart_must_recover(db: Database, clock: Clock) -> None:
     for i, status in enumerate(JobState):
         clock.advance(1)
-        await repos.jobs.create(job(f"{i:02x}", status=status))
-    unfinished = await repos.jobs.list_unfinished()
+        await in_tx(db, jobs.create, job(f"{i:02x}", status=status), clock())
+    unfinished = await in_tx(db, jobs.list_unfinished)
     assert [j.status for j in unfinished] == [JobState.PENDING, JobState.QUEUED, JobState.RUNNING]
     assert all(j.interaction_token == "tok" and j.application_id == 40 for j in unfinished)
 
 
-async def test_bad_jobs_are_refused_clearly(repos: Repos) -> None:
+async def test_bad_jobs_are_refused_clearly(db: Database, clock: Clock) -> None:
     with pytest.raises(ValueError, match="hex"):
         job("not-hex!")
     with pytest.raises(ValueError, match="kind"):
@@ -123,25 +108,27 @@ async def test_bad_jobs_are_refused_clearly(repos: Repos) -> None:
         job(parameters="{oops")
     with pytest.raises(ValueError, match="status"):
         job(status="exploded")
-    await repos.jobs.create(job())
+    await in_tx(db, jobs.create, job(), clock())
     with pytest.raises(sqlite3.IntegrityError):
-        await repos.jobs.create(job())
+        await in_tx(db, jobs.create, job(), clock())
     with pytest.raises(sqlite3.IntegrityError, match="idempotency_key"):
-        await repos.jobs.create(job("ff", idempotency_key="key-0a1b"))
+        await in_tx(db, jobs.create, job("ff", idempotency_key="key-0a1b"), clock())
     with pytest.raises(ValueError, match="cannot change: user_id"):
-        await repos.jobs.update_status("0a1b", "running", user_id=5)
+        await in_tx(db, jobs.update_status, "0a1b", "running", user_id=5, now=clock())
     with pytest.raises(UnknownJob):
-        await repos.jobs.update_status("beef", "running")
-    pending = await repos.jobs.get("0a1b")
+        await in_tx(db, jobs.update_status, "beef", "running", now=clock())
+    pending = await in_tx(db, jobs.get, "0a1b")
     assert pending is not None and pending.status is JobState.PENDING
 
 
-async def test_generations_replay_from_the_database(repos: Repos) -> None:
-    await repos.jobs.create(job())
-    await repos.jobs.create(job("0c", idempotency_key=None, parent_job_id="0a1b", kind="edit"))
-    first = await repos.generations.add(gen("g0"), gen("g1", index=1, nsfw=True))
-    await repos.generations.add(gen("g2", job_id="0c", kind="edit", parent_generation_id="g1"))
-    got = await repos.generations.get("g1")
+async def test_generations_replay_from_the_database(db: Database, clock: Clock) -> None:
+    await in_tx(db, jobs.create, job(), clock())
+    await in_tx(db, jobs.create, job("0c", idempotency_key=None, parent_job_id="0a1b", kind="edit"), clock())
+    first = await in_tx(db, generations.add, [gen("g0"), gen("g1", index=1, nsfw=True)], clock())
+    await in_tx(
+        db, generations.add, [gen("g2", job_id="0c", kind="edit", parent_generation_id="g1")], clock()
+    )
+    got = await in_tx(db, generations.get, "g1")
     assert (
         got is not None
         and got == first[1]
@@ -149,43 +136,46 @@ async def test_generations_replay_from_the_database(repos: Repos) -> None:
         and got.png.startswith(b"\x89PNG")
         and got.seed == 2**32 - 1
     )
-    assert [g.generation_id for g in await repos.generations.for_job("0a1b")] == ["g0", "g1"]
-    listing = await repos.generations.for_job("0a1b", with_png=False)
+    assert [g.generation_id for g in await in_tx(db, generations.for_job, "0a1b")] == ["g0", "g1"]
+    listing = await in_tx(db, generations.for_job_in_guild, "0a1b", 10, with_png=False)
     assert [g.png for g in listing] == [b"", b""]
-    child = await repos.generations.get("g2")
+    child = await in_tx(db, generations.get, "g2")
     assert child is not None and child.parent_generation_id == "g1"
 
-    assert await repos.generations.mark_job_deleted("0a1b") == 2
-    assert await repos.generations.mark_job_deleted("0a1b") == 0
-    deleted = await repos.generations.get("g1")
+    assert await in_tx(db, generations.mark_job_deleted, "0a1b") == 2
+    assert await in_tx(db, generations.mark_job_deleted, "0a1b") == 0
+    deleted = await in_tx(db, generations.get, "g1")
     assert deleted is not None and deleted.deleted and deleted.png == b""
     with pytest.raises(ValueError, match="PNG"):
-        await repos.generations.add(gen("g9", png=b"GIF89a"))
+        await in_tx(db, generations.add, [gen("g9", png=b"GIF89a")], clock())
     with pytest.raises(sqlite3.IntegrityError):
-        await repos.generations.add(gen("g8", job_id="nojob"))
+        await in_tx(db, generations.add, [gen("g8", job_id="nojob")], clock())
 
 
-async def test_guild_settings_default_update_and_audit(repos: Repos, clock: Clock) -> None:
-    default = await repos.guilds.get(10)
+async def test_guild_settings_default_update_and_audit(db: Database, clock: Clock) -> None:
+    default = await in_tx(db, guilds.get, 10)
     assert default.nsfw_mode == "spoiler" and default.relax_enabled and default.channel_allowed(99)
     clock.advance(3)
-    new = await repos.guilds.update(
+    new = await in_tx(
+        db,
+        guilds.update,
         10,
-        actor_id=77,
+        77,
+        clock(),
         allowed_channel_ids=[5, 3, 5],
         blocked_words=[" Gore ", "gore", ""],
         nsfw_mode="refuse",
     )
     assert new.allowed_channel_ids == (3, 5) and new.blocked_words == ("gore",)
-    assert await repos.guilds.get(10) == new
+    assert await in_tx(db, guilds.get, 10) == new
     assert not new.channel_allowed(99) and new.channel_allowed(3)
     with pytest.raises(ValueError, match="nsfw_mode"):
-        await repos.guilds.update(10, actor_id=77, nsfw_mode="allow")
+        await in_tx(db, guilds.update, 10, 77, clock(), nsfw_mode="allow")
     with pytest.raises(ValueError, match="unknown guild setting"):
-        await repos.guilds.update(10, actor_id=77, colour="red")
+        await in_tx(db, guilds.update, 10, 77, clock(), colour="red")
     with pytest.raises(ValueError, match="max_images_per_job"):
-        await repos.guilds.update(10, actor_id=77, max_images_per_job=0)
-    assert await repos.guilds.get(10) == new
-    [entry] = await repos.audit.recent(10)
+        await in_tx(db, guilds.update, 10, 77, clock(), max_images_per_job=0)
+    assert await in_tx(db, guilds.get, 10) == new
+    [entry] = await audit_entries(db, 10)
     assert (entry.actor_id, entry.action, entry.created_at) == (77, "guild.update", T0 + 3)
     assert entry.detail["nsfw_mode"] == "refuse" and entry.detail["allowed_channel_ids"] == [3, 5]

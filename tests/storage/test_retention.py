@@ -3,7 +3,6 @@ and never drops what a challenge entry or an unfinished job still needs."""
 
 from __future__ import annotations
 
-import functools
 import io
 import json
 import os
@@ -15,8 +14,9 @@ from PIL import Image
 
 from bot.core.errors import InvalidInput
 from bot.core.retention import RetentionService
-from storage.db import Database, SyncTx
+from storage.db import Database, Tx
 from storage.generations import PNG_SIGNATURE
+from tests.storage.helpers import in_tx
 
 GUILD = 7
 OTHER_GUILD = 8
@@ -35,19 +35,19 @@ class Clock:
         return self.now
 
 
-def add_images(
-    tx: SyncTx, start: int, count: int, now: float, guild: int = GUILD, status: str = "succeeded"
+async def add_images(
+    tx: Tx, start: int, count: int, now: float, guild: int = GUILD, status: str = "succeeded"
 ) -> list[str]:
     """`count` delivered one-image jobs in `guild`, each image `IMAGE_BYTES` long, made at `now`."""
     ids = [f"g{guild}-{n}" for n in range(start, start + count)]
     params = json.dumps({})
-    tx.executemany(
+    await tx.executemany(
         "INSERT INTO jobs (job_id, guild_id, channel_id, user_id, kind, parameters, status, created_at,"
         " updated_at, delivered_at) VALUES (?, ?, 1, 1, 'generate', ?, ?, ?, ?, ?)",
         [(f"j{gid}", guild, params, status, now, now, now) for gid in ids],
     )
     png = PNG_SIGNATURE + os.urandom(IMAGE_BYTES - len(PNG_SIGNATURE))
-    tx.executemany(
+    await tx.executemany(
         "INSERT INTO generations (generation_id, job_id, idx, prompt, seed, width, height, steps, guidance,"
         " model, kind, png, created_at) VALUES (?, ?, 0, 'p', 1, 64, 64, 4, 5.0, 'tiny', 'generate', ?, ?)",
         [(gid, f"j{gid}", png, now) for gid in ids],
@@ -75,11 +75,11 @@ async def test_ten_thousand_images_keep_the_file_under_the_budget(tmp_path: Path
     async with Database.open(path) as db:
         service = RetentionService(db, clock)
         await service.set_policy(GUILD, 1, max_age_days=None, max_megabytes=BUDGET_MB)
-        untouched = await db.run(lambda tx: add_images(tx, 0, 50, clock.now, guild=OTHER_GUILD))
+        untouched = await in_tx(db, add_images, 0, 50, clock.now, guild=OTHER_GUILD)
         written = 0
         for batch in range(10):
             clock.now += 60
-            await db.run(functools.partial(add_images, start=batch * 1000, count=1000, now=clock.now))
+            await in_tx(db, add_images, batch * 1000, 1000, clock.now)
             written += 1000
             grown = file_bytes(path)
             report = await service.run()
@@ -109,34 +109,32 @@ async def test_age_limit_spares_challenge_entries_and_inputs_of_unfinished_jobs(
     clock = Clock()
     async with Database.open(path) as db:
         service = RetentionService(db, clock)
-        old = await db.run(lambda tx: add_images(tx, 0, 4, clock.now))
+        old = await in_tx(db, add_images, 0, 4, clock.now)
         entry, parent, plain, undelivered = old
         big = a_png(512)
-
-        def setup(tx: SyncTx) -> None:
-            tx.execute("UPDATE generations SET png = ? WHERE generation_id = ?", (big, entry))
-            tx.execute("UPDATE jobs SET delivered_at = NULL WHERE job_id = ?", (f"j{undelivered}",))
-            tx.execute(
+        async with db.transaction() as tx:
+            await tx.execute("UPDATE generations SET png = ? WHERE generation_id = ?", (big, entry))
+            await tx.execute("UPDATE jobs SET delivered_at = NULL WHERE job_id = ?", (f"j{undelivered}",))
+            await tx.execute(
                 "INSERT INTO challenges (guild_id, channel_id, theme, style, opens_at, voting_at, closes_at,"
                 " max_entries, vote_budget, season, created_by, created_at)"
                 " VALUES (?, 1, 't', 's', 0, 1, 2, 5, 3, '2026', 1, 0)",
                 (GUILD,),
             )
-            tx.execute(
+            await tx.execute(
                 "INSERT INTO challenge_entries (challenge_id, number, user_id, generation_id, created_at)"
                 " VALUES (1, 1, 1, ?, 0)",
                 (entry,),
             )
-            tx.execute(
+            await tx.execute(
                 "INSERT INTO jobs (job_id, guild_id, channel_id, user_id, kind, parameters, status,"
                 " parent_generation_id, created_at, updated_at) VALUES"
                 " ('child', ?, 1, 1, 'img2img', '{}', 'running', ?, 0, 0)",
                 (GUILD, parent),
             )
 
-        await db.run(setup)
         clock.now += 40 * 86_400
-        young = await db.run(lambda tx: add_images(tx, 10, 2, clock.now))
+        young = await in_tx(db, add_images, 10, 2, clock.now)
         with pytest.raises(InvalidInput):
             await service.set_policy(GUILD, 1, max_age_days=0, max_megabytes=None)
         await service.set_policy(GUILD, 1, max_age_days=30, max_megabytes=None)

@@ -13,8 +13,10 @@ from bot.core.quotas.pricing import QuotaSettings
 from bot.core.quotas.records import QuotaError
 from bot.core.quotas.service import QuotaService
 from inference.vocabulary import JobId, JobKind
+from storage import jobs
 from storage.db import Database
-from storage.jobs import JobRecord, JobsRepo, JobState
+from storage.jobs import JobRecord, JobState
+from tests.storage.helpers import in_tx
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +57,12 @@ async def burst(path: Path) -> None:
     """Write jobs and reserve+commit cycles as fast as possible, reporting each one after it committed."""
     async with Database.open(path) as db:
         q = QuotaService(db, QuotaSettings(default_limit=1_000_000))
-        jobs = JobsRepo(db)
         for i in range(10**9):
             job_id = f"{i:08x}"
-            await jobs.create(generate_job(job_id))
+            await in_tx(db, jobs.create, generate_job(job_id), time.time())
             await q.reserve(job_id, G, U, [], 1 + i % 3)
             await q.commit(job_id)
-            await jobs.update_status(job_id, JobState.SUCCEEDED)
+            await in_tx(db, jobs.update_status, job_id, JobState.SUCCEEDED, now=time.time())
             say(job_id)
 
 
@@ -69,11 +70,10 @@ async def hold(path: Path) -> None:
     """Reserve two jobs, finish the work of one, then wait to be killed before committing either."""
     async with Database.open(path) as db:
         q = QuotaService(db, QuotaSettings())
-        jobs = JobsRepo(db)
         for job_id, status in (("aa", JobState.RUNNING), ("bb", JobState.SUCCEEDED)):
-            await jobs.create(generate_job(job_id))
+            await in_tx(db, jobs.create, generate_job(job_id), time.time())
             await q.reserve(job_id, G, U, [], 4)
-            await jobs.update_status(job_id, status)
+            await in_tx(db, jobs.update_status, job_id, status, now=time.time())
         say("ready")
         await asyncio.sleep(3600)
 

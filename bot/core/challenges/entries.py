@@ -22,7 +22,7 @@ from bot.core.i18n import N_
 from storage import challenge_entries as entry_store
 from storage import challenges as store
 from storage.challenges import ChallengeRecord, EntryRecord, Phase, ResultRecord, Standing
-from storage.db import Database, SyncTx
+from storage.db import Database
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +36,16 @@ class ChallengeEntries:
     announcer: Announcer | None
 
     async def _get(self, challenge_id: int) -> ChallengeRecord | None:
-        return await self.db.run(lambda tx: store.get_challenge(tx, challenge_id), write=False)
+        async with self.db.transaction(write=False) as tx:
+            return await store.get_challenge(tx, challenge_id)
 
     async def _get_required(self, challenge_id: int) -> ChallengeRecord:
-        return await self.db.run(lambda tx: require_challenge(tx, challenge_id), write=False)
+        async with self.db.transaction(write=False) as tx:
+            return await require_challenge(tx, challenge_id)
 
     async def live(self, guild_id: int) -> list[ChallengeRecord]:
-        return await self.db.run(lambda tx: store.live_challenges(tx, guild_id), write=False)
+        async with self.db.transaction(write=False) as tx:
+            return await store.live_challenges(tx, guild_id)
 
     async def find(self, guild_id: int, channel_id: int, challenge_id: int | None = None) -> ChallengeRecord:
         """The challenge a command means: the one named, the one in (or whose gallery is) this channel, or
@@ -75,10 +78,10 @@ class ChallengeEntries:
         """Enter an image, checking every rule in one transaction, then post it to the gallery."""
         now = self.clock()
 
-        def body(tx: SyncTx) -> tuple[ChallengeRecord, EntryRecord, bytes]:
-            current = require_challenge(tx, challenge.challenge_id)
+        async with self.db.transaction() as tx:
+            current = await require_challenge(tx, challenge.challenge_id)
             check_submissions_open(current, now)
-            gen_id = generation_id or entry_store.latest_generation(
+            gen_id = generation_id or await entry_store.latest_generation(
                 tx, current.guild_id, user_id, current.style
             )
             if gen_id is None:
@@ -86,10 +89,10 @@ class ChallengeEntries:
                     N_("You have no `{style}` image here yet: make one with `/imagine style:{style}`."),
                     style=current.style,
                 )
-            source = entry_store.entry_source(tx, gen_id)
+            source = await entry_store.entry_source(tx, gen_id)
             check_source(current, source, user_id)
             try:
-                entry = entry_store.insert_entry(tx, current.challenge_id, user_id, gen_id, now)
+                entry = await entry_store.insert_entry(tx, current.challenge_id, user_id, gen_id, now)
             except store.AlreadyEntered:
                 raise ChallengeRefused(N_("That image is already entered in this challenge.")) from None
             except store.EntryCapReached:
@@ -99,36 +102,33 @@ class ChallengeEntries:
                     ),
                     max=current.max_entries,
                 ) from None
-            return current, entry, entry_store.entry_png(tx, gen_id)
-
-        current, entry, png = await self.db.run(body)
+            png = await entry_store.entry_png(tx, gen_id)
         if self.announcer is None:
             return current, entry
         try:
             message_id = await self.announcer.entry_posted(current, entry, png)
         except Exception:
             log.exception("challenge %d: could not post entry %d", current.challenge_id, entry.number)
-            await self.db.run(lambda tx: entry_store.delete_entry(tx, entry.entry_id))
+            async with self.db.transaction() as tx:
+                await entry_store.delete_entry(tx, entry.entry_id)
             raise ChallengeRefused(
                 N_("brushfire could not post your entry to the gallery; it was not entered.")
             ) from None
-        await self.db.run(lambda tx: entry_store.set_entry_message(tx, entry.entry_id, message_id))
+        async with self.db.transaction() as tx:
+            await entry_store.set_entry_message(tx, entry.entry_id, message_id)
         return current, dataclasses.replace(entry, message_id=message_id)
 
     async def withdraw(self, challenge: ChallengeRecord, user_id: int, number: int) -> EntryRecord:
         now = self.clock()
 
-        def body(tx: SyncTx) -> EntryRecord:
-            current = require_challenge(tx, challenge.challenge_id)
-            entry = entry_store.entry_by_number(tx, current.challenge_id, number)
+        async with self.db.transaction() as tx:
+            current = await require_challenge(tx, challenge.challenge_id)
+            entry = await entry_store.entry_by_number(tx, current.challenge_id, number)
             if entry is None or entry.user_id != user_id:
                 raise ChallengeRefused(N_("You have no entry #{number} in this challenge."), number=number)
             if current.phase is not Phase.SUBMISSIONS or now >= current.voting_at:
                 raise ChallengeRefused(N_("Entries can only be withdrawn until voting starts."))
-            entry_store.delete_entry(tx, entry.entry_id)
-            return entry
-
-        entry = await self.db.run(body)
+            await entry_store.delete_entry(tx, entry.entry_id)
         if self.announcer is not None:
             try:
                 await self.announcer.entry_removed(challenge, entry)
@@ -137,9 +137,8 @@ class ChallengeEntries:
         return entry
 
     async def my_entries(self, challenge: ChallengeRecord, user_id: int) -> list[EntryRecord]:
-        return await self.db.run(
-            lambda tx: entry_store.entries(tx, challenge.challenge_id, user_id), write=False
-        )
+        async with self.db.transaction(write=False) as tx:
+            return await entry_store.entries(tx, challenge.challenge_id, user_id)
 
     # --- votes ---
 
@@ -147,13 +146,13 @@ class ChallengeEntries:
         """Count a vote from a member of `guild_id`; an entry of another server's challenge is not found."""
         now = self.clock()
 
-        def body(tx: SyncTx) -> VoteReceipt:
-            entry, challenge = entry_and_challenge(tx, entry_id, guild_id)
+        async with self.db.transaction() as tx:
+            entry, challenge = await entry_and_challenge(tx, entry_id, guild_id)
             check_voting_open(challenge, now)
             if entry.user_id == voter_id:
                 raise ChallengeRefused(N_("You cannot vote for your own entry."))
             try:
-                entry_store.insert_vote(tx, entry, voter_id, now)
+                await entry_store.insert_vote(tx, entry, voter_id, now)
             except store.AlreadyVoted:
                 raise ChallengeRefused(
                     N_("You already voted for entry #{number}; press “Take back” to change your mind."),
@@ -166,30 +165,28 @@ class ChallengeEntries:
                 ) from None
             except store.OwnEntryVote:
                 raise ChallengeRefused(N_("You cannot vote for your own entry.")) from None
-            used = entry_store.votes_used(tx, challenge.challenge_id, voter_id)
+            used = await entry_store.votes_used(tx, challenge.challenge_id, voter_id)
             return VoteReceipt(entry.number, used, challenge.vote_budget)
-
-        return await self.db.run(body)
 
     async def unvote(self, entry_id: int, voter_id: int, guild_id: int) -> VoteReceipt:
         now = self.clock()
 
-        def body(tx: SyncTx) -> VoteReceipt:
-            entry, challenge = entry_and_challenge(tx, entry_id, guild_id)
+        async with self.db.transaction() as tx:
+            entry, challenge = await entry_and_challenge(tx, entry_id, guild_id)
             check_voting_open(challenge, now)
-            if not entry_store.delete_vote(tx, entry_id, voter_id):
+            if not await entry_store.delete_vote(tx, entry_id, voter_id):
                 raise ChallengeRefused(N_("You have not voted for entry #{number}."), number=entry.number)
-            used = entry_store.votes_used(tx, challenge.challenge_id, voter_id)
+            used = await entry_store.votes_used(tx, challenge.challenge_id, voter_id)
             return VoteReceipt(entry.number, used, challenge.vote_budget)
-
-        return await self.db.run(body)
 
     # --- results ---
 
     async def results(self, challenge_id: int) -> list[ResultRecord]:
-        return await self.db.run(lambda tx: entry_store.results(tx, challenge_id), write=False)
+        async with self.db.transaction(write=False) as tx:
+            return await entry_store.results(tx, challenge_id)
 
     async def leaderboard(self, guild_id: int, season: str | None = None) -> tuple[str, list[Standing]]:
         chosen = season or season_of(self.clock(), self.settings.season)
-        rows = await self.db.run(lambda tx: entry_store.standings(tx, guild_id, chosen), write=False)
+        async with self.db.transaction(write=False) as tx:
+            rows = await entry_store.standings(tx, guild_id, chosen)
         return chosen, rows

@@ -17,7 +17,7 @@ from bot.core.validation import has_visible_text
 from storage import challenge_entries as entry_store
 from storage import challenges as store
 from storage.challenges import ChallengeRecord, EntryRecord, NewChallenge, Phase, ResultRecord, ScheduleRecord
-from storage.db import SyncTx
+from storage.db import Tx
 
 log = logging.getLogger(__name__)
 
@@ -138,15 +138,15 @@ def season_of(at: float, kind: str) -> str:
     return f"{day.year}-Q{(day.month - 1) // 3 + 1}"
 
 
-def require_challenge(tx: SyncTx, challenge_id: int) -> ChallengeRecord:
-    found = store.get_challenge(tx, challenge_id)
+async def require_challenge(tx: Tx, challenge_id: int) -> ChallengeRecord:
+    found = await store.get_challenge(tx, challenge_id)
     if found is None:
         raise ChallengeRefused(N_("Challenge #{challenge_id} no longer exists."), challenge_id=challenge_id)
     return found
 
 
-def live_challenge(tx: SyncTx, challenge_id: int) -> ChallengeRecord:
-    current = require_challenge(tx, challenge_id)
+async def live_challenge(tx: Tx, challenge_id: int) -> ChallengeRecord:
+    current = await require_challenge(tx, challenge_id)
     if not current.phase.live:
         raise ChallengeRefused(
             N_("Challenge #{challenge_id} is already {phase}."),
@@ -200,10 +200,10 @@ def check_source(challenge: ChallengeRecord, source: entry_store.EntrySource | N
         )
 
 
-def entry_and_challenge(tx: SyncTx, entry_id: int, guild_id: int) -> tuple[EntryRecord, ChallengeRecord]:
+async def entry_and_challenge(tx: Tx, entry_id: int, guild_id: int) -> tuple[EntryRecord, ChallengeRecord]:
     """An entry and its challenge, only if that challenge is in `guild_id` (so no other server's vote counts)."""
-    entry = entry_store.get_entry(tx, entry_id)
-    challenge = store.get_challenge(tx, entry.challenge_id) if entry is not None else None
+    entry = await entry_store.get_entry(tx, entry_id)
+    challenge = await store.get_challenge(tx, entry.challenge_id) if entry is not None else None
     if entry is None or challenge is None:
         raise ChallengeRefused(N_("That entry was withdrawn."))
     if challenge.guild_id != guild_id:

@@ -19,9 +19,9 @@ from datetime import UTC, datetime, timedelta
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.date import DateTrigger
 
+from bot.core.challenges import closing
 from bot.core.challenges.entries import ChallengeEntries
 from bot.core.challenges.rules import (
-    DAY_S,
     RHYTHMS,
     Announcer,
     ChallengeRefused,
@@ -38,7 +38,6 @@ from bot.core.challenges.rules import (
     span,
 )
 from bot.core.i18n import N_
-from bot.core.quotas.records import QuotaError
 from bot.core.quotas.service import QuotaService
 from storage import challenge_entries as entry_store
 from storage import challenges as store
@@ -47,10 +46,9 @@ from storage.challenges import (
     NewChallenge,
     NewSchedule,
     Phase,
-    ResultRecord,
     ScheduleRecord,
 )
-from storage.db import Database, SyncTx
+from storage.db import Database
 
 log = logging.getLogger(__name__)
 
@@ -95,14 +93,18 @@ class ChallengeService(ChallengeEntries):
 
         A deadline that passed while the bot was down is scheduled for now, so it fires at once.
         """
-        pending = await self.db.run(store.unannounced, write=False)
+        async with self.db.transaction(write=False) as tx:
+            pending = await store.unannounced(tx)
         for challenge in pending:
             async with self._lock:
                 await self._announce_or_retry_later(challenge)
-        live = await self.db.run(store.live_challenges, write=False)
+        async with self.db.transaction(write=False) as tx:
+            live = await store.live_challenges(tx)
         for challenge in live:
             self._schedule_challenge(challenge)
-        for schedule in await self.db.run(store.active_schedules, write=False):
+        async with self.db.transaction(write=False) as tx:
+            schedules = await store.active_schedules(tx)
+        for schedule in schedules:
             self._schedule_recurrence(schedule)
         log.info("challenge schedule rebuilt: %d live challenge(s), %d unannounced", len(live), len(pending))
 
@@ -165,87 +167,17 @@ class ChallengeService(ChallengeEntries):
         if challenge.phase is Phase.SUBMISSIONS:
             changed = await self._set_phase(challenge, Phase.SUBMISSIONS, Phase.VOTING)
         else:
-            changed = await self._close(challenge)
-            await self._grant_bonuses(changed)
+            changed = await closing.close(self.db, self.settings, challenge.challenge_id, self.clock())
+            await closing.grant_bonuses(self.db, self.quotas, self.settings, changed, self.clock())
         log.info("challenge %d: %s -> %s", challenge.challenge_id, challenge.phase, changed.phase)
         return await self._announce_or_retry_later(changed)
 
     async def _set_phase(self, challenge: ChallengeRecord, old: Phase, new: Phase) -> ChallengeRecord:
-        now = self.clock()
-
-        def body(tx: SyncTx) -> ChallengeRecord:
-            current = require_challenge(tx, challenge.challenge_id)
+        async with self.db.transaction() as tx:
+            current = await require_challenge(tx, challenge.challenge_id)
             if current.phase is old:
-                store.set_phase(tx, current.challenge_id, new, now)
-            return require_challenge(tx, challenge.challenge_id)
-
-        return await self.db.run(body)
-
-    async def _close(self, challenge: ChallengeRecord) -> ChallengeRecord:
-        """Rank the entries and store results with the phase change, in one transaction."""
-        now = self.clock()
-        points, bonus = self.settings.points, self.settings.bonus_credits
-
-        def body(tx: SyncTx) -> ChallengeRecord:
-            current = require_challenge(tx, challenge.challenge_id)
-            if current.phase is not Phase.VOTING:
-                return current
-            ranked = entry_store.tally(tx, current.challenge_id)
-            entry_store.insert_results(
-                tx,
-                [
-                    ResultRecord(
-                        challenge_id=current.challenge_id,
-                        entry_id=t.entry.entry_id,
-                        number=t.entry.number,
-                        user_id=t.entry.user_id,
-                        rank=place,
-                        votes=t.votes,
-                        points=points[place - 1]
-                        if place <= len(points)
-                        else self.settings.participation_points,
-                        bonus=bonus[place - 1] if place <= len(bonus) and t.votes > 0 else 0,
-                    )
-                    for place, t in enumerate(ranked, start=1)
-                ],
-            )
-            store.set_phase(tx, current.challenge_id, Phase.CLOSED, now)
-            return require_challenge(tx, current.challenge_id)
-
-        return await self.db.run(body)
-
-    async def _grant_bonuses(self, challenge: ChallengeRecord) -> None:
-        """Grant winners their bonus credits; a grant already made for this place is never made twice."""
-        results = await self.db.run(lambda tx: entry_store.results(tx, challenge.challenge_id), write=False)
-        for result in results:
-            if result.bonus > 0 and result.bonus_id is None:
-                try:
-                    await self._grant_bonus(challenge, result)
-                except QuotaError:
-                    log.exception(
-                        "challenge %d: could not grant a bonus to %d", challenge.challenge_id, result.user_id
-                    )
-
-    async def _grant_bonus(self, challenge: ChallengeRecord, result: ResultRecord) -> None:
-        reason = f"challenge #{challenge.challenge_id}: place {result.rank}"
-
-        def granted(tx: SyncTx) -> int | None:
-            return entry_store.bonus_granted(tx, challenge.guild_id, result.user_id, reason)
-
-        days = self.settings.bonus_days
-        bonus_id = await self.db.run(granted, write=False) or await self.quotas.admin.grant_bonus(
-            challenge.guild_id,
-            result.user_id,
-            result.bonus,
-            actor_id=challenge.created_by,
-            expires_at=self.clock() + days * DAY_S if days else None,
-            reason=reason,
-        )
-
-        def record(tx: SyncTx) -> None:
-            entry_store.set_bonus_id(tx, challenge.challenge_id, result.entry_id, bonus_id)
-
-        await self.db.run(record)
+                await store.set_phase(tx, current.challenge_id, new, self.clock())
+            return await require_challenge(tx, challenge.challenge_id)
 
     async def _announce(self, challenge: ChallengeRecord) -> ChallengeRecord:
         """Post the current phase's announcement once; on failure leave it for the next start."""
@@ -258,22 +190,21 @@ class ChallengeService(ChallengeEntries):
             if challenge.phase is Phase.SUBMISSIONS:
                 if challenge.message_id is None:
                     message_id, gallery_id = await self.announcer.opened(challenge)
-                    await self.db.run(
-                        lambda tx: store.set_messages(tx, challenge.challenge_id, message_id, gallery_id)
-                    )
+                    async with self.db.transaction() as tx:
+                        await store.set_messages(tx, challenge.challenge_id, message_id, gallery_id)
             elif challenge.phase is Phase.VOTING:
                 await self.announcer.voting(challenge)
             elif challenge.phase is Phase.CLOSED:
-                results = await self.db.run(
-                    lambda tx: entry_store.results(tx, challenge.challenge_id), write=False
-                )
+                async with self.db.transaction(write=False) as tx:
+                    results = await entry_store.results(tx, challenge.challenge_id)
                 await self.announcer.closed(challenge, results)
             else:
                 await self.announcer.cancelled(challenge)
         except Exception:
             log.exception("challenge %d: could not announce %s", challenge.challenge_id, challenge.phase)
             raise
-        await self.db.run(lambda tx: store.set_announced(tx, challenge.challenge_id, challenge.phase))
+        async with self.db.transaction() as tx:
+            await store.set_announced(tx, challenge.challenge_id, challenge.phase)
         return await self._get_required(challenge.challenge_id)
 
     async def _announce_or_retry_later(self, challenge: ChallengeRecord) -> ChallengeRecord:
@@ -307,26 +238,24 @@ class ChallengeService(ChallengeEntries):
         return await self._open(new)
 
     async def _open(self, new: NewChallenge) -> ChallengeRecord:
-        now = self.clock()
-
-        def body(tx: SyncTx) -> ChallengeRecord:
-            try:
-                return require_challenge(tx, store.insert_challenge(tx, new, now))
-            except store.ChannelBusy:
-                raise ChallengeRefused(
-                    N_("<#{channel_id}> already has a challenge running; close or cancel it first."),
-                    channel_id=new.channel_id,
-                ) from None
-
-        challenge = await self.db.run(body)
+        try:
+            async with self.db.transaction() as tx:
+                challenge = await require_challenge(tx, await store.insert_challenge(tx, new, self.clock()))
+        except store.ChannelBusy:
+            raise ChallengeRefused(
+                N_("<#{channel_id}> already has a challenge running; close or cancel it first."),
+                channel_id=new.channel_id,
+            ) from None
         async with self._lock:
             try:
                 challenge = await self._announce(challenge)
             except ChallengeRefused:
-                await self.db.run(lambda tx: store.delete_challenge(tx, challenge.challenge_id))
+                async with self.db.transaction() as tx:
+                    await store.delete_challenge(tx, challenge.challenge_id)
                 raise
             except Exception:
-                await self.db.run(lambda tx: store.delete_challenge(tx, challenge.challenge_id))
+                async with self.db.transaction() as tx:
+                    await store.delete_challenge(tx, challenge.challenge_id)
                 raise ChallengeRefused(
                     N_(
                         "brushfire could not post the challenge in <#{channel_id}> (check its permissions there)."
@@ -340,43 +269,32 @@ class ChallengeService(ChallengeEntries):
         """Push the current phase's end (and everything after it) back by `by_s`."""
         check_phase_length(self.settings, by_s, N_("The extension"))
 
-        def body(tx: SyncTx) -> ChallengeRecord:
-            current = live_challenge(tx, challenge.challenge_id)
+        async with self._lock, self.db.transaction() as tx:
+            current = await live_challenge(tx, challenge.challenge_id)
             shift_voting = current.phase is Phase.SUBMISSIONS
             voting_at = current.voting_at + by_s if shift_voting else current.voting_at
-            store.set_deadlines(tx, current.challenge_id, voting_at, current.closes_at + by_s)
-            return require_challenge(tx, current.challenge_id)
-
-        async with self._lock:
-            changed = await self.db.run(body)
+            await store.set_deadlines(tx, current.challenge_id, voting_at, current.closes_at + by_s)
+            changed = await require_challenge(tx, current.challenge_id)
         self._schedule_challenge(changed)
         return changed
 
     async def end_phase_now(self, challenge: ChallengeRecord) -> ChallengeRecord:
         """Close the current phase early: submissions go to voting now, voting goes to results now."""
         now = self.clock()
-
-        def body(tx: SyncTx) -> ChallengeRecord:
-            current = live_challenge(tx, challenge.challenge_id)
+        async with self._lock, self.db.transaction() as tx:
+            current = await live_challenge(tx, challenge.challenge_id)
             if current.phase is Phase.SUBMISSIONS:
-                store.set_deadlines(tx, current.challenge_id, now, max(current.closes_at, now + 1))
+                await store.set_deadlines(tx, current.challenge_id, now, max(current.closes_at, now + 1))
             else:
-                store.set_deadlines(tx, current.challenge_id, min(current.voting_at, now - 1), now)
-            return require_challenge(tx, current.challenge_id)
-
-        async with self._lock:
-            await self.db.run(body)
+                await store.set_deadlines(tx, current.challenge_id, min(current.voting_at, now - 1), now)
         return await self.advance(challenge.challenge_id) or challenge
 
     async def cancel(self, challenge: ChallengeRecord) -> ChallengeRecord:
         async with self._lock:
-
-            def body(tx: SyncTx) -> ChallengeRecord:
-                current = live_challenge(tx, challenge.challenge_id)
-                store.set_phase(tx, current.challenge_id, Phase.CANCELLED, self.clock())
-                return require_challenge(tx, current.challenge_id)
-
-            changed = await self.db.run(body)
+            async with self.db.transaction() as tx:
+                current = await live_challenge(tx, challenge.challenge_id)
+                await store.set_phase(tx, current.challenge_id, Phase.CANCELLED, self.clock())
+                changed = await require_challenge(tx, current.challenge_id)
             self._schedule_challenge(changed)
             return await self._announce_or_retry_later(changed)
 
@@ -415,31 +333,28 @@ class ChallengeService(ChallengeEntries):
             created_by=request.created_by,
         )
 
-        def body(tx: SyncTx) -> ScheduleRecord:
-            try:
-                schedule_id = store.insert_schedule(tx, new, self.clock())
-            except store.ChannelBusy:
-                raise ChallengeRefused(
-                    N_("<#{channel_id}> already has a recurring challenge; stop it first."),
-                    channel_id=new.channel_id,
-                ) from None
-            found = store.get_schedule(tx, schedule_id)
-            assert found is not None
-            return found
-
-        schedule = await self.db.run(body)
+        try:
+            async with self.db.transaction() as tx:
+                schedule = await store.get_schedule(tx, await store.insert_schedule(tx, new, self.clock()))
+        except store.ChannelBusy:
+            raise ChallengeRefused(
+                N_("<#{channel_id}> already has a recurring challenge; stop it first."),
+                channel_id=new.channel_id,
+            ) from None
+        assert schedule is not None
         self._schedule_recurrence(schedule)
         return schedule
 
     async def stop_schedule(self, guild_id: int, channel_id: int) -> ScheduleRecord:
-        def body(tx: SyncTx) -> ScheduleRecord:
-            for s in store.active_schedules(tx, guild_id):
-                if s.channel_id == channel_id:
-                    store.stop_schedule(tx, s.schedule_id)
-                    return s
-            raise ChallengeRefused(N_("<#{channel_id}> has no recurring challenge."), channel_id=channel_id)
-
-        schedule = await self.db.run(body)
+        async with self.db.transaction() as tx:
+            schedule = next(
+                (s for s in await store.active_schedules(tx, guild_id) if s.channel_id == channel_id), None
+            )
+            if schedule is None:
+                raise ChallengeRefused(
+                    N_("<#{channel_id}> has no recurring challenge."), channel_id=channel_id
+                )
+            await store.stop_schedule(tx, schedule.schedule_id)
         if self._scheduler is not None:
             job = self._scheduler.get_job(f"brushfire.challenge-schedule.{schedule.schedule_id}")
             if job is not None:
@@ -447,7 +362,8 @@ class ChallengeService(ChallengeEntries):
         return schedule
 
     async def schedules(self, guild_id: int) -> list[ScheduleRecord]:
-        return await self.db.run(lambda tx: store.active_schedules(tx, guild_id), write=False)
+        async with self.db.transaction(write=False) as tx:
+            return await store.active_schedules(tx, guild_id)
 
     async def run_recurrence(self, schedule_id: int) -> ChallengeRecord | None:
         """Start the schedule's next challenge if it is due; a missed start (the bot was down) starts now.
@@ -461,7 +377,8 @@ class ChallengeService(ChallengeEntries):
             return None
 
     async def _recur(self, schedule_id: int) -> ChallengeRecord | None:
-        schedule = await self.db.run(lambda tx: store.get_schedule(tx, schedule_id), write=False)
+        async with self.db.transaction(write=False) as tx:
+            schedule = await store.get_schedule(tx, schedule_id)
         now = self.clock()
         if schedule is None or not schedule.active:
             return None
@@ -472,9 +389,8 @@ class ChallengeService(ChallengeEntries):
         for live in await self.live(schedule.guild_id):
             if live.channel_id == schedule.channel_id:  # the last round ends at this instant: end it first
                 await self.advance(live.challenge_id)
-        await self.db.run(
-            lambda tx: store.advance_schedule(tx, schedule_id, schedule.next_theme + 1, next_start)
-        )
+        async with self.db.transaction() as tx:
+            await store.advance_schedule(tx, schedule_id, schedule.next_theme + 1, next_start)
         self._schedule_recurrence(
             dataclasses.replace(schedule, next_start_at=next_start, next_theme=schedule.next_theme + 1)
         )

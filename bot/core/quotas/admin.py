@@ -5,13 +5,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from bot.core.i18n import N_
 from bot.core.quotas.pricing import DAY_S, QuotaSettings
 from bot.core.quotas.records import Audited, PolicyOverview, QuotaInputError, R, check_id
 from storage import audit, ledger, policy
-from storage.db import Database, SyncTx
+from storage.db import Database, Tx
 from storage.policy import RoleTier, UserOverride
 
 log = logging.getLogger(__name__)
@@ -45,21 +45,23 @@ class QuotaAdmin:
             )
         return window_s
 
-    def _guild_policy(self, tx: SyncTx, guild_id: int) -> policy.GuildPolicy:
+    async def _guild_policy(self, tx: Tx, guild_id: int) -> policy.GuildPolicy:
         s = self.settings
-        return policy.guild_policy(
+        return await policy.guild_policy(
             tx, guild_id, default_limit=s.default_limit, default_window=s.default_window_s
         )
 
-    async def _admin(self, guild_id: int, actor_id: int, change: Callable[[SyncTx, float], Audited[R]]) -> R:
+    async def _admin(
+        self, guild_id: int, actor_id: int, change: Callable[[Tx, float], Awaitable[Audited[R]]]
+    ) -> R:
         """Run one admin change and its audit row in one transaction."""
         check_id(N_("guild id"), guild_id)
         check_id(N_("actor id"), actor_id)
         now = self._clock()
 
-        def body(tx: SyncTx) -> R:
-            done = change(tx, now)
-            audit.record(
+        async with self._db.transaction() as tx:
+            done = await change(tx, now)
+            await audit.record(
                 tx,
                 guild_id=guild_id,
                 actor_id=actor_id,
@@ -70,18 +72,14 @@ class QuotaAdmin:
             )
             return done.result
 
-        return await self._db.run(body)
-
     async def policy_overview(self, guild_id: int) -> PolicyOverview:
         check_id(N_("guild id"), guild_id)
 
-        def body(tx: SyncTx) -> PolicyOverview:
-            gp = self._guild_policy(tx, guild_id)
-            tiers = policy.role_tiers(tx, guild_id)
-            overrides = policy.user_overrides(tx, guild_id)
+        async with self._db.transaction(write=False) as tx:
+            gp = await self._guild_policy(tx, guild_id)
+            tiers = await policy.role_tiers(tx, guild_id)
+            overrides = await policy.user_overrides(tx, guild_id)
             return PolicyOverview(guild_id, gp.limit_credits, gp.window_s, gp.configured, tiers, overrides)
-
-        return await self._db.run(body, write=False)
 
     async def set_guild_default(
         self, guild_id: int, actor_id: int, *, limit: int, window_s: int | None = None
@@ -91,10 +89,12 @@ class QuotaAdmin:
         if window_s is not None:
             self._check_window(window_s)
 
-        def change(tx: SyncTx, now: float) -> Audited[None]:
-            old = self._guild_policy(tx, guild_id)
+        async def change(tx: Tx, now: float) -> Audited[None]:
+            old = await self._guild_policy(tx, guild_id)
             window = old.window_s if window_s is None else window_s
-            policy.set_guild_policy(tx, guild_id, limit=limit, window_s=window, actor_id=actor_id, now=now)
+            await policy.set_guild_policy(
+                tx, guild_id, limit=limit, window_s=window, actor_id=actor_id, now=now
+            )
             detail = {
                 "limit": limit,
                 "window_s": window,
@@ -115,8 +115,10 @@ class QuotaAdmin:
         if not 1 <= len(name) <= 100:
             raise QuotaInputError(N_("A tier needs a name of 1 to 100 characters."))
 
-        def change(tx: SyncTx, now: float) -> Audited[RoleTier]:
-            policy.set_role_tier(tx, guild_id, role_id, name=name, limit=limit, actor_id=actor_id, now=now)
+        async def change(tx: Tx, now: float) -> Audited[RoleTier]:
+            await policy.set_role_tier(
+                tx, guild_id, role_id, name=name, limit=limit, actor_id=actor_id, now=now
+            )
             tier = RoleTier(guild_id, role_id, name, limit)
             return Audited("quota.set_role_tier", role_id, {"name": name, "limit": limit}, tier)
 
@@ -125,8 +127,8 @@ class QuotaAdmin:
     async def clear_role_tier(self, guild_id: int, role_id: int, actor_id: int) -> None:
         check_id(N_("role id"), role_id)
 
-        def change(tx: SyncTx, now: float) -> Audited[None]:
-            if not policy.delete_role_tier(tx, guild_id, role_id):
+        async def change(tx: Tx, now: float) -> Audited[None]:
+            if not await policy.delete_role_tier(tx, guild_id, role_id):
                 raise QuotaInputError(N_("{role} has no quota tier in this server."), role=f"<@&{role_id}>")
             return Audited("quota.clear_role_tier", role_id, {}, None)
 
@@ -143,12 +145,12 @@ class QuotaAdmin:
         """Read, edit and store one user's override row, with its audit row, in one write transaction."""
         check_id(N_("user id"), user_id)
 
-        def change(tx: SyncTx, now: float) -> Audited[UserOverride]:
-            old = policy.user_override(tx, guild_id, user_id) or UserOverride(
+        async def change(tx: Tx, now: float) -> Audited[UserOverride]:
+            old = await policy.user_override(tx, guild_id, user_id) or UserOverride(
                 guild_id, user_id, None, False, False, None
             )
             new = edit(old)
-            policy.save_user_override(tx, new, actor_id, now)
+            await policy.save_user_override(tx, new, actor_id, now)
             detail = {
                 "limit": new.limit_credits,
                 "unlimited": new.unlimited,
@@ -238,8 +240,8 @@ class QuotaAdmin:
         if expires_at is not None and not self._clock() < expires_at <= self._clock() + 366 * DAY_S:
             raise QuotaInputError(N_("A bonus must expire in the future and within a year."))
 
-        def change(tx: SyncTx, now: float) -> Audited[int]:
-            bonus_id = policy.add_grant(
+        async def change(tx: Tx, now: float) -> Audited[int]:
+            bonus_id = await policy.add_grant(
                 tx,
                 guild_id,
                 user_id,
@@ -259,9 +261,9 @@ class QuotaAdmin:
         credits spent stay spent. Returns what was forgiven."""
         check_id(N_("user id"), user_id)
 
-        def change(tx: SyncTx, now: float) -> Audited[ledger.Forgiven]:
-            window = self._guild_policy(tx, guild_id).window_s
-            done = ledger.void_window(tx, guild_id, user_id, now - window, now)
+        async def change(tx: Tx, now: float) -> Audited[ledger.Forgiven]:
+            window = (await self._guild_policy(tx, guild_id)).window_s
+            done = await ledger.void_window(tx, guild_id, user_id, now - window, now)
             detail = {"voided": done.jobs, "credits": done.credits, "relax_credits": done.relax_credits}
             return Audited("quota.reset_user", user_id, detail, done)
 

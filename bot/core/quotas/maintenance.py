@@ -15,8 +15,8 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from bot.core.quotas.pricing import DAY_S
 from bot.core.quotas.service import QuotaService
+from storage import jobs
 from storage.db import Database
-from storage.jobs import JobsRepo
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class Maintenance:
         """Add the jobs (replacing earlier ones with the same ids); the scheduler may already be running."""
         qs = self._quotas.settings
         common = {"replace_existing": True, "coalesce": True, "max_instances": 1, "misfire_grace_time": 300}
-        jobs = [
+        added = [
             scheduler.add_job(
                 self.sweep, IntervalTrigger(seconds=qs.sweep_interval_s), id=self.SWEEP_ID, **common
             ),
@@ -47,12 +47,12 @@ class Maintenance:
         ]
         ds = self._db.settings
         if ds.backup_dir is not None and ds.backup_hour is not None:
-            jobs.append(
+            added.append(
                 scheduler.add_job(
                     self.backup, CronTrigger(hour=ds.backup_hour, minute=0), id=self.BACKUP_ID, **common
                 )
             )
-        return jobs
+        return added
 
     # The jobs log their own failures: an exception escaping into APScheduler would only be logged there,
     # far from the context, and a failed sweep must never stop the next one.
@@ -67,7 +67,8 @@ class Maintenance:
         """Prune the ledger, and forget interaction tokens of jobs finished over a day ago (they expire anyway)."""
         try:
             removed = await self._quotas.prune()
-            await JobsRepo(self._db, self._clock).prune_finished(self._clock() - DAY_S)
+            async with self._db.transaction() as tx:
+                await jobs.prune_finished(tx, self._clock() - DAY_S)
         except Exception:
             log.exception("ledger pruning failed")
             return 0

@@ -26,7 +26,8 @@ class QuotaReports:
         if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= 366:
             raise QuotaInputError(N_("A report covers 1 to 366 days, not {days}."), days=days)
         since = self._clock() - days * DAY_S
-        rows = await self._db.run(lambda tx: ledger.usage_by_user_day(tx, guild_id, since), write=False)
+        async with self._db.transaction(write=False) as tx:
+            rows = await ledger.usage_by_user_day(tx, guild_id, since)
         return _report(guild_id, days, since, rows, top)
 
 

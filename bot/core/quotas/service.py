@@ -6,7 +6,7 @@ import dataclasses
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from bot.core.i18n import N_
 from bot.core.quotas.admin import QuotaAdmin
@@ -27,7 +27,7 @@ from bot.core.quotas.records import (
 from bot.core.quotas.reports import QuotaReports
 from inference.vocabulary import Lane
 from storage import ledger, policy
-from storage.db import Database, SyncTx
+from storage.db import Database, Tx
 from storage.ledger import BonusSpend
 from storage.policy import BonusGrant, UserPolicy
 
@@ -100,8 +100,7 @@ class QuotaService:
     """Quote, reserve, commit and refund credits and report a user's share; `admin` changes the policy
     and `reports` reads usage.
 
-    Each operation is one transaction run on the database thread (`Database.run`), so reserve() checks and
-    inserts atomically and costs one hop off the event loop.
+    Each operation is one transaction (`Database.transaction`), so reserve() checks and inserts atomically.
     """
 
     def __init__(self, db: Database, settings: QuotaSettings, clock: Callable[[], float] = time.time) -> None:
@@ -117,10 +116,10 @@ class QuotaService:
 
     # -- reading ---------------------------------------------------------------------------------------
 
-    def _load(
-        self, tx: SyncTx, guild_id: int, user_id: int, role_ids: Sequence[int], now: float
+    async def _load(
+        self, tx: Tx, guild_id: int, user_id: int, role_ids: Sequence[int], now: float
     ) -> QuotaStatus:
-        pol = policy.user_policy(
+        pol = await policy.user_policy(
             tx,
             guild_id,
             user_id,
@@ -130,7 +129,7 @@ class QuotaService:
             default_relax=self.settings.relax.enabled_by_default,
             now=now,
         )
-        usage = ledger.window_usage(tx, guild_id, user_id, pol.window_s, now)
+        usage = await ledger.window_usage(tx, guild_id, user_id, pol.window_s, now)
         return _status(guild_id, user_id, pol, usage, self.settings.relax.limit)
 
     async def status(self, guild_id: int, user_id: int, role_ids: Sequence[int] = ()) -> QuotaStatus:
@@ -138,7 +137,8 @@ class QuotaService:
         check_id(N_("user id"), user_id)
         roles = check_roles(role_ids)
         now = self._clock()
-        return await self._db.run(lambda tx: self._load(tx, guild_id, user_id, roles, now), write=False)
+        async with self._db.transaction(write=False) as tx:
+            return await self._load(tx, guild_id, user_id, roles, now)
 
     # -- charging --------------------------------------------------------------------------------------
 
@@ -166,34 +166,38 @@ class QuotaService:
         roles = check_roles(role_ids)
         now = self._clock()
 
-        def body(tx: SyncTx) -> Reservation:
-            st = self._load(tx, guild_id, user_id, roles, now)
-            chosen, spends = self._choose(tx, st, cost, asked, now)
-            ledger.insert(
-                tx,
-                job_id=job_id,
-                guild_id=guild_id,
-                user_id=user_id,
-                cost=cost,
-                lane=chosen,
-                spends=spends,
-                now=now,
-                forgiven=st.unlimited and chosen is Lane.FAST,  # free while unlimited, then and later
-            )
-            bonus_cost = sum(s.credits for s in spends)
-            return Reservation(
-                job_id, guild_id, user_id, chosen, cost, bonus_cost, _after(st, chosen, cost, bonus_cost, now)
-            )
-
         try:
-            return await self._db.run(body)
+            async with self._db.transaction() as tx:
+                st = await self._load(tx, guild_id, user_id, roles, now)
+                chosen, spends = await self._choose(tx, st, cost, asked, now)
+                await ledger.insert(
+                    tx,
+                    job_id=job_id,
+                    guild_id=guild_id,
+                    user_id=user_id,
+                    cost=cost,
+                    lane=chosen,
+                    spends=spends,
+                    now=now,
+                    forgiven=st.unlimited and chosen is Lane.FAST,  # free while unlimited, then and later
+                )
+                bonus_cost = sum(s.credits for s in spends)
+                return Reservation(
+                    job_id,
+                    guild_id,
+                    user_id,
+                    chosen,
+                    cost,
+                    bonus_cost,
+                    _after(st, chosen, cost, bonus_cost, now),
+                )
         except sqlite3.IntegrityError as exc:
             if "ledger.job_id" in str(exc):
                 raise DuplicateReservation(job_id) from exc
             raise
 
-    def _choose(
-        self, tx: SyncTx, st: QuotaStatus, cost: int, lane: Lane | None, now: float
+    async def _choose(
+        self, tx: Tx, st: QuotaStatus, cost: int, lane: Lane | None, now: float
     ) -> tuple[Lane, list[BonusSpend]]:
         if st.blocked:
             raise UserBlocked()
@@ -208,7 +212,7 @@ class QuotaService:
         if st.unlimited or cost <= st.remaining:
             return Lane.FAST, []
         if cost <= st.spendable:
-            grants = policy.active_grants(tx, st.guild_id, st.user_id, now)
+            grants = await policy.active_grants(tx, st.guild_id, st.user_id, now)
             return Lane.FAST, _spend_plan(grants, cost - st.remaining)
         if lane is None and st.relax_room(cost):
             return Lane.RELAX, []
@@ -216,17 +220,17 @@ class QuotaService:
 
     async def commit(self, job_id: str) -> bool:
         """Make a reservation final; False if it is unknown or already committed or refunded."""
-        check_job_id(job_id)
-        now = self._clock()
-        changed = await self._db.run(lambda tx: ledger.commit(tx, job_id, now))
-        return changed > 0
+        return await self._finish(job_id, ledger.commit)
 
     async def refund(self, job_id: str) -> bool:
         """Give a reservation's credits (bonus included) back; False if unknown or already final."""
+        return await self._finish(job_id, ledger.refund)
+
+    async def _finish(self, job_id: str, settle: Callable[[Tx, str, float], Awaitable[int]]) -> bool:
         check_job_id(job_id)
         now = self._clock()
-        changed = await self._db.run(lambda tx: ledger.refund(tx, job_id, now))
-        return changed > 0
+        async with self._db.transaction() as tx:
+            return await settle(tx, job_id, now) > 0
 
     async def sweep_stale(self) -> int:
         """Settle reservations older than the stale age that a crash left behind.
@@ -237,21 +241,18 @@ class QuotaService:
         now = self._clock()
         before = now - self.settings.stale_reservation_s
 
-        def body(tx: SyncTx) -> int:
+        async with self._db.transaction() as tx:
             settled = 0
-            for stale in ledger.stale_reservations(tx, before):
+            for stale in await ledger.stale_reservations(tx, before):
                 if stale.job_status == "succeeded":
-                    settled += ledger.commit(tx, stale.job_id, now)
+                    settled += await ledger.commit(tx, stale.job_id, now)
                 elif (
                     stale.job_status in ("pending", "queued", "running")
                     and (stale.job_updated_at or 0) >= before
                 ):
                     continue
                 else:
-                    settled += ledger.refund(tx, stale.job_id, now)
-            return settled
-
-        settled = await self._db.run(body)
+                    settled += await ledger.refund(tx, stale.job_id, now)
         if settled:
             log.info("settled %d stale reservations", settled)
         return settled
@@ -261,11 +262,11 @@ class QuotaService:
         reserving and storing its job (the two are back to back, so an older one has no live owner)."""
         now = self._clock()
 
-        def body(tx: SyncTx) -> int:
-            stale = ledger.stale_reservations(tx, now - older_than_s)
-            return sum(ledger.refund(tx, s.job_id, now) for s in stale if s.job_status is None)
-
-        refunded = await self._db.run(body)
+        refunded = 0
+        async with self._db.transaction() as tx:
+            for stale in await ledger.stale_reservations(tx, now - older_than_s):
+                if stale.job_status is None:
+                    refunded += await ledger.refund(tx, stale.job_id, now)
         if refunded:
             log.info("refunded %d reservation(s) whose job was never stored", refunded)
         return refunded
@@ -275,11 +276,9 @@ class QuotaService:
         now = self._clock()
         retention_s = self._db.settings.retention_days * DAY_S
 
-        def body(tx: SyncTx) -> int:
-            before = now - policy.max_window(tx, self.settings.default_window_s) - retention_s
-            return ledger.prune(tx, before) + policy.prune_grants(tx, before)
-
-        removed = await self._db.run(body)
+        async with self._db.transaction() as tx:
+            before = now - await policy.max_window(tx, self.settings.default_window_s) - retention_s
+            removed = await ledger.prune(tx, before) + await policy.prune_grants(tx, before)
         if removed:
             log.info("pruned %d ledger rows and expired grants", removed)
         return removed
