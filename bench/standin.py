@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 from diffusers import StableDiffusionPipeline
-from diffusers.pipelines.stable_diffusion import StableDiffusionPipelineOutput
+from diffusers.pipelines.stable_diffusion.pipeline_output import StableDiffusionPipelineOutput
 from PIL import Image, ImageFilter
 
 from tools.tiny import data

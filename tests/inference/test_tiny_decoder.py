@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -26,7 +27,10 @@ BUNDLED_MIN_PSNR_DB = 22.0
 def tiny_autoencoder(out_dir: Path, blocks: int) -> Path:
     """A random AutoencoderTiny whose decoder upsamples 2**(blocks-1) times (TAESD has 4 blocks: 8x)."""
     torch.manual_seed(0)
-    AutoencoderTiny(
+    build: Any = (
+        AutoencoderTiny  # mypy sees diffusers' torch-less placeholder class (tools/tiny/diffusers_types.py)
+    )
+    build(
         encoder_block_out_channels=(8,) * blocks,
         decoder_block_out_channels=(8,) * blocks,
         num_encoder_blocks=(1,) * blocks,
@@ -84,8 +88,8 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 def test_the_bundled_tiny_decoder_is_small_and_close_to_the_full_one() -> None:
     size = sum(f.stat().st_size for f in BUNDLED_TINY_DECODER.iterdir())
     assert size < 1_000_000
-    tiny = AutoencoderTiny.from_pretrained(str(BUNDLED_TINY_DECODER)).eval()
-    full = AutoencoderKL.from_pretrained(str(BUNDLED_MODEL_ROOT / "generate" / "vae")).eval()
+    tiny: Any = AutoencoderTiny.from_pretrained(str(BUNDLED_TINY_DECODER)).eval()  # type: ignore[no-untyped-call]
+    full: Any = AutoencoderKL.from_pretrained(str(BUNDLED_MODEL_ROOT / "generate" / "vae")).eval()  # type: ignore[no-untyped-call]
     rng = np.random.default_rng(7)
     pictures = np.stack([data.to_array(data.render(data.sample_scene(rng))) for _ in range(32)])
     images = torch.from_numpy(pictures).permute(0, 3, 1, 2)

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL, AutoencoderTiny
 
 from tools.tiny import data
+from tools.tiny.diffusers_types import Vae
 
 log = logging.getLogger("tools.tiny.distil_decoder")
 
@@ -66,7 +67,7 @@ def scenes_tensor(rng: np.random.Generator, n: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def teach(vae: AutoencoderKL, images: torch.Tensor, sample: bool, seed: int) -> dict[str, torch.Tensor]:
+def teach(vae: Vae, images: torch.Tensor, sample: bool, seed: int) -> dict[str, torch.Tensor]:
     """The full autoencoder's view of the pictures: scaled latents, its decoding of them, its scaled mean."""
     scale = vae.config.scaling_factor
     generator = torch.Generator().manual_seed(seed)
@@ -100,9 +101,7 @@ def weighted_loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(
-    tiny: AutoencoderTiny, val: dict[str, torch.Tensor], full: AutoencoderKL | None = None
-) -> dict[str, float]:
+def evaluate(tiny: Vae, val: dict[str, torch.Tensor], full: Vae | None = None) -> dict[str, float]:
     """Held-out scores; with `full`, also the tiny encoder read back by the full decoder (slower)."""
     tiny.eval()
     decoded = torch.cat([tiny.decode(z).sample for z in val["latents"].split(64)]).clamp(-1, 1)
@@ -159,7 +158,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     torch.set_num_threads(1)
     torch.manual_seed(SEED)
     rng = np.random.default_rng(SEED)
-    full = AutoencoderKL.from_pretrained(str(FULL_VAE)).eval().requires_grad_(False)
+    full: Vae = AutoencoderKL.from_pretrained(str(FULL_VAE)).eval().requires_grad_(False)
 
     started = time.perf_counter()
     train = teach(full, scenes_tensor(rng, args.train_scenes), sample=True, seed=SEED)
@@ -171,7 +170,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         time.perf_counter() - started,
     )
 
-    tiny = AutoencoderTiny(**SHAPE)
+    tiny: Vae = AutoencoderTiny(**SHAPE)
     params = sum(p.numel() for p in tiny.parameters())
     optimiser = torch.optim.AdamW(tiny.parameters(), lr=2e-3, weight_decay=1e-4)
     budget = args.minutes * 60
