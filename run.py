@@ -4,9 +4,14 @@ python run.py                      worker + bot (the worker is restarted with ba
 python run.py bot | worker         one of the two (worker flags: --host --port --model --edit-model
                                    --device --max-batch, over the settings)
 python run.py serve --ray [--replicas N] [--address ADDR]   the worker's RPC on Ray Serve, many GPUs
-python run.py db migrate | backup PATH
+python run.py db migrate | backup PATH | restore PATH   (restore: with the bot and worker stopped)
 python run.py imagine "a red fox" -o fox.png
 python run.py edit fox.png "make it snowy" -o snowy.png
+
+Relative paths in the settings (database.path, backup_dir, sync_state_file, cache_dir) are read from the
+config file's folder, or with no config file from the project folder (where run.py is), never from the
+folder the command happens to be started in. Arguments a user types are checked before any model loads:
+a bad one ends the command at once with exit status 2 and a message naming it.
 """
 
 from __future__ import annotations
@@ -23,20 +28,25 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TextIO
 
 import psutil
 from pydantic import ValidationError
 
+from bot.core import terminal
+from bot.core.command_text import EDIT, IMAGINE
 from bot.core.errors import BrushfireError
 from bot.core.jobs import JobService
 from bot.core.lifecycle import CrashPoint, ProcessOwner, describe_server, die_with_parent, port_in_use
+from bot.core.logs import LEVELS, job_context, setup_logging
 from bot.core.outcomes import JobOutcome
-from bot.core.plans import LOCAL_USER, ImagineOptions, parse_lane
-from bot.core.progress import ProgressState, ProgressUpdater
+from bot.core.plans import LOCAL_USER, SAMPLERS, Controls, ImagineOptions, JobPlan, Planner, parse_lane
+from bot.core.progress import ProgressUpdater
+from bot.core.records import GuildSettings
 from bot.core.services import Services, open_services
-from bot.core.settings import Settings, SettingsError, load_settings
+from bot.core.settings import Settings, SettingsError, anchor_paths, load_settings
+from bot.core.styles import StyleBook
 from inference.engine_api import EngineError
+from inference.protocol import WorkerInfo
 from inference.settings import EngineSettings, WorkerSettings
 from inference.vocabulary import JobId
 
@@ -49,7 +59,12 @@ STABLE_AFTER_S = 60.0  # a worker that ran this long before crashing starts the 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="run.py", description=__doc__.splitlines()[0])
     p.add_argument("--config", type=Path, help="TOML settings file (or $BRUSHFIRE_CONFIG)")
-    p.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING or ERROR")
+    p.add_argument(
+        "--log-level", type=str.upper, choices=LEVELS, default=None, help="over the settings' log_level"
+    )
+    p.add_argument(
+        "--log-format", choices=["text", "json"], default=None, help="over the settings' log_format"
+    )
     sub = p.add_subparsers(dest="command")
     sub.add_parser("all", help="worker and bot together (the default)")
     sub.add_parser("bot", help="the Discord bot alone (the worker runs elsewhere: worker_url)")
@@ -71,21 +86,33 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     db_sub.add_parser("migrate", help="create or upgrade the database file")
     backup = db_sub.add_parser("backup", help="copy the live database safely")
     backup.add_argument("path", type=Path)
-    imagine = sub.add_parser("imagine", help="make an image from a prompt, as the local user")
-    imagine.add_argument("prompt")
-    imagine.add_argument("-o", "--output", type=Path, default=Path("out.png"))
-    imagine.add_argument("--style")
-    imagine.add_argument("--negative", default="")
-    imagine.add_argument("--aspect")
-    imagine.add_argument("--count", type=int, default=1)
-    imagine.add_argument("--seed", type=int)
-    imagine.add_argument("--lane", choices=["auto", "fast", "relax"], default="auto")
-    edit = sub.add_parser("edit", help="edit an image by instruction, as the local user")
-    edit.add_argument("image", type=Path)
-    edit.add_argument("instruction")
-    edit.add_argument("-o", "--output", type=Path, default=Path("out.png"))
-    edit.add_argument("--strength", type=float)
-    edit.add_argument("--lane", choices=["auto", "fast", "relax"], default="auto")
+    restore = db_sub.add_parser("restore", help="replace the database with a checked backup (bot stopped)")
+    restore.add_argument("path", type=Path)
+    # The job commands' help is the slash commands' own descriptions (bot.core.command_text).
+    output_help = "where to write the image (several: numbered beside it)"
+    imagine = sub.add_parser("imagine", help=IMAGINE.description, description=IMAGINE.description)
+    said = IMAGINE.options
+    imagine.add_argument("prompt", help=said["prompt"])
+    imagine.add_argument("-o", "--output", type=Path, default=Path("out.png"), help=output_help)
+    imagine.add_argument("--style", help=said["style"])
+    imagine.add_argument("--negative", default="", help=said["negative"])
+    imagine.add_argument("--aspect", help=said["aspect"])
+    imagine.add_argument("--count", type=int, default=1, help=said["count"])
+    imagine.add_argument("--seed", type=int, help=said["seed"])
+    imagine.add_argument("--lane", choices=["auto", "fast", "relax"], default="auto", help=said["lane"])
+    imagine.add_argument("--steps", type=int, help=said["steps"])
+    imagine.add_argument("--guidance", type=float, help=said["guidance"])
+    imagine.add_argument("--width", type=int, help=said["width"])
+    imagine.add_argument("--height", type=int, help=said["height"])
+    imagine.add_argument("--sampler", choices=list(SAMPLERS), help=said["sampler"])
+    edit = sub.add_parser("edit", help=EDIT.description, description=EDIT.description)
+    said = EDIT.options
+    edit.add_argument("image", type=Path, help=said["image"])
+    edit.add_argument("instruction", help=said["instruction"])
+    edit.add_argument("-o", "--output", type=Path, default=Path("out.png"), help=output_help)
+    edit.add_argument("--strength", type=float, help=said["strength"])
+    edit.add_argument("--seed", type=int, help=said["seed"])
+    edit.add_argument("--lane", choices=["auto", "fast", "relax"], default="auto", help=said["lane"])
     return p.parse_args(argv)
 
 
@@ -96,16 +123,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    quiet = "WARNING" if args.command in ("imagine", "edit") else settings.log_level  # keep the bar readable
-    logging.basicConfig(
-        level=(args.log_level or quiet).upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    settings = anchor_paths(settings, settings_folder(args.config))
+    # The one-shot commands print their own result: keep the bar readable and say each thing once.
+    quiet = "WARNING" if args.command in ("imagine", "edit", "db") else settings.log_level
+    setup_logging(args.log_level or quiet, args.log_format or settings.log_format)
     command = args.command or "all"
     try:
         return _dispatch(command, args, settings)
     except KeyboardInterrupt:
         return 130
+
+
+def settings_folder(config: Path | None) -> Path:
+    """Where relative paths in the settings are read from: the config file's folder; with no file, the
+    project folder holding run.py (a checkout), or ~/.local/share/brushfire for an installed copy."""
+    path = config or (Path(os.environ["BRUSHFIRE_CONFIG"]) if os.environ.get("BRUSHFIRE_CONFIG") else None)
+    if path is not None:
+        return path.resolve().parent
+    here = Path(__file__).resolve().parent
+    return here if (here / "pyproject.toml").is_file() else Path.home() / ".local" / "share" / "brushfire"
 
 
 def _dispatch(command: str, args: argparse.Namespace, settings: Settings) -> int:
@@ -118,6 +154,9 @@ def _dispatch(command: str, args: argparse.Namespace, settings: Settings) -> int
         except (WorkerConfigError, ValidationError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+        except EngineError as exc:
+            print(f"error: the model could not be loaded: {exc}", file=sys.stderr)
+            return 1
         return 0
     if command == "serve":
         return _serve_ray(args, settings)
@@ -136,7 +175,12 @@ def _dispatch(command: str, args: argparse.Namespace, settings: Settings) -> int
     crash = CrashPoint.from_env(dict(os.environ))  # inert unless the crash-matrix tests set it
     if command == "bot":
         return asyncio.run(run_bot(settings, crash=crash))
-    return asyncio.run(_bot_and_worker(settings, args.config, crash))
+    logs = [
+        f"--{name.replace('_', '-')}={value}"
+        for name in ("log_level", "log_format")
+        if (value := getattr(args, name))
+    ]
+    return asyncio.run(_bot_and_worker(settings, args.config, crash, logs))
 
 
 # --- worker and bot together ---
@@ -279,20 +323,22 @@ def worker_settings(settings: Settings, args: argparse.Namespace) -> tuple[Worke
     return worker, engine
 
 
-def worker_command(config: Path | None) -> list[str]:
-    """This same script in worker mode, with the same config file (the environment is inherited); the
-    worker watches this process and stops if it goes away."""
-    args = [sys.executable, str(Path(__file__).resolve())]
+def worker_command(config: Path | None, logs: Sequence[str] = ()) -> list[str]:
+    """This same script in worker mode, with the same config file and log flags (the environment is
+    inherited); the worker watches this process and stops if it goes away."""
+    args = [sys.executable, str(Path(__file__).resolve()), *logs]
     if config is not None:
         args += ["--config", str(config)]
     return [*args, "worker", "--parent-pid", str(os.getpid())]
 
 
-async def _bot_and_worker(settings: Settings, config: Path | None, crash: CrashPoint) -> int:
+async def _bot_and_worker(
+    settings: Settings, config: Path | None, crash: CrashPoint, logs: Sequence[str] = ()
+) -> int:
     from bot.client import run_bot
 
     supervisor = WorkerSupervisor(
-        worker_command(config),
+        worker_command(config, logs),
         host=settings.worker.host,
         port=settings.worker.port,
         pidfile=settings.database.path.parent / "worker.pid",
@@ -342,7 +388,7 @@ def _serve_ray(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _db(args: argparse.Namespace, settings: Settings) -> int:
-    from storage.cli import backup, migrate
+    from storage.cli import backup, migrate, restore
     from storage.db import DatabaseError
 
     try:
@@ -350,34 +396,23 @@ async def _db(args: argparse.Namespace, settings: Settings) -> int:
             version = await migrate(settings.database.path)
             print(f"{settings.database.path}: schema version {version}")
             return 0
+        if args.db_command == "restore":
+            done = await restore(args.path, settings.database.path)
+            kept = f"; the previous file is {done.previous}" if done.previous else ""
+            print(
+                f"restored {settings.database.path} from {args.path} (schema version {done.schema_version}){kept}"
+            )
+            return 0
         await backup(settings.database.path, args.path)
     except DatabaseError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"backed up {settings.database.path} to {args.path}")
+    target = args.path / settings.database.path.name if args.path.is_dir() else args.path
+    print(f"backed up {settings.database.path} to {target}")
     return 0
 
 
 # --- making images from the terminal, through the same job service as Discord users ---
-
-
-class TerminalBar:
-    """A one-line progress bar on a terminal stream (the CLI's progress display)."""
-
-    def __init__(self, stream: TextIO, width: int = 30) -> None:
-        self._stream = stream
-        self._width = width
-
-    async def show(self, state: ProgressState) -> None:
-        done = state.step / state.total if state.total else 0.0
-        filled = int(done * self._width)
-        bar = "#" * filled + "." * (self._width - filled)
-        self._stream.write(f"\r[{bar}] {state.describe()!s:<48}")  # the command line speaks English
-        self._stream.flush()
-
-    def finish(self) -> None:
-        self._stream.write("\n")
-        self._stream.flush()
 
 
 @asynccontextmanager
@@ -408,7 +443,13 @@ async def worker_for(settings: Settings) -> AsyncIterator[str]:
 
 
 async def _local_job(args: argparse.Namespace, settings: Settings, crash: CrashPoint) -> int:
+    try:
+        image = _check_first(args, settings)
+    except (terminal.ArgumentError, BrushfireError) as exc:
+        print(f"error: {terminal.plain(str(exc))}", file=sys.stderr)
+        return 2
     owner = ProcessOwner.current("cli")
+    code = 0
     try:
         async with (
             worker_for(settings) as url,
@@ -417,40 +458,47 @@ async def _local_job(args: argparse.Namespace, settings: Settings, crash: CrashP
             jobs = services.jobs
             # First what an earlier `run.py imagine/edit` left when it was killed: follow or refund.
             await jobs.reconcile(_report_earlier(jobs), kinds=frozenset({"cli"}))
-            outcome = await _run_local(args, services)
-            if outcome.ok:
-                crash.reached("delivery")
-                for path in _write_outputs(outcome, args.output):
-                    print(path)
-            await jobs.mark_delivered(outcome.job.job_id)
+            outcome = await _run_local(args, services, image)
+            with job_context(outcome.job.job_id):
+                if outcome.ok:
+                    crash.reached("delivery")
+                    code = _deliver(outcome, args.output, settings.database.path.parent / "outputs")
+                await jobs.mark_delivered(outcome.job.job_id)
     except (BrushfireError, SettingsError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {terminal.plain(str(exc))}", file=sys.stderr)
         return 1
     except EngineError as exc:
         print(f"error: the model could not be loaded: {exc}", file=sys.stderr)
         return 1
     if not outcome.ok:
-        print(f"error: {outcome.message}", file=sys.stderr)
+        print(f"error: {terminal.plain(str(outcome.message))}", file=sys.stderr)
         return 1
-    return 0
+    return code
 
 
-def _report_earlier(jobs: JobService) -> Callable[[JobOutcome], Awaitable[None]]:
-    """How the command line hands over an earlier run's job: a line on stderr (its images, if any, are
-    in the database), then it counts as delivered."""
+def _check_first(args: argparse.Namespace, settings: Settings) -> bytes | None:
+    """Everything about the arguments that can be checked without a model, checked before one loads:
+    the options as the planner will see them, the input image, and that the output can be written.
 
-    async def report(outcome: JobOutcome) -> None:
-        what = "finished; its images are in the database" if outcome.ok else f"refunded ({outcome.message})"
-        print(f"job {outcome.job.job_id} from an earlier run that was stopped: {what}", file=sys.stderr)
-        await jobs.mark_delivered(outcome.job.job_id)
+    The job is planned again once the worker has said which model it serves (its sizes and edit mode);
+    this is the same planner on the settings' own view of that model. Returns the input image's bytes.
+    """
+    planner = Planner(settings, StyleBook(settings.styles, settings.aspects))
+    if not settings.worker_url:  # the worker this machine runs: its model is the one the settings name
+        engine = settings.engine
+        has_edit_model = engine.edit_model is not None or engine.model is None
+        info = WorkerInfo(
+            model=engine.model or "bundled", defaults=engine.defaults, has_edit_model=has_edit_model
+        )
+        planner.adopt_worker_defaults(info)
+    image = terminal.read_input(args.image) if args.command == "edit" else None
+    plan = _plan(args, planner, GuildSettings(guild_id=LOCAL_USER.guild_id), image)
+    terminal.check_output(args.output, plan.count)
+    return image
 
-    return report
 
-
-async def _run_local(args: argparse.Namespace, services: Services) -> JobOutcome:
-    jobs = services.jobs
-    await jobs.worker.learn_model()  # a worker elsewhere may serve another model than the settings here name
-    guild = await services.guilds.settings(LOCAL_USER.guild_id)
+def _plan(args: argparse.Namespace, planner: Planner, guild: GuildSettings, image: bytes | None) -> JobPlan:
+    """The job `run.py imagine/edit` asks for, planned as the local user's (refusals raise)."""
     lane = parse_lane(args.lane)
     if args.command == "imagine":
         options = ImagineOptions(
@@ -461,43 +509,70 @@ async def _run_local(args: argparse.Namespace, services: Services) -> JobOutcome
             count=args.count,
             seed=args.seed,
             lane=lane,
+            controls=Controls(
+                steps=args.steps,
+                guidance=args.guidance,
+                width=args.width,
+                height=args.height,
+                sampler=args.sampler,
+            ),
         )
-        plan = jobs.planner.plan_imagine(LOCAL_USER, options, guild)
-    else:
-        data = _read_input(args.image)
-        plan = jobs.planner.plan_edit(
-            LOCAL_USER,
-            image=data,
-            instruction=args.instruction,
-            strength=args.strength,
-            guild=guild,
-            lane=lane,
-        )
-    ticket = await jobs.start(LOCAL_USER, plan)
-    note = " (out of fast credits: relax lane)" if ticket.fell_back_to_relax else ""
-    print(
-        f"job {ticket.job.job_id}: {ticket.cost} credit(s), {ticket.lane.value} lane{note}", file=sys.stderr
+        return planner.plan_imagine(LOCAL_USER, options, guild)
+    assert image is not None
+    return planner.plan_edit(
+        LOCAL_USER,
+        image=image,
+        instruction=args.instruction,
+        strength=args.strength,
+        guild=guild,
+        lane=lane,
+        seed=args.seed,
     )
-    bar = TerminalBar(sys.stderr)
-    updater = ProgressUpdater(bar, interval_s=0.1)
-    updater.start()
-    unhook = _cancel_on_interrupt(jobs, ticket.job.job_id)
-    try:
-        outcome = await jobs.follow(ticket.job, updater.update)
-    finally:
-        unhook()
-        await updater.close(flush=True)
-        bar.finish()
+
+
+def _report_earlier(jobs: JobService) -> Callable[[JobOutcome], Awaitable[None]]:
+    """How the command line hands over an earlier run's job: a line on stderr (its images, if any, are
+    in the database), then it counts as delivered."""
+
+    async def report(outcome: JobOutcome) -> None:
+        what = (
+            "finished; its images are in the database"
+            if outcome.ok
+            else f"refunded ({terminal.plain(str(outcome.message))})"
+        )
+        print(f"job {outcome.job.job_id} from an earlier run that was stopped: {what}", file=sys.stderr)
+        await jobs.mark_delivered(outcome.job.job_id)
+
+    return report
+
+
+async def _run_local(args: argparse.Namespace, services: Services, image: bytes | None) -> JobOutcome:
+    jobs = services.jobs
+    await jobs.worker.learn_model()  # a worker elsewhere may serve another model than the settings here name
+    plan = _plan(args, jobs.planner, await services.guilds.settings(LOCAL_USER.guild_id), image)
+    ticket = await jobs.start(LOCAL_USER, plan)
+    with job_context(ticket.job.job_id):
+        note = " (out of fast credits: relax lane)" if ticket.fell_back_to_relax else ""
+        size = terminal.size_note(
+            plan, jobs.planner.native_size(), args.aspect if args.command == "imagine" else None
+        )
+        print(
+            f"job {ticket.job.job_id}: {ticket.cost} credit(s), {ticket.lane.value} lane{note}{size}",
+            file=sys.stderr,
+        )
+        bar = terminal.TerminalBar(sys.stderr)
+        updater = ProgressUpdater(bar, interval_s=0.1)
+        updater.start()
+        unhook = _cancel_on_interrupt(jobs, ticket.job.job_id)
+        try:
+            outcome = await jobs.follow(ticket.job, updater.update)
+        finally:
+            unhook()
+            await updater.close(flush=True)
+            bar.finish()
     status = await jobs.quota_status(LOCAL_USER)
     print(f"{status.remaining} of {status.limit} credits left", file=sys.stderr)
     return outcome
-
-
-def _read_input(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise BrushfireError(f"cannot read {path}: {exc.strerror}") from None
 
 
 def _cancel_on_interrupt(jobs: JobService, job_id: JobId) -> Callable[[], None]:
@@ -521,14 +596,22 @@ def _cancel_on_interrupt(jobs: JobService, job_id: JobId) -> Callable[[], None]:
     return unhook
 
 
-def _write_outputs(outcome: JobOutcome, output: Path) -> list[Path]:
-    """Write each image: `out.png` for one, `out-1.png`, `out-2.png`… for several."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    gens = outcome.generations
-    paths = [output] if len(gens) == 1 else [output.with_stem(f"{output.stem}-{g.index + 1}") for g in gens]
-    for path, gen in zip(paths, gens, strict=True):
-        path.write_bytes(gen.png)
-    return paths
+def _deliver(outcome: JobOutcome, output: Path, keep_dir: Path) -> int:
+    """Write the images and print their paths. If they cannot be written where asked (the folder went
+    away, the disk filled), they are written to `keep_dir` instead and the command fails, saying where:
+    the job is paid for, so its result is never lost (it is in the database too)."""
+    gens = sorted(outcome.generations, key=lambda g: g.index)
+    try:
+        paths = terminal.write_images(output, [g.png for g in gens])
+    except OSError as exc:
+        kept = terminal.write_images(keep_dir / f"{outcome.job.job_id}.png", [g.png for g in gens])
+        print(f"error: cannot write {output}: {exc.strerror or exc}; the result is kept at:", file=sys.stderr)
+        for path in kept:
+            print(path)
+        return 1
+    for path in paths:
+        print(path)
+    return 0
 
 
 if __name__ == "__main__":

@@ -11,7 +11,10 @@ import signal
 from collections.abc import Coroutine
 from typing import Any
 
+import aiohttp
 import discord
+import discord.http
+import discord.utils
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from discord.ext import commands
 
@@ -19,7 +22,7 @@ from bot.core.lifecycle import CrashPoint, ProcessOwner
 from bot.core.services import Services, open_services
 from bot.core.settings import Settings, SettingsError
 from bot.delivery import JobRunner
-from bot.endpoints import use_discord_endpoints
+from bot.endpoints import MetricsServer, start_metrics_server, use_discord_endpoints
 from bot.errors import BrushfireTree
 from bot.gate import JobGate
 from bot.i18n import Catalogues, Translate
@@ -28,7 +31,17 @@ from bot.views import DYNAMIC_ITEMS
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.imagine", "cogs.edit", "cogs.quota", "cogs.settings", "cogs.styles", "cogs.challenges")
+# Pauses between tries to reach Discord at start, in seconds (the last one repeats).
+CONNECT_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+EXTENSIONS = (
+    "cogs.imagine",
+    "cogs.edit",
+    "cogs.quota",
+    "cogs.settings",
+    "cogs.styles",
+    "cogs.challenges",
+    "cogs.help",
+)
 
 
 class ImageBot(commands.Bot):
@@ -55,6 +68,7 @@ class ImageBot(commands.Bot):
         self.runner = JobRunner(self, services, track_job=self.track_job)
         self.gate = JobGate(services.jobs, settings.limits.job_cooldown, clock=services.clock)
         self.scheduler = AsyncIOScheduler()
+        self.metrics_server: MetricsServer | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._job_tasks: set[asyncio.Task[Any]] = set()
 
@@ -91,7 +105,13 @@ class ImageBot(commands.Bot):
         self.add_dynamic_items(*DYNAMIC_ITEMS)
         await self.tree.set_translator(CatalogueTranslator(self.catalogues))
         self.services.maintenance.register(self.scheduler)
+        self.services.retention.register(self.scheduler)
         self.scheduler.start()
+        port = self.settings.discord.metrics_port
+        if port is not None:
+            self.metrics_server = await start_metrics_server(
+                self.services.metrics, self.settings.discord.metrics_host, port
+            )
         health = self.services.jobs.worker.watch(self.settings.limits.health_interval_s)
         self.create_task(health, name="worker-health")
         await self.sync_commands()
@@ -117,6 +137,9 @@ class ImageBot(commands.Bot):
         await asyncio.gather(*tasks, return_exceptions=True)
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
+        if self.metrics_server is not None:
+            await self.metrics_server.stop()
+            self.metrics_server = None
         await super().close()
 
     async def command_fingerprint(self, guild: discord.abc.Snowflake | None) -> str:
@@ -160,11 +183,48 @@ async def run_bot(settings: Settings, worker_url: str | None = None, crash: Cras
         _close_on_signals(bot)
         async with bot:
             try:
-                await bot.start(settings.discord_token.get_secret_value())
+                await start_with_backoff(bot, settings.discord_token.get_secret_value())
             except discord.LoginFailure:
                 log.error("Discord refused the token: check DISCORD_TOKEN")
                 return 2
     return 0
+
+
+async def start_with_backoff(
+    client: discord.Client, token: str, backoff_s: tuple[float, ...] = CONNECT_BACKOFF_S
+) -> None:
+    """Log in and connect, like `client.start`, but wait out a Discord that cannot be reached at start
+    (no network yet, DNS, a proxy, a 5xx): one log line per try, the pause growing up to a minute.
+
+    A refused token (`discord.LoginFailure`) is not retried. Closing the client stops the waiting. Once
+    logged in, discord.py's own reconnect logic keeps the gateway up.
+    """
+    failures = 0
+    while True:
+        try:
+            await client.login(token)
+            break
+        except (aiohttp.ClientError, OSError, TimeoutError, discord.DiscordServerError) as exc:
+            delay = backoff_s[min(failures, len(backoff_s) - 1)]
+            failures += 1
+            log.warning(
+                "cannot reach Discord at %s (try %d: %s); retrying in %g s",
+                discord.http.Route.BASE, failures, _reason(exc), delay,
+            )  # fmt: skip
+            # The failed login's HTTP session is spent: drop it, and its connector, for a fresh one.
+            await client.http.close()
+            client.http.connector = discord.utils.MISSING
+            for _ in range(max(1, round(delay / 0.1))):
+                if client.is_closed():
+                    return
+                await asyncio.sleep(0.1)
+    await client.connect()
+
+
+def _reason(exc: BaseException) -> str:
+    """One line on why a connection failed: `ClientConnectorError: Cannot connect to host …`."""
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _close_on_signals(bot: ImageBot) -> None:

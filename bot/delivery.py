@@ -138,6 +138,8 @@ class JobRunner:
         ephemerally with nothing charged.
         """
         await interaction.response.defer(thinking=True)
+        waited = self._clock() - interaction.created_at.timestamp()
+        self.services.metrics.defer.observe(max(0.0, waited))
         self._track_job()
         requester = requester_for(interaction)
         _ = translate_for(interaction)
@@ -171,7 +173,8 @@ class JobRunner:
         """Post the outcome, then record that it was delivered: a restart posts only what a crash kept
         from its user, once."""
         self.jobs.crash.reached("delivery")
-        await self._post_outcome(outcome, interaction, guild, progress_gone)
+        with self.services.metrics.delivery.time():
+            await self._post_outcome(outcome, interaction, guild, progress_gone)
         await self.jobs.mark_delivered(outcome.job.job_id)
 
     async def _post_outcome(
@@ -298,13 +301,13 @@ def compose_result(outcome: JobOutcome, guild: GuildSettings, upload_bytes: int,
     return ResultPost(
         content=content,
         embed=result_embed(outcome, plan, _),
-        files=[_file(job.job_id, g, upload_bytes) for g in visible],
+        files=[_file(job.job_id, g, upload_bytes, guild.output_format) for g in visible],
         view=result_view(job.job_id, [g.index for g in visible], _, from_upload=plan.from_upload),
     )
 
 
-def _file(job_id: str, gen: GenerationRecord, upload_bytes: int) -> discord.File:
-    data, ext = fit_upload(gen.png, upload_bytes)
+def _file(job_id: str, gen: GenerationRecord, upload_bytes: int, output_format: str = "png") -> discord.File:
+    data, ext = fit_upload(gen.png, upload_bytes, output_format)
     name = f"brushfire-{job_id[:8]}-{gen.index + 1}.{ext}"
     return discord.File(io.BytesIO(data), filename=name, spoiler=gen.nsfw)
 
@@ -343,9 +346,10 @@ def result_embed(outcome: JobOutcome, plan: JobPlan, _: Translate) -> discord.Em
     return embed
 
 
-def fit_upload(png: bytes, limit: int) -> tuple[bytes, str]:
-    """The image as PNG when it fits the upload limit, else high-quality WebP, else JPEG."""
-    if len(png) <= limit:
+def fit_upload(png: bytes, limit: int, output_format: str = "png") -> tuple[bytes, str]:
+    """The image in the server's format (PNG as stored, or WebP) when it fits the upload limit, else
+    high-quality WebP, else JPEG."""
+    if output_format == "png" and len(png) <= limit:
         return png, "png"
     with Image.open(io.BytesIO(png)) as img:
         rgb = img.convert("RGB")

@@ -1,10 +1,17 @@
-"""Point discord.py's REST and gateway traffic at other base URLs (a proxy, or the fake Discord in tests)."""
+"""The bot's network ends: discord.py's REST and gateway base URLs (a proxy, or the fake Discord in tests),
+and the bot's own HTTP endpoint, `/metrics` for Prometheus."""
+
+from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import discord.gateway
 import discord.http
 import yarl
+from aiohttp import web
+
+from bot.core.metrics import CONTENT_TYPE, BotMetrics
 
 log = logging.getLogger(__name__)
 
@@ -44,3 +51,42 @@ def _checked_gateway(gateway_url: str) -> yarl.URL:
     if url.scheme not in ("ws", "wss") or not url.host:
         raise ValueError(f"Discord gateway URL must be a ws(s) URL with a host, got {gateway_url!r}")
     return url
+
+
+METRICS = web.AppKey("metrics", BotMetrics)
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    body = request.app[METRICS].render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+
+def metrics_app(metrics: BotMetrics) -> web.Application:
+    """An aiohttp application serving `GET /metrics` from the bot's own registry."""
+    app = web.Application()
+    app[METRICS] = metrics
+    app.router.add_get("/metrics", _metrics)
+    return app
+
+
+@dataclass(slots=True)
+class MetricsServer:
+    """A running `/metrics` endpoint; `url` is where it listens."""
+
+    runner: web.AppRunner
+    url: str
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+
+
+async def start_metrics_server(metrics: BotMetrics, host: str, port: int) -> MetricsServer:
+    """Serve `/metrics` on host:port (0: a free port)."""
+    runner = web.AppRunner(metrics_app(metrics), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = runner.addresses[0][1] if runner.addresses else port
+    url = f"http://{host}:{bound}/metrics"
+    log.info("bot metrics at %s", url)
+    return MetricsServer(runner, url)

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
 from bot.checks import Gate
+from bot.core.command_text import EDIT
 from bot.core.errors import BadAttachment
 from bot.core.i18n import N_
-from bot.core.plans import JobPlan, Requester
+from bot.core.plans import JobPlan, Requester, parse_lane
 from bot.core.records import GuildSettings
+from inference.protocol import MAX_COUNT, MAX_SEED
 from inference.text import MAX_PROMPT_CHARS
 
 if TYPE_CHECKING:
@@ -30,21 +32,18 @@ class Edit(commands.Cog):
         # Discord's client is told the very limit the planner enforces.
         self.edit._params["instruction"].max_value = self.bot.settings.limits.prompt_chars
 
-    @app_commands.command(
-        name="edit", description="Change an image by instruction", extras={"gate": Gate.JOB}
-    )
+    @app_commands.command(name=EDIT.name, description=EDIT.description, extras={"gate": Gate.JOB})
     @app_commands.guild_only()
-    @app_commands.describe(
-        image="A PNG, JPEG or WebP image",
-        instruction="What to change, e.g. 'make it snowy'",
-        strength="How much to change (0.05-1.0; higher follows the instruction more)",
-    )
+    @app_commands.describe(**EDIT.options)
     async def edit(
         self,
         interaction: discord.Interaction,
+        *,
         image: discord.Attachment,
         instruction: app_commands.Range[str, 1, MAX_PROMPT_CHARS],
         strength: app_commands.Range[float, 0.05, 1.0] | None = None,
+        seed: app_commands.Range[int, 0, MAX_SEED - MAX_COUNT] | None = None,
+        lane: Literal["fast", "relax"] | None = None,
     ) -> None:
         limits = self.bot.settings.limits
 
@@ -63,7 +62,13 @@ class Edit(commands.Cog):
                     N_("The attachment could not be downloaded from Discord; try again.")
                 ) from None
             return self.bot.services.jobs.planner.plan_edit(
-                requester, image=data, instruction=instruction, strength=strength, guild=guild
+                requester,
+                image=data,
+                instruction=instruction,
+                strength=strength,
+                guild=guild,
+                lane=parse_lane(lane),
+                seed=seed,
             )
 
         await self.bot.runner.run(interaction, plan_for)

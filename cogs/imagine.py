@@ -1,4 +1,5 @@
-"""/imagine: text to image with style presets, aspects, several images, seeds and lanes."""
+"""/imagine: text to image with style presets, aspects, several images, seeds, lanes, and a power user's
+steps, guidance, sampler and exact size (each within the server's policy, priced by steps x pixels)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.checks import Gate
-from bot.core.plans import ImagineOptions, JobPlan, Requester, parse_lane
+from bot.core.command_text import IMAGINE
+from bot.core.plans import SAMPLERS, Controls, ImagineOptions, JobPlan, Requester, parse_lane
 from bot.core.records import GuildSettings
-from inference.protocol import MAX_COUNT, MAX_SEED
+from inference.protocol import MAX_COUNT, MAX_SEED, MAX_SIDE, MAX_STEPS, MIN_SIDE
 from inference.text import MAX_PROMPT_CHARS
 
 if TYPE_CHECKING:
@@ -34,23 +36,16 @@ class Imagine(commands.Cog):
             app_commands.Choice(name=app_commands.locale_str((a.label or a.name)[:100]), value=a.name)
             for a in self.bot.services.guilds.styles.aspects
         ]
+        self.imagine._params["sampler"].choices = [
+            app_commands.Choice(name=app_commands.locale_str(name), value=name) for name in SAMPLERS
+        ]
         # Discord's client is told the very limit the planner enforces.
         for name in ("prompt", "negative"):
             self.imagine._params[name].max_value = self.bot.settings.limits.prompt_chars
 
-    @app_commands.command(
-        name="imagine", description="Make images from a text prompt", extras={"gate": Gate.JOB}
-    )
+    @app_commands.command(name=IMAGINE.name, description=IMAGINE.description, extras={"gate": Gate.JOB})
     @app_commands.guild_only()
-    @app_commands.describe(
-        prompt="What to draw",
-        style="A style preset (start typing to search)",
-        negative="What to keep out of the picture",
-        aspect="Shape of the image",
-        count="How many images (each costs credits)",
-        seed="A number that makes the result repeatable",
-        lane="fast uses credits; relax is slower and free where the server allows it",
-    )
+    @app_commands.describe(**IMAGINE.options)
     async def imagine(
         self,
         interaction: discord.Interaction,
@@ -62,6 +57,11 @@ class Imagine(commands.Cog):
         count: app_commands.Range[int, 1, MAX_COUNT] = 1,
         seed: app_commands.Range[int, 0, MAX_SEED - MAX_COUNT] | None = None,
         lane: Literal["fast", "relax"] | None = None,
+        steps: app_commands.Range[int, 1, MAX_STEPS] | None = None,
+        guidance: app_commands.Range[float, 0.0, 30.0] | None = None,
+        width: app_commands.Range[int, MIN_SIDE, MAX_SIDE] | None = None,
+        height: app_commands.Range[int, MIN_SIDE, MAX_SIDE] | None = None,
+        sampler: str | None = None,
     ) -> None:
         options = ImagineOptions(
             prompt=prompt,
@@ -71,6 +71,7 @@ class Imagine(commands.Cog):
             count=count,
             seed=seed,
             lane=parse_lane(lane),
+            controls=Controls(steps=steps, guidance=guidance, width=width, height=height, sampler=sampler),
         )
 
         async def plan_for(requester: Requester, guild: GuildSettings) -> JobPlan:

@@ -1,4 +1,5 @@
-"""/settings (Manage Server): channels, blocked words or patterns, NSFW handling, relax lane, style, image cap."""
+"""/settings (Manage Server): channels, blocked words or patterns, NSFW handling, relax lane, style, image cap,
+a power user's steps and pixel caps, and image retention."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ from discord.ext import commands
 from bot.checks import admin_only
 from bot.core.errors import InvalidInput
 from bot.core.i18n import N_
-from bot.core.plans import REGEX_PREFIX
+from bot.core.plans import REGEX_PREFIX, SAMPLERS
 from bot.core.records import MAX_IMAGES_PER_JOB, GuildSettings
+from bot.core.retention import MAX_AGE_DAYS, MAX_MEGABYTES, MB
 from bot.i18n import Translate
+from inference.protocol import MAX_STEPS
 
 if TYPE_CHECKING:
     from bot.client import ImageBot
@@ -36,6 +39,12 @@ def settings_embed(s: GuildSettings, _: Translate) -> discord.Embed:
     embed.add_field(name=_("Relax lane"), value=_("on") if s.relax_enabled else _("off"))
     embed.add_field(name=_("Default style"), value=s.default_style or _("none"))
     embed.add_field(name=_("Images per job"), value=str(s.max_images_per_job))
+    embed.add_field(name=_("Steps per job"), value=str(s.max_steps) if s.max_steps else _("configured cap"))
+    megapixels = f"{s.max_pixels / 1_000_000:g} MP" if s.max_pixels else _("the worker's cap")
+    embed.add_field(name=_("Pixels per image"), value=megapixels)
+    samplers = ", ".join(s.allowed_samplers) if s.allowed_samplers is not None else _("all")
+    embed.add_field(name=_("Samplers"), value=samplers or _("none"))
+    embed.add_field(name=_("Results posted as"), value=s.output_format.upper())
     return embed
 
 
@@ -124,6 +133,71 @@ class Settings(
     ) -> list[app_commands.Choice[str]]:
         book = await self.bot.services.guilds.style_book(interaction.guild_id or 0)
         return [app_commands.Choice(name=s.name, value=s.name) for s in book.search(current)]
+
+    @app_commands.command(name="job-limits", description="Caps on a power user's steps and image size")
+    @app_commands.describe(
+        max_steps="Most denoising steps a job may ask for (empty: the configured cap)",
+        max_megapixels="Most megapixels an image may have (empty: the worker's cap)",
+    )
+    async def job_limits(
+        self,
+        interaction: discord.Interaction,
+        max_steps: app_commands.Range[int, 1, MAX_STEPS] | None = None,
+        max_megapixels: app_commands.Range[float, 0.004096, 16.0] | None = None,
+    ) -> None:
+        pixels = None if max_megapixels is None else int(max_megapixels * 1_000_000)
+        await self._update(interaction, max_steps=max_steps, max_pixels=pixels)
+
+    @app_commands.command(name="output-format", description="The format results are posted in")
+    async def output_format(self, interaction: discord.Interaction, format: Literal["png", "webp"]) -> None:
+        await self._update(interaction, output_format=format)
+
+    @app_commands.command(name="samplers", description="Which samplers members may pick in /imagine")
+    @app_commands.describe(names="Sampler names separated by commas or spaces (empty: all of them)")
+    async def samplers(self, interaction: discord.Interaction, names: str | None = None) -> None:
+        picked = None if names is None else [n for n in re.split(r"[,\s]+", names.strip().lower()) if n]
+        unknown = [n for n in picked or () if n not in SAMPLERS]
+        if unknown:
+            raise InvalidInput(
+                N_("`{name}` is not a sampler; brushfire offers {offered}."),
+                name=unknown[0][:40],
+                offered=", ".join(SAMPLERS),
+            )
+        await self._update(interaction, allowed_samplers=picked)
+
+    @app_commands.command(
+        name="retention", description="How long and how much of this server's images are kept"
+    )
+    @app_commands.describe(
+        days="Drop images older than this many days (empty: no age limit)",
+        megabytes="Keep at most this many MB of images, dropping the oldest (empty: no size limit)",
+    )
+    async def retention(
+        self,
+        interaction: discord.Interaction,
+        days: app_commands.Range[int, 1, MAX_AGE_DAYS] | None = None,
+        megabytes: app_commands.Range[float, 0, MAX_MEGABYTES] | None = None,
+    ) -> None:
+        retention = self.bot.services.retention
+        guild_id = interaction.guild_id or 0
+        policy = await retention.set_policy(
+            guild_id, interaction.user.id, max_age_days=days, max_megabytes=megabytes
+        )
+        stored = await retention.stored_bytes(guild_id)
+        _ = self.bot.i18n_for(interaction)
+        age = _("{days} days", days=policy.max_age_days) if policy.max_age_days else _("no limit")
+        size = f"{policy.max_bytes / MB:g} MB" if policy.max_bytes is not None else _("no limit")
+        now = f"{stored / MB:.1f}"
+        await interaction.response.send_message(
+            _(
+                "Saved. Images are kept for: {age}; at most: {size} (now {stored} MB). Images of challenge"
+                " entries keep a small copy; buttons on a dropped image say it expired.",
+                age=age,
+                size=size,
+                stored=now,
+            ),
+            ephemeral=True,
+        )
 
     @app_commands.command(name="max-images", description="Most images one job may ask for")
     async def max_images(

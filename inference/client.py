@@ -70,6 +70,11 @@ class JobNotFound(WorkerRejected):
     """The worker does not know the job (never existed, or expired)."""
 
 
+class ResultGone(WorkerRejected):
+    """The worker no longer holds this image (410 `gone`): it keeps a picture a few seconds after its first
+    fetch (so a retried fetch still finds it) and drops the oldest when its result budget is full."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Reply:
     status: int
@@ -142,7 +147,9 @@ class WorkerClient:
         return JobInfo.model_validate_json(reply.body)
 
     async def image(self, job_id: str, n: int) -> bytes:
-        """The job's `n`-th image (0-based) as PNG bytes."""
+        """The job's `n`-th image (0-based), in the format the job asked for (PNG unless it asked another
+        or the worker is set to another). Raises `ResultGone` once the worker has dropped it: fetch a
+        job's images as soon as it is done; a retry within seconds of a fetch still finds the image."""
         return (await self._call("GET", f"{API_PREFIX}/jobs/{job_id}/images/{n}", retry=True)).body
 
     async def preview(self, job_id: str) -> bytes | None:
@@ -291,6 +298,8 @@ def _error(status: int, payload: bytes, retry_after_header: str | None) -> Worke
         return QueueFull(body.code, body.message, retry_after, status)
     if status == 404 and body.code is ErrorCode.NOT_FOUND:
         return JobNotFound(body.code, body.message, body.field, status)
+    if status == 410 and body.code is ErrorCode.GONE:
+        return ResultGone(body.code, body.message, body.field, status)
     return WorkerRejected(body.code, body.message, body.field, status)
 
 

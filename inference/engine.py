@@ -8,23 +8,23 @@ from __future__ import annotations
 
 import functools
 import inspect
-import io
 import logging
 import math
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import diffusers
 import torch
 from diffusers import (
-    AutoencoderTiny,
     AutoPipelineForImage2Image,
     AutoPipelineForText2Image,
+    SchedulerMixin,
     StableDiffusionInstructPix2PixPipeline,
 )
 from PIL import Image
-from PIL.PngImagePlugin import PngInfo
 
 from inference import families
 from inference.engine_api import (
@@ -46,20 +46,20 @@ from inference.loading import (
     load_adapters,
     model_sources,
     prepare,
+    preview_decoder,
     quiet_libraries,
     resolve_device,
     resolve_dtype,
     set_scheduler,
     share_components,
 )
+from inference.pixels import Previewer, resized, to_uint8
 from inference.protocol import MAX_STEPS
 from inference.safety import SafetyClassifier
 from inference.settings import EngineSettings, ModelDefaults
 from inference.vocabulary import JobKind
 
 log = logging.getLogger(__name__)
-
-PREVIEW_MAX_SIDE = 128
 
 
 class _Stopped(Exception):
@@ -74,43 +74,6 @@ class _Pipelines:
     family: Family  # of `generate` and `img2img`
 
 
-class _Previewer:
-    """Turns the latents of a step into small RGB previews, one per image, for the family that made them."""
-
-    def __init__(self, decoder: Any, family: Family) -> None:
-        self._decoder = decoder
-        self._family = family  # the main model's, which the decoder was checked against
-
-    def __call__(
-        self, pipe: Pipeline, latents: torch.Tensor | None, size: tuple[int, int], family: Family
-    ) -> list[Image.Image]:
-        if latents is None:
-            return []
-        latents = families.preview_latents(family, pipe, latents, size)
-        if latents is None:
-            return []
-        with torch.no_grad():
-            if self._decoder is not None and family is self._family:
-                # As the pipeline would decode with this decoder in place of its autoencoder.
-                config = self._decoder.config
-                latents = latents / config.scaling_factor + getattr(config, "shift_factor", 0.0)
-                rgb = self._decoder.decode(latents.to(self._decoder.dtype)).sample
-            else:
-                factors = torch.tensor(family.rgb_factors, device=latents.device, dtype=latents.dtype)
-                bias = torch.tensor(family.rgb_bias, device=latents.device, dtype=latents.dtype)
-                rgb = torch.einsum("bchw,cr->brhw", latents, factors) + bias[None, :, None, None]
-            pixels = ((rgb.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-            arrays = pixels.permute(0, 2, 3, 1).cpu().numpy()
-        return [_fit_preview(Image.fromarray(a)) for a in arrays]
-
-
-def _fit_preview(img: Image.Image) -> Image.Image:
-    scale = PREVIEW_MAX_SIDE / max(img.size)
-    size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
-    resample = Image.Resampling.NEAREST if scale > 1 else Image.Resampling.BILINEAR
-    return img.resize(size, resample)
-
-
 @functools.cache
 def _call_parameters(pipeline_class: type) -> frozenset[str]:
     """What a pipeline's call accepts (InstructPix2Pix takes no size, the LCM pipelines no negative prompt)."""
@@ -121,15 +84,6 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.cuda.OutOfMemoryError) or (
         isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
     )
-
-
-def _png(img: Image.Image, meta: dict[str, str]) -> bytes:
-    info = PngInfo()
-    for key, value in meta.items():
-        info.add_text(key, value)
-    buf = io.BytesIO()
-    img.save(buf, format="PNG", pnginfo=info, compress_level=4)
-    return buf.getvalue()
 
 
 def _steps_for_strength(steps: int, strength: float) -> int:
@@ -152,7 +106,7 @@ class DiffusersEngine:
         *,
         model_name: str,
         device: torch.device,
-        previewer: _Previewer,
+        previewer: Previewer,
         safety: SafetyClassifier | None = None,
     ) -> None:
         self._settings = settings
@@ -210,16 +164,13 @@ class DiffusersEngine:
         pipes = _Pipelines(generate, AutoPipelineForImage2Image.from_pipe(generate), edit, family)
         pipes.img2img.set_progress_bar_config(disable=True)
         load_adapters(pipes.generate, settings)
-        decoder = None
-        if settings.preview_decoder:
-            decoder = from_pretrained(AutoencoderTiny, settings.preview_decoder, settings, dtype).to(device)
-            families.check_preview_decoder(family, decoder)
+        decoder = preview_decoder(family, settings, model_name, dtype, device)
         safety = None
         if settings.safety is not None:
             cache = str(settings.cache_dir) if settings.cache_dir else None
             safety = SafetyClassifier.load(settings.safety, device, dtype, cache)
         log.info("engine ready: %s (%s) on %s", model_name, family.title, device)
-        previewer = _Previewer(decoder, family)
+        previewer = Previewer(decoder, family)
         return cls(settings, pipes, model_name=model_name, device=device, previewer=previewer, safety=safety)
 
     # --- The Engine protocol ---
@@ -275,10 +226,15 @@ class DiffusersEngine:
         with self._lock:
             pipe = self._pipe_for(shape)
             self._apply_adapter(pipe, shape)
-            kwargs = self._call_kwargs(pipe, items, shape)
-            stopped = threading.Event()
-            kwargs["callback_on_step_end"] = self._step_callback(kwargs, on_step, should_stop, stopped)
-            output = self._call(pipe, kwargs)
+            own = pipe.scheduler
+            pipe.scheduler = self._sampler(own, shape.sampler)
+            try:
+                kwargs = self._call_kwargs(pipe, items, shape)
+                stopped = threading.Event()
+                kwargs["callback_on_step_end"] = self._step_callback(kwargs, on_step, should_stop, stopped)
+                output = self._call(pipe, kwargs)
+            finally:
+                pipe.scheduler = own  # the next batch starts from the model's own sampler
         if stopped.is_set() or output is None:
             return [[] for _ in items]
         return self._results(items, shape, output, pipe)
@@ -304,6 +260,17 @@ class DiffusersEngine:
         if missing:
             raise EngineError(f"{shape.kind} jobs need an input image: {missing}")
         return shape
+
+    def _sampler(self, own: Any, name: str | None) -> Any:
+        """The batch's sampler: the pipeline's own, or the named scheduler built from its config."""
+        if name is None or name == type(own).__name__:
+            return own
+        cls = getattr(diffusers, name, None)
+        if cls is None or not isinstance(cls, type) or not issubclass(cls, SchedulerMixin):
+            raise EngineError(f"unknown sampler {name!r}")
+        if name.startswith("FlowMatch") != self._pipes.family.flow_matching:
+            raise EngineError(f"the sampler {name} does not fit {self._pipes.family.title}")
+        return cls.from_config(own.config)
 
     def _pipe_for(self, shape: BatchKey) -> Pipeline:
         if shape.kind is JobKind.GENERATE:
@@ -342,7 +309,8 @@ class DiffusersEngine:
             "guidance_scale": shape.guidance,
             "width": size[0],
             "height": size[1],
-            "output_type": "pil",
+            # Pictures leave the pipeline as tensors on its device, made uint8 there in one step.
+            "output_type": "pt",
             "callback_on_step_end_tensor_inputs": ["latents"],
         }
         if shape.kind.needs_image:
@@ -376,17 +344,29 @@ class DiffusersEngine:
         should_stop: Callable[[], bool],
         stopped: threading.Event,
     ) -> Callable[..., dict[str, Any]]:
-        every = self._settings.preview_every
+        settings = self._settings
         planned = kwargs.get("num_inference_steps", 1)
         size = (kwargs.get("width", 0), kwargs.get("height", 0))
+        last_preview = [-float("inf")]
+
+        def want_preview(step: int, total: int) -> bool:
+            """Previews only for batches long enough to watch, and no more often than anyone looks."""
+            if total < settings.preview_min_steps or step % settings.preview_every or step >= total:
+                return False
+            now = time.monotonic()
+            if now - last_preview[0] < settings.preview_interval_s:
+                return False
+            last_preview[0] = now
+            return True
 
         def callback(pipe: Pipeline, i: int, _t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
             total = getattr(pipe, "_num_timesteps", None) or planned
             step = i + 1
-            want_preview = step % every == 0 and step < total
-            # The instruction-editing pipeline (InstructPix2Pix) is an SD 1.5 one, whatever the main model.
-            family = families.SD if pipe is self._pipes.edit else self._pipes.family
-            previews = self._previewer(pipe, tensors.get("latents"), size, family) if want_preview else []
+            previews = []
+            if want_preview(step, total):
+                # The instruction-editing pipeline (InstructPix2Pix) is an SD 1.5 one, whatever the main model.
+                family = families.SD if pipe is self._pipes.edit else self._pipes.family
+                previews = self._previewer(pipe, tensors.get("latents"), size, family)
             on_step(StepUpdate(step=step, total=total, previews=previews))
             if should_stop():
                 stopped.set()
@@ -414,41 +394,32 @@ class DiffusersEngine:
         self, items: list[BatchItem], shape: BatchKey, output: Any, pipe: Pipeline
     ) -> list[list[GeneratedImage]]:
         # SD3 and FLUX ran at a multiple of 16: give each job the size it asked for.
-        images = [
-            img if img.size == (shape.width, shape.height) else img.resize((shape.width, shape.height))
-            for img in output.images
-        ]
-        flags = getattr(output, "nsfw_content_detected", None) or [False] * len(images)
+        size = (shape.width, shape.height)
+        pixels = [resized(p, size) for p in to_uint8(output.images)]
+        flags = getattr(output, "nsfw_content_detected", None) or [False] * len(pixels)
         if self._safety is not None:
-            flags = [bool(a) or b for a, b in zip(flags, self._checked(images), strict=True)]
+            flags = [bool(a) or b for a, b in zip(flags, self._checked(pixels), strict=True)]
         results: list[list[GeneratedImage]] = []
         k = 0
         for it in items:
             mine = []
             for i in range(it.request.count):
                 meta = self._metadata(it, shape, it.seed + i, pipe)
-                img = images[k]
                 mine.append(
-                    GeneratedImage(
-                        png=_png(img, meta),
-                        seed=it.seed + i,
-                        width=img.width,
-                        height=img.height,
-                        nsfw=bool(flags[k]),
-                    )
+                    GeneratedImage(pixels=pixels[k], meta=meta, seed=it.seed + i, nsfw=bool(flags[k]))
                 )
                 k += 1
             results.append(mine)
         return results
 
-    def _checked(self, images: list[Image.Image]) -> list[bool]:
+    def _checked(self, pixels: list[Any]) -> list[bool]:
         """The safety classifier's flags; a failure fails the batch (no picture goes out unchecked)."""
         assert self._safety is not None
         try:
-            return self._safety.flags(images)
+            return self._safety.flags([Image.fromarray(p) for p in pixels])
         except Exception as exc:
             if _is_oom(exc):
-                raise EngineOutOfMemory(f"out of memory checking {len(images)} images: {exc}") from exc
+                raise EngineOutOfMemory(f"out of memory checking {len(pixels)} images: {exc}") from exc
             raise EngineError(f"safety checker failed: {type(exc).__name__}: {exc}") from exc
 
     def _metadata(self, item: BatchItem, shape: BatchKey, seed: int, pipe: Pipeline) -> dict[str, str]:

@@ -6,9 +6,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import numpy as np
 from PIL import Image
 
 from inference.images import EncodedImage
+from inference.output import OutputSettings, encode
 from inference.protocol import JobRequest
 from inference.settings import ModelDefaults
 from inference.vocabulary import JobKind, WorkerJobId
@@ -67,6 +69,7 @@ class BatchKey:
     image_guidance: float | None
     adapter: str | None
     adapter_scale: float
+    sampler: str | None = None
 
     @classmethod
     def of(
@@ -91,6 +94,7 @@ class BatchKey:
             adapter=request.adapter,
             # The scale means nothing without an adapter; it must not split batches then.
             adapter_scale=request.adapter_scale if request.adapter else 1.0,
+            sampler=request.sampler,
         )
 
     @property
@@ -101,11 +105,28 @@ class BatchKey:
 
 @dataclass(slots=True)
 class GeneratedImage:
-    png: bytes  # with generation metadata in its text chunks
+    """One picture as the engine made it: uint8 pixels, not yet encoded, and its generation metadata.
+
+    The scheduler encodes it (`inference.output`) on a pool while the engine runs the next batch.
+    """
+
+    pixels: np.ndarray  # (height, width, 3) uint8
+    meta: dict[str, str]  # prompt, seed, settings, model: written into every format that can hold them
     seed: int
-    width: int
-    height: int
     nsfw: bool = False
+
+    @property
+    def width(self) -> int:
+        return int(self.pixels.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.pixels.shape[0])
+
+    @property
+    def png(self) -> bytes:
+        """The picture as lossless PNG with its metadata in text chunks, encoded on each call."""
+        return encode(self.pixels, self.meta, OutputSettings())
 
 
 @dataclass(slots=True)

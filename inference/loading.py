@@ -8,9 +8,10 @@ from typing import Any, TypeAlias
 
 import diffusers
 import torch
-from diffusers import AutoPipelineForText2Image, DiffusionPipeline
+from diffusers import AutoencoderTiny, AutoPipelineForText2Image, DiffusionPipeline
 
 from inference import families
+from inference.checkpoints import from_single_file, hub_access, is_single_file
 from inference.engine_api import EngineError
 from inference.settings import AdapterSettings, EngineSettings
 
@@ -25,6 +26,8 @@ TINY_MODEL_NAME = "brushfire/tiny"
 TINY_EDIT_MODEL_NAME = "brushfire/tiny-edit"
 # The trained tiny shapes model (inference/tiny/MODEL_CARD.md): its `generate` and `edit` pipelines.
 BUNDLED_MODEL_ROOT = Path(__file__).parent / "tiny" / "model"
+# Its tiny autoencoder, distilled from the full one (tools/tiny/distil_decoder.py): the bundled previews.
+BUNDLED_TINY_DECODER = BUNDLED_MODEL_ROOT / "tiny_decoder"
 
 
 def resolve_device(choice: str) -> torch.device:
@@ -90,9 +93,13 @@ def quiet_libraries() -> None:
 
 
 def from_pretrained(loader: Any, source: str, settings: EngineSettings, dtype: torch.dtype) -> Any:
-    """`loader.from_pretrained(source)` (a pipeline or a model), with any failure as a clear EngineError."""
+    """`loader.from_pretrained(source)` (a pipeline or a model), or `from_single_file` for a checkpoint
+    file, with any failure as a clear EngineError."""
+    if is_single_file(source):
+        return from_single_file(loader, source, load_kwargs(loader, settings, dtype))
+    hub = hub_access(source, settings.cache_dir)
     try:
-        return loader.from_pretrained(source, **load_kwargs(loader, settings, dtype))
+        return loader.from_pretrained(source, **load_kwargs(loader, settings, dtype), **hub)
     except Exception as exc:  # missing files, offline hub, bad configs, corrupt weights: all fatal here
         raise EngineError(f"cannot load model {source!r}: {type(exc).__name__}: {exc}") from exc
 
@@ -109,8 +116,56 @@ def load_kwargs(loader: Any, settings: EngineSettings, dtype: torch.dtype) -> di
     return kwargs
 
 
+# --- Tiny autoencoders (TAESD-class `AutoencoderTiny`): previews, and an opt-in final decoder ---
+
+
+def load_tiny_autoencoder(source: str, settings: EngineSettings, dtype: torch.dtype) -> Any:
+    """A diffusers `AutoencoderTiny` by Hugging Face id or local folder, as any model is loaded."""
+    return from_pretrained(AutoencoderTiny, source, settings, dtype)
+
+
+def preview_decoder(
+    family: families.Family,
+    settings: EngineSettings,
+    model_name: str,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> Any | None:
+    """The configured preview decoder, else the bundled model's own tiny one (when serving it), else None."""
+    source = settings.preview_decoder
+    if source is None and model_name == TINY_MODEL_NAME and (BUNDLED_TINY_DECODER / "config.json").is_file():
+        source = str(BUNDLED_TINY_DECODER)
+    if source is None:
+        return None
+    decoder = load_tiny_autoencoder(source, settings, dtype).to(device)
+    families.check_preview_decoder(family, decoder)
+    return decoder
+
+
+def use_final_decoder(pipe: Pipeline, settings: EngineSettings, dtype: torch.dtype) -> None:
+    """Opt-in (`final_decoder`): the pipeline decodes (and img2img encodes) with a tiny autoencoder.
+
+    Faster and a little less faithful than the model's own VAE; meant for few-step (turbo) models, where
+    the VAE is a large share of each call. It must read the model's latents at the model's scale.
+    """
+    vae = getattr(pipe, "vae", None)
+    if settings.final_decoder is None or vae is None or isinstance(vae, AutoencoderTiny):
+        return
+    tiny = load_tiny_autoencoder(settings.final_decoder, settings, dtype)
+    ours = (int(vae.config.latent_channels), 2 ** (len(vae.config.block_out_channels) - 1))
+    theirs = (int(tiny.config.latent_channels), 2 ** (len(tiny.config.block_out_channels) - 1))
+    if ours != theirs:
+        raise EngineError(
+            f"final_decoder {settings.final_decoder!r} reads {theirs[0]}-channel latents {theirs[1]}x smaller "
+            f"than its pictures, but this model's are {ours[0]}-channel and {ours[1]}x smaller"
+        )
+    pipe.register_modules(vae=tiny)
+    log.info("final pictures decoded by the tiny autoencoder %s", settings.final_decoder)
+
+
 def prepare(pipe: Pipeline, settings: EngineSettings, device: torch.device, dtype: torch.dtype) -> None:
     """Move to the device and apply the optional speed switches (SDPA attention is diffusers' default)."""
+    use_final_decoder(pipe, settings, dtype)
     # from_pretrained already loaded the weights in `dtype`; cast only pipelines built some other way.
     if pipe.dtype != dtype:
         pipe.to(dtype=dtype)

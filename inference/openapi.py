@@ -16,6 +16,7 @@ _ERRORS = {
     "404": "No such job",
     "408": "The body did not arrive in time",
     "409": "Idempotency key reused for a different job",
+    "410": "The image was fetched and its grace has passed, or the result budget dropped it",
     "413": "Body or image over the limit",
     "415": "Neither JSON nor multipart",
     "429": "Queue or input budget full; see Retry-After",
@@ -84,7 +85,7 @@ def openapi_document(version: str = "1") -> dict[str, Any]:
         },
         f"{API_PREFIX}/jobs/{{job_id}}/images/{{n}}": {
             "get": {
-                "summary": "Image `n` of a finished job, as PNG",
+                "summary": "Image `n` of a finished job, in the job's `output_format` (PNG by default)",
                 "parameters": [
                     job_id,
                     {
@@ -94,7 +95,13 @@ def openapi_document(version: str = "1") -> dict[str, Any]:
                         "schema": {"type": "integer", "minimum": 0},
                     },
                 ],
-                "responses": {"200": {"description": "PNG", "content": {"image/png": {}}}, **_errors()},
+                "responses": {
+                    "200": {
+                        "description": "The image, with its generation metadata",
+                        "content": {"image/png": {}, "image/webp": {}, "image/jpeg": {}},
+                    },
+                    **_errors(),
+                },
             }
         },
         f"{API_PREFIX}/jobs/{{job_id}}/preview": {

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from inference.settings import ModelDefaults
+from inference.settings import ModelDefaults, OutputFormat
 from inference.text import MAX_PROMPT_CHARS, is_visible, normalize_prompt
 from inference.vocabulary import JobKind, JobStatus, Lane, WorkerJobId
 
@@ -51,6 +51,7 @@ class ErrorCode(StrEnum):
     QUEUE_FULL = "queue_full"  # lane cap reached (429, Retry-After)
     USER_QUEUE_FULL = "user_queue_full"  # per-user cap reached (429, Retry-After)
     NOT_READY = "not_ready"  # job has no images (yet)
+    GONE = "gone"  # the image was fetched and its grace passed, or evicted from the result budget (410)
     SHUTTING_DOWN = "shutting_down"
     OUT_OF_MEMORY = "out_of_memory"
     PIPELINE_ERROR = "pipeline_error"
@@ -120,6 +121,11 @@ class JobRequest(BaseModel):
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
     adapter: str | None = Field(default=None, max_length=64)
     adapter_scale: float = Field(default=1.0, ge=0.0, le=2.0)
+    # This job's sampler: a diffusers scheduler class (e.g. "EulerDiscreteScheduler") built from the
+    # model's own scheduler config for the batch; unset: the model's (or engine.scheduler).
+    sampler: str | None = Field(default=None, pattern=r"^[A-Za-z0-9]{1,60}Scheduler$")
+    # png (lossless), webp or jpeg; None: the worker's `output_format`. Each keeps the metadata.
+    output_format: OutputFormat | None = None
 
     @field_validator("idempotency_key")
     @classmethod

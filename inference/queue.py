@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
-from inference.engine_api import BatchItem, BatchKey, GeneratedImage, ResolvedRequest
+from inference.engine_api import BatchItem, BatchKey, ResolvedRequest
+from inference.output import ServedImage
 from inference.protocol import ErrorBody, JobEvent, JobRequest
 from inference.vocabulary import JobStatus, Lane, WorkerJobId
 
@@ -40,7 +41,8 @@ class Job:
     finished_mono: float | None = None
     step: int = 0
     total_steps: int = 0
-    images: list[GeneratedImage | None] = field(default_factory=list)
+    images: list[ServedImage | None] = field(default_factory=list)  # while running; then in the store
+    nsfw: list[bool] = field(default_factory=list)  # each image's flag, once it succeeded
     error: ErrorBody | None = None
     preview: Image.Image | None = None  # encoded only when someone asks for it
     preview_jpeg: bytes | None = None

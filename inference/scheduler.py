@@ -3,9 +3,10 @@
 Pure asyncio: the aiohttp server and any other ingress speaking the `/v1` RPC share it. The event loop
 owns every job record; the engine runs in worker threads and reports progress back to the loop with
 `call_soon_threadsafe`, so the loop keeps answering status, events and cancel while the GPU works.
-The queue (`inference.queue`), the event log (`inference.events`) and the timings behind ETAs
-(`inference.eta`) live apart; what stays here (about 500 lines) is every change of a job's state, kept
-in one class so that no two objects can disagree about which jobs are queued, running or done.
+The queue (`inference.queue`), the event log (`inference.events`), the timings behind ETAs
+(`inference.eta`), what is kept of finished jobs and the encoding of their pictures (`inference.results`)
+live apart; what stays here (about 560 lines) is every change of a job's state, kept in one class so
+that no two objects can disagree about which jobs are queued, running, being encoded or done.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from PIL import Image
 from inference.engine_api import Engine, EngineOutOfMemory, GeneratedImage, StepUpdate
 from inference.eta import BatchTimes, Throughput, queue_finish_times
 from inference.events import FINAL_EVENT, event_batches, first_previews, preview_jpeg, publish
+from inference.histograms import WorkerHistograms
+from inference.output import OutputSettings, ServedImage, encoder_pool
 from inference.protocol import (
     ErrorBody,
     ErrorCode,
@@ -38,6 +41,7 @@ from inference.protocol import (
     WorkerStats,
 )
 from inference.queue import ByteBudget, Job, Slice, Submission, TwoLaneQueue, halves
+from inference.results import JobIndex, ResultStore, encode_batch
 from inference.settings import WorkerSettings
 from inference.vocabulary import JobStatus, WorkerJobId
 
@@ -87,8 +91,6 @@ class Scheduler:
         self._engine = engine
         self._settings = settings
         self._queue = TwoLaneQueue(settings.relax_share)
-        self._jobs: dict[str, Job] = {}
-        self._by_key: dict[str, Job] = {}
         self._runs: set[_Running] = set()  # the batches in flight, at most `batches_in_flight`
         self._batch_tasks: set[asyncio.Task[None]] = set()
         self._times = BatchTimes()
@@ -99,12 +101,20 @@ class Scheduler:
         self._executor = ThreadPoolExecutor(
             max_workers=settings.batches_in_flight, thread_name_prefix="engine"
         )
+        # Pictures are encoded on their own pool while the engine runs the next batch; at most two
+        # batches per engine slot wait for it, so a slow encoder holds back the GPU, not memory.
+        self._output = OutputSettings.of(settings)
+        self._encoder = encoder_pool(settings)
+        self._encoding = 0
+        self.results = ResultStore(settings.result_budget_bytes, settings.fetched_result_grace_s, monotonic)
+        self.jobs = JobIndex(settings.max_finished_jobs, self.results)
         self._sweeper: asyncio.Task[None] | None = None
         self._throughput = Throughput(monotonic)
         self.counters: dict[JobStatus, int] = dict.fromkeys(JobStatus, 0)
         self.batches = 0
         self.batch_seconds = 0.0
         self.images_total = 0
+        self.histograms = WorkerHistograms()
 
     @property
     def engine(self) -> Engine:
@@ -145,13 +155,14 @@ class Scheduler:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._sweeper = None
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._encoder.shutdown(wait=False, cancel_futures=True)
 
     # --- intake ---
 
     def submit(self, sub: Submission) -> tuple[Job, bool]:
         """Queue a job; return it and whether it is new (False: an idempotent resubmit)."""
         request = sub.request
-        existing = self._by_key.get(request.idempotency_key)
+        existing = self.jobs.by_key(request.idempotency_key)
         if existing is not None:
             if existing.sub.fingerprint != sub.fingerprint:
                 raise ProtocolError(
@@ -174,8 +185,7 @@ class Scheduler:
             total_steps=sub.steps,
             images=[None] * request.count,
         )
-        self._jobs[job.id] = job
-        self._by_key[request.idempotency_key] = job
+        self.jobs.add(job)
         self._queue.push(job)
         self._emit(job, EventType.QUEUED, position=self._position(job), eta_s=self._eta(job))
         self._fill()
@@ -217,7 +227,7 @@ class Scheduler:
     # --- queries and cancel ---
 
     def get(self, job_id: str) -> Job:
-        job = self._jobs.get(job_id)
+        job = self.jobs.get(job_id)
         if job is None:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no job {job_id!r}", status=404, field="job_id")
         return job
@@ -229,8 +239,8 @@ class Scheduler:
             id=job.id, idempotency_key=r.idempotency_key, user=r.user, lane=r.lane, kind=r.kind,
             status=job.status, position=self._position(job), step=job.step, total_steps=job.total_steps,
             seed=sub.seed, width=sub.width, height=sub.height, steps=sub.steps, guidance=sub.guidance,
-            count=r.count, model=job.model, images=len(job.images) if ready else 0,
-            nsfw=[bool(i and i.nsfw) for i in job.images] if ready else [], eta_s=self._eta(job),
+            count=r.count, model=job.model, images=r.count if ready else 0,
+            nsfw=list(job.nsfw) if ready else [], eta_s=self._eta(job),
             error=job.error, created_at=job.created_at, started_at=job.started_at,
             finished_at=job.finished_at,
         )  # fmt: skip
@@ -247,19 +257,27 @@ class Scheduler:
         self._announce_positions()
         return job
 
-    def image(self, job_id: str, n: int) -> bytes:
+    def image(self, job_id: str, n: int) -> ServedImage:
+        """Picture `n` of a finished job; `gone` once it was fetched and its grace passed, or evicted."""
         job = self.get(job_id)
         if job.status is not JobStatus.SUCCEEDED:
             raise ProtocolError(
                 ErrorCode.NOT_READY, f"job {job_id} is {job.status}, it has no images", status=409
             )
-        if not 0 <= n < len(job.images):
+        if not 0 <= n < job.request.count:
             raise ProtocolError(
-                ErrorCode.NOT_FOUND, f"job {job_id} has images 0..{len(job.images) - 1}", status=404
+                ErrorCode.NOT_FOUND, f"job {job_id} has images 0..{job.request.count - 1}", status=404
             )
-        img = job.images[n]
-        assert img is not None  # a succeeded job has all its images
-        return img.png
+        img = self.results.get(job.id, n)
+        if img is None:
+            raise ProtocolError(
+                ErrorCode.GONE,
+                f"image {n} of job {job_id} is no longer held: the worker keeps a picture "
+                f"{self._settings.fetched_result_grace_s:g} s after it is first fetched, and drops the "
+                "oldest when its result budget is full",
+                status=410,
+            )
+        return img
 
     def preview(self, job_id: str) -> bytes | None:
         """The latest preview of the job's first image as a small JPEG, or None before the first one."""
@@ -366,16 +384,27 @@ class Scheduler:
         job.finished_at = self._clock()
         job.finished_mono = self._monotonic()
         self.counters[status] += 1
-        if status is not JobStatus.SUCCEEDED:
-            job.images = [None] * job.request.count
+        if status is JobStatus.SUCCEEDED:
+            served = [img for img in job.images if img is not None]
+            job.nsfw = [img.nsfw for img in served]
+            self.results.put(job.id, served)
+        job.images = []
+        job.preview = job.preview_jpeg = None
         self._emit(job, FINAL_EVENT[status])
-        log.info("job %s %s%s", job.id, status, f" ({error.code}: {error.message})" if error else "")
+        job.durable, job.latest = job.durable[-1:], None  # the final event holds the job's whole state
+        self.jobs.finished(job)
+        # Named by the client's id for it (the bot's job id, its idempotency key), as the bot and CLI name it.
+        key = job.request.idempotency_key
+        why = f" ({error.code}: {error.message})" if error else ""
+        log.info("job %s %s%s (worker id %s)", key, status, why, job.id, extra={"job_id": key})
 
     # --- the GPU loop ---
 
     def _fill(self) -> None:
-        """Start batches while a slot is free and jobs wait: never waiting for batch-mates."""
-        while self._accepting and len(self._runs) < self._settings.batches_in_flight:
+        """Start batches while a slot is free and jobs wait: never waiting for batch-mates (nor for the
+        encoding of the last batch, unless two per slot are still being encoded)."""
+        slots = self._settings.batches_in_flight
+        while self._accepting and len(self._runs) < slots and self._encoding < 2 * slots:
             batch = self._queue.take_batch(self._settings.max_batch)
             if batch is None:
                 return
@@ -383,6 +412,7 @@ class Scheduler:
             for job in batch:
                 job.status = JobStatus.RUNNING
                 job.started_at = now
+                self.histograms.queue_wait.observe(max(0.0, now - job.created_at))
                 self._emit(job, EventType.STARTED)
             run = self._launch([Slice(j, 0, j.request.count) for j in batch])
             task = asyncio.create_task(self._batch(run), name="batch")
@@ -434,8 +464,8 @@ class Scheduler:
             self._fail(run.slices, ErrorCode.PIPELINE_ERROR, f"pipeline failed: {type(exc).__name__}: {exc}")
         else:
             if first_try:
-                self._fill()  # the freed slot gets the next batch before these results are handed out
-            self._deliver_or_fail(run.slices, results)
+                self._fill()  # the freed slot gets the next batch before these results are encoded
+            await self._deliver_or_fail(run.slices, results)
 
     async def _await_engine(self, run: _Running) -> list[list[GeneratedImage]]:
         assert run.future is not None
@@ -453,6 +483,7 @@ class Scheduler:
             self._times.record(run.slices[0].job.key.shape, sum(s.count for s in run.slices), elapsed)
         self.batches += 1
         self.batch_seconds += elapsed
+        self.histograms.batch.observe(elapsed)
         return results
 
     def _progress_reporter(
@@ -463,7 +494,8 @@ class Scheduler:
 
         def on_step(update: StepUpdate) -> None:  # on the engine thread
             now = self._monotonic()
-            if now - max(run.last_report, run.started) < interval:
+            # Previews are already paced by the engine (`preview_interval_s`): never dropped here.
+            if now - max(run.last_report, run.started) < interval and not update.previews:
                 return
             run.last_report = now
             previews = first_previews(run.slices, update.previews)
@@ -481,15 +513,18 @@ class Scheduler:
                 self._emit(job, EventType.PREVIEW, step=update.step, total=update.total)
             self._emit(job, EventType.PROGRESS, step=update.step, total=update.total, eta_s=self._eta(job))
 
-    def _deliver_or_fail(self, slices: list[Slice], results: list[list[GeneratedImage]]) -> None:
+    async def _deliver_or_fail(self, slices: list[Slice], results: list[list[GeneratedImage]]) -> None:
+        self._encoding += 1
         try:
-            self._deliver(slices, results)
+            self._deliver(slices, await encode_batch(self._encoder, self._output, slices, results))
         except Exception:  # outside the GPU loop's own guard: no job may be left running forever
             log.exception("delivering a batch failed")
             self._fail(slices, ErrorCode.INTERNAL, "the worker hit an internal error delivering this batch")
+        finally:
+            self._encoding -= 1
 
-    def _deliver(self, slices: list[Slice], results: list[list[GeneratedImage]]) -> None:
-        if len(results) != len(slices):
+    def _deliver(self, slices: list[Slice], results: list[list[ServedImage]] | None) -> None:
+        if results is None:
             self._fail(slices, ErrorCode.PIPELINE_ERROR, "the engine returned the wrong number of results")
             return
         made = 0
@@ -514,17 +549,13 @@ class Scheduler:
 
     async def _sweep(self) -> None:
         ttl = self._settings.job_ttl_s
-        while True:
-            await asyncio.sleep(min(60.0, ttl / 2))
+        while True:  # fetched pictures expire on every fetch too; this catches a quiet worker
+            await asyncio.sleep(min(60.0, ttl / 2, max(1.0, self._settings.fetched_result_grace_s)))
             self.evict_expired(self._monotonic() - ttl)
 
     def evict_expired(self, before: float) -> None:
         """Forget finished jobs (and their images and idempotency keys) that ended before `before`."""
-        for job in list(self._jobs.values()):
-            if job.finished_mono is not None and job.finished_mono < before:
-                del self._jobs[job.id]
-                if self._by_key.get(job.request.idempotency_key) is job:
-                    del self._by_key[job.request.idempotency_key]
+        self.jobs.evict_expired(before)
 
 
 def _replica_stats(engine: Engine) -> list[ReplicaStats]:

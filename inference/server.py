@@ -1,11 +1,7 @@
 """The worker's aiohttp RPC server: the `/v1` routes over the scheduler, auth, health, stats and metrics.
 
-The request checks (`read_job_json`, `prepare_submission`) are plain functions so that another ingress
-speaking the same RPC can reuse them with the same scheduler.
-
-About 520 lines: the whole HTTP surface of the RPC in one module (intake, routes, middleware, metrics).
-The next cut is intake (reading and checking a submission) into its own module; it waits for the
-hostile-input work that is reshaping that code in parallel, so the two land as one change.
+Reading and checking a submission lives in `inference.intake` (shared with other ingresses), the
+Prometheus text in `inference.metrics`.
 """
 
 from __future__ import annotations
@@ -13,41 +9,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import hashlib
 import hmac
 import ipaddress
 import logging
 import os
 import re
-import secrets
 import signal
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
-from aiohttp import BodyPartReader, web
+from aiohttp import web
 from pydantic import BaseModel
 
 from inference.engine_api import Engine
-from inference.images import EncodedImage, ImageLimits
+from inference.intake import MAX_JOB_JSON_BYTES, prepare_submission, read_submission
+from inference.metrics import render_metrics
 from inference.openapi import openapi_document
-from inference.protocol import (
-    API_PREFIX,
-    MAX_COUNT,
-    MAX_SEED,
-    MAX_SIDE,
-    MIN_SIDE,
-    ErrorCode,
-    EventType,
-    JobRequest,
-    ProtocolError,
-    ReplicaStats,
-    WorkerInfo,
-    load_json,
-    parse_job_request,
-)
-from inference.queue import Submission, job_fingerprint
+from inference.protocol import API_PREFIX, ErrorCode, EventType, ProtocolError, WorkerInfo
 from inference.scheduler import Scheduler
 from inference.settings import EngineSettings, WorkerSettings
 
@@ -59,7 +39,6 @@ ENGINE = web.AppKey("engine", Engine)
 HTTP_COUNTS = web.AppKey("http_counts", Counter[tuple[str, str, int]])
 OPENAPI = web.AppKey("openapi", dict)
 
-MAX_JOB_JSON_BYTES = 64 * 1024
 NDJSON = "application/x-ndjson"
 FINAL_EVENTS = frozenset({EventType.DONE, EventType.FAILED, EventType.CANCELLED})
 _M_MMAP_THRESHOLD = -3  # from glibc's <malloc.h>
@@ -70,143 +49,6 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 class WorkerConfigError(ValueError):
     """The worker's settings cannot be served as given (e.g. a public bind without a token)."""
-
-
-# --- request checks, shared with other ingresses ---
-
-
-def read_job_json(raw: bytes) -> JobRequest:
-    """Parse and validate a job's JSON body."""
-    if len(raw) > MAX_JOB_JSON_BYTES:
-        raise ProtocolError(ErrorCode.BAD_REQUEST, f"the job JSON is over {MAX_JOB_JSON_BYTES} bytes")
-    return parse_job_request(load_json(raw))
-
-
-async def prepare_submission(
-    request: JobRequest,
-    image: bytes | None,
-    settings: WorkerSettings,
-    engine: Engine,
-    decode_slots: asyncio.Semaphore | None = None,
-) -> Submission:
-    """Check a job against the worker's limits and fill in the model's defaults.
-
-    The input image is decoded in a thread (it may be megapixels) with the byte and pixel limits
-    checked first, so decompression bombs are refused before they expand; `decode_slots` bounds how
-    many are decoded at once. The job keeps the compressed bytes, not the pixels.
-    """
-    _check_inputs(request, image, engine)
-    init = None
-    if image is not None:
-        limits = ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
-        async with decode_slots or contextlib.nullcontext():
-            init = await asyncio.to_thread(EncodedImage.check, image, limits)
-    d = engine.defaults(request.kind)
-    steps, guidance, width, height = d.steps, d.guidance, d.width, d.height
-    width, height = _output_size(request, init, (width, height), settings.max_pixels)
-    digest = hashlib.sha256(image).hexdigest() if image is not None else None
-    return Submission(
-        request=request,
-        seed=request.seed if request.seed is not None else secrets.randbelow(MAX_SEED - MAX_COUNT),
-        width=width,
-        height=height,
-        steps=request.steps or steps,
-        guidance=request.guidance if request.guidance is not None else guidance,
-        init_image=init,
-        fingerprint=job_fingerprint(request, digest),
-    )
-
-
-def _check_inputs(request: JobRequest, image: bytes | None, engine: Engine) -> None:
-    kind = request.kind
-    if kind.needs_image and image is None:
-        raise ProtocolError(ErrorCode.IMAGE_REQUIRED, f"a {kind} job needs an image part", field="image")
-    if not kind.needs_image and image is not None:
-        raise ProtocolError(ErrorCode.IMAGE_NOT_ALLOWED, "a generate job takes no image", field="image")
-    if request.adapter is not None and request.adapter not in engine.adapter_names:
-        raise ProtocolError(
-            ErrorCode.UNKNOWN_ADAPTER,
-            f"unknown adapter {request.adapter!r}; this worker has {engine.adapter_names or 'none'}",
-            field="adapter",
-        )
-
-
-def _output_size(
-    request: JobRequest, init: EncodedImage | None, default: tuple[int, int], max_pixels: int
-) -> tuple[int, int]:
-    """The requested size, else the input image's (fitted), else the model's; within `max_pixels`."""
-    width, height = default
-    if init is not None and request.width is None and request.height is None:
-        width, height = fit_size(init.width, init.height, max_pixels)
-    width, height = request.width or width, request.height or height
-    if width * height > max_pixels:
-        raise ProtocolError(
-            ErrorCode.BAD_SIZE,
-            f"{width}x{height} is {width * height} pixels; this worker allows {max_pixels}",
-            field="width",
-        )
-    return width, height
-
-
-def fit_size(width: int, height: int, max_pixels: int) -> tuple[int, int]:
-    """An input image's size scaled down to `max_pixels`, on multiples of 8 within the side limits."""
-    scale = min(1.0, (max_pixels / (width * height)) ** 0.5)
-
-    def side(v: int) -> int:
-        return min(max(int(v * scale) // 8 * 8, MIN_SIDE), MAX_SIDE)
-
-    return side(width), side(height)
-
-
-async def read_submission(request: web.Request, settings: WorkerSettings) -> tuple[JobRequest, bytes | None]:
-    """Read POST /v1/jobs: a JSON body, or multipart with a `job` JSON part and a binary `image` part."""
-    if request.content_type == "application/json":
-        return read_job_json(await request.read()), None
-    if request.content_type != "multipart/form-data":
-        raise ProtocolError(
-            ErrorCode.BAD_REQUEST,
-            f"expected application/json or multipart/form-data, got {request.content_type}",
-            status=415,
-        )
-    try:
-        return await _read_multipart(request, settings)
-    except ProtocolError:
-        raise
-    except (ValueError, LookupError, RuntimeError) as exc:  # aiohttp's multipart parser on a broken body
-        raise ProtocolError(ErrorCode.BAD_REQUEST, f"malformed multipart body: {exc}") from None
-
-
-async def _read_multipart(request: web.Request, settings: WorkerSettings) -> tuple[JobRequest, bytes | None]:
-    job: JobRequest | None = None
-    image: bytes | None = None
-    reader = await request.multipart()
-    while (part := await reader.next()) is not None:
-        if not isinstance(part, BodyPartReader) or part.name not in ("job", "image"):
-            raise ProtocolError(ErrorCode.BAD_REQUEST, "multipart parts must be `job` and `image`")
-        if part.name == "job":
-            job = read_job_json(await _read_part(part, MAX_JOB_JSON_BYTES, "job"))
-        else:
-            image = await _read_part(part, settings.max_image_bytes, "image")
-    if job is None:
-        raise ProtocolError(ErrorCode.BAD_REQUEST, "the multipart body has no `job` part", field="job")
-    return job, image
-
-
-async def _read_part(part: BodyPartReader, limit: int, name: str) -> bytes:
-    # Chunks joined once at the end: a growing bytearray would over-allocate and then be copied again.
-    chunks: list[bytes] = []
-    size = 0
-    while chunk := await part.read_chunk(256 * 1024):
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > limit:
-            raise ProtocolError(
-                ErrorCode.IMAGE_TOO_LARGE if name == "image" else ErrorCode.BAD_REQUEST,
-                f"the {name} part is over {limit} bytes",
-                status=413,
-                field=name,
-            )
-    return b"".join(chunks)
 
 
 # --- middleware ---
@@ -379,8 +221,8 @@ async def job_events(request: web.Request) -> web.StreamResponse:
 async def job_image(request: web.Request) -> web.Response:
     scheduler = request.app[SCHEDULER]
     n = _int_path(request, "n")
-    png = scheduler.image(request.match_info["job_id"], n)
-    return web.Response(body=png, content_type="image/png")
+    image = scheduler.image(request.match_info["job_id"], n)
+    return web.Response(body=image.data, content_type=image.media_type)
 
 
 async def job_preview(request: web.Request) -> web.Response:
@@ -445,63 +287,6 @@ def _int_path(request: web.Request, name: str) -> int:
     return int(raw)
 
 
-# --- metrics ---
-
-
-def render_metrics(scheduler: Scheduler, http: Counter[tuple[str, str, int]]) -> str:
-    """Prometheus text exposition format (0.0.4), written by hand to need no extra package."""
-    s = scheduler.stats()
-    out: list[str] = []
-
-    def metric(name: str, kind: str, help_: str, samples: Sequence[tuple[str, float]]) -> None:
-        out.append(f"# HELP brushfire_{name} {help_}")
-        out.append(f"# TYPE brushfire_{name} {kind}")
-        out.extend(f"brushfire_{name}{labels} {value:g}" for labels, value in samples)
-
-    lanes = list(s.lanes.items())
-    metric("queue_depth", "gauge", "Jobs queued per lane.", [(f'{{lane="{n}"}}', v.queued) for n, v in lanes])
-    metric("queue_users", "gauge", "Users with queued jobs per lane.", [(f'{{lane="{n}"}}', v.users) for n, v in lanes])  # fmt: skip
-    metric("running_jobs", "gauge", "Jobs in the batch in flight.", [("", s.running)])
-    metric("batch_images", "gauge", "Images in the batch in flight.", [("", s.batch_size)])
-    metric("images_per_second", "gauge", "Images made per second over the last minute.", [("", s.images_per_s_1m)])  # fmt: skip
-    jobs = [(f'{{status="{st}"}}', n) for st, n in scheduler.counters.items() if st.is_final]
-    metric("jobs_total", "counter", "Jobs finished, by final status.", jobs)
-    metric("images_total", "counter", "Images made.", [("", scheduler.images_total)])
-    metric("batches_total", "counter", "Pipeline calls made.", [("", scheduler.batches)])
-    metric("batch_seconds_total", "counter", "Seconds spent in pipeline calls.", [("", scheduler.batch_seconds)])  # fmt: skip
-    metric("accepting", "gauge", "1 while the worker takes new jobs.", [("", float(s.accepting))])
-    if s.replicas:
-        _replica_metrics(metric, s.replicas)
-    if s.device_memory_bytes is not None:
-        metric("device_memory_bytes", "gauge", "Device memory in use.", [("", s.device_memory_bytes)])
-    requests = [
-        (f'{{method="{m}",route="{_escape(r)}",status="{st}"}}', n) for (m, r, st), n in sorted(http.items())
-    ]
-    metric("http_requests_total", "counter", "HTTP requests answered.", requests)
-    return "\n".join(out) + "\n"
-
-
-def _replica_metrics(
-    metric: Callable[[str, str, str, Sequence[tuple[str, float]]], None], replicas: list[ReplicaStats]
-) -> None:
-    """Per-replica gauges and counters, on an ingress that fans batches out to replicas (Ray Serve)."""
-
-    def each(value: Callable[[ReplicaStats], float]) -> list[tuple[str, float]]:
-        return [(f'{{replica="{_escape(r.id)}"}}', value(r)) for r in replicas]
-
-    metric("replica_up", "gauge", "1 while the replica is alive.", each(lambda r: float(r.alive)))
-    metric("replica_in_flight", "gauge", "Batches the replica is running.", each(lambda r: r.in_flight))
-    metric("replica_batches_total", "counter", "Batches the replica finished.", each(lambda r: r.batches))
-    metric("replica_images_total", "counter", "Images the replica made.", each(lambda r: r.images))
-    metric("replica_busy_seconds_total", "counter", "Seconds the replica spent on batches.", each(lambda r: r.busy_seconds))  # fmt: skip
-    metric("replica_images_per_second", "gauge", "Images per second over the last minute.", each(lambda r: r.images_per_s_1m))  # fmt: skip
-    metric("replica_failures_total", "counter", "Batches lost or failed on the replica.", each(lambda r: r.failures))  # fmt: skip
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
 # --- the application ---
 
 
@@ -547,7 +332,8 @@ def check_bind(settings: WorkerSettings) -> None:
         return
     raise WorkerConfigError(
         f"refusing to bind {settings.host!r} without a token: anyone who can reach it could use the GPU. "
-        "Set a token (--token or the worker token setting) or bind 127.0.0.1."
+        "Give it a token (run.py: `token` under [worker] in the config file, or BRUSHFIRE_WORKER__TOKEN; "
+        "python -m inference: --token or BRUSHFIRE_WORKER_TOKEN), or bind 127.0.0.1."
     )
 
 

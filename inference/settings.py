@@ -6,10 +6,20 @@ them, and tests build them directly.
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class OutputFormat(StrEnum):
+    """How finished pictures are encoded (`inference.output`); each keeps the generation metadata."""
+
+    PNG = "png"  # lossless, text chunks, at `png_compress_level`
+    WEBP = "webp"  # lossy at `webp_quality`, XMP
+    WEBP_LOSSLESS = "webp-lossless"  # lossless WebP at its fastest effort, XMP
+    JPEG = "jpeg"  # lossy at `jpeg_quality`, XMP
 
 
 class ModelDefaults(BaseModel):
@@ -77,14 +87,22 @@ class EngineSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    # A Hugging Face id or a local folder; None means the bundled trained tiny model
-    # (inference/tiny/model/generate).
+    # A few-step model preset by name (inference/presets.py: sd-turbo, sdxl-turbo, sdxl-lightning,
+    # sdxl-lcm-lora, flux-schnell): it fills in model, scheduler, timestep_spacing, defaults and its fused
+    # adapters; keys set beside it win. Applied by the root settings (bot.core.settings), not here.
+    preset: str | None = None
+    # A Hugging Face id, a local folder, or a local single-file checkpoint (.safetensors or .ckpt);
+    # None means the bundled trained tiny model (inference/tiny/model/generate).
     model: str | None = None
     # An instruction-editing pipeline (e.g. InstructPix2Pix); None means img2img on the main weights, or
     # the bundled tiny edit model (inference/tiny/model/edit) when `model` is None too.
     edit_model: str | None = None
-    # A tiny preview decoder (TAESD-style AutoencoderTiny); None means a cheap latent-to-RGB projection.
+    # A tiny preview decoder (TAESD-style AutoencoderTiny); None means a cheap latent-to-RGB projection
+    # (or, on the bundled model, its own distilled tiny decoder).
     preview_decoder: str | None = None
+    # Opt-in: a tiny autoencoder (TAESD-style AutoencoderTiny, id or folder) that decodes the final
+    # pictures in place of the model's VAE; faster, slightly less faithful; for few-step (turbo) models.
+    final_decoder: str | None = None
     device: Literal["auto", "cuda", "mps", "cpu"] = "auto"
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     compile: bool = False
@@ -98,6 +116,12 @@ class EngineSettings(BaseModel):
     scheduler: str | None = Field(default=None, pattern=r"^[A-Za-z0-9]+Scheduler$")
     timestep_spacing: Literal["leading", "linspace", "trailing"] | None = None
     preview_every: int = Field(default=1, ge=1, le=100)  # make a preview every N steps
+    # Least seconds between two previews of a batch: a progress message is edited at most every 2 s, so
+    # a preview made sooner is never seen and only costs the GPU's thread a decode.
+    preview_interval_s: float = Field(default=2.0, ge=0.0, le=3600.0)
+    # Previews only for batches of at least this many steps: a 1-4 step model is done before anyone
+    # could look at one. 1 makes them for every model.
+    preview_min_steps: int = Field(default=5, ge=1, le=150)
     defaults: ModelDefaults = Field(default_factory=ModelDefaults)
     adapters: list[AdapterSettings] = Field(default_factory=list)
     cache_dir: Path | None = None
@@ -141,7 +165,21 @@ class WorkerSettings(BaseModel):
     # idle keep-alive connection stays open), and the longest a request's body may take to arrive.
     keepalive_timeout_s: float = Field(default=15.0, gt=0, le=3600)
     body_timeout_s: float = Field(default=30.0, gt=0, le=3600)
-    job_ttl_s: float = Field(default=3600.0, gt=0)  # how long finished jobs and their images are kept
+    job_ttl_s: float = Field(default=3600.0, gt=0)  # how long finished jobs' small records are kept
+    # At most this many finished jobs' records (status, error, the request) are kept, oldest dropped first.
+    max_finished_jobs: int = Field(default=10_000, ge=100)
+    # Bytes of finished pictures held for clients to fetch. Past it the oldest already fetched pictures go
+    # first, then the oldest unfetched ones (a fetch of those answers 410 `gone`).
+    result_budget_bytes: int = Field(default=64 * 1024 * 1024, ge=16 * 1024 * 1024)
+    # A fetched picture is kept this long for a retried fetch, then dropped.
+    fetched_result_grace_s: float = Field(default=5.0, ge=0.0, le=3600.0)
+    # How finished pictures are encoded, unless a job asks for another format (`output_format` in it).
+    output_format: OutputFormat = OutputFormat.PNG
+    png_compress_level: int = Field(default=1, ge=0, le=9)
+    webp_quality: int = Field(default=90, ge=1, le=100)
+    jpeg_quality: int = Field(default=92, ge=1, le=100)
+    # Threads encoding pictures beside the GPU; None: one per core less one.
+    encode_threads: int | None = Field(default=None, ge=1, le=256)
     shutdown_grace_s: float = Field(default=30.0, ge=0)  # how long the running batch may finish at shutdown
     batch_timeout_s: float = Field(default=600.0, gt=0)
     # Batches run at once, each on its own engine replica (Ray Serve); 1 for a single GPU.

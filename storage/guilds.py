@@ -17,6 +17,7 @@ from storage.db import Database, SyncTx
 log = logging.getLogger(__name__)
 
 NsfwMode = Literal["spoiler", "refuse"]
+OutputFormat = Literal["png", "webp"]
 MAX_IMAGES_PER_JOB = 8
 MAX_BLOCKED_WORDS = 500
 
@@ -32,6 +33,10 @@ class GuildSettings:
     relax_enabled: bool = True
     default_style: str | None = None
     max_images_per_job: int = 4
+    max_steps: int | None = None  # a power user's steps cap here; None: the configured one
+    max_pixels: int | None = None  # an image's pixel cap here; None: the worker's
+    allowed_samplers: tuple[str, ...] | None = None  # sampler names members may pick; None: all offered
+    output_format: OutputFormat = "png"  # how results are posted (stored images stay PNG)
     updated_at: float = 0.0
 
     def __post_init__(self) -> None:
@@ -43,6 +48,12 @@ class GuildSettings:
             raise ValueError(f"at most {MAX_BLOCKED_WORDS} blocked words")
         if any(channel <= 0 for channel in self.allowed_channel_ids):
             raise ValueError("channel ids must be positive")
+        if self.output_format not in ("png", "webp"):
+            raise ValueError(f"output_format must be 'png' or 'webp', got {self.output_format!r}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError("max_steps must be at least 1")
+        if self.max_pixels is not None and self.max_pixels < 64 * 64:
+            raise ValueError("max_pixels must be at least 4096 (64x64)")
 
     def channel_allowed(self, channel_id: int) -> bool:
         return not self.allowed_channel_ids or channel_id in self.allowed_channel_ids
@@ -57,19 +68,27 @@ def _settings(row: sqlite3.Row) -> GuildSettings:
         relax_enabled=bool(row["relax_enabled"]),
         default_style=row["default_style"],
         max_images_per_job=row["max_images_per_job"],
+        max_steps=row["max_steps"],
+        max_pixels=row["max_pixels"],
+        allowed_samplers=(
+            tuple(json.loads(row["allowed_samplers"])) if row["allowed_samplers"] is not None else None
+        ),
+        output_format=row["output_format"],
         updated_at=row["updated_at"],
     )
 
 
 _UPSERT_SQL = """
 INSERT INTO guild_settings (guild_id, allowed_channel_ids, blocked_words, nsfw_mode, relax_enabled, default_style,
-                            max_images_per_job, updated_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                            max_images_per_job, max_steps, max_pixels, allowed_samplers, output_format,
+                            updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (guild_id) DO UPDATE SET
     allowed_channel_ids = excluded.allowed_channel_ids, blocked_words = excluded.blocked_words,
     nsfw_mode = excluded.nsfw_mode, relax_enabled = excluded.relax_enabled,
     default_style = excluded.default_style, max_images_per_job = excluded.max_images_per_job,
-    updated_at = excluded.updated_at
+    max_steps = excluded.max_steps, max_pixels = excluded.max_pixels,
+    allowed_samplers = excluded.allowed_samplers, output_format = excluded.output_format, updated_at = excluded.updated_at
 """
 
 
@@ -82,6 +101,10 @@ def _row(s: GuildSettings) -> tuple[object, ...]:
         int(s.relax_enabled),
         s.default_style,
         s.max_images_per_job,
+        s.max_steps,
+        s.max_pixels,
+        json.dumps(list(s.allowed_samplers)) if s.allowed_samplers is not None else None,
+        s.output_format,
         s.updated_at,
     )
 
@@ -108,6 +131,8 @@ class GuildsRepo:
             raise ValueError(f"unknown guild setting(s): {', '.join(sorted(unknown))}")
         if "allowed_channel_ids" in changes:
             changes["allowed_channel_ids"] = tuple(sorted({int(c) for c in changes["allowed_channel_ids"]}))
+        if changes.get("allowed_samplers") is not None:
+            changes["allowed_samplers"] = tuple(sorted(set(changes["allowed_samplers"])))
         if "blocked_words" in changes:
             words = {str(w).strip().lower() for w in changes["blocked_words"]}
             changes["blocked_words"] = tuple(sorted(w for w in words if w))

@@ -104,7 +104,7 @@ def uncommented(text: str) -> str:
 
 
 @pytest.fixture
-def clean_env(monkeypatch):
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     import os
 
     for key in list(os.environ):
@@ -112,7 +112,7 @@ def clean_env(monkeypatch):
             monkeypatch.delenv(key)
 
 
-def test_the_reference_is_the_defaults(clean_env):
+def test_the_reference_is_the_defaults(clean_env: None) -> None:
     example = Settings(**tomllib.loads(EXAMPLE.read_text(encoding="utf-8")))
     defaults = Settings()
     assert example.model_dump() == defaults.model_dump()
@@ -121,14 +121,14 @@ def test_the_reference_is_the_defaults(clean_env):
     assert example.engine.defaults.model_fields_set == defaults.engine.defaults.model_fields_set
 
 
-def test_every_setting_is_in_the_reference_and_nothing_else():
+def test_every_setting_is_in_the_reference_and_nothing_else() -> None:
     shown = {e.path for e in reference_entries(EXAMPLE.read_text(encoding="utf-8"))}
     fields = setting_fields(Settings)
     assert sorted(set(fields) - shown) == [], "settings missing from config.example.toml"
     assert sorted(shown - set(fields)) == [], "config.example.toml shows settings the models do not have"
 
 
-def test_every_shown_setting_is_documented():
+def test_every_shown_setting_is_documented() -> None:
     undocumented = [
         f"line {e.line}: {e.path}"
         for e in reference_entries(EXAMPLE.read_text(encoding="utf-8"))
@@ -137,7 +137,7 @@ def test_every_shown_setting_is_documented():
     assert undocumented == []
 
 
-def test_commented_settings_are_the_unset_ones_and_their_examples_are_valid(clean_env):
+def test_commented_settings_are_the_unset_ones_and_their_examples_are_valid(clean_env: None) -> None:
     text = EXAMPLE.read_text(encoding="utf-8")
     fields = setting_fields(Settings)
     for entry in reference_entries(text):
@@ -149,7 +149,7 @@ def test_commented_settings_are_the_unset_ones_and_their_examples_are_valid(clea
     Settings(**tomllib.loads(uncommented(text)))
 
 
-def test_the_reference_parser_sees_what_a_reader_sees():
+def test_the_reference_parser_sees_what_a_reader_sees() -> None:
     sample = (
         "[a]\n# Doc.\nx = 1\ny = 2\n\nz = 3\n# [[a.items]]\n# # Doc of n.\n# n = 'v'\n"
         "[[b]]\n# Doc.\nk = 1\n[[b]]\nk = 2\n"
@@ -172,7 +172,7 @@ def environment_variables_read_by_code() -> set[str]:
     return names
 
 
-def test_every_environment_variable_the_code_reads_is_in_the_reference():
+def test_every_environment_variable_the_code_reads_is_in_the_reference() -> None:
     header = EXAMPLE.read_text(encoding="utf-8").split("\n[", 1)[0]
     names = environment_variables_read_by_code()
     assert {"BRUSHFIRE_CONFIG", "DISCORD_TOKEN"} <= names  # the scan finds the ones we know of
@@ -182,3 +182,54 @@ def test_every_environment_variable_the_code_reads_is_in_the_reference():
     }
     missing = sorted(n for n in names if n not in header and n not in settings_vars)
     assert missing == []
+
+
+def test_a_preset_is_chosen_by_name_and_keys_beside_it_win(clean_env: None) -> None:
+    from inference.presets import get_preset
+
+    chosen = Settings(engine={"preset": "sdxl-lightning", "device": "cuda"}).engine
+    preset = get_preset("sdxl-lightning")
+    assert (chosen.model, chosen.scheduler, chosen.timestep_spacing) == (
+        "stabilityai/stable-diffusion-xl-base-1.0",
+        "EulerDiscreteScheduler",
+        "trailing",
+    )
+    assert chosen.defaults == preset.defaults and chosen.device == "cuda"
+    assert [a.name for a in chosen.adapters] == ["sdxl-lightning-4step"] and chosen.adapters[0].fuse
+    # The engine section's own keys win, down to one default.
+    mine = Settings(engine={"preset": "sd-turbo", "model": "/srv/my-turbo", "defaults": {"steps": 2}}).engine
+    assert mine.model == "/srv/my-turbo" and mine.defaults.steps == 2 and mine.defaults.guidance == 0.0
+    with pytest.raises(ValueError, match="unknown preset 'sdxl-fast'; known: sd-turbo, sdxl-turbo"):
+        Settings(engine={"preset": "sdxl-fast"})
+
+
+def test_the_readme_model_examples_are_valid_and_the_sdxl_turbo_one_is_scheduled_as_it_needs(
+    clean_env: None,
+) -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```toml\n(.*?)```", readme, flags=re.S)
+    engines = [Settings(**tomllib.loads(block)).engine for block in blocks]
+    turbo = [e for e in engines if e.model == "stabilityai/sdxl-turbo"]
+    assert len(turbo) >= 2  # the preset, and the same written out
+    assert all(e.timestep_spacing == "trailing" and e.defaults.steps == 1 for e in turbo)
+    assert all(e.model_dump(exclude={"preset"}) == turbo[0].model_dump(exclude={"preset"}) for e in turbo)
+
+
+def section(text: str, title: str) -> str:
+    return text.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_licence_and_the_readme_say_what_an_operator_needs() -> None:
+    licence = (ROOT / "LICENSE").read_text(encoding="utf-8")
+    assert licence.startswith("MIT License") and "brushfire contributors" in licence
+    assert 'license = { text = "MIT" }' in (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    # The Quick start stays two commands, each one line.
+    quick = re.findall(r"```bash\n(.*?)```", section(readme, "Quick start"), flags=re.S)
+    assert len(quick) == 2 and all(block.count("\n") == 1 for block in quick)
+    # Running the bot on a GPU box names the torch build for CUDA and how to choose it by driver.
+    run_bot = section(readme, "Run the real bot")
+    assert re.search(
+        r"pip install torch==[\d.]+ --index-url https://download\.pytorch\.org/whl/cu\d+", run_bot
+    )
+    assert "nvidia-smi" in run_bot and "driver" in run_bot

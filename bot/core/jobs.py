@@ -20,6 +20,7 @@ from bot.core.errors import InvalidInput, JobNotFound, NotPermitted, QuotaRefuse
 from bot.core.guilds import GuildService
 from bot.core.i18n import N_, LocalisedError, Message
 from bot.core.lifecycle import CrashPoint, ProcessOwner
+from bot.core.metrics import BotMetrics
 from bot.core.outcomes import Deliver, JobOutcome, ProgressCallback, Ticket, next_state, png_size, worker_user
 from bot.core.plans import Action, Delivery, JobPlan, Planner, Requester
 from bot.core.progress import ProgressState
@@ -56,7 +57,9 @@ class JobService:
         clock: Callable[[], float] = time.time,
         owner: ProcessOwner | None = None,
         crash: CrashPoint | None = None,
+        metrics: BotMetrics | None = None,
     ) -> None:
+        self.metrics = metrics or BotMetrics()
         self.owner = owner  # recorded on each job it starts, so a later start can tell if we died
         self.crash = crash or CrashPoint()
         self.limits: Limits = settings.limits
@@ -156,14 +159,21 @@ class JobService:
         source = next((g for g in gens if g.index == index), None)
         if source is None or source.deleted:
             raise JobNotFound(
-                N_("Image {number} of that result is gone (deleted, or never made)."), number=index + 1
+                N_(
+                    "Image {number} of that result is gone (deleted, expired under this server's image retention, or never made)."
+                ),
+                number=index + 1,
             )
         return self.planner.derive(action, parent, source, guild, instruction)
 
     async def _parent_png(self, generation_id: str) -> bytes:
         gen = await self._generations.get(generation_id)
         if gen is None or gen.deleted:
-            raise JobNotFound(N_("The image this result was made from has been deleted."))
+            raise JobNotFound(
+                N_(
+                    "The image this result was made from has been deleted or has expired under this server's image retention."
+                )
+            )
         return gen.png
 
     # --- charging and submitting ---
@@ -331,15 +341,20 @@ class JobService:
 
     async def _stream(self, job: JobRecord, progress: ProgressCallback) -> JobInfo:
         state = ProgressState(status=JobStatus.QUEUED)
+        started: float | None = None
         async for event in self._client.events(job.worker_job_id or ""):
             new = next_state(state, event)
             if new != state:
                 state = new
                 progress(state)
             if event.type is EventType.STARTED:
+                started = self._clock()
+                self.metrics.queue_wait.observe(max(0.0, started - job.created_at))
                 if job.status is not JobState.RUNNING:
                     job = await self._jobs.update_status(job.job_id, JobState.RUNNING)
                 self.crash.reached("running")
+            if event.type is EventType.DONE and started is not None:
+                self.metrics.generation.observe(max(0.0, self._clock() - started))
             if event.type in (EventType.DONE, EventType.FAILED, EventType.CANCELLED):
                 return event.job or await self._client.get(job.worker_job_id or "")
         # The stream ended without a final event (worker shutting down): ask for the state directly.

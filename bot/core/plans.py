@@ -1,4 +1,4 @@
-"""What a job is before it runs: who asks, the validated plan, and the checks that refuse bad input.
+"""The planner: what a user typed or pressed, checked and turned into a JobPlan (bot.core.jobplan).
 
 Every refusal here is a BrushfireError with a specific message, raised before anything is charged.
 """
@@ -7,21 +7,30 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import json
 import logging
 import re
 import secrets
-from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from bot.core.errors import BadAttachment, BlockedContent, ChannelNotAllowed, InvalidInput
 from bot.core.i18n import N_, Message
+from bot.core.jobplan import (
+    LOCAL_USER,
+    SAMPLERS,
+    Action,
+    Controls,
+    Delivery,
+    ImagineOptions,
+    JobPlan,
+    Requester,
+    token_expiry,
+)
+from bot.core.policy import JobPolicy
 from bot.core.settings import Limits, Settings
 from bot.core.styles import Aspect, StyleBook, size_for
 from bot.core.validation import require_visible
 from inference.images import ImageLimits, decode_image
-from inference.protocol import MAX_COUNT, MAX_SEED, JobRequest, ProtocolError, WorkerInfo
+from inference.protocol import MAX_COUNT, MAX_SEED, ProtocolError, WorkerInfo
 from inference.settings import ModelDefaults
 from inference.text import MAX_PROMPT_CHARS, is_visible, normalize_prompt
 from inference.vocabulary import JobKind, Lane
@@ -30,8 +39,23 @@ from storage.guilds import GuildSettings
 
 log = logging.getLogger(__name__)
 
-TOKEN_LIFETIME_S = 15 * 60
-TOKEN_MARGIN_S = 30  # stop trusting a token a little early: a slow upload must not straddle expiry
+# The records of a job live in bot.core.jobplan; these names are the planner's own vocabulary too.
+__all__ = [
+    "LOCAL_USER",
+    "SAMPLERS",
+    "Action",
+    "Controls",
+    "Delivery",
+    "ImagineOptions",
+    "JobPlan",
+    "Planner",
+    "Requester",
+    "find_blocked",
+    "parse_lane",
+    "token_expiry",
+]
+T = TypeVar("T")
+
 REGEX_PREFIX = "re:"
 # What check_prompt calls the text it checks, at the start of its errors (the article included, so that
 # each language can agree its own words).
@@ -40,123 +64,20 @@ NEGATIVE = N_("The negative prompt")
 INSTRUCTION = N_("The instruction")
 
 
-class Action(StrEnum):
-    """What made a job: a command, or a button on an earlier result."""
-
-    IMAGINE = "imagine"
-    EDIT = "edit"
-    REROLL = "reroll"
-    VARY = "vary"
-    UPSCALE = "upscale"
-
-
-@dataclass(frozen=True, slots=True)
-class Requester:
-    """Who asks, and where. The command line uses guild 0, channel 0, user 0 named `local`."""
-
-    user_id: int
-    guild_id: int
-    channel_id: int
-    name: str
-    role_ids: tuple[int, ...] = ()
-    is_admin: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """The interaction a job answers; the token may edit the original response for 15 minutes. `language`
-    is the member's (e.g. "fr"): the result, even one posted in the channel or after a restart, uses it."""
-
-    application_id: int | None = None
-    interaction_token: str | None = None
-    token_expires_at: float | None = None
-    language: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ImagineOptions:
-    prompt: str
-    style: str | None = None
-    negative: str = ""
-    aspect: str | None = None
-    count: int = 1
-    seed: int | None = None
-    lane: Lane | None = None  # None: fast, falling back to relax when out of credits
-
-
-@dataclass(frozen=True, slots=True)
-class JobPlan:
-    """A validated job, ready to price and reserve. Everything but `image` is stored as the job's parameters."""
-
-    action: Action
-    kind: JobKind
-    prompt: str  # the user's words
-    model_prompt: str  # after the style template
-    negative: str
-    model_negative: str
-    style: str | None
-    width: int | None  # None: the worker's choice (the model's native size, or the input image's)
-    height: int | None
-    count: int
-    seed: int
-    steps: int | None = None
-    guidance: float | None = None
-    strength: float | None = None
-    adapter: str | None = None
-    adapter_scale: float = 1.0
-    lane: Lane | None = None
-    parent_job_id: str | None = None
-    parent_generation_id: str | None = None
-    image: bytes | None = field(default=None, repr=False)
-
-    @property
-    def from_upload(self) -> bool:
-        """Made from an uploaded image, which is not kept: it cannot be re-rolled or entered in a challenge."""
-        return self.kind is not JobKind.GENERATE and self.parent_generation_id is None
-
-    def parameters(self) -> str:
-        data = {k: v for k, v in dataclasses.asdict(self).items() if k != "image"}
-        return json.dumps(data, sort_keys=True)
-
-    @classmethod
-    def from_parameters(cls, text: str, image: bytes | None = None) -> JobPlan:
-        data: dict[str, Any] = json.loads(text)
-        data["action"] = Action(data["action"])
-        data["kind"] = JobKind(data["kind"])
-        data["lane"] = Lane(data["lane"]) if data.get("lane") else None
-        return cls(**data, image=image)
-
-    def request(self, job_id: str, user: str, lane: Lane) -> JobRequest:
-        return JobRequest(
-            idempotency_key=job_id,
-            user=user,
-            lane=lane,
-            kind=self.kind,
-            prompt=self.model_prompt,
-            negative_prompt=self.model_negative,
-            width=self.width,
-            height=self.height,
-            steps=self.steps,
-            guidance=self.guidance,
-            strength=self.strength,
-            count=self.count,
-            seed=self.seed,
-            adapter=self.adapter,
-            adapter_scale=self.adapter_scale,
-        )
-
-
 class Planner:
     """Turns what a user typed or pressed into a JobPlan, or refuses it with a specific message."""
 
     def __init__(self, settings: Settings, styles: StyleBook) -> None:
         self._settings = settings
         self._limits: Limits = settings.limits
+        self.policy = JobPolicy(settings)  # a power user's controls within the server's limits
         self._styles = styles
         self._defaults = settings.engine.defaults
         # Only what was written down is kept over the worker's own defaults: the rest is a guess at its model.
         engine = settings.engine
         self._by_hand = engine.defaults.model_fields_set if "defaults" in engine.model_fields_set else set()
+        # Edits run on an instruction-editing model (which has no strength), as the worker last said.
+        self._instruct_edits = False
 
     @property
     def defaults(self) -> ModelDefaults:
@@ -174,6 +95,7 @@ class Planner:
         True when the defaults planned with changed.
         """
         own = self._settings.engine.defaults
+        self._instruct_edits = info.has_edit_model
         adopted = info.defaults.model_copy(update={name: getattr(own, name) for name in self._by_hand})
         if adopted == self._defaults:
             return False
@@ -256,7 +178,10 @@ class Planner:
             )
         seed = self._seed(options.seed)
         lane = self._lane(options.lane, guild)
-        width, height = self._size(aspect)
+        controls = self.policy.check(options.controls, guild, aspect_given=options.aspect is not None)
+        width, height = (
+            (controls.width, controls.height) if controls.width is not None else self._size(aspect, guild)
+        )
         styled = style.apply(prompt, negative) if style else None
         if style and styled:
             self.check_styled(styled.prompt, style.name)
@@ -273,10 +198,11 @@ class Planner:
             height=height,
             count=options.count,
             seed=seed,
-            steps=style.steps if style else None,
-            guidance=style.guidance if style else None,
+            steps=_first(controls.steps, style.steps if style else None),
+            guidance=_first(controls.guidance, style.guidance if style else None),
             adapter=style.adapter if style else None,
             adapter_scale=style.adapter_scale if style else 1.0,
+            sampler=SAMPLERS[controls.sampler] if controls.sampler else None,
             lane=lane,
         )
 
@@ -289,6 +215,7 @@ class Planner:
         strength: float | None,
         guild: GuildSettings,
         lane: Lane | None = None,
+        seed: int | None = None,
     ) -> JobPlan:
         """Validate an edit of an uploaded image (PNG, JPEG or WebP within the size and pixel limits)."""
         self.check_channel(requester, guild)
@@ -297,22 +224,23 @@ class Planner:
             raise InvalidInput(
                 N_("Strength must be between 0.05 and 1.0, not {strength}."), strength=strength
             )
+        if strength is not None and self._instruct_edits:
+            raise InvalidInput(
+                N_(
+                    "Strength does not apply here: edits run on an instruction-editing model, which keeps as much of the picture as the instruction allows. Leave strength out."
+                )
+            )
+        chosen = self._seed(seed)
         png, _size = self.read_attachment(image)
+        edit = _edit_fields(prompt, chosen, strength if strength is not None else self._limits.edit_strength)
         return JobPlan(
             action=Action.EDIT,
-            kind=JobKind.EDIT,
-            prompt=prompt,
-            model_prompt=prompt,
-            negative="",
-            model_negative="",
-            style=None,
             width=None,
             height=None,
             count=1,
-            seed=self._seed(None),
-            strength=strength if strength is not None else self._limits.edit_strength,
             lane=self._lane(lane, guild),
             image=png,
+            **edit,
         )
 
     def read_attachment(self, data: bytes) -> tuple[bytes, tuple[int, int]]:
@@ -369,24 +297,12 @@ class Planner:
                 base, kind=JobKind.IMG2IMG, seed=self._seed(None), strength=self._limits.vary_strength
             )
         if action is Action.UPSCALE:
-            width, height = self._fit(source.width * 2, source.height * 2)
+            width, height = self._fit(source.width * 2, source.height * 2, guild)
             return dataclasses.replace(
                 base, kind=JobKind.IMG2IMG, width=width, height=height, strength=self._limits.upscale_strength
             )
         text = self.check_prompt(instruction or "", guild, INSTRUCTION)
-        return dataclasses.replace(
-            base,
-            kind=JobKind.EDIT,
-            prompt=text,
-            model_prompt=text,
-            negative="",
-            model_negative="",
-            style=None,
-            steps=None,
-            guidance=None,
-            seed=self._seed(None),
-            strength=self._limits.edit_strength,
-        )
+        return dataclasses.replace(base, **_edit_fields(text, self._seed(None), self._limits.edit_strength))
 
     def _seed(self, seed: int | None) -> int:
         if seed is None:
@@ -404,18 +320,42 @@ class Planner:
             raise InvalidInput(N_("This server has turned the relax lane off."))
         return lane
 
-    def _size(self, aspect: Aspect | None) -> tuple[int | None, int | None]:
+    def _size(self, aspect: Aspect | None, guild: GuildSettings) -> tuple[int | None, int | None]:
         if aspect is None:
-            return None, None  # the model's native size, whatever the worker has loaded
+            if guild.max_pixels is None:
+                return None, None  # the model's native size, whatever the worker has loaded
+            return self._fit(*self.native_size(), guild)  # named, so the server's cap holds
         base_w, base_h = self.native_size()
         size = size_for(aspect, base_w, base_h)
-        return self._fit(size.width, size.height)
+        return self._fit(size.width, size.height, guild)
 
-    def _fit(self, width: int, height: int) -> tuple[int, int]:
-        """Shrink to the worker's pixel cap, keeping the ratio and multiples of 8."""
-        cap = self._settings.worker.max_pixels
+    def _fit(self, width: int, height: int, guild: GuildSettings | None = None) -> tuple[int, int]:
+        """Shrink to the pixel cap (the server's within the worker's), keeping the ratio and multiples of 8."""
+        cap = self.policy.max_pixels(guild)
         scale = min(1.0, (cap / (width * height)) ** 0.5)
         return max(64, int(width * scale) // 8 * 8), max(64, int(height * scale) // 8 * 8)
+
+
+def _first(*values: T | None) -> T | None:
+    return next((v for v in values if v is not None), None)
+
+
+def _edit_fields(instruction: str, seed: int, strength: float) -> dict[str, Any]:
+    """What makes a plan an instruction edit: the instruction is the whole prompt; no negative, style,
+    steps, guidance or sampler (the editing model's own)."""
+    return {
+        "kind": JobKind.EDIT,
+        "prompt": instruction,
+        "model_prompt": instruction,
+        "negative": "",
+        "model_negative": "",
+        "style": None,
+        "steps": None,
+        "guidance": None,
+        "sampler": None,
+        "seed": seed,
+        "strength": strength,
+    }
 
 
 def find_blocked(text: str, blocked: tuple[str, ...] | list[str]) -> str | None:
@@ -443,11 +383,6 @@ def _sniff_format(data: bytes) -> str | None:
     return None
 
 
-def token_expiry(now: float) -> float:
-    """When an interaction token made now stops being usable for edits and follow-ups."""
-    return now + TOKEN_LIFETIME_S - TOKEN_MARGIN_S
-
-
 def parse_lane(value: str | None) -> Lane | None:
     if value is None or value == "auto":
         return None
@@ -455,7 +390,3 @@ def parse_lane(value: str | None) -> Lane | None:
         return Lane(value)
     except ValueError:
         raise InvalidInput(N_("`{value}` is not a lane; use fast or relax."), value=value[:20]) from None
-
-
-LOCAL_USER = Requester(user_id=1, guild_id=1, channel_id=1, name="local", is_admin=True)
-"""The command line's identity: a Discord user named `local` in a server of its own (ids must be > 0)."""

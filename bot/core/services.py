@@ -12,8 +12,10 @@ from bot.core.challenges.service import ChallengeService
 from bot.core.guilds import GuildService
 from bot.core.jobs import JobService
 from bot.core.lifecycle import CrashPoint, ProcessOwner
+from bot.core.metrics import BotMetrics
 from bot.core.quotas.maintenance import Maintenance
 from bot.core.quotas.service import QuotaService
+from bot.core.retention import RetentionService
 from bot.core.settings import Settings
 from bot.core.styles import StyleBook
 from inference.client import WorkerClient
@@ -32,6 +34,8 @@ class Services:
     guilds: GuildService
     challenges: ChallengeService
     maintenance: Maintenance
+    retention: RetentionService
+    metrics: BotMetrics
     clock: Callable[[], float]
 
 
@@ -56,6 +60,7 @@ async def open_services(
         guilds = GuildService(
             db, StyleBook(settings.styles, settings.aspects), settings.switchable_adapters, clock
         )
+        metrics = BotMetrics()  # one registry per set of services: no process-wide metric globals
         yield Services(
             settings=settings,
             jobs=JobService(
@@ -67,10 +72,13 @@ async def open_services(
                 clock=clock,
                 owner=owner,
                 crash=crash,
+                metrics=metrics,
             ),
             quotas=quotas,
             guilds=guilds,
             challenges=ChallengeService(db=db, quotas=quotas, settings=settings.challenges, clock=clock),
             maintenance=Maintenance(quotas, db, clock),
+            retention=RetentionService(db, clock),
+            metrics=metrics,
             clock=clock,
         )

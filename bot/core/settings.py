@@ -9,13 +9,23 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from bot.core.challenges.rules import ChallengeSettings
 from bot.core.quotas.pricing import QuotaSettings
 from bot.core.styles import DEFAULT_ASPECTS, DEFAULT_STYLES, Aspect, StylePreset
-from inference.protocol import MAX_COUNT
+from inference.presets import get_preset
+from inference.protocol import MAX_COUNT, MAX_STEPS
 from inference.settings import EngineSettings, WorkerSettings
 from inference.text import MAX_PROMPT_CHARS
 from storage.db import DatabaseSettings
@@ -46,6 +56,9 @@ class DiscordSettings(BaseModel):
     sync_state_file: Path = Path("data/command-sync.sha256")
     # Seconds to wait after the last GUILD_CREATE before the bot counts as ready.
     guild_ready_timeout_s: float = Field(default=2.0, ge=0.0, le=60.0)
+    # The bot's Prometheus `/metrics` (latency histograms); None: not served. 0 picks a free port.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
 
 
 class CooldownSettings(BaseModel):
@@ -68,6 +81,8 @@ class Limits(BaseModel):
     attachment_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     attachment_pixels: int = Field(default=2048 * 2048, ge=64 * 64)
     max_images_per_job: int = Field(default=4, ge=1, le=MAX_COUNT)
+    # The most denoising steps a job may ask for (/imagine steps, --steps); a server may set a lower cap.
+    max_steps: int = Field(default=60, ge=1, le=MAX_STEPS)
     # Discord's upload limit on unboosted servers; bigger results are re-encoded as WebP/JPEG.
     upload_bytes: int = Field(default=10 * 1024 * 1024, ge=64 * 1024)
     progress_interval_s: float = Field(default=2.0, ge=0.5, le=60.0)
@@ -108,9 +123,34 @@ class Settings(BaseSettings):
     styles: list[StylePreset] = Field(default_factory=lambda: list(DEFAULT_STYLES), min_length=1)
     aspects: list[Aspect] = Field(default_factory=lambda: list(DEFAULT_ASPECTS), min_length=1, max_length=25)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # "text": one readable line per record; "json": one JSON object per line (level, logger, message, job_id).
+    log_format: Literal["text", "json"] = "text"
     discord_token: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices(TOKEN_ENV), exclude=True, repr=False
     )
+
+    @field_validator("engine", mode="before")
+    @classmethod
+    def _apply_preset(cls, value: object) -> object:
+        """`[engine] preset = "sdxl-turbo"`: the preset's model, scheduler, timestep spacing, defaults and
+        fused adapters, under whatever the engine section sets itself (those keys win)."""
+        if not isinstance(value, dict) or not value.get("preset"):
+            return value
+        preset = get_preset(str(value["preset"]))
+        own_defaults = value.get("defaults") or {}
+        if isinstance(own_defaults, BaseModel):
+            own_defaults = own_defaults.model_dump(exclude_unset=True)
+        filled: dict[str, object] = {
+            "model": preset.model,
+            "scheduler": preset.scheduler,
+            "timestep_spacing": preset.timestep_spacing,
+        }
+        return {
+            **{k: v for k, v in filled.items() if v is not None},
+            **value,
+            "defaults": {**preset.defaults.model_dump(exclude_none=True), **dict(own_defaults)},
+            "adapters": [*(a.model_dump() for a in preset.fused_adapters), *(value.get("adapters") or [])],
+        }
 
     @model_validator(mode="after")
     def _unique_names(self) -> Settings:
@@ -193,6 +233,23 @@ def load_settings(config: Path | None = None, environ: Mapping[str, str] | None 
     except ValidationError as exc:
         where = f"config file {path} / environment" if path else "environment"
         raise SettingsError(f"invalid settings ({where}):\n{_describe(exc)}") from None
+
+
+def anchor_paths(settings: Settings, base: Path) -> Settings:
+    """The settings with every relative file path read from `base` (the config file's folder, or a data
+    folder), so the same settings name the same files whatever folder a process is started in."""
+
+    def under(path: Path | None) -> Path | None:
+        return base / path if path is not None and not path.is_absolute() else path
+
+    db, discord, engine = settings.database, settings.discord, settings.engine
+    return settings.model_copy(
+        update={
+            "database": db.model_copy(update={"path": under(db.path), "backup_dir": under(db.backup_dir)}),
+            "discord": discord.model_copy(update={"sync_state_file": under(discord.sync_state_file)}),
+            "engine": engine.model_copy(update={"cache_dir": under(engine.cache_dir)}),
+        }
+    )
 
 
 def _describe(exc: ValidationError) -> str:

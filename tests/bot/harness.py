@@ -52,6 +52,13 @@ def is_result(message: Message) -> bool:
     return bool(message.attachments) and any("brushfire:edit:" in c for c in message.custom_ids())
 
 
+def embed_of(message: Message) -> dict[str, Any]:
+    """The message's first embed, for a message the test waited for as one that has an embed."""
+    embed = message.embed
+    assert embed is not None, f"expected an embed on {message.content!r}"
+    return embed
+
+
 def button(message: Message, action: str) -> str:
     """The custom_id of the first button on a message whose id starts with `brushfire:<action>:`."""
     return next(c for c in message.custom_ids() if c.startswith(f"brushfire:{action}:"))

@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from bot.client import ImageBot
 from bot.core.challenges.rules import ChallengeSettings
 from bot.core.services import open_services
 from bot.core.settings import Settings
 from inference.settings import AdapterSettings, EngineSettings, ModelDefaults, WorkerSettings
-from tests.bot.harness import World, build_world, button, ephemeral_reply, is_result
+from tests.bot.harness import World, build_world, button, embed_of, ephemeral_reply, is_result
 from tests.fakediscord import ApiError, ChannelKind, FakeChannel, FakeDiscord, FakeUser, Message
 from tests.fakediscord.harness import run_bot
 
@@ -151,10 +151,12 @@ def vote_id(entry: Message, kind: str = "vote") -> str:
 async def quota_description(fake: FakeDiscord, world: World, user: FakeUser) -> str:
     ix = await fake.send_slash("quota", {}, user=user, channel=world.channel)
     card = await ix.wait_message(lambda m: m.ephemeral and m.embed is not None, timeout=WAIT)
-    return str(card.embed["description"])
+    return str(embed_of(card)["description"])
 
 
-async def test_whole_lifecycle_with_every_refusal(fake_discord, cs, shared_worker, clock):
+async def test_whole_lifecycle_with_every_refusal(
+    fake_discord: FakeDiscord, cs: Settings, shared_worker: str, clock: MovableClock
+) -> None:
     fake, w = fake_discord, build_world(fake_discord)
     async with challenge_bot(fake, cs, shared_worker, clock) as bot:
         early = await imagine(fake, w, w.alice, "anime")  # made before the challenge opens
@@ -224,7 +226,7 @@ async def test_whole_lifecycle_with_every_refusal(fake_discord, cs, shared_worke
 
         await advance(bot, clock, DAY)
         results = await channel_post(fake, w.channel, "Results: harbours at dawn")
-        places = [f["value"] for f in results.embed["fields"]]
+        places = [f["value"] for f in embed_of(results)["fields"]]
         assert w.alice.mention in places[0] and "+5 bonus" in places[0]
         assert w.bob.mention in places[1] and "+3 bonus" in places[1]
         assert w.alice.mention in places[2] and "bonus" not in places[2]  # no votes, no bonus
@@ -239,7 +241,7 @@ async def test_whole_lifecycle_with_every_refusal(fake_discord, cs, shared_worke
 
         board = await fake.send_slash("challenge leaderboard", {}, user=w.bob, channel=w.channel)
         card = await board.wait_message(lambda m: m.ephemeral and m.embed is not None, timeout=WAIT)
-        lines = card.embed["description"].splitlines()
+        lines = embed_of(card)["description"].splitlines()
         assert w.alice.mention in lines[0] and "**13**" in lines[0]  # 10 for first place + 3 for third
         assert w.bob.mention in lines[1] and "**6**" in lines[1]
 
@@ -250,8 +252,8 @@ def stored(settings: Settings, sql: str) -> list[tuple[Any, ...]]:
 
 
 async def test_restart_in_each_phase_keeps_everything_and_fires_missed_deadlines(
-    fake_discord, cs, shared_worker, clock
-):
+    fake_discord: FakeDiscord, cs: Settings, shared_worker: str, clock: MovableClock
+) -> None:
     fake, w = fake_discord, build_world(fake_discord)
     async with challenge_bot(fake, cs, shared_worker, clock):
         assert "is open" in await slash(fake, w, w.admin, "challenge-admin start", GOOD)
@@ -275,7 +277,7 @@ async def test_restart_in_each_phase_keeps_everything_and_fires_missed_deadlines
     clock.offset += DAY + 60  # voting ends while the bot is down
     async with challenge_bot(fake, cs, shared_worker, clock):
         results = await channel_post(fake, w.channel, "Results: harbours")
-        assert w.alice.mention in results.embed["fields"][0]["value"]
+        assert w.alice.mention in embed_of(results)["fields"][0]["value"]
     async with challenge_bot(fake, cs, shared_worker, clock) as bot:  # restarted after the close
         await bot.services.challenges.rebuild()
         posts = [m for m in fake.messages(w.channel) if m.embed and "Results" in (m.embed.get("title") or "")]
@@ -287,8 +289,8 @@ async def test_restart_in_each_phase_keeps_everything_and_fires_missed_deadlines
 
 
 async def test_recurring_challenges_start_themselves_and_rotate_themes(
-    fake_discord, cs, shared_worker, clock
-):
+    fake_discord: FakeDiscord, cs: Settings, shared_worker: str, clock: MovableClock
+) -> None:
     fake, w = fake_discord, build_world(fake_discord)
     recurring = {"themes": "boats; birds", "style": "anime", "rhythm": "daily", "submit_for": "12h"}
     async with challenge_bot(fake, cs, shared_worker, clock) as bot:
@@ -313,7 +315,9 @@ async def test_recurring_challenges_start_themselves_and_rotate_themes(
     assert themes == [("boats", "closed"), ("birds", "closed")]  # none after the schedule stopped
 
 
-async def test_admins_extend_close_early_and_cancel(fake_discord, cs, shared_worker, clock):
+async def test_admins_extend_close_early_and_cancel(
+    fake_discord: FakeDiscord, cs: Settings, shared_worker: str, clock: MovableClock
+) -> None:
     fake, w = fake_discord, build_world(fake_discord)
     other = fake.add_channel(w.guild, "contest")
     forum = fake.add_channel(w.guild, "gallery", kind=ChannelKind.FORUM)
@@ -394,7 +398,9 @@ async def test_admins_extend_close_early_and_cancel(fake_discord, cs, shared_wor
         assert "no challenge running" in await slash(fake, w, w.alice, "challenge submit", {})
 
 
-async def test_guild_style_presets_in_styles_imagine_and_challenges(fake_discord, cs, shared_worker, clock):
+async def test_guild_style_presets_in_styles_imagine_and_challenges(
+    fake_discord: FakeDiscord, cs: Settings, shared_worker: str, clock: MovableClock
+) -> None:
     fake, w = fake_discord, build_world(fake_discord)
     ink = {"name": "harbour-ink", "prompt": "ink drawing of {prompt}, harbour", "description": "Harbour ink"}
     async with challenge_bot(fake, cs, shared_worker, clock):
@@ -406,7 +412,7 @@ async def test_guild_style_presets_in_styles_imagine_and_challenges(fake_discord
         assert "already has" in await slash(fake, w, w.admin, "style add", ink)
         shown = await fake.send_slash("styles", {}, user=w.alice, channel=w.channel)
         card = await shown.wait_message(lambda m: m.ephemeral and m.embed is not None, timeout=WAIT)
-        assert "harbour-ink ★" in [f["name"] for f in card.embed["fields"]]
+        assert "harbour-ink ★" in [f["name"] for f in embed_of(card)["fields"]]
         choices = await fake.autocomplete(
             "imagine", {"prompt": "x", "style": "harb"}, "style", user=w.alice, channel=w.channel
         )
@@ -426,7 +432,9 @@ async def test_guild_style_presets_in_styles_imagine_and_challenges(fake_discord
 
 
 @pytest.mark.skipif(not HAVE_PEFT, reason="LoRA adapters need peft")
-async def test_a_style_presets_lora_is_switched_on_by_the_worker(fake_discord, cs, shared_worker, clock):
+async def test_a_style_presets_lora_is_switched_on_by_the_worker(
+    fake_discord: FakeDiscord, cs: Settings, shared_worker: str, clock: MovableClock
+) -> None:
     fake, w = fake_discord, build_world(fake_discord)
     lora = {"name": "ink-lora", "prompt": "ink drawing of {prompt}", "adapter": "ink", "adapter_scale": 0.5}
     async with challenge_bot(fake, cs, shared_worker, clock):
@@ -434,6 +442,8 @@ async def test_a_style_presets_lora_is_switched_on_by_the_worker(fake_discord, c
         styled = await imagine(fake, w, w.alice, "ink-lora")
         plain = await imagine(fake, w, w.alice, "anime")
     with Image.open(io.BytesIO(styled.attachments[0].data)) as img:
-        assert img.text["adapter"] == "ink:0.5"
+        assert isinstance(img, PngImagePlugin.PngImageFile) and img.text["adapter"] == "ink:0.5"
     with Image.open(io.BytesIO(plain.attachments[0].data)) as img:
-        assert "adapter" not in img.text  # switched off again for the next batch
+        assert (
+            isinstance(img, PngImagePlugin.PngImageFile) and "adapter" not in img.text
+        )  # switched off again for the next batch

@@ -36,7 +36,8 @@ def test_guild_presets_join_the_book_without_shadowing_configured_ones() -> None
     guild_book = book.with_guild(mine)
     assert guild_book.guild_names == {"harbour"}
     assert guild_book.style("anime") == book.style("anime")  # the configured preset wins its name
-    assert guild_book.style("harbour").prompt == "harbour, {prompt}"
+    harbour = guild_book.style("harbour")
+    assert harbour is not None and harbour.prompt == "harbour, {prompt}"
     assert [s.name for s in guild_book.search("harb")] == ["harbour"]
     assert "harbour" not in [s.name for s in book.styles]  # the shared book is untouched
 

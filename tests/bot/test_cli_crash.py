@@ -31,7 +31,9 @@ def imagine(config: Path, prompt: str, out: Path, **env: str) -> subprocess.Comp
 # One phase here (each run loads the model); bench/hostile.py runs every phase for every process, and its
 # quick run in tests/hostile/test_bench.py the others once each.
 @pytest.mark.parametrize("phase", ["commit"])
-def test_the_next_imagine_settles_what_a_killed_one_left(tiny_models, tmp_path, phase):
+def test_the_next_imagine_settles_what_a_killed_one_left(
+    tiny_models: tuple[Path, Path], tmp_path: Path, phase: str
+) -> None:
     config = write_config(tmp_path, tiny_models)
     db = tmp_path / "cli.sqlite3"
     killed = imagine(config, "a red circle", tmp_path / "a.png", BRUSHFIRE_TEST_KILL_AT=phase)
@@ -47,7 +49,11 @@ def test_the_next_imagine_settles_what_a_killed_one_left(tiny_models, tmp_path, 
     assert second == ("succeeded", "committed", 1)
     # The killed job: refunded (its in-process worker died with it) or, killed once its images were stored,
     # committed with them; either way exactly once, and nothing is left reserved or unfinished.
-    assert first in (("refunded", "refunded", 1), ("succeeded", "committed", 1)), first
+    settled_once: tuple[tuple[str, str, int], ...] = (
+        ("refunded", "refunded", 1),
+        ("succeeded", "committed", 1),
+    )
+    assert first in settled_once, first
     if first[0] == "succeeded":
         assert rows(db, "SELECT COUNT(*) FROM generations")[0][0] == 2
     if phase == "commit":
@@ -55,20 +61,24 @@ def test_the_next_imagine_settles_what_a_killed_one_left(tiny_models, tmp_path, 
         assert third.returncode == 0 and "earlier run" not in third.stderr  # settled once, not again
 
 
-async def test_a_reservation_whose_job_was_never_stored_is_refunded_on_start(tmp_path):
+async def test_a_reservation_whose_job_was_never_stored_is_refunded_on_start(tmp_path: Path) -> None:
     """kill -9 between reserving and storing the job: the next start refunds it (after a minute)."""
     from bot.core.lifecycle import ProcessOwner
+    from bot.core.outcomes import JobOutcome
     from bot.core.services import open_services
     from bot.core.settings import Settings
     from storage.db import DatabaseSettings
+
+    async def deliver_nothing(outcome: JobOutcome) -> None:
+        """No job is left to deliver here: only the reservation is reconciled."""
 
     settings = Settings(database=DatabaseSettings(path=tmp_path / "bf.sqlite3"))
     now = [1_000_000.0]
     async with open_services(settings, clock=lambda: now[0], owner=ProcessOwner.current("cli")) as services:
         jobs = services.jobs
         await services.quotas.reserve("a" * 32, 1, 1, (), 1, "fast")
-        await jobs.reconcile(lambda outcome: None, kinds=frozenset({"cli"}))
+        await jobs.reconcile(deliver_nothing, kinds=frozenset({"cli"}))
         assert rows(settings.database.path, "SELECT state FROM ledger") == [("reserved",)]  # maybe live
         now[0] += 61
-        await jobs.reconcile(lambda outcome: None, kinds=frozenset({"cli"}))
+        await jobs.reconcile(deliver_nothing, kinds=frozenset({"cli"}))
     assert rows(settings.database.path, "SELECT state FROM ledger") == [("refunded",)]

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from tests.bot.harness import admin_do, build_world, ephemeral_reply, is_result, running_bot
-from tests.fakediscord import EventKind
+from bot.core.settings import Settings
+from tests.bot.harness import World, admin_do, build_world, embed_of, ephemeral_reply, is_result, running_bot
+from tests.fakediscord import EventKind, FakeDiscord, FakeUser, Interaction
 
 
-async def imagine(fake, world, user, **options):
+async def imagine(fake: FakeDiscord, world: World, user: FakeUser, **options: object) -> Interaction:
     return await fake.send_slash("imagine", {"prompt": "a tree", **options}, user=user, channel=world.channel)
 
 
-async def test_quota_admin_policies_change_what_members_may_do(fake_discord, settings, worker):
+async def test_quota_admin_policies_change_what_members_may_do(
+    fake_discord: FakeDiscord, settings: Settings, worker: str
+) -> None:
     world = build_world(fake_discord)
     artists = fake_discord.add_role(world.guild, "artists")
     fake_discord.add_member(world.guild, world.bob, roles=[artists])
@@ -34,18 +37,20 @@ async def test_quota_admin_policies_change_what_members_may_do(fake_discord, set
         )
         quota = await fake_discord.send_slash("quota", {}, user=world.bob, channel=world.channel)
         card = await quota.wait_message(lambda m: m.ephemeral and m.embed)
-        fields = {f["name"]: f["value"] for f in card.embed["fields"]}
-        assert "**10** of **10**" in card.embed["description"] and fields["Tier"] == "artists"
+        fields = {f["name"]: f["value"] for f in embed_of(card)["fields"]}
+        assert "**10** of **10**" in embed_of(card)["description"] and fields["Tier"] == "artists"
         assert fields["Window"] == "rolling 2 hours"
 
         await (await imagine(fake_discord, world, world.bob)).wait_original(is_result, timeout=60)
         assert "forgiven" in await admin_do(fake_discord, world, "quota-admin reset", {"user": world.bob})
         quota = await fake_discord.send_slash("quota", {}, user=world.bob, channel=world.channel)
         card = await quota.wait_message(lambda m: m.ephemeral and m.embed)
-        assert "**10** of **10**" in card.embed["description"]
+        assert "**10** of **10**" in embed_of(card)["description"]
 
 
-async def test_server_settings_and_command_sync_on_change(fake_discord, settings, worker):
+async def test_server_settings_and_command_sync_on_change(
+    fake_discord: FakeDiscord, settings: Settings, worker: str
+) -> None:
     world = build_world(fake_discord)
     async with running_bot(fake_discord, settings, worker):
         await admin_do(fake_discord, world, "settings default-style", {"style": "anime"})
@@ -53,7 +58,7 @@ async def test_server_settings_and_command_sync_on_change(fake_discord, settings
         shown = await admin_do(fake_discord, world, "settings nsfw", {"mode": "refuse"})
         assert shown == "Saved."
         result = await (await imagine(fake_discord, world, world.alice)).wait_original(is_result, timeout=60)
-        assert {f["name"]: f["value"] for f in result.embed["fields"]}["Style"] == "anime"
+        assert {f["name"]: f["value"] for f in embed_of(result)["fields"]}["Style"] == "anime"
         too_many = await imagine(fake_discord, world, world.alice, count=2)
         assert "1 to 1 images" in await ephemeral_reply(too_many)
         bad = await fake_discord.send_slash(

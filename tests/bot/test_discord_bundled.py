@@ -14,9 +14,10 @@ import pytest
 from PIL import Image
 
 import bot.core.plans
+from bot.core.settings import Settings
 from inference.settings import EngineSettings
-from tests.bot.harness import build_world, is_result, running_bot
-from tests.fakediscord import Upload
+from tests.bot.harness import build_world, embed_of, is_result, running_bot
+from tests.fakediscord import FakeDiscord, Message, Upload
 from tests.judge import Judge
 from tools.tiny import data
 
@@ -29,11 +30,11 @@ def engine_settings(bundled_engine_settings: EngineSettings) -> EngineSettings:
     return bundled_engine_settings
 
 
-def delivered(message) -> list[Image.Image]:
+def delivered(message: Message) -> list[Image.Image]:
     return [Image.open(io.BytesIO(a.data)).convert("RGB") for a in message.attachments]
 
 
-async def test_imagine_draws_the_prompt(fake_discord, settings, worker):
+async def test_imagine_draws_the_prompt(fake_discord: FakeDiscord, settings: Settings, worker: str) -> None:
     wanted = data.parse_caption(PROMPT)
     world = build_world(fake_discord)
     async with running_bot(fake_discord, settings, worker):
@@ -41,7 +42,7 @@ async def test_imagine_draws_the_prompt(fake_discord, settings, worker):
             "imagine", {"prompt": PROMPT, "count": 2, "seed": 1}, user=world.alice, channel=world.channel
         )
         result = await inter.wait_original(is_result, timeout=60)
-    fields = {f["name"]: f["value"] for f in result.embed["fields"]}
+    fields = {f["name"]: f["value"] for f in embed_of(result)["fields"]}
     assert fields["Seed"] == "1, 2" and fields["Size"] == "64x64"
     images = delivered(result)
     assert len(images) == 2
@@ -55,7 +56,9 @@ async def test_imagine_draws_the_prompt(fake_discord, settings, worker):
         ), verdict
 
 
-async def test_edit_changes_the_background_of_an_upload(fake_discord, settings, worker, monkeypatch):
+async def test_edit_changes_the_background_of_an_upload(
+    fake_discord: FakeDiscord, settings: Settings, worker: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # /edit takes no seed: pin the one the planner draws so the picture is repeatable.
     monkeypatch.setattr(bot.core.plans, "secrets", SimpleNamespace(randbelow=lambda _n: EDIT_SEED))
     before = data.Scene("blue", (data.Shape("circle", "yellow", "large", 0.5, 0.5, 0.26),), "centre")

@@ -6,19 +6,23 @@ from __future__ import annotations
 import asyncio
 import io
 import sqlite3
+from collections.abc import Callable
 
 import pytest
 from PIL import Image
 
-from bot.core.plans import ImagineOptions, Requester
+from bot.client import ImageBot
+from bot.core.plans import ImagineOptions, JobPlan, Requester
 from bot.core.settings import Settings
 from bot.core.styles import StylePreset
 from inference.engine import DiffusersEngine
 from inference.server import SCHEDULER, start_worker
+from inference.vocabulary import JobId
 from storage.db import Database
 from storage.jobs import JobRecord, JobsRepo
 from tests.bot.conftest import free_port
-from tests.bot.harness import build_world, button, ephemeral_reply, is_result, running_bot
+from tests.bot.harness import World, build_world, button, ephemeral_reply, is_result, running_bot
+from tests.fakediscord import FakeDiscord, FakeUser, Message
 
 SLOW = {"prompt": "a slow lighthouse", "style": "slow"}
 
@@ -30,22 +34,24 @@ def slow_settings(settings: Settings) -> Settings:
     return settings.model_copy(update={"styles": styles, "limits": limits})
 
 
-def states(settings: Settings) -> list[tuple]:
+def states(settings: Settings) -> list[tuple[str, str]]:
     with sqlite3.connect(settings.database.path) as conn:
         return conn.execute(
             "SELECT j.status, l.state FROM jobs j JOIN ledger l USING (job_id) ORDER BY j.created_at"
         ).fetchall()
 
 
-def is_progress(message) -> bool:
+def is_progress(message: Message) -> bool:
     return "Drawing" in message.content or "Queued" in message.content
 
 
-def mentions(user):
-    return lambda m: f"<@{user.id}>" in m.content and m.attachments
+def mentions(user: FakeUser) -> Callable[[Message], bool]:
+    return lambda m: f"<@{user.id}>" in m.content and bool(m.attachments)
 
 
-async def test_deleted_progress_message_and_expired_token(fake_discord, slow_settings, worker):
+async def test_deleted_progress_message_and_expired_token(
+    fake_discord: FakeDiscord, slow_settings: Settings, worker: str
+) -> None:
     world = build_world(fake_discord)
     async with running_bot(fake_discord, slow_settings, worker):
         first = await fake_discord.send_slash("imagine", SLOW, user=world.alice, channel=world.channel)
@@ -69,7 +75,9 @@ async def test_deleted_progress_message_and_expired_token(fake_discord, slow_set
     assert states(slow_settings) == [("succeeded", "committed"), ("succeeded", "committed")]
 
 
-async def test_deleted_channel_sends_the_result_by_dm(fake_discord, slow_settings, worker):
+async def test_deleted_channel_sends_the_result_by_dm(
+    fake_discord: FakeDiscord, slow_settings: Settings, worker: str
+) -> None:
     world = build_world(fake_discord)
     async with running_bot(fake_discord, slow_settings, worker):
         inter = await fake_discord.send_slash("imagine", SLOW, user=world.alice, channel=world.channel)
@@ -81,7 +89,9 @@ async def test_deleted_channel_sends_the_result_by_dm(fake_discord, slow_setting
         assert dm.attachments and is_result(dm)
 
 
-async def test_cancel_and_delete_buttons_check_who_presses(fake_discord, slow_settings, worker):
+async def test_cancel_and_delete_buttons_check_who_presses(
+    fake_discord: FakeDiscord, slow_settings: Settings, worker: str
+) -> None:
     world = build_world(fake_discord)
     async with running_bot(fake_discord, slow_settings, worker):
         inter = await fake_discord.send_slash("imagine", SLOW, user=world.alice, channel=world.channel)
@@ -107,7 +117,9 @@ async def test_cancel_and_delete_buttons_check_who_presses(fake_discord, slow_se
     assert states(slow_settings) == [("cancelled", "refunded"), ("succeeded", "committed")]
 
 
-async def test_worker_killed_mid_job_refunds_with_a_message(fake_discord, slow_settings):
+async def test_worker_killed_mid_job_refunds_with_a_message(
+    fake_discord: FakeDiscord, slow_settings: Settings
+) -> None:
     world = build_world(fake_discord)
     engine = await asyncio.to_thread(DiffusersEngine.load, slow_settings.engine)
     running = await start_worker(slow_settings.worker.model_copy(update={"port": 0}), engine)
@@ -125,7 +137,9 @@ async def test_worker_killed_mid_job_refunds_with_a_message(fake_discord, slow_s
     assert [s for _, s in states(slow_settings)] == ["refunded", "refunded"]
 
 
-async def test_bot_restart_mid_job_finishes_it_and_old_buttons_work(fake_discord, slow_settings, worker):
+async def test_bot_restart_mid_job_finishes_it_and_old_buttons_work(
+    fake_discord: FakeDiscord, slow_settings: Settings, worker: str
+) -> None:
     world = build_world(fake_discord)
     async with running_bot(fake_discord, slow_settings, worker):
         quick = await fake_discord.send_slash(
@@ -144,8 +158,8 @@ async def test_bot_restart_mid_job_finishes_it_and_old_buttons_work(fake_discord
 
 
 async def test_restart_resubmits_lost_and_unsubmitted_jobs_and_refunds_unfinishable_ones(
-    fake_discord, slow_settings
-):
+    fake_discord: FakeDiscord, slow_settings: Settings
+) -> None:
     world = build_world(fake_discord)
     port = free_port()
     worker_settings = slow_settings.worker.model_copy(update={"port": port})
@@ -162,8 +176,8 @@ async def test_restart_resubmits_lost_and_unsubmitted_jobs_and_refunds_unfinisha
             requester(world), image=png(), instruction="snow", strength=None, guild=server
         )
         fake_discord.note_author(world.guild, world.bob)  # bob's jobs below were stored, never sent
-        orphan = await stored_but_unsubmitted(bot, world, generate, "e" * 32)
-        lost_upload = await stored_but_unsubmitted(bot, world, upload, "f" * 32)
+        orphan = await stored_but_unsubmitted(bot, world, generate, JobId("e" * 32))
+        lost_upload = await stored_but_unsubmitted(bot, world, upload, JobId("f" * 32))
     # Both go down; a fresh worker (empty queue) comes up on the same address, then the bot.
     await first_worker.stop()
     second_worker = await start_worker(worker_settings, engine)
@@ -191,11 +205,11 @@ def png() -> bytes:
     return buf.getvalue()
 
 
-def requester(world) -> Requester:
+def requester(world: World) -> Requester:
     return Requester(user_id=world.bob.id, guild_id=world.guild.id, channel_id=world.channel.id, name="bob")
 
 
-async def stored_but_unsubmitted(bot, world, plan, job_id: str) -> str:
+async def stored_but_unsubmitted(bot: ImageBot, world: World, plan: JobPlan, job_id: JobId) -> JobId:
     """Reserve and store a job the way JobService.start does, but stop before submitting it."""
     who = requester(world)
     await bot.services.quotas.reserve(job_id, who.guild_id, who.user_id, (), 1, "fast")
@@ -207,7 +221,7 @@ async def stored_but_unsubmitted(bot, world, plan, job_id: str) -> str:
                 guild_id=who.guild_id,
                 channel_id=who.channel_id,
                 user_id=who.user_id,
-                kind=plan.kind.value,
+                kind=plan.kind,
                 parameters=plan.parameters(),
                 cost=1,
                 idempotency_key=job_id,
@@ -216,7 +230,9 @@ async def stored_but_unsubmitted(bot, world, plan, job_id: str) -> str:
     return job_id
 
 
-async def test_per_user_queue_cap_is_a_clear_refusal(fake_discord, slow_settings):
+async def test_per_user_queue_cap_is_a_clear_refusal(
+    fake_discord: FakeDiscord, slow_settings: Settings
+) -> None:
     world = build_world(fake_discord)
     engine = await asyncio.to_thread(DiffusersEngine.load, slow_settings.engine)
     capped = slow_settings.worker.model_copy(update={"port": 0, "max_queue_per_user": 1, "max_batch": 1})

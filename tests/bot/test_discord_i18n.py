@@ -8,13 +8,14 @@ not ship gets the server's, else English. What members typed (prompts) is never 
 from __future__ import annotations
 
 import sqlite3
+from typing import Any
 
 import pytest
 
 from bot.core.settings import Settings
 from bot.core.styles import StylePreset
-from tests.bot.harness import admin_do, build_world, ephemeral_reply, is_result, running_bot
-from tests.fakediscord import FakeDiscord, Message
+from tests.bot.harness import admin_do, build_world, embed_of, ephemeral_reply, is_result, running_bot
+from tests.fakediscord import FakeChannel, FakeDiscord, FakeUser, Message
 
 SLOW = {"prompt": "un phare lent", "style": "slow"}
 
@@ -28,7 +29,7 @@ def slow_settings(settings: Settings) -> Settings:
 
 def fields(message: Message) -> dict[str, str]:
     assert message.embed is not None
-    return {f["name"]: f["value"] for f in message.embed["fields"]}
+    return {f["name"]: f["value"] for f in embed_of(message)["fields"]}
 
 
 def labels(message: Message) -> dict[str, str]:
@@ -40,12 +41,14 @@ def labels(message: Message) -> dict[str, str]:
     return found
 
 
-async def refusal(fake: FakeDiscord, user, channel, options) -> str:
+async def refusal(fake: FakeDiscord, user: FakeUser, channel: FakeChannel, options: dict[str, Any]) -> str:
     inter = await fake.send_slash("imagine", options, user=user, channel=channel, validate=False)
     return await ephemeral_reply(inter)
 
 
-async def test_a_french_member_gets_french_replies_in_an_english_server(fake_discord, settings, worker):
+async def test_a_french_member_gets_french_replies_in_an_english_server(
+    fake_discord: FakeDiscord, settings: Settings, worker: str
+) -> None:
     world = build_world(fake_discord)
     marie = fake_discord.add_user("marie", locale="fr")
     fake_discord.add_member(world.guild, marie)
@@ -75,8 +78,8 @@ async def test_a_french_member_gets_french_replies_in_an_english_server(fake_dis
         # /quota: title, description and field names in French.
         inter = await fake_discord.send_slash("quota", {}, user=marie, channel=world.channel)
         quota = await inter.wait_message(lambda m: m.ephemeral and m.embed)
-        assert quota.embed["title"] == "Crédits de marie"
-        assert quota.embed["description"] == "**50** sur **50** crédits restants"
+        assert embed_of(quota)["title"] == "Crédits de marie"
+        assert embed_of(quota)["description"] == "**50** sur **50** crédits restants"
         assert {"Période", "Prochain crédit de retour", "Palier", "File relax"} <= set(fields(quota))
         assert fields(quota)["Période"] == "glissante de 1 jour"
 
@@ -86,13 +89,13 @@ async def test_a_french_member_gets_french_replies_in_an_english_server(fake_dis
             "imagine", {"prompt": "un renard roux", "seed": 7}, user=marie, channel=world.channel
         )
         result = await inter.wait_original(is_result, timeout=60)
-        assert result.embed["title"] == "un renard roux"
+        assert embed_of(result)["title"] == "un renard roux"
         shown = fields(result)
         assert {"Style", "Graine", "Taille", "Modèle", "Étapes", "Coût", "Durée"} <= set(shown)
         assert shown["Style"] == "aucun" and shown["Graine"] == "7"
         assert shown["Coût"] == "1 crédit, file rapide"  # singular: French plural rules, not English
-        assert result.embed["footer"]["text"].endswith(" · imaginer")
-        assert result.embed["footer"]["text"].startswith("tâche ")
+        assert embed_of(result)["footer"]["text"].endswith(" · imaginer")
+        assert embed_of(result)["footer"]["text"].startswith("tâche ")
         assert labels(result) | {"vary": "", "upscale": ""} == {
             "reroll": "Relancer",
             "edit": "Modifier",
@@ -122,10 +125,12 @@ async def test_a_french_member_gets_french_replies_in_an_english_server(fake_dis
         # The same server in English for alice.
         inter = await fake_discord.send_slash("quota", {}, user=world.alice, channel=world.channel)
         english = await inter.wait_message(lambda m: m.ephemeral and m.embed)
-        assert english.embed["title"] == "Credits for alice" and "Window" in fields(english)
+        assert embed_of(english)["title"] == "Credits for alice" and "Window" in fields(english)
 
 
-async def test_a_german_member_gets_german_replies(fake_discord, settings, worker):
+async def test_a_german_member_gets_german_replies(
+    fake_discord: FakeDiscord, settings: Settings, worker: str
+) -> None:
     world = build_world(fake_discord)
     jonas = fake_discord.add_user("jonas", locale="de")
     fake_discord.add_member(world.guild, jonas)
@@ -135,8 +140,8 @@ async def test_a_german_member_gets_german_replies(fake_discord, settings, worke
         )
         inter = await fake_discord.send_slash("quota", {}, user=jonas, channel=world.channel)
         quota = await inter.wait_message(lambda m: m.ephemeral and m.embed)
-        assert quota.embed["title"] == "Credits von jonas"
-        assert quota.embed["description"] == "**50** von **50** Credits übrig"
+        assert embed_of(quota)["title"] == "Credits von jonas"
+        assert embed_of(quota)["description"] == "**50** von **50** Credits übrig"
         assert fields(quota)["Relax-Warteschlange"].startswith("offen (0")
         # A quota refusal from the core's ledger, with its fields, in German.
         await admin_do(fake_discord, world, "quota-admin set-default", {"limit": 1})
@@ -150,7 +155,9 @@ async def test_a_german_member_gets_german_replies(fake_discord, settings, worke
         assert "Der nächste Credit kommt <t:" in text
 
 
-async def test_an_unshipped_language_falls_back_to_the_server_then_english(fake_discord, settings, worker):
+async def test_an_unshipped_language_falls_back_to_the_server_then_english(
+    fake_discord: FakeDiscord, settings: Settings, worker: str
+) -> None:
     world = build_world(fake_discord)
     french_server = fake_discord.add_guild("Club d'art", owner=world.admin, preferred_locale="fr")
     atelier = fake_discord.add_channel(french_server, "atelier")
@@ -168,7 +175,9 @@ async def test_an_unshipped_language_falls_back_to_the_server_then_english(fake_
         )
 
 
-async def test_a_result_after_a_restart_keeps_its_members_language(fake_discord, slow_settings, worker):
+async def test_a_result_after_a_restart_keeps_its_members_language(
+    fake_discord: FakeDiscord, slow_settings: Settings, worker: str
+) -> None:
     """The bot restarts mid-job: the new one has no interaction, only the job's row, and still answers in
     the language of the member who asked (kept with the job), not the server's English."""
     world = build_world(fake_discord)

@@ -7,15 +7,19 @@ import sqlite3
 
 from PIL import Image
 
+from bot.core.settings import Settings
 from tests.bot.harness import build_world, button, is_result, running_bot
+from tests.fakediscord import FakeDiscord
 
 
-def ledger(settings) -> list[tuple]:
+def ledger(settings: Settings) -> list[tuple[int, str, str | None]]:
     with sqlite3.connect(settings.database.path) as conn:
         return conn.execute("SELECT user_id, state, lane FROM ledger ORDER BY created_at").fetchall()
 
 
-async def test_imagine_posts_result_with_buttons_and_charges(fake_discord, settings, worker):
+async def test_imagine_posts_result_with_buttons_and_charges(
+    fake_discord: FakeDiscord, settings: Settings, worker: str
+) -> None:
     world = build_world(fake_discord)
     async with running_bot(fake_discord, settings, worker):
         inter = await fake_discord.send_slash(
@@ -51,7 +55,9 @@ async def test_imagine_posts_result_with_buttons_and_charges(fake_discord, setti
         assert parent == button(result, "reroll").split(":")[2]
 
 
-async def test_vary_and_upscale_make_child_jobs_from_one_image(fake_discord, settings, worker):
+async def test_vary_and_upscale_make_child_jobs_from_one_image(
+    fake_discord: FakeDiscord, settings: Settings, worker: str
+) -> None:
     world = build_world(fake_discord)
     async with running_bot(fake_discord, settings, worker):
         inter = await fake_discord.send_slash(

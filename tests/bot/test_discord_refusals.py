@@ -8,23 +8,26 @@ import sqlite3
 import pytest
 from PIL import Image
 
-from tests.bot.harness import admin_do, build_world, ephemeral_reply, is_result, running_bot
-from tests.fakediscord import Upload
+from bot.core.settings import Settings
+from tests.bot.harness import admin_do, build_world, embed_of, ephemeral_reply, is_result, running_bot
+from tests.fakediscord import FakeDiscord, Upload
 
 
-def charged(settings) -> list[tuple]:
+def charged(settings: Settings) -> list[tuple[int, str]]:
     with sqlite3.connect(settings.database.path) as conn:
         return conn.execute(
             "SELECT user_id, lane FROM ledger WHERE state != 'refunded' ORDER BY created_at"
         ).fetchall()
 
 
-async def test_bad_input_gets_specific_ephemeral_answers_and_charges_nothing(fake_discord, settings, worker):
+async def test_bad_input_gets_specific_ephemeral_answers_and_charges_nothing(
+    fake_discord: FakeDiscord, settings: Settings, worker: str
+) -> None:
     world = build_world(fake_discord)
     other = fake_discord.add_channel(world.guild, "general")
     async with running_bot(fake_discord, settings, worker):
         assert "Saved" in await admin_do(fake_discord, world, "settings block-word", {"word": "gore"})
-        cases = [
+        cases: list[tuple[dict[str, object], str]] = [
             ({"prompt": "   "}, "prompt is empty"),
             ({"prompt": "x" * 1001}, "the limit is 1000"),
             ({"prompt": "lots of GORE here"}, "contains `gore`"),
@@ -56,16 +59,20 @@ async def test_bad_input_gets_specific_ephemeral_answers_and_charges_nothing(fak
     assert charged(settings) == []
 
 
-async def test_admin_commands_are_hidden_and_checked(fake_discord, settings, worker):
+async def test_admin_commands_are_hidden_and_checked(
+    fake_discord: FakeDiscord, settings: Settings, worker: str
+) -> None:
     world = build_world(fake_discord)
     async with running_bot(fake_discord, settings, worker):
         command = fake_discord.command("quota-admin")
+        assert command.default_member_permissions is not None, "admin commands carry their permission"
         assert int(command.default_member_permissions) == 1 << 5  # Manage Server
-        for name, options in [
+        admin_commands: list[tuple[str, dict[str, object]]] = [
             ("quota-admin grant", {"user": world.alice, "credits": 100}),
             ("quota-admin report", {}),
             ("settings relax", {"enabled": False}),
-        ]:
+        ]
+        for name, options in admin_commands:
             inter = await fake_discord.send_slash(
                 name, options, user=world.alice, channel=world.channel, validate=False
             )
@@ -73,10 +80,12 @@ async def test_admin_commands_are_hidden_and_checked(fake_discord, settings, wor
         # Nothing changed: alice still has the default 50 credits.
         inter = await fake_discord.send_slash("quota", {}, user=world.alice, channel=world.channel)
         message = await inter.wait_message(lambda m: m.ephemeral and m.embed)
-        assert "**50** of **50**" in message.embed["description"]
+        assert "**50** of **50**" in embed_of(message)["description"]
 
 
-async def test_quota_exhaustion_relax_fallback_and_refusal(fake_discord, settings, worker):
+async def test_quota_exhaustion_relax_fallback_and_refusal(
+    fake_discord: FakeDiscord, settings: Settings, worker: str
+) -> None:
     world = build_world(fake_discord)
     async with running_bot(fake_discord, settings, worker):
         assert "1 credit per" in await admin_do(fake_discord, world, "quota-admin set-default", {"limit": 1})
@@ -89,7 +98,7 @@ async def test_quota_exhaustion_relax_fallback_and_refusal(fake_discord, setting
             "imagine", {"prompt": "two"}, user=world.alice, channel=world.channel
         )
         relaxed = await second.wait_original(is_result, timeout=60)
-        assert "relax" in relaxed.embed["fields"][-2]["value"] or "relax" in str(relaxed.embed)
+        assert "relax" in embed_of(relaxed)["fields"][-2]["value"] or "relax" in str(relaxed.embed)
         # Asking for fast explicitly is refused with what is left, when it returns, and the relax offer.
         third = await fake_discord.send_slash(
             "imagine", {"prompt": "three", "lane": "fast"}, user=world.alice, channel=world.channel
@@ -113,7 +122,9 @@ async def test_quota_exhaustion_relax_fallback_and_refusal(fake_discord, setting
     assert [lane for _, lane in charged(settings)] == ["fast", "relax", "fast"]
 
 
-async def test_style_autocomplete_and_quota_report(fake_discord, settings, worker):
+async def test_style_autocomplete_and_quota_report(
+    fake_discord: FakeDiscord, settings: Settings, worker: str
+) -> None:
     world = build_world(fake_discord)
     async with running_bot(fake_discord, settings, worker):
         choices = await fake_discord.autocomplete(
@@ -124,7 +135,7 @@ async def test_style_autocomplete_and_quota_report(fake_discord, settings, worke
             "imagine", {"prompt": "a lighthouse", "style": "photo"}, user=world.alice, channel=world.channel
         )
         result = await first.wait_original(is_result, timeout=60)
-        assert {f["name"]: f["value"] for f in result.embed["fields"]}["Style"] == "photo"
+        assert {f["name"]: f["value"] for f in embed_of(result)["fields"]}["Style"] == "photo"
         inter = await fake_discord.send_slash(
             "quota-admin report", {"days": 7}, user=world.admin, channel=world.channel
         )
@@ -141,7 +152,9 @@ def png_bytes() -> bytes:
     return buf.getvalue()
 
 
-async def test_edit_an_upload_and_a_result(fake_discord, settings, worker, png_bytes):
+async def test_edit_an_upload_and_a_result(
+    fake_discord: FakeDiscord, settings: Settings, worker: str, png_bytes: bytes
+) -> None:
     world = build_world(fake_discord)
     async with running_bot(fake_discord, settings, worker):
         inter = await fake_discord.send_slash(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import sqlite3
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -16,6 +17,7 @@ from tests.bot.harness import World, admin_do, build_world, button, ephemeral_re
 from tests.bot.test_challenges import (
     GOOD,
     WAIT,
+    MovableClock,
     advance,
     challenge_bot,
     channel_post,
@@ -24,18 +26,18 @@ from tests.bot.test_challenges import (
     slash,
     vote_id,
 )
-from tests.fakediscord import FakeDiscord, FakeGuild, FakeUser, Message, Upload
+from tests.fakediscord import FakeChannel, FakeDiscord, FakeGuild, FakeUser, Interaction, Message, Upload
 
 HOSTILE = "<@{bob}> look **here** ||spoiler|| [free nitro](https://example.com) @everyone <@&{role}> ~~x~~"
 
 
-def rows(settings: Settings, sql: str) -> list[tuple]:
+def rows(settings: Settings, sql: str) -> list[tuple[Any, ...]]:
     with sqlite3.connect(settings.database.path) as conn:
         return conn.execute(sql).fetchall()
 
 
 def charges(settings: Settings) -> int:
-    return rows(settings, "SELECT COUNT(*) FROM ledger WHERE state != 'refunded'")[0][0]
+    return int(rows(settings, "SELECT COUNT(*) FROM ledger WHERE state != 'refunded'")[0][0])
 
 
 def second_server(fake: FakeDiscord, world: World) -> tuple[FakeGuild, FakeUser]:
@@ -50,7 +52,9 @@ def job_id(result: Message) -> str:
     return button(result, "edit").split(":")[2]
 
 
-async def make(fake: FakeDiscord, user: FakeUser, channel, prompt: str = "a harbour", **options) -> Message:
+async def make(
+    fake: FakeDiscord, user: FakeUser, channel: FakeChannel, prompt: str = "a harbour", **options: object
+) -> Message:
     ix = await fake.send_slash("imagine", {"prompt": prompt, **options}, user=user, channel=channel)
     return await ix.wait_original(is_result, timeout=60)
 
@@ -59,8 +63,8 @@ async def make(fake: FakeDiscord, user: FakeUser, channel, prompt: str = "a harb
 
 
 async def test_copies_made_from_another_members_picture_cannot_be_entered(
-    fake_discord, cs, shared_worker, clock
-):
+    fake_discord: FakeDiscord, cs: Settings, shared_worker: str, clock: MovableClock
+) -> None:
     fake, w = fake_discord, build_world(fake_discord)
     async with challenge_bot(fake, cs, shared_worker, clock):
         assert "is open" in await slash(fake, w, w.admin, "challenge-admin start", GOOD)
@@ -88,7 +92,9 @@ async def test_copies_made_from_another_members_picture_cannot_be_entered(
 # --- 2: everything scoped to the server, the message and the owner it names ---------------------------
 
 
-async def test_interactions_from_another_server_act_on_nothing(fake_discord, cs, shared_worker, clock):
+async def test_interactions_from_another_server_act_on_nothing(
+    fake_discord: FakeDiscord, cs: Settings, shared_worker: str, clock: MovableClock
+) -> None:
     fake, w = fake_discord, build_world(fake_discord)
     rival, owner = second_server(fake, w)
     lobby = fake.channels(rival)[0]
@@ -125,7 +131,9 @@ async def test_interactions_from_another_server_act_on_nothing(fake_discord, cs,
         assert "blocked" in await press(fake, entry, vote_id(entry), w.bob)
 
 
-async def test_delete_only_removes_the_jobs_own_message(fake_discord, settings, worker):
+async def test_delete_only_removes_the_jobs_own_message(
+    fake_discord: FakeDiscord, settings: Settings, worker: str
+) -> None:
     fake, w = fake_discord, build_world(fake_discord)
     async with running_bot(fake, settings, worker):
         alices = await make(fake, w.alice, w.channel, "alice's boat")
@@ -153,7 +161,9 @@ def slow_settings(settings: Settings) -> Settings:
     return settings.model_copy(update={"styles": styles})
 
 
-async def test_prompts_and_themes_never_ping_and_render_as_text(fake_discord, slow_settings, worker):
+async def test_prompts_and_themes_never_ping_and_render_as_text(
+    fake_discord: FakeDiscord, slow_settings: Settings, worker: str
+) -> None:
     fake, w = fake_discord, build_world(fake_discord)
     role = fake.add_role(w.guild, "artists")
     carol = fake.add_user("carol")
@@ -194,7 +204,9 @@ async def test_prompts_and_themes_never_ping_and_render_as_text(fake_discord, sl
 # --- 4: modal input and buttons that can work -----------------------------------------------------------
 
 
-async def test_modal_input_and_invisible_text_are_refused_without_charge(fake_discord, settings, worker):
+async def test_modal_input_and_invisible_text_are_refused_without_charge(
+    fake_discord: FakeDiscord, settings: Settings, worker: str
+) -> None:
     fake, w = fake_discord, build_world(fake_discord)
     async with running_bot(fake, settings, worker):
         two = await make(fake, w.alice, w.channel, "two boats", count=2)
@@ -216,7 +228,9 @@ async def test_modal_input_and_invisible_text_are_refused_without_charge(fake_di
         assert charges(settings) == charged
 
 
-async def test_results_of_an_upload_offer_only_buttons_that_work(fake_discord, settings, worker):
+async def test_results_of_an_upload_offer_only_buttons_that_work(
+    fake_discord: FakeDiscord, settings: Settings, worker: str
+) -> None:
     fake, w = fake_discord, build_world(fake_discord)
     out = io.BytesIO()
     Image.new("RGB", (64, 64), (200, 30, 30)).save(out, format="PNG")
@@ -240,11 +254,17 @@ async def test_results_of_an_upload_offer_only_buttons_that_work(fake_discord, s
 # --- 6: refusals before anything public; cooldowns; admin verbs hidden --------------------------------
 
 
-def no_public_placeholder(fake: FakeDiscord, ix) -> bool:
-    return ix.response.type == 4 and all(not m.loading for m in fake.messages(include_deleted=True))
+def no_public_placeholder(fake: FakeDiscord, ix: Interaction) -> bool:
+    return (
+        ix.response is not None
+        and ix.response.type == 4
+        and all(not m.loading for m in fake.messages(include_deleted=True))
+    )
 
 
-async def test_cheap_rules_answer_before_any_public_thinking(fake_discord, settings, worker):
+async def test_cheap_rules_answer_before_any_public_thinking(
+    fake_discord: FakeDiscord, settings: Settings, worker: str
+) -> None:
     fake, w = fake_discord, build_world(fake_discord)
     other = fake.add_channel(w.guild, "general")
     async with running_bot(fake, settings, worker):
@@ -252,7 +272,12 @@ async def test_cheap_rules_answer_before_any_public_thinking(fake_discord, setti
         await admin_do(fake, w, "settings channel", {"channel": w.channel, "action": "allow"})
         ix = await fake.send_slash("imagine", {"prompt": "a cat"}, user=w.alice, channel=other)
         assert "not used in this channel" in await ephemeral_reply(ix)
-        assert no_public_placeholder(fake, ix) and ix.response.data["flags"] & 64
+        assert (
+            no_public_placeholder(fake, ix)
+            and ix.response is not None
+            and ix.response.data is not None
+            and ix.response.data["flags"] & 64
+        )
         await admin_do(fake, w, "quota-admin block", {"user": w.bob})
         for send in (
             fake.send_slash("imagine", {"prompt": "a cat"}, user=w.bob, channel=w.channel),
@@ -271,7 +296,9 @@ def paced(settings: Settings) -> Settings:
     return settings.model_copy(update={"limits": limits})
 
 
-async def test_per_member_cooldown_names_when_to_retry(fake_discord, paced, worker):
+async def test_per_member_cooldown_names_when_to_retry(
+    fake_discord: FakeDiscord, paced: Settings, worker: str
+) -> None:
     fake, w = fake_discord, build_world(fake_discord)
     async with running_bot(fake, paced, worker):
         first = await make(fake, w.alice, w.channel)
@@ -284,19 +311,22 @@ async def test_per_member_cooldown_names_when_to_retry(fake_discord, paced, work
             ix = await send
             text = await ephemeral_reply(ix)
             assert "Slow down" in text and "<t:" in text and ":R>" in text
-            assert ix.response.type == 4
+            assert ix.response is not None and ix.response.type == 4
         # Per member: bob is not slowed by alice.
         await make(fake, w.bob, w.channel)
     assert charges(paced) == 3
 
 
-async def test_admin_verbs_are_hidden_from_members_and_checked(fake_discord, settings, worker):
+async def test_admin_verbs_are_hidden_from_members_and_checked(
+    fake_discord: FakeDiscord, settings: Settings, worker: str
+) -> None:
     fake, w = fake_discord, build_world(fake_discord)
     async with running_bot(fake, settings, worker):
         await fake.wait_commands("challenge", "challenge-admin", "style")
         assert fake.command("challenge").default_member_permissions is None
         for name in ("challenge-admin", "quota-admin", "settings", "style"):
-            assert int(fake.command(name).default_member_permissions) == 1 << 5, name
+            permissions = fake.command(name).default_member_permissions
+            assert permissions is not None and int(permissions) == 1 << 5, name
         members = {o["name"] for o in fake.command("challenge").options}
         assert members == {"submit", "withdraw", "leaderboard"}
         with pytest.raises(Exception, match="hidden from alice"):
@@ -313,7 +343,9 @@ async def test_admin_verbs_are_hidden_from_members_and_checked(fake_discord, set
 # --- 7: a busy afternoon in two servers, every request checked by the strict fake ------------------------
 
 
-async def test_two_busy_servers_keep_every_rule(fake_discord, settings, worker):
+async def test_two_busy_servers_keep_every_rule(
+    fake_discord: FakeDiscord, settings: Settings, worker: str
+) -> None:
     """Members of two servers (two of them in both) make, vary and upscale images at once with prompts full
     of mentions and markdown: every request fits Discord's API description and limits, and nobody is pinged."""
     fake, w = fake_discord, build_world(fake_discord)

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from bot.core.settings import Settings
 from inference.settings import EngineSettings, ModelDefaults, SafetySettings
 from tests.bot.harness import admin_do, build_world, is_result, running_bot
+from tests.fakediscord import FakeDiscord
 from tests.inference.family_models import save_classifier, save_family
 
 
@@ -31,7 +33,9 @@ def engine_settings(flux_with_checker: tuple[Path, Path], tmp_path: Path) -> Eng
     )
 
 
-async def test_families_flagged_pictures_follow_the_server_policy(fake_discord, settings, worker):
+async def test_families_flagged_pictures_follow_the_server_policy(
+    fake_discord: FakeDiscord, settings: Settings, worker: str
+) -> None:
     world = build_world(fake_discord)
     async with running_bot(fake_discord, settings, worker):
         spoiler = await fake_discord.send_slash(

@@ -24,6 +24,7 @@ from bot.i18n import (
 )
 from tests.bot.conftest import free_port
 from tests.bot.harness import running_bot
+from tests.fakediscord import FakeDiscord
 from tools.i18n import all_messages, code_messages, command_messages
 
 # Discord's rule for command and option names (its docs: CHAT_INPUT names), lowercase where a case exists.
@@ -43,7 +44,9 @@ def template() -> list[tuple[Context, MessageId]]:
         return all_messages(read_po(f))
 
 
-async def test_the_template_holds_every_text_the_code_and_the_commands_have(template):
+async def test_the_template_holds_every_text_the_code_and_the_commands_have(
+    template: list[tuple[Context, MessageId]],
+) -> None:
     current = set(await command_messages()) | {(c, t) for c, t, _ in code_messages()}
     stale, new = set(template) - current, current - set(template)
     assert not new, f"run `python -m tools.i18n extract`: new texts {sorted(new)[:5]}"
@@ -51,13 +54,17 @@ async def test_the_template_holds_every_text_the_code_and_the_commands_have(temp
 
 
 @pytest.mark.parametrize("language", SHIPPED_LANGUAGES)
-def test_every_shipped_language_translates_every_message(catalogues, template, language):
+def test_every_shipped_language_translates_every_message(
+    catalogues: Catalogues, template: list[tuple[Context, MessageId]], language: str
+) -> None:
     untranslated = [t for c, t in template if catalogues.lookup(language, t, c) is None]
     assert untranslated == [], f"{language} misses {len(untranslated)}: {untranslated[:5]}"
 
 
 @pytest.mark.parametrize("language", SHIPPED_LANGUAGES)
-def test_counting_messages_have_every_form_their_language_needs(catalogues, template, language):
+def test_counting_messages_have_every_form_their_language_needs(
+    catalogues: Catalogues, template: list[tuple[Context, MessageId]], language: str
+) -> None:
     counting = [text for _, text in template if isinstance(text, tuple)]
     assert counting, "no counting messages: plural support is not exercised"
     rule = catalogues.plural_rules[language]
@@ -72,7 +79,9 @@ def test_counting_messages_have_every_form_their_language_needs(catalogues, temp
 
 
 @pytest.mark.parametrize("language", SHIPPED_LANGUAGES)
-def test_translations_are_valid_where_discord_shows_them(catalogues, template, language):
+def test_translations_are_valid_where_discord_shows_them(
+    catalogues: Catalogues, template: list[tuple[Context, MessageId]], language: str
+) -> None:
     for context, text in template:
         if isinstance(text, tuple):
             continue  # counting messages: checked form by form above
@@ -86,11 +95,11 @@ def test_translations_are_valid_where_discord_shows_them(catalogues, template, l
         assert placeholders(translated) == placeholders(text), (language, text, translated)
 
 
-def test_the_catalogue_files_are_the_shipped_languages():
+def test_the_catalogue_files_are_the_shipped_languages() -> None:
     assert sorted(p.stem for p in LOCALES_DIR.glob("*.po")) == sorted(SHIPPED_LANGUAGES)
 
 
-def test_languages_fall_back_from_member_to_server_to_english():
+def test_languages_fall_back_from_member_to_server_to_english() -> None:
     catalogues = Catalogues({"fr": {("", "Hello"): "Bonjour {name}"}})
     assert catalogues.choose("fr", "de") == "fr"
     assert catalogues.choose("pt-BR", "fr") == "fr"  # no Portuguese: the server's French
@@ -101,7 +110,7 @@ def test_languages_fall_back_from_member_to_server_to_english():
     assert catalogues.text("de", "Hello {name}", name="Ada") == "Hello Ada"
 
 
-def test_plural_forms_follow_each_language_rule():
+def test_plural_forms_follow_each_language_rule() -> None:
     catalogues = Catalogues(
         plurals={"fr": {("", "{count} vote"): ("{count} vote", "{count} de votes", "{count} votes")}},
         plural_rules={"fr": "(n == 0 || n == 1) ? 0 : n != 0 && n % 1000000 == 0 ? 1 : 2"},
@@ -121,7 +130,7 @@ def test_plural_forms_follow_each_language_rule():
     ]
 
 
-def test_messages_from_the_core_are_translated_with_their_fields():
+def test_messages_from_the_core_are_translated_with_their_fields() -> None:
     catalogues = Catalogues(
         {"fr": {("", "{what} is empty."): "{what} est vide.", ("", "The instruction"): "La consigne"}}
     )
@@ -133,7 +142,7 @@ def test_messages_from_the_core_are_translated_with_their_fields():
     assert Translate(catalogues, "fr").message(typed) == "a {prompt} of mine est vide."
 
 
-def test_a_broken_translation_falls_back_to_english():
+def test_a_broken_translation_falls_back_to_english() -> None:
     catalogues = Catalogues({"fr": {("", "{n} left"): "{m} restants"}})
     assert catalogues.text("fr", "{n} left", n=3) == "3 left"
 
@@ -151,7 +160,9 @@ def localisations(command: dict[str, Any]) -> list[tuple[str, dict[str, str]]]:
     return found
 
 
-async def test_the_synced_commands_carry_french_german_and_spanish(fake_discord, tmp_path: Path):
+async def test_the_synced_commands_carry_french_german_and_spanish(
+    fake_discord: FakeDiscord, tmp_path: Path
+) -> None:
     settings = Settings(
         database={"path": tmp_path / "bf.sqlite3"},
         discord={"sync_state_file": tmp_path / "sync.sha256", "guild_ready_timeout_s": 0.1},

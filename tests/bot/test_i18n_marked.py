@@ -131,7 +131,7 @@ def scan(source: str, filename: str, errors: set[str]) -> tuple[list[Unmarked], 
     return sorted(problems, key=lambda p: int(p.where.rsplit(":", 1)[1])), checked
 
 
-def test_every_text_members_read_is_marked_for_translation():
+def test_every_text_members_read_is_marked_for_translation() -> None:
     errors = error_classes()
     assert {"BrushfireError", "ChallengeRefused", "QuotaExceeded", "_Lost", "AdminOnly"} <= errors
     problems: list[Unmarked] = []
@@ -148,7 +148,7 @@ def test_every_text_members_read_is_marked_for_translation():
     )
 
 
-def test_the_scan_finds_what_it_is_meant_to_find():
+def test_the_scan_finds_what_it_is_meant_to_find() -> None:
     errors = {"InvalidInput"}
     source = """
 async def reply(interaction, _, n):

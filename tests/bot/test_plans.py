@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 from pathlib import Path
 
@@ -28,8 +29,8 @@ def planner(**limits: object) -> Planner:
     return Planner(settings, StyleBook(settings.styles, settings.aspects))
 
 
-def guild(**fields: object) -> GuildSettings:
-    return GuildSettings(guild_id=20, **fields)
+# A guild's settings with some fields set; partial keeps GuildSettings' own keyword types checked.
+guild = functools.partial(GuildSettings, guild_id=20)
 
 
 def png(size: tuple[int, int]) -> bytes:
@@ -38,18 +39,19 @@ def png(size: tuple[int, int]) -> bytes:
     return buf.getvalue()
 
 
-def test_imagine_plan_applies_style_aspect_and_keeps_the_users_words():
+def test_imagine_plan_applies_style_aspect_and_keeps_the_users_words() -> None:
     plan = planner().plan_imagine(
         ALICE, ImagineOptions(prompt="  a   fox ", style="photo", aspect="16:9", count=2, seed=5), guild()
     )
     assert plan.prompt == "a fox" and plan.model_prompt.startswith("a professional photograph of a fox")
     assert plan.kind is JobKind.GENERATE and plan.count == 2 and plan.seed == 5
+    assert plan.width is not None and plan.height is not None, "an aspect ratio sets the size"
     assert plan.width > plan.height and plan.width % 8 == 0
     assert plan.width * plan.height <= Settings().worker.max_pixels
     assert plan.lane is None  # fast, falling back to relax when out of credits
 
 
-def test_no_aspect_leaves_the_size_to_the_model_and_seeds_are_drawn():
+def test_no_aspect_leaves_the_size_to_the_model_and_seeds_are_drawn() -> None:
     plan = planner().plan_imagine(ALICE, ImagineOptions(prompt="x"), guild(default_style="anime"))
     assert plan.width is None and plan.height is None
     assert plan.style == "anime"  # the server's default style
@@ -71,12 +73,14 @@ def test_no_aspect_leaves_the_size_to_the_model_and_seeds_are_drawn():
         (ImagineOptions(prompt="x"), guild(allowed_channel_ids=(99,)), ChannelNotAllowed, "<#99>"),
     ],
 )
-def test_refusals_name_the_problem(options, server, error, text):
+def test_refusals_name_the_problem(
+    options: ImagineOptions, server: GuildSettings, error: type[Exception], text: str
+) -> None:
     with pytest.raises(error, match=text):
         planner().plan_imagine(ALICE, options, server)
 
 
-def test_edit_plan_reencodes_the_upload_as_png():
+def test_edit_plan_reencodes_the_upload_as_png() -> None:
     plan = planner().plan_edit(ALICE, image=png((80, 60)), instruction="snow", strength=None, guild=guild())
     assert plan.kind is JobKind.EDIT and plan.image is not None and plan.image.startswith(b"\x89PNG")
     assert plan.strength == Settings().limits.edit_strength
@@ -90,12 +94,12 @@ def test_edit_plan_reencodes_the_upload_as_png():
         (png((3000, 3000)), "pixels"),
     ],
 )
-def test_bad_uploads(data, text):
+def test_bad_uploads(data: bytes, text: str) -> None:
     with pytest.raises(BadAttachment, match=text):
         planner().plan_edit(ALICE, image=data, instruction="snow", strength=None, guild=guild())
 
 
-def test_strength_out_of_range():
+def test_strength_out_of_range() -> None:
     with pytest.raises(InvalidInput, match="Strength"):
         planner().plan_edit(ALICE, image=png((64, 64)), instruction="snow", strength=1.5, guild=guild())
 
@@ -117,7 +121,7 @@ def source(width: int = 512, height: int = 512) -> GenerationRecord:
     )
 
 
-def test_derived_plans_link_to_their_parent():
+def test_derived_plans_link_to_their_parent() -> None:
     p = planner()
     parent = p.plan_imagine(ALICE, ImagineOptions(prompt="a fox", count=4, lane=Lane.RELAX), guild())
     vary = p.derive(Action.VARY, parent, source(), guild())
@@ -126,6 +130,7 @@ def test_derived_plans_link_to_their_parent():
     up = p.derive(Action.UPSCALE, parent, source(), guild())
     assert (up.width, up.height) == (1024, 1024) and up.seed == parent.seed  # capped at the worker's 1 MP
     big = p.derive(Action.UPSCALE, parent, source(1024, 768), guild())
+    assert big.width is not None and big.height is not None, "an upscale sets the size"
     assert big.width * big.height <= Settings().worker.max_pixels
     edit = p.derive(Action.EDIT, parent, source(), guild(relax_enabled=False), "add snow")
     assert edit.kind is JobKind.EDIT and edit.prompt == "add snow" and edit.lane is None
@@ -158,7 +163,7 @@ def configured(tmp_path: Path, text: str) -> Planner:
         '[engine]\nmodel = "some/sd-model"\n[engine.defaults]\n',  # an empty table, as the example has
     ],
 )
-def test_defaults_nobody_set_give_way_to_the_workers(tmp_path, config):
+def test_defaults_nobody_set_give_way_to_the_workers(tmp_path: Path, config: str) -> None:
     p = configured(tmp_path, config)
     before = p.defaults
     assert p.adopt_worker_defaults(WIDE)
@@ -169,7 +174,7 @@ def test_defaults_nobody_set_give_way_to_the_workers(tmp_path, config):
     assert not p.adopt_worker_defaults(WIDE)  # nothing new the second time
 
 
-def test_defaults_set_by_hand_are_kept_over_the_workers(tmp_path):
+def test_defaults_set_by_hand_are_kept_over_the_workers(tmp_path: Path) -> None:
     p = configured(tmp_path, "[engine.defaults]\nsteps = 30\nwidth = 512\n")
     assert p.defaults_by_hand == {"steps", "width"}
     assert p.adopt_worker_defaults(WIDE)
@@ -181,7 +186,9 @@ def test_defaults_set_by_hand_are_kept_over_the_workers(tmp_path):
     )  # the worker's
 
 
-def test_defaults_set_in_the_environment_count_as_set_by_hand(tmp_path, monkeypatch):
+def test_defaults_set_in_the_environment_count_as_set_by_hand(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("BRUSHFIRE_ENGINE__DEFAULTS__WIDTH", "64")
     monkeypatch.setenv("BRUSHFIRE_ENGINE__DEFAULTS__HEIGHT", "64")
     p = configured(tmp_path, "")
@@ -189,7 +196,7 @@ def test_defaults_set_in_the_environment_count_as_set_by_hand(tmp_path, monkeypa
     assert p.native_size() == (64, 64) and p.defaults.steps == 4
 
 
-def test_all_defaults_set_by_hand_keep_the_planner_as_it_was(tmp_path):
+def test_all_defaults_set_by_hand_keep_the_planner_as_it_was(tmp_path: Path) -> None:
     table = "".join(f"{k} = {v}\n" for k, v in BUNDLED_MODEL_DEFAULTS.model_dump(exclude_none=True).items())
     p = configured(tmp_path, f'[engine]\nmodel = "some/sd-model"\n[engine.defaults]\n{table}')
     assert not p.adopt_worker_defaults(WIDE)

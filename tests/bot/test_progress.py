@@ -24,7 +24,7 @@ def running(step: int) -> ProgressState:
     return ProgressState(status=JobStatus.RUNNING, step=step, total=100)
 
 
-async def test_updates_are_coalesced_and_spaced():
+async def test_updates_are_coalesced_and_spaced() -> None:
     rec = Recorder()
     updater = ProgressUpdater(rec, interval_s=0.2)
     updater.start()
@@ -39,7 +39,7 @@ async def test_updates_are_coalesced_and_spaced():
     assert rec.shown[-1][1].step == 40  # the newest state is the one left on screen
 
 
-async def test_deleted_display_stops_cleanly():
+async def test_deleted_display_stops_cleanly() -> None:
     rec = Recorder(gone_after=1)
     updater = ProgressUpdater(rec, interval_s=0.05)
     updater.start()
@@ -51,7 +51,7 @@ async def test_deleted_display_stops_cleanly():
     assert rec.calls == 2  # one success, one DisplayGone, then silence
 
 
-def test_describe():
+def test_describe() -> None:
     assert "next in line" in str(ProgressState(status=JobStatus.QUEUED, position=0).describe())
     assert "3 ahead" in str(ProgressState(status=JobStatus.QUEUED, position=3).describe())
     running = ProgressState(status=JobStatus.RUNNING, step=4, total=8, eta_s=12.4).describe()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from typing import Any
 
 import pytest
 
@@ -15,12 +16,14 @@ from inference.text import MAX_PROMPT_CHARS, is_visible, normalize_prompt
 from inference.vocabulary import Lane
 from storage.guilds import GuildSettings
 from tests.bot.harness import build_world, ephemeral_reply, running_bot
+from tests.fakediscord import FakeDiscord
+from tests.fakediscord.models import RegisteredCommand
 
 ZERO_WIDTH = "\u200b\u200c\u200d\u2060\ufeff"
 ALICE = Requester(user_id=10, guild_id=20, channel_id=30, name="alice")
 
 
-def option(command, name: str) -> dict:
+def option(command: RegisteredCommand, name: str) -> dict[str, Any]:
     return next(o for o in command.options if o["name"] == name)
 
 
@@ -57,7 +60,9 @@ def test_a_style_cannot_push_a_prompt_over_the_workers_limit() -> None:
         )
 
 
-async def test_discord_is_told_the_limit_the_bot_enforces(fake_discord, settings, worker):
+async def test_discord_is_told_the_limit_the_bot_enforces(
+    fake_discord: FakeDiscord, settings: Settings, worker: str
+) -> None:
     world = build_world(fake_discord)
     async with running_bot(fake_discord, settings, worker):
         limit = settings.limits.prompt_chars

@@ -8,9 +8,10 @@ import asyncio
 import itertools
 import math
 import tempfile
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -22,6 +23,8 @@ from bot.core.quotas.records import QuotaExceeded, RelaxUnavailable, UserBlocked
 from bot.core.quotas.service import QuotaService
 from storage.db import Database, DatabaseSettings
 from tests.storage.helpers import T0, Clock
+
+T = TypeVar("T")
 
 G, ADMIN = 1, 999
 USERS = (11, 12, 13, 14, 15, 16)
@@ -178,7 +181,7 @@ class QuotaMachine(RuleBasedStateMachine):
         )
         self.q = QuotaService(self.db, quota, self.clock)
 
-    def run(self, coro):
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(coro)
 
     def teardown(self) -> None:

@@ -22,6 +22,7 @@ from bot.core.quotas.records import (
 )
 from bot.core.quotas.service import QuotaService
 from bot.i18n import ENGLISH
+from inference.vocabulary import JobId, JobKind
 from storage.audit import AuditRepo
 from storage.db import Database, DatabaseSettings
 from storage.guilds import GuildsRepo
@@ -45,7 +46,7 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
 
 
 def make(db: Database, clock: Clock, **kw: object) -> QuotaService:
-    settings = QuotaSettings(default_limit=10, default_window_s=HOUR, **kw)  # type: ignore[arg-type]
+    settings = QuotaSettings(default_limit=10, default_window_s=HOUR, **kw)
     return QuotaService(db, settings, clock)
 
 
@@ -58,22 +59,22 @@ def q(db: Database, clock: Clock) -> QuotaService:
 
 
 def test_quote_scales_with_pixels_steps_count_and_kind(q: QuotaService) -> None:
-    base = q.quote(CostSpec("generate", 512, 512, 30))
+    base = q.quote(CostSpec(JobKind.GENERATE, 512, 512, 30))
     assert base == 1
-    assert q.quote(CostSpec("generate", 1024, 1024, 30)) == 4
-    assert q.quote(CostSpec("generate", 512, 512, 60, count=4)) == 8
-    assert q.quote(CostSpec("edit", 1024, 1024, 30)) == 6
+    assert q.quote(CostSpec(JobKind.GENERATE, 1024, 1024, 30)) == 4
+    assert q.quote(CostSpec(JobKind.GENERATE, 512, 512, 60, count=4)) == 8
+    assert q.quote(CostSpec(JobKind.EDIT, 1024, 1024, 30)) == 6
     assert q.quote(CostSpec("upscale", 512, 512, 30)) == 2
-    assert q.quote(CostSpec("generate", 64, 64, 1)) == 1  # min cost
-    assert q.quote(CostSpec("generate", 768, 768, 30)) == 3  # 2.25 rounds up, float noise does not
+    assert q.quote(CostSpec(JobKind.GENERATE, 64, 64, 1)) == 1  # min cost
+    assert q.quote(CostSpec(JobKind.GENERATE, 768, 768, 30)) == 3  # 2.25 rounds up, float noise does not
 
 
 def test_quote_uses_settings_and_refuses_nonsense(db: Database, clock: Clock) -> None:
     q = make(db, clock, cost=CostSettings(credits_per_base_image=2, base_steps=20, min_cost=3))
-    assert q.quote(CostSpec("generate", 512, 512, 20)) == 3
-    assert q.quote(CostSpec("generate", 512, 512, 40)) == 4
+    assert q.quote(CostSpec(JobKind.GENERATE, 512, 512, 20)) == 3
+    assert q.quote(CostSpec(JobKind.GENERATE, 512, 512, 40)) == 4
     with pytest.raises(QuotaInputError, match="positive"):
-        q.quote(CostSpec("generate", 0, 512, 20))
+        q.quote(CostSpec(JobKind.GENERATE, 0, 512, 20))
     with pytest.raises(QuotaInputError, match="unknown job kind"):
         q.quote(CostSpec("video", 512, 512, 20))  # type: ignore[arg-type]
 
@@ -123,7 +124,7 @@ async def test_credits_come_back_exactly_one_window_after_each_charge(q: QuotaSe
 
 
 async def test_bad_reserve_input_changes_nothing(q: QuotaService) -> None:
-    for kwargs, match in [
+    cases: list[tuple[dict[str, object], str]] = [
         ({"cost": 0}, "cost"),
         ({"cost": -3}, "cost"),
         ({"cost": 2.5}, "cost"),
@@ -132,10 +133,11 @@ async def test_bad_reserve_input_changes_nothing(q: QuotaService) -> None:
         ({"guild_id": 0}, "guild id"),
         ({"job_id": ""}, "job id"),
         ({"role_ids": [5, "admin"]}, "role id"),
-    ]:
+    ]
+    for kwargs, match in cases:
         args = {"job_id": "x", "guild_id": G, "user_id": U, "role_ids": [], "cost": 1} | kwargs
         with pytest.raises(QuotaInputError, match=match):
-            await q.reserve(**args)  # type: ignore[arg-type]
+            await q.reserve(**args)  # type: ignore[arg-type]  # wrong types on purpose: refused at runtime
     assert (await q.status(G, U)).used == 0
     assert isinstance(QuotaInputError("x"), QuotaError)
 
@@ -366,7 +368,8 @@ async def test_sweep_settles_stale_reservations_by_their_job(
     assert not await q.commit("aa") and not await q.refund("bb") and not await q.refund("dd")
     assert await q.commit("cc")
     assert (await q.status(G, U)).used == 0  # the window passed too; check the ledger directly
-    states = dict(await db.run(lambda tx: tx.fetchall("SELECT job_id, state FROM ledger ORDER BY job_id")))
+    rows = await db.run(lambda tx: tx.fetchall("SELECT job_id, state FROM ledger ORDER BY job_id"))
+    states = {row["job_id"]: row["state"] for row in rows}
     assert states == {"aa": "committed", "bb": "refunded", "cc": "committed", "dd": "refunded"}
 
 
@@ -430,22 +433,30 @@ async def test_maintenance_jobs_run_on_a_real_scheduler(tmp_path: Path, clock: C
         finally:
             scheduler.shutdown(wait=False)
         assert await ledger_state(db, "s1") == "refunded"
-        made = []
+        made: list[Path] = []
         for _ in range(3):
             clock.advance(86400)
-            made.append(await maintenance.backup())
+            backup = await maintenance.backup()
+            assert backup is not None, "a backup is due every day"
+            made.append(backup)
         kept = sorted(p.name for p in (tmp_path / "backups").iterdir())
         assert kept == sorted(p.name for p in made[1:])
         jobs_repo = JobsRepo(db, clock)
         await jobs_repo.create(
             JobRecord(
-                job_id="ab", channel_id=1, user_id=U, kind="generate", parameters="{}", interaction_token="t"
+                job_id=JobId("ab"),
+                channel_id=1,
+                user_id=U,
+                kind=JobKind.GENERATE,
+                parameters="{}",
+                interaction_token="t",
             )
         )
         await jobs_repo.update_status("ab", JobState.SUCCEEDED)
         clock.advance(86400 + 1)
         await maintenance.prune()
-        assert (await jobs_repo.get("ab")).interaction_token is None
+        pruned = await jobs_repo.get("ab")
+        assert pruned is not None and pruned.interaction_token is None
     unscheduled = Maintenance(q, db, clock).register(AsyncIOScheduler())
     assert len(unscheduled) == 3
 

@@ -9,9 +9,11 @@ import sys
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from tests.bot.conftest import free_port
 from tests.bot.harness import build_world, is_result
+from tests.fakediscord import FakeDiscord
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,7 +26,9 @@ async def healthy(url: str) -> bool:
         return False
 
 
-async def test_python_run_py_serves_imagine_end_to_end(fake_discord, tiny_models, tmp_path):
+async def test_python_run_py_serves_imagine_end_to_end(
+    fake_discord: FakeDiscord, tiny_models: tuple[Path, Path], tmp_path: Path
+) -> None:
     world = build_world(fake_discord)
     port = free_port()
     config = tmp_path / "config.toml"
@@ -73,7 +77,7 @@ height = 64
     assert not await healthy(f"http://127.0.0.1:{port}")  # the worker was stopped with the bot
 
 
-def run_config(fake_discord, tmp_path: Path, port: int) -> Path:
+def run_config(fake_discord: FakeDiscord, tmp_path: Path, port: int) -> Path:
     config = tmp_path / "config.toml"
     config.write_text(
         f"""
@@ -95,7 +99,7 @@ cpu_threads = 1
     return config
 
 
-async def start_run_py(fake_discord, config: Path, *args: str) -> asyncio.subprocess.Process:
+async def start_run_py(fake_discord: FakeDiscord, config: Path, *args: str) -> asyncio.subprocess.Process:
     env = {**os.environ, "DISCORD_TOKEN": fake_discord.token}
     return await asyncio.create_subprocess_exec(
         sys.executable, str(ROOT / "run.py"), "--config", str(config), *args,
@@ -115,13 +119,16 @@ async def gone(pid: int, seconds: float) -> bool:
     import psutil
 
     for _ in range(int(seconds * 10)):
-        if not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+        try:
+            if not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:  # it went between the two questions
             return True
         await asyncio.sleep(0.1)
     return False
 
 
-async def test_kill_9_of_run_py_takes_its_worker_with_it(fake_discord, tmp_path):
+async def test_kill_9_of_run_py_takes_its_worker_with_it(fake_discord: FakeDiscord, tmp_path: Path) -> None:
     import psutil
 
     build_world(fake_discord)
@@ -142,12 +149,18 @@ async def test_kill_9_of_run_py_takes_its_worker_with_it(fake_discord, tmp_path)
             child.kill()
 
 
-async def test_a_port_served_by_something_else_is_reported_not_fought_over(fake_discord, tmp_path):
+async def test_a_port_served_by_something_else_is_reported_not_fought_over(
+    fake_discord: FakeDiscord, tmp_path: Path
+) -> None:
     from aiohttp import web
 
     build_world(fake_discord)
     app = web.Application()
-    app.router.add_get("/{tail:.*}", lambda request: web.Response(status=418, text="teapot"))
+
+    async def teapot(request: web.Request) -> web.Response:
+        return web.Response(status=418, text="teapot")
+
+    app.router.add_get("/{tail:.*}", teapot)
     runner = web.AppRunner(app)
     await runner.setup()
     port = free_port()
@@ -155,6 +168,7 @@ async def test_a_port_served_by_something_else_is_reported_not_fought_over(fake_
     try:
         proc = await start_run_py(fake_discord, run_config(fake_discord, tmp_path, port))
         code = await asyncio.wait_for(proc.wait(), 60)
+        assert proc.stderr is not None, "run.py is started with its stderr piped"
         stderr = (await proc.stderr.read()).decode()
         assert code == 2, stderr
         assert f"port {port} on 127.0.0.1 is already served by" in stderr
@@ -163,7 +177,9 @@ async def test_a_port_served_by_something_else_is_reported_not_fought_over(fake_
         await runner.cleanup()
 
 
-async def test_a_worker_left_by_a_dead_run_py_is_stopped_and_replaced(fake_discord, tmp_path):
+async def test_a_worker_left_by_a_dead_run_py_is_stopped_and_replaced(
+    fake_discord: FakeDiscord, tmp_path: Path
+) -> None:
     """A worker whose run.py died (the pidfile says so) is ours to stop: the new run.py takes the port."""
     import json
 
@@ -193,3 +209,47 @@ async def test_a_worker_left_by_a_dead_run_py_is_stopped_and_replaced(fake_disco
             if p is not None and p.returncode is None:
                 p.send_signal(signal.SIGTERM)
                 await asyncio.wait_for(p.wait(), 60)
+
+
+async def test_the_bot_waits_out_an_unreachable_discord_with_one_line_per_try(
+    fake_discord: FakeDiscord, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    import discord
+
+    from bot.client import start_with_backoff
+    from bot.endpoints import use_discord_endpoints
+
+    closed = free_port()
+    use_discord_endpoints(f"http://127.0.0.1:{closed}/api/v10", fake_discord.gateway_url)
+    client = discord.Client(intents=discord.Intents.none())
+    caplog.set_level(logging.WARNING, logger="bot.client")
+    task = asyncio.create_task(start_with_backoff(client, fake_discord.token, backoff_s=(0.2, 0.4)))
+
+    def tries() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.name == "bot.client"]
+
+    try:
+        for _ in range(100):  # three refused tries: 0.2 s, then 0.4 s apart
+            if len(tries()) >= 3:
+                break
+            await asyncio.sleep(0.05)
+        seen = tries()
+        assert len(seen) >= 3 and not task.done()
+        for number, record in enumerate(seen[:3], 1):
+            message = record.getMessage()
+            assert message.startswith(
+                f"cannot reach Discord at http://127.0.0.1:{closed}/api/v10 (try {number}: "
+            )
+            assert "\n" not in message and record.exc_info is None  # a line, not a traceback
+        assert seen[0].getMessage().endswith("retrying in 0.2 s") and seen[2].getMessage().endswith(
+            "in 0.4 s"
+        )
+        # Discord comes back (here: the fake, where the bot is now pointed): the next try logs in.
+        use_discord_endpoints(fake_discord.api_base, fake_discord.gateway_url)
+        await asyncio.wait_for(client.wait_until_ready(), 15)
+        assert client.user is not None
+    finally:
+        await client.close()
+        await asyncio.wait_for(task, 15)

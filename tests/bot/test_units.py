@@ -7,6 +7,7 @@ import asyncio
 import io
 import re
 import sys
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -14,11 +15,12 @@ from PIL import Image
 from bot.core.errors import BrushfireError, InvalidInput
 from bot.core.outcomes import JobOutcome
 from bot.core.plans import Action, JobPlan, find_blocked, parse_lane
+from bot.core.settings import Settings
 from bot.delivery import compose_result, fit_upload
 from bot.errors import user_message
 from bot.i18n import ENGLISH
 from bot.views import result_view
-from inference.vocabulary import JobKind, Lane
+from inference.vocabulary import JobId, JobKind, Lane
 from run import WorkerSupervisor
 from storage.generations import GenerationRecord
 from storage.guilds import GuildSettings
@@ -35,11 +37,11 @@ from storage.jobs import JobRecord, JobState
         ("fine", ["re:(unclosed"], None),  # a broken pattern is ignored, not a crash
     ],
 )
-def test_find_blocked(text, blocked, found):
+def test_find_blocked(text: str, blocked: list[str], found: str | None) -> None:
     assert find_blocked(text, blocked) == found
 
 
-def test_plan_parameters_round_trip_without_the_image():
+def test_plan_parameters_round_trip_without_the_image() -> None:
     plan = JobPlan(
         action=Action.VARY,
         kind=JobKind.IMG2IMG,
@@ -63,7 +65,7 @@ def test_plan_parameters_round_trip_without_the_image():
     assert again == plan
 
 
-def test_parse_lane():
+def test_parse_lane() -> None:
     assert parse_lane(None) is None and parse_lane("auto") is None
     assert parse_lane("relax") is Lane.RELAX
     with pytest.raises(InvalidInput, match="not a lane"):
@@ -77,7 +79,7 @@ def noisy_png(size: int) -> bytes:
     return buf.getvalue()
 
 
-def test_fit_upload_falls_back_to_lossy_formats():
+def test_fit_upload_falls_back_to_lossy_formats() -> None:
     png = noisy_png(256)
     assert fit_upload(png, len(png)) == (png, "png")
     data, ext = fit_upload(png, len(png) // 2)
@@ -85,8 +87,8 @@ def test_fit_upload_falls_back_to_lossy_formats():
 
 
 @pytest.mark.parametrize("count", [1, 4, 8])
-async def test_result_buttons_fit_discord_limits(count):
-    view = result_view("f" * 32, list(range(count)))
+async def test_result_buttons_fit_discord_limits(count: int) -> None:
+    view = result_view(JobId("f" * 32), list(range(count)))
     rows = view.to_components()
     assert len(rows) <= 5 and all(len(r["components"]) <= 5 for r in rows)
     ids = [c["custom_id"] for r in rows for c in r["components"]]
@@ -94,7 +96,7 @@ async def test_result_buttons_fit_discord_limits(count):
     assert view.timeout is None
 
 
-def test_user_message_hides_unexpected_errors_behind_a_reference(caplog):
+def test_user_message_hides_unexpected_errors_behind_a_reference(caplog: pytest.LogCaptureFixture) -> None:
     assert user_message(BrushfireError("plain words")) == ("plain words", True)
     text, expected = user_message(RuntimeError("database exploded"))
     assert not expected and "reference" in text and "exploded" not in text
@@ -102,7 +104,7 @@ def test_user_message_hides_unexpected_errors_behind_a_reference(caplog):
     assert any(ref in r.getMessage() for r in caplog.records)
 
 
-async def test_supervisor_restarts_a_crashing_worker_with_backoff():
+async def test_supervisor_restarts_a_crashing_worker_with_backoff() -> None:
     supervisor = WorkerSupervisor([sys.executable, "-c", "import sys; sys.exit(3)"], backoff_s=(0.05, 0.1))
     task = asyncio.create_task(supervisor.run())
     for _ in range(200):  # three starts take well under a second on an idle machine; allow a loaded one
@@ -115,7 +117,7 @@ async def test_supervisor_restarts_a_crashing_worker_with_backoff():
     assert supervisor.starts >= 3
 
 
-async def test_supervisor_stops_a_running_worker():
+async def test_supervisor_stops_a_running_worker() -> None:
     supervisor = WorkerSupervisor([sys.executable, "-c", "import time; time.sleep(60)"])
     task = asyncio.create_task(supervisor.run())
     await asyncio.sleep(0.5)
@@ -124,7 +126,7 @@ async def test_supervisor_stops_a_running_worker():
     assert supervisor.starts == 1
 
 
-async def test_commands_have_unique_names_within_discord_limits(settings):
+async def test_commands_have_unique_names_within_discord_limits(settings: Settings) -> None:
     from bot.client import EXTENSIONS, ImageBot
     from bot.core.services import open_services
 
@@ -139,6 +141,7 @@ async def test_commands_have_unique_names_within_discord_limits(settings):
         "challenge",
         "challenge-admin",
         "edit",
+        "help",
         "imagine",
         "quota",
         "quota-admin",
@@ -147,7 +150,7 @@ async def test_commands_have_unique_names_within_discord_limits(settings):
         "styles",
     ]
 
-    def check(command: dict, depth: int = 0) -> None:
+    def check(command: dict[str, Any], depth: int = 0) -> None:
         assert re.fullmatch(r"[a-z0-9_-]{1,32}", command["name"]), command["name"]
         assert 1 <= len(command["description"]) <= 100, command["name"]
         options = command.get("options", [])
@@ -182,7 +185,12 @@ def outcome_with(nsfw: list[bool]) -> JobOutcome:
         seed=1,
     )
     job = JobRecord(
-        job_id="a" * 32, channel_id=1, user_id=2, kind="generate", parameters=plan.parameters(), cost=3
+        job_id=JobId("a" * 32),
+        channel_id=1,
+        user_id=2,
+        kind=JobKind.GENERATE,
+        parameters=plan.parameters(),
+        cost=3,
     )
     gens = [
         GenerationRecord(
@@ -205,7 +213,7 @@ def outcome_with(nsfw: list[bool]) -> JobOutcome:
     return JobOutcome(job=job, state=JobState.SUCCEEDED, generations=gens)
 
 
-async def test_flagged_images_are_spoilered_or_withheld_per_server():
+async def test_flagged_images_are_spoilered_or_withheld_per_server() -> None:
     outcome = outcome_with([False, True])
     spoiler = compose_result(
         outcome, GuildSettings(guild_id=1, nsfw_mode="spoiler"), 10 * 1024 * 1024, ENGLISH
@@ -216,4 +224,5 @@ async def test_flagged_images_are_spoilered_or_withheld_per_server():
     ids = [c["custom_id"] for r in refuse.view.to_components() for c in r["components"]]
     assert not any(i.endswith(":1") for i in ids)  # no Vary/Upscale for the withheld image
     fields = {f.name: f.value for f in refuse.embed.fields}
-    assert fields["Seed"] == "1, 2" and fields["Cost"].startswith("3 credit")
+    cost = fields["Cost"]
+    assert fields["Seed"] == "1, 2" and cost is not None and cost.startswith("3 credit")

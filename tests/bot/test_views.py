@@ -5,16 +5,19 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
+import discord
 import pytest
 
 from bot.challenge_posts import submit_picker
 from bot.views import DYNAMIC_ITEMS, progress_view, result_view
+from inference.vocabulary import JobId
 
-JOB = "0123456789abcdef0123456789abcdef"
+JOB = JobId("0123456789abcdef0123456789abcdef")
 
 
-def rows(view) -> list[dict]:
+def rows(view: discord.ui.View) -> list[dict[str, Any]]:
     return view.to_components()
 
 

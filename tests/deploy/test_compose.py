@@ -35,7 +35,8 @@ _VAR = re.compile(r"\$\{(?P<name>[A-Z0-9_]+)(?::?[-?](?P<default>[^}]*))?\}")
 
 
 def load_compose(name: str = "compose.yaml") -> dict[str, Any]:
-    return yaml.safe_load((ROOT / name).read_text(encoding="utf-8"))
+    compose: dict[str, Any] = yaml.safe_load((ROOT / name).read_text(encoding="utf-8"))
+    return compose
 
 
 def interpolate(value: str, env: dict[str, str]) -> str:
@@ -79,7 +80,8 @@ def dockerfile_env() -> dict[str, str]:
 
 def dockerfile_json(op: str) -> list[str]:
     (args,) = [a for o, a in dockerfile_instructions() if o == op]
-    return json.loads(args.split("CMD", 1)[1] if op == "HEALTHCHECK" else args)
+    argv: list[str] = json.loads(args.split("CMD", 1)[1] if op == "HEALTHCHECK" else args)
+    return argv
 
 
 def settings_for(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
@@ -106,18 +108,18 @@ def free_port() -> int:
 
 
 @pytest.mark.parametrize("name", ["compose.yaml", "compose.secrets.yaml"])
-def test_compose_files_follow_the_compose_specification(name):
+def test_compose_files_follow_the_compose_specification(name: str) -> None:
     jsonschema.validate(load_compose(name), SCHEMA)
 
 
-def test_the_schema_check_catches_a_misspelt_key():
+def test_the_schema_check_catches_a_misspelt_key() -> None:
     broken = load_compose()
     broken["services"]["bot"]["comand"] = broken["services"]["bot"].pop("command")
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(broken, SCHEMA)
 
 
-def test_every_secret_and_override_names_a_service_of_the_main_file():
+def test_every_secret_and_override_names_a_service_of_the_main_file() -> None:
     main, secrets = load_compose(), load_compose("compose.secrets.yaml")
     assert set(secrets["services"]) <= set(main["services"])
     for service in secrets["services"].values():
@@ -127,7 +129,7 @@ def test_every_secret_and_override_names_a_service_of_the_main_file():
 # --- commands and settings match the code ---
 
 
-def test_service_commands_are_run_py_commands():
+def test_service_commands_are_run_py_commands() -> None:
     services = load_compose()["services"]
     for name in WORKER_SERVICES:
         args = run.parse_args(services[name]["command"])
@@ -136,7 +138,7 @@ def test_service_commands_are_run_py_commands():
     assert run.parse_args(dockerfile_json("CMD")).command == "all"
 
 
-def test_profiles_give_one_worker_each_and_the_gpu_one_reserves_an_nvidia_gpu():
+def test_profiles_give_one_worker_each_and_the_gpu_one_reserves_an_nvidia_gpu() -> None:
     services = load_compose()["services"]
     for profile in ("gpu", "cpu"):
         workers = [n for n in WORKER_SERVICES if profile in services[n]["profiles"]]
@@ -149,7 +151,7 @@ def test_profiles_give_one_worker_each_and_the_gpu_one_reserves_an_nvidia_gpu():
     assert services["worker-cpu"]["environment"]["BRUSHFIRE_ENGINE__DEVICE"] == "cpu"
 
 
-def test_the_bot_reaches_whichever_worker_runs_with_the_same_token(monkeypatch):
+def test_the_bot_reaches_whichever_worker_runs_with_the_same_token(monkeypatch: pytest.MonkeyPatch) -> None:
     services = load_compose()["services"]
     dotenv = {"WORKER_TOKEN": "s3cret", "DISCORD_TOKEN": "discord"}
     bot = settings_for(service_env(services["bot"], dotenv), monkeypatch)
@@ -165,7 +167,7 @@ def test_the_bot_reaches_whichever_worker_runs_with_the_same_token(monkeypatch):
     assert bot.discord_token is not None and bot.discord_token.get_secret_value() == "discord"
 
 
-def test_state_lives_on_volumes_and_the_image_runs_as_a_user(monkeypatch):
+def test_state_lives_on_volumes_and_the_image_runs_as_a_user(monkeypatch: pytest.MonkeyPatch) -> None:
     services = load_compose()["services"]
     env = dockerfile_env()
     settings = settings_for(env, monkeypatch)
@@ -180,7 +182,7 @@ def test_state_lives_on_volumes_and_the_image_runs_as_a_user(monkeypatch):
     assert users and users[-1] not in ("root", "0")
 
 
-def test_the_image_holds_the_runtime_and_the_bundled_model():
+def test_the_image_holds_the_runtime_and_the_bundled_model() -> None:
     copied = {src for o, a in dockerfile_instructions() if o == "COPY" for src in a.split()[:-1]}
     for needed in ("bot", "cogs", "inference", "storage", "run.py", "pyproject.toml"):
         assert needed in copied
@@ -199,7 +201,7 @@ def test_the_image_holds_the_runtime_and_the_bundled_model():
     assert f"TORCH_VERSION={pin[1]}" in {a for o, a in dockerfile_instructions() if o == "ARG"}
 
 
-def test_the_worker_health_check_is_the_same_in_the_image_and_compose():
+def test_the_worker_health_check_is_the_same_in_the_image_and_compose() -> None:
     services = load_compose()["services"]
     for name in WORKER_SERVICES:
         assert services[name]["healthcheck"]["test"] == ["CMD", *dockerfile_json("HEALTHCHECK")]
@@ -208,7 +210,7 @@ def test_the_worker_health_check_is_the_same_in_the_image_and_compose():
 
 
 @pytest.mark.timeout(180)
-def test_the_health_check_passes_against_a_worker_started_with_the_compose_command(tmp_path):
+def test_the_health_check_passes_against_a_worker_started_with_the_compose_command(tmp_path: Path) -> None:
     service = load_compose()["services"]["worker-cpu"]
     port = str(free_port())
     env = {**os.environ, **service_env(service, {"WORKER_TOKEN": "s3cret"})}
@@ -268,10 +270,11 @@ def run_entrypoint(
         text=True,
         check=True,
     )
-    return json.loads(out.stdout)
+    environment: dict[str, Any] = json.loads(out.stdout)
+    return environment
 
 
-def test_the_entrypoint_reads_secret_files_and_runs_run_py(tmp_path):
+def test_the_entrypoint_reads_secret_files_and_runs_run_py(tmp_path: Path) -> None:
     seen = run_entrypoint(tmp_path, {"discord_token": "d-tok", "worker_token": "w-tok"}, {}, "bot")
     assert seen["argv"] == ["run.py", "bot"]
     assert Path(seen["cwd"]) == ROOT
@@ -282,7 +285,7 @@ def test_the_entrypoint_reads_secret_files_and_runs_run_py(tmp_path):
     }
 
 
-def test_the_environment_wins_over_a_secret_file_and_missing_secrets_set_nothing(tmp_path):
+def test_the_environment_wins_over_a_secret_file_and_missing_secrets_set_nothing(tmp_path: Path) -> None:
     seen = run_entrypoint(tmp_path, {"discord_token": "file"}, {"DISCORD_TOKEN": "env"}, "worker")
     assert seen["env"] == {
         "DISCORD_TOKEN": "env",
@@ -291,7 +294,7 @@ def test_the_environment_wins_over_a_secret_file_and_missing_secrets_set_nothing
     }
 
 
-def test_the_entrypoint_runs_the_real_run_py(tmp_path):
+def test_the_entrypoint_runs_the_real_run_py(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if "TOKEN" not in k}
     env.update(
         BRUSHFIRE_SECRETS_DIR=str(tmp_path), BRUSHFIRE_APP_DIR=str(ROOT), BRUSHFIRE_PYTHON=sys.executable

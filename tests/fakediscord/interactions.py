@@ -198,7 +198,7 @@ class Interaction:
 
     async def wait_original(
         self,
-        predicate: Callable[[Message], bool] | None = None,
+        predicate: Callable[[Message], object] | None = None,
         timeout: float = 10.0,  # noqa: ASYNC109 - a test-facing deadline
     ) -> Message:
         """The original response once it exists and `predicate(message)` holds (e.g. it was edited)."""
@@ -211,7 +211,7 @@ class Interaction:
 
         return await self._world.wait_until(ready, timeout, f"the original response of {self!r}")
 
-    async def wait_message(self, predicate: Callable[[Message], bool], timeout: float = 10.0) -> Message:  # noqa: ASYNC109 - a test-facing deadline
+    async def wait_message(self, predicate: Callable[[Message], object], timeout: float = 10.0) -> Message:  # noqa: ASYNC109 - a test-facing deadline
         """Any message this interaction produced (original or follow-up) for which `predicate` holds;
         a deferred response's "thinking…" placeholder is skipped until the bot edits it."""
 

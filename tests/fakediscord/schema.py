@@ -10,7 +10,7 @@ import functools
 import json
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,7 +77,7 @@ class SpecValidator:
     def commit(self) -> str:
         return spec_commit()
 
-    def _read_operations(self) -> Any:
+    def _read_operations(self) -> Iterator[Operation]:
         # Literal segments (@original, @me) before parameters, so the most specific template wins.
         for template in sorted(self.spec["paths"], key=lambda t: (t.count("{"), -len(t))):
             regex = re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template))

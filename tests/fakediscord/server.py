@@ -4,7 +4,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 from aiohttp import web
 
@@ -39,6 +39,7 @@ from tests.fakediscord.rest import Fault, Interactions, Rest, RestOptions
 from tests.fakediscord.world import World
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DEFAULT_EVERYONE_PERMISSIONS = 1071698660929  # what Discord gives @everyone in a new server
 SELECT_TYPES = (3, 5, 6, 7, 8)
@@ -532,22 +533,22 @@ class FakeDiscord:
         """Seconds from each INTERACTION_CREATE sent to its callback's arrival, in arrival order."""
         return [e.callback.latency for e in self.events if e.kind is EventKind.CALLBACK and e.callback]
 
-    async def wait_for(self, predicate: Callable[[Event], bool], timeout: float = 10.0) -> Event:  # noqa: ASYNC109 - a test-facing deadline
+    async def wait_for(self, predicate: Callable[[Event], object], timeout: float = 10.0) -> Event:  # noqa: ASYNC109 - a test-facing deadline
         """The first recorded event, past or future, for which `predicate(event)` holds."""
         return await self.world.wait_for(predicate, timeout)
 
     async def wait_until(
         self,
-        condition: Callable[[], Any],
+        condition: Callable[[], T | None],
         timeout: float = 10.0,  # noqa: ASYNC109 - a test-facing deadline
         what: str = "a condition",
-    ) -> Any:
+    ) -> T:
         """Until `condition()` is truthy (re-checked on every recorded event); returns its value."""
         return await self.world.wait_until(condition, timeout, what)
 
     async def wait_message(
         self,
-        predicate: Callable[[Message], bool],
+        predicate: Callable[[Message], object],
         timeout: float = 10.0,  # noqa: ASYNC109 - a test-facing deadline
         *,
         channel: FakeChannel | None = None,
@@ -563,7 +564,7 @@ class FakeDiscord:
             m = event.message
             if m is None or m.deleted or m.loading or (channel is not None and m.channel_id != channel.id):
                 return False
-            return predicate(m)
+            return bool(predicate(m))
 
         start = len(self.world.events)
         event = await self.world.wait_for(matches, timeout, "a matching message", start=start)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from tests.fakediscord import limits
@@ -12,7 +14,7 @@ from tests.fakediscord.strict import resolve_mentions
 ROW = {"type": 1, "components": [{"type": 2, "style": 1, "label": "ok", "custom_id": "a"}]}
 
 
-def button(custom_id: str) -> dict:
+def button(custom_id: str) -> dict[str, Any]:
     return {"type": 2, "style": 1, "label": "x", "custom_id": custom_id}
 
 
@@ -83,7 +85,7 @@ def test_what_discord_docs_allow_passes_where_the_stable_spec_is_stricter() -> N
         ({"content": "<@&1>", "allowed_mentions": {"parse": ["roles"], "roles": ["1"]}}, "allowed_mentions"),
     ],
 )
-def test_documented_limits_are_enforced(payload: dict, field: str) -> None:
+def test_documented_limits_are_enforced(payload: dict[str, Any], field: str) -> None:
     with pytest.raises(ApiError) as refused:
         limits.check_message(payload, [], 10 * 1024 * 1024)
     assert refused.value.status == 400 and field in str(refused.value)
@@ -94,7 +96,7 @@ def test_choices_over_25_are_refused() -> None:
         limits.check_choices({"choices": [{"name": str(n), "value": n} for n in range(26)]})
 
 
-AUDIENCE = {1: [], 2: [50], 3: [50, 60], 4: []}
+AUDIENCE: dict[int, list[int]] = {1: [], 2: [50], 3: [50, 60], 4: []}
 
 
 @pytest.mark.parametrize(
@@ -110,6 +112,8 @@ AUDIENCE = {1: [], 2: [50], 3: [50, 60], 4: []}
         ("@here look", {"parse": ["users"]}, set(), set()),
     ],
 )
-def test_mentions_resolve_as_discord_documents(content, allowed, notified, explicit) -> None:
+def test_mentions_resolve_as_discord_documents(
+    content: str, allowed: dict[str, Any] | None, notified: set[int], explicit: set[int]
+) -> None:
     found = resolve_mentions(content, allowed, AUDIENCE)
     assert (set(found.users), set(found.explicit)) == (notified, explicit)

@@ -6,7 +6,7 @@ import mimetypes
 import re
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from tests.fakediscord.bodies import MessageBody, UploadedFile
 from tests.fakediscord.errors import ApiError, FakeDiscordError, unknown_channel, unknown_message
@@ -31,6 +31,7 @@ from tests.fakediscord.models import (
 from tests.fakediscord.strict import StrictStats, resolve_mentions
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 USER_MENTION = re.compile(r"<@!?(\d+)>")
 EDITABLE_FLAGS = 1 << 2  # SUPPRESS_EMBEDS; Discord ignores other flags on edit
@@ -69,7 +70,7 @@ class World:
 
     async def wait_for(
         self,
-        predicate: Callable[[Event], bool],
+        predicate: Callable[[Event], object],
         timeout: float,  # noqa: ASYNC109 - a test-facing deadline
         what: str = "",
         start: int = 0,
@@ -97,9 +98,9 @@ class World:
         """The last few events, for error messages."""
         return "; ".join(_describe(e) for e in self.events[-count:]) or "none"
 
-    async def wait_until(self, condition: Callable[[], Any], timeout: float, what: str) -> Any:  # noqa: ASYNC109 - a test-facing deadline
+    async def wait_until(self, condition: Callable[[], T | None], timeout: float, what: str) -> T:  # noqa: ASYNC109 - a test-facing deadline
         """Wait until `condition()` is truthy, re-checking after every recorded event; return its value."""
-        found: list[Any] = []
+        found: list[T | None] = []
 
         def check(_: Event) -> bool:
             value = condition()
@@ -109,7 +110,9 @@ class World:
         if value := condition():
             return value
         await self.wait_for(check, timeout, what)
-        return found[-1]
+        value = found[-1]
+        assert value is not None, "wait_for returns once check saw a truthy value"
+        return value
 
     # -- registries ----------------------------------------------------------------------------
 

@@ -168,6 +168,7 @@ class CrashMatrix:
         second = await spawn(config, "imagine", "a blue square", "-o", str(case / "b.png"))
         code = await asyncio.wait_for(second.wait(), 300)
         if code != 0:
+            assert second.stderr is not None, "spawn pipes stderr"
             result.note = (await second.stderr.read()).decode()[-300:]
         audit(case / "bf.sqlite3", result)
 
@@ -193,6 +194,7 @@ class CrashMatrix:
                 worker = await WorkerProcess(config, port).start()  # the restart the CLI waits for
             code = await asyncio.wait_for(waiting, 300)
             if code not in (0, 1):
+                assert cli.stderr is not None, "spawn pipes stderr"
                 result.note = f"imagine exited {code}: {(await cli.stderr.read()).decode()[-300:]}"
         finally:
             worker.stop()

@@ -26,7 +26,7 @@ async def client(aiohttp_client: Callable[..., Awaitable[Client]], tiny_engine: 
 
 async def refused(resp: Any, status: int = 400) -> dict[str, Any]:
     assert resp.status == status, await resp.text()
-    body = await resp.json()
+    body: dict[str, Any] = await resp.json()
     assert set(body) >= {"code", "message"} and body["message"]
     return body
 

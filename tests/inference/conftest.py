@@ -37,6 +37,9 @@ def engine_settings(tiny_model_dir: Path, tiny_edit_model_dir: Path, tmp_path: P
         edit_model=str(tiny_edit_model_dir),
         device="cpu",
         cpu_threads=1,
+        # A preview at every step of these 4-step runs, so tests see them (the defaults make none).
+        preview_interval_s=0.0,
+        preview_min_steps=1,
         defaults=ModelDefaults(steps=4, guidance=5.0, width=64, height=64, img2img_strength=0.75),
         cache_dir=tmp_path / "cache",
     )

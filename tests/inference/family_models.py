@@ -11,6 +11,7 @@ is a small Unigram model made here with `tokenizers`. Sizes keep the real latent
 from __future__ import annotations
 
 import string
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from diffusers import (
     UNet2DConditionModel,
 )
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-from transformers import (
+from transformers import (  # type: ignore[attr-defined]  # T5TokenizerFast: in transformers 5 a runtime alias only
     CLIPTextConfig,
     CLIPTextModel,
     CLIPTextModelWithProjection,
@@ -103,7 +104,7 @@ def _t5(vocab_size: int) -> T5EncoderModel:
         num_layers=1,
         num_heads=4,
         relative_attention_num_buckets=8,
-        decoder_start_token_id=0,
+        decoder_start_token_id=0,  # type: ignore[call-arg]  # a PreTrainedConfig field T5Config's dataclass omits
         pad_token_id=0,
         eos_token_id=1,
     )
@@ -279,10 +280,13 @@ def build_flux(guidance_embeds: bool) -> FluxPipeline:
     )
 
 
-def build_pipeline(name: str) -> DiffusionPipeline:
-    """The named tiny pipeline (one of FAMILY_MODELS) with fixed-seed random weights."""
+def build_pipeline(name: str) -> Any:
+    """The named tiny pipeline (one of FAMILY_MODELS) with fixed-seed random weights.
+
+    Any, not DiffusionPipeline: mypy resolves diffusers' top-level pipeline names to its dummy placeholder
+    classes (imported first for when torch is missing), which share no base class and have no methods."""
     torch.manual_seed(SEED)
-    builders = {
+    builders: dict[str, Callable[[], Any]] = {
         "sd1": lambda: build_sd(v2=False),
         "sd2": lambda: build_sd(v2=True),
         "lcm": build_lcm,
@@ -304,7 +308,7 @@ def save_family(name: str, out_dir: Path) -> Path:
 def save_lora(model_dir: Path, out_dir: Path) -> Path:
     """A random rank-4 LoRA on the attention projections of the saved pipeline's denoiser, in the diffusers
     LoRA format its pipeline class loads (`unet_lora_layers` or `transformer_lora_layers`); returns the file."""
-    from diffusers.utils import convert_state_dict_to_diffusers
+    from diffusers.utils.state_dict_utils import convert_state_dict_to_diffusers
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
 
@@ -340,9 +344,11 @@ def save_classifier(out_dir: Path, *, unsafe: bool) -> Path:
         label2id={"normal": 0, "nsfw": 1},
     )
     model = ViTForImageClassification(config)
+    head = model.classifier
+    assert isinstance(head, torch.nn.Linear), "two labels give the classifier a linear head"
     with torch.no_grad():
-        model.classifier.weight.zero_()
-        model.classifier.bias.copy_(torch.tensor([0.0, 5.0] if unsafe else [5.0, 0.0]))
+        head.weight.zero_()
+        head.bias.copy_(torch.tensor([0.0, 5.0] if unsafe else [5.0, 0.0]))
     model.save_pretrained(out_dir)
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(out_dir)
     return out_dir

@@ -64,7 +64,7 @@ def ray_cluster_app(model_dir: Path, edit_model_dir: Path) -> Iterator[RayApp]:
     finally:
         import ray
 
-        serve.shutdown()
+        serve.shutdown()  # type: ignore[no-untyped-call]  # Ray leaves it untyped
         ray.shutdown()
 
 

@@ -110,6 +110,8 @@ class InstrumentedEngine(EngineWrapper):
         def counting(update: StepUpdate) -> None:
             call.steps_done = update.step
             on_step(update)
+            if self.step_hook is not None:
+                self.step_hook(update)  # on the engine thread, after the scheduler has the update
 
         def stopping() -> bool:
             call.stopped = call.stopped or should_stop()
@@ -237,6 +239,8 @@ def tiny_engine(tiny_model_dir: Path, tiny_edit_model_dir: Path) -> Engine:
         edit_model=str(tiny_edit_model_dir),
         device="cpu",
         cpu_threads=1,
+        preview_interval_s=0.0,  # previews on every step, so tests see them (the defaults make none)
+        preview_min_steps=1,
         defaults=ModelDefaults(steps=2, guidance=0.0, width=64, height=64, img2img_strength=0.75),
     )
     return DiffusersEngine.load(settings)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from PIL import Image
+import io
 
-from inference.engine_api import BatchItem
+from PIL import Image, PngImagePlugin
+
+from inference.engine_api import BatchItem, GeneratedImage
 from inference.images import EncodedImage
 from inference.protocol import JobRequest
 from inference.vocabulary import JobKind, WorkerJobId
@@ -47,3 +49,10 @@ def make_item(
         guidance=guidance,
         init_image=EncodedImage.of(image) if image is not None else None,
     )
+
+
+def open_png(image: GeneratedImage) -> PngImagePlugin.PngImageFile:
+    """The result's PNG, whose `text` holds the metadata the engine wrote."""
+    png = Image.open(io.BytesIO(image.png))
+    assert isinstance(png, PngImagePlugin.PngImageFile), f"a result is a PNG, not {png.format}"
+    return png

@@ -17,7 +17,7 @@ from inference.engine import DiffusersEngine
 from inference.engine_api import BatchItem, GeneratedImage, KindDefaults
 from inference.settings import EngineSettings
 from inference.vocabulary import JobKind
-from tests.inference.items import make_item
+from tests.inference.items import make_item, open_png
 from tests.judge import Judge, Verdict
 from tools.tiny import data
 
@@ -133,7 +133,7 @@ def test_prompts_are_normalised_before_the_model_reads_them(engine: DiffusersEng
 
 def png_texts(engine: DiffusersEngine, items: list[BatchItem]) -> list[dict[str, str]]:
     results = engine.run_batch(items, lambda _update: None, lambda: False)
-    return [dict(Image.open(io.BytesIO(images[0].png)).text) for images in results]
+    return [dict(open_png(images[0]).text) for images in results]
 
 
 def test_png_chunks_name_the_model_that_made_each_picture(engine: DiffusersEngine) -> None:

@@ -9,7 +9,14 @@ from collections.abc import AsyncIterator
 import pytest
 from PIL import Image
 
-from inference.client import JobNotFound, QueueFull, WorkerClient, WorkerRejected, WorkerUnavailable
+from inference.client import (
+    JobNotFound,
+    QueueFull,
+    ResultGone,
+    WorkerClient,
+    WorkerRejected,
+    WorkerUnavailable,
+)
 from inference.engine_api import Engine
 from inference.protocol import ErrorCode, EventType
 from inference.server import RunningWorker, start_worker
@@ -54,6 +61,25 @@ async def test_submit_events_wait_and_images(client: WorkerClient) -> None:
     assert (await client.get(info.id)).status is JobStatus.SUCCEEDED
     stats = await client.stats()
     assert stats.jobs_done == 1
+
+
+async def test_a_refetch_soon_after_gets_the_image_and_a_late_one_is_told_gone(tiny_engine: Engine) -> None:
+    """A retried fetch (a reply lost on the way) finds the image within the worker's grace; once the grace
+    has passed the image has left the worker's memory and the client says so with its own error."""
+    grace = 1.0
+    running = await start_worker(WorkerSettings(port=0, fetched_result_grace_s=grace), tiny_engine)
+    try:
+        async with WorkerClient(running.url, timeout=30, backoff=0.01) as client:
+            info = await client.wait((await client.submit(job(output_format="webp"))).id)
+            first = await client.image(info.id, 0)
+            assert first[8:12] == b"WEBP" and await client.image(info.id, 0) == first
+            await asyncio.sleep(grace + 0.1)
+            with pytest.raises(ResultGone) as err:
+                await client.image(info.id, 0)
+            assert (err.value.code, err.value.status) == (ErrorCode.GONE, 410)
+            assert (await client.get(info.id)).status is JobStatus.SUCCEEDED  # the small record stays
+    finally:
+        await running.stop()
 
 
 async def test_edit_job_sends_the_image_as_multipart(client: WorkerClient) -> None:

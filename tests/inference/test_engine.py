@@ -8,6 +8,7 @@ import json
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -29,7 +30,7 @@ from inference.loading import model_sources
 from inference.settings import AdapterSettings, EngineSettings, ModelDefaults
 from inference.text import normalize_prompt
 from inference.vocabulary import JobKind
-from tests.inference.items import make_item
+from tests.inference.items import make_item, open_png
 from tools.tiny.make_tokenizer import DEFAULT_DIR, WORDS, build_vocab
 
 PIXEL_TOLERANCE = 2  # of 255: batched matrix products may round differently from single ones
@@ -43,6 +44,8 @@ def engine(tiny_model_dir: Path, tiny_edit_model_dir: Path) -> DiffusersEngine:
         edit_model=str(tiny_edit_model_dir),
         device="cpu",
         cpu_threads=1,
+        preview_interval_s=0.0,  # a preview at every step of these 4-step runs (the defaults make none)
+        preview_min_steps=1,
         defaults=ModelDefaults(steps=4, guidance=5.0, width=64, height=64, img2img_strength=0.75),
     )
     return DiffusersEngine.load(settings)
@@ -87,7 +90,7 @@ def test_loads_through_from_pretrained_and_reports_itself(
 def test_generate_returns_pngs_with_metadata(engine: DiffusersEngine) -> None:
     results, updates = run(engine, [make_item("a", 7, count=2)])
     assert [img.seed for img in results[0]] == [7, 8]
-    png = Image.open(io.BytesIO(results[0][0].png))
+    png = open_png(results[0][0])
     assert png.format == "PNG"
     assert png.size == (64, 64)
     assert png.text["prompt"] == "a red circle on a blue background"
@@ -135,7 +138,7 @@ def test_img2img_alone_equals_img2img_inside_a_batch(engine: DiffusersEngine, ph
     batch, _ = run(engine, [other, mine])
     assert max_diff(alone[0][0], batch[1][0]) <= PIXEL_TOLERANCE
     assert [u.total for u in updates] == [3, 3, 3]  # int(4 steps * 0.75 strength)
-    png = Image.open(io.BytesIO(alone[0][0].png))
+    png = open_png(alone[0][0])
     assert (png.text["kind"], png.text["strength"]) == ("img2img", "0.75")
 
 
@@ -156,7 +159,7 @@ def test_edit_uses_the_instruction_pipeline(engine: DiffusersEngine, photo: Imag
     batch, _ = run(engine, [mine, other])
     assert max_diff(alone[0][0], batch[0][0]) <= PIXEL_TOLERANCE
     assert len(updates) == 4
-    png = Image.open(io.BytesIO(alone[0][0].png))
+    png = open_png(alone[0][0])
     assert png.text["kind"] == "edit"
     assert png.text["model"].endswith("edit")
     assert "strength" not in png.text
@@ -175,7 +178,7 @@ def test_edit_without_an_edit_model_is_img2img(engine_settings: EngineSettings, 
     assert not engine.has_edit_model
     results, updates = run(engine, [make_item("e", 3, kind=JobKind.EDIT, image=photo, strength=0.5)])
     assert [u.total for u in updates] == [2, 2]
-    png = Image.open(io.BytesIO(results[0][0].png))
+    png = open_png(results[0][0])
     assert (png.text["kind"], png.text["strength"]) == ("edit", "0.5")
 
 
@@ -278,21 +281,21 @@ def test_adapters_switch_per_batch(engine_settings: EngineSettings, tmp_path: Pa
     assert max_diff(plain[0][0], styled[0][0]) > 5
     assert max_diff(plain[0][0], plain_again[0][0]) == 0  # the adapter left nothing behind
     assert max_diff(styled[0][0], half[0][0]) > 0
-    assert Image.open(io.BytesIO(styled[0][0].png)).text["adapter"] == "style:1"
+    assert open_png(styled[0][0]).text["adapter"] == "style:1"
 
 
 def write_tiny_lora(model_dir: Path, out_dir: Path) -> Path:
     """Save a random rank-4 LoRA for the tiny UNet's attention layers; return the weights file."""
     from diffusers import StableDiffusionPipeline, UNet2DConditionModel
-    from diffusers.utils import convert_state_dict_to_diffusers
+    from diffusers.utils.state_dict_utils import convert_state_dict_to_diffusers
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
 
     torch.manual_seed(0)
-    unet = UNet2DConditionModel.from_pretrained(model_dir / "unet")
+    unet = UNet2DConditionModel.from_pretrained(model_dir / "unet")  # type: ignore[no-untyped-call]  # untyped in diffusers
     targets = ["to_q", "to_k", "to_v", "to_out.0"]
     unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=targets, init_lora_weights=False))
-    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))  # type: ignore[no-untyped-call]  # as above
     StableDiffusionPipeline.save_lora_weights(out_dir, unet_lora_layers=layers, safe_serialization=True)
     return out_dir / "pytorch_lora_weights.safetensors"
 
@@ -382,7 +385,7 @@ def with_safety_checker(model_dir: Path, out_dir: Path, threshold: float) -> Pat
     checker = StableDiffusionSafetyChecker(config)
     checker.concept_embeds_weights.data.fill_(threshold)
     features = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    pipe = StableDiffusionPipeline.from_pretrained(model_dir)
+    pipe = StableDiffusionPipeline.from_pretrained(model_dir)  # type: ignore[no-untyped-call]  # untyped in diffusers
     pipe.register_modules(safety_checker=checker, feature_extractor=features)
     pipe.register_to_config(requires_safety_checker=True)
     pipe.save_pretrained(out_dir, safe_serialization=True)
@@ -410,7 +413,8 @@ def test_previews_from_a_tiny_preview_decoder(engine_settings: EngineSettings, t
     from diffusers import AutoencoderTiny
 
     torch.manual_seed(0)
-    decoder = AutoencoderTiny(
+    # mypy sees diffusers' dummy placeholder class for AutoencoderTiny, which has no save_pretrained.
+    decoder: Any = AutoencoderTiny(  # type: ignore[no-untyped-call]
         encoder_block_out_channels=(8, 8, 8, 8),
         decoder_block_out_channels=(8, 8, 8, 8),
         num_encoder_blocks=(1, 1, 1, 1),
@@ -445,6 +449,30 @@ def test_channels_last_gives_the_same_images(
 def test_any_valid_prompt_gives_an_image(engine: DiffusersEngine, prompt: str) -> None:
     """Characters outside the vocabulary, over-long prompts and special-token text are not errors."""
     results, _ = run(engine, [make_item("a", 1, prompt=prompt, steps=1)])
-    png = Image.open(io.BytesIO(results[0][0].png))
+    png = open_png(results[0][0])
     assert png.size == (64, 64)
     assert png.text["prompt"] == normalize_prompt(prompt)
+
+
+def test_previews_only_for_long_batches_and_no_more_often_than_the_interval(engine: DiffusersEngine) -> None:
+    defaults = EngineSettings()  # preview_min_steps 5, preview_interval_s 2
+    engine._settings = engine._settings.model_copy(
+        update={"preview_min_steps": defaults.preview_min_steps, "preview_interval_s": 3600.0}
+    )
+    try:
+        _, short = run(engine, [make_item("a", 1, steps=4)])
+        _, long = run(engine, [make_item("a", 1, steps=6)])
+    finally:
+        engine._settings = engine._settings.model_copy(
+            update={"preview_min_steps": 1, "preview_interval_s": 0}
+        )
+    assert [len(u.previews) for u in short] == [0, 0, 0, 0]  # a 1-4 step model: none
+    assert [len(u.previews) for u in long] == [1, 0, 0, 0, 0, 0]  # the first, then none within the hour
+
+
+def test_pictures_leave_the_pipeline_as_uint8_pixels(engine: DiffusersEngine) -> None:
+    results, _ = run(engine, [make_item("a", 3, count=2)])
+    img = results[0][0]
+    assert img.pixels.dtype == np.uint8 and img.pixels.shape == (64, 64, 3)
+    assert (img.width, img.height) == (64, 64) and img.meta["seed"] == "3"
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(img.png)).convert("RGB")), img.pixels)

@@ -10,6 +10,7 @@ flags everything), so every family's flags are shown to come from it.
 from __future__ import annotations
 
 import io
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,12 +33,13 @@ from inference.engine_api import (
     StepUpdate,
 )
 from inference.presets import get_preset
+from inference.protocol import EventType
 from inference.server import start_worker
 from inference.settings import AdapterSettings, EngineSettings, ModelDefaults, SafetySettings, WorkerSettings
 from inference.vocabulary import JobKind, JobStatus
 from tests.inference.family_models import save_classifier, save_clip_checker, save_family, save_lora
-from tests.inference.fixtures_worker import job, png_bytes
-from tests.inference.items import make_item
+from tests.inference.fixtures_worker import InstrumentedEngine, job, png_bytes
+from tests.inference.items import make_item, open_png
 
 T = TypeVar("T")
 TINY = {"width": 64, "height": 64}
@@ -105,7 +107,9 @@ def settings_for(built: Built, setup: Setup) -> EngineSettings:
     `style` LoRA and the safety classifier (one that flags everything)."""
     lora = built.lora(setup.model)
     local = {"path": str(lora.parent), "weight_name": lora.name}
-    base = EngineSettings(device="cpu", cpu_threads=1, preview_every=1)
+    base = EngineSettings(
+        device="cpu", cpu_threads=1, preview_every=1, preview_interval_s=0.0, preview_min_steps=1
+    )
     if setup.preset is not None:
         preset = get_preset(setup.preset)
         base = preset.apply(base)
@@ -188,7 +192,7 @@ def test_families_generate_batches_with_one_seed_per_picture(built: Built, setup
     assert [u.step for u in updates] == list(range(1, setup.steps + 1))
     assert [len(u.previews) for u in updates] == [2] * (setup.steps - 1) + [0]
     assert all(p.mode == "RGB" and max(p.size) == 128 for u in updates for p in u.previews)
-    png = Image.open(io.BytesIO(alone[0][0].png))
+    png = open_png(alone[0][0])
     assert (png.text["seed"], png.text["steps"], png.text["kind"]) == ("7", str(setup.steps), "generate")
 
 
@@ -204,7 +208,7 @@ def test_families_img2img_follows_its_input_and_batches(built: Built, setup: Set
     assert diff(alone[0][0], batch[1][0]) <= TOLERANCE
     assert diff(batch[0][0], batch[1][0]) > 10  # another input image gives another picture
     assert updates and updates[-1].total >= 1
-    png = Image.open(io.BytesIO(alone[0][0].png))
+    png = open_png(alone[0][0])
     assert (png.size, png.text["kind"], png.text["strength"]) == ((64, 64), "img2img", "0.5")
 
 
@@ -216,7 +220,7 @@ def test_families_lora_switches_per_batch(built: Built, setup: Setup) -> None:
     plain_again, _ = run(engine, [item(setup, "c", 3)])
     assert diff(plain[0][0], styled[0][0]) > 2
     assert diff(plain[0][0], plain_again[0][0]) == 0  # the adapter left nothing behind
-    assert Image.open(io.BytesIO(styled[0][0].png)).text["adapter"] == "style:1"
+    assert open_png(styled[0][0]).text["adapter"] == "style:1"
 
 
 @pytest.mark.parametrize("setup", SETUPS, ids=IDS)
@@ -232,19 +236,35 @@ def test_families_every_picture_goes_through_the_safety_classifier(built: Built,
 
 @pytest.mark.parametrize("setup", SETUPS, ids=IDS)
 async def test_families_through_the_rpc(built: Built, setup: Setup) -> None:
-    engine = built.engine(setup)
+    # The engine thread waits after the first preview until the test has fetched it: a job's preview is
+    # served while it runs and dropped when it ends.
+    previewed = threading.Event()
+
+    def hold_at_first_preview(update: StepUpdate) -> None:
+        if update.previews and not previewed.is_set():
+            previewed.wait(60)
+
+    engine = InstrumentedEngine(built.engine(setup), step_hook=hold_at_first_preview)
     running = await start_worker(WorkerSettings(port=0, max_pixels=128 * 128, progress_interval_s=0), engine)
     try:
         async with WorkerClient(running.url, timeout=60, backoff=0.01) as client:
-            await check_rpc(client, setup)
+            await check_rpc(client, setup, previewed)
     finally:
+        previewed.set()
         await running.stop()
 
 
-async def check_rpc(client: WorkerClient, setup: Setup) -> None:
+async def check_rpc(client: WorkerClient, setup: Setup, previewed: threading.Event) -> None:
     info = await client.info()
     assert info is not None and info.defaults.steps == setup.steps
     first = await client.submit(job(count=2, seed=40, steps=None, guidance=None, adapter="style"))
+    if setup.steps > 1:
+        async for event in client.events(first.id):
+            if event.type is EventType.PREVIEW:
+                break
+        preview = await client.preview(first.id)
+        assert preview is not None and preview[:2] == b"\xff\xd8"
+    previewed.set()
     final = await client.wait(first.id)
     assert final.status is JobStatus.SUCCEEDED and final.images == 2 and final.nsfw == [True, True]
     pictures = [await client.image(first.id, n) for n in range(2)]
@@ -252,9 +272,7 @@ async def check_rpc(client: WorkerClient, setup: Setup) -> None:
     again = job(count=2, seed=40, steps=None, guidance=None, adapter="style")
     repeat = await client.wait((await client.submit(again)).id)
     assert [await client.image(repeat.id, n) for n in range(2)] == pictures  # same seeds, same pictures
-    if setup.steps > 1:
-        preview = await client.preview(first.id)
-        assert preview is not None and preview[:2] == b"\xff\xd8"
+    assert await client.preview(first.id) is None  # dropped with the job's other transient state
     varied = await client.submit(
         job(kind=JobKind.IMG2IMG, strength=0.6, width=None, height=None, steps=None, guidance=None),
         png_bytes(80, 64),
@@ -348,13 +366,15 @@ def tiny_preview_decoder(out_dir: Path, latent_channels: int) -> Path:
     from diffusers import AutoencoderTiny
 
     torch.manual_seed(0)
-    AutoencoderTiny(
+    # mypy sees diffusers' dummy placeholder class for AutoencoderTiny, which has no save_pretrained.
+    decoder: Any = AutoencoderTiny(  # type: ignore[no-untyped-call]
         latent_channels=latent_channels,
         encoder_block_out_channels=(8, 8, 8, 8),
         decoder_block_out_channels=(8, 8, 8, 8),
         num_encoder_blocks=(1, 1, 1, 1),
         num_decoder_blocks=(1, 1, 1, 1),
-    ).save_pretrained(out_dir)
+    )
+    decoder.save_pretrained(out_dir)
     return out_dir
 
 
@@ -415,7 +435,7 @@ def test_families_refuse_at_start_what_they_cannot_do(built: Built, tiny_edit_mo
 def test_families_unknown_pipeline_families_are_named(tiny_edit_model_dir: Path) -> None:
     from diffusers import StableDiffusionInstructPix2PixPipeline
 
-    pipe = StableDiffusionInstructPix2PixPipeline.from_pretrained(tiny_edit_model_dir)
+    pipe = StableDiffusionInstructPix2PixPipeline.from_pretrained(tiny_edit_model_dir)  # type: ignore[no-untyped-call]  # untyped in diffusers
     with pytest.raises(
         EngineError, match="StableDiffusionInstructPix2PixPipeline is not a supported model family"
     ):
@@ -443,7 +463,7 @@ def test_families_the_pipelines_own_checker_is_off_when_an_independent_one_runs(
     from transformers import CLIPImageProcessor
 
     model = built.model("sd1")
-    pipe = StableDiffusionPipeline.from_pretrained(model)
+    pipe = StableDiffusionPipeline.from_pretrained(model)  # type: ignore[no-untyped-call]  # untyped in diffusers
     checker_dir = save_clip_checker(built.root / "own-checker", unsafe=True)
     from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from inference.client import WorkerClient
 from inference.protocol import ErrorCode, EventType, JobEvent
+from inference.vocabulary import WorkerJobId
 from tests.inference.fixtures_worker import job
 
 TOKEN = "main-test-token"
@@ -38,7 +39,7 @@ async def test_worker_process_serves_and_shuts_down_gracefully(tiny_model_dir: P
             queued = await client.submit(job(prompt="a green star"))
             started = {running.id: asyncio.Event(), queued.id: asyncio.Event()}
 
-            async def follow(job_id: str) -> list[JobEvent]:
+            async def follow(job_id: WorkerJobId) -> list[JobEvent]:
                 seen = []
                 async for event in client.events(job_id):
                     seen.append(event)

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from inference.engine_api import Engine
+from inference.intake import prepare_submission
+from inference.output import read_xmp
 from inference.protocol import ErrorCode, EventType, JobRequest, ProtocolError
 from inference.queue import Job, Slice, halves
 from inference.scheduler import Scheduler
-from inference.server import prepare_submission
 from inference.settings import WorkerSettings
 from inference.vocabulary import JobStatus, Lane
 from tests.inference import fixtures_worker
@@ -164,7 +165,7 @@ async def test_compatible_jobs_share_a_call_up_to_max_batch(make: Make) -> None:
     assert sizes(engine) == [4, 3, 1]
     assert engine.calls[1].job_ids == [j.id for j in same[:4]]
     assert engine.calls[2].job_ids == [same[4].id, pair.id]
-    assert all(j.status is JobStatus.SUCCEEDED and len(j.images) == j.request.count for j in same)
+    assert all(j.status is JobStatus.SUCCEEDED and scheduler.info(j).images == j.request.count for j in same)
 
 
 async def test_a_job_batched_or_split_gives_the_same_images(make: Make) -> None:
@@ -179,7 +180,7 @@ async def test_a_job_batched_or_split_gives_the_same_images(make: Make) -> None:
     assert sizes(engine) == [5, 2, 3]
     assert jobs[0].status is JobStatus.SUCCEEDED
     for n in range(4):
-        diff = np.abs(pixels(split.image(jobs[0].id, n)) - pixels(alone.image(reference.id, n)))
+        diff = np.abs(pixels(split.image(jobs[0].id, n).data) - pixels(alone.image(reference.id, n).data))
         assert diff.max() <= 3, f"image {n} differs by {diff.max()}"
 
 
@@ -213,7 +214,8 @@ async def test_cancel_queued_job_leaves_at_once(make: Make) -> None:
     assert scheduler.stats().lanes[Lane.FAST].queued == 0
     await finish(scheduler, first)
     assert all(second.id not in call.job_ids for call in engine.calls)
-    assert [e.type for e in [e async for e in scheduler.events(second.id)]][-1] is EventType.CANCELLED
+    events = [e async for e in scheduler.events(second.id) if e is not None]
+    assert events[-1].type is EventType.CANCELLED
 
 
 async def test_cancel_running_job_alone_stops_its_pipeline(make: Make) -> None:
@@ -241,7 +243,7 @@ async def test_cancel_in_shared_batch_drops_only_its_output(make: Make) -> None:
     with pytest.raises(ProtocolError) as err:
         scheduler.image(mine.id, 0)
     assert err.value.code is ErrorCode.NOT_READY
-    assert scheduler.image(theirs.id, 0).startswith(b"\x89PNG")
+    assert scheduler.image(theirs.id, 0).data.startswith(b"\x89PNG")
 
 
 async def test_a_batch_over_its_time_limit_fails_and_its_pipeline_stops(make: Make) -> None:
@@ -299,16 +301,28 @@ async def test_eta_comes_from_measured_batches(make: Make) -> None:
 
 async def test_late_subscriber_gets_current_state_and_resume_skips_seen(make: Make) -> None:
     scheduler, _ = await make(progress_interval_s=0)
-    (j,) = await submit(scheduler, job(steps=3))
+    (j,) = await submit(scheduler, job(steps=40))
+    await until(scheduler, j, EventType.PROGRESS)
+    stream = scheduler.events(j.id)
+    assert isinstance(stream, AsyncGenerator), "events() is an async generator"
+    first = [await anext(stream) for _ in range(3)]
+    await stream.aclose()
+    assert all(e is not None for e in first)
+    types = [e.type for e in first if e is not None]
+    assert types[:2] == [EventType.QUEUED, EventType.STARTED]
+    assert types[2] in (EventType.PROGRESS, EventType.PREVIEW)  # the latest one only
+    assert first[1] is not None
+    resumed = scheduler.events(j.id, after=first[1].seq)
+    assert isinstance(resumed, AsyncGenerator)
+    again = await anext(resumed)
+    await resumed.aclose()
+    assert again is not None and again.seq > first[1].seq
     await finish(scheduler, j)
+    # Once ended, the record keeps only the final event, which carries the job's whole state.
     events = [e async for e in scheduler.events(j.id) if e is not None]
-    types = [e.type for e in events]
-    assert types[:2] == [EventType.QUEUED, EventType.STARTED] and types[-1] is EventType.DONE
-    assert len(events) == 4  # queued, started, the latest progress, done
-    assert [e.seq for e in events] == sorted(e.seq for e in events)
-    assert events[-1].job is not None and events[-1].job.images == 1
-    resumed = [e async for e in scheduler.events(j.id, after=events[1].seq) if e is not None]
-    assert [e.seq for e in resumed] == [e.seq for e in events[2:]]
+    assert [e.type for e in events] == [EventType.DONE]
+    assert events[0].job is not None and events[0].job.images == 1
+    assert [e async for e in scheduler.events(j.id, after=events[0].seq)] == []
 
 
 async def test_an_idle_stream_gets_heartbeats(make: Make) -> None:
@@ -317,6 +331,7 @@ async def test_an_idle_stream_gets_heartbeats(make: Make) -> None:
     stream = scheduler.events(waiting.id, heartbeat=0.01)
     async with asyncio.timeout(30):
         seen = [await anext(stream) for _ in range(4)]
+    assert isinstance(stream, AsyncGenerator), "events() is an async generator"
     await stream.aclose()
     assert seen[0] is not None and seen[0].type is EventType.QUEUED
     assert None in seen  # while nothing happens to it, keep-alive ticks
@@ -330,15 +345,27 @@ async def test_progress_and_previews_stream_while_running(make: Make) -> None:
     seen = [e async for e in scheduler.events(j.id) if e is not None]
     steps = [e.step for e in seen if e.type is EventType.PROGRESS]
     assert steps == [1, 2, 3, 4]
+    assert [e.step for e in seen if e.type is EventType.PREVIEW] == [1, 2, 3]
     assert scheduler.info(j).total_steps == 4
-    assert scheduler.preview(j.id)[:2] == b"\xff\xd8"  # a JPEG of the latest preview
+    assert scheduler.preview(j.id) is None  # dropped once the job ended: its image is what counts
+
+
+async def test_the_latest_preview_is_served_while_running(make: Make) -> None:
+    scheduler, _ = await make(progress_interval_s=0)
+    (j,) = await submit(scheduler, job(steps=60))
+    await until(scheduler, j, EventType.PREVIEW)
+    preview = scheduler.preview(j.id)
+    scheduler.cancel(j.id)
+    assert preview is not None and preview[:2] == b"\xff\xd8"  # a JPEG of the latest preview
 
 
 async def test_progress_is_paced(make: Make) -> None:
     scheduler, _ = await make(progress_interval_s=0.05)
     (j,) = await submit(scheduler, job(steps=40))
     seen = [e async for e in scheduler.events(j.id) if e is not None]
-    steps = [e.step for e in seen if e.type is EventType.PROGRESS]
+    progress = [e for e in seen if e.type is EventType.PROGRESS]
+    steps = [e.step for e in progress if e.step is not None]
+    assert len(steps) == len(progress), "every progress event names its step"
     assert steps == sorted(steps) and 0 < len(steps) < 40
     assert j.status is JobStatus.SUCCEEDED
 
@@ -378,6 +405,81 @@ async def test_expired_jobs_are_forgotten_with_their_keys(make: Make) -> None:
     (again,) = await submit(scheduler, job(idempotency_key="reuse", prompt="new"))
     assert again.id != j.id
     await finish(scheduler, again)
+
+
+async def test_a_fetched_image_leaves_memory_after_its_grace_and_is_then_gone(make: Make) -> None:
+    scheduler, _ = await make(fetched_result_grace_s=0)
+    (j,) = await submit(scheduler, job(count=2))
+    await finish(scheduler, j)
+    assert len(scheduler.results) == 2 and scheduler.results.bytes > 0
+    first = scheduler.image(j.id, 0)
+    assert first.media_type == "image/png" and first.data.startswith(b"\x89PNG")
+    scheduler.results.expire()  # as every fetch and the sweeper do
+    assert len(scheduler.results) == 1  # its grace (0 s) is over
+    with pytest.raises(ProtocolError) as err:
+        scheduler.image(j.id, 0)
+    assert (err.value.code, err.value.status) == (ErrorCode.GONE, 410)
+    scheduler.image(j.id, 1)
+    scheduler.results.expire()
+    assert len(scheduler.results) == 0 and scheduler.results.bytes == 0
+    assert scheduler.info(j).status is JobStatus.SUCCEEDED and scheduler.info(j).images == 2
+
+
+async def test_a_refetch_within_the_grace_gets_the_same_image(make: Make) -> None:
+    scheduler, _ = await make(fetched_result_grace_s=60)
+    (j,) = await submit(scheduler, job())
+    await finish(scheduler, j)
+    assert scheduler.image(j.id, 0).data == scheduler.image(j.id, 0).data
+
+
+async def test_what_the_worker_keeps_stays_bounded_after_many_jobs(make: Make) -> None:
+    """After N jobs (more than the record cap), fetched or not: retained records, events, previews,
+    inputs and result bytes are bounded by the settings, not by N."""
+    cap, n = 100, 130
+    scheduler, _ = await make(
+        max_finished_jobs=cap, fetched_result_grace_s=0, max_batch=16, max_queue_per_user=n,
+        max_queue_per_lane=n, progress_interval_s=0,
+    )  # fmt: skip
+    jobs = await submit(scheduler, *[job(steps=1, seed=i) for i in range(n)])
+    await finish(scheduler, *jobs)
+    kept = [j for j in jobs if j.id in scheduler.jobs]
+    assert len(kept) == cap and kept == jobs[-cap:]  # the oldest records went first
+    with pytest.raises(ProtocolError) as err:
+        scheduler.get(jobs[0].id)
+    assert err.value.code is ErrorCode.NOT_FOUND
+    for j in kept[: cap // 2]:  # half of them fetched: those leave memory
+        scheduler.image(j.id, 0)
+    scheduler.results.expire()
+    unfetched = kept[cap // 2 :]
+    assert len(scheduler.results) == len(unfetched)
+    assert scheduler.results.bytes == sum(len(scheduler.image(j.id, 0).data) for j in unfetched)
+    for j in kept:  # a finished record holds no pixels, previews or input, and one event
+        assert j.images == [] and j.preview is None and j.preview_jpeg is None
+        assert j.sub.init_image is None and j.latest is None and len(j.durable) == 1
+
+
+async def test_a_job_can_ask_for_webp_and_keeps_its_metadata(make: Make) -> None:
+    scheduler, _ = await make()
+    webp, jpeg = await submit(
+        scheduler, job(output_format="webp", prompt="a red circle"), job(output_format="jpeg", prompt="a dot")
+    )
+    await finish(scheduler, webp, jpeg)
+    image = scheduler.image(webp.id, 0)
+    assert image.media_type == "image/webp" and image.data[8:12] == b"WEBP"
+    meta = read_xmp(image.data)
+    assert meta["prompt"] == "a red circle" and meta["seed"] == str(webp.sub.seed)
+    assert meta["model"] == scheduler.engine.model_name
+    image = scheduler.image(jpeg.id, 0)
+    assert image.media_type == "image/jpeg" and read_xmp(image.data)["prompt"] == "a dot"
+
+
+async def test_the_workers_default_format_applies_to_jobs_that_ask_none(make: Make) -> None:
+    scheduler, _ = await make(output_format="webp-lossless")
+    (j,) = await submit(scheduler, job())
+    await finish(scheduler, j)
+    image = scheduler.image(j.id, 0)
+    assert image.media_type == "image/webp"
+    assert read_xmp(image.data)["prompt"] == j.request.prompt
 
 
 def test_halves_cut_jobs_by_images() -> None:

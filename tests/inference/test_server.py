@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import random
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -14,11 +15,14 @@ import pytest
 from aiohttp import ClientSession, FormData
 from aiohttp.test_utils import TestClient
 from PIL import Image
+from pytest_aiohttp import AiohttpClient
 
 from inference.engine_api import Engine
+from inference.intake import fit_size
 from inference.protocol import JobEvent, JobInfo, WorkerInfo, WorkerStats
-from inference.server import SCHEDULER, WorkerConfigError, check_bind, create_app, fit_size, run_worker
+from inference.server import SCHEDULER, WorkerConfigError, check_bind, create_app, run_worker
 from inference.settings import EngineSettings, ModelDefaults, WorkerSettings
+from inference.vocabulary import Lane
 from tests.inference import fixtures_ray
 from tests.inference.fixtures_worker import (
     InstrumentedEngine,
@@ -37,7 +41,7 @@ MakeClient = Callable[..., Awaitable[Client]]
 
 
 @pytest.fixture
-def make_client(aiohttp_client: Any, tiny_engine: Engine) -> MakeClient:
+def make_client(aiohttp_client: AiohttpClient, tiny_engine: Engine) -> MakeClient:
     async def go(engine: Engine | None = None, **settings: Any) -> Client:
         settings.setdefault("token", TOKEN)
         app = create_app(WorkerSettings.model_validate(settings), engine or tiny_engine)
@@ -240,6 +244,8 @@ BAD_JSON: list[tuple[str, dict[str, Any], int, str]] = [
     ("bad key", {"idempotency_key": "has space"}, 400, "invalid_field"),
     ("image on generate", {}, 400, "image_not_allowed"),
     ("unknown adapter", {"adapter": "ghibli"}, 400, "unknown_adapter"),
+    ("bad output format", {"output_format": "gif"}, 400, "invalid_field"),
+    ("output format not text", {"output_format": 3}, 400, "invalid_field"),
 ]
 
 
@@ -377,6 +383,20 @@ async def test_unknown_routes_and_jobs(
     assert (await resp.json())["code"] == code
 
 
+@pytest.mark.parametrize(
+    ("fmt", "media_type", "magic"),
+    [("png", "image/png", b"\x89PNG"), ("webp", "image/webp", b"RIFF"), ("jpeg", "image/jpeg", b"\xff\xd8")],
+)
+async def test_an_image_is_served_in_the_format_its_job_asked_for(
+    client: Client, fmt: str, media_type: str, magic: bytes
+) -> None:
+    info = await post_job(client, output_format=fmt)
+    await wait(client, info.id)
+    resp = await client.get(f"/v1/jobs/{info.id}/images/0")
+    assert resp.status == 200 and resp.content_type == media_type
+    assert (await resp.read()).startswith(magic)
+
+
 async def test_bad_image_index(client: Client) -> None:
     info = await post_job(client)
     await wait(client, info.id)
@@ -418,13 +438,16 @@ async def test_stats_and_metrics(client: Client) -> None:
     info = await post_job(client, count=2)
     await wait(client, info.id)
     stats = WorkerStats.model_validate(await (await client.get("/v1/stats")).json())
-    assert stats.jobs_done == 1 and stats.lanes["fast"].queued == 0 and stats.accepting
+    assert stats.jobs_done == 1 and stats.lanes[Lane.FAST].queued == 0 and stats.accepting
     resp = await client.get("/metrics")
     assert resp.status == 200 and resp.content_type == "text/plain"
     text = await resp.text()
     assert 'brushfire_queue_depth{lane="fast"} 0' in text
     assert 'brushfire_jobs_total{status="succeeded"} 1' in text
     assert "brushfire_images_total 2" in text
+    held = re.search(r"^brushfire_result_bytes (\d+)$", text, re.M)
+    assert held is not None and int(held.group(1)) > 0  # two pictures not fetched yet
+    assert "brushfire_result_budget_bytes 6.71089e+07" in text
     assert "# TYPE brushfire_http_requests_total counter" in text
     for line in text.splitlines():
         assert line.startswith("#") or len(line.rsplit(" ", 1)) == 2

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import io
+import sqlite3
 from dataclasses import dataclass
 
 from PIL import Image
+
+from storage.db import Params, SyncTx
 
 T0 = 1_800_000_000.0
 
@@ -28,3 +31,10 @@ def png_bytes(color: tuple[int, int, int] = (200, 40, 40), size: int = 8) -> byt
     buf = io.BytesIO()
     Image.new("RGB", (size, size), color).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def fetch_one(tx: SyncTx, sql: str, params: Params = ()) -> sqlite3.Row:
+    """The row of a query that always has one (a count, a pragma, a row the test wrote)."""
+    row = tx.fetchone(sql, params)
+    assert row is not None, f"no row for {sql}"
+    return row

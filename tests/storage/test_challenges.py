@@ -85,20 +85,24 @@ async def image(
     return gen_id
 
 
-async def start(service: ChallengeService, channel: int = CHANNEL, **kw: int) -> ChallengeRecord:
+async def start(
+    service: ChallengeService, channel: int = CHANNEL, submit_s: int = HOUR, vote_s: int = HOUR
+) -> ChallengeRecord:
     request = StartRequest(
         guild_id=GUILD,
         channel_id=channel,
         theme="harbours",
         style="anime",
-        submit_s=HOUR,
-        vote_s=HOUR,
+        submit_s=submit_s,
+        vote_s=vote_s,
         created_by=ADMIN,
     )
-    return await service.start(dataclasses.replace(request, **kw))
+    return await service.start(request)
 
 
-async def test_double_click_and_concurrent_votes_count_once_and_respect_the_budget(service, db, clock):
+async def test_double_click_and_concurrent_votes_count_once_and_respect_the_budget(
+    service: ChallengeService, db: Database, clock: Clock
+) -> None:
     challenge = await start(service)
     entries = [
         (await service.submit(challenge, u, await image(db, clock, u)))[1] for u in (ALICE, CAROL, ADMIN)
@@ -132,7 +136,9 @@ async def test_double_click_and_concurrent_votes_count_once_and_respect_the_budg
         await service.unvote(entries[1 + first_bob].entry_id, BOB, GUILD)
 
 
-async def test_entry_cap_holds_under_concurrent_submissions(service, db, clock):
+async def test_entry_cap_holds_under_concurrent_submissions(
+    service: ChallengeService, db: Database, clock: Clock
+) -> None:
     challenge = await start(service)
     images = [await image(db, clock, ALICE) for _ in range(4)]
     outcomes = await asyncio.gather(
@@ -143,7 +149,9 @@ async def test_entry_cap_holds_under_concurrent_submissions(service, db, clock):
     assert len(await service.my_entries(challenge, ALICE)) == 2
 
 
-async def test_the_schema_refuses_what_the_rules_forbid_even_without_the_service(service, db, clock):
+async def test_the_schema_refuses_what_the_rules_forbid_even_without_the_service(
+    service: ChallengeService, db: Database, clock: Clock
+) -> None:
     challenge = await start(service)
     gen = await image(db, clock, ALICE)
     _, entry = await service.submit(challenge, ALICE, gen)
@@ -166,7 +174,7 @@ async def test_the_schema_refuses_what_the_rules_forbid_even_without_the_service
             )  # fmt: skip
 
 
-async def test_every_entry_refusal_is_specific(service, db, clock):
+async def test_every_entry_refusal_is_specific(service: ChallengeService, db: Database, clock: Clock) -> None:
     early = await image(db, clock, ALICE)
     challenge = await start(service)
     cases = [
@@ -187,7 +195,9 @@ async def test_every_entry_refusal_is_specific(service, db, clock):
     assert len(await service.my_entries(challenge, ALICE)) == 1
 
 
-async def test_phases_results_points_and_bonuses(service, db, clock):
+async def test_phases_results_points_and_bonuses(
+    service: ChallengeService, db: Database, clock: Clock
+) -> None:
     with pytest.raises(ChallengeRefused, match="zero"):
         await start(service, submit_s=0)
     with pytest.raises(ChallengeRefused, match="zero"):
@@ -210,7 +220,9 @@ async def test_phases_results_points_and_bonuses(service, db, clock):
     assert season == season_of(clock.t, "quarter") and [s.user_id for s in standings] == [ALICE, BOB]
 
 
-async def test_bonus_is_granted_once_for_a_winner_with_votes(service, db, clock):
+async def test_bonus_is_granted_once_for_a_winner_with_votes(
+    service: ChallengeService, db: Database, clock: Clock
+) -> None:
     challenge = await start(service)
     a = (await service.submit(challenge, ALICE, await image(db, clock, ALICE)))[1]
     await service.submit(challenge, BOB, await image(db, clock, BOB))
@@ -225,7 +237,9 @@ async def test_bonus_is_granted_once_for_a_winner_with_votes(service, db, clock)
     assert (await service.quotas.status(GUILD, BOB)).bonus_remaining == 0  # second place had no votes
 
 
-async def test_recurring_schedule_starts_rotates_and_skips_missed_rounds(service, db, clock):
+async def test_recurring_schedule_starts_rotates_and_skips_missed_rounds(
+    service: ChallengeService, db: Database, clock: Clock
+) -> None:
     request = ScheduleRequest(
         guild_id=GUILD, channel_id=CHANNEL, style="anime", themes=("boats", "birds"), rhythm="daily",
         submit_s=12 * HOUR, vote_s=12 * HOUR, created_by=ADMIN,
@@ -286,7 +300,9 @@ async def test_upgrade_from_version_3_keeps_data_and_adds_challenges(tmp_path: P
     assert {"challenge_entry_cap", "challenge_vote_budget", "challenge_no_self_vote"} <= tables
 
 
-async def test_challenge_rows_survive_every_later_migration(service, db, clock, tmp_path: Path) -> None:
+async def test_challenge_rows_survive_every_later_migration(
+    service: ChallengeService, db: Database, clock: Clock, tmp_path: Path
+) -> None:
     """Rows in every version-4 table, upgraded to the newest schema: nothing lost (guards future migrations)."""
     path = tmp_path / "v4.sqlite3"
     async with Database.open(path, migrate_to=4) as v4:

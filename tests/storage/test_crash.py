@@ -17,7 +17,7 @@ from bot.core.quotas.pricing import QuotaSettings
 from bot.core.quotas.service import QuotaService
 from storage.db import Database
 from storage.jobs import JobsRepo, JobState
-from tests.storage.helpers import Clock
+from tests.storage.helpers import Clock, fetch_one
 
 ROOT = Path(__file__).resolve().parents[2]
 G, U, ADMIN = 100, 200, 900
@@ -68,7 +68,7 @@ async def test_database_survives_kill_9_during_a_write_burst(tmp_path: Path) -> 
     assert proc.returncode == -signal.SIGKILL
     # The WAL still holds the writer's last commits; reopening recovers them.
     async with Database.open(path) as db:
-        assert (await db.run(lambda tx: tx.fetchone("PRAGMA integrity_check"), write=False))[0] == "ok"
+        assert (await db.run(lambda tx: fetch_one(tx, "PRAGMA integrity_check"), write=False))[0] == "ok"
         assert await db.run(lambda tx: tx.fetchall("PRAGMA foreign_key_check"), write=False) == []
         rows = await db.run(lambda tx: tx.fetchall("SELECT job_id FROM ledger WHERE state = 'committed'"))
         committed = {r[0] for r in rows}
@@ -84,7 +84,7 @@ async def test_database_survives_kill_9_during_a_write_burst(tmp_path: Path) -> 
         q = QuotaService(db, QuotaSettings(default_limit=1_000_000), clock)
         assert await q.sweep_stale() <= 1
         reserved = await db.run(
-            lambda tx: tx.fetchone("SELECT COUNT(*) FROM ledger WHERE state = 'reserved'")
+            lambda tx: fetch_one(tx, "SELECT COUNT(*) FROM ledger WHERE state = 'reserved'")
         )
         assert reserved[0] == 0
 
@@ -105,7 +105,8 @@ async def test_kill_between_reserve_and_commit_loses_nothing(tmp_path: Path) -> 
         # ... and the sweep settles the rest once they are stale: the finished job is charged, the lost one refunded.
         clock.advance(q.settings.stale_reservation_s + 1)
         assert await q.sweep_stale() == 2
-        states = dict(await db.run(lambda tx: tx.fetchall("SELECT job_id, state FROM ledger")))
+        rows = await db.run(lambda tx: tx.fetchall("SELECT job_id, state FROM ledger"))
+        states = {row["job_id"]: row["state"] for row in rows}
         assert states == {"aa": "refunded", "bb": "committed"}
         clock.now = time.time()
         assert (await q.status(G, U)).used == 4

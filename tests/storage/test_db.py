@@ -11,6 +11,7 @@ import pytest
 
 from storage.db import Database, DatabaseError, DatabaseSettings, SyncTx, load_migrations, split_statements
 from storage.ledger import WINDOW_USAGE_SQL
+from tests.storage.helpers import fetch_one
 
 LATEST = len(load_migrations())
 
@@ -37,7 +38,7 @@ async def test_open_creates_parent_dir_and_sets_pragmas(tmp_path: Path) -> None:
     async with Database.open(DatabaseSettings(path=path, busy_timeout_ms=1234)) as db:
         assert db.schema_version == LATEST
         pragmas = ("journal_mode", "foreign_keys", "busy_timeout", "user_version")
-        values = await db.run(lambda tx: [tx.fetchone(f"PRAGMA {p}")[0] for p in pragmas], write=False)
+        values = await db.run(lambda tx: [fetch_one(tx, f"PRAGMA {p}")[0] for p in pragmas], write=False)
         assert values == ["wal", 1, 1234, LATEST]
     assert path.is_file()
 
@@ -100,10 +101,10 @@ async def test_upgrade_from_every_earlier_version_keeps_data(tmp_path: Path, sta
         if start >= 1:
 
             def check(tx: SyncTx) -> None:
-                job = tx.fetchone("SELECT status, attempts, parameters FROM jobs WHERE job_id = 'ab'")
+                job = fetch_one(tx, "SELECT status, attempts, parameters FROM jobs WHERE job_id = 'ab'")
                 assert tuple(job) == ("running", 0, '{"prompt": "a fox"}')
                 counts = [
-                    tx.fetchone(f"SELECT COUNT(*) FROM {t}")[0]
+                    fetch_one(tx, f"SELECT COUNT(*) FROM {t}")[0]
                     for t in ("guild_settings", "quota_guild", "quota_role_tier", "quota_user_override", "quota_bonus", "ledger", "bonus_spend", "generations", "audit")
                 ]  # fmt: skip
                 assert counts == [1] * 9
@@ -147,7 +148,7 @@ async def test_a_failed_transaction_changes_nothing(tmp_path: Path) -> None:
 
         with pytest.raises(sqlite3.IntegrityError):
             await db.run(two_inserts)
-        assert (await db.run(lambda tx: tx.fetchone("SELECT COUNT(*) FROM audit"), write=False))[0] == 0
+        assert (await db.run(lambda tx: fetch_one(tx, "SELECT COUNT(*) FROM audit"), write=False))[0] == 0
         # The connection is usable again afterwards.
         await db.write("INSERT INTO audit (actor_id, action, created_at) VALUES (1, 'z', 0)")
         assert await db.write("DELETE FROM audit WHERE action = 'z'") == 1
@@ -205,7 +206,7 @@ async def test_grouped_calls_commit_or_roll_back_each_on_their_own(tmp_path: Pat
             lambda tx: [r[0] for r in tx.fetchall("SELECT actor_id FROM audit ORDER BY actor_id")]
         )
         assert stored == [i for i in range(1, 51) if i % 3]
-        assert await db.run(lambda tx: tx.fetchone("SELECT 42")[0], write=False) == 42
+        assert await db.run(lambda tx: fetch_one(tx, "SELECT 42")[0], write=False) == 42
 
 
 async def test_a_cancelled_caller_that_was_not_started_runs_nothing(tmp_path: Path) -> None:
@@ -220,7 +221,7 @@ async def test_a_cancelled_caller_that_was_not_started_runs_nothing(tmp_path: Pa
         calls[-1].cancel()
         done = await asyncio.gather(*calls, return_exceptions=True)
         assert isinstance(done[-1], asyncio.CancelledError)
-        count = await db.run(lambda tx: tx.fetchone("SELECT COUNT(*) FROM audit")[0])
+        count = await db.run(lambda tx: fetch_one(tx, "SELECT COUNT(*) FROM audit")[0])
         assert count == 39
 
 

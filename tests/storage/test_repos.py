@@ -132,7 +132,8 @@ async def test_bad_jobs_are_refused_clearly(repos: Repos) -> None:
         await repos.jobs.update_status("0a1b", "running", user_id=5)
     with pytest.raises(UnknownJob):
         await repos.jobs.update_status("beef", "running")
-    assert (await repos.jobs.get("0a1b")).status is JobState.PENDING
+    pending = await repos.jobs.get("0a1b")
+    assert pending is not None and pending.status is JobState.PENDING
 
 
 async def test_generations_replay_from_the_database(repos: Repos) -> None:
@@ -141,16 +142,23 @@ async def test_generations_replay_from_the_database(repos: Repos) -> None:
     first = await repos.generations.add(gen("g0"), gen("g1", index=1, nsfw=True))
     await repos.generations.add(gen("g2", job_id="0c", kind="edit", parent_generation_id="g1"))
     got = await repos.generations.get("g1")
-    assert got == first[1] and got.nsfw and got.png.startswith(b"\x89PNG") and got.seed == 2**32 - 1
+    assert (
+        got is not None
+        and got == first[1]
+        and got.nsfw
+        and got.png.startswith(b"\x89PNG")
+        and got.seed == 2**32 - 1
+    )
     assert [g.generation_id for g in await repos.generations.for_job("0a1b")] == ["g0", "g1"]
     listing = await repos.generations.for_job("0a1b", with_png=False)
     assert [g.png for g in listing] == [b"", b""]
-    assert (await repos.generations.get("g2")).parent_generation_id == "g1"
+    child = await repos.generations.get("g2")
+    assert child is not None and child.parent_generation_id == "g1"
 
     assert await repos.generations.mark_job_deleted("0a1b") == 2
     assert await repos.generations.mark_job_deleted("0a1b") == 0
     deleted = await repos.generations.get("g1")
-    assert deleted.deleted and deleted.png == b""
+    assert deleted is not None and deleted.deleted and deleted.png == b""
     with pytest.raises(ValueError, match="PNG"):
         await repos.generations.add(gen("g9", png=b"GIF89a"))
     with pytest.raises(sqlite3.IntegrityError):

@@ -12,6 +12,7 @@ from pathlib import Path
 from bot.core.quotas.pricing import QuotaSettings
 from bot.core.quotas.records import QuotaError
 from bot.core.quotas.service import QuotaService
+from inference.vocabulary import JobId, JobKind
 from storage.db import Database
 from storage.jobs import JobRecord, JobsRepo, JobState
 
@@ -44,6 +45,12 @@ async def race(path: Path, count: int) -> None:
         say(json.dumps({"wins": wins, "errors": errors}))
 
 
+def generate_job(job_id: str) -> JobRecord:
+    return JobRecord(
+        job_id=JobId(job_id), channel_id=1, user_id=U, guild_id=G, kind=JobKind.GENERATE, parameters="{}"
+    )
+
+
 async def burst(path: Path) -> None:
     """Write jobs and reserve+commit cycles as fast as possible, reporting each one after it committed."""
     async with Database.open(path) as db:
@@ -51,11 +58,7 @@ async def burst(path: Path) -> None:
         jobs = JobsRepo(db)
         for i in range(10**9):
             job_id = f"{i:08x}"
-            await jobs.create(
-                JobRecord(
-                    job_id=job_id, channel_id=1, user_id=U, guild_id=G, kind="generate", parameters="{}"
-                )
-            )
+            await jobs.create(generate_job(job_id))
             await q.reserve(job_id, G, U, [], 1 + i % 3)
             await q.commit(job_id)
             await jobs.update_status(job_id, JobState.SUCCEEDED)
@@ -68,11 +71,7 @@ async def hold(path: Path) -> None:
         q = QuotaService(db, QuotaSettings())
         jobs = JobsRepo(db)
         for job_id, status in (("aa", JobState.RUNNING), ("bb", JobState.SUCCEEDED)):
-            await jobs.create(
-                JobRecord(
-                    job_id=job_id, channel_id=1, user_id=U, guild_id=G, kind="generate", parameters="{}"
-                )
-            )
+            await jobs.create(generate_job(job_id))
             await q.reserve(job_id, G, U, [], 4)
             await jobs.update_status(job_id, status)
         say("ready")

@@ -18,7 +18,7 @@ def scenes(seed: int, n: int) -> list[data.Scene]:
     return [data.sample_scene(rng) for _ in range(n)]
 
 
-def test_same_seed_same_scenes_and_pixels():
+def test_same_seed_same_scenes_and_pixels() -> None:
     first, second = scenes(7, 20), scenes(7, 20)
     assert first == second
     assert all(
@@ -28,7 +28,7 @@ def test_same_seed_same_scenes_and_pixels():
     assert scenes(8, 20) != first
 
 
-def test_render_is_64px_rgb_and_anti_aliased():
+def test_render_is_64px_rgb_and_anti_aliased() -> None:
     image = data.render(scenes(1, 1)[0])
     assert image.size == (64, 64) and image.mode == "RGB"
     big = data.Scene("white", (data.Shape("circle", "black", "large", 0.5, 0.5, 0.3),))
@@ -36,7 +36,7 @@ def test_render_is_64px_rgb_and_anti_aliased():
     assert len(levels) > 4, "edges should have in-between shades"
 
 
-def test_grammar_coverage():
+def test_grammar_coverage() -> None:
     sample = scenes(3, 600)
     shapes = [s for scene in sample for s in scene.shapes]
     assert {s.kind for s in shapes} == set(data.SHAPES)
@@ -48,7 +48,7 @@ def test_grammar_coverage():
     assert len(data.SHAPES) >= 6 and len(data.COLOURS) >= 8
 
 
-def test_palette_far_apart_and_shapes_contrast_with_background():
+def test_palette_far_apart_and_shapes_contrast_with_background() -> None:
     for a in data.COLOURS:
         for b in data.COLOURS:
             if a != b:
@@ -59,7 +59,7 @@ def test_palette_far_apart_and_shapes_contrast_with_background():
         )
 
 
-def test_shapes_inside_picture_and_apart():
+def test_shapes_inside_picture_and_apart() -> None:
     for scene in scenes(5, 300):
         for i, s in enumerate(scene.shapes):
             assert s.x - s.radius >= -0.02 and s.x + s.radius <= 1.02
@@ -78,12 +78,12 @@ def spec_of(scene: data.Scene) -> data.CaptionSpec:
     )
 
 
-def test_captions_parse_back_to_the_scene():
+def test_captions_parse_back_to_the_scene() -> None:
     for scene in scenes(6, 400):
         assert data.parse_caption(data.caption(scene)) == spec_of(scene)
 
 
-def test_parse_accepts_synonyms_and_partial_prompts():
+def test_parse_accepts_synonyms_and_partial_prompts() -> None:
     spec = data.parse_caption("two big gray hearts in the center of a cyan background")
     assert spec == data.CaptionSpec("cyan", (data.GroupSpec(2, "large", "grey", "heart"),), "centre")
     assert data.parse_caption("a star").groups == (data.GroupSpec(1, None, None, "star"),)
@@ -91,7 +91,7 @@ def test_parse_accepts_synonyms_and_partial_prompts():
         data.parse_caption("a sunset over the sea")
 
 
-def test_captions_and_instructions_stay_inside_the_word_list():
+def test_captions_and_instructions_stay_inside_the_word_list() -> None:
     rng = np.random.default_rng(9)
     texts = [data.caption(s) for s in scenes(9, 300)] + [
         data.sample_edit(rng).instruction for _ in range(300)
@@ -101,14 +101,14 @@ def test_captions_and_instructions_stay_inside_the_word_list():
         assert set(text.split()) <= data.VOCABULARY | plurals, text
 
 
-def test_word_list_is_in_the_tokenizer_vocabulary():
+def test_word_list_is_in_the_tokenizer_vocabulary() -> None:
     vocab = json.loads(TOKENIZER_VOCAB.read_text())
     missing = sorted(w for w in data.VOCABULARY if w + "</w>" not in vocab)
     assert not missing
 
 
 @pytest.mark.parametrize("kind", list(EditKind))
-def test_edit_triples_change_only_what_they_say(kind: EditKind):
+def test_edit_triples_change_only_what_they_say(kind: EditKind) -> None:
     rng = np.random.default_rng(10)
     for _ in range(40):
         triple = data.sample_edit(rng, kind)
@@ -134,6 +134,6 @@ def test_edit_triples_change_only_what_they_say(kind: EditKind):
         assert after.background == before.background or kind is EditKind.BACKGROUND
 
 
-def test_unreadable_instruction_is_a_clear_error():
+def test_unreadable_instruction_is_a_clear_error() -> None:
     with pytest.raises(CaptionError, match="cannot read"):
         data.parse_instruction("make it sparkle")

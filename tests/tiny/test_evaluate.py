@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
-from tools.tiny import evaluate
-from tools.tiny.judge import Blob
+from tools.tiny import data, evaluate, phrasing
+from tools.tiny.judge import Blob, Verdict
 
 FIGURES = {
     "background_acc",
@@ -32,8 +33,8 @@ def test_prints_the_figures_as_one_json_line_last(capsys: pytest.CaptureFixture[
     assert report.keys() >= FIGURES
     assert all(0.0 <= report[k] <= 1.0 for k in FIGURES)
     assert report["n"] == 5 and report["same_seed_equal"] is True
-    assert report["para_n"] == len(evaluate.phrasing.Family)
-    assert set(report["para_families"]) == {f.value for f in evaluate.phrasing.Family}
+    assert report["para_n"] == len(phrasing.Family)
+    assert set(report["para_families"]) == {f.value for f in phrasing.Family}
     assert report["para_families"]["no_background"]["background"] is None
 
 
@@ -43,14 +44,14 @@ def test_fixed_cases_are_the_same_on_every_run() -> None:
         c.triple.instruction for c in evaluate.edit_cases(4)
     ]
     kinds = {c.triple.kind for c in evaluate.edit_cases(4)}
-    assert kinds == {evaluate.data.EditKind.RECOLOUR, evaluate.data.EditKind.BACKGROUND}
+    assert kinds == {data.EditKind.RECOLOUR, data.EditKind.BACKGROUND}
     assert all(" on " in p and p.split()[0] in ("two", "three") for p in evaluate.seed_prompts())
 
 
 def test_paraphrase_sets_are_fixed_held_out_and_cover_every_family() -> None:
     cases = evaluate.paraphrase_cases(3)
     assert cases == evaluate.paraphrase_cases(3)
-    assert {c.family for c in cases} == {f.value for f in evaluate.phrasing.Family}
+    assert {c.family for c in cases} == {f.value for f in phrasing.Family}
     assert {c.prompt for c in cases}.isdisjoint(c.prompt for c in evaluate.prompt_cases(100))
     edits = evaluate.paraphrase_edit_cases(6)
     assert [c.text for c in edits] == [c.text for c in evaluate.paraphrase_edit_cases(6)]
@@ -65,9 +66,9 @@ def test_on_and_positional_forms_ask_for_the_same_centred_scenes() -> None:
     assert all("in the centre of" in c.prompt for c in positional)
 
 
-def _verdict(background: str, colour: str, shape: str) -> evaluate.Verdict:
+def _verdict(background: str, colour: str, shape: str) -> Verdict:
     """What the judge would report for one centred shape."""
-    return evaluate.Verdict(background, (Blob(colour, shape, 100, 0.5, 0.5, 0.3, 0.3, 0.9),))
+    return Verdict(background, (Blob(colour, shape, 100, 0.5, 0.5, 0.3, 0.3, 0.9),))
 
 
 def test_edit_scores_count_the_colour_an_edit_did_not_name() -> None:
@@ -75,8 +76,9 @@ def test_edit_scores_count_the_colour_an_edit_did_not_name() -> None:
     verdicts = []
     for case in cases:
         before, spec = case.triple.before, case.triple.spec
+        assert spec is not None, "an edit case always says what it changes"
         shape = before.shapes[0]
-        if spec.kind is evaluate.data.EditKind.BACKGROUND:
+        if spec.kind is data.EditKind.BACKGROUND:
             # Followed, but the shape changed colour as well.
             verdicts.append(_verdict(spec.value, "white" if shape.colour != "white" else "black", shape.kind))
         else:
@@ -86,6 +88,6 @@ def test_edit_scores_count_the_colour_an_edit_did_not_name() -> None:
     assert score.keeps_shape_colour == 0.0 and score.keeps_background == 1.0
 
 
-def test_a_missing_model_is_a_clear_error(tmp_path) -> None:
+def test_a_missing_model_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="nothing"):
         evaluate.main(["--model", str(tmp_path / "nothing"), "--n", "5"])

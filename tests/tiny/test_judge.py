@@ -46,17 +46,17 @@ def accuracy(judge: Judge, n: int, seed: int, degraded: bool) -> np.ndarray:
     return hits / n
 
 
-def test_clean_single_shapes_nearly_always_right(judge: Judge):
+def test_clean_single_shapes_nearly_always_right(judge: Judge) -> None:
     background, colour, shape = accuracy(judge, 500, seed=11, degraded=False)
     assert background >= 0.98 and colour >= 0.98 and shape >= 0.98
 
 
-def test_blurred_noisy_single_shapes_mostly_right(judge: Judge):
+def test_blurred_noisy_single_shapes_mostly_right(judge: Judge) -> None:
     background, colour, shape = accuracy(judge, 300, seed=12, degraded=True)
     assert background >= 0.98 and colour >= 0.97 and shape >= 0.93
 
 
-def test_multi_shape_scenes_find_each_shape(judge: Judge):
+def test_multi_shape_scenes_find_each_shape(judge: Judge) -> None:
     rng = np.random.default_rng(13)
     found = total = 0
     for _ in range(150):
@@ -73,14 +73,14 @@ def test_multi_shape_scenes_find_each_shape(judge: Judge):
     assert found / total >= 0.95
 
 
-def test_blob_position_and_size_follow_the_scene(judge: Judge):
+def test_blob_position_and_size_follow_the_scene(judge: Judge) -> None:
     scene = data.Scene("white", (data.Shape("square", "red", "large", 0.3, 0.5, 0.26),), "left")
     blob = judge.judge(data.render(scene)).blobs[0]
     assert blob.x == pytest.approx(0.3, abs=0.03) and blob.y == pytest.approx(0.5, abs=0.03)
     assert blob.width == pytest.approx(2 * 0.26 * 0.85, abs=0.05)
 
 
-def test_empty_picture_has_no_shape(judge: Judge):
+def test_empty_picture_has_no_shape(judge: Judge) -> None:
     verdict = judge.judge(Image.new("RGB", (64, 64), data.PALETTE["green"]))
     assert (
         verdict.background == "green"

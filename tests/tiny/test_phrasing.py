@@ -48,7 +48,9 @@ def instructions() -> list[tuple[data.EditTriple, str]]:
     return [(t, phrasing.instruct(rng, t)) for t in triples]
 
 
-def test_training_captions_never_use_a_held_out_template_or_word(captions) -> None:
+def test_training_captions_never_use_a_held_out_template_or_word(
+    captions: list[tuple[data.Scene, str]],
+) -> None:
     held = [_pattern(t.text) for t in phrasing.HELD_OUT_SCENE_TEMPLATES]
     held += [_pattern(f"{o} {{x}}") for o in phrasing.HELD_OUT_OPENINGS]
     for _, caption in captions:
@@ -59,7 +61,9 @@ def test_training_captions_never_use_a_held_out_template_or_word(captions) -> No
         assert not any(p.match(text) for p in held), caption
 
 
-def test_training_instructions_never_use_a_held_out_phrasing(instructions) -> None:
+def test_training_instructions_never_use_a_held_out_phrasing(
+    instructions: list[tuple[data.EditTriple, str]],
+) -> None:
     held = [_pattern(t) for texts in phrasing.HELD_OUT_INSTRUCTIONS.values() for t in texts]
     for _, instruction in instructions:
         raw = set(re.findall(r"[a-z0-9]+", instruction.lower()))
@@ -79,7 +83,7 @@ def test_held_out_patterns_do_match_their_own_prompts() -> None:
         assert _pattern(template.text).match(lexicon.normalise(text)), text
 
 
-def test_training_uses_every_family_and_the_common_forms(captions) -> None:
+def test_training_uses_every_family_and_the_common_forms(captions: list[tuple[data.Scene, str]]) -> None:
     texts = [lexicon.normalise(c) for _, c in captions]
     assert any(re.fullmatch(r"an? (small |large )?\w+ \w+ on an? \w+ background", t) for t in texts)
     assert any(t.startswith(("draw ", "make ", "please ")) for t in texts), "imperative openings"
@@ -94,7 +98,7 @@ def test_training_uses_every_family_and_the_common_forms(captions) -> None:
     assert len(set(texts)) > SAMPLES * 0.8, "phrasings vary"
 
 
-def test_one_shape_with_no_place_named_is_a_centred_shape(captions) -> None:
+def test_one_shape_with_no_place_named_is_a_centred_shape(captions: list[tuple[data.Scene, str]]) -> None:
     places = set(data.POSITIONS)
     for scene, caption in captions:
         words = set(lexicon.normalise(caption).split())
@@ -106,7 +110,7 @@ def test_one_shape_with_no_place_named_is_a_centred_shape(captions) -> None:
     assert any(not set(lexicon.normalise(c).split()) & places for c in centred)
 
 
-def test_captions_name_what_the_scene_holds(captions) -> None:
+def test_captions_name_what_the_scene_holds(captions: list[tuple[data.Scene, str]]) -> None:
     for scene, caption in captions[:1000]:
         words = lexicon.normalise(caption).split()
         for shape in scene.shapes:
@@ -115,7 +119,7 @@ def test_captions_name_what_the_scene_holds(captions) -> None:
             assert scene.background in words, caption
 
 
-def test_instructions_say_what_to_change(instructions) -> None:
+def test_instructions_say_what_to_change(instructions: list[tuple[data.EditTriple, str]]) -> None:
     for triple, instruction in instructions:
         words = lexicon.normalise(instruction).split()
         spec = triple.spec

@@ -1,40 +1,48 @@
 """The training script's pieces that need no trained weights: model sizes, the edit UNet's start, options."""
 
 import shutil
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
-from tools.tiny import train
+from tools.tiny import data, phrasing, train
+
+# mypy resolves diffusers' top-level names (AutoencoderKL, UNet2DConditionModel, the schedulers) to its dummy
+# placeholder classes, which its __init__ imports first for when torch is missing; so the diffusers objects the
+# training script builds are held here as Any, where the tests read their attributes or call them.
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
+def one_thread() -> None:
     torch.set_num_threads(1)
 
 
-def test_models_have_the_planned_sizes():
+def test_models_have_the_planned_sizes() -> None:
     tokenizer = train.make_tokenizer()
-    assert 0.6e6 < train.parameter_count(train.make_vae()) < 0.8e6
-    assert 3.8e6 < train.parameter_count(train.make_unet()) < 4.5e6
+    vae: Any = train.make_vae()
+    unet: Any = train.make_unet()
+    assert 0.6e6 < train.parameter_count(vae) < 0.8e6
+    assert 3.8e6 < train.parameter_count(unet) < 4.5e6
     assert 0.2e6 < train.parameter_count(train.make_text_encoder(tokenizer)) < 0.4e6
 
 
-def test_captions_fit_the_token_window():
+def test_captions_fit_the_token_window() -> None:
     tokenizer = train.make_tokenizer()
     rng = np.random.default_rng(0)
-    captions = [train.phrasing.describe(rng, train.data.sample_scene(rng)) for _ in range(2000)]
-    edits = [train.phrasing.instruct(rng, train.data.sample_edit(rng)) for _ in range(500)]
+    captions = [phrasing.describe(rng, data.sample_scene(rng)) for _ in range(2000)]
+    edits = [phrasing.instruct(rng, data.sample_edit(rng)) for _ in range(500)]
     longest = max(len(tokenizer(text).input_ids) for text in captions + edits)
     assert longest <= train.MAX_TOKENS
 
 
 @torch.no_grad()
-def test_edit_unet_starts_as_the_text_to_image_unet():
+def test_edit_unet_starts_as_the_text_to_image_unet() -> None:
     torch.manual_seed(0)
-    unet = train.make_unet()
-    edit = train.edit_unet_from(unet)
+    unet: Any = train.make_unet()
+    edit: Any = train.edit_unet_from(unet)
     assert edit.config.in_channels == 8
     latents, text = torch.randn(2, 4, 16, 16), torch.randn(2, 7, train.TEXT_DIM)
     picture = torch.randn(2, 4, 16, 16)
@@ -44,14 +52,14 @@ def test_edit_unet_starts_as_the_text_to_image_unet():
 
 
 @pytest.mark.parametrize("zero_snr", [True, False])
-def test_min_snr_weights_cap_the_easy_timesteps(zero_snr):
+def test_min_snr_weights_cap_the_easy_timesteps(zero_snr: bool) -> None:
     weights = train.min_snr_weights(train.make_noise_scheduler(zero_snr), torch.tensor([0, 100, 999]))
     assert weights[0] < 0.1 and weights[-1] == pytest.approx(1.0)
     assert bool(((weights > 0) & (weights <= 1)).all())
 
 
-def test_snr_floor_keeps_the_clean_latent_weighted_at_the_noisiest_steps():
-    scheduler = train.make_noise_scheduler(zero_snr=False)
+def test_snr_floor_keeps_the_clean_latent_weighted_at_the_noisiest_steps() -> None:
+    scheduler: Any = train.make_noise_scheduler(zero_snr=False)
     t = torch.tensor([100, 999])
     plain, floored = train.min_snr_weights(scheduler, t), train.min_snr_weights(scheduler, t, floor=0.2)
     assert float(floored[0]) == pytest.approx(float(plain[0])), "easy steps are unchanged"
@@ -60,26 +68,27 @@ def test_snr_floor_keeps_the_clean_latent_weighted_at_the_noisiest_steps():
     assert float(plain[1] * snr) < 0.01 and float(floored[1] * snr) == pytest.approx(0.2)
 
 
-def test_v_prediction_weights_keep_the_noisiest_steps():
+def test_v_prediction_weights_keep_the_noisiest_steps() -> None:
     """Where only the prompt can decide the background, the floored weight must not vanish."""
     scheduler = train.make_noise_scheduler(zero_snr=True)
     weights = train.min_snr_weights(scheduler, torch.arange(900, 1000))
     assert float(weights.min()) >= 0.5
 
 
-def test_zero_snr_schedule_leaves_nothing_of_the_picture_at_the_last_step():
-    plain, zero = train.make_noise_scheduler(zero_snr=False), train.make_noise_scheduler(zero_snr=True)
+def test_zero_snr_schedule_leaves_nothing_of_the_picture_at_the_last_step() -> None:
+    plain: Any = train.make_noise_scheduler(zero_snr=False)
+    zero: Any = train.make_noise_scheduler(zero_snr=True)
     # The leak: on 16x16 latents the mean of unit noise spreads only 1/16, less than this trace.
     assert float(plain.alphas_cumprod[-1].sqrt()) > 1 / 16
     assert float(zero.alphas_cumprod[-1]) < 1e-6 and zero.config.prediction_type == "v_prediction"
-    sampler = train.make_sampler(zero_snr=True)
+    sampler: Any = train.make_sampler(zero_snr=True)
     sampler.set_timesteps(20)
     assert int(sampler.timesteps[0]) == 999, "sampling starts from pure noise"
     assert sampler.config.prediction_type == "v_prediction"
 
 
-def test_v_prediction_loss_is_zero_for_the_exact_velocity():
-    scheduler = train.make_noise_scheduler(zero_snr=True)
+def test_v_prediction_loss_is_zero_for_the_exact_velocity() -> None:
+    scheduler: Any = train.make_noise_scheduler(zero_snr=True)
     latents = torch.randn(3, 4, 16, 16)
 
     class Oracle(torch.nn.Module):
@@ -92,11 +101,12 @@ def test_v_prediction_loss_is_zero_for_the_exact_velocity():
             return type("Out", (), {"sample": alpha * noise - sigma * latents})()
 
     torch.manual_seed(0)
-    loss = train.denoise_loss(Oracle(), scheduler, latents, torch.zeros(3, 1, train.TEXT_DIM))
+    oracle: Any = Oracle()  # a stand-in denoiser: it answers as the UNet does, with a `.sample`
+    loss = train.denoise_loss(oracle, scheduler, latents, torch.zeros(3, 1, train.TEXT_DIM))
     assert float(loss) < 1e-6
 
 
-def test_shape_weights_cover_the_shapes_and_their_outline():
+def test_shape_weights_cover_the_shapes_and_their_outline() -> None:
     background = torch.tensor([0.3, -1.0, 0.5, 0.0])[None, :, None, None].expand(2, 4, 16, 16).clone()
     result, picture = background.clone(), background.clone()
     result[0, 1, 4:7, 4:7] += 2.0  # a shape in the result
@@ -110,7 +120,7 @@ def test_shape_weights_cover_the_shapes_and_their_outline():
     assert int(marked.sum()) == 25 + 16 and float(weights[0, 0][~marked].max()) == 1.0
 
 
-def test_shape_weighted_loss_counts_the_shape_cells_more():
+def test_shape_weighted_loss_counts_the_shape_cells_more() -> None:
     scheduler = train.make_noise_scheduler(zero_snr=False)
     latents = torch.zeros(1, 4, 16, 16)
     weights = torch.ones(1, 1, 16, 16)
@@ -124,21 +134,22 @@ def test_shape_weighted_loss_counts_the_shape_cells_more():
 
     text = torch.zeros(1, 1, train.TEXT_DIM)
     torch.manual_seed(0)
-    plain = train.denoise_loss(LeftWrong(), scheduler, latents, text)
+    wrong: Any = LeftWrong()  # a stand-in denoiser: it answers as the UNet does, with a `.sample`
+    plain = train.denoise_loss(wrong, scheduler, latents, text)
     torch.manual_seed(0)
-    weighted = train.denoise_loss(LeftWrong(), scheduler, latents, text, weights=weights)
+    weighted = train.denoise_loss(wrong, scheduler, latents, text, weights=weights)
     # Same noise both times: the error sits where the weights are 3 for half its cells and 1 elsewhere.
     assert float(weighted) > 1.5 * float(plain)
 
 
-def test_crops_and_batches_are_deterministic():
+def test_crops_and_batches_are_deterministic() -> None:
     a = train.crop_batch(np.random.default_rng(3), 4)
     b = train.crop_batch(np.random.default_rng(3), 4)
     assert a.shape == (4, 3, train.VAE_CROP, train.VAE_CROP) and torch.equal(a, b)
     assert float(a.min()) >= -1.0 and float(a.max()) <= 1.0
 
 
-def test_bad_options_are_refused(capsys):
+def test_bad_options_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         train.parse_args(["--minutes", "0"])
     assert "--minutes" in capsys.readouterr().err
@@ -151,7 +162,7 @@ def test_bad_options_are_refused(capsys):
         assert "--batch" in capsys.readouterr().err
 
 
-def test_batch_and_lr_override_the_part_settings():
+def test_batch_and_lr_override_the_part_settings() -> None:
     default = train.parse_args([])
     assert train.batch_size(default, "unet") == train.SETTINGS["unet"].batch
     tuned = train.parse_args(["--batch", "32", "--lr", "1e-3"])
@@ -171,7 +182,7 @@ def test_batch_and_lr_override_the_part_settings():
             train.parse_args(bad)
 
 
-def test_vae_part_checkpoints_and_resumes(tmp_path):
+def test_vae_part_checkpoints_and_resumes(tmp_path: Path) -> None:
     options = train.parse_args(["--part", "vae", "--steps", "1", "--threads", "1", "--out", str(tmp_path)])
     first = train.train_vae(options)
     assert first.steps == 1 and (tmp_path / "train-state" / "vae" / "config.json").exists()
@@ -180,7 +191,7 @@ def test_vae_part_checkpoints_and_resumes(tmp_path):
     assert second.steps == 2, "the second run continues from the first one's checkpoint"
 
 
-def test_a_checkpoint_over_retrained_parts_is_not_resumed(tmp_path):
+def test_a_checkpoint_over_retrained_parts_is_not_resumed(tmp_path: Path) -> None:
     options = train.parse_args(["--out", str(tmp_path)])
     vae_dir = options.work / "vae"
     vae_dir.mkdir(parents=True)
@@ -192,7 +203,7 @@ def test_a_checkpoint_over_retrained_parts_is_not_resumed(tmp_path):
     assert train.upstream_fingerprint(options, "vae") == train.upstream_fingerprint(options, "vae")
 
 
-def test_all_parts_export_pipelines_that_share_the_frozen_text_encoder(tmp_path):
+def test_all_parts_export_pipelines_that_share_the_frozen_text_encoder(tmp_path: Path) -> None:
     from diffusers import StableDiffusionInstructPix2PixPipeline, StableDiffusionPipeline
 
     options = train.parse_args(
@@ -205,8 +216,10 @@ def test_all_parts_export_pipelines_that_share_the_frozen_text_encoder(tmp_path)
     # The text part trains the encoder; the denoisers after it only read it, so both pipelines ship it as is.
     assert (tmp_path / "generate" / encoder).read_bytes() == frozen
     assert (tmp_path / "edit" / encoder).read_bytes() == frozen
-    generate = StableDiffusionPipeline.from_pretrained(tmp_path / "generate", torch_dtype=torch.float32)
-    edit = StableDiffusionInstructPix2PixPipeline.from_pretrained(
+    generate: Any = StableDiffusionPipeline.from_pretrained(  # type: ignore[no-untyped-call]  # diffusers leaves it untyped
+        tmp_path / "generate", torch_dtype=torch.float32
+    )
+    edit: Any = StableDiffusionInstructPix2PixPipeline.from_pretrained(  # type: ignore[no-untyped-call]  # as above
         tmp_path / "edit", torch_dtype=torch.float32
     )
     assert generate.unet.config.in_channels == 4 and edit.unet.config.in_channels == 8
@@ -214,7 +227,7 @@ def test_all_parts_export_pipelines_that_share_the_frozen_text_encoder(tmp_path)
     assert image.shape == (1, 64, 64, 3)
 
 
-def test_random_text_encoder_stays_as_it_started(tmp_path):
+def test_random_text_encoder_stays_as_it_started(tmp_path: Path) -> None:
     """`--random-text-encoder`: the text part trains only its denoiser, and is a whole model already."""
     common = ["--threads", "1", "--pool", "64", "--out", str(tmp_path)]
     assert train.train_vae(train.parse_args(["--part", "vae", "--steps", "1", *common])).steps == 1
@@ -231,7 +244,7 @@ def test_random_text_encoder_stays_as_it_started(tmp_path):
     assert not train.parse_args(["--no-random-text-encoder"]).random_text_encoder
 
 
-def test_edit_part_from_scratch_reads_no_text_denoiser(tmp_path):
+def test_edit_part_from_scratch_reads_no_text_denoiser(tmp_path: Path) -> None:
     """`--edit-init scratch` (the default): only the autoencoder and the frozen text encoder are read, so
     retraining the text-to-image denoiser leaves an edit checkpoint resumable, and it need not exist."""
     common = ["--threads", "1", "--pool", "64", "--steps", "1", "--out", str(tmp_path)]
@@ -247,7 +260,8 @@ def test_edit_part_from_scratch_reads_no_text_denoiser(tmp_path):
     assert train.upstream_fingerprint(from_text, "edit") != before[1]
     shutil.rmtree(scratch.work / "text_unet")
     assert train.train_edit(scratch).steps == 1
-    conv_in = train.load_trained(scratch, "edit_unet").conv_in.weight.detach()
+    edit_unet: Any = train.load_trained(scratch, "edit_unet")
+    conv_in = edit_unet.conv_in.weight.detach()
     assert conv_in.shape[1] == 8 and float(conv_in[:, 4:].abs().mean()) > 0.01, "picture channels start live"
     with pytest.raises(FileNotFoundError, match="no trained text_unet"):
         train.train_edit(from_text)

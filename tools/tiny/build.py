@@ -26,6 +26,7 @@ from diffusers import (
 )
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+from tools.tiny.diffusers_types import Pipeline
 from tools.tiny.make_tokenizer import DEFAULT_DIR as TOKENIZER_DIR
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,8 @@ def make_scheduler() -> EulerDiscreteScheduler:
     )
 
 
-def build_generate() -> StableDiffusionPipeline:
+def build_generate() -> Pipeline:
+    """A StableDiffusionPipeline of fixed-seed random weights."""
     torch.manual_seed(SEED)
     tokenizer = make_tokenizer()
     return StableDiffusionPipeline(
@@ -112,7 +114,7 @@ def build_generate() -> StableDiffusionPipeline:
     )
 
 
-def build_edit(base: StableDiffusionPipeline) -> StableDiffusionInstructPix2PixPipeline:
+def build_edit(base: Pipeline) -> Pipeline:
     """The edit pipeline on `base`'s VAE and text encoder, as InstructPix2Pix reuses SD 1.5's."""
     torch.manual_seed(SEED + 1)
     return StableDiffusionInstructPix2PixPipeline(

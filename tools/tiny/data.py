@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
@@ -318,7 +319,7 @@ def caption(scene: Scene) -> str:
     return f"{shapes} on {article} {scene.background} background"
 
 
-def _canonical(word: str, known: tuple[str, ...] | dict[str, object], synonyms: dict[str, str]) -> str | None:
+def _canonical(word: str, known: Collection[str], synonyms: dict[str, str]) -> str | None:
     word = synonyms.get(word, word)
     return word if word in known else None
 

@@ -32,6 +32,7 @@ from PIL import Image
 from inference.settings import BUNDLED_MODEL_DEFAULTS
 from inference.tiny import MODEL_DIR
 from tools.tiny import data, phrasing
+from tools.tiny.diffusers_types import Pipeline
 from tools.tiny.judge import Judge, Verdict
 
 log = logging.getLogger(__name__)
@@ -137,7 +138,7 @@ def prompt_cases(n: int) -> list[PromptCase]:
 def paraphrase_cases(per_family: int) -> list[PromptCase]:
     """The held-out set: for every phrasing family, single shapes asked for in words training never used."""
     rng = np.random.default_rng(PARAPHRASE_SEED)
-    cases = []
+    cases: list[PromptCase] = []
     for family in phrasing.Family:
         for _ in range(per_family):
             prompt, truth = phrasing.paraphrase(rng, data.sample_single_scene(rng), family)
@@ -190,9 +191,7 @@ def generators(seeds: Sequence[int]) -> list[torch.Generator]:
     return [torch.Generator().manual_seed(s) for s in seeds]
 
 
-def generate(
-    pipe: AutoPipelineForText2Image, prompts: list[str], seeds: list[int], options: EvalOptions
-) -> list:
+def generate(pipe: Pipeline, prompts: list[str], seeds: list[int], options: EvalOptions) -> list:
     images = []
     for start in range(0, len(prompts), BATCH):
         images += pipe(
@@ -204,7 +203,7 @@ def generate(
     return images
 
 
-def edit(pipe: StableDiffusionInstructPix2PixPipeline, cases: list[EditCase], options: EvalOptions) -> list:
+def edit(pipe: Pipeline, cases: list[EditCase], options: EvalOptions) -> list:
     images = []
     for start in range(0, len(cases), BATCH):
         chunk = cases[start : start + BATCH]
@@ -313,7 +312,7 @@ def score_edits(cases: list[EditCase], verdicts: list[Verdict]) -> EditScore:
 
 
 @torch.no_grad()
-def reconstruct(pipe: AutoPipelineForText2Image, scenes: list[data.Scene]) -> list[Image.Image]:
+def reconstruct(pipe: Pipeline, scenes: list[data.Scene]) -> list[Image.Image]:
     """The scenes' pictures through the autoencoder and back: the best the denoiser could hope to draw."""
     images = [data.render(s) for s in scenes]
     tensor = torch.from_numpy(np.stack([data.to_array(im) for im in images])).permute(0, 3, 1, 2)
@@ -340,7 +339,7 @@ def seed_prompts(n: int = 5) -> list[str]:
     return prompts
 
 
-def seed_checks(pipe: AutoPipelineForText2Image, options: EvalOptions) -> tuple[float, float]:
+def seed_checks(pipe: Pipeline, options: EvalOptions) -> tuple[float, float]:
     """The smallest distance between two seeds of one prompt, and the largest between two runs of one seed."""
     prompts = seed_prompts()
     seeds = list(range(3000, 3000 + len(prompts)))
@@ -360,9 +359,7 @@ def contact_sheet(images: list, path: Path, columns: int = 10) -> None:
     sheet.save(path)
 
 
-def load_pipelines(
-    model: Path,
-) -> tuple[AutoPipelineForText2Image, StableDiffusionInstructPix2PixPipeline | None]:
+def load_pipelines(model: Path) -> tuple[Pipeline, Pipeline | None]:
     """The text-to-image pipeline (required) and the edit pipeline (None when it was not trained yet)."""
     if not (model / "generate" / "model_index.json").exists():
         raise FileNotFoundError(f"no generate pipeline in {model}: train with python -m tools.tiny.train")
@@ -402,9 +399,7 @@ class Drawn:
     verdicts: list[Verdict]
 
 
-def draw(
-    pipe: AutoPipelineForText2Image, cases: list[PromptCase], judge: Judge, options: EvalOptions
-) -> Drawn:
+def draw(pipe: Pipeline, cases: list[PromptCase], judge: Judge, options: EvalOptions) -> Drawn:
     images = generate(pipe, [c.prompt for c in cases], [c.seed for c in cases], options)
     verdicts = [judge.judge(im) for im in images]
     return Drawn(images, score_prompts(cases, verdicts), verdicts)
@@ -426,7 +421,7 @@ def per_family(cases: list[PromptCase], verdicts: list[Verdict]) -> dict[str, di
 
 
 def edit_scores(
-    pipe: StableDiffusionInstructPix2PixPipeline | None,
+    pipe: Pipeline | None,
     cases: list[EditCase],
     judge: Judge,
     options: EvalOptions,
@@ -467,19 +462,19 @@ def evaluate(options: EvalOptions) -> Report:
         background_acc=round(fixed.score.background or 0.0, 4),
         colour_acc=round(fixed.score.colour, 4),
         shape_acc=round(fixed.score.shape, 4),
-        edit_follow=_r(edits and edits.follow),
-        edit_keeps_shape=_r(edits and edits.keeps_shape),
+        edit_follow=_r(edits.follow if edits else None),
+        edit_keeps_shape=_r(edits.keeps_shape if edits else None),
         para_background_acc=round(para.score.background or 0.0, 4),
         para_colour_acc=round(para.score.colour, 4),
         para_shape_acc=round(para.score.shape, 4),
-        para_edit_follow=_r(para_edits and para_edits.follow),
-        edit_keeps_colour=_r(edits and edits.keeps_shape_colour),
+        para_edit_follow=_r(para_edits.follow if para_edits else None),
+        edit_keeps_colour=_r(edits.keeps_shape_colour if edits else None),
         position_acc=round(fixed.score.position, 4),
         para_position_acc=round(para.score.position, 4),
         para_one_shape=round(para.score.one_shape, 4),
-        para_edit_keeps_shape=_r(para_edits and para_edits.keeps_shape),
-        para_edit_keeps_colour=_r(para_edits and para_edits.keeps_shape_colour),
-        edit_keeps_background=_r(edits and edits.keeps_background),
+        para_edit_keeps_shape=_r(para_edits.keeps_shape if para_edits else None),
+        para_edit_keeps_colour=_r(para_edits.keeps_shape_colour if para_edits else None),
+        edit_keeps_background=_r(edits.keeps_background if edits else None),
         on_form_acc=round(on.score.mean, 4),
         positional_form_acc=round(positional.score.mean, 4),
         on_vs_positional_points=round(100 * (on.score.mean - positional.score.mean), 1),

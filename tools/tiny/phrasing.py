@@ -24,6 +24,7 @@ from tools.tiny.data import (
     PLURALS,
     POSITIONS,
     EditKind,
+    EditSpec,
     EditTriple,
     GroupSpec,
     Scene,
@@ -385,8 +386,7 @@ HELD_OUT_INSTRUCTIONS: dict[EditKind, tuple[str, ...]] = {
 GROUP_RECOLOURS = ("make them {c}", "turn them {c}", "make the shapes {c}", "make it {c}", "colour them {c}")
 
 
-def _instruction_slots(triple: EditTriple) -> dict[str, str]:
-    spec, before = triple.spec, triple.before
+def _instruction_slots(spec: EditSpec, before: Scene) -> dict[str, str]:
     kind = before.shapes[0].kind if len(before.shapes) == 1 else "shape"
     if spec.kind in (EditKind.ADD, EditKind.REMOVE):
         kind = spec.value
@@ -396,12 +396,16 @@ def _instruction_slots(triple: EditTriple) -> dict[str, str]:
 def instruct(rng: np.random.Generator, triple: EditTriple, *, held_out: bool = False) -> str:
     """An instruction for the edit, drawn afresh from the training (or the held-out) phrasings."""
     table = HELD_OUT_INSTRUCTIONS if held_out else INSTRUCTIONS
-    kind = triple.spec.kind
+    spec = triple.spec
+    if spec is None:
+        raise ValueError(f"no edit spec to phrase {triple.instruction!r} afresh from")
+    kind = spec.kind
+    options: tuple[str, ...]
     if kind is EditKind.RECOLOUR and len(triple.before.shapes) > 1 and not held_out:
         options = GROUP_RECOLOURS
     else:
         options = table[kind]
-    text = _pick(rng, options).format(**_instruction_slots(triple))
+    text = _pick(rng, options).format(**_instruction_slots(spec, triple.before))
     text = _substitute(rng, text, _synonyms(held_out), 0.5 if held_out else P_SYNONYM)
     if not held_out and rng.random() < P_SHOUT:
         text = text.capitalize() + _pick(rng, ("!", ".", ""))

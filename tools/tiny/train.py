@@ -43,6 +43,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
 
 from inference.tiny import MODEL_DIR
 from tools.tiny import data, lexicon, phrasing
+from tools.tiny.diffusers_types import Denoiser, NoiseScheduler, Pipeline, Vae
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +158,7 @@ def make_tokenizer() -> PreTrainedTokenizerFast:
     return lexicon.make_tokenizer()
 
 
-def make_vae() -> AutoencoderKL:
+def make_vae() -> Vae:
     """About 0.7M parameters; 64x64x3 pictures to 4x16x16 latents."""
     return AutoencoderKL(
         in_channels=3,
@@ -189,7 +190,7 @@ def make_text_encoder(tokenizer: PreTrainedTokenizerFast) -> CLIPTextModel:
     return CLIPTextModel(config)
 
 
-def make_unet(in_channels: int = 4) -> UNet2DConditionModel:
+def make_unet(in_channels: int = 4) -> Denoiser:
     """About 4.1M parameters: 32/64/128 channels, cross-attention in the two lower-resolution blocks."""
     return UNet2DConditionModel(
         sample_size=16,
@@ -205,7 +206,7 @@ def make_unet(in_channels: int = 4) -> UNet2DConditionModel:
     )
 
 
-def make_noise_scheduler(zero_snr: bool = False) -> DDPMScheduler:
+def make_noise_scheduler(zero_snr: bool = False) -> NoiseScheduler:
     """The training schedule: Stable Diffusion's scaled-linear betas, with `zero_snr` rescaled to zero terminal SNR.
 
     Unrescaled, the last step keeps sqrt(alpha_bar) = 0.068 of the picture. On 16x16 latents the mean of
@@ -229,7 +230,7 @@ def make_noise_scheduler(zero_snr: bool = False) -> DDPMScheduler:
     )
 
 
-def make_sampler(zero_snr: bool = False) -> DPMSolverMultistepScheduler:
+def make_sampler(zero_snr: bool = False) -> NoiseScheduler:
     """The pipelines' default sampler: DPM-Solver++ on the training noise schedule."""
     return DPMSolverMultistepScheduler.from_config(
         make_noise_scheduler(zero_snr).config, algorithm_type="dpmsolver++"
@@ -309,20 +310,20 @@ class Encoded:
     labels: list
     condition: torch.Tensor | None = None
 
-    def latents(self, vae: AutoencoderKL) -> torch.Tensor:
+    def latents(self, vae: Vae) -> torch.Tensor:
         """A fresh sample of each example's latent, scaled as the denoiser sees it."""
         return (self.mean + self.std * torch.randn_like(self.std)) * vae.config.scaling_factor
 
 
 @torch.no_grad()
-def encode_scenes(vae: AutoencoderKL, rng: np.random.Generator, n: int) -> Encoded:
+def encode_scenes(vae: Vae, rng: np.random.Generator, n: int) -> Encoded:
     images, scenes = scene_batch(rng, n)
     dist = vae.encode(images).latent_dist
     return Encoded(dist.mean, dist.std, scenes)
 
 
 @torch.no_grad()
-def encode_edits(vae: AutoencoderKL, rng: np.random.Generator, n: int) -> Encoded:
+def encode_edits(vae: Vae, rng: np.random.Generator, n: int) -> Encoded:
     edits = edit_batch(rng, n)
     after = vae.encode(edits.after).latent_dist
     # The pipeline conditions on the picture's unscaled latent mode; so must training.
@@ -348,11 +349,12 @@ class LatentPool:
     def fill(self, trainee: Trainee) -> None:
         clock = time.monotonic()
         chunks = [self._encode(trainee.rng, 64) for _ in range(self.size // 64)]
+        conditions = [c.condition for c in chunks if c.condition is not None]
         self._pool = Encoded(
             torch.cat([c.mean for c in chunks]),
             torch.cat([c.std for c in chunks]),
             [label for c in chunks for label in c.labels],
-            torch.cat([c.condition for c in chunks]) if chunks[0].condition is not None else None,
+            torch.cat(conditions) if conditions else None,
         )
         log.info(
             "%s: encoded a pool of %d examples in %.0f s", trainee.name, self.size, time.monotonic() - clock
@@ -382,7 +384,7 @@ class LatentPool:
 # ---------------------------------------------------------------- losses
 
 
-def vae_loss(vae: AutoencoderKL, images: torch.Tensor) -> torch.Tensor:
+def vae_loss(vae: Vae, images: torch.Tensor) -> torch.Tensor:
     """Pixel L1 + MSE, weighted towards the shapes, plus a low-frequency term and a tiny KL.
 
     Shapes cover a tenth of a picture, so a plain pixel loss is mostly about the background, while the
@@ -400,7 +402,7 @@ def vae_loss(vae: AutoencoderKL, images: torch.Tensor) -> torch.Tensor:
 
 
 def min_snr_weights(
-    scheduler: DDPMScheduler, timesteps: torch.Tensor, gamma: float = 5.0, floor: float = 0.0
+    scheduler: NoiseScheduler, timesteps: torch.Tensor, gamma: float = 5.0, floor: float = 0.0
 ) -> torch.Tensor:
     """Min-SNR-gamma loss weights (Hang et al. 2023) for the scheduler's prediction type.
 
@@ -444,8 +446,8 @@ def shape_weights(extra: float, *latents: torch.Tensor) -> torch.Tensor | None:
 
 
 def denoise_loss(
-    unet: UNet2DConditionModel,
-    scheduler: DDPMScheduler,
+    unet: Denoiser,
+    scheduler: NoiseScheduler,
     latents: torch.Tensor,
     text: torch.Tensor,
     condition: torch.Tensor | None = None,
@@ -587,6 +589,11 @@ def batch_size(options: TrainOptions, name: str) -> int:
 
 
 @torch.no_grad()
+def ema_denoiser(trainee: Trainee) -> Denoiser:
+    """The part's EMA copy of its denoiser: what it saves and exports."""
+    return trainee.ema["unet"]
+
+
 def update_ema(trainee: Trainee) -> None:
     decay = min(SETTINGS[trainee.name].ema_decay, (1 + trainee.progress.step) / (10 + trainee.progress.step))
     for key, ema in trainee.ema.items():
@@ -683,14 +690,14 @@ def train_vae(options: TrainOptions) -> PartStats:
 
 
 @torch.no_grad()
-def latent_scale(vae: AutoencoderKL, rng: np.random.Generator, n: int = 128) -> float:
+def latent_scale(vae: Vae, rng: np.random.Generator, n: int = 128) -> float:
     """1 / the latents' standard deviation, so the denoiser sees unit-variance latents as in SD."""
     images, _ = scene_batch(rng, n)
     latents = vae.encode(images).latent_dist.sample()
     return float(1.0 / latents.std())
 
 
-def load_vae(options: TrainOptions) -> AutoencoderKL:
+def load_vae(options: TrainOptions) -> Vae:
     folder = options.work / "vae"
     if not folder.exists():
         raise FileNotFoundError(f"no trained autoencoder in {folder}: run --part vae first")
@@ -701,11 +708,11 @@ def scene_training(
     options: TrainOptions,
     name: str,
     *,
-    vae: AutoencoderKL,
+    vae: Vae,
     tokenizer: PreTrainedTokenizerFast,
-    scheduler: DDPMScheduler,
+    scheduler: NoiseScheduler,
     text_encoder: CLIPTextModel,
-    unet: UNet2DConditionModel,
+    unet: Denoiser,
     train_encoder: bool = False,
 ) -> tuple[LatentPool, Callable[[Trainee], torch.Tensor]]:
     """The scene pool and the loss of one step of a text-to-image part (`text` or `unet`): a batch from
@@ -752,13 +759,15 @@ def train_text(options: TrainOptions) -> PartStats:
         unet=unet, train_encoder=not options.random_text_encoder,
     )  # fmt: skip
     stats = run_loop(options, trainee, step, setup=pool.fill)
-    trainee.ema["unet"].save_pretrained(options.work / "text_unet")
+    ema_unet = ema_denoiser(trainee)
+    ema_unet.save_pretrained(options.work / "text_unet")
     encoder = trainee.ema.get("text_encoder", text_encoder)
+    assert isinstance(encoder, CLIPTextModel)  # the encoder, or its EMA copy
     encoder.save_pretrained(options.work / "text_encoder")
     # A complete text-to-image model already; the `unet` part may continue its denoiser.
     export_pipeline(
         options, StableDiffusionPipeline, "generate", vae=vae, text_encoder=encoder,
-        tokenizer=tokenizer, unet=trainee.ema["unet"],
+        tokenizer=tokenizer, unet=ema_unet,
     )  # fmt: skip
     return stats
 
@@ -770,7 +779,7 @@ def drop_captions(rng: np.random.Generator, texts: list[str], p: float = 0.1) ->
 
 def frozen_parts(
     options: TrainOptions,
-) -> tuple[AutoencoderKL, PreTrainedTokenizerFast, DDPMScheduler, CLIPTextModel]:
+) -> tuple[Vae, PreTrainedTokenizerFast, NoiseScheduler, CLIPTextModel]:
     """What the two denoisers after the text part read and never train: autoencoder, tokenizer, noise
     schedule and the text part's encoder."""
     text_encoder = load_trained(options, "text_encoder").eval().requires_grad_(False)
@@ -788,15 +797,16 @@ def train_unet(options: TrainOptions) -> PartStats:
         unet=unet,
     )  # fmt: skip
     stats = run_loop(options, trainee, step, setup=pool.fill)
-    trainee.ema["unet"].save_pretrained(options.work / "unet")
+    ema_unet = ema_denoiser(trainee)
+    ema_unet.save_pretrained(options.work / "unet")
     export_pipeline(
         options, StableDiffusionPipeline, "generate", vae=vae, text_encoder=text_encoder,
-        tokenizer=tokenizer, unet=trainee.ema["unet"],
+        tokenizer=tokenizer, unet=ema_unet,
     )  # fmt: skip
     return stats
 
 
-def edit_unet_from(unet: UNet2DConditionModel) -> UNet2DConditionModel:
+def edit_unet_from(unet: Denoiser) -> Denoiser:
     """An 8-channel denoiser started from the text-to-image one; the picture's channels start at zero."""
     edit = make_unet(in_channels=8)
     state = unet.state_dict()
@@ -806,7 +816,8 @@ def edit_unet_from(unet: UNet2DConditionModel) -> UNet2DConditionModel:
     return edit
 
 
-def load_trained(options: TrainOptions, name: str) -> nn.Module:
+def load_trained(options: TrainOptions, name: str) -> CLIPTextModel | Denoiser:
+    """The saved `text_encoder` (a CLIPTextModel), or the saved denoiser called `name`."""
     folder = options.work / name
     if not folder.exists():
         raise FileNotFoundError(f"no trained {name} in {folder}: run --part text first")
@@ -843,6 +854,7 @@ def train_edit(options: TrainOptions) -> PartStats:
         keep_image = torch.from_numpy(
             ~((roll < DROP) | ((roll >= text_end) & (roll < text_end + DROP)))
         ).float()
+        assert examples.condition is not None  # an edit example holds the picture it starts from
         condition = examples.condition * keep_image[:, None, None, None]
         with torch.no_grad():
             text = text_encoder(token_ids(tokenizer, texts))[0]
@@ -854,10 +866,11 @@ def train_edit(options: TrainOptions) -> PartStats:
         )
 
     stats = run_loop(options, trainee, step, setup=pool.fill)
-    trainee.ema["unet"].save_pretrained(options.work / "edit_unet")
+    ema_unet = ema_denoiser(trainee)
+    ema_unet.save_pretrained(options.work / "edit_unet")
     export_pipeline(
         options, StableDiffusionInstructPix2PixPipeline, "edit", vae=vae, text_encoder=text_encoder,
-        tokenizer=tokenizer, unet=trainee.ema["unet"],
+        tokenizer=tokenizer, unet=ema_unet,
     )  # fmt: skip
     return stats
 
@@ -867,13 +880,13 @@ def train_edit(options: TrainOptions) -> PartStats:
 
 def export_pipeline(
     options: TrainOptions,
-    pipeline_class: type[StableDiffusionPipeline] | type[StableDiffusionInstructPix2PixPipeline],
+    pipeline_class: type[Pipeline],  # StableDiffusionPipeline or StableDiffusionInstructPix2PixPipeline
     folder: str,
     *,
-    vae: AutoencoderKL,
+    vae: Vae,
     text_encoder: CLIPTextModel,
     tokenizer: PreTrainedTokenizerFast,
-    unet: UNet2DConditionModel,
+    unet: Denoiser,
 ) -> Path:
     """Save trained parts as a diffusers pipeline folder (`generate` or `edit`) under `options.out`."""
     pipe = pipeline_class(
@@ -889,7 +902,7 @@ def export_pipeline(
     return _save_half(pipe, options.out / folder)
 
 
-def _save_half(pipe: StableDiffusionPipeline | StableDiffusionInstructPix2PixPipeline, folder: Path) -> Path:
+def _save_half(pipe: Pipeline, folder: Path) -> Path:
     """Save the denoiser and autoencoder as float16 safetensors, so both pipelines stay under 25 MB.
 
     The text encoder stays float32: transformers loads weights in their saved type while diffusers
