@@ -164,7 +164,7 @@ NOT_RETRAINED = pytest.mark.xfail(
 )
 
 
-@NOT_RETRAINED
+
 @pytest.mark.parametrize(("prompt", "background", "colour", "shape"), PEOPLE_PROMPTS)
 def test_draws_prompts_as_people_write_them(
     engine: DiffusersEngine, judge: Judge, prompt: str, background: str, colour: str, shape: str
@@ -177,7 +177,7 @@ def test_draws_prompts_as_people_write_them(
     assert abs(verdict.blobs[0].x - 0.5) < 0.15 and abs(verdict.blobs[0].y - 0.5) < 0.15, verdict
 
 
-@NOT_RETRAINED
+
 def test_edit_follows_a_paraphrased_instruction_and_keeps_the_shape_colour(
     engine: DiffusersEngine, judge: Judge
 ) -> None:
