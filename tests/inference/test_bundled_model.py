@@ -164,7 +164,6 @@ NOT_RETRAINED = pytest.mark.xfail(
 )
 
 
-
 @pytest.mark.parametrize(("prompt", "background", "colour", "shape"), PEOPLE_PROMPTS)
 def test_draws_prompts_as_people_write_them(
     engine: DiffusersEngine, judge: Judge, prompt: str, background: str, colour: str, shape: str
@@ -175,7 +174,6 @@ def test_draws_prompts_as_people_write_them(
     assert (verdict.background, verdict.colour, verdict.shape) == (background, colour, shape), verdict
     assert len(verdict.blobs) == 1, verdict
     assert abs(verdict.blobs[0].x - 0.5) < 0.15 and abs(verdict.blobs[0].y - 0.5) < 0.15, verdict
-
 
 
 def test_edit_follows_a_paraphrased_instruction_and_keeps_the_shape_colour(

@@ -66,7 +66,7 @@ def test_a_step_trains_the_student_only_and_the_export_loads(
         scheduler=scheduler,
         truth_weight=0.25,
     )
-    loss.backward()
+    loss.backward()  # type: ignore[no-untyped-call]
     torch.optim.SGD(student.parameters(), lr=0.1).step()
     assert any(not torch.equal(a, b) for a, b in zip(before, student.parameters(), strict=True))
     assert all(torch.equal(a, b) for a, b in zip(unet_before, teacher.unet.parameters(), strict=True))

@@ -36,14 +36,17 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+from torch import nn
 from transformers import AutoTokenizer, CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
 
 from tools.tiny import data, lexicon, phrasing
+from tools.tiny.diffusers_types import Denoiser, NoiseScheduler, Vae
 
 log = logging.getLogger("tools.tiny.distil_text")
 
@@ -74,22 +77,24 @@ class Options:
 
 @dataclass
 class Teacher:
-    tokenizer: PreTrainedTokenizerFast
+    tokenizer: Any  # whatever AutoTokenizer loads from the teacher's folder (word level or CLIP BPE)
     encoder: CLIPTextModel
-    unet: UNet2DConditionModel
-    edit_unet: UNet2DConditionModel
-    vae: AutoencoderKL
+    unet: Denoiser
+    edit_unet: Denoiser
+    vae: Vae
 
 
 def load_teacher(model: Path) -> Teacher:
-    def unet(folder: str) -> UNet2DConditionModel:
-        net = UNet2DConditionModel.from_pretrained(model / folder / "unet", torch_dtype=torch.float32)
+    def unet(folder: str) -> Denoiser:
+        net: Denoiser = UNet2DConditionModel.from_pretrained(
+            model / folder / "unet", torch_dtype=torch.float32
+        )
         net.requires_grad_(False).eval()
         return net
 
     encoder = CLIPTextModel.from_pretrained(model / "generate" / "text_encoder", torch_dtype=torch.float32)
     encoder.requires_grad_(False).eval()
-    vae = AutoencoderKL.from_pretrained(model / "generate" / "vae", torch_dtype=torch.float32)
+    vae: Vae = AutoencoderKL.from_pretrained(model / "generate" / "vae", torch_dtype=torch.float32)
     vae.requires_grad_(False).eval()
     return Teacher(
         tokenizer=AutoTokenizer.from_pretrained(model / "generate" / "tokenizer"),
@@ -116,8 +121,9 @@ def make_student(teacher: Teacher, tokenizer: PreTrainedTokenizerFast) -> CLIPTe
     state = {k: v for k, v in old.state_dict().items() if "token_embedding" not in k}
     missing, unexpected = student.load_state_dict(state, strict=False)
     assert not unexpected and all("token_embedding" in k for k in missing), (missing, unexpected)
-    old_table = old.get_input_embeddings().weight.detach()
-    new_table = student.get_input_embeddings().weight
+    old_embeddings, new_embeddings = old.get_input_embeddings(), student.get_input_embeddings()
+    assert isinstance(old_embeddings, nn.Embedding) and isinstance(new_embeddings, nn.Embedding)
+    old_table, new_table = old_embeddings.weight.detach(), new_embeddings.weight
     with torch.no_grad():
         for word, index in tokenizer.get_vocab().items():
             if word == lexicon.START:
@@ -138,7 +144,7 @@ def token_ids(tokenizer: PreTrainedTokenizerFast, texts: list[str]) -> torch.Ten
     ).input_ids
 
 
-def encode(vae: AutoencoderKL, images: list) -> torch.Tensor:
+def encode(vae: Vae, images: list) -> torch.Tensor:
     pixels = torch.from_numpy(np.stack([data.to_array(im) for im in images])).permute(0, 3, 1, 2)
     with torch.no_grad():
         return vae.encode(pixels).latent_dist.mode()
@@ -189,10 +195,10 @@ def distil_loss(
     student: CLIPTextModel,
     student_tokenizer: PreTrainedTokenizerFast,
     teacher: Teacher,
-    unet: UNet2DConditionModel,
+    unet: Denoiser,
     batch: Batch,
     *,
-    scheduler: DDPMScheduler,
+    scheduler: NoiseScheduler,
     truth_weight: float,
     late_steps: float = 1.0,
 ) -> torch.Tensor:
@@ -213,7 +219,7 @@ def distil_loss(
     return F.mse_loss(prediction, target) + truth_weight * F.mse_loss(prediction, noise)
 
 
-def noise_scheduler() -> DDPMScheduler:
+def noise_scheduler() -> NoiseScheduler:
     """The shipped denoisers' training schedule (Stable Diffusion's scaled-linear betas, epsilon prediction)."""
     return DDPMScheduler(
         num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear"
