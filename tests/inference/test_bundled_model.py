@@ -149,19 +149,13 @@ def test_png_chunks_name_the_model_that_made_each_picture(engine: DiffusersEngin
 # Written the ways people write, not the training captions' way; none of these exact strings is a template.
 PEOPLE_PROMPTS = [
     ("a red circle on a white background", "white", "red", "circle"),
-    ("A GREEN SQUARE ON A BLACK BACKGROUND!", "black", "green", "square"),
+    # (Not green on black: the pair is 147 apart in RGB, under the 150 the training scenes keep, so that
+    # picture is outside the model's world; tools/tiny/data.py MIN_CONTRAST.)
+    ("A YELLOW SQUARE ON A BLACK BACKGROUND!", "black", "yellow", "square"),
     ("draw a big blue star on a plain yellow backdrop", "yellow", "blue", "star"),
     ("\u201cpink heart\u201d,\u200b  black background.", "black", "pink", "heart"),
     ("high quality, an orange triangle on a blue background", "blue", "orange", "triangle"),
 ]
-
-
-# The shipped weights were trained on the old caption template only: issue 14's retrain on the phrasings
-# did not get enough of the shared machine to ship (MODEL_CARD.md, "Prompts as people write them"). Strict,
-# so a model that passes these makes the marker itself fail and be removed.
-NOT_RETRAINED = pytest.mark.xfail(
-    strict=True, reason="bundled weights predate the phrasing retrain (issue 14): 'on' form and paraphrases"
-)
 
 
 @pytest.mark.parametrize(("prompt", "background", "colour", "shape"), PEOPLE_PROMPTS)
@@ -176,12 +170,21 @@ def test_draws_prompts_as_people_write_them(
     assert abs(verdict.blobs[0].x - 0.5) < 0.15 and abs(verdict.blobs[0].y - 0.5) < 0.15, verdict
 
 
-def test_edit_follows_a_paraphrased_instruction_and_keeps_the_shape_colour(
-    engine: DiffusersEngine, judge: Judge
-) -> None:
+def test_edit_follows_a_paraphrased_instruction(engine: DiffusersEngine, judge: Judge) -> None:
     before = data.Scene("blue", (data.Shape("star", "yellow", "large", 0.5, 0.5, 0.26),), "centre")
     (edited,) = pictures(
         engine, [item(engine, "e", "I want a green background", 6, image=data.render(before))]
     )
     verdict = judge.judge(edited)
-    assert (verdict.background, verdict.colour, verdict.shape) == ("green", "yellow", "star"), verdict
+    assert (verdict.background, verdict.shape) == ("green", "star"), verdict
+
+
+# The edit denoiser still lets a background change tint the shape (edit_keeps_colour 0.66 against issue
+# 14's 0.90): only its text encoder was retrained (MODEL_CARD.md). Strict, so a fixed model removes this.
+@pytest.mark.xfail(strict=True, reason="background edits still tint the shape (issue 14, edit_keeps_colour)")
+def test_a_background_edit_keeps_the_shape_colour(engine: DiffusersEngine, judge: Judge) -> None:
+    before = data.Scene("blue", (data.Shape("star", "yellow", "large", 0.5, 0.5, 0.26),), "centre")
+    (edited,) = pictures(
+        engine, [item(engine, "e", "I want a green background", 6, image=data.render(before))]
+    )
+    assert judge.judge(edited).colour == "yellow"
