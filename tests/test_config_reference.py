@@ -77,6 +77,12 @@ def reference_entries(text: str) -> list[Entry]:
         header = HEADER.match(line)
         if header:
             table = header["name"] + ("[]" if header["array"] else "")
+            # A sub-table of an array table ([engine.extra_models.defaults] after [[engine.extra_models]]).
+            parent = next(
+                (t for t in seen_tables if t.endswith("[]") and table.startswith(t[:-2] + ".")), None
+            )
+            if parent is not None:
+                table = parent + table[len(parent) - 2 :]
             table_commented = bool(header["commented"])
             # Repeated array tables ([[styles]] x 6) are data: only the first one must be documented.
             check_docs = table not in seen_tables
