@@ -9,12 +9,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from inference.engine_api import (
     BatchItem,
-    DeviceMemory,
     Engine,
     EngineError,
+    EngineWrapper,
     GeneratedImage,
     KindDefaults,
     StepUpdate,
@@ -59,58 +60,33 @@ def load_engine(settings: EngineSettings) -> Engine:
     return ModelSet(main, extras) if extras else main
 
 
-class ModelSet:
-    """An `Engine` serving a main model and extra ones: each batch runs on the engine its model names.
+@dataclass
+class ModelSet(EngineWrapper):
+    """An `Engine` serving a main model (`inner`) and extra ones: each batch runs on the engine its
+    model names. Everything else (name, adapters, edit model, device) is the main model's."""
 
-    Everything else (name, adapters, edit model, device) is the main model's.
-    """
-
-    def __init__(self, main: Engine, extras: dict[str, Engine]) -> None:
-        self._main = main
-        self._extras = dict(extras)
-        self._lock = threading.Lock()  # one batch at a time on the shared device, whichever model
+    extras: dict[str, Engine] = field(default_factory=dict)
+    # One batch at a time on the shared device, whichever model runs it.
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def _engine(self, model: str | None) -> Engine:
-        if model is None or model == self._main.model_name:
-            return self._main
-        engine = self._extras.get(model)
+        if model is None or model == self.inner.model_name:
+            return self.inner
+        engine = self.extras.get(model)
         if engine is None:
             raise EngineError(f"unknown model {model!r}; this worker serves {list(self.served_models)}")
         return engine
 
     @property
-    def model_name(self) -> str:
-        return self._main.model_name
-
-    @property
-    def device_name(self) -> str:
-        return self._main.device_name
-
-    @property
-    def adapter_names(self) -> list[str]:
-        return self._main.adapter_names
-
-    @property
-    def model_defaults(self) -> ModelDefaults:
-        return self._main.model_defaults
-
-    @property
-    def has_edit_model(self) -> bool:
-        return self._main.has_edit_model
-
-    @property
     def served_models(self) -> dict[str, ModelDefaults]:
-        served = dict(self._main.served_models)
-        for name, engine in self._extras.items():
+        served = dict(self.inner.served_models)
+        for name, engine in self.extras.items():
             served[name] = engine.model_defaults
         return served
 
     def defaults(self, kind: JobKind, model: str | None = None) -> KindDefaults:
         engine = self._engine(model)
-        return engine.defaults(kind, None if engine is self._main else model)
-
-    def memory(self) -> DeviceMemory:
-        return self._main.memory()  # one device: any engine reports the same
+        return engine.defaults(kind, None if engine is self.inner else model)
 
     def run_batch(
         self,

@@ -31,18 +31,11 @@ WIDE = ModelDefaults(steps=2, guidance=5.0, width=96, height=64)
 
 
 @pytest.fixture
-def engine_settings(tiny_models: tuple[Path, Path], tmp_path: Path) -> EngineSettings:
+def engine_settings(engine_settings: EngineSettings, tiny_models: tuple[Path, Path]) -> EngineSettings:
     """The tiny pipelines as the main model, and the same weights served again as `wide` with defaults
     of its own (96x64, 2 steps), so which model ran shows in the picture's size and metadata."""
-    return EngineSettings(
-        model=str(tiny_models[0]),
-        edit_model=str(tiny_models[1]),
-        device="cpu",
-        cpu_threads=1,
-        defaults=ModelDefaults(steps=3, guidance=5.0, width=64, height=64, img2img_strength=0.75),
-        extra_models=[ExtraModelSettings(name="wide", model=str(tiny_models[0]), defaults=WIDE)],
-        cache_dir=tmp_path / "cache",
-    )
+    wide = ExtraModelSettings(name="wide", model=str(tiny_models[0]), defaults=WIDE)
+    return engine_settings.model_copy(update={"extra_models": [wide]})
 
 
 def planner(served: bool = True) -> Planner:
