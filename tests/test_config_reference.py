@@ -69,7 +69,8 @@ def setting_fields(model: type[BaseModel], prefix: str = "") -> dict[str, FieldI
 def reference_entries(text: str) -> list[Entry]:
     """The settings the reference shows, with whether each is commented out and documented."""
     entries: list[Entry] = []
-    table, table_commented, seen_tables = "", False, set()
+    table, table_commented = "", False
+    seen_tables: set[str] = set()
     check_docs = True
     since_comment: int | None = None  # keys since the last plain comment line; None: no comment yet
     for number, raw in enumerate(text.splitlines(), 1):
