@@ -113,7 +113,8 @@ async def test_imagine_model_on_discord_within_the_servers_models(
         result = await inter.wait_original(is_result, timeout=60)
         with Image.open(io.BytesIO(result.attachments[0].data)) as img:
             assert img.size == (96, 64) and img.info["model"] == "wide"
-        assert {f["name"]: f["value"] for f in embed_of(result)["fields"]}["Size"] == "96x64"
+        fields = {f["name"]: f["value"] for f in embed_of(result)["fields"]}
+        assert (fields["Size"], fields["Model"]) == ("96x64", "wide")
         qs = bot.services.quotas.settings
         assert charged(settings) == [(quote(qs, CostSpec(JobKind.GENERATE, 96, 64, 2)), "committed")]
 

@@ -68,8 +68,10 @@ async def test_a_job_runs_on_the_model_it_names(client: Client, tiny_model_dir: 
     # Unset fields take the named model's defaults; the picture's metadata names the model that drew it.
     shapes = await post_job(client, model="shapes", steps=None, width=None, height=None, guidance=None)
     assert (shapes.steps, shapes.guidance, shapes.width, shapes.height) == (3, 5.0, 96, 64)
+    assert shapes.model == "shapes"
     main = await post_job(client, steps=None, width=None, height=None, guidance=None)
     assert (main.steps, main.guidance, main.width, main.height) == (2, 0.0, 64, 64)
+    assert main.model == str(tiny_model_dir)
     await wait(client, shapes.id)
     await wait(client, main.id)
     drawn = await fetch_png(client, shapes.id, 0)
