@@ -229,7 +229,8 @@ class Planner:
             adapter=style.adapter if style else None,
             adapter_scale=style.adapter_scale if style else 1.0,
             sampler=SAMPLERS[controls.sampler] if controls.sampler else None,
-            model=controls.model,
+            # The main model named is the main model left out: its jobs keep batching together.
+            model=None if controls.model == self._main_model else controls.model,
             lane=lane,
         )
 

@@ -5,6 +5,7 @@ before anything is charged."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from pathlib import Path
 
@@ -73,6 +74,12 @@ def test_a_chosen_model_is_planned_and_priced_at_its_own_defaults() -> None:
     assert wide.steps == 4 and wide.width is not None and wide.width > 768  # its own size, shaped 16:9
     main = p.plan_imagine(ALICE, ImagineOptions(prompt="a fox"), GuildSettings(guild_id=20))
     assert (main.model, main.steps, main.width) == (None, None, None)  # the worker's main model decides
+    named = p.plan_imagine(
+        ALICE,
+        ImagineOptions(prompt="a fox", controls=Controls(model="some/sd-model")),
+        GuildSettings(guild_id=20),
+    )
+    assert named == dataclasses.replace(main, seed=named.seed)  # naming the main model is leaving it out
 
 
 def test_a_model_not_allowed_or_not_served_is_refused() -> None:
