@@ -105,6 +105,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     imagine.add_argument("--width", type=int, help=said["width"])
     imagine.add_argument("--height", type=int, help=said["height"])
     imagine.add_argument("--sampler", choices=list(SAMPLERS), help=said["sampler"])
+    imagine.add_argument("--model", help=said["model"])
     edit = sub.add_parser("edit", help=EDIT.description, description=EDIT.description)
     said = EDIT.options
     edit.add_argument("image", type=Path, help=said["image"])
@@ -430,11 +431,11 @@ async def worker_for(settings: Settings) -> AsyncIterator[str]:
             return
     if settings.worker_url:
         raise SettingsError(f"the worker at {settings.worker_url} is not answering")
-    from inference.engine import DiffusersEngine
+    from inference.models import load_engine
     from inference.server import start_worker
 
     log.info("no worker running; loading the model in this process")
-    engine = await asyncio.to_thread(DiffusersEngine.load, settings.engine)
+    engine = await asyncio.to_thread(load_engine, settings.engine)
     running = await start_worker(settings.worker.model_copy(update={"host": "127.0.0.1", "port": 0}), engine)
     try:
         yield running.url
@@ -487,9 +488,8 @@ def _check_first(args: argparse.Namespace, settings: Settings) -> bytes | None:
     if not settings.worker_url:  # the worker this machine runs: its model is the one the settings name
         engine = settings.engine
         has_edit_model = engine.edit_model is not None or engine.model is None
-        info = WorkerInfo(
-            model=engine.model or "bundled", defaults=engine.defaults, has_edit_model=has_edit_model
-        )
+        main, *_ = models = engine.served_models
+        info = WorkerInfo(model=main, defaults=engine.defaults, has_edit_model=has_edit_model, models=models)
         planner.adopt_worker_defaults(info)
     image = terminal.read_input(args.image) if args.command == "edit" else None
     plan = _plan(args, planner, GuildSettings(guild_id=LOCAL_USER.guild_id), image)
@@ -515,6 +515,7 @@ def _plan(args: argparse.Namespace, planner: Planner, guild: GuildSettings, imag
                 width=args.width,
                 height=args.height,
                 sampler=args.sampler,
+                model=args.model,
             ),
         )
         return planner.plan_imagine(LOCAL_USER, options, guild)

@@ -1,5 +1,5 @@
 """/imagine: text to image with style presets, aspects, several images, seeds, lanes, and a power user's
-steps, guidance, sampler and exact size (each within the server's policy, priced by steps x pixels)."""
+steps, guidance, sampler, exact size and model (each within the server's policy, priced by steps x pixels)."""
 
 from __future__ import annotations
 
@@ -62,6 +62,7 @@ class Imagine(commands.Cog):
         width: app_commands.Range[int, MIN_SIDE, MAX_SIDE] | None = None,
         height: app_commands.Range[int, MIN_SIDE, MAX_SIDE] | None = None,
         sampler: str | None = None,
+        model: app_commands.Range[str, 1, 300] | None = None,
     ) -> None:
         options = ImagineOptions(
             prompt=prompt,
@@ -71,7 +72,9 @@ class Imagine(commands.Cog):
             count=count,
             seed=seed,
             lane=parse_lane(lane),
-            controls=Controls(steps=steps, guidance=guidance, width=width, height=height, sampler=sampler),
+            controls=Controls(
+                steps=steps, guidance=guidance, width=width, height=height, sampler=sampler, model=model
+            ),
         )
 
         async def plan_for(requester: Requester, guild: GuildSettings) -> JobPlan:
@@ -89,6 +92,17 @@ class Imagine(commands.Cog):
             app_commands.Choice(name=_choice_name(s.name, s.description), value=s.name)
             for s in book.search(current)
         ]
+
+    @imagine.autocomplete("model")
+    async def model_autocomplete(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        """The worker's models this server allows, as the worker last said."""
+        guild = await self.bot.services.guilds.settings(interaction.guild_id or 0)
+        planner = self.bot.services.jobs.planner
+        names = planner.policy.models(guild, planner.served_models or [])
+        wanted = current.strip().lower()
+        return [app_commands.Choice(name=n[:100], value=n) for n in names if wanted in n.lower()][:25]
 
 
 def _choice_name(name: str, description: str) -> str:

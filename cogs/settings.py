@@ -44,6 +44,8 @@ def settings_embed(s: GuildSettings, _: Translate) -> discord.Embed:
     embed.add_field(name=_("Pixels per image"), value=megapixels)
     samplers = ", ".join(s.allowed_samplers) if s.allowed_samplers is not None else _("all")
     embed.add_field(name=_("Samplers"), value=samplers or _("none"))
+    models = ", ".join(s.allowed_models) if s.allowed_models is not None else _("all")
+    embed.add_field(name=_("Models"), value=(models or _("none"))[:1024])
     embed.add_field(name=_("Results posted as"), value=s.output_format.upper())
     return embed
 
@@ -164,6 +166,22 @@ class Settings(
                 offered=", ".join(SAMPLERS),
             )
         await self._update(interaction, allowed_samplers=picked)
+
+    @app_commands.command(
+        name="models", description="Which of the worker's models members may pick in /imagine"
+    )
+    @app_commands.describe(names="Model names separated by commas or spaces (empty: every model served)")
+    async def models(self, interaction: discord.Interaction, names: str | None = None) -> None:
+        picked = None if names is None else [n for n in re.split(r"[,\s]+", names.strip()) if n]
+        served = self.bot.services.jobs.planner.served_models
+        unknown = [n for n in picked or () if served is not None and n not in served]
+        if unknown:
+            raise InvalidInput(
+                N_("`{name}` is not a model the worker serves; it serves {served}."),
+                name=unknown[0][:80],
+                served=", ".join(served or ()),
+            )
+        await self._update(interaction, allowed_models=picked)
 
     @app_commands.command(
         name="retention", description="How long and how much of this server's images are kept"

@@ -2,6 +2,7 @@
 
 This is the only module of the worker that imports torch and diffusers. The scheduler drives it through
 the `Engine` protocol in `inference.engine_api`, from a worker thread, one batch at a time.
+(Just over 450 lines: loading, the batch call and its results share the pipelines' state and belong together.)
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from inference.engine_api import (
     GeneratedImage,
     KindDefaults,
     StepUpdate,
+    kind_defaults,
 )
 from inference.families import Family
 from inference.loading import (
@@ -121,8 +123,17 @@ class DiffusersEngine:
     # --- Loading ---
 
     @classmethod
-    def load(cls, settings: EngineSettings) -> DiffusersEngine:
-        """Load every configured pipeline onto the device. Slow and synchronous: call it in a thread."""
+    def load(
+        cls,
+        settings: EngineSettings,
+        *,
+        model_name: str | None = None,
+        safety: SafetyClassifier | None = None,
+    ) -> DiffusersEngine:
+        """Load every configured pipeline onto the device. Slow and synchronous: call it in a thread.
+
+        `model_name` is what jobs and metadata call the model (default: `settings.model`); `safety` an
+        already loaded classifier to share (`inference.models` serves several models with one)."""
         if settings.cpu_threads:
             torch.set_num_threads(settings.cpu_threads)
         quiet_libraries()
@@ -136,9 +147,8 @@ class DiffusersEngine:
         edit = None
         if edit_source:
             edit = from_pretrained(StableDiffusionInstructPix2PixPipeline, edit_source, settings, dtype)
-        return cls.from_pipeline(
-            settings, generate, edit=edit, model_name=settings.model or TINY_MODEL_NAME, device=device
-        )
+        name = model_name or settings.model or TINY_MODEL_NAME
+        return cls.from_pipeline(settings, generate, edit=edit, model_name=name, device=device, safety=safety)
 
     @classmethod
     def from_pipeline(
@@ -149,6 +159,7 @@ class DiffusersEngine:
         model_name: str,
         edit: Pipeline | None = None,
         device: torch.device | None = None,
+        safety: SafetyClassifier | None = None,
     ) -> DiffusersEngine:
         """Wrap already-built pipelines (the random-weight benchmark architectures use this)."""
         device = device or resolve_device(settings.device)
@@ -165,8 +176,7 @@ class DiffusersEngine:
         pipes.img2img.set_progress_bar_config(disable=True)
         load_adapters(pipes.generate, settings)
         decoder = preview_decoder(family, settings, model_name, dtype, device)
-        safety = None
-        if settings.safety is not None:
+        if safety is None and settings.safety is not None:
             cache = str(settings.cache_dir) if settings.cache_dir else None
             safety = SafetyClassifier.load(settings.safety, device, dtype, cache)
         log.info("engine ready: %s (%s) on %s", model_name, family.title, device)
@@ -194,16 +204,21 @@ class DiffusersEngine:
         return self._pipes.edit is not None
 
     @property
+    def safety(self) -> SafetyClassifier | None:
+        return self._safety
+
+    @property
     def model_defaults(self) -> ModelDefaults:
         return self._settings.defaults.model_copy()
 
-    def defaults(self, kind: JobKind) -> KindDefaults:
-        d = self._settings.defaults
-        if kind is JobKind.EDIT:
-            steps = d.edit_steps if d.edit_steps is not None else d.steps
-            guidance = d.edit_guidance if d.edit_guidance is not None else d.guidance
-            return KindDefaults(steps, guidance, d.width, d.height)
-        return KindDefaults(d.steps, d.guidance, d.width, d.height)
+    @property
+    def served_models(self) -> dict[str, ModelDefaults]:
+        return {self._model_name: self.model_defaults}
+
+    def defaults(self, kind: JobKind, model: str | None = None) -> KindDefaults:
+        if model not in (None, self._model_name):
+            raise EngineError(f"unknown model {model!r}; this engine serves {self._model_name!r}")
+        return kind_defaults(self._settings.defaults, kind)
 
     def memory(self) -> DeviceMemory:
         if self._device.type == "cuda":

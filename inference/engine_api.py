@@ -70,6 +70,7 @@ class BatchKey:
     adapter: str | None
     adapter_scale: float
     sampler: str | None = None
+    model: str | None = None  # the served model that runs the batch; None: the main one
 
     @classmethod
     def of(
@@ -95,6 +96,7 @@ class BatchKey:
             # The scale means nothing without an adapter; it must not split batches then.
             adapter_scale=request.adapter_scale if request.adapter else 1.0,
             sampler=request.sampler,
+            model=request.model,
         )
 
     @property
@@ -148,6 +150,15 @@ class KindDefaults:
     height: int
 
 
+def kind_defaults(d: ModelDefaults, kind: JobKind) -> KindDefaults:
+    """What unset fields of this kind of job take on a model with defaults `d`."""
+    if kind is JobKind.EDIT:
+        steps = d.edit_steps if d.edit_steps is not None else d.steps
+        guidance = d.edit_guidance if d.edit_guidance is not None else d.guidance
+        return KindDefaults(steps, guidance, d.width, d.height)
+    return KindDefaults(d.steps, d.guidance, d.width, d.height)
+
+
 @dataclass(frozen=True, slots=True)
 class DeviceMemory:
     """Device memory in bytes, each None when the device does not report it (CPU)."""
@@ -180,8 +191,13 @@ class Engine(Protocol):
         """Whether edit jobs run on an instruction-editing pipeline (else img2img on the main weights)."""
         ...
 
-    def defaults(self, kind: JobKind) -> KindDefaults:
-        """What unset fields of this kind of job take on the loaded model."""
+    @property
+    def served_models(self) -> dict[str, ModelDefaults]:
+        """Every model a job may name in `model`, the main one (`model_name`) first, with its defaults."""
+        ...
+
+    def defaults(self, kind: JobKind, model: str | None = None) -> KindDefaults:
+        """What unset fields of this kind of job take on the named served model (None: the main one)."""
         ...
 
     def run_batch(
@@ -229,8 +245,12 @@ class EngineWrapper:
     def has_edit_model(self) -> bool:
         return self.inner.has_edit_model
 
-    def defaults(self, kind: JobKind) -> KindDefaults:
-        return self.inner.defaults(kind)
+    @property
+    def served_models(self) -> dict[str, ModelDefaults]:
+        return self.inner.served_models
+
+    def defaults(self, kind: JobKind, model: str | None = None) -> KindDefaults:
+        return self.inner.defaults(kind, model)
 
     def memory(self) -> DeviceMemory:
         return self.inner.memory()

@@ -58,7 +58,7 @@ async def prepare_submission(
         limits = ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
         async with decode_slots or contextlib.nullcontext():
             init = await asyncio.to_thread(EncodedImage.check, image, limits)
-    d = engine.defaults(request.kind)
+    d = engine.defaults(request.kind, request.model)
     steps, guidance, width, height = d.steps, d.guidance, d.width, d.height
     width, height = _output_size(request, init, (width, height), settings.max_pixels)
     digest = hashlib.sha256(image).hexdigest() if image is not None else None
@@ -80,6 +80,17 @@ def _check_inputs(request: JobRequest, image: bytes | None, engine: Engine) -> N
         raise ProtocolError(ErrorCode.IMAGE_REQUIRED, f"a {kind} job needs an image part", field="image")
     if not kind.needs_image and image is not None:
         raise ProtocolError(ErrorCode.IMAGE_NOT_ALLOWED, "a generate job takes no image", field="image")
+    served = engine.served_models
+    if request.model is not None and request.model not in served:
+        raise ProtocolError(
+            ErrorCode.UNKNOWN_MODEL,
+            f"unknown model {request.model[:80]!r}; this worker serves {', '.join(served)}",
+            field="model",
+        )
+    if request.adapter is not None and request.model not in (None, engine.model_name):
+        raise ProtocolError(
+            ErrorCode.UNKNOWN_ADAPTER, "adapters apply to the main model only", field="adapter"
+        )
     if request.adapter is not None and request.adapter not in engine.adapter_names:
         raise ProtocolError(
             ErrorCode.UNKNOWN_ADAPTER,

@@ -13,7 +13,7 @@ from diffusers import AutoencoderTiny, AutoPipelineForText2Image, DiffusionPipel
 from inference import families
 from inference.checkpoints import from_single_file, hub_access, is_single_file
 from inference.engine_api import EngineError
-from inference.settings import AdapterSettings, EngineSettings
+from inference.settings import TINY_MODEL_NAME, AdapterSettings, EngineSettings
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +21,6 @@ log = logging.getLogger(__name__)
 # mypy's sight, so the engine and its loaders call them through this alias.
 Pipeline: TypeAlias = Any
 
-TINY_MODEL_NAME = "brushfire/tiny"
 # What an edit's PNG `model` chunk names when the bundled edit pipeline made it.
 TINY_EDIT_MODEL_NAME = "brushfire/tiny-edit"
 # The trained tiny shapes model (inference/tiny/MODEL_CARD.md): its `generate` and `edit` pipelines.

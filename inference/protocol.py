@@ -45,6 +45,7 @@ class ErrorCode(StrEnum):
     IMAGE_TOO_LARGE = "image_too_large"  # over the byte limit
     IMAGE_TOO_MANY_PIXELS = "image_too_many_pixels"  # over the pixel limit, decompression bombs
     UNKNOWN_ADAPTER = "unknown_adapter"
+    UNKNOWN_MODEL = "unknown_model"  # `model` names none the worker serves
     UNAUTHORIZED = "unauthorized"
     NOT_FOUND = "not_found"
     CONFLICT = "conflict"  # idempotency key reused with different parameters
@@ -124,6 +125,8 @@ class JobRequest(BaseModel):
     # This job's sampler: a diffusers scheduler class (e.g. "EulerDiscreteScheduler") built from the
     # model's own scheduler config for the batch; unset: the model's (or engine.scheduler).
     sampler: str | None = Field(default=None, pattern=r"^[A-Za-z0-9]{1,60}Scheduler$")
+    # Which of the worker's text-to-image models runs the job (`WorkerInfo.models`); unset: the main one.
+    model: str | None = Field(default=None, min_length=1, max_length=300)
     # png (lossless), webp or jpeg; None: the worker's `output_format`. Each keeps the metadata.
     output_format: OutputFormat | None = None
 
@@ -356,3 +359,6 @@ class WorkerInfo(BaseModel):
     model: str
     defaults: ModelDefaults
     has_edit_model: bool  # edit jobs run on an instruction-editing pipeline, not img2img on the main weights
+    # Every text-to-image model a job may name in `model`, the main one first, with its defaults; empty
+    # from a worker older than the field (then only `model` is served).
+    models: dict[str, ModelDefaults] = Field(default_factory=dict)

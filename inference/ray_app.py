@@ -45,6 +45,7 @@ from inference.engine_api import (
     GeneratedImage,
     KindDefaults,
     StepUpdate,
+    kind_defaults,
 )
 from inference.protocol import ReplicaStats
 from inference.server import RunningWorker, check_bind, start_worker
@@ -117,6 +118,7 @@ class ReplicaInfo:
     defaults: dict[JobKind, KindDefaults]
     model_defaults: ModelDefaults
     has_edit_model: bool
+    served_models: dict[str, ModelDefaults]
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,9 +152,9 @@ class ModelReplica:
     """One model replica: loads the engine once, runs one batch at a time, streams its steps."""
 
     def __init__(self, settings: EngineSettings) -> None:
-        from inference.engine import DiffusersEngine  # torch only where a model really loads
+        from inference.models import load_engine  # torch only where a model really loads
 
-        self._engine: Engine = DiffusersEngine.load(settings)
+        self._engine: Engine = load_engine(settings)
         context = serve.get_replica_context()
         self._replica = context.replica_id.unique_id
         self._actor_name = context.replica_id.to_full_id_str()
@@ -166,7 +168,7 @@ class ModelReplica:
             replica=self._replica, actor_name=self._actor_name, model_name=e.model_name,
             device_name=e.device_name, adapter_names=list(e.adapter_names),
             defaults={kind: e.defaults(kind) for kind in JobKind}, model_defaults=e.model_defaults,
-            has_edit_model=e.has_edit_model,
+            has_edit_model=e.has_edit_model, served_models=e.served_models,
         )  # fmt: skip
 
     async def run(
@@ -347,8 +349,14 @@ class RayEngine:
     def has_edit_model(self) -> bool:
         return self._info.has_edit_model
 
-    def defaults(self, kind: JobKind) -> KindDefaults:
-        return self._info.defaults[kind]
+    @property
+    def served_models(self) -> dict[str, ModelDefaults]:
+        return dict(self._info.served_models)
+
+    def defaults(self, kind: JobKind, model: str | None = None) -> KindDefaults:
+        if model is None or model == self._info.model_name:
+            return self._info.defaults[kind]
+        return kind_defaults(self._info.served_models[model], kind)
 
     def memory(self) -> DeviceMemory:
         return self._book.memory()

@@ -180,7 +180,7 @@ class Scheduler:
         job = Job(
             id=WorkerJobId(secrets.token_hex(8)),
             sub=sub,
-            model=self._engine.model_name,
+            model=request.model or self._engine.model_name,  # the one that runs it
             created_at=self._clock(),
             total_steps=sub.steps,
             images=[None] * request.count,

@@ -243,7 +243,10 @@ async def info(request: web.Request) -> web.Response:
 def worker_info(engine: Engine) -> WorkerInfo:
     """What this worker advertises about its model, so a bot need not be told its defaults by hand."""
     return WorkerInfo(
-        model=engine.model_name, defaults=engine.model_defaults, has_edit_model=engine.has_edit_model
+        model=engine.model_name,
+        defaults=engine.model_defaults,
+        has_edit_model=engine.has_edit_model,
+        models=engine.served_models,
     )
 
 
@@ -416,11 +419,11 @@ async def _watch_parent(parent_pid: int, stop: asyncio.Event) -> None:
 
 
 async def _run(worker: WorkerSettings, engine_settings: EngineSettings, parent_pid: int | None) -> None:
-    from inference.engine import DiffusersEngine  # torch is imported only when a worker really starts
+    from inference.models import load_engine  # torch is imported only when a worker really starts
 
     return_large_buffers_to_os()
     log.info("loading the model")
-    engine = await asyncio.to_thread(DiffusersEngine.load, engine_settings)
+    engine = await asyncio.to_thread(load_engine, engine_settings)
     running = await start_worker(worker, engine)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -37,6 +37,9 @@ class ModelDefaults(BaseModel):
     edit_image_guidance: float = Field(default=1.5, ge=1.0, le=10.0)
 
 
+# What jobs, /v1/info and the pictures' `model` chunk call the bundled model (`engine.model` unset).
+TINY_MODEL_NAME = "brushfire/tiny"
+
 # The bundled trained tiny model draws 64x64 pictures; its defaults apply when no model is configured and the
 # settings name no defaults of their own, so the offline default is quick on a CPU.
 # Its edit defaults were chosen on 180 tuning edits, apart from the evaluation's (MODEL_CARD.md): guidance
@@ -64,6 +67,21 @@ class AdapterSettings(BaseModel):
     # SDXL-Lightning); a fused adapter is not one a job can name.
     fuse: bool = False
     scale: float = Field(default=1.0, ge=0.0, le=2.0)  # the fused strength; per-job scale otherwise
+
+
+class ExtraModelSettings(BaseModel):
+    """Another text-to-image model the worker serves beside `engine.model`, loaded at start the same way
+    (a Hugging Face id, a local folder or a single-file checkpoint). A job picks it by `name` (`model` in
+    the request); it runs on its own pipelines with its own defaults, no adapters and no edit model, and
+    shares the worker's device, dtype and safety classifier."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$")  # what jobs and members call it
+    model: str = Field(min_length=1)
+    scheduler: str | None = Field(default=None, pattern=r"^[A-Za-z0-9]+Scheduler$")
+    timestep_spacing: Literal["leading", "linspace", "trailing"] | None = None
+    defaults: ModelDefaults = Field(default_factory=ModelDefaults)
 
 
 class SafetySettings(BaseModel):
@@ -124,6 +142,8 @@ class EngineSettings(BaseModel):
     preview_min_steps: int = Field(default=5, ge=1, le=150)
     defaults: ModelDefaults = Field(default_factory=ModelDefaults)
     adapters: list[AdapterSettings] = Field(default_factory=list)
+    # More text-to-image models served beside `model`, each picked per job by its name; none by default.
+    extra_models: list[ExtraModelSettings] = Field(default_factory=list)
     cache_dir: Path | None = None
     # CPU threads torch may use (None leaves torch's default); tests and CPU benches pin it to one.
     cpu_threads: int | None = Field(default=None, ge=1, le=256)
@@ -137,6 +157,22 @@ class EngineSettings(BaseModel):
             # Still "not set by hand": settings rebuilt with a model (`run.py worker --model`) must get
             # that model's defaults, not the bundled one's.
             self.__pydantic_fields_set__.discard("defaults")
+        return self
+
+    @property
+    def served_models(self) -> dict[str, ModelDefaults]:
+        """The models a worker with these settings serves, main first, with their defaults."""
+        extras = {m.name: m.defaults for m in self.extra_models}
+        return {self.model or TINY_MODEL_NAME: self.defaults, **extras}
+
+    @model_validator(mode="after")
+    def _distinct_model_names(self) -> EngineSettings:
+        names = [self.model or TINY_MODEL_NAME] + [m.name for m in self.extra_models]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(
+                f"model names must differ (extra_models and model); given twice: {', '.join(twice)}"
+            )
         return self
 
 

@@ -34,6 +34,7 @@ class GuildSettings:
     max_steps: int | None = None  # a power user's steps cap here; None: the configured one
     max_pixels: int | None = None  # an image's pixel cap here; None: the worker's
     allowed_samplers: tuple[str, ...] | None = None  # sampler names members may pick; None: all offered
+    allowed_models: tuple[str, ...] | None = None  # the worker's models members may pick; None: all served
     output_format: OutputFormat = "png"  # how results are posted (stored images stay PNG)
     updated_at: float = 0.0
 
@@ -63,23 +64,27 @@ def _settings(row: sqlite3.Row) -> GuildSettings:
         row,
         allowed_channel_ids=tuple(json.loads(row["allowed_channel_ids"])),
         blocked_words=tuple(json.loads(row["blocked_words"])),
-        allowed_samplers=(
-            tuple(json.loads(row["allowed_samplers"])) if row["allowed_samplers"] is not None else None
-        ),
+        allowed_samplers=_names(row["allowed_samplers"]),
+        allowed_models=_names(row["allowed_models"]),
     )
+
+
+def _names(text: str | None) -> tuple[str, ...] | None:
+    return tuple(json.loads(text)) if text is not None else None
 
 
 _UPSERT_SQL = """
 INSERT INTO guild_settings (guild_id, allowed_channel_ids, blocked_words, nsfw_mode, relax_enabled, default_style,
                             max_images_per_job, max_steps, max_pixels, allowed_samplers, output_format,
-                            updated_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                            allowed_models, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (guild_id) DO UPDATE SET
     allowed_channel_ids = excluded.allowed_channel_ids, blocked_words = excluded.blocked_words,
     nsfw_mode = excluded.nsfw_mode, relax_enabled = excluded.relax_enabled,
     default_style = excluded.default_style, max_images_per_job = excluded.max_images_per_job,
     max_steps = excluded.max_steps, max_pixels = excluded.max_pixels,
-    allowed_samplers = excluded.allowed_samplers, output_format = excluded.output_format, updated_at = excluded.updated_at
+    allowed_samplers = excluded.allowed_samplers, output_format = excluded.output_format,
+    allowed_models = excluded.allowed_models, updated_at = excluded.updated_at
 """
 
 
@@ -96,6 +101,7 @@ def _row(s: GuildSettings) -> tuple[object, ...]:
         s.max_pixels,
         json.dumps(list(s.allowed_samplers)) if s.allowed_samplers is not None else None,
         s.output_format,
+        json.dumps(list(s.allowed_models)) if s.allowed_models is not None else None,
         s.updated_at,
     )
 
@@ -114,8 +120,9 @@ async def update(tx: Tx, guild_id: int, actor_id: int, now: float, **changes: An
         raise ValueError(f"unknown guild setting(s): {', '.join(sorted(unknown))}")
     if "allowed_channel_ids" in changes:
         changes["allowed_channel_ids"] = tuple(sorted({int(c) for c in changes["allowed_channel_ids"]}))
-    if changes.get("allowed_samplers") is not None:
-        changes["allowed_samplers"] = tuple(sorted(set(changes["allowed_samplers"])))
+    for names in ("allowed_samplers", "allowed_models"):
+        if changes.get(names) is not None:
+            changes[names] = tuple(sorted(set(changes[names])))
     if "blocked_words" in changes:
         words = {str(w).strip().lower() for w in changes["blocked_words"]}
         changes["blocked_words"] = tuple(sorted(w for w in words if w))

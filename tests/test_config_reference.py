@@ -69,7 +69,8 @@ def setting_fields(model: type[BaseModel], prefix: str = "") -> dict[str, FieldI
 def reference_entries(text: str) -> list[Entry]:
     """The settings the reference shows, with whether each is commented out and documented."""
     entries: list[Entry] = []
-    table, table_commented, seen_tables = "", False, set()
+    table, table_commented = "", False
+    seen_tables: set[str] = set()
     check_docs = True
     since_comment: int | None = None  # keys since the last plain comment line; None: no comment yet
     for number, raw in enumerate(text.splitlines(), 1):
@@ -77,6 +78,12 @@ def reference_entries(text: str) -> list[Entry]:
         header = HEADER.match(line)
         if header:
             table = header["name"] + ("[]" if header["array"] else "")
+            # A sub-table of an array table ([engine.extra_models.defaults] after [[engine.extra_models]]).
+            parent = next(
+                (t for t in seen_tables if t.endswith("[]") and table.startswith(t[:-2] + ".")), None
+            )
+            if parent is not None:
+                table = parent + table[len(parent) - 2 :]
             table_commented = bool(header["commented"])
             # Repeated array tables ([[styles]] x 6) are data: only the first one must be documented.
             check_docs = table not in seen_tables

@@ -39,6 +39,7 @@ IMAGINE = CommandText(
         "width": "Exact width in pixels, a multiple of 8 (with height, instead of an aspect)",
         "height": "Exact height in pixels, a multiple of 8 (with width; more pixels cost more)",
         "sampler": "The sampler that draws the image (the model's own when left out)",
+        "model": "Which of the worker's models draws it (the main one when left out)",
     },
 )
 

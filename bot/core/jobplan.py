@@ -72,6 +72,7 @@ class Controls:
     width: int | None = None  # with height: an exact size instead of an aspect
     height: int | None = None
     sampler: str | None = None  # a name of SAMPLERS
+    model: str | None = None  # one of the worker's models (WorkerInfo.models); None: its main one
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +108,7 @@ class JobPlan:
     adapter: str | None = None
     adapter_scale: float = 1.0
     sampler: str | None = None  # a diffusers scheduler class (SAMPLERS' values); None: the model's
+    model: str | None = None  # the worker's model that runs it; None: the main one
     lane: Lane | None = None
     parent_job_id: str | None = None
     parent_generation_id: str | None = None

@@ -78,6 +78,9 @@ class Planner:
         self._by_hand = engine.defaults.model_fields_set if "defaults" in engine.model_fields_set else set()
         # Edits run on an instruction-editing model (which has no strength), as the worker last said.
         self._instruct_edits = False
+        # The worker's models and their defaults, main first, once it has said (None until then).
+        self._served: dict[str, ModelDefaults] | None = None
+        self._main_model: str | None = None
 
     @property
     def defaults(self) -> ModelDefaults:
@@ -96,11 +99,27 @@ class Planner:
         """
         own = self._settings.engine.defaults
         self._instruct_edits = info.has_edit_model
+        self._served = dict(info.models) or {info.model: info.defaults}
+        self._main_model = info.model
         adopted = info.defaults.model_copy(update={name: getattr(own, name) for name in self._by_hand})
         if adopted == self._defaults:
             return False
         self._defaults = adopted
         return True
+
+    @property
+    def served_models(self) -> list[str] | None:
+        """The models the worker serves, main first; None until it has said."""
+        return None if self._served is None else list(self._served)
+
+    def _model(self, name: str | None, guild: GuildSettings) -> ModelDefaults | None:
+        """The defaults of a chosen model other than the main one (which plans use anyway); checks it."""
+        if name is None:
+            return None
+        self.policy.check_model(name, guild, self.served_models)
+        if self._served is None or name == self._main_model:
+            return None
+        return self._served.get(name)
 
     def check_channel(self, requester: Requester, guild: GuildSettings) -> None:
         if requester.guild_id and not guild.channel_allowed(requester.channel_id):
@@ -179,9 +198,16 @@ class Planner:
         seed = self._seed(options.seed)
         lane = self._lane(options.lane, guild)
         controls = self.policy.check(options.controls, guild, aspect_given=options.aspect is not None)
+        # A model other than the main one: its own size and steps where none are given, so it is priced
+        # (and drawn) by what it really runs.
+        own = self._model(controls.model, guild)
         width, height = (
-            (controls.width, controls.height) if controls.width is not None else self._size(aspect, guild)
+            (controls.width, controls.height)
+            if controls.width is not None
+            else self._size(aspect, guild, (own.width, own.height) if own else None)
         )
+        if own is not None and width is None:
+            width, height = own.width, own.height
         styled = style.apply(prompt, negative) if style else None
         if style and styled:
             self.check_styled(styled.prompt, style.name)
@@ -198,11 +224,13 @@ class Planner:
             height=height,
             count=options.count,
             seed=seed,
-            steps=_first(controls.steps, style.steps if style else None),
+            steps=_first(controls.steps, style.steps if style else None, own.steps if own else None),
             guidance=_first(controls.guidance, style.guidance if style else None),
             adapter=style.adapter if style else None,
             adapter_scale=style.adapter_scale if style else 1.0,
             sampler=SAMPLERS[controls.sampler] if controls.sampler else None,
+            # The main model named is the main model left out: its jobs keep batching together.
+            model=None if controls.model == self._main_model else controls.model,
             lane=lane,
         )
 
@@ -320,12 +348,16 @@ class Planner:
             raise InvalidInput(N_("This server has turned the relax lane off."))
         return lane
 
-    def _size(self, aspect: Aspect | None, guild: GuildSettings) -> tuple[int | None, int | None]:
+    def _size(
+        self, aspect: Aspect | None, guild: GuildSettings, native: tuple[int, int] | None = None
+    ) -> tuple[int | None, int | None]:
+        """`native`: the chosen model's size; None: the main model's."""
+        native = native or self.native_size()
         if aspect is None:
             if guild.max_pixels is None:
                 return None, None  # the model's native size, whatever the worker has loaded
-            return self._fit(*self.native_size(), guild)  # named, so the server's cap holds
-        base_w, base_h = self.native_size()
+            return self._fit(*native, guild)  # named, so the server's cap holds
+        base_w, base_h = native
         size = size_for(aspect, base_w, base_h)
         return self._fit(size.width, size.height, guild)
 
@@ -353,6 +385,7 @@ def _edit_fields(instruction: str, seed: int, strength: float) -> dict[str, Any]
         "steps": None,
         "guidance": None,
         "sampler": None,
+        "model": None,  # the edit model, or img2img on the main one
         "seed": seed,
         "strength": strength,
     }

@@ -1,8 +1,9 @@
-"""A power user's per-job controls (steps, guidance, sampler, exact size) within the server's policy.
+"""A power user's per-job controls (steps, guidance, sampler, exact size, model) within the server's policy.
 
 The limits: the configured `limits.max_steps` and the worker's `max_pixels`, each of which a server may
-lower (`/settings job-limits`), and the fixed list of samplers, which a server may narrow
-(`/settings samplers`). The ledger prices what passes by steps x pixels (`quotas.pricing`).
+lower (`/settings job-limits`), the fixed list of samplers and the worker's served models, each of which
+a server may narrow (`/settings samplers`, `/settings models`). The ledger prices what passes by steps x
+pixels (`quotas.pricing`), a chosen model's own default steps and size standing in for those left out.
 """
 
 from __future__ import annotations
@@ -45,6 +46,25 @@ class JobPolicy:
                 N_("`{name}` is not a sampler this server allows ({allowed})."),
                 name=name[:40],
                 allowed=offered,
+            )
+
+    @staticmethod
+    def models(guild: GuildSettings, served: list[str]) -> list[str]:
+        """The worker's models members may pick here."""
+        allowed = guild.allowed_models
+        return [name for name in served if allowed is None or name in allowed]
+
+    def check_model(self, name: str, guild: GuildSettings, served: list[str] | None) -> None:
+        """Refuse a model the server does not allow or the worker does not serve. `served` None: the
+        worker has not said yet (it refuses an unknown model itself, before anything is charged)."""
+        if served is None:
+            if guild.allowed_models is None or name in guild.allowed_models:
+                return
+            served = list(guild.allowed_models)
+        if name not in self.models(guild, served):
+            offered = ", ".join(self.models(guild, served)) or Message(N_("none"))
+            raise InvalidInput(
+                N_("`{name}` is not a model this server allows ({allowed})."), name=name[:80], allowed=offered
             )
 
     def check(self, controls: Controls, guild: GuildSettings, *, aspect_given: bool) -> Controls:

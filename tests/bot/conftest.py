@@ -69,10 +69,10 @@ async def worker(settings: Settings) -> AsyncIterator[str]:
     """A real worker on the tiny model, serving on a free loopback port; yields its URL."""
     import asyncio
 
-    from inference.engine import DiffusersEngine
+    from inference.models import load_engine
     from inference.server import start_worker
 
-    engine = await asyncio.to_thread(DiffusersEngine.load, settings.engine)
+    engine = await asyncio.to_thread(load_engine, settings.engine)
     running = await start_worker(settings.worker.model_copy(update={"port": 0}), engine)
     try:
         yield running.url
