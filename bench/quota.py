@@ -6,6 +6,12 @@ measures reserve latency under that load. Time runs SPEED times faster than the 
 quota service, so one-hour windows roll over several times and the over-limit check has teeth.
 
     python bench/quota.py [--seconds 5] [--rate 1000] [--db PATH]
+    python bench/quota.py --against 6c05452 --against c3c012d [--rounds 3]
+
+`--against REV` (repeatable) measures side by side in one invocation: the tree at each git revision REV
+(extracted with `git archive` into a temporary folder) and this tree each run the same bench in a fresh
+process, the order rotating each round, `--rounds` times. On a shared machine the absolute figures move with the load, so the
+ratios between the two trees (same rounds, same minutes) are the figures to compare.
 """
 
 from __future__ import annotations
@@ -19,12 +25,14 @@ import platform
 import random
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -162,10 +170,16 @@ async def bench(path: Path, seconds: float, rate: float) -> dict[str, object]:
             await q.admin.set_user_override(GUILD, user, ADMIN, limit=user_limit(user))
         closed = await run_phase(q, "closed", seconds, None)
         paced = await run_phase(q, "paced", seconds, rate)
+        stats = db.write_stats
     return {
         "closed_loop": closed.summary(),
         "paced": paced.summary() | {"offered_rate": rate},
         "users_over_limit": users_over_limit(path),
+        "group_commit": {
+            "batches": stats.batches,
+            "transactions": stats.transactions,
+            "mean_batch": round(stats.transactions / max(1, stats.batches), 2),
+        },
     }
 
 
@@ -199,6 +213,88 @@ def save(result: dict[str, object], figures: dict[str, object]) -> None:
     RESULTS.write_text(json.dumps(record, indent=2) + "\n")
 
 
+def figures_of(result: dict[str, object]) -> dict[str, object]:
+    closed, paced = result["closed_loop"], result["paced"]
+    return {
+        "cycles_per_s": closed["cycles_per_s"],  # type: ignore[index]
+        "reserve_p99_ms": paced["reserve_p99_ms"],  # type: ignore[index]
+        "users_over_limit": result["users_over_limit"],
+    }
+
+
+def run_tree(root: Path, seconds: float, rate: float, *, this_tree: bool) -> dict[str, object]:
+    """One bench run of the tree at `root` in a fresh process; its last line of output is the figures."""
+    command = [
+        sys.executable,
+        str(root / "bench" / "quota.py"),
+        "--seconds",
+        str(seconds),
+        "--rate",
+        str(rate),
+    ]
+    env = os.environ | {"PYTHONPATH": str(root)}
+    if this_tree:
+        command.append("--one")  # print the run, save nothing (the comparison saves both)
+    done = subprocess.run(command, env=env, cwd=root, capture_output=True, text=True, check=True, timeout=600)
+    lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    closed, paced, figures = (dict[str, Any](line) for line in (lines[0], lines[1], lines[-1]))
+    # CPU time (both threads) per completed cycle: less sensitive to other processes than the rates.
+    cpu_ms = closed["process_cpu_share"] * closed["seconds"] * 1000 / max(1, closed["cycles"])
+    return figures | {
+        "cpu_ms_per_cycle": round(cpu_ms, 3),
+        "closed_loop": closed,
+        "paced": paced,
+        "group_commit": lines[2] if this_tree else None,
+    }
+
+
+def side_by_side(revs: list[str], rounds: int, seconds: float, rate: float) -> dict[str, object]:
+    """Runs of the trees at `revs` and of this tree, the order rotating each round; the figures are
+    this tree's medians, and each other tree's medians with this tree's ratio to them."""
+    here = Path(__file__).resolve().parents[1]
+    runs: dict[str, list[dict[str, object]]] = {name: [] for name in [*revs, "this"]}
+    with tempfile.TemporaryDirectory() as tmp:
+        trees = []
+        for rev in revs:
+            root = Path(tmp) / rev
+            root.mkdir()
+            archive = subprocess.run(
+                ["git", "-C", str(here), "archive", rev], capture_output=True, check=True
+            )
+            subprocess.run(["tar", "-x", "-C", str(root)], input=archive.stdout, check=True)
+            trees.append((rev, root))
+        trees.append(("this", here))
+        for n in range(rounds):
+            for name, root in trees[n % len(trees) :] + trees[: n % len(trees)]:
+                run = run_tree(root, seconds, rate, this_tree=name == "this")
+                runs[name].append(run)
+                shown = {k: run[k] for k in ("cycles_per_s", "reserve_p99_ms", "cpu_ms_per_cycle")}
+                print(name, json.dumps(shown), flush=True)
+
+    def median(name: str, key: str) -> float:
+        return float(statistics.median(float(r[key]) for r in runs[name]))  # type: ignore[arg-type]
+
+    cycles, p99, cpu = (median("this", k) for k in ("cycles_per_s", "reserve_p99_ms", "cpu_ms_per_cycle"))
+    figures: dict[str, object] = {
+        "cycles_per_s": cycles,
+        "reserve_p99_ms": p99,
+        "cpu_ms_per_cycle": cpu,
+        "users_over_limit": max(int(str(r["users_over_limit"])) for rs in runs.values() for r in rs),
+        "against": {
+            rev: {
+                "cycles_per_s": median(rev, "cycles_per_s"),
+                "reserve_p99_ms": median(rev, "reserve_p99_ms"),
+                "cpu_ms_per_cycle": median(rev, "cpu_ms_per_cycle"),
+                "cycles_ratio": round(cycles / median(rev, "cycles_per_s"), 2),
+                "p99_ratio": round(p99 / median(rev, "reserve_p99_ms"), 2),
+            }
+            for rev in revs
+        },
+        "rounds": rounds,
+    }
+    return {"figures": figures, "runs": runs}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0)
@@ -206,18 +302,26 @@ def main() -> None:
     parser.add_argument(
         "--db", type=Path, default=None, help="database file (default: a fresh temporary one)"
     )
+    parser.add_argument(
+        "--against", metavar="REV", action="append", help="also run the tree at git revision REV (repeatable)"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each tree with --against")
+    parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # one run, printed, not saved
     args = parser.parse_args()
+    if args.against:
+        compared = side_by_side(args.against, args.rounds, args.seconds, args.rate)
+        figures = compared["figures"]
+        save({"side_by_side": compared["runs"]}, figures)  # type: ignore[arg-type]
+        print(json.dumps(figures))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         result = asyncio.run(bench(args.db or Path(tmp) / "bench.sqlite3", args.seconds, args.rate))
-    closed, paced = result["closed_loop"], result["paced"]
-    figures = {
-        "cycles_per_s": closed["cycles_per_s"],  # type: ignore[index]
-        "reserve_p99_ms": paced["reserve_p99_ms"],  # type: ignore[index]
-        "users_over_limit": result["users_over_limit"],
-    }
-    save(result, figures)
-    print(json.dumps(closed))
-    print(json.dumps(paced))
+    figures = figures_of(result)
+    if not args.one:
+        save(result, figures)
+    print(json.dumps(result["closed_loop"]))
+    print(json.dumps(result["paced"]))
+    print(json.dumps(result["group_commit"]))
     print(json.dumps(figures))
 
 

@@ -28,7 +28,7 @@ import dataclasses
 import logging
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Coroutine, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,13 +118,16 @@ class Tx:
     """The statements of one open transaction; every SQL statement brushfire runs goes through one.
 
     Get one from `Database.transaction()`; it works only inside that block. Each method is one call to
-    aiosqlite's connection thread.
+    aiosqlite's connection thread. `fetchall`/`fetchone` only read; `execute`, `executemany` and `insert`
+    write (in a write transaction the first of them also marks the transaction's savepoint, queued on the
+    same trip).
     """
 
-    __slots__ = ("_live_conn",)
+    __slots__ = ("_live_conn", "_member")
 
-    def __init__(self, conn: aiosqlite.Connection) -> None:
+    def __init__(self, conn: aiosqlite.Connection, member: _Member | None = None) -> None:
         self._live_conn: aiosqlite.Connection | None = conn
+        self._member = member
 
     @property
     def _conn(self) -> aiosqlite.Connection:
@@ -148,48 +151,113 @@ class Tx:
 
     async def execute(self, sql: str, params: Params = ()) -> int:
         """Run one statement and return how many rows it changed."""
-        cursor = await self._conn.execute(sql, params)
+        cursor = await self._written(self._conn.execute(sql, params))
         return cursor.rowcount
 
     async def executemany(self, sql: str, rows: Iterable[Params]) -> int:
-        cursor = await self._conn.executemany(sql, rows)
+        cursor = await self._written(self._conn.executemany(sql, rows))
         return cursor.rowcount
 
     async def insert(self, sql: str, params: Params = ()) -> int:
         """Run one INSERT and return the new rowid."""
-        cursor = await self._conn.execute(sql, params)
+        cursor = await self._written(self._conn.execute(sql, params))
         rowid = cursor.lastrowid
         if rowid is None:
             raise DatabaseError("insert returned no rowid")
         return rowid
 
+    async def _written(self, statement: Awaitable[aiosqlite.Cursor]) -> aiosqlite.Cursor:
+        """Run a writing statement; the transaction's first one goes with its savepoint, in one trip.
+
+        gather() starts its tasks in order, so aiosqlite queues SAVEPOINT before the statement and runs
+        them back to back. If the savepoint failed, the member cannot be undone alone: the batch aborts.
+        """
+        member = self._member
+        if member is None or member.savepoint:
+            return await statement
+        member.savepoint = True  # set first: if this is cancelled, the undo still rolls back to it
+        marked, result = await asyncio.gather(
+            self._conn.execute(f"SAVEPOINT {member.name}"), statement, return_exceptions=True
+        )
+        if isinstance(result, BaseException):
+            raise result
+        if isinstance(marked, BaseException):
+            raise DatabaseError(f"could not mark the transaction's savepoint: {marked}") from marked
+        return result
+
+
+@dataclass(eq=False, slots=True)
+class _Member:
+    """One write transaction inside a batch; its savepoint is taken with its first write."""
+
+    name: str
+    changes_at_start: int
+    savepoint: bool = False
+
+
+@dataclass(eq=False, slots=True)
+class _Batch:
+    """Write transactions sharing one BEGIN IMMEDIATE ... COMMIT; `done` settles when that COMMIT has."""
+
+    done: asyncio.Future[None]
+    members: int = 0  # bodies that ended well and wait for the COMMIT
+
+
+@dataclass(frozen=True, slots=True)
+class WriteStats:
+    """What group commit has done since the database was opened: COMMITs and the transactions in them."""
+
+    batches: int
+    transactions: int
+
+
+MAX_BATCH = 32  # write transactions committed together at most
+
 
 class Database:
-    """One aiosqlite connection to the brushfire database, shared by every service in the process.
+    """The brushfire database in one process: a writing aiosqlite connection and a read-only one.
 
     The only way to run SQL is a transaction:
 
-        async with db.transaction() as tx:           # BEGIN IMMEDIATE; write=False: a plain BEGIN
+        async with db.transaction() as tx:           # a write transaction; write=False: read-only
             row = await tx.fetchone("SELECT ...", (key,))
             await tx.execute("UPDATE ...", (...))
         # committed here; an exception inside rolled everything back and propagates
 
-    Transactions run one at a time in the process (an asyncio.Lock held from BEGIN to COMMIT), so a
-    body never interleaves with another's and may await between statements; it must not await anything
-    but its own statements (no network, no sleeping), because every other transaction waits for it.
-    Across processes `BEGIN IMMEDIATE` and the busy timeout serialise writers.
+    Write transactions run one at a time (an asyncio.Lock), so a body never interleaves with another's
+    and may await between statements; it must not await anything but its own statements (no network, no
+    sleeping), because every other writer waits for it. They are committed in groups: the bodies queued
+    while one runs join its `BEGIN IMMEDIATE`, each inside a SAVEPOINT of its own, and one COMMIT ends them
+    all (at most MAX_BATCH). A body that raises is rolled back to its savepoint alone; the block returns
+    only once the COMMIT holding it has succeeded, so nothing acknowledged can be lost, and if that
+    COMMIT fails every transaction in it raises. Read-only transactions use the second connection
+    (`PRAGMA query_only`), one at a time, and see what was committed when they began: reports never
+    queue behind writes. Across processes `BEGIN IMMEDIATE` and the busy timeout serialise writers.
     """
 
-    def __init__(self, conn: aiosqlite.Connection, settings: DatabaseSettings) -> None:
+    def __init__(
+        self, conn: aiosqlite.Connection, reader: aiosqlite.Connection, settings: DatabaseSettings
+    ) -> None:
         self._conn = conn
+        self._reader = reader
         self.settings = settings
-        self._lock = asyncio.Lock()
-        self._holder: asyncio.Task[Any] | None = None
+        self._write_lock = asyncio.Lock()
+        self._read_lock = asyncio.Lock()
+        self._in_body: set[asyncio.Task[Any]] = set()
+        self._batch: _Batch | None = None
+        self._flushers: set[asyncio.Task[None]] = set()
+        self._serial = 0
+        self._batches = 0
+        self._committed = 0
         self.schema_version = 0
 
     @property
     def path(self) -> Path:
         return self.settings.path
+
+    @property
+    def write_stats(self) -> WriteStats:
+        return WriteStats(self._batches, self._committed)
 
     @classmethod
     @asynccontextmanager
@@ -200,51 +268,129 @@ class Database:
         if not isinstance(settings, DatabaseSettings):
             settings = DatabaseSettings(path=Path(settings))
         settings.path.parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: the sqlite3 module never opens transactions itself; ours are explicit.
-        conn = await aiosqlite.connect(
-            settings.path, isolation_level=None, timeout=settings.busy_timeout_ms / 1000
-        )
-        try:
+        async with _connect(settings) as conn:
             await _configure(conn, settings)
-            db = cls(conn, settings)
-            await db.migrate(migrate_to)
-            yield db
-        finally:
-            await conn.close()
+            async with _connect(settings) as reader:
+                await _configure(reader, settings, read_only=True)
+                db = cls(conn, reader, settings)
+                try:
+                    await db.migrate(migrate_to)
+                    yield db
+                finally:
+                    await db._settle()
 
     @asynccontextmanager
     async def transaction(self, *, write: bool = True) -> AsyncIterator[Tx]:
         """One transaction: commits when the block ends, rolls back when it raises (or is cancelled).
 
-        `write=True` begins IMMEDIATE, taking SQLite's write lock up front so a read-then-write body
-        never fails half way on a lock upgrade.
+        A write transaction holds SQLite's write lock from its start (`BEGIN IMMEDIATE`, shared with the
+        batch), so a read-then-write body never fails half way on a lock upgrade.
         """
-        if self._holder is not None and self._holder is asyncio.current_task():
+        task = asyncio.current_task()
+        if task in self._in_body:
             raise RuntimeError("a transaction cannot open another one: pass its Tx down instead")
-        async with self._lock:
-            self._holder = asyncio.current_task()
+        body = self._write_transaction() if write else self._read_transaction()
+        async with body as tx:
+            if task is not None:
+                self._in_body.add(task)
             try:
-                await self._conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-                tx = Tx(self._conn)
-                try:
-                    yield tx
-                finally:
-                    tx._end()  # the handle dies with its block
-                await self._conn.commit()
-            except BaseException:
-                # Shielded, so a second cancellation cannot skip it. aiosqlite runs calls in order and
-                # rollback() checks for an open transaction when it runs, so it lands after a BEGIN or
-                # COMMIT still in flight and before the next transaction's BEGIN.
-                await asyncio.shield(self._rollback())
-                raise
+                yield tx
             finally:
-                self._holder = None
+                tx._end()  # the handle dies with its block
+                if task is not None:
+                    self._in_body.discard(task)
 
-    async def _rollback(self) -> None:
+    @asynccontextmanager
+    async def _write_transaction(self) -> AsyncIterator[Tx]:
+        async with self._write_lock:
+            batch = self._batch if self._batch is not None else await _complete(self._begin())
+            self._serial += 1
+            member = _Member(f"tx{self._serial}", self._conn.total_changes)
+            try:
+                yield Tx(self._conn, member)
+            except BaseException:
+                await _complete(self._undo(batch, member))
+                raise
+            batch.members += 1
+            if batch.members >= MAX_BATCH:
+                await _complete(self._commit(batch))
+        await asyncio.shield(batch.done)  # a cancelled caller's transaction still commits with the rest
+
+    async def _begin(self) -> _Batch:
+        """Open a batch, and queue its COMMIT behind the writers waiting now: they join it."""
+        await self._conn.execute("BEGIN IMMEDIATE")
+        batch = _Batch(asyncio.get_running_loop().create_future())
+        batch.done.add_done_callback(_retrieved)
+        self._batch = batch
+        flusher = asyncio.create_task(self._flush(batch), name="brushfire-db-commit")
+        self._flushers.add(flusher)
+        flusher.add_done_callback(self._flushers.discard)
+        return batch
+
+    async def _flush(self, batch: _Batch) -> None:
+        async with self._write_lock:
+            if self._batch is batch:
+                await self._commit(batch)
+
+    async def _commit(self, batch: _Batch) -> None:
+        self._batch = None
         try:
-            await self._conn.rollback()
+            # COMMIT, not sqlite3's commit(): if SQLite ended the transaction on its own, this fails.
+            await self._conn.execute("COMMIT")
+        except Exception as exc:
+            await self._abort(batch, exc)
+            return
+        self._batches += 1
+        self._committed += batch.members
+        batch.done.set_result(None)
+
+    async def _undo(self, batch: _Batch, member: _Member) -> None:
+        """Roll a failed body back to its savepoint; if that cannot be done, the whole batch goes."""
+        if batch is not self._batch:
+            return  # already aborted
+        try:
+            if member.savepoint:
+                await self._conn.execute(f"ROLLBACK TO {member.name}")
+            elif self._conn.total_changes != member.changes_at_start:
+                raise DatabaseError("a transaction changed rows without a savepoint")
+            if not self._conn.in_transaction:
+                raise DatabaseError("SQLite rolled the transaction back on its own")
+        except Exception as exc:
+            await self._abort(batch, exc)
+
+    async def _abort(self, batch: _Batch, cause: BaseException) -> None:
+        """Roll back everything in the batch; its waiting members raise (none was acknowledged)."""
+        if self._batch is batch:
+            self._batch = None
+        log.error("a batch of %d write transaction(s) was rolled back: %s", batch.members, cause)
+        await self._rollback(self._conn)
+        error = DatabaseError(f"the transaction was rolled back with the others committed with it: {cause}")
+        error.__cause__ = cause
+        batch.done.set_exception(error)
+
+    async def _settle(self) -> None:
+        """Wait for the last batch's COMMIT (at close)."""
+        while self._flushers:
+            await asyncio.gather(*self._flushers, return_exceptions=True)
+
+    @asynccontextmanager
+    async def _read_transaction(self) -> AsyncIterator[Tx]:
+        async with self._read_lock:
+            try:
+                await self._reader.execute("BEGIN")
+                yield Tx(self._reader)
+            finally:
+                # Shielded, so a second cancellation cannot skip it. aiosqlite runs calls in order and
+                # rollback() checks for an open transaction when it runs, so it lands after a BEGIN still
+                # in flight and before the next read's BEGIN. A read-only transaction has nothing to commit.
+                await asyncio.shield(self._rollback(self._reader))
+
+    @staticmethod
+    async def _rollback(conn: aiosqlite.Connection) -> None:
+        try:
+            await conn.rollback()
         except Exception:
-            log.exception("rolling back a failed transaction failed too")
+            log.exception("rolling back a transaction failed")
 
     async def migrate(self, target: int | None = None) -> int:
         """Apply every migration above the file's `user_version`, each in its own transaction."""
@@ -273,8 +419,40 @@ class Database:
         await backup_file(self.path, target, busy_timeout_ms=self.settings.busy_timeout_ms)
 
 
-async def _configure(conn: aiosqlite.Connection, settings: DatabaseSettings) -> None:
-    """Rows by name, WAL, the busy timeout, foreign keys on; a file that is not SQLite is refused."""
+async def _complete(step: Coroutine[Any, Any, R]) -> R:
+    """Run `step` to its end even if the caller is cancelled meanwhile (then re-raise that), so the
+    write lock is never let go with a BEGIN, ROLLBACK TO or COMMIT still in flight."""
+    task = asyncio.ensure_future(step)
+    cancelled = False
+    while True:
+        try:
+            result = await asyncio.shield(task)
+            break
+        except asyncio.CancelledError:
+            if task.done():
+                raise
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    return result
+
+
+def _retrieved(done: asyncio.Future[None]) -> None:
+    """Mark a batch's failure seen, so a batch whose callers were all cancelled logs no warning."""
+    if not done.cancelled():
+        done.exception()
+
+
+def _connect(settings: DatabaseSettings) -> aiosqlite.Connection:
+    # isolation_level=None: the sqlite3 module never opens transactions itself; ours are explicit.
+    return aiosqlite.connect(settings.path, isolation_level=None, timeout=settings.busy_timeout_ms / 1000)
+
+
+async def _configure(
+    conn: aiosqlite.Connection, settings: DatabaseSettings, *, read_only: bool = False
+) -> None:
+    """Rows by name, WAL, the busy timeout, foreign keys on; a file that is not SQLite is refused.
+    The read-only connection refuses writes (`query_only`)."""
     conn.row_factory = sqlite3.Row
     try:
         await conn.execute(f"PRAGMA busy_timeout = {int(settings.busy_timeout_ms)}")
@@ -286,6 +464,8 @@ async def _configure(conn: aiosqlite.Connection, settings: DatabaseSettings) -> 
     # In WAL mode NORMAL keeps every commit across a process crash; only power loss can drop the last ones.
     await conn.execute("PRAGMA synchronous = NORMAL")
     await conn.execute("PRAGMA foreign_keys = ON")
+    if read_only:
+        await conn.execute("PRAGMA query_only = ON")
 
 
 async def _user_version(tx: Tx) -> int:

@@ -47,20 +47,17 @@ class UserDayUsage:
     relax_jobs: int
 
 
-WINDOW_USAGE_SQL = """
+def window_usage_sql(since: str) -> str:
+    """The window's sums for `:guild` and `:user`, counting rows made after the SQL expression `since`
+    (it reads the covering index ledger_user_window only)."""
+    return f"""
 SELECT COALESCE(SUM(CASE WHEN lane = 'fast' THEN cost - bonus_cost END), 0) AS fast_used,
        COALESCE(SUM(CASE WHEN lane = 'relax' THEN cost END), 0) AS relax_used,
        MIN(CASE WHEN lane = 'fast' AND cost > bonus_cost THEN created_at END) AS oldest_fast,
        MIN(CASE WHEN lane = 'relax' THEN created_at END) AS oldest_relax
   FROM ledger
- WHERE guild_id = ? AND user_id = ? AND created_at > ? AND state != 'refunded' AND voided = 0
+ WHERE guild_id = :guild AND user_id = :user AND created_at > {since} AND state != 'refunded' AND voided = 0
 """
-
-
-async def window_usage(tx: Tx, guild_id: int, user_id: int, window_s: float, now: float) -> WindowUsage:
-    row = await tx.fetchone(WINDOW_USAGE_SQL, (guild_id, user_id, now - window_s))
-    assert row is not None  # an aggregate always yields one row
-    return from_row(WindowUsage, row)
 
 
 async def insert(

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from storage.db import Tx, from_row
+from storage.ledger import WindowUsage, window_usage_sql
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +89,16 @@ LEFT JOIN (SELECT * FROM quota_role_tier
 LEFT JOIN quota_user_override o ON o.guild_id = :guild AND o.user_id = :user
 """
 
+# The policy and the window's usage in one statement (one trip to the database thread on the hot path);
+# the window is the guild's, read by the same rule as the policy's window_s.
+USER_SHARE_SQL = f"""
+SELECT pol.*, usage.* FROM ({_USER_POLICY_SQL}) AS pol,
+({window_usage_sql(":now - COALESCE((SELECT window_s FROM quota_guild WHERE guild_id = :guild), :default_window)")})
+    AS usage
+"""
 
-async def user_policy(
+
+async def user_share(
     tx: Tx,
     guild_id: int,
     user_id: int,
@@ -99,9 +108,10 @@ async def user_policy(
     default_window: int,
     default_relax: bool,
     now: float,
-) -> UserPolicy:
+) -> tuple[UserPolicy, WindowUsage]:
+    """What decides a user's share and what of it the window ending `now` has used, read together."""
     row = await tx.fetchone(
-        _USER_POLICY_SQL,
+        USER_SHARE_SQL,
         {
             "guild": guild_id,
             "user": user_id,
@@ -130,7 +140,7 @@ async def user_policy(
         if row["o_user"] is not None
         else None
     )
-    return UserPolicy(
+    pol = UserPolicy(
         guild_limit=row["guild_limit"],
         guild_configured=bool(row["guild_configured"]),
         window_s=row["window_s"],
@@ -139,6 +149,7 @@ async def user_policy(
         override=override,
         bonus_remaining=row["bonus_remaining"],
     )
+    return pol, from_row(WindowUsage, row)
 
 
 async def guild_policy(tx: Tx, guild_id: int, *, default_limit: int, default_window: int) -> GuildPolicy:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from storage.db import Database, DatabaseError, DatabaseSettings, load_migrations, split_statements
-from storage.ledger import WINDOW_USAGE_SQL
+from storage.policy import USER_SHARE_SQL
 from tests.storage.helpers import fetch_one, query, write
 
 LATEST = len(load_migrations())
@@ -196,22 +196,92 @@ async def test_concurrent_transactions_commit_or_roll_back_each_on_their_own(tmp
         assert stored == [i for i in range(1, 51) if i % 3]
 
 
-async def test_transaction_bodies_never_interleave(tmp_path: Path) -> None:
+async def test_writers_queued_together_share_a_commit_and_a_failure_sinks_only_itself(tmp_path: Path) -> None:
     async with Database.open(tmp_path / "b.sqlite3") as db:
-        inside: list[int] = []
+        before = db.write_stats
+
+        async def insert(i: int) -> None:
+            async with db.transaction() as tx:
+                await tx.execute("INSERT INTO audit (actor_id, action, created_at) VALUES (?, 'g', 0)", (i,))
+                await tx.execute("INSERT INTO audit (actor_id, action, created_at) VALUES (?, 'g2', 0)", (i,))
+                if i == 5:
+                    raise ValueError("this one fails after two writes")
+
+        results = await asyncio.gather(*(insert(i) for i in range(10)), return_exceptions=True)
+        assert [i for i, r in enumerate(results) if r is not None] == [5]
+        rows = await query(db, "SELECT DISTINCT actor_id FROM audit ORDER BY actor_id")
+        assert [r[0] for r in rows] == [0, 1, 2, 3, 4, 6, 7, 8, 9]
+        stats = db.write_stats
+        assert stats.transactions - before.transactions == 9
+        assert stats.batches - before.batches < 9  # fewer COMMITs than transactions: they were grouped
+
+
+async def test_a_failed_group_commit_fails_every_member_and_keeps_nothing(tmp_path: Path) -> None:
+    async with Database.open(tmp_path / "b.sqlite3") as db:
+
+        async def member(i: int) -> None:
+            async with db.transaction() as tx:
+                await tx.execute("INSERT INTO audit (actor_id, action, created_at) VALUES (?, 'm', 0)", (i,))
+                if i == 3:  # a foreign key checked only at COMMIT: the batch's COMMIT itself fails
+                    await tx.execute("PRAGMA defer_foreign_keys = ON")
+                    await tx.execute(
+                        "INSERT INTO generations (generation_id, job_id, idx, prompt, seed, width, height,"
+                        " steps, guidance, model, kind, png, created_at)"
+                        " VALUES ('g', 'nojob', 0, 'p', 1, 8, 8, 1, 1, 'm', 'generate', x'', 0)"
+                    )
+
+        results = await asyncio.gather(*(member(i) for i in range(6)), return_exceptions=True)
+        assert all(isinstance(r, DatabaseError) for r in results), results  # none was acknowledged
+        assert (await query(db, "SELECT COUNT(*) FROM audit"))[0][0] == 0
+        await write(db, "INSERT INTO audit (actor_id, action, created_at) VALUES (9, 'after', 0)")
+        assert (await query(db, "SELECT COUNT(*) FROM audit"))[0][0] == 1
+
+
+async def test_transaction_bodies_never_interleave(tmp_path: Path) -> None:
+    """Writers run one at a time, and so do readers (on their own connection)."""
+    async with Database.open(tmp_path / "b.sqlite3") as db:
+        inside: dict[bool, list[int]] = {True: [], False: []}
         overlaps: list[tuple[int, ...]] = []
 
         async def body(i: int) -> None:
-            async with db.transaction(write=i % 2 == 0) as tx:
-                inside.append(i)
-                if len(inside) > 1:
-                    overlaps.append(tuple(inside))
+            write = i % 2 == 0
+            async with db.transaction(write=write) as tx:
+                inside[write].append(i)
+                if len(inside[write]) > 1:
+                    overlaps.append(tuple(inside[write]))
                 await tx.fetchone("SELECT COUNT(*) FROM audit")
                 await asyncio.sleep(0)
-                inside.remove(i)
+                inside[write].remove(i)
 
         await asyncio.gather(*(body(i) for i in range(20)))
         assert overlaps == []
+
+
+async def test_a_read_does_not_wait_for_an_open_write_and_sees_only_commits(tmp_path: Path) -> None:
+    async with Database.open(tmp_path / "b.sqlite3") as db:
+        written, release = asyncio.Event(), asyncio.Event()
+
+        async def slow_writer() -> None:
+            async with db.transaction() as tx:
+                await tx.execute("INSERT INTO audit (actor_id, action, created_at) VALUES (1, 'w', 0)")
+                written.set()
+                await release.wait()  # a test's stand-in for a long body: the write lock stays held
+
+        task = asyncio.create_task(slow_writer())
+        await written.wait()
+        # The read runs now, while the write transaction is open, and sees nothing uncommitted.
+        assert (await query(db, "SELECT COUNT(*) FROM audit"))[0][0] == 0
+        release.set()
+        await task
+        assert (await query(db, "SELECT COUNT(*) FROM audit"))[0][0] == 1
+
+
+async def test_a_read_only_transaction_cannot_write(tmp_path: Path) -> None:
+    async with Database.open(tmp_path / "b.sqlite3") as db:
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            async with db.transaction(write=False) as tx:
+                await tx.execute("INSERT INTO audit (actor_id, action, created_at) VALUES (1, 'r', 0)")
+        assert (await query(db, "SELECT COUNT(*) FROM audit"))[0][0] == 0
 
 
 async def test_a_transaction_cannot_open_another(tmp_path: Path) -> None:
@@ -254,9 +324,14 @@ async def test_a_body_cancelled_half_way_rolls_back_and_frees_the_connection(tmp
 
 
 async def test_the_window_sum_reads_the_covering_index(tmp_path: Path) -> None:
+    params = {"guild": 1, "user": 2, "roles": "[3]", "default_limit": 1, "default_window": 60}
     async with Database.open(tmp_path / "b.sqlite3") as db:
-        plan = await query(db, "EXPLAIN QUERY PLAN " + WINDOW_USAGE_SQL, (1, 2, 0.0))
-    assert "COVERING INDEX ledger_user_window" in plan[0][3]
+        plan = await query(
+            db, "EXPLAIN QUERY PLAN " + USER_SHARE_SQL, params | {"default_relax": 0, "now": 0.0}
+        )
+    ledger_steps = [row[3] for row in plan if row[3].startswith(("SEARCH ledger", "SCAN ledger"))]
+    assert ledger_steps, plan
+    assert all("COVERING INDEX ledger_user_window" in step for step in ledger_steps), ledger_steps
 
 
 async def test_a_transaction_handle_is_dead_after_its_block(tmp_path: Path) -> None:

@@ -66,6 +66,23 @@ async def burst(path: Path) -> None:
             say(job_id)
 
 
+async def group(path: Path) -> None:
+    """Twenty concurrent writers (their transactions committed in groups), each reporting a job id only
+    once its reserve+commit returned."""
+    async with Database.open(path) as db:
+        q = QuotaService(db, QuotaSettings(default_limit=1_000_000))
+
+        async def cycles(worker: int) -> None:
+            for i in range(10**9):
+                job_id = f"{worker:02x}{i:06x}"
+                await in_tx(db, jobs.create, generate_job(job_id), time.time())
+                await q.reserve(job_id, G, U, [], 1)
+                await q.commit(job_id)
+                say(job_id)
+
+        await asyncio.gather(*(cycles(w) for w in range(20)))
+
+
 async def hold(path: Path) -> None:
     """Reserve two jobs, finish the work of one, then wait to be killed before committing either."""
     async with Database.open(path) as db:
@@ -84,6 +101,8 @@ def main() -> None:
         asyncio.run(race(path, int(sys.argv[3])))
     elif mode == "burst":
         asyncio.run(burst(path))
+    elif mode == "group":
+        asyncio.run(group(path))
     elif mode == "hold":
         asyncio.run(hold(path))
     else:

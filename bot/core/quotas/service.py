@@ -119,7 +119,7 @@ class QuotaService:
     async def _load(
         self, tx: Tx, guild_id: int, user_id: int, role_ids: Sequence[int], now: float
     ) -> QuotaStatus:
-        pol = await policy.user_policy(
+        pol, usage = await policy.user_share(
             tx,
             guild_id,
             user_id,
@@ -129,7 +129,6 @@ class QuotaService:
             default_relax=self.settings.relax.enabled_by_default,
             now=now,
         )
-        usage = await ledger.window_usage(tx, guild_id, user_id, pol.window_s, now)
         return _status(guild_id, user_id, pol, usage, self.settings.relax.limit)
 
     async def status(self, guild_id: int, user_id: int, role_ids: Sequence[int] = ()) -> QuotaStatus:
