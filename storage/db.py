@@ -43,6 +43,7 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 Params = Sequence[Any] | dict[str, Any]
 R = TypeVar("R")
+W = TypeVar("W")
 
 
 class DatabaseSettings(BaseModel):
@@ -118,8 +119,8 @@ class Tx:
     """The statements of one open transaction; every SQL statement brushfire runs goes through one.
 
     Get one from `Database.transaction()`; it works only inside that block. Each method is one call to
-    aiosqlite's connection thread. `fetchall`/`fetchone` only read; `execute`, `executemany` and `insert`
-    write (in a write transaction the first of them also marks the transaction's savepoint, queued on the
+    aiosqlite's connection thread. `fetchall`/`fetchone` only read; `execute`, `executemany`, `insert`
+    and `execute_returning` write (in a write transaction the first of them also marks the transaction's savepoint, queued on the
     same trip).
     """
 
@@ -166,7 +167,11 @@ class Tx:
             raise DatabaseError("insert returned no rowid")
         return rowid
 
-    async def _written(self, statement: Awaitable[aiosqlite.Cursor]) -> aiosqlite.Cursor:
+    async def execute_returning(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
+        """Run one writing statement with a RETURNING clause and return its rows."""
+        return list(await self._written(self._conn.execute_fetchall(sql, params)))
+
+    async def _written(self, statement: Awaitable[W]) -> W:
         """Run a writing statement; the transaction's first one goes with its savepoint, in one trip.
 
         gather() starts its tasks in order, so aiosqlite queues SAVEPOINT before the statement and runs
@@ -199,6 +204,7 @@ class _Member:
 class _Batch:
     """Write transactions sharing one BEGIN IMMEDIATE ... COMMIT; `done` settles when that COMMIT has."""
 
+    begun: asyncio.Future[Any]  # the BEGIN IMMEDIATE, queued on the same trip as the first statement
     done: asyncio.Future[None]
     members: int = 0  # bodies that ended well and wait for the COMMIT
 
@@ -286,9 +292,8 @@ class Database:
         A write transaction holds SQLite's write lock from its start (`BEGIN IMMEDIATE`, shared with the
         batch), so a read-then-write body never fails half way on a lock upgrade.
         """
+        self.refuse_inside_transaction()
         task = asyncio.current_task()
-        if task in self._in_body:
-            raise RuntimeError("a transaction cannot open another one: pass its Tx down instead")
         body = self._write_transaction() if write else self._read_transaction()
         async with body as tx:
             if task is not None:
@@ -299,6 +304,12 @@ class Database:
                 tx._end()  # the handle dies with its block
                 if task is not None:
                     self._in_body.discard(task)
+
+    def refuse_inside_transaction(self) -> None:
+        """Raise if the calling task is inside a transaction's body: one never opens (or waits on)
+        another; pass its Tx down instead."""
+        if asyncio.current_task() in self._in_body:
+            raise RuntimeError("a transaction cannot open another one: pass its Tx down instead")
 
     @asynccontextmanager
     async def _write_transaction(self) -> AsyncIterator[Tx]:
@@ -317,9 +328,15 @@ class Database:
         await asyncio.shield(batch.done)  # a cancelled caller's transaction still commits with the rest
 
     async def _begin(self) -> _Batch:
-        """Open a batch, and queue its COMMIT behind the writers waiting now: they join it."""
-        await self._conn.execute("BEGIN IMMEDIATE")
-        batch = _Batch(asyncio.get_running_loop().create_future())
+        """Open a batch, and queue its COMMIT behind the writers waiting now: they join it.
+
+        BEGIN IMMEDIATE is queued, not awaited: aiosqlite runs calls in order, so it runs before the
+        first member's statements, on the same trip. Should it fail, those statements ran outside the
+        batch, which is why nothing is committed before it has been checked (`_commit`).
+        """
+        begun = asyncio.ensure_future(self._conn.execute("BEGIN IMMEDIATE"))
+        await asyncio.sleep(0)  # the task above runs first (callbacks run in order) and queues the BEGIN
+        batch = _Batch(begun, asyncio.get_running_loop().create_future())
         batch.done.add_done_callback(_retrieved)
         self._batch = batch
         flusher = asyncio.create_task(self._flush(batch), name="brushfire-db-commit")
@@ -335,6 +352,7 @@ class Database:
     async def _commit(self, batch: _Batch) -> None:
         self._batch = None
         try:
+            await batch.begun
             # COMMIT, not sqlite3's commit(): if SQLite ended the transaction on its own, this fails.
             await self._conn.execute("COMMIT")
         except Exception as exc:
@@ -363,6 +381,8 @@ class Database:
         if self._batch is batch:
             self._batch = None
         log.error("a batch of %d write transaction(s) was rolled back: %s", batch.members, cause)
+        with contextlib.suppress(Exception):
+            await batch.begun  # it is queued before anything this rolls back, and its failure is told here
         await self._rollback(self._conn)
         error = DatabaseError(f"the transaction was rolled back with the others committed with it: {cause}")
         error.__cause__ = cause

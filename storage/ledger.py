@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -60,35 +61,55 @@ SELECT COALESCE(SUM(CASE WHEN lane = 'fast' THEN cost - bonus_cost END), 0) AS f
 """
 
 
-async def insert(
-    tx: Tx,
-    *,
-    job_id: str,
-    guild_id: int,
-    user_id: int,
-    cost: int,
-    lane: Lane,
-    spends: Sequence[BonusSpend],
-    now: float,
-    forgiven: bool = False,
-) -> None:
-    """Insert a reserved row; a second row for the same job raises sqlite3.IntegrityError.
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """A reserved row to insert. A `forgiven` one (made while the member was unlimited) is voided from
+    the start: it shows in reports but never counts against a window."""
 
-    A `forgiven` row (made while the member was unlimited) is voided from the start: it shows in reports
-    but never counts against a window.
-    """
-    bonus_cost = sum(s.credits for s in spends)
-    await tx.execute(
+    job_id: str
+    guild_id: int
+    user_id: int
+    cost: int
+    lane: Lane
+    spends: Sequence[BonusSpend] = ()
+    forgiven: bool = False
+
+
+async def insert(tx: Tx, charges: Sequence[Charge], now: float) -> None:
+    """Insert reserved rows (one trip for all of them); a second row for a job raises
+    sqlite3.IntegrityError, so check with `reserved_already` first."""
+    if not charges:
+        return
+    await tx.executemany(
         """INSERT INTO ledger (job_id, guild_id, user_id, cost, bonus_cost, lane, state, voided, created_at,
                                updated_at)
            VALUES (?, ?, ?, ?, ?, ?, 'reserved', ?, ?, ?)""",
-        (job_id, guild_id, user_id, cost, bonus_cost, lane, int(forgiven), now, now),
+        [
+            (
+                c.job_id,
+                c.guild_id,
+                c.user_id,
+                c.cost,
+                sum(s.credits for s in c.spends),
+                c.lane,
+                int(c.forgiven),
+                now,
+                now,
+            )
+            for c in charges
+        ],
     )
+    spends = [(c.job_id, s.bonus_id, s.credits) for c in charges for s in c.spends]
     if spends:
-        await tx.executemany(
-            "INSERT INTO bonus_spend (job_id, bonus_id, credits) VALUES (?, ?, ?)",
-            [(job_id, s.bonus_id, s.credits) for s in spends],
-        )
+        await tx.executemany("INSERT INTO bonus_spend (job_id, bonus_id, credits) VALUES (?, ?, ?)", spends)
+
+
+async def reserved_already(tx: Tx, job_ids: Sequence[str]) -> set[str]:
+    """Which of these jobs already have a ledger row."""
+    rows = await tx.fetchall(
+        "SELECT job_id FROM ledger WHERE job_id IN (SELECT value FROM json_each(?))", (json.dumps(job_ids),)
+    )
+    return {row[0] for row in rows}
 
 
 # A single UPDATE is atomic on its own; the state guard makes commit and refund idempotent and final.
@@ -104,6 +125,20 @@ async def commit(tx: Tx, job_id: str, now: float) -> int:
 async def refund(tx: Tx, job_id: str, now: float) -> int:
     """Give a reservation's credits back; 0 when it is unknown or already final."""
     return await tx.execute(REFUND_SQL, (now, job_id))
+
+
+async def settle(tx: Tx, outcomes: Sequence[tuple[str, LedgerState]], now: float) -> set[str]:
+    """Commit or refund several reservations in one statement (each job at most once); the jobs whose
+    reservation this made final (not those unknown or already final)."""
+    rows = await tx.execute_returning(
+        """UPDATE ledger SET state = asked.state, updated_at = :now
+             FROM (SELECT value ->> 0 AS job_id, value ->> 1 AS state FROM json_each(:asked)) AS asked
+            WHERE ledger.job_id = asked.job_id AND ledger.state = 'reserved'
+                  AND asked.state IN ('committed', 'refunded')
+           RETURNING ledger.job_id""",
+        {"now": now, "asked": json.dumps([[job_id, str(state)] for job_id, state in outcomes])},
+    )
+    return {row[0] for row in rows}
 
 
 @dataclass(frozen=True, slots=True)

@@ -237,6 +237,23 @@ async def test_a_failed_group_commit_fails_every_member_and_keeps_nothing(tmp_pa
         assert (await query(db, "SELECT COUNT(*) FROM audit"))[0][0] == 1
 
 
+async def test_a_batch_that_cannot_begin_writes_nothing_and_the_next_one_works(tmp_path: Path) -> None:
+    path = tmp_path / "b.sqlite3"
+    async with Database.open(DatabaseSettings(path=path, busy_timeout_ms=100)) as db:
+        other = sqlite3.connect(path, isolation_level=None)  # another process's writer, holding the lock
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises((sqlite3.OperationalError, DatabaseError), match="locked"):
+                async with db.transaction() as tx:
+                    await tx.fetchone("SELECT COUNT(*) FROM audit")
+                    await tx.execute("INSERT INTO audit (actor_id, action, created_at) VALUES (1, 'x', 0)")
+        finally:
+            other.rollback()
+            other.close()
+        await write(db, "INSERT INTO audit (actor_id, action, created_at) VALUES (2, 'y', 0)")
+        assert [r[0] for r in await query(db, "SELECT actor_id FROM audit")] == [2]
+
+
 async def test_transaction_bodies_never_interleave(tmp_path: Path) -> None:
     """Writers run one at a time, and so do readers (on their own connection)."""
     async with Database.open(tmp_path / "b.sqlite3") as db:

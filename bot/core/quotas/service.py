@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
-import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from bot.core.i18n import N_
 from bot.core.quotas.admin import QuotaAdmin
+from bot.core.quotas.batching import Coalescer
 from bot.core.quotas.pricing import DAY_S, CostSpec, QuotaSettings, quote
 from bot.core.quotas.records import (
     DuplicateReservation,
     LimitSource,
+    QuotaError,
     QuotaExceeded,
     QuotaInputError,
     QuotaStatus,
@@ -28,7 +31,7 @@ from bot.core.quotas.reports import QuotaReports
 from inference.vocabulary import Lane
 from storage import ledger, policy
 from storage.db import Database, Tx
-from storage.ledger import BonusSpend
+from storage.ledger import BonusSpend, LedgerState
 from storage.policy import BonusGrant, UserPolicy
 
 log = logging.getLogger(__name__)
@@ -96,11 +99,22 @@ def _spend_plan(grants: Sequence[BonusGrant], needed: int) -> list[BonusSpend]:
     return spends
 
 
+@dataclass(frozen=True, slots=True)
+class _ReserveCall:
+    job_id: str
+    guild_id: int
+    user_id: int
+    roles: tuple[int, ...]
+    cost: int
+    lane: Lane | None
+
+
 class QuotaService:
     """Quote, reserve, commit and refund credits and report a user's share; `admin` changes the policy
     and `reports` reads usage.
 
-    Each operation is one transaction (`Database.transaction`), so reserve() checks and inserts atomically.
+    Each operation is one transaction (`Database.transaction`), so reserve() checks and inserts atomically;
+    reserves (and commits and refunds) that arrive together share one (`batching.Coalescer`).
     """
 
     def __init__(self, db: Database, settings: QuotaSettings, clock: Callable[[], float] = time.time) -> None:
@@ -109,6 +123,10 @@ class QuotaService:
         self._clock = clock
         self.admin = QuotaAdmin(db, settings, clock)
         self.reports = QuotaReports(db, clock)
+        self._reserves = Coalescer(self._reserve_batch, key=lambda c: (c.guild_id, c.user_id))
+        self._settles: Coalescer[tuple[str, LedgerState], bool] = Coalescer(
+            self._settle_batch, key=lambda call: call[0]
+        )
 
     def quote(self, spec: CostSpec) -> int:
         """Credits a job costs: pixels x steps x images x the pipeline's multiplier, at least min_cost."""
@@ -150,9 +168,10 @@ class QuotaService:
         cost: int,
         lane: Lane | str | None = None,
     ) -> Reservation:
-        """Check the share and insert a reserved row in one BEGIN IMMEDIATE transaction.
+        """Check the share and insert a reserved row atomically (in one BEGIN IMMEDIATE transaction).
 
         `lane=None` takes fast credits if they suffice, else the relax lane if the guild has it open.
+        Reserves that arrive together are checked and inserted in one transaction, one per member.
         """
         check_job_id(job_id)
         check_id(N_("guild id"), guild_id)
@@ -163,37 +182,46 @@ class QuotaService:
             )
         asked = _lane(lane)
         roles = check_roles(role_ids)
-        now = self._clock()
+        self._db.refuse_inside_transaction()
+        return await self._reserves.submit(_ReserveCall(job_id, guild_id, user_id, roles, cost, asked))
 
-        try:
-            async with self._db.transaction() as tx:
-                st = await self._load(tx, guild_id, user_id, roles, now)
-                chosen, spends = await self._choose(tx, st, cost, asked, now)
-                await ledger.insert(
-                    tx,
-                    job_id=job_id,
-                    guild_id=guild_id,
-                    user_id=user_id,
-                    cost=cost,
-                    lane=chosen,
-                    spends=spends,
-                    now=now,
-                    forgiven=st.unlimited and chosen is Lane.FAST,  # free while unlimited, then and later
+    async def _reserve_batch(self, calls: list[_ReserveCall]) -> list[Reservation | Exception]:
+        """Read every call's share and the jobs already reserved in one trip, decide in order, insert
+        the granted rows in one more. A batch holds one call per member, so the shares are independent."""
+        now = self._clock()
+        outcomes: list[Reservation | Exception] = []
+        charges: list[ledger.Charge] = []
+        async with self._db.transaction() as tx:
+            taken, states = await asyncio.gather(
+                ledger.reserved_already(tx, [c.job_id for c in calls]),
+                asyncio.gather(*(self._load(tx, c.guild_id, c.user_id, c.roles, now) for c in calls)),
+            )
+            for call, st in zip(calls, states, strict=True):
+                if call.job_id in taken:
+                    outcomes.append(DuplicateReservation(call.job_id))
+                    continue
+                try:
+                    chosen, spends = await self._choose(tx, st, call.cost, call.lane, now)
+                except QuotaError as exc:
+                    outcomes.append(exc)
+                    continue
+                taken.add(call.job_id)
+                # An unlimited member's fast row is free, then and later: it is forgiven from the start.
+                forgiven = st.unlimited and chosen is Lane.FAST
+                charges.append(
+                    ledger.Charge(
+                        call.job_id, call.guild_id, call.user_id, call.cost, chosen, spends, forgiven
+                    )
                 )
                 bonus_cost = sum(s.credits for s in spends)
-                return Reservation(
-                    job_id,
-                    guild_id,
-                    user_id,
-                    chosen,
-                    cost,
-                    bonus_cost,
-                    _after(st, chosen, cost, bonus_cost, now),
+                after = _after(st, chosen, call.cost, bonus_cost, now)
+                outcomes.append(
+                    Reservation(
+                        call.job_id, call.guild_id, call.user_id, chosen, call.cost, bonus_cost, after
+                    )
                 )
-        except sqlite3.IntegrityError as exc:
-            if "ledger.job_id" in str(exc):
-                raise DuplicateReservation(job_id) from exc
-            raise
+            await ledger.insert(tx, charges, now)
+        return outcomes
 
     async def _choose(
         self, tx: Tx, st: QuotaStatus, cost: int, lane: Lane | None, now: float
@@ -219,17 +247,23 @@ class QuotaService:
 
     async def commit(self, job_id: str) -> bool:
         """Make a reservation final; False if it is unknown or already committed or refunded."""
-        return await self._finish(job_id, ledger.commit)
+        return await self._finish(job_id, LedgerState.COMMITTED)
 
     async def refund(self, job_id: str) -> bool:
         """Give a reservation's credits (bonus included) back; False if unknown or already final."""
-        return await self._finish(job_id, ledger.refund)
+        return await self._finish(job_id, LedgerState.REFUNDED)
 
-    async def _finish(self, job_id: str, settle: Callable[[Tx, str, float], Awaitable[int]]) -> bool:
+    async def _finish(self, job_id: str, state: LedgerState) -> bool:
         check_job_id(job_id)
+        self._db.refuse_inside_transaction()
+        return await self._settles.submit((job_id, state))
+
+    async def _settle_batch(self, calls: list[tuple[str, LedgerState]]) -> list[bool | Exception]:
+        """Commit and refund a batch of reservations in one statement (one call per job in a batch)."""
         now = self._clock()
         async with self._db.transaction() as tx:
-            return await settle(tx, job_id, now) > 0
+            settled = await ledger.settle(tx, calls, now)
+        return [job_id in settled for job_id, _ in calls]
 
     async def sweep_stale(self) -> int:
         """Settle reservations older than the stale age that a crash left behind.
