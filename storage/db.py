@@ -18,6 +18,17 @@ The storage style, the same for every table:
           await ledger.commit(tx, job_id, now)
 
 SQL appears nowhere outside storage/, and no storage function opens a transaction of its own.
+
+What it costs: every statement is one trip to aiosqlite's connection thread, and on a busy machine each
+trip (a thread wake-up each way) costs more than the SQL. So write transactions are committed in groups
+(one BEGIN IMMEDIATE and one COMMIT for the bodies queued together, each in a savepoint of its own),
+the BEGIN and a body's savepoint ride on the same trip as the statement after them, and reads have a
+connection of their own. A hot path that needs more batches at its own level (bot/core/quotas/batching.py)
+and reads what it can in one statement.
+
+Longer than ~450 lines on purpose: the connections, the transaction block and its group commit are one
+mechanism, whose rules (the write lock held from BEGIN to the savepoint's undo or COMMIT, calls queued
+in order on aiosqlite's thread) are easier to check in one file.
 """
 
 from __future__ import annotations

@@ -59,14 +59,20 @@ def read_line(proc: subprocess.Popen[str]) -> str:
     return line
 
 
-async def test_database_survives_kill_9_during_a_write_burst(tmp_path: Path) -> None:
-    path = tmp_path / "burst.sqlite3"
+async def killed_after(path: Path, mode: str, lines: int) -> list[str]:
+    """Create the database, start a writer in `mode`, read `lines` of its reports, then kill -9 it."""
     async with Database.open(path):
         pass
-    with writer("burst", str(path)) as proc:
-        reported = [read_line(proc) for _ in range(150)]
+    with writer(mode, str(path)) as proc:
+        reported = [read_line(proc) for _ in range(lines)]
         os.kill(proc.pid, signal.SIGKILL)
     assert proc.returncode == -signal.SIGKILL
+    return reported
+
+
+async def test_database_survives_kill_9_during_a_write_burst(tmp_path: Path) -> None:
+    path = tmp_path / "burst.sqlite3"
+    reported = await killed_after(path, "burst", 150)
     # The WAL still holds the writer's last commits; reopening recovers them.
     async with Database.open(path) as db:
         assert (await query(db, "PRAGMA integrity_check"))[0][0] == "ok"
@@ -88,11 +94,7 @@ async def test_database_survives_kill_9_during_a_write_burst(tmp_path: Path) -> 
 
 async def test_kill_9_mid_group_commit_loses_nothing_acknowledged(tmp_path: Path) -> None:
     path = tmp_path / "group.sqlite3"
-    async with Database.open(path):
-        pass
-    with writer("group", str(path)) as proc:
-        reported = [read_line(proc) for _ in range(300)]
-        os.kill(proc.pid, signal.SIGKILL)
+    reported = await killed_after(path, "group", 300)
     async with Database.open(path) as db:
         assert (await query(db, "PRAGMA integrity_check"))[0][0] == "ok"
         committed = {r[0] for r in await query(db, "SELECT job_id FROM ledger WHERE state = 'committed'")}
