@@ -10,8 +10,8 @@ quota service, so one-hour windows roll over several times and the over-limit ch
 
 `--against REV` (repeatable) measures side by side in one invocation: the tree at each git revision REV
 (extracted with `git archive` into a temporary folder) and this tree each run the same bench in a fresh
-process, the order rotating each round, `--rounds` times. On a shared machine the absolute figures move with the load, so the
-ratios between the two trees (same rounds, same minutes) are the figures to compare.
+process, the order rotating each round, `--rounds` times. On a shared machine the absolute figures move
+with the load, so the ratios between trees (same rounds, same minutes) are the figures to compare.
 """
 
 from __future__ import annotations

@@ -131,8 +131,8 @@ class Tx:
 
     Get one from `Database.transaction()`; it works only inside that block. Each method is one call to
     aiosqlite's connection thread. `fetchall`/`fetchone` only read; `execute`, `executemany`, `insert`
-    and `execute_returning` write (in a write transaction the first of them also marks the transaction's savepoint, queued on the
-    same trip).
+    and `execute_returning` write (in a write transaction the first of them also marks the transaction's
+    savepoint, queued on the same trip).
     """
 
     __slots__ = ("_live_conn", "_member")

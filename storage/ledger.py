@@ -129,10 +129,11 @@ async def refund(tx: Tx, job_id: str, now: float) -> int:
 
 async def settle(tx: Tx, outcomes: Sequence[tuple[str, LedgerState]], now: float) -> set[str]:
     """Commit or refund several reservations in one statement (each job at most once); the jobs whose
-    reservation this made final (not those unknown or already final)."""
+    reservation this made final (not those unknown or already final). Needs SQLite 3.35 (RETURNING)."""
     rows = await tx.execute_returning(
         """UPDATE ledger SET state = asked.state, updated_at = :now
-             FROM (SELECT value ->> 0 AS job_id, value ->> 1 AS state FROM json_each(:asked)) AS asked
+             FROM (SELECT json_extract(value, '$[0]') AS job_id, json_extract(value, '$[1]') AS state
+                     FROM json_each(:asked)) AS asked
             WHERE ledger.job_id = asked.job_id AND ledger.state = 'reserved'
                   AND asked.state IN ('committed', 'refunded')
            RETURNING ledger.job_id""",

@@ -91,10 +91,9 @@ LEFT JOIN quota_user_override o ON o.guild_id = :guild AND o.user_id = :user
 
 # The policy and the window's usage in one statement (one trip to the database thread on the hot path);
 # the window is the guild's, read by the same rule as the policy's window_s.
+_WINDOW_START = ":now - COALESCE((SELECT window_s FROM quota_guild WHERE guild_id = :guild), :default_window)"
 USER_SHARE_SQL = f"""
-SELECT pol.*, usage.* FROM ({_USER_POLICY_SQL}) AS pol,
-({window_usage_sql(":now - COALESCE((SELECT window_s FROM quota_guild WHERE guild_id = :guild), :default_window)")})
-    AS usage
+SELECT pol.*, usage.* FROM ({_USER_POLICY_SQL}) AS pol, ({window_usage_sql(_WINDOW_START)}) AS usage
 """
 
 

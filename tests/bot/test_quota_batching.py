@@ -1,4 +1,4 @@
-"""Quota calls that arrive together share a transaction (bot/core/quotas/batching.py), each judged on its own."""
+"""Quota calls arriving together share a transaction (bot/core/quotas/batching.py), each judged alone."""
 
 from __future__ import annotations
 
