@@ -174,14 +174,17 @@ class _StandInCall:
                 latents = out.get("latents", latents)
             if self._interrupt:
                 break
+        # The decoded batch and the pipeline's own post-processing (`postprocess` maps [-1, 1] to [0, 1]):
+        # on a GPU both are kernels on the device inside the pipeline call, so their CPU here is the
+        # stand-in's, not the stack's. What the engine does with the pictures after the call is the stack's.
         cpu = time.thread_time()
         images = self.pictures[picks].clone()
+        image_processor: Any = getattr(self, "image_processor")  # noqa: B009  (diffusers sets it at init)
+        result = image_processor.postprocess(images, output_type=output_type)
         own += time.thread_time() - cpu
         with _own_cpu_lock:
             self.own_cpu_s += own
         _sleep_until(started + wait)
-        image_processor: Any = getattr(self, "image_processor")  # noqa: B009  (diffusers sets it at init)
-        result = image_processor.postprocess(images, output_type=output_type)
         return StableDiffusionPipelineOutput(images=result, nsfw_content_detected=None)
 
 
