@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -498,7 +499,9 @@ def _check_first(args: argparse.Namespace, settings: Settings) -> bytes | None:
 
 
 def _plan(args: argparse.Namespace, planner: Planner, guild: GuildSettings, image: bytes | None) -> JobPlan:
-    """The job `run.py imagine/edit` asks for, planned as the local user's (refusals raise)."""
+    """The job `run.py imagine/edit` asks for, planned as the local user's (refusals raise); the output
+    file's name picks the format the worker encodes (`.webp`, `.jpg`, anything else PNG)."""
+    guild = dataclasses.replace(guild, output_format=terminal.format_for(args.output))
     lane = parse_lane(args.lane)
     if args.command == "imagine":
         options = ImagineOptions(
@@ -603,9 +606,12 @@ def _deliver(outcome: JobOutcome, output: Path, keep_dir: Path) -> int:
     the job is paid for, so its result is never lost (it is in the database too)."""
     gens = sorted(outcome.generations, key=lambda g: g.index)
     try:
-        paths = terminal.write_images(output, [g.png for g in gens])
+        paths = terminal.write_images(output, [g.image for g in gens])  # in the format its name asked for
     except OSError as exc:
-        kept = terminal.write_images(keep_dir / f"{outcome.job.job_id}.png", [g.png for g in gens])
+        images = [g.image for g in gens]
+        kept = terminal.write_images(
+            keep_dir / f"{outcome.job.job_id}.{terminal.extension(images[0])}", images
+        )
         print(f"error: cannot write {output}: {exc.strerror or exc}; the result is kept at:", file=sys.stderr)
         for path in kept:
             print(path)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
 import os
 import statistics
 import sys
@@ -118,6 +119,14 @@ def wall_ms(fn: Callable[[], object], repeat: int) -> float:
     return statistics.median(times)
 
 
+def psnr(original: np.ndarray, encoded: bytes) -> float:
+    """How close the decoded picture is to the original, in dB (inf for a lossless format)."""
+    with Image.open(io.BytesIO(encoded)) as img:
+        decoded = np.asarray(img.convert("RGB"), dtype=np.float64)
+    mse = float(np.mean((decoded - original.astype(np.float64)) ** 2))
+    return math.inf if mse == 0 else 10 * math.log10(255**2 / mse)
+
+
 def measure(side: int, batch: int, repeat: int) -> dict[str, object]:
     pictures = [scene(side, seed) for seed in range(batch)]
     floats = pipeline_output(pictures)
@@ -125,9 +134,13 @@ def measure(side: int, batch: int, repeat: int) -> dict[str, object]:
     formats: dict[str, dict[str, float]] = {}
     for name in OUTPUT_FORMATS:
         cfg = default.with_format(name)
-        sizes = [len(encode(p, META, cfg)) for p in pictures]
+        encoded = [encode(p, META, cfg) for p in pictures]
         ms = per_picture_ms(lambda cfg=cfg: [encode(p, META, cfg) for p in pictures], batch, repeat)
-        formats[name] = {"ms": ms, "kb": round(statistics.mean(sizes) / 1024, 1)}
+        formats[name] = {
+            "ms": ms,
+            "kb": round(statistics.mean(len(b) for b in encoded) / 1024, 1),
+            "psnr_db": round(statistics.mean(psnr(p, b) for p, b in zip(pictures, encoded, strict=True)), 1),
+        }
     old_png = lambda: [png_level4(Image.fromarray(p)) for p in pictures]  # noqa: E731
     formats["png level 4 (before)"] = {
         "ms": per_picture_ms(old_png, batch, repeat),
@@ -211,7 +224,7 @@ def main() -> None:
             f" after {s['after_ms_per_image']} (conversion {s['convert_after_ms']})"
         )
         for name, f in s["formats"].items():  # type: ignore[union-attr]
-            print(f"  {name:22} {f['ms']:7.2f} ms  {f['kb']:8.1f} KB")
+            print(f"  {name:22} {f['ms']:7.2f} ms  {f['kb']:8.1f} KB  {f.get('psnr_db', '')} dB")
     print(f"GIL: {gil}")
     at512 = sizes[0]
     summary = {

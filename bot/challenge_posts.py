@@ -14,7 +14,7 @@ from bot.checks import Gate
 from bot.components import BUTTONS_PER_ROW, INDEX_RE, JOB_RE, PREFIX, button, guarded
 from bot.core.challenges.rules import ChallengeRefused
 from bot.core.i18n import N_
-from bot.core.records import ChallengeRecord, EntryRecord, Phase, ResultRecord
+from bot.core.records import EXTENSIONS, ChallengeRecord, EntryRecord, Phase, ResultRecord, image_format
 from bot.i18n import ENGLISH, Translate
 from bot.interactions import client_of
 from bot.translator import translate_for, translate_for_server
@@ -233,8 +233,9 @@ class DiscordAnnouncer:
             challenge.gallery_id or challenge.channel_id, guild_id=challenge.guild_id
         )
 
-    async def entry_posted(self, challenge: ChallengeRecord, entry: EntryRecord, png: bytes) -> int:
-        file = discord.File(io.BytesIO(png), filename=f"entry-{entry.number}.png")
+    async def entry_posted(self, challenge: ChallengeRecord, entry: EntryRecord, image: bytes) -> int:
+        ext = EXTENSIONS[image_format(image) or "png"]
+        file = discord.File(io.BytesIO(image), filename=f"entry-{entry.number}.{ext}")
         _ = self._texts(challenge)
         message = await self._gallery(challenge).send(
             content=_(

@@ -22,7 +22,7 @@ from bot.core.jobs import JobService
 from bot.core.outcomes import JobOutcome
 from bot.core.plans import Action, JobPlan
 from bot.core.progress import DisplayGone, ProgressState, ProgressUpdater
-from bot.core.records import GenerationRecord, GuildSettings, JobRecord
+from bot.core.records import EXTENSIONS, GenerationRecord, GuildSettings, JobRecord, image_format
 from bot.core.services import Services
 from bot.errors import answer_error
 from bot.i18n import Translate
@@ -301,13 +301,13 @@ def compose_result(outcome: JobOutcome, guild: GuildSettings, upload_bytes: int,
     return ResultPost(
         content=content,
         embed=result_embed(outcome, plan, _),
-        files=[_file(job.job_id, g, upload_bytes, guild.output_format) for g in visible],
+        files=[_file(job.job_id, g, upload_bytes) for g in visible],
         view=result_view(job.job_id, [g.index for g in visible], _, from_upload=plan.from_upload),
     )
 
 
-def _file(job_id: str, gen: GenerationRecord, upload_bytes: int, output_format: str = "png") -> discord.File:
-    data, ext = fit_upload(gen.png, upload_bytes, output_format)
+def _file(job_id: str, gen: GenerationRecord, upload_bytes: int) -> discord.File:
+    data, ext = fit_upload(gen.image, upload_bytes)
     name = f"brushfire-{job_id[:8]}-{gen.index + 1}.{ext}"
     return discord.File(io.BytesIO(data), filename=name, spoiler=gen.nsfw)
 
@@ -346,12 +346,13 @@ def result_embed(outcome: JobOutcome, plan: JobPlan, _: Translate) -> discord.Em
     return embed
 
 
-def fit_upload(png: bytes, limit: int, output_format: str = "png") -> tuple[bytes, str]:
-    """The image in the server's format (PNG as stored, or WebP) when it fits the upload limit, else
-    high-quality WebP, else JPEG."""
-    if output_format == "png" and len(png) <= limit:
-        return png, "png"
-    with Image.open(io.BytesIO(png)) as img:
+def fit_upload(image: bytes, limit: int) -> tuple[bytes, str]:
+    """The image as stored (in the format the server chose, which the worker encoded) when it fits the
+    upload limit, else high-quality WebP, else JPEG; with its file extension."""
+    stored = image_format(image)
+    if stored is not None and len(image) <= limit:
+        return image, EXTENSIONS[stored]
+    with Image.open(io.BytesIO(image)) as img:
         rgb = img.convert("RGB")
     for fmt, ext, quality in (("WEBP", "webp", 92), ("JPEG", "jpg", 88), ("JPEG", "jpg", 70)):
         out = io.BytesIO()

@@ -150,8 +150,13 @@ class Settings(
         pixels = None if max_megapixels is None else int(max_megapixels * 1_000_000)
         await self._update(interaction, max_steps=max_steps, max_pixels=pixels)
 
-    @app_commands.command(name="output-format", description="The format results are posted in")
-    async def output_format(self, interaction: discord.Interaction, format: Literal["png", "webp"]) -> None:
+    @app_commands.command(name="output-format", description="The format results are made, kept and posted in")
+    @app_commands.describe(
+        format="jpeg: sharp and light (the default); webp: smallest; png: lossless, largest"
+    )
+    async def output_format(
+        self, interaction: discord.Interaction, format: Literal["jpeg", "webp", "png"]
+    ) -> None:
         await self._update(interaction, output_format=format)
 
     @app_commands.command(name="samplers", description="Which samplers members may pick in /imagine")

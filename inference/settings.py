@@ -213,7 +213,7 @@ class WorkerSettings(BaseModel):
     output_format: OutputFormat = OutputFormat.PNG
     png_compress_level: int = Field(default=1, ge=0, le=9)
     webp_quality: int = Field(default=90, ge=1, le=100)
-    jpeg_quality: int = Field(default=92, ge=1, le=100)
+    jpeg_quality: int = Field(default=95, ge=1, le=100)
     # Threads encoding pictures beside the GPU; None: one per core less one.
     encode_threads: int | None = Field(default=None, ge=1, le=256)
     shutdown_grace_s: float = Field(default=30.0, ge=0)  # how long the running batch may finish at shutdown

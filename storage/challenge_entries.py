@@ -213,9 +213,9 @@ async def lineage_owners(tx: Tx, job_id: str) -> frozenset[int | None]:
     return frozenset(row[0] for row in rows)
 
 
-async def entry_png(tx: Tx, generation_id: str) -> bytes:
+async def entry_image(tx: Tx, generation_id: str) -> bytes:
     """The picture an entry shows in the gallery; empty when the image row is gone."""
-    row = await tx.fetchone("SELECT png FROM generations WHERE generation_id = ?", (generation_id,))
+    row = await tx.fetchone("SELECT image FROM generations WHERE generation_id = ?", (generation_id,))
     return bytes(row[0]) if row else b""
 
 

@@ -1,4 +1,4 @@
-"""Generations: one row per result image with its parameters and PNG, so any button can replay from the database."""
+"""Generations: one row per result image with its parameters and encoded picture, so any button can replay from the database."""
 
 from __future__ import annotations
 
@@ -7,12 +7,27 @@ import logging
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from storage.db import Tx, from_row
 
 log = logging.getLogger(__name__)
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+ImageFormat = Literal["png", "webp", "jpeg"]
+
+
+def image_format(data: bytes) -> ImageFormat | None:
+    """The format of an encoded picture, read from its first bytes; None for anything else."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    return None
+
+
+EXTENSIONS: dict[ImageFormat, str] = {"png": "png", "webp": "webp", "jpeg": "jpg"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +43,7 @@ class GenerationRecord:
     guidance: float
     model: str
     kind: str
-    png: bytes
+    image: bytes  # PNG, WebP or JPEG (`image_format`), with the job's parameters in its metadata
     negative_prompt: str = ""
     style: str | None = None
     parent_generation_id: str | None = None
@@ -43,7 +58,7 @@ class GenerationRecord:
 
 _COLUMNS = (
     "generation_id, job_id, idx, prompt, negative_prompt, style, seed, width, height, steps, guidance, "
-    "model, kind, parent_generation_id, nsfw, png, deleted, created_at"
+    "model, kind, parent_generation_id, nsfw, image, deleted, created_at"
 )
 
 
@@ -64,7 +79,7 @@ def _params(r: GenerationRecord) -> tuple[object, ...]:
         r.kind,
         r.parent_generation_id,
         int(r.nsfw),
-        r.png,
+        r.image,
         int(r.deleted),
         r.created_at,
     )
@@ -75,19 +90,19 @@ def _record(row: sqlite3.Row) -> GenerationRecord:
         GenerationRecord,
         row,
         index=row["idx"],
-        png=bytes(row["png"]),
+        image=bytes(row["image"]),
     )
 
 
 _INSERT_SQL = f"INSERT INTO generations ({_COLUMNS}) VALUES ({', '.join('?' * 18)})"
-_LISTING_COLUMNS = _COLUMNS.replace("png,", "x'' AS png,")  # the bytes left out
+_LISTING_COLUMNS = _COLUMNS.replace("image,", "x'' AS image,")  # the bytes left out
 
 
 async def add(tx: Tx, records: Sequence[GenerationRecord], now: float) -> list[GenerationRecord]:
     """Store a job's images; created_at is set to `now`."""
     for r in records:
-        if not r.png.startswith(PNG_SIGNATURE):
-            raise ValueError(f"generation {r.generation_id}: png must hold PNG bytes")
+        if image_format(r.image) is None:
+            raise ValueError(f"generation {r.generation_id}: image must hold PNG, WebP or JPEG bytes")
     stored = [dataclasses.replace(r, created_at=now) for r in records]
     await tx.executemany(_INSERT_SQL, [_params(r) for r in stored])
     return stored
@@ -105,11 +120,11 @@ async def for_job(tx: Tx, job_id: str) -> list[GenerationRecord]:
 
 
 async def for_job_in_guild(
-    tx: Tx, job_id: str, guild_id: int, *, with_png: bool = True
+    tx: Tx, job_id: str, guild_id: int, *, with_image: bool = True
 ) -> list[GenerationRecord]:
-    """A job's images, only if the job was made in this server (none otherwise); `with_png=False` skips
+    """A job's images, only if the job was made in this server (none otherwise); `with_image=False` skips
     the bytes, for listings."""
-    columns = _COLUMNS if with_png else _LISTING_COLUMNS
+    columns = _COLUMNS if with_image else _LISTING_COLUMNS
     qualified = ", ".join(f"g.{c.strip()}" if " AS " not in c else c for c in columns.split(","))
     rows = await tx.fetchall(
         f"SELECT {qualified} FROM generations g JOIN jobs j USING (job_id) "
@@ -122,5 +137,5 @@ async def for_job_in_guild(
 async def mark_job_deleted(tx: Tx, job_id: str) -> int:
     """Flag a result's images deleted and drop their bytes (a user asked for them gone)."""
     return await tx.execute(
-        "UPDATE generations SET deleted = 1, png = x'' WHERE job_id = ? AND deleted = 0", (job_id,)
+        "UPDATE generations SET deleted = 1, image = x'' WHERE job_id = ? AND deleted = 0", (job_id,)
     )

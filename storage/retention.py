@@ -9,7 +9,7 @@ of storage/db.py). Pruning never removes what something still needs:
   images of a job whose result was not yet handed over, are skipped until they are not.
 
 A dropped image keeps its row (the parameters a button replays from) and loses its bytes (`deleted = 1`,
-`png = x''`), exactly as a member's own delete does, so every button reading it answers "expired".
+`image = x''`), exactly as a member's own delete does, so every button reading it answers "expired".
 `vacuum` gives the freed pages back to the file system.
 """
 
@@ -73,7 +73,7 @@ _PINNED = "g.generation_id IN (SELECT generation_id FROM challenge_entries)"
 async def _select(tx: Tx, policy: RetentionPolicy, now: float) -> tuple[list[str], list[str], int]:
     """Oldest first: the ids to drop, the pinned ids past the policy, and the bytes dropping frees."""
     rows = await tx.fetchall(
-        f"""SELECT g.generation_id, length(g.png) AS size, g.created_at, {_PINNED} AS pinned
+        f"""SELECT g.generation_id, length(g.image) AS size, g.created_at, {_PINNED} AS pinned
             FROM generations g JOIN jobs j USING (job_id)
             WHERE COALESCE(j.guild_id, 0) = ? AND {_HELD}
             ORDER BY g.created_at, g.generation_id""",
@@ -105,7 +105,7 @@ async def _drop(tx: Tx, ids: list[str]) -> int:
         chunk = ids[start : start + 500]
         marks = ", ".join("?" * len(chunk))
         dropped += await tx.execute(
-            f"""UPDATE generations SET deleted = 1, png = x''
+            f"""UPDATE generations SET deleted = 1, image = x''
                 WHERE generation_id IN ({marks}) AND generation_id IN (
                     SELECT g.generation_id FROM generations g JOIN jobs j USING (job_id)
                     WHERE g.generation_id IN ({marks}) AND {_HELD} AND NOT {_PINNED})""",
@@ -158,20 +158,20 @@ async def prune(tx: Tx, policy: RetentionPolicy, now: float) -> PruneResult:
 
 
 async def image(tx: Tx, generation_id: str) -> bytes:
-    row = await tx.fetchone("SELECT png FROM generations WHERE generation_id = ?", (generation_id,))
-    return bytes(row["png"]) if row else b""
+    row = await tx.fetchone("SELECT image FROM generations WHERE generation_id = ?", (generation_id,))
+    return bytes(row["image"]) if row else b""
 
 
-async def shrink(tx: Tx, generation_id: str, png: bytes) -> bool:
+async def shrink(tx: Tx, generation_id: str, image: bytes) -> bool:
     """Store a reduced copy of an image, if it is smaller than the one stored."""
-    sql = "UPDATE generations SET png = ? WHERE generation_id = ? AND deleted = 0 AND length(png) > ?"
-    return bool(await tx.execute(sql, (png, generation_id, len(png))))
+    sql = "UPDATE generations SET image = ? WHERE generation_id = ? AND deleted = 0 AND length(image) > ?"
+    return bool(await tx.execute(sql, (image, generation_id, len(image))))
 
 
 async def stored_bytes(tx: Tx, guild_id: int) -> int:
     """The bytes of a server's stored images."""
     row = await tx.fetchone(
-        "SELECT COALESCE(SUM(length(g.png)), 0) FROM generations g JOIN jobs j USING (job_id) "
+        "SELECT COALESCE(SUM(length(g.image)), 0) FROM generations g JOIN jobs j USING (job_id) "
         "WHERE COALESCE(j.guild_id, 0) = ? AND g.deleted = 0",
         (guild_id,),
     )

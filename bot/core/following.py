@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from bot.core.i18n import N_, LocalisedError, Message
 from bot.core.lifecycle import CrashPoint
 from bot.core.metrics import BotMetrics
-from bot.core.outcomes import JobOutcome, ProgressCallback, next_state, png_size, worker_user
+from bot.core.outcomes import JobOutcome, ProgressCallback, image_size, next_state, worker_user
 from bot.core.plans import JobPlan
 from bot.core.progress import ProgressState
 from bot.core.quotas.service import QuotaService
@@ -66,7 +66,7 @@ class JobFollower:
         progress = on_progress or (lambda _state: None)
         try:
             async with asyncio.timeout(self.limits.job_timeout_s):
-                final, pngs = await self._final_info(job, progress)
+                final, images = await self._final_info(job, progress)
         except TimeoutError:
             with contextlib.suppress(Exception):
                 await self.client.cancel(job.worker_job_id or "")
@@ -86,7 +86,7 @@ class JobFollower:
                 job, Message(N_("Something went wrong with this job. Your credits were refunded."))
             )
         # Past this point the images are in hand: a database error must not refund a delivered result.
-        outcome = await self._settle(job, final, pngs)
+        outcome = await self._settle(job, final, images)
         return dataclasses.replace(outcome, elapsed_s=self.clock() - started)
 
     async def _fetch_images(self, info: JobInfo) -> list[bytes]:
@@ -184,11 +184,11 @@ class JobFollower:
             return None
         async with self.db.transaction(write=False) as tx:
             gen = await generations.get(tx, plan.parent_generation_id)
-        return gen.png if gen is not None and not gen.deleted else None
+        return gen.image if gen is not None and not gen.deleted else None
 
-    async def _settle(self, job: JobRecord, info: JobInfo, pngs: list[bytes]) -> JobOutcome:
+    async def _settle(self, job: JobRecord, info: JobInfo, images: list[bytes]) -> JobOutcome:
         if info.status is JobStatus.SUCCEEDED:
-            return await self._succeed(job, info, pngs)
+            return await self._succeed(job, info, images)
         if info.status is JobStatus.CANCELLED:
             job = await self.refund(job, "cancelled", JobState.CANCELLED)
             return JobOutcome(
@@ -205,22 +205,24 @@ class JobFollower:
         job = await self.refund(job, str(message), JobState.REFUNDED)
         return JobOutcome(job=job, state=JobState.REFUNDED, info=info, message=message)
 
-    async def _succeed(self, job: JobRecord, info: JobInfo, pngs: list[bytes]) -> JobOutcome:
+    async def _succeed(self, job: JobRecord, info: JobInfo, images: list[bytes]) -> JobOutcome:
         async with self.db.transaction(write=False) as tx:
             gens = await generations.for_job(tx, job.job_id)
         if not gens:  # a recovered job may have stored its images before a crash
-            gens = await self._store_images(job, info, pngs)
+            gens = await self._store_images(job, info, images)
         self.crash.reached("commit")
         await self.quotas.commit(job.job_id)
         async with self.db.transaction() as tx:
             job = await jobs.update_status(tx, job.job_id, JobState.SUCCEEDED, now=self.clock())
         return JobOutcome(job=job, state=JobState.SUCCEEDED, generations=gens, info=info)
 
-    async def _store_images(self, job: JobRecord, info: JobInfo, pngs: list[bytes]) -> list[GenerationRecord]:
+    async def _store_images(
+        self, job: JobRecord, info: JobInfo, images: list[bytes]
+    ) -> list[GenerationRecord]:
         plan = JobPlan.from_parameters(job.parameters)
         records = []
-        for n, png in enumerate(pngs):
-            w, h = png_size(png, info)
+        for n, image in enumerate(images):
+            w, h = image_size(image, info)
             records.append(
                 GenerationRecord(
                     generation_id=uuid.uuid4().hex,
@@ -236,7 +238,7 @@ class JobFollower:
                     guidance=info.guidance,
                     model=info.model,
                     kind=job.kind,
-                    png=png,
+                    image=image,
                     parent_generation_id=job.parent_generation_id,
                     nsfw=bool(info.nsfw[n]) if n < len(info.nsfw) else False,
                 )

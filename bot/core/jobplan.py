@@ -110,6 +110,9 @@ class JobPlan:
     sampler: str | None = None  # a diffusers scheduler class (SAMPLERS' values); None: the model's
     model: str | None = None  # the worker's model that runs it; None: the main one
     lane: Lane | None = None
+    # How the worker encodes the pictures (the server's setting when planned): png, webp or jpeg; None
+    # (a job planned before formats were chosen per server): the worker's own `output_format`.
+    output_format: str | None = None
     parent_job_id: str | None = None
     parent_generation_id: str | None = None
     image: bytes | None = field(default=None, repr=False)

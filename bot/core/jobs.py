@@ -89,7 +89,7 @@ class JobService:
         """The job's images that still exist (without their PNG bytes), if the job belongs to this server."""
         await self.job_in(job_id, guild_id)
         async with self._db.transaction(write=False) as tx:
-            gens = await generations.for_job_in_guild(tx, job_id, guild_id, with_png=False)
+            gens = await generations.for_job_in_guild(tx, job_id, guild_id, with_image=False)
         return [g for g in gens if not g.deleted]
 
     async def delete_result(self, job_id: JobId, requester: Requester, message_id: int | None) -> JobRecord:
@@ -168,7 +168,7 @@ class JobService:
                     N_("Re-roll needs the original upload, which is not kept; use Edit on the result.")
                 )
             image = (
-                await self._parent_png(parent.parent_generation_id) if parent.parent_generation_id else None
+                await self._parent_image(parent.parent_generation_id) if parent.parent_generation_id else None
             )
             return self.planner.reroll(parent, job_id, image, guild)
         async with self._db.transaction(write=False) as tx:
@@ -183,7 +183,7 @@ class JobService:
             )
         return self.planner.derive(action, parent, source, guild, instruction)
 
-    async def _parent_png(self, generation_id: str) -> bytes:
+    async def _parent_image(self, generation_id: str) -> bytes:
         async with self._db.transaction(write=False) as tx:
             gen = await generations.get(tx, generation_id)
         if gen is None or gen.deleted:
@@ -192,7 +192,7 @@ class JobService:
                     "The image this result was made from has been deleted or has expired under this server's image retention."
                 )
             )
-        return gen.png
+        return gen.image
 
     # --- charging and submitting ---
 

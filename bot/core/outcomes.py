@@ -75,9 +75,9 @@ def worker_user(job: JobRecord) -> str:
     return f"{job.guild_id or 0}:{job.user_id}"
 
 
-def png_size(png: bytes, info: JobInfo) -> tuple[int, int]:
+def image_size(image: bytes, info: JobInfo) -> tuple[int, int]:
     try:
-        with Image.open(io.BytesIO(png)) as img:
+        with Image.open(io.BytesIO(image)) as img:
             return img.size
     except Exception:
         return info.width, info.height

@@ -34,7 +34,7 @@ from inference.protocol import MAX_COUNT, MAX_SEED, ProtocolError, WorkerInfo
 from inference.settings import ModelDefaults
 from inference.text import MAX_PROMPT_CHARS, is_visible, normalize_prompt
 from inference.vocabulary import JobKind, Lane
-from storage.generations import GenerationRecord
+from storage.generations import GenerationRecord, image_format
 from storage.guilds import GuildSettings
 
 log = logging.getLogger(__name__)
@@ -232,6 +232,7 @@ class Planner:
             # The main model named is the main model left out: its jobs keep batching together.
             model=None if controls.model == self._main_model else controls.model,
             lane=lane,
+            output_format=guild.output_format,
         )
 
     def plan_edit(
@@ -268,6 +269,7 @@ class Planner:
             count=1,
             lane=self._lane(lane, guild),
             image=png,
+            output_format=guild.output_format,
             **edit,
         )
 
@@ -276,7 +278,7 @@ class Planner:
         limits = ImageLimits(
             max_bytes=self._limits.attachment_bytes, max_pixels=self._limits.attachment_pixels
         )
-        fmt = _sniff_format(data)
+        fmt = image_format(data)
         if data and fmt is None:
             raise BadAttachment(N_("That file is not a PNG, JPEG or WebP image."))
         try:
@@ -298,6 +300,7 @@ class Planner:
             lane=self._lane(parent.lane, guild, quiet=True),
             parent_job_id=parent_job_id,
             image=image,
+            output_format=guild.output_format,
         )
 
     def derive(
@@ -316,9 +319,10 @@ class Planner:
             lane=self._lane(parent.lane, guild, quiet=True),
             parent_job_id=source.job_id,
             parent_generation_id=source.generation_id,
-            image=source.png,
+            image=source.image,
             width=source.width,
             height=source.height,
+            output_format=guild.output_format,
         )
         if action is Action.VARY:
             return dataclasses.replace(
@@ -403,16 +407,6 @@ def find_blocked(text: str, blocked: tuple[str, ...] | list[str]) -> str | None:
                 log.warning("ignoring invalid blocked pattern %r", entry)
         elif re.search(rf"(?<!\w){re.escape(entry.lower())}(?!\w)", lowered):
             return entry
-    return None
-
-
-def _sniff_format(data: bytes) -> str | None:
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if data.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "webp"
     return None
 
 

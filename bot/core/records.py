@@ -7,18 +7,23 @@ through the core's services.
 from __future__ import annotations
 
 from storage.challenges import ChallengeRecord, EntryRecord, Phase, ResultRecord
-from storage.generations import GenerationRecord
-from storage.guilds import MAX_IMAGES_PER_JOB, GuildSettings
+from storage.generations import EXTENSIONS, GenerationRecord, ImageFormat, image_format
+from storage.guilds import MAX_IMAGES_PER_JOB, OUTPUT_FORMATS, GuildSettings, OutputFormat
 from storage.jobs import JobRecord, JobState
 
 __all__ = [
+    "EXTENSIONS",
     "MAX_IMAGES_PER_JOB",
+    "OUTPUT_FORMATS",
     "ChallengeRecord",
     "EntryRecord",
     "GenerationRecord",
     "GuildSettings",
+    "ImageFormat",
     "JobRecord",
     "JobState",
+    "OutputFormat",
     "Phase",
     "ResultRecord",
+    "image_format",
 ]

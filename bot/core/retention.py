@@ -43,13 +43,15 @@ class RetentionReport:
     vacuumed: bool = False
 
 
-def thumbnail(png: bytes, side: int = THUMBNAIL_SIDE) -> bytes | None:
-    """A PNG at most `side` pixels on its long side, or None when the bytes are not a readable image."""
+def thumbnail(image: bytes, side: int = THUMBNAIL_SIDE) -> bytes | None:
+    """The picture at most `side` pixels on its long side, in its own format (PNG, WebP or JPEG), or None
+    when the bytes are not a readable image."""
     try:
-        with Image.open(io.BytesIO(png)) as img:
+        with Image.open(io.BytesIO(image)) as img:
+            fmt = img.format if img.format in ("PNG", "WEBP", "JPEG") else "PNG"
             img.thumbnail((side, side))
             out = io.BytesIO()
-            img.save(out, format="PNG", optimize=True)
+            img.save(out, format=fmt, optimize=True, quality=90)
     except (OSError, ValueError, Image.DecompressionBombError):
         return None
     return out.getvalue()
@@ -136,8 +138,8 @@ class RetentionService:
         shrunk = 0
         for generation_id in result.pinned:
             async with self._db.transaction(write=False) as tx:
-                png = await retention.image(tx, generation_id)
-            small = thumbnail(png)  # outside any transaction: decoding is no database work
+                image = await retention.image(tx, generation_id)
+            small = thumbnail(image)  # outside any transaction: decoding is no database work
             if small is None:
                 continue
             async with self._db.transaction() as tx:

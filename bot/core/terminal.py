@@ -13,6 +13,7 @@ from typing import TextIO
 
 from bot.core.plans import JobPlan
 from bot.core.progress import ProgressState
+from bot.core.records import EXTENSIONS, OutputFormat, image_format
 
 
 class ArgumentError(Exception):
@@ -83,11 +84,24 @@ def output_paths(output: Path, count: int) -> list[Path]:
     return [output] if count == 1 else [output.with_stem(f"{output.stem}-{i + 1}") for i in range(count)]
 
 
+def format_for(output: Path) -> OutputFormat:
+    """The format an output file's name asks for: `.webp`, `.jpg`/`.jpeg`, or PNG for anything else."""
+    return _FORMATS_BY_SUFFIX.get(output.suffix.lower(), "png")
+
+
+def extension(image: bytes) -> str:
+    """The file extension for an encoded picture (`png` when its format is not known)."""
+    return EXTENSIONS[image_format(image) or "png"]
+
+
+_FORMATS_BY_SUFFIX: dict[str, OutputFormat] = {".webp": "webp", ".jpg": "jpeg", ".jpeg": "jpeg"}
+
+
 def write_images(output: Path, images: list[bytes]) -> list[Path]:
     output.parent.mkdir(parents=True, exist_ok=True)
     paths = output_paths(output, len(images))
-    for path, png in zip(paths, images, strict=True):
-        path.write_bytes(png)
+    for path, image in zip(paths, images, strict=True):
+        path.write_bytes(image)
     return paths
 
 

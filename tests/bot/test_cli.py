@@ -16,6 +16,7 @@ from PIL import Image
 
 import run
 from bot.core import terminal
+from inference.output import read_metadata
 from tests.bot.conftest import free_port
 from tests.judge import Judge
 from tools.tiny import data
@@ -108,7 +109,7 @@ def test_several_images_are_numbered_and_an_aspect_the_model_cannot_draw_is_name
     assert run.main(args) == 0
     assert (tmp_path / "many-1.png").exists() and (tmp_path / "many-2.png").exists()
     with Image.open(tmp_path / "many-1.png") as img:
-        assert img.size == (64, 64)
+        assert img.size == (64, 64) and img.format == "PNG"
     # 16:9 at 64x64's pixel count rounds to a square: the command says so instead of staying silent.
     err = capsys.readouterr().err
     assert ", 64x64" in err and "--aspect 16:9 comes out 64x64 on this model" in err
@@ -312,3 +313,14 @@ def test_json_logs_name_the_job_by_the_id_the_cli_prints(
     job_id = job_line.split()[1].rstrip(":")
     finished = [r for r in records if r["logger"] == "inference.scheduler" and "succeeded" in r["message"]]
     assert finished and finished[0]["job_id"] == job_id and job_id in finished[0]["message"]
+
+
+def test_the_output_files_name_picks_its_format(tiny_models: tuple[Path, Path], tmp_path: Path) -> None:
+    config = write_config(tmp_path, tiny_models)
+    for name, fmt in (("a.webp", "WEBP"), ("b.jpg", "JPEG"), ("c.JPEG", "JPEG")):
+        assert run.main(["--config", str(config), "imagine", "a red circle", "-o", str(tmp_path / name)]) == 0
+        with Image.open(tmp_path / name) as img:
+            assert (
+                img.format == fmt
+                and read_metadata((tmp_path / name).read_bytes())["prompt"] == "a red circle"
+            )

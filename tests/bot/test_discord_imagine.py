@@ -32,7 +32,7 @@ async def test_imagine_posts_result_with_buttons_and_charges(
         assert response.type == 5  # deferred at once
         result = await inter.wait_original(is_result, timeout=60)
         assert len(result.attachments) == 2
-        assert all(a.data.startswith(b"\x89PNG") for a in result.attachments)
+        assert all(a.data.startswith(b"\xff\xd8\xff") for a in result.attachments)
         embed = result.embed
         assert embed is not None and "a red fox" in embed["title"]
         fields = {f["name"]: f["value"] for f in embed["fields"]}

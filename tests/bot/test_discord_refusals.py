@@ -164,7 +164,7 @@ async def test_edit_an_upload_and_a_result(
             channel=world.channel,
         )
         edited = await inter.wait_original(is_result, timeout=60)
-        assert edited.attachments[0].data.startswith(b"\x89PNG")
+        assert edited.attachments[0].data.startswith(b"\xff\xd8\xff")
         # The result's Edit button opens a modal; its instruction makes a new job from that image.
         edit_id = next(c for c in edited.custom_ids() if c.startswith("brushfire:edit:"))
         opener = await fake_discord.click(edited, edit_id, user=world.alice)

@@ -117,7 +117,7 @@ def source(width: int = 512, height: int = 512) -> GenerationRecord:
         guidance=7.0,
         model="m",
         kind="generate",
-        png=b"\x89PNG...",
+        image=b"\x89PNG...",
     )
 
 

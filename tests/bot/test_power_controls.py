@@ -159,7 +159,7 @@ async def test_imagine_controls_on_discord_are_bounded_by_the_server_and_priced(
             fake_discord, world, "settings job-limits", {"max_steps": 4, "max_megapixels": 0.01}
         )
         assert "Saved" in text
-        # The server's output format: results posted as WebP, while the stored image stays PNG.
+        # The server's output format: the worker encodes WebP, and the bot stores and posts those bytes.
         assert "Saved" in await admin_do(fake_discord, world, "settings output-format", {"format": "webp"})
         inter = await fake_discord.send_slash(
             "imagine", {"prompt": "a fox"}, user=world.alice, channel=world.channel
@@ -168,10 +168,10 @@ async def test_imagine_controls_on_discord_are_bounded_by_the_server_and_priced(
         attachment = webp.attachments[0]
         assert attachment.data[:4] == b"RIFF" and attachment.data[8:12] == b"WEBP"
         with sqlite3.connect(settings.database.path) as conn:
-            stored = conn.execute("SELECT png FROM generations ORDER BY created_at DESC LIMIT 1").fetchone()[
-                0
-            ]
-        assert stored.startswith(b"\x89PNG")
+            stored = conn.execute(
+                "SELECT image FROM generations ORDER BY created_at DESC LIMIT 1"
+            ).fetchone()[0]
+        assert stored == attachment.data
         assert "Saved" in await admin_do(fake_discord, world, "settings samplers", {"names": "ddim, unipc"})
         assert "not a sampler" in await admin_do(fake_discord, world, "settings samplers", {"names": "warp"})
         refused: list[tuple[dict[str, Any], str]] = [

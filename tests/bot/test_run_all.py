@@ -69,7 +69,7 @@ height = 64
             "imagine", {"prompt": "a kite"}, user=world.alice, channel=world.channel
         )
         result = await inter.wait_original(is_result, timeout=60)
-        assert result.attachments[0].data.startswith(b"\x89PNG")
+        assert result.attachments[0].data.startswith(b"\xff\xd8\xff")
     finally:
         proc.send_signal(signal.SIGTERM)
         code = await asyncio.wait_for(proc.wait(), 60)

@@ -205,7 +205,7 @@ def outcome_with(nsfw: list[bool]) -> JobOutcome:
             guidance=5.0,
             model="tiny",
             kind="generate",
-            png=noisy_png(64),
+            image=noisy_png(64),
             nsfw=flag,
         )
         for i, flag in enumerate(nsfw)
@@ -226,3 +226,12 @@ async def test_flagged_images_are_spoilered_or_withheld_per_server() -> None:
     fields = {f.name: f.value for f in refuse.embed.fields}
     cost = fields["Cost"]
     assert fields["Seed"] == "1, 2" and cost is not None and cost.startswith("3 credit")
+
+
+def test_fit_upload_posts_each_stored_format_as_it_is() -> None:
+    img = Image.new("RGB", (32, 32), (200, 40, 40))
+    for fmt, ext in (("PNG", "png"), ("WEBP", "webp"), ("JPEG", "jpg")):
+        buf = io.BytesIO()
+        img.save(buf, format=fmt)
+        data = buf.getvalue()
+        assert fit_upload(data, len(data)) == (data, ext), fmt

@@ -81,10 +81,19 @@ async def image(
         (job_id, guild, CHANNEL, user, clock.t, clock.t),
     )
     gen_id = f"{n + 1:032x}"
-    rec = GenerationRecord(
-        gen_id, job_id, 0, "a harbour", 1, 8, 8, 3, 5.0, "tiny", "generate", png(), style=style
-    )
-    await in_tx(db, generations.add, [rec], clock.t)
+    if db.schema_version >= 9:  # the picture's column is `image` from version 9 (`png` before)
+        rec = GenerationRecord(
+            gen_id, job_id, 0, "a harbour", 1, 8, 8, 3, 5.0, "tiny", "generate", png(), style=style
+        )
+        await in_tx(db, generations.add, [rec], clock.t)
+    else:
+        await write(
+            db,
+            "INSERT INTO generations (generation_id, job_id, idx, prompt, style, seed, width, height, steps,"
+            " guidance, model, kind, png, created_at) VALUES (?, ?, 0, 'a harbour', ?, 1, 8, 8, 3, 5.0, 'tiny',"
+            " 'generate', ?, ?)",
+            (gen_id, job_id, style, png(), clock.t),
+        )
     clock.t += 1
     return gen_id
 

@@ -80,8 +80,9 @@ async def _fill_v1(db: Database) -> None:
         await tx.execute(
             "INSERT INTO jobs (job_id, channel_id, user_id, kind, parameters, status, created_at, updated_at) VALUES ('ab', 3, 2, 'generate', '{\"prompt\": \"a fox\"}', 'running', 10, 10)"
         )
+        picture = "png" if db.schema_version < 9 else "image"  # renamed in version 9
         await tx.execute(
-            "INSERT INTO generations (generation_id, job_id, idx, prompt, seed, width, height, steps, guidance, model, kind, png, created_at) VALUES ('cd', 'ab', 0, 'a fox', 1, 64, 64, 4, 7.5, 'tiny', 'generate', x'89', 11)"
+            f"INSERT INTO generations (generation_id, job_id, idx, prompt, seed, width, height, steps, guidance, model, kind, {picture}, created_at) VALUES ('cd', 'ab', 0, 'a fox', 1, 64, 64, 4, 7.5, 'tiny', 'generate', x'89', 11)"
         )
         await tx.execute("INSERT INTO audit (guild_id, actor_id, action, created_at) VALUES (1, 9, 'quota.set_guild_default', 0)")  # fmt: skip
 
@@ -151,7 +152,7 @@ async def test_foreign_keys_are_enforced(tmp_path: Path) -> None:
             await write(
                 db,
                 "INSERT INTO generations (generation_id, job_id, idx, prompt, seed, width, height, steps, guidance,"
-                " model, kind, png, created_at) VALUES ('g', 'nojob', 0, 'p', 1, 8, 8, 1, 1, 'm', 'generate', x'', 0)",
+                " model, kind, image, created_at) VALUES ('g', 'nojob', 0, 'p', 1, 8, 8, 1, 1, 'm', 'generate', x'', 0)",
             )
 
 
@@ -358,3 +359,23 @@ async def test_a_transaction_handle_is_dead_after_its_block(tmp_path: Path) -> N
         with pytest.raises(RuntimeError, match="has ended"):
             await tx.execute("INSERT INTO audit (actor_id, action, created_at) VALUES (1, 'late', 0)")
         assert (await query(db, "SELECT COUNT(*) FROM audit"))[0][0] == 0
+
+
+async def test_version_9_keeps_each_servers_format_and_the_stored_pictures(tmp_path: Path) -> None:
+    path = tmp_path / "v8.sqlite3"
+    async with Database.open(path, migrate_to=8) as db:
+        await _fill_v1(db)
+        await write(
+            db, "INSERT INTO guild_settings (guild_id, output_format, updated_at) VALUES (2, 'webp', 0)"
+        )
+    async with Database.open(path) as db:
+        async with db.transaction(write=False) as tx:
+            formats = await tx.fetchall(
+                "SELECT guild_id, output_format FROM guild_settings ORDER BY guild_id"
+            )
+            picture = await fetch_one(tx, "SELECT image FROM generations WHERE generation_id = 'cd'")
+        assert [tuple(r) for r in formats] == [(1, "png"), (2, "webp")]  # chosen or defaulted before: kept
+        assert bytes(picture[0]) == b"\x89"
+        with pytest.raises(sqlite3.IntegrityError, match="CHECK"):
+            await write(db, "UPDATE guild_settings SET output_format = 'gif' WHERE guild_id = 2")
+        await write(db, "UPDATE guild_settings SET output_format = 'jpeg' WHERE guild_id = 2")

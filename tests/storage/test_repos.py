@@ -60,7 +60,7 @@ def gen(gid: str, job_id: str = "0a1b", index: int = 0, **kw: object) -> Generat
         "guidance": 7.5,
         "model": "tiny-sd",
         "kind": "generate",
-        "png": png_bytes(),
+        "image": png_bytes(),
     }
     fields.update(kw)
     return GenerationRecord(**fields)  # type: ignore[arg-type]
@@ -133,21 +133,21 @@ async def test_generations_replay_from_the_database(db: Database, clock: Clock) 
         got is not None
         and got == first[1]
         and got.nsfw
-        and got.png.startswith(b"\x89PNG")
+        and got.image.startswith(b"\x89PNG")
         and got.seed == 2**32 - 1
     )
     assert [g.generation_id for g in await in_tx(db, generations.for_job, "0a1b")] == ["g0", "g1"]
-    listing = await in_tx(db, generations.for_job_in_guild, "0a1b", 10, with_png=False)
-    assert [g.png for g in listing] == [b"", b""]
+    listing = await in_tx(db, generations.for_job_in_guild, "0a1b", 10, with_image=False)
+    assert [g.image for g in listing] == [b"", b""]
     child = await in_tx(db, generations.get, "g2")
     assert child is not None and child.parent_generation_id == "g1"
 
     assert await in_tx(db, generations.mark_job_deleted, "0a1b") == 2
     assert await in_tx(db, generations.mark_job_deleted, "0a1b") == 0
     deleted = await in_tx(db, generations.get, "g1")
-    assert deleted is not None and deleted.deleted and deleted.png == b""
+    assert deleted is not None and deleted.deleted and deleted.image == b""
     with pytest.raises(ValueError, match="PNG"):
-        await in_tx(db, generations.add, [gen("g9", png=b"GIF89a")], clock())
+        await in_tx(db, generations.add, [gen("g9", image=b"GIF89a")], clock())
     with pytest.raises(sqlite3.IntegrityError):
         await in_tx(db, generations.add, [gen("g8", job_id="nojob")], clock())
 

@@ -15,11 +15,11 @@ from PIL import Image
 from bot.core.errors import InvalidInput
 from bot.core.retention import RetentionService
 from storage.db import Database, Tx
-from storage.generations import PNG_SIGNATURE
 from tests.storage.helpers import in_tx
 
 GUILD = 7
 OTHER_GUILD = 8
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 IMAGE_BYTES = 1_000  # small images keep 10,000 of them fast
 BUDGET_MB = 0.2
 # The file's bound: the images' budget plus every job's and image's row, which stay (about 250 bytes each),
@@ -49,7 +49,7 @@ async def add_images(
     png = PNG_SIGNATURE + os.urandom(IMAGE_BYTES - len(PNG_SIGNATURE))
     await tx.executemany(
         "INSERT INTO generations (generation_id, job_id, idx, prompt, seed, width, height, steps, guidance,"
-        " model, kind, png, created_at) VALUES (?, ?, 0, 'p', 1, 64, 64, 4, 5.0, 'tiny', 'generate', ?, ?)",
+        " model, kind, image, created_at) VALUES (?, ?, 0, 'p', 1, 64, 64, 4, 5.0, 'tiny', 'generate', ?, ?)",
         [(gid, f"j{gid}", png, now) for gid in ids],
     )
     return ids
@@ -113,7 +113,7 @@ async def test_age_limit_spares_challenge_entries_and_inputs_of_unfinished_jobs(
         entry, parent, plain, undelivered = old
         big = a_png(512)
         async with db.transaction() as tx:
-            await tx.execute("UPDATE generations SET png = ? WHERE generation_id = ?", (big, entry))
+            await tx.execute("UPDATE generations SET image = ? WHERE generation_id = ?", (big, entry))
             await tx.execute("UPDATE jobs SET delivered_at = NULL WHERE job_id = ?", (f"j{undelivered}",))
             await tx.execute(
                 "INSERT INTO challenges (guild_id, channel_id, theme, style, opens_at, voting_at, closes_at,"
@@ -143,7 +143,9 @@ async def test_age_limit_spares_challenge_entries_and_inputs_of_unfinished_jobs(
         assert live(path) == [entry, parent, undelivered, *young]
         assert plain not in live(path)
         with sqlite3.connect(path) as conn:
-            png = conn.execute("SELECT png FROM generations WHERE generation_id = ?", (entry,)).fetchone()[0]
+            png = conn.execute("SELECT image FROM generations WHERE generation_id = ?", (entry,)).fetchone()[
+                0
+            ]
             audit = conn.execute("SELECT action FROM audit").fetchall()
         with Image.open(io.BytesIO(png)) as img:
             assert img.size == (256, 256)  # a reduced copy, still a picture for the entry

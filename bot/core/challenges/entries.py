@@ -102,11 +102,12 @@ class ChallengeEntries:
                     ),
                     max=current.max_entries,
                 ) from None
-            png = await entry_store.entry_png(tx, gen_id)
         if self.announcer is None:
             return current, entry
+        async with self.db.transaction(write=False) as tx:  # the picture, outside the write lock
+            image = await entry_store.entry_image(tx, gen_id)
         try:
-            message_id = await self.announcer.entry_posted(current, entry, png)
+            message_id = await self.announcer.entry_posted(current, entry, image)
         except Exception:
             log.exception("challenge %d: could not post entry %d", current.challenge_id, entry.number)
             async with self.db.transaction() as tx:

@@ -63,7 +63,7 @@ class Announcer(Protocol):
         """Post the announcement and open the gallery; returns (announcement id, gallery channel id)."""
         ...
 
-    async def entry_posted(self, challenge: ChallengeRecord, entry: EntryRecord, png: bytes) -> int:
+    async def entry_posted(self, challenge: ChallengeRecord, entry: EntryRecord, image: bytes) -> int:
         """Post an entry to the gallery without its author; returns the message id."""
         ...
 
