@@ -1039,41 +1039,30 @@ def parse_args(argv: list[str] | None = None) -> TrainOptions:
     )
     parser.add_argument("--batch", type=int, default=None, help="override the part's batch size")
     parser.add_argument("--lr", type=float, default=None, help="override the part's peak learning rate")
-    parser.add_argument(
-        "--edit-text-drop",
-        type=float,
-        default=TrainOptions.edit_text_drop,
-        help="how often the edit denoiser sees the picture without its instruction",
-    )
-    parser.add_argument(
-        "--shape-weight",
-        type=float,
-        default=TrainOptions.shape_weight,
-        help="extra loss weight on the latent cells the shapes cover (denoisers; 0: plain loss)",
-    )
-    parser.add_argument(
-        "--snr-floor",
-        type=float,
-        default=TrainOptions.snr_floor,
-        help="edit denoiser: least weight of the clean latent's error at the noisiest steps (0: min-SNR)",
-    )
+    # The loss and edit-mix knobs: all floats, each defaulting to its TrainOptions field.
+    for flag, help_text in (
+        ("--edit-text-drop", "how often the edit denoiser sees the picture without its instruction"),
+        (
+            "--shape-weight",
+            "extra loss weight on the latent cells the shapes cover (denoisers; 0: plain loss)",
+        ),
+        (
+            "--snr-floor",
+            "edit denoiser: least weight of the clean latent's error at the noisiest steps (0: min-SNR)",
+        ),
+        (
+            "--keep-weight",
+            "edit part: extra loss weight on the shape cells an edit leaves unchanged (0: plain loss)",
+        ),
+        ("--background-edits", "edit part: share of background edits (default: the built-in mix)"),
+    ):
+        default = getattr(TrainOptions, flag[2:].replace("-", "_"))
+        parser.add_argument(flag, type=float, default=default, help=help_text)
     parser.add_argument(
         "--edit-from",
         type=Path,
         default=None,
         help="edit part: fine-tune the denoiser of this edit pipeline folder (its other parts stay frozen)",
-    )
-    parser.add_argument(
-        "--keep-weight",
-        type=float,
-        default=TrainOptions.keep_weight,
-        help="edit part: extra loss weight on the shape cells an edit leaves unchanged (0: plain loss)",
-    )
-    parser.add_argument(
-        "--background-edits",
-        type=float,
-        default=None,
-        help="edit part: share of background edits (default: the built-in mix)",
     )
     parser.add_argument(
         "--edit-init",
