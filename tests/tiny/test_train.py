@@ -265,3 +265,59 @@ def test_edit_part_from_scratch_reads_no_text_denoiser(tmp_path: Path) -> None:
     assert conv_in.shape[1] == 8 and float(conv_in[:, 4:].abs().mean()) > 0.01, "picture channels start live"
     with pytest.raises(FileNotFoundError, match="no trained text_unet"):
         train.train_edit(from_text)
+
+
+def test_kept_shape_cells_mark_the_shape_a_background_edit_keeps() -> None:
+    rng = np.random.default_rng(5)
+    background = train.edit_batch(rng, 4, {data.EditKind.BACKGROUND: 1.0})
+    recolour = train.edit_batch(rng, 4, {data.EditKind.RECOLOUR: 1.0})
+    kept = train.kept_shape_cells(background.before, background.after)
+    assert kept.shape == (4, 1, 16, 16) and float(kept.min()) >= 0.0 and float(kept.max()) <= 1.0
+    # Every background edit keeps its shapes, so each has cells wholly inside a shape, and only a few.
+    assert bool((kept.amax(dim=(1, 2, 3)) == 1.0).all())
+    assert float((kept > 0).float().mean()) < 0.5
+    # A recolour of a single shape changes all of it: nothing on a shape is kept.
+    singles = [i for i, t in enumerate(recolour.triples) if len(t.before.shapes) == 1]
+    assert singles and float(train.kept_shape_cells(recolour.before, recolour.after)[singles].max()) == 0.0
+    assert train.keep_weights(0.0, kept) is None and train.keep_weights(4.0, None) is None
+    weights = train.keep_weights(4.0, kept)
+    assert weights is not None and float(weights.max()) == 5.0 and float(weights.min()) == 1.0
+
+
+def test_edit_mix_sets_the_background_share_and_keeps_the_others_in_proportion() -> None:
+    assert train.edit_mix() == train.EDIT_MIX
+    mix = train.edit_mix(0.6)
+    assert mix[data.EditKind.BACKGROUND] == 0.6 and sum(mix.values()) == pytest.approx(1.0)
+    others = [k for k in train.EDIT_MIX if k is not data.EditKind.BACKGROUND]
+    ratio = mix[data.EditKind.RECOLOUR] / mix[data.EditKind.MOVE]
+    assert ratio == pytest.approx(train.EDIT_MIX[data.EditKind.RECOLOUR] / train.EDIT_MIX[data.EditKind.MOVE])
+    assert all(mix[k] > 0 for k in others)
+    with pytest.raises(SystemExit):
+        train.parse_args(["--background-edits", "1.0"])
+    with pytest.raises(SystemExit):
+        train.parse_args(["--keep-weight", "-1"])
+
+
+def test_edit_part_fine_tunes_an_exported_edit_pipeline(tmp_path: Path) -> None:
+    """`--edit-from DIR`: the denoiser continues from DIR's, over DIR's own frozen autoencoder and text
+    encoder, which the exported pipeline carries unchanged."""
+    common = ["--threads", "1", "--pool", "64", "--steps", "1"]
+    first = tmp_path / "first"
+    train.train_vae(train.parse_args(["--part", "vae", *common, "--out", str(first)]))
+    train.train_text(train.parse_args(["--part", "text", *common, "--out", str(first)]))
+    train.train_edit(train.parse_args(["--part", "edit", *common, "--out", str(first)]))
+    tuned = tmp_path / "tuned"
+    flags = ["--edit-from", str(first / "edit"), "--keep-weight", "4", "--background-edits", "0.6"]
+    options = train.parse_args(["--part", "edit", *common, *flags, "--out", str(tuned)])
+    assert options.edit_from == first / "edit" and options.keep_weight == 4.0
+    assert train.train_edit(options).steps == 1
+    encoder = "text_encoder/model.safetensors"
+    assert (tuned / "edit" / encoder).read_bytes() == (first / "edit" / encoder).read_bytes()
+    unet = "unet/diffusion_pytorch_model.safetensors"
+    assert (tuned / "edit" / unet).read_bytes() != (first / "edit" / unet).read_bytes()
+    assert train.upstream_fingerprint(options, "edit") != train.upstream_fingerprint(
+        train.parse_args(["--part", "edit", "--out", str(tuned)]), "edit"
+    )
+    with pytest.raises(FileNotFoundError, match="no edit pipeline"):
+        bad = ["--part", "edit", "--edit-from", str(tmp_path), "--out", str(tmp_path / "none")]
+        train.train_edit(train.parse_args([*bad, *common]))

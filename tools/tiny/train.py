@@ -56,6 +56,8 @@ MAX_TOKENS = lexicon.MAX_TOKENS
 TEXT_DIM = 64
 # The autoencoder is convolutional, so it learns as well from 32x32 crops at a quarter of the cost.
 VAE_CROP = 32
+# The autoencoder's three blocks halve the picture twice: 64x64 pixels to 16x16 latent cells.
+LATENT_DOWNSCALE = 4
 OFFSET_NOISE = 0.1
 # The edit denoiser drops the picture, and both picture and instruction, this often each.
 DROP = 0.05
@@ -100,6 +102,15 @@ class TrainOptions:
     # share, wall-clock minutes buy fewer steps from one run to the next; CPU minutes buy the same compute.
     # A part stops at whichever budget it reaches first.
     cpu_minutes: float | None = None
+    # Fine-tuning: continue the edit denoiser of this edit pipeline folder (its autoencoder, text encoder and
+    # tokenizer are read from there too, frozen) instead of starting one from `edit_init`.
+    edit_from: Path | None = None
+    # Extra loss weight on the latent cells of a shape that the edit leaves as it was (`keep_weights`): a
+    # background edit must not tint the shape. 0 is a plain loss.
+    keep_weight: float = 0.0
+    # The share of background edits among the edit examples (None: `EDIT_MIX` as it is); the other kinds
+    # keep their proportions to one another.
+    background_edits: float | None = None
 
     @property
     def work(self) -> Path:
@@ -282,8 +293,18 @@ EDIT_MIX: dict[data.EditKind, float] = {
 }
 
 
-def edit_batch(rng: np.random.Generator, n: int) -> EditBatch:
-    kinds, weights = list(EDIT_MIX), list(EDIT_MIX.values())
+def edit_mix(background: float | None = None) -> dict[data.EditKind, float]:
+    """`EDIT_MIX`, or with background edits at the share `background` and the rest scaled to fill the others."""
+    if background is None:
+        return dict(EDIT_MIX)
+    others = {k: w for k, w in EDIT_MIX.items() if k is not data.EditKind.BACKGROUND}
+    scale = (1.0 - background) / sum(others.values())
+    return {data.EditKind.BACKGROUND: background} | {k: w * scale for k, w in others.items()}
+
+
+def edit_batch(rng: np.random.Generator, n: int, mix: dict[data.EditKind, float] | None = None) -> EditBatch:
+    mix = EDIT_MIX if mix is None else mix
+    kinds, weights = list(mix), list(mix.values())
     picks = rng.choice(len(kinds), size=n, p=np.asarray(weights) / sum(weights))
     triples = [data.sample_edit(rng, kinds[i]) for i in picks]
     return EditBatch(
@@ -309,6 +330,8 @@ class Encoded:
     std: torch.Tensor
     labels: list
     condition: torch.Tensor | None = None
+    # For edits: per latent cell, the share of its pixels that lie on a shape and stay as they were.
+    keep: torch.Tensor | None = None
 
     def latents(self, vae: Vae) -> torch.Tensor:
         """A fresh sample of each example's latent, scaled as the denoiser sees it."""
@@ -322,13 +345,31 @@ def encode_scenes(vae: Vae, rng: np.random.Generator, n: int) -> Encoded:
     return Encoded(dist.mean, dist.std, scenes)
 
 
+# A pixel lies on a shape when its colour is this far (summed over channels, in [-1, 1] units) from the
+# picture's median, its background, as in `vae_loss`; it is kept when before and after differ by less than
+# KEPT_PIXEL (rendering is deterministic, so a kept pixel is equal up to float noise).
+SHAPE_PIXEL = 0.3
+KEPT_PIXEL = 0.05
+
+
+def kept_shape_cells(before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+    """Per latent cell (N x 1 x H/4 x W/4), the share of its pixels that lie on a shape of `before` and that
+    the edit leaves unchanged: the shape itself in a background edit, the shapes an edit does not name."""
+    background = before.flatten(2).median(dim=2).values[:, :, None, None]
+    on_shape = (before - background).abs().sum(dim=1, keepdim=True) > SHAPE_PIXEL
+    kept = (before - after).abs().sum(dim=1, keepdim=True) < KEPT_PIXEL
+    return F.avg_pool2d((on_shape & kept).float(), LATENT_DOWNSCALE)
+
+
 @torch.no_grad()
-def encode_edits(vae: Vae, rng: np.random.Generator, n: int) -> Encoded:
-    edits = edit_batch(rng, n)
+def encode_edits(
+    vae: Vae, rng: np.random.Generator, n: int, mix: dict[data.EditKind, float] | None = None
+) -> Encoded:
+    edits = edit_batch(rng, n, mix)
     after = vae.encode(edits.after).latent_dist
     # The pipeline conditions on the picture's unscaled latent mode; so must training.
     before = vae.encode(edits.before).latent_dist.mode()
-    return Encoded(after.mean, after.std, edits.triples, before)
+    return Encoded(after.mean, after.std, edits.triples, before, kept_shape_cells(edits.before, edits.after))
 
 
 class LatentPool:
@@ -350,11 +391,13 @@ class LatentPool:
         clock = time.monotonic()
         chunks = [self._encode(trainee.rng, 64) for _ in range(self.size // 64)]
         conditions = [c.condition for c in chunks if c.condition is not None]
+        keeps = [c.keep for c in chunks if c.keep is not None]
         self._pool = Encoded(
             torch.cat([c.mean for c in chunks]),
             torch.cat([c.std for c in chunks]),
             [label for c in chunks for label in c.labels],
             torch.cat(conditions) if conditions else None,
+            torch.cat(keeps) if keeps else None,
         )
         log.info(
             "%s: encoded a pool of %d examples in %.0f s", trainee.name, self.size, time.monotonic() - clock
@@ -371,6 +414,8 @@ class LatentPool:
         pool.mean[slots], pool.std[slots] = fresh.mean, fresh.std
         if pool.condition is not None and fresh.condition is not None:
             pool.condition[slots] = fresh.condition
+        if pool.keep is not None and fresh.keep is not None:
+            pool.keep[slots] = fresh.keep
         for slot, label in zip(slots.tolist(), fresh.labels, strict=True):
             pool.labels[slot] = label
 
@@ -378,7 +423,9 @@ class LatentPool:
         pool = self._filled()
         idx = torch.from_numpy(rng.choice(self.size, n, replace=False))
         condition = pool.condition[idx] if pool.condition is not None else None
-        return Encoded(pool.mean[idx], pool.std[idx], [pool.labels[i] for i in idx.tolist()], condition)
+        keep = pool.keep[idx] if pool.keep is not None else None
+        labels = [pool.labels[i] for i in idx.tolist()]
+        return Encoded(pool.mean[idx], pool.std[idx], labels, condition, keep)
 
 
 # ---------------------------------------------------------------- losses
@@ -537,8 +584,12 @@ def upstream(options: TrainOptions, name: str) -> tuple[str, ...]:
 def upstream_fingerprint(options: TrainOptions, name: str) -> str:
     """A digest of the trained parts this part builds on, so a checkpoint over stale ones is not resumed."""
     digest = hashlib.sha256()
-    for folder in upstream(options, name):
-        for file in sorted((options.work / folder).glob("*.safetensors")):
+    if name == "edit" and options.edit_from is not None:
+        folders = [options.edit_from / part for part in ("vae", "text_encoder", "unet")]
+    else:
+        folders = [options.work / folder for folder in upstream(options, name)]
+    for folder in folders:
+        for file in sorted(folder.glob("*.safetensors")):
             digest.update(file.read_bytes())
     return digest.hexdigest()
 
@@ -825,22 +876,65 @@ def load_trained(options: TrainOptions, name: str) -> CLIPTextModel | Denoiser:
     return cls.from_pretrained(folder)
 
 
+def shipped_edit_parts(
+    folder: Path,
+) -> tuple[Vae, PreTrainedTokenizerFast, NoiseScheduler, CLIPTextModel, Denoiser]:
+    """An edit pipeline folder's parts, in float32, for fine-tuning its denoiser (`--edit-from`): the
+    autoencoder, tokenizer and text encoder frozen as they ship, the training noise schedule, the denoiser."""
+    if not (folder / "model_index.json").exists():
+        raise FileNotFoundError(f"no edit pipeline in {folder}")
+    vae = AutoencoderKL.from_pretrained(folder / "vae", torch_dtype=torch.float32)
+    text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", torch_dtype=torch.float32)
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(folder / "tokenizer")
+    unet = UNet2DConditionModel.from_pretrained(folder / "unet", torch_dtype=torch.float32)
+    return (
+        vae.eval().requires_grad_(False),
+        tokenizer,
+        make_noise_scheduler(),
+        text_encoder.eval().requires_grad_(False),
+        unet,
+    )
+
+
+def keep_weights(extra: float, keep: torch.Tensor | None) -> torch.Tensor | None:
+    """Per-cell loss weights 1 + `extra` x the share of the cell that is a shape the edit keeps (None: plain)."""
+    if not extra or keep is None:
+        return None
+    return 1.0 + extra * keep
+
+
+def _combined(*weights: torch.Tensor | None) -> torch.Tensor | None:
+    present = [w for w in weights if w is not None]
+    if not present:
+        return None
+    out = present[0]
+    for w in present[1:]:
+        out = out * w
+    return out
+
+
 def train_edit(options: TrainOptions) -> PartStats:
     """The InstructPix2Pix denoiser; the autoencoder and text encoder stay as the text-to-image model has them.
 
     By default it starts from random weights (`--edit-init scratch`), so it learns from the first step that
-    the picture is what to keep; its budget is then its own, not what the text part left of one.
+    the picture is what to keep; its budget is then its own, not what the text part left of one. With
+    `--edit-from DIR` it fine-tunes the denoiser of the edit pipeline in DIR over that pipeline's own
+    frozen autoencoder, tokenizer and text encoder (see MODEL_CARD.md, "Edits keep what they do not name").
     """
     torch.manual_seed(options.seed + 3)
-    vae, tokenizer, scheduler, text_encoder = frozen_parts(options)
-    if options.edit_init == "scratch":
-        unet = make_unet(in_channels=8)
+    if options.edit_from is not None:
+        vae, tokenizer, scheduler, text_encoder, unet = shipped_edit_parts(options.edit_from)
     else:
-        unet = edit_unet_from(load_trained(options, "text_unet"))
+        vae, tokenizer, scheduler, text_encoder = frozen_parts(options)
+        if options.edit_init == "scratch":
+            unet = make_unet(in_channels=8)
+        else:
+            unet = edit_unet_from(load_trained(options, "text_unet"))
     trainee = new_trainee("edit", {"unet": unet}, options.seed)
     batch = batch_size(options, "edit")
+    mix = edit_mix(options.background_edits)
 
-    pool = LatentPool(lambda rng, n: encode_edits(vae, rng, n), size=options.pool)
+    pool = LatentPool(lambda rng, n: encode_edits(vae, rng, n, mix), size=options.pool)
 
     def step(t: Trainee) -> torch.Tensor:
         pool.refresh(t.rng)
@@ -860,7 +954,10 @@ def train_edit(options: TrainOptions) -> PartStats:
             text = text_encoder(token_ids(tokenizer, texts))[0]
         latents = examples.latents(vae)
         # The shapes of the picture and of the result: where keeping and changing both happen.
-        weights = shape_weights(options.shape_weight, latents, examples.condition * vae.config.scaling_factor)
+        weights = _combined(
+            shape_weights(options.shape_weight, latents, examples.condition * vae.config.scaling_factor),
+            keep_weights(options.keep_weight, examples.keep),
+        )
         return denoise_loss(
             unet, scheduler, latents, text, condition, weights=weights, snr_floor=options.snr_floor
         )
@@ -942,23 +1039,30 @@ def parse_args(argv: list[str] | None = None) -> TrainOptions:
     )
     parser.add_argument("--batch", type=int, default=None, help="override the part's batch size")
     parser.add_argument("--lr", type=float, default=None, help="override the part's peak learning rate")
+    # The loss and edit-mix knobs: all floats, each defaulting to its TrainOptions field.
+    for flag, help_text in (
+        ("--edit-text-drop", "how often the edit denoiser sees the picture without its instruction"),
+        (
+            "--shape-weight",
+            "extra loss weight on the latent cells the shapes cover (denoisers; 0: plain loss)",
+        ),
+        (
+            "--snr-floor",
+            "edit denoiser: least weight of the clean latent's error at the noisiest steps (0: min-SNR)",
+        ),
+        (
+            "--keep-weight",
+            "edit part: extra loss weight on the shape cells an edit leaves unchanged (0: plain loss)",
+        ),
+        ("--background-edits", "edit part: share of background edits (default: the built-in mix)"),
+    ):
+        default = getattr(TrainOptions, flag[2:].replace("-", "_"))
+        parser.add_argument(flag, type=float, default=default, help=help_text)
     parser.add_argument(
-        "--edit-text-drop",
-        type=float,
-        default=TrainOptions.edit_text_drop,
-        help="how often the edit denoiser sees the picture without its instruction",
-    )
-    parser.add_argument(
-        "--shape-weight",
-        type=float,
-        default=TrainOptions.shape_weight,
-        help="extra loss weight on the latent cells the shapes cover (denoisers; 0: plain loss)",
-    )
-    parser.add_argument(
-        "--snr-floor",
-        type=float,
-        default=TrainOptions.snr_floor,
-        help="edit denoiser: least weight of the clean latent's error at the noisiest steps (0: min-SNR)",
+        "--edit-from",
+        type=Path,
+        default=None,
+        help="edit part: fine-tune the denoiser of this edit pipeline folder (its other parts stay frozen)",
     )
     parser.add_argument(
         "--edit-init",
@@ -996,6 +1100,8 @@ def parse_args(argv: list[str] | None = None) -> TrainOptions:
         ("--edit-text-drop", args.edit_text_drop, 0.0, 0.5),
         ("--snr-floor", args.snr_floor, 0.0, 5.0),
         ("--shape-weight", args.shape_weight, 0.0, 20.0),
+        ("--keep-weight", args.keep_weight, 0.0, 20.0),
+        ("--background-edits", 0.5 if args.background_edits is None else args.background_edits, 0.0, 0.95),
     ):
         if not low <= value <= high:
             parser.error(f"{flag} must be between {low:g} and {high:g}")
