@@ -36,7 +36,12 @@ class Action(StrEnum):
     EDIT = "edit"
     REROLL = "reroll"
     VARY = "vary"
-    UPSCALE = "upscale"
+    UPSCALE = "upscale"  # the upscaler alone ("Upscale (subtle)")
+    UPSCALE_CREATIVE = "upscale-creative"  # the upscaler, then a light img2img pass under the prompt
+
+    @property
+    def is_upscale(self) -> bool:
+        return self in (Action.UPSCALE, Action.UPSCALE_CREATIVE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +115,7 @@ class JobPlan:
     sampler: str | None = None  # a diffusers scheduler class (SAMPLERS' values); None: the model's
     model: str | None = None  # the worker's model that runs it; None: the main one
     lane: Lane | None = None
+    creative: bool = False  # an upscale redrawn with img2img after the upscaler
     parent_job_id: str | None = None
     parent_generation_id: str | None = None
     image: bytes | None = field(default=None, repr=False)
