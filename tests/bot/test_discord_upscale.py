@@ -2,7 +2,7 @@
 bundled super-resolution model, a real SQLite file and ledger.
 
 To measure quality the result's pictures must have a known truth at twice the size, so after /imagine the
-test puts held-out procedural scenes (tools/tiny/train_sr.py's EVAL_SEED set, drawn at 128x128 and
+test puts held-out procedural scenes (tools/tiny/train_sr.py's TEST_SEED set, never drawn in training nor used to pick the checkpoint, drawn at 128x128 and
 downscaled by area to 64x64) in place of the generated pictures in the database; the buttons then take
 them from there like any stored result. Everything after that is the path a member's press takes.
 """
@@ -24,7 +24,7 @@ from inference.engine_api import BatchItem, EngineError, EngineWrapper, Generate
 from inference.vocabulary import JobKind
 from tests.bot.harness import build_world, button, embed_of, ephemeral_reply, is_result, running_bot
 from tests.fakediscord import FakeDiscord
-from tools.tiny.train_sr import bicubic, eval_pairs, psnr
+from tools.tiny.train_sr import TEST_SEED, bicubic, eval_pairs, psnr
 
 WAIT = 60
 MIN_GAIN_DB = 1.5
@@ -73,7 +73,7 @@ async def test_upscale_subtle_beats_bicubic_and_is_priced_by_output_pixels(
     fake_discord: FakeDiscord, settings: Settings, worker: str
 ) -> None:
     world = build_world(fake_discord)
-    pairs = eval_pairs(2, count=GRID)
+    pairs = eval_pairs(2, count=GRID, seed=TEST_SEED)
     async with running_bot(fake_discord, settings, worker):
         inter = await fake_discord.send_slash(
             "imagine", {"prompt": "shapes", "count": GRID, "seed": 3}, user=world.alice, channel=world.channel

@@ -3,7 +3,8 @@ creative img2img pass, and the specific errors a bad upscale request gets.
 
 The quality bar is the one the model card states: on procedural scenes drawn at twice (four times) the input
 size and downscaled by area, the upscaled picture is nearer the reference than bicubic, by at least 1.5 dB
-PSNR, on a held-out set (tools/tiny/train_sr.py's EVAL_SEED, never drawn in training).
+PSNR, on a held-out set (tools/tiny/train_sr.py's TEST_SEED: never drawn in training, nor used to pick
+the checkpoint).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from inference.settings import EngineSettings, UpscalerSettings, WorkerSettings
 from inference.superres import TileSettings, UpscalerError, bundled_upscaler, load_upscaler, to_tensor
 from inference.vocabulary import JobKind
 from tests.inference.test_server import AUTH, TOKEN, fetch_png, post_image_job, wait
-from tools.tiny.train_sr import bicubic, eval_pairs, psnr
+from tools.tiny.train_sr import TEST_SEED, bicubic, eval_pairs, psnr
 
 Client = TestClient[Any, Any]
 MIN_GAIN_DB = 1.5
@@ -87,7 +88,7 @@ async def test_upscale_beats_bicubic_on_held_out_scenes(
     make_client: MakeClient, engines: dict[int, DiffusersEngine], scale: int
 ) -> None:
     client = await make_client(engines[scale], max_pixels=512 * 512)
-    pairs = eval_pairs(scale, count=SCENES)
+    pairs = eval_pairs(scale, count=SCENES, seed=TEST_SEED)
     outputs = await upscale_all(client, [small for small, _ in pairs])
     for out, (small, ref) in zip(outputs, pairs, strict=True):
         assert out.shape == ref.shape == (small.shape[0] * scale, small.shape[1] * scale, 3)
@@ -96,7 +97,9 @@ async def test_upscale_beats_bicubic_on_held_out_scenes(
     assert ours - theirs >= MIN_GAIN_DB, (ours, theirs)
 
 
-async def test_worker_advertises_each_models_upscale_factor(make_client: MakeClient, engines: dict[int, DiffusersEngine]) -> None:
+async def test_worker_advertises_each_models_upscale_factor(
+    make_client: MakeClient, engines: dict[int, DiffusersEngine]
+) -> None:
     for scale, engine in engines.items():
         client = await make_client(engine)
         info = WorkerInfo.model_validate(await (await client.get("/v1/info")).json())
@@ -168,7 +171,9 @@ class NoUpscaler(EngineWrapper):
         return KindDefaults(d.steps, d.guidance, d.width, d.height)
 
 
-async def test_a_model_without_upscaler_refuses_upscales(make_client: MakeClient, engines: dict[int, DiffusersEngine]) -> None:
+async def test_a_model_without_upscaler_refuses_upscales(
+    make_client: MakeClient, engines: dict[int, DiffusersEngine]
+) -> None:
     client = await make_client(NoUpscaler(engines[2]))
     resp = await post_image_job(
         client, png(np.zeros((64, 64, 3), np.uint8)), kind="upscale", width=None, height=None

@@ -31,6 +31,8 @@ from inference.superres import _import_spandrel
 from tools.tiny import data
 
 EVAL_SEED = 9_120_719  # the held-out scenes: a seed no training run draws from
+TEST_SEED = 4_477_301  # the tests' scenes (tests/inference/test_upscale.py, the fake-Discord ones)
+BENCH_SEED = 6_102_233  # bench/tools.py's
 EVAL_SCENES = 48
 EVAL_INPUT = 64
 
@@ -61,10 +63,11 @@ def pair(scene: data.Scene, input_side: int, scale: int) -> tuple[np.ndarray, np
 
 
 def eval_pairs(
-    scale: int, count: int = EVAL_SCENES, side: int = EVAL_INPUT
+    scale: int, count: int = EVAL_SCENES, side: int = EVAL_INPUT, seed: int = EVAL_SEED
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The fixed held-out set: `count` scenes from EVAL_SEED, inputs `side` pixels square."""
-    rng = np.random.default_rng(EVAL_SEED)
+    """A fixed held-out set: `count` scenes from `seed`, inputs `side` pixels square. EVAL_SEED's picks the
+    checkpoint; the tests (TEST_SEED) and the bench (BENCH_SEED) check on sets that choice never saw."""
+    rng = np.random.default_rng(seed)
     return [pair(data.sample_scene(rng), side, scale) for _ in range(count)]
 
 
