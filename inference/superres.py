@@ -78,11 +78,19 @@ class TileSettings:
 class Upscaler:
     """One loaded super-resolution network: `upscale` takes and returns float tensors in [0, 1], NCHW."""
 
-    def __init__(self, model: torch.nn.Module, scale: int, architecture: str, path: Path) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        scale: int,
+        architecture: str,
+        path: Path,
+        half_dtypes: frozenset[torch.dtype] = frozenset(),
+    ) -> None:
         self.model = model
         self.scale = scale
         self.architecture = architecture
         self.path = path
+        self.half_dtypes = half_dtypes  # the reduced precisions spandrel says this architecture runs in
 
     @property
     def device(self) -> torch.device:
@@ -135,7 +143,9 @@ def load_upscaler(path: Path, device: torch.device | str = "cpu") -> Upscaler:
         raise UpscalerError(f"{path.name} does not take and give RGB pictures")
     model = descriptor.model.eval().to(device)
     log.info("upscaler %s: %s, %dx", path.name, descriptor.architecture.name, descriptor.scale)
-    return Upscaler(model, descriptor.scale, descriptor.architecture.name, path)
+    halves = {torch.float16: descriptor.supports_half, torch.bfloat16: descriptor.supports_bfloat16}
+    half_dtypes = frozenset(dtype for dtype, ok in halves.items() if ok)
+    return Upscaler(model, descriptor.scale, descriptor.architecture.name, path, half_dtypes)
 
 
 def to_tensor(pixels: np.ndarray) -> torch.Tensor:
@@ -172,7 +182,7 @@ class UpscaleStage:
             raise UpscalerError(
                 f"{path.name} upscales by {upscaler.scale}, not by the configured {settings.scale}"
             )
-        if dtype in (torch.float16, torch.bfloat16) and device.type != "cpu":
+        if dtype in upscaler.half_dtypes and device.type != "cpu":
             upscaler.model.to(dtype)
         tiles = TileSettings(tile=settings.tile, overlap=settings.tile_overlap, batch=settings.tile_batch)
         return cls(upscaler, tiles, settings.creative_strength)
