@@ -101,6 +101,7 @@ class UpscaleButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:upscale
     """Upscale (subtle): image n through the worker's super-resolution model alone. U1..Un on a grid."""
 
     action = Action.UPSCALE
+    short = "U"  # the grid's label, with the image's number
 
     def __init__(self, job_id: JobId, index: int, row: int | None = None, label: str | None = None) -> None:
         super().__init__(
@@ -108,7 +109,7 @@ class UpscaleButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:upscale
                 str(self.action),
                 job_id,
                 index,
-                label=label or f"U{index + 1}",
+                label=label or f"{self.short}{index + 1}",
                 style=discord.ButtonStyle.success,
                 row=row,
             )
@@ -126,34 +127,11 @@ class UpscaleButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:upscale
         await guarded(interaction, start_from_result(interaction, self.action, self.job_id, self.index or 0))
 
 
-class CreativeUpscaleButton(
-    ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:upscale-creative:{JOB_RE}:{INDEX_RE}"
-):
+class CreativeUpscaleButton(UpscaleButton, template=rf"{PREFIX}:upscale-creative:{JOB_RE}:{INDEX_RE}"):
     """Upscale (creative): the upscaler, then a light img2img pass under the job's prompt."""
 
-    def __init__(self, job_id: JobId, index: int, row: int | None = None, label: str | None = None) -> None:
-        super().__init__(
-            button(
-                str(Action.UPSCALE_CREATIVE),
-                job_id,
-                index,
-                label=label or f"C{index + 1}",
-                style=discord.ButtonStyle.success,
-                row=row,
-            )
-        )
-        self.job_id = job_id
-        self.index = index
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction, item: ui.Item[Any], match: re.Match[str]
-    ) -> Self:
-        return cls(JobId(match["job"]), int(match["n"]))
-
-    async def callback(self, interaction: discord.Interaction) -> None:
-        action = Action.UPSCALE_CREATIVE
-        await guarded(interaction, start_from_result(interaction, action, self.job_id, self.index or 0))
+    action = Action.UPSCALE_CREATIVE
+    short = "C"
 
 
 class EditButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:edit:{JOB_RE}"):
