@@ -281,7 +281,7 @@ class JobRunner:
     def compose(self, outcome: JobOutcome, guild: GuildSettings, _: Translate) -> ResultPost:
         gens = outcome.generations
         plan = JobPlan.from_parameters(outcome.job.parameters)
-        costs = self.services.jobs.upscale_costs(plan, gens[0].width, gens[0].height, guild) if gens else None
+        costs = self.services.jobs.upscale_costs(plan, gens[0].width, gens[0].height) if gens else None
         return compose_result(outcome, guild, self.services.settings.limits.upload_bytes, _, costs)
 
 

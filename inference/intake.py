@@ -63,7 +63,7 @@ async def prepare_submission(
     steps, guidance, width, height = d.steps, d.guidance, d.width, d.height
     if request.kind is JobKind.UPSCALE:
         assert init is not None  # _check_inputs: an upscale has its image
-        width, height = upscaled_size(request, init, d.scale, settings.max_pixels)
+        width, height = upscaled_size(request, init, d.scale, settings.max_upscale_pixels)
     else:
         width, height = _output_size(request, init, (width, height), settings.max_pixels)
     digest = hashlib.sha256(image).hexdigest() if image is not None else None

@@ -218,6 +218,8 @@ class WorkerSettings(BaseModel):
     max_queue_per_lane: int = Field(default=200, ge=1)
     max_queue_per_user: int = Field(default=20, ge=1)
     max_pixels: int = Field(default=1024 * 1024, ge=64 * 64)  # per output image
+    # Per upscaled image: the upscaler runs in tiles, so its output may be larger than a generation's.
+    max_upscale_pixels: int = Field(default=2048 * 2048, ge=64 * 64)
     max_image_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)  # per uploaded edit image
     max_image_pixels: int = Field(default=2048 * 2048, ge=64 * 64)  # per uploaded edit image
     # Bytes of client input held at once: request bodies being read (by their declared size) plus the

@@ -35,7 +35,6 @@ from inference.vocabulary import JobId, JobKind, JobStatus, Lane
 from storage import generations, jobs
 from storage.db import Database
 from storage.generations import GenerationRecord
-from storage.guilds import GuildSettings
 from storage.jobs import JobRecord, JobState
 
 log = logging.getLogger(__name__)
@@ -210,18 +209,14 @@ class JobService:
             redraw_strength=redraw,
         )
 
-    def upscale_costs(
-        self, plan: JobPlan, width: int, height: int, guild: GuildSettings | None = None
-    ) -> dict[Action, int] | None:
+    def upscale_costs(self, plan: JobPlan, width: int, height: int) -> dict[Action, int] | None:
         """What upscaling one `width`x`height` image of this result costs, subtle and creative, before a
         press (the result shows it); None when it cannot be upscaled here (no upscaler, over the cap)."""
         base = dataclasses.replace(plan, width=width, height=height, count=1, creative=False)
         costs = {}
         for action in (Action.UPSCALE, Action.UPSCALE_CREATIVE):
             try:
-                costs[action] = self.quotas.quote(
-                    self.cost_spec(self.planner.upscale_plan(base, action, guild))
-                )
+                costs[action] = self.quotas.quote(self.cost_spec(self.planner.upscale_plan(base, action)))
             except BrushfireError:
                 return None
         return costs

@@ -132,15 +132,16 @@ class Planner:
             return DEFAULT_UPSCALE_SCALE
         return self._upscale_scales.get(model or self._main_model or "", 0)
 
-    def upscale_plan(self, base: JobPlan, action: Action, guild: GuildSettings | None) -> JobPlan:
+    def upscale_plan(self, base: JobPlan, action: Action) -> JobPlan:
         """An upscale of `base`'s image (its size in `base`): the output is the worker's factor times it,
-        refused when the model has no upscaler or the output is over the server's pixel cap."""
+        refused when the model has no upscaler or the output is over `worker.max_upscale_pixels` (a
+        server's own cap is on what it generates; upscales run in tiles and have their own)."""
         scale = self.upscale_scale(base.model)
         if scale < 2:
             raise InvalidInput(N_("This model has no upscaler on this server's worker."))
         assert base.width is not None and base.height is not None
         width, height = base.width * scale, base.height * scale
-        cap = self.policy.max_pixels(guild)
+        cap = self._settings.worker.max_upscale_pixels
         if width * height > cap:
             raise InvalidInput(
                 N_(
@@ -368,7 +369,7 @@ class Planner:
                 base, kind=JobKind.IMG2IMG, seed=self._seed(None), strength=self._limits.vary_strength
             )
         if action.is_upscale:
-            return self.upscale_plan(base, action, guild)
+            return self.upscale_plan(base, action)
         text = self.check_prompt(instruction or "", guild, INSTRUCTION)
         return dataclasses.replace(base, **_edit_fields(text, self._seed(None), self._limits.edit_strength))
 

@@ -36,7 +36,11 @@ def settings(settings: Settings) -> Settings:
     """Prices that make an upscale's output pixels show: a base image is 32x32, so a 128x128 upscale is
     16 base images x 0.25 = 4 credits subtle, and one 64x64 picture of 3 steps costs the minimum, 1."""
     cost = settings.quota.cost.model_copy(update={"base_pixels": 32 * 32})
-    return settings.model_copy(update={"quota": settings.quota.model_copy(update={"cost": cost})})
+    # Upscales up to 256x256, so that a third one in a row is over the cap.
+    worker = settings.worker.model_copy(update={"max_upscale_pixels": 256 * 256})
+    return settings.model_copy(
+        update={"quota": settings.quota.model_copy(update={"cost": cost}), "worker": worker}
+    )
 
 
 def png(pixels: np.ndarray) -> bytes:

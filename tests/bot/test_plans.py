@@ -139,8 +139,10 @@ def test_derived_plans_link_to_their_parent() -> None:
     creative = p.derive(Action.UPSCALE_CREATIVE, parent, source(), guild())
     assert (creative.kind, creative.creative) == (JobKind.UPSCALE, True)
     assert creative.strength == Settings().limits.upscale_strength
-    with pytest.raises(InvalidInput, match="over this server's limit"):  # 2048x1536 is over the worker's 1 MP
-        p.derive(Action.UPSCALE, parent, source(1024, 768), guild())
+    with pytest.raises(
+        InvalidInput, match="over this server's limit"
+    ):  # 4096x3072 is over the 4 MP for upscales
+        p.derive(Action.UPSCALE, parent, source(2048, 1536), guild())
     assert not p.derive(Action.VARY, creative, source(), guild()).creative
     edit = p.derive(Action.EDIT, parent, source(), guild(relax_enabled=False), "add snow")
     assert edit.kind is JobKind.EDIT and edit.prompt == "add snow" and edit.lane is None

@@ -87,7 +87,7 @@ async def upscale_all(client: Client, inputs: list[np.ndarray], **fields: Any) -
 async def test_upscale_beats_bicubic_on_held_out_scenes(
     make_client: MakeClient, engines: dict[int, DiffusersEngine], scale: int
 ) -> None:
-    client = await make_client(engines[scale], max_pixels=512 * 512)
+    client = await make_client(engines[scale], max_upscale_pixels=512 * 512)
     pairs = eval_pairs(scale, count=SCENES, seed=TEST_SEED)
     outputs = await upscale_all(client, [small for small, _ in pairs])
     for out, (small, ref) in zip(outputs, pairs, strict=True):
@@ -107,7 +107,7 @@ async def test_worker_advertises_each_models_upscale_factor(
 
 
 async def test_creative_upscale_redraws_the_upscaled_picture(make_client: MakeClient) -> None:
-    client = await make_client(max_pixels=512 * 512)
+    client = await make_client(max_upscale_pixels=512 * 512)
     small, _ = eval_pairs(2, count=1)[0]
     prompt = {"prompt": "a large red circle in the centre of a white background", "seed": 7}
     [subtle] = await upscale_all(client, [small], **prompt)
@@ -141,7 +141,7 @@ async def test_creative_upscale_redraws_the_upscaled_picture(make_client: MakeCl
 async def test_bad_upscale_requests_get_their_specific_error(
     make_client: MakeClient, fields: dict[str, Any], image_side: int, code: str
 ) -> None:
-    client = await make_client(max_pixels=512 * 512)
+    client = await make_client(max_upscale_pixels=512 * 512)
     image = png(np.full((image_side, image_side, 3), 200, np.uint8))
     job = {"kind": "upscale", "width": None, "height": None, "steps": None, **fields}
     resp = await post_image_job(client, image, **job)
