@@ -135,7 +135,7 @@ async def test_creative_upscale_redraws_the_upscaled_picture(make_client: MakeCl
         ({"width": 64, "height": 64}, 64, "bad_size"),  # an upscale of 64 by 2 is 128, not 64
         ({"count": 2}, 64, "invalid_field"),
         ({"strength": 0.5}, 64, "invalid_field"),  # strength without creative
-        ({"creative": True}, 60, "bad_size"),  # 120 is no multiple of 8 for the img2img pass
+        ({"creative": True}, 61, "bad_size"),  # 122 is no multiple of 8 for the img2img pass
     ],
 )
 async def test_bad_upscale_requests_get_their_specific_error(
