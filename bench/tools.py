@@ -87,7 +87,9 @@ def measure_upscale(
     big, _ = eval_pairs(scale, count=1, side=big_side, seed=BENCH_SEED + 1)[0]
 
     async def run() -> tuple[list[np.ndarray], list[float]]:
-        worker_settings = WorkerSettings(port=0, max_upscale_pixels=(big_side * scale) ** 2, max_batch=8)
+        worker_settings = WorkerSettings(
+            port=0, max_upscale_pixels=(big_side * scale) ** 2, max_batch=8, max_queue_per_user=scenes
+        )
         running = await start_worker(worker_settings, engine)
         try:
             async with WorkerClient(running.url, timeout=600) as worker:
