@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import json
 import os
 import platform
@@ -31,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -41,20 +39,9 @@ from inference.protocol import JobRequest
 from inference.server import start_worker
 from inference.settings import EngineSettings, UpscalerSettings, WorkerSettings
 from inference.vocabulary import JobKind
-from tools.tiny.train_sr import BENCH_SEED, bicubic, eval_pairs, psnr
+from tools.tiny.train_sr import BENCH_SEED, bicubic, eval_pairs, from_png, psnr, to_png
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def _png(pixels: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _pixels(data: bytes) -> np.ndarray:
-    with Image.open(io.BytesIO(data)) as img:
-        return np.asarray(img.convert("RGB"))
 
 
 async def _upscale(worker: WorkerClient, inputs: list[np.ndarray], tag: str) -> list[np.ndarray]:
@@ -67,12 +54,12 @@ async def _upscale(worker: WorkerClient, inputs: list[np.ndarray], tag: str) -> 
             prompt="shapes",
             kind=JobKind.UPSCALE,
         )
-        jobs.append(await worker.submit(request, _png(x)))
+        jobs.append(await worker.submit(request, to_png(x)))
     finals = await asyncio.gather(*[worker.wait(j.id) for j in jobs])
     failed = [f.error for f in finals if f.status != "succeeded"]
     if failed:
         raise RuntimeError(f"upscale jobs failed: {failed}")
-    return [_pixels(await worker.image(j.id, 0)) for j in jobs]
+    return [from_png(await worker.image(j.id, 0)) for j in jobs]
 
 
 def measure_upscale(

@@ -25,6 +25,8 @@ from inference.vocabulary import JobKind
 from tests.bot.harness import build_world, button, embed_of, ephemeral_reply, is_result, running_bot
 from tests.fakediscord import FakeDiscord
 from tools.tiny.train_sr import TEST_SEED, bicubic, eval_pairs, psnr
+from tools.tiny.train_sr import from_png as pixels_of
+from tools.tiny.train_sr import to_png as png
 
 WAIT = 60
 MIN_GAIN_DB = 1.5
@@ -43,20 +45,16 @@ def settings(settings: Settings) -> Settings:
     )
 
 
-def png(pixels: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def pixels_of(data: bytes) -> np.ndarray:
-    with Image.open(io.BytesIO(data)) as img:
-        return np.asarray(img.convert("RGB"))
-
-
 def rows(settings: Settings, sql: str, *args: Any) -> list[tuple[Any, ...]]:
     with sqlite3.connect(settings.database.path) as conn:
         return conn.execute(sql, args).fetchall()
+
+
+def charges(settings: Settings) -> list[tuple[Any, ...]]:
+    """Each job's cost and its ledger row's state, oldest first."""
+    return rows(
+        settings, "SELECT j.cost, l.state FROM jobs j JOIN ledger l USING (job_id) ORDER BY j.created_at"
+    )
 
 
 def put_scenes(settings: Settings, job_id: str, inputs: list[np.ndarray]) -> None:
@@ -107,9 +105,7 @@ async def test_upscale_subtle_beats_bicubic_and_is_priced_by_output_pixels(
         assert labels == ["Vary", "Upscale (subtle)", "Upscale (creative)"]
         assert embed_of(single)["footer"]["text"].endswith(" · upscale")
 
-    charged = rows(
-        settings, "SELECT j.cost, l.state FROM jobs j JOIN ledger l USING (job_id) ORDER BY j.created_at"
-    )
+    charged = charges(settings)
     # The grid: 4 images of 4 base images at 3 of 30 steps, 1.6: 2. Each upscale: 4, by its output pixels.
     assert charged == [(2, "committed")] + [(4, "committed")] * GRID
 
@@ -152,9 +148,7 @@ async def test_creative_upscale_redraws_and_an_upscale_over_the_cap_is_refused_f
         refused = await fake_discord.click(bigger, button(bigger, "upscale"), user=world.alice)
         assert "over this server's limit of 65536 pixels" in await ephemeral_reply(refused)
 
-    costs = rows(
-        settings, "SELECT j.cost, l.state FROM jobs j JOIN ledger l USING (job_id) ORDER BY j.created_at"
-    )
+    costs = charges(settings)
     # 1 for the picture, 4 subtle, 4 + its img2img pass (16 base images x 3 steps x 0.3 / 30 = 0.48): 5;
     # 256x256 is 64 base images x 0.25 = 16. The refused press left no row.
     assert costs == [(1, "committed"), (4, "committed"), (5, "committed"), (16, "committed")]
@@ -197,7 +191,5 @@ async def test_a_failed_upscale_is_refunded(
         await press.wait_original(
             lambda m: "refund" in m.content.lower() or "failed" in m.content.lower(), timeout=WAIT
         )
-    states = rows(
-        settings, "SELECT j.cost, l.state FROM jobs j JOIN ledger l USING (job_id) ORDER BY j.created_at"
-    )
+    states = charges(settings)
     assert states == [(1, "committed"), (4, "refunded")]

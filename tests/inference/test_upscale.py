@@ -10,7 +10,6 @@ the checkpoint).
 from __future__ import annotations
 
 import asyncio
-import io
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,6 @@ import numpy as np
 import pytest
 import torch
 from aiohttp.test_utils import TestClient
-from PIL import Image
 from pytest_aiohttp import AiohttpClient
 
 from inference.engine import DiffusersEngine
@@ -31,16 +29,11 @@ from inference.superres import TileSettings, UpscalerError, bundled_upscaler, lo
 from inference.vocabulary import JobKind
 from tests.inference.test_server import AUTH, TOKEN, fetch_png, post_image_job, wait
 from tools.tiny.train_sr import TEST_SEED, bicubic, eval_pairs, psnr
+from tools.tiny.train_sr import to_png as png
 
 Client = TestClient[Any, Any]
 MIN_GAIN_DB = 1.5
 SCENES = 8  # of the held-out set: enough for a stable mean, seconds on a CPU
-
-
-def png(pixels: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")

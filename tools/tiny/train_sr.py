@@ -16,6 +16,7 @@ recognises as "RealESRGAN Compact", loaded by inference/superres.py like any dow
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 import time
@@ -74,6 +75,19 @@ def eval_pairs(
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
     return 99.0 if mse == 0 else 10 * math.log10(255.0**2 / mse)
+
+
+def to_png(pixels: np.ndarray) -> bytes:
+    """uint8 (H, W, 3) pixels as PNG bytes (what an upscale job sends the worker)."""
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def from_png(data: bytes) -> np.ndarray:
+    """A picture's bytes (what the worker or Discord gives back) as uint8 (H, W, 3) RGB pixels."""
+    with Image.open(io.BytesIO(data)) as img:
+        return np.asarray(img.convert("RGB"))
 
 
 def bicubic(small: np.ndarray, scale: int) -> np.ndarray:
