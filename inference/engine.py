@@ -77,7 +77,7 @@ class _Pipelines:
     img2img: Pipeline  # shares every module with `generate`
     edit: Pipeline | None  # an instruction-editing pipeline, when configured
     family: Family  # of `generate` and `img2img`
-    upscale: UpscaleStage  # the super-resolution model behind upscale jobs
+    upscale: UpscaleStage | None  # the super-resolution model behind upscale jobs (None: spandrel missing)
 
 
 @functools.cache
@@ -176,7 +176,7 @@ class DiffusersEngine:
         if edit is not None:
             share_components(edit, generate)
         set_scheduler(generate, settings)
-        upscale = UpscaleStage.load(settings.upscaler, device, dtype)
+        upscale = UpscaleStage.load_or_none(settings.upscaler, device, dtype)
         pipes = _Pipelines(generate, AutoPipelineForImage2Image.from_pipe(generate), edit, family, upscale)
         pipes.img2img.set_progress_bar_config(disable=True)
         load_adapters(pipes.generate, settings)
@@ -224,7 +224,9 @@ class DiffusersEngine:
         if model not in (None, self._model_name):
             raise EngineError(f"unknown model {model!r}; this engine serves {self._model_name!r}")
         defaults = kind_defaults(self._settings.defaults, kind)
-        return replace(defaults, scale=self._pipes.upscale.scale) if kind is JobKind.UPSCALE else defaults
+        if kind is not JobKind.UPSCALE or self._pipes.upscale is None:
+            return defaults  # scale 1: no upscaler, so intake refuses upscale jobs
+        return replace(defaults, scale=self._pipes.upscale.scale)
 
     def memory(self) -> DeviceMemory:
         if self._device.type == "cuda":
@@ -271,6 +273,8 @@ class DiffusersEngine:
     ) -> list[list[GeneratedImage]]:
         """The upscaler on every input at once (tiled); a creative batch then runs img2img over the results."""
         stage = self._pipes.upscale
+        if stage is None:
+            raise EngineError("this worker has no upscaler (spandrel is not installed)")
         with self._lock:
             try:
                 enlarged = stage.enlarge(
@@ -512,9 +516,11 @@ class DiffusersEngine:
             "Software": "brushfire",
         }
         if shape.kind is JobKind.UPSCALE:
-            meta["upscaler"] = self._pipes.upscale.describe()
+            stage = self._pipes.upscale
+            assert stage is not None  # an upscale batch ran on it
+            meta["upscaler"] = stage.describe()
             if shape.creative:
-                meta["strength"] = f"{shape.strength or self._pipes.upscale.creative_strength:g}"
+                meta["strength"] = f"{shape.strength or stage.creative_strength:g}"
         elif shape.kind.needs_image and not edit_model:
             meta["strength"] = f"{shape.strength or self._settings.defaults.img2img_strength:g}"
         if shape.adapter:

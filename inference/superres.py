@@ -175,6 +175,20 @@ class UpscaleStage:
         self.creative_strength = creative_strength
 
     @classmethod
+    def load_or_none(
+        cls, settings: UpscalerSettings, device: torch.device, dtype: torch.dtype
+    ) -> UpscaleStage | None:
+        """The configured upscaler; None when spandrel is not installed and none is named by path (the
+        bundled default), so a worker without the `upscale` extra runs and refuses upscales."""
+        try:
+            return cls.load(settings, device, dtype)
+        except ModuleNotFoundError as exc:
+            if settings.path is not None or exc.name != "spandrel":
+                raise
+            log.warning("spandrel is not installed (the `upscale` extra): this worker refuses upscale jobs")
+            return None
+
+    @classmethod
     def load(cls, settings: UpscalerSettings, device: torch.device, dtype: torch.dtype) -> UpscaleStage:
         path = settings.path or bundled_upscaler(settings.scale)
         upscaler = load_upscaler(path, device)

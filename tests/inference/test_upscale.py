@@ -10,6 +10,7 @@ the checkpoint).
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -198,3 +199,17 @@ def test_loading_refuses_what_is_not_an_upscaler(tmp_path: Path) -> None:
 
     with pytest.raises(UpscalerError, match="upscales by 2, not by the configured 4"):
         UpscaleStage.load(settings.upscaler, torch.device("cpu"), torch.float32)
+
+
+def test_without_spandrel_the_bundled_upscaler_is_absent_but_a_named_one_is_an_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker installed without the `upscale` extra runs (and refuses upscales); one told to load a
+    model file it cannot read does not start."""
+    from inference.superres import UpscaleStage
+
+    monkeypatch.setitem(sys.modules, "spandrel", None)  # import spandrel: ModuleNotFoundError
+    cpu, f32 = torch.device("cpu"), torch.float32
+    assert UpscaleStage.load_or_none(UpscalerSettings(), cpu, f32) is None
+    with pytest.raises(ModuleNotFoundError):
+        UpscaleStage.load_or_none(UpscalerSettings(path=bundled_upscaler(2)), cpu, f32)
