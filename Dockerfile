@@ -39,7 +39,9 @@ COPY cogs ./cogs
 COPY inference ./inference
 COPY storage ./storage
 COPY docker/entrypoint.sh /usr/local/bin/brushfire-entrypoint
-RUN pip install . && chmod 0755 /usr/local/bin/brushfire-entrypoint
+# spandrel (upscales) without torchvision, which would not match a CPU-only torch: see pyproject.toml.
+RUN pip install . && pip install --no-deps "spandrel>=0.4.2" "einops>=0.7" \
+    && chmod 0755 /usr/local/bin/brushfire-entrypoint
 
 USER brushfire
 VOLUME ["/data", "/models"]

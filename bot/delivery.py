@@ -45,6 +45,7 @@ ACTION_NAMES = {
     Action.REROLL: N_("re-roll"),
     Action.VARY: N_("variation"),
     Action.UPSCALE: N_("upscale"),
+    Action.UPSCALE_CREATIVE: N_("creative upscale"),
 }
 # Edits of the interaction's own message ping nobody: the author is looking at it already.
 NO_PINGS = discord.AllowedMentions.none()
@@ -278,12 +279,22 @@ class JobRunner:
         return Translate(catalogues, catalogues.choose(job.language, server_locale))
 
     def compose(self, outcome: JobOutcome, guild: GuildSettings, _: Translate) -> ResultPost:
-        return compose_result(outcome, guild, self.services.settings.limits.upload_bytes, _)
+        gens = outcome.generations
+        plan = JobPlan.from_parameters(outcome.job.parameters)
+        costs = self.services.jobs.upscale_costs(plan, gens[0].width, gens[0].height) if gens else None
+        return compose_result(outcome, guild, self.services.settings.limits.upload_bytes, _, costs)
 
 
-def compose_result(outcome: JobOutcome, guild: GuildSettings, upload_bytes: int, _: Translate) -> ResultPost:
+def compose_result(
+    outcome: JobOutcome,
+    guild: GuildSettings,
+    upload_bytes: int,
+    _: Translate,
+    upscale_costs: dict[Action, int] | None = None,
+) -> ResultPost:
     """The result message: images (spoilered, or withheld when the server refuses flagged ones), an
-    embed with the parameters, and buttons for the images shown."""
+    embed with the parameters (and what an upscale of one image costs, before anyone presses), and
+    buttons for the images shown."""
     job = outcome.job
     plan = JobPlan.from_parameters(job.parameters)
     visible = [
@@ -300,9 +311,11 @@ def compose_result(outcome: JobOutcome, guild: GuildSettings, upload_bytes: int,
         )
     return ResultPost(
         content=content,
-        embed=result_embed(outcome, plan, _),
+        embed=result_embed(outcome, plan, _, upscale_costs),
         files=[_file(job.job_id, g, upload_bytes) for g in visible],
-        view=result_view(job.job_id, [g.index for g in visible], _, from_upload=plan.from_upload),
+        view=result_view(
+            job.job_id, [g.index for g in visible], _, from_upload=plan.from_upload, single=plan.count == 1
+        ),
     )
 
 
@@ -319,7 +332,9 @@ def rewind(post: ResultPost) -> ResultPost:
     return post
 
 
-def result_embed(outcome: JobOutcome, plan: JobPlan, _: Translate) -> discord.Embed:
+def result_embed(
+    outcome: JobOutcome, plan: JobPlan, _: Translate, upscale_costs: dict[Action, int] | None = None
+) -> discord.Embed:
     """The parameters of a result (the prompt and style names are the member's own words, never translated)."""
     job, info = outcome.job, outcome.info
     embed = discord.Embed(title=shown(plan.prompt, 256), colour=discord.Colour.orange())
@@ -339,6 +354,16 @@ def result_embed(outcome: JobOutcome, plan: JobPlan, _: Translate) -> discord.Em
         "{count} credit, {lane}", "{count} credits, {lane}", job.cost, count=job.cost, lane=lane
     )
     embed.add_field(name=_("Cost"), value=cost)
+    if upscale_costs:
+        subtle, creative = upscale_costs[Action.UPSCALE], upscale_costs[Action.UPSCALE_CREATIVE]
+        embed.add_field(
+            name=_("Upscale"),
+            value=_(
+                "subtle {subtle}, creative {creative}",
+                subtle=_credits(_, subtle),
+                creative=_credits(_, creative),
+            ),
+        )
     if outcome.elapsed_s:
         embed.add_field(name=_("Time"), value=f"{outcome.elapsed_s:.1f} s")
     action = Message(ACTION_NAMES.get(plan.action, plan.action.value))
@@ -360,6 +385,10 @@ def fit_upload(image: bytes, limit: int) -> tuple[bytes, str]:
         if out.tell() <= limit:
             return out.getvalue(), ext
     raise ValueError("the image does not fit the upload limit even as JPEG")
+
+
+def _credits(_: Translate, count: int) -> str:
+    return _.ngettext("{count} credit", "{count} credits", count, count=count)
 
 
 def _clip(text: str, limit: int) -> str:

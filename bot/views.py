@@ -73,9 +73,16 @@ class RerollButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:reroll:{
 
 
 class VaryButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:vary:{JOB_RE}:{INDEX_RE}"):
-    def __init__(self, job_id: JobId, index: int, row: int | None = None) -> None:
+    def __init__(self, job_id: JobId, index: int, row: int | None = None, label: str | None = None) -> None:
         super().__init__(
-            button("vary", job_id, index, label=f"V{index + 1}", style=discord.ButtonStyle.primary, row=row)
+            button(
+                "vary",
+                job_id,
+                index,
+                label=label or f"V{index + 1}",
+                style=discord.ButtonStyle.primary,
+                row=row,
+            )
         )
         self.job_id = job_id
         self.index = index
@@ -91,10 +98,20 @@ class VaryButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:vary:{JOB_
 
 
 class UpscaleButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:upscale:{JOB_RE}:{INDEX_RE}"):
-    def __init__(self, job_id: JobId, index: int, row: int | None = None) -> None:
+    """Upscale (subtle): image n through the worker's super-resolution model alone. U1..Un on a grid."""
+
+    action = Action.UPSCALE
+    short = "U"  # the grid's label, with the image's number
+
+    def __init__(self, job_id: JobId, index: int, row: int | None = None, label: str | None = None) -> None:
         super().__init__(
             button(
-                "upscale", job_id, index, label=f"U{index + 1}", style=discord.ButtonStyle.success, row=row
+                str(self.action),
+                job_id,
+                index,
+                label=label or f"{self.short}{index + 1}",
+                style=discord.ButtonStyle.success,
+                row=row,
             )
         )
         self.job_id = job_id
@@ -107,9 +124,14 @@ class UpscaleButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:upscale
         return cls(JobId(match["job"]), int(match["n"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        await guarded(
-            interaction, start_from_result(interaction, Action.UPSCALE, self.job_id, self.index or 0)
-        )
+        await guarded(interaction, start_from_result(interaction, self.action, self.job_id, self.index or 0))
+
+
+class CreativeUpscaleButton(UpscaleButton, template=rf"{PREFIX}:upscale-creative:{JOB_RE}:{INDEX_RE}"):
+    """Upscale (creative): the upscaler, then a light img2img pass under the job's prompt."""
+
+    action = Action.UPSCALE_CREATIVE
+    short = "C"
 
 
 class EditButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:edit:{JOB_RE}"):
@@ -237,6 +259,7 @@ DYNAMIC_ITEMS: tuple[type[ui.DynamicItem[Any]], ...] = (
     RerollButton,
     VaryButton,
     UpscaleButton,
+    CreativeUpscaleButton,
     EditButton,
     DeleteButton,
     CancelButton,
@@ -249,10 +272,28 @@ def progress_view(job_id: JobId, _: Translate = ENGLISH) -> ui.View:
     return view
 
 
+def single_image_rows(job_id: JobId, index: int, _: Translate = ENGLISH) -> list[ui.Item[Any]]:
+    """The buttons below row 0 of a single-image result: Vary, Upscale (subtle), Upscale (creative) on
+    row 1. Rows 2 to 4 are free: a feature with more buttons for one image appends them here (each item
+    with its own `row`, 2-4, at most five to a row)."""
+    return [
+        VaryButton(job_id, index, row=1, label=_("Vary")),
+        UpscaleButton(job_id, index, row=1, label=_("Upscale (subtle)")),
+        CreativeUpscaleButton(job_id, index, row=1, label=_("Upscale (creative)")),
+    ]
+
+
 def result_view(
-    job_id: JobId, indexes: list[int], _: Translate = ENGLISH, *, from_upload: bool = False
+    job_id: JobId,
+    indexes: list[int],
+    _: Translate = ENGLISH,
+    *,
+    from_upload: bool = False,
+    single: bool = False,
 ) -> ui.View:
-    """Re-roll, Edit, Delete, Submit; then V1..Vn and U1..Un, five to a row (8 images fit in 5 rows).
+    """Re-roll, Edit, Delete, Submit; then, for a grid, V1..Vn and U1..Un (Upscale subtle of image n),
+    five to a row (8 images fit in 5 rows); for a `single` image (a job of one, an upscale among them),
+    `single_image_rows`.
 
     A result made from an upload gets neither Re-roll nor Submit: the upload is not kept, and challenges
     take only brushfire's own images, so both buttons could only refuse. Labels are in the language of
@@ -262,8 +303,12 @@ def result_view(
     items: list[ui.Item[Any]] = [EditButton(job_id, _), DeleteButton(job_id, _)]
     if not from_upload:
         items = [RerollButton(job_id, _), *items, SubmitButton(job_id, _=_)]
+    if single and indexes:
+        items += single_image_rows(job_id, indexes[0], _)
     for item in items:
         view.add_item(item)
+    if single:
+        return view
     row = 1
     for kind in (VaryButton, UpscaleButton):
         for start in range(0, len(indexes), BUTTONS_PER_ROW):

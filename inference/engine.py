@@ -2,7 +2,8 @@
 
 This is the only module of the worker that imports torch and diffusers. The scheduler drives it through
 the `Engine` protocol in `inference.engine_api`, from a worker thread, one batch at a time.
-(Just over 450 lines: loading, the batch call and its results share the pipelines' state and belong together.)
+(About 500 lines: loading, the batch call and its results share the pipelines' state and belong together;
+upscale batches add a short path that shares the same img2img call and results.)
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import diffusers
+import numpy as np
 import torch
 from diffusers import (
     AutoPipelineForImage2Image,
@@ -59,6 +61,7 @@ from inference.pixels import Previewer, resized, to_uint8
 from inference.protocol import MAX_STEPS
 from inference.safety import SafetyClassifier
 from inference.settings import EngineSettings, ModelDefaults
+from inference.superres import UpscaleStage
 from inference.vocabulary import JobKind
 
 log = logging.getLogger(__name__)
@@ -74,6 +77,7 @@ class _Pipelines:
     img2img: Pipeline  # shares every module with `generate`
     edit: Pipeline | None  # an instruction-editing pipeline, when configured
     family: Family  # of `generate` and `img2img`
+    upscale: UpscaleStage | None  # the super-resolution model behind upscale jobs (None: spandrel missing)
 
 
 @functools.cache
@@ -172,7 +176,8 @@ class DiffusersEngine:
         if edit is not None:
             share_components(edit, generate)
         set_scheduler(generate, settings)
-        pipes = _Pipelines(generate, AutoPipelineForImage2Image.from_pipe(generate), edit, family)
+        upscale = UpscaleStage.load_or_none(settings.upscaler, device, dtype)
+        pipes = _Pipelines(generate, AutoPipelineForImage2Image.from_pipe(generate), edit, family, upscale)
         pipes.img2img.set_progress_bar_config(disable=True)
         load_adapters(pipes.generate, settings)
         decoder = preview_decoder(family, settings, model_name, dtype, device)
@@ -218,7 +223,10 @@ class DiffusersEngine:
     def defaults(self, kind: JobKind, model: str | None = None) -> KindDefaults:
         if model not in (None, self._model_name):
             raise EngineError(f"unknown model {model!r}; this engine serves {self._model_name!r}")
-        return kind_defaults(self._settings.defaults, kind)
+        defaults = kind_defaults(self._settings.defaults, kind)
+        if kind is not JobKind.UPSCALE or self._pipes.upscale is None:
+            return defaults  # scale 1: no upscaler, so intake refuses upscale jobs
+        return replace(defaults, scale=self._pipes.upscale.scale)
 
     def memory(self) -> DeviceMemory:
         if self._device.type == "cuda":
@@ -238,6 +246,8 @@ class DiffusersEngine:
         if not items:
             return []
         shape = self._shape(items)
+        if shape.kind is JobKind.UPSCALE:
+            return self._upscale_batch(items, shape, on_step, should_stop)
         with self._lock:
             pipe = self._pipe_for(shape)
             self._apply_adapter(pipe, shape)
@@ -250,6 +260,46 @@ class DiffusersEngine:
                 output = self._call(pipe, kwargs)
             finally:
                 pipe.scheduler = own  # the next batch starts from the model's own sampler
+        if stopped.is_set() or output is None:
+            return [[] for _ in items]
+        return self._results(items, shape, output, pipe)
+
+    def _upscale_batch(
+        self,
+        items: list[BatchItem],
+        shape: BatchKey,
+        on_step: Callable[[StepUpdate], None],
+        should_stop: Callable[[], bool],
+    ) -> list[list[GeneratedImage]]:
+        """The upscaler on every input at once (tiled); a creative batch then runs img2img over the results."""
+        stage = self._pipes.upscale
+        if stage is None:
+            raise EngineError("this worker has no upscaler (spandrel is not installed)")
+        with self._lock:
+            try:
+                enlarged = stage.enlarge(
+                    [np.asarray(it.init_image.decode()) for it in items if it.init_image]
+                )
+            except Exception as exc:
+                if _is_oom(exc):
+                    raise EngineOutOfMemory(f"out of memory upscaling {len(items)} images: {exc}") from exc
+                raise EngineError(f"upscaler failed: {type(exc).__name__}: {exc}") from exc
+            if not shape.creative:
+                on_step(StepUpdate(step=1, total=1))
+                return self._package(items, shape, enlarged, [False] * len(enlarged), None)
+            strength = shape.strength or stage.creative_strength
+            redraw = replace(shape, kind=JobKind.IMG2IMG, strength=strength)
+            pipe = self._pipes.img2img
+            self._apply_adapter(pipe, redraw)
+            own = pipe.scheduler
+            pipe.scheduler = self._sampler(own, shape.sampler)
+            try:
+                kwargs = self._call_kwargs(pipe, items, redraw, [Image.fromarray(p) for p in enlarged])
+                stopped = threading.Event()
+                kwargs["callback_on_step_end"] = self._step_callback(kwargs, on_step, should_stop, stopped)
+                output = self._call(pipe, kwargs)
+            finally:
+                pipe.scheduler = own
         if stopped.is_set() or output is None:
             return [[] for _ in items]
         return self._results(items, shape, output, pipe)
@@ -308,7 +358,10 @@ class DiffusersEngine:
             pipe.enable_lora()
             pipe.set_adapters([shape.adapter], adapter_weights=[shape.adapter_scale])
 
-    def _call_kwargs(self, pipe: Pipeline, items: list[BatchItem], shape: BatchKey) -> dict[str, Any]:
+    def _call_kwargs(
+        self, pipe: Pipeline, items: list[BatchItem], shape: BatchKey, inputs: list[Image.Image] | None = None
+    ) -> dict[str, Any]:
+        """The pipeline call's arguments; `inputs`: each item's input picture, already decoded."""
         size = families.pipeline_size(self._pipes.family, shape.width, shape.height)
         prompts = [it.request.prompt for it in items for _ in range(it.request.count)]
         negatives = [it.request.negative_prompt for it in items for _ in range(it.request.count)]
@@ -330,7 +383,7 @@ class DiffusersEngine:
         }
         if shape.kind.needs_image:
             # Each job's input decoded once, straight to the output size, only while its batch runs.
-            inputs = [self._init_image(it, size) for it in items]
+            inputs = inputs or [self._init_image(it, size) for it in items]
             kwargs["image"] = [
                 img for it, img in zip(items, inputs, strict=True) for _ in range(it.request.count)
             ]
@@ -412,6 +465,17 @@ class DiffusersEngine:
         size = (shape.width, shape.height)
         pixels = [resized(p, size) for p in to_uint8(output.images)]
         flags = getattr(output, "nsfw_content_detected", None) or [False] * len(pixels)
+        return self._package(items, shape, pixels, flags, pipe)
+
+    def _package(
+        self,
+        items: list[BatchItem],
+        shape: BatchKey,
+        pixels: list[Any],
+        flags: list[Any],
+        pipe: Pipeline | None,
+    ) -> list[list[GeneratedImage]]:
+        """Each item's pictures with their safety flags (the classifier's too) and metadata."""
         if self._safety is not None:
             flags = [bool(a) or b for a, b in zip(flags, self._checked(pixels), strict=True)]
         results: list[list[GeneratedImage]] = []
@@ -437,8 +501,8 @@ class DiffusersEngine:
                 raise EngineOutOfMemory(f"out of memory checking {len(pixels)} images: {exc}") from exc
             raise EngineError(f"safety checker failed: {type(exc).__name__}: {exc}") from exc
 
-    def _metadata(self, item: BatchItem, shape: BatchKey, seed: int, pipe: Pipeline) -> dict[str, str]:
-        edit_model = pipe is self._pipes.edit
+    def _metadata(self, item: BatchItem, shape: BatchKey, seed: int, pipe: Pipeline | None) -> dict[str, str]:
+        edit_model = pipe is not None and pipe is self._pipes.edit
         meta = {
             "prompt": item.request.prompt,
             "negative_prompt": item.request.negative_prompt,
@@ -451,7 +515,13 @@ class DiffusersEngine:
             "kind": str(shape.kind),
             "Software": "brushfire",
         }
-        if shape.kind.needs_image and not edit_model:
+        if shape.kind is JobKind.UPSCALE:
+            stage = self._pipes.upscale
+            assert stage is not None  # an upscale batch ran on it
+            meta["upscaler"] = stage.describe()
+            if shape.creative:
+                meta["strength"] = f"{shape.strength or stage.creative_strength:g}"
+        elif shape.kind.needs_image and not edit_model:
             meta["strength"] = f"{shape.strength or self._settings.defaults.img2img_strength:g}"
         if shape.adapter:
             meta["adapter"] = f"{shape.adapter}:{shape.adapter_scale:g}"

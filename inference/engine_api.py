@@ -71,6 +71,7 @@ class BatchKey:
     adapter_scale: float
     sampler: str | None = None
     model: str | None = None  # the served model that runs the batch; None: the main one
+    creative: bool = False  # an upscale redrawn with img2img after the upscaler
 
     @classmethod
     def of(
@@ -97,6 +98,7 @@ class BatchKey:
             adapter_scale=request.adapter_scale if request.adapter else 1.0,
             sampler=request.sampler,
             model=request.model,
+            creative=request.creative,
         )
 
     @property
@@ -148,6 +150,7 @@ class KindDefaults:
     guidance: float
     width: int
     height: int
+    scale: int = 1  # upscale jobs: the upscaler's factor (1: this engine has no upscaler)
 
 
 def kind_defaults(d: ModelDefaults, kind: JobKind) -> KindDefaults:

@@ -28,6 +28,7 @@ from inference.protocol import (
 )
 from inference.queue import Submission, job_fingerprint
 from inference.settings import WorkerSettings
+from inference.vocabulary import JobKind
 
 MAX_JOB_JSON_BYTES = 64 * 1024
 
@@ -60,7 +61,11 @@ async def prepare_submission(
             init = await asyncio.to_thread(EncodedImage.check, image, limits)
     d = engine.defaults(request.kind, request.model)
     steps, guidance, width, height = d.steps, d.guidance, d.width, d.height
-    width, height = _output_size(request, init, (width, height), settings.max_pixels)
+    if request.kind is JobKind.UPSCALE:
+        assert init is not None  # _check_inputs: an upscale has its image
+        width, height = upscaled_size(request, init, d.scale, settings.max_upscale_pixels)
+    else:
+        width, height = _output_size(request, init, (width, height), settings.max_pixels)
     digest = hashlib.sha256(image).hexdigest() if image is not None else None
     return Submission(
         request=request,
@@ -112,6 +117,41 @@ def _output_size(
             ErrorCode.BAD_SIZE,
             f"{width}x{height} is {width * height} pixels; this worker allows {max_pixels}",
             field="width",
+        )
+    return width, height
+
+
+def upscaled_size(request: JobRequest, init: EncodedImage, scale: int, max_pixels: int) -> tuple[int, int]:
+    """An upscale's output: the input's size times the model's upscaler factor, within `max_pixels`.
+
+    A width and height in the request must be that size (the bot prices by them); a creative upscale is
+    redrawn by a diffusion pipeline, which wants sides on multiples of 8.
+    """
+    if scale < 2:
+        name = request.model or "the main model"
+        raise ProtocolError(
+            ErrorCode.UPSCALE_UNAVAILABLE, f"{name} has no upscaler on this worker", field="kind"
+        )
+    width, height = init.width * scale, init.height * scale
+    if (request.width, request.height) not in ((None, None), (width, height)):
+        raise ProtocolError(
+            ErrorCode.BAD_SIZE,
+            f"this worker upscales {init.width}x{init.height} by {scale} to {width}x{height}, "
+            f"not {request.width}x{request.height}",
+            field="width",
+        )
+    if width * height > max_pixels:
+        raise ProtocolError(
+            ErrorCode.BAD_SIZE,
+            f"upscaling {init.width}x{init.height} by {scale} gives {width}x{height} = {width * height} pixels; "
+            f"this worker allows {max_pixels}",
+            field="image",
+        )
+    if request.creative and (width % 8 or height % 8):
+        raise ProtocolError(
+            ErrorCode.BAD_SIZE,
+            f"a creative upscale needs sides on multiples of 8; {width}x{height} is not",
+            field="image",
         )
     return width, height
 

@@ -42,6 +42,7 @@ def extra_settings(settings: EngineSettings, extra: ExtraModelSettings) -> Engin
             "defaults": extra.defaults,
             "adapters": [],
             "extra_models": [],
+            "upscaler": extra.upscaler or settings.upscaler,
         }
     )
 

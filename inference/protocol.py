@@ -46,6 +46,7 @@ class ErrorCode(StrEnum):
     IMAGE_TOO_MANY_PIXELS = "image_too_many_pixels"  # over the pixel limit, decompression bombs
     UNKNOWN_ADAPTER = "unknown_adapter"
     UNKNOWN_MODEL = "unknown_model"  # `model` names none the worker serves
+    UPSCALE_UNAVAILABLE = "upscale_unavailable"  # an upscale job on a model with no upscaler
     UNAUTHORIZED = "unauthorized"
     NOT_FOUND = "not_found"
     CONFLICT = "conflict"  # idempotency key reused with different parameters
@@ -129,6 +130,9 @@ class JobRequest(BaseModel):
     model: str | None = Field(default=None, min_length=1, max_length=300)
     # png (lossless), webp or jpeg; None: the worker's `output_format`. Each keeps the metadata.
     output_format: OutputFormat | None = None
+    # Upscale jobs only: after the upscaler, redraw the picture with img2img under the prompt at `strength`
+    # (unset: the upscaler's `creative_strength`). False: the upscaler alone ("subtle").
+    creative: bool = False
 
     @field_validator("idempotency_key")
     @classmethod
@@ -170,7 +174,27 @@ class JobRequest(BaseModel):
             raise ProtocolError(
                 ErrorCode.INVALID_FIELD, "strength applies only to img2img and edit jobs", field="strength"
             )
+        if self.creative and self.kind is not JobKind.UPSCALE:
+            raise ProtocolError(
+                ErrorCode.INVALID_FIELD, "creative applies only to upscale jobs", field="creative"
+            )
+        if self.kind is JobKind.UPSCALE:
+            _check_upscale(self)
         return self
+
+
+def _check_upscale(request: JobRequest) -> None:
+    """An upscale makes one picture at the input's size times the upscaler's; strength only when creative."""
+    if request.count != 1:
+        raise ProtocolError(
+            ErrorCode.INVALID_FIELD, "an upscale job makes one image (count 1)", field="count"
+        )
+    if request.strength is not None and not request.creative:
+        raise ProtocolError(
+            ErrorCode.INVALID_FIELD,
+            "strength applies to creative upscales only (the upscaler alone redraws nothing)",
+            field="strength",
+        )
 
 
 def _checked_prompt(v: Any, name: str) -> Any:
@@ -362,3 +386,6 @@ class WorkerInfo(BaseModel):
     # Every text-to-image model a job may name in `model`, the main one first, with its defaults; empty
     # from a worker older than the field (then only `model` is served).
     models: dict[str, ModelDefaults] = Field(default_factory=dict)
+    # Each served model's upscaler factor (2 or 4); a model missing here has none (a worker older than
+    # the field: the bot assumes 2).
+    upscale_scales: dict[str, int] = Field(default_factory=dict)

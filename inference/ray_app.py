@@ -27,7 +27,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 import ray
@@ -119,6 +119,8 @@ class ReplicaInfo:
     model_defaults: ModelDefaults
     has_edit_model: bool
     served_models: dict[str, ModelDefaults]
+    # Each served model's upscaler factor (its `defaults(UPSCALE, model).scale`).
+    upscale_scales: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +171,10 @@ class ModelReplica:
             device_name=e.device_name, adapter_names=list(e.adapter_names),
             defaults={kind: e.defaults(kind) for kind in JobKind}, model_defaults=e.model_defaults,
             has_edit_model=e.has_edit_model, served_models=e.served_models,
+            upscale_scales={
+                name: e.defaults(JobKind.UPSCALE, None if name == e.model_name else name).scale
+                for name in e.served_models
+            },
         )  # fmt: skip
 
     async def run(
@@ -356,7 +362,10 @@ class RayEngine:
     def defaults(self, kind: JobKind, model: str | None = None) -> KindDefaults:
         if model is None or model == self._info.model_name:
             return self._info.defaults[kind]
-        return kind_defaults(self._info.served_models[model], kind)
+        defaults = kind_defaults(self._info.served_models[model], kind)
+        if kind is JobKind.UPSCALE:
+            return replace(defaults, scale=self._info.upscale_scales.get(model, 1))
+        return defaults
 
     def memory(self) -> DeviceMemory:
         return self._book.memory()

@@ -30,6 +30,7 @@ from inference.openapi import openapi_document
 from inference.protocol import API_PREFIX, ErrorCode, EventType, ProtocolError, WorkerInfo
 from inference.scheduler import Scheduler
 from inference.settings import EngineSettings, WorkerSettings
+from inference.vocabulary import JobKind
 
 log = logging.getLogger(__name__)
 
@@ -247,7 +248,19 @@ def worker_info(engine: Engine) -> WorkerInfo:
         defaults=engine.model_defaults,
         has_edit_model=engine.has_edit_model,
         models=engine.served_models,
+        upscale_scales=upscale_scales(engine),
     )
+
+
+def upscale_scales(engine: Engine) -> dict[str, int]:
+    """Each served model's upscaler factor, for the models that have one."""
+    scales = {}
+    for name in engine.served_models:
+        model = None if name == engine.model_name else name
+        scale = engine.defaults(JobKind.UPSCALE, model).scale
+        if scale > 1:
+            scales[name] = scale
+    return scales
 
 
 async def openapi(request: web.Request) -> web.Response:

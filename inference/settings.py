@@ -69,6 +69,29 @@ class AdapterSettings(BaseModel):
     scale: float = Field(default=1.0, ge=0.0, le=2.0)  # the fused strength; per-job scale otherwise
 
 
+class UpscalerSettings(BaseModel):
+    """The super-resolution model behind upscale jobs (`inference.superres`), per served model.
+
+    Any single-file model spandrel reads (ESRGAN, Real-ESRGAN and its Compact models, SPAN, ...). The
+    output is the input times the model's scale; a creative upscale then redraws it with img2img under
+    the job's prompt at `creative_strength` (low: it should add detail, not change the picture).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    # A .pth or .safetensors file; None: the bundled tiny upscaler of `scale`
+    # (inference/tiny/model/upscaler/upscaler_x2|x4.safetensors).
+    path: Path | None = None
+    # 2 or 4; with `path` set it must be that model's own scale (checked at load).
+    scale: Literal[2, 4] = 2
+    # Input pixels per tile side, the context kept on each side of a tile (cropped from its output), and
+    # tiles run at once: a picture of any size upscales in the memory of `tile_batch` tiles.
+    tile: int = Field(default=256, ge=32, le=2048)
+    tile_overlap: int = Field(default=16, ge=0, le=256)
+    tile_batch: int = Field(default=4, ge=1, le=64)
+    creative_strength: float = Field(default=0.3, gt=0.0, le=1.0)
+
+
 class ExtraModelSettings(BaseModel):
     """Another text-to-image model the worker serves beside `engine.model`, loaded at start the same way
     (a Hugging Face id, a local folder or a single-file checkpoint). A job picks it by `name` (`model` in
@@ -82,6 +105,8 @@ class ExtraModelSettings(BaseModel):
     scheduler: str | None = Field(default=None, pattern=r"^[A-Za-z0-9]+Scheduler$")
     timestep_spacing: Literal["leading", "linspace", "trailing"] | None = None
     defaults: ModelDefaults = Field(default_factory=ModelDefaults)
+    # This model's upscaler; None: the main model's (`engine.upscaler`).
+    upscaler: UpscalerSettings | None = None
 
 
 class SafetySettings(BaseModel):
@@ -144,6 +169,8 @@ class EngineSettings(BaseModel):
     adapters: list[AdapterSettings] = Field(default_factory=list)
     # More text-to-image models served beside `model`, each picked per job by its name; none by default.
     extra_models: list[ExtraModelSettings] = Field(default_factory=list)
+    # The super-resolution model behind upscale jobs on the main model.
+    upscaler: UpscalerSettings = Field(default_factory=UpscalerSettings)
     cache_dir: Path | None = None
     # CPU threads torch may use (None leaves torch's default); tests and CPU benches pin it to one.
     cpu_threads: int | None = Field(default=None, ge=1, le=256)
@@ -191,6 +218,8 @@ class WorkerSettings(BaseModel):
     max_queue_per_lane: int = Field(default=200, ge=1)
     max_queue_per_user: int = Field(default=20, ge=1)
     max_pixels: int = Field(default=1024 * 1024, ge=64 * 64)  # per output image
+    # Per upscaled image: the upscaler runs in tiles, so its output may be larger than a generation's.
+    max_upscale_pixels: int = Field(default=2048 * 2048, ge=64 * 64)
     max_image_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)  # per uploaded edit image
     max_image_pixels: int = Field(default=2048 * 2048, ge=64 * 64)  # per uploaded edit image
     # Bytes of client input held at once: request bodies being read (by their declared size) plus the

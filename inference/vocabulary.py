@@ -28,12 +28,15 @@ class JobKind(StrEnum):
 
     `generate` is text-to-image; `img2img` redraws an input image under a prompt at a strength (used for
     variations and upscales); `edit` follows an instruction on an input image (an instruction-editing
-    pipeline when one is configured, else img2img with the instruction as prompt).
+    pipeline when one is configured, else img2img with the instruction as prompt); `upscale` enlarges an
+    input image with a super-resolution model (`inference.superres`), then, for a creative upscale, redraws
+    it lightly with img2img under the prompt.
     """
 
     GENERATE = "generate"
     IMG2IMG = "img2img"
     EDIT = "edit"
+    UPSCALE = "upscale"
 
     @property
     def needs_image(self) -> bool:

@@ -36,7 +36,12 @@ class Action(StrEnum):
     EDIT = "edit"
     REROLL = "reroll"
     VARY = "vary"
-    UPSCALE = "upscale"
+    UPSCALE = "upscale"  # the upscaler alone ("Upscale (subtle)")
+    UPSCALE_CREATIVE = "upscale-creative"  # the upscaler, then a light img2img pass under the prompt
+
+    @property
+    def is_upscale(self) -> bool:
+        return self in (Action.UPSCALE, Action.UPSCALE_CREATIVE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +118,7 @@ class JobPlan:
     # How the worker encodes the pictures (the server's setting when planned): png, webp or jpeg; None
     # (a job planned before formats were chosen per server): the worker's own `output_format`.
     output_format: str | None = None
+    creative: bool = False  # an upscale redrawn with img2img after the upscaler
     parent_job_id: str | None = None
     parent_generation_id: str | None = None
     image: bytes | None = field(default=None, repr=False)

@@ -8,13 +8,13 @@ to its end lives in `following.py`, settling what a crash left behind in `recove
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import uuid
 from collections.abc import Callable
-from typing import Literal
 
-from bot.core.errors import InvalidInput, JobNotFound, NotPermitted, QuotaRefused, WorkerDown
+from bot.core.errors import BrushfireError, InvalidInput, JobNotFound, NotPermitted, QuotaRefused, WorkerDown
 from bot.core.following import JobFollower
 from bot.core.guilds import GuildService
 from bot.core.i18n import N_
@@ -198,9 +198,28 @@ class JobService:
 
     def cost_spec(self, plan: JobPlan) -> CostSpec:
         d = self.planner.defaults
-        kind: JobKind | Literal["upscale"] = "upscale" if plan.action is Action.UPSCALE else plan.kind
         width, height = plan.width or d.width, plan.height or d.height
-        return CostSpec(kind=kind, width=width, height=height, steps=plan.steps or d.steps, count=plan.count)
+        redraw = plan.strength if plan.kind is JobKind.UPSCALE and plan.creative else None
+        return CostSpec(
+            kind=plan.kind,
+            width=width,
+            height=height,
+            steps=plan.steps or d.steps,
+            count=plan.count,
+            redraw_strength=redraw,
+        )
+
+    def upscale_costs(self, plan: JobPlan, width: int, height: int) -> dict[Action, int] | None:
+        """What upscaling one `width`x`height` image of this result costs, subtle and creative, before a
+        press (the result shows it); None when it cannot be upscaled here (no upscaler, over the cap)."""
+        base = dataclasses.replace(plan, width=width, height=height, count=1, creative=False)
+        costs = {}
+        for action in (Action.UPSCALE, Action.UPSCALE_CREATIVE):
+            try:
+                costs[action] = self.quotas.quote(self.cost_spec(self.planner.upscale_plan(base, action)))
+            except BrushfireError:
+                return None
+        return costs
 
     async def start(self, requester: Requester, plan: JobPlan, delivery: Delivery | None = None) -> Ticket:
         """Reserve the cost, store the job and hand it to the worker. Any failure refunds and raises."""
@@ -213,7 +232,7 @@ class JobService:
             guild_id=requester.guild_id,
             channel_id=requester.channel_id,
             user_id=requester.user_id,
-            kind=plan.kind,
+            kind=_stored_kind(plan.kind),
             parameters=plan.parameters(),
             lane=lane,
             cost=cost,
@@ -342,3 +361,10 @@ class JobService:
         only what a crash kept from its user, once."""
         async with self._db.transaction() as tx:
             await jobs.mark_delivered(tx, job_id, self._clock())
+
+
+def _stored_kind(kind: JobKind) -> JobKind:
+    """The jobs and generations tables check `kind` against generate, img2img and edit (migration 0001):
+    an upscale is stored as the img2img family of job it belongs to; its plan (`parameters`) keeps
+    JobKind.UPSCALE, and that is what runs and is priced."""
+    return JobKind.IMG2IMG if kind is JobKind.UPSCALE else kind

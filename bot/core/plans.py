@@ -57,6 +57,8 @@ __all__ = [
 T = TypeVar("T")
 
 REGEX_PREFIX = "re:"
+# The upscaler factor assumed of a worker that does not say (one older than `WorkerInfo.upscale_scales`).
+DEFAULT_UPSCALE_SCALE = 2
 # What check_prompt calls the text it checks, at the start of its errors (the article included, so that
 # each language can agree its own words).
 PROMPT = N_("The prompt")
@@ -81,6 +83,8 @@ class Planner:
         # The worker's models and their defaults, main first, once it has said (None until then).
         self._served: dict[str, ModelDefaults] | None = None
         self._main_model: str | None = None
+        # Each model's upscaler factor, as the worker last said (empty: it has not, or is older: 2).
+        self._upscale_scales: dict[str, int] = {}
 
     @property
     def defaults(self) -> ModelDefaults:
@@ -101,6 +105,7 @@ class Planner:
         self._instruct_edits = info.has_edit_model
         self._served = dict(info.models) or {info.model: info.defaults}
         self._main_model = info.model
+        self._upscale_scales = dict(info.upscale_scales)
         adopted = info.defaults.model_copy(update={name: getattr(own, name) for name in self._by_hand})
         if adopted == self._defaults:
             return False
@@ -120,6 +125,44 @@ class Planner:
         if self._served is None or name == self._main_model:
             return None
         return self._served.get(name)
+
+    def upscale_scale(self, model: str | None) -> int:
+        """The worker's upscaler factor for a model (None: the main one); 0 when it has none."""
+        if not self._upscale_scales:
+            return DEFAULT_UPSCALE_SCALE
+        return self._upscale_scales.get(model or self._main_model or "", 0)
+
+    def upscale_plan(self, base: JobPlan, action: Action) -> JobPlan:
+        """An upscale of `base`'s image (its size in `base`): the output is the worker's factor times it,
+        refused when the model has no upscaler or the output is over `worker.max_upscale_pixels` (a
+        server's own cap is on what it generates; upscales run in tiles and have their own)."""
+        scale = self.upscale_scale(base.model)
+        if scale < 2:
+            raise InvalidInput(N_("This model has no upscaler on this server's worker."))
+        assert base.width is not None and base.height is not None
+        width, height = base.width * scale, base.height * scale
+        cap = self._settings.worker.max_upscale_pixels
+        if width * height > cap:
+            raise InvalidInput(
+                N_(
+                    "Upscaling this {size} image {scale} times makes {width}x{height}, over this server's limit of {limit} pixels."
+                ),
+                size=f"{base.width}x{base.height}",
+                scale=scale,
+                width=width,
+                height=height,
+                limit=cap,
+            )
+        creative = action is Action.UPSCALE_CREATIVE
+        return dataclasses.replace(
+            base,
+            kind=JobKind.UPSCALE,
+            width=width,
+            height=height,
+            creative=creative,
+            strength=self._limits.upscale_strength if creative else None,
+            seed=self._seed(None) if creative else base.seed,
+        )
 
     def check_channel(self, requester: Requester, guild: GuildSettings) -> None:
         if requester.guild_id and not guild.channel_allowed(requester.channel_id):
@@ -323,16 +366,14 @@ class Planner:
             width=source.width,
             height=source.height,
             output_format=guild.output_format,
+            creative=False,
         )
         if action is Action.VARY:
             return dataclasses.replace(
                 base, kind=JobKind.IMG2IMG, seed=self._seed(None), strength=self._limits.vary_strength
             )
-        if action is Action.UPSCALE:
-            width, height = self._fit(source.width * 2, source.height * 2, guild)
-            return dataclasses.replace(
-                base, kind=JobKind.IMG2IMG, width=width, height=height, strength=self._limits.upscale_strength
-            )
+        if action.is_upscale:
+            return self.upscale_plan(base, action)
         text = self.check_prompt(instruction or "", guild, INSTRUCTION)
         return dataclasses.replace(base, **_edit_fields(text, self._seed(None), self._limits.edit_strength))
 

@@ -96,13 +96,15 @@ async def test_a_french_member_gets_french_replies_in_an_english_server(
         assert shown["Coût"] == "1 crédit, file rapide"  # singular: French plural rules, not English
         assert embed_of(result)["footer"]["text"].endswith(" · imaginer")
         assert embed_of(result)["footer"]["text"].startswith("tâche ")
-        assert labels(result) | {"vary": "", "upscale": ""} == {
+        # A single picture: Vary and both Upscales have words for labels, in French too.
+        assert labels(result) == {
             "reroll": "Relancer",
             "edit": "Modifier",
             "delete": "Supprimer",
             "submit": "Participer au défi",
-            "vary": "",
-            "upscale": "",
+            "vary": "Varier",
+            "upscale": "Agrandir (subtil)",
+            "upscale-creative": "Agrandir (créatif)",
         }
         # The Edit button's modal is French too.
         edit_id = next(c for c in result.custom_ids() if c.startswith("brushfire:edit:"))

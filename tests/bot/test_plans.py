@@ -128,10 +128,22 @@ def test_derived_plans_link_to_their_parent() -> None:
     assert (vary.kind, vary.count, vary.parent_generation_id) == (JobKind.IMG2IMG, 1, "g" * 32)
     assert vary.strength == Settings().limits.vary_strength and vary.lane is Lane.RELAX
     up = p.derive(Action.UPSCALE, parent, source(), guild())
-    assert (up.width, up.height) == (1024, 1024) and up.seed == parent.seed  # capped at the worker's 1 MP
-    big = p.derive(Action.UPSCALE, parent, source(1024, 768), guild())
-    assert big.width is not None and big.height is not None, "an upscale sets the size"
-    assert big.width * big.height <= Settings().worker.max_pixels
+    assert (up.kind, up.width, up.height, up.creative, up.strength) == (
+        JobKind.UPSCALE,
+        1024,
+        1024,
+        False,
+        None,
+    )
+    assert up.seed == parent.seed  # the upscaler alone draws no noise
+    creative = p.derive(Action.UPSCALE_CREATIVE, parent, source(), guild())
+    assert (creative.kind, creative.creative) == (JobKind.UPSCALE, True)
+    assert creative.strength == Settings().limits.upscale_strength
+    with pytest.raises(
+        InvalidInput, match="over this server's limit"
+    ):  # 4096x3072 is over the 4 MP for upscales
+        p.derive(Action.UPSCALE, parent, source(2048, 1536), guild())
+    assert not p.derive(Action.VARY, creative, source(), guild()).creative
     edit = p.derive(Action.EDIT, parent, source(), guild(relax_enabled=False), "add snow")
     assert edit.kind is JobKind.EDIT and edit.prompt == "add snow" and edit.lane is None
     reroll = p.reroll(parent, "a" * 32, None, guild())

@@ -63,7 +63,11 @@ def test_quote_scales_with_pixels_steps_count_and_kind(q: QuotaService) -> None:
     assert q.quote(CostSpec(JobKind.GENERATE, 1024, 1024, 30)) == 4
     assert q.quote(CostSpec(JobKind.GENERATE, 512, 512, 60, count=4)) == 8
     assert q.quote(CostSpec(JobKind.EDIT, 1024, 1024, 30)) == 6
-    assert q.quote(CostSpec("upscale", 512, 512, 30)) == 2
+    # An upscale by its output pixels (a quarter of a base image per 512x512 out, steps aside); a creative one
+    # adds its img2img pass: 1024x1024 is 4 base images, 1 credit of upscaler + 4 x 30 x 0.3 / 30 = 1.2.
+    assert q.quote(CostSpec(JobKind.UPSCALE, 1024, 1024, 30)) == 1
+    assert q.quote(CostSpec(JobKind.UPSCALE, 2048, 2048, 30)) == 4
+    assert q.quote(CostSpec(JobKind.UPSCALE, 1024, 1024, 30, redraw_strength=0.3)) == 3
     assert q.quote(CostSpec(JobKind.GENERATE, 64, 64, 1)) == 1  # min cost
     assert q.quote(CostSpec(JobKind.GENERATE, 768, 768, 30)) == 3  # 2.25 rounds up, float noise does not
 

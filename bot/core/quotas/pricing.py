@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -25,7 +24,9 @@ class CostSettings(BaseModel):
     credits_per_base_image: float = Field(default=1.0, gt=0)
     img2img_multiplier: float = Field(default=1.0, gt=0)
     edit_multiplier: float = Field(default=1.5, gt=0)
-    upscale_multiplier: float = Field(default=2.0, gt=0)
+    # An upscale: the upscaler's pass costs this share of a base image per base image of output pixels
+    # (steps do not apply); a creative one adds its img2img pass at the output size, priced as img2img.
+    upscale_multiplier: float = Field(default=0.25, gt=0)
     min_cost: int = Field(default=1, ge=1)
 
 
@@ -68,15 +69,20 @@ class QuotaSettings(BaseModel):
 class CostSpec:
     """What a job asks for, as far as pricing goes."""
 
-    kind: JobKind | Literal["upscale"]  # an upscale is an img2img job priced on its own
-    width: int
+    kind: JobKind
+    width: int  # the output's
     height: int
     steps: int
     count: int = 1
+    # A creative upscale's img2img pass: it runs steps x strength steps at the output size.
+    redraw_strength: float | None = None
 
 
 def quote(settings: QuotaSettings, spec: CostSpec) -> int:
-    """Credits a job costs: pixels x steps x images x the pipeline's multiplier, at least min_cost."""
+    """Credits a job costs: pixels x steps x images x the pipeline's multiplier, at least min_cost.
+
+    An upscale is priced by its output pixels (the upscaler's pass has no steps), plus, when creative, its
+    img2img pass over those pixels for the steps it runs."""
     if min(spec.width, spec.height, spec.steps, spec.count) <= 0:
         raise QuotaInputError(N_("Width, height, steps and count must all be positive."))
     c = settings.cost
@@ -84,16 +90,16 @@ def quote(settings: QuotaSettings, spec: CostSpec) -> int:
         JobKind.GENERATE: 1.0,
         JobKind.IMG2IMG: c.img2img_multiplier,
         JobKind.EDIT: c.edit_multiplier,
-        "upscale": c.upscale_multiplier,
+        JobKind.UPSCALE: c.upscale_multiplier,
     }.get(spec.kind)
     if multiplier is None:
         raise QuotaInputError(N_("This is an unknown job kind: {kind}."), kind=repr(spec.kind))
-    raw = (
-        c.credits_per_base_image
-        * (spec.width * spec.height / c.base_pixels)
-        * (spec.steps / c.base_steps)
-        * spec.count
-        * multiplier
-    )
+    images = c.credits_per_base_image * (spec.width * spec.height / c.base_pixels) * spec.count
+    if spec.kind is JobKind.UPSCALE:
+        raw = images * multiplier
+        if spec.redraw_strength is not None:
+            raw += images * (spec.steps * spec.redraw_strength / c.base_steps) * c.img2img_multiplier
+    else:
+        raw = images * (spec.steps / c.base_steps) * multiplier
     # Rounding first keeps float noise (1.0000000001) from costing a whole extra credit.
     return max(c.min_cost, math.ceil(round(raw, 6)))
