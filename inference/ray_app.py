@@ -119,6 +119,7 @@ class ReplicaInfo:
     model_defaults: ModelDefaults
     has_edit_model: bool
     served_models: dict[str, ModelDefaults]
+    can_inpaint: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +169,7 @@ class ModelReplica:
             replica=self._replica, actor_name=self._actor_name, model_name=e.model_name,
             device_name=e.device_name, adapter_names=list(e.adapter_names),
             defaults={kind: e.defaults(kind) for kind in JobKind}, model_defaults=e.model_defaults,
-            has_edit_model=e.has_edit_model, served_models=e.served_models,
+            has_edit_model=e.has_edit_model, served_models=e.served_models, can_inpaint=e.can_inpaint,
         )  # fmt: skip
 
     async def run(
@@ -348,6 +349,10 @@ class RayEngine:
     @property
     def has_edit_model(self) -> bool:
         return self._info.has_edit_model
+
+    @property
+    def can_inpaint(self) -> bool:
+        return self._info.can_inpaint
 
     @property
     def served_models(self) -> dict[str, ModelDefaults]:

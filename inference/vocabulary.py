@@ -28,12 +28,14 @@ class JobKind(StrEnum):
 
     `generate` is text-to-image; `img2img` redraws an input image under a prompt at a strength (used for
     variations and upscales); `edit` follows an instruction on an input image (an instruction-editing
-    pipeline when one is configured, else img2img with the instruction as prompt).
+    pipeline when one is configured, else img2img with the instruction as prompt); `inpaint` paints part of
+    a canvas made from an input image (zoom out, pan, vary region: `inference.canvas`) and keeps the rest.
     """
 
     GENERATE = "generate"
     IMG2IMG = "img2img"
     EDIT = "edit"
+    INPAINT = "inpaint"
 
     @property
     def needs_image(self) -> bool:
