@@ -24,6 +24,7 @@ from bot.core.validation import parse_number
 from bot.errors import answer_error
 from bot.i18n import ENGLISH, Translate
 from bot.interactions import BrushfireClient, client_of, requester_for
+from bot.tool_views import TOOL_ITEMS, tool_items
 from bot.translator import translate_for
 from inference.vocabulary import JobId
 
@@ -240,6 +241,7 @@ DYNAMIC_ITEMS: tuple[type[ui.DynamicItem[Any]], ...] = (
     EditButton,
     DeleteButton,
     CancelButton,
+    *TOOL_ITEMS,
 )
 
 
@@ -270,4 +272,7 @@ def result_view(
             for n in indexes[start : start + BUTTONS_PER_ROW]:
                 view.add_item(kind(job_id, n, row=row))
             row += 1
+    if len(indexes) == 1:  # zoom out, pan and vary region (bot/tool_views.py): rows 2 and 3
+        for tool in tool_items(job_id, indexes[0], _):
+            view.add_item(tool)
     return view

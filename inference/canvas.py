@@ -47,10 +47,6 @@ REGIONS: dict[str, tuple[int, ...]] = {
 }
 
 
-def _even8(v: float) -> int:
-    return max(8, int(round(v / 8)) * 8)
-
-
 def canvas_size(
     op: Op,
     width: int,
@@ -142,15 +138,17 @@ def paint_size(canvas: tuple[int, int], native: tuple[int, int], multiple: int =
     scale = math.sqrt(native[0] * native[1] / (cw * ch))
 
     def side(v: float) -> int:
-        return max(multiple, int(round(v * scale / multiple)) * multiple)
+        return max(multiple, round(v * scale / multiple) * multiple)
 
     return side(cw), side(ch)
 
 
 def composite(original: np.ndarray, painted: np.ndarray, weight: np.ndarray) -> np.ndarray:
     """original * (1 - weight) + painted * weight, rounded to uint8; where weight is 0 the original exactly."""
-    blend = original.astype(np.float32) * (1 - weight[..., None]) + painted.astype(np.float32) * weight[..., None]
-    out = np.clip(np.rint(blend), 0, 255).astype(np.uint8)
+    blend = (
+        original.astype(np.float32) * (1 - weight[..., None]) + painted.astype(np.float32) * weight[..., None]
+    )
+    out: np.ndarray = np.clip(np.rint(blend), 0, 255).astype(np.uint8)
     keep = weight == 0
     out[keep] = original[keep]
     return out
@@ -163,4 +161,4 @@ def on_canvas(picture: Image.Image, canvas: tuple[int, int], box: tuple[int, int
     small = np.asarray(picture.convert("RGB").resize((w, h), Image.Resampling.LANCZOS))
     rows = np.clip(np.arange(canvas[1]) - y, 0, h - 1)
     cols = np.clip(np.arange(canvas[0]) - x, 0, w - 1)
-    return small[rows][:, cols].copy()
+    return np.ascontiguousarray(small[rows][:, cols])

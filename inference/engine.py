@@ -369,7 +369,9 @@ class DiffusersEngine:
             return None
         d = self._settings.defaults
         multiple = inpainting.size_multiple(pipe, self._pipes.family.size_multiple)
-        canvases = inpainting.Canvases.of(items, shape, (d.width, d.height), multiple, self._settings.inpaint.feather)
+        canvases = inpainting.Canvases.of(
+            items, shape, (d.width, d.height), multiple, self._settings.inpaint.feather
+        )
         kwargs.update(canvases.call_kwargs())
         return canvases
 

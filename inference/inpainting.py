@@ -110,7 +110,12 @@ class Canvases:
         return cls(originals, [weight] * n, images, [painted_mask] * n, paint)
 
     def call_kwargs(self) -> dict[str, Any]:
-        return {"image": self.images, "mask_image": self.masks, "width": self.paint[0], "height": self.paint[1]}
+        return {
+            "image": self.images,
+            "mask_image": self.masks,
+            "width": self.paint[0],
+            "height": self.paint[1],
+        }
 
     def finish(self, painted: list[np.ndarray]) -> list[np.ndarray]:
         """Each painted picture (already at canvas size) blended with its original: the original's pixels

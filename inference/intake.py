@@ -18,11 +18,11 @@ from inference.engine_api import Engine
 from inference.images import EncodedImage, ImageLimits
 from inference.protocol import (
     MAX_COUNT,
-    InpaintSpec,
     MAX_SEED,
     MAX_SIDE,
     MIN_SIDE,
     ErrorCode,
+    InpaintSpec,
     JobRequest,
     ProtocolError,
     load_json,
@@ -114,7 +114,7 @@ def _output_size(
 ) -> tuple[int, int]:
     """The requested size, else the input image's (fitted), else the model's; within `max_pixels`."""
     width, height = default
-    if init is not None and request.inpaint is not None:
+    if init is not None and request.inpaint is not None and request.width is None:
         return inpaint_size(request.inpaint, init.width, init.height, max_pixels)
     if init is not None and request.width is None and request.height is None:
         width, height = fit_size(init.width, init.height, max_pixels)

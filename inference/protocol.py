@@ -110,13 +110,17 @@ class InpaintSpec(BaseModel):
         given = [name for name in ("zoom", "direction", "cells") if getattr(self, name) is not None]
         if given != [wanted]:
             raise ProtocolError(
-                ErrorCode.INVALID_FIELD, f"an inpaint {self.op} takes `{wanted}` and nothing else", field="inpaint"
+                ErrorCode.INVALID_FIELD,
+                f"an inpaint {self.op} takes `{wanted}` and nothing else",
+                field="inpaint",
             )
         if self.cells is not None and (
             len(set(self.cells)) != len(self.cells) or not all(0 <= c < CELLS for c in self.cells)
         ):
             raise ProtocolError(
-                ErrorCode.INVALID_FIELD, f"cells must be distinct numbers from 0 to {CELLS - 1}", field="inpaint"
+                ErrorCode.INVALID_FIELD,
+                f"cells must be distinct numbers from 0 to {CELLS - 1}",
+                field="inpaint",
             )
         return self
 
@@ -204,11 +208,15 @@ class JobRequest(BaseModel):
             )
         if (self.kind is JobKind.INPAINT) != (self.inpaint is not None):
             raise ProtocolError(
-                ErrorCode.INVALID_FIELD, "`inpaint` is required by inpaint jobs and only by them", field="inpaint"
+                ErrorCode.INVALID_FIELD,
+                "`inpaint` is required by inpaint jobs and only by them",
+                field="inpaint",
             )
-        if self.kind is JobKind.INPAINT and (self.width is not None or self.height is not None):
+        if self.kind is JobKind.INPAINT and (self.width is None) != (self.height is None):
             raise ProtocolError(
-                ErrorCode.BAD_SIZE, "an inpaint job's size follows from its image and canvas", field="width"
+                ErrorCode.BAD_SIZE,
+                "an inpaint job's canvas takes both width and height, or neither",
+                field="width",
             )
         return self
 

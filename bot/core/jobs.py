@@ -30,7 +30,7 @@ from bot.core.settings import Limits, Settings
 from bot.core.worker_watch import WorkerWatch
 from inference import client as worker_client
 from inference.client import WorkerClient
-from inference.protocol import ErrorCode
+from inference.protocol import ErrorCode, InpaintSpec
 from inference.vocabulary import JobId, JobKind, JobStatus, Lane
 from storage import generations, jobs
 from storage.db import Database
@@ -155,9 +155,17 @@ class JobService:
         return job
 
     async def plan_from_result(
-        self, action: Action, job_id: JobId, index: int, requester: Requester, instruction: str | None = None
+        self,
+        action: Action,
+        job_id: JobId,
+        index: int,
+        requester: Requester,
+        instruction: str | None = None,
+        *,
+        spec: InpaintSpec | None = None,
     ) -> JobPlan:
-        """A new job from a button on an earlier result: re-roll, vary, upscale or edit image `index`."""
+        """A new job from a button on an earlier result: re-roll, vary, upscale, edit, zoom out, pan or
+        vary a region (`spec`) of image `index`."""
         job = await self.job_in(job_id, requester.guild_id)
         guild = await self.guilds.settings(requester.guild_id)
         self.planner.check_channel(requester, guild)
@@ -181,7 +189,7 @@ class JobService:
                 ),
                 number=index + 1,
             )
-        return self.planner.derive(action, parent, source, guild, instruction)
+        return self.planner.derive(action, parent, source, guild, instruction, spec=spec)
 
     async def _parent_png(self, generation_id: str) -> bytes:
         async with self._db.transaction(write=False) as tx:

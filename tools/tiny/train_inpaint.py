@@ -35,7 +35,7 @@ from diffusers import StableDiffusionPipeline, UNet2DConditionModel
 
 from inference.tiny import MODEL_DIR
 from tools.tiny import data, phrasing, train
-from tools.tiny.diffusers_types import Denoiser, Vae
+from tools.tiny.diffusers_types import Denoiser, Pipeline, Vae
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ def encode_inpaint(vae: Vae, rng: np.random.Generator, n: int) -> train.Encoded:
     return train.Encoded(target.mean, target.std, scenes, torch.cat([small, masked], dim=1))
 
 
-def load_generate() -> StableDiffusionPipeline:
+def load_generate() -> Pipeline:
     return StableDiffusionPipeline.from_pretrained(MODEL_DIR / "generate", torch_dtype=torch.float32)
 
 

@@ -84,6 +84,7 @@ def quote(settings: QuotaSettings, spec: CostSpec) -> int:
         JobKind.GENERATE: 1.0,
         JobKind.IMG2IMG: c.img2img_multiplier,
         JobKind.EDIT: c.edit_multiplier,
+        JobKind.INPAINT: 1.0,  # zoom out, pan, vary region: a generation at the output canvas's size
         "upscale": c.upscale_multiplier,
     }.get(spec.kind)
     if multiplier is None:
