@@ -11,7 +11,8 @@ and the bot, which prices a job at its output size before it runs.
 The model paints at about its native size (`paint_size`: the canvas scaled to the model's native area), so a
 2x zoom of a 1024x1024 picture is painted at 1024x1024, not 2048x2048; the result is then scaled to the
 canvas and the original is put back at full resolution outside the mask (`composite`). Pixels further than
-`feather` from the painted area are the original's, byte for byte; within it the two blend linearly.
+`feather` outside a painted region are the original's, byte for byte; within it the two blend linearly. A
+zoom or pan keeps the whole original and blends inside the new area instead (`blend_weight`).
 """
 
 from __future__ import annotations
@@ -130,6 +131,16 @@ def alpha(mask: np.ndarray, feather: int) -> np.ndarray:
 def grown(mask: np.ndarray, feather: int) -> np.ndarray:
     """The mask grown by `feather` pixels: everything the blend takes anything painted from."""
     return alpha(mask, feather) > 0
+
+
+def blend_weight(mask: np.ndarray, feather: int, *, inside: bool) -> np.ndarray:
+    """The painted picture's weight per pixel. A region's soft edge lies outside its cells, so the old
+    content of the cells never shows through; a zoom's or pan's lies inside the new area, against the
+    stretched edge of the picture, so the original stays exactly as it was."""
+    if not inside:
+        return alpha(mask, feather)
+    core = ~grown(~mask, feather)  # the new area less a band of `feather` pixels along the picture
+    return alpha(core, feather) * mask
 
 
 def paint_size(canvas: tuple[int, int], native: tuple[int, int], multiple: int = 8) -> tuple[int, int]:

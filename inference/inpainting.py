@@ -93,7 +93,7 @@ class Canvases:
             else canvas.outside_mask(size, box)
         )
         edge = canvas.feather_px(feather, size)
-        weight = canvas.alpha(mask, edge)
+        weight = canvas.blend_weight(mask, edge, inside=spec.op != "region")
         paint = canvas.paint_size(size, native, multiple)
         painted_mask = Image.fromarray((weight > 0).astype(np.uint8) * 255).resize(
             paint, Image.Resampling.NEAREST
