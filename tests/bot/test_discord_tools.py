@@ -113,7 +113,7 @@ async def test_vary_region_repaints_only_the_chosen_cells(
         opened = await fake_discord.click(first, button(first, "region"), user=world.alice)
         picker = await opened.wait_message(lambda m: m.ephemeral, timeout=15)
         chose = await fake_discord.click(
-            picker, button(picker, "regionpick"), user=world.alice, values=REGION_CELLS
+            picker, button(picker, "regionpick"), user=world.alice, values=REGION_CHOICE
         )
         modal = (await chose.wait_response()).data
         assert modal["components"][0]["components"][0]["value"] == REGION_PROMPT  # prefilled with the job's
