@@ -88,9 +88,10 @@ async def start_tool(
 class ZoomButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:zoom:{JOB_RE}:{INDEX_RE}:{ZOOM_RE}"):
     def __init__(self, job_id: JobId, index: int, tenths: int, _: Translate = ENGLISH) -> None:
         zoom = tenths / 10
+        factor, cost = f"{zoom:g}", f"{zoom * zoom:g}"  # the canvas's side, and its area: the charge
         super().__init__(
             ui.Button(
-                label=_("Zoom out {zoom}x ({cost}x the credits)", zoom=f"{zoom:g}", cost=f"{zoom * zoom:g}"),
+                label=_("Zoom out {zoom}x ({cost}x the credits)", zoom=factor, cost=cost),
                 emoji="🔍",
                 style=discord.ButtonStyle.secondary,
                 custom_id=f"{custom_id('zoom', job_id, index)}:{tenths}",
