@@ -176,7 +176,13 @@ class DiffusersEngine:
         set_scheduler(generate, settings)
         pipes = _Pipelines(generate, AutoPipelineForImage2Image.from_pipe(generate), edit, family)
         pipes.img2img.set_progress_bar_config(disable=True)
-        pipes.inpaint, inpaint_origin = inpainting.inpaint_pipeline(settings, generate, device, dtype)
+        pipes.inpaint, inpaint_origin = inpainting.inpaint_pipeline(
+            settings,
+            generate,
+            device,
+            dtype,
+            bundled=settings.model is None and model_name == TINY_MODEL_NAME,
+        )
         log.info("inpainting: %s", inpaint_origin)
         load_adapters(pipes.generate, settings)
         decoder = preview_decoder(family, settings, model_name, dtype, device)

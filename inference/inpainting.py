@@ -31,14 +31,16 @@ BUNDLED_INPAINT_UNET = BUNDLED_MODEL_ROOT / "inpaint" / "unet"
 
 
 def inpaint_pipeline(
-    settings: EngineSettings, generate: Pipeline, device: torch.device, dtype: torch.dtype
+    settings: EngineSettings, generate: Pipeline, device: torch.device, dtype: torch.dtype, *, bundled: bool
 ) -> tuple[Pipeline | None, str]:
-    """The inpainting pipeline for the main model, and where it came from (or why there is none)."""
+    """The inpainting pipeline for the main model, and where it came from (or why there is none).
+
+    `bundled`: the main model is the bundled tiny one, whose own inpainting UNet is then used."""
     config = settings.inpaint
     if not config.enabled:
         return None, "inpainting is turned off ([engine.inpaint] enabled = false)"
     unet_source = config.unet
-    if unet_source is None and settings.model is None and (BUNDLED_INPAINT_UNET / "config.json").is_file():
+    if unet_source is None and bundled and (BUNDLED_INPAINT_UNET / "config.json").is_file():
         unet_source = str(BUNDLED_INPAINT_UNET)
     try:
         if config.model is not None:
