@@ -66,16 +66,17 @@ def cells_of(values: list[str]) -> tuple[int, ...]:
     return tuple(sorted(cells))
 
 
-async def start_tool(
+async def start_from_result(
     interaction: discord.Interaction,
     action: Action,
     job_id: JobId,
     index: int,
-    spec: InpaintSpec,
-    *,
     prompt: str | None = None,
+    *,
+    spec: InpaintSpec | None = None,
 ) -> None:
-    """Start an inpaint job on image `index` of the job, through the same runner as every result button."""
+    """A new job from a result's button on image `index` of the job: with an edit's instruction or a
+    region's prompt, and what to inpaint (`spec`). bot/views.py's buttons start theirs here too."""
     bot = client_of(interaction)
     await bot.gate.admit(interaction, Gate.JOB)  # before the public "thinking…"
 
@@ -108,7 +109,9 @@ class ZoomButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:zoom:{JOB_
 
     async def callback(self, interaction: discord.Interaction) -> None:
         spec = InpaintSpec(op="zoom", zoom=self.tenths / 10)
-        await guarded(interaction, start_tool(interaction, Action.ZOOM_OUT, self.job_id, self.index, spec))
+        await guarded(
+            interaction, start_from_result(interaction, Action.ZOOM_OUT, self.job_id, self.index, spec=spec)
+        )
 
 
 class PanButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:pan:{JOB_RE}:{INDEX_RE}:{PAN_RE}"):
@@ -131,7 +134,9 @@ class PanButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:pan:{JOB_RE
 
     async def callback(self, interaction: discord.Interaction) -> None:
         spec = InpaintSpec.model_validate({"op": "pan", "direction": self.direction})
-        await guarded(interaction, start_tool(interaction, Action.PAN, self.job_id, self.index, spec))
+        await guarded(
+            interaction, start_from_result(interaction, Action.PAN, self.job_id, self.index, spec=spec)
+        )
 
 
 class RegionButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:region:{JOB_RE}:{INDEX_RE}"):
@@ -150,9 +155,7 @@ class RegionButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:region:{
         self.job_id, self.index = job_id, index
 
     @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction, item: ui.Item[Any], match: re.Match[str]
-    ) -> Self:
+    async def from_custom_id(cls, _i: discord.Interaction, _item: ui.Item[Any], match: re.Match[str]) -> Self:
         return cls(JobId(match["job"]), int(match["n"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
@@ -188,9 +191,7 @@ class RegionSelect(ui.DynamicItem[ui.Select[Any]], template=rf"{PREFIX}:regionpi
         self.job_id, self.index = job_id, index
 
     @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction, item: ui.Item[Any], match: re.Match[str]
-    ) -> Self:
+    async def from_custom_id(cls, _i: discord.Interaction, _item: ui.Item[Any], match: re.Match[str]) -> Self:
         return cls(JobId(match["job"]), int(match["n"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
@@ -227,8 +228,8 @@ class RegionModal(ui.Modal):
         spec = InpaintSpec(op="region", cells=self.cells)
         await guarded(
             interaction,
-            start_tool(
-                interaction, Action.VARY_REGION, self.job_id, self.index, spec, prompt=self.prompt.value
+            start_from_result(
+                interaction, Action.VARY_REGION, self.job_id, self.index, self.prompt.value, spec=spec
             ),
         )
 

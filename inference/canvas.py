@@ -140,7 +140,8 @@ def blend_weight(mask: np.ndarray, feather: int, *, inside: bool) -> np.ndarray:
     if not inside:
         return alpha(mask, feather)
     core = ~grown(~mask, feather)  # the new area less a band of `feather` pixels along the picture
-    return alpha(core, feather) * mask
+    weight: np.ndarray = alpha(core, feather) * mask
+    return weight
 
 
 def paint_size(canvas: tuple[int, int], native: tuple[int, int], multiple: int = 8) -> tuple[int, int]:

@@ -22,8 +22,8 @@ from inference import canvas
 from inference.models import load_engine
 from inference.server import start_worker
 from inference.settings import EngineSettings, InpaintSettings
-from tests.bot.harness import build_world, button, ephemeral_reply, is_result, running_bot
-from tests.fakediscord import FakeDiscord, Message
+from tests.bot.harness import World, build_world, button, ephemeral_reply, is_result, running_bot
+from tests.fakediscord import FakeDiscord, FakeUser, Message
 from tests.judge import Judge
 
 PROMPT = "a large yellow star in the centre of a blue background"
@@ -55,18 +55,18 @@ def charges(settings: Settings) -> list[tuple[str, str, int]]:
         ).fetchall()
 
 
-async def imagine(fake: FakeDiscord, world: object, prompt: str, seed: int) -> Message:
+async def imagine(fake: FakeDiscord, world: World, prompt: str, seed: int) -> Message:
     inter = await fake.send_slash(
         "imagine",
         {"prompt": prompt, "seed": seed},
         user=world.alice,
-        channel=world.channel,  # type: ignore[attr-defined]
+        channel=world.channel,
     )
     return await inter.wait_original(is_result, timeout=60)
 
 
-async def press(fake: FakeDiscord, message: Message, custom_id: str, user: object) -> Message:
-    inter = await fake.click(message, custom_id, user=user)  # type: ignore[arg-type]
+async def press(fake: FakeDiscord, message: Message, custom_id: str, user: FakeUser) -> Message:
+    inter = await fake.click(message, custom_id, user=user)
     return await inter.wait_original(is_result, timeout=60)
 
 
@@ -116,6 +116,7 @@ async def test_vary_region_repaints_only_the_chosen_cells(
             picker, button(picker, "regionpick"), user=world.alice, values=REGION_CHOICE
         )
         modal = (await chose.wait_response()).data
+        assert modal is not None
         assert modal["components"][0]["components"][0]["value"] == REGION_PROMPT  # prefilled with the job's
         submitted = await fake_discord.submit_modal(chose, {"prompt": REGION_ASK})
         result = picture(await submitted.wait_original(is_result, timeout=60))
