@@ -25,7 +25,7 @@ from bot.errors import answer_error
 from bot.i18n import ENGLISH, Translate
 from bot.interactions import client_of, requester_for
 from bot.translator import translate_for
-from inference.canvas import GRID, REGIONS
+from inference.canvas import GRID, PAN_FRACTION, REGIONS
 from inference.protocol import InpaintSpec
 from inference.vocabulary import JobId
 
@@ -33,6 +33,7 @@ MODAL_TITLE_MAX = 45
 ZOOM_RE = r"(?P<z>15|20)"  # tenths: 1.5x and 2x
 PAN_RE = r"(?P<d>left|right|up|down)"
 PAN_EMOJI = {"left": "⬅️", "right": "➡️", "up": "⬆️", "down": "⬇️"}
+PAN_COST = f"{1 + PAN_FRACTION:g}"  # the canvas's area against the picture's
 
 # The select's options: the grid's nine cells, then named regions; each value stands for a set of cells.
 CELL_NAMES = (
@@ -246,5 +247,13 @@ def tool_items(job_id: JobId, index: int, _: Translate = ENGLISH) -> list[ui.Ite
         ZoomButton(job_id, index, 15, _),
         ZoomButton(job_id, index, 20, _),
         RegionButton(job_id, index, _),
+        # A pan's canvas is half as large again: its price, shown before anyone presses (never pressable).
+        ui.Button(
+            label=_("Pan ({cost}x the credits):", cost=PAN_COST),
+            style=discord.ButtonStyle.secondary,
+            disabled=True,
+            custom_id=custom_id("paninfo", job_id, index),
+            row=3,
+        ),
         *(PanButton(job_id, index, d) for d in PAN_EMOJI),
     ]
