@@ -328,6 +328,7 @@ class Planner:
             image=source.png,
             width=source.width,
             height=source.height,
+            canvas=None,  # a zoom's or pan's result is varied, upscaled or edited as a picture like any other
         )
         if action is Action.VARY:
             return dataclasses.replace(
