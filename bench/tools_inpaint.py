@@ -31,6 +31,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -97,12 +98,13 @@ def region_case(rng: np.random.Generator) -> tuple[data.Scene, data.Scene, tuple
 
 def _beyond_edge(mask: np.ndarray, feather: float) -> np.ndarray:
     side = (mask.shape[1], mask.shape[0])
-    return canvas.alpha(mask, canvas.feather_px(feather, side)) == 0
+    beyond: np.ndarray = canvas.alpha(mask, canvas.feather_px(feather, side)) == 0
+    return beyond
 
 
 def measure_inpaint(
     engine: DiffusersEngine | None = None, cases: int = 100, unet: str | None = None, seed: int = CASE_SEED
-) -> dict:
+) -> dict[str, Any]:
     engine = engine or load_engine(unet)
     feather = engine._settings.inpaint.feather
     judge = Judge()
@@ -150,7 +152,7 @@ def measure_inpaint(
         border_noise.append(float(diffs[border[:, 1:] & border[:, :-1]].mean()))
     pans, pan_mad, extends = max(1, cases // 4), [], 0
     for i in range(pans):
-        direction = ("left", "right", "up", "down")[i % 4]
+        direction: canvas.Direction = ("left", "right", "up", "down")[i % 4]
         scene = data.sample_scene(rng)
         picture = data.render(scene)
         spec = InpaintSpec.model_validate({"op": "pan", "direction": direction})

@@ -140,6 +140,32 @@ class PanButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:pan:{JOB_RE
         )
 
 
+class PanPrice(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:paninfo:{JOB_RE}:{INDEX_RE}"):
+    """A pan's canvas is half as large again: its price, on the pans' row before anyone presses. Disabled:
+    Discord's client cannot press it (a forged press is told the price)."""
+
+    def __init__(self, job_id: JobId, index: int, _: Translate = ENGLISH) -> None:
+        super().__init__(
+            ui.Button(
+                label=_("Pan ({cost}x the credits):", cost=PAN_COST),
+                style=discord.ButtonStyle.secondary,
+                disabled=True,
+                custom_id=custom_id("paninfo", job_id, index),
+                row=3,
+            )
+        )
+
+    @classmethod
+    async def from_custom_id(cls, _i: discord.Interaction, _item: ui.Item[Any], match: re.Match[str]) -> Self:
+        return cls(JobId(match["job"]), int(match["n"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        _ = translate_for(interaction)
+        await interaction.response.send_message(
+            _("Pan ({cost}x the credits):", cost=PAN_COST), ephemeral=True
+        )
+
+
 class RegionButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:region:{JOB_RE}:{INDEX_RE}"):
     """Opens the region picker, only for the member who pressed."""
 
@@ -238,7 +264,13 @@ class RegionModal(ui.Modal):
         await answer_error(interaction, error)
 
 
-TOOL_ITEMS: tuple[type[ui.DynamicItem[Any]], ...] = (ZoomButton, PanButton, RegionButton, RegionSelect)
+TOOL_ITEMS: tuple[type[ui.DynamicItem[Any]], ...] = (
+    ZoomButton,
+    PanButton,
+    PanPrice,
+    RegionButton,
+    RegionSelect,
+)
 
 
 def tool_items(job_id: JobId, index: int, _: Translate = ENGLISH) -> list[ui.Item[Any]]:
@@ -247,13 +279,6 @@ def tool_items(job_id: JobId, index: int, _: Translate = ENGLISH) -> list[ui.Ite
         ZoomButton(job_id, index, 15, _),
         ZoomButton(job_id, index, 20, _),
         RegionButton(job_id, index, _),
-        # A pan's canvas is half as large again: its price, shown before anyone presses (never pressable).
-        ui.Button(
-            label=_("Pan ({cost}x the credits):", cost=PAN_COST),
-            style=discord.ButtonStyle.secondary,
-            disabled=True,
-            custom_id=custom_id("paninfo", job_id, index),
-            row=3,
-        ),
+        PanPrice(job_id, index, _),
         *(PanButton(job_id, index, d) for d in PAN_EMOJI),
     ]
