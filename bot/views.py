@@ -14,16 +14,15 @@ import discord
 from discord import ui
 
 from bot.challenge_posts import SubmitButton
-from bot.checks import Gate
 from bot.components import BUTTONS_PER_ROW, INDEX_RE, JOB_RE, PREFIX, button, guarded
 from bot.core.errors import InvalidInput
 from bot.core.i18n import N_
-from bot.core.plans import Action, JobPlan, Requester
-from bot.core.records import GuildSettings
+from bot.core.plans import Action
 from bot.core.validation import parse_number
 from bot.errors import answer_error
 from bot.i18n import ENGLISH, Translate
 from bot.interactions import BrushfireClient, client_of, requester_for
+from bot.tool_views import TOOL_ITEMS, start_from_result, tool_items
 from bot.translator import translate_for
 from inference.vocabulary import JobId
 
@@ -34,22 +33,6 @@ MODAL_TITLE_MAX = 45
 
 def _bot(interaction: discord.Interaction) -> BrushfireClient:
     return client_of(interaction)
-
-
-async def start_from_result(
-    interaction: discord.Interaction,
-    action: Action,
-    job_id: JobId,
-    index: int,
-    instruction: str | None = None,
-) -> None:
-    bot = _bot(interaction)
-    await bot.gate.admit(interaction, Gate.JOB)  # before the public "thinking…"
-
-    async def plan_for(requester: Requester, guild: GuildSettings) -> JobPlan:
-        return await bot.services.jobs.plan_from_result(action, job_id, index, requester, instruction)
-
-    await bot.runner.run(interaction, plan_for)
 
 
 class RerollButton(ui.DynamicItem[ui.Button[Any]], template=rf"{PREFIX}:reroll:{JOB_RE}"):
@@ -263,6 +246,7 @@ DYNAMIC_ITEMS: tuple[type[ui.DynamicItem[Any]], ...] = (
     EditButton,
     DeleteButton,
     CancelButton,
+    *TOOL_ITEMS,
 )
 
 
@@ -315,4 +299,7 @@ def result_view(
             for n in indexes[start : start + BUTTONS_PER_ROW]:
                 view.add_item(kind(job_id, n, row=row))
             row += 1
+    if len(indexes) == 1:  # zoom out, pan and vary region (bot/tool_views.py): rows 2 and 3
+        for tool in tool_items(job_id, indexes[0], _):
+            view.add_item(tool)
     return view

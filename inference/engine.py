@@ -2,8 +2,9 @@
 
 This is the only module of the worker that imports torch and diffusers. The scheduler drives it through
 the `Engine` protocol in `inference.engine_api`, from a worker thread, one batch at a time.
-(About 500 lines: loading, the batch call and its results share the pipelines' state and belong together;
-upscale batches add a short path that shares the same img2img call and results.)
+(About 550 lines: loading, the batch call and its results share the pipelines' state and belong together;
+upscale batches add a short path that shares the same img2img call and results; inpaint batches' canvases
+and blending live in inference/inpainting.py.)
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from diffusers import (
 )
 from PIL import Image
 
-from inference import families
+from inference import families, inpainting
 from inference.engine_api import (
     BatchItem,
     BatchKey,
@@ -78,6 +79,7 @@ class _Pipelines:
     edit: Pipeline | None  # an instruction-editing pipeline, when configured
     family: Family  # of `generate` and `img2img`
     upscale: UpscaleStage | None  # the super-resolution model behind upscale jobs (None: spandrel missing)
+    inpaint: Pipeline | None = None  # zoom out, pan, vary region (inference/inpainting.py)
 
 
 @functools.cache
@@ -179,6 +181,14 @@ class DiffusersEngine:
         upscale = UpscaleStage.load_or_none(settings.upscaler, device, dtype)
         pipes = _Pipelines(generate, AutoPipelineForImage2Image.from_pipe(generate), edit, family, upscale)
         pipes.img2img.set_progress_bar_config(disable=True)
+        pipes.inpaint, inpaint_origin = inpainting.inpaint_pipeline(
+            settings,
+            generate,
+            device,
+            dtype,
+            bundled=settings.model is None and model_name == TINY_MODEL_NAME,
+        )
+        log.info("inpainting: %s", inpaint_origin)
         load_adapters(pipes.generate, settings)
         decoder = preview_decoder(family, settings, model_name, dtype, device)
         if safety is None and settings.safety is not None:
@@ -207,6 +217,10 @@ class DiffusersEngine:
     @property
     def has_edit_model(self) -> bool:
         return self._pipes.edit is not None
+
+    @property
+    def can_inpaint(self) -> bool:
+        return self._pipes.inpaint is not None
 
     @property
     def safety(self) -> SafetyClassifier | None:
@@ -255,6 +269,7 @@ class DiffusersEngine:
             pipe.scheduler = self._sampler(own, shape.sampler)
             try:
                 kwargs = self._call_kwargs(pipe, items, shape)
+                canvases = self._canvases(pipe, items, shape, kwargs)
                 stopped = threading.Event()
                 kwargs["callback_on_step_end"] = self._step_callback(kwargs, on_step, should_stop, stopped)
                 output = self._call(pipe, kwargs)
@@ -262,7 +277,7 @@ class DiffusersEngine:
                 pipe.scheduler = own  # the next batch starts from the model's own sampler
         if stopped.is_set() or output is None:
             return [[] for _ in items]
-        return self._results(items, shape, output, pipe)
+        return self._results(items, shape, output, pipe, canvases)
 
     def _upscale_batch(
         self,
@@ -340,6 +355,10 @@ class DiffusersEngine:
     def _pipe_for(self, shape: BatchKey) -> Pipeline:
         if shape.kind is JobKind.GENERATE:
             return self._pipes.generate
+        if shape.kind is JobKind.INPAINT:
+            if self._pipes.inpaint is None or shape.adapter is not None:
+                raise EngineError("inpainting runs on the main model's inpainting pipeline, without adapters")
+            return self._pipes.inpaint
         if shape.kind is JobKind.EDIT and self._pipes.edit is not None:
             if shape.adapter is not None:
                 raise EngineError("adapters apply to the main model, not to the instruction-editing model")
@@ -381,7 +400,7 @@ class DiffusersEngine:
             "output_type": "pt",
             "callback_on_step_end_tensor_inputs": ["latents"],
         }
-        if shape.kind.needs_image:
+        if shape.kind.needs_image and shape.kind is not JobKind.INPAINT:
             # Each job's input decoded once, straight to the output size, only while its batch runs.
             inputs = inputs or [self._init_image(it, size) for it in items]
             kwargs["image"] = [
@@ -392,13 +411,28 @@ class DiffusersEngine:
                 shape.image_guidance or self._settings.defaults.edit_image_guidance
             )
         elif shape.kind.needs_image:
-            strength = shape.strength or self._settings.defaults.img2img_strength
+            default = self._settings.inpaint.strength if shape.kind is JobKind.INPAINT else None
+            strength = shape.strength or default or self._settings.defaults.img2img_strength
             kwargs["strength"] = strength
             kwargs["num_inference_steps"] = _steps_for_strength(shape.steps, strength)
         if pipe is not self._pipes.edit:
             kwargs = families.adapt_call(self._pipes.family, pipe, kwargs)
         accepted = _call_parameters(pipe.__class__)
         return {k: v for k, v in kwargs.items() if k in accepted}
+
+    def _canvases(
+        self, pipe: Pipeline, items: list[BatchItem], shape: BatchKey, kwargs: dict[str, Any]
+    ) -> inpainting.Canvases | None:
+        """An inpaint batch's canvases, their pictures and masks put into the call's `kwargs`."""
+        if shape.kind is not JobKind.INPAINT:
+            return None
+        d = self._settings.defaults
+        multiple = inpainting.size_multiple(pipe, self._pipes.family.size_multiple)
+        canvases = inpainting.Canvases.of(
+            items, shape, (d.width, d.height), multiple, self._settings.inpaint.feather
+        )
+        kwargs.update(canvases.call_kwargs())
+        return canvases
 
     @staticmethod
     def _init_image(item: BatchItem, size: tuple[int, int]) -> Image.Image:
@@ -459,11 +493,18 @@ class DiffusersEngine:
             raise EngineError(f"pipeline failed: {type(exc).__name__}: {exc}") from exc
 
     def _results(
-        self, items: list[BatchItem], shape: BatchKey, output: Any, pipe: Pipeline
+        self,
+        items: list[BatchItem],
+        shape: BatchKey,
+        output: Any,
+        pipe: Pipeline,
+        canvases: inpainting.Canvases | None = None,
     ) -> list[list[GeneratedImage]]:
         # SD3 and FLUX ran at a multiple of 16: give each job the size it asked for.
         size = (shape.width, shape.height)
         pixels = [resized(p, size) for p in to_uint8(output.images)]
+        if canvases is not None:  # painted at the model's size: the original back at full resolution
+            pixels = canvases.finish(pixels)
         flags = getattr(output, "nsfw_content_detected", None) or [False] * len(pixels)
         return self._package(items, shape, pixels, flags, pipe)
 
@@ -515,6 +556,8 @@ class DiffusersEngine:
             "kind": str(shape.kind),
             "Software": "brushfire",
         }
+        if shape.inpaint is not None:
+            meta["inpaint"] = shape.inpaint.model_dump_json(exclude_none=True)
         if shape.kind is JobKind.UPSCALE:
             stage = self._pipes.upscale
             assert stage is not None  # an upscale batch ran on it

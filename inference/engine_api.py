@@ -11,7 +11,7 @@ from PIL import Image
 
 from inference.images import EncodedImage
 from inference.output import OutputSettings, encode
-from inference.protocol import JobRequest
+from inference.protocol import InpaintSpec, JobRequest
 from inference.settings import ModelDefaults
 from inference.vocabulary import JobKind, WorkerJobId
 
@@ -72,6 +72,7 @@ class BatchKey:
     sampler: str | None = None
     model: str | None = None  # the served model that runs the batch; None: the main one
     creative: bool = False  # an upscale redrawn with img2img after the upscaler
+    inpaint: InpaintSpec | None = None  # inpaint jobs batch only with the same canvas and mask
 
     @classmethod
     def of(
@@ -99,6 +100,7 @@ class BatchKey:
             sampler=request.sampler,
             model=request.model,
             creative=request.creative,
+            inpaint=request.inpaint,
         )
 
     @property
@@ -195,6 +197,11 @@ class Engine(Protocol):
         ...
 
     @property
+    def can_inpaint(self) -> bool:
+        """Whether the main model runs inpaint jobs (zoom out, pan, vary region)."""
+        ...
+
+    @property
     def served_models(self) -> dict[str, ModelDefaults]:
         """Every model a job may name in `model`, the main one (`model_name`) first, with its defaults."""
         ...
@@ -247,6 +254,10 @@ class EngineWrapper:
     @property
     def has_edit_model(self) -> bool:
         return self.inner.has_edit_model
+
+    @property
+    def can_inpaint(self) -> bool:
+        return self.inner.can_inpaint
 
     @property
     def served_models(self) -> dict[str, ModelDefaults]:

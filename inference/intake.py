@@ -13,6 +13,7 @@ import secrets
 
 from aiohttp import BodyPartReader, web
 
+from inference import canvas
 from inference.engine_api import Engine
 from inference.images import EncodedImage, ImageLimits
 from inference.protocol import (
@@ -21,6 +22,7 @@ from inference.protocol import (
     MAX_SIDE,
     MIN_SIDE,
     ErrorCode,
+    InpaintSpec,
     JobRequest,
     ProtocolError,
     load_json,
@@ -92,6 +94,13 @@ def _check_inputs(request: JobRequest, image: bytes | None, engine: Engine) -> N
             f"unknown model {request.model[:80]!r}; this worker serves {', '.join(served)}",
             field="model",
         )
+    if kind is JobKind.INPAINT and (request.model not in (None, engine.model_name) or not engine.can_inpaint):
+        raise ProtocolError(
+            ErrorCode.INPAINT_UNAVAILABLE,
+            f"{request.model or engine.model_name} has no inpainting pipeline: zoom out, pan and vary region "
+            "are not available on it",
+            field="kind",
+        )
     if request.adapter is not None and request.model not in (None, engine.model_name):
         raise ProtocolError(
             ErrorCode.UNKNOWN_ADAPTER, "adapters apply to the main model only", field="adapter"
@@ -109,6 +118,8 @@ def _output_size(
 ) -> tuple[int, int]:
     """The requested size, else the input image's (fitted), else the model's; within `max_pixels`."""
     width, height = default
+    if init is not None and request.inpaint is not None and request.width is None:
+        return inpaint_size(request.inpaint, init.width, init.height, max_pixels)
     if init is not None and request.width is None and request.height is None:
         width, height = fit_size(init.width, init.height, max_pixels)
     width, height = request.width or width, request.height or height
@@ -164,6 +175,14 @@ def fit_size(width: int, height: int, max_pixels: int) -> tuple[int, int]:
         return min(max(int(v * scale) // 8 * 8, MIN_SIDE), MAX_SIDE)
 
     return side(width), side(height)
+
+
+def inpaint_size(spec: InpaintSpec, width: int, height: int, max_pixels: int) -> tuple[int, int]:
+    """An inpaint job's output: the canvas made from a `width` x `height` picture, within the limits."""
+    return canvas.canvas_size(
+        spec.op, width, height, zoom=spec.zoom or 2.0, direction=spec.direction or "right",
+        max_pixels=max_pixels, max_side=MAX_SIDE,
+    )  # fmt: skip
 
 
 async def read_submission(request: web.Request, settings: WorkerSettings) -> tuple[JobRequest, bytes | None]:

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from inference.canvas import CELLS, Direction, Op
 from inference.settings import ModelDefaults, OutputFormat
 from inference.text import MAX_PROMPT_CHARS, is_visible, normalize_prompt
 from inference.vocabulary import JobKind, JobStatus, Lane, WorkerJobId
@@ -47,6 +48,7 @@ class ErrorCode(StrEnum):
     UNKNOWN_ADAPTER = "unknown_adapter"
     UNKNOWN_MODEL = "unknown_model"  # `model` names none the worker serves
     UPSCALE_UNAVAILABLE = "upscale_unavailable"  # an upscale job on a model with no upscaler
+    INPAINT_UNAVAILABLE = "inpaint_unavailable"  # the model has no inpainting pipeline (zoom, pan, region)
     UNAUTHORIZED = "unauthorized"
     NOT_FOUND = "not_found"
     CONFLICT = "conflict"  # idempotency key reused with different parameters
@@ -92,6 +94,38 @@ class ProtocolError(Exception):
         return ErrorBody(code=self.code, message=self.message, field=self.field, retry_after=self.retry_after)
 
 
+class InpaintSpec(BaseModel):
+    """What an `inpaint` job paints (`inference.canvas`): a zoom out (`zoom` 1.1-3), a pan (`direction`),
+    or a region (`cells` of the 3x3 grid, 0-8 row by row)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    op: Op
+    zoom: float | None = Field(default=None, ge=1.1, le=3.0)
+    direction: Direction | None = None
+    cells: tuple[int, ...] | None = Field(default=None, min_length=1, max_length=CELLS)
+
+    @model_validator(mode="after")
+    def _op_fields(self) -> InpaintSpec:
+        wanted = {"zoom": "zoom", "pan": "direction", "region": "cells"}[self.op]
+        given = [name for name in ("zoom", "direction", "cells") if getattr(self, name) is not None]
+        if given != [wanted]:
+            raise ProtocolError(
+                ErrorCode.INVALID_FIELD,
+                f"an inpaint {self.op} takes `{wanted}` and nothing else",
+                field="inpaint",
+            )
+        if self.cells is not None and (
+            len(set(self.cells)) != len(self.cells) or not all(0 <= c < CELLS for c in self.cells)
+        ):
+            raise ProtocolError(
+                ErrorCode.INVALID_FIELD,
+                f"cells must be distinct numbers from 0 to {CELLS - 1}",
+                field="inpaint",
+            )
+        return self
+
+
 # The length is checked after normalisation, in JobRequest's validators, with its own error code; the
 # bound here is what the OpenAPI document advertises.
 Prompt = Annotated[str, Field(max_length=MAX_PROMPT_CHARS)]
@@ -133,6 +167,8 @@ class JobRequest(BaseModel):
     # Upscale jobs only: after the upscaler, redraw the picture with img2img under the prompt at `strength`
     # (unset: the upscaler's `creative_strength`). False: the upscaler alone ("subtle").
     creative: bool = False
+    # What an `inpaint` job paints; only for that kind. Its output size follows from the image and this.
+    inpaint: InpaintSpec | None = None
 
     @field_validator("idempotency_key")
     @classmethod
@@ -180,6 +216,18 @@ class JobRequest(BaseModel):
             )
         if self.kind is JobKind.UPSCALE:
             _check_upscale(self)
+        if (self.kind is JobKind.INPAINT) != (self.inpaint is not None):
+            raise ProtocolError(
+                ErrorCode.INVALID_FIELD,
+                "`inpaint` is required by inpaint jobs and only by them",
+                field="inpaint",
+            )
+        if self.kind is JobKind.INPAINT and (self.width is None) != (self.height is None):
+            raise ProtocolError(
+                ErrorCode.BAD_SIZE,
+                "an inpaint job's canvas takes both width and height, or neither",
+                field="width",
+            )
         return self
 
 
@@ -383,6 +431,7 @@ class WorkerInfo(BaseModel):
     model: str
     defaults: ModelDefaults
     has_edit_model: bool  # edit jobs run on an instruction-editing pipeline, not img2img on the main weights
+    can_inpaint: bool = False  # inpaint jobs (zoom out, pan, vary region) run; False from older workers
     # Every text-to-image model a job may name in `model`, the main one first, with its defaults; empty
     # from a worker older than the field (then only `model` is served).
     models: dict[str, ModelDefaults] = Field(default_factory=dict)

@@ -121,6 +121,7 @@ class ReplicaInfo:
     served_models: dict[str, ModelDefaults]
     # Each served model's upscaler factor (its `defaults(UPSCALE, model).scale`).
     upscale_scales: dict[str, int] = field(default_factory=dict)
+    can_inpaint: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +171,7 @@ class ModelReplica:
             replica=self._replica, actor_name=self._actor_name, model_name=e.model_name,
             device_name=e.device_name, adapter_names=list(e.adapter_names),
             defaults={kind: e.defaults(kind) for kind in JobKind}, model_defaults=e.model_defaults,
-            has_edit_model=e.has_edit_model, served_models=e.served_models,
+            has_edit_model=e.has_edit_model, served_models=e.served_models, can_inpaint=e.can_inpaint,
             upscale_scales={
                 name: e.defaults(JobKind.UPSCALE, None if name == e.model_name else name).scale
                 for name in e.served_models
@@ -354,6 +355,10 @@ class RayEngine:
     @property
     def has_edit_model(self) -> bool:
         return self._info.has_edit_model
+
+    @property
+    def can_inpaint(self) -> bool:
+        return self._info.can_inpaint
 
     @property
     def served_models(self) -> dict[str, ModelDefaults]:

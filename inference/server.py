@@ -247,6 +247,7 @@ def worker_info(engine: Engine) -> WorkerInfo:
         model=engine.model_name,
         defaults=engine.model_defaults,
         has_edit_model=engine.has_edit_model,
+        can_inpaint=engine.can_inpaint,
         models=engine.served_models,
         upscale_scales=upscale_scales(engine),
     )

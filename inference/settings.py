@@ -125,6 +125,27 @@ class SafetySettings(BaseModel):
     threshold: float = Field(default=0.5, gt=0.0, le=1.0)
 
 
+class InpaintSettings(BaseModel):
+    """Zoom out, pan and vary region (`inpaint` jobs) on the main model (docs/models.md, "Inpainting")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Off: inpaint jobs are refused with `inpaint_unavailable`, and the bot hides the buttons.
+    enabled: bool = True
+    # A dedicated inpainting pipeline (a Hub id, a local folder or a single-file checkpoint, e.g.
+    # "stable-diffusion-v1-5/stable-diffusion-inpainting"); None: built on the main model's weights.
+    model: str | None = None
+    # An inpainting UNet (9 input channels) swapped into the main pipeline, a folder or Hub id; None with no
+    # `model`: the family's inpainting pipeline over the main weights (AutoPipelineForInpainting.from_pipe),
+    # or on the bundled tiny model its own inpainting UNet (inference/tiny/model/inpaint/unet).
+    unet: str | None = None
+    # How far the painted area is re-noised: 1.0 paints it afresh (the mask's content is not kept).
+    strength: float = Field(default=1.0, gt=0.0, le=1.0)
+    # The soft edge, as a fraction of the canvas's shorter side: pixels further than this outside the
+    # painted area are the original's exactly; nearer, the two blend linearly.
+    feather: float = Field(default=0.04, ge=0.0, le=0.25)
+
+
 class EngineSettings(BaseModel):
     """What the engine loads and how it runs it."""
 
@@ -166,6 +187,7 @@ class EngineSettings(BaseModel):
     # could look at one. 1 makes them for every model.
     preview_min_steps: int = Field(default=5, ge=1, le=150)
     defaults: ModelDefaults = Field(default_factory=ModelDefaults)
+    inpaint: InpaintSettings = Field(default_factory=InpaintSettings)
     adapters: list[AdapterSettings] = Field(default_factory=list)
     # More text-to-image models served beside `model`, each picked per job by its name; none by default.
     extra_models: list[ExtraModelSettings] = Field(default_factory=list)

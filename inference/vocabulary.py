@@ -30,13 +30,15 @@ class JobKind(StrEnum):
     variations and upscales); `edit` follows an instruction on an input image (an instruction-editing
     pipeline when one is configured, else img2img with the instruction as prompt); `upscale` enlarges an
     input image with a super-resolution model (`inference.superres`), then, for a creative upscale, redraws
-    it lightly with img2img under the prompt.
+    it lightly with img2img under the prompt; `inpaint` paints part of a canvas made from an input image
+    (zoom out, pan, vary region: `inference.canvas`) and keeps the rest.
     """
 
     GENERATE = "generate"
     IMG2IMG = "img2img"
     EDIT = "edit"
     UPSCALE = "upscale"
+    INPAINT = "inpaint"
 
     @property
     def needs_image(self) -> bool:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from inference.protocol import JobRequest
+from inference.protocol import InpaintSpec, JobRequest
 from inference.vocabulary import JobKind, Lane
 
 # The samplers a member may pick (the name shown -> the diffusers scheduler the worker builds for the
@@ -38,10 +38,17 @@ class Action(StrEnum):
     VARY = "vary"
     UPSCALE = "upscale"  # the upscaler alone ("Upscale (subtle)")
     UPSCALE_CREATIVE = "upscale-creative"  # the upscaler, then a light img2img pass under the prompt
+    # Inpaint jobs on one image of a result (inference/canvas.py): the picture on a larger canvas, or a region.
+    ZOOM_OUT = "zoom_out"
+    PAN = "pan"
+    VARY_REGION = "vary_region"
 
     @property
     def is_upscale(self) -> bool:
         return self in (Action.UPSCALE, Action.UPSCALE_CREATIVE)
+
+
+INPAINT_ACTIONS = frozenset({Action.ZOOM_OUT, Action.PAN, Action.VARY_REGION})
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +128,8 @@ class JobPlan:
     creative: bool = False  # an upscale redrawn with img2img after the upscaler
     parent_job_id: str | None = None
     parent_generation_id: str | None = None
+    # An inpaint job's canvas as text (`canvas_text`): "zoom:2", "pan:left" or "region:0.1.2".
+    canvas: str | None = None
     image: bytes | None = field(default=None, repr=False)
 
     @property
@@ -143,6 +152,8 @@ class JobPlan:
     def request(self, job_id: str, user: str, lane: Lane) -> JobRequest:
         """The worker's request: every generation parameter the plan and the request share, by name."""
         shared = {name: getattr(self, name) for name in _REQUEST_FIELDS}
+        if self.canvas is not None:
+            shared["inpaint"] = inpaint_spec(self.canvas)
         return JobRequest(
             idempotency_key=job_id,
             user=user,
@@ -161,6 +172,25 @@ _REQUEST_FIELDS = tuple(
     for f in dataclasses.fields(JobPlan)
     if f.name in JobRequest.model_fields and f.name not in ("prompt", "lane")
 )
+
+
+def canvas_text(spec: InpaintSpec) -> str:
+    """An inpaint spec as the short text a plan stores (and a custom_id could carry)."""
+    if spec.op == "zoom":
+        return f"zoom:{spec.zoom:g}"
+    if spec.op == "pan":
+        return f"pan:{spec.direction}"
+    return "region:" + ".".join(str(c) for c in spec.cells or ())
+
+
+def inpaint_spec(text: str) -> InpaintSpec:
+    """The spec a plan's `canvas` text stands for (the worker's wire model checks it)."""
+    op, _, arg = text.partition(":")
+    if op == "zoom":
+        return InpaintSpec(op="zoom", zoom=float(arg))
+    if op == "pan":
+        return InpaintSpec.model_validate({"op": "pan", "direction": arg})
+    return InpaintSpec(op="region", cells=tuple(int(c) for c in arg.split(".")))
 
 
 def token_expiry(now: float) -> float:

@@ -30,7 +30,7 @@ from bot.core.settings import Limits, Settings
 from bot.core.worker_watch import WorkerWatch
 from inference import client as worker_client
 from inference.client import WorkerClient
-from inference.protocol import ErrorCode
+from inference.protocol import ErrorCode, InpaintSpec
 from inference.vocabulary import JobId, JobKind, JobStatus, Lane
 from storage import generations, jobs
 from storage.db import Database
@@ -155,9 +155,17 @@ class JobService:
         return job
 
     async def plan_from_result(
-        self, action: Action, job_id: JobId, index: int, requester: Requester, instruction: str | None = None
+        self,
+        action: Action,
+        job_id: JobId,
+        index: int,
+        requester: Requester,
+        instruction: str | None = None,
+        *,
+        spec: InpaintSpec | None = None,
     ) -> JobPlan:
-        """A new job from a button on an earlier result: re-roll, vary, upscale or edit image `index`."""
+        """A new job from a button on an earlier result: re-roll, vary, upscale, edit, zoom out, pan or
+        vary a region (`spec`) of image `index`."""
         job = await self.job_in(job_id, requester.guild_id)
         guild = await self.guilds.settings(requester.guild_id)
         self.planner.check_channel(requester, guild)
@@ -181,7 +189,7 @@ class JobService:
                 ),
                 number=index + 1,
             )
-        return self.planner.derive(action, parent, source, guild, instruction)
+        return self.planner.derive(action, parent, source, guild, instruction, spec=spec)
 
     async def _parent_image(self, generation_id: str) -> bytes:
         async with self._db.transaction(write=False) as tx:
@@ -232,7 +240,7 @@ class JobService:
             guild_id=requester.guild_id,
             channel_id=requester.channel_id,
             user_id=requester.user_id,
-            kind=_stored_kind(plan.kind),
+            kind=plan.kind,
             parameters=plan.parameters(),
             lane=lane,
             cost=cost,
@@ -361,10 +369,3 @@ class JobService:
         only what a crash kept from its user, once."""
         async with self._db.transaction() as tx:
             await jobs.mark_delivered(tx, job_id, self._clock())
-
-
-def _stored_kind(kind: JobKind) -> JobKind:
-    """The jobs and generations tables check `kind` against generate, img2img and edit (migration 0001):
-    an upscale is stored as the img2img family of job it belongs to; its plan (`parameters`) keeps
-    JobKind.UPSCALE, and that is what runs and is priced."""
-    return JobKind.IMG2IMG if kind is JobKind.UPSCALE else kind

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from bot.core.errors import BadAttachment, BlockedContent, ChannelNotAllowed, InvalidInput
 from bot.core.i18n import N_, Message
 from bot.core.jobplan import (
+    INPAINT_ACTIONS,
     LOCAL_USER,
     SAMPLERS,
     Action,
@@ -23,14 +24,16 @@ from bot.core.jobplan import (
     ImagineOptions,
     JobPlan,
     Requester,
+    canvas_text,
     token_expiry,
 )
 from bot.core.policy import JobPolicy
 from bot.core.settings import Limits, Settings
 from bot.core.styles import Aspect, StyleBook, size_for
 from bot.core.validation import require_visible
+from inference.canvas import canvas_size
 from inference.images import ImageLimits, decode_image
-from inference.protocol import MAX_COUNT, MAX_SEED, ProtocolError, WorkerInfo
+from inference.protocol import MAX_COUNT, MAX_SEED, MAX_SIDE, InpaintSpec, ProtocolError, WorkerInfo
 from inference.settings import ModelDefaults
 from inference.text import MAX_PROMPT_CHARS, is_visible, normalize_prompt
 from inference.vocabulary import JobKind, Lane
@@ -80,6 +83,8 @@ class Planner:
         self._by_hand = engine.defaults.model_fields_set if "defaults" in engine.model_fields_set else set()
         # Edits run on an instruction-editing model (which has no strength), as the worker last said.
         self._instruct_edits = False
+        # Whether the worker's model can inpaint (zoom out, pan, vary region); None until it has said.
+        self.can_inpaint: bool | None = None
         # The worker's models and their defaults, main first, once it has said (None until then).
         self._served: dict[str, ModelDefaults] | None = None
         self._main_model: str | None = None
@@ -103,6 +108,7 @@ class Planner:
         """
         own = self._settings.engine.defaults
         self._instruct_edits = info.has_edit_model
+        self.can_inpaint = info.can_inpaint
         self._served = dict(info.models) or {info.model: info.defaults}
         self._main_model = info.model
         self._upscale_scales = dict(info.upscale_scales)
@@ -353,8 +359,11 @@ class Planner:
         source: GenerationRecord,
         guild: GuildSettings,
         instruction: str | None = None,
+        *,
+        spec: InpaintSpec | None = None,
     ) -> JobPlan:
-        """Vary, upscale or edit one image of an earlier result; a new job whose parent is that image."""
+        """Vary, upscale or edit one image of an earlier result, or zoom out, pan or repaint a region of it
+        (`spec`, with `instruction` as the region's prompt); a new job whose parent is that image."""
         base = dataclasses.replace(
             parent,
             action=action,
@@ -367,6 +376,7 @@ class Planner:
             height=source.height,
             output_format=guild.output_format,
             creative=False,
+            canvas=None,  # a zoom's or pan's result is varied, upscaled or edited as a picture like any other
         )
         if action is Action.VARY:
             return dataclasses.replace(
@@ -374,8 +384,38 @@ class Planner:
             )
         if action.is_upscale:
             return self.upscale_plan(base, action)
+        if action in INPAINT_ACTIONS:
+            return self._inpaint(base, parent, spec, guild, instruction)
         text = self.check_prompt(instruction or "", guild, INSTRUCTION)
         return dataclasses.replace(base, **_edit_fields(text, self._seed(None), self._limits.edit_strength))
+
+    def _inpaint(
+        self,
+        base: JobPlan,
+        parent: JobPlan,
+        spec: InpaintSpec | None,
+        guild: GuildSettings,
+        prompt: str | None,
+    ) -> JobPlan:
+        """Zoom out, pan or vary region: an inpaint job on the main model, priced at its output canvas."""
+        if spec is None:
+            raise InvalidInput(N_("Choose what to repaint first."))
+        if self.can_inpaint is False:
+            raise InvalidInput(N_("This server's model cannot zoom out, pan or repaint a region."))
+        assert base.width is not None and base.height is not None  # the source image's size
+        width, height = canvas_size(
+            spec.op, base.width, base.height, zoom=spec.zoom or 2.0, direction=spec.direction or "right",
+            max_pixels=self.policy.max_pixels(guild), max_side=MAX_SIDE,
+        )  # fmt: skip
+        fields: dict[str, Any] = {}
+        if prompt is not None and normalize_prompt(prompt) != normalize_prompt(parent.prompt):
+            # A new prompt for the region is the whole prompt: the parent's style template is not applied.
+            text = self.check_prompt(prompt, guild)
+            fields = {"prompt": text, "model_prompt": text, "style": None}
+        return dataclasses.replace(
+            base, **fields, kind=JobKind.INPAINT, width=width, height=height, seed=self._seed(None),
+            strength=None, adapter=None, adapter_scale=1.0, model=None, canvas=canvas_text(spec),
+        )  # fmt: skip
 
     def _seed(self, seed: int | None) -> int:
         if seed is None:

@@ -63,7 +63,7 @@ def put_scenes(settings: Settings, job_id: str, inputs: list[np.ndarray]) -> Non
     with sqlite3.connect(settings.database.path, timeout=30) as conn:
         for index, small in enumerate(inputs):
             conn.execute(
-                "UPDATE generations SET png = ? WHERE job_id = ? AND idx = ?", (png(small), job_id, index)
+                "UPDATE generations SET image = ? WHERE job_id = ? AND idx = ?", (png(small), job_id, index)
             )
 
 

@@ -13,7 +13,7 @@ from bot.core.errors import BadAttachment, BlockedContent, ChannelNotAllowed, In
 from bot.core.plans import Action, ImagineOptions, Planner, Requester
 from bot.core.settings import Settings, load_settings
 from bot.core.styles import StyleBook
-from inference.protocol import MAX_COUNT, MAX_SEED, WorkerInfo
+from inference.protocol import MAX_COUNT, MAX_SEED, InpaintSpec, WorkerInfo
 from inference.settings import BUNDLED_MODEL_DEFAULTS, ModelDefaults
 from inference.vocabulary import JobKind, Lane
 from storage.generations import GenerationRecord
@@ -150,6 +150,38 @@ def test_derived_plans_link_to_their_parent() -> None:
     assert reroll.action is Action.REROLL and reroll.parent_job_id == "a" * 32 and reroll.count == 4
     seeds = {p.reroll(parent, "a" * 32, None, guild()).seed for _ in range(5)}
     assert len(seeds) > 1  # each re-roll draws a fresh seed
+
+
+def test_inpaint_plans_price_their_canvas_and_results_derive_as_pictures() -> None:
+    p = planner()
+    parent = p.plan_imagine(ALICE, ImagineOptions(prompt="a fox"), guild())
+    zoom = p.derive(Action.ZOOM_OUT, parent, source(), guild(), spec=InpaintSpec(op="zoom", zoom=2.0))
+    assert (zoom.kind, zoom.width, zoom.height, zoom.canvas) == (JobKind.INPAINT, 1024, 1024, "zoom:2")
+    request = zoom.request("j" * 32, "1", Lane.FAST)
+    assert request.inpaint == InpaintSpec(op="zoom", zoom=2.0) and (request.width, request.height) == (
+        1024,
+        1024,
+    )
+    region = p.derive(
+        Action.VARY_REGION,
+        parent,
+        source(),
+        guild(),
+        "a red fox",
+        spec=InpaintSpec(op="region", cells=(0, 3)),
+    )
+    assert (region.prompt, region.model_prompt, region.canvas) == ("a red fox", "a red fox", "region:0.3")
+    assert (region.width, region.height) == (512, 512)
+    same = p.derive(
+        Action.VARY_REGION, parent, source(), guild(), "a fox", spec=InpaintSpec(op="region", cells=(4,))
+    )
+    assert same.model_prompt == parent.model_prompt  # the job's own prompt keeps its style
+    # A zoomed result is varied like any picture: no canvas rides along into an img2img job.
+    vary = p.derive(Action.VARY, zoom, source(1024, 1024), guild())
+    assert vary.canvas is None and vary.request("k" * 32, "1", Lane.FAST).inpaint is None
+    p.can_inpaint = False
+    with pytest.raises(InvalidInput, match="cannot zoom out"):
+        p.derive(Action.PAN, parent, source(), guild(), spec=InpaintSpec(op="pan", direction="left"))
 
 
 # A worker elsewhere serving a wide few-step model.

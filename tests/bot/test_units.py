@@ -92,7 +92,10 @@ async def test_result_buttons_fit_discord_limits(count: int) -> None:
     rows = view.to_components()
     assert len(rows) <= 5 and all(len(r["components"]) <= 5 for r in rows)
     ids = [c["custom_id"] for r in rows for c in r["components"]]
-    assert len(ids) == 4 + 2 * count and all(len(i) <= 100 for i in ids)  # re-roll, edit, delete, submit
+    # zoom out 1.5x/2x, vary region, the pan price and four pans: single-image results only
+    tools = 8 if count == 1 else 0
+    # re-roll, edit, delete, submit; V and U per image
+    assert len(ids) == 4 + 2 * count + tools and all(len(i) <= 100 for i in ids)
     assert view.timeout is None
 
 

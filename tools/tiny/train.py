@@ -132,6 +132,8 @@ SETTINGS = {
     "text": PartSettings(batch=64, lr=5e-4),
     "unet": PartSettings(batch=64, lr=5e-4),
     "edit": PartSettings(batch=48, lr=5e-4),
+    # tools/tiny/train_inpaint.py: a fine-tune of the shipped denoiser, so a lower rate and a shorter EMA.
+    "inpaint": PartSettings(batch=32, lr=2e-4, warmup=50, ema_decay=0.995),
 }
 
 
@@ -571,6 +573,7 @@ UPSTREAM = {
     "text": ("vae",),
     "unet": ("vae", "text_encoder", "text_unet"),
     "edit": ("vae", "text_encoder", "text_unet"),
+    "inpaint": (),  # reads the shipped generate model, not this run's folders
 }
 
 

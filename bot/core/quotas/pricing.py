@@ -91,6 +91,7 @@ def quote(settings: QuotaSettings, spec: CostSpec) -> int:
         JobKind.IMG2IMG: c.img2img_multiplier,
         JobKind.EDIT: c.edit_multiplier,
         JobKind.UPSCALE: c.upscale_multiplier,
+        JobKind.INPAINT: 1.0,  # zoom out, pan, vary region: a generation at the output canvas's size
     }.get(spec.kind)
     if multiplier is None:
         raise QuotaInputError(N_("This is an unknown job kind: {kind}."), kind=repr(spec.kind))
