@@ -169,9 +169,10 @@ async def serve(args: argparse.Namespace) -> None:
     from bench.standin import standin_pipeline
     from inference.engine import DiffusersEngine
     from inference.loading import quiet_libraries
-    from inference.server import start_worker
+    from inference.server import bound_heap, start_worker
     from inference.settings import EngineSettings, ModelDefaults, WorkerSettings
 
+    bound_heap()  # as the real worker does first (inference.server._run)
     torch.set_num_threads(1)
     quiet_libraries()
     meter = EncodeMeter()
