@@ -21,17 +21,29 @@ PREVIEW_MAX_SIDE = 128
 def to_uint8(images: torch.Tensor) -> list[np.ndarray]:
     """A pipeline's "pt" output (N, 3, H, W floats in [0, 1], on its device) as N (H, W, 3) uint8 arrays on the CPU.
 
-    Converted where the pictures are (on a GPU, a kernel), so only a quarter of the bytes cross to the
-    host. One picture at a time: on a CPU, a whole batch's float temporaries (50 MB at 16 x 512²) are
-    fresh mmap'd pages on every call, and faulting them in cost more than the arithmetic; one picture's
-    stay in the allocator's reused heap and near the cache (bench/encode.py measures both).
+    On a GPU, converted there in one pass over the batch (kernels), so only a quarter of the bytes cross
+    to the host. On the CPU, a band of rows at a time: a whole picture's float temporaries (3 MB at 512²)
+    are over the worker's mmap threshold (`inference.server.bound_heap`), so each would be fresh pages
+    faulted in on every call, costing more than the arithmetic; a band's stay in the reused heap and in
+    the cache (bench/encode.py measures the conversion).
     """
     pictures = images.detach()
+    if pictures.device.type != "cpu":
+        pixels = pictures.mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
+        return list(pixels.permute(0, 2, 3, 1).contiguous().cpu().numpy())
+    _n, channels, height, width = pictures.shape
+    rows = max(1, _BAND_BYTES // (channels * width * pictures.element_size()))
     out = []
     for picture in pictures:
-        pixels = picture.mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
-        out.append(pixels.permute(1, 2, 0).contiguous().cpu().numpy())
+        converted = torch.empty((height, width, channels), dtype=torch.uint8)
+        for top in range(0, height, rows):
+            band = picture[:, top : top + rows].mul(255.0).round_().clamp_(0, 255)
+            converted[top : top + rows] = band.permute(1, 2, 0)  # cast to uint8 on the copy
+        out.append(converted.numpy())
     return out
+
+
+_BAND_BYTES = 512 * 1024  # a band's float temporary: under the 1 MiB mmap threshold, about an L2 cache
 
 
 def resized(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -1,7 +1,8 @@
 """The worker's aiohttp RPC server: the `/v1` routes over the scheduler, auth, health, stats and metrics.
 
 Reading and checking a submission lives in `inference.intake` (shared with other ingresses), the
-Prometheus text in `inference.metrics`.
+Prometheus text in `inference.metrics`. (About 450 lines: the routes share the app's state and auth, and
+the process setup at the end is what serves them.)
 """
 
 from __future__ import annotations

@@ -1,6 +1,10 @@
 """The planner: what a user typed or pressed, checked and turned into a JobPlan (bot.core.jobplan).
 
 Every refusal here is a BrushfireError with a specific message, raised before anything is charged.
+
+About 500 lines in one class on purpose: every action's plan (a command, each result button) goes through
+the same checks (channel, prompt, limits, lanes, sizes) against the same worker defaults, and one class
+keeps a new action from skipping one of them. The plan itself lives in bot.core.jobplan.
 """
 
 from __future__ import annotations
