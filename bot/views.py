@@ -258,12 +258,13 @@ def progress_view(job_id: JobId, _: Translate = ENGLISH) -> ui.View:
 
 def single_image_rows(job_id: JobId, index: int, _: Translate = ENGLISH) -> list[ui.Item[Any]]:
     """The buttons below row 0 of a single-image result: Vary, Upscale (subtle), Upscale (creative) on
-    row 1. Rows 2 to 4 are free: a feature with more buttons for one image appends them here (each item
-    with its own `row`, 2-4, at most five to a row)."""
+    row 1; zoom out, vary region and pan on rows 2 and 3 (bot/tool_views.py). Row 4 is free: a feature
+    with more buttons for one image appends them here (each item with its own `row`, at most five to a row)."""
     return [
         VaryButton(job_id, index, row=1, label=_("Vary")),
         UpscaleButton(job_id, index, row=1, label=_("Upscale (subtle)")),
         CreativeUpscaleButton(job_id, index, row=1, label=_("Upscale (creative)")),
+        *tool_items(job_id, index, _),
     ]
 
 
@@ -299,7 +300,4 @@ def result_view(
             for n in indexes[start : start + BUTTONS_PER_ROW]:
                 view.add_item(kind(job_id, n, row=row))
             row += 1
-    if len(indexes) == 1:  # zoom out, pan and vary region (bot/tool_views.py): rows 2 and 3
-        for tool in tool_items(job_id, indexes[0], _):
-            view.add_item(tool)
     return view

@@ -416,9 +416,13 @@ class Planner:
             # A new prompt for the region is the whole prompt: the parent's style template is not applied.
             text = self.check_prompt(prompt, guild)
             fields = {"prompt": text, "model_prompt": text, "style": None}
+        # Lossless whatever the server's format: these keep the rest of the picture pixel for pixel, and a
+        # lossy re-encode would move it (JPEG q95 by up to 3/255 near the painted cells) and compound over
+        # repeated zooms and region edits.
         return dataclasses.replace(
             base, **fields, kind=JobKind.INPAINT, width=width, height=height, seed=self._seed(None),
             strength=None, adapter=None, adapter_scale=1.0, model=None, canvas=canvas_text(spec),
+            output_format="png",
         )  # fmt: skip
 
     def _seed(self, seed: int | None) -> int:

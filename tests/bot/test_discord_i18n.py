@@ -105,6 +105,10 @@ async def test_a_french_member_gets_french_replies_in_an_english_server(
             "vary": "Varier",
             "upscale": "Agrandir (subtil)",
             "upscale-creative": "Agrandir (créatif)",
+            "zoom": "Dézoomer 1.5x (2.25x les crédits)",
+            "region": "Varier une zone",
+            "paninfo": "Étendre (1.5x les crédits) :",
+            "pan": "",  # arrows only
         }
         # The Edit button's modal is French too.
         edit_id = next(c for c in result.custom_ids() if c.startswith("brushfire:edit:"))

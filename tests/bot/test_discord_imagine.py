@@ -89,5 +89,5 @@ async def test_vary_and_upscale_make_child_jobs_from_one_image(
         ("generate", 0, "committed"),
         ("generate", 0, "committed"),
         ("img2img", 1, "committed"),
-        ("img2img", 1, "committed"),
+        ("upscale", 1, "committed"),
     ]

@@ -30,4 +30,4 @@ async def test_buttons_on_an_expired_image_say_so(
             assert "expired under this server's image retention" in await ephemeral_reply(click)
     with sqlite3.connect(settings.database.path) as conn:
         assert conn.execute("SELECT COUNT(*) FROM ledger").fetchone()[0] == 1  # only the first job
-        assert conn.execute("SELECT deleted, length(png) FROM generations").fetchall() == [(1, 0)]
+        assert conn.execute("SELECT deleted, length(image) FROM generations").fetchall() == [(1, 0)]

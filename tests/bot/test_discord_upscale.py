@@ -21,6 +21,7 @@ from PIL import Image
 
 from bot.core.settings import Settings
 from inference.engine_api import BatchItem, EngineError, EngineWrapper, GeneratedImage, StepUpdate
+from inference.output import read_metadata
 from inference.vocabulary import JobKind
 from tests.bot.harness import build_world, button, embed_of, ephemeral_reply, is_result, running_bot
 from tests.fakediscord import FakeDiscord
@@ -100,8 +101,9 @@ async def test_upscale_subtle_beats_bicubic_and_is_priced_by_output_pixels(
         # An upscale is a single-image result: Vary, Upscale (subtle) and Upscale (creative) on row 1.
         single = results[0]
         actions = [c.split(":")[1] for c in single.custom_ids()]
-        assert actions == ["reroll", "edit", "delete", "submit", "vary", "upscale", "upscale-creative"]
-        labels = [single.component(c)["label"] for c in single.custom_ids()[4:]]
+        assert actions[:7] == ["reroll", "edit", "delete", "submit", "vary", "upscale", "upscale-creative"]
+        assert {"zoom", "region", "pan"} <= set(actions[7:])  # then the tools of bot/tool_views.py
+        labels = [single.component(c)["label"] for c in single.custom_ids()[4:7]]
         assert labels == ["Vary", "Upscale (subtle)", "Upscale (creative)"]
         assert embed_of(single)["footer"]["text"].endswith(" · upscale")
 
@@ -131,8 +133,9 @@ async def test_creative_upscale_redraws_and_an_upscale_over_the_cap_is_refused_f
             assert img.size == (128, 128)
             # The worker's own record of what ran: the upscaler, then img2img at the bot's creative strength.
             assert (
-                img.info["kind"] == "upscale"
-                and img.info["strength"] == f"{settings.limits.upscale_strength:g}"
+                read_metadata(creative.attachments[0].data)["kind"] == "upscale"
+                and read_metadata(creative.attachments[0].data)["strength"]
+                == f"{settings.limits.upscale_strength:g}"
             )
         difference = np.abs(
             pixels_of(creative.attachments[0].data).astype(int) - pixels_of(subtle.attachments[0].data)

@@ -18,6 +18,7 @@ from bot.core.plans import Controls, ImagineOptions, Planner, Requester
 from bot.core.quotas.pricing import CostSpec, quote
 from bot.core.settings import Settings
 from bot.core.styles import StyleBook
+from inference.output import read_metadata
 from inference.protocol import WorkerInfo
 from inference.settings import EngineSettings, ExtraModelSettings, ModelDefaults
 from inference.vocabulary import JobKind, Lane
@@ -119,7 +120,7 @@ async def test_imagine_model_on_discord_within_the_servers_models(
         )
         result = await inter.wait_original(is_result, timeout=60)
         with Image.open(io.BytesIO(result.attachments[0].data)) as img:
-            assert img.size == (96, 64) and img.info["model"] == "wide"
+            assert img.size == (96, 64) and read_metadata(result.attachments[0].data)["model"] == "wide"
         fields = {f["name"]: f["value"] for f in embed_of(result)["fields"]}
         assert (fields["Size"], fields["Model"]) == ("96x64", "wide")
         qs = bot.services.quotas.settings

@@ -86,16 +86,18 @@ def test_fit_upload_falls_back_to_lossy_formats() -> None:
     assert ext in ("webp", "jpg") and len(data) <= len(png) // 2
 
 
-@pytest.mark.parametrize("count", [1, 4, 8])
+@pytest.mark.parametrize("count", [0, 1, 4, 8])
 async def test_result_buttons_fit_discord_limits(count: int) -> None:
-    view = result_view(JobId("f" * 32), list(range(count)))
+    """A grid of `count` images, or (count 0) a single image with its tools."""
+    single = count == 0
+    view = result_view(JobId("f" * 32), list(range(count or 1)), single=single)
     rows = view.to_components()
     assert len(rows) <= 5 and all(len(r["components"]) <= 5 for r in rows)
     ids = [c["custom_id"] for r in rows for c in r["components"]]
-    # zoom out 1.5x/2x, vary region, the pan price and four pans: single-image results only
-    tools = 8 if count == 1 else 0
-    # re-roll, edit, delete, submit; V and U per image
-    assert len(ids) == 4 + 2 * count + tools and all(len(i) <= 100 for i in ids)
+    # re-roll, edit, delete, submit; a grid: V and U per image; a single image: vary, upscale subtle and
+    # creative, then zoom out 1.5x/2x, vary region, the pan price and four pans
+    assert len(ids) == 4 + (3 + 8 if single else 2 * count) and all(len(i) <= 100 for i in ids)
+    assert len(set(ids)) == len(ids)
     assert view.timeout is None
 
 

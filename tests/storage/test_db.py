@@ -227,7 +227,7 @@ async def test_a_failed_group_commit_fails_every_member_and_keeps_nothing(tmp_pa
                     await tx.execute("PRAGMA defer_foreign_keys = ON")
                     await tx.execute(
                         "INSERT INTO generations (generation_id, job_id, idx, prompt, seed, width, height,"
-                        " steps, guidance, model, kind, png, created_at)"
+                        " steps, guidance, model, kind, image, created_at)"
                         " VALUES ('g', 'nojob', 0, 'p', 1, 8, 8, 1, 1, 'm', 'generate', x'', 0)"
                     )
 
