@@ -42,7 +42,7 @@ from bot.core.logs import LEVELS, job_context, setup_logging
 from bot.core.outcomes import JobOutcome
 from bot.core.plans import LOCAL_USER, SAMPLERS, Controls, ImagineOptions, JobPlan, Planner, parse_lane
 from bot.core.progress import ProgressUpdater
-from bot.core.records import GuildSettings
+from bot.core.records import GuildSettings, extension
 from bot.core.services import Services, open_services
 from bot.core.settings import Settings, SettingsError, anchor_paths, load_settings
 from bot.core.styles import StyleBook
@@ -609,9 +609,7 @@ def _deliver(outcome: JobOutcome, output: Path, keep_dir: Path) -> int:
         paths = terminal.write_images(output, [g.image for g in gens])  # in the format its name asked for
     except OSError as exc:
         images = [g.image for g in gens]
-        kept = terminal.write_images(
-            keep_dir / f"{outcome.job.job_id}.{terminal.extension(images[0])}", images
-        )
+        kept = terminal.write_images(keep_dir / f"{outcome.job.job_id}.{extension(images[0])}", images)
         print(f"error: cannot write {output}: {exc.strerror or exc}; the result is kept at:", file=sys.stderr)
         for path in kept:
             print(path)

@@ -309,7 +309,7 @@ async def member(
     services: Any, user: int, args: argparse.Namespace, out: Delivered, stop: asyncio.Event
 ) -> None:
     from bot.core.plans import ImagineOptions, Requester
-    from bot.core.records import EXTENSIONS, JobState, image_format
+    from bot.core.records import JobState, extension
 
     requester = Requester(user_id=10_000 + user, guild_id=1, channel_id=1, name=f"member{user}")
     n = 0
@@ -326,8 +326,7 @@ async def member(
             continue
         for gen in outcome.generations:
             out.picture = out.picture or {"width": gen.width, "height": gen.height, "bytes": len(gen.image)}
-            ext = EXTENSIONS[image_format(gen.image) or "png"]
-            body = await Upload.body_bytes(gen.image, f"brushfire-{gen.generation_id}.{ext}")
+            body = await Upload.body_bytes(gen.image, f"brushfire-{gen.generation_id}.{extension(gen.image)}")
             out.upload_bytes += body  # added after the await: `x += await f()` would lose other members' adds
             out.times.append(time.perf_counter())
         await services.jobs.mark_delivered(ticket.job.job_id)

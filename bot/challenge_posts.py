@@ -14,7 +14,7 @@ from bot.checks import Gate
 from bot.components import BUTTONS_PER_ROW, INDEX_RE, JOB_RE, PREFIX, button, guarded
 from bot.core.challenges.rules import ChallengeRefused
 from bot.core.i18n import N_
-from bot.core.records import EXTENSIONS, ChallengeRecord, EntryRecord, Phase, ResultRecord, image_format
+from bot.core.records import ChallengeRecord, EntryRecord, Phase, ResultRecord, extension
 from bot.i18n import ENGLISH, Translate
 from bot.interactions import client_of
 from bot.translator import translate_for, translate_for_server
@@ -234,8 +234,7 @@ class DiscordAnnouncer:
         )
 
     async def entry_posted(self, challenge: ChallengeRecord, entry: EntryRecord, image: bytes) -> int:
-        ext = EXTENSIONS[image_format(image) or "png"]
-        file = discord.File(io.BytesIO(image), filename=f"entry-{entry.number}.{ext}")
+        file = discord.File(io.BytesIO(image), filename=f"entry-{entry.number}.{extension(image)}")
         _ = self._texts(challenge)
         message = await self._gallery(challenge).send(
             content=_(

@@ -30,6 +30,11 @@ def image_format(data: bytes) -> ImageFormat | None:
 EXTENSIONS: dict[ImageFormat, str] = {"png": "png", "webp": "webp", "jpeg": "jpg"}
 
 
+def extension(image: bytes) -> str:
+    """The file extension for an encoded picture (`png` when its format is not known)."""
+    return EXTENSIONS[image_format(image) or "png"]
+
+
 @dataclass(frozen=True, slots=True)
 class GenerationRecord:
     generation_id: str

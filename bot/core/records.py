@@ -7,7 +7,7 @@ through the core's services.
 from __future__ import annotations
 
 from storage.challenges import ChallengeRecord, EntryRecord, Phase, ResultRecord
-from storage.generations import EXTENSIONS, GenerationRecord, ImageFormat, image_format
+from storage.generations import EXTENSIONS, GenerationRecord, ImageFormat, extension, image_format
 from storage.guilds import MAX_IMAGES_PER_JOB, OUTPUT_FORMATS, GuildSettings, OutputFormat
 from storage.jobs import JobRecord, JobState
 
@@ -25,5 +25,6 @@ __all__ = [
     "OutputFormat",
     "Phase",
     "ResultRecord",
+    "extension",
     "image_format",
 ]

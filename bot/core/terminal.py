@@ -13,7 +13,7 @@ from typing import TextIO
 
 from bot.core.plans import JobPlan
 from bot.core.progress import ProgressState
-from bot.core.records import EXTENSIONS, OutputFormat, image_format
+from bot.core.records import OutputFormat
 
 
 class ArgumentError(Exception):
@@ -87,11 +87,6 @@ def output_paths(output: Path, count: int) -> list[Path]:
 def format_for(output: Path) -> OutputFormat:
     """The format an output file's name asks for: `.webp`, `.jpg`/`.jpeg`, or PNG for anything else."""
     return _FORMATS_BY_SUFFIX.get(output.suffix.lower(), "png")
-
-
-def extension(image: bytes) -> str:
-    """The file extension for an encoded picture (`png` when its format is not known)."""
-    return EXTENSIONS[image_format(image) or "png"]
 
 
 _FORMATS_BY_SUFFIX: dict[str, OutputFormat] = {".webp": "webp", ".jpg": "jpeg", ".jpeg": "jpeg"}
