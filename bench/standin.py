@@ -181,8 +181,9 @@ class _StandInCall:
         # no CPU a GPU would not. What the engine does with the pictures after the call is the stack's.
         cpu = time.thread_time()
         if output_type == "pt" and n <= len(self.pictures):
-            start = (self.calls * 7) % len(self.pictures)
-            result: Any = self.processed[start : start + n]  # a view: the pool is stored twice over
+            # The same pictures as `picks` (whose latents the previews showed): the pool is stored twice
+            # over, so they are one view.
+            result: Any = self.processed[picks[0] : picks[0] + n]
         else:
             image_processor: Any = getattr(self, "image_processor")  # noqa: B009  (diffusers sets it at init)
             result = image_processor.postprocess(self.pictures[picks].clone(), output_type=output_type)
