@@ -4,8 +4,8 @@ record in an index where finished ones are capped by count and age.
 A picture is encoded on a pool (`encode_batch`), kept until it has been fetched, then for a short grace
 (so a retried fetch still finds it), then dropped. Over the budget the oldest already-fetched pictures go
 first, then the oldest unfetched ones; a fetch of a dropped picture is answered `gone`. A finished job's
-record keeps only what a late client needs (its status, its request, its final event). Owned by the
-event loop (no lock).
+record is a tombstone that keeps only what a late client needs: its key, status and final event as JSON.
+Owned by the event loop (no lock).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from inference.engine_api import GeneratedImage
 from inference.output import OutputSettings, ServedImage, encode
-from inference.queue import Job, Slice
+from inference.queue import FinishedJob, Job, KnownJob, Slice
 from inference.vocabulary import WorkerJobId
 
 
@@ -101,50 +101,56 @@ class ResultStore:
 
 
 class JobIndex:
-    """Every job the worker knows, by id and by idempotency key; finished ones are forgotten oldest first
-    past `max_finished` or once older than the TTL, with their pictures."""
+    """Every job the worker knows, by id and by idempotency key. A job that ends is replaced by its
+    tombstone (`FinishedJob`); tombstones are forgotten oldest first past `max_finished` or once older
+    than the TTL, with their pictures."""
 
     def __init__(self, max_finished: int, results: ResultStore) -> None:
         self.results = results
         self._max_finished = max_finished
-        self._jobs: dict[str, Job] = {}
-        self._by_key: dict[str, Job] = {}
-        self._finished: OrderedDict[WorkerJobId, Job] = OrderedDict()  # in the order they finished
+        self._jobs: dict[str, KnownJob] = {}
+        self._by_key: dict[str, KnownJob] = {}
+        self._finished: OrderedDict[WorkerJobId, FinishedJob] = OrderedDict()  # in the order they ended
 
     def __contains__(self, job_id: str) -> bool:
         return job_id in self._jobs
 
-    def get(self, job_id: str) -> Job | None:
+    def get(self, job_id: str) -> KnownJob | None:
         return self._jobs.get(job_id)
 
-    def by_key(self, key: str) -> Job | None:
+    def by_key(self, key: str) -> KnownJob | None:
         return self._by_key.get(key)
 
     def add(self, job: Job) -> None:
         self._jobs[job.id] = job
         self._by_key[job.request.idempotency_key] = job
 
-    def finished(self, job: Job) -> None:
-        """Count a finished job's record against the cap, forgetting the oldest past it."""
-        self._finished[job.id] = job
+    def finished(self, job: Job) -> FinishedJob:
+        """Replace an ended job's record with its tombstone, forgetting the oldest past the cap."""
+        tomb = FinishedJob.of(job)
+        self._jobs[job.id] = tomb
+        if self._by_key.get(tomb.idempotency_key) is job:
+            self._by_key[tomb.idempotency_key] = tomb
+        self._finished[job.id] = tomb
         while len(self._finished) > self._max_finished:
             self._forget(next(iter(self._finished.values())))
+        return tomb
 
     def evict_expired(self, before: float) -> None:
         """Forget finished jobs (and their pictures and idempotency keys) that ended before `before`."""
         self.results.expire()
         while self._finished:
-            job = next(iter(self._finished.values()))
-            if job.finished_mono is None or job.finished_mono >= before:
+            tomb = next(iter(self._finished.values()))
+            if tomb.finished_mono >= before:
                 break
-            self._forget(job)
+            self._forget(tomb)
 
-    def _forget(self, job: Job) -> None:
-        del self._finished[job.id]
-        self._jobs.pop(job.id, None)
-        self.results.drop(job.id)
-        if self._by_key.get(job.request.idempotency_key) is job:
-            del self._by_key[job.request.idempotency_key]
+    def _forget(self, tomb: FinishedJob) -> None:
+        del self._finished[tomb.id]
+        self._jobs.pop(tomb.id, None)
+        self.results.drop(tomb.id)
+        if self._by_key.get(tomb.idempotency_key) is tomb:
+            del self._by_key[tomb.idempotency_key]
 
 
 async def encode_batch(

@@ -40,7 +40,7 @@ from inference.protocol import (
     ReplicaStats,
     WorkerStats,
 )
-from inference.queue import ByteBudget, Job, Slice, Submission, TwoLaneQueue, halves
+from inference.queue import ByteBudget, FinishedJob, Job, KnownJob, Slice, Submission, TwoLaneQueue, halves
 from inference.results import JobIndex, ResultStore, encode_batch
 from inference.settings import WorkerSettings
 from inference.vocabulary import JobStatus, WorkerJobId
@@ -159,12 +159,12 @@ class Scheduler:
 
     # --- intake ---
 
-    def submit(self, sub: Submission) -> tuple[Job, bool]:
+    def submit(self, sub: Submission) -> tuple[KnownJob, bool]:
         """Queue a job; return it and whether it is new (False: an idempotent resubmit)."""
         request = sub.request
         existing = self.jobs.by_key(request.idempotency_key)
         if existing is not None:
-            if existing.sub.fingerprint != sub.fingerprint:
+            if existing.fingerprint != sub.fingerprint:
                 raise ProtocolError(
                     ErrorCode.CONFLICT,
                     f"idempotency key {request.idempotency_key!r} was used for a different job",
@@ -226,13 +226,16 @@ class Scheduler:
 
     # --- queries and cancel ---
 
-    def get(self, job_id: str) -> Job:
+    def get(self, job_id: str) -> KnownJob:
+        """The job's live record while it is queued or running, its tombstone once it has ended."""
         job = self.jobs.get(job_id)
         if job is None:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no job {job_id!r}", status=404, field="job_id")
         return job
 
-    def info(self, job: Job) -> JobInfo:
+    def info(self, job: KnownJob) -> JobInfo:
+        if isinstance(job, FinishedJob):
+            return job.info()
         sub, r = job.sub, job.request
         ready = job.status is JobStatus.SUCCEEDED
         return JobInfo(
@@ -245,17 +248,17 @@ class Scheduler:
             finished_at=job.finished_at,
         )  # fmt: skip
 
-    def cancel(self, job_id: str) -> Job:
+    def cancel(self, job_id: str) -> KnownJob:
         """Cancel a job: a queued one leaves the queue; a running one is reported cancelled at once."""
         job = self.get(job_id)
-        if job.status.is_final:
+        if isinstance(job, FinishedJob) or job.status.is_final:
             return job
         if job.status is JobStatus.QUEUED:
             self._queue.remove(job)
         error = ErrorBody(code=ErrorCode.CANCELLED, message="cancelled on request")
-        self._finish(job, JobStatus.CANCELLED, error)
+        tomb = self._finish(job, JobStatus.CANCELLED, error)
         self._announce_positions()
-        return job
+        return tomb or job
 
     def image(self, job_id: str, n: int) -> ServedImage:
         """Picture `n` of a finished job; `gone` once it was fetched and its grace passed, or evicted."""
@@ -264,10 +267,9 @@ class Scheduler:
             raise ProtocolError(
                 ErrorCode.NOT_READY, f"job {job_id} is {job.status}, it has no images", status=409
             )
-        if not 0 <= n < job.request.count:
-            raise ProtocolError(
-                ErrorCode.NOT_FOUND, f"job {job_id} has images 0..{job.request.count - 1}", status=404
-            )
+        count = job.count if isinstance(job, FinishedJob) else job.request.count
+        if not 0 <= n < count:
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"job {job_id} has images 0..{count - 1}", status=404)
         img = self.results.get(job.id, n)
         if img is None:
             raise ProtocolError(
@@ -282,6 +284,8 @@ class Scheduler:
     def preview(self, job_id: str) -> bytes | None:
         """The latest preview of the job's first image as a small JPEG, or None before the first one."""
         job = self.get(job_id)
+        if isinstance(job, FinishedJob):
+            return None
         if job.preview is not None and job.preview_jpeg is None:
             job.preview_jpeg = preview_jpeg(job.preview)
         return job.preview_jpeg
@@ -305,7 +309,10 @@ class Scheduler:
     ) -> AsyncGenerator[list[JobEvent], None]:
         """Like `events`, but each item is every event available at that moment (an empty list after
         `heartbeat` idle seconds), so a stream can send them in one write."""
-        return event_batches(self.get(job_id), after, heartbeat)
+        job = self.get(job_id)
+        if isinstance(job, FinishedJob):
+            return _final_batch(job, after)
+        return event_batches(job, after, heartbeat)
 
     def stats(self) -> WorkerStats:
         memory = self._engine.memory()
@@ -374,9 +381,10 @@ class Scheduler:
         final = self.info(job) if type_ in FINAL_EVENT.values() else None
         publish(job, type_, final, **fields)
 
-    def _finish(self, job: Job, status: JobStatus, error: ErrorBody | None = None) -> None:
+    def _finish(self, job: Job, status: JobStatus, error: ErrorBody | None = None) -> FinishedJob | None:
+        """End a job: its pictures go to the result store, its record becomes a tombstone (returned)."""
         if job.status.is_final:
-            return
+            return None
         job.status = status
         job.error = error
         self.memory.give(job.sub.input_bytes)
@@ -392,11 +400,12 @@ class Scheduler:
         job.preview = job.preview_jpeg = None
         self._emit(job, FINAL_EVENT[status])
         job.durable, job.latest = job.durable[-1:], None  # the final event holds the job's whole state
-        self.jobs.finished(job)
+        tomb = self.jobs.finished(job)
         # Named by the client's id for it (the bot's job id, its idempotency key), as the bot and CLI name it.
         key = job.request.idempotency_key
         why = f" ({error.code}: {error.message})" if error else ""
         log.info("job %s %s%s (worker id %s)", key, status, why, job.id, extra={"job_id": key})
+        return tomb
 
     # --- the GPU loop ---
 
@@ -556,6 +565,13 @@ class Scheduler:
     def evict_expired(self, before: float) -> None:
         """Forget finished jobs (and their images and idempotency keys) that ended before `before`."""
         self.jobs.evict_expired(before)
+
+
+async def _final_batch(job: FinishedJob, after: int) -> AsyncGenerator[list[JobEvent], None]:
+    """An ended job's event stream: its final event, unless the client has already seen it."""
+    event = job.event()
+    if event.seq > after:
+        yield [event]
 
 
 def _replica_stats(engine: Engine) -> list[ReplicaStats]:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
+import time
+import tracemalloc
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 
 import numpy as np
@@ -13,11 +16,11 @@ from PIL import Image
 from inference.engine_api import Engine
 from inference.intake import prepare_submission
 from inference.output import read_xmp
-from inference.protocol import ErrorCode, EventType, JobRequest, ProtocolError
-from inference.queue import Job, Slice, halves
+from inference.protocol import ErrorCode, EventType, JobEvent, JobInfo, JobRequest, ProtocolError
+from inference.queue import FinishedJob, Job, Slice, Submission, halves
 from inference.scheduler import Scheduler
 from inference.settings import WorkerSettings
-from inference.vocabulary import JobStatus, Lane
+from inference.vocabulary import JobStatus, Lane, WorkerJobId
 from tests.inference import fixtures_worker
 from tests.inference.fixtures_worker import InstrumentedEngine, job
 
@@ -48,7 +51,8 @@ async def make(tiny_engine: Engine) -> AsyncIterator[Make]:
 async def submit(scheduler: Scheduler, *requests: JobRequest) -> list[Job]:
     """Queue the jobs in one go, so the scheduler sees them all before it picks the first batch."""
     subs = [await prepare_submission(r, None, scheduler.settings, scheduler.engine) for r in requests]
-    return [scheduler.submit(s)[0] for s in subs]
+    jobs = [scheduler.submit(s)[0] for s in subs]
+    return [j for j in jobs if isinstance(j, Job)]  # all of them: a new job is a live record
 
 
 async def finish(scheduler: Scheduler, *jobs: Job) -> None:
@@ -453,9 +457,82 @@ async def test_what_the_worker_keeps_stays_bounded_after_many_jobs(make: Make) -
     unfetched = kept[cap // 2 :]
     assert len(scheduler.results) == len(unfetched)
     assert scheduler.results.bytes == sum(len(scheduler.image(j.id, 0).data) for j in unfetched)
-    for j in kept:  # a finished record holds no pixels, previews or input, and one event
+    for j in kept:  # the live record let go of its pixels, previews, input and events...
         assert j.images == [] and j.preview is None and j.preview_jpeg is None
         assert j.sub.init_image is None and j.latest is None and len(j.durable) == 1
+        tomb = scheduler.get(j.id)  # ...and the index holds a tombstone in its place
+        assert isinstance(tomb, FinishedJob) and len(tomb.final_event) < 1024
+
+
+async def test_an_ended_job_answers_late_clients_from_its_tombstone(make: Make) -> None:
+    scheduler, _ = await make(fetched_result_grace_s=60)
+    request = job(idempotency_key="late", count=2)
+    (j,) = await submit(scheduler, request)
+    live_events = [e async for e in scheduler.events(j.id) if e is not None]
+    tomb = scheduler.get(j.id)
+    assert isinstance(tomb, FinishedJob) and tomb.status is JobStatus.SUCCEEDED
+    # Status, replay, resubmit, conflict and fetch: as the live record answered them.
+    assert scheduler.info(tomb) == live_events[-1].job and scheduler.info(tomb).images == 2
+    assert [e async for e in scheduler.events(j.id) if e is not None] == live_events[-1:]
+    assert [e async for e in scheduler.events(j.id, after=live_events[-1].seq)] == []
+    again, created = scheduler.submit(
+        await prepare_submission(request, None, scheduler.settings, scheduler.engine)
+    )
+    assert again is tomb and not created
+    with pytest.raises(ProtocolError) as err:
+        await submit(scheduler, job(idempotency_key="late", prompt="something else"))
+    assert err.value.code is ErrorCode.CONFLICT
+    assert scheduler.image(j.id, 1).data and scheduler.preview(j.id) is None
+    with pytest.raises(ProtocolError) as err:
+        scheduler.image(j.id, 2)
+    assert err.value.code is ErrorCode.NOT_FOUND
+    assert scheduler.cancel(j.id) is tomb and scheduler.info(tomb).status is JobStatus.SUCCEEDED
+
+
+async def test_a_cancelled_job_becomes_a_tombstone_at_once(make: Make) -> None:
+    scheduler, _ = await make()
+    await hold(scheduler)
+    (j,) = await submit(scheduler, job())
+    tomb = scheduler.cancel(j.id)
+    assert isinstance(tomb, FinishedJob) and scheduler.get(j.id) is tomb
+    assert scheduler.info(tomb).status is JobStatus.CANCELLED and scheduler.info(tomb).error is not None
+
+
+def test_a_tombstone_is_a_fraction_of_the_live_record() -> None:
+    """What bounds the worker's memory at the finished-job cap: measured, not assumed."""
+
+    def ended(i: int) -> Job:
+        r = job(idempotency_key=f"job-{i:08d}", prompt=f"a large red circle in the centre, number {i}")
+        sub = Submission(
+            request=r, seed=i, width=512, height=512, steps=1, guidance=0.0, fingerprint="f" * 64
+        )
+        j = Job(
+            id=WorkerJobId(f"{i:016x}"),
+            sub=sub,
+            model="sd-turbo",
+            created_at=time.time(),
+            status=JobStatus.SUCCEEDED,
+        )
+        info = JobInfo(
+            id=j.id, idempotency_key=r.idempotency_key, user=r.user, lane=r.lane, kind=r.kind,
+            status=j.status, seed=i, width=512, height=512, steps=1, guidance=0.0, count=1, model=j.model,
+            images=1, nsfw=[False], created_at=1.0, started_at=2.0, finished_at=3.0,
+        )  # fmt: skip
+        final = JobEvent.model_construct(type=EventType.DONE, job_id=j.id, seq=4, job=info, error=None)
+        return dataclasses.replace(j, durable=[final], finished_mono=1.0, nsfw=[False])
+
+    def per_record(keep: Callable[[Job], object]) -> float:
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            kept = [keep(ended(i)) for i in range(500)]
+            return (tracemalloc.get_traced_memory()[0] - before) / len(kept)
+        finally:
+            tracemalloc.stop()
+
+    live, tomb = per_record(lambda j: j), per_record(FinishedJob.of)
+    print(f"bytes per record: live {live:.0f}, tombstone {tomb:.0f}")
+    assert tomb < 1200 and tomb < live / 3, (live, tomb)
 
 
 async def test_a_job_can_ask_for_webp_and_keeps_its_metadata(make: Make) -> None:
