@@ -277,6 +277,7 @@ class DiffusersEngine:
                 pipe.scheduler = own  # the next batch starts from the model's own sampler
         if stopped.is_set() or output is None:
             return [[] for _ in items]
+        on_step(StepUpdate(step=shape.steps, total=shape.steps, device_free=True))
         return self._results(items, shape, output, pipe, canvases)
 
     def _upscale_batch(

@@ -142,6 +142,9 @@ class StepUpdate:
     # One small preview per image in the batch (items in order, each item's `count` images in order),
     # when the engine makes previews on this step; empty otherwise.
     previews: list[Image.Image] = field(default_factory=list)
+    # The pipeline call has returned: the device can take the next batch while this one's pictures are
+    # converted and checked on the host. Sent once, after the last step; not a progress report.
+    device_free: bool = False
 
 
 @dataclass(frozen=True, slots=True)

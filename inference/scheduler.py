@@ -57,6 +57,7 @@ class _Running:
     estimate: float
     stop: bool = False
     last_report: float = 0.0
+    device_done: float | None = None  # when the engine said the device was free (`StepUpdate.device_free`)
     future: asyncio.Future[list[list[GeneratedImage]]] | None = None
 
     @property
@@ -98,8 +99,10 @@ class Scheduler:
         self.memory = ByteBudget(settings.input_budget_bytes)
         # One upload decoded at a time: each may be tens of MB of pixels while it is checked.
         self.decode_slots = asyncio.Semaphore(1)
+        # One thread more than batches in flight: a batch's pictures are converted on its thread after
+        # the engine says the device is free, while the next batch's call runs on another.
         self._executor = ThreadPoolExecutor(
-            max_workers=settings.batches_in_flight, thread_name_prefix="engine"
+            max_workers=settings.batches_in_flight + 1, thread_name_prefix="engine"
         )
         # Pictures are encoded on their own pool while the engine runs the next batch; at most two
         # batches per engine slot wait for it, so a slow encoder holds back the GPU, not memory.
@@ -487,7 +490,8 @@ class Scheduler:
             raise _BatchTimeout from None
         finally:
             self._runs.discard(run)
-        elapsed = self._monotonic() - run.started
+        # The device's time for the batch (what the next one waits for), not the host's conversion after.
+        elapsed = (run.device_done or self._monotonic()) - run.started
         if not run.should_stop():
             self._times.record(run.slices[0].job.key.shape, sum(s.count for s in run.slices), elapsed)
         self.batches += 1
@@ -503,6 +507,9 @@ class Scheduler:
 
         def on_step(update: StepUpdate) -> None:  # on the engine thread
             now = self._monotonic()
+            if update.device_free:
+                loop.call_soon_threadsafe(self._device_free, run, now)
+                return
             # Previews are already paced by the engine (`preview_interval_s`): never dropped here.
             if now - max(run.last_report, run.started) < interval and not update.previews:
                 return
@@ -511,6 +518,14 @@ class Scheduler:
             loop.call_soon_threadsafe(self._on_step, run, update, previews)
 
         return on_step
+
+    def _device_free(self, run: _Running, at: float) -> None:
+        """The engine is done with the device for this batch: its slot takes the next batch now, while
+        this one's pictures are converted on the host (they are then encoded on the encoder pool)."""
+        if run in self._runs and not run.stop:
+            run.device_done = at
+            self._runs.discard(run)
+            self._fill()
 
     def _on_step(self, run: _Running, update: StepUpdate, previews: dict[WorkerJobId, Image.Image]) -> None:
         for job in run.jobs:

@@ -86,7 +86,7 @@ def test_the_real_engine_wraps_the_stand_in_and_waits_the_calibrated_time() -> N
     results = engine.run_batch([item], updates.append, lambda: False)
     assert time.perf_counter() - started >= calibration.batch_s(4)
     assert [(img.width, img.height) for img in results[0]] == [(64, 64)] * 4
-    assert [u.step for u in updates] == [1, 2]
+    assert [u.step for u in updates] == [1, 2, 2] and updates[-1].device_free
     assert len(updates[0].previews) == 4  # the engine's previews ran on the stand-in's latents
     assert 0 < pipe.own_cpu_s < calibration.batch_s(4)
     with pytest.raises(Exception, match="draws 64x64 pictures"):

@@ -6,7 +6,7 @@ import io
 
 from PIL import Image, PngImagePlugin
 
-from inference.engine_api import BatchItem, GeneratedImage
+from inference.engine_api import BatchItem, GeneratedImage, StepUpdate
 from inference.images import EncodedImage
 from inference.protocol import JobRequest
 from inference.vocabulary import JobKind, WorkerJobId
@@ -56,3 +56,12 @@ def open_png(image: GeneratedImage) -> PngImagePlugin.PngImageFile:
     png = Image.open(io.BytesIO(image.png))
     assert isinstance(png, PngImagePlugin.PngImageFile), f"a result is a PNG, not {png.format}"
     return png
+
+
+def progress(results: list[list[GeneratedImage]], updates: list[StepUpdate]) -> list[StepUpdate]:
+    """An engine call's step updates without its one `device_free` signal, checked on the way: it comes
+    exactly once, last, when the call made pictures (never for a stopped or empty batch)."""
+    freed = [u for u in updates if u.device_free]
+    made = any(results)
+    assert freed == ([updates[-1]] if made else []), updates
+    return [u for u in updates if not u.device_free]

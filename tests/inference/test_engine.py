@@ -30,7 +30,7 @@ from inference.loading import model_sources
 from inference.settings import AdapterSettings, EngineSettings, ModelDefaults
 from inference.text import normalize_prompt
 from inference.vocabulary import JobKind
-from tests.inference.items import make_item, open_png
+from tests.inference.items import make_item, open_png, progress
 from tools.tiny.make_tokenizer import DEFAULT_DIR, WORDS, build_vocab
 
 PIXEL_TOLERANCE = 2  # of 255: batched matrix products may round differently from single ones
@@ -57,7 +57,8 @@ def run(
     should_stop: Callable[[], bool] = lambda: False,
 ) -> tuple[list[list[GeneratedImage]], list[StepUpdate]]:
     updates: list[StepUpdate] = []
-    return engine.run_batch(items, updates.append, should_stop), updates
+    results = engine.run_batch(items, updates.append, should_stop)
+    return results, progress(results, updates)
 
 
 def pixels(image: GeneratedImage) -> np.ndarray:

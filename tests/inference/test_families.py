@@ -39,7 +39,7 @@ from inference.settings import AdapterSettings, EngineSettings, ModelDefaults, S
 from inference.vocabulary import JobKind, JobStatus
 from tests.inference.family_models import save_classifier, save_clip_checker, save_family, save_lora
 from tests.inference.fixtures_worker import InstrumentedEngine, job, png_bytes
-from tests.inference.items import make_item, open_png
+from tests.inference.items import make_item, open_png, progress
 
 T = TypeVar("T")
 TINY = {"width": 64, "height": 64}
@@ -139,7 +139,8 @@ def run(
     engine: DiffusersEngine, items: list[BatchItem]
 ) -> tuple[list[list[GeneratedImage]], list[StepUpdate]]:
     updates: list[StepUpdate] = []
-    return engine.run_batch(items, updates.append, lambda: False), updates
+    results = engine.run_batch(items, updates.append, lambda: False)
+    return results, progress(results, updates)
 
 
 def pixels(image: GeneratedImage) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import io
+import threading
 import time
 import tracemalloc
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from inference.engine_api import Engine
+from inference.engine_api import Engine, StepUpdate
 from inference.intake import prepare_submission
 from inference.output import read_xmp
 from inference.protocol import ErrorCode, EventType, JobEvent, JobInfo, JobRequest, ProtocolError
@@ -273,6 +274,31 @@ async def test_idempotent_resubmit_and_conflict(make: Make) -> None:
         await submit(scheduler, job(idempotency_key="same", prompt="something else"))
     assert (err.value.code, err.value.status) == (ErrorCode.CONFLICT, 409)
     await finish(scheduler, first)
+
+
+async def test_the_next_batch_takes_the_device_while_the_last_ones_pictures_are_converted(make: Make) -> None:
+    """The slot frees when the engine says the device is free, not when the host work after the call
+    (conversion, safety, packaging) is done: that work no longer holds up the GPU."""
+    scheduler, engine = await make(max_batch=1)
+    host_work, second_done = threading.Event(), threading.Event()
+    device_freed: list[StepUpdate] = []
+
+    def hold_host_work(update: StepUpdate) -> None:  # on the engine thread, between call and conversion
+        if update.device_free:
+            device_freed.append(update)
+            if len(device_freed) == 1:
+                assert host_work.wait(30)
+            else:
+                second_done.set()
+
+    engine.step_hook = hold_host_work
+    first, second = await submit(scheduler, job(user="a"), job(user="b"))
+    # The second batch's whole pipeline call ran while the first's host work was held.
+    assert await asyncio.to_thread(second_done.wait, 30)
+    assert first.status is JobStatus.RUNNING and not engine.calls[0].returned.is_set()
+    host_work.set()
+    await finish(scheduler, first, second)
+    assert first.status is second.status is JobStatus.SUCCEEDED and len(device_freed) == 2
 
 
 async def test_queue_caps_refuse_with_retry_after(make: Make) -> None:

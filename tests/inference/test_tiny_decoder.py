@@ -16,7 +16,7 @@ from inference.engine import DiffusersEngine
 from inference.engine_api import EngineError, GeneratedImage, StepUpdate
 from inference.loading import BUNDLED_MODEL_ROOT, BUNDLED_TINY_DECODER
 from inference.settings import EngineSettings
-from tests.inference.items import make_item
+from tests.inference.items import make_item, progress
 from tools.tiny import data
 
 # Measured by tools/tiny/distil_decoder.py on held-out scenes (inference/tiny/MODEL_CARD.md); the test
@@ -42,7 +42,7 @@ def tiny_autoencoder(out_dir: Path, blocks: int) -> Path:
 def run(engine: DiffusersEngine, count: int) -> tuple[list[GeneratedImage], list[StepUpdate]]:
     updates: list[StepUpdate] = []
     results = engine.run_batch([make_item("a", 3, count=count)], updates.append, lambda: False)
-    return results[0], updates
+    return results[0], progress(results, updates)
 
 
 def test_a_final_decoder_replaces_the_models_vae(engine_settings: EngineSettings, tmp_path: Path) -> None:
