@@ -206,10 +206,7 @@ class JobFollower:
         return JobOutcome(job=job, state=JobState.REFUNDED, info=info, message=message)
 
     async def _succeed(self, job: JobRecord, info: JobInfo, images: list[bytes]) -> JobOutcome:
-        async with self.db.transaction(write=False) as tx:
-            gens = await generations.for_job(tx, job.job_id)
-        if not gens:  # a recovered job may have stored its images before a crash
-            gens = await self._store_images(job, info, images)
+        gens = await self._store_images(job, info, images)
         self.crash.reached("commit")
         await self.quotas.commit(job.job_id)
         async with self.db.transaction() as tx:
@@ -219,6 +216,8 @@ class JobFollower:
     async def _store_images(
         self, job: JobRecord, info: JobInfo, images: list[bytes]
     ) -> list[GenerationRecord]:
+        """The job's stored pictures: these, or those a recovered job stored before a crash (checked in
+        the same transaction, so they are never stored twice)."""
         plan = JobPlan.from_parameters(job.parameters)
         records = []
         for n, image in enumerate(images):
@@ -244,4 +243,6 @@ class JobFollower:
                 )
             )
         async with self.db.transaction() as tx:
+            if stored := await generations.for_job(tx, job.job_id):
+                return stored
             return await generations.add(tx, records, self.clock())

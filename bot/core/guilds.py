@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -18,9 +19,16 @@ from storage.styles import MAX_GUILD_STYLES, GuildStyleExists, GuildStyleRecord,
 
 log = logging.getLogger(__name__)
 
+# Guilds whose settings stay cached (each a few hundred bytes); the least recently used go past this.
+SETTINGS_CACHE = 4096
+
 
 class GuildService:
-    """Reads and changes guild settings (audited) and the guild's style presets (`/style add`)."""
+    """Reads and changes guild settings (audited) and the guild's style presets (`/style add`).
+
+    Settings are read on every job and change only through `update` (this service is their one writer),
+    so they are cached: a job costs no database read for them.
+    """
 
     def __init__(
         self,
@@ -33,18 +41,38 @@ class GuildService:
         self._switchable_adapters = switchable_adapters
         self._db = db
         self._clock = clock
+        self._cache: OrderedDict[int, GuildSettings] = OrderedDict()
+        self._writes = 0  # bumped by every change, so a read that overlapped one is not cached
 
     async def settings(self, guild_id: int) -> GuildSettings:
+        if (cached := self._cache.get(guild_id)) is not None:
+            self._cache.move_to_end(guild_id)
+            return cached
+        writes = self._writes
         async with self._db.transaction(write=False) as tx:
-            return await guilds.get(tx, guild_id)
+            found = await guilds.get(tx, guild_id)
+        if writes == self._writes:
+            self._remember(found)
+        return found
 
     async def update(self, guild_id: int, actor_id: int, **changes: Any) -> GuildSettings:
         """Change some settings (names as in `GuildSettings`), audited as `actor_id`'s change."""
+        self._writes += 1
+        self._cache.pop(guild_id, None)
         try:
             async with self._db.transaction() as tx:
-                return await guilds.update(tx, guild_id, actor_id, self._clock(), **changes)
+                new = await guilds.update(tx, guild_id, actor_id, self._clock(), **changes)
         except ValueError as exc:
             raise InvalidInput(N_("That setting was not changed: {reason}."), reason=str(exc)) from None
+        self._writes += 1
+        self._remember(new)
+        return new
+
+    def _remember(self, found: GuildSettings) -> None:
+        self._cache[found.guild_id] = found
+        self._cache.move_to_end(found.guild_id)
+        while len(self._cache) > SETTINGS_CACHE:
+            self._cache.popitem(last=False)
 
     async def style_book(self, guild_id: int) -> StyleBook:
         """The configured presets plus the guild's own (`/style add`); bad stored rows are skipped."""
