@@ -25,6 +25,12 @@ def normalize_prompt(text: str) -> str:
     overrides, lone surrogates) removed, except joiners inside a word; runs of whitespace collapsed to
     one space; trimmed. The result may be empty: `is_visible` tells whether anything is left to draw.
     """
+    if text.isascii() and text.isprintable():  # the common case: nothing to compose or drop
+        return " ".join(text.split())
+    return _normalize_any(text)
+
+
+def _normalize_any(text: str) -> str:
     kept: list[str] = []
     for ch in unicodedata.normalize("NFC", _drop_surrogates(text)):
         category = unicodedata.category(ch)

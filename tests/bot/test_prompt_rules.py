@@ -6,13 +6,15 @@ import sqlite3
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bot.core.errors import InvalidInput
 from bot.core.plans import ImagineOptions, Planner, Requester
 from bot.core.settings import Settings
 from bot.core.styles import StyleBook, StylePreset
 from inference.protocol import JobRequest
-from inference.text import MAX_PROMPT_CHARS, is_visible, normalize_prompt
+from inference.text import MAX_PROMPT_CHARS, _normalize_any, is_visible, normalize_prompt
 from inference.vocabulary import Lane
 from storage.guilds import GuildSettings
 from tests.bot.harness import build_world, ephemeral_reply, running_bot
@@ -82,3 +84,8 @@ async def test_discord_is_told_the_limit_the_bot_enforces(
     with sqlite3.connect(settings.database.path) as conn:
         assert conn.execute("SELECT COUNT(*) FROM ledger").fetchone() == (0,)
         assert conn.execute("SELECT COUNT(*) FROM jobs").fetchone() == (0,)
+
+
+@given(st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=127), max_size=200))
+def test_the_ascii_fast_path_normalises_as_the_general_rules_do(text: str) -> None:
+    assert normalize_prompt(text) == _normalize_any(text)
