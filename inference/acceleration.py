@@ -80,10 +80,10 @@ def compile_denoiser(denoiser: torch.nn.Module, settings: EngineSettings, device
         use_compile_cache(settings.compile_cache_dir)
     if settings.batch_buckets:
         # Every bucket at every warm-up size, with and without classifier-free guidance (twice the rows),
-        # must stay compiled: raise dynamo's per-function recompile limit to hold them all.
+        # must stay compiled: raise dynamo's per-function recompile limit to hold them all, on top of what
+        # it holds already (another model of the same class compiled in this worker shares the function).
         shapes = 2 * len(settings.batch_buckets) * max(1, len(settings.compile_warmup_sizes))
-        limit = torch._dynamo.config.recompile_limit
-        torch._dynamo.config.recompile_limit = max(limit, shapes + 2)
+        torch._dynamo.config.recompile_limit += shapes
     # Static shapes with buckets (each bucket its own graph); without, torch's default (dynamic after the
     # second shape it sees).
     dynamic = False if settings.batch_buckets else None
