@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -42,8 +41,17 @@ RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def proc_status_mb(field: str) -> float:
+    """VmRSS (now) or VmHWM (the peak since the last reset) of this process, in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def reset_peak_rss() -> None:
+    """Reset VmHWM to the current RSS (Linux: writing 5 to clear_refs), so the next peak is the decode's."""
+    Path("/proc/self/clear_refs").write_text("5")
 
 
 # ---------------------------------------------------------------- prompt cache (in this process)
@@ -51,6 +59,7 @@ def rss_mb() -> float:
 
 def prompt_cache(model: str, reps: int) -> dict[str, Any]:
     import numpy as np
+    import torch
 
     from inference.acceleration import PromptCache
     from inference.engine import DiffusersEngine
@@ -71,8 +80,11 @@ def prompt_cache(model: str, reps: int) -> dict[str, Any]:
     on = PromptCache(64, 64 * 1024 * 1024)
     times: dict[str, list[float]] = {"off": [], "on": []}
     pictures: dict[str, Any] = {}
+    pipe = engine._pipes.generate
+    encode_ms = []
     for rep in range(reps + 1):  # the first round fills the cache and is not timed
-        for name, cache in (("off", off), ("on", on)):
+        pair = [("off", off), ("on", on)]
+        for name, cache in pair if rep % 2 else pair[::-1]:  # alternate which goes first
             engine._prompt_cache = cache
             reroll = make_item(f"r{rep}", 1000 + rep, prompt=item.request.prompt, steps=item.steps,
                                guidance=item.guidance, size=(item.width, item.height))  # fmt: skip
@@ -81,6 +93,10 @@ def prompt_cache(model: str, reps: int) -> dict[str, Any]:
             if rep:
                 times[name].append((time.perf_counter() - started) * 1000)
             pictures[name] = np.asarray(result[0][0].pixels)
+        started = time.perf_counter()
+        with torch.no_grad():
+            pipe.encode_prompt(item.request.prompt, pipe._execution_device, 1, False)
+        encode_ms.append((time.perf_counter() - started) * 1000)
         identical = bool(np.array_equal(pictures["off"], pictures["on"]))
         if not identical:
             break
@@ -95,6 +111,10 @@ def prompt_cache(model: str, reps: int) -> dict[str, Any]:
         "cached_ms": round(on_ms, 1),
         "saved_ms": round(off_ms - on_ms, 1),
         "saved_share": round((off_ms - on_ms) / off_ms, 3),
+        "text_encoder_ms": round(statistics.median(encode_ms), 1),
+        # Every timed re-roll, in order: on a shared machine the spread says how far to trust the medians.
+        "uncached_ms_each": [round(t) for t in times["off"]],
+        "cached_ms_each": [round(t) for t in times["on"]],
         "identical": identical,
         "hits": on.stats.hits,
         "misses": on.stats.misses,
@@ -181,16 +201,18 @@ def vae_child(tiled: bool, size: int) -> dict[str, Any]:
         vae.tile_sample_min_size, vae.tile_latent_min_size = 512, 64
         vae.enable_tiling()
     latents = torch.randn(1, 4, size // 8, size // 8)
-    before = rss_mb()
+    reset_peak_rss()
+    before = proc_status_mb("VmRSS")
     started = time.perf_counter()
     with torch.no_grad():
         vae.decode(latents)
     seconds = time.perf_counter() - started
+    peak = proc_status_mb("VmHWM") - before
     return {
         "tiled": tiled,
         "size": size,
         "decode_s": round(seconds, 1),
-        "peak_rss_growth_mb": round(rss_mb() - before),
+        "peak_rss_growth_mb": round(peak),
     }
 
 
@@ -234,16 +256,27 @@ def main() -> int:
     skip = set(args.skip.split(",")) - {""}
     reps = 3 if args.quick else 5
     started = time.perf_counter()
-    result: dict[str, Any] = {"machine": f"{platform.machine()} cpu, 1 thread", "quick": args.quick}
-    if "cache" not in skip:
-        result["prompt_cache"] = [prompt_cache("bundled", reps * 2), prompt_cache("sd-turbo", reps)]
-    if "compile" not in skip:
-        result["compile"] = compile_figures(reps)
-    if "vae" not in skip:
-        result["vae_tiling"] = vae_figures(512 if args.quick else 1024)
+    out = RESULTS / "accel.json"
+    # A part left out with --skip keeps its figures from the last run that made them (each part's own
+    # `run_at` says when); each part measures its switch on and off side by side within itself.
+    result: dict[str, Any] = json.loads(out.read_text()) if skip and out.is_file() else {}
+    result |= {"machine": f"{platform.machine()} cpu, 1 thread", "quick": args.quick}
+    parts = {
+        "prompt_cache": (
+            "cache",
+            lambda: [prompt_cache("bundled", reps * 2), prompt_cache("sd-turbo", reps)],
+        ),
+        "compile": ("compile", lambda: compile_figures(reps)),
+        "vae_tiling": ("vae", lambda: vae_figures(512 if args.quick else 1024)),
+    }
+    for key, (name, measure) in parts.items():
+        if name in skip:
+            continue
+        print(f"measuring {key}", file=sys.stderr, flush=True)
+        result[key] = {"run_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "figures": measure()}
     result["elapsed_s"] = round(time.perf_counter() - started, 1)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "accel.json").write_text(json.dumps(result, indent=2) + "\n")
+    out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result))
     return 0
 

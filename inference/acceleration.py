@@ -43,21 +43,40 @@ def next_bucket(n: int, buckets: list[int]) -> int:
     return next((b for b in buckets if b >= n), n)
 
 
+# The call arguments that hold one entry per picture (lists of `n`, or tensors of `n` rows).
+ROW_ARGUMENTS = frozenset(
+    {
+        "prompt",
+        "negative_prompt",
+        "generator",
+        "image",
+        "mask_image",
+        "prompt_embeds",
+        "negative_prompt_embeds",
+        "pooled_prompt_embeds",
+        "negative_pooled_prompt_embeds",
+    }
+)
+
+
 def pad_call(kwargs: dict[str, Any], n: int, target: int) -> dict[str, Any]:
-    """The call's per-row arguments (lists and tensors of `n` rows) padded to `target` rows with copies of
-    the last one. Each added generator is a fresh clone of the last one's state, so the real rows draw
+    """The call's per-row arguments (`ROW_ARGUMENTS`) padded from `n` to `target` rows with copies of the
+    last one. Each added generator is a fresh clone of the last one's state, so the real rows draw
     exactly the noise they would unpadded (a shared generator would advance between rows and steps)."""
     if target <= n:
         return kwargs
     extra = target - n
     padded = dict(kwargs)
-    for key, value in kwargs.items():
-        if key == "generator" and isinstance(value, list) and len(value) == n:
+    for key in ROW_ARGUMENTS & kwargs.keys():
+        value = kwargs[key]
+        if key == "generator" and isinstance(value, list):
             padded[key] = value + [_clone(value[-1]) for _ in range(extra)]
-        elif isinstance(value, list) and len(value) == n:
+        elif isinstance(value, list):
             padded[key] = value + [value[-1]] * extra
-        elif isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == n:
+        elif isinstance(value, torch.Tensor):
             padded[key] = torch.cat([value, value[-1:].expand(extra, *value.shape[1:])])
+        if len(padded[key]) != target:
+            raise ValueError(f"{key} has {len(value)} rows, not the batch's {n}")
     return padded
 
 

@@ -188,8 +188,9 @@ class EngineSettings(BaseModel):
     compile_cache_dir: Path | None = None
     channels_last: bool = False
     # Encoded prompts kept for re-rolls and variations (SD 1.x/2.x pipelines; SDXL, SD3 and FLUX encode
-    # every call), least recently used dropped first past either bound; 0 entries: no cache.
-    prompt_cache_entries: int = Field(default=0, ge=0, le=100_000)
+    # every call), on the device, least recently used dropped first past either bound; 0 entries: no cache.
+    # On by default: identical pictures, and a measured gain (bench/accel.py, docs/performance.md).
+    prompt_cache_entries: int = Field(default=256, ge=0, le=100_000)
     prompt_cache_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
     # Decode pictures of at least this many pixels in tiles of `vae_tile_size` (and one at a time), which
     # bounds the decoder's memory; tiles are blended, so pictures differ slightly. Unset: never tiled.
@@ -238,6 +239,11 @@ class EngineSettings(BaseModel):
             raise ValueError(
                 f"batch_buckets must be distinct positive sizes in ascending order: {self.batch_buckets}"
             )
+        for width, height in self.compile_warmup_sizes:
+            if not (64 <= width <= 2048 and 64 <= height <= 2048 and width % 8 == 0 and height % 8 == 0):
+                raise ValueError(
+                    f"compile_warmup_sizes: {width}x{height} is not 64-2048 a side, a multiple of 8"
+                )
         return self
 
     @property

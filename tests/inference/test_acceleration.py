@@ -52,6 +52,7 @@ def settings_for(model: Path, **switches: object) -> EngineSettings:
         preview_interval_s=0.0,
         preview_min_steps=1,
         defaults=ModelDefaults(steps=2, guidance=5.0, width=64, height=64),
+        prompt_cache_entries=0,  # each test turns on only the switch it is about
     ).model_copy(update=switches)
 
 
@@ -70,6 +71,11 @@ def test_buckets_and_padding_rules() -> None:
         {"generator": generators, "prompt": ["x", "y"], "prompt_embeds": embeds, "width": 2}, 2, 4
     )
     assert padded["prompt"] == ["x", "y", "y", "y"] and padded["width"] == 2
+    # Only per-row arguments: a list that merely has the batch's length is left alone.
+    one = pad_call({"prompt": ["x"], "callback_on_step_end_tensor_inputs": ["latents"]}, 1, 2)
+    assert one == {"prompt": ["x", "x"], "callback_on_step_end_tensor_inputs": ["latents"]}
+    with pytest.raises(ValueError, match="rows"):
+        pad_call({"prompt": ["x"], "image": ["a", "b"]}, 1, 4)
     assert torch.equal(padded["prompt_embeds"][2:], embeds[1:].expand(2, 3))
     # Added generators are clones, not the same object: drawing from them leaves the real rows' alone.
     assert padded["generator"][:2] == generators and all(
@@ -79,6 +85,8 @@ def test_buckets_and_padding_rules() -> None:
     assert torch.equal(first, torch.randn(4, generator=generators[1]))
     with pytest.raises(ValueError, match="ascending"):
         EngineSettings(batch_buckets=[4, 2])
+    with pytest.raises(ValueError, match="multiple of 8"):
+        EngineSettings(compile_warmup_sizes=[(512, 500)])
 
 
 @pytest.mark.parametrize("sampler", [None, "EulerAncestralDiscreteScheduler"])
