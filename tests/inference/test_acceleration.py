@@ -244,3 +244,13 @@ async def test_counters_in_the_metrics(tiny_model_dir: Path) -> None:
     assert "brushfire_prompt_cache_hits_total 8" in text
     assert "brushfire_prompt_cache_misses_total 4" in text
     assert "brushfire_padded_rows_total 2" in text
+
+
+def test_attention_runs_on_pytorch_sdpa(plain: DiffusersEngine) -> None:
+    """SDPA (flash / memory-efficient kernels on a GPU) is diffusers' default attention; nothing to set,
+    and nothing the engine's loading undoes."""
+    for pipe in (plain._pipes.generate, plain._pipes.img2img):
+        processors = {type(p).__name__ for p in pipe.unet.attn_processors.values()}
+        assert processors == {"AttnProcessor2_0"}
+    vae_processors = {type(p).__name__ for p in plain._pipes.generate.vae.attn_processors.values()}
+    assert vae_processors == {"AttnProcessor2_0"}
