@@ -17,7 +17,9 @@ Side by side in one run, each switch on and off:
                  decode on one core. Activations scale with width, the decoder's attention does not.
 
 Nothing here is a GPU figure: on a GPU `bench/gpu.py` measures the same switches. `python bench/accel.py
-[--quick]`; results in bench/results/accel.json, the last line of output one JSON object.
+[--quick] [--skip cache,compile,vae]` (all three parts: about 15 minutes on a loaded 2-core machine, the
+cold compile most of it); results in bench/results/accel.json, each part under its own `run_at` (a part
+left out with --skip keeps its last figures), the last line of output one JSON object.
 """
 
 from __future__ import annotations
