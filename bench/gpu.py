@@ -1,8 +1,10 @@
 """The prepared device check: raw batched pipeline against the whole stack, on one GPU, nothing downloaded.
 
 For each architecture (`sd-turbo`, `sdxl-turbo`: random weights, the published shapes, built on the GPU by
-`inference.archs.build`), without and then with `torch.compile` (the engine's `compile` setting, which
-compiles the UNet in place), and for each batch size (1, 8, 16):
+`inference.archs.build`), eager and then compiled as a deployment would set it (the engine's `compile`
+with `batch_buckets` = the measured batch sizes, static shapes, every bucket warmed up at load: the row's
+`warm_up_s`), and for sd-turbo with CUDA graphs too (`compile_mode = "reduce-overhead"`), and for each
+batch size (1, 8, 16):
 
   raw_ips        images/s of back-to-back bare pipeline calls of that batch (decoded, left on the device);
   stack_ips      images/s through the whole worker stack (engine conversion and encoding, scheduler, HTTP
@@ -13,8 +15,15 @@ compiles the UNet in place), and for each batch size (1, 8, 16):
   p50_ms/p99_ms  job latency (submit to picture downloaded) under an offered load of open-loop Poisson
                  arrivals at `--load` (default 0.7) of the measured stack rate.
 
-and, eager at the largest batch, `tiny_decoder`: the raw rate with a TAESD-shaped AutoencoderTiny (random
-weights) decoding in place of the VAE, as the opt-in `final_decoder` setting would (`over_own_vae`).
+(compiled rows: raw figures only, the stack's cost around the model being the eager rows'), and, eager at
+the largest batch, `tiny_decoder`: the raw rate with a TAESD-shaped AutoencoderTiny (random weights)
+decoding in place of the VAE, as the opt-in `final_decoder` setting would (`over_own_vae`); and
+`switches`, each on and off on an eager engine before any compile: `prompt_cache` (a one-image sd-turbo
+re-roll, ms uncached and cached) and `vae_tiling` (one sdxl-turbo picture at 1024², decoded whole and in
+512-pixel tiles: ms and peak device memory).
+
+The plan runs in order of value (eager rows, switches, sd-turbo compiled, sd-turbo CUDA graphs,
+sdxl-turbo compiled), so what the budget cuts is the least needed.
 
 Everything runs against a time budget (`--budget-s`, default 170 s: no measurement starts after it, which
 leaves room for a compile that starts late within a 4-minute device check); whatever does not fit is
@@ -132,12 +141,30 @@ def build(name: str, smoke: bool, device: str) -> tuple[Any, Any]:
     return build_random_pipeline(name, device, dtype), get_arch(name).defaults
 
 
-def engine_for(pipe: Any, defaults: Any, name: str, device: str, compiled: bool) -> Any:
+# The compile variants: eager, then as a deployment would set it (static shapes padded to the measured
+# batch sizes as buckets, warmed up at load), then CUDA graphs on top.
+VARIANTS = {
+    "eager": {},
+    "compile": {"compile": True},
+    "reduce-overhead": {"compile": True, "compile_mode": "reduce-overhead"},
+}
+
+
+def engine_for(
+    pipe: Any, defaults: Any, name: str, device: str, variant: str, buckets: list[int]
+) -> tuple[Any, float]:
+    """The engine over `pipe` and the seconds it took; a compiled variant compiles the UNet in place and
+    warms up every bucket at the default size before it returns."""
     from inference.engine import DiffusersEngine
     from inference.settings import EngineSettings
 
-    settings = EngineSettings(device=device, compile=compiled, defaults=defaults, cpu_threads=None)
-    return DiffusersEngine.from_pipeline(settings, pipe, model_name=f"random:{name}")
+    switches: dict[str, Any] = dict(VARIANTS[variant])
+    if switches:
+        switches["batch_buckets"] = buckets
+    settings = EngineSettings(device=device, defaults=defaults, cpu_threads=None, **switches)
+    started = time.perf_counter()
+    engine = DiffusersEngine.from_pipeline(settings, pipe, model_name=f"random:{name}")
+    return engine, time.perf_counter() - started
 
 
 # ---------------------------------------------------------------- the three measurements
@@ -292,6 +319,76 @@ def with_tiny_decoder(
     return {"decoder": "taesd-shaped AutoencoderTiny", "batch": batch} | figures
 
 
+def prompt_cache(engine: Any, defaults: Any, reps: int) -> dict[str, Any]:
+    """A one-image re-roll (same prompt, new seed) through the engine, the prompt-embedding cache off and
+    on, alternated: median ms each way (the first round fills the cache and is not timed)."""
+    from inference.acceleration import PromptCache
+    from tests.inference.items import make_item
+
+    caches = {"off": PromptCache(0, 0), "on": PromptCache(64, 64 * 1024 * 1024)}
+    times: dict[str, list[float]] = {"off": [], "on": []}
+    own = engine._prompt_cache
+    try:
+        for rep in range(reps + 1):
+            for name, cache in caches.items():
+                engine._prompt_cache = cache
+                item = make_item(f"r{rep}", rep, steps=defaults.steps, guidance=defaults.guidance,
+                                 size=(defaults.width, defaults.height))  # fmt: skip
+                started = time.perf_counter()
+                engine.run_batch([item], lambda _: None, lambda: False)
+                if rep:
+                    times[name].append((time.perf_counter() - started) * 1000)
+    finally:
+        engine._prompt_cache = own
+    off, on = statistics.median(times["off"]), statistics.median(times["on"])
+    return {"uncached_ms": off, "cached_ms": on, "saved_ms": off - on, "hits": caches["on"].stats.hits}
+
+
+def vae_tiling(engine: Any, defaults: Any, cuda: bool, tile: int) -> dict[str, Any]:
+    """One image at the default size decoded whole, then tiled: ms per call and peak device memory."""
+    from tests.inference.items import make_item
+
+    own = engine._settings
+    rows: dict[str, Any] = {}
+    try:
+        for name, pixels in (("whole", None), ("tiled", defaults.width * defaults.height)):
+            engine._settings = own.model_copy(update={"vae_tiling_min_pixels": pixels, "vae_tile_size": tile})
+            times = []
+            for rep in range(3):
+                item = make_item(f"t{rep}", rep, steps=defaults.steps, guidance=defaults.guidance,
+                                 size=(defaults.width, defaults.height))  # fmt: skip
+                if cuda:
+                    import torch
+
+                    torch.cuda.reset_peak_memory_stats()
+                started = time.perf_counter()
+                engine.run_batch([item], lambda _: None, lambda: False)
+                synchronize(cuda)
+                times.append((time.perf_counter() - started) * 1000)
+            rows[f"{name}_ms"] = statistics.median(times[1:])
+            if cuda:
+                rows[f"{name}_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    finally:
+        engine._settings = own
+    return {"size": [defaults.width, defaults.height], "tile": tile} | rows
+
+
+def switches(pipes: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """The switches that need no compile, each on and off on an eager engine: the prompt-embedding cache
+    on sd-turbo (an SD pipeline; SDXL is not cached), tiled VAE decoding on sdxl-turbo at its 1024²."""
+    cuda = args.device == "cuda"
+    out: dict[str, Any] = {}
+    if "sd-turbo" in pipes:
+        pipe, defaults, _ = pipes["sd-turbo"]
+        engine, _ = engine_for(pipe, defaults, "sd-turbo", args.device, "eager", [])
+        out["prompt_cache"] = rounded(prompt_cache(engine, defaults, 2 if args.smoke else 10))
+    if "sdxl-turbo" in pipes:
+        pipe, defaults, _ = pipes["sdxl-turbo"]
+        engine, _ = engine_for(pipe, defaults, "sdxl-turbo", args.device, "eager", [])
+        out["vae_tiling"] = rounded(vae_tiling(engine, defaults, cuda, 32 if args.smoke else 512))
+    return out
+
+
 # ---------------------------------------------------------------- the plan
 
 
@@ -303,12 +400,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     skipped: list[str] = []
     tiny_rows: list[dict[str, Any]] = []
-    compile_modes = [False] if args.smoke else [False, True]
-    plan = [(c, a) for c in compile_modes for a in args.archs]  # every eager figure before any compile
+    # Every eager figure before any compile; CUDA graphs on sd-turbo only (the budget).
+    plan = [("eager", a) for a in args.archs]
+    if not args.smoke:
+        compiled = [("compile", "sd-turbo"), ("reduce-overhead", "sd-turbo"), ("compile", "sdxl-turbo")]
+        plan += [(v, a) for v, a in compiled if a in args.archs]
+    switch_figures: dict[str, Any] = {}
     pipes: dict[str, tuple[Any, Any, BusyClock]] = {}
-    for compiled, name in plan:
+    for variant, name in plan:
+        if variant != "eager" and not switch_figures:  # the eager switches, before any compile
+            switch_figures = await asyncio.to_thread(switches, pipes, args)
         if time.perf_counter() > deadline:
-            skipped += [f"{name} compile={compiled} batch={b}: over the time budget" for b in args.batches]
+            skipped += [f"{name} {variant} batch={b}: over the time budget" for b in args.batches]
             continue
         if name not in pipes:
             started = time.perf_counter()
@@ -318,37 +421,59 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             pipes[name] = (pipe, defaults, clock)
             log.info("built %s in %.1f s", name, time.perf_counter() - started)
         pipe, defaults, clock = pipes[name]
-        engine = await asyncio.to_thread(engine_for, pipe, defaults, name, args.device, compiled)
+        if variant != "eager":
+            torch._dynamo.reset()  # each variant compiles afresh, within dynamo's recompile limit
+        try:
+            engine, warm_up_s = await asyncio.to_thread(
+                engine_for, pipe, defaults, name, args.device, variant, args.batches
+            )
+        except Exception as exc:  # a compile mode that does not hold for this model: say so, go on
+            if variant == "eager":
+                raise
+            skipped.append(f"{name} {variant}: failed to compile and warm up ({type(exc).__name__}: {exc})")
+            continue
         for batch in args.batches:
             if time.perf_counter() > deadline:
-                skipped.append(f"{name} compile={compiled} batch={batch}: over the time budget")
+                skipped.append(f"{name} {variant} batch={batch}: over the time budget")
                 continue
-            row: dict[str, Any] = {"arch": name, "compile": compiled, "batch": batch}
+            row: dict[str, Any] = {"arch": name, "variant": variant, "batch": batch}
+            if variant != "eager":
+                row["warm_up_s"] = warm_up_s
             try:
                 row |= await asyncio.to_thread(raw, pipe, defaults, batch, args.window_s, clock)
-                row |= await stack(engine, batch, args, clock)
+                if variant == "eager":
+                    row |= await stack(engine, batch, args, clock)
             except torch.cuda.OutOfMemoryError as exc:
-                skipped.append(f"{name} compile={compiled} batch={batch}: out of memory ({exc})")
+                skipped.append(f"{name} {variant} batch={batch}: out of memory ({exc})")
                 continue
-            row["stack_over_raw"] = row["stack_ips"] / row["raw_ips"]
+            except Exception as exc:  # e.g. CUDA graphs that do not hold for this pipeline
+                if variant == "eager":
+                    raise
+                skipped.append(f"{name} {variant} batch={batch}: {type(exc).__name__}: {exc}")
+                continue
+            if "stack_ips" in row:
+                row["stack_over_raw"] = row["stack_ips"] / row["raw_ips"]
             rows.append(rounded(row))
             log.info("%s", rows[-1])
-        if not compiled and time.perf_counter() < deadline:
+        if variant == "eager" and time.perf_counter() < deadline:
             batch = max(args.batches)
             tiny = await asyncio.to_thread(with_tiny_decoder, pipe, defaults, batch, args.window_s, clock)
             own = [
-                r["raw_ips"] for r in rows if (r["arch"], r["compile"], r["batch"]) == (name, False, batch)
+                r["raw_ips"] for r in rows if (r["arch"], r["variant"], r["batch"]) == (name, "eager", batch)
             ]
             ratio = {"over_own_vae": tiny["raw_ips"] / own[0]} if own else {}
             tiny_rows.append(rounded({"arch": name, **tiny, **ratio}))
         if cuda:
             torch.cuda.empty_cache()
+    if not switch_figures and time.perf_counter() < deadline:
+        switch_figures = await asyncio.to_thread(switches, pipes, args)
     device_name = torch.cuda.get_device_name() if cuda else "cpu"
     return {
         "device": device_name,
         "smoke": args.smoke,
         "results": rows,
         "tiny_decoder": tiny_rows,
+        "switches": switch_figures,
         "skipped": skipped,
         "config": {
             k: v for k, v in vars(args).items() if k not in ("drive", "mode", "clients", "rate", "seconds")

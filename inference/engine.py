@@ -2,9 +2,9 @@
 
 This is the only module of the worker that imports torch and diffusers. The scheduler drives it through
 the `Engine` protocol in `inference.engine_api`, from a worker thread, one batch at a time.
-(About 550 lines: loading, the batch call and its results share the pipelines' state and belong together;
+(About 620 lines: loading, the batch call and its results share the pipelines' state and belong together;
 upscale batches add a short path that shares the same img2img call and results; inpaint batches' canvases
-and blending live in inference/inpainting.py.)
+and blending live in inference/inpainting.py, the speed switches in inference/acceleration.py.)
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from diffusers import (
 )
 from PIL import Image
 
-from inference import families, inpainting
+from inference import acceleration, families, inpainting
+from inference.acceleration import PromptCache
 from inference.engine_api import (
     BatchItem,
     BatchKey,
@@ -125,6 +126,8 @@ class DiffusersEngine:
         self._safety = safety
         self._adapters = [a.name for a in settings.adapters if not a.fuse]
         self._lock = threading.Lock()  # one batch at a time: pipelines and schedulers keep state
+        self._prompt_cache = PromptCache(settings.prompt_cache_entries, settings.prompt_cache_bytes)
+        self._padded_rows = 0  # bucket padding: rows computed and dropped
 
     # --- Loading ---
 
@@ -194,9 +197,25 @@ class DiffusersEngine:
         if safety is None and settings.safety is not None:
             cache = str(settings.cache_dir) if settings.cache_dir else None
             safety = SafetyClassifier.load(settings.safety, device, dtype, cache)
-        log.info("engine ready: %s (%s) on %s", model_name, family.title, device)
         previewer = Previewer(decoder, family)
-        return cls(settings, pipes, model_name=model_name, device=device, previewer=previewer, safety=safety)
+        engine = cls(
+            settings, pipes, model_name=model_name, device=device, previewer=previewer, safety=safety
+        )
+        acceleration.warm_up(settings, engine.run_batch)
+        log.info("engine ready: %s (%s) on %s", model_name, family.title, device)
+        return engine
+
+    @property
+    def acceleration_counters(self) -> dict[str, float]:
+        """The speed switches' counters for the worker's metrics."""
+        stats = self._prompt_cache.stats
+        return {
+            "prompt_cache_hits": stats.hits,
+            "prompt_cache_misses": stats.misses,
+            "prompt_cache_entries": stats.entries,
+            "prompt_cache_bytes": stats.bytes,
+            "padded_rows": self._padded_rows,
+        }
 
     # --- The Engine protocol ---
 
@@ -270,9 +289,12 @@ class DiffusersEngine:
             try:
                 kwargs = self._call_kwargs(pipe, items, shape)
                 canvases = self._canvases(pipe, items, shape, kwargs)
+                kwargs, rows = self._accelerated(pipe, kwargs, shape)
                 stopped = threading.Event()
-                kwargs["callback_on_step_end"] = self._step_callback(kwargs, on_step, should_stop, stopped)
-                output = self._call(pipe, kwargs)
+                kwargs["callback_on_step_end"] = self._step_callback(
+                    kwargs, on_step, should_stop, stopped, rows
+                )
+                output = self._call(pipe, kwargs, rows)
             finally:
                 pipe.scheduler = own  # the next batch starts from the model's own sampler
         if stopped.is_set() or output is None:
@@ -311,9 +333,12 @@ class DiffusersEngine:
             pipe.scheduler = self._sampler(own, shape.sampler)
             try:
                 kwargs = self._call_kwargs(pipe, items, redraw, [Image.fromarray(p) for p in enlarged])
+                kwargs, rows = self._accelerated(pipe, kwargs, redraw)
                 stopped = threading.Event()
-                kwargs["callback_on_step_end"] = self._step_callback(kwargs, on_step, should_stop, stopped)
-                output = self._call(pipe, kwargs)
+                kwargs["callback_on_step_end"] = self._step_callback(
+                    kwargs, on_step, should_stop, stopped, rows
+                )
+                output = self._call(pipe, kwargs, rows)
             finally:
                 pipe.scheduler = own
         if stopped.is_set() or output is None:
@@ -435,6 +460,19 @@ class DiffusersEngine:
         kwargs.update(canvases.call_kwargs())
         return canvases
 
+    def _accelerated(
+        self, pipe: Pipeline, kwargs: dict[str, Any], shape: BatchKey
+    ) -> tuple[dict[str, Any], int]:
+        """The call with the configured speed switches applied, and its real row count: cached prompt
+        embeddings, tiled decoding for large pictures, and padding to the next batch-size bucket."""
+        rows = len(kwargs["generator"])
+        if self._prompt_cache.usable(pipe, kwargs, shape.adapter):
+            kwargs = self._prompt_cache.apply(pipe, kwargs)
+        acceleration.set_vae_tiling(pipe, self._settings, shape.width, shape.height)
+        target = acceleration.next_bucket(rows, self._settings.batch_buckets)
+        self._padded_rows += target - rows
+        return acceleration.pad_call(kwargs, rows, target), rows
+
     @staticmethod
     def _init_image(item: BatchItem, size: tuple[int, int]) -> Image.Image:
         assert item.init_image is not None
@@ -446,7 +484,9 @@ class DiffusersEngine:
         on_step: Callable[[StepUpdate], None],
         should_stop: Callable[[], bool],
         stopped: threading.Event,
+        rows: int,
     ) -> Callable[..., dict[str, Any]]:
+        """The per-step callback: progress, previews of the `rows` real pictures (not the padding), stop."""
         settings = self._settings
         planned = kwargs.get("num_inference_steps", 1)
         size = (kwargs.get("width", 0), kwargs.get("height", 0))
@@ -469,7 +509,8 @@ class DiffusersEngine:
             if want_preview(step, total):
                 # The instruction-editing pipeline (InstructPix2Pix) is an SD 1.5 one, whatever the main model.
                 family = families.SD if pipe is self._pipes.edit else self._pipes.family
-                previews = self._previewer(pipe, tensors.get("latents"), size, family)
+                latents = tensors.get("latents")
+                previews = self._previewer(pipe, None if latents is None else latents[:rows], size, family)
             on_step(StepUpdate(step=step, total=total, previews=previews))
             if should_stop():
                 stopped.set()
@@ -480,16 +521,22 @@ class DiffusersEngine:
 
         return callback
 
-    def _call(self, pipe: Pipeline, kwargs: dict[str, Any]) -> Any:
+    def _call(self, pipe: Pipeline, kwargs: dict[str, Any], rows: int) -> Any:
+        """The pipeline call; its output keeps only the first `rows` pictures (the rest were padding)."""
         try:
-            return pipe(**kwargs)
+            output = pipe(**kwargs)
+            output.images = output.images[:rows]
+            flags = getattr(output, "nsfw_content_detected", None)
+            if flags is not None:
+                output.nsfw_content_detected = flags[:rows]
+            return output
         except _Stopped:
             return None
         except Exception as exc:
             if _is_oom(exc):
                 if self._device.type == "cuda":
                     torch.cuda.empty_cache()
-                n = len(kwargs["prompt"])
+                n = len(kwargs["generator"])
                 raise EngineOutOfMemory(f"out of memory running {n} images: {exc}") from exc
             raise EngineError(f"pipeline failed: {type(exc).__name__}: {exc}") from exc
 

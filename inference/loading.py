@@ -11,6 +11,7 @@ import torch
 from diffusers import AutoencoderTiny, AutoPipelineForText2Image, DiffusionPipeline
 
 from inference import families
+from inference.acceleration import compile_denoiser
 from inference.checkpoints import from_single_file, hub_access, is_single_file
 from inference.engine_api import EngineError
 from inference.settings import TINY_MODEL_NAME, AdapterSettings, EngineSettings
@@ -177,7 +178,7 @@ def prepare(pipe: Pipeline, settings: EngineSettings, device: torch.device, dtyp
                 module.to(memory_format=torch.channels_last)
     if settings.compile and denoiser is not None:
         # In place, so the img2img pipeline that shares this module runs the compiled one too.
-        denoiser.compile()
+        compile_denoiser(denoiser, settings, device)
 
 
 def share_components(edit: Pipeline, generate: Pipeline) -> None:

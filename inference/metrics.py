@@ -43,6 +43,13 @@ def render_metrics(scheduler: Scheduler, http: Counter[tuple[str, str, int]]) ->
     metric("results_dropped_unfetched_total", "counter", "Pictures dropped from a full budget before any fetch.", [("", results.dropped_unfetched)])  # fmt: skip
     if s.replicas:
         _replica_metrics(metric, s.replicas)
+    counters = engine_counters(scheduler.engine)
+    if counters:
+        metric("prompt_cache_hits_total", "counter", "Prompts whose embeddings came from the cache.", [("", counters["prompt_cache_hits"])])  # fmt: skip
+        metric("prompt_cache_misses_total", "counter", "Prompts encoded for the cache.", [("", counters["prompt_cache_misses"])])  # fmt: skip
+        metric("prompt_cache_entries", "gauge", "Encoded prompts held.", [("", counters["prompt_cache_entries"])])  # fmt: skip
+        metric("prompt_cache_bytes", "gauge", "Bytes of encoded prompts held.", [("", counters["prompt_cache_bytes"])])  # fmt: skip
+        metric("padded_rows_total", "counter", "Batch rows added to reach a batch-size bucket, computed and dropped.", [("", counters["padded_rows"])])  # fmt: skip
     if s.device_memory_bytes is not None:
         metric("device_memory_bytes", "gauge", "Device memory in use.", [("", s.device_memory_bytes)])
     requests = [
@@ -50,6 +57,17 @@ def render_metrics(scheduler: Scheduler, http: Counter[tuple[str, str, int]]) ->
     ]
     metric("http_requests_total", "counter", "HTTP requests answered.", requests)
     return "\n".join(out) + "\n" + scheduler.histograms.render()
+
+
+def engine_counters(engine: object) -> dict[str, float]:
+    """The speed switches' counters (`acceleration_counters`), summed over a model set's engines; empty
+    for an engine without them (a remote or bench engine)."""
+    engines = [engine, getattr(engine, "inner", None), *getattr(engine, "extras", {}).values()]
+    total: dict[str, float] = {}
+    for one in engines:
+        for name, value in getattr(one, "acceleration_counters", {}).items():
+            total[name] = total.get(name, 0) + value
+    return total
 
 
 def _replica_metrics(

@@ -169,8 +169,33 @@ class EngineSettings(BaseModel):
     final_decoder: str | None = None
     device: Literal["auto", "cuda", "mps", "cpu"] = "auto"
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    # torch.compile the UNet/transformer in place at load (inference/acceleration.py). Off: no GPU figure
+    # has been measured yet (bench/gpu.py measures it when a GPU is lent; on a CPU it costs minutes).
     compile: bool = False
+    # "default", "reduce-overhead" (CUDA graphs; only on CUDA, "default" elsewhere), "max-autotune" or
+    # "max-autotune-no-cudagraphs".
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = (
+        "default"
+    )
+    # Batch sizes (in images) a batch is padded up to with copies of its last row, whose pictures are
+    # dropped, so a compiled model sees only these shapes (static, each compiled once). Empty: no padding.
+    # A batch larger than the largest runs as it is; worker.max_batch stays the cap.
+    batch_buckets: list[int] = Field(default_factory=list, max_length=16)
+    # With `compile`: (width, height) sizes warmed up at start, one batch per bucket each, before the
+    # worker serves. Empty: the model's default size.
+    compile_warmup_sizes: list[tuple[int, int]] = Field(default_factory=list, max_length=8)
+    # Where inductor keeps compiled graphs across restarts (its default is under /tmp); unset: torch's own.
+    compile_cache_dir: Path | None = None
     channels_last: bool = False
+    # Encoded prompts kept for re-rolls and variations (SD 1.x/2.x pipelines; SDXL, SD3 and FLUX encode
+    # every call), on the device, least recently used dropped first past either bound; 0 entries: no cache.
+    # On by default: identical pictures, and a measured gain (bench/accel.py, docs/performance.md).
+    prompt_cache_entries: int = Field(default=256, ge=0, le=100_000)
+    prompt_cache_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
+    # Decode pictures of at least this many pixels in tiles of `vae_tile_size` (and one at a time), which
+    # bounds the decoder's memory; tiles are blended, so pictures differ slightly. Unset: never tiled.
+    vae_tiling_min_pixels: int | None = Field(default=None, ge=64 * 64)
+    vae_tile_size: int = Field(default=512, ge=32, le=4096, multiple_of=8)
     # Run the pipeline's own safety checker (SD 1.x folders ship one); off whenever `safety` is set.
     safety_checker: bool = True
     # An independent image safety classifier run on every output of every family; None runs none.
@@ -206,6 +231,19 @@ class EngineSettings(BaseModel):
             # Still "not set by hand": settings rebuilt with a model (`run.py worker --model`) must get
             # that model's defaults, not the bundled one's.
             self.__pydantic_fields_set__.discard("defaults")
+        return self
+
+    @model_validator(mode="after")
+    def _buckets_ascend(self) -> EngineSettings:
+        if self.batch_buckets != sorted(set(self.batch_buckets)) or any(b < 1 for b in self.batch_buckets):
+            raise ValueError(
+                f"batch_buckets must be distinct positive sizes in ascending order: {self.batch_buckets}"
+            )
+        for width, height in self.compile_warmup_sizes:
+            if not (64 <= width <= 2048 and 64 <= height <= 2048 and width % 8 == 0 and height % 8 == 0):
+                raise ValueError(
+                    f"compile_warmup_sizes: {width}x{height} is not 64-2048 a side, a multiple of 8"
+                )
         return self
 
     @property

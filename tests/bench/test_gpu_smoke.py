@@ -40,6 +40,11 @@ def test_the_device_check_runs_end_to_end_on_the_cpu(tmp_path: Path) -> None:
         assert 0 < row["gpu_busy_raw"] <= 1.05 and 0 < row["gpu_busy_stack"] <= 1.05
         assert 0 < row["p50_ms"] <= row["p99_ms"]
         assert row["latency_jobs"] >= 1
+    assert {r["variant"] for r in rows} == {"eager"}  # compiling is left out on the CPU
+    switches = summary["switches"]
+    cache, tiling = switches["prompt_cache"], switches["vae_tiling"]
+    assert cache["hits"] == 2 and cache["uncached_ms"] > 0 and cache["cached_ms"] > 0
+    assert tiling["size"] == [64, 64] and tiling["whole_ms"] > 0 and tiling["tiled_ms"] > 0
     tiny = summary["tiny_decoder"]
     assert [(r["arch"], r["batch"]) for r in tiny] == [("sd-turbo", 4), ("sdxl-turbo", 4)]
     assert all(r["raw_ips"] > 0 and r["over_own_vae"] > 0 for r in tiny)
