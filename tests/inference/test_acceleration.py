@@ -22,7 +22,7 @@ from inference.metrics import render_metrics
 from inference.models import ModelSet
 from inference.scheduler import Scheduler
 from inference.settings import EngineSettings, ModelDefaults, WorkerSettings
-from tests.inference.items import make_item
+from tests.inference.items import make_item, progress
 
 Pictures = list[np.ndarray]
 PIXEL_TOLERANCE = 2  # of 255: batched matrix products may round differently from single ones
@@ -32,7 +32,7 @@ def run(engine: DiffusersEngine, items: list[BatchItem]) -> tuple[Pictures, list
     updates: list[StepUpdate] = []
     results = engine.run_batch(items, updates.append, lambda: False)
     assert [len(r) for r in results] == [it.request.count for it in items]
-    return [np.asarray(image.pixels) for result in results for image in result], updates
+    return [np.asarray(image.pixels) for result in results for image in result], progress(results, updates)
 
 
 def with_sampler(item: BatchItem, sampler: str) -> BatchItem:
