@@ -291,7 +291,8 @@ class WorkerSettings(BaseModel):
     keepalive_timeout_s: float = Field(default=15.0, gt=0, le=3600)
     body_timeout_s: float = Field(default=30.0, gt=0, le=3600)
     job_ttl_s: float = Field(default=3600.0, gt=0)  # how long finished jobs' small records are kept
-    # At most this many finished jobs' records (status, error, the request) are kept, oldest dropped first.
+    # At most this many finished jobs' records are kept, oldest dropped first: each a ~0.6 KB tombstone
+    # (`inference.queue.FinishedJob`: key, fingerprint, status, final event as JSON).
     max_finished_jobs: int = Field(default=10_000, ge=100)
     # Bytes of finished pictures held for clients to fetch. Past it the oldest already fetched pictures go
     # first, then the oldest unfetched ones (a fetch of those answers 410 `gone`).
