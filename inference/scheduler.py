@@ -57,6 +57,7 @@ class _Running:
     estimate: float
     stop: bool = False
     last_report: float = 0.0
+    retry: bool = False  # half of a batch retried after out-of-memory: holds the slot to the end
     device_done: float | None = None  # when the engine said the device was free (`StepUpdate.device_free`)
     future: asyncio.Future[list[list[GeneratedImage]]] | None = None
 
@@ -431,11 +432,14 @@ class Scheduler:
             self._batch_tasks.add(task)
             task.add_done_callback(self._batch_tasks.discard)
 
-    def _launch(self, slices: list[Slice]) -> _Running:
-        """Hand a batch to an engine thread now (synchronously, so no loop turn delays the GPU)."""
+    def _launch(self, slices: list[Slice], *, retry: bool = False) -> _Running:
+        """Hand a batch to an engine thread now (synchronously, so no loop turn delays the GPU). A retry
+        (half of a batch that ran out of memory) keeps its slot until it returns: the other half follows."""
         loop = asyncio.get_running_loop()
         n = sum(s.count for s in slices)
-        run = _Running(slices, self._monotonic(), self._times.estimate(slices[0].job.key.shape, n))
+        run = _Running(
+            slices, self._monotonic(), self._times.estimate(slices[0].job.key.shape, n), retry=retry
+        )
         items = [s.item() for s in slices]  # input images still compressed: the engine decodes them
         on_step = self._progress_reporter(run, loop)
         run.future = loop.run_in_executor(
@@ -468,7 +472,7 @@ class Scheduler:
             log.warning("out of memory on a batch of %d images; retrying in halves", images)
             for half in halves(run.slices):
                 if live := [s for s in half if not s.job.status.is_final]:
-                    await self._settle(self._launch(live), first_try=False)
+                    await self._settle(self._launch(live, retry=True), first_try=False)
         except _BatchTimeout:
             self._fail(run.slices, ErrorCode.PIPELINE_ERROR, "the pipeline call timed out")
         except Exception as exc:
@@ -522,7 +526,7 @@ class Scheduler:
     def _device_free(self, run: _Running, at: float) -> None:
         """The engine is done with the device for this batch: its slot takes the next batch now, while
         this one's pictures are converted on the host (they are then encoded on the encoder pool)."""
-        if run in self._runs and not run.stop:
+        if run in self._runs and not run.stop and not run.retry:
             run.device_done = at
             self._runs.discard(run)
             self._fill()
