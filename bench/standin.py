@@ -151,11 +151,19 @@ class _StandInCall:
         output_type: str = "pil",
         callback_on_step_end: Any = None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
+        prompt_embeds: torch.Tensor | None = None,
         **_ignored: Any,
     ) -> StableDiffusionPipelineOutput:
         started = time.perf_counter()
         cpu = time.thread_time()
-        n = (len(prompt) if isinstance(prompt, list) else 1) * num_images_per_prompt
+        rows = (
+            len(prompt_embeds)
+            if prompt_embeds is not None
+            else len(prompt)
+            if isinstance(prompt, list)
+            else 1
+        )
+        n = rows * num_images_per_prompt
         size = self.pictures.shape[-1]
         if (width or size, height or size) != (size, size):
             raise ValueError(f"this stand-in draws {size}x{size} pictures, not {width}x{height}")
@@ -192,6 +200,15 @@ class _StandInCall:
             self.own_cpu_s += own
         _sleep_until(started + wait)
         return StableDiffusionPipelineOutput(images=result, nsfw_content_detected=None)
+
+    def encode_prompt(
+        self, prompt: list[str] | str, device: Any, num_images_per_prompt: int, *_args: Any, **_kwargs: Any
+    ) -> tuple[torch.Tensor, None]:
+        """The text encoder's stand-in (the engine's prompt cache calls it on a miss): zero embeddings of
+        the real shape at no host CPU; a GPU's text encoder time is inside the calibrated wait."""
+        n = (len(prompt) if isinstance(prompt, list) else 1) * num_images_per_prompt
+        config = self.text_encoder.config  # type: ignore[attr-defined]
+        return torch.zeros(n, self.tokenizer.model_max_length, config.hidden_size, device=device), None  # type: ignore[attr-defined]
 
 
 _own_cpu_lock = threading.Lock()

@@ -89,6 +89,11 @@ def test_the_real_engine_wraps_the_stand_in_and_waits_the_calibrated_time() -> N
     assert [u.step for u in updates] == [1, 2, 2] and updates[-1].device_free
     assert len(updates[0].previews) == 4  # the engine's previews ran on the stand-in's latents
     assert 0 < pipe.own_cpu_s < calibration.batch_s(4)
+    # Several jobs in one batch, with the engine's prompt cache on (the default): the stand-in counts the
+    # rows of the cached embeddings, and its text-encoder stand-in costs no host CPU to speak of.
+    jobs = [make_item(n, 5, steps=2, guidance=0.0) for n in "cde"]
+    assert [len(r) for r in engine.run_batch(jobs, updates.append, lambda: False)] == [1, 1, 1]
+    assert engine.acceleration_counters["prompt_cache_misses"] >= 1
     with pytest.raises(Exception, match="draws 64x64 pictures"):
         engine.run_batch(
             [make_item("b", 5, size=(128, 128), steps=2, guidance=0.0)], updates.append, lambda: False
