@@ -220,21 +220,21 @@ class PromptCache:
             and "prompt_embeds" not in kwargs
         )
 
-    def apply(self, pipe: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-        """`kwargs` with its prompts (and negative prompts, when guidance uses them) as embeddings."""
+    def apply(self, pipe: Any, kwargs: dict[str, Any], device: torch.device) -> dict[str, Any]:
+        """`kwargs` with its prompts (and negative prompts, when guidance uses them) as embeddings, encoded
+        on `device` (the engine's: diffusers' `_execution_device` walks every module, milliseconds a call)."""
         out = dict(kwargs)
-        out["prompt_embeds"] = self._rows(pipe, out.pop("prompt"))
+        out["prompt_embeds"] = self._rows(pipe, out.pop("prompt"), device)
         negatives = out.pop("negative_prompt", None)
         if negatives is not None and out.get("guidance_scale", 0.0) > 1.0:
-            out["negative_prompt_embeds"] = self._rows(pipe, negatives)
+            out["negative_prompt_embeds"] = self._rows(pipe, negatives, device)
         return out
 
-    def _rows(self, pipe: Any, texts: list[str]) -> torch.Tensor:
-        return torch.cat([self._one(pipe, text) for text in texts])
+    def _rows(self, pipe: Any, texts: list[str], device: torch.device) -> torch.Tensor:
+        return torch.cat([self._one(pipe, text, device) for text in texts])
 
-    def _one(self, pipe: Any, text: str) -> torch.Tensor:
+    def _one(self, pipe: Any, text: str, device: torch.device) -> torch.Tensor:
         encoder = pipe.text_encoder
-        device = pipe._execution_device
         key = (id(encoder), str(device), str(encoder.dtype), text)
         cached = self._entries.get(key)
         if cached is not None:

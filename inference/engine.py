@@ -467,7 +467,7 @@ class DiffusersEngine:
         embeddings, tiled decoding for large pictures, and padding to the next batch-size bucket."""
         rows = len(kwargs["generator"])
         if self._prompt_cache.usable(pipe, kwargs, shape.adapter):
-            kwargs = self._prompt_cache.apply(pipe, kwargs)
+            kwargs = self._prompt_cache.apply(pipe, kwargs, self._device)
         acceleration.set_vae_tiling(pipe, self._settings, shape.width, shape.height)
         target = acceleration.next_bucket(rows, self._settings.batch_buckets)
         self._padded_rows += target - rows

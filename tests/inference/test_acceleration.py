@@ -27,6 +27,8 @@ from tests.inference.items import make_item, progress
 Pictures = list[np.ndarray]
 PIXEL_TOLERANCE = 2  # of 255: batched matrix products may round differently from single ones
 
+CPU = torch.device("cpu")
+
 
 def run(engine: DiffusersEngine, items: list[BatchItem]) -> tuple[Pictures, list[StepUpdate]]:
     updates: list[StepUpdate] = []
@@ -136,14 +138,16 @@ def test_prompt_cache_bounds_and_refusals(plain: DiffusersEngine) -> None:
     one = pipe.encode_prompt("x", pipe._execution_device, 1, False)[0]
     size = one.element_size() * one.nelement()
     cache = PromptCache(max_entries=3, max_bytes=2 * size)
-    cache.apply(pipe, {"prompt": ["a", "b", "c"], "negative_prompt": ["", "", ""], "guidance_scale": 0.0})
+    cache.apply(
+        pipe, {"prompt": ["a", "b", "c"], "negative_prompt": ["", "", ""], "guidance_scale": 0.0}, CPU
+    )
     assert (cache.stats.entries, cache.stats.bytes, cache.stats.misses) == (2, 2 * size, 3)  # bytes bound
-    cache.apply(pipe, {"prompt": ["c"], "guidance_scale": 0.0})
+    cache.apply(pipe, {"prompt": ["c"], "guidance_scale": 0.0}, CPU)
     assert cache.stats.hits == 1  # the most recent stayed
-    cache.apply(pipe, {"prompt": ["a"], "guidance_scale": 0.0})
+    cache.apply(pipe, {"prompt": ["a"], "guidance_scale": 0.0}, CPU)
     assert cache.stats.misses == 4  # the oldest went
     entries = PromptCache(max_entries=1, max_bytes=10 * size)
-    entries.apply(pipe, {"prompt": ["a", "b"], "guidance_scale": 0.0})
+    entries.apply(pipe, {"prompt": ["a", "b"], "guidance_scale": 0.0}, CPU)
     assert entries.stats.entries == 1
     kwargs = {"prompt": ["a"]}
     assert cache.usable(pipe, kwargs, None)
