@@ -321,3 +321,59 @@ def test_edit_part_fine_tunes_an_exported_edit_pipeline(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no edit pipeline"):
         bad = ["--part", "edit", "--edit-from", str(tmp_path), "--out", str(tmp_path / "none")]
         train.train_edit(train.parse_args([*bad, *common]))
+
+
+def test_edit_mix_option_names_some_shares_and_the_rest_keep_their_proportions() -> None:
+    mix = train.parse_edit_mix("recolour=0.42, Background=0.48")
+    assert mix[data.EditKind.RECOLOUR] == 0.42 and mix[data.EditKind.BACKGROUND] == 0.48
+    assert sum(mix.values()) == pytest.approx(1.0)
+    rest = [data.EditKind.MOVE, data.EditKind.RESIZE, data.EditKind.ADD, data.EditKind.REMOVE]
+    assert [mix[k] for k in rest] == pytest.approx([0.025] * 4)
+    whole = "recolour=0.5,background=0.5,move=0,resize=0,add=0,remove=0"
+    assert train.parse_edit_mix(whole)[data.EditKind.MOVE] == 0.0
+    for bad in (
+        "recolour=0.6,background=0.5",
+        "recolour=0.5,background=0.5",
+        "paint=0.4",
+        "recolour",
+        "recolour=x",
+        "recolour=0.3,recolour=0.4",
+        "recolour=-0.1",
+        "recolour=1,background=0,move=0",
+    ):
+        with pytest.raises(ValueError):
+            train.parse_edit_mix(bad)
+    with pytest.raises(SystemExit):
+        train.parse_args(["--edit-mix", "paint=0.4"])
+    options = train.parse_args(["--edit-mix", "recolour=0.42,background=0.48"])
+    assert options.edit_mix == "recolour=0.42,background=0.48"
+    # A batch drawn with the mix holds the kinds it asks for, about as often.
+    batch = train.edit_batch(np.random.default_rng(3), 200, mix)
+    recolours = sum(t.kind is data.EditKind.RECOLOUR for t in batch.triples)
+    assert 60 <= recolours <= 110
+
+
+def test_unet_part_fine_tunes_an_exported_generate_pipeline(tmp_path: Path) -> None:
+    """`--unet-from DIR`: the text-to-image denoiser continues from DIR's, over DIR's own frozen autoencoder,
+    tokenizer and text encoder, which the exported pipeline carries byte for byte."""
+    common = ["--threads", "1", "--pool", "64", "--steps", "1"]
+    first = tmp_path / "first"
+    train.train_vae(train.parse_args(["--part", "vae", *common, "--out", str(first)]))
+    train.train_text(train.parse_args(["--part", "text", *common, "--out", str(first)]))
+    tuned = tmp_path / "tuned"
+    flags = ["--unet-from", str(first / "generate"), "--shape-weight", "3"]
+    options = train.parse_args(["--part", "unet", *common, *flags, "--out", str(tuned)])
+    assert options.unet_from == first / "generate"
+    assert train.train_unet(options).steps == 1
+    for frozen in ("text_encoder/model.safetensors", "vae/diffusion_pytorch_model.safetensors"):
+        assert (tuned / "generate" / frozen).read_bytes() == (first / "generate" / frozen).read_bytes()
+    assert (tuned / "generate" / "tokenizer").exists()
+    unet = "unet/diffusion_pytorch_model.safetensors"
+    assert (tuned / "generate" / unet).read_bytes() != (first / "generate" / unet).read_bytes()
+    # The checkpoint is tied to the folder it fine-tunes, not to this run's own (absent) text part.
+    assert train.upstream_fingerprint(options, "unet") != train.upstream_fingerprint(
+        train.parse_args(["--part", "unet", "--out", str(tuned)]), "unet"
+    )
+    with pytest.raises(FileNotFoundError, match="no generate pipeline"):
+        bad = ["--part", "unet", "--unet-from", str(tmp_path), "--out", str(tmp_path / "none")]
+        train.train_unet(train.parse_args([*bad, *common]))
