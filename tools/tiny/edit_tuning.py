@@ -92,8 +92,14 @@ def follow_by_kind(cases: Sequence[evaluate.EditCase], verdicts: Sequence) -> di
     return out
 
 
-def load(model: Path, checkpoint: Path | None) -> Pipeline:
-    pipe = StableDiffusionInstructPix2PixPipeline.from_pretrained(model / "edit", torch_dtype=torch.float32)
+def load(
+    model: Path,
+    checkpoint: Path | None,
+    pipeline: Pipeline = StableDiffusionInstructPix2PixPipeline,
+    folder: str = "edit",
+) -> Pipeline:
+    """`model/folder` as `pipeline` (a pipeline class), with the EMA denoiser of a training `checkpoint` in it if one is given."""
+    pipe = pipeline.from_pretrained(model / folder, torch_dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)
     if checkpoint is not None:
         state = torch.load(checkpoint, weights_only=False)

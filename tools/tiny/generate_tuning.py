@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from diffusers import AutoPipelineForText2Image
 
-from tools.tiny import data, evaluate
+from tools.tiny import data, edit_tuning, evaluate
 from tools.tiny.diffusers_types import Pipeline
 from tools.tiny.judge import Judge
 
@@ -41,12 +41,7 @@ def tuning_cases(n: int, per_family: int) -> tuple[list[evaluate.PromptCase], li
 
 
 def load(model: Path, checkpoint: Path | None) -> Pipeline:
-    pipe = AutoPipelineForText2Image.from_pretrained(model / "generate", torch_dtype=torch.float32)
-    pipe.set_progress_bar_config(disable=True)
-    if checkpoint is not None:
-        state = torch.load(checkpoint, weights_only=False)
-        pipe.unet.load_state_dict(state["ema"]["unet"])
-    return pipe
+    return edit_tuning.load(model, checkpoint, AutoPipelineForText2Image, "generate")
 
 
 def summary(score: evaluate.PromptScore) -> list[float | None]:
