@@ -8,6 +8,7 @@ import json
 import pytest
 
 from tools.tiny import data, edit_tuning, evaluate
+from tools.tiny.judge import Judge
 
 
 def test_tuning_edits_are_apart_from_the_evaluations() -> None:
@@ -48,3 +49,13 @@ def test_prints_one_json_line_per_setting(capsys: pytest.CaptureFixture[str]) ->
         (4.0, 2.5, 2),
     ]
     assert all(0.0 <= r["follow"] <= 1.0 and 0.0 <= r["held_out_follow"] <= 1.0 for r in lines[1:])
+    assert all(set(r["follow_by_kind"]) == {"recolour", "background"} for r in lines[1:])
+
+
+def test_follow_by_kind_splits_the_fixed_edits() -> None:
+    fixed, _ = edit_tuning.tuning_cases(4)
+    # Judged as if every picture were left as it was: no recolour is followed, a background edit neither.
+    verdicts = [Judge().judge(data.render(c.triple.before)) for c in fixed]
+    assert edit_tuning.follow_by_kind(fixed, verdicts) == {"recolour": 0.0, "background": 0.0}
+    verdicts = [Judge().judge(data.render(c.triple.after)) for c in fixed]
+    assert edit_tuning.follow_by_kind(fixed, verdicts) == {"recolour": 1.0, "background": 1.0}

@@ -298,26 +298,84 @@ def test_edit_mix_sets_the_background_share_and_keeps_the_others_in_proportion()
         train.parse_args(["--keep-weight", "-1"])
 
 
+def _fine_tune(tmp_path: Path, part: str, extra: list[str]) -> tuple[Path, Path, train.TrainOptions]:
+    """A one-step run of `part` fine-tuning the pipeline a one-step run from scratch exported (`--edit-from`,
+    `--unet-from`): the denoiser moves; the autoencoder and text encoder are carried byte for byte; the
+    checkpoint is tied to the folder it fine-tunes; a folder with no pipeline is refused. Returns the two
+    pipeline folders and the options."""
+    folder, flag, trainer = {
+        "edit": ("edit", "--edit-from", train.train_edit),
+        "unet": ("generate", "--unet-from", train.train_unet),
+    }[part]
+    common = ["--threads", "1", "--pool", "64", "--steps", "1"]
+    first = tmp_path / "first"
+    for earlier in (train.train_vae, train.train_text, *([train.train_edit] if part == "edit" else [])):
+        earlier(
+            train.parse_args(
+                ["--part", earlier.__name__.removeprefix("train_"), *common, "--out", str(first)]
+            )
+        )
+    tuned = tmp_path / "tuned"
+    options = train.parse_args(
+        ["--part", part, *common, flag, str(first / folder), *extra, "--out", str(tuned)]
+    )
+    assert trainer(options).steps == 1
+    for frozen in ("text_encoder/model.safetensors", "vae/diffusion_pytorch_model.safetensors"):
+        assert (tuned / folder / frozen).read_bytes() == (first / folder / frozen).read_bytes()
+    assert (tuned / folder / "tokenizer").exists()
+    unet = "unet/diffusion_pytorch_model.safetensors"
+    assert (tuned / folder / unet).read_bytes() != (first / folder / unet).read_bytes()
+    # Against the same part over this run's own (absent) earlier parts.
+    assert train.upstream_fingerprint(options, part) != train.upstream_fingerprint(
+        train.parse_args(["--part", part, "--out", str(tuned)]), part
+    )
+    with pytest.raises(FileNotFoundError, match=f"no {folder} pipeline"):
+        bad = ["--part", part, flag, str(tmp_path), "--out", str(tmp_path / "none")]
+        trainer(train.parse_args([*bad, *common]))
+    return first / folder, tuned / folder, options
+
+
 def test_edit_part_fine_tunes_an_exported_edit_pipeline(tmp_path: Path) -> None:
     """`--edit-from DIR`: the denoiser continues from DIR's, over DIR's own frozen autoencoder and text
     encoder, which the exported pipeline carries unchanged."""
-    common = ["--threads", "1", "--pool", "64", "--steps", "1"]
-    first = tmp_path / "first"
-    train.train_vae(train.parse_args(["--part", "vae", *common, "--out", str(first)]))
-    train.train_text(train.parse_args(["--part", "text", *common, "--out", str(first)]))
-    train.train_edit(train.parse_args(["--part", "edit", *common, "--out", str(first)]))
-    tuned = tmp_path / "tuned"
-    flags = ["--edit-from", str(first / "edit"), "--keep-weight", "4", "--background-edits", "0.6"]
-    options = train.parse_args(["--part", "edit", *common, *flags, "--out", str(tuned)])
-    assert options.edit_from == first / "edit" and options.keep_weight == 4.0
-    assert train.train_edit(options).steps == 1
-    encoder = "text_encoder/model.safetensors"
-    assert (tuned / "edit" / encoder).read_bytes() == (first / "edit" / encoder).read_bytes()
-    unet = "unet/diffusion_pytorch_model.safetensors"
-    assert (tuned / "edit" / unet).read_bytes() != (first / "edit" / unet).read_bytes()
-    assert train.upstream_fingerprint(options, "edit") != train.upstream_fingerprint(
-        train.parse_args(["--part", "edit", "--out", str(tuned)]), "edit"
-    )
-    with pytest.raises(FileNotFoundError, match="no edit pipeline"):
-        bad = ["--part", "edit", "--edit-from", str(tmp_path), "--out", str(tmp_path / "none")]
-        train.train_edit(train.parse_args([*bad, *common]))
+    flags = ["--keep-weight", "4", "--edit-mix", "recolour=0.42,background=0.48"]
+    shipped, _, options = _fine_tune(tmp_path, "edit", flags)
+    assert options.edit_from == shipped and options.keep_weight == 4.0
+    assert options.edit_mix == "recolour=0.42,background=0.48"
+
+
+def test_edit_mix_option_names_some_shares_and_the_rest_keep_their_proportions() -> None:
+    mix = train.parse_edit_mix("recolour=0.42, Background=0.48")
+    assert mix[data.EditKind.RECOLOUR] == 0.42 and mix[data.EditKind.BACKGROUND] == 0.48
+    assert sum(mix.values()) == pytest.approx(1.0)
+    rest = [data.EditKind.MOVE, data.EditKind.RESIZE, data.EditKind.ADD, data.EditKind.REMOVE]
+    assert [mix[k] for k in rest] == pytest.approx([0.025] * 4)
+    whole = "recolour=0.5,background=0.5,move=0,resize=0,add=0,remove=0"
+    assert train.parse_edit_mix(whole)[data.EditKind.MOVE] == 0.0
+    for bad in (
+        "recolour=0.6,background=0.5",
+        "recolour=0.5,background=0.5",
+        "paint=0.4",
+        "recolour",
+        "recolour=x",
+        "recolour=0.3,recolour=0.4",
+        "recolour=-0.1",
+        "recolour=1,background=0,move=0",
+    ):
+        with pytest.raises(ValueError):
+            train.parse_edit_mix(bad)
+    with pytest.raises(SystemExit):
+        train.parse_args(["--edit-mix", "paint=0.4"])
+    options = train.parse_args(["--edit-mix", "recolour=0.42,background=0.48"])
+    assert options.edit_mix == "recolour=0.42,background=0.48"
+    # A batch drawn with the mix holds the kinds it asks for, about as often.
+    batch = train.edit_batch(np.random.default_rng(3), 200, mix)
+    recolours = sum(t.kind is data.EditKind.RECOLOUR for t in batch.triples)
+    assert 60 <= recolours <= 110
+
+
+def test_unet_part_fine_tunes_an_exported_generate_pipeline(tmp_path: Path) -> None:
+    """`--unet-from DIR`: the text-to-image denoiser continues from DIR's, over DIR's own frozen autoencoder,
+    tokenizer and text encoder, which the exported pipeline carries byte for byte."""
+    shipped, _, options = _fine_tune(tmp_path, "unet", ["--shape-weight", "3"])
+    assert options.unet_from == shipped and options.shape_weight == 3.0

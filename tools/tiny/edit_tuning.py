@@ -8,7 +8,7 @@ it is then judged by. `--checkpoint` loads the EMA denoiser of a `tools.tiny.tra
 (`<out>/train-state/edit.pt`) into DIR's edit pipeline; `--vae` first checks that the autoencoder alone
 keeps the shape's colour of the background edits' target pictures. One JSON line per setting: fixed
 follows / keeps shape / keeps the shape's colour / keeps the background, held-out follows and keeps, and
-the colours a background edit moved the shape to. MODEL_CARD.md quotes its figures.
+the colours a background edit moved the shape to, and the fixed edits followed per kind. MODEL_CARD.md quotes its figures.
 """
 
 from __future__ import annotations
@@ -78,8 +78,28 @@ def colour_drift(cases: Sequence[evaluate.EditCase], colours: Sequence[str | Non
     return dict(drift)
 
 
-def load(model: Path, checkpoint: Path | None) -> Pipeline:
-    pipe = StableDiffusionInstructPix2PixPipeline.from_pretrained(model / "edit", torch_dtype=torch.float32)
+def follow_by_kind(cases: Sequence[evaluate.EditCase], verdicts: Sequence) -> dict[str, float]:
+    """How often each kind of edit was followed ("recolour": 0.9, "background": 1.0): a fine-tune can trade
+    one for the other and leave the overall share nearly as it was."""
+    out = {}
+    for kind in dict.fromkeys(c.triple.spec.kind for c in cases if c.triple.spec is not None):
+        mine = [
+            (c, v)
+            for c, v in zip(cases, verdicts, strict=True)
+            if c.triple.spec and c.triple.spec.kind is kind
+        ]
+        out[str(kind)] = round(evaluate.score_edits([c for c, _ in mine], [v for _, v in mine]).follow, 4)
+    return out
+
+
+def load(
+    model: Path,
+    checkpoint: Path | None,
+    pipeline: Pipeline = StableDiffusionInstructPix2PixPipeline,
+    folder: str = "edit",
+) -> Pipeline:
+    """`model/folder` as `pipeline` (a pipeline class), with the EMA denoiser of a training `checkpoint` in it if one is given."""
+    pipe = pipeline.from_pretrained(model / folder, torch_dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)
     if checkpoint is not None:
         state = torch.load(checkpoint, weights_only=False)
@@ -129,6 +149,7 @@ def main(argv: list[str] | None = None) -> None:
                     "image_guidance": setting.image_guidance,
                     "steps": setting.steps,
                     "follow": round(score.follow, 4),
+                    "follow_by_kind": follow_by_kind(fixed, verdicts),
                     "keeps_shape": round(score.keeps_shape, 4),
                     "keeps_colour": evaluate._r(score.keeps_shape_colour),
                     "keeps_background": evaluate._r(score.keeps_background),

@@ -137,13 +137,16 @@ def prompt_cases(n: int) -> list[PromptCase]:
 
 def paraphrase_cases(per_family: int) -> list[PromptCase]:
     """The held-out set: for every phrasing family, single shapes asked for in words training never used."""
-    rng = np.random.default_rng(PARAPHRASE_SEED)
+    return _paraphrase_cases(np.random.default_rng(PARAPHRASE_SEED), per_family, seed=4000)
+
+
+def _paraphrase_cases(rng: np.random.Generator, per_family: int, seed: int) -> list[PromptCase]:
     cases: list[PromptCase] = []
     for family in phrasing.Family:
         for _ in range(per_family):
             prompt, truth = phrasing.paraphrase(rng, data.sample_single_scene(rng), family)
             named = family is not phrasing.Family.NO_BACKGROUND
-            cases.append(PromptCase(prompt, 4000 + len(cases), truth, family.value, named))
+            cases.append(PromptCase(prompt, seed + len(cases), truth, family.value, named))
     return cases
 
 

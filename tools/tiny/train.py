@@ -111,6 +111,12 @@ class TrainOptions:
     # The share of background edits among the edit examples (None: `EDIT_MIX` as it is); the other kinds
     # keep their proportions to one another.
     background_edits: float | None = None
+    # The whole edit mix, "KIND=SHARE,..." (e.g. "recolour=0.42,background=0.48"): the named kinds take
+    # their shares, the others share what is left in `EDIT_MIX`'s proportions. None: `background_edits`.
+    edit_mix: str | None = None
+    # Fine-tuning: continue the text-to-image denoiser of this generate pipeline folder (part `unet`; its
+    # autoencoder, text encoder and tokenizer are read from there too, frozen) instead of the text part's.
+    unet_from: Path | None = None
 
     @property
     def work(self) -> Path:
@@ -302,6 +308,32 @@ def edit_mix(background: float | None = None) -> dict[data.EditKind, float]:
     others = {k: w for k, w in EDIT_MIX.items() if k is not data.EditKind.BACKGROUND}
     scale = (1.0 - background) / sum(others.values())
     return {data.EditKind.BACKGROUND: background} | {k: w * scale for k, w in others.items()}
+
+
+def parse_edit_mix(text: str) -> dict[data.EditKind, float]:
+    """`EDIT_MIX` with the shares named in `text` ("recolour=0.42,background=0.48"); the kinds not named
+    share the rest in their `EDIT_MIX` proportions. Raises ValueError on an unknown kind, a bad share, a
+    kind named twice or shares summing over 1 (or to under 1 when every kind is named)."""
+    named: dict[data.EditKind, float] = {}
+    for item in text.split(","):
+        kind_text, sep, share_text = item.partition("=")
+        try:
+            kind, share = data.EditKind(kind_text.strip().lower()), float(share_text)
+        except ValueError:
+            raise ValueError(
+                f"{item.strip()!r} is not KIND=SHARE with KIND one of {list(EDIT_MIX)}"
+            ) from None
+        if not sep or not 0.0 <= share <= 1.0 or kind in named:
+            raise ValueError(f"{item.strip()!r}: each kind once, with a share between 0 and 1")
+        named[kind] = share
+    rest = 1.0 - sum(named.values())
+    others = {k: w for k, w in EDIT_MIX.items() if k not in named}
+    if rest < -1e-9 or (not others and abs(rest) > 1e-9) or (others and rest <= 0):
+        raise ValueError(
+            f"the shares in {text!r} must leave a positive rest for the kinds not named, or sum to 1"
+        )
+    scale = rest / sum(others.values()) if others else 0.0
+    return {k: named[k] if k in named else EDIT_MIX[k] * scale for k in EDIT_MIX}
 
 
 def edit_batch(rng: np.random.Generator, n: int, mix: dict[data.EditKind, float] | None = None) -> EditBatch:
@@ -587,8 +619,9 @@ def upstream(options: TrainOptions, name: str) -> tuple[str, ...]:
 def upstream_fingerprint(options: TrainOptions, name: str) -> str:
     """A digest of the trained parts this part builds on, so a checkpoint over stale ones is not resumed."""
     digest = hashlib.sha256()
-    if name == "edit" and options.edit_from is not None:
-        folders = [options.edit_from / part for part in ("vae", "text_encoder", "unet")]
+    shipped = {"edit": options.edit_from, "unet": options.unet_from}.get(name)
+    if shipped is not None:
+        folders = [shipped / part for part in ("vae", "text_encoder", "unet")]
     else:
         folders = [options.work / folder for folder in upstream(options, name)]
     for folder in folders:
@@ -841,10 +874,15 @@ def frozen_parts(
 
 
 def train_unet(options: TrainOptions) -> PartStats:
-    """The text-to-image denoiser, continued from the text part's with its text encoder frozen."""
+    """The text-to-image denoiser, continued from the text part's with its text encoder frozen; with
+    `--unet-from DIR`, the denoiser of the generate pipeline in DIR over that pipeline's own frozen
+    autoencoder, tokenizer and text encoder (which the exported pipeline carries byte for byte)."""
     torch.manual_seed(options.seed + 2)
-    vae, tokenizer, scheduler, text_encoder = frozen_parts(options)
-    unet = load_trained(options, "text_unet")
+    if options.unet_from is not None:
+        vae, tokenizer, scheduler, text_encoder, unet = shipped_parts(options.unet_from, "generate")
+    else:
+        vae, tokenizer, scheduler, text_encoder = frozen_parts(options)
+        unet = load_trained(options, "text_unet")
     trainee = new_trainee("unet", {"unet": unet}, options.seed)
     pool, step = scene_training(
         options, "unet", vae=vae, tokenizer=tokenizer, scheduler=scheduler, text_encoder=text_encoder,
@@ -879,13 +917,13 @@ def load_trained(options: TrainOptions, name: str) -> CLIPTextModel | Denoiser:
     return cls.from_pretrained(folder)
 
 
-def shipped_edit_parts(
-    folder: Path,
+def shipped_parts(
+    folder: Path, what: str = "edit"
 ) -> tuple[Vae, PreTrainedTokenizerFast, NoiseScheduler, CLIPTextModel, Denoiser]:
-    """An edit pipeline folder's parts, in float32, for fine-tuning its denoiser (`--edit-from`): the
-    autoencoder, tokenizer and text encoder frozen as they ship, the training noise schedule, the denoiser."""
+    """A pipeline folder's parts, in float32, for fine-tuning its denoiser (`--edit-from`, `--unet-from`):
+    the autoencoder, tokenizer and text encoder frozen as they ship, the training noise schedule, the denoiser."""
     if not (folder / "model_index.json").exists():
-        raise FileNotFoundError(f"no edit pipeline in {folder}")
+        raise FileNotFoundError(f"no {what} pipeline in {folder}")
     vae = AutoencoderKL.from_pretrained(folder / "vae", torch_dtype=torch.float32)
     text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", torch_dtype=torch.float32)
     tokenizer = PreTrainedTokenizerFast.from_pretrained(folder / "tokenizer")
@@ -926,7 +964,7 @@ def train_edit(options: TrainOptions) -> PartStats:
     """
     torch.manual_seed(options.seed + 3)
     if options.edit_from is not None:
-        vae, tokenizer, scheduler, text_encoder, unet = shipped_edit_parts(options.edit_from)
+        vae, tokenizer, scheduler, text_encoder, unet = shipped_parts(options.edit_from)
     else:
         vae, tokenizer, scheduler, text_encoder = frozen_parts(options)
         if options.edit_init == "scratch":
@@ -935,7 +973,8 @@ def train_edit(options: TrainOptions) -> PartStats:
             unet = edit_unet_from(load_trained(options, "text_unet"))
     trainee = new_trainee("edit", {"unet": unet}, options.seed)
     batch = batch_size(options, "edit")
-    mix = edit_mix(options.background_edits)
+    mix = parse_edit_mix(options.edit_mix) if options.edit_mix else edit_mix(options.background_edits)
+    log.info("edit mix: %s", {str(k): round(w, 4) for k, w in mix.items()})
 
     pool = LatentPool(lambda rng, n: encode_edits(vae, rng, n, mix), size=options.pool)
 
@@ -1068,6 +1107,18 @@ def parse_args(argv: list[str] | None = None) -> TrainOptions:
         help="edit part: fine-tune the denoiser of this edit pipeline folder (its other parts stay frozen)",
     )
     parser.add_argument(
+        "--unet-from",
+        type=Path,
+        default=None,
+        help="unet part: fine-tune the denoiser of this generate pipeline folder (its other parts stay frozen)",
+    )
+    parser.add_argument(
+        "--edit-mix",
+        default=None,
+        help='edit part: shares of edit kinds, e.g. "recolour=0.42,background=0.48" (the rest keep their '
+        "proportions; overrides --background-edits)",
+    )
+    parser.add_argument(
         "--edit-init",
         choices=get_args(EditInit),
         default=TrainOptions.edit_init,
@@ -1108,6 +1159,11 @@ def parse_args(argv: list[str] | None = None) -> TrainOptions:
     ):
         if not low <= value <= high:
             parser.error(f"{flag} must be between {low:g} and {high:g}")
+    if args.edit_mix is not None:
+        try:
+            parse_edit_mix(args.edit_mix)
+        except ValueError as error:
+            parser.error(f"--edit-mix: {error}")
     # Every option's destination is named after its TrainOptions field.
     return TrainOptions(**{f.name: getattr(args, f.name) for f in fields(TrainOptions)})
 
