@@ -133,6 +133,28 @@ def test_cached_prompt_embeddings_give_identical_pixels(plain: DiffusersEngine, 
     assert all(np.array_equal(a, b) for a, b in zip(run(cached, batch)[0], run(plain, batch)[0], strict=True))
 
 
+def test_a_batchs_uncached_prompts_are_encoded_in_one_call(
+    plain: DiffusersEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a GPU a text encoder at batch one is launch-bound: a batch's misses go in one call, and a
+    prompt repeated in the batch (a job's several pictures) is encoded once."""
+    pipe = plain._pipes.generate
+    calls: list[object] = []
+    encode = pipe.encode_prompt
+
+    def counted(prompt: object, *args: object, **kwargs: object) -> object:
+        calls.append(prompt)
+        return encode(prompt, *args, **kwargs)
+
+    monkeypatch.setattr(pipe, "encode_prompt", counted)
+    cache = PromptCache(max_entries=16, max_bytes=1 << 30)
+    first = cache.apply(pipe, {"prompt": ["a", "b", "b", "c"], "guidance_scale": 0.0}, CPU)["prompt_embeds"]
+    assert calls == [["a", "b", "c"]] and (cache.stats.misses, cache.stats.hits) == (3, 1)
+    again = cache.apply(pipe, {"prompt": ["c", "d", "a"], "guidance_scale": 0.0}, CPU)["prompt_embeds"]
+    assert calls[1:] == [["d"]] and (cache.stats.misses, cache.stats.hits) == (4, 3)
+    assert first.shape[0] == 4 and torch.equal(first[1], first[2]) and torch.equal(again[0], first[3])
+
+
 def test_prompt_cache_bounds_and_refusals(plain: DiffusersEngine) -> None:
     pipe = plain._pipes.generate
     one = pipe.encode_prompt("x", pipe._execution_device, 1, False)[0]
