@@ -103,7 +103,9 @@ async def test_worker_advertises_each_models_upscale_factor(
 async def test_creative_upscale_redraws_the_upscaled_picture(make_client: MakeClient) -> None:
     client = await make_client(max_upscale_pixels=512 * 512)
     small, _ = eval_pairs(2, count=1)[0]
-    prompt = {"prompt": "a large red circle in the centre of a white background", "seed": 7}
+    # The picture's own prompt, as a creative upscale of a generation carries (the scene of eval_pairs'
+    # first pair); a prompt for another picture would pull a redraw as far as the model follows prompts.
+    prompt = {"prompt": "a small purple triangle in the centre of a brown background", "seed": 7}
     [subtle] = await upscale_all(client, [small], **prompt)
     resp = await post_image_job(
         client, png(small), kind="upscale", width=None, height=None, steps=None, creative=True, **prompt
