@@ -283,21 +283,10 @@ class DiffusersEngine:
             return self._upscale_batch(items, shape, on_step, should_stop)
         with self._lock:
             pipe = self._pipe_for(shape)
-            self._apply_adapter(pipe, shape)
-            own = pipe.scheduler
-            pipe.scheduler = self._sampler(own, shape.sampler)
-            try:
-                kwargs = self._call_kwargs(pipe, items, shape)
-                canvases = self._canvases(pipe, items, shape, kwargs)
-                kwargs, rows = self._accelerated(pipe, kwargs, shape)
-                stopped = threading.Event()
-                kwargs["callback_on_step_end"] = self._step_callback(
-                    kwargs, on_step, should_stop, stopped, rows
-                )
-                output = self._call(pipe, kwargs, rows)
-            finally:
-                pipe.scheduler = own  # the next batch starts from the model's own sampler
-        if stopped.is_set() or output is None:
+            kwargs = self._call_kwargs(pipe, items, shape)
+            canvases = self._canvases(pipe, items, shape, kwargs)
+            output = self._denoise(pipe, kwargs, shape, on_step, should_stop)
+        if output is None:
             return [[] for _ in items]
         on_step(StepUpdate(step=shape.steps, total=shape.steps, device_free=True))
         return self._results(items, shape, output, pipe, canvases)
@@ -328,24 +317,35 @@ class DiffusersEngine:
             strength = shape.strength or stage.creative_strength
             redraw = replace(shape, kind=JobKind.IMG2IMG, strength=strength)
             pipe = self._pipes.img2img
-            self._apply_adapter(pipe, redraw)
-            own = pipe.scheduler
-            pipe.scheduler = self._sampler(own, shape.sampler)
-            try:
-                kwargs = self._call_kwargs(pipe, items, redraw, [Image.fromarray(p) for p in enlarged])
-                kwargs, rows = self._accelerated(pipe, kwargs, redraw)
-                stopped = threading.Event()
-                kwargs["callback_on_step_end"] = self._step_callback(
-                    kwargs, on_step, should_stop, stopped, rows
-                )
-                output = self._call(pipe, kwargs, rows)
-            finally:
-                pipe.scheduler = own
-        if stopped.is_set() or output is None:
+            kwargs = self._call_kwargs(pipe, items, redraw, [Image.fromarray(p) for p in enlarged])
+            output = self._denoise(pipe, kwargs, redraw, on_step, should_stop)
+        if output is None:
             return [[] for _ in items]
         return self._results(items, shape, output, pipe)
 
     # --- One batch, step by step ---
+
+    def _denoise(
+        self,
+        pipe: Pipeline,
+        kwargs: dict[str, Any],
+        shape: BatchKey,
+        on_step: Callable[[StepUpdate], None],
+        should_stop: Callable[[], bool],
+    ) -> Any:
+        """One pipeline call (holding the lock): the batch's adapter and sampler, the speed switches and
+        the step callback; the model's own sampler is put back after. None when it was stopped."""
+        self._apply_adapter(pipe, shape)
+        own = pipe.scheduler
+        pipe.scheduler = self._sampler(own, shape.sampler)
+        try:
+            kwargs, rows = self._accelerated(pipe, kwargs, shape)
+            stopped = threading.Event()
+            kwargs["callback_on_step_end"] = self._step_callback(kwargs, on_step, should_stop, stopped, rows)
+            output = self._call(pipe, kwargs, rows)
+        finally:
+            pipe.scheduler = own  # the next batch starts from the model's own sampler
+        return None if stopped.is_set() else output
 
     def _shape(self, items: list[BatchItem]) -> BatchKey:
         shapes = {
