@@ -63,6 +63,10 @@ class Job:
     def fingerprint(self) -> str:
         return self.sub.fingerprint
 
+    @property
+    def count(self) -> int:
+        return self.sub.request.count
+
 
 @dataclass(frozen=True, slots=True)
 class FinishedJob:
@@ -89,7 +93,7 @@ class FinishedJob:
         assert job.status.is_final and job.finished_mono is not None
         return cls(
             id=job.id, idempotency_key=job.request.idempotency_key, fingerprint=job.fingerprint,
-            status=job.status, count=job.request.count, finished_mono=job.finished_mono,
+            status=job.status, count=job.count, finished_mono=job.finished_mono,
             final_event=final.model_dump_json(exclude_none=True).encode(),
         )  # fmt: skip
 

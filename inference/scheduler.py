@@ -271,9 +271,10 @@ class Scheduler:
             raise ProtocolError(
                 ErrorCode.NOT_READY, f"job {job_id} is {job.status}, it has no images", status=409
             )
-        count = job.count if isinstance(job, FinishedJob) else job.request.count
-        if not 0 <= n < count:
-            raise ProtocolError(ErrorCode.NOT_FOUND, f"job {job_id} has images 0..{count - 1}", status=404)
+        if not 0 <= n < job.count:
+            raise ProtocolError(
+                ErrorCode.NOT_FOUND, f"job {job_id} has images 0..{job.count - 1}", status=404
+            )
         img = self.results.get(job.id, n)
         if img is None:
             raise ProtocolError(
