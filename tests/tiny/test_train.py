@@ -279,9 +279,28 @@ def test_kept_shape_cells_mark_the_shape_a_background_edit_keeps() -> None:
     # A recolour of a single shape changes all of it: nothing on a shape is kept.
     singles = [i for i, t in enumerate(recolour.triples) if len(t.before.shapes) == 1]
     assert singles and float(train.kept_shape_cells(recolour.before, recolour.after)[singles].max()) == 0.0
-    assert train.keep_weights(0.0, kept) is None and train.keep_weights(4.0, None) is None
-    weights = train.keep_weights(4.0, kept)
+    assert train.cell_weights(0.0, kept) is None and train.cell_weights(4.0, None) is None
+    weights = train.cell_weights(4.0, kept)
     assert weights is not None and float(weights.max()) == 5.0 and float(weights.min()) == 1.0
+
+
+def test_changed_shape_cells_mark_the_shape_a_recolour_repaints_and_nothing_of_a_background_edit() -> None:
+    rng = np.random.default_rng(6)
+    background = train.edit_batch(rng, 4, {data.EditKind.BACKGROUND: 1.0})
+    recolour = train.edit_batch(rng, 4, {data.EditKind.RECOLOUR: 1.0})
+    move = train.edit_batch(rng, 4, {data.EditKind.MOVE: 1.0})
+    # A background edit changes no shape: only the rims, where a shape blends into the new background.
+    assert float(train.changed_shape_cells(background.before, background.after).max()) < 0.5
+    changed = train.changed_shape_cells(recolour.before, recolour.after)
+    kept = train.kept_shape_cells(recolour.before, recolour.after)
+    assert changed.shape == (4, 1, 16, 16) and bool((changed.amax(dim=(1, 2, 3)) == 1.0).all())
+    # No pixel is both kept and changed; a repainted shape is a small part of the picture.
+    assert float((changed + kept).max()) <= 1.0 + 1e-6
+    assert float((changed > 0).float().mean()) < 0.5
+    # A move changes the shape where it was and where it is now: more cells than the shape alone covers.
+    moved = train.changed_shape_cells(move.before, move.after)
+    alone = train.kept_shape_cells(move.before, move.before)  # every shape cell of the picture before
+    assert bool(((moved > 0).sum(dim=(1, 2, 3)) > (alone > 0).sum(dim=(1, 2, 3))).all())
 
 
 def test_edit_mix_sets_the_background_share_and_keeps_the_others_in_proportion() -> None:
@@ -296,6 +315,8 @@ def test_edit_mix_sets_the_background_share_and_keeps_the_others_in_proportion()
         train.parse_args(["--background-edits", "1.0"])
     with pytest.raises(SystemExit):
         train.parse_args(["--keep-weight", "-1"])
+    with pytest.raises(SystemExit):
+        train.parse_args(["--change-weight", "-1"])
 
 
 def _fine_tune(tmp_path: Path, part: str, extra: list[str]) -> tuple[Path, Path, train.TrainOptions]:

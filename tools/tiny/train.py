@@ -105,9 +105,13 @@ class TrainOptions:
     # Fine-tuning: continue the edit denoiser of this edit pipeline folder (its autoencoder, text encoder and
     # tokenizer are read from there too, frozen) instead of starting one from `edit_init`.
     edit_from: Path | None = None
-    # Extra loss weight on the latent cells of a shape that the edit leaves as it was (`keep_weights`): a
+    # Extra loss weight on the latent cells of a shape that the edit leaves as it was (`cell_weights`): a
     # background edit must not tint the shape. 0 is a plain loss.
     keep_weight: float = 0.0
+    # Extra loss weight on the latent cells of a shape that the edit changes (`changed_shape_cells`: the
+    # shape a recolour repaints, the old and new place of a moved one): the counterweight to `keep_weight`,
+    # so that teaching a background edit to keep the shape does not teach a recolour to keep it too.
+    change_weight: float = 0.0
     # The share of background edits among the edit examples (None: `EDIT_MIX` as it is); the other kinds
     # keep their proportions to one another.
     background_edits: float | None = None
@@ -364,8 +368,10 @@ class Encoded:
     std: torch.Tensor
     labels: list
     condition: torch.Tensor | None = None
-    # For edits: per latent cell, the share of its pixels that lie on a shape and stay as they were.
+    # For edits: per latent cell, the share of its pixels that lie on a shape and stay as they were, and
+    # the share that lie on a shape (before or after) and change.
     keep: torch.Tensor | None = None
+    change: torch.Tensor | None = None
 
     def latents(self, vae: Vae) -> torch.Tensor:
         """A fresh sample of each example's latent, scaled as the denoiser sees it."""
@@ -386,13 +392,24 @@ SHAPE_PIXEL = 0.3
 KEPT_PIXEL = 0.05
 
 
+def _on_shape(picture: torch.Tensor) -> torch.Tensor:
+    background = picture.flatten(2).median(dim=2).values[:, :, None, None]
+    return (picture - background).abs().sum(dim=1, keepdim=True) > SHAPE_PIXEL
+
+
 def kept_shape_cells(before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
     """Per latent cell (N x 1 x H/4 x W/4), the share of its pixels that lie on a shape of `before` and that
     the edit leaves unchanged: the shape itself in a background edit, the shapes an edit does not name."""
-    background = before.flatten(2).median(dim=2).values[:, :, None, None]
-    on_shape = (before - background).abs().sum(dim=1, keepdim=True) > SHAPE_PIXEL
     kept = (before - after).abs().sum(dim=1, keepdim=True) < KEPT_PIXEL
-    return F.avg_pool2d((on_shape & kept).float(), LATENT_DOWNSCALE)
+    return F.avg_pool2d((_on_shape(before) & kept).float(), LATENT_DOWNSCALE)
+
+
+def changed_shape_cells(before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+    """Per latent cell, the share of its pixels that lie on a shape of `before` or of `after` and that the
+    edit changes: the shape a recolour repaints, where a shape was and is after a move; in a background edit
+    only part of the cells on a shape's rim, whose pixels blend the shape into the background that changed."""
+    changed = (before - after).abs().sum(dim=1, keepdim=True) >= KEPT_PIXEL
+    return F.avg_pool2d(((_on_shape(before) | _on_shape(after)) & changed).float(), LATENT_DOWNSCALE)
 
 
 @torch.no_grad()
@@ -403,7 +420,19 @@ def encode_edits(
     after = vae.encode(edits.after).latent_dist
     # The pipeline conditions on the picture's unscaled latent mode; so must training.
     before = vae.encode(edits.before).latent_dist.mode()
-    return Encoded(after.mean, after.std, edits.triples, before, kept_shape_cells(edits.before, edits.after))
+    return Encoded(
+        after.mean,
+        after.std,
+        edits.triples,
+        before,
+        kept_shape_cells(edits.before, edits.after),
+        changed_shape_cells(edits.before, edits.after),
+    )
+
+
+# The optional per-example tensors of `Encoded` (first dimension: the example) that the pool stores, draws
+# and refreshes beside `mean` and `std`.
+_OPTIONAL_PER_EXAMPLE = ("condition", "keep", "change")
 
 
 class LatentPool:
@@ -424,14 +453,15 @@ class LatentPool:
     def fill(self, trainee: Trainee) -> None:
         clock = time.monotonic()
         chunks = [self._encode(trainee.rng, 64) for _ in range(self.size // 64)]
-        conditions = [c.condition for c in chunks if c.condition is not None]
-        keeps = [c.keep for c in chunks if c.keep is not None]
+        optional: dict[str, torch.Tensor | None] = {}
+        for name in _OPTIONAL_PER_EXAMPLE:
+            parts = [getattr(c, name) for c in chunks if getattr(c, name) is not None]
+            optional[name] = torch.cat(parts) if parts else None
         self._pool = Encoded(
             torch.cat([c.mean for c in chunks]),
             torch.cat([c.std for c in chunks]),
             [label for c in chunks for label in c.labels],
-            torch.cat(conditions) if conditions else None,
-            torch.cat(keeps) if keeps else None,
+            **optional,
         )
         log.info(
             "%s: encoded a pool of %d examples in %.0f s", trainee.name, self.size, time.monotonic() - clock
@@ -445,21 +475,22 @@ class LatentPool:
     def refresh(self, rng: np.random.Generator) -> None:
         pool, fresh = self._filled(), self._encode(rng, self.refresh_count)
         slots = torch.from_numpy(rng.choice(self.size, self.refresh_count, replace=False))
-        pool.mean[slots], pool.std[slots] = fresh.mean, fresh.std
-        if pool.condition is not None and fresh.condition is not None:
-            pool.condition[slots] = fresh.condition
-        if pool.keep is not None and fresh.keep is not None:
-            pool.keep[slots] = fresh.keep
+        for name in ("mean", "std", *_OPTIONAL_PER_EXAMPLE):
+            held, new = getattr(pool, name), getattr(fresh, name)
+            if held is not None and new is not None:
+                held[slots] = new
         for slot, label in zip(slots.tolist(), fresh.labels, strict=True):
             pool.labels[slot] = label
 
     def sample(self, rng: np.random.Generator, n: int) -> Encoded:
         pool = self._filled()
         idx = torch.from_numpy(rng.choice(self.size, n, replace=False))
-        condition = pool.condition[idx] if pool.condition is not None else None
-        keep = pool.keep[idx] if pool.keep is not None else None
+        optional = {
+            name: (held[idx] if (held := getattr(pool, name)) is not None else None)
+            for name in _OPTIONAL_PER_EXAMPLE
+        }
         labels = [pool.labels[i] for i in idx.tolist()]
-        return Encoded(pool.mean[idx], pool.std[idx], labels, condition, keep)
+        return Encoded(pool.mean[idx], pool.std[idx], labels, **optional)
 
 
 # ---------------------------------------------------------------- losses
@@ -937,11 +968,12 @@ def shipped_parts(
     )
 
 
-def keep_weights(extra: float, keep: torch.Tensor | None) -> torch.Tensor | None:
-    """Per-cell loss weights 1 + `extra` x the share of the cell that is a shape the edit keeps (None: plain)."""
-    if not extra or keep is None:
+def cell_weights(extra: float, share: torch.Tensor | None) -> torch.Tensor | None:
+    """Per-cell loss weights 1 + `extra` x a per-cell share (`Encoded.keep`: the share of the cell that is a
+    shape the edit keeps; `Encoded.change`: that it changes). None: a plain loss."""
+    if not extra or share is None:
         return None
-    return 1.0 + extra * keep
+    return 1.0 + extra * share
 
 
 def _combined(*weights: torch.Tensor | None) -> torch.Tensor | None:
@@ -998,7 +1030,8 @@ def train_edit(options: TrainOptions) -> PartStats:
         # The shapes of the picture and of the result: where keeping and changing both happen.
         weights = _combined(
             shape_weights(options.shape_weight, latents, examples.condition * vae.config.scaling_factor),
-            keep_weights(options.keep_weight, examples.keep),
+            cell_weights(options.keep_weight, examples.keep),
+            cell_weights(options.change_weight, examples.change),
         )
         return denoise_loss(
             unet, scheduler, latents, text, condition, weights=weights, snr_floor=options.snr_floor
@@ -1096,6 +1129,10 @@ def parse_args(argv: list[str] | None = None) -> TrainOptions:
             "--keep-weight",
             "edit part: extra loss weight on the shape cells an edit leaves unchanged (0: plain loss)",
         ),
+        (
+            "--change-weight",
+            "edit part: extra loss weight on the shape cells an edit changes (0: plain loss)",
+        ),
         ("--background-edits", "edit part: share of background edits (default: the built-in mix)"),
     ):
         default = getattr(TrainOptions, flag[2:].replace("-", "_"))
@@ -1155,6 +1192,7 @@ def parse_args(argv: list[str] | None = None) -> TrainOptions:
         ("--snr-floor", args.snr_floor, 0.0, 5.0),
         ("--shape-weight", args.shape_weight, 0.0, 20.0),
         ("--keep-weight", args.keep_weight, 0.0, 20.0),
+        ("--change-weight", args.change_weight, 0.0, 20.0),
         ("--background-edits", 0.5 if args.background_edits is None else args.background_edits, 0.0, 0.95),
     ):
         if not low <= value <= high:
