@@ -27,6 +27,7 @@ def make_item(
     steps: int = 4,
     guidance: float = 5.0,
     size: tuple[int, int] = (64, 64),
+    creative: bool = False,
 ) -> BatchItem:
     request = JobRequest(
         idempotency_key=job_id,
@@ -38,6 +39,7 @@ def make_item(
         strength=strength,
         adapter=adapter,
         adapter_scale=adapter_scale,
+        creative=creative,
     )
     return BatchItem(
         job_id=WorkerJobId(job_id),

@@ -19,15 +19,17 @@ import numpy as np
 import pytest
 import torch
 from aiohttp.test_utils import TestClient
+from PIL import Image
 from pytest_aiohttp import AiohttpClient
 
 from inference.engine import DiffusersEngine
-from inference.engine_api import Engine, EngineWrapper, KindDefaults
+from inference.engine_api import Engine, EngineWrapper, KindDefaults, StepUpdate
 from inference.protocol import WorkerInfo
 from inference.server import create_app
 from inference.settings import EngineSettings, UpscalerSettings, WorkerSettings
 from inference.superres import TileSettings, UpscalerError, bundled_upscaler, load_upscaler, to_tensor
 from inference.vocabulary import JobKind
+from tests.inference.items import make_item, progress
 from tests.inference.test_server import AUTH, TOKEN, fetch_png, post_image_job, wait
 from tools.tiny.train_sr import TEST_SEED, bicubic, eval_pairs, psnr
 from tools.tiny.train_sr import to_png as png
@@ -215,3 +217,24 @@ def test_without_spandrel_the_bundled_upscaler_is_absent_but_a_named_one_is_an_e
     assert UpscaleStage.load_or_none(UpscalerSettings(), cpu, f32) is None
     with pytest.raises(ModuleNotFoundError):
         UpscaleStage.load_or_none(UpscalerSettings(path=bundled_upscaler(2)), cpu, f32)
+
+
+@pytest.mark.parametrize("creative", [False, True])
+def test_an_upscale_batch_frees_the_device_before_its_pictures_are_packaged(
+    engines: dict[int, DiffusersEngine], creative: bool
+) -> None:
+    """Like every batch, an upscale says `device_free` once, last, after the upscaler (and the redraw) ran:
+    the scheduler starts the next batch while these pictures are converted and encoded."""
+    small, _ = eval_pairs(2, count=1)[0]
+    prompt = "a small purple triangle in the centre of a brown background"
+    items = [
+        make_item(f"up-{i}", 7 + i, prompt=prompt, kind=JobKind.UPSCALE, image=Image.fromarray(small),
+                  creative=creative, steps=4, size=(128, 128))
+        for i in range(2)
+    ]  # fmt: skip
+    updates: list[StepUpdate] = []
+    results = engines[2].run_batch(items, updates.append, lambda: False)
+    assert [len(r) for r in results] == [1, 1]
+    steps = progress(results, updates)
+    # The upscaler is one step; a creative redraw reports its own steps first.
+    assert bool(steps) is creative and updates[-1].step == updates[-1].total
