@@ -359,9 +359,12 @@ def _fine_tune(tmp_path: Path, part: str, extra: list[str]) -> tuple[Path, Path,
 def test_edit_part_fine_tunes_an_exported_edit_pipeline(tmp_path: Path) -> None:
     """`--edit-from DIR`: the denoiser continues from DIR's, over DIR's own frozen autoencoder and text
     encoder, which the exported pipeline carries unchanged."""
-    flags = ["--keep-weight", "4", "--edit-mix", "recolour=0.42,background=0.48"]
-    shipped, _, options = _fine_tune(tmp_path, "edit", flags)
+    flags = ["--keep-weight", "4", "--change-weight", "2", "--untold-keeps"]
+    shipped, _, options = _fine_tune(
+        tmp_path, "edit", [*flags, "--edit-mix", "recolour=0.42,background=0.48"]
+    )
     assert options.edit_from == shipped and options.keep_weight == 4.0
+    assert options.change_weight == 2.0 and options.untold_keeps
     assert options.edit_mix == "recolour=0.42,background=0.48"
 
 
@@ -400,3 +403,10 @@ def test_unet_part_fine_tunes_an_exported_generate_pipeline(tmp_path: Path) -> N
     tokenizer and text encoder, which the exported pipeline carries byte for byte."""
     shipped, _, options = _fine_tune(tmp_path, "unet", ["--shape-weight", "3"])
     assert options.unet_from == shipped and options.shape_weight == 3.0
+
+
+def test_untold_targets_replace_only_the_rows_without_an_instruction() -> None:
+    latents, picture = torch.zeros(3, 4, 2, 2), torch.ones(3, 4, 2, 2)
+    out = train.untold_targets(latents, picture, torch.tensor([False, True, False]))
+    assert out[1].eq(1).all() and out[[0, 2]].eq(0).all()
+    assert not train.parse_args([]).untold_keeps and train.parse_args(["--untold-keeps"]).untold_keeps

@@ -112,6 +112,14 @@ class TrainOptions:
     # shape a recolour repaints, the old and new place of a moved one): the counterweight to `keep_weight`,
     # so that teaching a background edit to keep the shape does not teach a recolour to keep it too.
     change_weight: float = 0.0
+    # What the edit denoiser learns for a picture with no instruction (the `edit_text_drop` share): False,
+    # the edited picture, as InstructPix2Pix trains it, so the untold prediction is the average over every
+    # kind of edit; True, the picture itself ("no instruction, no change"). Classifier-free guidance scales
+    # the difference between the told and the untold prediction: where the average repaints the shape (a
+    # recolour is 42 % of the edits), a background edit's guidance pushes the shape's colour away from that
+    # average, to a neighbouring hue. With the untold prediction equal to the picture, the cells an
+    # instruction keeps have no difference to scale.
+    untold_keeps: bool = False
     # The share of background edits among the edit examples (None: `EDIT_MIX` as it is); the other kinds
     # keep their proportions to one another.
     background_edits: float | None = None
@@ -968,6 +976,11 @@ def shipped_parts(
     )
 
 
+def untold_targets(latents: torch.Tensor, picture: torch.Tensor, untold: torch.Tensor) -> torch.Tensor:
+    """The denoiser's targets with the rows in `untold` (a boolean per row) replaced by the picture itself."""
+    return torch.where(untold[:, None, None, None], picture, latents)
+
+
 def cell_weights(extra: float, share: torch.Tensor | None) -> torch.Tensor | None:
     """Per-cell loss weights 1 + `extra` x a per-cell share (`Encoded.keep`: the share of the cell that is a
     shape the edit keeps; `Encoded.change`: that it changes). None: a plain loss."""
@@ -1027,6 +1040,9 @@ def train_edit(options: TrainOptions) -> PartStats:
         with torch.no_grad():
             text = text_encoder(token_ids(tokenizer, texts))[0]
         latents = examples.latents(vae)
+        if options.untold_keeps:
+            untold = torch.from_numpy((roll >= DROP) & (roll < text_end))
+            latents = untold_targets(latents, examples.condition * vae.config.scaling_factor, untold)
         # The shapes of the picture and of the result: where keeping and changing both happen.
         weights = _combined(
             shape_weights(options.shape_weight, latents, examples.condition * vae.config.scaling_factor),
@@ -1166,6 +1182,12 @@ def parse_args(argv: list[str] | None = None) -> TrainOptions:
         action=argparse.BooleanOptionalAction,
         default=TrainOptions.random_text_encoder,
         help="text part: keep the text encoder at its seeded random start (default) or train it (--no-...)",
+    )
+    parser.add_argument(
+        "--untold-keeps",
+        action=argparse.BooleanOptionalAction,
+        default=TrainOptions.untold_keeps,
+        help="edit part: with no instruction the target is the picture itself (default: the edited picture)",
     )
     parser.add_argument(
         "--zero-snr",
