@@ -7,7 +7,7 @@ rendered scenes through `<DIR>/edit` (skipped when there is no such folder). The
 set: for each phrasing family (tools/tiny/phrasing.py) prompts built only from templates, openings, fillers
 and synonyms that training never uses, and edits phrased the same way; the "on" form against the positional
 form on the same centred scenes; and whether an edit keeps the colour it was not asked to change. All at
-20 DPM-Solver++ steps and the bundled defaults (guidance 5; edits 6 with image guidance 2); the judge in
+20 DPM-Solver++ steps and the bundled defaults (guidance 5; edits 3 with image guidance 2); the judge in
 tools/tiny/judge.py reads each picture. It prints the figures, checks that different seeds differ and the
 same seed repeats, and ends with one JSON line: `{"background_acc", "colour_acc", "shape_acc",
 "edit_follow", "edit_keeps_shape", "para_background_acc", "para_colour_acc", "para_shape_acc",
