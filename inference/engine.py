@@ -311,19 +311,22 @@ class DiffusersEngine:
                 if _is_oom(exc):
                     raise EngineOutOfMemory(f"out of memory upscaling {len(items)} images: {exc}") from exc
                 raise EngineError(f"upscaler failed: {type(exc).__name__}: {exc}") from exc
+            pipe: Pipeline | None = None  # the redraw's, when the batch is creative
+            output: Any = None
+            steps = 1
             if shape.creative:
                 strength = shape.strength or stage.creative_strength
                 redraw = replace(shape, kind=JobKind.IMG2IMG, strength=strength)
                 pipe = self._pipes.img2img
                 kwargs = self._call_kwargs(pipe, items, redraw, [Image.fromarray(p) for p in enlarged])
                 output = self._denoise(pipe, kwargs, redraw, on_step, should_stop)
+                if output is None:
+                    return [[] for _ in items]
+                steps = redraw.steps
         # As in `run_batch`: the device is done, so the next batch may start while these are packaged.
-        if not shape.creative:
-            on_step(StepUpdate(step=1, total=1, device_free=True))
+        on_step(StepUpdate(step=steps, total=steps, device_free=True))
+        if pipe is None:
             return self._package(items, shape, enlarged, [False] * len(enlarged), None)
-        if output is None:
-            return [[] for _ in items]
-        on_step(StepUpdate(step=redraw.steps, total=redraw.steps, device_free=True))
         return self._results(items, shape, output, pipe)
 
     # --- One batch, step by step ---
