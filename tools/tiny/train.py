@@ -118,7 +118,8 @@ class TrainOptions:
     # the difference between the told and the untold prediction: where the average repaints the shape (a
     # recolour is 42 % of the edits), a background edit's guidance pushes the shape's colour away from that
     # average, to a neighbouring hue. With the untold prediction equal to the picture, the cells an
-    # instruction keeps have no difference to scale.
+    # instruction keeps have no difference to scale; but the whole edit is then the difference, and guidance
+    # 3 to 6 overshoots it (measured worse on every figure: MODEL_CARD.md, "Guidance tinted the shape").
     untold_keeps: bool = False
     # The share of background edits among the edit examples (None: `EDIT_MIX` as it is); the other kinds
     # keep their proportions to one another.
@@ -1040,12 +1041,13 @@ def train_edit(options: TrainOptions) -> PartStats:
         with torch.no_grad():
             text = text_encoder(token_ids(tokenizer, texts))[0]
         latents = examples.latents(vae)
+        picture = examples.condition * vae.config.scaling_factor
         if options.untold_keeps:
             untold = torch.from_numpy((roll >= DROP) & (roll < text_end))
-            latents = untold_targets(latents, examples.condition * vae.config.scaling_factor, untold)
+            latents = untold_targets(latents, picture, untold)
         # The shapes of the picture and of the result: where keeping and changing both happen.
         weights = _combined(
-            shape_weights(options.shape_weight, latents, examples.condition * vae.config.scaling_factor),
+            shape_weights(options.shape_weight, latents, picture),
             cell_weights(options.keep_weight, examples.keep),
             cell_weights(options.change_weight, examples.change),
         )
