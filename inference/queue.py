@@ -73,7 +73,7 @@ class FinishedJob:
     """What the worker keeps of a job once it has ended: what a late client can still ask for and no more.
 
     Its final state is the final event, kept as the JSON line a stream would send (it holds the whole
-    `JobInfo`); the key and fingerprint answer a resubmit; status and count answer a fetch. About 0.9 KB
+    `JobInfo`); the key and fingerprint answer a resubmit; status and count answer a fetch. About 0.6 KB
     against the 5 KB of the live record's models, so `max_finished_jobs` records stay small
     (`tests/inference/test_scheduler.py` measures it).
     """
